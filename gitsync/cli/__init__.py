@@ -1,0 +1,38 @@
+"""The ``gitsync`` command line.
+
+Subcommands live one per module and are imported only when invoked, so ``gitsync render`` never pays for
+importing the Kubernetes client. To add one, write ``gitsync/cli/<name>.py`` with a click command called
+``command`` and add it to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from gitsync import __version__
+
+COMMANDS: dict[str, str] = {
+    # name: "module:attribute"
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="gitsync")
+def main() -> None:
+    """gitsync: follow a Git repository and deliver it to Kubernetes, gradually and reversibly."""

@@ -1,0 +1,73 @@
+"""Structured logging: one event name plus key-value fields per line.
+
+JSON lines when stderr is not a terminal (the agent in a cluster), coloured console output on a terminal.
+A redaction processor drops the value of any field whose name looks like a credential, so a token passed
+by mistake never reaches a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_WORDS = ("token", "secret", "password", "passwd", "authorization", "private_key", "credential")
+REDACTED = "<redacted>"
+
+
+def _redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event):
+        if any(word in key.lower() for word in _SECRET_WORDS):
+            event[key] = REDACTED
+    return event
+
+
+def configure(fmt: str = "auto", level: str = "INFO") -> None:
+    """Set up structlog and route stdlib logging (kubernetes, urllib3, apscheduler) through it.
+
+    ``fmt`` is ``json``, ``console`` or ``auto`` (console when stderr is a terminal).
+    """
+    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer(sort_keys=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.dict_tracebacks if not use_console else _identity,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("urllib3", "kubernetes", "apscheduler", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _identity(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    return event
+
+
+def get(name: str = "gitsync") -> Any:
+    """A structlog logger; call ``log.info("sync.applied", app=..., env=..., created=3)``."""
+    return structlog.get_logger(name)

@@ -1,0 +1,189 @@
+"""The shared vocabulary of gitsync: object identity, ownership labels and the values that flow between stages.
+
+Contract: pure, no I/O, imports nothing from the rest of gitsync (``renderers`` builds on it). The label and
+annotation names below are part of the wire format: objects in users' clusters carry them, so they never change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+MANAGER = "gitsync"
+"""Field manager for every server-side apply; the owner of the fields gitsync declares."""
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_APP = "gitsync.dev/app"
+LABEL_ENV = "gitsync.dev/env"
+
+ANNOTATION_WAVE = "gitsync.dev/wave"
+"""Integer; lower waves are applied (and waited for) before higher ones. Default 0."""
+ANNOTATION_PRUNE = "gitsync.dev/prune"
+"""``"false"`` keeps an object in the cluster when it leaves the render."""
+ANNOTATION_IGNORE = "gitsync.dev/ignore-differences"
+"""Comma-separated JSON pointers (``/spec/replicas``) whose live values are never reported as drift."""
+ANNOTATION_RECREATE = "gitsync.dev/recreate"
+"""``"true"``: a change to an immutable field deletes and recreates the object instead of failing."""
+ANNOTATION_FORCE = "gitsync.dev/force-conflicts"
+"""``"true"``: take over fields owned by another field manager instead of reporting a conflict."""
+ANNOTATION_CONFIG_HASH = "gitsync.dev/config-hash"
+"""Set on pod templates by the renderer's ``config_hash`` helper so a config-only change rolls the workload."""
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ObjectId:
+    """The one identity of a Kubernetes object. ``str()`` is its only text form (logs, errors, inventory).
+
+    ``group`` is empty for the core API; ``namespace`` is empty for cluster-scoped objects.
+    """
+
+    group: str
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        kind = f"{self.kind}.{self.group}" if self.group else self.kind
+        return f"{kind}/{self.namespace}/{self.name}" if self.namespace else f"{kind}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> ObjectId:
+        """Inverse of ``str()``: ``Deployment.apps/shop/web`` or ``Namespace/shop``."""
+        parts = text.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise ValueError(f"not an object id: {text!r} (want Kind[.group]/[namespace/]name)")
+        kind, _, group = parts[0].partition(".")
+        if len(parts) == 3:
+            return cls(group, kind, parts[1], parts[2])
+        return cls(group, kind, "", parts[1])
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> ObjectId:
+        """The identity of a manifest or live object (``apiVersion`` ``group/version`` or ``version``)."""
+        api_version = str(obj.get("apiVersion", ""))
+        group = api_version.rpartition("/")[0]
+        meta = obj.get("metadata") or {}
+        return cls(group, str(obj.get("kind", "")), str(meta.get("namespace") or ""), str(meta.get("name", "")))
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class AppEnv:
+    """The unit of work: one app in one environment. Keys the queue, locks, state, metrics and logs."""
+
+    app: str
+    env: str
+
+    def __str__(self) -> str:
+        return f"{self.app}@{self.env}"
+
+
+# Apply order by kind: what others depend on comes first (Helm's install order, trimmed to what matters).
+_KIND_ORDER = (
+    "Namespace",
+    "CustomResourceDefinition",
+    "PriorityClass",
+    "ResourceQuota",
+    "LimitRange",
+    "PodSecurityPolicy",
+    "NetworkPolicy",
+    "ServiceAccount",
+    "Secret",
+    "ConfigMap",
+    "StorageClass",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "Service",
+    "DaemonSet",
+    "Pod",
+    "ReplicaSet",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "StatefulSet",
+    "Job",
+    "CronJob",
+    "PodDisruptionBudget",
+    "Ingress",
+    "APIService",
+)
+_KIND_RANK = {kind: rank for rank, kind in enumerate(_KIND_ORDER)}
+
+
+def kind_rank(kind: str) -> int:
+    """Position of a kind in apply order; unknown kinds (custom resources) come after all built-ins."""
+    return _KIND_RANK.get(kind, len(_KIND_ORDER))
+
+
+def apply_order(obj_id: ObjectId) -> tuple[int, str, str, str]:
+    """Sort key used for rendering output, apply order (ascending) and prune order (descending)."""
+    return (kind_rank(obj_id.kind), obj_id.namespace, obj_id.name, obj_id.group)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """One desired object as rendered. ``body`` is JSON-ready and must be treated as read-only.
+
+    ``source`` is the ``template:line`` that produced it, so errors about the object point at the file.
+    """
+
+    id: ObjectId
+    body: Json = field(compare=False, hash=False)
+    source: str = ""
+
+    @property
+    def annotations(self) -> Mapping[str, str]:
+        return self.body.get("metadata", {}).get("annotations") or {}
+
+    @property
+    def wave(self) -> int:
+        """The object's apply wave (``gitsync.dev/wave``); 0 when absent."""
+        raw = self.annotations.get(ANNOTATION_WAVE, "0")
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{self.id}: annotation {ANNOTATION_WAVE} is not an integer: {raw!r}") from None
+
+
+class SyncAction(StrEnum):
+    """What a sync did (or would do) to one object. Values are the log and wire format."""
+
+    CREATED = "created"
+    CONFIGURED = "configured"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class HealthStatus(StrEnum):
+    """Health of an object or an app-env, ordered best to worst by ``HEALTH_SEVERITY``."""
+
+    HEALTHY = "Healthy"
+    PROGRESSING = "Progressing"
+    SUSPENDED = "Suspended"
+    MISSING = "Missing"
+    DEGRADED = "Degraded"
+    UNKNOWN = "Unknown"
+
+
+HEALTH_SEVERITY = {
+    HealthStatus.HEALTHY: 0,
+    HealthStatus.SUSPENDED: 1,
+    HealthStatus.PROGRESSING: 2,
+    HealthStatus.UNKNOWN: 3,
+    HealthStatus.MISSING: 4,
+    HealthStatus.DEGRADED: 5,
+}
+
+
+class SyncState(StrEnum):
+    SYNCED = "Synced"
+    OUT_OF_SYNC = "OutOfSync"
+    UNKNOWN = "Unknown"
