@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from gitsync.model import Json, ObjectId
+from gitsync.model import AppEnv, Json, ObjectId
 
 
 class Clock(Protocol):
@@ -69,3 +69,27 @@ class Cluster(Protocol):
         resource_version: str = "",
         timeout_seconds: int = 300,
     ) -> Iterator[WatchEvent]: ...
+
+
+class LiveReader(Protocol):
+    """Read access to live objects. The Cluster answers with a GET; the watch-fed cache answers from memory,
+    which is what makes a no-op reconcile nearly free."""
+
+    def get(self, ref: ObjectId) -> Json | None: ...
+
+
+class StateStore(Protocol):
+    """Per app-env state kept in the cluster, one document per ``part`` ("inventory", "status", "history",
+    "rollout"), so a restarted agent resumes where the last one stopped.
+
+    Writes are optimistic: ``save`` takes the ``version`` returned by ``load`` ("" for a new document) and
+    raises ``TransientError`` when someone else wrote in between.
+    """
+
+    def load(self, key: AppEnv, namespace: str, part: str) -> tuple[Json, str]:
+        """The stored document (``{}`` when absent) and its version."""
+        ...
+
+    def save(self, key: AppEnv, namespace: str, part: str, data: Json, version: str) -> str:
+        """Store ``data``; returns the new version."""
+        ...
