@@ -1,0 +1,413 @@
+"""The Kubernetes API as plain dicts: ``KubeCluster`` implements ``ports.Cluster`` and ``ports.LiveReader``.
+
+The official ``kubernetes`` client is used for configuration only (kubeconfig or in-cluster service account,
+token refresh, client certificates, TLS) and for its urllib3 pool. Requests and responses are raw JSON: typed
+models are ~20x slower to build and silently drop fields the client does not know, which would hide drift.
+
+Contract:
+- every error is a ``gitsync.errors.KubeError`` subclass whose message starts with the object's ``ObjectId``;
+  terminal (conflict, invalid, forbidden, not found) or transient (network, 429, 5xx with Retry-After);
+- discovery (kind -> resource) is read once, lazily, and refreshed when a kind is unknown (a CRD just created);
+- ``requests`` counts API calls by verb, so tests and the benchmark can prove a no-op reconcile writes nothing;
+- credentials never reach a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import urllib3
+from kubernetes.client import configuration, rest
+from kubernetes.config import incluster_config, kube_config
+
+from gitsync.errors import (
+    FieldConflictError,
+    ForbiddenError,
+    InvalidObjectError,
+    KubeError,
+    NotFoundError,
+    StaleError,
+    UnavailableError,
+    WatchExpired,
+)
+from gitsync.model import MANAGER, Json, ObjectId
+from gitsync.ports import ObjectList, WatchEvent, WatchEventType
+
+__all__ = ["KubeCluster", "Resource"]
+
+_APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+# Aggregated discovery (GA in 1.30): every group, version and resource in two requests instead of one per group.
+_DISCOVERY_ACCEPT = (
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
+)
+_LIST_PAGE = 500
+_CONFLICT_MANAGER = re.compile(r'conflict with "([^"]+)"')
+_REFRESH_INTERVAL = 1.0
+"""Seconds between discovery refreshes triggered by unknown kinds, so a typo in a kind does not hammer /apis."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """Where a kind is served: its REST collection and whether objects live in a namespace."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    def path(self, namespace: str = "", name: str = "", version: str = "") -> str:
+        """The URL path of the collection (no name) or of one object; ``version`` overrides the preferred one."""
+        gv = f"{self.group}/{version or self.version}" if self.group else (version or self.version)
+        base = f"/apis/{gv}" if self.group else f"/api/{gv}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        return f"{base}/{quote(name, safe='')}" if name else base
+
+
+class KubeCluster:
+    """One connection pool to one API server, shared by every thread of the agent (the pool is thread-safe)."""
+
+    def __init__(
+        self,
+        kubeconfig: str | Path | None = None,
+        *,
+        context: str | None = None,
+        pool_size: int = 32,
+        timeout: float = 30.0,
+    ) -> None:
+        """``kubeconfig`` None means the in-cluster service account, or ``$KUBECONFIG``/``~/.kube/config`` outside.
+
+        ``pool_size`` must cover the apply concurrency plus the watches the agent keeps open, or requests queue
+        behind each other on a connection.
+        """
+        cfg = configuration.Configuration()
+        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            incluster_config.load_incluster_config(client_configuration=cfg)
+        else:
+            kube_config.load_kube_config(
+                config_file=str(kubeconfig) if kubeconfig is not None else None,
+                context=context,
+                client_configuration=cfg,
+                persist_config=False,
+            )
+        cfg.connection_pool_maxsize = pool_size
+        self._cfg = cfg
+        self._pool: urllib3.PoolManager = rest.RESTClientObject(cfg).pool_manager
+        self._timeout = timeout
+        self._resources: dict[tuple[str, str], Resource] = {}
+        self._discovered_at = float("-inf")
+        self._discovery_lock = threading.Lock()
+        self._counter: Counter[str] = Counter()
+        self._counter_lock = threading.Lock()
+
+    @property
+    def server(self) -> str:
+        return str(self._cfg.host)
+
+    # -- request counting ------------------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> dict[str, int]:
+        """API requests made so far by verb (get, list, watch, apply, dry-run, delete, create, update, discovery)."""
+        with self._counter_lock:
+            return dict(self._counter)
+
+    def _count(self, verb: str) -> None:
+        with self._counter_lock:
+            self._counter[verb] += 1
+
+    # -- transport ------------------------------------------------------------------------------------------
+
+    def _headers(self, content_type: str = "", accept: str = "application/json") -> dict[str, str]:
+        headers = {"Accept": accept, "User-Agent": f"{MANAGER}/kube"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        auth = self._cfg.auth_settings().get("BearerToken")
+        if auth and auth["value"]:
+            headers[auth["key"]] = str(auth["value"])
+        return headers
+
+    def _request(
+        self,
+        verb: str,
+        method: str,
+        path: str,
+        *,
+        subject: str,
+        query: Mapping[str, str] | None = None,
+        body: Json | None = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+        stream: bool = False,
+        timeout: float | None = None,
+    ) -> urllib3.BaseHTTPResponse:
+        """One HTTP request; non-2xx statuses become ``KubeError``s. The caller reads (and closes) a stream."""
+        self._count(verb)
+        url = self._cfg.host + path + (f"?{urlencode(query)}" if query else "")
+        try:
+            resp = self._pool.request(
+                method,
+                url,
+                body=json.dumps(body).encode() if body is not None else None,
+                headers=self._headers(content_type if body is not None else "", accept),
+                timeout=urllib3.Timeout(connect=10.0, read=timeout or self._timeout),
+                preload_content=not stream,
+                retries=False,
+            )
+        except urllib3.exceptions.HTTPError as e:
+            raise UnavailableError(f"{subject}: {method} failed: {type(e).__name__}: {e}") from e
+        if resp.status >= 300:
+            data = resp.read() if stream else resp.data
+            if stream:
+                resp.release_conn()
+            raise _error(subject, method, resp.status, data, resp.headers.get("Retry-After"))
+        return resp
+
+    def _json(self, verb: str, method: str, path: str, *, subject: str, **kwargs: Any) -> Json:
+        resp = self._request(verb, method, path, subject=subject, **kwargs)
+        result: Json = json.loads(resp.data)
+        return result
+
+    # -- discovery ------------------------------------------------------------------------------------------
+
+    def resource(self, group: str, kind: str) -> Resource:
+        """The preferred-version resource serving ``group``/``kind``; refreshes discovery once when unknown."""
+        found = self._resources.get((group, kind))
+        if found is not None:
+            return found
+        with self._discovery_lock:
+            found = self._resources.get((group, kind))
+            if found is None and time.monotonic() - self._discovered_at >= _REFRESH_INTERVAL:
+                self._resources = self._discover()
+                self._discovered_at = time.monotonic()
+                found = self._resources.get((group, kind))
+        if found is None:
+            kind_text = f"{kind}.{group}" if group else kind
+            raise NotFoundError(f"{kind_text}: kind is not served by the API server (is its CRD installed?)")
+        return found
+
+    def _discover(self) -> dict[tuple[str, str], Resource]:
+        resources: dict[tuple[str, str], Resource] = {}
+        for path in ("/api", "/apis"):
+            doc = self._json("discovery", "GET", path, subject=path, accept=_DISCOVERY_ACCEPT)
+            if doc.get("kind") == "APIGroupDiscoveryList":
+                _read_aggregated(doc, resources)
+            else:
+                self._read_legacy(path, doc, resources)
+        return resources
+
+    def _read_legacy(self, path: str, doc: Json, out: dict[tuple[str, str], Resource]) -> None:
+        """Discovery from servers older than 1.30: one request per preferred group version."""
+        if path == "/api":
+            gvs = [("", v) for v in doc.get("versions", [])[:1]]
+        else:
+            gvs = [(g["name"], g["preferredVersion"]["version"]) for g in doc.get("groups", [])]
+        for group, version in gvs:
+            gv_path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+            listing = self._json("discovery", "GET", gv_path, subject=gv_path)
+            for r in listing.get("resources", []):
+                if "/" not in r["name"]:
+                    out.setdefault((group, r["kind"]), Resource(group, version, r["kind"], r["name"], r["namespaced"]))
+
+    # -- ports.Cluster --------------------------------------------------------------------------------------
+
+    def get(self, ref: ObjectId) -> Json | None:
+        res = self.resource(ref.group, ref.kind)
+        try:
+            return self._json("get", "GET", res.path(ref.namespace, ref.name), subject=str(ref))
+        except NotFoundError:
+            return None
+
+    def list(self, group: str, kind: str, namespace: str = "", label_selector: str = "") -> ObjectList:
+        """All objects of a kind (in one namespace, or all), paged; items carry ``apiVersion`` and ``kind``."""
+        res = self.resource(group, kind)
+        path = res.path(namespace)
+        query = {"limit": str(_LIST_PAGE)}
+        if label_selector:
+            query["labelSelector"] = label_selector
+        api_version = f"{group}/{res.version}" if group else res.version
+        items: list[Json] = []
+        while True:
+            page = self._json("list", "GET", path, subject=path, query=query)
+            for item in page.get("items", []):
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                items.append(item)
+            cont = page.get("metadata", {}).get("continue")
+            if not cont:
+                return ObjectList(tuple(items), str(page.get("metadata", {}).get("resourceVersion", "")))
+            query = {**query, "continue": cont}
+
+    def apply(self, body: Json, *, dry_run: bool = False, force: bool = False) -> Json:
+        """Server-side apply as field manager ``gitsync``; ``force`` takes over fields other managers own."""
+        ref = ObjectId.of(body)
+        res = self.resource(ref.group, ref.kind)
+        self._check_scope(ref, res)
+        query = {"fieldManager": MANAGER}
+        if force:
+            query["force"] = "true"
+        if dry_run:
+            query["dryRun"] = "All"
+        version = str(body.get("apiVersion", "")).rpartition("/")[2]
+        path = res.path(ref.namespace, ref.name, version)
+        return self._json(
+            "dry-run" if dry_run else "apply",
+            "PATCH",
+            path,
+            subject=str(ref),
+            query=query,
+            body=body,
+            content_type=_APPLY_CONTENT_TYPE,
+        )
+
+    def delete(self, ref: ObjectId, *, propagation: str = "Background") -> bool:
+        res = self.resource(ref.group, ref.kind)
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
+        try:
+            self._request("delete", "DELETE", res.path(ref.namespace, ref.name), subject=str(ref), body=options)
+        except NotFoundError:
+            return False
+        return True
+
+    def create(self, body: Json) -> Json:
+        """POST a new object; ``StaleError`` (transient) when it already exists."""
+        ref = ObjectId.of(body)
+        res = self.resource(ref.group, ref.kind)
+        self._check_scope(ref, res)
+        return self._json("create", "POST", res.path(ref.namespace), subject=str(ref), body=body)
+
+    def replace(self, body: Json) -> Json:
+        """PUT an object; with ``metadata.resourceVersion`` set, ``StaleError`` when someone wrote in between."""
+        ref = ObjectId.of(body)
+        res = self.resource(ref.group, ref.kind)
+        return self._json("update", "PUT", res.path(ref.namespace, ref.name), subject=str(ref), body=body)
+
+    def watch(
+        self,
+        group: str,
+        kind: str,
+        namespace: str = "",
+        label_selector: str = "",
+        resource_version: str = "",
+        timeout_seconds: int = 300,
+    ) -> Iterator[WatchEvent]:
+        """Events after ``resource_version`` for up to ``timeout_seconds``, BOOKMARKs included.
+
+        The resourceVersion is tracked here from every event (bookmarks too) and the stream is reopened from it
+        when the server ends it early, so a caller sees one uninterrupted stream. A 410 raises ``WatchExpired``:
+        list again and watch from the list's resourceVersion.
+        """
+        res = self.resource(group, kind)
+        path = res.path(namespace)
+        api_version = f"{group}/{res.version}" if group else res.version
+        rv = resource_version
+        deadline = time.monotonic() + timeout_seconds
+        while (remaining := int(deadline - time.monotonic())) > 0:
+            query = {"watch": "1", "allowWatchBookmarks": "true", "timeoutSeconds": str(remaining)}
+            if label_selector:
+                query["labelSelector"] = label_selector
+            if rv:
+                query["resourceVersion"] = rv
+            resp = self._request("watch", "GET", path, subject=path, query=query, stream=True, timeout=remaining + 10)
+            try:
+                for line in _lines(resp):
+                    event = json.loads(line)
+                    obj: Json = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        code = int(obj.get("code", 0))
+                        raise _error(path, "WATCH", code, json.dumps(obj).encode(), None)
+                    rv = str(obj.get("metadata", {}).get("resourceVersion") or rv)
+                    obj.setdefault("apiVersion", api_version)
+                    obj.setdefault("kind", kind)
+                    yield WatchEvent(WatchEventType(event["type"]), obj)
+            except urllib3.exceptions.HTTPError as e:
+                raise UnavailableError(f"{path}: watch interrupted: {type(e).__name__}") from e
+            finally:
+                resp.release_conn()
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_scope(ref: ObjectId, res: Resource) -> None:
+        if res.namespaced and not ref.namespace:
+            raise InvalidObjectError(f"{ref}: {ref.kind} is namespaced but metadata.namespace is empty")
+        if not res.namespaced and ref.namespace:
+            raise InvalidObjectError(f"{ref}: {ref.kind} is cluster-scoped but metadata.namespace is set")
+
+
+def _read_aggregated(doc: Json, out: dict[tuple[str, str], Resource]) -> None:
+    for group_doc in doc.get("items", []):
+        group = group_doc.get("metadata", {}).get("name", "")
+        # Versions are listed in preference order; the first version serving a kind wins.
+        for version_doc in group_doc.get("versions", []):
+            version = version_doc["version"]
+            for r in version_doc.get("resources", []):
+                kind = r.get("responseKind", {}).get("kind")
+                if kind:
+                    key = (group, kind)
+                    if key not in out:
+                        out[key] = Resource(group, version, kind, r["resource"], r.get("scope") == "Namespaced")
+
+
+def _lines(resp: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+    """Newline-delimited JSON from a watch stream, as the bytes arrive."""
+    buf = b""
+    for chunk in resp.stream(64 * 1024, decode_content=True):
+        buf += chunk
+        *complete, buf = buf.split(b"\n")
+        yield from (line for line in complete if line.strip())
+    if buf.strip():
+        yield buf
+
+
+def _error(subject: str, method: str, status: int, data: bytes, retry_after: str | None) -> KubeError:
+    """Map an API ``Status`` to the error taxonomy; the server's message is kept, credentials never appear in it."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        doc = {}
+    if not isinstance(doc, dict):
+        doc = {}
+    message = str(doc.get("message") or data[:200].decode(errors="replace").strip() or f"HTTP {status}")
+    reason = str(doc.get("reason", ""))
+    causes = (doc.get("details") or {}).get("causes") or []
+    fields = tuple(str(c["field"]) for c in causes if c.get("field"))
+    if status == 409 and method == "PATCH":
+        managers = tuple(dict.fromkeys(m for c in causes for m in _CONFLICT_MANAGER.findall(str(c.get("message", "")))))
+        owners = ", ".join(managers) or "another field manager"
+        return FieldConflictError(
+            f"{subject}: conflict: fields {', '.join(fields) or '?'} are owned by {owners}"
+            f' (set annotation gitsync.dev/force-conflicts: "true" to take them over)',
+            fields=fields,
+            managers=managers,
+        )
+    if status == 409:
+        return StaleError(f"{subject}: {reason or 'Conflict'}: {message}")
+    if status in (400, 422):
+        immutable = "immutable" in message or any("immutable" in str(c.get("message", "")) for c in causes)
+        what = "field is immutable" if immutable else "invalid"
+        detail = ", ".join(fields) if fields else message
+        return InvalidObjectError(f"{subject}: {what}: {detail} ({message})", fields=fields, immutable=immutable)
+    if status in (401, 403):
+        return ForbiddenError(f"{subject}: forbidden: {message}")
+    if status == 404:
+        return NotFoundError(f"{subject}: not found: {message}")
+    if status == 410:
+        return WatchExpired(f"{subject}: resourceVersion expired: {message}")
+    if status == 429 or status >= 500:
+        delay = float(retry_after) if retry_after and retry_after.strip().isdigit() else None
+        return UnavailableError(f"{subject}: {method} returned HTTP {status}: {message}", retry_after=delay)
+    return InvalidObjectError(f"{subject}: {method} returned HTTP {status}: {message}")

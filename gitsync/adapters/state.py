@@ -1,0 +1,54 @@
+"""``ports.StateStore`` on ConfigMaps: per app-env state lives in the cluster, so a new agent resumes the work.
+
+One ConfigMap per app-env and part, ``gitsync-<app>-<part>`` in the environment's namespace, holding JSON in
+``data["<part>.json"]`` and labelled with the ownership labels plus ``gitsync.dev/state: <part>``. Writes are
+optimistic (PUT with the resourceVersion read by ``load``): a concurrent writer makes ``save`` raise a transient
+``StaleError`` instead of losing an update. These ConfigMaps are bookkeeping, never part of a render or inventory.
+"""
+
+from __future__ import annotations
+
+import json
+
+from gitsync.adapters.kube import KubeCluster
+from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId
+
+__all__ = ["LABEL_STATE", "ConfigMapStateStore"]
+
+LABEL_STATE = "gitsync.dev/state"
+
+
+class ConfigMapStateStore:
+    def __init__(self, cluster: KubeCluster) -> None:
+        self._cluster = cluster
+
+    @staticmethod
+    def ref(key: AppEnv, namespace: str, part: str) -> ObjectId:
+        """The ConfigMap holding ``part`` for ``key``."""
+        return ObjectId("", "ConfigMap", namespace, f"{MANAGER}-{key.app}-{part}")
+
+    def load(self, key: AppEnv, namespace: str, part: str) -> tuple[Json, str]:
+        live = self._cluster.get(self.ref(key, namespace, part))
+        if live is None:
+            return {}, ""
+        raw = (live.get("data") or {}).get(f"{part}.json") or "{}"
+        data: Json = json.loads(raw)
+        return data, str(live["metadata"]["resourceVersion"])
+
+    def save(self, key: AppEnv, namespace: str, part: str, data: Json, version: str) -> str:
+        ref = self.ref(key, namespace, part)
+        metadata: Json = {
+            "name": ref.name,
+            "namespace": namespace,
+            "labels": {LABEL_MANAGED_BY: MANAGER, LABEL_APP: key.app, LABEL_ENV: key.env, LABEL_STATE: part},
+        }
+        if version:
+            metadata["resourceVersion"] = version
+        body: Json = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": metadata,
+            "data": {f"{part}.json": json.dumps(data, sort_keys=True, separators=(",", ":"))},
+        }
+        stored = self._cluster.replace(body) if version else self._cluster.create(body)
+        return str(stored["metadata"]["resourceVersion"])

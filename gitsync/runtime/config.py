@@ -1,0 +1,426 @@
+"""The agent's configuration: ``agent.yaml`` plus ``GITSYNC_*`` environment overrides, as a typed frozen tree.
+
+Contract: pure apart from reading the one config file. Every error names the file, the line and the field
+(``agent.yaml:7: pollInterval: expected a duration like 30s``) so an operator fixes it without guessing.
+Secrets are never part of the config: it holds only the *paths* of files mounted from Secrets.
+
+Example::
+
+    repo:
+      url: https://git.example.com/org/deploy.git
+      branch: main
+      auth: {tokenFile: /etc/gitsync/token}          # or {sshKeyFile: ..., knownHostsFile: ...}
+      verify: {allowedSignersFile: /etc/gitsync/allowed_signers}   # or {gpgKeyring: ...}
+    environments:
+      - name: staging                 # every app of the environment
+      - {name: prod, apps: [podinfo]}
+    pollInterval: 30s
+    webhooks: {github: {secretFile: /etc/gitsync/webhook-secret}}
+    listen: 0.0.0.0:8080
+    selfHeal: true
+    prune: true
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gitsync.errors import TerminalError
+
+
+class ConfigError(TerminalError):
+    """The agent configuration is invalid; the message is ``file:line: field: problem``."""
+
+
+class Provider(StrEnum):
+    """Webhook senders; each has its own signature scheme (see ``gitsync.runtime.webhooks``)."""
+
+    GITHUB = "github"
+    GITLAB = "gitlab"
+    GITEA = "gitea"
+    GENERIC = "generic"
+
+
+class VerifyMode(StrEnum):
+    NONE = "none"
+    SSH = "ssh"
+    GPG = "gpg"
+
+
+@dataclass(frozen=True, slots=True)
+class GitAuth:
+    """Credentials by file path only. SSH keys are checked against ``known_hosts_file`` (StrictHostKeyChecking)."""
+
+    ssh_key_file: Path | None = None
+    known_hosts_file: Path | None = None
+    token_file: Path | None = None
+    username: str = "x-access-token"
+    """User name sent with an HTTPS token (GitHub accepts any; GitLab wants ``oauth2``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyConfig:
+    """Commit signature policy: with a mode other than ``none`` an unsigned or badly signed head is refused."""
+
+    mode: VerifyMode = VerifyMode.NONE
+    allowed_signers_file: Path | None = None
+    gpg_keyring: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RepoConfig:
+    url: str
+    branch: str = "main"
+    auth: GitAuth = field(default_factory=GitAuth)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvSelection:
+    """One environment this agent deploys; ``apps`` empty means every app the environment lists."""
+
+    name: str
+    apps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderElection:
+    """Lease-based leader election. Defaults follow client-go: 15 s lease, renew every 5 s, so a dead
+    leader is replaced within about 15 s, and a clean shutdown releases the lease at once."""
+
+    enabled: bool = False
+    namespace: str = "gitsync-system"
+    lease_name: str = "gitsync-leader"
+    identity: str = ""
+    lease_duration: float = 15.0
+    renew_interval: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    repo: RepoConfig
+    environments: tuple[EnvSelection, ...]
+    poll_interval: float = 60.0
+    """How often the remote head is checked (ls-remote); cheap, since nothing else happens when it did not move."""
+    drift_interval: float = 300.0
+    """How often every app-env is compared with the cluster even when Git did not move (self-heal or report)."""
+    webhook_secrets: Mapping[Provider, Path] = field(default_factory=dict)
+    listen: str = "0.0.0.0:8080"
+    self_heal: bool = True
+    prune: bool = True
+    kubeconfig: Path | None = None
+    """None: in-cluster service-account credentials."""
+    cache_dir: Path = Path("/var/cache/gitsync")
+    history_limit: int = 1000
+    """Releases kept per app-env (Argo CD keeps 10); ~300 bytes each, so 1000 fits a ConfigMap easily."""
+    workers: int = 4
+    leader: LeaderElection = field(default_factory=LeaderElection)
+    log_format: str = "auto"
+
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host or "0.0.0.0", int(port)  # noqa: S104 - the agent serves webhooks to the cluster
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: object) -> float:
+    """``30s``, ``1.5m``, ``500ms``, ``2h`` or a bare number of seconds."""
+    if isinstance(text, bool):
+        raise ValueError("expected a duration like 30s")
+    if isinstance(text, int | float):
+        return float(text)
+    match = _DURATION.match(str(text))
+    if not match:
+        raise ValueError("expected a duration like 30s")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+class _Lines:
+    """Line numbers of every key in a YAML document, by dotted path (``repo.url``, ``environments.1.name``)."""
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[str, int] = {}
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            self._walk(node, "")
+
+    def _walk(self, node: yaml.Node, path: str) -> None:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = f"{path}.{key.value}" if path else str(key.value)
+                self.lines[sub] = key.start_mark.line + 1
+                self._walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._walk(item, f"{path}.{index}" if path else str(index))
+
+    def of(self, path: str) -> int:
+        while path and path not in self.lines:
+            path = path.rpartition(".")[0]
+        return self.lines.get(path, 1)
+
+
+class _Reader:
+    """Typed access to the parsed document that turns every problem into a ``ConfigError`` with file:line."""
+
+    def __init__(self, source: str, lines: _Lines) -> None:
+        self.source = source
+        self.lines = lines
+
+    def fail(self, path: str, problem: str) -> ConfigError:
+        shown = path.rpartition(".")[2] if not path.rpartition(".")[2].isdigit() else path
+        return ConfigError(f"{self.source}:{self.lines.of(path)}: {shown or 'config'}: {problem}")
+
+    def mapping(self, data: object, path: str) -> Mapping[str, Any]:
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            raise self.fail(path, "expected a mapping")
+        return data
+
+    def check_keys(self, data: Mapping[str, Any], path: str, allowed: set[str]) -> None:
+        for key in data:
+            if key not in allowed:
+                sub = f"{path}.{key}" if path else str(key)
+                raise self.fail(sub, f"unknown field (known: {', '.join(sorted(allowed))})")
+
+    def string(self, data: Mapping[str, Any], key: str, path: str, default: str | None = None) -> str:
+        value = data.get(key, default)
+        if value is None:
+            raise self.fail(f"{path}.{key}" if path else key, "required")
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise self.fail(f"{path}.{key}" if path else key, "expected a string")
+        return str(value)
+
+    def opt_path(self, data: Mapping[str, Any], key: str, path: str) -> Path | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        return Path(self.string(data, key, path))
+
+    def boolean(self, data: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(f"{path}.{key}" if path else key, "expected true or false")
+        return value
+
+    def duration(self, data: Mapping[str, Any], key: str, path: str, default: float) -> float:
+        full = f"{path}.{key}" if path else key
+        try:
+            seconds = parse_duration(data.get(key, default))
+        except ValueError as e:
+            raise self.fail(full, str(e)) from None
+        if seconds <= 0:
+            raise self.fail(full, "must be positive")
+        return seconds
+
+    def integer(self, data: Mapping[str, Any], key: str, path: str, default: int, minimum: int = 1) -> int:
+        value = data.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise self.fail(f"{path}.{key}" if path else key, f"expected an integer >= {minimum}")
+        return value
+
+
+_TOP = {
+    "repo",
+    "environments",
+    "pollInterval",
+    "driftInterval",
+    "webhooks",
+    "listen",
+    "selfHeal",
+    "prune",
+    "kubeconfig",
+    "cacheDir",
+    "historyLimit",
+    "workers",
+    "leaderElection",
+    "logFormat",
+}
+
+
+def _parse(doc: object, r: _Reader) -> AgentConfig:
+    top = r.mapping(doc, "")
+    r.check_keys(top, "", _TOP)
+    repo = r.mapping(top.get("repo"), "repo")
+    r.check_keys(repo, "repo", {"url", "branch", "auth", "verify"})
+    auth = r.mapping(repo.get("auth"), "repo.auth")
+    r.check_keys(auth, "repo.auth", {"sshKeyFile", "knownHostsFile", "tokenFile", "username"})
+    git_auth = GitAuth(
+        ssh_key_file=r.opt_path(auth, "sshKeyFile", "repo.auth"),
+        known_hosts_file=r.opt_path(auth, "knownHostsFile", "repo.auth"),
+        token_file=r.opt_path(auth, "tokenFile", "repo.auth"),
+        username=r.string(auth, "username", "repo.auth", "x-access-token"),
+    )
+    if git_auth.ssh_key_file and not git_auth.known_hosts_file:
+        raise r.fail("repo.auth.sshKeyFile", "needs knownHostsFile too (host keys are always checked)")
+    verify = r.mapping(repo.get("verify"), "repo.verify")
+    r.check_keys(verify, "repo.verify", {"allowedSignersFile", "gpgKeyring"})
+    signers = r.opt_path(verify, "allowedSignersFile", "repo.verify")
+    keyring = r.opt_path(verify, "gpgKeyring", "repo.verify")
+    if signers and keyring:
+        raise r.fail("repo.verify", "set allowedSignersFile or gpgKeyring, not both")
+    mode = VerifyMode.SSH if signers else VerifyMode.GPG if keyring else VerifyMode.NONE
+    branch = r.string(repo, "branch", "repo", "main")
+    if branch.startswith("-") or not re.fullmatch(r"[A-Za-z0-9._/-]+", branch) or ".." in branch:
+        raise r.fail("repo.branch", f"not a valid branch name: {branch!r}")
+    repo_config = RepoConfig(
+        url=r.string(repo, "url", "repo"),
+        branch=branch,
+        auth=git_auth,
+        verify=VerifyConfig(mode, signers, keyring),
+    )
+    if repo_config.url.startswith("-"):
+        raise r.fail("repo.url", "must not start with '-'")
+
+    envs_raw = top.get("environments")
+    if not isinstance(envs_raw, list) or not envs_raw:
+        raise r.fail("environments", "expected a non-empty list")
+    envs: list[EnvSelection] = []
+    for index, item in enumerate(envs_raw):
+        path = f"environments.{index}"
+        if isinstance(item, str):
+            envs.append(EnvSelection(item))
+            continue
+        entry = r.mapping(item, path)
+        r.check_keys(entry, path, {"name", "apps"})
+        apps = entry.get("apps") or []
+        if not isinstance(apps, list) or not all(isinstance(a, str) for a in apps):
+            raise r.fail(f"{path}.apps", "expected a list of app names")
+        envs.append(EnvSelection(r.string(entry, "name", path), tuple(apps)))
+
+    hooks = r.mapping(top.get("webhooks"), "webhooks")
+    secrets: dict[Provider, Path] = {}
+    for name, value in hooks.items():
+        try:
+            provider = Provider(name)
+        except ValueError:
+            raise r.fail(f"webhooks.{name}", f"unknown provider (known: {', '.join(Provider)})") from None
+        entry = r.mapping(value, f"webhooks.{name}")
+        r.check_keys(entry, f"webhooks.{name}", {"secretFile"})
+        secrets[provider] = Path(r.string(entry, "secretFile", f"webhooks.{name}"))
+
+    le = r.mapping(top.get("leaderElection"), "leaderElection")
+    r.check_keys(le, "leaderElection", {"enabled", "namespace", "leaseName", "identity", "leaseDuration", "renewInterval"})
+    leader = LeaderElection(
+        enabled=r.boolean(le, "enabled", "leaderElection", False),
+        namespace=r.string(le, "namespace", "leaderElection", "gitsync-system"),
+        lease_name=r.string(le, "leaseName", "leaderElection", "gitsync-leader"),
+        identity=r.string(le, "identity", "leaderElection", ""),
+        lease_duration=r.duration(le, "leaseDuration", "leaderElection", 15.0),
+        renew_interval=r.duration(le, "renewInterval", "leaderElection", 5.0),
+    )
+    if leader.renew_interval >= leader.lease_duration:
+        raise r.fail("leaderElection.renewInterval", "must be shorter than leaseDuration")
+
+    listen = r.string(top, "listen", "", "0.0.0.0:8080")  # noqa: S104
+    if not re.fullmatch(r"[^\s:]*:\d{1,5}", listen):
+        raise r.fail("listen", "expected host:port like 0.0.0.0:8080")
+    log_format = r.string(top, "logFormat", "", "auto")
+    if log_format not in ("auto", "json", "console"):
+        raise r.fail("logFormat", "expected auto, json or console")
+    return AgentConfig(
+        repo=repo_config,
+        environments=tuple(envs),
+        poll_interval=r.duration(top, "pollInterval", "", 60.0),
+        drift_interval=r.duration(top, "driftInterval", "", 300.0),
+        webhook_secrets=secrets,
+        listen=listen,
+        self_heal=r.boolean(top, "selfHeal", "", True),
+        prune=r.boolean(top, "prune", "", True),
+        kubeconfig=r.opt_path(top, "kubeconfig", ""),
+        cache_dir=Path(r.string(top, "cacheDir", "", "/var/cache/gitsync")),
+        history_limit=r.integer(top, "historyLimit", "", 1000),
+        workers=r.integer(top, "workers", "", 4),
+        leader=leader,
+        log_format=log_format,
+    )
+
+
+# Environment overrides: variable -> (dotted YAML path, converter). Applied to the document before parsing,
+# so an invalid override is reported like a bad line (with the variable's name as the source).
+ENV_OVERRIDES: Mapping[str, str] = {
+    "GITSYNC_REPO_URL": "repo.url",
+    "GITSYNC_BRANCH": "repo.branch",
+    "GITSYNC_POLL_INTERVAL": "pollInterval",
+    "GITSYNC_DRIFT_INTERVAL": "driftInterval",
+    "GITSYNC_LISTEN": "listen",
+    "GITSYNC_KUBECONFIG": "kubeconfig",
+    "GITSYNC_CACHE_DIR": "cacheDir",
+    "GITSYNC_SELF_HEAL": "selfHeal",
+    "GITSYNC_PRUNE": "prune",
+    "GITSYNC_HISTORY_LIMIT": "historyLimit",
+    "GITSYNC_LEADER_ELECTION": "leaderElection.enabled",
+    "GITSYNC_LEADER_NAMESPACE": "leaderElection.namespace",
+    "GITSYNC_IDENTITY": "leaderElection.identity",
+    "GITSYNC_LOG_FORMAT": "logFormat",
+}
+
+
+def _set_path(doc: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = doc
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read ``path`` and apply ``GITSYNC_*`` overrides (``environ`` defaults to the process environment).
+
+    ``GITSYNC_ENVIRONMENTS=staging,prod`` replaces the environment list; ``POD_NAME`` and ``POD_NAMESPACE``
+    (from the downward API) fill the leader identity and lease namespace when the file leaves them out.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    source = path.name
+    try:
+        doc = yaml.safe_load(text)
+        lines = _Lines(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        raise ConfigError(f"{source}:{line}: config: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}:1: config: expected a mapping")
+    for variable, dotted in ENV_OVERRIDES.items():
+        if variable in env:
+            raw = env[variable]
+            value: Any = yaml.safe_load(raw) if dotted.split(".")[-1] in _TYPED_LEAVES else raw
+            _set_path(doc, dotted, value)
+            lines.lines[dotted] = 0
+    if "GITSYNC_ENVIRONMENTS" in env:
+        doc["environments"] = [e.strip() for e in env["GITSYNC_ENVIRONMENTS"].split(",") if e.strip()]
+    config = _parse(doc, _Reader(source, lines))
+    leader = config.leader
+    if not leader.identity:
+        identity = env.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}"
+        leader = replace(leader, identity=identity)
+    if "leaderElection" not in doc or "namespace" not in (doc.get("leaderElection") or {}):
+        leader = replace(leader, namespace=env.get("POD_NAMESPACE", leader.namespace))
+    return replace(config, leader=leader)
+
+
+_TYPED_LEAVES = {"selfHeal", "prune", "historyLimit", "enabled"}
