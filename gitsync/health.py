@@ -12,7 +12,7 @@ its controller has not observed the latest generation or its replicas are not al
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,18 +54,17 @@ def assess(obj: Json | None) -> Health:
     return check(obj) if check else HEALTHY
 
 
-def assess_workload(workload: Json | None, pods: Iterable[Json]) -> Health:
+def assess_workload(workload: Json | None, pods: Iterable[Json], replica_sets: Iterable[Json] = ()) -> Health:
     """The health of a workload together with its current pods, which the caller supplies unfiltered
-    (e.g. every pod of the namespace from the cache).
+    (e.g. every pod and ReplicaSet of the namespace from the cache).
 
-    The pods considered are those the workload's selector matches and that belong to its newest revision
-    (``status.updateRevision`` for a StatefulSet, otherwise the pod-template hash of the most recently created
-    pod), so crashing pods of an old revision being replaced do not mark a fixed release Degraded.
+    Only pods of the workload's newest revision count (see ``current_pods``), so crashing pods of a bad revision
+    that a fix is replacing do not mark the fix Degraded and make a rollout abort it.
     """
     own = assess(workload)
-    if workload is None or HEALTH_SEVERITY[own.status] >= HEALTH_SEVERITY[HealthStatus.DEGRADED]:
-        return own
-    for pod in current_pods(workload, pods):
+    if workload is None or own.status is HealthStatus.DEGRADED or _generation_pending(workload):
+        return own  # until the controller has seen the new spec, its pods cannot be told apart by revision
+    for pod in current_pods(workload, pods, replica_sets):
         pod_health = assess(pod)
         if pod_health.status is HealthStatus.DEGRADED:
             return Health(HealthStatus.DEGRADED, f"{ObjectId.of(pod)}: {pod_health.reason}")
@@ -76,30 +75,66 @@ WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSe
 """Kinds whose pods ``assess_workload`` inspects."""
 
 
-def current_pods(workload: Json, pods: Iterable[Json]) -> list[Json]:
-    """The pods of ``workload``'s newest revision that are not being deleted, in a stable order."""
-    selector = (workload.get("spec") or {}).get("selector") or {}
-    namespace = (workload.get("metadata") or {}).get("namespace", "")
-    if not selector:
-        return []
+def current_pods(workload: Json, pods: Iterable[Json], replica_sets: Iterable[Json] = ()) -> list[Json]:
+    """The pods of ``workload``'s newest revision that are not being deleted, in name order.
+
+    The newest revision is the StatefulSet's ``status.updateRevision``, or the pod-template hash of the
+    Deployment's ReplicaSet with the highest ``deployment.kubernetes.io/revision``. Without those (no
+    ReplicaSets given, a DaemonSet), it is the revision of the most recently created pods; creation times have
+    one-second resolution, so every revision created in that second counts (a tie errs towards reporting).
+    ReplicaSets older than the Deployment's own revision (a cache a moment behind) make no pod current.
+    """
+    selector = _spec(workload).get("selector") or {}
+    namespace = _meta(workload).get("namespace", "")
     mine = [
         pod
         for pod in pods
         if _meta(pod).get("namespace", "") == namespace
         and not _meta(pod).get("deletionTimestamp")
-        and selects(selector, _meta(pod).get("labels") or {})
+        and selects(selector, _labels(pod))
     ]
-    revision_label = _REVISION_LABEL.get(str(workload.get("kind", "")))
-    if revision_label and mine:
-        wanted = (workload.get("status") or {}).get("updateRevision") if workload.get("kind") == "StatefulSet" else None
-        if not wanted:
-            newest = max(mine, key=lambda pod: str(_meta(pod).get("creationTimestamp", "")))
-            wanted = (_meta(newest).get("labels") or {}).get(revision_label)
+    label = _REVISION_LABEL.get(str(workload.get("kind", "")))
+    if label and mine:
+        wanted = _newest_revision(workload, replica_sets)
+        revisions: set[str | None]
         if wanted:
-            mine = [pod for pod in mine if (_meta(pod).get("labels") or {}).get(revision_label) == wanted]
+            revisions = {wanted}
+        else:
+            newest = max(str(_meta(pod).get("creationTimestamp", "")) for pod in mine)
+            revisions = {_labels(p).get(label) for p in mine if str(_meta(p).get("creationTimestamp", "")) == newest}
+        mine = [pod for pod in mine if _labels(pod).get(label) in revisions]
     return sorted(mine, key=lambda pod: str(_meta(pod).get("name", "")))
 
 
+def _newest_revision(workload: Json, replica_sets: Iterable[Json]) -> str:
+    if workload.get("kind") == "StatefulSet":
+        return str(_status(workload).get("updateRevision") or "")
+    if workload.get("kind") != "Deployment":
+        return ""
+    uid = _meta(workload).get("uid")
+    owned = [
+        rs
+        for rs in replica_sets
+        if uid and any(ref.get("uid") == uid for ref in _meta(rs).get("ownerReferences") or [])
+    ]
+    if not owned:
+        return ""
+    newest = max(owned, key=_revision)
+    if _revision(newest) < _revision(workload):
+        return _NOT_SEEN_YET  # the new ReplicaSet has not reached the caller's copy yet
+    return str(_labels(newest).get("pod-template-hash") or "")
+
+
+def _revision(obj: Json) -> int:
+    raw = (_meta(obj).get("annotations") or {}).get(_REVISION, "0")
+    return int(raw) if str(raw).isdigit() else 0
+
+
+_NOT_SEEN_YET = "\0not-seen-yet"
+"""A revision no pod carries: the caller's ReplicaSets are older than the Deployment, so no pod is current."""
+
+
+_REVISION = "deployment.kubernetes.io/revision"
 _REVISION_LABEL = {
     "Deployment": "pod-template-hash",
     "StatefulSet": "controller-revision-hash",
@@ -149,11 +184,26 @@ def aggregate(healths: Iterable[tuple[ObjectId, Health]]) -> Health:
     return Health(health.status, f"{obj_id}: {health.reason}" if health.reason else str(obj_id))
 
 
+def assess_app(
+    live: Mapping[ObjectId, Json | None], pods: Sequence[Json] = (), replica_sets: Sequence[Json] = ()
+) -> Health:
+    """The health of an app-env: each desired object as read (None when missing), workloads with their pods
+    (``pods`` and ``replica_sets`` of the app's namespaces, unfiltered), folded by ``aggregate``."""
+    return aggregate(
+        (obj_id, assess_workload(obj, pods, replica_sets) if obj_id.kind in WORKLOAD_KINDS else assess(obj))
+        for obj_id, obj in sorted(live.items())
+    )
+
+
 # --- one rule per kind -----------------------------------------------------------------------------------------
 
 
 def _meta(obj: Json) -> Json:
     return obj.get("metadata") or {}
+
+
+def _labels(obj: Json) -> Json:
+    return _meta(obj).get("labels") or {}
 
 
 def _spec(obj: Json) -> Json:
@@ -364,6 +414,7 @@ __all__ = [
     "Health",
     "aggregate",
     "assess",
+    "assess_app",
     "assess_workload",
     "current_pods",
     "selects",

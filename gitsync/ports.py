@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol
 
 from gitsync.model import AppEnv, Json, ObjectId
@@ -93,3 +94,56 @@ class StateStore(Protocol):
     def save(self, key: AppEnv, namespace: str, part: str, data: Json, version: str) -> str:
         """Store ``data``; returns the new version."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One Git commit as the history records it; ``time`` is the committer time in epoch seconds."""
+
+    sha: str
+    author: str
+    message: str
+    time: float
+
+
+class GitReader(Protocol):
+    """Read access to the one branch the agent follows (``gitsync.adapters.git.GitRepository``).
+
+    Errors: ``TransientError`` for network or remote trouble, ``TerminalError`` for a refused signature.
+    Messages never contain credentials.
+    """
+
+    def remote_head(self) -> str:
+        """The branch's commit on the remote (``git ls-remote``), without fetching anything."""
+        ...
+
+    def fetch(self) -> Commit:
+        """Shallow-fetch the branch; the commit it points at (force-pushes included)."""
+        ...
+
+    def verify(self, sha: str) -> None:
+        """Raise ``TerminalError`` unless ``sha`` carries a signature from a configured key (no-op if unset)."""
+        ...
+
+    def snapshot(self, sha: str) -> Path:
+        """A directory holding the tree at ``sha``, immutable for as long as the caller needs it."""
+        ...
+
+
+class MetricsQuery(Protocol):
+    """An instant query against a Prometheus-compatible API (``gitsync.adapters.prometheus``).
+
+    Returns the sample values of the result (one per series; empty when the query matched nothing).
+    Raises ``TransientError`` when the server cannot be reached or rejects the query.
+    """
+
+    def query(self, address: str, promql: str, timeout: float) -> list[float]: ...
+
+
+class HttpProbe(Protocol):
+    """One HTTP GET for an analysis check (``gitsync.adapters.http_check``): the status and the body.
+
+    Any status is an answer (a 500 is evidence, not an error); ``TransientError`` only when no answer came.
+    """
+
+    def get(self, url: str, timeout: float) -> tuple[int, bytes]: ...

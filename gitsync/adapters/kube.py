@@ -29,6 +29,7 @@ from urllib.parse import quote, urlencode
 import urllib3
 from kubernetes.client import configuration, rest
 from kubernetes.config import incluster_config, kube_config
+from kubernetes.config.config_exception import ConfigException
 
 from gitsync.errors import (
     FieldConflictError,
@@ -37,6 +38,7 @@ from gitsync.errors import (
     KubeError,
     NotFoundError,
     StaleError,
+    TerminalError,
     UnavailableError,
     WatchExpired,
 )
@@ -94,15 +96,18 @@ class KubeCluster:
         behind each other on a connection.
         """
         cfg = configuration.Configuration()
-        if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            incluster_config.load_incluster_config(client_configuration=cfg)
-        else:
-            kube_config.load_kube_config(
-                config_file=str(kubeconfig) if kubeconfig is not None else None,
-                context=context,
-                client_configuration=cfg,
-                persist_config=False,
-            )
+        try:
+            if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                incluster_config.load_incluster_config(client_configuration=cfg)
+            else:
+                kube_config.load_kube_config(
+                    config_file=str(kubeconfig) if kubeconfig is not None else None,
+                    context=context,
+                    client_configuration=cfg,
+                    persist_config=False,
+                )
+        except (ConfigException, OSError) as e:
+            raise TerminalError(f"{kubeconfig or 'kubeconfig'}: cannot load cluster configuration: {e}") from e
         cfg.connection_pool_maxsize = pool_size
         self._cfg = cfg
         self._pool: urllib3.PoolManager = rest.RESTClientObject(cfg).pool_manager

@@ -15,6 +15,15 @@ from gitsync import __version__
 
 COMMANDS: dict[str, str] = {
     # name: "module:attribute"
+    "diff": "gitsync.cli.diff:command",
+    "render": "gitsync.cli.render:command",
+    "sync": "gitsync.cli.sync:command",
+    "status": "gitsync.cli.status:command",
+    "run": "gitsync.cli.run:command",
+    "history": "gitsync.cli.history:command",
+    "promote": "gitsync.cli.rollout:promote",
+    "abort": "gitsync.cli.rollout:abort",
+    "retry": "gitsync.cli.rollout:retry",
 }
 
 

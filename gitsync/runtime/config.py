@@ -152,6 +152,8 @@ class _Lines:
 
     def __init__(self, text: str) -> None:
         self.lines: dict[str, int] = {}
+        self.overrides: dict[str, str] = {}
+        """Dotted path -> environment variable that set it, so errors name the variable instead of a line."""
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is not None:
             self._walk(node, "")
@@ -182,7 +184,9 @@ class _Reader:
 
     def fail(self, path: str, problem: str) -> ConfigError:
         shown = path.rpartition(".")[2] if not path.rpartition(".")[2].isdigit() else path
-        return ConfigError(f"{self.source}:{self.lines.of(path)}: {shown or 'config'}: {problem}")
+        variable = self.lines.overrides.get(path)
+        where = f"${variable}" if variable else f"{self.source}:{self.lines.of(path)}"
+        return ConfigError(f"{where}: {shown or 'config'}: {problem}")
 
     def mapping(self, data: object, path: str) -> Mapping[str, Any]:
         if data is None:
@@ -314,7 +318,9 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
         secrets[provider] = Path(r.string(entry, "secretFile", f"webhooks.{name}"))
 
     le = r.mapping(top.get("leaderElection"), "leaderElection")
-    r.check_keys(le, "leaderElection", {"enabled", "namespace", "leaseName", "identity", "leaseDuration", "renewInterval"})
+    r.check_keys(
+        le, "leaderElection", {"enabled", "namespace", "leaseName", "identity", "leaseDuration", "renewInterval"}
+    )
     leader = LeaderElection(
         enabled=r.boolean(le, "enabled", "leaderElection", False),
         namespace=r.string(le, "namespace", "leaderElection", "gitsync-system"),
@@ -326,7 +332,7 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
     if leader.renew_interval >= leader.lease_duration:
         raise r.fail("leaderElection.renewInterval", "must be shorter than leaseDuration")
 
-    listen = r.string(top, "listen", "", "0.0.0.0:8080")  # noqa: S104
+    listen = r.string(top, "listen", "", "0.0.0.0:8080")
     if not re.fullmatch(r"[^\s:]*:\d{1,5}", listen):
         raise r.fail("listen", "expected host:port like 0.0.0.0:8080")
     log_format = r.string(top, "logFormat", "", "auto")
@@ -350,7 +356,7 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
     )
 
 
-# Environment overrides: variable -> (dotted YAML path, converter). Applied to the document before parsing,
+# Environment overrides: variable -> dotted YAML path. Applied to the document before parsing,
 # so an invalid override is reported like a bad line (with the variable's name as the source).
 ENV_OVERRIDES: Mapping[str, str] = {
     "GITSYNC_REPO_URL": "repo.url",
@@ -368,6 +374,9 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "GITSYNC_IDENTITY": "leaderElection.identity",
     "GITSYNC_LOG_FORMAT": "logFormat",
 }
+
+_TYPED_LEAVES = {"selfHeal", "prune", "historyLimit", "enabled"}
+"""Overrides parsed as YAML scalars (``true``, ``1000``); the others stay strings."""
 
 
 def _set_path(doc: dict[str, Any], path: str, value: Any) -> None:
@@ -410,9 +419,10 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
             raw = env[variable]
             value: Any = yaml.safe_load(raw) if dotted.split(".")[-1] in _TYPED_LEAVES else raw
             _set_path(doc, dotted, value)
-            lines.lines[dotted] = 0
+            lines.overrides[dotted] = variable
     if "GITSYNC_ENVIRONMENTS" in env:
         doc["environments"] = [e.strip() for e in env["GITSYNC_ENVIRONMENTS"].split(",") if e.strip()]
+        lines.overrides["environments"] = "GITSYNC_ENVIRONMENTS"
     config = _parse(doc, _Reader(source, lines))
     leader = config.leader
     if not leader.identity:
@@ -421,6 +431,3 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
     if "leaderElection" not in doc or "namespace" not in (doc.get("leaderElection") or {}):
         leader = replace(leader, namespace=env.get("POD_NAMESPACE", leader.namespace))
     return replace(config, leader=leader)
-
-
-_TYPED_LEAVES = {"selfHeal", "prune", "historyLimit", "enabled"}

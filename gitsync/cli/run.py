@@ -1,0 +1,95 @@
+"""``gitsync run --config agent.yaml``: the long-running agent (in a cluster, or against a kubeconfig).
+
+Wires the adapters (Kubernetes, Git, clock) to the runtime (queue, poll and drift jobs, HTTP server, leader
+election) and runs until SIGTERM or SIGINT, then stops taking work, lets reconciles in flight finish and
+releases the leader Lease so a follower takes over at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from gitsync import log as logging
+from gitsync.errors import GitsyncError
+
+
+@click.command("run")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="agent.yaml; GITSYNC_* environment variables override its fields.",
+)
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default=None)
+def command(config_path: Path, log_format: str | None) -> None:
+    """Follow the configured branch and keep the cluster in sync with it."""
+    from gitsync.adapters.clock import SystemClock
+    from gitsync.adapters.git import GitRepository
+    from gitsync.adapters.kube import KubeCluster
+    from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.runtime import config as agent_config
+    from gitsync.runtime.agent import Agent
+    from gitsync.runtime.http import Endpoints, HttpServer
+    from gitsync.runtime.leader import LeaderElector
+
+    try:
+        config = agent_config.load(config_path)
+    except GitsyncError as e:
+        raise click.ClickException(str(e)) from None
+    logging.configure(log_format or config.log_format)
+    log = logging.get("gitsync.run")
+
+    clock = SystemClock()
+    try:
+        cluster = KubeCluster(config.kubeconfig)
+    except Exception as e:  # noqa: BLE001 - the kubernetes client raises assorted config errors
+        raise click.ClickException(f"kubeconfig {config.kubeconfig or '(in-cluster)'}: {e}") from None
+    git = GitRepository(
+        config.repo.url,
+        config.repo.branch,
+        config.cache_dir,
+        auth=config.repo.auth,
+        verify=config.repo.verify,
+    )
+    elector: LeaderElector | None = None
+    agent: Agent
+    if config.leader.enabled:
+        elector = LeaderElector(cluster, config.leader, clock, on_change=lambda leading: agent.on_leadership(leading))
+    agent = Agent(config, cluster, ConfigMapStateStore(cluster), git, clock, elector=elector)
+    host, port = config.listen_host_port
+    server = HttpServer(
+        host,
+        port,
+        Endpoints(
+            branch=config.repo.branch,
+            secrets=config.webhook_secrets,
+            on_push=agent.on_push,
+            ready=agent.ready,
+        ),
+    )
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("agent.signal", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    log.info("http.listening", address=f"{host}:{server.port}")
+    agent.start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        agent.stop()
+        server.stop()
+    sys.exit(0)

@@ -1,0 +1,160 @@
+"""``gitsync status``: per app of an environment, is the cluster in sync with the repository and is it healthy?
+
+One row per app: the sync state from a plan (server-side dry-run, as ``gitsync diff``: Synced when nothing would
+change), the health of its worst object with the reason (workloads judged with their pods, so a crash-looping
+release shows as Degraded at once), and the revision and digest last applied (from the inventory). When the agent
+runs, it also keeps a ``status`` document per app-env (``gitsync.history.Status``: the last attempt's result and
+error); ``AppStatus.agent`` carries it whole into the JSON, and the table shows its result and error.
+Reads only: nothing is written, not even an inventory.
+
+Exit status 0 when the status could be read (whatever it says), 2 on an error (render error, no cluster).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from gitsync import log as logging
+from gitsync.cli.sync import app_option, connect, env_option, fail, kubeconfig_option, render, repo_option
+from gitsync.errors import GitsyncError
+from gitsync.health import WORKLOAD_KINDS, Health, assess_app
+from gitsync.history import History, Status
+from gitsync.model import Json, SyncState
+
+if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the Kubernetes client
+    from gitsync.adapters.kube import KubeCluster
+    from gitsync.sync import SyncResult
+    from renderers import RenderedApp
+
+__all__ = ["AppStatus", "app_status", "command", "sync_state"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppStatus:
+    app: str
+    env: str
+    namespace: str
+    sync: SyncState
+    health: Health
+    revision: str
+    """Last applied revision, from the inventory ("" when never synced)."""
+    digest: str
+    rendered_digest: str
+    changes: str
+    """The plan's summary line (N to create, M to change, ...)."""
+    errors: tuple[str, ...]
+    agent: Status
+    """What the agent last recorded (state part ``status``: last result and error); defaults when none ran."""
+
+    def to_json(self) -> Json:
+        return {
+            "app": self.app,
+            "env": self.env,
+            "namespace": self.namespace,
+            "sync": str(self.sync),
+            "changes": self.changes,
+            "health": str(self.health.status),
+            "healthReason": self.health.reason,
+            "revision": self.revision,
+            "digest": self.digest,
+            "renderedDigest": self.rendered_digest,
+            "errors": list(self.errors),
+            "agent": self.agent.to_json(),
+        }
+
+
+@click.command("status")
+@repo_option
+@env_option
+@app_option
+@kubeconfig_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, output: str) -> None:
+    """Show sync state, health and the applied revision of each app of an environment."""
+    logging.configure("auto", level="WARNING")  # stdout is the table; stderr only for what went wrong
+    try:
+        targets = render(repo, env, app)
+        cluster = connect(kubeconfig)
+        rows = [app_status(rendered, cluster) for rendered in targets]
+    except GitsyncError as e:
+        fail(str(e))
+    if output == "json":
+        click.echo(json.dumps({"env": env, "apps": [row.to_json() for row in rows]}, indent=2))
+    else:
+        _table(env, rows)
+
+
+def app_status(rendered: RenderedApp, cluster: KubeCluster) -> AppStatus:
+    """Gather one app-env's status: a dry-run plan, one read per object it already made, pods and ReplicaSets
+    of its namespaces, the inventory and the agent's status document."""
+    from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.sync import sync_app
+
+    store = ConfigMapStateStore(cluster)
+    result = sync_app(rendered, cluster, store, prune=True, dry_run=True)
+    live = {c.id: c.live for c in result.plan.changes if c.desired is not None}
+    namespaces = sorted({ref.namespace for ref in live if ref.kind in WORKLOAD_KINDS and ref.namespace})
+    pods = [p for ns in namespaces for p in cluster.list("", "Pod", ns).items]
+    replica_sets = [rs for ns in namespaces for rs in cluster.list("apps", "ReplicaSet", ns).items]
+    return AppStatus(
+        app=rendered.app_env.app,
+        env=rendered.app_env.env,
+        namespace=rendered.namespace,
+        sync=sync_state(result),
+        health=assess_app(live, pods, replica_sets),
+        revision=result.inventory.revision,
+        digest=result.inventory.digest,
+        rendered_digest=rendered.digest,
+        changes=result.plan.summary(),
+        errors=tuple(c.error for c in result.plan.errors if c.error),
+        agent=History(store).status(rendered.app_env, rendered.namespace),
+    )
+
+
+def sync_state(result: SyncResult) -> SyncState:
+    """Unknown when the plan could not be made for some object, else OutOfSync when anything would change."""
+    if result.plan.errors:
+        return SyncState.UNKNOWN
+    return SyncState.OUT_OF_SYNC if result.plan.has_changes else SyncState.SYNCED
+
+
+_PIPE_WIDTH = 240
+_HEALTH_STYLE = {"Healthy": "green", "Progressing": "cyan", "Suspended": "blue", "Missing": "yellow"}
+_SYNC_STYLE = {SyncState.SYNCED: "green", SyncState.OUT_OF_SYNC: "yellow"}
+
+
+def _table(env: str, rows: Sequence[AppStatus]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"gitsync status: {env}", title_justify="left")
+    for column in ("APP", "NAMESPACE", "SYNC", "HEALTH", "REASON", "REVISION", "DIGEST", "LAST RESULT"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        sync_style = _SYNC_STYLE.get(row.sync, "red")
+        health_style = _HEALTH_STYLE.get(str(row.health.status), "red")
+        last = row.agent.result + (f": {row.agent.last_error}" if row.agent.last_error else "")
+        table.add_row(
+            row.app,
+            row.namespace,
+            f"[{sync_style}]{row.sync}[/]" + ("" if row.sync is SyncState.SYNCED else f"\n{row.changes}"),
+            f"[{health_style}]{row.health.status}[/]",
+            Text(row.health.reason or "-"),  # user data: never read as markup
+            row.revision[:12] or "-",
+            row.digest.removeprefix("sha256:")[:12] or "-",
+            Text(last or "-"),
+        )
+    console = Console()
+    if not console.is_terminal:  # piped or captured: long reasons stay on one line for grep
+        console = Console(width=_PIPE_WIDTH)
+    console.print(table)
+    for row in rows:
+        for error in row.errors:
+            console.print(Text(f"{row.app}: {error}", style="red"))

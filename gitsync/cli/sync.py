@@ -1,0 +1,129 @@
+"""``gitsync sync``: render an environment (or one app) and apply it to the cluster, once.
+
+Progress bars on a terminal, structured log events otherwise, and a one-line summary per app. Exit status 0 when
+every object synced, 1 when any object failed, 2 when nothing could be tried (render error, no cluster). Also
+home of what ``gitsync diff`` shares with it: rendering the targets and connecting to the cluster.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+
+from gitsync import log as logging
+from gitsync.apply import ChangeSetEntry
+from gitsync.errors import GitsyncError
+
+if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the Kubernetes client
+    from gitsync.adapters.kube import KubeCluster
+    from renderers import RenderedApp
+
+EXIT_FAILED = 1
+EXIT_ERROR = 2
+
+repo_option = click.option(
+    "--repo", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="GitOps repository."
+)
+env_option = click.option("--env", "env", required=True, help="Environment name (environments/<env>).")
+app_option = click.option("--app", "app", default=None, help="Only this app (default: every app of the environment).")
+kubeconfig_option = click.option(
+    "--kubeconfig",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="KUBECONFIG",
+    default=None,
+    help="Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account).",
+)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """One line on stderr and the exit status; never a traceback for an error a user can fix."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def render(repo: Path, env: str, app: str | None) -> tuple[RenderedApp, ...]:
+    import renderers
+
+    if app is not None:
+        return (renderers.render_app(repo, env, app),)
+    return renderers.render_env(repo, env)
+
+
+def connect(kubeconfig: Path | None) -> KubeCluster:
+    from gitsync.adapters.kube import KubeCluster
+
+    return KubeCluster(kubeconfig)
+
+
+@contextmanager
+def progress_for(label: str, enabled: bool) -> Iterator[Callable[[ChangeSetEntry], None] | None]:
+    """A rich progress display advanced once per applied or deleted object, or None when not on a terminal."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.completed} changed"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def advance(entry: ChangeSetEntry) -> None:
+            bar.update(task, advance=1, description=f"{entry.action} {entry.id}")
+
+        yield advance
+
+
+@click.command("sync")
+@repo_option
+@env_option
+@app_option
+@click.option("--prune/--no-prune", default=None, help="Delete objects that left the render (default: the env's).")
+@click.option("--dry-run", is_flag=True, help="Plan with server-side dry-run; change nothing.")
+@click.option("--force", is_flag=True, help="Take over fields owned by other field managers.")
+@kubeconfig_option
+def command(
+    repo: Path, env: str, app: str | None, prune: bool | None, dry_run: bool, force: bool, kubeconfig: Path | None
+) -> None:
+    """Apply what the repository renders for an environment, with server-side apply."""
+    from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.sync import sync_app
+
+    logging.configure("auto")
+    interactive = sys.stdout.isatty()
+    try:
+        targets = render(repo, env, app)
+        cluster = connect(kubeconfig)
+        store = ConfigMapStateStore(cluster)
+        results = []
+        for rendered in targets:
+            with progress_for(str(rendered.app_env), interactive and not dry_run) as advance:
+                results.append(
+                    sync_app(
+                        rendered,
+                        cluster,
+                        store,
+                        prune=rendered.environment.prune if prune is None else prune,
+                        dry_run=dry_run,
+                        force=force,
+                        progress=advance,
+                    )
+                )
+    except GitsyncError as e:
+        fail(str(e))
+    for result in results:
+        click.echo(result.summary())
+        for entry in result.failures:
+            click.echo(f"  {entry.error}", err=True)
+    if not all(r.ok for r in results):
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,339 @@
+"""Drift: a managed object whose live state no longer matches what gitsync applied, noticed within seconds.
+
+Detection re-plans one object the way the plan stage does (DESIGN.md invariant), with the plan's own
+``normalise``, ignore annotation and force rule: a server-side apply dry-run of the desired body as field manager
+``gitsync``, compared with the live object. Drift is either a conflict (another manager took over fields gitsync
+declares: the ``kubectl edit`` case, with the fields and the manager), or a difference (a declared field changed
+or vanished without a change of owner), or the object is gone. Fields gitsync does not declare (an HPA's
+``replicas``) never show up in the dry-run, so they are not drift.
+
+The seam, for the long-running agent:
+- ``DriftWatcher`` is started per app-env with the bodies gitsync last applied (the rendered manifests, or what a
+  rollout step applied), listens to the ``WatchCache`` and checks an object only when its spec or metadata
+  changed (status-only updates cost nothing). It reports every drift (log ``drift.detected``, the metrics
+  below, a Kubernetes Event ``DriftDetected`` on the object) and hands it to ``on_drift``, where the agent
+  enqueues a reconcile of the key (triggers only enqueue).
+- With ``self_heal``, it also reverts that one object at once by re-applying its body with server-side apply,
+  forcing: a ``kubectl edit`` of a declared field moves that field to the ``kubectl-edit`` manager, so an unforced
+  apply can only report a conflict. Turning self-heal on is the opt-in for taking declared fields back (as Argo
+  CD's and Flux's self-heal do); fields gitsync does not declare are never touched. A plain sync keeps its own
+  rule (force only with ``gitsync.dev/force-conflicts``). It logs ``drift.healed``, or ``drift.heal_failed``.
+  Healing one object is idempotent with a concurrent sync as long as the agent calls ``update`` with the new
+  bodies before it applies them, so the watcher never reverts gitsync's own newer writes.
+- The metric objects are module globals in the default registry; the agent's ``/metrics`` serves them as is.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from gitsync import log as logging
+from gitsync.cache import Change, WatchCache
+from gitsync.errors import FieldConflictError, GitsyncError
+from gitsync.events import Reason
+from gitsync.model import MANAGER, AppEnv, Json, Manifest, ObjectId
+from gitsync.plan import ignored_pointers, normalise, wants_force
+from gitsync.ports import Clock, Cluster, WatchEventType
+
+__all__ = [
+    "DRIFT_DETECTED",
+    "DRIFT_HEALED",
+    "DRIFT_OBJECTS",
+    "Drift",
+    "DriftWatcher",
+    "detect",
+    "heal",
+]
+
+log = logging.get("gitsync.drift")
+
+DRIFT_OBJECTS = Gauge(
+    "gitsync_drift_objects", "Managed objects currently drifted from what gitsync applied", ["app", "env"]
+)
+DRIFT_DETECTED = Counter(
+    "gitsync_drift_detected", "Drift detections (one per object change found drifted)", ["app", "env"]
+)
+DRIFT_HEALED = Counter("gitsync_drift_healed", "Drifted objects reverted by self-heal", ["app", "env"])
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """One drifted object. ``fields`` are paths like ``.spec.replicas``; ``managers`` changed them, when known."""
+
+    key: AppEnv
+    id: ObjectId
+    fields: tuple[str, ...] = ()
+    managers: tuple[str, ...] = ()
+    missing: bool = False
+
+    @property
+    def summary(self) -> str:
+        if self.missing:
+            return f"{self.id}: deleted outside gitsync"
+        by = f" by {', '.join(self.managers)}" if self.managers else ""
+        return f"{self.id}: {', '.join(self.fields) or 'fields'} changed{by}"
+
+
+# --- deciding ---------------------------------------------------------------------------------------------------
+
+
+def detect(key: AppEnv, manifest: Manifest, live: Json | None, cluster: Cluster) -> Drift | None:
+    """Re-plan one object: None when the live object is what applying ``manifest`` would leave (no drift)."""
+    if live is None:
+        return Drift(key, manifest.id, missing=True)
+    try:
+        predicted = cluster.apply(manifest.body, dry_run=True, force=wants_force(manifest, False))
+    except FieldConflictError as e:
+        return Drift(key, manifest.id, e.fields, e.managers)
+    ignore = ignored_pointers(manifest.body)
+    fields = tuple(changed_paths(normalise(predicted, ignore), normalise(live, ignore)))
+    if not fields:
+        return None
+    return Drift(key, manifest.id, fields, _last_writer(live))
+
+
+def changed_paths(a: Any, b: Any, path: str = "") -> list[str]:
+    """Paths (``.spec.template.spec.containers[0].image``) where two JSON values differ, deepest first reached."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out: list[str] = []
+        for name in sorted(set(a) | set(b)):
+            out += changed_paths(a.get(name), b.get(name), f"{path}.{name}")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [p for i, (x, y) in enumerate(zip(a, b, strict=True)) for p in changed_paths(x, y, f"{path}[{i}]")]
+    return [] if a == b else [path or "."]
+
+
+def _last_writer(live: Json) -> tuple[str, ...]:
+    """The most recent field manager other than gitsync that wrote outside the status subresource."""
+    entries = [
+        e
+        for e in (live.get("metadata") or {}).get("managedFields") or []
+        if e.get("manager") != MANAGER and not e.get("subresource")
+    ]
+    if not entries:
+        return ()
+    newest = max(entries, key=lambda e: str(e.get("time", "")))
+    return (str(newest.get("manager")),)
+
+
+def _fingerprint(obj: Json | None) -> str:
+    """What a drift check depends on: the object without status and server bookkeeping."""
+    return "" if obj is None else json.dumps(normalise(obj), sort_keys=True, default=str)
+
+
+# --- acting -----------------------------------------------------------------------------------------------------
+
+
+def heal(manifest: Manifest, cluster: Cluster) -> Json:
+    """Re-apply the desired body, taking back the declared fields another manager took (see the module doc)."""
+    return cluster.apply(manifest.body, force=True)
+
+
+def drift_event(drift: Drift, live: Json | None, now: float) -> Json:
+    """A core/v1 Warning Event on the drifted object, named so re-reporting the same change updates it."""
+    meta = (live or {}).get("metadata") or {}
+    namespace = drift.id.namespace or "default"
+    version = str(meta.get("resourceVersion") or "gone")
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    involved: Json = {
+        "apiVersion": str((live or {}).get("apiVersion") or ""),
+        "kind": drift.id.kind,
+        "name": drift.id.name,
+    }
+    if drift.id.namespace:
+        involved["namespace"] = drift.id.namespace
+    if meta.get("uid"):
+        involved["uid"] = meta["uid"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{drift.id.name}.drift-{version}", "namespace": namespace},
+        "involvedObject": involved,
+        "reason": str(Reason.DRIFT_DETECTED),
+        "message": f"{drift.summary} ({drift.key})",
+        "type": "Warning",
+        "source": {"component": MANAGER},
+        "reportingComponent": MANAGER,
+        "reportingInstance": str(drift.key),
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+class DriftWatcher:
+    """Watches one app-env's managed objects through the cache; reports drift and, with ``self_heal``, reverts it.
+
+    Checks run on one worker thread, so the cache's watch threads only enqueue. At most ``heal_limit`` heals of
+    one object per ``heal_window`` seconds: a controller fighting gitsync gets reported (and the drift handed to
+    ``on_drift``), not fought in a tight loop.
+    """
+
+    def __init__(
+        self,
+        key: AppEnv,
+        manifests: Iterable[Manifest],
+        cluster: Cluster,
+        cache: WatchCache,
+        clock: Clock,
+        *,
+        self_heal: bool = False,
+        on_drift: Callable[[Drift], None] | None = None,
+        settle: float = 0.2,
+        heal_limit: int = 3,
+        heal_window: float = 60.0,
+    ) -> None:
+        self.key = key
+        self._cluster = cluster
+        self._cache = cache
+        self._clock = clock
+        self._self_heal = self_heal
+        self._on_drift = on_drift
+        self._settle = settle
+        self._heal_limit = heal_limit
+        self._heal_window = heal_window
+        self._lock = threading.Lock()
+        self._desired: dict[ObjectId, Manifest] = {m.id: m for m in manifests}
+        self._seen: dict[ObjectId, str] = {}
+        self._drifted: set[ObjectId] = set()
+        self._heals: dict[ObjectId, list[float]] = {}
+        self._pending: queue.Queue[ObjectId | None] = queue.Queue()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._worker = threading.Thread(target=self._run, name=f"drift-{key}", daemon=True)
+
+    @property
+    def drifted(self) -> frozenset[ObjectId]:
+        with self._lock:
+            return frozenset(self._drifted)
+
+    def start(self) -> None:
+        """Track the kinds of the desired objects (blocking until listed) and start reacting to changes."""
+        for group, kind, namespace in sorted({(i.group, i.kind, i.namespace) for i in self._desired}):
+            self._cache.ensure(group, kind, namespace)
+        self._unsubscribe = self._cache.subscribe(self._on_change)
+        with self._lock:
+            self._seen = {obj_id: _fingerprint(self._cache.get(obj_id)) for obj_id in self._desired}
+        self._worker.start()
+        log.info("drift.watching", app=self.key.app, env=self.key.env, objects=len(self._desired))
+
+    def update(self, manifests: Iterable[Manifest]) -> None:
+        """New desired bodies; call before applying them, so gitsync's own writes are never taken for drift."""
+        desired = {m.id: m for m in manifests}
+        with self._lock:
+            self._desired = desired
+            self._drifted &= set(desired)
+            count = len(self._drifted)
+        DRIFT_OBJECTS.labels(self.key.app, self.key.env).set(count)
+        for group, kind, namespace in sorted({(i.group, i.kind, i.namespace) for i in desired}):
+            self._cache.ensure(group, kind, namespace)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._pending.put(None)
+        if self._worker.is_alive():
+            self._worker.join(timeout)
+
+    def check(self, obj_id: ObjectId) -> Drift | None:
+        """Check one desired object now (from the cache's copy of it); report, and heal when enabled."""
+        with self._lock:
+            manifest = self._desired.get(obj_id)
+        if manifest is None:
+            return None
+        live = self._cache.get(obj_id)
+        try:
+            drift = detect(self.key, manifest, live, self._cluster)
+        except GitsyncError as e:
+            log.warning("drift.check_failed", app=self.key.app, env=self.key.env, object=str(obj_id), error=str(e))
+            return None
+        with self._lock:
+            was_drifted = obj_id in self._drifted
+            (self._drifted.add if drift else self._drifted.discard)(obj_id)
+            count = len(self._drifted)
+        DRIFT_OBJECTS.labels(self.key.app, self.key.env).set(count)
+        log.debug("drift.checked", app=self.key.app, env=self.key.env, object=str(obj_id), drifted=drift is not None)
+        if drift is None:
+            if was_drifted:
+                log.info("drift.resolved", app=self.key.app, env=self.key.env, object=str(obj_id))
+            return None
+        self._report(drift, live)
+        if self._self_heal:
+            self._heal(drift, manifest)
+        return drift
+
+    # -- internals ------------------------------------------------------------------------------------------
+
+    def _on_change(self, change: Change) -> None:
+        """On a watch thread: enqueue a check when a desired object's spec or metadata changed."""
+        fingerprint = "" if change.type is WatchEventType.DELETED else _fingerprint(change.object)
+        with self._lock:
+            if change.id not in self._desired or self._seen.get(change.id) == fingerprint:
+                return
+            self._seen[change.id] = fingerprint
+        self._pending.put(change.id)
+
+    def _run(self) -> None:
+        while True:
+            first = self._pending.get()
+            if first is None:
+                return
+            batch = {first: None}
+            stopping = False
+            try:  # let a burst of events (an edit, then the controllers' reactions) settle into one check
+                while True:
+                    more = self._pending.get(timeout=self._settle)
+                    if more is None:
+                        stopping = True
+                        break
+                    batch[more] = None
+            except queue.Empty:
+                pass
+            for obj_id in batch:
+                self.check(obj_id)
+            if stopping:
+                return
+
+    def _report(self, drift: Drift, live: Json | None) -> None:
+        app, env = self.key.app, self.key.env
+        DRIFT_DETECTED.labels(app, env).inc()
+        log.warning(
+            "drift.detected",
+            app=app,
+            env=env,
+            object=str(drift.id),
+            fields=list(drift.fields),
+            managers=list(drift.managers),
+            missing=drift.missing,
+        )
+        try:
+            self._cluster.apply(drift_event(drift, live, self._clock.now()))
+        except GitsyncError as e:
+            log.warning("drift.event_failed", app=app, env=env, object=str(drift.id), error=str(e))
+        if self._on_drift is not None:
+            self._on_drift(drift)
+
+    def _heal(self, drift: Drift, manifest: Manifest) -> None:
+        app, env = self.key.app, self.key.env
+        now = self._clock.now()
+        with self._lock:
+            recent = [t for t in self._heals.get(drift.id, []) if now - t < self._heal_window]
+            if len(recent) >= self._heal_limit:
+                log.warning("drift.heal_deferred", app=app, env=env, object=str(drift.id), heals=len(recent))
+                return
+            self._heals[drift.id] = [*recent, now]
+        try:
+            heal(manifest, self._cluster)
+        except GitsyncError as e:
+            log.error("drift.heal_failed", app=app, env=env, object=str(drift.id), error=str(e))
+            return
+        DRIFT_HEALED.labels(app, env).inc()
+        log.info("drift.healed", app=app, env=env, object=str(drift.id), fields=list(drift.fields))

@@ -1,0 +1,80 @@
+"""Kubernetes Events about an app-env: what ``kubectl get events`` and ``kubectl describe`` show operators.
+
+Each event is a core/v1 Event in the environment's namespace whose ``involvedObject`` is the app-env's status
+ConfigMap (``gitsync-<app>-status``), so ``kubectl describe configmap gitsync-podinfo-status`` lists the
+sync history of that app. Writing an event never fails a reconcile: errors are logged and dropped (events are
+best-effort by design in Kubernetes too). Messages are one line and never carry secret values.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from gitsync import log as logging
+from gitsync.errors import GitsyncError
+from gitsync.model import MANAGER, AppEnv, Json
+from gitsync.ports import Clock, Cluster
+
+__all__ = ["EventSink", "Reason"]
+
+log = logging.get("gitsync.events")
+_MAX_MESSAGE = 1024
+
+
+class Reason(StrEnum):
+    """Event reasons; part of the wire format (alerts match on them)."""
+
+    SYNC_SUCCEEDED = "SyncSucceeded"
+    SYNC_FAILED = "SyncFailed"
+    RENDER_FAILED = "RenderFailed"
+    SIGNATURE_REFUSED = "SignatureRefused"
+    DEGRADED = "Degraded"
+    RECOVERED = "Recovered"
+    DRIFT_DETECTED = "DriftDetected"
+
+
+_WARNINGS = {Reason.SYNC_FAILED, Reason.RENDER_FAILED, Reason.SIGNATURE_REFUSED, Reason.DEGRADED, Reason.DRIFT_DETECTED}
+
+
+class EventSink:
+    def __init__(self, cluster: Cluster, clock: Clock, instance: str = "") -> None:
+        self._cluster = cluster
+        self._clock = clock
+        self._instance = instance
+        self._counter = itertools.count()
+
+    def emit(self, key: AppEnv, namespace: str, reason: Reason, message: str) -> None:
+        """Record one event about ``key`` (best effort)."""
+        try:
+            self._cluster.apply(self.event(key, namespace, reason, message))
+        except GitsyncError as e:
+            log.warning("event.failed", app=key.app, env=key.env, reason=str(reason), error=str(e))
+
+    def event(self, key: AppEnv, namespace: str, reason: Reason, message: str) -> Json:
+        now = self._clock.now()
+        stamp = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # Unique per event (time in ns plus a counter): events are records, not state to update.
+        name = f"{MANAGER}-{key.app}.{int(now * 1e9):x}{next(self._counter):x}"
+        text = " ".join(message.split())
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": f"{MANAGER}-{key.app}-status",
+                "namespace": namespace,
+            },
+            "reason": str(reason),
+            "message": f"{key}: {text}"[:_MAX_MESSAGE],
+            "type": "Warning" if reason in _WARNINGS else "Normal",
+            "source": {"component": MANAGER},
+            "reportingComponent": MANAGER,
+            "reportingInstance": self._instance or MANAGER,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }

@@ -1,0 +1,416 @@
+"""The plan stage: what a sync would change, decided by the API server itself.
+
+For every desired manifest the server runs a server-side apply with ``dryRun=All``; the object has drifted when
+that result differs from the live object after both are normalised (server-owned fields removed, ignored fields
+removed). Comparing against the server's own merge, not the manifest, is what makes defaulted fields, fields
+other managers own (an HPA's ``replicas``) and list merges come out right without a schema.
+
+Contract:
+- ``plan`` only reads and dry-runs: it never writes. A dry-run that fails terminally puts an ``error`` on its
+  change, and a plan with errors must apply nothing (``Plan.errors``).
+- ``normalise`` and ``diff_text`` are pure; Secret values never appear in a diff, only a keyed hash per key so a
+  change stays visible.
+- A ``DryRunMemo`` skips the dry-run of an object whose manifest and live resourceVersion are those of the last
+  dry-run that found nothing to change: with a watch-fed ``LiveReader`` a no-op plan makes no API request.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import difflib
+import hashlib
+import hmac
+import json
+import os
+import threading
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import yaml
+
+from gitsync.errors import GitsyncError, InvalidObjectError, NotFoundError
+from gitsync.model import (
+    ANNOTATION_FORCE,
+    ANNOTATION_IGNORE,
+    ANNOTATION_PRUNE,
+    ANNOTATION_RECREATE,
+    Json,
+    Manifest,
+    ObjectId,
+    apply_order,
+)
+from gitsync.ports import Cluster, LiveReader
+
+__all__ = [
+    "DryRunMemo",
+    "ListSnapshot",
+    "Plan",
+    "PlanAction",
+    "PlannedChange",
+    "diff_text",
+    "mask_secret",
+    "normalise",
+    "plan",
+]
+
+SERVER_OWNED_METADATA = (
+    "managedFields",
+    "resourceVersion",
+    "generation",
+    "uid",
+    "creationTimestamp",
+    "selfLink",
+)
+SERVER_OWNED_ANNOTATIONS = (
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "deployment.kubernetes.io/revision",
+)
+MASK = "*** (masked)"
+DRY_RUN_WORKERS = 8
+"""Concurrent dry-runs; the API server handles them in parallel, and 1,000 objects one by one take too long."""
+
+_MASK_KEY = os.urandom(16)
+"""Per-process key for the Secret value hashes in diffs: a change stays visible, but a short password cannot be
+found by hashing guesses, and hashes cannot be compared across runs."""
+
+
+class PlanAction(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedChange:
+    """One object's planned change. ``result`` is the dry-run's would-be object (None when not dry-run).
+
+    ``recreate``: an immutable field changes and the object opted in to delete-and-recreate. ``force``: apply
+    takes over fields other managers own. ``error``: the dry-run failed terminally; nothing may be applied.
+    """
+
+    id: ObjectId
+    action: PlanAction
+    desired: Manifest | None = None
+    live: Json | None = field(default=None, repr=False)
+    result: Json | None = field(default=None, repr=False)
+    diff: str = ""
+    force: bool = False
+    recreate: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """All changes of one app-env, in apply order; ``stale`` lists inventory entries no longer rendered (deleted
+    or already gone), ``orphaned`` the stale ones kept because they carry ``gitsync.dev/prune: "false"``."""
+
+    changes: tuple[PlannedChange, ...]
+    stale: tuple[ObjectId, ...] = ()
+    orphaned: tuple[ObjectId, ...] = ()
+
+    def of(self, action: PlanAction) -> tuple[PlannedChange, ...]:
+        return tuple(c for c in self.changes if c.action is action)
+
+    @property
+    def errors(self) -> tuple[PlannedChange, ...]:
+        return tuple(c for c in self.changes if c.error is not None)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.action is not PlanAction.UNCHANGED for c in self.changes)
+
+    def counts(self) -> dict[PlanAction, int]:
+        return {action: len(self.of(action)) for action in PlanAction}
+
+    def summary(self) -> str:
+        n = self.counts()
+        return (
+            f"{n[PlanAction.CREATE]} to create, {n[PlanAction.UPDATE]} to change, "
+            f"{n[PlanAction.DELETE]} to delete, {n[PlanAction.UNCHANGED]} unchanged"
+        )
+
+
+class DryRunMemo:
+    """Remembers, per object, the (manifest hash, normalised live hash) of the last dry-run or apply that left
+    nothing to change: while both stay the same, a new dry-run would find nothing either, so it is skipped.
+
+    Keyed on the live object's normalised content rather than its resourceVersion, so a controller writing
+    ``status`` does not invalidate it. Persisted with the inventory (``export``/``restore``) so one-shot commands
+    benefit too. Safe to share between threads: entries are replaced whole under a lock. Secrets are never
+    memoised: a hash of their content would be stored in a ConfigMap, and a short password can be guessed from it.
+    """
+
+    def __init__(self, entries: Mapping[str, str] | None = None) -> None:
+        self._seen: dict[str, str] = dict(entries or {})
+        self._lock = threading.Lock()
+
+    def unchanged(self, ref: ObjectId, manifest: Manifest, live: Json) -> bool:
+        if _is_secret(ref):
+            return False
+        with self._lock:
+            known = self._seen.get(str(ref))
+        return known is not None and known == _memo_key(manifest, live)
+
+    def remember(self, ref: ObjectId, manifest: Manifest, live: Json) -> None:
+        if _is_secret(ref):
+            return
+        key = _memo_key(manifest, live)
+        with self._lock:
+            self._seen[str(ref)] = key
+
+    def forget(self, ref: ObjectId) -> None:
+        with self._lock:
+            self._seen.pop(str(ref), None)
+
+    def export(self, refs: Collection[ObjectId]) -> dict[str, str]:
+        """The entries of ``refs`` as JSON-ready text (``<manifest hash>:<live hash>``)."""
+        wanted = {str(ref) for ref in refs}
+        with self._lock:
+            return {k: v for k, v in sorted(self._seen.items()) if k in wanted}
+
+
+def _is_secret(ref: ObjectId) -> bool:
+    return ref.kind == "Secret" and not ref.group
+
+
+def _memo_key(manifest: Manifest, live: Json) -> str:
+    return f"{_digest(manifest.body)}:{_digest(normalise(live, ignored_pointers(manifest.body)))}"
+
+
+def _digest(obj: Json) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+# -- pure parts ------------------------------------------------------------------------------------------------
+
+
+def ignored_pointers(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    """JSON pointers listed in the ``gitsync.dev/ignore-differences`` annotation (comma- or newline-separated)."""
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_IGNORE, "")
+    return tuple(p.strip() for p in raw.replace("\n", ",").split(",") if p.strip())
+
+
+def normalise(obj: Json | None, ignore: Sequence[str] = ()) -> Json:
+    """A copy of ``obj`` without what the server owns or the user asked to ignore; {} for None."""
+    if obj is None:
+        return {}
+    out = copy.deepcopy(obj)
+    out.pop("status", None)
+    meta = out.get("metadata") or {}
+    for key in SERVER_OWNED_METADATA:
+        meta.pop(key, None)
+    annotations = meta.get("annotations") or {}
+    for key in SERVER_OWNED_ANNOTATIONS:
+        annotations.pop(key, None)
+    if "annotations" in meta and not annotations:
+        del meta["annotations"]
+    for pointer in ignore:
+        _remove_pointer(out, pointer)
+    return out
+
+
+def _remove_pointer(obj: Any, pointer: str) -> None:
+    """Delete the value at a JSON pointer (RFC 6901) if present; a missing path is not an error."""
+    if not pointer.startswith("/"):
+        return
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
+    for part in parts[:-1]:
+        if isinstance(obj, dict):
+            obj = obj.get(part)
+        elif isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
+            obj = obj[int(part)]
+        else:
+            return
+    last = parts[-1]
+    if isinstance(obj, dict):
+        obj.pop(last, None)
+    elif isinstance(obj, list) and last.isdigit() and int(last) < len(obj):
+        del obj[int(last)]
+
+
+def mask_secret(obj: Json) -> Json:
+    """A copy of a Secret whose ``data``/``stringData`` values are replaced by ``*** (masked) <hash>``.
+
+    ``stringData`` is hashed as its base64 form would be, so the same value hashes alike in both fields.
+    Non-Secrets are returned unchanged.
+    """
+    if not _is_secret(ObjectId.of(obj)):
+        return obj
+    out = dict(obj)
+    for key in ("data", "stringData"):
+        values = obj.get(key)
+        if isinstance(values, dict):
+            out[key] = {k: f"{MASK} {_value_hash(key, v)}" for k, v in values.items()}
+    return out
+
+
+def _value_hash(field_name: str, value: Any) -> str:
+    raw = str(value).encode() if field_name == "stringData" else base64.b64decode(str(value) or "", validate=False)
+    return hmac.new(_MASK_KEY, raw, hashlib.sha256).hexdigest()[:12]
+
+
+def diff_text(ref: ObjectId, before: Json | None, after: Json | None) -> str:
+    """A ``kubectl diff``-style unified diff of two normalised objects, Secret values masked."""
+    old = _yaml(mask_secret(before)) if before else []
+    new = _yaml(mask_secret(after)) if after else []
+    return "".join(difflib.unified_diff(old, new, f"live/{ref}", f"desired/{ref}", n=3))
+
+
+def _yaml(obj: Json) -> list[str]:
+    text: str = yaml.dump(obj, Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=True)
+    return text.splitlines(keepends=True)
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def wants_force(manifest: Manifest, force: bool) -> bool:
+    return force or manifest.annotations.get(ANNOTATION_FORCE) == "true"
+
+
+class ListSnapshot:
+    """A ``LiveReader`` for one-shot commands without a watch cache: the first read of a (kind, namespace) lists
+    it once, later reads answer from that list. 1,000 objects of three kinds cost three requests, not 1,000.
+
+    A kind that is not served (its CRD is not there yet) raises ``NotFoundError`` on every read, as a GET would.
+    """
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+        self._lists: dict[tuple[str, str, str], dict[str, Json]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, ref: ObjectId) -> Json | None:
+        key = (ref.group, ref.kind, ref.namespace)
+        with self._lock:
+            listed = self._lists.get(key)
+            if listed is None:
+                items = self._cluster.list(ref.group, ref.kind, ref.namespace).items
+                listed = self._lists[key] = {str((i.get("metadata") or {}).get("name", "")): i for i in items}
+        return listed.get(ref.name)
+
+
+# -- the stage -------------------------------------------------------------------------------------------------
+
+
+def plan(
+    manifests: Sequence[Manifest],
+    cluster: Cluster,
+    *,
+    inventory: Collection[ObjectId] = (),
+    live: LiveReader | None = None,
+    force: bool = False,
+    memo: DryRunMemo | None = None,
+    workers: int = DRY_RUN_WORKERS,
+) -> Plan:
+    """Dry-run every manifest and compare with live; inventory entries no longer rendered become deletes.
+
+    ``live`` answers reads (the watch cache); a ``ListSnapshot`` of the cluster when None. Objects whose
+    Namespace or CRD is itself about to be created cannot be dry-run yet: they are planned as creates and
+    validated when applied, after their dependency exists.
+    """
+    reader: LiveReader = live if live is not None else ListSnapshot(cluster)
+    desired_ids = {m.id for m in manifests}
+    pending = _PendingParents(manifests)
+    ordered = sorted(manifests, key=lambda m: apply_order(m.id))
+    parents = [m for m in ordered if m.id.kind in _PARENT_KINDS]
+    children = [m for m in ordered if m.id.kind not in _PARENT_KINDS]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        changes = list(pool.map(lambda m: _plan_one(m, cluster, reader, pending, force, memo), parents))
+        pending.created = {c.id for c in changes if c.action is PlanAction.CREATE and c.error is None}
+        changes += pool.map(lambda m: _plan_one(m, cluster, reader, pending, force, memo), children)
+
+    stale = sorted((ref for ref in inventory if ref not in desired_ids), key=apply_order)
+    orphaned: list[ObjectId] = []
+    for ref in stale:
+        try:
+            obj = reader.get(ref)
+        except NotFoundError:
+            obj = None  # the kind itself is gone (its CRD was deleted): nothing left to delete
+        if obj is None:
+            continue
+        if ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_PRUNE) == "false":
+            orphaned.append(ref)
+            continue
+        changes.append(PlannedChange(ref, PlanAction.DELETE, live=obj, diff=diff_text(ref, normalise(obj), None)))
+    return Plan(tuple(changes), tuple(stale), tuple(orphaned))
+
+
+def _plan_one(
+    manifest: Manifest,
+    cluster: Cluster,
+    reader: LiveReader,
+    pending: _PendingParents,
+    force: bool,
+    memo: DryRunMemo | None,
+) -> PlannedChange:
+    ref = manifest.id
+    forced = wants_force(manifest, force)
+    try:
+        current = reader.get(ref)
+    except NotFoundError:
+        current = None  # the kind is not served yet: its CRD may be in this very render
+    if current is not None and memo is not None and memo.unchanged(ref, manifest, current):
+        return PlannedChange(ref, PlanAction.UNCHANGED, manifest, current, current, force=forced)
+    try:
+        result = cluster.apply(manifest.body, dry_run=True, force=forced)
+    except InvalidObjectError as e:
+        if e.immutable and current is not None and manifest.annotations.get(ANNOTATION_RECREATE) == "true":
+            diff = diff_text(ref, normalise(current), normalise(manifest.body))
+            return PlannedChange(ref, PlanAction.UPDATE, manifest, current, None, diff, forced, recreate=True)
+        return _failed(manifest, current, forced, e)
+    except NotFoundError as e:
+        if current is None and pending.awaits_parent(ref):
+            return PlannedChange(ref, PlanAction.CREATE, manifest, None, None, diff_text(ref, None, manifest.body))
+        return _failed(manifest, current, forced, e)
+    except GitsyncError as e:
+        return _failed(manifest, current, forced, e)
+    if current is None:
+        return PlannedChange(ref, PlanAction.CREATE, manifest, None, result, diff_text(ref, None, normalise(result)))
+    ignore = ignored_pointers(manifest.body)
+    before, after = normalise(current, ignore), normalise(result, ignore)
+    if before == after:
+        if memo is not None:
+            memo.remember(ref, manifest, current)
+        return PlannedChange(ref, PlanAction.UNCHANGED, manifest, current, result, force=forced)
+    if memo is not None:
+        memo.forget(ref)
+    return PlannedChange(ref, PlanAction.UPDATE, manifest, current, result, diff_text(ref, before, after), forced)
+
+
+def _failed(manifest: Manifest, current: Json | None, forced: bool, error: GitsyncError) -> PlannedChange:
+    action = PlanAction.CREATE if current is None else PlanAction.UPDATE
+    return PlannedChange(manifest.id, action, manifest, current, None, "", forced, error=str(error))
+
+
+_PARENT_KINDS = frozenset({"Namespace", "CustomResourceDefinition"})
+
+
+class _PendingParents:
+    """Namespaces and CRDs this plan creates, so a child whose parent does not exist yet is planned as a create.
+
+    Parents are planned first; a child is excused only when its parent is a create in the same plan, so a typo
+    in a namespace or kind still fails its dry-run.
+    """
+
+    def __init__(self, manifests: Iterable[Manifest]) -> None:
+        self._namespaces = {m.id.name for m in manifests if m.id.kind == "Namespace" and not m.id.group}
+        self._kinds: dict[tuple[str, str], ObjectId] = {}
+        for m in manifests:
+            if m.id.kind == "CustomResourceDefinition":
+                spec = m.body.get("spec") or {}
+                kind = str((spec.get("names") or {}).get("kind", ""))
+                self._kinds[(str(spec.get("group", "")), kind)] = m.id
+        self.created: set[ObjectId] = set()
+
+    def awaits_parent(self, ref: ObjectId) -> bool:
+        crd = self._kinds.get((ref.group, ref.kind))
+        if crd is not None and crd in self.created:
+            return True
+        return ref.namespace in self._namespaces and ObjectId("", "Namespace", "", ref.namespace) in self.created

@@ -1,0 +1,530 @@
+"""The reconcile loop: triggers enqueue app-envs, workers reconcile them one step at a time, state lives in the cluster.
+
+Triggers (each only enqueues): the poll job (``ls-remote``; every key when the head moved), the drift job (every
+key, every ``drift_interval``), webhooks (every key, with the pushed revision), leadership gained (every key),
+and requeues (a rollout step or health still progressing).
+
+``reconcile`` is level-triggered and re-entrant; as a straight line:
+resolve the snapshot -> read status -> skip if already done -> render -> rollout step -> sync -> health (read
+once) -> record (status, history, Event, metrics, log). A render error or a refused signature is terminal: it
+is recorded (status ``lastError``, Event, log), nothing is applied, the previous release keeps running, and the
+key waits for a new revision. Transient errors back off. Killed at any line, a new agent carries on: status is
+written last, so an interrupted sync is simply done again (apply is idempotent, the inventory is in the cluster).
+
+High availability: with leader election only the leader's workers take work. Followers verify and enqueue
+webhooks and keep polling, so a new leader starts with the triggers it saw, then enqueues every key anyway.
+A reconcile in flight when leadership is lost finishes (state writes are optimistic, so it cannot overwrite a
+newer record silently).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from gitsync import log as logging
+from gitsync.errors import GitsyncError, TerminalError, TransientError
+from gitsync.events import EventSink, Reason
+from gitsync.health import Health, aggregate, assess, assess_workload
+from gitsync.history import History, Release, Result, Status, first_line
+from gitsync.metrics import GIT_FETCH_SECONDS, LEADER, observe_reconcile
+from gitsync.model import AppEnv, HealthStatus, ObjectId, SyncAction, SyncState
+from gitsync.ports import Clock, Cluster, GitReader, StateStore
+from gitsync.runtime.config import AgentConfig, Provider
+from gitsync.runtime.leader import LeaderElector
+from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
+from gitsync.source import RevisionRefused, Snapshot, Source
+from gitsync.sync import RenderedApp, SyncResult, sync_app
+from renderers import RenderError, load_environment, render_app
+
+__all__ = ["Agent", "NoRollouts", "RolloutDriver", "RolloutStep"]
+
+log = logging.get("gitsync.agent")
+
+PROGRESSING_REQUEUE = 2.0
+"""Seconds before looking again at an app-env whose workloads are still rolling out (nothing sleeps)."""
+_WORKLOADS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"})
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutStep:
+    """What the rollout executor did this reconcile: objects it applies itself (``sync_app`` leaves them
+    alone) and when to look again (None: the rollout is done or there is none)."""
+
+    exclude: frozenset[ObjectId] = frozenset()
+    requeue_after: float | None = None
+
+
+class RolloutDriver(Protocol):
+    """The seam for progressive delivery (``gitsync.strategy``): called once per reconcile, before the sync,
+    for every app-env; it advances a canary or blue-green rollout by at most one step."""
+
+    def advance_rollout(self, rendered: RenderedApp, *, now: float) -> RolloutStep: ...
+
+
+class NoRollouts:
+    """Every app rolls out with its workloads' own strategy (a Deployment's rolling update)."""
+
+    def advance_rollout(self, rendered: RenderedApp, *, now: float) -> RolloutStep:
+        return RolloutStep()
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where a key lives and how it syncs, as its environment file says at the current snapshot."""
+
+    namespace: str
+    prune: bool
+    self_heal: bool
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        cluster: Cluster,
+        store: StateStore,
+        git: GitReader,
+        clock: Clock,
+        *,
+        elector: LeaderElector | None = None,
+        rollouts: RolloutDriver | None = None,
+    ) -> None:
+        self.config = config
+        self._cluster = cluster
+        self._store = store
+        self._clock = clock
+        self._elector = elector
+        self._rollouts = rollouts or NoRollouts()
+        self.source = Source(git, on_fetch=GIT_FETCH_SECONDS.observe)
+        self.queue = ReconcileQueue(clock)
+        self.history = History(store, config.history_limit)
+        self.events = EventSink(cluster, clock, elector.identity if elector else "")
+        self._targets: dict[AppEnv, _Target] = {}
+        self._attempted: set[AppEnv] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._workers: list[threading.Thread] = []
+        self._scheduler = BackgroundScheduler(timezone=UTC)
+        self.reconciles = 0
+        """Reconciles that reached the sync stage (tests and the benchmark count them)."""
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        now = datetime.fromtimestamp(self._clock.now(), UTC)
+        self._scheduler.add_job(
+            self.poll,
+            "interval",
+            seconds=self.config.poll_interval,
+            id="poll",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=now,
+        )
+        self._scheduler.add_job(
+            self.enqueue_all,
+            "interval",
+            seconds=self.config.drift_interval,
+            id="drift",
+            max_instances=1,
+            coalesce=True,
+            kwargs={"reason": "drift"},
+        )
+        self._scheduler.start()
+        for n in range(self.config.workers):
+            worker = threading.Thread(target=self._work, name=f"reconcile-{n}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        if self._elector is not None:
+            self._elector.start()
+        else:
+            LEADER.set(1)
+        log.info(
+            "agent.started",
+            repo=self.config.repo.url if "@" not in self.config.repo.url else "<redacted>",
+            branch=self.config.repo.branch,
+            environments=[e.name for e in self.config.environments],
+            leader_election=self._elector is not None,
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking work, let reconciles in flight finish (bounded), release the Lease."""
+        self._stopping.set()
+        self._scheduler.shutdown(wait=False)
+        self.queue.close()
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        if self._elector is not None:
+            self._elector.stop()
+        log.info("agent.stopped")
+
+    def on_leadership(self, leading: bool) -> None:
+        """Elector callback: a new leader reconciles everything once (its queue may be empty or stale)."""
+        LEADER.set(1 if leading else 0)
+        if leading:
+            self.enqueue_all(reason="leader")
+
+    # -- triggers ----------------------------------------------------------------------------------------------
+
+    def poll(self) -> None:
+        """The poll job: one ls-remote; every key is enqueued when the head moved (or none is known yet)."""
+        try:
+            head = self.source.check()
+            if head is None and self._targets:
+                return
+            if not self._targets:
+                self._discover(self.source.resolve(head or ""))
+            log.info("git.head_moved", revision=head, keys=len(self._targets))
+            self.enqueue_all(head or "", reason="poll")
+        except GitsyncError as e:
+            log.warning("git.poll_failed", error=str(e))
+
+    def on_push(self, provider: Provider, revision: str) -> None:
+        """Webhook callback: reconcile every key now (the reconcile fetches; nothing waits for the poll)."""
+        if not self._targets:
+            self._scheduler.modify_job("poll", next_run_time=datetime.fromtimestamp(self._clock.now(), UTC))
+            return
+        self.enqueue_all(revision, reason=f"webhook:{provider}")
+
+    def enqueue_all(self, revision: str = "", reason: str = "") -> None:
+        with self._lock:
+            keys = sorted(self._targets)
+        for key in keys:
+            self.queue.add(key, revision, reason)
+
+    def _discover(self, snapshot: Snapshot) -> None:
+        """The app-envs of the configured environments at ``snapshot``; new ones are enqueued."""
+        found: dict[AppEnv, _Target] = {}
+        for selection in self.config.environments:
+            try:
+                environment = load_environment(snapshot.path, selection.name)
+            except RenderError as e:
+                log.error("environment.invalid", env=selection.name, revision=snapshot.revision, error=str(e))
+                with self._lock:
+                    found.update({k: t for k, t in self._targets.items() if k.env == selection.name})
+                continue
+            target = _Target(
+                environment.namespace,
+                prune=self.config.prune and environment.prune,
+                self_heal=self.config.self_heal and environment.self_heal,
+            )
+            for app in selection.apps or environment.apps:
+                found[AppEnv(app, selection.name)] = target
+        with self._lock:
+            new = set(found) - set(self._targets)
+            self._targets.update(found)
+        for key in sorted(new):
+            self.queue.add(key, snapshot.revision, "discovered")
+
+    # -- readiness ---------------------------------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        if self._elector is not None and not self._elector.is_leader:
+            holder = self._elector.holder or "nobody yet"
+            return True, f"follower; leader is {holder}"
+        with self._lock:
+            keys = set(self._targets)
+            waiting = keys - self._attempted
+        if not keys:
+            return False, "no app-env discovered yet (first fetch pending)"
+        if waiting:
+            return False, f"first reconcile pending for {', '.join(sorted(map(str, waiting)))}"
+        return True, f"{len(keys)} app-envs reconciled at least once"
+
+    # -- workers -----------------------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            if self._elector is not None and not self._elector.wait_leading(1.0):
+                continue
+            item = self.queue.get(timeout=1.0)
+            if item is None:
+                continue
+            outcome, revision, delay = self._guarded(item)
+            self.queue.done(item, outcome, revision=revision, retry_after=delay)
+
+    def _guarded(self, item: WorkItem) -> tuple[Outcome, str, float | None]:
+        try:
+            return self.reconcile(item)
+        except Exception as e:  # a bug in one reconcile must not kill the worker thread
+            log.exception("reconcile.crashed", app=item.key.app, env=item.key.env, error=str(e))
+            return Outcome.TRANSIENT, item.revision, None
+        finally:
+            with self._lock:
+                self._attempted.add(item.key)
+
+    # -- one reconcile -----------------------------------------------------------------------------------------
+
+    def reconcile(self, item: WorkItem) -> tuple[Outcome, str, float | None]:
+        """One step for one key; returns the queue outcome, the revision attempted and the delay it asks for."""
+        key = item.key
+        started, t0 = self._clock.now(), time.monotonic()
+        with structlog.contextvars.bound_contextvars(app=key.app, env=key.env):
+            try:
+                snapshot = self.source.resolve(item.revision)
+            except RevisionRefused as e:
+                self._refused(key, e, started, t0)
+                return Outcome.TERMINAL, e.revision, None
+            except TransientError as e:
+                log.warning("git.fetch_failed", error=str(e), attempt=item.attempt)
+                return Outcome.TRANSIENT, item.revision, e.retry_after
+            self._discover(snapshot)
+            with structlog.contextvars.bound_contextvars(revision=snapshot.revision):
+                return self._reconcile_at(item, snapshot, started, t0)
+
+    def _reconcile_at(
+        self, item: WorkItem, snapshot: Snapshot, started: float, t0: float
+    ) -> tuple[Outcome, str, float | None]:
+        key, revision = item.key, snapshot.revision
+        with self._lock:
+            target = self._targets.get(key)
+        if target is None:
+            log.info("reconcile.gone", reason="app-env no longer in the environment at this revision")
+            return Outcome.DONE, revision, None
+        status = self.history.status(key, target.namespace)
+        drift = any(r == "drift" for r in item.reasons)
+        if (
+            not drift
+            and status.last_applied_revision == revision
+            and status.result == Result.SUCCEEDED
+            and status.last_attempted_revision == revision
+        ):
+            log.debug("reconcile.up_to_date")
+            return Outcome.DONE, revision, None
+
+        try:
+            rendered = render_app(snapshot.path, key.env, key.app, revision=revision)
+        except (RenderError, TerminalError) as e:
+            self._render_failed(key, target, snapshot, e, started, t0)
+            return Outcome.TERMINAL, revision, None
+
+        heal = target.self_heal or not drift or status.last_applied_revision != revision
+        if (
+            not drift
+            and status.result == Result.PROGRESSING
+            and (status.last_applied_revision, status.last_applied_digest) == (revision, rendered.digest)
+        ):
+            return self._verify(key, target, snapshot, rendered, status, None, started, t0)
+
+        self.reconciles += 1
+        try:
+            step = self._rollouts.advance_rollout(rendered, now=started)
+            result = sync_app(
+                rendered, self._cluster, self._store, prune=target.prune, dry_run=not heal, exclude=step.exclude
+            )
+        except TransientError as e:
+            self._sync_failed(key, target, snapshot, rendered.digest, str(e), started, t0)
+            return Outcome.TRANSIENT, revision, e.retry_after
+        except GitsyncError as e:
+            self._sync_failed(key, target, snapshot, rendered.digest, str(e), started, t0)
+            return Outcome.TERMINAL, revision, None
+        if not heal:
+            return self._report_drift(key, target, result, status, started, t0)
+        if not result.ok:
+            errors = [c.error for c in result.plan.errors if c.error] + [c.error or "" for c in result.failures]
+            message = "; ".join(e for e in errors[:3] if e) or result.summary()
+            self._sync_failed(key, target, snapshot, rendered.digest, message, started, t0, result=result)
+            return Outcome.TRANSIENT, revision, None
+        return self._verify(key, target, snapshot, rendered, status, result, started, t0, step.requeue_after)
+
+    # -- verify and record ------------------------------------------------------------------------------------
+
+    def _health(self, rendered: RenderedApp) -> Health:
+        pods: list[dict[str, object]] | None = None
+        healths: list[tuple[ObjectId, Health]] = []
+        for manifest in rendered.manifests:
+            live = self._cluster.get(manifest.id)
+            if manifest.id.kind in _WORKLOADS and live is not None:
+                if pods is None:
+                    pods = list(self._cluster.list("", "Pod", rendered.namespace).items)
+                healths.append((manifest.id, assess_workload(live, pods)))
+            else:
+                healths.append((manifest.id, assess(live)))
+        return aggregate(healths)
+
+    def _verify(
+        self,
+        key: AppEnv,
+        target: _Target,
+        snapshot: Snapshot,
+        rendered: RenderedApp,
+        before: Status,
+        result: SyncResult | None,
+        started: float,
+        t0: float,
+        requeue_after: float | None = None,
+    ) -> tuple[Outcome, str, float | None]:
+        revision = snapshot.revision
+        health = self._health(rendered)
+        progressing = health.status is HealthStatus.PROGRESSING or requeue_after is not None
+        degraded = health.status in (HealthStatus.DEGRADED, HealthStatus.MISSING)
+        outcome = Result.PROGRESSING if progressing else Result.SUCCEEDED
+        finished = self._clock.now()
+
+        def update(status: Status) -> Status:
+            return replace(
+                status,
+                last_applied_revision=revision,
+                last_applied_digest=rendered.digest,
+                last_attempted_revision=revision,
+                sync_state=SyncState.SYNCED.value,
+                health=health.status.value,
+                health_reason=health.reason,
+                last_error="",
+                result=outcome.value,
+                last_synced_at=finished,
+                updated_at=finished,
+            )
+
+        self.history.set_status(key, target.namespace, update)
+        changed = result is not None and any(
+            result.counts()[a] for a in (SyncAction.CREATED, SyncAction.CONFIGURED, SyncAction.DELETED)
+        )
+        new_release = (before.last_applied_revision, before.last_applied_digest) != (revision, rendered.digest)
+        if result is not None and (changed or new_release or before.result != outcome.value):
+            self._record(key, target, snapshot, rendered.digest, outcome, started, finished, sync=result)
+        elif not progressing:
+            self.history.settle(key, target.namespace, revision, rendered.digest, outcome.value, finished)
+        if new_release or before.result not in (Result.SUCCEEDED, Result.PROGRESSING):
+            counts = result.summary() if result is not None else "verified"
+            self.events.emit(key, target.namespace, Reason.SYNC_SUCCEEDED, f"synced {revision[:12]}: {counts}")
+        if degraded and before.health != health.status.value:
+            self.events.emit(key, target.namespace, Reason.DEGRADED, health.reason or health.status.value)
+        if health.status is HealthStatus.HEALTHY and before.health in (HealthStatus.DEGRADED, HealthStatus.MISSING):
+            self.events.emit(key, target.namespace, Reason.RECOVERED, f"healthy again at {revision[:12]}")
+        if before.result in (Result.FAILED, Result.RENDER_ERROR, Result.REFUSED):
+            self.events.emit(key, target.namespace, Reason.RECOVERED, f"{revision[:12]} deployed after a failure")
+        observe_reconcile(key, time.monotonic() - t0, outcome.value.lower(), finished, success=not progressing)
+        log.info(
+            "reconcile.done",
+            result=outcome.value,
+            health=health.status.value,
+            health_reason=health.reason,
+            seconds=round(time.monotonic() - t0, 3),
+        )
+        if progressing:
+            return Outcome.REQUEUE, revision, requeue_after or PROGRESSING_REQUEUE
+        return Outcome.DONE, revision, None
+
+    def _record(
+        self,
+        key: AppEnv,
+        target: _Target,
+        snapshot: Snapshot,
+        digest: str,
+        result: Result,
+        started: float,
+        finished: float,
+        *,
+        sync: SyncResult | None = None,
+        error: str = "",
+    ) -> None:
+        counts = sync.counts() if sync is not None else {}
+        self.history.record(
+            key,
+            target.namespace,
+            Release(
+                revision=snapshot.revision,
+                digest=digest,
+                author=snapshot.commit.author,
+                message=first_line(snapshot.commit.message),
+                started_at=started,
+                finished_at=finished,
+                result=result.value,
+                created=counts.get(SyncAction.CREATED, 0),
+                configured=counts.get(SyncAction.CONFIGURED, 0),
+                deleted=counts.get(SyncAction.DELETED, 0),
+                unchanged=counts.get(SyncAction.UNCHANGED, 0),
+                failed=counts.get(SyncAction.FAILED, 0),
+                error=error,
+            ),
+        )
+
+    def _failure(
+        self,
+        key: AppEnv,
+        namespace: str,
+        revision: str,
+        result: Result,
+        reason: Reason,
+        message: str,
+        t0: float,
+    ) -> float:
+        """Record a failed attempt in status, Event, metrics and log; the running release is left alone."""
+        finished = self._clock.now()
+
+        def update(status: Status) -> Status:
+            return replace(
+                status,
+                last_attempted_revision=revision,
+                last_error=message,
+                result=result.value,
+                sync_state=SyncState.OUT_OF_SYNC.value,
+                updated_at=finished,
+            )
+
+        self.history.set_status(key, namespace, update)
+        self.events.emit(key, namespace, reason, f"{revision[:12]}: {message}")
+        observe_reconcile(key, time.monotonic() - t0, result.value.lower(), finished, success=False)
+        log.warning("reconcile.failed", result=result.value, error=message, revision=revision)
+        return finished
+
+    def _render_failed(
+        self,
+        key: AppEnv,
+        target: _Target,
+        snapshot: Snapshot,
+        error: GitsyncError,
+        started: float,
+        t0: float,
+    ) -> None:
+        finished = self._failure(
+            key, target.namespace, snapshot.revision, Result.RENDER_ERROR, Reason.RENDER_FAILED, str(error), t0
+        )
+        self._record(key, target, snapshot, "", Result.RENDER_ERROR, started, finished, error=str(error))
+
+    def _sync_failed(
+        self,
+        key: AppEnv,
+        target: _Target,
+        snapshot: Snapshot,
+        digest: str,
+        message: str,
+        started: float,
+        t0: float,
+        *,
+        result: SyncResult | None = None,
+    ) -> None:
+        finished = self._failure(
+            key, target.namespace, snapshot.revision, Result.FAILED, Reason.SYNC_FAILED, message, t0
+        )
+        self._record(key, target, snapshot, digest, Result.FAILED, started, finished, sync=result, error=message)
+
+    def _refused(self, key: AppEnv, error: RevisionRefused, started: float, t0: float) -> None:
+        with self._lock:
+            target = self._targets.get(key)
+        if target is None:
+            log.error("git.revision_refused", revision=error.revision, error=str(error))
+            return
+        self._failure(key, target.namespace, error.revision, Result.REFUSED, Reason.SIGNATURE_REFUSED, str(error), t0)
+
+    def _report_drift(
+        self, key: AppEnv, target: _Target, result: SyncResult, status: Status, started: float, t0: float
+    ) -> tuple[Outcome, str, float | None]:
+        """Self-heal off: a dry-run found the cluster differs from Git; report it, change nothing."""
+        drifted = result.plan.has_changes
+        state = SyncState.OUT_OF_SYNC if drifted else SyncState.SYNCED
+        now = self._clock.now()
+        self.history.set_status(key, target.namespace, lambda s: replace(s, sync_state=state.value, updated_at=now))
+        if drifted and status.sync_state != state.value:
+            self.events.emit(key, target.namespace, Reason.DRIFT_DETECTED, result.plan.summary())
+        log.info("reconcile.drift_checked", drifted=drifted, seconds=round(time.monotonic() - t0, 3))
+        return Outcome.DONE, result.revision, None

@@ -1,0 +1,154 @@
+"""The agent's HTTP endpoints: webhooks, probes and metrics, on the stdlib ``ThreadingHTTPServer``.
+
+- ``POST /webhooks/{github,gitlab,gitea,generic}``: verified by ``gitsync.runtime.webhooks``; 401 and nothing
+  else on a bad signature, 413 before reading a body over the cap (Content-Length is required, 411 without),
+  202 for an accepted or ignored delivery (the JSON body says which), 404 for a provider with no secret;
+- ``GET /healthz``: the process serves requests (liveness);
+- ``GET /readyz``: 200 once every app-env had its first reconcile attempted (on the leader) or the replica
+  follows a leader; 503 with the reason otherwise;
+- ``GET /metrics``: prometheus-client's text format from the default registry.
+
+The server is meant to sit behind a Service in the cluster; still, sockets time out (slow clients cannot pin
+threads) and secrets are read from their files on each delivery, so a rotated Secret takes effect without a
+restart.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from gitsync import log as logging
+from gitsync.metrics import WEBHOOKS
+from gitsync.runtime.config import Provider
+from gitsync.runtime.webhooks import MAX_BODY, Verdict, handle
+
+__all__ = ["Endpoints", "HttpServer"]
+
+log = logging.get("gitsync.http")
+
+_STATUS = {
+    Verdict.ACCEPTED: 202,
+    Verdict.IGNORED: 202,
+    Verdict.UNAUTHORIZED: 401,
+    Verdict.TOO_LARGE: 413,
+    Verdict.BAD_REQUEST: 400,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """What the server calls into; the agent provides these."""
+
+    branch: str
+    secrets: Mapping[Provider, Path]
+    on_push: Callable[[Provider, str], None]
+    """Called with the provider and the pushed revision ("" if unknown) for every accepted delivery."""
+    ready: Callable[[], tuple[bool, str]]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = 10
+    protocol_version = "HTTP/1.1"
+    server_version = "gitsync"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Silence the stdlib access log; deliveries are logged as structured events instead."""
+
+    def _reply(self, status: int, payload: object, content_type: str = "application/json") -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode() + b"\n"
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        endpoints = self.server.endpoints
+        if self.path == "/healthz":
+            self._reply(200, {"status": "ok"})
+        elif self.path == "/readyz":
+            ready, reason = endpoints.ready()
+            self._reply(200 if ready else 503, {"ready": ready, "reason": reason})
+        elif self.path == "/metrics":
+            self._reply(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+        else:
+            self._reply(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        endpoints = self.server.endpoints
+        prefix, _, name = self.path.partition("?")[0].rpartition("/")
+        try:
+            provider = Provider(name)
+        except ValueError:
+            provider = None
+        if prefix != "/webhooks" or provider is None or provider not in endpoints.secrets:
+            self.close_connection = True
+            self._reply(404, {"error": "no such webhook"})
+            return
+        length_header = self.headers.get("Content-Length")
+        if length_header is None or not length_header.isdigit():
+            self.close_connection = True
+            self._finish(provider, 411, Verdict.BAD_REQUEST, "Content-Length required")
+            return
+        length = int(length_header)
+        if length > MAX_BODY:
+            self.close_connection = True
+            self._finish(provider, 413, Verdict.TOO_LARGE, f"body over {MAX_BODY} bytes")
+            return
+        body = self.rfile.read(length)
+        try:
+            secret = endpoints.secrets[provider].read_bytes().strip()
+        except OSError as e:
+            log.error("webhook.secret_unreadable", provider=str(provider), error=e.strerror)
+            self._finish(provider, 503, Verdict.BAD_REQUEST, "webhook secret unavailable")
+            return
+        headers = {key: value for key, value in self.headers.items()}
+        delivery = handle(provider, headers, body, secret, endpoints.branch)
+        if delivery.verdict is Verdict.ACCEPTED:
+            endpoints.on_push(provider, delivery.revision)
+        self._finish(provider, _STATUS[delivery.verdict], delivery.verdict, delivery.detail, delivery.revision)
+
+    def _finish(self, provider: Provider, status: int, verdict: Verdict, detail: str, revision: str = "") -> None:
+        WEBHOOKS.labels(str(provider), str(verdict)).inc()
+        emit = log.info if status < 400 else log.warning
+        emit("webhook.received", provider=str(provider), result=str(verdict), detail=detail, revision=revision)
+        self._reply(status, {"result": str(verdict), "detail": detail, "revision": revision})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    """Listen backlog: a burst of deliveries (a bulk push, a redelivery) must queue, not be reset."""
+
+    def __init__(self, address: tuple[str, int], endpoints: Endpoints) -> None:
+        self.endpoints = endpoints
+        super().__init__(address, _Handler)
+
+
+class HttpServer:
+    """Serves ``endpoints`` on ``host:port`` from a background thread (port 0 picks a free one)."""
+
+    def __init__(self, host: str, port: int, endpoints: Endpoints) -> None:
+        self._server = _Server((host, port), endpoints)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

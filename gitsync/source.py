@@ -1,0 +1,90 @@
+"""The source stage: which commit to deploy, and the immutable tree of it to render from.
+
+Contract: all Git I/O goes through ``ports.GitReader``; this module decides when to touch the remote at all.
+- ``check()`` (the poller) costs one ``ls-remote``; a head that did not move costs nothing more;
+- ``resolve(wanted)`` (a reconcile) reuses the current snapshot when it already is the wanted commit, or when
+  nothing newer is wanted (drift, retry, startup after the first fetch); otherwise it fetches the branch head;
+- the branch head always wins: a webhook naming an older commit (deliveries arrive out of order) deploys the
+  head, never goes back in time; a force-push simply moves the head;
+- a head whose signature does not verify raises ``RevisionRefused`` (terminal) and is never snapshotted; the
+  current snapshot (the last good release) stays what drift and retries reconcile.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gitsync.errors import TerminalError
+from gitsync.ports import Commit, GitReader
+
+
+class RevisionRefused(TerminalError):
+    """The branch head failed signature verification; ``revision`` is that head (the queue parks on it)."""
+
+    def __init__(self, message: str, revision: str) -> None:
+        super().__init__(message)
+        self.revision = revision
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A commit and the directory holding its tree (read-only for renderers)."""
+
+    commit: Commit
+    path: Path
+
+    @property
+    def revision(self) -> str:
+        return self.commit.sha
+
+
+class Source:
+    """The one branch the agent follows, shared by all workers (fetches are serialised)."""
+
+    def __init__(self, git: GitReader, on_fetch: Callable[[float], None] | None = None) -> None:
+        """``on_fetch`` receives the seconds each fetch + verify + snapshot took (the fetch duration metric)."""
+        self._git = git
+        self._lock = threading.Lock()
+        self._current: Snapshot | None = None
+        self._refused: RevisionRefused | None = None
+        self._on_fetch = on_fetch
+
+    @property
+    def current(self) -> Snapshot | None:
+        return self._current
+
+    def check(self) -> str | None:
+        """The remote head if it differs from the current snapshot (the poller then enqueues), else None."""
+        head = self._git.remote_head()
+        current = self._current
+        if (current is not None and current.revision == head) or (self._refused and self._refused.revision == head):
+            return None
+        return head
+
+    def resolve(self, wanted: str = "") -> Snapshot:
+        """The snapshot to reconcile: the branch head, fetched only when it may have moved (see module doc)."""
+        with self._lock:
+            current = self._current
+            if current is not None and wanted in ("", current.revision):
+                return current
+            head = self._git.remote_head()
+            if current is not None and current.revision == head:
+                return current
+            if self._refused is not None and self._refused.revision == head:
+                raise RevisionRefused(str(self._refused), head)
+            started = time.monotonic()
+            commit = self._git.fetch()
+            try:
+                self._git.verify(commit.sha)
+            except TerminalError as e:
+                self._refused = RevisionRefused(str(e), commit.sha)
+                raise RevisionRefused(str(e), commit.sha) from None
+            snapshot = Snapshot(commit, self._git.snapshot(commit.sha))
+            if self._on_fetch is not None:
+                self._on_fetch(time.monotonic() - started)
+            self._current = snapshot
+            return snapshot

@@ -1,0 +1,394 @@
+"""The thin layer that runs one rollout step against the cluster: gather, ``decide``, act, persist.
+
+Contract: I/O only through the ports (``Cluster``, ``StateStore``, ``Clock``, the analysis ports); every
+decision is ``decide.decide``'s. One ``advance`` call costs a handful of API requests (load state, GET two
+Deployments, LIST the new version's pods, the actions, save state) and never sleeps: it returns when to look
+again. The agent calls it once per reconcile after ``sync_app``, which must skip ``owned(rendered)``: the
+executor applies those objects itself (the Deployment under canary/blue-green, the Services it points).
+
+Workloads per track (``decide.Track``): canary keeps the rendered Deployment as the stable track and runs
+the new template as ``<name>-canary`` whose pods and selector carry ``gitsync.dev/track: canary``; the rendered
+Service selects the app's labels and so spans both. Blue-green runs ``<name>-blue`` and ``<name>-green`` (pods
+and selectors carry ``gitsync.dev/color``); the active and preview Services get that label in their selectors.
+Each Deployment the executor applies carries the hash of its pod template (``gitsync.dev/template-hash``),
+which is how a resumed agent knows what runs where.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from gitsync import log as logging
+from gitsync.analysis.measure import CheckContext, Measurer
+from gitsync.analysis.pod_health import PodReport, inspect_pods
+from gitsync.errors import GitsyncError
+from gitsync.events import EventSink, Reason
+from gitsync.health import current_pods
+from gitsync.model import AppEnv, Json, Manifest, ObjectId
+from gitsync.ports import Clock, Cluster, StateStore
+from gitsync.strategy.decide import (
+    Action,
+    Deploy,
+    Emit,
+    Observation,
+    Remove,
+    Route,
+    Scale,
+    ServiceRole,
+    Track,
+    WorkloadView,
+    checks_due,
+    decide,
+    tracks,
+)
+from gitsync.strategy.policy import PolicyError, RolloutPolicy, Strategy, parse_policy
+from gitsync.strategy.state import ACTIVE_PHASES, Command, Phase, RolloutState
+
+__all__ = [
+    "ANNOTATION_SPEC_HASH",
+    "ANNOTATION_TEMPLATE_HASH",
+    "LABEL_COLOR",
+    "LABEL_TRACK",
+    "PART",
+    "Rendered",
+    "StepOutcome",
+    "advance",
+    "owned",
+    "template_hash",
+]
+
+log = logging.get("gitsync.strategy")
+
+PART = "rollout"
+"""The state-store part holding ``{"state": ..., "command": ...}``."""
+LABEL_TRACK = "gitsync.dev/track"
+LABEL_COLOR = "gitsync.dev/color"
+ANNOTATION_TEMPLATE_HASH = "gitsync.dev/template-hash"
+ANNOTATION_SPEC_HASH = "gitsync.dev/spec-hash"
+_SERVER_FIELDS = ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink")
+
+
+class Rendered(Protocol):
+    """What the executor reads of ``renderers.RenderedApp``."""
+
+    @property
+    def app_env(self) -> AppEnv: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def manifests(self) -> tuple[Manifest, ...]: ...
+    @property
+    def values(self) -> Mapping[str, Any]: ...
+    @property
+    def revision(self) -> str | None: ...
+
+
+class Events(Protocol):
+    def event(self, key: AppEnv, namespace: str, reason: Reason, message: str) -> Json: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What one ``advance`` did: the phase after it, a one-line message, and when to call again (None: on
+    the next change only)."""
+
+    phase: Phase
+    message: str
+    requeue_after: float | None
+    actions: tuple[str, ...] = ()
+
+
+def template_hash(body: Mapping[str, Any]) -> str:
+    """Hash of a Deployment's pod template: what identifies a release of it (a config-only change moves it
+    through the renderer's config-hash annotation on the template)."""
+    template = (body.get("spec") or {}).get("template") or {}
+    return _digest(template)
+
+
+def _spec_hash(body: Mapping[str, Any]) -> str:
+    trimmed = copy.deepcopy(dict(body))
+    (trimmed.get("spec") or {}).pop("replicas", None)
+    return _digest(trimmed)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _policy(rendered: Rendered) -> RolloutPolicy:
+    return parse_policy(rendered.values, source=f"{rendered.app_env}: values")
+
+
+def _workload(rendered: Rendered, policy: RolloutPolicy) -> Manifest:
+    deployments = [m for m in rendered.manifests if m.id.kind == "Deployment"]
+    if policy.workload:
+        deployments = [m for m in deployments if m.id.name == policy.workload]
+    if len(deployments) != 1:
+        found = ", ".join(m.id.name for m in deployments) or "none"
+        raise PolicyError(
+            f"{rendered.app_env}: values: rollout.workload: {policy.strategy.value} needs exactly one Deployment "
+            f"(found: {found}); name it in rollout.workload"
+        )
+    return deployments[0]
+
+
+def _services(rendered: Rendered, policy: RolloutPolicy) -> dict[ServiceRole, Manifest]:
+    bg = policy.blue_green
+    if policy.strategy is not Strategy.BLUE_GREEN or bg is None:
+        return {}
+    by_name = {m.id.name: m for m in rendered.manifests if m.id.kind == "Service"}
+    out: dict[ServiceRole, Manifest] = {}
+    for role, name, field_name in (
+        (ServiceRole.ACTIVE, bg.active_service or _workload(rendered, policy).id.name, "activeService"),
+        (ServiceRole.PREVIEW, bg.preview_service, "previewService"),
+    ):
+        if not name:
+            continue
+        if name not in by_name:
+            raise PolicyError(
+                f"{rendered.app_env}: values: rollout.blueGreen.{field_name}: no Service {name!r} rendered"
+            )
+        out[role] = by_name[name]
+    return out
+
+
+def owned(rendered: Rendered) -> frozenset[ObjectId]:
+    """The rendered objects the executor applies itself; ``sync_app(..., exclude=owned(rendered))``.
+    Empty for the rolling strategy (sync applies the Deployment and Kubernetes rolls it)."""
+    policy = _policy(rendered)
+    if not policy.progressive:
+        return frozenset()
+    return frozenset({_workload(rendered, policy).id, *(m.id for m in _services(rendered, policy).values())})
+
+
+class _Plan:
+    """The names and bodies of the tracks of one rendered workload."""
+
+    def __init__(self, rendered: Rendered, policy: RolloutPolicy) -> None:
+        self.rendered = rendered
+        self.policy = policy
+        self.workload = _workload(rendered, policy)
+        self.services = _services(rendered, policy)
+        self.namespace = self.workload.id.namespace or rendered.namespace
+        spec = self.workload.body.get("spec") or {}
+        self.total = int(spec.get("replicas", 1))
+        self.selector: dict[str, str] = dict((spec.get("selector") or {}).get("matchLabels") or {})
+
+    def track_label(self, track: Track) -> tuple[str, str] | None:
+        if track is Track.CANARY:
+            return LABEL_TRACK, track.value
+        if track in (Track.BLUE, Track.GREEN):
+            return LABEL_COLOR, track.value
+        return None
+
+    def ref(self, track: Track) -> ObjectId:
+        w = self.workload.id
+        name = w.name if track is Track.STABLE else f"{w.name}-{track.value}"
+        return ObjectId(w.group, w.kind, self.namespace, name)
+
+    def selector_of(self, track: Track) -> str:
+        labels = dict(self.selector)
+        extra = self.track_label(track)
+        if extra:
+            labels[extra[0]] = extra[1]
+        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+    def body(self, track: Track, replicas: int) -> Json:
+        body = copy.deepcopy(self.workload.body)
+        meta = body.setdefault("metadata", {})
+        meta["name"] = self.ref(track).name
+        meta["namespace"] = self.namespace
+        annotations = meta.setdefault("annotations", {})
+        annotations[ANNOTATION_TEMPLATE_HASH] = template_hash(self.workload.body)
+        annotations[ANNOTATION_SPEC_HASH] = _spec_hash(self.workload.body)
+        spec = body.setdefault("spec", {})
+        spec["replicas"] = replicas
+        extra = self.track_label(track)
+        if extra:
+            key, value = extra
+            spec.setdefault("selector", {}).setdefault("matchLabels", {})[key] = value
+            spec.setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {})[key] = value
+            meta.setdefault("labels", {})[key] = value
+        return body
+
+    def service_hash(self, role: ServiceRole) -> str:
+        return _digest(self.services[role].body)
+
+    def service_body(self, role: ServiceRole, track: Track) -> Json | None:
+        manifest = self.services.get(role)
+        if manifest is None:
+            return None
+        body = copy.deepcopy(manifest.body)
+        meta = body.setdefault("metadata", {})
+        meta["namespace"] = manifest.id.namespace or self.namespace
+        meta.setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = self.service_hash(role)
+        selector = dict((body.setdefault("spec", {}).get("selector")) or self.selector)
+        extra = self.track_label(track)
+        if extra:
+            selector[extra[0]] = extra[1]
+        body["spec"]["selector"] = selector
+        return body
+
+
+def _services_current(plan: _Plan, cluster: Cluster) -> bool:
+    """Whether every Service the executor points carries the hash of its rendered body (a render change to a
+    port or label must reach the cluster even though sync leaves these Services to the executor)."""
+    for role, manifest in plan.services.items():
+        live = cluster.get(ObjectId("", "Service", manifest.id.namespace or plan.namespace, manifest.id.name))
+        annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+        if annotations.get(ANNOTATION_SPEC_HASH) != plan.service_hash(role):
+            return False
+    return True
+
+
+def _view(live: Json | None) -> WorkloadView:
+    if live is None:
+        return WorkloadView()
+    meta, spec, status = live.get("metadata") or {}, live.get("spec") or {}, live.get("status") or {}
+    replicas = int(spec.get("replicas", 1))
+    ready = int(status.get("readyReplicas") or 0)
+    rolled = (
+        int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+        and int(status.get("updatedReplicas") or 0) == replicas
+        and int(status.get("replicas") or 0) == replicas
+        and ready >= replicas
+    )
+    annotations = meta.get("annotations") or {}
+    return WorkloadView(
+        exists=True,
+        replicas=replicas,
+        ready=ready,
+        template_hash=str(annotations.get(ANNOTATION_TEMPLATE_HASH, "")),
+        spec_hash=str(annotations.get(ANNOTATION_SPEC_HASH, "")),
+        rolled=rolled,
+    )
+
+
+def advance(
+    rendered: Rendered,
+    cluster: Cluster,
+    store: StateStore,
+    clock: Clock,
+    *,
+    measurer: Measurer | None = None,
+    events: Events | None = None,
+) -> StepOutcome:
+    """Run one rollout step for ``rendered``; see the module docstring. Raises ``PolicyError`` (terminal) for a
+    bad ``values["rollout"]`` and ``TransientError`` when the state was written concurrently (call again)."""
+    policy = _policy(rendered)
+    if not policy.progressive:
+        return StepOutcome(Phase.HEALTHY, "rolling update: Kubernetes rolls the Deployment", None)
+    plan = _Plan(rendered, policy)
+    key = rendered.app_env
+    doc, version = store.load(key, rendered.namespace, PART)
+    state = RolloutState.from_json(doc.get("state") or {})
+    command = Command.from_json(doc["command"]) if doc.get("command") else None
+    now = clock.now()
+
+    stable_track, new_track = tracks(state, policy)
+    stable_live = cluster.get(plan.ref(stable_track))
+    new_live = cluster.get(plan.ref(new_track))
+    pods = PodReport()
+    new_pods: tuple[Json, ...] = ()
+    if new_live is not None and int((new_live.get("status") or {}).get("replicas") or 0) > 0:
+        listed = cluster.list("", "Pod", plan.namespace, plan.selector_of(new_track)).items
+        new_pods = tuple(current_pods(new_live, listed))
+        pods = inspect_pods(new_pods, policy.pod_health, now, new_live)
+    ctx = CheckContext(
+        namespace=plan.namespace,
+        app=key.app,
+        env=key.env,
+        workload=plan.ref(new_track).name,
+        stable=plan.ref(stable_track).name,
+        track=new_track.value,
+        pods=new_pods,
+        deployment=new_live,
+        pod_policy=policy.pod_health,
+    )
+    due = checks_due(state, policy, now)
+    if due and measurer is None:
+        measurer = Measurer()
+    measurements = tuple(measurer.measure(spec, ctx, now) for spec in due) if measurer else ()
+    observation = Observation(
+        target_hash=template_hash(plan.workload.body),
+        spec_hash=_spec_hash(plan.workload.body),
+        total=plan.total,
+        stable=_view(stable_live),
+        new=_view(new_live),
+        new_pods=pods,
+        measurements=measurements,
+        command=command,
+        revision=rendered.revision or "",
+    )
+    if policy.strategy is Strategy.BLUE_GREEN and state.phase not in ACTIVE_PHASES:
+        observation = replace(observation, services_current=_services_current(plan, cluster))
+    decision = decide(state, observation, policy, now)
+    sink = events if events is not None else EventSink(cluster, clock)
+    live = {stable_track: stable_live, new_track: new_live}
+    done = tuple(d for d in (_perform(a, plan, cluster, live, sink) for a in decision.actions) if d)
+    if decision.state != state or command is not None:
+        store.save(key, rendered.namespace, PART, {"state": decision.state.to_json()}, version)
+    result = StepOutcome(decision.state.phase, decision.state.message, decision.requeue_after, done)
+    log.info(
+        "rollout.step",
+        app=key.app,
+        env=key.env,
+        phase=result.phase.value,
+        step=decision.state.step,
+        weight=decision.state.weight,
+        actions=list(done),
+        requeue_after=result.requeue_after,
+        message=result.message,
+    )
+    return result
+
+
+def _perform(action: Action, plan: _Plan, cluster: Cluster, live: Mapping[Track, Json | None], events: Events) -> str:
+    key, namespace = plan.rendered.app_env, plan.namespace
+    if isinstance(action, Deploy):
+        cluster.apply(plan.body(action.track, action.replicas), force=True)
+        return f"deploy {plan.ref(action.track)} replicas={action.replicas}"
+    if isinstance(action, Scale):
+        current = live.get(action.track, None) if action.track in live else cluster.get(plan.ref(action.track))
+        if current is None:
+            return ""
+        cluster.apply(_scaled(current, action.replicas), force=True)
+        return f"scale {plan.ref(action.track)} replicas={action.replicas}"
+    if isinstance(action, Remove):
+        cluster.delete(plan.ref(action.track))
+        return f"remove {plan.ref(action.track)}"
+    if isinstance(action, Route):
+        body = plan.service_body(action.service, action.track)
+        if body is None:
+            return ""
+        cluster.apply(body, force=True)
+        return f"route {ObjectId.of(body)} -> {action.track}"
+    if isinstance(action, Emit):
+        # EventSink builds the Event (name, involved object, timestamps); the rollout supplies reason and type.
+        event = events.event(key, namespace, Reason.DEGRADED, action.message)
+        event["reason"], event["type"] = action.reason, action.type
+        try:
+            cluster.apply(event)
+        except GitsyncError as e:  # events are best effort, as in Kubernetes itself
+            log.warning("rollout.event_failed", app=key.app, env=key.env, reason=action.reason, error=str(e))
+        level = log.warning if action.type == "Warning" else log.info
+        level("rollout.event", app=key.app, env=key.env, reason=action.reason, message=action.message)
+        return ""
+    raise AssertionError(f"unknown action {action!r}")
+
+
+def _scaled(live: Json, replicas: int) -> Json:
+    """The live Deployment as an apply body with new replicas: same template, nothing server-owned."""
+    body = copy.deepcopy(live)
+    body.pop("status", None)
+    meta = body.get("metadata") or {}
+    for name in _SERVER_FIELDS:
+        meta.pop(name, None)
+    (meta.get("annotations") or {}).pop("deployment.kubernetes.io/revision", None)
+    body.setdefault("spec", {})["replicas"] = replicas
+    return body

@@ -1,0 +1,193 @@
+"""The persisted rollout state of one app-env (state part ``rollout``), the human command inbox and the history.
+
+Contract: pure values, JSON round-trippable (``to_json``/``from_json``). The document is the whole truth about a
+rollout: a new agent that loads it continues at the same step. Its shape, as stored::
+
+    {"state": {...RolloutState...}, "command": {"name": "promote", "at": ..., "by": ...} | absent}
+
+``history`` keeps the last ``HISTORY_LIMIT`` finished rollouts (succeeded, aborted, superseded) with their evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from gitsync.analysis.run import CheckRun
+from gitsync.model import Json
+
+__all__ = [
+    "HISTORY_LIMIT",
+    "Command",
+    "CommandName",
+    "HistoryEntry",
+    "Phase",
+    "RolloutState",
+    "add_history",
+]
+
+HISTORY_LIMIT = 20
+
+
+class Phase(StrEnum):
+    IDLE = "Idle"
+    """No rollout has run under this policy yet."""
+    PROGRESSING = "Progressing"
+    """Going through the steps (canary) or bringing up and analysing the preview (blue-green)."""
+    PAUSED = "Paused"
+    """Waiting for a human: an indefinite pause step, inconclusive analysis, or blue-green without autoPromotion."""
+    PROMOTING = "Promoting"
+    """Canary: the stable Deployment is being rolled to the new template. Blue-green: switched, post-promotion
+    analysis and the scale-down delay are running."""
+    HEALTHY = "Healthy"
+    """The stable workload runs the desired template and nothing else runs."""
+    ABORTED = "Aborted"
+    """Rolled back to stable; this template is not tried again until a new revision or ``gitsync retry``."""
+
+
+ACTIVE_PHASES = frozenset({Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING})
+
+
+class CommandName(StrEnum):
+    PROMOTE = "promote"
+    PROMOTE_FULL = "promote-full"
+    ABORT = "abort"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: CommandName
+    at: float
+    by: str = ""
+
+    def to_json(self) -> Json:
+        return {"name": self.name.value, "at": self.at, "by": self.by}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> Command:
+        return cls(CommandName(raw["name"]), float(raw.get("at", 0.0)), str(raw.get("by", "")))
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One finished rollout: what was rolled out, how it ended and why (the evidence a reviewer reads)."""
+
+    target_hash: str
+    revision: str
+    outcome: str  # "succeeded", "aborted", "superseded"
+    started_at: float
+    finished_at: float
+    reason: str = ""
+    evidence: tuple[str, ...] = ()
+
+    def to_json(self) -> Json:
+        return {
+            "targetHash": self.target_hash,
+            "revision": self.revision,
+            "outcome": self.outcome,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "reason": self.reason,
+            "evidence": list(self.evidence),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> HistoryEntry:
+        return cls(
+            str(raw["targetHash"]),
+            str(raw.get("revision", "")),
+            str(raw["outcome"]),
+            float(raw.get("startedAt", 0.0)),
+            float(raw.get("finishedAt", 0.0)),
+            str(raw.get("reason", "")),
+            tuple(raw.get("evidence") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutState:
+    phase: Phase = Phase.IDLE
+    stable_hash: str = ""
+    """Pod-template hash the stable workload runs."""
+    stable_revision: str = ""
+    target_hash: str = ""
+    """Pod-template hash being rolled out (a config-only change moves it through the config-hash annotation)."""
+    revision: str = ""
+    failed_hash: str = ""
+    """The template of the last aborted rollout: not retried until the render changes or ``gitsync retry``."""
+    step: int = 0
+    step_started_at: float = 0.0
+    started_at: float = 0.0
+    weight: int = 0
+    """Canary traffic share realised so far, percent (canary pods / all pods)."""
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    stable_color: str = ""
+    """Blue-green: the colour (``blue``/``green``) the active Service selects."""
+    ready_at: float = 0.0
+    switched_at: float = 0.0
+    checks: tuple[CheckRun, ...] = ()
+    """Runs of the current step's analysis (canary analysis step, blue-green pre/post promotion)."""
+    background: tuple[CheckRun, ...] = ()
+    abort_reason: str = ""
+    evidence: tuple[str, ...] = ()
+    history: tuple[HistoryEntry, ...] = field(default=())
+
+    def to_json(self) -> Json:
+        return {
+            "phase": self.phase.value,
+            "stableHash": self.stable_hash,
+            "stableRevision": self.stable_revision,
+            "targetHash": self.target_hash,
+            "revision": self.revision,
+            "failedHash": self.failed_hash,
+            "step": self.step,
+            "stepStartedAt": self.step_started_at,
+            "startedAt": self.started_at,
+            "weight": self.weight,
+            "message": self.message,
+            "warnings": list(self.warnings),
+            "stableColor": self.stable_color,
+            "readyAt": self.ready_at,
+            "switchedAt": self.switched_at,
+            "checks": [run.to_json() for run in self.checks],
+            "background": [run.to_json() for run in self.background],
+            "abortReason": self.abort_reason,
+            "evidence": list(self.evidence),
+            "history": [entry.to_json() for entry in self.history],
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> RolloutState:
+        if not raw:
+            return cls()
+        return cls(
+            phase=Phase(raw.get("phase", Phase.IDLE.value)),
+            stable_hash=str(raw.get("stableHash", "")),
+            stable_revision=str(raw.get("stableRevision", "")),
+            target_hash=str(raw.get("targetHash", "")),
+            revision=str(raw.get("revision", "")),
+            failed_hash=str(raw.get("failedHash", "")),
+            step=int(raw.get("step", 0)),
+            step_started_at=float(raw.get("stepStartedAt", 0.0)),
+            started_at=float(raw.get("startedAt", 0.0)),
+            weight=int(raw.get("weight", 0)),
+            message=str(raw.get("message", "")),
+            warnings=tuple(raw.get("warnings") or ()),
+            stable_color=str(raw.get("stableColor", "")),
+            ready_at=float(raw.get("readyAt", 0.0)),
+            switched_at=float(raw.get("switchedAt", 0.0)),
+            checks=tuple(CheckRun.from_json(r) for r in raw.get("checks") or ()),
+            background=tuple(CheckRun.from_json(r) for r in raw.get("background") or ()),
+            abort_reason=str(raw.get("abortReason", "")),
+            evidence=tuple(raw.get("evidence") or ()),
+            history=tuple(HistoryEntry.from_json(e) for e in raw.get("history") or ()),
+        )
+
+
+def add_history(state: RolloutState, entry: HistoryEntry) -> RolloutState:
+    """Append ``entry`` (newest last), keeping the last ``HISTORY_LIMIT``."""
+    return replace(state, history=(*state.history, entry)[-HISTORY_LIMIT:])

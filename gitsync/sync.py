@@ -1,0 +1,153 @@
+"""One sync of one app-env, as a straight line: plan -> apply -> inventory -> prune -> inventory.
+
+The caller (CLI or the agent's reconcile) owns errors, status and requeue; this function only advances the
+cluster towards the render. It is re-entrant: killed at any line, calling it again converges, because apply is
+idempotent, unchanged objects still join the inventory, and deletes of objects already gone count as done.
+
+Contract: a render error never gets here (no ``RenderedApp``, no sync); a plan with a failed dry-run applies
+nothing; a failed apply prunes nothing; an empty render prunes nothing unless the environment allows it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Protocol
+
+from gitsync import inventory as inventories
+from gitsync import log as logging
+from gitsync.apply import ChangeSet, Progress, apply, failed
+from gitsync.inventory import Inventory
+from gitsync.model import AppEnv, Manifest, ObjectId, SyncAction
+from gitsync.plan import DryRunMemo, Plan, PlanAction, plan
+from gitsync.ports import Cluster, LiveReader, StateStore
+from gitsync.prune import prune as prune_stage
+
+__all__ = ["RenderedApp", "SyncResult", "sync_app"]
+
+log = logging.get("gitsync.sync")
+
+
+class Environment(Protocol):
+    @property
+    def prune_allow_empty(self) -> bool: ...
+
+
+class RenderedApp(Protocol):
+    """What the renderer hands over (``renderers.RenderedApp``); only what a sync reads."""
+
+    @property
+    def app_env(self) -> AppEnv: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def manifests(self) -> tuple[Manifest, ...]: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def revision(self) -> str | None: ...
+    @property
+    def environment(self) -> Environment: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """The outcome of one sync: the plan it acted on, what happened per object, and the stored inventory."""
+
+    app_env: AppEnv
+    revision: str
+    digest: str
+    plan: Plan
+    changes: ChangeSet
+    inventory: Inventory
+    dry_run: bool = False
+
+    @property
+    def failures(self) -> ChangeSet:
+        return failed(self.changes)
+
+    @property
+    def ok(self) -> bool:
+        return not self.plan.errors and not self.failures
+
+    def counts(self) -> dict[SyncAction, int]:
+        counted = Counter(e.action for e in self.changes)
+        return {action: counted[action] for action in SyncAction}
+
+    def summary(self) -> str:
+        if self.dry_run:
+            return f"{self.app_env}: dry run: {self.plan.summary()}"
+        n = self.counts()
+        return f"{self.app_env}: " + ", ".join(f"{n[action]} {action}" for action in SyncAction if n[action])
+
+
+def sync_app(
+    rendered: RenderedApp,
+    cluster: Cluster,
+    store: StateStore,
+    *,
+    prune: bool,
+    dry_run: bool,
+    force: bool = False,
+    exclude: frozenset[ObjectId] = frozenset(),
+    live: LiveReader | None = None,
+    memo: DryRunMemo | None = None,
+    progress: Progress | None = None,
+) -> SyncResult:
+    """Advance the cluster to ``rendered``. ``exclude``: rendered objects a rollout strategy applies itself
+    (they stay in the inventory and are never pruned). ``live``: where reads come from (the watch cache)."""
+    key, namespace = rendered.app_env, rendered.namespace
+    revision = rendered.revision or ""
+    before = inventories.load(store, key, namespace)
+    manifests = [m for m in rendered.manifests if m.id not in exclude]
+    memo = memo if memo is not None else DryRunMemo(before.memo)
+    planned = plan(manifests, cluster, inventory=before.objects - exclude, live=live, force=force, memo=memo)
+    if dry_run or planned.errors:
+        changes = apply(planned, cluster) if planned.errors else ()
+        result = SyncResult(key, revision, rendered.digest, planned, changes, before, dry_run)
+        _log(result)
+        return result
+
+    applied = apply(planned, cluster, progress=progress, memo=memo)
+    clean = not failed(applied)
+    present = {e.id for e in applied if e.action in (SyncAction.CREATED, SyncAction.CONFIGURED, SyncAction.UNCHANGED)}
+    rendered_excluded = {m.id for m in rendered.manifests} & exclude
+    after_apply = before.adding(
+        present | rendered_excluded,
+        revision=revision if clean else "",
+        digest=rendered.digest if clean else "",
+    )
+    after_apply = after_apply.with_memo(memo.export(after_apply.objects))
+    stored = inventories.save(store, key, namespace, after_apply, before)
+    pruned: ChangeSet = ()
+    if prune and clean:
+        pruned = prune_stage(
+            planned,
+            cluster,
+            allow_empty=rendered.environment.prune_allow_empty,
+            rendered_count=len(rendered.manifests),
+            progress=progress,
+        )
+        deleted = {e.id for e in pruned if e.action is SyncAction.DELETED}
+        still_there = {c.id for c in planned.of(PlanAction.DELETE)} - deleted
+        pruned_inventory = stored.removing(set(planned.stale) - still_there)
+        pruned_inventory = pruned_inventory.with_memo(memo.export(pruned_inventory.objects))
+        stored = inventories.save(store, key, namespace, pruned_inventory, stored)
+    result = SyncResult(key, revision, rendered.digest, planned, applied + pruned, stored)
+    _log(result)
+    return result
+
+
+def _log(result: SyncResult) -> None:
+    fields = {str(action): n for action, n in result.counts().items() if n}
+    event = "sync.planned" if result.dry_run else ("sync.applied" if result.ok else "sync.failed")
+    emit = log.info if result.ok else log.warning
+    emit(
+        event,
+        app=result.app_env.app,
+        env=result.app_env.env,
+        revision=result.revision,
+        digest=result.digest,
+        errors=[e.error for e in result.failures][:5],
+        **fields,
+    )

@@ -1,0 +1,129 @@
+"""From rendered documents to the app's manifests: checked, owned, placed, ordered, and digested. Pure.
+
+Every object gets the ownership labels and, when namespaced, the environment's namespace. Identity is
+``gitsync.model.ObjectId``; order is ``gitsync.model.apply_order``; the digest is SHA-256 over the canonical
+JSON (sorted keys, compact) of the ordered objects, the same form ``gitsync render`` prints, so the digest
+changes exactly when the output does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, Manifest, ObjectId, apply_order
+from renderers.environment import Environment
+from renderers.errors import RenderError
+
+CLUSTER_SCOPED_KINDS = frozenset(
+    {
+        "APIService",
+        "CertificateSigningRequest",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ClusterTrustBundle",
+        "ComponentStatus",
+        "CSIDriver",
+        "CSINode",
+        "CustomResourceDefinition",
+        "DeviceClass",
+        "FlowSchema",
+        "IngressClass",
+        "IPAddress",
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
+        "MutatingWebhookConfiguration",
+        "Namespace",
+        "Node",
+        "PersistentVolume",
+        "PriorityClass",
+        "PriorityLevelConfiguration",
+        "RuntimeClass",
+        "ServiceCIDR",
+        "StorageClass",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+        "ValidatingWebhookConfiguration",
+        "VolumeAttachment",
+        "VolumeAttributesClass",
+    }
+)
+"""Built-in kinds without a namespace; custom ones are declared in env.yaml ``cluster_scoped_kinds``."""
+
+
+def canonical(body: Any) -> str:
+    """The one canonical text of an object: JSON, sorted keys, no whitespace, UTF-8 as is."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def digest(manifests: Iterable[Manifest]) -> str:
+    """``sha256:<hex>`` over the canonical form of ``manifests`` in their (apply) order."""
+    sha = hashlib.sha256()
+    for manifest in manifests:
+        sha.update(canonical(manifest.body).encode())
+        sha.update(b"\n")
+    return f"sha256:{sha.hexdigest()}"
+
+
+def build_manifest(body: Any, path: str, line: int, environment: Environment, app: str) -> Manifest:
+    """Check one rendered document and make it an owned ``Manifest``; problems are ``RenderError`` at ``path:line``."""
+
+    def fail(problem: str) -> RenderError:
+        return RenderError(path, problem, line)
+
+    if not isinstance(body, dict):
+        raise fail(f"a rendered document must be a Kubernetes object (a mapping), got {type(body).__name__}")
+    api_version, kind = body.get("apiVersion"), body.get("kind")
+    meta = body.get("metadata")
+    if not isinstance(api_version, str) or not api_version:
+        raise fail("object has no apiVersion")
+    if not isinstance(kind, str) or not kind:
+        raise fail("object has no kind")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise fail(f"{kind} has no metadata.name")
+    namespace = meta.get("namespace")
+    if kind in CLUSTER_SCOPED_KINDS or kind in environment.cluster_scoped_kinds:
+        if not environment.allow_cluster_scoped:
+            raise fail(
+                f"{kind}/{meta['name']} is cluster-scoped; environment {environment.name} does not allow "
+                "cluster-scoped objects (set allow_cluster_scoped: true in env.yaml)"
+            )
+        if namespace:
+            raise fail(f"{kind}/{meta['name']} is cluster-scoped and must not set metadata.namespace")
+    elif not namespace:
+        meta["namespace"] = environment.namespace
+    elif namespace != environment.namespace and namespace not in environment.allowed_namespaces:
+        raise fail(
+            f"{kind}/{meta['name']} is in namespace {namespace!r}, outside environment {environment.name}'s "
+            f"namespace {environment.namespace!r} (list it in env.yaml allowed_namespaces to allow it)"
+        )
+    labels = meta.get("labels")
+    if labels is None:
+        labels = meta["labels"] = {}
+    elif not isinstance(labels, dict):
+        raise fail(f"{kind}/{meta['name']}: metadata.labels must be a mapping")
+    labels.update(environment.labels)
+    labels[LABEL_MANAGED_BY] = MANAGER
+    labels[LABEL_APP] = app
+    labels[LABEL_ENV] = environment.name
+    try:
+        canonical(body)
+    except (TypeError, ValueError) as exc:
+        raise fail(f"{kind}/{meta['name']}: value cannot be sent to Kubernetes as JSON: {exc}") from None
+    return Manifest(ObjectId.of(body), body, f"{path}:{line}")
+
+
+def check_unique(manifests: Iterable[Manifest]) -> None:
+    """Two documents for one object would make the result depend on order: refuse, pointing at both."""
+    seen: dict[ObjectId, Manifest] = {}
+    for manifest in manifests:
+        first = seen.setdefault(manifest.id, manifest)
+        if first is not manifest:
+            path, _, line = manifest.source.rpartition(":")
+            raise RenderError(path, f"duplicate object {manifest.id} (first defined at {first.source})", int(line))
+
+
+def ordered(manifests: Iterable[Manifest]) -> tuple[Manifest, ...]:
+    return tuple(sorted(manifests, key=lambda m: apply_order(m.id)))

@@ -1,0 +1,243 @@
+"""The Jinja environment charts render in: immutable sandbox, strict undefined values, bounded output.
+
+Contract: a template reads only what the renderer passes it and the files of its own chart (``templates/``) and
+of the repository's shared ``lib/`` folder. No environment variables, clock, randomness, network or other files
+are reachable. Values cannot be modified. Sizes are bounded (``renderers.limits``): a string or list built by
+an operator, filter or call may not exceed ``MAX_VALUE_CHARS``, so a template cannot exhaust the agent's memory.
+CPU time is not bounded in-process (the sandbox caps a loop at 100,000 iterations, but loops can nest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sized
+from contextvars import ContextVar
+from functools import lru_cache
+from pathlib import Path
+from types import CodeType, GeneratorType
+from typing import Any, cast
+
+import jinja2
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from renderers.filters import FILTERS
+from renderers.limits import OutputTooLarge, bounded_join, check_format, check_size, check_width
+
+LIB_PREFIX = "lib/"
+"""Template names starting with this prefix resolve in the repository's shared ``lib/`` folder."""
+
+_MAX_POW_BITS = 1 << 16
+_ROOTS: ContextVar[Mapping[str, Any]] = ContextVar("gitsync_render_roots")
+
+
+class _Undefined(jinja2.ChainableUndefined, jinja2.StrictUndefined):
+    """Strict: printing, testing or iterating a missing value fails, naming its full path (``values.image.tag``).
+
+    Chainable: ``values.a.b | default("x")`` works when ``a`` is missing, as Helm users expect.
+    """
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint:
+            return self._undefined_hint
+        return f"undefined value {_path_of(self._undefined_obj, self._undefined_name)}"
+
+
+def _path_of(container: Any, name: Any) -> str:
+    leaf = f"[{name!r}]" if not isinstance(name, str) else f".{name}"
+    if container is jinja2.utils.missing:
+        return str(name)
+    roots = _ROOTS.get({})
+    for root, value in roots.items():
+        found = _find(value, container, root, depth=0)
+        if found is not None:
+            return found + leaf
+    return f"({type(container).__name__}){leaf}"
+
+
+def _find(node: Any, target: Any, path: str, depth: int) -> str | None:
+    if node is target:
+        return path
+    if depth > 32:
+        return None
+    if isinstance(node, Mapping):
+        items: Iterator[tuple[str, Any]] = ((f"{path}.{k}", v) for k, v in node.items())
+    elif isinstance(node, list | tuple):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(node))
+    else:
+        return None
+    for sub_path, child in items:
+        found = _find(child, target, sub_path, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """Compiles ``a ~ b`` to a size-checked join; the stock sandbox cannot intercept it."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.bounded_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class ChartEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox with size limits on ``*``, ``**``, ``+``, ``%``, ``~`` and width arguments of calls."""
+
+    code_generator_class = _BoundedCodeGenerator
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``values.items`` is the key ``items`` when there is one, not the dict method (Jinja's default order)."""
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+    def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
+        if op == "*":
+            for seq, count in ((left, right), (right, left)):
+                if isinstance(seq, Sized) and isinstance(count, int):
+                    check_width(len(seq) * count)
+        elif op == "**":
+            if (
+                isinstance(left, int)
+                and isinstance(right, int)
+                and right * max(abs(left), 2).bit_length() > _MAX_POW_BITS
+            ):
+                raise OutputTooLarge(f"{left} ** {right} is too large")
+        elif op == "%" and isinstance(left, str):
+            check_format(left)
+        return check_size(super().call_binop(context, op, left, right))
+
+    def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        check_width(*args, *kwargs.values())
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str) and getattr(__obj, "__name__", "") in ("format", "format_map"):
+            check_format(owner)
+        return check_size(super().call(__context, __obj, *args, **kwargs))
+
+    def bounded_concat(self, parts: tuple[Any, ...]) -> str:
+        return bounded_join(parts)
+
+
+class ChartLoader(jinja2.BaseLoader):
+    """Loads ``name`` from the chart's ``templates/`` folder, or ``lib/name`` from the repository's ``lib/``.
+
+    Names are relative POSIX paths without ``..``; the resolved file must stay inside its folder, so neither
+    ``{% include "../../secrets" %}`` nor a symlink reaches anything else.
+    """
+
+    def __init__(self, templates: Path, lib: Path) -> None:
+        self.templates = templates
+        self.lib = lib
+
+    def resolve(self, name: str) -> Path:
+        root, rest = (self.lib, name[len(LIB_PREFIX) :]) if name.startswith(LIB_PREFIX) else (self.templates, name)
+        parts = rest.split("/")
+        if not rest or "\\" in rest or rest.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise jinja2.TemplateNotFound(f"{name} (template names are paths inside the chart, without '..')")
+        path = root.joinpath(*parts)
+        try:
+            real = path.resolve(strict=True)
+            base = root.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise jinja2.TemplateNotFound(name) from None
+        if not real.is_relative_to(base) or not real.is_file():
+            raise jinja2.TemplateNotFound(f"{name} (outside the chart)")
+        return path
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        path = self.resolve(template)
+        try:
+            mtime = path.stat().st_mtime_ns
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise jinja2.TemplateNotFound(f"{template} ({exc})") from None
+
+        def uptodate() -> bool:
+            try:
+                return path.stat().st_mtime_ns == mtime
+            except OSError:
+                return False
+
+        return source, str(path), uptodate
+
+
+def _lookup(*_args: Any, **_kwargs: Any) -> Any:
+    raise SecurityError(
+        "lookup is not available: renders must be deterministic (same commit, same manifests), "
+        "so templates cannot read the cluster; put the value in values instead"
+    )
+
+
+def _finalize(value: Any) -> Any:
+    """``{{ x }}`` prints booleans as YAML reads them and ``None`` as nothing (not Python's ``True``/``None``)."""
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return value
+
+
+# Builtins that would make a render depend on something other than its inputs.
+_NONDETERMINISTIC_FILTERS = ("random", "shuffle")
+_NONDETERMINISTIC_GLOBALS = ("lipsum", "cycler", "joiner")
+
+
+@lru_cache(maxsize=32)
+def chart_environment(templates: Path, lib: Path) -> ChartEnvironment:
+    """One environment per chart folder: compiled templates are cached by Jinja and reused across renders."""
+    env = ChartEnvironment(
+        loader=ChartLoader(templates, lib),
+        undefined=_Undefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+        finalize=_finalize,
+        auto_reload=True,
+    )
+    for name in _NONDETERMINISTIC_FILTERS:
+        env.filters.pop(name, None)
+    for name in _NONDETERMINISTIC_GLOBALS:
+        env.globals.pop(name, None)
+    env.filters.update(FILTERS)
+    env.globals["lookup"] = _lookup
+    return env
+
+
+def bind_roots(roots: Mapping[str, Any]) -> Any:
+    """Make ``roots`` the names undefined-value messages search for a path; returns a token for ``unbind_roots``."""
+    return _ROOTS.set(roots)
+
+
+def unbind_roots(token: Any) -> None:
+    _ROOTS.reset(token)
+
+
+def stream(template: jinja2.Template, variables: Mapping[str, Any]) -> Iterator[tuple[str, CodeType | None, int]]:
+    """Render ``template`` chunk by chunk as ``(text, code, Python line)``.
+
+    The code and line of the statement that yielded each chunk let the caller bound the output as it grows and
+    report a problem in it (invalid YAML) at the template line a human edits (``get_corresponding_lineno``).
+    """
+    generator = cast("GeneratorType[str, None, None]", template.root_render_func(template.new_context(dict(variables))))
+    env = template.environment
+    while True:
+        try:
+            chunk = next(generator)
+        except StopIteration:
+            return
+        except Exception:  # noqa: BLE001 - re-raised with the traceback rewritten to template lines
+            env.handle_exception()
+        frame = generator.gi_frame
+        yield chunk, (frame.f_code if frame is not None else None), (frame.f_lineno if frame is not None else 0)

@@ -1,0 +1,102 @@
+"""Values layering: chart defaults, then the environment's overrides, then ``--set``. Pure apart from reading files.
+
+Maps merge key by key; anything else (lists included) replaces. An override of ``null`` removes the key, as in
+Helm, so an environment can drop a default map entirely.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from renderers.errors import RenderError
+from renderers.yamlio import YamlError, load_values, load_values_with_lines
+
+Values = dict[str, Any]
+
+
+def read_yaml_file(repo: Path, path: Path, *, what: str, required: bool) -> tuple[Any, dict[str, int]]:
+    """One YAML document from a repository file and the line of each top-level key.
+
+    Errors read ``path:line: problem``; an absent optional file reads as ``None``.
+    """
+    rel = relative(repo, path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise RenderError(rel, f"{what} does not exist") from None
+        return None, {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RenderError(rel, f"cannot read {what}: {exc}") from exc
+    try:
+        return load_values_with_lines(text)
+    except YamlError as exc:
+        raise RenderError(rel, f"invalid YAML: {exc.problem}", exc.line) from None
+
+
+def read_values_file(repo: Path, path: Path) -> Values:
+    """A values file as a mapping; a missing or empty file contributes nothing."""
+    data, _ = read_yaml_file(repo, path, what="values file", required=False)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RenderError(relative(repo, path), "values must be a mapping at the top level", 1)
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> Values:
+    """A new mapping: ``override`` on top of ``base``; neither input is modified."""
+    merged = dict(base)
+    for key, value in override.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+_KEY_PART = re.compile(r"(?:\\.|[^.\\])+")
+
+
+def parse_set(assignment: str) -> Values:
+    """``a.b=c`` as the nested mapping ``{"a": {"b": "c"}}``; the value reads as a YAML scalar like Helm's ``--set``.
+
+    ``\\.`` escapes a dot inside a key (``podAnnotations.prometheus\\.io/scrape=true``); a quoted value
+    (``tag='"1.10"'``) stays a string; ``null`` removes the key.
+    """
+    path, sep, raw = assignment.partition("=")
+    parts = _KEY_PART.findall(path)
+    if not sep or not parts or ".".join(parts) != path:
+        raise RenderError("--set", f"expected key.path=value, got {assignment!r}")
+    try:
+        value = load_values(raw) if raw.strip() else ""
+    except YamlError as exc:
+        raise RenderError("--set", f"{path}: invalid value {raw!r}: {exc.problem}") from None
+    if isinstance(value, (dict, list)):
+        value = raw  # a --set value is a scalar; "{x}" or "[x]" are taken literally
+    keys = [part.replace("\\.", ".") for part in parts]
+    result: Values = {keys[-1]: value}
+    for key in reversed(keys[:-1]):
+        result = {key: result}
+    return result
+
+
+def layer(chart_values: Values, env_values: Values, sets: Sequence[str]) -> Values:
+    """The values a template sees, in precedence order (last wins)."""
+    merged = deep_merge(chart_values, env_values)
+    for assignment in sets:
+        merged = deep_merge(merged, parse_set(assignment))
+    return merged
+
+
+def relative(repo: Path, path: Path) -> str:
+    """The repository-relative POSIX path used in every message."""
+    try:
+        return path.relative_to(repo).as_posix()
+    except ValueError:
+        return path.as_posix()

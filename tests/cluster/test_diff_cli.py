@@ -1,0 +1,164 @@
+"""``gitsync diff`` and ``gitsync sync`` as a user runs them: a GitOps repo on disk, a real cluster, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitsync.adapters.kube import KubeCluster
+from gitsync.model import ObjectId
+
+GITSYNC = Path(sys.executable).parent / "gitsync"
+
+TEMPLATES = {
+    "configmap.yaml": """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: shop
+data:
+  color: {{ values.color | quote }}
+""",
+    "secret.yaml": """\
+apiVersion: v1
+kind: Secret
+metadata:
+  name: shop-db
+stringData:
+  password: {{ values.password | quote }}
+""",
+    "deployment.yaml": """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: shop
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: shop}
+  template:
+    metadata:
+      labels: {app: shop}
+    spec:
+      containers:
+        - name: shop
+          image: registry.example/shop:1
+""",
+}
+
+
+def write_repo(root: Path, namespace: str, *, color: str = "blue", password: str = "s3cret-one") -> Path:
+    chart = root / "apps" / "shop"
+    (chart / "templates").mkdir(parents=True, exist_ok=True)
+    (chart / "chart.yaml").write_text("name: shop\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text(f"color: {color}\npassword: {password}\n")
+    for name, text in TEMPLATES.items():
+        (chart / "templates" / name).write_text(text)
+    env = root / "environments" / "test"
+    (env / "values").mkdir(parents=True, exist_ok=True)
+    (env / "env.yaml").write_text(f"namespace: {namespace}\napps:\n  - shop\n")
+    return root
+
+
+def gitsync(*args: str, kubeconfig: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(GITSYNC), *args, "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def repo(tmp_path: Path, namespace: str) -> Path:
+    return write_repo(tmp_path / "repo", namespace)
+
+
+def test_diff_exit_codes_follow_kubectl(repo: Path, namespace: str, kubelab: Any) -> None:
+    args = ("--repo", str(repo), "--env", "test")
+    before = gitsync("diff", *args, kubeconfig=kubelab.kubeconfig)
+    assert before.returncode == 1, before.stderr
+    assert before.stdout.rstrip().endswith("3 to create, 0 to change, 0 to delete, 0 unchanged")
+    assert f"+++ desired/Deployment.apps/{namespace}/shop" in before.stdout
+
+    synced = gitsync("sync", *args, kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stderr
+    assert "3 created" in synced.stdout
+
+    after = gitsync("diff", *args, kubeconfig=kubelab.kubeconfig)
+    assert after.returncode == 0, after.stderr
+    assert after.stdout.strip() == "0 to create, 0 to change, 0 to delete, 3 unchanged"
+
+    broken = gitsync("diff", "--repo", str(repo), "--env", "nope", kubeconfig=kubelab.kubeconfig)
+    assert broken.returncode == 2
+    assert len(broken.stderr.strip().splitlines()) == 1
+
+
+def test_diff_shows_changes_but_never_secret_values(repo: Path, namespace: str, kubelab: Any) -> None:
+    args = ("--repo", str(repo), "--env", "test")
+    first = gitsync("diff", *args, kubeconfig=kubelab.kubeconfig)
+    assert "s3cret-one" not in first.stdout
+    assert gitsync("sync", *args, kubeconfig=kubelab.kubeconfig).returncode == 0
+
+    write_repo(repo, namespace, color="green", password="s3cret-two")
+    text = gitsync("diff", *args, kubeconfig=kubelab.kubeconfig)
+    assert text.returncode == 1
+    assert "-  color: blue" in text.stdout and "+  color: green" in text.stdout
+    assert "password: '*** (masked)" in text.stdout
+    assert f"--- live/Secret/{namespace}/shop-db" in text.stdout, "a changed secret value still shows as a change"
+    assert text.stdout.rstrip().endswith("0 to create, 2 to change, 0 to delete, 1 unchanged")
+
+    as_json = gitsync("diff", *args, "-o", "json", kubeconfig=kubelab.kubeconfig)
+    assert as_json.returncode == 1
+    plan = json.loads(as_json.stdout)
+    assert plan["summary"] == {"create": 0, "update": 2, "delete": 0, "unchanged": 1}
+    assert {c["id"]: c["action"] for c in plan["apps"][0]["changes"]}[f"ConfigMap/{namespace}/shop"] == "update"
+
+    markdown = gitsync("diff", *args, "-o", "markdown", kubeconfig=kubelab.kubeconfig)
+    assert "```diff" in markdown.stdout and "0 to create, 2 to change" in markdown.stdout
+
+    for output in (first.stdout, text.stdout, as_json.stdout, markdown.stdout):
+        for value in ("s3cret-one", "s3cret-two", "czNjcmV0LW9uZ", "czNjcmV0LXR3b"):
+            assert value not in output
+
+
+def test_failed_render_never_prunes(repo: Path, namespace: str, kubelab: Any) -> None:
+    args = ("--repo", str(repo), "--env", "test")
+    assert gitsync("sync", *args, kubeconfig=kubelab.kubeconfig).returncode == 0
+
+    # the next commit drops the ConfigMap and breaks a template: nothing may be deleted
+    (repo / "apps" / "shop" / "templates" / "configmap.yaml").unlink()
+    (repo / "apps" / "shop" / "templates" / "secret.yaml").write_text("metadata: {{ values.missing.key }}\n")
+    failed = gitsync("sync", *args, kubeconfig=kubelab.kubeconfig)
+    assert failed.returncode == 2
+    (line,) = failed.stderr.strip().splitlines()
+    assert "secret.yaml:1" in line
+    assert KubeCluster(kubelab.kubeconfig).get(ObjectId("", "ConfigMap", namespace, "shop")) is not None
+
+    # fixed: now the ConfigMap is pruned
+    write_repo(repo, namespace)
+    (repo / "apps" / "shop" / "templates" / "configmap.yaml").unlink()
+    fixed = gitsync("sync", *args, kubeconfig=kubelab.kubeconfig)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "1 deleted" in fixed.stdout
+    assert KubeCluster(kubelab.kubeconfig).get(ObjectId("", "ConfigMap", namespace, "shop")) is None
+
+
+def test_unreachable_cluster_is_exit_2(repo: Path, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "nowhere.kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        "clusters: [{name: x, cluster: {server: 'https://127.0.0.1:9'}}]\n"
+        "users: [{name: x, user: {token: not-a-real-token}}]\n"
+        "contexts: [{name: x, context: {cluster: x, user: x}}]\n"
+    )
+    result = gitsync("diff", "--repo", str(repo), "--env", "test", kubeconfig=kubeconfig)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ")
+    assert "not-a-real-token" not in result.stderr + result.stdout

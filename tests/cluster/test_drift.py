@@ -1,0 +1,211 @@
+"""Drift on a real control plane: a `kubectl` edit of a field gitsync declares is reported within seconds (log,
+metric, Kubernetes Event) and, with self-heal, reverted; replicas an HPA owns are not drift."""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from gitsync import drift as drift_module
+from gitsync.adapters.clock import SystemClock
+from gitsync.adapters.kube import KubeCluster
+from gitsync.cache import WatchCache
+from gitsync.drift import Drift, DriftWatcher
+from gitsync.model import LABEL_MANAGED_BY, MANAGER, AppEnv, Manifest, ObjectId
+
+KUBECTL = Path(sys.executable).parent / "kubectl"
+WITHIN = 10.0
+"""Seconds a drift may take to be reported (it normally takes well under one)."""
+
+
+class Recorder:
+    """Stands in for the module's structlog logger: keeps (level, event, fields)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda event, **fields: self.events.append((level, event, fields))
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [fields for _, name, fields in self.events if name == event]
+
+
+@pytest.fixture
+def cluster(kubelab: Any) -> KubeCluster:
+    return KubeCluster(kubelab.kubeconfig)
+
+
+@pytest.fixture
+def cache(cluster: KubeCluster) -> Iterator[WatchCache]:
+    cache = WatchCache(cluster, watch_timeout=30)
+    yield cache
+    cache.stop()
+
+
+@pytest.fixture
+def logged(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    recorder = Recorder()
+    monkeypatch.setattr(drift_module, "log", recorder)
+    return recorder
+
+
+def kubectl(kubelab: Any, *args: str) -> None:
+    env = {**os.environ, "KUBECONFIG": str(kubelab.kubeconfig)}
+    subprocess.run([str(KUBECTL), *args], check=True, capture_output=True, env=env, timeout=30)
+
+
+def deployment(namespace: str, replicas: int | None = 2) -> Manifest:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/web:1"}]},
+        },
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": namespace, "labels": {LABEL_MANAGED_BY: MANAGER}},
+        "spec": spec,
+    }
+    return Manifest(ObjectId.of(body), body)
+
+
+def drift_gauge(key: AppEnv) -> float | None:
+    return REGISTRY.get_sample_value("gitsync_drift_objects", {"app": key.app, "env": key.env})
+
+
+def wait_for(what: str, check: Any, timeout: float = WITHIN) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout}s")
+
+
+def drift_events(cluster: KubeCluster, namespace: str) -> list[dict[str, Any]]:
+    return [e for e in cluster.list("", "Event", namespace).items if e.get("reason") == "DriftDetected"]
+
+
+def start(
+    key: AppEnv, manifests: list[Manifest], cluster: KubeCluster, cache: WatchCache, *, self_heal: bool
+) -> tuple[DriftWatcher, queue.Queue[Drift]]:
+    drifts: queue.Queue[Drift] = queue.Queue()
+    watcher = DriftWatcher(key, manifests, cluster, cache, SystemClock(), self_heal=self_heal, on_drift=drifts.put)
+    watcher.start()
+    return watcher, drifts
+
+
+def test_a_kubectl_edit_is_reported_within_seconds(
+    kubelab: Any, cluster: KubeCluster, cache: WatchCache, namespace: str, logged: Recorder
+) -> None:
+    key = AppEnv("web", f"report-{namespace[-6:]}")
+    manifest = deployment(namespace)
+    cluster.apply(manifest.body)
+    watcher, drifts = start(key, [manifest], cluster, cache, self_heal=False)
+    try:
+        edited = time.monotonic()
+        kubectl(kubelab, "-n", namespace, "scale", "deployment/web", "--replicas=5")
+        drift = drifts.get(timeout=WITHIN)
+        took = time.monotonic() - edited
+
+        assert drift.id == manifest.id and not drift.missing
+        assert drift.fields == (".spec.replicas",)
+        assert drift.managers and drift.managers[0].startswith("kubectl")
+        assert logged.named("drift.detected")[0] == {
+            "app": "web",
+            "env": key.env,
+            "object": f"Deployment.apps/{namespace}/web",
+            "fields": [".spec.replicas"],
+            "managers": list(drift.managers),
+            "missing": False,
+        }
+        assert drift_gauge(key) == 1.0
+        assert REGISTRY.get_sample_value("gitsync_drift_detected_total", {"app": "web", "env": key.env}) == 1.0
+        event = wait_for("a DriftDetected event", lambda: drift_events(cluster, namespace))[0]
+        assert event["type"] == "Warning"
+        assert event["involvedObject"]["name"] == "web" and event["involvedObject"]["kind"] == "Deployment"
+        assert ".spec.replicas" in event["message"] and str(key) in event["message"]
+        # Without self-heal the edit stays.
+        time.sleep(1)
+        assert (cluster.get(manifest.id) or {})["spec"]["replicas"] == 5
+        print(f"drift reported {took:.2f}s after the edit")
+    finally:
+        watcher.stop()
+
+
+def test_self_heal_reverts_an_edit_and_a_deletion(
+    kubelab: Any, cluster: KubeCluster, cache: WatchCache, namespace: str, logged: Recorder
+) -> None:
+    key = AppEnv("web", f"heal-{namespace[-6:]}")
+    manifest = deployment(namespace)
+    cluster.apply(manifest.body)
+    watcher, drifts = start(key, [manifest], cluster, cache, self_heal=True)
+    try:
+        edited = time.monotonic()
+        kubectl(kubelab, "-n", namespace, "patch", "deployment/web", "--type=merge", "-p", '{"spec":{"replicas":7}}')
+        assert drifts.get(timeout=WITHIN).fields == (".spec.replicas",)
+        wait_for("replicas back to 2", lambda: (cluster.get(manifest.id) or {})["spec"]["replicas"] == 2)
+        took = time.monotonic() - edited
+        assert logged.named("drift.healed")[0]["object"] == str(manifest.id)
+        wait_for("the drift gauge back to 0", lambda: drift_gauge(key) == 0.0)
+        print(f"edit reverted {took:.2f}s after it was made")
+
+        kubectl(kubelab, "-n", namespace, "delete", "deployment/web", "--wait=false")
+        assert drifts.get(timeout=WITHIN).missing
+        wait_for("the Deployment recreated", lambda: cluster.get(manifest.id))
+    finally:
+        watcher.stop()
+
+
+def test_replicas_owned_by_an_hpa_are_not_drift(
+    cluster: KubeCluster, cache: WatchCache, namespace: str, logged: Recorder
+) -> None:
+    key = AppEnv("web", f"hpa-{namespace[-6:]}")
+    manifest = deployment(namespace, replicas=None)  # the HPA owns replicas, so the manifest leaves them out
+    cluster.apply(manifest.body)
+    watcher, drifts = start(key, [manifest], cluster, cache, self_heal=True)
+    try:
+        cluster.apply(
+            {
+                "apiVersion": "autoscaling/v2",
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": {"name": "web", "namespace": namespace},
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "minReplicas": 3,
+                    "maxReplicas": 5,
+                    "metrics": [
+                        {
+                            "type": "Resource",
+                            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}},
+                        }
+                    ],
+                },
+            }
+        )
+        # The HPA controller raises replicas to minReplicas through the scale subresource (sync period 15s).
+        wait_for("the HPA to scale to 3", lambda: (cluster.get(manifest.id) or {})["spec"]["replicas"] == 3, timeout=60)
+        wait_for(
+            "the watcher to check the scaled object",
+            lambda: any(f["object"] == str(manifest.id) for f in logged.named("drift.checked")),
+        )
+        assert [f["drifted"] for f in logged.named("drift.checked")] == [False] * len(logged.named("drift.checked"))
+        assert drifts.empty()
+        assert (cluster.get(manifest.id) or {})["spec"]["replicas"] == 3
+    finally:
+        watcher.stop()

@@ -1,0 +1,126 @@
+"""``gitsync status`` as a user runs it: a GitOps repo on disk, a real cluster, the table and the JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+GITSYNC = Path(sys.executable).parent / "gitsync"
+
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: shop
+spec:
+  replicas: 2
+  progressDeadlineSeconds: 600
+  selector:
+    matchLabels: {app: shop}
+  template:
+    metadata:
+      labels:
+        app: shop
+{% if values.fault %}
+        gitsync.dev/fault: {{ values.fault }}
+{% endif %}
+    spec:
+      containers:
+        - name: shop
+          image: registry.example/shop:{{ values.tag }}
+"""
+CONFIGMAP = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: shop
+data:
+  color: blue
+"""
+
+
+def write_repo(root: Path, namespace: str, *, tag: str = "1", fault: str = "") -> Path:
+    chart = root / "apps" / "shop"
+    (chart / "templates").mkdir(parents=True, exist_ok=True)
+    (chart / "chart.yaml").write_text("name: shop\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text(f"tag: '{tag}'\nfault: '{fault}'\n")
+    (chart / "templates" / "deployment.yaml").write_text(DEPLOYMENT)
+    (chart / "templates" / "configmap.yaml").write_text(CONFIGMAP)
+    env = root / "environments" / "test"
+    env.mkdir(parents=True, exist_ok=True)
+    (env / "env.yaml").write_text(f"namespace: {namespace}\napps:\n  - shop\n")
+    return root
+
+
+def gitsync(*args: str, kubeconfig: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(GITSYNC), *args, "--kubeconfig", str(kubeconfig)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def status(repo: Path, kubeconfig: Path) -> dict[str, Any]:
+    done = gitsync("status", "--repo", str(repo), "--env", "test", "-o", "json", kubeconfig=kubeconfig)
+    assert done.returncode == 0, done.stderr
+    apps: list[dict[str, Any]] = json.loads(done.stdout)["apps"]
+    assert [a["app"] for a in apps] == ["shop"]
+    return apps[0]
+
+
+def status_until(repo: Path, kubeconfig: Path, health: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        row = status(repo, kubeconfig)
+        if row["health"] == health or time.monotonic() > deadline:
+            return row
+        time.sleep(0.5)
+
+
+@pytest.mark.timeout(240)
+def test_status_follows_a_release_from_missing_to_healthy_to_degraded(
+    kubelab: Any, namespace: str, tmp_path: Path
+) -> None:
+    repo = write_repo(tmp_path / "repo", namespace)
+
+    before = status(repo, kubelab.kubeconfig)
+    assert before["sync"] == "OutOfSync"
+    assert before["changes"].startswith("2 to create")
+    assert before["health"] == "Missing"
+    assert before["healthReason"].endswith("object does not exist")
+    assert before["digest"] == "" and before["revision"] == ""
+
+    synced = gitsync("sync", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stderr
+    healthy = status_until(repo, kubelab.kubeconfig, "Healthy")
+    assert healthy["sync"] == "Synced"
+    assert healthy["health"] == "Healthy" and healthy["healthReason"] == ""
+    assert healthy["digest"] == healthy["renderedDigest"] != ""
+
+    write_repo(repo, namespace, tag="2", fault="crashloop")
+    assert status(repo, kubelab.kubeconfig)["sync"] == "OutOfSync"
+    synced = gitsync("sync", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stderr
+    degraded = status_until(repo, kubelab.kubeconfig, "Degraded", timeout=30)
+    assert degraded["health"] == "Degraded", degraded
+    assert degraded["sync"] == "Synced"
+    assert f"Deployment.apps/{namespace}/shop: Pod/{namespace}/shop-" in degraded["healthReason"]
+    assert "CrashLoopBackOff" in degraded["healthReason"]
+
+    table = gitsync("status", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert table.returncode == 0, table.stderr
+    for text in ("shop", namespace, "Synced", "Degraded", "CrashLoopBackOff", degraded["digest"][7:19]):
+        assert text in table.stdout, table.stdout
+
+
+def test_status_of_a_broken_repo_exits_2_with_one_line(kubelab: Any, namespace: str, tmp_path: Path) -> None:
+    repo = write_repo(tmp_path / "repo", namespace)
+    (repo / "apps" / "shop" / "templates" / "configmap.yaml").write_text("data: {{ values.nope }}\n")
+    done = gitsync("status", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and "configmap.yaml" in done.stderr
+    assert "Traceback" not in done.stderr

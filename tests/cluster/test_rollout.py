@@ -1,0 +1,397 @@
+"""Canary and blue-green rollouts on kubelab: the executor driving real Deployments, Services and pods.
+
+Each test drives `advance` in a bounded loop the way the agent does (one step per call, sleeping only as long as
+the step asked), with a real Prometheus for metric checks and kwok's fault stages for bad releases.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from gitsync.adapters.clock import SystemClock
+from gitsync.adapters.kube import KubeCluster
+from gitsync.adapters.state import ConfigMapStateStore
+from gitsync.analysis.measure import Measurer
+from gitsync.model import AppEnv, Json, Manifest, ObjectId
+from gitsync.strategy import control
+from gitsync.strategy.executor import PART, StepOutcome, advance
+from gitsync.strategy.state import CommandName, Phase
+
+KEY = AppEnv("web", "test")
+REPLICAS = 4
+
+
+@dataclass(frozen=True)
+class App:
+    """A rendered app as the renderer hands it over (``executor.Rendered``)."""
+
+    app_env: AppEnv
+    namespace: str
+    manifests: tuple[Manifest, ...]
+    values: Mapping[str, Any] = field(hash=False)
+    revision: str | None = None
+
+
+def deployment(namespace: str, version: str, *, replicas: int = REPLICAS, fault: str = "") -> Json:
+    labels = {"app": "web", "version": version}
+    if fault:
+        labels["gitsync.dev/fault"] = fault
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": namespace, "labels": {"app": "web"}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "web", "image": f"example.com/web:{version}"}]},
+            },
+        },
+    }
+
+
+def service(namespace: str, name: str) -> Json:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+
+
+def app(
+    namespace: str, version: str, rollout: Mapping[str, Any], *, fault: str = "", services: tuple[str, ...] = ()
+) -> App:
+    bodies = [deployment(namespace, version, fault=fault), *(service(namespace, s) for s in services)]
+    manifests = tuple(Manifest(ObjectId.of(b), b, "test") for b in bodies)
+    return App(KEY, namespace, manifests, {"rollout": rollout}, revision=version)
+
+
+@dataclass
+class Lab:
+    namespace: str
+    cluster: KubeCluster
+    store: ConfigMapStateStore
+    clock: SystemClock = field(default_factory=SystemClock)
+    requests_per_step: list[int] = field(default_factory=list)
+
+    def step(self, target: App, measurer: Measurer | None = None) -> StepOutcome:
+        before = sum(self.cluster.requests.values())
+        out = advance(target, self.cluster, self.store, self.clock, measurer=measurer)
+        self.requests_per_step.append(sum(self.cluster.requests.values()) - before)
+        return out
+
+    def drive(
+        self,
+        target: App,
+        until: Callable[[StepOutcome], bool],
+        *,
+        timeout: float = 60,
+        measurer: Measurer | None = None,
+        each: Callable[[StepOutcome], None] | None = None,
+    ) -> StepOutcome:
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.step(target, measurer)
+            if each:
+                each(out)
+            if until(out):
+                return out
+            if time.monotonic() > deadline:
+                raise AssertionError(f"rollout stuck: {out}; state {self.state()}")
+            time.sleep(min(out.requeue_after if out.requeue_after is not None else 0.5, 0.5))
+
+    def deploy(self, name: str) -> Json | None:
+        return self.cluster.get(ObjectId("apps", "Deployment", self.namespace, name))
+
+    def ready(self, name: str) -> int:
+        live = self.deploy(name)
+        return int(((live or {}).get("status") or {}).get("readyReplicas") or 0)
+
+    def replicas(self, name: str) -> int:
+        live = self.deploy(name)
+        return int(((live or {}).get("spec") or {}).get("replicas") or 0) if live else 0
+
+    def pods(self, selector: str = "app=web") -> list[Json]:
+        items = self.cluster.list("", "Pod", self.namespace, selector).items
+        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+    def versions(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for pod in self.pods():
+            version = pod["metadata"]["labels"]["version"]
+            out[version] = out.get(version, 0) + 1
+        return out
+
+    def selector(self, name: str) -> dict[str, str]:
+        live = self.cluster.get(ObjectId("", "Service", self.namespace, name))
+        assert live is not None
+        return dict(live["spec"]["selector"])
+
+    def state(self) -> Json:
+        return control.describe_rollout(self.store, KEY, self.namespace)
+
+    def events(self, reason: str) -> list[Json]:
+        return [e for e in self.cluster.list("", "Event", self.namespace).items if e.get("reason") == reason]
+
+    def wait(self, what: str, check: Callable[[], bool], timeout: float = 30) -> float:
+        start = time.monotonic()
+        while not check():
+            if time.monotonic() - start > timeout:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.1)
+        return time.monotonic() - start
+
+
+@pytest.fixture
+def lab(kubelab, namespace: str) -> Lab:
+    cluster = KubeCluster(kubelab.kubeconfig)
+    return Lab(namespace, cluster, ConfigMapStateStore(cluster))
+
+
+def released(lab: Lab, rollout: Mapping[str, Any], *, services: tuple[str, ...] = ()) -> None:
+    """v1 deployed (first deployment goes straight to stable) and Ready."""
+    v1 = app(lab.namespace, "v1", rollout, services=services)
+    assert lab.step(v1).phase is Phase.HEALTHY
+    lab.wait("v1 Ready", lambda: lab.ready("web" if "canary" == rollout["strategy"] else "web-blue") == REPLICAS)
+
+
+CANARY = {
+    "strategy": "canary",
+    "canary": {
+        "steps": [
+            {"setWeight": 25},
+            {"pause": {"duration": "1s"}},
+            {"setWeight": 50},
+            {"analysis": {"checks": [{"name": "pods", "type": "podHealth", "interval": "1s", "count": 2}]}},
+            {"setWeight": 75},
+        ]
+    },
+}
+
+
+def test_good_canary_goes_through_every_step_and_ends_on_the_new_version(lab: Lab) -> None:
+    lab.cluster.apply(service(lab.namespace, "web"))
+    released(lab, CANARY)
+    v2 = app(lab.namespace, "v2", CANARY)
+    seen_weights: list[int] = []
+    capacity: list[int] = []
+
+    def observe(out: StepOutcome) -> None:
+        state = lab.state()
+        if state["phase"] in ("Progressing", "Promoting") and state["weight"] not in seen_weights:
+            seen_weights.append(state["weight"])
+        capacity.append(lab.ready("web") + lab.ready("web-canary"))
+
+    out = lab.drive(v2, lambda o: o.phase is Phase.HEALTHY, each=observe, timeout=90)
+    assert out.message == "rollout completed"
+    assert seen_weights[:1] == [0] and {25, 50, 75} <= set(seen_weights)
+    assert min(capacity) >= REPLICAS, "stable lost capacity during the canary"
+    lab.wait("old pods gone", lambda: lab.versions() == {"v2": REPLICAS})
+    assert lab.deploy("web-canary") is None
+    assert lab.deploy("web")["spec"]["template"]["metadata"]["labels"]["version"] == "v2"
+    assert lab.state()["history"][-1]["outcome"] == "succeeded"
+    # The Service selector spans both tracks (canary pods carry the app labels plus the track label).
+    assert lab.selector("web") == {"app": "web"}
+    steps = lab.requests_per_step
+    print(f"\nAPI requests per rollout step: mean {sum(steps) / len(steps):.1f}, max {max(steps)}, steps {len(steps)}")
+
+
+def test_crashlooping_canary_is_rolled_back_before_its_first_step_completes(lab: Lab) -> None:
+    released(lab, CANARY)
+    bad = app(lab.namespace, "v2", CANARY, fault="crashloop")
+    applied = time.monotonic()
+    out = lab.drive(bad, lambda o: o.phase is not Phase.PROGRESSING, timeout=60)
+    assert out.phase is Phase.ABORTED
+    restored = lab.wait(
+        "stable fully restored",
+        lambda: lab.ready("web") == REPLICAS and not lab.pods("gitsync.dev/track=canary"),
+    )
+    elapsed = time.monotonic() - applied
+    state = lab.state()
+    assert state["step"] == 0, "the first step must not have completed"
+    assert state["abortReason"] == "new version's pods are failing"
+    assert any("CrashLoopBackOff" in line for line in state["evidence"])
+    assert state["history"][-1]["outcome"] == "aborted"
+    assert lab.events("RolloutAborted")
+    print(f"\nbad release -> stable fully restored: {elapsed:.1f}s (restore after abort {restored:.1f}s)")
+    # The failed revision is not retried on every poll.
+    for _ in range(3):
+        assert lab.step(bad).phase is Phase.ABORTED
+    assert lab.replicas("web-canary") == 0
+    # ... but `gitsync retry` starts it again.
+    control.request(lab.store, KEY, lab.namespace, CommandName.RETRY, lab.clock.now(), "test")
+    assert lab.step(bad).phase is Phase.PROGRESSING
+
+
+def prometheus_canary(metrics) -> dict[str, Any]:
+    return {
+        "strategy": "canary",
+        "analysis": {
+            "prometheus": {"address": metrics.address},
+            "checks": [
+                {
+                    "name": "error-rate",
+                    "type": "prometheus",
+                    "query": metrics.query("errors_ratio"),
+                    "interval": "1s",
+                    "count": 2,
+                    "successCondition": "result[0] < 0.05",
+                }
+            ],
+        },
+        "canary": {"steps": [{"setWeight": 25}, {"analysis": {"checks": ["error-rate"]}}, {"setWeight": 50}]},
+    }
+
+
+def test_prometheus_check_failing_at_step_2_rolls_back(lab: Lab, metrics) -> None:
+    rollout = prometheus_canary(metrics)
+    released(lab, rollout)
+    metrics.set("errors_ratio", 0.4)
+    metrics.wait_for("errors_ratio", 0.4)
+    v2 = app(lab.namespace, "v2", rollout)
+    out = lab.drive(v2, lambda o: o.phase is not Phase.PROGRESSING, timeout=60)
+    assert out.phase is Phase.ABORTED
+    state = lab.state()
+    assert state["step"] == 1 and state["abortReason"] == "analysis at step 2 failed: error-rate"
+    assert "0.4" in state["evidence"][0]
+    lab.wait("stable restored", lambda: lab.ready("web") == REPLICAS and lab.replicas("web-canary") == 0)
+
+
+def test_no_data_pauses_until_promoted(lab: Lab, metrics) -> None:
+    rollout = prometheus_canary(metrics)
+    released(lab, rollout)
+    v2 = app(lab.namespace, "v2", rollout)  # errors_ratio was never set for this test: no data
+    out = lab.drive(v2, lambda o: o.phase is not Phase.PROGRESSING, timeout=60)
+    assert out.phase is Phase.PAUSED and "inconclusive" in out.message
+    assert lab.state()["analysis"][0]["outcome"] == "inconclusive"
+    for _ in range(3):  # no data is never success: it stays paused
+        assert lab.step(v2).phase is Phase.PAUSED
+    control.request(lab.store, KEY, lab.namespace, CommandName.PROMOTE, lab.clock.now(), "test")
+    out = lab.drive(v2, lambda o: o.phase is Phase.HEALTHY, timeout=60)
+    lab.wait("only v2", lambda: lab.versions() == {"v2": REPLICAS})
+
+
+PAUSES = {
+    "strategy": "canary",
+    "canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "2s"}}, {"pause": {}}, {"setWeight": 75}]},
+}
+
+
+def test_timed_pause_then_indefinite_pause_released_by_promote(lab: Lab) -> None:
+    released(lab, PAUSES)
+    v2 = app(lab.namespace, "v2", PAUSES)
+    lab.drive(v2, lambda o: lab.state()["step"] == 1)
+    entered = time.monotonic()
+    out = lab.drive(v2, lambda o: o.phase is Phase.PAUSED)
+    assert time.monotonic() - entered >= 1.5, "the timed pause did not wait"
+    assert lab.state()["step"] == 2
+    for _ in range(3):
+        time.sleep(0.3)
+        assert lab.step(v2).phase is Phase.PAUSED
+    control.request(lab.store, KEY, lab.namespace, CommandName.PROMOTE, lab.clock.now(), "alice")
+    out = lab.step(v2)
+    assert out.phase is Phase.PROGRESSING and lab.state()["step"] == 3
+    lab.drive(v2, lambda o: o.phase is Phase.HEALTHY, timeout=60)
+
+
+def test_killed_executor_resumes_at_the_same_step(lab: Lab, kubelab) -> None:
+    released(lab, PAUSES)
+    v2 = app(lab.namespace, "v2", PAUSES)
+    lab.drive(v2, lambda o: o.phase is Phase.PAUSED)
+    before = lab.state()
+    canary_pods = {p["metadata"]["name"] for p in lab.pods("gitsync.dev/track=canary")}
+    # A new agent: new connection, new store, nothing in memory but what the cluster holds.
+    fresh_cluster = KubeCluster(kubelab.kubeconfig)
+    fresh = Lab(lab.namespace, fresh_cluster, ConfigMapStateStore(fresh_cluster))
+    out = fresh.step(v2)
+    assert out.phase is Phase.PAUSED and fresh.state()["step"] == before["step"] == 2
+    assert {p["metadata"]["name"] for p in fresh.pods("gitsync.dev/track=canary")} == canary_pods, "canary restarted"
+    control.request(fresh.store, KEY, lab.namespace, CommandName.PROMOTE, fresh.clock.now(), "test")
+    fresh.drive(v2, lambda o: o.phase is Phase.HEALTHY, timeout=60)
+
+
+def test_new_commit_mid_rollout_supersedes_it(lab: Lab) -> None:
+    released(lab, PAUSES)
+    v2 = app(lab.namespace, "v2", PAUSES)
+    lab.drive(v2, lambda o: o.phase is Phase.PAUSED)
+    v3 = app(lab.namespace, "v3", PAUSES)
+    out = lab.step(v3)
+    state = lab.state()
+    assert out.phase is Phase.PROGRESSING and state["step"] == 0 and state["revision"] == "v3"
+    assert state["history"][-1]["outcome"] == "superseded" and state["history"][-1]["revision"] == "v2"
+    lab.drive(v3, lambda o: o.phase is Phase.PAUSED)
+    control.request(lab.store, KEY, lab.namespace, CommandName.PROMOTE, lab.clock.now(), "test")
+    lab.drive(v3, lambda o: o.phase is Phase.HEALTHY, timeout=60)
+    lab.wait("only v3", lambda: lab.versions() == {"v3": REPLICAS})
+
+
+def blue_green(**extra: Any) -> dict[str, Any]:
+    return {
+        "strategy": "blueGreen",
+        "blueGreen": {
+            "activeService": "web",
+            "previewService": "web-preview",
+            "scaleDownDelaySeconds": 2,
+            "prePromotionAnalysis": {"checks": [{"name": "pods", "type": "podHealth", "interval": "1s"}]},
+            **extra,
+        },
+    }
+
+
+def test_blue_green_switches_the_active_service_and_scales_down_after_the_delay(lab: Lab) -> None:
+    rollout = blue_green()
+    services = ("web", "web-preview")
+    released(lab, rollout, services=services)
+    assert lab.selector("web") == {"app": "web", "gitsync.dev/color": "blue"}
+    v2 = app(lab.namespace, "v2", rollout, services=services)
+    lab.drive(v2, lambda o: lab.selector("web-preview").get("gitsync.dev/color") == "green")
+    assert lab.selector("web")["gitsync.dev/color"] == "blue", "switched before the preview was verified"
+    lab.drive(v2, lambda o: o.phase is Phase.PROMOTING)
+    switched = time.monotonic()
+    assert lab.selector("web")["gitsync.dev/color"] == "green"
+    assert lab.replicas("web-blue") == REPLICAS, "old version scaled down before the delay"
+    lab.drive(v2, lambda o: o.phase is Phase.HEALTHY, timeout=30)
+    assert time.monotonic() - switched >= 1.5
+    assert lab.replicas("web-blue") == 0 and lab.ready("web-green") == REPLICAS
+    assert lab.state()["activeColor"] == "green"
+
+
+def test_blue_green_post_promotion_failure_switches_back(lab: Lab, metrics) -> None:
+    rollout = blue_green(
+        postPromotionAnalysis={
+            "checks": [
+                {
+                    "name": "error-rate",
+                    "type": "prometheus",
+                    "address": metrics.address,
+                    "query": metrics.query("errors_ratio"),
+                    "interval": "1s",
+                    "count": 2,
+                    "successCondition": "result[0] < 0.05",
+                }
+            ]
+        }
+    )
+    services = ("web", "web-preview")
+    released(lab, rollout, services=services)
+    metrics.set("errors_ratio", 0.3)
+    metrics.wait_for("errors_ratio", 0.3)
+    v2 = app(lab.namespace, "v2", rollout, services=services)
+    out = lab.drive(v2, lambda o: o.phase in (Phase.ABORTED, Phase.HEALTHY), timeout=60)
+    assert out.phase is Phase.ABORTED
+    assert lab.selector("web")["gitsync.dev/color"] == "blue"
+    assert "postPromotionAnalysis failed: error-rate" == lab.state()["abortReason"]
+    lab.wait("green scaled down", lambda: lab.replicas("web-green") == 0 and lab.ready("web-blue") == REPLICAS)
+
+
+def test_rollout_state_is_a_configmap_part(lab: Lab) -> None:
+    released(lab, CANARY)
+    doc, _ = lab.store.load(KEY, lab.namespace, PART)
+    assert doc["state"]["phase"] == "Healthy"

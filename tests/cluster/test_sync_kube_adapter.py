@@ -1,0 +1,206 @@
+"""The Kubernetes adapter against a real kube-apiserver: dict in, dict out, errors a user can act on."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from gitsync.adapters.kube import KubeCluster
+from gitsync.adapters.state import ConfigMapStateStore
+from gitsync.errors import (
+    FieldConflictError,
+    InvalidObjectError,
+    NotFoundError,
+    StaleError,
+    TerminalError,
+    TransientError,
+    WatchExpired,
+)
+from gitsync.model import AppEnv, ObjectId
+from gitsync.ports import WatchEventType
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def cluster(kubelab: Any) -> KubeCluster:
+    return KubeCluster(kubelab.kubeconfig)
+
+
+def configmap(namespace: str, name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace}, "data": data}
+
+
+def deployment(namespace: str, name: str, app: str = "web", replicas: int | None = 1) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": app}},
+        "template": {
+            "metadata": {"labels": {"app": app}},
+            "spec": {"containers": [{"name": "c", "image": "registry.example/web:1"}]},
+        },
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def test_apply_get_list_delete(cluster: KubeCluster, namespace: str) -> None:
+    body = configmap(namespace, "settings", color="blue")
+    ref = ObjectId.of(body)
+
+    dry = cluster.apply(body, dry_run=True)
+    assert dry["data"] == {"color": "blue"}
+    assert cluster.get(ref) is None, "a dry-run must not create the object"
+
+    live = cluster.apply(body)
+    assert cluster.get(ref) == live
+    managers = [m["manager"] for m in live["metadata"]["managedFields"]]
+    assert managers == ["gitsync"]
+
+    listed = cluster.list("", "ConfigMap", namespace)
+    assert ref in {ObjectId.of(item) for item in listed.items}, "list items carry apiVersion and kind"
+    assert listed.resource_version
+
+    assert cluster.delete(ref) is True
+    assert cluster.delete(ref) is False
+    assert cluster.requests["dry-run"] == 1
+    assert cluster.requests["apply"] == 1
+
+
+def test_watch_reports_changes_after_list_and_tracks_bookmarks(cluster: KubeCluster, namespace: str) -> None:
+    cluster.apply(configmap(namespace, "a", v="1"))
+    listed = cluster.list("", "ConfigMap", namespace)
+    seen: list[tuple[WatchEventType, str]] = []
+
+    def consume() -> None:
+        for event in cluster.watch(
+            "", "ConfigMap", namespace, resource_version=listed.resource_version, timeout_seconds=3
+        ):
+            if event.type is not WatchEventType.BOOKMARK:
+                seen.append((event.type, event.object["metadata"]["name"]))
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    time.sleep(0.5)
+    cluster.apply(configmap(namespace, "a", v="2"))
+    cluster.delete(ObjectId("", "ConfigMap", namespace, "a"))
+    thread.join(timeout=10)
+    assert seen == [(WatchEventType.MODIFIED, "a"), (WatchEventType.DELETED, "a")]
+
+
+def test_watch_from_an_expired_version_raises_watch_expired(cluster: KubeCluster, namespace: str) -> None:
+    for i in range(3):
+        cluster.apply(configmap(namespace, f"c{i}"))
+    with pytest.raises(WatchExpired):
+        next(iter(cluster.watch("", "ConfigMap", namespace, resource_version="1", timeout_seconds=2)))
+
+
+def test_conflict_names_fields_and_manager_and_force_takes_over(cluster: KubeCluster, namespace: str) -> None:
+    cluster.apply(deployment(namespace, "web"))
+    other = {**deployment(namespace, "web"), "spec": {"replicas": 3}}
+    cluster._request(  # another field manager (a person with kubectl) takes spec.replicas
+        "apply",
+        "PATCH",
+        cluster.resource("apps", "Deployment").path(namespace, "web"),
+        subject="test",
+        query={"fieldManager": "kubectl-edit", "force": "true"},
+        body=other,
+        content_type="application/apply-patch+yaml",
+    )
+    with pytest.raises(FieldConflictError) as err:
+        cluster.apply(deployment(namespace, "web"))
+    assert err.value.fields == (".spec.replicas",)
+    assert err.value.managers == ("kubectl-edit",)
+    assert str(err.value).startswith(f"Deployment.apps/{namespace}/web: conflict")
+    assert isinstance(err.value, TerminalError)
+
+    taken = cluster.apply(deployment(namespace, "web"), force=True)
+    assert taken["spec"]["replicas"] == 1
+
+
+def test_immutable_field_is_a_terminal_error_naming_the_field(cluster: KubeCluster, namespace: str) -> None:
+    cluster.apply(deployment(namespace, "web"))
+    with pytest.raises(InvalidObjectError) as err:
+        cluster.apply(deployment(namespace, "web", app="other"), dry_run=True)
+    assert err.value.immutable
+    assert "spec.selector" in err.value.fields
+    assert str(err.value).startswith(f"Deployment.apps/{namespace}/web: field is immutable: spec.selector")
+
+
+def test_unknown_kind_and_missing_namespace(cluster: KubeCluster, namespace: str) -> None:
+    with pytest.raises(NotFoundError, match=r"^Widget.example.com: kind is not served"):
+        cluster.apply({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "x"}})
+    with pytest.raises(NotFoundError, match=r"^ConfigMap/no-such-ns/a: not found"):
+        cluster.apply(configmap("no-such-ns", "a"), dry_run=True)
+
+
+def test_discovery_refreshes_after_a_crd_is_created(cluster: KubeCluster, namespace: str) -> None:
+    group = f"{namespace}.example.com"
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                }
+            ],
+        },
+    }
+    cluster.resource("", "ConfigMap")  # discovery loaded before the CRD exists
+    cluster.apply(crd)
+    try:
+        widget = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": namespace}}
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                cluster.apply(widget)
+                break
+            except NotFoundError:
+                assert time.monotonic() < deadline, "the new kind never showed up in discovery"
+                time.sleep(0.5)
+        assert cluster.get(ObjectId.of(widget)) is not None
+    finally:
+        cluster.delete(ObjectId.of(crd))
+
+
+def test_state_store_round_trip_and_optimistic_concurrency(cluster: KubeCluster, namespace: str) -> None:
+    store = ConfigMapStateStore(cluster)
+    key = AppEnv("shop", "staging")
+    assert store.load(key, namespace, "inventory") == ({}, "")
+
+    v1 = store.save(key, namespace, "inventory", {"objects": ["ConfigMap/x/y"]}, "")
+    data, version = store.load(key, namespace, "inventory")
+    assert (data, version) == ({"objects": ["ConfigMap/x/y"]}, v1)
+
+    v2 = store.save(key, namespace, "inventory", {"objects": []}, v1)
+    with pytest.raises(StaleError) as err:
+        store.save(key, namespace, "inventory", {"objects": ["lost update"]}, v1)
+    assert isinstance(err.value, TransientError)
+    with pytest.raises(StaleError):
+        store.save(key, namespace, "inventory", {}, "")  # a second creator loses too
+    assert store.load(key, namespace, "inventory") == ({"objects": []}, v2)
+
+    live = cluster.get(ObjectId("", "ConfigMap", namespace, "gitsync-shop-inventory"))
+    assert live is not None
+    assert live["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "gitsync",
+        "gitsync.dev/app": "shop",
+        "gitsync.dev/env": "staging",
+        "gitsync.dev/state": "inventory",
+    }

@@ -1,0 +1,197 @@
+"""The agent as a user runs it: follow a branch by poll and webhook, survive bad commits, kills and a second replica."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from agentlab import GITSYNC, Agents, Upstream, configmap_value, event_reasons, settled, status_of, wait_for
+from kubernetes import client
+
+
+def test_first_commit_syncs_and_a_new_commit_is_live_within_one_poll(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kubelab: Any
+) -> None:
+    agent = agents.start(pollInterval="1s")
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    first = settled(core, namespace)["lastAppliedRevision"]
+    wait_for("/readyz", lambda: agent.get("/readyz")[0] == 200, 10)
+
+    revision = upstream.set_message("second")
+    pushed = time.monotonic()
+    wait_for("the second commit live", lambda: configmap_value(core, namespace) == "second", 10)
+    assert time.monotonic() - pushed < 1 + 3, "live within one poll interval (1 s) plus a reconcile"
+    wait_for(
+        "status at the new revision",
+        lambda: (
+            status_of(core, namespace).get("result") == "Succeeded"
+            and status_of(core, namespace).get("lastAppliedRevision") == revision
+        ),
+        10,
+    )
+
+    shown = subprocess.run(
+        [
+            str(GITSYNC),
+            "history",
+            "--env",
+            "staging",
+            "-n",
+            namespace,
+            "--kubeconfig",
+            str(kubelab.kubeconfig),
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    [record] = json.loads(shown.stdout)
+    releases = record["releases"]
+    assert [r["revision"] for r in releases] == [revision, first]
+    assert releases[0]["author"] == "Ada Lovelace <ada@example.com>"
+    assert releases[0]["message"] == "Say second"
+    assert releases[0]["configured"] >= 1 and releases[1]["created"] == 4
+    assert "SyncSucceeded" in {reason for reason, _ in event_reasons(core, namespace)}
+    assert agent.metric("gitsync_reconcile_duration_seconds_count") >= 2
+    assert agent.metric("gitsync_last_successful_sync_timestamp_seconds") > 0
+
+
+def test_signed_webhook_deploys_at_once_and_a_bad_signature_changes_nothing(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
+) -> None:
+    agent = agents.start(pollInterval="10m")
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+
+    forged = upstream.set_message("forged")
+    assert agent.push_webhook(forged, secret=b"wrong") == 401
+    assert agent.webhook(b'{"ref": "refs/heads/main"}', secret=b"") == 401
+    time.sleep(2)
+    assert configmap_value(core, namespace) == "Hello from staging", "a refused webhook triggers nothing"
+
+    revision = upstream.set_message("via webhook")
+    sent = time.monotonic()
+    assert agent.push_webhook(revision) == 202
+    wait_for("the webhook's commit live", lambda: configmap_value(core, namespace) == "via webhook", 5, 0.05)
+    assert time.monotonic() - sent < 3, "no waiting for the (10 minute) poll"
+    assert agent.webhook(json.dumps({"ref": "refs/heads/other", "after": revision}).encode()) == 202
+    assert agent.metric('gitsync_webhook_requests_total{provider="github",result="unauthorized"}') == 2
+
+
+def test_broken_template_keeps_the_previous_release_until_a_fix(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
+) -> None:
+    agent = agents.start(pollInterval="1s")
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    good = settled(core, namespace)["lastAppliedRevision"]
+
+    template = upstream.work / "apps/podinfo/templates/configmap.yaml"
+    original = template.read_text()
+    broken = upstream.commit(
+        "Break the template",
+        {"apps/podinfo/templates/configmap.yaml": original.replace("values.config", "values.no_such_key")},
+    )
+    status = wait_for(
+        "the render error in status",
+        lambda: (s := status_of(core, namespace)).get("lastAttemptedRevision") == broken and s.get("lastError") and s,
+        10,
+    )
+    assert status["result"] == "RenderError"
+    assert "apps/podinfo/templates/configmap.yaml:" in status["lastError"]
+    assert status["lastAppliedRevision"] == good
+    assert configmap_value(core, namespace) == "Hello from staging", "the previous release keeps running"
+    wait_for("a RenderFailed event", lambda: any(r == "RenderFailed" for r, _ in event_reasons(core, namespace)), 5)
+    time.sleep(2.5)
+    assert len([r for r in agent.logs("reconcile.failed") if r.get("revision") == broken]) == 1, "parked, no retries"
+
+    fixed = upstream.commit("Fix the template", {"apps/podinfo/templates/configmap.yaml": original})
+    upstream.set_message("fixed")
+    wait_for("the fix live", lambda: configmap_value(core, namespace) == "fixed", 10)
+    final = wait_for("a clean status", lambda: (s := status_of(core, namespace)).get("result") == "Succeeded" and s, 10)
+    assert final["lastError"] == "" and final["lastAppliedRevision"] != fixed
+
+
+def test_kill_9_mid_sync_then_restart_converges(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
+) -> None:
+    many = "".join(
+        f'---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra-{n}\ndata:\n  n: "{n}"\n' for n in range(40)
+    )
+    upstream.commit("Forty more objects", {"apps/podinfo/templates/extra.yaml": many})
+    first = agents.start("first", pollInterval="1s")
+    wait_for(
+        "the sync to start",
+        lambda: core.list_namespaced_config_map(namespace, label_selector="gitsync.dev/app=podinfo").items,
+        20,
+        0.01,
+    )
+    first.kill(signal.SIGKILL)
+
+    agents.start("second", pollInterval="1s")
+    wanted = {f"extra-{n}" for n in range(40)} | {"podinfo"}
+    wait_for(
+        "every object present",
+        lambda: wanted <= {c.metadata.name for c in core.list_namespaced_config_map(namespace).items},
+        30,
+    )
+    wait_for("status Succeeded", lambda: status_of(core, namespace).get("result") == "Succeeded", 20)
+    inventory = json.loads(
+        core.read_namespaced_config_map("gitsync-podinfo-inventory", namespace).data["inventory.json"]
+    )
+    objects = inventory["objects"]
+    assert len(objects) == len(set(objects)), "no object twice in the inventory"
+    assert {f"ConfigMap/{namespace}/{name}" for name in wanted} <= set(objects), "none missing from the inventory"
+    managed = core.list_namespaced_config_map(namespace, label_selector="gitsync.dev/app=podinfo").items
+    assert sorted(c.metadata.name for c in managed if c.metadata.name.startswith("extra-")) == sorted(
+        f"extra-{n}" for n in range(40)
+    )
+
+
+def test_two_agents_with_leader_election_only_one_acts_and_the_other_takes_over(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+) -> None:
+    election = {"enabled": True, "namespace": namespace, "leaseDuration": "3s", "renewInterval": "1s"}
+    a = agents.start("a", pollInterval="1s", leaderElection={**election, "identity": "agent-a"})
+    b = agents.start("b", pollInterval="1s", leaderElection={**election, "identity": "agent-b"})
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    lease = client.CoordinationV1Api(kube_api).read_namespaced_lease("gitsync-leader", namespace)
+    leader, follower = (a, b) if lease.spec.holder_identity == "agent-a" else (b, a)
+    upstream.set_message("while both run")
+    wait_for("second commit live", lambda: configmap_value(core, namespace) == "while both run", 10)
+    assert leader.logs("sync.applied") and not follower.logs("sync.applied"), "only the leader applies"
+    assert follower.get("/readyz")[0] == 200 and "follower" in follower.get("/readyz")[1]
+
+    leader.kill(signal.SIGKILL)
+    killed = time.monotonic()
+    upstream.set_message("after failover")
+    wait_for("the follower to take over and deploy", lambda: configmap_value(core, namespace) == "after failover", 15)
+    assert time.monotonic() - killed < 10
+    assert follower.logs("sync.applied")
+    lease = client.CoordinationV1Api(kube_api).read_namespaced_lease("gitsync-leader", namespace)
+    assert lease.spec.holder_identity == f"agent-{follower.name}"
+
+
+def test_a_burst_of_100_webhooks_gives_a_few_reconciles_and_the_newest_commit(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
+) -> None:
+    agent = agents.start(pollInterval="10m")
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    wait_for("settled", lambda: status_of(core, namespace).get("result") == "Succeeded", 10)
+    before = agent.metric("gitsync_syncs_total")
+    revisions = [upstream.set_message(f"burst {n}", push=False) for n in range(100)]
+    upstream.push()
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(agent.push_webhook, revisions))
+    assert codes == [202] * 100
+    wait_for("the newest commit live", lambda: configmap_value(core, namespace) == "burst 99", 10)
+    wait_for("settled", lambda: status_of(core, namespace).get("result") == "Succeeded", 10)
+    time.sleep(1)
+    reconciles = agent.metric("gitsync_syncs_total") - before
+    assert 1 <= reconciles <= 5, f"{reconciles} reconciles for 100 webhooks"
+    assert status_of(core, namespace)["lastAppliedRevision"] == revisions[-1]

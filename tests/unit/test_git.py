@@ -1,0 +1,202 @@
+"""The Git adapter against real repositories made here: fetch, snapshots, force-pushes, signatures, hygiene."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gitsync.adapters.git import GitError, GitRepository, SignatureError, scrub
+from gitsync.runtime.config import GitAuth, VerifyConfig, VerifyMode
+
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "Ada",
+    "GIT_AUTHOR_EMAIL": "ada@example.com",
+    "GIT_COMMITTER_NAME": "Ada",
+    "GIT_COMMITTER_EMAIL": "ada@example.com",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, **IDENTITY, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(cwd)}
+    done = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True, timeout=30)
+    return done.stdout.strip()
+
+
+class Upstream:
+    """A bare repository plus a working clone that pushes to it, like a developer and a Git server."""
+
+    def __init__(self, root: Path) -> None:
+        self.bare = root / "upstream.git"
+        self.work = root / "work"
+        self.work.mkdir(parents=True)
+        git(root, "init", "--bare", "-b", "main", str(self.bare))
+        git(self.work, "init", "-b", "main")
+        git(self.work, "remote", "add", "origin", str(self.bare))
+
+    def commit(self, files: dict[str, str], message: str, *extra: str) -> str:
+        for name, text in files.items():
+            path = self.work / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        git(self.work, "add", "-A")
+        git(self.work, *extra, "commit", "-m", message)
+        return git(self.work, "rev-parse", "HEAD")
+
+    def push(self, *flags: str) -> None:
+        git(self.work, "push", *flags, "origin", "main")
+
+
+@pytest.fixture
+def upstream(tmp_path: Path) -> Upstream:
+    return Upstream(tmp_path / "remote")
+
+
+def reader(upstream: Upstream, tmp_path: Path, **kwargs: object) -> GitRepository:
+    return GitRepository(f"file://{upstream.bare}", "main", tmp_path / "cache", **kwargs)  # type: ignore[arg-type]
+
+
+def test_fetch_and_snapshot_the_branch_head(upstream: Upstream, tmp_path: Path) -> None:
+    sha = upstream.commit({"apps/web/values.yaml": "replicas: 2\n"}, "Scale web to 2\n\nBecause traffic.")
+    upstream.push()
+    repo = reader(upstream, tmp_path)
+    assert repo.remote_head() == sha
+    commit = repo.fetch()
+    assert commit.sha == sha
+    assert commit.author == "Ada <ada@example.com>"
+    assert commit.message == "Scale web to 2\n\nBecause traffic."
+    assert commit.time > 0
+    tree = repo.snapshot(sha)
+    assert (tree / "apps/web/values.yaml").read_text() == "replicas: 2\n"
+    assert repo.snapshot(sha) == tree, "a snapshot is made once per commit"
+
+
+def test_new_commits_and_force_pushes_are_followed(upstream: Upstream, tmp_path: Path) -> None:
+    first = upstream.commit({"a.txt": "1"}, "one")
+    upstream.push()
+    repo = reader(upstream, tmp_path)
+    assert repo.fetch().sha == first
+    second = upstream.commit({"a.txt": "2"}, "two")
+    upstream.push()
+    assert repo.remote_head() == second
+    assert repo.fetch().sha == second
+    git(upstream.work, "reset", "--hard", first)
+    rewritten = upstream.commit({"a.txt": "rewritten"}, "history rewritten")
+    upstream.push("--force")
+    assert repo.fetch().sha == rewritten
+    assert (repo.snapshot(rewritten) / "a.txt").read_text() == "rewritten"
+    assert (repo.snapshot(second) / "a.txt").read_text() == "2", "older snapshots stay readable"
+
+
+def test_missing_branch_is_a_clear_transient_error(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.commit({"a": "1"}, "one")
+    upstream.push()
+    repo = GitRepository(f"file://{upstream.bare}", "release", tmp_path / "cache")
+    with pytest.raises(GitError, match="branch release not found"):
+        repo.remote_head()
+
+
+def children() -> list[str]:
+    """Live child processes of this test process (by /proc), as their command names."""
+    me = str(os.getpid())
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me and fields[0] != "Z":
+            found.append(stat.parent.joinpath("comm").read_text().strip())
+    return found
+
+
+def test_two_hundred_polls_leave_no_git_processes(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.commit({"a": "0"}, "zero")
+    upstream.push()
+    repo = reader(upstream, tmp_path)
+    before = [c for c in children() if c.startswith("git")]
+    for n in range(200):
+        if n % 50 == 0:
+            upstream.commit({"a": f"n={n}"}, f"commit {n}")
+            upstream.push()
+        head = repo.remote_head()
+        commit = repo.fetch()
+        assert commit.sha == head
+        repo.snapshot(head)
+    assert [c for c in children() if c.startswith("git")] == before
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    seen: list[str] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("Authorization", ""))
+        self.send_response(403)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_token_is_sent_as_a_header_and_never_shown(http_server: str, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("tok-123-secret\n")
+    repo = GitRepository(
+        f"{http_server.replace('://', '://bob:hunter2@')}/org/repo.git",
+        "main",
+        tmp_path / "cache",
+        auth=GitAuth(token_file=token_file),
+        timeout=20,
+    )
+    _Recorder.seen.clear()
+    with pytest.raises(GitError) as info:
+        repo.remote_head()
+    message = str(info.value)
+    assert "tok-123-secret" not in message and "hunter2" not in message
+    assert "://***@127.0.0.1" in message
+    assert any(h.startswith("Basic ") for h in _Recorder.seen), "the token travels as an Authorization header"
+
+
+def test_scrub_removes_url_credentials_and_secrets() -> None:
+    assert scrub("fatal: https://u:p@host/x and tok", ("tok",)) == "fatal: https://***@host/x and ***"
+
+
+@pytest.fixture
+def signing(tmp_path: Path) -> tuple[Path, Path]:
+    key = tmp_path / "signing_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(f"ada@example.com {key.with_suffix('.pub').read_text()}")
+    return key, signers
+
+
+def test_signed_head_verifies_and_unsigned_is_refused(
+    upstream: Upstream, tmp_path: Path, signing: tuple[Path, Path]
+) -> None:
+    key, signers = signing
+    sign = ("-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "-c", "commit.gpgsign=true")
+    signed = upstream.commit({"a": "1"}, "signed", *sign)
+    upstream.push()
+    repo = reader(upstream, tmp_path, verify=VerifyConfig(VerifyMode.SSH, allowed_signers_file=signers))
+    repo.fetch()
+    repo.verify(signed)
+    unsigned = upstream.commit({"a": "2"}, "not signed")
+    upstream.push()
+    repo.fetch()
+    with pytest.raises(SignatureError, match=rf"commit {unsigned[:12]}: signature not verified"):
+        repo.verify(unsigned)

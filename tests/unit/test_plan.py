@@ -1,0 +1,144 @@
+"""Pure parts of the plan: what counts as drift, and what a diff may show."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+
+from gitsync.model import Manifest, ObjectId
+from gitsync.plan import (
+    MASK,
+    Plan,
+    PlanAction,
+    PlannedChange,
+    diff_text,
+    ignored_pointers,
+    mask_secret,
+    normalise,
+)
+
+LIVE: dict[str, Any] = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {
+        "name": "web",
+        "namespace": "shop",
+        "uid": "0d6c",
+        "resourceVersion": "812",
+        "generation": 4,
+        "creationTimestamp": "2026-11-21T10:00:00Z",
+        "managedFields": [{"manager": "gitsync"}],
+        "annotations": {
+            "deployment.kubernetes.io/revision": "4",
+            "kubectl.kubernetes.io/last-applied-configuration": "{}",
+        },
+        "labels": {"app": "web"},
+    },
+    "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "c", "image": "web:1"}]}}},
+    "status": {"readyReplicas": 3},
+}
+
+
+def test_normalise_strips_server_owned_fields_only() -> None:
+    assert normalise(LIVE) == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+        "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "c", "image": "web:1"}]}}},
+    }
+    assert LIVE["metadata"]["uid"] == "0d6c", "normalise must not modify its input"
+    assert normalise(None) == {}
+
+
+@pytest.mark.parametrize(
+    ("pointers", "gone", "kept"),
+    [
+        (["/spec/replicas"], ("spec", "replicas"), ("spec", "template")),
+        (["/metadata/labels/app"], ("metadata", "labels"), ("metadata", "name")),
+        (["/spec/template/spec/containers/0/image"], None, ("spec", "replicas")),
+        (["/no/such/path", "relative/ignored"], None, ("spec", "replicas")),
+    ],
+)
+def test_normalise_removes_ignored_pointers(
+    pointers: list[str], gone: tuple[str, str] | None, kept: tuple[str, str]
+) -> None:
+    out = normalise(LIVE, pointers)
+    if gone is not None:
+        parent = out[gone[0]]
+        assert gone[1] not in parent or parent[gone[1]] == {}
+    assert kept[1] in out[kept[0]]
+
+
+def test_ignored_pointer_inside_a_list() -> None:
+    out = normalise(LIVE, ["/spec/template/spec/containers/0/image"])
+    assert out["spec"]["template"]["spec"]["containers"] == [{"name": "c"}]
+
+
+def test_ignore_annotation_is_comma_or_newline_separated() -> None:
+    obj = {"metadata": {"annotations": {"gitsync.dev/ignore-differences": "/spec/replicas, /data/a\n/data/b"}}}
+    assert ignored_pointers(obj) == ("/spec/replicas", "/data/a", "/data/b")
+    assert ignored_pointers({"metadata": {}}) == ()
+
+
+def secret(**data: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db", "namespace": "shop"},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def test_secret_values_never_appear_in_a_diff_but_changes_do() -> None:
+    ref = ObjectId("", "Secret", "shop", "db")
+    before, after = secret(password="hunter2", user="admin"), secret(password="correct horse", user="admin")
+    text = diff_text(ref, before, after)
+    for value in ("hunter2", "correct horse", "admin"):
+        assert value not in text
+        assert base64.b64encode(value.encode()).decode() not in text
+    changed = [line for line in text.splitlines() if line.startswith(("+ ", "- ", "+  ", "-  "))]
+    assert any("password" in line for line in changed), "a changed value must show as a changed line"
+    assert not any("user" in line for line in changed), "an unchanged value must not"
+    assert MASK in text
+
+
+def test_string_data_and_data_hash_alike() -> None:
+    as_data = mask_secret(secret(token="abc"))
+    as_string = mask_secret({**secret(), "data": None, "stringData": {"token": "abc"}})
+    assert as_data["data"]["token"] == as_string["stringData"]["token"]
+
+
+def test_mask_leaves_other_kinds_alone() -> None:
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"password": "visible"}}
+    assert mask_secret(cm) is cm
+
+
+def test_diff_looks_like_kubectl_diff() -> None:
+    ref = ObjectId("apps", "Deployment", "shop", "web")
+    after = normalise({**LIVE, "spec": {**LIVE["spec"], "replicas": 5}})
+    text = diff_text(ref, normalise(LIVE), after)
+    assert text.startswith("--- live/Deployment.apps/shop/web\n+++ desired/Deployment.apps/shop/web\n")
+    assert "-  replicas: 3\n" in text
+    assert "+  replicas: 5\n" in text
+    assert diff_text(ref, normalise(LIVE), normalise(LIVE)) == ""
+
+
+def test_plan_summary_counts_each_action() -> None:
+    def change(action: PlanAction, name: str) -> PlannedChange:
+        ref = ObjectId("", "ConfigMap", "shop", name)
+        return PlannedChange(ref, action, Manifest(ref, {}))
+
+    plan = Plan(
+        (
+            change(PlanAction.CREATE, "a"),
+            change(PlanAction.CREATE, "b"),
+            change(PlanAction.UPDATE, "c"),
+            change(PlanAction.UNCHANGED, "d"),
+            change(PlanAction.DELETE, "e"),
+        )
+    )
+    assert plan.summary() == "2 to create, 1 to change, 1 to delete, 1 unchanged"
+    assert plan.has_changes
+    assert not Plan((change(PlanAction.UNCHANGED, "d"),)).has_changes

@@ -1,0 +1,226 @@
+"""Every way a render fails reads as one line `path:line: problem`, and nothing is returned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from renderers import RenderError, render_app
+
+DEPLOY_HEAD = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n"
+
+
+def make_repo(tmp_path: Path, templates: dict[str, str], values: str = "", env: str = "", env_values: str = "") -> Path:
+    chart = tmp_path / "apps" / "web"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "chart.yaml").write_text("name: web\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text(values)
+    for name, text in templates.items():
+        (chart / "templates" / name).write_text(text)
+    env_dir = tmp_path / "environments" / "dev"
+    (env_dir / "values").mkdir(parents=True)
+    (env_dir / "env.yaml").write_text(env or "namespace: web-dev\napps: [web]\n")
+    (env_dir / "values" / "web.yaml").write_text(env_values)
+    return tmp_path
+
+
+def render_error(repo: Path, **kwargs: object) -> str:
+    with pytest.raises(RenderError) as err:
+        render_app(repo, "dev", "web", **kwargs)  # type: ignore[arg-type]
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+CASES = [
+    pytest.param(
+        {"d.yaml": DEPLOY_HEAD + "spec:\n  image: {{ values.image.tag }}\n"},
+        "image: {}\n",
+        "apps/web/templates/d.yaml:6: undefined value values.image.tag",
+        id="undefined-value-with-path",
+    ),
+    pytest.param(
+        {"d.yaml": DEPLOY_HEAD + "spec:\n{% for c in values.cs %}\n  - {{ c.port }}\n{% endfor %}\n"},
+        "cs: [{name: a}]\n",
+        "apps/web/templates/d.yaml:7: undefined value values.cs[0].port",
+        id="undefined-in-loop",
+    ),
+    pytest.param(
+        {"d.yaml": DEPLOY_HEAD + "spec:\n  tag: {{ values.tag | required('set values.tag to the image tag') }}\n"},
+        "tag: ''\n",
+        "apps/web/templates/d.yaml:6: required: set values.tag to the image tag",
+        id="required",
+    ),
+    pytest.param(
+        {"d.yaml": DEPLOY_HEAD + "{% if values.x %}\nspec: {}\n"},
+        "",
+        "apps/web/templates/d.yaml:6: template syntax: Unexpected end of template",
+        id="syntax",
+    ),
+    pytest.param(
+        {"d.yaml": DEPLOY_HEAD + "spec:\n  a: 1\n   b: 2\n"},
+        "",
+        "apps/web/templates/d.yaml:7: invalid YAML in rendered output (output line 7): mapping values are not allowed",
+        id="invalid-yaml-literal",
+    ),
+    pytest.param(
+        {
+            "d.yaml": "{% for i in range(2) %}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c{{ i }}\n"
+            "data: {{ values.bad }}\n{% endfor %}\n"
+        },
+        "bad: 'x: y: z'\n",
+        "apps/web/templates/d.yaml:7: invalid YAML in rendered output (output line ",
+        id="invalid-yaml-from-expression",
+    ),
+    pytest.param(
+        {"d.yaml": "kind: ConfigMap\nmetadata:\n  name: c\n"},
+        "",
+        "apps/web/templates/d.yaml:1: object has no apiVersion",
+        id="no-apiversion",
+    ),
+    pytest.param(
+        {"d.yaml": "apiVersion: v1\nmetadata:\n  name: c\n"},
+        "",
+        "apps/web/templates/d.yaml:1: object has no kind",
+        id="no-kind",
+    ),
+    pytest.param(
+        {
+            "d.yaml": "apiVersion: v1\nkind: ConfigMap\ndata: {}\n---\n"
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  labels: {}\n"
+        },
+        "",
+        "apps/web/templates/d.yaml:1: ConfigMap has no metadata.name",
+        id="no-name",
+    ),
+    pytest.param(
+        {"d.yaml": "- just\n- a list\n"},
+        "",
+        "apps/web/templates/d.yaml:1: a rendered document must be a Kubernetes object (a mapping), got list",
+        id="not-a-mapping",
+    ),
+    pytest.param(
+        {
+            "a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n",
+            "b.yaml": "# the same object again\n---\n"
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: web-dev\n",
+        },
+        "",
+        "apps/web/templates/b.yaml:3: duplicate object ConfigMap/web-dev/c"
+        " (first defined at apps/web/templates/a.yaml:1)",
+        id="duplicate",
+    ),
+    pytest.param(
+        {"d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: kube-system\n"},
+        "",
+        "apps/web/templates/d.yaml:1: ConfigMap/c is in namespace 'kube-system',"
+        " outside environment dev's namespace 'web-dev'",
+        id="foreign-namespace",
+    ),
+    pytest.param(
+        {"d.yaml": "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: r\n"},
+        "",
+        "apps/web/templates/d.yaml:1: ClusterRole/r is cluster-scoped; environment dev does not allow cluster-scoped",
+        id="cluster-scoped",
+    ),
+    pytest.param(
+        {"d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  name: d\n"},
+        "",
+        "apps/web/templates/d.yaml:5: invalid YAML in rendered output (output line 5): duplicate key 'name'",
+        id="duplicate-key",
+    ),
+    pytest.param(
+        {"d.yaml": "{% include '_missing.yaml' %}\n"},
+        "",
+        "apps/web/templates/d.yaml:1: template not found: _missing.yaml",
+        id="missing-include",
+    ),
+    pytest.param(
+        {"d.yaml": "a: {{ include('helpers.nope') }}\n", "_helpers.j2": "{% macro yes() %}y{% endmacro %}"},
+        "",
+        "apps/web/templates/d.yaml:1: include: _helpers.j2 has no macro 'nope'",
+        id="missing-helper",
+    ),
+    pytest.param(
+        {
+            "d.yaml": "a: {{ include('helpers.bad') }}\n",
+            "_helpers.j2": "{% macro bad() %}\n{{ values.nope }}\n{% endmacro %}",
+        },
+        "",
+        "apps/web/templates/_helpers.j2:2: undefined value values.nope",
+        id="error-inside-helper",
+    ),
+    pytest.param(
+        {"d.yaml": "a: 1\n"},
+        "image:\n  tag: 1\n  tag: 2\n",
+        "apps/web/values.yaml:3: invalid YAML: duplicate key 'tag'",
+        id="values-duplicate-key",
+    ),
+    pytest.param(
+        {"d.yaml": "a: 1\n"},
+        "image: [1\n",
+        "apps/web/values.yaml:2: invalid YAML",
+        id="values-invalid-yaml",
+    ),
+]
+
+
+@pytest.mark.parametrize(("templates", "values", "expected"), CASES)
+def test_error_names_file_line_and_problem(
+    tmp_path: Path, templates: dict[str, str], values: str, expected: str
+) -> None:
+    message = render_error(make_repo(tmp_path, templates, values))
+    assert message.startswith(expected), message
+
+
+def test_environment_settings_allow_other_namespaces_and_cluster_scoped_objects(tmp_path: Path) -> None:
+    templates = {
+        "d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: monitoring\n---\n"
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: r\n"
+    }
+    env = "namespace: web-dev\napps: [web]\nallowed_namespaces: [monitoring]\nallow_cluster_scoped: true\n"
+    rendered = render_app(make_repo(tmp_path, templates, env=env), "dev", "web")
+    assert [str(m.id) for m in rendered.manifests] == [
+        "ConfigMap/monitoring/c",
+        "ClusterRole.rbac.authorization.k8s.io/r",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            "namespace: web-dev\napps: [web]\nprune_alow_empty: true\n",
+            "environments/dev/env.yaml:3: unknown key 'prune_alow_empty'",
+        ),
+        ("namespace: Web_Dev\napps: [web]\n", "environments/dev/env.yaml:1: namespace must be a DNS label"),
+        ("namespace: web-dev\napps: web\n", "environments/dev/env.yaml:2: apps must be a list of names"),
+        (
+            "namespace: web-dev\napps: [web]\nself_heal: yes\n",
+            "environments/dev/env.yaml:3: self_heal must be true or false, got 'yes'",
+        ),
+        ("namespace: web-dev\napps: [other]\n", "environments/dev/env.yaml: app 'web' is not in environment dev"),
+    ],
+)
+def test_env_file_problems(tmp_path: Path, env: str, expected: str) -> None:
+    assert render_error(make_repo(tmp_path, {"d.yaml": "a: 1\n"}, env=env)).startswith(expected)
+
+
+def test_missing_files(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, {})
+    with pytest.raises(RenderError, match=r"^environments/nope/env\.yaml: environment file does not exist$"):
+        render_app(repo, "nope", "web")
+    (repo / "apps" / "web" / "chart.yaml").unlink()
+    assert render_error(repo) == "apps/web/chart.yaml: chart file does not exist"
+
+
+def test_bad_set_is_reported(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, {"d.yaml": "a: 1\n"})
+    assert render_error(repo, sets=["novalue"]).startswith("--set: expected key.path=value")
+
+
+def test_a_failing_template_fails_the_whole_render(tmp_path: Path) -> None:
+    good = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n"
+    repo = make_repo(tmp_path, {"a.yaml": good, "z.yaml": good.replace("ok", "{{ values.nope }}")})
+    assert render_error(repo).startswith("apps/web/templates/z.yaml:4: undefined value values.nope")

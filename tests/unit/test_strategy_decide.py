@@ -1,0 +1,637 @@
+"""The rollout step function, row by row: every phase and transition of canary and blue-green."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from gitsync.analysis.pod_health import PodReport
+from gitsync.analysis.run import CheckRun, Measurement, Outcome, Verdict
+from gitsync.strategy.decide import (
+    Decision,
+    Deploy,
+    Emit,
+    Observation,
+    Remove,
+    Route,
+    Scale,
+    ServiceRole,
+    Track,
+    WorkloadView,
+    checks_due,
+    decide,
+)
+from gitsync.strategy.policy import RolloutPolicy, parse_policy
+from gitsync.strategy.state import Command, CommandName, Phase, RolloutState
+
+NOW = 1000.0
+OLD, NEW, NEWER = "old", "new", "newer"
+
+CANARY = parse_policy(
+    {
+        "rollout": {
+            "strategy": "canary",
+            "analysis": {
+                "prometheus": {"address": "http://prom"},
+                "checks": [
+                    {
+                        "name": "errors",
+                        "type": "prometheus",
+                        "query": "q",
+                        "interval": "2s",
+                        "count": 2,
+                        "successCondition": "result[0] < 0.05",
+                    },
+                    {
+                        "name": "bg",
+                        "type": "prometheus",
+                        "query": "q",
+                        "interval": "1s",
+                        "count": 0,
+                        "failureCondition": "result[0] > 0.5",
+                    },
+                ],
+            },
+            "canary": {
+                "steps": [
+                    {"setWeight": 25},
+                    {"pause": {"duration": "10s"}},
+                    {"analysis": {"checks": ["errors"]}},
+                    {"pause": {}},
+                    {"setWeight": 50},
+                ]
+            },
+        }
+    }
+)
+CANARY_BG = replace(
+    CANARY,
+    canary=replace(
+        CANARY.canary,
+        background=parse_policy(
+            {
+                "rollout": {
+                    "strategy": "canary",
+                    "analysis": {
+                        "prometheus": {"address": "http://p"},
+                        "checks": [
+                            {
+                                "name": "bg",
+                                "type": "prometheus",
+                                "query": "q",
+                                "interval": "1s",
+                                "count": 0,
+                                "failureCondition": "result[0] > 0.5",
+                            }
+                        ],
+                    },
+                    "canary": {"analysis": {"checks": ["bg"]}},
+                }
+            }
+        ).canary.background,
+    ),
+)
+BLUE_GREEN = parse_policy(
+    {
+        "rollout": {
+            "strategy": "blueGreen",
+            "analysis": {"checks": [{"name": "smoke", "type": "http", "url": "http://x", "count": 1}]},
+            "blueGreen": {
+                "activeService": "web",
+                "previewService": "web-preview",
+                "scaleDownDelaySeconds": 5,
+                "prePromotionAnalysis": {"checks": ["smoke"]},
+                "postPromotionAnalysis": {"checks": ["smoke"]},
+            },
+        }
+    }
+)
+MANUAL_BG = replace(BLUE_GREEN, blue_green=replace(BLUE_GREEN.blue_green, auto_promotion=False))  # type: ignore[arg-type]
+
+
+def w(replicas: int = 4, ready: int | None = None, hash_: str = OLD, rolled: bool = True) -> WorkloadView:
+    ready = replicas if ready is None else ready
+    return WorkloadView(True, replicas, ready, hash_, "spec", rolled and ready >= replicas)
+
+
+NONE = WorkloadView()
+
+
+def obs(
+    stable: WorkloadView = w(),
+    new: WorkloadView = NONE,
+    target: str = NEW,
+    pods: PodReport = PodReport(),
+    measurements: tuple[Measurement, ...] = (),
+    command: CommandName | None = None,
+) -> Observation:
+    return Observation(
+        target_hash=target,
+        spec_hash="spec",
+        total=4,
+        stable=stable,
+        new=new,
+        new_pods=pods,
+        measurements=measurements,
+        command=Command(command, NOW, "alice") if command else None,
+        revision=f"rev-{target}",
+    )
+
+
+def running(step: int, phase: Phase = Phase.PROGRESSING, **kw: object) -> RolloutState:
+    base = RolloutState(
+        phase=phase,
+        stable_hash=OLD,
+        target_hash=NEW,
+        revision="rev-new",
+        step=step,
+        step_started_at=NOW - 1,
+        started_at=NOW - 20,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def kinds(d: Decision) -> list[object]:
+    return [a for a in d.actions if not isinstance(a, Emit)]
+
+
+def reasons(d: Decision) -> list[str]:
+    return [a.reason for a in d.actions if isinstance(a, Emit)]
+
+
+HEALTHY = RolloutState(phase=Phase.HEALTHY, stable_hash=OLD, target_hash=OLD)
+FAILING = PodReport(1, 0, ("Pod/ns/web-canary-x: container app: CrashLoopBackOff (restarts 3)",))
+
+
+def m(check: str, outcome: Outcome, value: object = None) -> Measurement:
+    return Measurement(check, outcome, NOW, value, "")
+
+
+CANARY_ROWS = [
+    # (id, state, observation, phase, step, actions, requeue)
+    (
+        "first deploy goes straight to stable",
+        RolloutState(),
+        obs(stable=NONE),
+        Phase.HEALTHY,
+        0,
+        [Deploy(Track.STABLE, 4)],
+        None,
+    ),
+    ("nothing changed stays healthy", HEALTHY, obs(target=OLD), Phase.HEALTHY, 0, [], None),
+    (
+        "replicas changed in git: re-apply, no rollout",
+        HEALTHY,
+        obs(stable=w(replicas=3), target=OLD),
+        Phase.HEALTHY,
+        0,
+        [Deploy(Track.STABLE, 4)],
+        None,
+    ),
+    ("adopt a stable already on the template", RolloutState(), obs(target=OLD), Phase.HEALTHY, 0, [], None),
+    ("new template starts at step 0", HEALTHY, obs(), Phase.PROGRESSING, 0, [], 0.0),
+    ("setWeight: canary first", running(0), obs(), Phase.PROGRESSING, 0, [Deploy(Track.CANARY, 1)], 1.0),
+    ("setWeight: wait for canary Ready", running(0), obs(new=w(1, 0, NEW)), Phase.PROGRESSING, 0, [], 1.0),
+    (
+        "setWeight: then shrink stable",
+        running(0),
+        obs(new=w(1, 1, NEW)),
+        Phase.PROGRESSING,
+        0,
+        [Scale(Track.STABLE, 3)],
+        1.0,
+    ),
+    (
+        "setWeight done, timed pause starts",
+        running(0),
+        obs(stable=w(3), new=w(1, 1, NEW)),
+        Phase.PROGRESSING,
+        1,
+        [],
+        5.0,
+    ),
+    (
+        "timed pause still running",
+        running(1, step_started_at=NOW - 4),
+        obs(stable=w(3), new=w(1, 1, NEW)),
+        Phase.PROGRESSING,
+        1,
+        [],
+        5.0,
+    ),
+    (
+        "timed pause over: analysis starts",
+        running(1, step_started_at=NOW - 10),
+        obs(stable=w(3), new=w(1, 1, NEW)),
+        Phase.PROGRESSING,
+        2,
+        [],
+        0.0,
+    ),
+    (
+        "crash-looping canary aborts at once",
+        running(0),
+        obs(new=w(1, 0, NEW), pods=FAILING),
+        Phase.ABORTED,
+        0,
+        [Scale(Track.CANARY, 0)],
+        1.0,
+    ),
+    (
+        "abort after stable shrank restores it",
+        running(1),
+        obs(stable=w(3), new=w(1, 1, NEW), pods=FAILING),
+        Phase.ABORTED,
+        1,
+        [Scale(Track.STABLE, 4), Scale(Track.CANARY, 0)],
+        1.0,
+    ),
+    ("indefinite pause waits for a human", running(3), obs(stable=w(3), new=w(1, 1, NEW)), Phase.PAUSED, 3, [], 5.0),
+    (
+        "promote passes the indefinite pause",
+        running(3, Phase.PAUSED),
+        obs(stable=w(3), new=w(1, 1, NEW), command=CommandName.PROMOTE),
+        Phase.PROGRESSING,
+        4,
+        [Deploy(Track.CANARY, 2)],
+        1.0,
+    ),
+    (
+        "abort command rolls back",
+        running(3, Phase.PAUSED),
+        obs(stable=w(3), new=w(1, 1, NEW), command=CommandName.ABORT),
+        Phase.ABORTED,
+        3,
+        [Scale(Track.STABLE, 4), Scale(Track.CANARY, 0)],
+        1.0,
+    ),
+    (
+        "promote --full goes to promotion",
+        running(1),
+        obs(stable=w(3), new=w(1, 1, NEW), command=CommandName.PROMOTE_FULL),
+        Phase.PROMOTING,
+        5,
+        [Deploy(Track.STABLE, 4)],
+        0.0,
+    ),
+    (
+        "last step done: stable gets the new template",
+        running(4),
+        obs(stable=w(2), new=w(2, 2, NEW)),
+        Phase.PROMOTING,
+        5,
+        [Deploy(Track.STABLE, 4)],
+        1.0,
+    ),
+    (
+        "promoting waits for the stable to roll",
+        running(5, Phase.PROMOTING),
+        obs(stable=w(4, 2, NEW), new=w(2, 2, NEW)),
+        Phase.PROMOTING,
+        5,
+        [],
+        1.0,
+    ),
+    (
+        "promoted: canary removed, healthy",
+        running(5, Phase.PROMOTING),
+        obs(stable=w(4, 4, NEW), new=w(2, 2, NEW)),
+        Phase.HEALTHY,
+        5,
+        [Remove(Track.CANARY)],
+        None,
+    ),
+    (
+        "abort during promotion is refused",
+        running(5, Phase.PROMOTING),
+        obs(stable=w(4, 2, NEW), new=w(2, 2, NEW), command=CommandName.ABORT),
+        Phase.PROMOTING,
+        5,
+        [],
+        1.0,
+    ),
+    (
+        "aborted revision is not retried",
+        replace(HEALTHY, phase=Phase.ABORTED, failed_hash=NEW),
+        obs(),
+        Phase.ABORTED,
+        0,
+        [],
+        None,
+    ),
+    (
+        "aborted: finish a half-done restore",
+        replace(HEALTHY, phase=Phase.ABORTED, failed_hash=NEW),
+        obs(stable=w(3, 3), new=w(1, 0, NEW)),
+        Phase.ABORTED,
+        0,
+        [Scale(Track.STABLE, 4), Scale(Track.CANARY, 0)],
+        1.0,
+    ),
+    (
+        "retry starts the failed revision again",
+        replace(HEALTHY, phase=Phase.ABORTED, failed_hash=NEW),
+        obs(command=CommandName.RETRY),
+        Phase.PROGRESSING,
+        0,
+        [],
+        0.0,
+    ),
+    (
+        "a newer revision after an abort starts",
+        replace(HEALTHY, phase=Phase.ABORTED, failed_hash=NEW),
+        obs(target=NEWER),
+        Phase.PROGRESSING,
+        0,
+        [],
+        0.0,
+    ),
+    (
+        "reverting git after an abort is healthy",
+        replace(HEALTHY, phase=Phase.ABORTED, failed_hash=NEW),
+        obs(target=OLD),
+        Phase.HEALTHY,
+        0,
+        [],
+        None,
+    ),
+    (
+        "new revision mid-rollout supersedes",
+        running(1),
+        obs(stable=w(3), new=w(1, 1, NEW), target=NEWER),
+        Phase.PROGRESSING,
+        0,
+        [Scale(Track.STABLE, 4), Scale(Track.CANARY, 0)],
+        0.0,
+    ),
+    (
+        "superseded step 0 redeploys the canary",
+        running(0, target_hash=NEWER),
+        obs(new=w(0, 0, NEW), target=NEWER),
+        Phase.PROGRESSING,
+        0,
+        [Deploy(Track.CANARY, 1)],
+        1.0,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "observation", "phase", "step", "actions", "requeue"),
+    [row[1:] for row in CANARY_ROWS],
+    ids=[row[0] for row in CANARY_ROWS],
+)
+def test_canary_transitions(state, observation, phase, step, actions, requeue) -> None:
+    d = decide(state, observation, CANARY, NOW)
+    assert (d.state.phase, d.state.step, kinds(d), d.requeue_after) == (phase, step, actions, requeue)
+
+
+def analysis_state(*runs: CheckRun) -> RolloutState:
+    return running(2, checks=runs)
+
+
+ANALYSIS_ROWS = [
+    ("entering an analysis step starts its checks", running(2), (), Phase.PROGRESSING, 2, "Running"),
+    (
+        "one success of two keeps running",
+        analysis_state(CheckRun("errors", NOW)),
+        (m("errors", Outcome.SUCCESS, [0.01]),),
+        Phase.PROGRESSING,
+        2,
+        "Running",
+    ),
+    (
+        "count reached: next step",
+        analysis_state(CheckRun("errors", NOW, taken=1, successes=1)),
+        (m("errors", Outcome.SUCCESS, [0.01]),),
+        Phase.PAUSED,
+        3,
+        None,
+    ),
+    (
+        "a failure aborts with evidence",
+        analysis_state(CheckRun("errors", NOW)),
+        (m("errors", Outcome.FAILURE, [0.3]),),
+        Phase.ABORTED,
+        2,
+        "Failed",
+    ),
+    (
+        "no data pauses",
+        analysis_state(CheckRun("errors", NOW)),
+        (m("errors", Outcome.INCONCLUSIVE, []),),
+        Phase.PAUSED,
+        2,
+        "Inconclusive",
+    ),
+    (
+        "provider errors alone never pass",
+        analysis_state(CheckRun("errors", NOW, consecutive_errors=4)),
+        (m("errors", Outcome.ERROR),),
+        Phase.PAUSED,
+        2,
+        "Inconclusive",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "measurements", "phase", "step", "verdict"),
+    [row[1:] for row in ANALYSIS_ROWS],
+    ids=[row[0] for row in ANALYSIS_ROWS],
+)
+def test_canary_analysis_step(state, measurements, phase, step, verdict) -> None:
+    d = decide(state, obs(stable=w(3), new=w(1, 1, NEW), measurements=measurements), CANARY, NOW)
+    assert (d.state.phase, d.state.step) == (phase, step)
+    assert (d.state.checks[0].verdict.value if d.state.checks else None) == verdict
+
+
+def test_abort_records_reason_evidence_event_and_history() -> None:
+    d = decide(
+        analysis_state(CheckRun("errors", NOW)),
+        obs(
+            stable=w(3),
+            new=w(1, 1, NEW),
+            measurements=(Measurement("errors", Outcome.FAILURE, NOW, [0.3], "successCondition not met"),),
+        ),
+        CANARY,
+        NOW,
+    )
+    assert d.state.failed_hash == NEW
+    assert d.state.abort_reason == "analysis at step 3 failed: errors"
+    assert "0.3" in d.state.evidence[0] and "errors" in d.state.evidence[0]
+    assert reasons(d) == ["RolloutAborted"]
+    assert d.state.history[-1].outcome == "aborted" and d.state.history[-1].evidence == d.state.evidence
+
+
+def test_promote_after_inconclusive_analysis_moves_on() -> None:
+    paused = running(
+        2, Phase.PAUSED, checks=(CheckRun("errors", NOW, taken=1, inconclusive=1, verdict=Verdict.INCONCLUSIVE),)
+    )
+    d = decide(paused, obs(stable=w(3), new=w(1, 1, NEW), command=CommandName.PROMOTE), CANARY, NOW)
+    assert (d.state.phase, d.state.step) == (Phase.PAUSED, 3)  # the next step is the indefinite pause
+
+
+def test_background_analysis_failure_aborts_at_any_step() -> None:
+    state = running(1, background=(CheckRun("bg", NOW),))
+    d = decide(
+        state, obs(stable=w(3), new=w(1, 1, NEW), measurements=(m("bg", Outcome.FAILURE, [0.9]),)), CANARY_BG, NOW
+    )
+    assert d.state.phase is Phase.ABORTED and "background" in d.state.abort_reason
+
+
+def test_checks_due_lists_only_due_runs_of_the_current_step() -> None:
+    state = running(2, checks=(CheckRun("errors", NOW + 1),))
+    assert checks_due(state, CANARY, NOW) == ()
+    assert [c.name for c in checks_due(state, CANARY, NOW + 1)] == ["errors"]
+
+
+def test_decreasing_weight_grows_stable_before_shrinking_canary() -> None:
+    policy = parse_policy(
+        {"rollout": {"strategy": "canary", "canary": {"steps": [{"setWeight": 75}, {"setWeight": 25}]}}}
+    )
+    d = decide(running(1), obs(stable=w(1), new=w(3, 3, NEW)), policy, NOW)
+    assert kinds(d) == [Scale(Track.STABLE, 3)]
+    d = decide(running(1), obs(stable=w(3), new=w(3, 3, NEW)), policy, NOW)
+    assert kinds(d) == [Deploy(Track.CANARY, 1)]
+
+
+def test_weight_that_cannot_be_honoured_warns_once() -> None:
+    policy = parse_policy({"rollout": {"strategy": "canary", "canary": {"steps": [{"setWeight": 10}]}}})
+    observation = replace(obs(), total=2, stable=w(2))
+    d = decide(running(0), observation, policy, NOW)
+    assert reasons(d) == ["WeightNotHonoured"] and "50%" in d.state.warnings[0]
+    assert reasons(decide(d.state, observation, policy, NOW)) == []
+
+
+# -- blue-green ---------------------------------------------------------------------------------------------------
+
+BG_HEALTHY = RolloutState(phase=Phase.HEALTHY, stable_hash=OLD, target_hash=OLD, stable_color="blue")
+
+
+def bg(step: int, phase: Phase = Phase.PROGRESSING, **kw: object) -> RolloutState:
+    return replace(running(step, phase, stable_color="blue"), **kw)  # type: ignore[arg-type]
+
+
+BG_ROWS = [
+    (
+        "first deploy: blue, both services",
+        RolloutState(),
+        obs(stable=NONE),
+        BLUE_GREEN,
+        Phase.HEALTHY,
+        0,
+        [Deploy(Track.BLUE, 4), Route(ServiceRole.ACTIVE, Track.BLUE), Route(ServiceRole.PREVIEW, Track.BLUE)],
+    ),
+    (
+        "new template: preview in the other colour",
+        BG_HEALTHY,
+        obs(),
+        BLUE_GREEN,
+        Phase.PROGRESSING,
+        0,
+        [Deploy(Track.GREEN, 4), Route(ServiceRole.PREVIEW, Track.GREEN)],
+    ),
+    ("waits for the preview to be Ready", bg(0), obs(new=w(4, 2, NEW)), BLUE_GREEN, Phase.PROGRESSING, 0, []),
+    ("preview Ready: pre-promotion analysis", bg(0), obs(new=w(4, 4, NEW)), BLUE_GREEN, Phase.PROGRESSING, 1, []),
+    (
+        "pre-promotion failure aborts",
+        bg(1, checks=(CheckRun("smoke", NOW),)),
+        obs(new=w(4, 4, NEW), measurements=(m("smoke", Outcome.FAILURE, 500),)),
+        BLUE_GREEN,
+        Phase.ABORTED,
+        1,
+        [Route(ServiceRole.PREVIEW, Track.BLUE), Scale(Track.GREEN, 0)],
+    ),
+    (
+        "analysis passed: switch",
+        bg(1, checks=(CheckRun("smoke", NOW),)),
+        obs(new=w(4, 4, NEW), measurements=(m("smoke", Outcome.SUCCESS, 200),)),
+        BLUE_GREEN,
+        Phase.PROMOTING,
+        3,
+        [Route(ServiceRole.ACTIVE, Track.GREEN)],
+    ),
+    ("autoPromotion off pauses before the switch", bg(2), obs(new=w(4, 4, NEW)), MANUAL_BG, Phase.PAUSED, 2, []),
+    (
+        "promote switches",
+        bg(2, Phase.PAUSED),
+        obs(new=w(4, 4, NEW), command=CommandName.PROMOTE),
+        MANUAL_BG,
+        Phase.PROMOTING,
+        3,
+        [Route(ServiceRole.ACTIVE, Track.GREEN)],
+    ),
+    (
+        "post-promotion failure switches back",
+        bg(3, Phase.PROMOTING, checks=(CheckRun("smoke", NOW),)),
+        obs(new=w(4, 4, NEW), measurements=(m("smoke", Outcome.FAILURE, 500),)),
+        BLUE_GREEN,
+        Phase.ABORTED,
+        3,
+        [Route(ServiceRole.ACTIVE, Track.BLUE), Route(ServiceRole.PREVIEW, Track.BLUE), Scale(Track.GREEN, 0)],
+    ),
+    (
+        "scale-down delay holds the old colour",
+        bg(4, Phase.PROMOTING, switched_at=NOW - 2),
+        obs(new=w(4, 4, NEW)),
+        BLUE_GREEN,
+        Phase.PROMOTING,
+        4,
+        [],
+    ),
+    (
+        "after the delay the old colour goes to zero",
+        bg(4, Phase.PROMOTING, switched_at=NOW - 5),
+        obs(new=w(4, 4, NEW)),
+        BLUE_GREEN,
+        Phase.HEALTHY,
+        4,
+        [Route(ServiceRole.PREVIEW, Track.GREEN), Scale(Track.BLUE, 0)],
+    ),
+    (
+        "failing preview pods abort",
+        bg(0),
+        obs(new=w(4, 0, NEW), pods=FAILING),
+        BLUE_GREEN,
+        Phase.ABORTED,
+        0,
+        [Route(ServiceRole.PREVIEW, Track.BLUE), Scale(Track.GREEN, 0)],
+    ),
+    (
+        "superseded after the switch switches back",
+        bg(3, Phase.PROMOTING),
+        obs(new=w(4, 4, NEW), target=NEWER),
+        BLUE_GREEN,
+        Phase.PROGRESSING,
+        0,
+        [Route(ServiceRole.ACTIVE, Track.BLUE), Deploy(Track.GREEN, 4), Route(ServiceRole.PREVIEW, Track.GREEN)],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "observation", "policy", "phase", "step", "actions"),
+    [row[1:] for row in BG_ROWS],
+    ids=[row[0] for row in BG_ROWS],
+)
+def test_blue_green_transitions(state, observation, policy: RolloutPolicy, phase, step, actions) -> None:
+    d = decide(state, observation, policy, NOW)
+    assert (d.state.phase, d.state.step, kinds(d)) == (phase, step, actions)
+
+
+def test_blue_green_completion_flips_the_stable_colour() -> None:
+    d = decide(bg(4, Phase.PROMOTING, switched_at=NOW - 5), obs(new=w(4, 4, NEW)), BLUE_GREEN, NOW)
+    assert (d.state.stable_color, d.state.stable_hash) == ("green", NEW)
+    assert d.state.history[-1].outcome == "succeeded"
+
+
+def test_state_round_trips_through_json() -> None:
+    d = decide(
+        analysis_state(CheckRun("errors", NOW)),
+        obs(stable=w(3), new=w(1, 1, NEW), measurements=(m("errors", Outcome.FAILURE, [0.3]),)),
+        CANARY,
+        NOW,
+    )
+    assert RolloutState.from_json(d.state.to_json()) == d.state
