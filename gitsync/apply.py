@@ -127,7 +127,7 @@ def _apply_one(
         entry = ChangeSetEntry(change.id, action)
     except GitsyncError as e:
         entry = ChangeSetEntry(change.id, SyncAction.FAILED, str(e))
-    log.debug("sync.object", object=str(change.id), action=str(entry.action), error=entry.error)
+    log.info("sync.object", object=str(change.id), action=str(entry.action), error=entry.error)
     if progress is not None:
         progress(entry)
     return entry

@@ -14,6 +14,7 @@ from gitsync.model import AppEnv
 
 __all__ = [
     "GIT_FETCH_SECONDS",
+    "GIT_POLLS",
     "LAST_SUCCESS",
     "LEADER",
     "RECONCILE_SECONDS",
@@ -42,6 +43,11 @@ GIT_FETCH_SECONDS = Histogram(
     "gitsync_git_fetch_duration_seconds",
     "Time of a shallow fetch of the branch plus its snapshot",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+GIT_POLLS = Counter(
+    "gitsync_git_polls",
+    "Checks of the branch head (ls-remote) by result: unchanged, moved, error",
+    ["result"],
 )
 WEBHOOKS = Counter(
     "gitsync_webhook_requests",

@@ -10,8 +10,9 @@ Contract:
   change, and a plan with errors must apply nothing (``Plan.errors``).
 - ``normalise`` and ``diff_text`` are pure; Secret values never appear in a diff, only a keyed hash per key so a
   change stays visible.
-- A ``DryRunMemo`` skips the dry-run of an object whose manifest and live resourceVersion are those of the last
-  dry-run that found nothing to change: with a watch-fed ``LiveReader`` a no-op plan makes no API request.
+- A ``DryRunMemo`` skips the dry-run of an object whose manifest and normalised live content are those of the
+  last dry-run (or apply) that left nothing to change: with a watch-fed ``LiveReader`` a no-op plan makes no API
+  request, and with the memo kept in the inventory a one-shot ``gitsync diff`` makes a handful of LISTs.
 """
 
 from __future__ import annotations
@@ -196,19 +197,25 @@ def ignored_pointers(obj: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def normalise(obj: Json | None, ignore: Sequence[str] = ()) -> Json:
-    """A copy of ``obj`` without what the server owns or the user asked to ignore; {} for None."""
+    """``obj`` without what the server owns or the user asked to ignore; {} for None.
+
+    Shares nested values with ``obj`` (only the top level and ``metadata`` are copied, a deep copy only when
+    there are fields to ignore): this runs for every object of every plan, so treat the result as read-only.
+    """
     if obj is None:
         return {}
-    out = copy.deepcopy(obj)
+    out = copy.deepcopy(obj) if ignore else dict(obj)
     out.pop("status", None)
-    meta = out.get("metadata") or {}
+    meta = dict(out.get("metadata") or {})
     for key in SERVER_OWNED_METADATA:
         meta.pop(key, None)
-    annotations = meta.get("annotations") or {}
-    for key in SERVER_OWNED_ANNOTATIONS:
-        annotations.pop(key, None)
-    if "annotations" in meta and not annotations:
-        del meta["annotations"]
+    if "annotations" in meta:
+        annotations = {k: v for k, v in (meta["annotations"] or {}).items() if k not in SERVER_OWNED_ANNOTATIONS}
+        if annotations:
+            meta["annotations"] = annotations
+        else:
+            del meta["annotations"]
+    out["metadata"] = meta
     for pointer in ignore:
         _remove_pointer(out, pointer)
     return out
@@ -322,9 +329,9 @@ def plan(
     parents = [m for m in ordered if m.id.kind in _PARENT_KINDS]
     children = [m for m in ordered if m.id.kind not in _PARENT_KINDS]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        changes = list(pool.map(lambda m: _plan_one(m, cluster, reader, pending, force, memo), parents))
+        changes = _plan_batch(parents, pool, cluster, reader, pending, force, memo)
         pending.created = {c.id for c in changes if c.action is PlanAction.CREATE and c.error is None}
-        changes += pool.map(lambda m: _plan_one(m, cluster, reader, pending, force, memo), children)
+        changes += _plan_batch(children, pool, cluster, reader, pending, force, memo)
 
     stale = sorted((ref for ref in inventory if ref not in desired_ids), key=apply_order)
     orphaned: list[ObjectId] = []
@@ -342,22 +349,46 @@ def plan(
     return Plan(tuple(changes), tuple(stale), tuple(orphaned))
 
 
-def _plan_one(
-    manifest: Manifest,
+def _plan_batch(
+    manifests: Sequence[Manifest],
+    pool: ThreadPoolExecutor,
     cluster: Cluster,
     reader: LiveReader,
+    pending: _PendingParents,
+    force: bool,
+    memo: DryRunMemo | None,
+) -> list[PlannedChange]:
+    """Memo hits are decided in this thread (pure CPU: threads would only contend for the GIL); the remaining
+    dry-runs go to the pool. The reader is expected to answer from memory (watch cache, ``ListSnapshot``)."""
+    known: dict[ObjectId, PlannedChange] = {}
+    todo: list[tuple[Manifest, Json | None]] = []
+    for manifest in manifests:
+        try:
+            current = reader.get(manifest.id)
+        except NotFoundError:
+            current = None  # the kind is not served yet: its CRD may be in this very render
+        if current is not None and memo is not None and memo.unchanged(manifest.id, manifest, current):
+            forced = wants_force(manifest, force)
+            known[manifest.id] = PlannedChange(
+                manifest.id, PlanAction.UNCHANGED, manifest, current, current, force=forced
+            )
+        else:
+            todo.append((manifest, current))
+    for change in pool.map(lambda item: _dry_run(item[0], item[1], cluster, pending, force, memo), todo):
+        known[change.id] = change
+    return [known[m.id] for m in manifests]
+
+
+def _dry_run(
+    manifest: Manifest,
+    current: Json | None,
+    cluster: Cluster,
     pending: _PendingParents,
     force: bool,
     memo: DryRunMemo | None,
 ) -> PlannedChange:
     ref = manifest.id
     forced = wants_force(manifest, force)
-    try:
-        current = reader.get(ref)
-    except NotFoundError:
-        current = None  # the kind is not served yet: its CRD may be in this very render
-    if current is not None and memo is not None and memo.unchanged(ref, manifest, current):
-        return PlannedChange(ref, PlanAction.UNCHANGED, manifest, current, current, force=forced)
     try:
         result = cluster.apply(manifest.body, dry_run=True, force=forced)
     except InvalidObjectError as e:

@@ -43,6 +43,7 @@ def prune(
         except GitsyncError as e:
             entry = ChangeSetEntry(change.id, SyncAction.FAILED, str(e))
         entries.append(entry)
+        log.info("prune.object", object=str(change.id), action=str(entry.action), error=entry.error)
         if progress is not None:
             progress(entry)
     return tuple(entries)

@@ -6,7 +6,7 @@ Unknown keys are errors (a typo such as ``prune_alow_empty`` must not silently k
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -100,7 +100,9 @@ def load_environment(repo: Path, env: str) -> Environment:
     )
 
 
-def _names(data: Mapping[str, Any], key: str, fail: Any, *, required: bool = False) -> tuple[str, ...]:
+def _names(
+    data: Mapping[str, Any], key: str, fail: Callable[[str, str], RenderError], *, required: bool = False
+) -> tuple[str, ...]:
     value = data.get(key)
     if value is None and not required:
         return ()

@@ -103,6 +103,7 @@ class TemplateRun:
         self._rendered: dict[str, RenderedTemplate] = {}
         self._active: list[str] = []
         self._helpers: dict[str, Any] = {}
+        self._tpl: dict[str, jinja2.Template] = {}
         self._template_dirs = tuple(str(p) + os.sep for p in (chart.templates_dir, self.lib))
 
     def render(self, name: str) -> RenderedTemplate:
@@ -177,7 +178,11 @@ class TemplateRun:
         """Helm's ``tpl``: render a string (usually from values) as a template with the same variables."""
         if isinstance(text, jinja2.Undefined):
             text._fail_with_undefined_error()
-        return self.env.from_string(str(text)).render(self.variables)
+        source = str(text)
+        template = self._tpl.get(source)
+        if template is None:
+            template = self._tpl[source] = self.env.from_string(source)
+        return template.render(self.variables)
 
     def config_hash(self, *names: str) -> str:
         """SHA-256 of the data of every ConfigMap and Secret rendered by the named templates.

@@ -82,7 +82,9 @@ def _as_written_float(text: str) -> float | str:
         number = float(text)
     except ValueError:  # .inf, .nan, 1_000.5: nothing JSON carries faithfully
         return text
-    return number if repr(number) == text.lstrip("+") else text
+    written = repr(number)
+    # "1.0e-05" is how YAML writers (ours included) spell 1e-05, since YAML 1.1 needs the dot.
+    return number if text.lstrip("+") in (written, written.replace("e", ".0e", 1)) else text
 
 
 def _identity(text: str) -> str:
@@ -208,9 +210,10 @@ def load_manifests(text: str) -> Iterator[tuple[int, Any]]:
 # goyaml.v2 (kubectl, Helm) reads these as booleans or numbers although PyYAML reads them as strings.
 _GOYAML_EXTRA = re.compile(r"(?:[yYnN]|[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+)\Z")
 # Characters a plain scalar may hold anywhere (conservative: ASCII, no YAML indicators that need context).
-_PLAIN = re.compile(r"[A-Za-z0-9_./$()+=~^;@%,:<>\-](?:[A-Za-z0-9_./$()+=~^;@%,:<>\- ]*[A-Za-z0-9_./$()+=~^;@%<>\-])?\Z")
-_PLAIN_FIRST = frozenset("@%:-,")
-_NON_PRINTABLE = re.compile("[^\t\n\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_PLAIN = re.compile(
+    r"[A-Za-z0-9_./$()+=~^;@%,:<>\-](?:[A-Za-z0-9_./$()+=~^;@%,:<>\- ]*[A-Za-z0-9_./$()+=~^;@%<>\-])?\Z"
+)
+_PLAIN_FIRST = frozenset("@%:-,>")
 _IMPLICIT = yaml.resolver.Resolver.yaml_implicit_resolvers
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0", "\x1b": "\\e"}
 
@@ -218,19 +221,18 @@ _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0
 def _reads_as_other_type(text: str) -> bool:
     if text == "" or _GOYAML_EXTRA.match(text):
         return True
-    for tag, regexp in _IMPLICIT.get(text[0], ()):
-        if tag != _TAG + "str" and regexp.match(text):
-            return True
-    return False
+    return any(tag != _TAG + "str" and regexp.match(text) for tag, regexp in _IMPLICIT.get(text[0], ()))
 
 
 def _double_quoted(text: str) -> str:
+    """Escapes whatever Python does not call printable (controls, NEL, line separators, BOM, surrogates):
+    a subset of what YAML allows unescaped, so the result is always valid and always reads back exactly."""
     out = []
     for char in text:
         escaped = _ESCAPES.get(char)
         if escaped is not None:
             out.append(escaped)
-        elif _NON_PRINTABLE.match(char):
+        elif not char.isprintable():
             code = ord(char)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
         else:
@@ -260,14 +262,19 @@ def _write_string(text: str) -> str:
         and not _reads_as_other_type(text)
     ):
         return text
-    if "\n" not in text and not _NON_PRINTABLE.search(text) and "\t" not in text:
+    if text.isprintable():
         return "'" + text.replace("'", "''") + "'"
     return _double_quoted(text)
 
 
 def _block(text: str) -> str | None:
     """The header of a literal block for a multi-line string, or ``None`` when a block cannot carry it exactly."""
-    if text[0] in " \n" or "\r" in text or _NON_PRINTABLE.search(text) or " \n" in text or "\t\n" in text:
+    if (
+        text[0] in " \n"
+        or not text.replace("\n", "").replace("\t", "").isprintable()
+        or " \n" in text
+        or "\t\n" in text
+    ):
         return None
     body = text.rstrip("\n")
     if not body or body.endswith((" ", "\t")):
@@ -314,7 +321,9 @@ def _emit(value: Any, indent: int, out: list[str], prefix: str) -> None:
             else:
                 _emit_value(item, indent, out, head.rstrip(" "))
     else:
-        out.append(prefix + ("{}" if isinstance(value, dict) else "[]" if isinstance(value, list | tuple) else "") + "\n")
+        out.append(
+            prefix + ("{}" if isinstance(value, dict) else "[]" if isinstance(value, list | tuple) else "") + "\n"
+        )
 
 
 def _emit_value(value: Any, indent: int, out: list[str], head: str) -> None:

@@ -327,6 +327,7 @@ class KubeCluster:
             if rv:
                 query["resourceVersion"] = rv
             resp = self._request("watch", "GET", path, subject=path, query=query, stream=True, timeout=remaining + 10)
+            finished = False
             try:
                 for line in _lines(resp):
                     event = json.loads(line)
@@ -338,9 +339,14 @@ class KubeCluster:
                     obj.setdefault("apiVersion", api_version)
                     obj.setdefault("kind", kind)
                     yield WatchEvent(WatchEventType(event["type"]), obj)
+                finished = True
             except urllib3.exceptions.HTTPError as e:
                 raise UnavailableError(f"{path}: watch interrupted: {type(e).__name__}") from e
             finally:
+                # A watch left early (caller stopped, error event) still has a body in flight: close the socket
+                # rather than hand a half-read connection back to the pool.
+                if not finished:
+                    resp.close()
                 resp.release_conn()
 
     # -- helpers --------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ def command(config_path: Path, log_format: str | None) -> None:
     from gitsync.adapters.git import GitRepository
     from gitsync.adapters.kube import KubeCluster
     from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.cache import WatchCache
     from gitsync.runtime import config as agent_config
     from gitsync.runtime.agent import Agent
     from gitsync.runtime.http import Endpoints, HttpServer
@@ -62,7 +63,8 @@ def command(config_path: Path, log_format: str | None) -> None:
     agent: Agent
     if config.leader.enabled:
         elector = LeaderElector(cluster, config.leader, clock, on_change=lambda leading: agent.on_leadership(leading))
-    agent = Agent(config, cluster, ConfigMapStateStore(cluster), git, clock, elector=elector)
+    cache = WatchCache(cluster) if config.drift_watch else None
+    agent = Agent(config, cluster, ConfigMapStateStore(cluster), git, clock, elector=elector, cache=cache)
     host, port = config.listen_host_port
     server = HttpServer(
         host,

@@ -99,8 +99,9 @@ def command(
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.sync import sync_app
 
-    logging.configure("auto")
     interactive = sys.stdout.isatty()
+    # A terminal gets the progress bar and the summary; anything else (CI) a structured event per object.
+    logging.configure("auto", level="WARNING" if interactive else "INFO")
     try:
         targets = render(repo, env, app)
         cluster = connect(kubeconfig)

@@ -29,12 +29,15 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from gitsync import log as logging
+from gitsync.adapters.git import scrub
+from gitsync.cache import WatchCache
+from gitsync.drift import DriftWatcher
 from gitsync.errors import GitsyncError, TerminalError, TransientError
 from gitsync.events import EventSink, Reason
 from gitsync.health import Health, aggregate, assess, assess_workload
 from gitsync.history import History, Release, Result, Status, first_line
-from gitsync.metrics import GIT_FETCH_SECONDS, LEADER, observe_reconcile
-from gitsync.model import AppEnv, HealthStatus, ObjectId, SyncAction, SyncState
+from gitsync.metrics import GIT_FETCH_SECONDS, GIT_POLLS, LEADER, observe_reconcile
+from gitsync.model import AppEnv, HealthStatus, Manifest, ObjectId, SyncAction, SyncState
 from gitsync.ports import Clock, Cluster, GitReader, StateStore
 from gitsync.runtime.config import AgentConfig, Provider
 from gitsync.runtime.leader import LeaderElector
@@ -95,13 +98,18 @@ class Agent:
         *,
         elector: LeaderElector | None = None,
         rollouts: RolloutDriver | None = None,
+        cache: WatchCache | None = None,
     ) -> None:
+        """``cache``: a watch-fed cache of managed objects; with it, plans read live objects from memory and a
+        ``DriftWatcher`` per app-env notices (and with self-heal reverts) edits within seconds."""
         self.config = config
         self._cluster = cluster
         self._store = store
         self._clock = clock
         self._elector = elector
         self._rollouts = rollouts or NoRollouts()
+        self._cache = cache
+        self._watchers: dict[AppEnv, DriftWatcher] = {}
         self.source = Source(git, on_fetch=GIT_FETCH_SECONDS.observe)
         self.queue = ReconcileQueue(clock)
         self.history = History(store, config.history_limit)
@@ -148,7 +156,7 @@ class Agent:
             LEADER.set(1)
         log.info(
             "agent.started",
-            repo=self.config.repo.url if "@" not in self.config.repo.url else "<redacted>",
+            repo=scrub(self.config.repo.url),
             branch=self.config.repo.branch,
             environments=[e.name for e in self.config.environments],
             leader_election=self._elector is not None,
@@ -162,6 +170,10 @@ class Agent:
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
+        for watcher in list(self._watchers.values()):
+            watcher.stop(timeout=1.0)
+        if self._cache is not None:
+            self._cache.stop()
         if self._elector is not None:
             self._elector.stop()
         log.info("agent.stopped")
@@ -179,12 +191,15 @@ class Agent:
         try:
             head = self.source.check()
             if head is None and self._targets:
+                GIT_POLLS.labels("unchanged").inc()
                 return
+            GIT_POLLS.labels("moved").inc()
             if not self._targets:
                 self._discover(self.source.resolve(head or ""))
             log.info("git.head_moved", revision=head, keys=len(self._targets))
             self.enqueue_all(head or "", reason="poll")
         except GitsyncError as e:
+            GIT_POLLS.labels("error").inc()
             log.warning("git.poll_failed", error=str(e))
 
     def on_push(self, provider: Provider, revision: str) -> None:
@@ -312,13 +327,22 @@ class Agent:
             and status.result == Result.PROGRESSING
             and (status.last_applied_revision, status.last_applied_digest) == (revision, rendered.digest)
         ):
-            return self._verify(key, target, snapshot, rendered, status, None, started, t0)
+            return self._verify(item, target, snapshot, rendered, status, None, started, t0)
 
         self.reconciles += 1
         try:
             step = self._rollouts.advance_rollout(rendered, now=started)
+            watcher = self._watchers.get(key)
+            if heal and watcher is not None:
+                watcher.update(m for m in rendered.manifests if m.id not in step.exclude)
             result = sync_app(
-                rendered, self._cluster, self._store, prune=target.prune, dry_run=not heal, exclude=step.exclude
+                rendered,
+                self._cluster,
+                self._store,
+                prune=target.prune,
+                dry_run=not heal,
+                exclude=step.exclude,
+                live=self._cache,
             )
         except TransientError as e:
             self._sync_failed(key, target, snapshot, rendered.digest, str(e), started, t0)
@@ -333,7 +357,24 @@ class Agent:
             message = "; ".join(e for e in errors[:3] if e) or result.summary()
             self._sync_failed(key, target, snapshot, rendered.digest, message, started, t0, result=result)
             return Outcome.TRANSIENT, revision, None
-        return self._verify(key, target, snapshot, rendered, status, result, started, t0, step.requeue_after)
+        if self._cache is not None and key not in self._watchers:
+            self._watch(key, target, [m for m in rendered.manifests if m.id not in step.exclude])
+        return self._verify(item, target, snapshot, rendered, status, result, started, t0, step.requeue_after)
+
+    def _watch(self, key: AppEnv, target: _Target, manifests: list[Manifest]) -> None:
+        """Start noticing drift of ``key``'s objects (after its first successful sync in this process)."""
+        assert self._cache is not None
+        watcher = DriftWatcher(
+            key,
+            manifests,
+            self._cluster,
+            self._cache,
+            self._clock,
+            self_heal=target.self_heal,
+            on_drift=lambda drift: self.queue.add(drift.key, "", "drift"),
+        )
+        watcher.start()
+        self._watchers[key] = watcher
 
     # -- verify and record ------------------------------------------------------------------------------------
 
@@ -352,7 +393,7 @@ class Agent:
 
     def _verify(
         self,
-        key: AppEnv,
+        item: WorkItem,
         target: _Target,
         snapshot: Snapshot,
         rendered: RenderedApp,
@@ -362,7 +403,7 @@ class Agent:
         t0: float,
         requeue_after: float | None = None,
     ) -> tuple[Outcome, str, float | None]:
-        revision = snapshot.revision
+        key, revision = item.key, snapshot.revision
         health = self._health(rendered)
         progressing = health.status is HealthStatus.PROGRESSING or requeue_after is not None
         degraded = health.status in (HealthStatus.DEGRADED, HealthStatus.MISSING)
@@ -396,6 +437,8 @@ class Agent:
         if new_release or before.result not in (Result.SUCCEEDED, Result.PROGRESSING):
             counts = result.summary() if result is not None else "verified"
             self.events.emit(key, target.namespace, Reason.SYNC_SUCCEEDED, f"synced {revision[:12]}: {counts}")
+        if result is not None and changed and "drift" in item.reasons and not new_release:
+            self.events.emit(key, target.namespace, Reason.DRIFT_DETECTED, f"repaired: {result.summary()}")
         if degraded and before.health != health.status.value:
             self.events.emit(key, target.namespace, Reason.DEGRADED, health.reason or health.status.value)
         if health.status is HealthStatus.HEALTHY and before.health in (HealthStatus.DEGRADED, HealthStatus.MISSING):

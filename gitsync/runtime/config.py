@@ -112,6 +112,8 @@ class AgentConfig:
     """How often the remote head is checked (ls-remote); cheap, since nothing else happens when it did not move."""
     drift_interval: float = 300.0
     """How often every app-env is compared with the cluster even when Git did not move (self-heal or report)."""
+    drift_watch: bool = True
+    """Watch managed objects and react to an edit within seconds (``gitsync.drift``), besides the drift timer."""
     webhook_secrets: Mapping[Provider, Path] = field(default_factory=dict)
     listen: str = "0.0.0.0:8080"
     self_heal: bool = True
@@ -243,6 +245,7 @@ _TOP = {
     "environments",
     "pollInterval",
     "driftInterval",
+    "driftWatch",
     "webhooks",
     "listen",
     "selfHeal",
@@ -343,6 +346,7 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
         environments=tuple(envs),
         poll_interval=r.duration(top, "pollInterval", "", 60.0),
         drift_interval=r.duration(top, "driftInterval", "", 300.0),
+        drift_watch=r.boolean(top, "driftWatch", "", True),
         webhook_secrets=secrets,
         listen=listen,
         self_heal=r.boolean(top, "selfHeal", "", True),

@@ -140,7 +140,9 @@ class HttpServer:
 
     def __init__(self, host: str, port: int, endpoints: Endpoints) -> None:
         self._server = _Server((host, port), endpoints)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
+        )
 
     @property
     def port(self) -> int:

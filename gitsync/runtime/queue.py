@@ -198,11 +198,6 @@ class ReconcileQueue:
             entry = self._entries.get(key)
             return entry.parked_on if entry else None
 
-    def pending(self) -> int:
-        """Keys waiting or being processed (for the readiness probe and metrics)."""
-        with self._cond:
-            return sum(1 for e in self._entries.values() if e.dirty or e.processing)
-
     def close(self) -> None:
         """Wake every waiting worker; ``get`` returns None from now on."""
         with self._cond:

@@ -21,7 +21,7 @@ changes or ``gitsync retry``. Inconclusive analysis pauses for a human. A new te
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -380,11 +380,10 @@ def _supersede(b: _Step) -> None:
             b.actions.append(Scale(Track.CANARY, 0))
     else:
         b.finish("superseded", f"superseded by {b.obs.revision or b.obs.target_hash}")
-        if blue_green:
-            if s.step >= BlueGreenStep.POST_ANALYSIS:
-                b.actions.append(Route(ServiceRole.ACTIVE, stable_track))
-        else:
-            b.actions += [Scale(stable_track, b.obs.total), Scale(new_track, 0)]
+        if not blue_green:
+            _restore(b, stable_track, new_track, switched=False)
+        elif s.step >= BlueGreenStep.POST_ANALYSIS:
+            b.actions.append(Route(ServiceRole.ACTIVE, stable_track))  # the new colour is redeployed, not scaled
     b.emit("Normal", "RolloutSuperseded", f"{s.revision or s.target_hash}: superseded by a new revision")
     _start(b, retry=False)
 
@@ -675,17 +674,3 @@ def _blue_green(b: _Step) -> Decision:
         if b.state.step == BlueGreenStep.POST_ANALYSIS and b.state.phase is not Phase.PROMOTING:
             b.update(phase=Phase.PROMOTING, switched_at=b.state.switched_at or b.now)
     return b.done(0.0)
-
-
-def describe_step(state: RolloutState, policy: RolloutPolicy) -> str:
-    """A human name for the current step (status output)."""
-    if policy.strategy is Strategy.BLUE_GREEN:
-        return BlueGreenStep.NAMES[min(state.step, BlueGreenStep.SCALE_DOWN)]
-    steps = policy.canary.steps
-    if state.step < len(steps):
-        return f"{state.step + 1}/{len(steps)} {steps[state.step].describe()}"
-    return "promotion"
-
-
-def measurements_by_check(runs: Iterable[CheckRun]) -> Mapping[str, Measurement | None]:
-    return {run.name: run.last for run in runs}

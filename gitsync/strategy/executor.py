@@ -56,6 +56,7 @@ __all__ = [
     "LABEL_TRACK",
     "PART",
     "Rendered",
+    "RolloutDriver",
     "StepOutcome",
     "advance",
     "owned",
@@ -101,6 +102,11 @@ class StepOutcome:
     message: str
     requeue_after: float | None
     actions: tuple[str, ...] = ()
+    exclude: frozenset[ObjectId] = frozenset()
+    """Rendered objects the executor applies itself: ``sync_app(..., exclude=outcome.exclude)``."""
+    serving: frozenset[ObjectId] = frozenset()
+    """The live Deployments that run the app now (stable, plus the new version while it rolls out); health
+    checks read these in place of the rendered Deployment, which under blue-green exists only as its colours."""
 
 
 def template_hash(body: Mapping[str, Any]) -> str:
@@ -161,9 +167,7 @@ def owned(rendered: Rendered) -> frozenset[ObjectId]:
     """The rendered objects the executor applies itself; ``sync_app(..., exclude=owned(rendered))``.
     Empty for the rolling strategy (sync applies the Deployment and Kubernetes rolls it)."""
     policy = _policy(rendered)
-    if not policy.progressive:
-        return frozenset()
-    return frozenset({_workload(rendered, policy).id, *(m.id for m in _services(rendered, policy).values())})
+    return _Plan(rendered, policy).owned() if policy.progressive else frozenset()
 
 
 class _Plan:
@@ -178,6 +182,9 @@ class _Plan:
         spec = self.workload.body.get("spec") or {}
         self.total = int(spec.get("replicas", 1))
         self.selector: dict[str, str] = dict((spec.get("selector") or {}).get("matchLabels") or {})
+
+    def owned(self) -> frozenset[ObjectId]:
+        return frozenset({self.workload.id, *(m.id for m in self.services.values())})
 
     def track_label(self, track: Track) -> tuple[str, str] | None:
         if track is Track.CANARY:
@@ -333,7 +340,18 @@ def advance(
     done = tuple(d for d in (_perform(a, plan, cluster, live, sink) for a in decision.actions) if d)
     if decision.state != state or command is not None:
         store.save(key, rendered.namespace, PART, {"state": decision.state.to_json()}, version)
-    result = StepOutcome(decision.state.phase, decision.state.message, decision.requeue_after, done)
+    after_stable, after_new = tracks(decision.state, policy)
+    serving = {plan.ref(after_stable)}
+    if decision.state.phase in ACTIVE_PHASES:
+        serving.add(plan.ref(after_new))
+    result = StepOutcome(
+        decision.state.phase,
+        decision.state.message,
+        decision.requeue_after,
+        done,
+        exclude=plan.owned(),
+        serving=frozenset(serving),
+    )
     log.info(
         "rollout.step",
         app=key.app,
@@ -392,3 +410,28 @@ def _scaled(live: Json, replicas: int) -> Json:
     (meta.get("annotations") or {}).pop("deployment.kubernetes.io/revision", None)
     body.setdefault("spec", {})["replicas"] = replicas
     return body
+
+
+class _At:
+    """A clock frozen at the reconcile's start, so one reconcile sees one "now"."""
+
+    def __init__(self, now: float) -> None:
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+
+class RolloutDriver:
+    """The agent's seam (``runtime.agent.RolloutDriver``): one ``advance`` per reconcile, before the sync."""
+
+    def __init__(
+        self, cluster: Cluster, store: StateStore, *, measurer: Measurer | None = None, events: Events | None = None
+    ) -> None:
+        self._cluster = cluster
+        self._store = store
+        self._measurer = measurer
+        self._events = events
+
+    def advance_rollout(self, rendered: Rendered, *, now: float) -> StepOutcome:
+        return advance(rendered, self._cluster, self._store, _At(now), measurer=self._measurer, events=self._events)

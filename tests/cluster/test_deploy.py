@@ -6,7 +6,6 @@ The agent process runs here (no container engine), but with exactly the pod's id
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import yaml
 from kubernetes import client, config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from agentlab import AgentProcess, Upstream, configmap_value, free_port, settled, wait_for  # noqa: E402
+from agentlab import AgentProcess, Upstream, configmap_value, free_port, settled, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "deploy" / "manifests"
@@ -83,7 +82,7 @@ def test_installed_agent_syncs_example_repo_and_nothing_outside_its_grant(
     agent = AgentProcess(
         "deployed",
         tmp_path,
-        shipped,
+        {**shipped, "listen": f"127.0.0.1:{port}"},  # where the test reaches it; the override below agrees
         {
             "GITSYNC_REPO_URL": upstream.url,
             "GITSYNC_KUBECONFIG": str(kubeconfig),
@@ -112,4 +111,3 @@ def test_installed_agent_syncs_example_repo_and_nothing_outside_its_grant(
     with pytest.raises(client.ApiException) as denied:
         client.RbacAuthorizationV1Api(as_agent.api_client).list_cluster_role()
     assert denied.value.status == 403
-    assert base64  # token material never printed: the kubeconfig stays in tmp_path

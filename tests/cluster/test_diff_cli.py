@@ -95,6 +95,12 @@ def test_diff_exit_codes_follow_kubectl(repo: Path, namespace: str, kubelab: Any
     assert after.returncode == 0, after.stderr
     assert after.stdout.strip() == "0 to create, 0 to change, 0 to delete, 3 unchanged"
 
+    one_app = gitsync("diff", *args, "--app", "shop", kubeconfig=kubelab.kubeconfig)
+    assert one_app.returncode == 0, one_app.stderr
+    unknown_app = gitsync("diff", *args, "--app", "nope", kubeconfig=kubelab.kubeconfig)
+    assert unknown_app.returncode == 2
+    assert "nope" in unknown_app.stderr
+
     broken = gitsync("diff", "--repo", str(repo), "--env", "nope", kubeconfig=kubelab.kubeconfig)
     assert broken.returncode == 2
     assert len(broken.stderr.strip().splitlines()) == 1

@@ -161,7 +161,7 @@ def test_self_heal_reverts_an_edit_and_a_deletion(
         assert drifts.get(timeout=WITHIN).fields == (".spec.replicas",)
         wait_for("replicas back to 2", lambda: (cluster.get(manifest.id) or {})["spec"]["replicas"] == 2)
         took = time.monotonic() - edited
-        assert logged.named("drift.healed")[0]["object"] == str(manifest.id)
+        assert wait_for("drift.healed logged", lambda: logged.named("drift.healed"))[0]["object"] == str(manifest.id)
         wait_for("the drift gauge back to 0", lambda: drift_gauge(key) == 0.0)
         print(f"edit reverted {took:.2f}s after it was made")
 

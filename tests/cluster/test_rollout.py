@@ -159,7 +159,7 @@ def released(lab: Lab, rollout: Mapping[str, Any], *, services: tuple[str, ...] 
     """v1 deployed (first deployment goes straight to stable) and Ready."""
     v1 = app(lab.namespace, "v1", rollout, services=services)
     assert lab.step(v1).phase is Phase.HEALTHY
-    lab.wait("v1 Ready", lambda: lab.ready("web" if "canary" == rollout["strategy"] else "web-blue") == REPLICAS)
+    lab.wait("v1 Ready", lambda: lab.ready("web" if rollout["strategy"] == "canary" else "web-blue") == REPLICAS)
 
 
 CANARY = {
@@ -230,6 +230,16 @@ def test_crashlooping_canary_is_rolled_back_before_its_first_step_completes(lab:
     assert lab.step(bad).phase is Phase.PROGRESSING
 
 
+def test_canary_never_ready_fails_at_its_progress_deadline(lab: Lab) -> None:
+    rollout = {**CANARY, "podHealth": {"progressDeadlineSeconds": "3s"}}
+    released(lab, rollout)
+    started = time.monotonic()
+    out = lab.drive(app(lab.namespace, "v2", rollout, fault="never-ready"), lambda o: o.phase is not Phase.PROGRESSING)
+    assert out.phase is Phase.ABORTED and time.monotonic() - started < 10
+    assert any("not Ready" in line for line in lab.state()["evidence"])
+    assert lab.ready("web") == REPLICAS
+
+
 def prometheus_canary(metrics) -> dict[str, Any]:
     return {
         "strategy": "canary",
@@ -256,12 +266,19 @@ def test_prometheus_check_failing_at_step_2_rolls_back(lab: Lab, metrics) -> Non
     metrics.set("errors_ratio", 0.4)
     metrics.wait_for("errors_ratio", 0.4)
     v2 = app(lab.namespace, "v2", rollout)
+    applied = time.monotonic()
     out = lab.drive(v2, lambda o: o.phase is not Phase.PROGRESSING, timeout=60)
     assert out.phase is Phase.ABORTED
+    aborted = time.monotonic()
     state = lab.state()
     assert state["step"] == 1 and state["abortReason"] == "analysis at step 2 failed: error-rate"
     assert "0.4" in state["evidence"][0]
-    lab.wait("stable restored", lambda: lab.ready("web") == REPLICAS and lab.replicas("web-canary") == 0)
+    lab.wait("stable restored", lambda: lab.ready("web") == REPLICAS and not lab.pods("gitsync.dev/track=canary"))
+    done = time.monotonic()
+    print(
+        f"\nfailing metric: release applied -> aborted {aborted - applied:.1f}s, "
+        f"aborted -> stable fully restored {done - aborted:.1f}s"
+    )
 
 
 def test_no_data_pauses_until_promoted(lab: Lab, metrics) -> None:
@@ -357,8 +374,12 @@ def test_blue_green_switches_the_active_service_and_scales_down_after_the_delay(
     switched = time.monotonic()
     assert lab.selector("web")["gitsync.dev/color"] == "green"
     assert lab.replicas("web-blue") == REPLICAS, "old version scaled down before the delay"
-    lab.drive(v2, lambda o: o.phase is Phase.HEALTHY, timeout=30)
+    out = lab.drive(v2, lambda o: o.phase is Phase.HEALTHY, timeout=30)
     assert time.monotonic() - switched >= 1.5
+    assert out.serving == {ObjectId("apps", "Deployment", lab.namespace, "web-green")}
+    assert out.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")} | {
+        ObjectId("", "Service", lab.namespace, name) for name in services
+    }
     assert lab.replicas("web-blue") == 0 and lab.ready("web-green") == REPLICAS
     assert lab.state()["activeColor"] == "green"
 
@@ -387,7 +408,7 @@ def test_blue_green_post_promotion_failure_switches_back(lab: Lab, metrics) -> N
     out = lab.drive(v2, lambda o: o.phase in (Phase.ABORTED, Phase.HEALTHY), timeout=60)
     assert out.phase is Phase.ABORTED
     assert lab.selector("web")["gitsync.dev/color"] == "blue"
-    assert "postPromotionAnalysis failed: error-rate" == lab.state()["abortReason"]
+    assert lab.state()["abortReason"] == "postPromotionAnalysis failed: error-rate"
     lab.wait("green scaled down", lambda: lab.replicas("web-green") == 0 and lab.ready("web-blue") == REPLICAS)
 
 
@@ -395,3 +416,26 @@ def test_rollout_state_is_a_configmap_part(lab: Lab) -> None:
     released(lab, CANARY)
     doc, _ = lab.store.load(KEY, lab.namespace, PART)
     assert doc["state"]["phase"] == "Healthy"
+
+
+def test_app_switching_to_blue_green_serves_from_its_deployment_until_the_switch(lab: Lab) -> None:
+    for body in (deployment(lab.namespace, "v1"), service(lab.namespace, "web"), service(lab.namespace, "web-preview")):
+        lab.cluster.apply(body)  # what sync applied while the app used the rolling strategy
+    lab.wait("v1 Ready", lambda: lab.ready("web") == REPLICAS)
+    rollout = blue_green(scaleDownDelaySeconds=1)
+    v2 = app(lab.namespace, "v2", rollout, services=("web", "web-preview"))
+    lab.drive(v2, lambda o: o.phase is Phase.PROMOTING)
+    assert lab.selector("web") == {"app": "web", "gitsync.dev/color": "blue"}
+    lab.drive(v2, lambda o: o.phase is Phase.HEALTHY)
+    assert (lab.replicas("web"), lab.ready("web-blue")) == (0, REPLICAS)
+    lab.wait("only v2", lambda: lab.versions() == {"v2": REPLICAS})
+
+
+def test_promote_full_skips_the_remaining_steps(lab: Lab) -> None:
+    released(lab, PAUSES)
+    v2 = app(lab.namespace, "v2", PAUSES)
+    lab.drive(v2, lambda o: lab.state()["step"] == 1)
+    control.request(lab.store, KEY, lab.namespace, CommandName.PROMOTE_FULL, lab.clock.now(), "test")
+    assert lab.step(v2).phase is Phase.PROMOTING
+    lab.drive(v2, lambda o: o.phase is Phase.HEALTHY)
+    lab.wait("only v2", lambda: lab.versions() == {"v2": REPLICAS})

@@ -47,9 +47,9 @@ def test_prometheus_values_and_no_data(metrics) -> None:
 
 
 def test_prometheus_errors_are_transient(metrics) -> None:
-    with pytest.raises(TransientError, match="bad_data|parse"):
+    with pytest.raises(TransientError, match=r"bad_data|parse"):
         PrometheusClient().query(metrics.address, "sum(", 5)
-    with pytest.raises(TransientError, match="127.0.0.1:1"):
+    with pytest.raises(TransientError, match=r"127\.0\.0\.1:1"):
         PrometheusClient().query("http://127.0.0.1:1", "up", 2)
 
 

@@ -355,14 +355,33 @@ def test_bad_namespace_is_an_error_not_a_create(
     assert "not found" in (result.failures[0].error or "")
 
 
+def scale(cluster: KubeCluster, manifest: Manifest, replicas: int) -> None:
+    """What the HorizontalPodAutoscaler controller does: an update of the scale subresource, as its own manager."""
+    path = cluster.resource("apps", "Deployment").path(manifest.id.namespace, manifest.id.name) + "/scale"
+    cluster._request(
+        "update",
+        "PATCH",
+        path,
+        subject="test",
+        query={"fieldManager": "horizontal-pod-autoscaler"},
+        body={"spec": {"replicas": replicas}},
+        content_type="application/merge-patch+json",
+    )
+
+
 def test_replicas_owned_by_an_autoscaler_are_not_drift(
     cluster: KubeCluster, store: ConfigMapStateStore, namespace: str
 ) -> None:
-    sync(cluster, store, namespace, deployment(namespace, replicas=None))
-    take_field(cluster, deployment(namespace), "horizontal-pod-autoscaler", {"spec": {"replicas": 7}})
+    sync(cluster, store, namespace, deployment(namespace, replicas=1))
+    scale(cluster, deployment(namespace), 7)
+    # the chart stops declaring replicas once autoscaling is on: the autoscaler's value is not drift
     result = sync(cluster, store, namespace, deployment(namespace, replicas=None))
     assert actions(result) == {f"Deployment.apps/{namespace}/web": "unchanged"}
     assert cluster.get(deployment(namespace).id)["spec"]["replicas"] == 7  # type: ignore[index]
+    scale(cluster, deployment(namespace), 3)
+    again = sync(cluster, store, namespace, deployment(namespace, replicas=None))
+    assert actions(again) == {f"Deployment.apps/{namespace}/web": "unchanged"}
+    assert cluster.get(deployment(namespace).id)["spec"]["replicas"] == 3  # type: ignore[index]
 
 
 def test_ignore_differences_annotation_is_honoured(

@@ -195,3 +195,16 @@ def test_a_burst_of_100_webhooks_gives_a_few_reconciles_and_the_newest_commit(
     reconciles = agent.metric("gitsync_syncs_total") - before
     assert 1 <= reconciles <= 5, f"{reconciles} reconciles for 100 webhooks"
     assert status_of(core, namespace)["lastAppliedRevision"] == revisions[-1]
+
+
+def test_an_edit_behind_gitsyncs_back_is_reverted_within_seconds_and_reported(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
+) -> None:
+    agents.start(pollInterval="10m", driftInterval="10m")
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    settled(core, namespace)
+    core.patch_namespaced_config_map("podinfo", namespace, {"data": {"PODINFO_UI_MESSAGE": "edited by hand"}})
+    edited = time.monotonic()
+    wait_for("the edit reverted", lambda: configmap_value(core, namespace) == "Hello from staging", 10, 0.05)
+    assert time.monotonic() - edited < 5, "self-heal reacts to the watch, not the (10 minute) drift timer"
+    wait_for("a DriftDetected event", lambda: any(r == "DriftDetected" for r, _ in event_reasons(core, namespace)), 5)

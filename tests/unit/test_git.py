@@ -13,6 +13,7 @@ import pytest
 
 from gitsync.adapters.git import GitError, GitRepository, SignatureError, scrub
 from gitsync.runtime.config import GitAuth, VerifyConfig, VerifyMode
+from gitsync.source import RevisionRefused, Source
 
 IDENTITY = {
     "GIT_AUTHOR_NAME": "Ada",
@@ -200,3 +201,37 @@ def test_signed_head_verifies_and_unsigned_is_refused(
     repo.fetch()
     with pytest.raises(SignatureError, match=rf"commit {unsigned[:12]}: signature not verified"):
         repo.verify(unsigned)
+
+
+def test_source_refuses_an_unsigned_head_and_keeps_the_last_good_snapshot(
+    upstream: Upstream, tmp_path: Path, signing: tuple[Path, Path]
+) -> None:
+    key, signers = signing
+    sign = ("-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "-c", "commit.gpgsign=true")
+    good = upstream.commit({"a": "good"}, "signed", *sign)
+    upstream.push()
+    source = Source(reader(upstream, tmp_path, verify=VerifyConfig(VerifyMode.SSH, allowed_signers_file=signers)))
+    assert source.resolve().revision == good
+    bad = upstream.commit({"a": "evil"}, "unsigned")
+    upstream.push()
+    assert source.check() == bad
+    with pytest.raises(RevisionRefused) as refused:
+        source.resolve(bad)
+    assert refused.value.revision == bad
+    assert source.check() is None, "a refused head is not reported as new again"
+    assert source.resolve().revision == good, "drift and retries keep using the last good snapshot"
+    fixed = upstream.commit({"a": "fixed"}, "signed fix", *sign)
+    upstream.push()
+    assert source.resolve(fixed).revision == fixed
+
+
+def test_source_deploys_the_head_even_when_a_webhook_names_an_older_commit(upstream: Upstream, tmp_path: Path) -> None:
+    old = upstream.commit({"a": "1"}, "one")
+    new = upstream.commit({"a": "2"}, "two")
+    upstream.push()
+    fetches: list[float] = []
+    source = Source(reader(upstream, tmp_path), on_fetch=fetches.append)
+    assert source.resolve(old).revision == new
+    assert source.resolve(old).revision == new
+    assert source.resolve().revision == new
+    assert len(fetches) == 1, "no second fetch while the head did not move"

@@ -10,6 +10,7 @@ import pytest
 from gitsync.model import Manifest, ObjectId
 from gitsync.plan import (
     MASK,
+    DryRunMemo,
     Plan,
     PlanAction,
     PlannedChange,
@@ -142,3 +143,30 @@ def test_plan_summary_counts_each_action() -> None:
     assert plan.summary() == "2 to create, 1 to change, 1 to delete, 1 unchanged"
     assert plan.has_changes
     assert not Plan((change(PlanAction.UNCHANGED, "d"),)).has_changes
+
+
+def test_memo_survives_status_writes_but_not_content_changes() -> None:
+    ref = ObjectId("apps", "Deployment", "shop", "web")
+    manifest = Manifest(ref, {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 3}})
+    memo = DryRunMemo()
+    memo.remember(ref, manifest, LIVE)
+
+    status_only = {**LIVE, "status": {"readyReplicas": 1}, "metadata": {**LIVE["metadata"], "resourceVersion": "9"}}
+    assert memo.unchanged(ref, manifest, status_only), "a controller writing status is not a reason to dry-run"
+    relabelled = {**LIVE, "metadata": {**LIVE["metadata"], "labels": {"app": "other"}}}
+    assert not memo.unchanged(ref, manifest, relabelled)
+    edited = Manifest(ref, {**manifest.body, "spec": {"replicas": 4}})
+    assert not memo.unchanged(ref, edited, LIVE)
+
+    restored = DryRunMemo(memo.export([ref]))
+    assert restored.unchanged(ref, manifest, LIVE), "the memo round-trips through the inventory"
+    assert memo.export([]) == {}
+
+
+def test_memo_never_holds_secrets() -> None:
+    ref = ObjectId("", "Secret", "shop", "db")
+    manifest = Manifest(ref, secret(password="hunter2"))
+    memo = DryRunMemo()
+    memo.remember(ref, manifest, secret(password="hunter2"))
+    assert not memo.unchanged(ref, manifest, secret(password="hunter2"))
+    assert memo.export([ref]) == {}

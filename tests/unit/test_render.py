@@ -150,7 +150,7 @@ def test_example_repo_environments_differ_where_they_should() -> None:
     def config(r: renderers.RenderedApp) -> dict[str, Any]:
         return next(m.body for m in r.manifests if m.id.kind == "ConfigMap")["data"]
 
-    assert (deployment(staging)["spec"]["replicas"], deployment(prod)["spec"]["replicas"]) == (1, 3)
+    assert (deployment(staging)["spec"]["replicas"], deployment(prod)["spec"]["replicas"]) == (2, 3)
     images = [deployment(r)["spec"]["template"]["spec"]["containers"][0]["image"] for r in (staging, prod)]
     assert images == ["ghcr.io/stefanprodan/podinfo:6.7.1", "ghcr.io/stefanprodan/podinfo:6.7.0"]
     assert (config(staging)["FEATURE_NEW_CHECKOUT"], config(prod)["FEATURE_NEW_CHECKOUT"]) == ("true", "false")

@@ -116,13 +116,15 @@ def w(replicas: int = 4, ready: int | None = None, hash_: str = OLD, rolled: boo
 
 
 NONE = WorkloadView()
+FULL = w()
+NO_PODS = PodReport()
 
 
 def obs(
-    stable: WorkloadView = w(),
+    stable: WorkloadView = FULL,
     new: WorkloadView = NONE,
     target: str = NEW,
-    pods: PodReport = PodReport(),
+    pods: PodReport = NO_PODS,
     measurements: tuple[Measurement, ...] = (),
     command: CommandName | None = None,
 ) -> Observation:
@@ -600,6 +602,24 @@ BG_ROWS = [
         [Route(ServiceRole.PREVIEW, Track.BLUE), Scale(Track.GREEN, 0)],
     ),
     (
+        "an app switching to blue-green keeps serving from its Deployment",
+        RolloutState(),
+        obs(),
+        BLUE_GREEN,
+        Phase.PROGRESSING,
+        0,
+        [Deploy(Track.BLUE, 4), Route(ServiceRole.PREVIEW, Track.BLUE)],
+    ),
+    (
+        "a Service changed in git is re-routed",
+        BG_HEALTHY,
+        replace(obs(target=OLD), services_current=False),
+        BLUE_GREEN,
+        Phase.HEALTHY,
+        0,
+        [Route(ServiceRole.ACTIVE, Track.BLUE), Route(ServiceRole.PREVIEW, Track.BLUE)],
+    ),
+    (
         "superseded after the switch switches back",
         bg(3, Phase.PROMOTING),
         obs(new=w(4, 4, NEW), target=NEWER),
@@ -635,3 +655,10 @@ def test_state_round_trips_through_json() -> None:
         NOW,
     )
     assert RolloutState.from_json(d.state.to_json()) == d.state
+
+
+def test_blue_green_first_switch_retires_the_plain_deployment() -> None:
+    state = replace(running(4, Phase.PROMOTING), switched_at=NOW - 10)
+    d = decide(state, obs(new=w(4, 4, NEW)), BLUE_GREEN, NOW)
+    assert kinds(d) == [Route(ServiceRole.PREVIEW, Track.BLUE), Scale(Track.STABLE, 0)]
+    assert d.state.stable_color == "blue"

@@ -1,0 +1,98 @@
+"""A rollout from a real GitOps repository: the renderer, sync (which leaves the Deployment to the executor),
+a config-only change that rolls out through the config-hash annotation, and the promote/abort/retry commands."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import renderers
+from gitsync.adapters.clock import SystemClock
+from gitsync.adapters.kube import KubeCluster
+from gitsync.adapters.state import ConfigMapStateStore
+from gitsync.cli import main
+from gitsync.model import ObjectId
+from gitsync.strategy import control, executor
+from gitsync.strategy.state import Phase
+from gitsync.sync import sync_app
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "example-repo"
+
+
+@pytest.fixture
+def repo(tmp_path: Path, namespace: str) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, root)
+    env_file = root / "environments" / "staging" / "env.yaml"
+    env = yaml.safe_load(env_file.read_text())
+    env_file.write_text(yaml.safe_dump({**env, "namespace": namespace}))
+    values_file = root / "environments" / "staging" / "values" / "podinfo.yaml"
+    values = yaml.safe_load(values_file.read_text())
+    values["replicas"] = 2
+    values["rollout"] = {"strategy": "canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+    values_file.write_text(yaml.safe_dump(values))
+    return root
+
+
+def set_message(repo: Path, message: str) -> None:
+    values_file = repo / "environments" / "staging" / "values" / "podinfo.yaml"
+    values = yaml.safe_load(values_file.read_text())
+    values["config"]["PODINFO_UI_MESSAGE"] = message
+    values_file.write_text(yaml.safe_dump(values))
+
+
+def reconcile(repo: Path, cluster: KubeCluster, store: ConfigMapStateStore) -> executor.StepOutcome:
+    """What the agent does per reconcile: render, sync everything but what the strategy owns, one rollout step."""
+    rendered = renderers.render_app(repo, "staging", "podinfo")
+    result = sync_app(rendered, cluster, store, prune=True, dry_run=False, exclude=executor.owned(rendered))
+    assert result.ok, result.summary()
+    return executor.advance(rendered, cluster, store, SystemClock())
+
+
+def drive(repo: Path, cluster: KubeCluster, store: ConfigMapStateStore, phase: Phase) -> None:
+    deadline = time.monotonic() + 60
+    while (out := reconcile(repo, cluster, store)).phase is not phase:
+        assert time.monotonic() < deadline, f"stuck: {out}"
+        time.sleep(min(out.requeue_after or 0.5, 0.5))
+
+
+def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, namespace: str) -> None:
+    cluster = KubeCluster(kubelab.kubeconfig)
+    store = ConfigMapStateStore(cluster)
+    assert reconcile(repo, cluster, store).phase is Phase.HEALTHY
+    deployment = ObjectId("apps", "Deployment", namespace, "podinfo")
+    assert cluster.get(deployment) is not None
+
+    set_message(repo, "config changed, image not")
+    drive(repo, cluster, store, Phase.PAUSED)  # setWeight 50 done, waiting at `pause: {}`
+    assert cluster.get(ObjectId("apps", "Deployment", namespace, "podinfo-canary")) is not None
+    configmap = cluster.get(ObjectId("", "ConfigMap", namespace, "podinfo"))
+    assert configmap is not None and configmap["data"]["PODINFO_UI_MESSAGE"] == "config changed, image not"
+
+    args = ["--repo", str(repo), "--env", "staging", "--app", "podinfo", "--kubeconfig", str(kubelab.kubeconfig)]
+    result = CliRunner().invoke(main, ["promote", *args])
+    assert result.exit_code == 0, result.output
+    assert "promote" in result.output
+    drive(repo, cluster, store, Phase.HEALTHY)
+    template = cluster.get(deployment)["spec"]["template"]["metadata"]["annotations"]  # type: ignore[index]
+    rendered = renderers.render_app(repo, "staging", "podinfo")
+    wanted = next(m for m in rendered.manifests if m.id.kind == "Deployment").body
+    assert (
+        template["gitsync.dev/config-hash"]
+        == wanted["spec"]["template"]["metadata"]["annotations"]["gitsync.dev/config-hash"]
+    )
+
+    set_message(repo, "a release someone aborts")
+    drive(repo, cluster, store, Phase.PAUSED)
+    result = CliRunner().invoke(main, ["abort", *args])
+    assert result.exit_code == 0 and "Aborted" in result.output, result.output
+    status = control.describe_rollout(store, rendered.app_env, namespace)
+    assert status["abortReason"] == "aborted by gitsync abort"
+    assert reconcile(repo, cluster, store).phase is Phase.ABORTED  # not retried on the next poll
+    result = CliRunner().invoke(main, ["retry", *args])
+    assert result.exit_code == 0 and "Progressing" in result.output, result.output
