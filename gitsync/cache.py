@@ -81,7 +81,8 @@ class WatchCache:
     # -- tracking -------------------------------------------------------------------------------------------
 
     def ensure(self, group: str, kind: str, namespace: str = "", *, all_objects: bool = False) -> bool:
-        """Track a kind in a namespace; True once its first LIST is in (False after ``list_timeout``)."""
+        """Track a kind in a namespace; True once its first LIST is in, False when that LIST failed (the tracker
+        keeps retrying) or took longer than ``list_timeout``."""
         key = (group, kind, namespace, all_objects)
         with self._lock:
             tracker = self._trackers.get(key)
@@ -89,7 +90,8 @@ class WatchCache:
                 tracker = _Tracker(self, key)
                 self._trackers[key] = tracker
                 tracker.start()
-        return tracker.listed.wait(self._list_timeout)
+        tracker.tried.wait(self._list_timeout)
+        return tracker.listed.is_set()
 
     def synced(self) -> bool:
         """Whether every tracked key has its current LIST in (false while re-listing after a 410)."""
@@ -181,6 +183,8 @@ class _Tracker:
         self.store: dict[ObjectId, Json] = {}
         self.lock = threading.Lock()
         self.listed = threading.Event()
+        self.tried = threading.Event()
+        """Set once the first LIST succeeded or failed, so ``ensure`` does not wait out a forbidden kind."""
         self.lists = 0
         self.resource_version = ""
         self.thread = threading.Thread(
@@ -224,6 +228,7 @@ class _Tracker:
                 self.resource_version = ""
             except Exception as e:  # noqa: BLE001 - keep watching whatever the failure; it is logged
                 log.warning("cache.watch_failed", error=f"{type(e).__name__}: {e}", retry_in=delay, **fields)
+                self.tried.set()
                 self.stopping.wait(delay)
                 delay = min(delay * 2, longest)
 
@@ -237,6 +242,7 @@ class _Tracker:
         relisting = self.lists > 0
         self.lists += 1
         self.listed.set()
+        self.tried.set()
         if not relisting:
             return
         for obj_id, obj in fresh.items():

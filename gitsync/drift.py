@@ -86,7 +86,11 @@ class Drift:
 
 
 def detect(key: AppEnv, manifest: Manifest, live: Json | None, cluster: Cluster) -> Drift | None:
-    """Re-plan one object: None when the live object is what applying ``manifest`` would leave (no drift)."""
+    """Re-plan one object: None when the live object is what applying ``manifest`` would leave (no drift).
+
+    ``manifest`` must be what gitsync last applied: the live state cannot tell gitsync's own newer write from an
+    edit (an edit that only removes a declared field leaves no other manager in managedFields).
+    """
     if live is None:
         return Drift(key, manifest.id, missing=True)
     try:
@@ -112,17 +116,18 @@ def changed_paths(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b else [path or "."]
 
 
+def _writes(live: Json) -> list[Json]:
+    """managedFields entries of writes to the object itself (spec, metadata, scale), not to its status."""
+    entries = (live.get("metadata") or {}).get("managedFields") or []
+    return [e for e in entries if e.get("subresource") != "status"]
+
+
 def _last_writer(live: Json) -> tuple[str, ...]:
-    """The most recent field manager other than gitsync that wrote outside the status subresource."""
-    entries = [
-        e
-        for e in (live.get("metadata") or {}).get("managedFields") or []
-        if e.get("manager") != MANAGER and not e.get("subresource")
-    ]
-    if not entries:
+    """The most recent field manager other than gitsync that wrote the object."""
+    others = [e for e in _writes(live) if e.get("manager") != MANAGER]
+    if not others:
         return ()
-    newest = max(entries, key=lambda e: str(e.get("time", "")))
-    return (str(newest.get("manager")),)
+    return (str(max(others, key=lambda e: str(e.get("time", ""))).get("manager")),)
 
 
 def _fingerprint(obj: Json | None) -> str:

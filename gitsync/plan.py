@@ -7,7 +7,8 @@ other managers own (an HPA's ``replicas``) and list merges come out right withou
 
 Contract:
 - ``plan`` only reads and dry-runs: it never writes. A dry-run that fails terminally puts an ``error`` on its
-  change, and a plan with errors must apply nothing (``Plan.errors``).
+  change, and a plan with errors must apply nothing (``Plan.errors``); a transient failure (network, 429, 5xx)
+  raises ``TransientError`` out of ``plan``, for the caller to retry after its backoff.
 - ``normalise`` and ``diff_text`` are pure; Secret values never appear in a diff, only a keyed hash per key so a
   change stays visible.
 - A ``DryRunMemo`` skips the dry-run of an object whose manifest and normalised live content are those of the
@@ -33,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from gitsync.errors import GitsyncError, InvalidObjectError, NotFoundError
+from gitsync.errors import GitsyncError, InvalidObjectError, NotFoundError, TerminalError
 from gitsync.model import (
     ANNOTATION_FORCE,
     ANNOTATION_IGNORE,
@@ -400,7 +401,7 @@ def _dry_run(
         if current is None and pending.awaits_parent(ref):
             return PlannedChange(ref, PlanAction.CREATE, manifest, None, None, diff_text(ref, None, manifest.body))
         return _failed(manifest, current, forced, e)
-    except GitsyncError as e:
+    except TerminalError as e:  # transient errors propagate: the caller retries the whole plan later
         return _failed(manifest, current, forced, e)
     if current is None:
         return PlannedChange(ref, PlanAction.CREATE, manifest, None, result, diff_text(ref, None, normalise(result)))

@@ -51,6 +51,7 @@ class Source:
         self._lock = threading.Lock()
         self._current: Snapshot | None = None
         self._refused: RevisionRefused | None = None
+        self._reported = ""
         self._on_fetch = on_fetch
 
     @property
@@ -58,11 +59,14 @@ class Source:
         return self._current
 
     def check(self) -> str | None:
-        """The remote head if it differs from the current snapshot (the poller then enqueues), else None."""
+        """The remote head when it is news: not the current snapshot, not refused, not reported before (the
+        poller enqueues it once; the queue keeps it until a reconcile resolves it). None otherwise."""
         head = self._git.remote_head()
         current = self._current
-        if (current is not None and current.revision == head) or (self._refused and self._refused.revision == head):
+        known = {self._reported, current.revision if current else "", self._refused.revision if self._refused else ""}
+        if head in known:
             return None
+        self._reported = head
         return head
 
     def resolve(self, wanted: str = "") -> Snapshot:

@@ -6,6 +6,8 @@ idempotent, unchanged objects still join the inventory, and deletes of objects a
 
 Contract: a render error never gets here (no ``RenderedApp``, no sync); a plan with a failed dry-run applies
 nothing; a failed apply prunes nothing; an empty render prunes nothing unless the environment allows it.
+Per-object failures are ``failed`` entries of the result; ``TransientError`` (API unreachable while planning, a
+concurrent inventory write) is raised for the caller to retry with backoff.
 """
 
 from __future__ import annotations

@@ -4,16 +4,21 @@ no-op plan over a warm cache makes no API call at all."""
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from gitsync.adapters.kube import KubeCluster
+from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.cache import Change, WatchCache
-from gitsync.model import LABEL_MANAGED_BY, MANAGER, Manifest, ObjectId
+from gitsync.model import LABEL_MANAGED_BY, MANAGER, AppEnv, Manifest, ObjectId, SyncAction
 from gitsync.plan import DryRunMemo, PlanAction, plan
 from gitsync.ports import WatchEventType
+from gitsync.sync import sync_app
 
 WITHIN = 5.0
 """Seconds a change may take to reach the cache (it normally takes a few milliseconds)."""
@@ -124,3 +129,39 @@ def test_noop_plan_with_a_warm_cache_makes_no_request(cache: WatchCache, reader:
     assert {c.action for c in second.changes} == {PlanAction.UNCHANGED}
     spent = {verb: n - warm.get(verb, 0) for verb, n in reader.requests.items() if n != warm.get(verb, 0)}
     assert spent == {} or set(spent) == {"watch"}, f"a no-op plan made requests: {spent}"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The parts of ``renderers.RenderedApp`` a sync reads."""
+
+    app_env: AppEnv
+    namespace: str
+    manifests: tuple[Manifest, ...]
+    digest: str = "sha256:test"
+    revision: str | None = "abc123"
+    environment: Any = field(default_factory=lambda: SimpleNamespace(prune_allow_empty=False))
+
+
+def test_noop_sync_with_a_warm_cache_makes_at_most_one_request(
+    cache: WatchCache, reader: KubeCluster, namespace: str
+) -> None:
+    bodies = [configmap(namespace, f"cm-{i}", n=str(i)) for i in range(20)]
+    rendered = Rendered(AppEnv("shop", "test"), namespace, tuple(Manifest(ObjectId.of(b), b) for b in bodies))
+    store = ConfigMapStateStore(reader)
+    memo = DryRunMemo()
+    first = sync_app(rendered, reader, store, prune=True, dry_run=False, live=cache, memo=memo)
+    assert first.ok and first.counts()[SyncAction.CREATED] == 20
+    # Let the cache see what the first sync wrote, then reconcile the same revision again.
+    wait = time.monotonic() + WITHIN
+    while len(cache.objects("", "ConfigMap", namespace)) < 21:  # 20 objects and the inventory
+        assert time.monotonic() < wait, "the cache did not see the first sync's objects"
+        time.sleep(0.05)
+    warm = reader.requests
+
+    again = sync_app(rendered, reader, store, prune=True, dry_run=False, live=cache, memo=memo)
+    assert again.ok and again.counts()[SyncAction.UNCHANGED] == 20
+    spent = {verb: n - warm.get(verb, 0) for verb, n in reader.requests.items() if n != warm.get(verb, 0)}
+    spent.pop("watch", None)
+    assert sum(spent.values()) <= 1, f"a no-op sync made requests: {spent}"
+    print(f"no-op sync of 20 objects with a warm cache: {spent or 'no'} requests")

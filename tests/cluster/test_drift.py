@@ -209,3 +209,27 @@ def test_replicas_owned_by_an_hpa_are_not_drift(
         assert (cluster.get(manifest.id) or {})["spec"]["replicas"] == 3
     finally:
         watcher.stop()
+
+
+def test_removing_a_declared_field_is_drift_too(
+    kubelab: Any, cluster: KubeCluster, cache: WatchCache, namespace: str, logged: Recorder
+) -> None:
+    """An edit that only removes a field leaves no other manager behind; the dry-run still puts it back."""
+    key = AppEnv("web", f"removal-{namespace[-6:]}")
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "settings", "namespace": namespace, "labels": {LABEL_MANAGED_BY: MANAGER}},
+        "data": {"color": "blue", "size": "L"},
+    }
+    manifest = Manifest(ObjectId.of(body), body)
+    cluster.apply(body)
+    watcher, drifts = start(key, [manifest], cluster, cache, self_heal=True)
+    try:
+        remove = '[{"op": "remove", "path": "/data/size"}]'
+        kubectl(kubelab, "-n", namespace, "patch", "configmap/settings", "--type=json", "-p", remove)
+        drift = drifts.get(timeout=WITHIN)
+        assert drift.fields == (".data.size",) and drift.managers == ()
+        wait_for("size restored", lambda: (cluster.get(manifest.id) or {})["data"] == {"color": "blue", "size": "L"})
+    finally:
+        watcher.stop()

@@ -75,13 +75,16 @@ class Upstream:
         done = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True, timeout=30)
         return done.stdout.strip()
 
-    def commit(self, message: str, files: dict[str, str] | None = None, push: bool = True) -> str:
+    def commit(
+        self, message: str, files: dict[str, str] | None = None, push: bool = True, sign_with: list[str] | None = None
+    ) -> str:
+        """Write ``files``, commit (signed when ``sign_with`` holds git ``-c`` options) and push."""
         for name, text in (files or {}).items():
             path = self.work / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         self._git(self.work, "add", "-A")
-        self._git(self.work, "commit", "-q", "--allow-empty", "-m", message)
+        self._git(self.work, *(sign_with or []), "commit", "-q", "--allow-empty", "-m", message)
         if push:
             self.push()
         return self._git(self.work, "rev-parse", "HEAD")

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from agentlab import GITSYNC, Agents, Upstream, configmap_value, event_reasons, settled, status_of, wait_for
@@ -172,7 +173,7 @@ def test_two_agents_with_leader_election_only_one_acts_and_the_other_takes_over(
     upstream.set_message("after failover")
     wait_for("the follower to take over and deploy", lambda: configmap_value(core, namespace) == "after failover", 15)
     assert time.monotonic() - killed < 10
-    assert follower.logs("sync.applied")
+    assert follower.logs("sync.applied"), follower.log_path.read_text()[-4000:]
     lease = client.CoordinationV1Api(kube_api).read_namespaced_lease("gitsync-leader", namespace)
     assert lease.spec.holder_identity == f"agent-{follower.name}"
 
@@ -208,3 +209,63 @@ def test_an_edit_behind_gitsyncs_back_is_reverted_within_seconds_and_reported(
     wait_for("the edit reverted", lambda: configmap_value(core, namespace) == "Hello from staging", 10, 0.05)
     assert time.monotonic() - edited < 5, "self-heal reacts to the watch, not the (10 minute) drift timer"
     wait_for("a DriftDetected event", lambda: any(r == "DriftDetected" for r, _ in event_reasons(core, namespace)), 5)
+
+
+def test_sigterm_hands_the_lease_over_at_once(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+) -> None:
+    election = {"enabled": True, "namespace": namespace, "leaseDuration": "15s", "renewInterval": "1s"}
+    first = agents.start("first", leaderElection={**election, "identity": "first"})
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    second = agents.start("second", leaderElection={**election, "identity": "second"})
+    leases = client.CoordinationV1Api(kube_api)
+    assert leases.read_namespaced_lease("gitsync-leader", namespace).spec.holder_identity == "first"
+    first.kill(signal.SIGTERM)
+    stopped = time.monotonic()
+    wait_for(
+        "the second replica to lead",
+        lambda: leases.read_namespaced_lease("gitsync-leader", namespace).spec.holder_identity == "second",
+        10,
+    )
+    assert time.monotonic() - stopped < 5, "a released Lease is taken at the next try, not after 15 s"
+    upstream.set_message("from the new leader")
+    wait_for("a commit live via the new leader", lambda: configmap_value(core, namespace) == "from the new leader", 10)
+    assert second.logs("sync.applied")
+
+
+def test_unsigned_head_is_refused_and_the_last_signed_release_keeps_running(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    key = tmp_path / "signing_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30)
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(f"ada@example.com {key.with_suffix('.pub').read_text()}")
+    signing = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "-c", "commit.gpgsign=true"]
+    signed = upstream.commit("Signed release", sign_with=signing)
+    repo = {"url": upstream.url, "branch": "main", "verify": {"allowedSignersFile": str(signers)}}
+    agents.start(pollInterval="1s", repo=repo)
+    settled(core, namespace, signed)
+
+    unsigned = upstream.set_message("unsigned change")
+    status = wait_for(
+        "the refusal in status",
+        lambda: (s := status_of(core, namespace)).get("lastAttemptedRevision") == unsigned and s,
+        10,
+    )
+    assert status["result"] == "Refused" and "signature not verified" in status["lastError"]
+    assert status["lastAppliedRevision"] == signed
+    assert configmap_value(core, namespace) == "Hello from staging"
+    wait_for(
+        "a SignatureRefused event", lambda: any(r == "SignatureRefused" for r, _ in event_reasons(core, namespace)), 5
+    )
+
+    upstream.commit(
+        "Signed fix",
+        {
+            "environments/staging/values/podinfo.yaml": (upstream.work / "environments/staging/values/podinfo.yaml")
+            .read_text()
+            .replace("unsigned change", "signed again")
+        },
+        sign_with=signing,
+    )
+    wait_for("the signed commit live", lambda: configmap_value(core, namespace) == "signed again", 10)

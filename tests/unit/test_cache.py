@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,14 +39,19 @@ class Scripted:
     """Lists return the next scripted listing; each watch call replays the next scripted step (events, then an
     exception or the end of the stream); with no step left, a watch blocks until the test ends."""
 
-    def __init__(self, listings: list[list[Json]], watches: list[list[Any]]) -> None:
+    def __init__(
+        self, listings: list[list[Json]], watches: list[list[Any]], list_error: Exception | None = None
+    ) -> None:
         self.listings = listings
+        self.list_error = list_error
         self.watches = watches
         self.calls: list[tuple[str, ...]] = []
         self.done = threading.Event()
 
     def list(self, group: str, kind: str, namespace: str = "", label_selector: str = "") -> ObjectList:
         self.calls.append(("list", kind, namespace, label_selector))
+        if self.list_error is not None:
+            raise self.list_error
         items = self.listings.pop(0)
         return ObjectList(tuple(items), str(len(self.calls)))
 
@@ -181,3 +187,18 @@ def test_a_failing_subscriber_does_not_stop_the_watch() -> None:
     finally:
         cluster.done.set()
         cache.stop()
+
+
+def test_a_kind_that_cannot_be_listed_does_not_stall_reads() -> None:
+    cluster = Scripted([], [], list_error=UnavailableError("forbidden"))  # as a forbidden or unserved kind would
+    cache = WatchCache(cluster, list_timeout=30, backoff=(5, 5))  # type: ignore[arg-type]
+    try:
+        started = time.monotonic()
+        assert cache.ensure("", "ConfigMap", "shop") is False
+        assert cache.get(ref("a")) is None  # answered by a GET
+        assert time.monotonic() - started < 5
+        assert not cache.synced()
+        assert ("get", "ConfigMap/shop/a") in cluster.calls
+    finally:
+        cluster.done.set()
+        cache.stop(timeout=0.1)
