@@ -115,6 +115,8 @@ class Agent:
         self.history = History(store, config.history_limit)
         self.events = EventSink(cluster, clock, elector.identity if elector else "")
         self._targets: dict[AppEnv, _Target] = {}
+        self._discovered = ""
+        """The revision whose environment files ``_targets`` reflects."""
         self._attempted: set[AppEnv] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -216,7 +218,12 @@ class Agent:
             self.queue.add(key, revision, reason)
 
     def _discover(self, snapshot: Snapshot) -> None:
-        """The app-envs of the configured environments at ``snapshot``; new ones are enqueued."""
+        """The app-envs of the configured environments at ``snapshot`` (once per revision); new ones are
+        enqueued. An app that left its environment is dropped, and its objects are left in place: removing a
+        whole app from the cluster is a decision for a person, not a side effect of a commit."""
+        with self._lock:
+            if self._discovered == snapshot.revision:
+                return
         found: dict[AppEnv, _Target] = {}
         for selection in self.config.environments:
             try:
@@ -235,7 +242,11 @@ class Agent:
                 found[AppEnv(app, selection.name)] = target
         with self._lock:
             new = set(found) - set(self._targets)
-            self._targets.update(found)
+            gone = set(self._targets) - set(found)
+            self._targets = found
+            self._discovered = snapshot.revision
+        for key in sorted(gone):
+            log.warning("app_env.removed", app=key.app, env=key.env, revision=snapshot.revision)
         for key in sorted(new):
             self.queue.add(key, snapshot.revision, "discovered")
 
@@ -311,6 +322,7 @@ class Agent:
             and status.last_applied_revision == revision
             and status.result == Result.SUCCEEDED
             and status.last_attempted_revision == revision
+            and (self._cache is None or key in self._watchers)
         ):
             log.debug("reconcile.up_to_date")
             return Outcome.DONE, revision, None

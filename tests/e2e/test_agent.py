@@ -259,13 +259,7 @@ def test_unsigned_head_is_refused_and_the_last_signed_release_keeps_running(
         "a SignatureRefused event", lambda: any(r == "SignatureRefused" for r, _ in event_reasons(core, namespace)), 5
     )
 
-    upstream.commit(
-        "Signed fix",
-        {
-            "environments/staging/values/podinfo.yaml": (upstream.work / "environments/staging/values/podinfo.yaml")
-            .read_text()
-            .replace("unsigned change", "signed again")
-        },
-        sign_with=signing,
-    )
+    values = upstream.work / "environments/staging/values/podinfo.yaml"
+    values.write_text(values.read_text().replace("unsigned change", "signed again"))
+    upstream.commit("Signed fix", sign_with=signing)
     wait_for("the signed commit live", lambda: configmap_value(core, namespace) == "signed again", 10)
