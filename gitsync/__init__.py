@@ -5,11 +5,6 @@ Layering (imports only go downwards): ``gitsync.model`` <- ``renderers`` <- stag
 Adapters (``gitsync.adapters``) are the only modules that import kubernetes, git or HTTP clients.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("gitsync")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0+src"
+__version__ = "0.1.0"  # the single source: pyproject reads it (hatch), so no importlib.metadata at start-up
 
 __all__ = ["__version__"]
