@@ -38,7 +38,7 @@ from gitsync.health import Health, aggregate, assess, assess_workload
 from gitsync.history import History, Release, Result, Status, first_line
 from gitsync.metrics import GIT_FETCH_SECONDS, GIT_POLLS, LEADER, observe_reconcile
 from gitsync.model import AppEnv, HealthStatus, Manifest, ObjectId, SyncAction, SyncState
-from gitsync.ports import Clock, Cluster, GitReader, StateStore
+from gitsync.ports import Clock, Cluster, GitReader, LiveReader, StateStore
 from gitsync.runtime.config import AgentConfig, Provider
 from gitsync.runtime.leader import LeaderElector
 from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
@@ -394,7 +394,10 @@ class Agent:
         pods: list[dict[str, object]] | None = None
         healths: list[tuple[ObjectId, Health]] = []
         for manifest in rendered.manifests:
-            live = self._cluster.get(manifest.id)
+            # Workloads are read fresh (their status moves right after an apply); anything else may come from the
+            # cache, which answers an object it does not hold yet with a GET.
+            reader: LiveReader = self._cluster if self._cache is None or manifest.id.kind in _WORKLOADS else self._cache
+            live = reader.get(manifest.id)
             if manifest.id.kind in _WORKLOADS and live is not None:
                 if pods is None:
                     pods = list(self._cluster.list("", "Pod", rendered.namespace).items)
