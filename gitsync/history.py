@@ -32,6 +32,12 @@ class Result(StrEnum):
 
     SUCCEEDED = "Succeeded"
     PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    """A progressive rollout waits for a human (``gitsync promote``) or for inconclusive analysis."""
+    ROLLED_BACK = "RolledBack"
+    """The rollout's analysis failed and traffic went back to the stable version."""
+    SUPERSEDED = "Superseded"
+    """A newer release arrived before this one finished progressing."""
     FAILED = "Failed"
     RENDER_ERROR = "RenderError"
     REFUSED = "Refused"
@@ -155,6 +161,8 @@ class History:
                 )
                 entries[0] = entry
             else:
+                if newest is not None and newest.result in (Result.PROGRESSING, Result.PAUSED):
+                    entries[0] = replace(newest, result=Result.SUPERSEDED.value)
                 entry = replace(release, id=(newest.id + 1) if newest else 1)
                 entries.insert(0, entry)
             stored.append(entry)

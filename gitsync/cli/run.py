@@ -35,10 +35,12 @@ def command(config_path: Path, log_format: str | None) -> None:
     from gitsync.adapters.kube import KubeCluster
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.cache import WatchCache
+    from gitsync.events import EventSink
     from gitsync.runtime import config as agent_config
     from gitsync.runtime.agent import Agent
     from gitsync.runtime.http import Endpoints, HttpServer
     from gitsync.runtime.leader import LeaderElector
+    from gitsync.strategy.executor import RolloutDriver
 
     try:
         config = agent_config.load(config_path)
@@ -64,7 +66,9 @@ def command(config_path: Path, log_format: str | None) -> None:
     if config.leader.enabled:
         elector = LeaderElector(cluster, config.leader, clock, on_change=lambda leading: agent.on_leadership(leading))
     cache = WatchCache(cluster) if config.drift_watch else None
-    agent = Agent(config, cluster, ConfigMapStateStore(cluster), git, clock, elector=elector, cache=cache)
+    store = ConfigMapStateStore(cluster)
+    rollouts = RolloutDriver(cluster, store, events=EventSink(cluster, clock, config.leader.identity))
+    agent = Agent(config, cluster, store, git, clock, elector=elector, cache=cache, rollouts=rollouts)
     host, port = config.listen_host_port
     server = HttpServer(
         host,

@@ -1,11 +1,13 @@
 """The reconcile loop: triggers enqueue app-envs, workers reconcile them one step at a time, state lives in the cluster.
 
 Triggers (each only enqueues): the poll job (``ls-remote``; every key when the head moved), the drift job (every
-key, every ``drift_interval``), webhooks (every key, with the pushed revision), leadership gained (every key),
-and requeues (a rollout step or health still progressing).
+key, every ``drift_interval``), the drift watcher (an edit of a managed object, seen through the watch cache;
+with self-heal it also reverts that object at once), webhooks (every key, with the pushed revision), leadership
+gained (every key), and requeues (a rollout step or health still progressing).
 
 ``reconcile`` is level-triggered and re-entrant; as a straight line:
-resolve the snapshot -> read status -> skip if already done -> render -> rollout step -> sync -> health (read
+resolve the snapshot -> ensure the namespace -> read status -> skip if already done -> render -> rollout step
+(``RolloutDriver.advance_rollout``, at most one step) -> sync (objects the rollout owns excluded) -> health (read
 once) -> record (status, history, Event, metrics, log). A render error or a refused signature is terminal: it
 is recorded (status ``lastError``, Event, log), nothing is applied, the previous release keeps running, and the
 key waits for a new revision. Transient errors back off. Killed at any line, a new agent carries on: status is
@@ -19,6 +21,7 @@ newer record silently).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -32,49 +35,99 @@ from gitsync import log as logging
 from gitsync.adapters.git import scrub
 from gitsync.cache import WatchCache
 from gitsync.drift import DriftWatcher
-from gitsync.errors import GitsyncError, TerminalError, TransientError
+from gitsync.errors import ForbiddenError, GitsyncError, StaleError, TerminalError, TransientError
 from gitsync.events import EventSink, Reason
 from gitsync.health import Health, aggregate, assess, assess_workload
 from gitsync.history import History, Release, Result, Status, first_line
 from gitsync.metrics import GIT_FETCH_SECONDS, GIT_POLLS, LEADER, observe_reconcile
-from gitsync.model import AppEnv, HealthStatus, Manifest, ObjectId, SyncAction, SyncState
+from gitsync.model import (
+    LABEL_MANAGED_BY,
+    MANAGER,
+    AppEnv,
+    HealthStatus,
+    Json,
+    Manifest,
+    ObjectId,
+    SyncAction,
+    SyncState,
+)
 from gitsync.ports import Clock, Cluster, GitReader, LiveReader, StateStore
 from gitsync.runtime.config import AgentConfig, Provider
 from gitsync.runtime.leader import LeaderElector
 from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
 from gitsync.source import RevisionRefused, Snapshot, Source
-from gitsync.sync import RenderedApp, SyncResult, sync_app
-from renderers import RenderError, load_environment, render_app
+from gitsync.sync import SyncResult, sync_app
+from renderers import RenderedApp, RenderError, load_environment, render_app
 
-__all__ = ["Agent", "NoRollouts", "RolloutDriver", "RolloutStep"]
+__all__ = ["Agent", "AgentCluster", "NoRollouts", "RolloutDriver", "RolloutProgress", "RolloutStep"]
 
 log = logging.get("gitsync.agent")
 
 PROGRESSING_REQUEUE = 2.0
 """Seconds before looking again at an app-env whose workloads are still rolling out (nothing sleeps)."""
 _WORKLOADS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"})
+_ABORTED, _PAUSED = "Aborted", "Paused"
+"""Rollout phases (``gitsync.strategy.state.Phase``) the record distinguishes: rolled back, waiting for a human."""
+_FAILURES = frozenset({Result.FAILED.value, Result.RENDER_ERROR.value, Result.REFUSED.value})
+
+
+class AgentCluster(Cluster, Protocol):
+    """The Cluster port plus a plain create (POST): a missing namespace is created, never patched, so the agent
+    needs no ``patch`` on namespaces (which would let it relabel any namespace, pod-security labels included)."""
+
+    def create(self, body: Json) -> Json: ...
+
+
+class RolloutProgress(Protocol):
+    """What the rollout executor did this reconcile (``gitsync.strategy.executor.StepOutcome``)."""
+
+    @property
+    def exclude(self) -> frozenset[ObjectId]:
+        """Rendered objects the executor applies itself; ``sync_app`` leaves them alone."""
+        ...
+
+    @property
+    def requeue_after(self) -> float | None:
+        """When to look again (None: the rollout is done, or there is none)."""
+        ...
+
+    @property
+    def serving(self) -> frozenset[ObjectId]:
+        """The Deployments that run the app now; health reads these in place of excluded rendered ones."""
+        ...
+
+    @property
+    def phase(self) -> str:
+        """The rollout phase after this step (``Aborted``: rolled back; ``Paused``: waiting for a human)."""
+        ...
+
+    @property
+    def message(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
 class RolloutStep:
-    """What the rollout executor did this reconcile: objects it applies itself (``sync_app`` leaves them
-    alone) and when to look again (None: the rollout is done or there is none)."""
+    """The step of an app without a progressive rollout: nothing excluded, nothing to wait for."""
 
     exclude: frozenset[ObjectId] = frozenset()
     requeue_after: float | None = None
+    serving: frozenset[ObjectId] = frozenset()
+    phase: str = "Healthy"
+    message: str = ""
 
 
 class RolloutDriver(Protocol):
-    """The seam for progressive delivery (``gitsync.strategy``): called once per reconcile, before the sync,
-    for every app-env; it advances a canary or blue-green rollout by at most one step."""
+    """The seam for progressive delivery (``gitsync.strategy.executor.RolloutDriver``): called once per
+    reconcile, before the sync, for every app-env; it advances a canary or blue-green rollout by at most one step
+    and returns at once (waiting is a requeue)."""
 
-    def advance_rollout(self, rendered: RenderedApp, *, now: float) -> RolloutStep: ...
+    def advance_rollout(self, rendered: RenderedApp, *, now: float) -> RolloutProgress: ...
 
 
 class NoRollouts:
     """Every app rolls out with its workloads' own strategy (a Deployment's rolling update)."""
 
-    def advance_rollout(self, rendered: RenderedApp, *, now: float) -> RolloutStep:
+    def advance_rollout(self, rendered: RenderedApp, *, now: float) -> RolloutProgress:
         return RolloutStep()
 
 
@@ -91,7 +144,7 @@ class Agent:
     def __init__(
         self,
         config: AgentConfig,
-        cluster: Cluster,
+        cluster: AgentCluster,
         store: StateStore,
         git: GitReader,
         clock: Clock,
@@ -116,6 +169,8 @@ class Agent:
         self.events = EventSink(cluster, clock, elector.identity if elector else "")
         self._targets: dict[AppEnv, _Target] = {}
         self._discovered = ""
+        self._namespaces: set[str] = set()
+        """Namespaces known to exist (checked once per process)."""
         """The revision whose environment files ``_targets`` reflects."""
         self._attempted: set[AppEnv] = set()
         self._lock = threading.Lock()
@@ -280,6 +335,10 @@ class Agent:
     def _guarded(self, item: WorkItem) -> tuple[Outcome, str, float | None]:
         try:
             return self.reconcile(item)
+        except GitsyncError as e:
+            # Reading or writing state failed (API down, namespace gone): nothing can be recorded, so retry.
+            log.warning("reconcile.failed", app=item.key.app, env=item.key.env, error=str(e), attempt=item.attempt)
+            return Outcome.TRANSIENT, item.revision, getattr(e, "retry_after", None)
         except Exception as e:  # a bug in one reconcile must not kill the worker thread
             log.exception("reconcile.crashed", app=item.key.app, env=item.key.env, error=str(e))
             return Outcome.TRANSIENT, item.revision, None
@@ -315,6 +374,7 @@ class Agent:
         if target is None:
             log.info("reconcile.gone", reason="app-env no longer in the environment at this revision")
             return Outcome.DONE, revision, None
+        self._ensure_namespace(target.namespace)
         status = self.history.status(key, target.namespace)
         drift = any(r == "drift" for r in item.reasons)
         if (
@@ -334,12 +394,6 @@ class Agent:
             return Outcome.TERMINAL, revision, None
 
         heal = target.self_heal or not drift or status.last_applied_revision != revision
-        if (
-            not drift
-            and status.result == Result.PROGRESSING
-            and (status.last_applied_revision, status.last_applied_digest) == (revision, rendered.digest)
-        ):
-            return self._verify(item, target, snapshot, rendered, status, None, started, t0)
 
         self.reconciles += 1
         try:
@@ -371,7 +425,26 @@ class Agent:
             return Outcome.TRANSIENT, revision, None
         if self._cache is not None and key not in self._watchers:
             self._watch(key, target, [m for m in rendered.manifests if m.id not in step.exclude])
-        return self._verify(item, target, snapshot, rendered, status, result, started, t0, step.requeue_after)
+        return self._verify(item, target, snapshot, rendered, status, result, started, t0, step)
+
+    def _ensure_namespace(self, namespace: str) -> None:
+        """Create the environment's namespace once if it is missing (status and objects live there)."""
+        if not self.config.create_namespaces or namespace in self._namespaces:
+            return
+        ref = ObjectId("", "Namespace", "", namespace)
+        try:
+            missing = self._cluster.get(ref) is None
+        except ForbiddenError:
+            # Namespace-scoped RBAC: it must exist already (the state read right after says if it does not).
+            log.info("namespace.unchecked", namespace=namespace, reason="no permission to read namespaces")
+            missing = False
+        if missing:
+            labels = {LABEL_MANAGED_BY: MANAGER}
+            body: Json = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}}
+            with contextlib.suppress(StaleError):  # created meanwhile by someone else: what we wanted
+                self._cluster.create(body)
+            log.info("namespace.created", namespace=namespace)
+        self._namespaces.add(namespace)
 
     def _watch(self, key: AppEnv, target: _Target, manifests: list[Manifest]) -> None:
         """Start noticing drift of ``key``'s objects (after its first successful sync in this process)."""
@@ -390,20 +463,23 @@ class Agent:
 
     # -- verify and record ------------------------------------------------------------------------------------
 
-    def _health(self, rendered: RenderedApp) -> Health:
-        pods: list[dict[str, object]] | None = None
+    def _health(self, rendered: RenderedApp, step: RolloutProgress) -> Health:
+        """Health read once: every rendered object, except that objects a rollout applies itself are judged by
+        the Deployments serving the app right now (stable and canary, or the live colour)."""
+        pods: list[Json] | None = None
         healths: list[tuple[ObjectId, Health]] = []
-        for manifest in rendered.manifests:
+        ids = [m.id for m in rendered.manifests if not (step.serving and m.id in step.exclude)]
+        for ref in [*ids, *sorted(step.serving - set(ids))]:
             # Workloads are read fresh (their status moves right after an apply); anything else may come from the
             # cache, which answers an object it does not hold yet with a GET.
-            reader: LiveReader = self._cluster if self._cache is None or manifest.id.kind in _WORKLOADS else self._cache
-            live = reader.get(manifest.id)
-            if manifest.id.kind in _WORKLOADS and live is not None:
+            reader: LiveReader = self._cluster if self._cache is None or ref.kind in _WORKLOADS else self._cache
+            live = reader.get(ref)
+            if ref.kind in _WORKLOADS and live is not None:
                 if pods is None:
                     pods = list(self._cluster.list("", "Pod", rendered.namespace).items)
-                healths.append((manifest.id, assess_workload(live, pods)))
+                healths.append((ref, assess_workload(live, pods)))
             else:
-                healths.append((manifest.id, assess(live)))
+                healths.append((ref, assess(live)))
         return aggregate(healths)
 
     def _verify(
@@ -413,16 +489,23 @@ class Agent:
         snapshot: Snapshot,
         rendered: RenderedApp,
         before: Status,
-        result: SyncResult | None,
+        result: SyncResult,
         started: float,
         t0: float,
-        requeue_after: float | None = None,
+        step: RolloutProgress,
     ) -> tuple[Outcome, str, float | None]:
         key, revision = item.key, snapshot.revision
-        health = self._health(rendered)
+        health = self._health(rendered, step)
+        phase = str(step.phase)
+        requeue_after = step.requeue_after
         progressing = health.status is HealthStatus.PROGRESSING or requeue_after is not None
         degraded = health.status in (HealthStatus.DEGRADED, HealthStatus.MISSING)
-        outcome = Result.PROGRESSING if progressing else Result.SUCCEEDED
+        if phase == _ABORTED:
+            outcome, error = Result.ROLLED_BACK, step.message
+        elif phase == _PAUSED:
+            outcome, error = Result.PAUSED, step.message
+        else:
+            outcome, error = (Result.PROGRESSING if progressing else Result.SUCCEEDED), ""
         finished = self._clock.now()
 
         def update(status: Status) -> Status:
@@ -434,43 +517,46 @@ class Agent:
                 sync_state=SyncState.SYNCED.value,
                 health=health.status.value,
                 health_reason=health.reason,
-                last_error="",
+                last_error=error,
                 result=outcome.value,
                 last_synced_at=finished,
                 updated_at=finished,
             )
 
         self.history.set_status(key, target.namespace, update)
-        changed = result is not None and any(
-            result.counts()[a] for a in (SyncAction.CREATED, SyncAction.CONFIGURED, SyncAction.DELETED)
-        )
+        changed = any(result.counts()[a] for a in (SyncAction.CREATED, SyncAction.CONFIGURED, SyncAction.DELETED))
         new_release = (before.last_applied_revision, before.last_applied_digest) != (revision, rendered.digest)
-        if result is not None and (changed or new_release or before.result != outcome.value):
-            self._record(key, target, snapshot, rendered.digest, outcome, started, finished, sync=result)
-        elif not progressing:
+        if changed or new_release:
+            self._record(key, target, snapshot, rendered.digest, outcome, started, finished, sync=result, error=error)
+        elif before.result != outcome.value:
             self.history.settle(key, target.namespace, revision, rendered.digest, outcome.value, finished)
-        if new_release or before.result not in (Result.SUCCEEDED, Result.PROGRESSING):
-            counts = result.summary() if result is not None else "verified"
-            self.events.emit(key, target.namespace, Reason.SYNC_SUCCEEDED, f"synced {revision[:12]}: {counts}")
-        if result is not None and changed and "drift" in item.reasons and not new_release:
+        recovered = before.result in _FAILURES
+        if (new_release or recovered) and outcome is not Result.ROLLED_BACK:
+            message = f"synced {revision[:12]}: {result.summary()}"
+            self.events.emit(key, target.namespace, Reason.SYNC_SUCCEEDED, message)
+        if changed and "drift" in item.reasons and not new_release:
             self.events.emit(key, target.namespace, Reason.DRIFT_DETECTED, f"repaired: {result.summary()}")
         if degraded and before.health != health.status.value:
             self.events.emit(key, target.namespace, Reason.DEGRADED, health.reason or health.status.value)
         if health.status is HealthStatus.HEALTHY and before.health in (HealthStatus.DEGRADED, HealthStatus.MISSING):
             self.events.emit(key, target.namespace, Reason.RECOVERED, f"healthy again at {revision[:12]}")
-        if before.result in (Result.FAILED, Result.RENDER_ERROR, Result.REFUSED):
+        if recovered:
             self.events.emit(key, target.namespace, Reason.RECOVERED, f"{revision[:12]} deployed after a failure")
-        observe_reconcile(key, time.monotonic() - t0, outcome.value.lower(), finished, success=not progressing)
+        settled = outcome in (Result.SUCCEEDED, Result.ROLLED_BACK) or (outcome is Result.PAUSED and not requeue_after)
+        observe_reconcile(
+            key, time.monotonic() - t0, outcome.value.lower(), finished, success=outcome is Result.SUCCEEDED
+        )
         log.info(
             "reconcile.done",
             result=outcome.value,
             health=health.status.value,
             health_reason=health.reason,
+            rollout=phase,
             seconds=round(time.monotonic() - t0, 3),
         )
-        if progressing:
-            return Outcome.REQUEUE, revision, requeue_after or PROGRESSING_REQUEUE
-        return Outcome.DONE, revision, None
+        if settled:
+            return Outcome.DONE, revision, None
+        return Outcome.REQUEUE, revision, requeue_after or PROGRESSING_REQUEUE
 
     def _record(
         self,

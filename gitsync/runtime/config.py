@@ -118,6 +118,9 @@ class AgentConfig:
     listen: str = "0.0.0.0:8080"
     self_heal: bool = True
     prune: bool = True
+    create_namespaces: bool = True
+    """Create an environment's namespace when it does not exist (labelled as gitsync's; never pruned). Needs
+    ``create`` on namespaces; turn off with the namespace-scoped RBAC variant."""
     kubeconfig: Path | None = None
     """None: in-cluster service-account credentials."""
     cache_dir: Path = Path("/var/cache/gitsync")
@@ -250,6 +253,7 @@ _TOP = {
     "listen",
     "selfHeal",
     "prune",
+    "createNamespaces",
     "kubeconfig",
     "cacheDir",
     "historyLimit",
@@ -351,6 +355,7 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
         listen=listen,
         self_heal=r.boolean(top, "selfHeal", "", True),
         prune=r.boolean(top, "prune", "", True),
+        create_namespaces=r.boolean(top, "createNamespaces", "", True),
         kubeconfig=r.opt_path(top, "kubeconfig", ""),
         cache_dir=Path(r.string(top, "cacheDir", "", "/var/cache/gitsync")),
         history_limit=r.integer(top, "historyLimit", "", 1000),

@@ -57,7 +57,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: floa
 class Upstream:
     """The Git server side: a bare repository, and a clone that commits and pushes to it."""
 
-    def __init__(self, root: Path, namespace: str) -> None:
+    def __init__(self, root: Path, namespace: str, strategy: str = "rolling") -> None:
         self.bare = root / "upstream.git"
         self.work = root / "work"
         self.url = f"file://{self.bare}"
@@ -68,7 +68,16 @@ class Upstream:
         self._git(self.work, "remote", "add", "origin", str(self.bare))
         env_file = self.work / "environments/staging/env.yaml"
         env_file.write_text(env_file.read_text().replace("namespace: podinfo-staging", f"namespace: {namespace}"))
+        self.set_rollout(strategy)
         self.commit("Initial import of example-repo")
+
+    def set_rollout(self, strategy: str, **settings: Any) -> None:
+        """Set staging's ``rollout`` values (not committed): ``rolling`` keeps agent tests about the agent; the
+        canary test passes shorter steps."""
+        path = self.work / "environments/staging/values/podinfo.yaml"
+        values = yaml.safe_load(path.read_text())
+        values["rollout"] = {"strategy": strategy, **settings}
+        path.write_text(yaml.safe_dump(values))
 
     def _git(self, cwd: Path, *args: str) -> str:
         env = {**os.environ, **IDENTITY, "HOME": str(cwd)}

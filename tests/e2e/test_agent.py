@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import yaml
 from agentlab import GITSYNC, Agents, Upstream, configmap_value, event_reasons, settled, status_of, wait_for
 from kubernetes import client
 
@@ -263,3 +264,56 @@ def test_unsigned_head_is_refused_and_the_last_signed_release_keeps_running(
     values.write_text(values.read_text().replace("unsigned change", "signed again"))
     upstream.commit("Signed fix", sign_with=signing)
     wait_for("the signed commit live", lambda: configmap_value(core, namespace) == "signed again", 10)
+
+
+def test_canary_advances_by_requeues_and_a_crashlooping_release_is_rolled_back(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+) -> None:
+    canary = {
+        "analysis": {"interval": "1s", "checks": [{"name": "pods", "type": "podHealth", "maxRestarts": 0}]},
+        "canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "1s"}}, {"analysis": {"checks": ["pods"]}}]},
+    }
+    upstream.set_rollout("canary", **canary)
+    first = upstream.commit("Canary policy")
+    agent = agents.start(pollInterval="1s")
+    settled(core, namespace, first, timeout=60)
+
+    def release(tag: str, labels: dict[str, str]) -> str:
+        path = upstream.work / "environments/staging/values/podinfo.yaml"
+        values = yaml.safe_load(path.read_text())
+        values["image"]["tag"], values["podLabels"] = tag, labels
+        path.write_text(yaml.safe_dump(values))
+        return upstream.commit(f"podinfo {tag}")
+
+    apps = client.AppsV1Api(kube_api)
+    good = release("6.7.2", {})
+    wait_for("the canary Deployment", lambda: _exists(apps, "podinfo-canary", namespace), 20, 0.05)
+    assert status_of(core, namespace)["result"] == "Progressing"
+    settled(core, namespace, good, timeout=60)
+    image = apps.read_namespaced_deployment("podinfo", namespace).spec.template.spec.containers[0].image
+    assert image.endswith(":6.7.2"), "the stable Deployment runs the promoted version"
+    assert not agent.logs("reconcile.crashed")
+
+    bad = release("6.8.0", {"gitsync.dev/fault": "crashloop"})
+    status = wait_for(
+        "the bad release rolled back",
+        lambda: (
+            (s := status_of(core, namespace)).get("result") == "RolledBack"
+            and s.get("lastAttemptedRevision") == bad
+            and s
+        ),
+        60,
+    )
+    assert status["lastError"], "the abort reason is in the status"
+    image = apps.read_namespaced_deployment("podinfo", namespace).spec.template.spec.containers[0].image
+    assert image.endswith(":6.7.2"), "the stable version keeps serving"
+
+
+def _exists(apps: client.AppsV1Api, name: str, namespace: str) -> bool:
+    try:
+        apps.read_namespaced_deployment(name, namespace)
+    except client.ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+    return True

@@ -45,6 +45,7 @@ def test_full_config_is_typed(tmp_path: Path) -> None:
     assert config.self_heal is False and config.prune is True
     assert config.history_limit == 2000
     assert config.leader.enabled and config.leader.identity == "pod-a"
+    assert config.drift_watch and config.create_namespaces and config.kubeconfig is None
 
 
 def test_environment_overrides_win(tmp_path: Path) -> None:
