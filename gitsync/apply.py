@@ -80,7 +80,8 @@ def apply(
             if stopped:
                 entries += (ChangeSetEntry(c.id, SyncAction.SKIPPED) for c in step)
                 continue
-            done = list(pool.map(lambda c: _apply_one(c, cluster, sleep, progress, memo), step))
+            one = logging.in_caller_context(lambda c: _apply_one(c, cluster, sleep, progress, memo))
+            done = list(pool.map(one, step))
             entries += done
             stopped = any(e.action is SyncAction.FAILED for e in done)
     return tuple(entries)

@@ -1,7 +1,7 @@
 """Kubernetes Events about an app-env: what ``kubectl get events`` and ``kubectl describe`` show operators.
 
 Each event is a core/v1 Event in the environment's namespace whose ``involvedObject`` is the app-env's status
-ConfigMap (``gitsync-<app>-status``), so ``kubectl describe configmap gitsync-podinfo-status`` lists the
+ConfigMap (``gitsync.<app>.<env>.status``), so ``kubectl describe configmap gitsync.podinfo.staging.status`` lists the
 sync history of that app. Writing an event never fails a reconcile: errors are logged and dropped (events are
 best-effort by design in Kubernetes too). Messages are one line and never carry secret values.
 """

@@ -7,10 +7,11 @@ by mistake never reaches a log line.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Callable, MutableMapping
+from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
@@ -71,3 +72,18 @@ def _identity(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mu
 def get(name: str = "gitsync") -> Any:
     """A structlog logger; call ``log.info("sync.applied", app=..., env=..., created=3)``."""
     return structlog.get_logger(name)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def in_caller_context(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Wrap ``fn`` for a thread pool so its log lines keep the caller's bound fields (app, env, revision):
+    pool threads do not inherit contextvars. Each call runs in its own copy, so calls may run concurrently."""
+    parent = contextvars.copy_context()
+
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return parent.copy().run(fn, *args, **kwargs)
+
+    return run

@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from gitsync import log as logging
 from gitsync.errors import GitsyncError, InvalidObjectError, NotFoundError, TerminalError
 from gitsync.model import (
     ANNOTATION_FORCE,
@@ -375,7 +376,8 @@ def _plan_batch(
             )
         else:
             todo.append((manifest, current))
-    for change in pool.map(lambda item: _dry_run(item[0], item[1], cluster, pending, force, memo), todo):
+    one = logging.in_caller_context(lambda item: _dry_run(item[0], item[1], cluster, pending, force, memo))
+    for change in pool.map(one, todo):
         known[change.id] = change
     return [known[m.id] for m in manifests]
 

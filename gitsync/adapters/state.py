@@ -1,6 +1,7 @@
 """``ports.StateStore`` on ConfigMaps: per app-env state lives in the cluster, so a new agent resumes the work.
 
-One ConfigMap per app-env and part, ``gitsync-<app>-<part>`` in the environment's namespace, holding JSON in
+One ConfigMap per app-env and part, ``gitsync.<app>.<env>.<part>`` in the environment's namespace (dots cannot
+occur in app or env names, so two environments sharing a namespace never collide), holding JSON in
 ``data["<part>.json"]`` and labelled with the ownership labels plus ``gitsync.dev/state: <part>``. Writes are
 optimistic (PUT with the resourceVersion read by ``load``): a concurrent writer makes ``save`` raise a transient
 ``StaleError`` instead of losing an update. These ConfigMaps are bookkeeping, never part of a render or inventory.
@@ -25,7 +26,7 @@ class ConfigMapStateStore:
     @staticmethod
     def ref(key: AppEnv, namespace: str, part: str) -> ObjectId:
         """The ConfigMap holding ``part`` for ``key``."""
-        return ObjectId("", "ConfigMap", namespace, f"{MANAGER}-{key.app}-{part}")
+        return ObjectId("", "ConfigMap", namespace, f"{MANAGER}.{key.app}.{key.env}.{part}")
 
     def load(self, key: AppEnv, namespace: str, part: str) -> tuple[Json, str]:
         live = self._cluster.get(self.ref(key, namespace, part))

@@ -1,6 +1,6 @@
 """``gitsync history --env ENV [--app APP]``: the release history and current status, read from the cluster.
 
-Works without the agent: the records are the ``gitsync-<app>-status`` and ``gitsync-<app>-history``
+Works without the agent: the records are the ``gitsync.<app>.<env>.status`` and ``gitsync.<app>.<env>.history``
 ConfigMaps the agent writes in each environment's namespace, found by their labels.
 """
 

@@ -196,7 +196,7 @@ def test_state_store_round_trip_and_optimistic_concurrency(cluster: KubeCluster,
         store.save(key, namespace, "inventory", {}, "")  # a second creator loses too
     assert store.load(key, namespace, "inventory") == ({"objects": []}, v2)
 
-    live = cluster.get(ObjectId("", "ConfigMap", namespace, "gitsync-shop-inventory"))
+    live = cluster.get(ObjectId("", "ConfigMap", namespace, "gitsync.shop.staging.inventory"))
     assert live is not None
     assert live["metadata"]["labels"] == {
         "app.kubernetes.io/managed-by": "gitsync",

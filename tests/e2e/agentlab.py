@@ -241,9 +241,9 @@ def configmap_value(core: client.CoreV1Api, namespace: str, name: str = "podinfo
     return data.get("PODINFO_UI_MESSAGE")
 
 
-def status_of(core: client.CoreV1Api, namespace: str, app: str = "podinfo") -> dict[str, Any]:
+def status_of(core: client.CoreV1Api, namespace: str, app: str = "podinfo", env: str = "staging") -> dict[str, Any]:
     try:
-        data = core.read_namespaced_config_map(f"gitsync-{app}-status", namespace).data or {}
+        data = core.read_namespaced_config_map(f"gitsync.{app}.{env}.status", namespace).data or {}
     except client.ApiException as e:
         if e.status == 404:
             return {}

@@ -144,7 +144,7 @@ def test_kill_9_mid_sync_then_restart_converges(
     )
     wait_for("status Succeeded", lambda: status_of(core, namespace).get("result") == "Succeeded", 20)
     inventory = json.loads(
-        core.read_namespaced_config_map("gitsync-podinfo-inventory", namespace).data["inventory.json"]
+        core.read_namespaced_config_map("gitsync.podinfo.staging.inventory", namespace).data["inventory.json"]
     )
     objects = inventory["objects"]
     assert len(objects) == len(set(objects)), "no object twice in the inventory"

@@ -36,11 +36,17 @@ def test_valid_push_for_the_branch_is_accepted_with_its_revision(provider: Provi
     assert (delivery.verdict, delivery.revision) == (Verdict.ACCEPTED, SHA)
 
 
-@pytest.mark.parametrize("provider", list(Provider))
-@pytest.mark.parametrize("case", ["wrong-secret", "missing", "tampered-body"])
+# GitLab sends a plain token, not a body signature, so a tampered body is only a case for the others.
+BAD_SIGNATURES = [
+    (provider, case)
+    for provider in Provider
+    for case in ("wrong-secret", "missing", "tampered-body")
+    if not (provider is Provider.GITLAB and case == "tampered-body")
+]
+
+
+@pytest.mark.parametrize(("provider", "case"), BAD_SIGNATURES)
 def test_bad_or_missing_signature_is_unauthorized(provider: Provider, case: str) -> None:
-    if provider is Provider.GITLAB and case == "tampered-body":
-        pytest.skip("GitLab sends a plain token, not a body signature")
     body = push()
     headers = {
         "wrong-secret": signed(provider, body, b"other"),
