@@ -24,7 +24,7 @@ class Environment:
 
     name: str
     namespace: str
-    """Every namespaced object of every app lands here unless it names one of ``allowed_namespaces``."""
+    """Every namespaced object of every app lands here unless it names one of ``allowedNamespaces``."""
     apps: tuple[str, ...]
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     """Added to ``metadata.labels`` of every object (never to selectors or pod templates)."""
@@ -44,9 +44,15 @@ class Environment:
     """Promote stage: the environment that receives this one's values once a release here is verified."""
 
 
-_BOOL_KEYS = ("allow_cluster_scoped", "prune", "prune_allow_empty", "self_heal")
+# env.yaml spells keys in camelCase, like Kubernetes manifests and agent.yaml; the dataclass fields are snake_case.
+_BOOL_KEYS = {
+    "allowClusterScoped": "allow_cluster_scoped",
+    "prune": "prune",
+    "pruneAllowEmpty": "prune_allow_empty",
+    "selfHeal": "self_heal",
+}
 _KNOWN = frozenset(
-    {"namespace", "apps", "labels", "allowed_namespaces", "cluster_scoped_kinds", "promote_to", *_BOOL_KEYS}
+    {"namespace", "apps", "labels", "allowedNamespaces", "clusterScopedKinds", "promoteTo", *_BOOL_KEYS}
 )
 
 
@@ -80,21 +86,21 @@ def load_environment(repo: Path, env: str) -> Environment:
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise fail("labels", 'labels must map names to strings (quote values like "true" or "1.0")')
     settings: dict[str, Any] = {}
-    for key in _BOOL_KEYS:
+    for key, field_name in _BOOL_KEYS.items():
         if key in data:
             if not isinstance(data[key], bool):
                 raise fail(key, f"{key} must be true or false, got {data[key]!r}")
-            settings[key] = data[key]
-    promote_to = data.get("promote_to")
+            settings[field_name] = data[key]
+    promote_to = data.get("promoteTo")
     if promote_to is not None and not (isinstance(promote_to, str) and _DNS_LABEL.match(promote_to)):
-        raise fail("promote_to", f"promote_to must name an environment, got {promote_to!r}")
+        raise fail("promoteTo", f"promoteTo must name an environment, got {promote_to!r}")
     return Environment(
         name=env,
         namespace=namespace,
         apps=apps,
         labels=MappingProxyType({str(k): v for k, v in labels.items()}),
-        allowed_namespaces=_names(data, "allowed_namespaces", fail),
-        cluster_scoped_kinds=_names(data, "cluster_scoped_kinds", fail),
+        allowed_namespaces=_names(data, "allowedNamespaces", fail),
+        cluster_scoped_kinds=_names(data, "clusterScopedKinds", fail),
         promote_to=promote_to,
         **settings,
     )

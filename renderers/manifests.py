@@ -88,7 +88,7 @@ def build_manifest(body: Any, path: str, line: int, environment: Environment, ap
         if not environment.allow_cluster_scoped:
             raise fail(
                 f"{kind}/{meta['name']} is cluster-scoped; environment {environment.name} does not allow "
-                "cluster-scoped objects (set allow_cluster_scoped: true in env.yaml)"
+                "cluster-scoped objects (set allowClusterScoped: true in env.yaml)"
             )
         if namespace:
             raise fail(f"{kind}/{meta['name']} is cluster-scoped and must not set metadata.namespace")

@@ -179,7 +179,7 @@ def test_environment_settings_allow_other_namespaces_and_cluster_scoped_objects(
         "d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: monitoring\n---\n"
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: r\n"
     }
-    env = "namespace: web-dev\napps: [web]\nallowed_namespaces: [monitoring]\nallow_cluster_scoped: true\n"
+    env = "namespace: web-dev\napps: [web]\nallowedNamespaces: [monitoring]\nallowClusterScoped: true\n"
     rendered = render_app(make_repo(tmp_path, templates, env=env), "dev", "web")
     assert [str(m.id) for m in rendered.manifests] == [
         "ConfigMap/monitoring/c",
@@ -197,8 +197,8 @@ def test_environment_settings_allow_other_namespaces_and_cluster_scoped_objects(
         ("namespace: Web_Dev\napps: [web]\n", "environments/dev/env.yaml:1: namespace must be a DNS label"),
         ("namespace: web-dev\napps: web\n", "environments/dev/env.yaml:2: apps must be a list of names"),
         (
-            "namespace: web-dev\napps: [web]\nself_heal: yes\n",
-            "environments/dev/env.yaml:3: self_heal must be true or false, got 'yes'",
+            "namespace: web-dev\napps: [web]\nselfHeal: yes\n",
+            "environments/dev/env.yaml:3: selfHeal must be true or false, got 'yes'",
         ),
         ("namespace: web-dev\napps: [other]\n", "environments/dev/env.yaml: app 'web' is not in environment dev"),
     ],
