@@ -51,9 +51,7 @@ _BOOL_KEYS = {
     "pruneAllowEmpty": "prune_allow_empty",
     "selfHeal": "self_heal",
 }
-_KNOWN = frozenset(
-    {"namespace", "apps", "labels", "allowedNamespaces", "clusterScopedKinds", "promoteTo", *_BOOL_KEYS}
-)
+_KNOWN = frozenset({"namespace", "apps", "labels", "allowedNamespaces", "clusterScopedKinds", "promoteTo", *_BOOL_KEYS})
 
 
 def env_file(repo: Path, env: str) -> Path:
