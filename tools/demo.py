@@ -33,7 +33,7 @@ from rich.console import Console
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 GITSYNC = str(VENV_BIN / "gitsync")
-console = Console()
+console = Console() if sys.stdout.isatty() else Console(width=120)
 APP, ENV, NAMESPACE = "podinfo", "staging", "podinfo-staging"
 
 
@@ -184,11 +184,13 @@ class Demo:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = history.status(AppEnv(APP, ENV), NAMESPACE)
-            if status.last_applied_revision == revision:
+            if status.last_applied_revision == revision and status.result == "Succeeded":
                 return
             self.check_agent()
             time.sleep(0.5)
-        raise SystemExit(f"demo: {revision[:8]} was not applied in {timeout:.0f} s; see {self.work / 'agent.log'}")
+        raise SystemExit(
+            f"demo: {revision[:8]} was not applied and healthy in {timeout:.0f} s; see {self.work / 'agent.log'}"
+        )
 
     def check_agent(self) -> None:
         if self.agent and self.agent.poll() is not None:

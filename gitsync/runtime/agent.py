@@ -514,7 +514,8 @@ class Agent:
                 last_applied_revision=revision,
                 last_applied_digest=rendered.digest,
                 last_attempted_revision=revision,
-                sync_state=SyncState.SYNCED.value,
+                # After a rollback the workload runs the stable version, not this revision's: say so.
+                sync_state=(SyncState.OUT_OF_SYNC if outcome is Result.ROLLED_BACK else SyncState.SYNCED).value,
                 health=health.status.value,
                 health_reason=health.reason,
                 last_error=error,

@@ -305,6 +305,7 @@ def test_canary_advances_by_requeues_and_a_crashlooping_release_is_rolled_back(
         60,
     )
     assert status["lastError"], "the abort reason is in the status"
+    assert status["syncState"] == "OutOfSync", "the bad revision is not what runs"
     image = apps.read_namespaced_deployment("podinfo", namespace).spec.template.spec.containers[0].image
     assert image.endswith(":6.7.2"), "the stable version keeps serving"
 
