@@ -7,13 +7,13 @@ Append new ports here; keep each one as small as its callers need.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from gitsync.model import AppEnv, Json, ObjectId
+from gitsync.model import AppEnv, Json, Manifest, ObjectId
 
 
 class Clock(Protocol):
@@ -147,3 +147,27 @@ class HttpProbe(Protocol):
     """
 
     def get(self, url: str, timeout: float) -> tuple[int, bytes]: ...
+
+
+class EnvironmentSettings(Protocol):
+    @property
+    def prune_allow_empty(self) -> bool: ...
+
+
+class RenderedApp(Protocol):
+    """What the stages read of a render (``renderers.RenderedApp``), so tests can hand them small stand-ins."""
+
+    @property
+    def app_env(self) -> AppEnv: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def manifests(self) -> tuple[Manifest, ...]: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def values(self) -> Mapping[str, Any]: ...
+    @property
+    def revision(self) -> str | None: ...
+    @property
+    def environment(self) -> EnvironmentSettings: ...

@@ -14,42 +14,19 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Protocol
 
 from gitsync import inventory as inventories
 from gitsync import log as logging
 from gitsync.apply import ChangeSet, Progress, apply, failed
 from gitsync.inventory import Inventory
-from gitsync.model import AppEnv, Manifest, ObjectId, SyncAction
+from gitsync.model import AppEnv, ObjectId, SyncAction
 from gitsync.plan import DryRunMemo, Plan, PlanAction, plan
-from gitsync.ports import Cluster, LiveReader, StateStore
+from gitsync.ports import Cluster, LiveReader, RenderedApp, StateStore
 from gitsync.prune import prune as prune_stage
 
-__all__ = ["RenderedApp", "SyncResult", "sync_app"]
+__all__ = ["SyncResult", "sync_app"]
 
 log = logging.get("gitsync.sync")
-
-
-class Environment(Protocol):
-    @property
-    def prune_allow_empty(self) -> bool: ...
-
-
-class RenderedApp(Protocol):
-    """What the renderer hands over (``renderers.RenderedApp``); only what a sync reads."""
-
-    @property
-    def app_env(self) -> AppEnv: ...
-    @property
-    def namespace(self) -> str: ...
-    @property
-    def manifests(self) -> tuple[Manifest, ...]: ...
-    @property
-    def digest(self) -> str: ...
-    @property
-    def revision(self) -> str | None: ...
-    @property
-    def environment(self) -> Environment: ...
 
 
 @dataclass(frozen=True, slots=True)

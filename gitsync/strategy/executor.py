@@ -30,7 +30,8 @@ from gitsync.errors import GitsyncError
 from gitsync.events import EventSink, Reason
 from gitsync.health import current_pods
 from gitsync.model import AppEnv, Json, Manifest, ObjectId
-from gitsync.ports import Clock, Cluster, StateStore
+from gitsync.plan import SERVER_OWNED_ANNOTATIONS, SERVER_OWNED_METADATA
+from gitsync.ports import Clock, Cluster, RenderedApp, StateStore
 from gitsync.strategy.decide import (
     Action,
     Deploy,
@@ -55,7 +56,6 @@ __all__ = [
     "LABEL_COLOR",
     "LABEL_TRACK",
     "PART",
-    "Rendered",
     "RolloutDriver",
     "StepOutcome",
     "advance",
@@ -71,22 +71,6 @@ LABEL_TRACK = "gitsync.dev/track"
 LABEL_COLOR = "gitsync.dev/color"
 ANNOTATION_TEMPLATE_HASH = "gitsync.dev/template-hash"
 ANNOTATION_SPEC_HASH = "gitsync.dev/spec-hash"
-_SERVER_FIELDS = ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink")
-
-
-class Rendered(Protocol):
-    """What the executor reads of ``renderers.RenderedApp``."""
-
-    @property
-    def app_env(self) -> AppEnv: ...
-    @property
-    def namespace(self) -> str: ...
-    @property
-    def manifests(self) -> tuple[Manifest, ...]: ...
-    @property
-    def values(self) -> Mapping[str, Any]: ...
-    @property
-    def revision(self) -> str | None: ...
 
 
 class Events(Protocol):
@@ -103,7 +87,7 @@ class StepOutcome:
     requeue_after: float | None
     actions: tuple[str, ...] = ()
     exclude: frozenset[ObjectId] = frozenset()
-    """Rendered objects the executor applies itself: ``sync_app(..., exclude=outcome.exclude)``."""
+    """RenderedApp objects the executor applies itself: ``sync_app(..., exclude=outcome.exclude)``."""
     serving: frozenset[ObjectId] = frozenset()
     """The live Deployments that run the app now (stable, plus the new version while it rolls out); health
     checks read these in place of the rendered Deployment, which under blue-green exists only as its colours."""
@@ -126,11 +110,11 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def _policy(rendered: Rendered) -> RolloutPolicy:
+def _policy(rendered: RenderedApp) -> RolloutPolicy:
     return parse_policy(rendered.values, source=f"{rendered.app_env}: values")
 
 
-def _workload(rendered: Rendered, policy: RolloutPolicy) -> Manifest:
+def _workload(rendered: RenderedApp, policy: RolloutPolicy) -> Manifest:
     deployments = [m for m in rendered.manifests if m.id.kind == "Deployment"]
     if policy.workload:
         deployments = [m for m in deployments if m.id.name == policy.workload]
@@ -143,7 +127,7 @@ def _workload(rendered: Rendered, policy: RolloutPolicy) -> Manifest:
     return deployments[0]
 
 
-def _services(rendered: Rendered, policy: RolloutPolicy) -> dict[ServiceRole, Manifest]:
+def _services(rendered: RenderedApp, policy: RolloutPolicy) -> dict[ServiceRole, Manifest]:
     bg = policy.blue_green
     if policy.strategy is not Strategy.BLUE_GREEN or bg is None:
         return {}
@@ -163,7 +147,7 @@ def _services(rendered: Rendered, policy: RolloutPolicy) -> dict[ServiceRole, Ma
     return out
 
 
-def owned(rendered: Rendered) -> frozenset[ObjectId]:
+def owned(rendered: RenderedApp) -> frozenset[ObjectId]:
     """The rendered objects the executor applies itself; ``sync_app(..., exclude=owned(rendered))``.
     Empty for the rolling strategy (sync applies the Deployment and Kubernetes rolls it)."""
     policy = _policy(rendered)
@@ -173,7 +157,7 @@ def owned(rendered: Rendered) -> frozenset[ObjectId]:
 class _Plan:
     """The names and bodies of the tracks of one rendered workload."""
 
-    def __init__(self, rendered: Rendered, policy: RolloutPolicy) -> None:
+    def __init__(self, rendered: RenderedApp, policy: RolloutPolicy) -> None:
         self.rendered = rendered
         self.policy = policy
         self.workload = _workload(rendered, policy)
@@ -277,7 +261,7 @@ def _view(live: Json | None) -> WorkloadView:
 
 
 def advance(
-    rendered: Rendered,
+    rendered: RenderedApp,
     cluster: Cluster,
     store: StateStore,
     clock: Clock,
@@ -405,9 +389,10 @@ def _scaled(live: Json, replicas: int) -> Json:
     body = copy.deepcopy(live)
     body.pop("status", None)
     meta = body.get("metadata") or {}
-    for name in _SERVER_FIELDS:
+    for name in SERVER_OWNED_METADATA:
         meta.pop(name, None)
-    (meta.get("annotations") or {}).pop("deployment.kubernetes.io/revision", None)
+    for name in SERVER_OWNED_ANNOTATIONS:
+        (meta.get("annotations") or {}).pop(name, None)
     body.setdefault("spec", {})["replicas"] = replicas
     return body
 
@@ -433,5 +418,5 @@ class RolloutDriver:
         self._measurer = measurer
         self._events = events
 
-    def advance_rollout(self, rendered: Rendered, *, now: float) -> StepOutcome:
+    def advance_rollout(self, rendered: RenderedApp, *, now: float) -> StepOutcome:
         return advance(rendered, self._cluster, self._store, _At(now), measurer=self._measurer, events=self._events)
