@@ -10,7 +10,8 @@ Whole-process timings: both tools pay their start-up, as in a CI job. Figures:
 
 1. first apply: ``gitsync sync`` vs ``kubectl apply --server-side -f``;
 2. one object changed: the same two commands after one ConfigMap value changed;
-3. nothing changed: ``gitsync diff`` vs ``kubectl diff --server-side -f``;
+3. nothing changed: ``gitsync diff`` vs ``kubectl diff --server-side -f``, the best of ``NOOP_RUNS`` runs of each
+   (a diff changes nothing, so runs can repeat; the best is the least disturbed by other load on the machine);
 4. API requests of a no-op reconcile with a warm watch cache (in-process ``sync_app`` as the agent calls it).
 """
 
@@ -40,6 +41,7 @@ from gitsync.sync import sync_app  # noqa: E402
 from renderers import render_app  # noqa: E402
 
 CONFIGMAPS, SERVICES, DEPLOYMENTS = 400, 300, 300
+NOOP_RUNS = 3
 GITSYNC = Path(sys.executable).parent / "gitsync"
 
 TEMPLATE = """\
@@ -178,14 +180,17 @@ def main() -> None:
         kubectl_file(repo, ns_kubectl, manifests)
         one = (timed([str(GITSYNC), "sync", *gitsync_args]), timed(kubectl_apply))
 
-        noop = (timed([str(GITSYNC), "diff", *gitsync_args]), timed(kubectl_diff))
+        noop = (
+            min(timed([str(GITSYNC), "diff", *gitsync_args]) for _ in range(NOOP_RUNS)),
+            min(timed(kubectl_diff) for _ in range(NOOP_RUNS)),
+        )
 
         requests, seconds = noop_reconcile(kubeconfig, repo)
 
         print()
         row("first apply (sync vs apply)", *first, goal=3)
         row("one object changed (sync vs apply)", *one, goal=10)
-        row("nothing changed (diff vs diff)", *noop, goal=20)
+        row(f"nothing changed (diff, best of {NOOP_RUNS})", *noop, goal=20)
         verdict = "meets" if requests <= 3 else "misses"
         print(
             f"{'no-op reconcile, warm cache':<34} {requests} API requests in {seconds * 1000:.0f} ms"

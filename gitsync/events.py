@@ -33,6 +33,8 @@ class Reason(StrEnum):
     DEGRADED = "Degraded"
     RECOVERED = "Recovered"
     DRIFT_DETECTED = "DriftDetected"
+    APP_REMOVED = "AppRemoved"
+    """The app left its environment's ``env.yaml`` and its objects were pruned."""
 
 
 _WARNINGS = {Reason.SYNC_FAILED, Reason.RENDER_FAILED, Reason.SIGNATURE_REFUSED, Reason.DEGRADED, Reason.DRIFT_DETECTED}

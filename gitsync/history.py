@@ -41,6 +41,10 @@ class Result(StrEnum):
     FAILED = "Failed"
     RENDER_ERROR = "RenderError"
     REFUSED = "Refused"
+    REMOVED = "Removed"
+    """The app left its environment's ``env.yaml``; its objects were pruned (the history is all that is kept)."""
+    ORPHANED = "Orphaned"
+    """The app left its environment's ``env.yaml`` with pruning off: its objects stay, no longer managed."""
 
 
 @dataclass(frozen=True, slots=True)

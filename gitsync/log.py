@@ -14,6 +14,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any, ParamSpec, TypeVar
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
 _SECRET_WORDS = ("token", "secret", "password", "passwd", "authorization", "private_key", "credential")
 REDACTED = "<redacted>"
@@ -38,9 +39,14 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
     ]
+    # Tracebacks without local variables: a frame's locals can hold a Git token, an auth header or a rendered
+    # Secret, and structlog's default exception renderers print them.
     renderer: Any = (
-        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer(sort_keys=False)
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False))
+        if use_console
+        else structlog.processors.JSONRenderer(sort_keys=False)
     )
+    tracebacks = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -53,7 +59,7 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.dict_tracebacks if not use_console else _identity,
+                tracebacks if not use_console else _identity,
                 renderer,
             ],
         )

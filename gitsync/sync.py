@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from gitsync import inventory as inventories
 from gitsync import log as logging
 from gitsync.apply import ChangeSet, Progress, apply, failed
+from gitsync.errors import ForbiddenError
 from gitsync.inventory import Inventory
-from gitsync.model import AppEnv, ObjectId, SyncAction
+from gitsync.model import LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId, SyncAction
 from gitsync.plan import DryRunMemo, Plan, PlanAction, plan
 from gitsync.ports import Cluster, LiveReader, RenderedApp, StateStore
 from gitsync.prune import prune as prune_stage
 
-__all__ = ["SyncResult", "sync_app"]
+__all__ = ["SyncResult", "ensure_namespace", "sync_app"]
 
 log = logging.get("gitsync.sync")
 
@@ -115,6 +116,23 @@ def sync_app(
     result = SyncResult(key, revision, rendered.digest, planned, applied + pruned, stored)
     _log(result)
     return result
+
+
+def ensure_namespace(cluster: Cluster, namespace: str) -> bool:
+    """Create the environment's namespace when it is missing (True when it did): the app's objects and its state
+    ConfigMaps live there, and every dry-run in a missing namespace fails. Labelled as gitsync's, never pruned.
+    Without permission to read namespaces (namespace-scoped RBAC) it is taken to exist."""
+    ref = ObjectId("", "Namespace", "", namespace)
+    try:
+        if cluster.get(ref) is not None:
+            return False
+    except ForbiddenError:
+        log.info("namespace.unchecked", namespace=namespace, reason="no permission to read namespaces")
+        return False
+    metadata: Json = {"name": namespace, "labels": {LABEL_MANAGED_BY: MANAGER}}
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata})
+    log.info("namespace.created", namespace=namespace)
+    return True
 
 
 def _log(result: SyncResult) -> None:

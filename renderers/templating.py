@@ -45,11 +45,14 @@ class RenderedTemplate:
     code_lines: tuple[tuple[CodeType | None, int], ...]
     """For each chunk: the code and Python line that yielded it."""
 
-    def template_line(self, output_line: int, line_starts: list[int] | None = None) -> int:
+    def template_line(
+        self, output_line: int, line_starts: list[int] | None = None, debug_info: list[tuple[int, int]] | None = None
+    ) -> int:
         """The template line that produced ``output_line`` (1-based) of ``text``.
 
         Literal template text keeps its line structure, so inside a literal chunk the line advances with each
-        newline; an expression's output (``toYaml``, ``include``) maps to the expression's line.
+        newline; an expression's output (``toYaml``, ``include``) maps to the expression's line. A caller mapping
+        many lines passes ``line_starts`` and ``debug_info`` (``Template.debug_info`` parses a string per access).
         """
         if not self.offsets:
             return 1
@@ -59,7 +62,7 @@ class RenderedTemplate:
             position += 1
         index = max(bisect.bisect_right(self.offsets, position) - 1, 0)
         code, py_line = self.code_lines[index]
-        line = self.template.get_corresponding_lineno(py_line)
+        line = _corresponding_line(debug_info if debug_info is not None else self.template.debug_info, py_line)
         end = self.offsets[index + 1] if index + 1 < len(self.offsets) else len(self.text)
         chunk = self.text[self.offsets[index] : end]
         if code is not None and chunk in code.co_consts:
@@ -78,15 +81,15 @@ class RenderedTemplate:
 
     def documents(self) -> Iterator[tuple[int, Any]]:
         """Each YAML document as ``(template line, data)``; invalid YAML is a ``RenderError`` at its template line."""
-        starts = self.line_starts()
+        starts, debug_info = self.line_starts(), self.template.debug_info
         try:
             for output_line, data in load_manifests(self.text):
-                yield self.template_line(output_line, starts), data
+                yield self.template_line(output_line, starts, debug_info), data
         except YamlError as exc:
             raise RenderError(
                 self.path,
                 f"invalid YAML in rendered output (output line {exc.line}): {exc.problem}",
-                self.template_line(exc.line, starts),
+                self.template_line(exc.line, starts, debug_info),
             ) from None
 
 
@@ -225,6 +228,14 @@ class TemplateRun:
                 where = (self._relative(filename), tb.tb_lineno)
             tb = tb.tb_next
         return where
+
+
+def _corresponding_line(debug_info: list[tuple[int, int]], py_line: int) -> int:
+    """``jinja2.Template.get_corresponding_lineno`` over debug info parsed once: (template line, code line) pairs."""
+    for template_line, code_line in reversed(debug_info):
+        if code_line <= py_line:
+            return template_line
+    return 1
 
 
 def _problem(exc: BaseException) -> str:

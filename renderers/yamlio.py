@@ -37,6 +37,7 @@ _BOOL_FALSE = frozenset({"false", "False", "FALSE"})
 _DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
 _SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?\Z")
 _TAG = "tag:yaml.org,2002:"
+_MERGE = _TAG + "merge"
 _RESOLVED: dict[tuple[Any, str, tuple[bool, bool]], str] = {}
 
 
@@ -142,11 +143,12 @@ class _Builder:
         if isinstance(node, yaml.SequenceNode) and node.tag == _TAG + "seq":
             return [self.build(child, depth + 1) for child in node.value]
         if isinstance(node, yaml.MappingNode) and node.tag == _TAG + "map":
-            if any(key.tag == _TAG + "merge" for key, _ in node.value):
+            if _MERGE in {key.tag for key, _ in node.value}:
                 self.reader.flatten_mapping(node)
             mapping: dict[Any, Any] = {}
+            plain_keys = self.string_keys  # the common case inline: this loop runs for every key of every object
             for key_node, value_node in node.value:
-                key = self.key(key_node, depth)
+                key = key_node.value if plain_keys and type(key_node) is yaml.ScalarNode else self.key(key_node, depth)
                 if key in mapping:
                     raise YamlError(f"duplicate key {key!r}", key_node.start_mark.line + 1)
                 mapping[key] = self.build(value_node, depth + 1)

@@ -12,7 +12,10 @@ Security contract:
 - every error message is scrubbed of ``user:password@`` in URLs and of the token itself.
 
 Layout of the cache directory: ``repo.git`` (bare, shallow, one branch) and ``snapshots/<sha>`` (the tree at a
-commit, extracted from ``git archive``; the newest few are kept).
+commit, extracted from ``git archive``; the newest few are kept). Every fetch leaves the previous head's objects
+unreachable (and one more line in ``shallow``), so every ``GC_EVERY`` fetches the objects are counted (one cheap
+``count-objects``) and, when they outgrow twice what the last collection left plus ``GC_SLACK``, collected with
+``gc --prune=now``: the cache stays near the size of one commit however many pushes and rewrites it follows.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 from git import Git, Repo
 from git.exc import GitCommandError
 
+from gitsync import log as logging
 from gitsync.errors import TerminalError, TransientError
 from gitsync.ports import Commit
 from gitsync.runtime.config import GitAuth, VerifyConfig, VerifyMode
@@ -42,6 +46,12 @@ _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 SNAPSHOTS_KEPT = 5
 SNAPSHOT_MIN_AGE = 60.0
 """Seconds a snapshot survives even when it is not among the newest: a render may still be reading it."""
+GC_EVERY = 10
+"""Fetches between two object counts of the cache (a fetch happens only when the branch head moved)."""
+GC_SLACK = 1000
+"""Objects the cache may hold beyond twice what the last collection left before it is collected again."""
+
+log = logging.get("gitsync.git")
 
 
 class GitError(TransientError):
@@ -83,6 +93,9 @@ class GitRepository:
         self._snapshots = cache_dir / "snapshots"
         self._lock = threading.Lock()
         self.display_url = scrub(url)
+        self._fetches = 0
+        self._gc_baseline = 0
+        """Objects in ``repo.git`` after the last collection (0: none yet in this process)."""
 
     # -- environment and errors ------------------------------------------------------------------------------
 
@@ -190,7 +203,36 @@ class GitRepository:
                     f"+refs/heads/{self.branch}:{tracking}",
                 )
                 sha = self._run(repo.git, "rev-parse", "--verify", "--end-of-options", f"{tracking}^{{commit}}").strip()
+                self._fetches += 1
+                if self._fetches % GC_EVERY == 0:
+                    self._maintain(repo)
                 return self._commit(repo, sha)
+
+    def _count_objects(self, repo: Repo) -> int:
+        """Objects stored in ``repo.git``, loose and packed."""
+        counts = dict(line.partition(": ")[::2] for line in self._run(repo.git, "count-objects", "-v").splitlines())
+        return int(counts.get("count", 0)) + int(counts.get("in-pack", 0))
+
+    def _maintain(self, repo: Repo) -> None:
+        """Collect the objects earlier heads left behind once they outgrow the bound (see the module doc). A
+        failure is logged and left for the next round: the fetch it follows has succeeded."""
+        try:
+            before = self._count_objects(repo)
+            if before <= 2 * self._gc_baseline + GC_SLACK:
+                return
+            started = time.monotonic()
+            self._run(repo.git, "reflog", "expire", "--expire=now", "--expire-unreachable=now", "--all")
+            self._run(repo.git, "gc", "--prune=now", "--quiet")
+            self._gc_baseline = self._count_objects(repo)
+        except GitError as e:
+            log.warning("git.gc_failed", error=str(e))
+            return
+        log.info(
+            "git.gc",
+            objects_before=before,
+            objects_after=self._gc_baseline,
+            seconds=round(time.monotonic() - started, 3),
+        )
 
     def _commit(self, repo: Repo, sha: str) -> Commit:
         out = self._run(repo.git, "show", "-s", "--format=%H%x00%an <%ae>%x00%ct%x00%B", "--end-of-options", sha)

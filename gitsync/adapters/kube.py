@@ -397,10 +397,10 @@ def _static_connection(kubeconfig: str | Path | None, context: str | None, pool_
     base = path.absolute().parent
     try:
         tls = _tls_context(cluster, user, base)
-        token = _material(user, "tokenFile", "token", base, encoded=False)
-    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError, a bad base64 a ValueError
+        token = _material(user, "tokenFile", "token", base, encoded=False).decode().strip()
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError; bad base64 or UTF-8 a ValueError
         raise TerminalError(f"{path}: cannot load cluster configuration: {e}") from e
-    headers = {"authorization": f"Bearer {token.decode().strip()}"} if token else {}
+    headers = {"authorization": f"Bearer {token}"} if token else {}
     pool_args: dict[str, Any] = {"ssl_context": tls, "maxsize": pool_size}
     if cluster.get("tls-server-name"):
         pool_args["server_hostname"] = str(cluster["tls-server-name"])

@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from gitsync.adapters.http_check import checked_url
 from gitsync.errors import TransientError
 
 __all__ = ["PrometheusClient"]
@@ -21,9 +22,8 @@ __all__ = ["PrometheusClient"]
 
 class PrometheusClient:
     def query(self, address: str, promql: str, timeout: float) -> list[float]:
+        checked_url(address, "Prometheus address")
         url = f"{address.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        if not url.startswith(("http://", "https://")):
-            raise TransientError(f"{address}: not an http(s) Prometheus address")
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (scheme checked above)
                 document: Any = json.load(resp)

@@ -36,7 +36,8 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.sync import sync_app
 
-    logging.configure("auto", level="WARNING")  # stdout is the diff; stderr only for what went wrong
+    # stdout is the diff; the command prints each error once itself (the warning event would repeat them as JSON)
+    logging.configure("auto", level="ERROR")
     try:
         targets = render(repo, env, app)
         cluster = connect(kubeconfig)

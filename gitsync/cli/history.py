@@ -2,6 +2,7 @@
 
 Works without the agent: the records are the ``gitsync.<app>.<env>.status`` and ``gitsync.<app>.<env>.history``
 ConfigMaps the agent writes in each environment's namespace, found by their labels.
+Exit status 0 when something was shown, 2 on an error or when the cluster holds no state for the selection.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from gitsync.cli.sync import connect, fail, kubeconfig_option
+
 
 def _when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%m-%d %H:%M:%S") if epoch else "-"
@@ -21,22 +24,23 @@ def _when(epoch: float) -> str:
 @click.option("--env", "env", required=True, help="Environment whose app-envs to show.")
 @click.option("--app", "app", default=None, help="Only this app.")
 @click.option("-n", "--namespace", default="", help="Only app-envs deployed to this namespace (default: all).")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@kubeconfig_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.option("--limit", type=int, default=20, show_default=True, help="Releases shown per app (table only).")
 def command(env: str, app: str | None, namespace: str, kubeconfig: Path | None, output: str, limit: int) -> None:
     """Show each app's status and its releases, newest first."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    from gitsync.adapters.kube import KubeCluster
     from gitsync.adapters.state import LABEL_STATE, ConfigMapStateStore
     from gitsync.errors import GitsyncError
     from gitsync.history import STATUS_PART, History
     from gitsync.model import LABEL_APP, LABEL_ENV, AppEnv
 
     try:
-        cluster = KubeCluster(kubeconfig)
+        cluster = connect(kubeconfig)
         selector = f"{LABEL_ENV}={env},{LABEL_STATE}={STATUS_PART}" + (f",{LABEL_APP}={app}" if app else "")
         found = cluster.list("", "ConfigMap", namespace, selector).items
         history = History(ConfigMapStateStore(cluster))
@@ -46,9 +50,9 @@ def command(env: str, app: str | None, namespace: str, kubeconfig: Path | None, 
             where = item["metadata"]["namespace"]
             records.append((key, where, history.status(key, where), history.releases(key, where)))
     except GitsyncError as e:
-        raise click.ClickException(str(e)) from None
+        fail(str(e))
     if not records:
-        raise click.ClickException(f"no gitsync state for env {env}{f' app {app}' if app else ''} in the cluster")
+        fail(f"no gitsync state for env {env}{f' app {app}' if app else ''} in the cluster")
 
     if output == "json":
         doc = [
@@ -65,10 +69,11 @@ def command(env: str, app: str | None, namespace: str, kubeconfig: Path | None, 
         return
     console = Console()
     for key, namespace, status, releases in records:
+        # Commit messages, authors and errors are user data: never read as markup ("[/]" would crash the table).
         console.print(
             f"[bold]{key}[/] in {namespace}: {status.result or 'unknown'}, {status.sync_state}, {status.health}"
             f" at {status.last_applied_revision[:12] or '-'}"
-            + (f"\n  [red]last error:[/] {status.last_error}" if status.last_error else "")
+            + (f"\n  [red]last error:[/] {escape(status.last_error)}" if status.last_error else "")
         )
         table = Table(box=None, pad_edge=False)
         for column in ("ID", "REVISION", "RESULT", "FINISHED", "CHANGES", "AUTHOR", "MESSAGE"):
@@ -81,7 +86,7 @@ def command(env: str, app: str | None, namespace: str, kubeconfig: Path | None, 
                 r.result + (f" (x{r.attempts})" if r.attempts > 1 else ""),
                 _when(r.finished_at),
                 changes,
-                r.author,
-                r.message if not r.error else f"{r.message} [red]{r.error}[/]",
+                Text(r.author),
+                Text.assemble(r.message, (f" {r.error}" if r.error else "", "red")),
             )
         console.print(table)

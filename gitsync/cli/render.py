@@ -1,6 +1,8 @@
 """``gitsync render``: print an environment's manifests (or their digests) exactly as the agent would apply them.
 
-Imports only the renderer (no Kubernetes client), so it starts fast enough for pre-commit hooks and CI.
+Imports only the renderer and the rollout policy parser (no Kubernetes client), so it starts fast enough for
+pre-commit hooks and CI. It also checks each app's ``values.rollout``, so a broken rollout block fails in CI
+rather than at the agent's next reconcile.
 """
 
 from __future__ import annotations
@@ -8,10 +10,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from renderers import RenderError, render_env
+
+if TYPE_CHECKING:  # imported when a values file has a rollout block: it costs a one-shot render 15 ms
+    from gitsync.model import AppEnv
+    from gitsync.strategy.policy import PolicyError
 
 
 @click.command()
@@ -33,13 +40,24 @@ def command(
 ) -> None:
     """Render manifests from the repository: deterministic order, byte-identical across runs.
 
-    On a render error, prints `path:line: problem` on stderr and exits with status 1.
+    On a render error or an invalid `rollout:` block, prints `path:line: problem` on stderr and exits with status 1.
     """
     try:
         rendered = render_env(repo, env, apps=apps or None, sets=sets, revision=revision)
     except RenderError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
+    for r in rendered:
+        if "rollout" not in r.values:
+            continue
+        from gitsync.strategy.policy import PolicyError, parse_policy
+
+        try:
+            parse_policy(r.values, source=f"{r.app_env}: values")
+        except PolicyError as exc:
+            set_rollout = any(s.startswith("rollout.") for s in sets)  # the value may come from --set, not a file
+            click.echo(str(exc) if set_rollout else policy_error_line(repo, r.app_env, exc), err=True)
+            sys.exit(1)
     if digest:
         click.echo("".join(f"{r.digest} {r.app_env}\n" for r in rendered), nl=False)
         return
@@ -51,3 +69,16 @@ def command(
     from renderers.yamlio import dump
 
     click.echo("".join(dump(body, explicit_start=True) for body in bodies), nl=False)
+
+
+def policy_error_line(repo: Path, key: AppEnv, error: PolicyError) -> str:
+    """``error`` pointing at ``path:line`` in the app's values files (chart, then environment overrides)."""
+    from gitsync.strategy.policy import locate
+
+    layers = []
+    for path in (f"apps/{key.app}/values.yaml", f"environments/{key.env}/values/{key.app}.yaml"):
+        try:
+            layers.append((path, (repo / path).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError):
+            continue  # an absent override file; a broken one already failed the render
+    return locate(error, layers)

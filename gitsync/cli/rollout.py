@@ -3,7 +3,8 @@
 Each command writes its request into the app-env's rollout state (the agent applies it at its next step) and
 then, unless ``--no-advance``, runs that step itself, so the commands work without an agent too. Concurrent
 steps are safe: state writes are optimistic, and the loser of a race simply steps again later.
-Exit status 0 on success, 2 when nothing could be done (render error, bad rollout values, no cluster).
+Exit status 0 on success, 2 when nothing could be done (render error, bad rollout values, no cluster, or no
+rollout in a phase where the command means something: promote and abort need a running one, retry an aborted one).
 """
 
 from __future__ import annotations
@@ -14,11 +15,22 @@ from pathlib import Path
 import click
 
 from gitsync import log as logging
+from gitsync.cli.render import policy_error_line
 from gitsync.cli.sync import connect, env_option, fail, kubeconfig_option, repo_option
 from gitsync.errors import GitsyncError
-from gitsync.strategy.state import CommandName
+from gitsync.model import AppEnv
+from gitsync.strategy.policy import PolicyError, parse_policy
+from gitsync.strategy.state import ACTIVE_PHASES, CommandName, Phase
 
 app_option = click.option("--app", "app", required=True, help="The app whose rollout to act on.")
+_ACCEPTED_IN = {
+    CommandName.PROMOTE: ACTIVE_PHASES,
+    CommandName.PROMOTE_FULL: ACTIVE_PHASES,
+    CommandName.ABORT: ACTIVE_PHASES,
+    CommandName.RETRY: frozenset({Phase.ABORTED}),
+}
+"""The phases a command means something in; elsewhere it is refused rather than left pending. (An ``abort`` of
+an app whose Deployment the executor never ran would otherwise start a rollout to then abort it.)"""
 advance_option = click.option(
     "--advance/--no-advance",
     default=True,
@@ -38,11 +50,17 @@ def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandN
         cluster = connect(kubeconfig)
         store = ConfigMapStateStore(cluster)
         clock = SystemClock()
+        parse_policy(rendered.values, source=f"{rendered.app_env}: values")  # a broken block leaves no request
+        phase = Phase(control.describe_rollout(store, rendered.app_env, rendered.namespace).get("phase", "Idle"))
+        if phase not in _ACCEPTED_IN[name]:
+            fail(f"{rendered.app_env}: nothing to {name}: the rollout is {phase}")
         control.request(store, rendered.app_env, rendered.namespace, name, clock.now(), by=getpass.getuser())
         if not advance:
             click.echo(f"{rendered.app_env}: {name} requested; the agent applies it at its next step")
             return
         outcome = executor.advance(rendered, cluster, store, clock)
+    except PolicyError as e:
+        fail(policy_error_line(repo, AppEnv(app, env), e))
     except GitsyncError as e:
         fail(str(e))
     click.echo(f"{rendered.app_env}: {name}: {outcome.phase}: {outcome.message}")

@@ -4,7 +4,8 @@ One row per app: the sync state from a plan (server-side dry-run, as ``gitsync d
 change), the health of its worst object with the reason (workloads judged with their pods, so a crash-looping
 release shows as Degraded at once), and the revision and digest last applied (from the inventory). When the agent
 runs, it also keeps a ``status`` document per app-env (``gitsync.history.Status``: the last attempt's result and
-error); ``AppStatus.agent`` carries it whole into the JSON, and the table shows its result and error.
+error); ``AppStatus.agent`` carries it whole into the JSON, and the table shows its result and error. A canary or
+blue-green rollout adds its phase, step, weight and latest analysis values (``AppStatus.rollout``).
 Reads only: nothing is written, not even an inventory.
 
 Exit status 0 when the status could be read (whatever it says), 2 on an error (render error, no cluster).
@@ -51,6 +52,8 @@ class AppStatus:
     errors: tuple[str, ...]
     agent: Status
     """What the agent last recorded (state part ``status``: last result and error); defaults when none ran."""
+    rollout: Json
+    """``control.describe_rollout``: phase, step, weight and the latest analysis values; ``{}`` without one."""
 
     def to_json(self) -> Json:
         return {
@@ -66,6 +69,7 @@ class AppStatus:
             "renderedDigest": self.rendered_digest,
             "errors": list(self.errors),
             "agent": self.agent.to_json(),
+            "rollout": self.rollout,
         }
 
 
@@ -77,7 +81,8 @@ class AppStatus:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, output: str) -> None:
     """Show sync state, health and the applied revision of each app of an environment."""
-    logging.configure("auto", level="WARNING")  # stdout is the table; stderr only for what went wrong
+    # stdout is the table; the command prints each error once itself (the warning event would repeat them as JSON)
+    logging.configure("auto", level="ERROR")
     try:
         targets = render(repo, env, app)
         cluster = connect(kubeconfig)
@@ -94,6 +99,7 @@ def app_status(rendered: RenderedApp, cluster: KubeCluster) -> AppStatus:
     """Gather one app-env's status: a dry-run plan, one read per object it already made, pods and ReplicaSets
     of its namespaces, the inventory and the agent's status document."""
     from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.strategy.control import describe_rollout
     from gitsync.sync import sync_app
 
     store = ConfigMapStateStore(cluster)
@@ -114,6 +120,7 @@ def app_status(rendered: RenderedApp, cluster: KubeCluster) -> AppStatus:
         changes=result.plan.summary(),
         errors=tuple(c.error for c in result.plan.errors if c.error),
         agent=History(store).status(rendered.app_env, rendered.namespace),
+        rollout=describe_rollout(store, rendered.app_env, rendered.namespace),
     )
 
 
@@ -156,5 +163,28 @@ def _table(env: str, rows: Sequence[AppStatus]) -> None:
         console = Console(width=_PIPE_WIDTH)
     console.print(table)
     for row in rows:
+        for line in _rollout_lines(row.rollout):
+            console.print(Text(f"{row.app}: {line}"))
         for error in row.errors:
             console.print(Text(f"{row.app}: {error}", style="red"))
+
+
+def _rollout_lines(rollout: Json) -> list[str]:
+    """The rollout in a few lines: phase, step and weight, then each check's latest verdict and value."""
+    if not rollout or (rollout["phase"] == "Idle" and "pendingCommand" not in rollout):
+        return []
+    head = f"rollout {rollout['phase']}, step {rollout['step']}, weight {rollout['weight']}%"
+    lines = [head + (f": {rollout['message']}" if rollout.get("message") else "")]
+    if rollout.get("abortReason"):
+        lines.append(f"  aborted: {rollout['abortReason']}")
+    for check in rollout.get("analysis", []):
+        value = "" if check["value"] is None else f", value {check['value']}"
+        lines.append(
+            f"  check {check['check']} ({check['group']}): {check['verdict']}{value}, "
+            f"{check['measurements']} measured, {check['failures']} failed"
+            + (f": {check['message']}" if check["message"] else "")
+        )
+    lines += [f"  warning: {warning}" for warning in rollout.get("warnings", [])]
+    if "pendingCommand" in rollout:
+        lines.append(f"  requested: {rollout['pendingCommand'].get('name', '?')} (applied at the next step)")
+    return lines

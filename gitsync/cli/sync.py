@@ -1,12 +1,14 @@
 """``gitsync sync``: render an environment (or one app) and apply it to the cluster, once.
 
-Progress bars on a terminal, structured log events otherwise, and a one-line summary per app. Exit status 0 when
-every object synced, 1 when any object failed, 2 when nothing could be tried (render error, no cluster). Also
-home of what ``gitsync diff`` shares with it: rendering the targets and connecting to the cluster.
+Creates the environment's namespace when it is missing, as the agent does. Progress bars on a terminal, structured
+log events otherwise, and a one-line summary per app. Exit status 0 when every object synced, 1 when any object
+failed, 2 when nothing could be tried (render error, no cluster). Also home of what ``gitsync diff`` shares with
+it: rendering the targets and connecting to the cluster.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +19,7 @@ import click
 
 from gitsync import log as logging
 from gitsync.apply import ChangeSetEntry
-from gitsync.errors import GitsyncError
+from gitsync.errors import GitsyncError, TerminalError
 
 if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the Kubernetes client
     from gitsync.adapters.kube import KubeCluster
@@ -55,9 +57,21 @@ def render(repo: Path, env: str, app: str | None) -> tuple[RenderedApp, ...]:
 
 
 def connect(kubeconfig: Path | None) -> KubeCluster:
+    """The cluster client; a kubeconfig that cannot be read is a one-line ``TerminalError`` naming the file."""
+    import yaml
+
     from gitsync.adapters.kube import KubeCluster
 
-    return KubeCluster(kubeconfig)
+    where = kubeconfig or "~/.kube/config"
+    if kubeconfig is not None and os.pathsep not in str(kubeconfig) and not kubeconfig.exists():
+        raise TerminalError(f"{kubeconfig}: kubeconfig file does not exist")
+    try:
+        return KubeCluster(kubeconfig)
+    except yaml.MarkedYAMLError as e:  # the client's loader lets these through as multi-line tracebacks
+        line = f":{e.problem_mark.line + 1}" if e.problem_mark is not None else ""
+        raise TerminalError(f"{where}{line}: cannot load cluster configuration: invalid YAML: {e.problem}") from e
+    except (yaml.YAMLError, TypeError, AttributeError, KeyError) as e:  # YAML, but not shaped like a kubeconfig
+        raise TerminalError(f"{where}: cannot load cluster configuration: not a kubeconfig ({e})") from e
 
 
 @contextmanager
@@ -97,7 +111,7 @@ def command(
 ) -> None:
     """Apply what the repository renders for an environment, with server-side apply."""
     from gitsync.adapters.state import ConfigMapStateStore
-    from gitsync.sync import sync_app
+    from gitsync.sync import ensure_namespace, sync_app
 
     interactive = sys.stdout.isatty()
     # A terminal gets the progress bar and the summary; anything else (CI) a structured event per object.
@@ -106,6 +120,10 @@ def command(
         targets = render(repo, env, app)
         cluster = connect(kubeconfig)
         store = ConfigMapStateStore(cluster)
+        if not dry_run:  # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
+            for namespace in sorted({rendered.namespace for rendered in targets}):
+                if ensure_namespace(cluster, namespace):
+                    click.echo(f"Namespace/{namespace}: created")
         results = []
         for rendered in targets:
             with progress_for(str(rendered.app_env), interactive and not dry_run) as advance:

@@ -13,6 +13,14 @@ is recorded (status ``lastError``, Event, log), nothing is applied, the previous
 key waits for a new revision. Transient errors back off. Killed at any line, a new agent carries on: status is
 written last, so an interrupted sync is simply done again (apply is idempotent, the inventory is in the cluster).
 
+An app that leaves its environment's ``env.yaml`` while its inventory is still in the cluster is a removal
+(Flux's prune of a deleted Kustomization, Argo CD's resources finalizer): its key stays in the queue until a
+reconcile has pruned its whole inventory through the ordinary sync and prune stages (reverse apply order,
+``gitsync.dev/prune: "false"`` kept, failed deletes kept and retried), recorded it (Event ``AppRemoved``, a
+``Removed`` history entry and status, log ``app.removed``) and dropped its inventory and rollout state. With pruning off
+it is only reported (status ``Orphaned``, log ``app.orphaned``). An environment whose ``env.yaml`` does not load
+removes nothing, and an agent configured with an explicit app list never removes an app.
+
 High availability: with leader election only the leader's workers take work. Followers verify and enqueue
 webhooks and keep polling, so a new leader starts with the triggers it saw, then enqueues every key anyway.
 A reconcile in flight when leadership is lost finishes (state writes are optimistic, so it cannot overwrite a
@@ -24,15 +32,18 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from gitsync import inventory as inventories
 from gitsync import log as logging
 from gitsync.adapters.git import scrub
+from gitsync.adapters.state import LABEL_STATE
 from gitsync.cache import WatchCache
 from gitsync.drift import DriftWatcher
 from gitsync.errors import ForbiddenError, GitsyncError, StaleError, TerminalError, TransientError
@@ -41,6 +52,9 @@ from gitsync.health import Health, aggregate, assess, assess_workload
 from gitsync.history import History, Release, Result, Status, first_line
 from gitsync.metrics import GIT_FETCH_SECONDS, GIT_POLLS, LEADER, observe_reconcile
 from gitsync.model import (
+    ANNOTATION_PRUNE,
+    LABEL_APP,
+    LABEL_ENV,
     LABEL_MANAGED_BY,
     MANAGER,
     AppEnv,
@@ -56,6 +70,8 @@ from gitsync.runtime.config import AgentConfig, Provider
 from gitsync.runtime.leader import LeaderElector
 from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
 from gitsync.source import RevisionRefused, Snapshot, Source
+from gitsync.strategy.executor import ANNOTATION_TEMPLATE_HASH
+from gitsync.strategy.executor import PART as ROLLOUT_PART
 from gitsync.sync import SyncResult, sync_app
 from renderers import RenderedApp, RenderError, load_environment, render_app
 
@@ -140,6 +156,27 @@ class _Target:
     self_heal: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """``ports.EnvironmentSettings`` of a removal: emptying the app is the point, so an empty render prunes."""
+
+    prune_allow_empty: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Emptied:
+    """What an app that left its environment renders to: nothing (a ``ports.RenderedApp``). ``sync_app`` of it
+    prunes the app's whole inventory through the one prune stage, with all of its guards and bookkeeping."""
+
+    app_env: AppEnv
+    namespace: str
+    revision: str | None
+    manifests: tuple[Manifest, ...] = ()
+    digest: str = ""
+    values: Mapping[str, Any] = field(default_factory=dict)
+    environment: _Settings = _Settings()
+
+
 class Agent:
     def __init__(
         self,
@@ -168,6 +205,8 @@ class Agent:
         self.history = History(store, config.history_limit)
         self.events = EventSink(cluster, clock, elector.identity if elector else "")
         self._targets: dict[AppEnv, _Target] = {}
+        self._removed: dict[AppEnv, _Target] = {}
+        """App-envs gone from their environment whose inventory is still in the cluster (queued until pruned)."""
         self._discovered = ""
         self._namespaces: set[str] = set()
         """Namespaces known to exist (checked once per process)."""
@@ -268,18 +307,22 @@ class Agent:
 
     def enqueue_all(self, revision: str = "", reason: str = "") -> None:
         with self._lock:
-            keys = sorted(self._targets)
+            keys = sorted({*self._targets, *self._removed})
         for key in keys:
             self.queue.add(key, revision, reason)
 
     def _discover(self, snapshot: Snapshot) -> None:
         """The app-envs of the configured environments at ``snapshot`` (once per revision); new ones are
-        enqueued. An app that left its environment is dropped, and its objects are left in place: removing a
-        whole app from the cluster is a decision for a person, not a side effect of a commit."""
+        enqueued, and so are removals: apps with an inventory in the environment's namespace that its
+        ``env.yaml`` no longer lists (see the module doc). An environment whose file does not load keeps its
+        previous app-envs and removals; one whose inventories cannot be listed now is looked at again by the
+        next reconcile."""
         with self._lock:
             if self._discovered == snapshot.revision:
                 return
         found: dict[AppEnv, _Target] = {}
+        removed: dict[AppEnv, _Target] = {}
+        complete = True
         for selection in self.config.environments:
             try:
                 environment = load_environment(snapshot.path, selection.name)
@@ -287,6 +330,7 @@ class Agent:
                 log.error("environment.invalid", env=selection.name, revision=snapshot.revision, error=str(e))
                 with self._lock:
                     found.update({k: t for k, t in self._targets.items() if k.env == selection.name})
+                    removed.update({k: t for k, t in self._removed.items() if k.env == selection.name})
                 continue
             target = _Target(
                 environment.namespace,
@@ -295,15 +339,34 @@ class Agent:
             )
             for app in selection.apps or environment.apps:
                 found[AppEnv(app, selection.name)] = target
+            if selection.apps:
+                continue
+            try:
+                inventoried = self._inventoried(selection.name, environment.namespace)
+            except GitsyncError as e:
+                log.warning("environment.inventories_unlisted", env=selection.name, error=str(e))
+                complete = False
+                with self._lock:
+                    removed.update({k: t for k, t in self._removed.items() if k.env == selection.name})
+                continue
+            removed.update({key: target for key in inventoried - set(found)})
         with self._lock:
             new = set(found) - set(self._targets)
-            gone = set(self._targets) - set(found)
+            gone = (set(removed) - set(self._removed)) | (set(self._targets) - set(found) - set(removed))
             self._targets = found
-            self._discovered = snapshot.revision
+            self._removed = removed
+            self._discovered = snapshot.revision if complete else ""
         for key in sorted(gone):
             log.warning("app_env.removed", app=key.app, env=key.env, revision=snapshot.revision)
-        for key in sorted(new):
-            self.queue.add(key, snapshot.revision, "discovered")
+        for key in sorted(new | set(removed)):
+            self.queue.add(key, snapshot.revision, "removed" if key in removed else "discovered")
+
+    def _inventoried(self, env: str, namespace: str) -> set[AppEnv]:
+        """The app-envs of ``env`` that have an inventory in ``namespace`` (what gitsync applied and may prune)."""
+        selector = f"{LABEL_STATE}={inventories.PART},{LABEL_ENV}={env},{LABEL_MANAGED_BY}={MANAGER}"
+        listed = self._cluster.list("", "ConfigMap", namespace, selector).items
+        apps = {str(((cm.get("metadata") or {}).get("labels") or {}).get(LABEL_APP, "")) for cm in listed}
+        return {AppEnv(app, env) for app in apps if app}
 
     # -- readiness ---------------------------------------------------------------------------------------------
 
@@ -371,6 +434,9 @@ class Agent:
         key, revision = item.key, snapshot.revision
         with self._lock:
             target = self._targets.get(key)
+            removal = self._removed.get(key)
+        if target is None and removal is not None:
+            return self._remove(key, removal, snapshot, started)
         if target is None:
             log.info("reconcile.gone", reason="app-env no longer in the environment at this revision")
             return Outcome.DONE, revision, None
@@ -426,6 +492,96 @@ class Agent:
         if self._cache is not None and key not in self._watchers:
             self._watch(key, target, [m for m in rendered.manifests if m.id not in step.exclude])
         return self._verify(item, target, snapshot, rendered, status, result, started, t0, step)
+
+    def _remove(
+        self, key: AppEnv, target: _Target, snapshot: Snapshot, started: float
+    ) -> tuple[Outcome, str, float | None]:
+        """Prune an app that left its environment, or with pruning off report it (see the module doc). Killed at
+        any line, the next reconcile carries on: the inventory ConfigMap, which makes this a removal, goes last."""
+        revision, namespace = snapshot.revision, target.namespace
+        watcher = self._watchers.pop(key, None)
+        if watcher is not None:  # self-heal must not put back what is being deleted
+            watcher.stop(timeout=1.0)
+        before = inventories.load(self._store, key, namespace)
+        if not target.prune:
+            return self._orphaned(key, target, before, revision)
+        made = self._rollout_workloads(key, before.objects)
+        if made - before.objects:
+            # Canary and colour Deployments are the executor's, not the render's: inventory them so they go too.
+            inventories.save(self._store, key, namespace, before.adding(made), before)
+        result = sync_app(_Emptied(key, namespace, revision), self._cluster, self._store, prune=True, dry_run=False)
+        if not result.ok:
+            errors = [e.error for e in result.failures if e.error]
+            log.warning("app.remove_failed", failed=len(errors), errors=errors[:3])
+            return Outcome.TRANSIENT, revision, None
+        finished = self._clock.now()
+        deleted, kept = result.counts()[SyncAction.DELETED], len(result.plan.orphaned)
+        self._record(key, target, snapshot, "", Result.REMOVED, started, finished, sync=result)
+        message = f"removed from environment {key.env} at {revision[:12]}: {deleted} objects deleted"
+        if kept:
+            message += f", {kept} kept ({ANNOTATION_PRUNE}: false)"
+        self.events.emit(key, namespace, Reason.APP_REMOVED, message)
+
+        def update(status: Status) -> Status:
+            return replace(
+                status,
+                last_attempted_revision=revision,
+                result=Result.REMOVED.value,
+                sync_state=SyncState.UNKNOWN.value,
+                health=HealthStatus.UNKNOWN.value,
+                health_reason="",
+                last_error="",
+                updated_at=finished,
+            )
+
+        self.history.set_status(key, namespace, update)
+        self._drop_state(key, namespace)
+        with self._lock:
+            self._removed.pop(key, None)
+        log.info("app.removed", deleted=deleted, kept=kept)
+        return Outcome.DONE, revision, None
+
+    def _orphaned(
+        self, key: AppEnv, target: _Target, inventory: inventories.Inventory, revision: str
+    ) -> tuple[Outcome, str, float | None]:
+        """Pruning is off: the removed app's objects stay where they are; status and log say so (once)."""
+        message = (
+            f"{key.app} is no longer listed in environments/{key.env}/env.yaml and pruning is off: "
+            f"its {len(inventory.objects)} objects stay in the cluster, no longer managed"
+        )
+        status = self.history.status(key, target.namespace)
+        if (status.result, status.last_error) != (Result.ORPHANED.value, message):
+            now = self._clock.now()
+
+            def update(s: Status) -> Status:
+                state = SyncState.OUT_OF_SYNC.value
+                return replace(s, result=Result.ORPHANED.value, last_error=message, sync_state=state, updated_at=now)
+
+            self.history.set_status(key, target.namespace, update)
+        log.warning("app.orphaned", objects=len(inventory.objects), reason="pruning is off")
+        return Outcome.DONE, revision, None
+
+    def _rollout_workloads(self, key: AppEnv, inventory: frozenset[ObjectId]) -> frozenset[ObjectId]:
+        """Deployments the rollout executor made for ``key`` (canary, blue, green: labelled as the app's and
+        carrying its template hash) in the namespaces of the inventory's Deployments."""
+        selector = f"{LABEL_APP}={key.app},{LABEL_ENV}={key.env},{LABEL_MANAGED_BY}={MANAGER}"
+        found: set[ObjectId] = set()
+        for namespace in sorted({ref.namespace for ref in inventory if ref.kind == "Deployment"}):
+            for live in self._cluster.list("apps", "Deployment", namespace, selector).items:
+                if ANNOTATION_TEMPLATE_HASH in ((live.get("metadata") or {}).get("annotations") or {}):
+                    found.add(ObjectId.of(live))
+        return frozenset(found)
+
+    def _drop_state(self, key: AppEnv, namespace: str) -> None:
+        """Delete a removed app's rollout state and inventory (last); its status (now ``Removed``) and history
+        stay, so ``gitsync history`` still lists the app and auditors can read what ran."""
+        parts = (ROLLOUT_PART, inventories.PART)
+        selector = f"{LABEL_APP}={key.app},{LABEL_ENV}={key.env},{LABEL_MANAGED_BY}={MANAGER},{LABEL_STATE}"
+        listed = self._cluster.list("", "ConfigMap", namespace, selector).items
+        by_part = {str(cm["metadata"]["labels"][LABEL_STATE]): ObjectId.of(cm) for cm in listed}
+        for part in parts:
+            if part in by_part:
+                self._cluster.delete(by_part[part])
 
     def _ensure_namespace(self, namespace: str) -> None:
         """Create the environment's namespace once if it is missing (status and objects live there)."""

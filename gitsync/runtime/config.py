@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from gitsync.errors import TerminalError
+from gitsync.strategy.policy import parse_duration
 
 
 class ConfigError(TerminalError):
@@ -136,22 +137,6 @@ class AgentConfig:
         return host or "0.0.0.0", int(port)  # noqa: S104 - the agent serves webhooks to the cluster
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(text: object) -> float:
-    """``30s``, ``1.5m``, ``500ms``, ``2h`` or a bare number of seconds."""
-    if isinstance(text, bool):
-        raise ValueError("expected a duration like 30s")
-    if isinstance(text, int | float):
-        return float(text)
-    match = _DURATION.match(str(text))
-    if not match:
-        raise ValueError("expected a duration like 30s")
-    return float(match.group(1)) * _UNIT[match.group(2)]
-
-
 class _Lines:
     """Line numbers of every key in a YAML document, by dotted path (``repo.url``, ``environments.1.name``)."""
 
@@ -230,8 +215,8 @@ class _Reader:
         full = f"{path}.{key}" if path else key
         try:
             seconds = parse_duration(data.get(key, default))
-        except ValueError as e:
-            raise self.fail(full, str(e)) from None
+        except ValueError:
+            raise self.fail(full, "expected a duration like 30s") from None
         if seconds <= 0:
             raise self.fail(full, "must be positive")
         return seconds

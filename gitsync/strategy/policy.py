@@ -2,7 +2,8 @@
 
 Contract: pure, no I/O. Every error is a ``PolicyError`` (terminal: the same values can never work) whose message
 starts with the values source and the field path, e.g.
-``apps/podinfo/values.yaml: rollout.canary.steps[1].pause.duration: not a duration: 'soon'``.
+``podinfo@staging: values: rollout.canary.steps[1].pause.duration: not a duration: 'soon'``; ``locate`` turns it
+into ``apps/podinfo/values.yaml:55: rollout.canary...`` given the text of the values files.
 The schema is documented in docs/progressive-delivery.md; defaults are chosen so that a rollout never passes
 on missing evidence (no data is inconclusive) and never waits on a deadline for what pods already show.
 """
@@ -10,10 +11,12 @@ on missing evidence (no data is inconclusive) and never waits on a deadline for 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import yaml
 
 from gitsync.analysis.condition import Condition, ConditionError, parse
 from gitsync.analysis.spec import AnalysisSpec, CheckSpec, CheckType, PodHealthPolicy
@@ -31,13 +34,22 @@ __all__ = [
     "Step",
     "StepKind",
     "Strategy",
+    "locate",
     "parse_duration",
     "parse_policy",
 ]
 
 
 class PolicyError(TerminalError):
-    """``values["rollout"]`` is invalid; fixed only by a new revision."""
+    """``values["rollout"]`` is invalid; fixed only by a new revision.
+
+    ``field`` (``rollout.canary.steps[1].pause.duration``) and ``problem`` are kept apart from the message so a
+    caller that can read the values files points at the line with ``locate``."""
+
+    def __init__(self, message: str, *, field: str = "", problem: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+        self.problem = problem
 
 
 class Strategy(StrEnum):
@@ -125,7 +137,7 @@ class _Reader:
         self.source = source
 
     def fail(self, path: str, message: str) -> PolicyError:
-        return PolicyError(f"{self.source}: {path}: {message}")
+        return PolicyError(f"{self.source}: {path}: {message}", field=path, problem=message)
 
     def mapping(self, raw: Any, path: str) -> Mapping[str, Any]:
         if raw is None:
@@ -418,3 +430,47 @@ def parse_policy(values: Mapping[str, Any], source: str = "values") -> RolloutPo
         blue_green=blue_green,
         pod_health=pod_health,
     )
+
+
+_FIELD_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def locate(error: PolicyError, layers: Sequence[tuple[str, str]]) -> str:
+    """``error`` as ``path:line: field: problem``, pointing into the values file the field came from.
+
+    ``layers`` are ``(path, YAML text)`` of the values files in merge order (chart, then environment). The field
+    comes from the last layer that holds its whole path (lists replace, so a layer holding a list owns what is
+    below it); for a field that is missing (a required one), the layer reaching deepest, later ones first. Falls
+    back to the message itself when no layer holds even ``rollout``.
+    """
+    keys: list[str | int] = [m[1] if m[1] else int(m[2]) for m in _FIELD_PART.finditer(error.field)]
+    best: tuple[int, str, int] | None = None
+    for path, text in reversed(layers):
+        depth, line = _deepest(text, keys)
+        if depth and (best is None or depth > best[0]):
+            best = (depth, path, line)
+        if depth == len(keys):
+            break
+    if best is None or not error.field:
+        return str(error)
+    return f"{best[1]}:{best[2]}: {error.field}: {error.problem}"
+
+
+def _deepest(text: str, keys: Sequence[str | int]) -> tuple[int, int]:
+    """How many of ``keys`` the YAML ``text`` holds, and the 1-based line of the last one found."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return 0, 0
+    depth, line = 0, 0
+    for key in keys:
+        child = None
+        if isinstance(node, yaml.MappingNode):
+            child = next(((k, v) for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            item = node.value[key]
+            child = (item, item)
+        if child is None:
+            break
+        depth, line, node = depth + 1, child[0].start_mark.line + 1, child[1]
+    return depth, line

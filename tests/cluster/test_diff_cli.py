@@ -168,3 +168,44 @@ def test_unreachable_cluster_is_exit_2(repo: Path, tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: ")
     assert "not-a-real-token" not in result.stderr + result.stdout
+
+
+def test_sync_creates_the_environment_namespace_on_a_fresh_cluster(
+    tmp_path: Path, namespace: str, kubelab: Any
+) -> None:
+    fresh = f"{namespace}-new"
+    repo = write_repo(tmp_path / "repo", fresh)
+    cluster = KubeCluster(kubelab.kubeconfig)
+    try:
+        synced = gitsync("sync", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+        assert synced.returncode == 0, synced.stderr
+        assert synced.stdout.splitlines() == [f"Namespace/{fresh}: created", "shop@test: 3 created"]
+        assert cluster.get(ObjectId("", "ConfigMap", fresh, "shop")) is not None
+        again = gitsync("diff", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+        assert again.returncode == 0, again.stderr
+    finally:
+        cluster.delete(ObjectId("", "Namespace", "", fresh))
+
+
+def test_history_prints_commit_messages_and_errors_as_written(namespace: str, kubelab: Any) -> None:
+    from dataclasses import replace
+
+    from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.history import History, Release
+    from gitsync.model import AppEnv
+
+    key = AppEnv("shop", "test")
+    history = History(ConfigMapStateStore(KubeCluster(kubelab.kubeconfig)))
+    message, error = "fix: parse [/] and [bold] in titles [skip ci]", "Deployment.apps/x/shop: invalid [/]"
+    history.record(key, namespace, Release("a" * 40, "sha256:1", "Ada", message, 1.0, 2.0, "Failed", error=error))
+    history.set_status(key, namespace, lambda s: replace(s, result="Failed", last_error=error))
+
+    shown = gitsync("history", "--env", "test", "-n", namespace, kubeconfig=kubelab.kubeconfig)
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())  # the table may wrap long cells
+    assert "[skip ci]" in text and "[bold]" in text and "[/]" in text
+    assert f"last error: {error}" in text
+
+    nothing = gitsync("history", "--env", "test", "--app", "nope", "-n", namespace, kubeconfig=kubelab.kubeconfig)
+    assert nothing.returncode == 2
+    assert nothing.stderr.strip() == "error: no gitsync state for env test app nope in the cluster"

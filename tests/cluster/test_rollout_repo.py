@@ -3,6 +3,7 @@ a config-only change that rolls out through the config-hash annotation, and the 
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from gitsync.adapters.clock import SystemClock
 from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.cli import main
-from gitsync.model import ObjectId
+from gitsync.model import AppEnv, ObjectId
 from gitsync.strategy import control, executor
 from gitsync.strategy.state import Phase
 from gitsync.sync import sync_app
@@ -67,6 +68,12 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
     assert reconcile(repo, cluster, store).phase is Phase.HEALTHY
     deployment = ObjectId("apps", "Deployment", namespace, "podinfo")
     assert cluster.get(deployment) is not None
+    args = ["--repo", str(repo), "--env", "staging", "--app", "podinfo", "--kubeconfig", str(kubelab.kubeconfig)]
+    for name in ("abort", "promote", "retry"):  # nothing is rolling out: refused, and no request is left behind
+        refused = CliRunner().invoke(main, [name, *args])
+        assert refused.exit_code == 2, refused.output
+        assert refused.stderr == f"error: podinfo@staging: nothing to {name}: the rollout is Healthy\n"
+    assert "pendingCommand" not in control.describe_rollout(store, AppEnv("podinfo", "staging"), namespace)
 
     set_message(repo, "config changed, image not")
     drive(repo, cluster, store, Phase.PAUSED)  # setWeight 50 done, waiting at `pause: {}`
@@ -74,7 +81,12 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
     configmap = cluster.get(ObjectId("", "ConfigMap", namespace, "podinfo"))
     assert configmap is not None and configmap["data"]["PODINFO_UI_MESSAGE"] == "config changed, image not"
 
-    args = ["--repo", str(repo), "--env", "staging", "--app", "podinfo", "--kubeconfig", str(kubelab.kubeconfig)]
+    shown = CliRunner().invoke(main, ["status", *args, "-o", "json"])
+    assert shown.exit_code == 0, shown.output
+    (app,) = json.loads(shown.stdout)["apps"]
+    assert (app["rollout"]["phase"], app["rollout"]["weight"]) == ("Paused", 50)
+    table = CliRunner().invoke(main, ["status", *args])
+    assert f"podinfo: rollout Paused, step {app['rollout']['step']}, weight 50%" in table.stdout
     result = CliRunner().invoke(main, ["promote", *args])
     assert result.exit_code == 0, result.output
     assert "promote" in result.output

@@ -79,6 +79,22 @@ class Upstream:
         values["rollout"] = {"strategy": strategy, **settings}
         path.write_text(yaml.safe_dump(values))
 
+    def add_app(self, name: str) -> str:
+        """Copy podinfo's chart and staging values as app ``name`` and list it in staging too; commit and push."""
+        shutil.copytree(self.work / "apps/podinfo", self.work / "apps" / name)
+        chart = self.work / "apps" / name / "chart.yaml"
+        chart.write_text(chart.read_text().replace("name: podinfo", f"name: {name}"))
+        values = self.work / "environments/staging/values"
+        shutil.copy(values / "podinfo.yaml", values / f"{name}.yaml")
+        apps = yaml.safe_load((self.work / "environments/staging/env.yaml").read_text())["apps"]
+        return self.set_environment(f"Add {name} to staging", apps=[*apps, name])
+
+    def set_environment(self, message: str, **settings: Any) -> str:
+        """Set top-level keys of staging's env.yaml (``apps``, ``prune``...); commit and push."""
+        path = self.work / "environments/staging/env.yaml"
+        environment = {**yaml.safe_load(path.read_text()), **settings}
+        return self.commit(message, {str(path.relative_to(self.work)): yaml.safe_dump(environment)})
+
     def _git(self, cwd: Path, *args: str) -> str:
         env = {**os.environ, **IDENTITY, "HOME": str(cwd)}
         done = subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True, timeout=30)

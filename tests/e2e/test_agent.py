@@ -174,7 +174,9 @@ def test_two_agents_with_leader_election_only_one_acts_and_the_other_takes_over(
     upstream.set_message("after failover")
     wait_for("the follower to take over and deploy", lambda: configmap_value(core, namespace) == "after failover", 15)
     assert time.monotonic() - killed < 10
-    assert follower.logs("sync.applied"), follower.log_path.read_text()[-4000:]
+    # The ConfigMap is live as soon as it is applied; the sync.applied line follows once the rest of that sync
+    # (the other objects, the inventory write) is done, so wait for it rather than read the log at once.
+    wait_for("the follower's sync.applied line", lambda: follower.logs("sync.applied"), 10)
     lease = client.CoordinationV1Api(kube_api).read_namespaced_lease("gitsync-leader", namespace)
     assert lease.spec.holder_identity == f"agent-{follower.name}"
 
@@ -318,3 +320,112 @@ def _exists(apps: client.AppsV1Api, name: str, namespace: str) -> bool:
             return False
         raise
     return True
+
+
+def _managed(kube_api: client.ApiClient, namespace: str, app: str) -> dict[str, str]:
+    """The app's objects in ``namespace`` (its state ConfigMaps aside), ``Kind/name`` to uid."""
+    core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
+    selector = f"gitsync.dev/app={app},!gitsync.dev/state"
+    listed = [
+        ("ConfigMap", core.list_namespaced_config_map(namespace, label_selector=selector).items),
+        ("Service", core.list_namespaced_service(namespace, label_selector=selector).items),
+        ("ServiceAccount", core.list_namespaced_service_account(namespace, label_selector=selector).items),
+        ("Deployment", apps.list_namespaced_deployment(namespace, label_selector=selector).items),
+    ]
+    return {f"{kind}/{o.metadata.name}": o.metadata.uid for kind, items in listed for o in items}
+
+
+def _state_parts(core: client.CoreV1Api, namespace: str, app: str) -> set[str]:
+    listed = core.list_namespaced_config_map(namespace, label_selector=f"gitsync.dev/app={app},gitsync.dev/state")
+    return {c.metadata.labels["gitsync.dev/state"] for c in listed.items}
+
+
+def _both_apps_synced(agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api) -> Any:
+    upstream.add_app("podtwo")
+    agent = agents.start(pollInterval="1s")
+    for app in ("podinfo", "podtwo"):
+        wait_for(f"{app} synced", lambda app=app: status_of(core, namespace, app).get("result") == "Succeeded", 30)
+    return agent
+
+
+def test_an_app_removed_from_its_environment_is_pruned_and_the_other_left_alone(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient, kubelab: Any
+) -> None:
+    agent = _both_apps_synced(agents, upstream, namespace, core)
+    kept, removed = _managed(kube_api, namespace, "podinfo"), _managed(kube_api, namespace, "podtwo")
+    assert len(removed) == 4 and "Deployment/podtwo" in removed
+    protected = {"metadata": {"annotations": {"gitsync.dev/prune": "false"}}}
+    core.patch_namespaced_config_map("podtwo", namespace, protected)
+
+    revision = upstream.set_environment("Remove podtwo from staging", apps=["podinfo"])
+    pushed = time.monotonic()
+    wait_for(
+        "podtwo's objects gone but the protected one",
+        lambda: _managed(kube_api, namespace, "podtwo") == {"ConfigMap/podtwo": removed["ConfigMap/podtwo"]},
+        10,
+    )
+    assert time.monotonic() - pushed < 1 + 4, "gone within one poll interval (1 s) plus a reconcile"
+    wait_for("podtwo's state dropped", lambda: _state_parts(core, namespace, "podtwo") == {"history", "status"}, 5)
+    assert _managed(kube_api, namespace, "podinfo") == kept, "the other app is untouched"
+    assert status_of(core, namespace, "podinfo")["result"] == "Succeeded"
+
+    kubeconfig = ("--kubeconfig", str(kubelab.kubeconfig))
+    shown = subprocess.run(
+        [str(GITSYNC), "history", "--env", "staging", "--app", "podtwo", "-n", namespace, *kubeconfig, "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    [record] = json.loads(shown.stdout)
+    newest = record["releases"][0]
+    assert (newest["result"], newest["revision"], newest["deleted"]) == ("Removed", revision, 3)
+    assert newest["message"] == "Remove podtwo from staging"
+    assert record["status"]["result"] == "Removed"
+    assert record["releases"][1]["result"] == "Succeeded", "what ran before is still readable"
+    [message] = wait_for(
+        "an AppRemoved event", lambda: [m for r, m in event_reasons(core, namespace) if r == "AppRemoved"], 5
+    )
+    assert "3 objects deleted, 1 kept" in message
+    [line] = agent.logs("app.removed")
+    assert (line["app"], line["env"], line["deleted"], line["kept"]) == ("podtwo", "staging", 3, 1)
+
+
+def test_with_prune_off_a_removed_app_is_reported_and_nothing_is_deleted(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+) -> None:
+    agent = _both_apps_synced(agents, upstream, namespace, core)
+    before = {app: _managed(kube_api, namespace, app) for app in ("podinfo", "podtwo")}
+
+    upstream.set_environment("Remove podtwo from staging, pruning off", apps=["podinfo"], prune=False)
+    status = wait_for(
+        "podtwo reported orphaned",
+        lambda: (s := status_of(core, namespace, "podtwo")).get("result") == "Orphaned" and s,
+        10,
+    )
+    assert "pruning is off" in status["lastError"] and status["syncState"] == "OutOfSync"
+    assert agent.logs("app.orphaned")
+    time.sleep(2)
+    assert {app: _managed(kube_api, namespace, app) for app in ("podinfo", "podtwo")} == before, "nothing deleted"
+    assert "inventory" in _state_parts(core, namespace, "podtwo")
+    assert not agent.logs("app.removed")
+
+
+def test_an_app_removed_mid_canary_takes_its_canary_deployment_with_it(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+) -> None:
+    upstream.set_rollout("canary", canary={"steps": [{"setWeight": 50}, {"pause": {}}]})
+    _both_apps_synced(agents, upstream, namespace, core)
+    kept = _managed(kube_api, namespace, "podinfo")
+    path = upstream.work / "environments/staging/values/podtwo.yaml"
+    values = yaml.safe_load(path.read_text())
+    values["image"]["tag"] = "6.7.2"
+    upstream.commit("podtwo 6.7.2", {str(path.relative_to(upstream.work)): yaml.safe_dump(values)})
+    wait_for("podtwo paused mid-canary", lambda: status_of(core, namespace, "podtwo").get("result") == "Paused", 30)
+    assert "Deployment/podtwo-canary" in _managed(kube_api, namespace, "podtwo")
+
+    upstream.set_environment("Remove podtwo from staging", apps=["podinfo"])
+    wait_for("podtwo and its canary gone", lambda: not _managed(kube_api, namespace, "podtwo"), 10)
+    assert not _exists(client.AppsV1Api(kube_api), "podtwo-canary", namespace)
+    assert _managed(kube_api, namespace, "podinfo") == kept, "the other app is untouched"
+    assert _state_parts(core, namespace, "podtwo") == {"history", "status"}, "the rollout state is dropped"

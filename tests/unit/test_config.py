@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gitsync.runtime.config import ConfigError, Provider, VerifyMode, load, parse_duration
+from gitsync.runtime.config import ConfigError, Provider, VerifyMode, load
 
 FULL = """\
 repo:
@@ -97,10 +97,3 @@ def test_errors_name_file_line_and_field(tmp_path: Path, text: str, message: str
 def test_a_bad_override_names_the_variable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^\$GITSYNC_POLL_INTERVAL: pollInterval: expected a duration"):
         load(write(tmp_path, FULL), environ={"GITSYNC_POLL_INTERVAL": "often"})
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("30s", 30.0), ("500ms", 0.5), ("1.5m", 90.0), ("2h", 7200.0), (5, 5.0), ("7", 7.0)]
-)
-def test_durations(text: object, seconds: float) -> None:
-    assert parse_duration(text) == seconds

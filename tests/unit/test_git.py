@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gitsync.adapters.git import GitError, GitRepository, SignatureError, scrub
+from gitsync.adapters.git import GC_EVERY, GC_SLACK, GitError, GitRepository, SignatureError, scrub
 from gitsync.runtime.config import GitAuth, VerifyConfig, VerifyMode
 from gitsync.source import RevisionRefused, Source
 
@@ -92,6 +92,32 @@ def test_new_commits_and_force_pushes_are_followed(upstream: Upstream, tmp_path:
     assert repo.fetch().sha == rewritten
     assert (repo.snapshot(rewritten) / "a.txt").read_text() == "rewritten"
     assert (repo.snapshot(second) / "a.txt").read_text() == "2", "older snapshots stay readable"
+
+
+def stored_objects(bare: Path) -> int:
+    counts = dict(line.partition(": ")[::2] for line in git(bare, "count-objects", "-v").splitlines())
+    return int(counts["count"]) + int(counts["in-pack"])
+
+
+def test_the_cache_stays_bounded_across_many_rewrites(upstream: Upstream, tmp_path: Path) -> None:
+    files, rewrites = 50, 5 * GC_EVERY
+    base = upstream.commit({"README": "base"}, "base")
+    upstream.push()
+    repo = reader(upstream, tmp_path)
+    cache = tmp_path / "cache" / "repo.git"
+    per_head = files + 2  # each rewrite: new blobs, one tree, one commit
+    observed = []
+    for n in range(rewrites):
+        git(upstream.work, "reset", "-q", "--hard", base)
+        head = upstream.commit({f"f{i}.txt": f"rewrite {n} file {i}" for i in range(files)}, f"rewrite {n}")
+        upstream.push("--force")
+        assert repo.fetch().sha == head
+        observed.append(stored_objects(cache))
+    grown = rewrites * per_head
+    assert grown > 2 * GC_SLACK, "the run would outgrow the bound without maintenance"
+    assert max(observed) <= GC_SLACK + (GC_EVERY + 2) * per_head + 50, observed
+    assert len((cache / "shallow").read_text().splitlines()) <= GC_EVERY + 1, "old shallow roots are dropped"
+    assert (repo.snapshot(head) / "f0.txt").read_text() == f"rewrite {rewrites - 1} file 0"
 
 
 def test_missing_branch_is_a_clear_transient_error(upstream: Upstream, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gitsync.strategy.policy import PolicyError, StepKind, Strategy, parse_duration, parse_policy
+from gitsync.strategy.policy import PolicyError, StepKind, Strategy, locate, parse_duration, parse_policy
 from gitsync.strategy.replicas import split
 
 
@@ -91,7 +91,10 @@ def test_errors_name_file_and_field(rollout: dict, message: str) -> None:
     assert message in str(e.value)
 
 
-@pytest.mark.parametrize(("raw", "seconds"), [("10s", 10.0), ("500ms", 0.5), ("2m", 120.0), ("1h", 3600.0), (3, 3.0)])
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("10s", 10.0), ("500ms", 0.5), ("2m", 120.0), ("1.5m", 90.0), ("1h", 3600.0), (3, 3.0), ("7", 7.0)],
+)
 def test_durations(raw: object, seconds: float) -> None:
     assert parse_duration(raw) == seconds
 
@@ -112,3 +115,51 @@ SPLITS = [
 def test_weight_to_replicas(total: int, weight: int, canary: int, stable: int, realised: int, warns: bool) -> None:
     s = split(total, weight)
     assert (s.canary, s.stable, s.realised, bool(s.warning)) == (canary, stable, realised, warns)
+
+
+CHART = """\
+replicas: 1
+rollout:
+  strategy: canary
+  canary:
+    steps:
+      - setWeight: 25
+      - pause: {duration: 10s}
+"""
+
+LOCATE = [
+    # env overrides, whether the field came from the chart or from the environment, and which line
+    pytest.param("", {"rollout": {"strategy": "canari"}}, "apps/web/values.yaml:3: rollout.strategy", id="chart"),
+    pytest.param(
+        "rollout:\n  strategy: canari\n",
+        {"rollout": {"strategy": "canari"}},
+        "environments/dev/values/web.yaml:2: rollout.strategy",
+        id="env-wins",
+    ),
+    pytest.param(
+        "rollout:\n  canary:\n    steps:\n      - setWeight: 10\n      - pause: {duration: soon}\n",
+        {"rollout": {"strategy": "canary", "canary": {"steps": [{"setWeight": 10}, {"pause": {"duration": "soon"}}]}}},
+        "environments/dev/values/web.yaml:5: rollout.canary.steps[1].pause.duration",
+        id="env-list-replaces",
+    ),
+    pytest.param(
+        "rollout:\n  canary:\n    steps:\n      - setWeight: 10\n      - pause: {}\n",
+        {"rollout": {"strategy": "canari"}},
+        "apps/web/values.yaml:3: rollout.strategy",
+        id="chart-field-under-env-map",
+    ),
+]
+
+
+@pytest.mark.parametrize(("env_values", "merged", "where"), LOCATE)
+def test_errors_point_at_the_values_file_and_line(env_values: str, merged: dict, where: str) -> None:
+    with pytest.raises(PolicyError) as e:
+        parse_policy(merged, "web@dev: values")
+    layers = [("apps/web/values.yaml", CHART), ("environments/dev/values/web.yaml", env_values)]
+    assert locate(e.value, layers).startswith(f"{where}: ")
+
+
+def test_an_error_no_file_holds_keeps_its_message() -> None:
+    with pytest.raises(PolicyError) as e:
+        parse_policy({"rollout": {"strategy": "x"}}, "web@dev: values")
+    assert locate(e.value, [("apps/web/values.yaml", "replicas: 1\n")]) == str(e.value)
