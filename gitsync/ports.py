@@ -57,6 +57,10 @@ class Cluster(Protocol):
         """Server-side apply with field manager ``gitsync``; returns the resulting (or would-be) object."""
         ...
 
+    def create(self, body: Json) -> Json:
+        """Create only; ``StaleError`` when the object exists already (nothing of it is changed)."""
+        ...
+
     def delete(self, ref: ObjectId, *, propagation: str = "Background") -> bool:
         """Delete; False when it was already gone."""
         ...

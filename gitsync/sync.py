@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from gitsync import inventory as inventories
 from gitsync import log as logging
 from gitsync.apply import ChangeSet, Progress, apply, failed
-from gitsync.errors import ForbiddenError
+from gitsync.errors import ForbiddenError, StaleError
 from gitsync.inventory import Inventory
 from gitsync.model import LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId, SyncAction
 from gitsync.plan import DryRunMemo, Plan, PlanAction, plan
@@ -130,7 +130,10 @@ def ensure_namespace(cluster: Cluster, namespace: str) -> bool:
         log.info("namespace.unchecked", namespace=namespace, reason="no permission to read namespaces")
         return False
     metadata: Json = {"name": namespace, "labels": {LABEL_MANAGED_BY: MANAGER}}
-    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata})
+    try:  # create, never apply: an existing namespace is not ours to relabel (and RBAC needs no patch on it)
+        cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata})
+    except StaleError:
+        return False  # created meanwhile by someone else: what we wanted
     log.info("namespace.created", namespace=namespace)
     return True
 

@@ -171,7 +171,9 @@ class KubeCluster:
                 retries=False,
             )
         except urllib3.exceptions.HTTPError as e:
-            raise UnavailableError(f"{subject}: {method} failed: {type(e).__name__}: {e}") from e
+            # The server is named: a TLS error (wrong CA) says nothing about where it went.
+            host = self._connection.host
+            raise UnavailableError(f"{subject}: {method} {host} failed: {type(e).__name__}: {e}") from e
         if resp.status >= 300:
             data = resp.read() if stream else resp.data
             if stream:

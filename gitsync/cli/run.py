@@ -32,9 +32,9 @@ def command(config_path: Path, log_format: str | None) -> None:
     """Follow the configured branch and keep the cluster in sync with it."""
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.git import GitRepository
-    from gitsync.adapters.kube import KubeCluster
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.cache import WatchCache
+    from gitsync.cli.sync import connect
     from gitsync.events import EventSink
     from gitsync.runtime import config as agent_config
     from gitsync.runtime.agent import Agent
@@ -51,9 +51,12 @@ def command(config_path: Path, log_format: str | None) -> None:
 
     clock = SystemClock()
     try:
-        cluster = KubeCluster(config.kubeconfig)
-    except Exception as e:  # noqa: BLE001 - the kubernetes client raises assorted config errors
-        raise click.ClickException(f"kubeconfig {config.kubeconfig or '(in-cluster)'}: {e}") from None
+        cluster = connect(config.kubeconfig)
+    except GitsyncError as e:
+        raise click.ClickException(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - in-cluster config and the client's loaders raise assorted errors
+        where = config.kubeconfig or "in-cluster service account"
+        raise click.ClickException(f"{where}: cannot load cluster configuration: {e}") from None
     git = GitRepository(
         config.repo.url,
         config.repo.branch,

@@ -109,8 +109,13 @@ def progress_for(label: str, enabled: bool) -> Iterator[Callable[[ChangeSetEntry
 def command(
     repo: Path, env: str, app: str | None, prune: bool | None, dry_run: bool, force: bool, kubeconfig: Path | None
 ) -> None:
-    """Apply what the repository renders for an environment, with server-side apply."""
+    """Apply what the repository renders for an environment, with server-side apply.
+
+    A canary or blue-green workload advances one rollout step per run, as in the agent; run again (or
+    `gitsync promote`) to go on."""
+    from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.strategy.executor import advance, owned
     from gitsync.sync import ensure_namespace, sync_app
 
     interactive = sys.stdout.isatty()
@@ -125,8 +130,18 @@ def command(
                 if ensure_namespace(cluster, namespace):
                     click.echo(f"Namespace/{namespace}: created")
         results = []
+        rollouts: list[str] = []
         for rendered in targets:
-            with progress_for(str(rendered.app_env), interactive and not dry_run) as advance:
+            # Under canary or blue-green the workload goes through one rollout step, exactly as the agent does;
+            # sync applies the rest. A dry run only leaves the rollout's objects out.
+            if dry_run:
+                exclude = owned(rendered)
+            else:
+                step = advance(rendered, cluster, store, SystemClock())
+                exclude = step.exclude
+                if exclude:
+                    rollouts.append(f"{rendered.app_env}: rollout {step.phase}: {step.message}")
+            with progress_for(str(rendered.app_env), interactive and not dry_run) as tick:
                 results.append(
                     sync_app(
                         rendered,
@@ -135,7 +150,8 @@ def command(
                         prune=rendered.environment.prune if prune is None else prune,
                         dry_run=dry_run,
                         force=force,
-                        progress=advance,
+                        exclude=exclude,
+                        progress=tick,
                     )
                 )
     except GitsyncError as e:
@@ -144,5 +160,7 @@ def command(
         click.echo(result.summary())
         for entry in result.failures:
             click.echo(f"  {entry.error}", err=True)
+    for line in rollouts:
+        click.echo(line)
     if not all(r.ok for r in results):
         sys.exit(EXIT_FAILED)

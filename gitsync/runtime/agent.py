@@ -29,7 +29,6 @@ newer record silently).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Mapping
@@ -46,7 +45,7 @@ from gitsync.adapters.git import scrub
 from gitsync.adapters.state import LABEL_STATE
 from gitsync.cache import WatchCache
 from gitsync.drift import DriftWatcher
-from gitsync.errors import ForbiddenError, GitsyncError, StaleError, TerminalError, TransientError
+from gitsync.errors import GitsyncError, TerminalError, TransientError
 from gitsync.events import EventSink, Reason
 from gitsync.health import Health, aggregate, assess, assess_workload
 from gitsync.history import History, Release, Result, Status, first_line
@@ -72,7 +71,7 @@ from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
 from gitsync.source import RevisionRefused, Snapshot, Source
 from gitsync.strategy.executor import ANNOTATION_TEMPLATE_HASH
 from gitsync.strategy.executor import PART as ROLLOUT_PART
-from gitsync.sync import SyncResult, sync_app
+from gitsync.sync import SyncResult, ensure_namespace, sync_app
 from renderers import RenderedApp, RenderError, load_environment, render_app
 
 __all__ = ["Agent", "AgentCluster", "NoRollouts", "RolloutDriver", "RolloutProgress", "RolloutStep"]
@@ -585,22 +584,9 @@ class Agent:
 
     def _ensure_namespace(self, namespace: str) -> None:
         """Create the environment's namespace once if it is missing (status and objects live there)."""
-        if not self.config.create_namespaces or namespace in self._namespaces:
-            return
-        ref = ObjectId("", "Namespace", "", namespace)
-        try:
-            missing = self._cluster.get(ref) is None
-        except ForbiddenError:
-            # Namespace-scoped RBAC: it must exist already (the state read right after says if it does not).
-            log.info("namespace.unchecked", namespace=namespace, reason="no permission to read namespaces")
-            missing = False
-        if missing:
-            labels = {LABEL_MANAGED_BY: MANAGER}
-            body: Json = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}}
-            with contextlib.suppress(StaleError):  # created meanwhile by someone else: what we wanted
-                self._cluster.create(body)
-            log.info("namespace.created", namespace=namespace)
-        self._namespaces.add(namespace)
+        if self.config.create_namespaces and namespace not in self._namespaces:
+            ensure_namespace(self._cluster, namespace)
+            self._namespaces.add(namespace)
 
     def _watch(self, key: AppEnv, target: _Target, manifests: list[Manifest]) -> None:
         """Start noticing drift of ``key``'s objects (after its first successful sync in this process)."""

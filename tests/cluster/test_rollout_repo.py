@@ -108,3 +108,38 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
     assert reconcile(repo, cluster, store).phase is Phase.ABORTED  # not retried on the next poll
     result = CliRunner().invoke(main, ["retry", *args])
     assert result.exit_code == 0 and "Progressing" in result.output, result.output
+
+
+def test_cli_sync_leaves_a_canary_workload_to_the_rollout(repo: Path, kubelab, namespace: str) -> None:
+    """`gitsync sync` by hand must not bypass the canary: the stable Deployment keeps serving the old template."""
+    cluster = KubeCluster(kubelab.kubeconfig)
+    args = [
+        "sync",
+        "--repo",
+        str(repo),
+        "--env",
+        "staging",
+        "--app",
+        "podinfo",
+        "--kubeconfig",
+        str(kubelab.kubeconfig),
+    ]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    stable = ObjectId("apps", "Deployment", namespace, "podinfo")
+    before = cluster.get(stable)
+    assert before is not None
+
+    set_message(repo, "a new config, rolled out as a canary")
+    canary = ObjectId("apps", "Deployment", namespace, "podinfo-canary")
+    for _ in range(5):  # one rollout step per run: the first records the new release, the next starts the canary
+        again = CliRunner().invoke(main, args)
+        assert again.exit_code == 0, again.output
+        assert "podinfo@staging: rollout Progressing" in again.output
+        if cluster.get(canary) is not None:
+            break
+        time.sleep(0.5)
+    assert cluster.get(canary) is not None, "the new release runs as a canary"
+    after = cluster.get(stable)
+    assert after is not None
+    assert after["spec"]["template"] == before["spec"]["template"], "stable keeps the old release until promotion"
