@@ -14,6 +14,7 @@ that is what a CI job or a repo-server pays per render. Helm is looked up in
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import os
 import statistics
@@ -313,6 +314,9 @@ def main() -> int:
     args = parser.parse_args()
 
     helm = find_helm()
+    # An installed package has its bytecode; a source tree run with PYTHONDONTWRITEBYTECODE would recompile per run.
+    for package in ("gitsync", "renderers"):
+        compileall.compile_dir(ROOT / package, quiet=1)
     if helm is None and args.build_helm:
         helm = build_helm()
 
