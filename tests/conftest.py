@@ -141,17 +141,23 @@ def namespace(kube_api: client.ApiClient, request: pytest.FixtureRequest) -> Ite
     name = f"{stem}-{secrets.token_hex(3)}"
     core = client.CoreV1Api(kube_api)
     core.create_namespace({"metadata": {"name": name, "labels": {"gitsync.dev/test": "true"}}})
+    # The controller-manager fills a new namespace with these two; waiting for both keeps their late arrival out
+    # of the tests' watches and lists.
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            core.read_namespaced_service_account("default", name)
-            break
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            if time.monotonic() > deadline:
-                pytest.fail(f"Namespace/{name}: no `default` ServiceAccount after 30s (kube-controller-manager down?)")
-        time.sleep(0.1)
+    for what, read in (
+        ("the `default` ServiceAccount", lambda: core.read_namespaced_service_account("default", name)),
+        ("the `kube-root-ca.crt` ConfigMap", lambda: core.read_namespaced_config_map("kube-root-ca.crt", name)),
+    ):
+        while True:
+            try:
+                read()
+                break
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                if time.monotonic() > deadline:
+                    pytest.fail(f"Namespace/{name}: no {what} after 30s (kube-controller-manager down?)")
+            time.sleep(0.1)
     yield name
     try:
         core.delete_namespace(name, propagation_policy="Background")
