@@ -19,8 +19,10 @@ Contract:
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import difflib
+import gc
 import hashlib
 import hmac
 import json
@@ -139,39 +141,67 @@ class Plan:
 
 
 class DryRunMemo:
-    """Remembers, per object, the (manifest hash, normalised live hash) of the last dry-run or apply that left
-    nothing to change: while both stay the same, a new dry-run would find nothing either, so it is skipped.
+    """Remembers, per object, the (manifest hash, normalised live hash, live resourceVersion) of the last dry-run
+    or apply that left nothing to change: while the manifest and live content stay the same, a new dry-run would
+    find nothing either, so it is skipped.
 
-    Keyed on the live object's normalised content rather than its resourceVersion, so a controller writing
-    ``status`` does not invalidate it. Persisted with the inventory (``export``/``restore``) so one-shot commands
-    benefit too. Safe to share between threads: entries are replaced whole under a lock. Secrets are never
-    memoised: a hash of their content would be stored in a ConfigMap, and a short password can be guessed from it.
+    The resourceVersion is the fast path: the server changes it on every write, so a live object still at the
+    remembered one has the remembered content and needs no normalising or hashing. When it moved, the normalised
+    content decides, so a controller writing ``status`` does not force a dry-run; the new resourceVersion is then
+    known in this process only, as changing the exported entries would make a no-op sync write its inventory.
+    Persisted with the inventory (``export``/``restore``) so one-shot commands benefit too; entries written before
+    the resourceVersion was kept (``<manifest hash>:<live hash>``) still read, and gain it once. Safe to share
+    between threads: entries are replaced whole under a lock. Secrets are never memoised: a hash of their content
+    would be stored in a ConfigMap, and a short password can be guessed from it.
     """
 
     def __init__(self, entries: Mapping[str, str] | None = None) -> None:
         self._seen: dict[str, str] = dict(entries or {})
+        self._moved: dict[str, str] = {}
+        """resourceVersions found, by content, to be as good as the one in the entry of the same key."""
         self._lock = threading.Lock()
 
     def unchanged(self, ref: ObjectId, manifest: Manifest, live: Json) -> bool:
         if _is_secret(ref):
             return False
+        key = str(ref)
         with self._lock:
-            known = self._seen.get(str(ref))
-        return known is not None and known == _memo_key(manifest, live)
+            known, moved = self._seen.get(key), self._moved.get(key)
+        if known is None:
+            return False
+        manifest_hash, _, rest = known.partition(":")
+        live_hash, _, version = rest.partition(":")
+        if manifest_hash != _digest(manifest.body):
+            return False
+        current = _resource_version(live)
+        if current and current in (version, moved):
+            return True
+        if live_hash != _live_digest(manifest, live):
+            return False
+        if current:
+            with self._lock:
+                if self._seen.get(key) == known:  # not replaced meanwhile by a dry-run or apply of this object
+                    if version:
+                        self._moved[key] = current
+                    else:  # written before resourceVersions were kept: upgraded once, the next sync saves it
+                        self._seen[key] = f"{known}:{current}"
+        return True
 
     def remember(self, ref: ObjectId, manifest: Manifest, live: Json) -> None:
         if _is_secret(ref):
             return
-        key = _memo_key(manifest, live)
+        entry, version = f"{_digest(manifest.body)}:{_live_digest(manifest, live)}", _resource_version(live)
         with self._lock:
-            self._seen[str(ref)] = key
+            self._seen[str(ref)] = f"{entry}:{version}" if version else entry
+            self._moved.pop(str(ref), None)
 
     def forget(self, ref: ObjectId) -> None:
         with self._lock:
             self._seen.pop(str(ref), None)
+            self._moved.pop(str(ref), None)
 
     def export(self, refs: Collection[ObjectId]) -> dict[str, str]:
-        """The entries of ``refs`` as JSON-ready text (``<manifest hash>:<live hash>``)."""
+        """The entries of ``refs`` as JSON-ready text (``<manifest hash>:<live hash>:<resourceVersion>``)."""
         wanted = {str(ref) for ref in refs}
         with self._lock:
             return {k: v for k, v in sorted(self._seen.items()) if k in wanted}
@@ -181,8 +211,12 @@ def _is_secret(ref: ObjectId) -> bool:
     return ref.kind == "Secret" and not ref.group
 
 
-def _memo_key(manifest: Manifest, live: Json) -> str:
-    return f"{_digest(manifest.body)}:{_digest(normalise(live, ignored_pointers(manifest.body)))}"
+def _live_digest(manifest: Manifest, live: Json) -> str:
+    return _digest(normalise(live, ignored_pointers(manifest.body)))
+
+
+def _resource_version(obj: Json) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
@@ -291,22 +325,74 @@ class ListSnapshot:
     """A ``LiveReader`` for one-shot commands without a watch cache: the first read of a (kind, namespace) lists
     it once, later reads answer from that list. 1,000 objects of three kinds cost three requests, not 1,000.
 
-    A kind that is not served (its CRD is not there yet) raises ``NotFoundError`` on every read, as a GET would.
+    ``prefetch`` starts the lists of many kinds at once, so the server prepares one while this process decodes
+    another. A kind that is not served (its CRD is not there yet) raises ``NotFoundError`` on every read, as a
+    GET would.
     """
 
     def __init__(self, cluster: Cluster) -> None:
         self._cluster = cluster
-        self._lists: dict[tuple[str, str, str], dict[str, Json]] = {}
+        self._lists: dict[_ListKey, dict[str, Json]] = {}
+        self._locks: dict[_ListKey, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, ref: ObjectId) -> Json | None:
-        key = (ref.group, ref.kind, ref.namespace)
+        return self._listed((ref.group, ref.kind, ref.namespace)).get(ref.name)
+
+    def prefetch(self, refs: Iterable[ObjectId], pool: ThreadPoolExecutor) -> None:
+        """List the kinds of ``refs`` on ``pool``; a list that fails here is listed again, and fails, on read."""
+        keys = {(ref.group, ref.kind, ref.namespace) for ref in refs}
+        for key in keys:
+            pool.submit(self._listed_if_served, key)
+
+    def _listed_if_served(self, key: _ListKey) -> None:
+        with contextlib.suppress(GitsyncError):
+            self._listed(key)
+
+    def _listed(self, key: _ListKey) -> dict[str, Json]:
         with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # one list per kind, however many threads read it first
             listed = self._lists.get(key)
             if listed is None:
-                items = self._cluster.list(ref.group, ref.kind, ref.namespace).items
+                with _PAUSED_COLLECTOR:
+                    items = self._cluster.list(*key).items
                 listed = self._lists[key] = {str((i.get("metadata") or {}).get("name", "")): i for i in items}
-        return listed.get(ref.name)
+        return listed
+
+
+_ListKey = tuple[str, str, str]
+"""(group, kind, namespace) of one list."""
+
+
+class _CollectorPause:
+    """Pauses Python's cyclic garbage collector while any thread is inside (re-entrant across threads).
+
+    Decoding a list of 1,000 objects allocates tens of thousands of dicts and lists, which triggers a hundred
+    collections, one of them full, that free nothing (decoded JSON has no cycles): measured 16 ms of a 0.28 s
+    ``gitsync diff``. Reference counting still frees everything as usual meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._resume = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._inside == 0:
+                self._resume = gc.isenabled()
+                gc.disable()
+            self._inside += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0 and self._resume:
+                gc.enable()
+
+
+_PAUSED_COLLECTOR = _CollectorPause()
 
 
 # -- the stage -------------------------------------------------------------------------------------------------
@@ -335,6 +421,8 @@ def plan(
     parents = [m for m in ordered if m.id.kind in _PARENT_KINDS]
     children = [m for m in ordered if m.id.kind not in _PARENT_KINDS]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        if isinstance(reader, ListSnapshot):
+            reader.prefetch((m.id for m in manifests), pool)
         changes = _plan_batch(parents, pool, cluster, reader, pending, force, memo)
         pending.created = {c.id for c in changes if c.action is PlanAction.CREATE and c.error is None}
         changes += _plan_batch(children, pool, cluster, reader, pending, force, memo)

@@ -179,6 +179,32 @@ def test_memo_persists_with_the_inventory_so_a_new_process_skips_dry_runs(
     assert fresh.requests.get("dry-run", 0) == 1
 
 
+def test_persisted_memo_never_hides_an_edit_of_the_live_spec(
+    cluster: KubeCluster, store: ConfigMapStateStore, namespace: str, kubelab: Any
+) -> None:
+    objects = [configmap(namespace, "c0", v="0"), deployment(namespace)]
+    sync(cluster, store, namespace, *objects)
+
+    fresh = KubeCluster(kubelab.kubeconfig)  # a new `gitsync diff`: only the persisted memo
+    quiet = sync(fresh, ConfigMapStateStore(fresh), namespace, *objects, dry_run=True)
+    assert quiet.plan.summary() == "0 to create, 0 to change, 0 to delete, 2 unchanged"
+    assert fresh.requests.get("dry-run", 0) == 0
+
+    # another writer changes the image; the manifest and the stored memo are what they were
+    take_field(
+        cluster,
+        objects[1],
+        "kubectl-edit",
+        {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "web:edited"}]}}}},
+    )
+    again = KubeCluster(kubelab.kubeconfig)
+    found = sync(again, ConfigMapStateStore(again), namespace, *objects, dry_run=True, force=True)
+    assert found.plan.summary() == "0 to create, 1 to change, 0 to delete, 1 unchanged"
+    assert [c.id for c in found.plan.of(PlanAction.UPDATE)] == [objects[1].id]
+    assert "web:edited" in found.plan.of(PlanAction.UPDATE)[0].diff
+    assert again.requests.get("dry-run", 0) == 1
+
+
 def test_prune_deletes_what_left_the_render_and_keeps_what_asks(
     cluster: KubeCluster, store: ConfigMapStateStore, namespace: str
 ) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gitsync import plan as plan_module
 from gitsync.model import Manifest, ObjectId
 from gitsync.plan import (
     MASK,
@@ -153,7 +154,7 @@ def test_memo_survives_status_writes_but_not_content_changes() -> None:
 
     status_only = {**LIVE, "status": {"readyReplicas": 1}, "metadata": {**LIVE["metadata"], "resourceVersion": "9"}}
     assert memo.unchanged(ref, manifest, status_only), "a controller writing status is not a reason to dry-run"
-    relabelled = {**LIVE, "metadata": {**LIVE["metadata"], "labels": {"app": "other"}}}
+    relabelled = {**LIVE, "metadata": {**LIVE["metadata"], "labels": {"app": "other"}, "resourceVersion": "10"}}
     assert not memo.unchanged(ref, manifest, relabelled)
     edited = Manifest(ref, {**manifest.body, "spec": {"replicas": 4}})
     assert not memo.unchanged(ref, edited, LIVE)
@@ -161,6 +162,45 @@ def test_memo_survives_status_writes_but_not_content_changes() -> None:
     restored = DryRunMemo(memo.export([ref]))
     assert restored.unchanged(ref, manifest, LIVE), "the memo round-trips through the inventory"
     assert memo.export([]) == {}
+
+
+def test_memo_trusts_an_unmoved_resource_version_without_hashing_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = ObjectId("apps", "Deployment", "shop", "web")
+    manifest = Manifest(ref, {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 3}})
+    memo = DryRunMemo()
+    memo.remember(ref, manifest, LIVE)
+    normalised: list[object] = []
+    monkeypatch.setattr(plan_module, "normalise", lambda obj, ignore=(): normalised.append(obj) or normalise(obj))
+
+    assert memo.unchanged(ref, manifest, LIVE)
+    assert normalised == [], "the live object is still at the remembered resourceVersion: nothing to hash"
+
+    exported = memo.export([ref])
+    status_only = {**LIVE, "status": {"readyReplicas": 1}, "metadata": {**LIVE["metadata"], "resourceVersion": "9"}}
+    assert memo.unchanged(ref, manifest, status_only)
+    assert len(normalised) == 1, "a moved resourceVersion is checked by content"
+    assert memo.unchanged(ref, manifest, status_only)
+    assert len(normalised) == 1, "and its new resourceVersion remembered"
+    assert memo.export([ref]) == exported, "in this process only: a no-op sync writes no inventory"
+
+    edited = {**LIVE, "spec": {"replicas": 5}, "metadata": {**LIVE["metadata"], "resourceVersion": "11"}}
+    assert not memo.unchanged(ref, manifest, edited), "a write to the spec is never hidden by the memo"
+    assert not memo.unchanged(ref, Manifest(ref, {**manifest.body, "spec": {"replicas": 4}}), LIVE)
+
+
+def test_memo_reads_entries_written_without_a_resource_version() -> None:
+    ref = ObjectId("apps", "Deployment", "shop", "web")
+    manifest = Manifest(ref, {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 3}})
+    written = DryRunMemo()
+    written.remember(ref, manifest, LIVE)
+    entry = written.export([ref])[str(ref)]
+    assert entry.endswith(":812")
+    old = DryRunMemo({str(ref): entry.rsplit(":", 1)[0]})  # `<manifest hash>:<live hash>`, as older releases wrote
+
+    assert old.unchanged(ref, manifest, LIVE)
+    assert old.export([ref]) == {str(ref): entry}, "upgraded, to be saved with the next inventory write"
+    relabelled = {**LIVE, "metadata": {**LIVE["metadata"], "labels": {"app": "other"}, "resourceVersion": "10"}}
+    assert not DryRunMemo({str(ref): entry.rsplit(":", 1)[0]}).unchanged(ref, manifest, relabelled)
 
 
 def test_memo_never_holds_secrets() -> None:
