@@ -53,6 +53,7 @@ def start_kubelab(state_dir: Path) -> Path:
         console.print(f"[dim]kubelab already running in {state_dir}[/dim]")
         return state_dir / "admin.kubeconfig"
     console.rule("starting kubelab (etcd, kube-apiserver, controller-manager, scheduler, kwok)")
+    shutil.rmtree(state_dir, ignore_errors=True)  # a fresh cluster: no history from an earlier demo
     started = time.monotonic()
     out = subprocess.run([*kubelab, "up", "--state-dir", str(state_dir)], check=True, capture_output=True, text=True)
     kubeconfig = Path(out.stdout.strip().splitlines()[-1])
