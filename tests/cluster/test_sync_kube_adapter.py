@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from widgets import widget_crd
 
 from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import ConfigMapStateStore
@@ -145,24 +146,7 @@ def test_unknown_kind_and_missing_namespace(cluster: KubeCluster, namespace: str
 
 def test_discovery_refreshes_after_a_crd_is_created(cluster: KubeCluster, namespace: str) -> None:
     group = f"{namespace}.example.com"
-    crd = {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"widgets.{group}"},
-        "spec": {
-            "group": group,
-            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget", "listKind": "WidgetList"},
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-                }
-            ],
-        },
-    }
+    crd = widget_crd(group)
     cluster.resource("", "ConfigMap")  # discovery loaded before the CRD exists
     cluster.apply(crd)
     try:
