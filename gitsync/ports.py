@@ -51,7 +51,11 @@ class Cluster(Protocol):
         """The live object, or None when it does not exist."""
         ...
 
-    def list(self, group: str, kind: str, namespace: str = "", label_selector: str = "") -> ObjectList: ...
+    def list(
+        self, group: str, kind: str, namespace: str = "", label_selector: str = "", *, metadata_only: bool = False
+    ) -> ObjectList:
+        """All objects of a kind; with ``metadata_only`` just their ``metadata`` (a fraction of the bytes)."""
+        ...
 
     def apply(self, body: Json, *, dry_run: bool = False, force: bool = False) -> Json:
         """Server-side apply with field manager ``gitsync``; returns the resulting (or would-be) object."""

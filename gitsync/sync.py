@@ -97,7 +97,7 @@ def sync_app(
         revision=revision if clean else "",
         digest=rendered.digest if clean else "",
     )
-    after_apply = after_apply.with_memo(memo.export(after_apply.objects))
+    after_apply = _with_memo(after_apply, before, memo)
     stored = inventories.save(store, key, namespace, after_apply, before)
     pruned: ChangeSet = ()
     if prune and clean:
@@ -111,7 +111,7 @@ def sync_app(
         deleted = {e.id for e in pruned if e.action is SyncAction.DELETED}
         still_there = {c.id for c in planned.of(PlanAction.DELETE)} - deleted
         pruned_inventory = stored.removing(set(planned.stale) - still_there)
-        pruned_inventory = pruned_inventory.with_memo(memo.export(pruned_inventory.objects))
+        pruned_inventory = _with_memo(pruned_inventory, stored, memo)
         stored = inventories.save(store, key, namespace, pruned_inventory, stored)
     result = SyncResult(key, revision, rendered.digest, planned, applied + pruned, stored)
     _log(result)
@@ -136,6 +136,16 @@ def ensure_namespace(cluster: Cluster, namespace: str) -> bool:
         return False  # created meanwhile by someone else: what we wanted
     log.info("namespace.created", namespace=namespace)
     return True
+
+
+def _with_memo(inventory: Inventory, previous: Inventory, memo: DryRunMemo) -> Inventory:
+    """``inventory`` with the memo's entries for its objects. A no-op keeps the stored entries, so it writes
+    nothing; an inventory written anyway also takes the resourceVersions found since (a Deployment's status)."""
+    kept = inventory.with_memo(memo.export(inventory.objects))
+    if kept.same_content(previous):
+        return kept
+    memo.settle()
+    return inventory.with_memo(memo.export(inventory.objects))
 
 
 def _log(result: SyncResult) -> None:

@@ -57,6 +57,7 @@ _DISCOVERY_ACCEPT = (
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
     "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
 )
+_METADATA_LIST_ACCEPT = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 _LIST_PAGE = 500
 _CONFLICT_MANAGER = re.compile(r'conflict with "([^"]+)"')
 _REFRESH_INTERVAL = 1.0
@@ -236,9 +237,16 @@ class KubeCluster:
         except NotFoundError:
             return None
 
-    def list(self, group: str, kind: str, namespace: str = "", label_selector: str = "") -> ObjectList:
-        """All objects of a kind (in one namespace, or all), paged; items carry ``apiVersion`` and ``kind``."""
+    def list(
+        self, group: str, kind: str, namespace: str = "", label_selector: str = "", *, metadata_only: bool = False
+    ) -> ObjectList:
+        """All objects of a kind (in one namespace, or all), paged; items carry ``apiVersion`` and ``kind``.
+
+        ``metadata_only`` asks for ``PartialObjectMetadata`` items (what ``kubectl get -o name`` and informers on
+        metadata use): names and resourceVersions without spec and status, a third of the bytes of Deployments.
+        """
         res = self.resource(group, kind)
+        accept = _METADATA_LIST_ACCEPT if metadata_only else "application/json"
         path = res.path(namespace)
         query = {"limit": str(_LIST_PAGE)}
         if label_selector:
@@ -246,8 +254,9 @@ class KubeCluster:
         api_version = f"{group}/{res.version}" if group else res.version
         items: list[Json] = []
         while True:
-            page = self._json("list", "GET", path, subject=path, query=query)
-            for item in page.get("items", []):
+            verb = "list-metadata" if metadata_only else "list"
+            page = self._json(verb, "GET", path, subject=path, query=query, accept=accept)
+            for item in page.get("items") or ():  # a metadata list with no items has "items": null
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
                 items.append(item)

@@ -34,6 +34,7 @@ EXIT_CHANGES = 1
 def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, output: str) -> None:
     """Show what `gitsync sync` would change, without changing anything."""
     from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.plan import ListSnapshot
     from gitsync.sync import sync_app
 
     # stdout is the diff; the command prints each error once itself (the warning event would repeat them as JSON)
@@ -42,7 +43,11 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
         targets = render(repo, env, app)
         cluster = connect(kubeconfig)
         store = ConfigMapStateStore(cluster)
-        results = [sync_app(r, cluster, store, prune=True, dry_run=True) for r in targets]
+        # A diff shows changes only: unchanged objects the memo knows at their resourceVersion are not fetched.
+        results = [
+            sync_app(r, cluster, store, prune=True, dry_run=True, live=ListSnapshot(cluster, versions_first=True))
+            for r in targets
+        ]
     except GitsyncError as e:
         fail(str(e))
     total = Plan(tuple(chain.from_iterable(r.plan.changes for r in results)))
@@ -52,8 +57,9 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
         click.echo(_markdown(env, results, total))
     else:
         for change in total.changes:
-            if change.diff:
-                click.echo(change.diff, nl=False)
+            text = change.diff
+            if text:
+                click.echo(text, nl=False)
         click.echo(total.summary())
     if total.errors:
         for change in total.errors:

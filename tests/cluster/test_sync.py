@@ -27,7 +27,7 @@ from gitsync.model import (
     ObjectId,
     SyncAction,
 )
-from gitsync.plan import DryRunMemo, PlanAction
+from gitsync.plan import DryRunMemo, ListSnapshot, PlanAction
 from gitsync.sync import SyncResult, sync_app
 
 KEY = AppEnv("shop", "test")
@@ -204,6 +204,50 @@ def test_persisted_memo_never_hides_an_edit_of_the_live_spec(
     assert [c.id for c in found.plan.of(PlanAction.UPDATE)] == [objects[1].id]
     assert "web:edited" in found.plan.of(PlanAction.UPDATE)[0].diff
     assert again.requests.get("dry-run", 0) == 1
+
+
+def test_diff_settles_unchanged_objects_from_metadata_lists_alone(
+    cluster: KubeCluster, store: ConfigMapStateStore, namespace: str, kubelab: Any
+) -> None:
+    objects = [configmap(namespace, f"c{i}", v=str(i)) for i in range(3)]
+    sync(cluster, store, namespace, *objects)
+
+    fresh = KubeCluster(kubelab.kubeconfig)  # a new `gitsync diff`, as the CLI reads
+    quiet = sync(fresh, ConfigMapStateStore(fresh), namespace, *objects, dry_run=True, live=versions_first(fresh))
+    assert quiet.plan.summary() == "0 to create, 0 to change, 0 to delete, 3 unchanged"
+    assert fresh.requests.get("list-metadata") == 1
+    assert fresh.requests.get("list", 0) == 0, "no object content fetched when nothing moved"
+    assert fresh.requests.get("dry-run", 0) == 0
+
+    # a Deployment's status is written after the apply: it moves, and its content says it is unchanged
+    objects.append(deployment(namespace))
+    sync(cluster, store, namespace, *objects)
+    # an edit moves one ConfigMap's resourceVersion: the kind is listed in full and the edit is found
+    take_field(cluster, objects[0], "kubectl-edit", {"data": {"v": "edited"}})
+    again = KubeCluster(kubelab.kubeconfig)
+    found = sync(
+        again, ConfigMapStateStore(again), namespace, *objects, dry_run=True, force=True, live=versions_first(again)
+    )
+    assert found.plan.summary() == "0 to create, 1 to change, 0 to delete, 3 unchanged"
+    assert "edited" in found.plan.of(PlanAction.UPDATE)[0].diff
+    assert again.requests.get("dry-run", 0) == 1, "only the edited object"
+
+    # a new object in the render is a create, not hidden by the metadata path
+    grown = sync(
+        again,
+        ConfigMapStateStore(again),
+        namespace,
+        *objects,
+        configmap(namespace, "c9", v="9"),
+        dry_run=True,
+        force=True,
+        live=versions_first(again),
+    )
+    assert grown.plan.summary() == "1 to create, 1 to change, 0 to delete, 3 unchanged"
+
+
+def versions_first(cluster: KubeCluster) -> ListSnapshot:
+    return ListSnapshot(cluster, versions_first=True)
 
 
 def test_prune_deletes_what_left_the_render_and_keeps_what_asks(

@@ -48,7 +48,9 @@ class Scripted:
         self.calls: list[tuple[str, ...]] = []
         self.done = threading.Event()
 
-    def list(self, group: str, kind: str, namespace: str = "", label_selector: str = "") -> ObjectList:
+    def list(
+        self, group: str, kind: str, namespace: str = "", label_selector: str = "", *, metadata_only: bool = False
+    ) -> ObjectList:
         self.calls.append(("list", kind, namespace, label_selector))
         if self.list_error is not None:
             raise self.list_error

@@ -210,3 +210,34 @@ def test_memo_never_holds_secrets() -> None:
     memo.remember(ref, manifest, secret(password="hunter2"))
     assert not memo.unchanged(ref, manifest, secret(password="hunter2"))
     assert memo.export([ref]) == {}
+
+
+def test_memo_fast_path_alone_needs_the_remembered_resource_version() -> None:
+    ref = ObjectId("apps", "Deployment", "shop", "web")
+    manifest = Manifest(ref, {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 3}})
+    memo = DryRunMemo()
+    memo.remember(manifest.id, manifest, LIVE)
+    version = LIVE["metadata"]["resourceVersion"]
+    assert memo.unchanged_at(manifest.id, manifest, version)
+    assert not memo.unchanged_at(manifest.id, manifest, "813"), "moved: the content must decide"
+    status_only = {**LIVE, "status": {"readyReplicas": 1}, "metadata": {**LIVE["metadata"], "resourceVersion": "813"}}
+    assert memo.unchanged(ref, manifest, status_only)
+    assert memo.unchanged_at(manifest.id, manifest, "813"), "the content decided once: its version is known now"
+    assert not memo.unchanged_at(manifest.id, manifest, None), "not there any more"
+    assert not memo.unchanged_at(manifest.id, Manifest(manifest.id, {**manifest.body, "spec": {}}), version)
+    assert not memo.unchanged_at(ObjectId("apps", "Deployment", "ns", "other"), manifest, version)
+
+
+def test_settled_memo_exports_the_resource_version_found_by_content() -> None:
+    ref = ObjectId("apps", "Deployment", "shop", "web")
+    manifest = Manifest(ref, {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 3}})
+    memo = DryRunMemo()
+    memo.remember(ref, manifest, LIVE)
+    status_only = {**LIVE, "status": {"readyReplicas": 1}, "metadata": {**LIVE["metadata"], "resourceVersion": "813"}}
+    assert memo.unchanged(ref, manifest, status_only)
+    before = memo.export([ref])
+    assert before[str(ref)].endswith(":812"), "a no-op keeps the stored entry: nothing to write"
+    memo.settle()
+    after = memo.export([ref])
+    assert after[str(ref)] == before[str(ref)].removesuffix("812") + "813"
+    assert DryRunMemo(after).unchanged_at(ref, manifest, "813"), "a new process takes the fast path"
