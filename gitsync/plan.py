@@ -454,16 +454,18 @@ def plan(
     force: bool = False,
     memo: DryRunMemo | None = None,
     workers: int = DRY_RUN_WORKERS,
+    new_namespaces: Collection[str] = (),
 ) -> Plan:
     """Dry-run every manifest and compare with live; inventory entries no longer rendered become deletes.
 
     ``live`` answers reads (the watch cache); a ``ListSnapshot`` of the cluster when None. Objects whose
     Namespace or CRD is itself about to be created cannot be dry-run yet: they are planned as creates and
-    validated when applied, after their dependency exists.
+    validated when applied, after their dependency exists. ``new_namespaces`` are missing namespaces the caller
+    creates before applying (the environment's own, as ``sync`` and the agent do): the same holds in them.
     """
     reader: LiveReader = live if live is not None else ListSnapshot(cluster)
     desired_ids = {m.id for m in manifests}
-    pending = _PendingParents(manifests)
+    pending = _PendingParents(manifests, new_namespaces)
     ordered = sorted(manifests, key=lambda m: apply_order(m.id))
     parents = [m for m in ordered if m.id.kind in _PARENT_KINDS]
     children = [m for m in ordered if m.id.kind not in _PARENT_KINDS]
@@ -586,8 +588,9 @@ class _PendingParents:
     in a namespace or kind still fails its dry-run.
     """
 
-    def __init__(self, manifests: Iterable[Manifest]) -> None:
+    def __init__(self, manifests: Iterable[Manifest], new_namespaces: Collection[str] = ()) -> None:
         self._namespaces = {m.id.name for m in manifests if m.id.kind == "Namespace" and not m.id.group}
+        self._new_namespaces = frozenset(new_namespaces)
         self._kinds: dict[tuple[str, str], ObjectId] = {}
         for m in manifests:
             if m.id.kind == "CustomResourceDefinition":
@@ -599,5 +602,7 @@ class _PendingParents:
     def awaits_parent(self, ref: ObjectId) -> bool:
         crd = self._kinds.get((ref.group, ref.kind))
         if crd is not None and crd in self.created:
+            return True
+        if ref.namespace in self._new_namespaces:
             return True
         return ref.namespace in self._namespaces and ObjectId("", "Namespace", "", ref.namespace) in self.created

@@ -25,7 +25,7 @@ from gitsync.plan import DryRunMemo, Plan, PlanAction, plan
 from gitsync.ports import Cluster, LiveReader, RenderedApp, StateStore
 from gitsync.prune import prune as prune_stage
 
-__all__ = ["SyncResult", "ensure_namespace", "sync_app"]
+__all__ = ["SyncResult", "ensure_namespace", "namespace_exists", "sync_app"]
 
 log = logging.get("gitsync.sync")
 
@@ -73,15 +73,26 @@ def sync_app(
     live: LiveReader | None = None,
     memo: DryRunMemo | None = None,
     progress: Progress | None = None,
+    new_namespace: bool = False,
 ) -> SyncResult:
     """Advance the cluster to ``rendered``. ``exclude``: rendered objects a rollout strategy applies itself
-    (they stay in the inventory and are never pruned). ``live``: where reads come from (the watch cache)."""
+    (they stay in the inventory and are never pruned). ``live``: where reads come from (the watch cache).
+    ``new_namespace``: a dry run for an environment whose namespace a real sync would create first
+    (``ensure_namespace``): its objects are planned as creates, not as errors."""
     key, namespace = rendered.app_env, rendered.namespace
     revision = rendered.revision or ""
     before = inventories.load(store, key, namespace)
     manifests = [m for m in rendered.manifests if m.id not in exclude]
     memo = memo if memo is not None else DryRunMemo(before.memo)
-    planned = plan(manifests, cluster, inventory=before.objects - exclude, live=live, force=force, memo=memo)
+    planned = plan(
+        manifests,
+        cluster,
+        inventory=before.objects - exclude,
+        live=live,
+        force=force,
+        memo=memo,
+        new_namespaces=(namespace,) if new_namespace else (),
+    )
     if dry_run or planned.errors:
         changes = apply(planned, cluster) if planned.errors else ()
         result = SyncResult(key, revision, rendered.digest, planned, changes, before, dry_run)
@@ -118,16 +129,20 @@ def sync_app(
     return result
 
 
-def ensure_namespace(cluster: Cluster, namespace: str) -> bool:
-    """Create the environment's namespace when it is missing (True when it did): the app's objects and its state
-    ConfigMaps live there, and every dry-run in a missing namespace fails. Labelled as gitsync's, never pruned.
-    Without permission to read namespaces (namespace-scoped RBAC) it is taken to exist."""
-    ref = ObjectId("", "Namespace", "", namespace)
+def namespace_exists(cluster: Cluster, namespace: str) -> bool:
+    """Whether the namespace is there; without permission to read namespaces (namespace-scoped RBAC) it is taken
+    to exist."""
     try:
-        if cluster.get(ref) is not None:
-            return False
+        return cluster.get(ObjectId("", "Namespace", "", namespace)) is not None
     except ForbiddenError:
         log.info("namespace.unchecked", namespace=namespace, reason="no permission to read namespaces")
+        return True
+
+
+def ensure_namespace(cluster: Cluster, namespace: str) -> bool:
+    """Create the environment's namespace when it is missing (True when it did): the app's objects and its state
+    ConfigMaps live there, and every dry-run in a missing namespace fails. Labelled as gitsync's, never pruned."""
+    if namespace_exists(cluster, namespace):
         return False
     metadata: Json = {"name": namespace, "labels": {LABEL_MANAGED_BY: MANAGER}}
     try:  # create, never apply: an existing namespace is not ours to relabel (and RBAC needs no patch on it)

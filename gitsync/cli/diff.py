@@ -52,10 +52,19 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
     ahead = pool.submit(_read_ahead, repo, env, app, kubeconfig, pool)
     try:
         targets = render(repo, env, app)
-        cluster, snapshots = ahead.result()
+        cluster, snapshots, missing = ahead.result()
         store = ConfigMapStateStore(cluster)
         results = [
-            sync_app(r, cluster, store, prune=True, dry_run=True, live=snapshots[r.app_env.app]) for r in targets
+            sync_app(
+                r,
+                cluster,
+                store,
+                prune=True,
+                dry_run=True,
+                live=snapshots[r.app_env.app],
+                new_namespace=r.namespace in missing,
+            )
+            for r in targets
         ]
     except GitsyncError as e:
         pool.shutdown(wait=False, cancel_futures=True)  # a render error does not wait for reads nobody needs
@@ -82,26 +91,31 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
 
 def _read_ahead(
     repo: Path, env: str, app: str | None, kubeconfig: Path | None, pool: ThreadPoolExecutor
-) -> tuple[KubeCluster, dict[str, ListSnapshot]]:
-    """Connect and start listing what each app's stored inventory holds, in a thread while the templates render:
-    the server prepares the lists meanwhile. A diff shows changes only, so the lists are metadata lists first
-    (``versions_first``): unchanged objects the memo knows at their resourceVersion are never fetched. A failure
-    here is left for the same call after the render to raise, so a render error is still reported first."""
+) -> tuple[KubeCluster, dict[str, ListSnapshot], frozenset[str]]:
+    """Connect, check the environment's namespace and start listing what each app's stored inventory holds, in a
+    thread while the templates render: the server prepares the lists meanwhile. A diff shows changes only, so the
+    lists are metadata lists first (``versions_first``): unchanged objects the memo knows at their
+    resourceVersion are never fetched. A failure here is left for the same call after the render to raise, so a
+    render error is still reported first. Returns the namespaces a sync would create."""
     import renderers
     from gitsync import inventory
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.model import AppEnv
     from gitsync.plan import ListSnapshot
+    from gitsync.sync import namespace_exists
 
     cluster = connect(kubeconfig)
     snapshots = {}
+    missing: frozenset[str] = frozenset()
     with contextlib.suppress(GitsyncError, renderers.RenderError):
         environment = renderers.load_environment(repo, env)
+        if not namespace_exists(cluster, environment.namespace):
+            missing = frozenset({environment.namespace})
         store = ConfigMapStateStore(cluster)
         for name in environment.apps if app is None else (app,):
             snapshot = snapshots[name] = ListSnapshot(cluster, versions_first=True)
             snapshot.prefetch(inventory.load(store, AppEnv(name, env), environment.namespace).objects, pool)
-    return cluster, defaultdict(lambda: ListSnapshot(cluster, versions_first=True), snapshots)
+    return cluster, defaultdict(lambda: ListSnapshot(cluster, versions_first=True), snapshots), missing
 
 
 def _counts(plan: Plan) -> dict[str, int]:

@@ -100,10 +100,11 @@ def app_status(rendered: RenderedApp, cluster: KubeCluster) -> AppStatus:
     of its namespaces, the inventory and the agent's status document."""
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.strategy.control import describe_rollout
-    from gitsync.sync import sync_app
+    from gitsync.sync import namespace_exists, sync_app
 
     store = ConfigMapStateStore(cluster)
-    result = sync_app(rendered, cluster, store, prune=True, dry_run=True)
+    new = not namespace_exists(cluster, rendered.namespace)
+    result = sync_app(rendered, cluster, store, prune=True, dry_run=True, new_namespace=new)
     live = {c.id: c.live for c in result.plan.changes if c.desired is not None}
     namespaces = sorted({ref.namespace for ref in live if ref.kind in WORKLOAD_KINDS and ref.namespace})
     pods = [p for ns in namespaces for p in cluster.list("", "Pod", ns).items]

@@ -116,7 +116,7 @@ def command(
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.strategy.executor import advance, owned
-    from gitsync.sync import ensure_namespace, sync_app
+    from gitsync.sync import ensure_namespace, namespace_exists, sync_app
 
     interactive = sys.stdout.isatty()
     # A terminal gets the progress bar and the summary; anything else (CI) a structured event per object.
@@ -125,10 +125,13 @@ def command(
         targets = render(repo, env, app)
         cluster = connect(kubeconfig)
         store = ConfigMapStateStore(cluster)
-        if not dry_run:  # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
-            for namespace in sorted({rendered.namespace for rendered in targets}):
-                if ensure_namespace(cluster, namespace):
-                    click.echo(f"Namespace/{namespace}: created")
+        # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
+        missing = set()
+        for namespace in sorted({rendered.namespace for rendered in targets}):
+            if dry_run and not namespace_exists(cluster, namespace):
+                missing.add(namespace)
+            elif not dry_run and ensure_namespace(cluster, namespace):
+                click.echo(f"Namespace/{namespace}: created")
         results = []
         rollouts: list[str] = []
         for rendered in targets:
@@ -152,6 +155,7 @@ def command(
                         force=force,
                         exclude=exclude,
                         progress=tick,
+                        new_namespace=rendered.namespace in missing,
                     )
                 )
     except GitsyncError as e:

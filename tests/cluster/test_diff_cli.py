@@ -106,6 +106,27 @@ def test_diff_exit_codes_follow_kubectl(repo: Path, namespace: str, kubelab: Any
     assert len(broken.stderr.strip().splitlines()) == 1
 
 
+def test_diff_of_a_new_environment_plans_creates_where_sync_will_make_the_namespace(
+    tmp_path: Path, kubelab: Any
+) -> None:
+    fresh = f"fresh-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    repo = write_repo(tmp_path / "repo", fresh)
+    cluster = KubeCluster(kubelab.kubeconfig)
+    args = ("--repo", str(repo), "--env", "test")
+
+    for command in (("diff",), ("sync", "--dry-run"), ("status",)):
+        shown = gitsync(*command, *args, kubeconfig=kubelab.kubeconfig)
+        assert "not found" not in shown.stdout + shown.stderr, command
+        assert "3 to create" in shown.stdout, (command, shown.stdout, shown.stderr)
+    assert cluster.get(ObjectId("", "Namespace", "", fresh)) is None, "looking changes nothing"
+
+    synced = gitsync("sync", *args, kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stderr
+    assert f"Namespace/{fresh}: created" in synced.stdout
+    assert gitsync("diff", *args, kubeconfig=kubelab.kubeconfig).returncode == 0
+    cluster.delete(ObjectId("", "Namespace", "", fresh))
+
+
 def test_diff_shows_changes_but_never_secret_values(repo: Path, namespace: str, kubelab: Any) -> None:
     args = ("--repo", str(repo), "--env", "test")
     first = gitsync("diff", *args, kubeconfig=kubelab.kubeconfig)
