@@ -7,6 +7,8 @@ to the repository root, or ``path: problem`` when no line applies (a missing fil
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gitsync.errors import TerminalError
 
 
@@ -19,3 +21,25 @@ class RenderError(TerminalError):
         self.problem = " ".join(problem.split())  # one line, always
         where = f"{path}:{line}" if line else path
         super().__init__(f"{where}: {self.problem}")
+
+
+def read_utf8(path: Path) -> str:
+    """A repository text file; bytes that are not UTF-8 are a ``NotUtf8`` naming the line, not a codec dump."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise NotUtf8(
+            f"not UTF-8 text: byte 0x{data[exc.start]:02x} at column {column} (save the file as UTF-8)", line
+        ) from None
+
+
+class NotUtf8(ValueError):
+    """A file that is not UTF-8; ``line`` is 1-based. Callers add the path (they know it relative to the repo)."""
+
+    def __init__(self, problem: str, line: int) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.line = line

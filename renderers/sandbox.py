@@ -22,6 +22,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from renderers.errors import NotUtf8, read_utf8
 from renderers.filters import FILTERS
 from renderers.limits import OutputTooLarge, bounded_join, check_format, check_size, check_width
 
@@ -157,8 +158,10 @@ class ChartLoader(jinja2.BaseLoader):
         path = self.resolve(template)
         try:
             mtime = path.stat().st_mtime_ns
-            source = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            source = read_utf8(path)
+        except NotUtf8 as exc:  # reported like a syntax error: at its line, in the file that holds it
+            raise jinja2.TemplateSyntaxError(exc.problem, exc.line, template, str(path)) from None
+        except OSError as exc:
             raise jinja2.TemplateNotFound(f"{template} ({exc})") from None
 
         def uptodate() -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from renderers.errors import RenderError
+from renderers.errors import NotUtf8, RenderError, read_utf8
 from renderers.yamlio import YamlError, load_values, load_values_with_lines
 
 Values = dict[str, Any]
@@ -24,12 +24,14 @@ def read_yaml_file(repo: Path, path: Path, *, what: str, required: bool) -> tupl
     """
     rel = relative(repo, path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_utf8(path)
     except FileNotFoundError:
         if required:
             raise RenderError(rel, f"{what} does not exist") from None
         return None, {}
-    except (OSError, UnicodeDecodeError) as exc:
+    except NotUtf8 as exc:
+        raise RenderError(rel, f"{what}: {exc.problem}", exc.line) from None
+    except OSError as exc:
         raise RenderError(rel, f"cannot read {what}: {exc}") from exc
     try:
         return load_values_with_lines(text)

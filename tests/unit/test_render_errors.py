@@ -224,3 +224,19 @@ def test_a_failing_template_fails_the_whole_render(tmp_path: Path) -> None:
     good = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n"
     repo = make_repo(tmp_path, {"a.yaml": good, "z.yaml": good.replace("ok", "{{ values.nope }}")})
     assert render_error(repo).startswith("apps/web/templates/z.yaml:4: undefined value values.nope")
+
+
+def test_bytes_that_are_not_utf8_are_named_at_their_line(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, {"c.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n"})
+    template = repo / "apps" / "web" / "templates" / "c.yaml"
+    template.write_bytes(b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  k: caf\xe9\n")
+    assert render_error(repo) == (
+        "apps/web/templates/c.yaml:6: template syntax: not UTF-8 text: byte 0xe9 at column 9 (save the file as UTF-8)"
+    )
+
+    template.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n")
+    (repo / "environments" / "dev" / "values" / "web.yaml").write_bytes(b"a: 1\nb: \xff\n")
+    assert render_error(repo) == (
+        "environments/dev/values/web.yaml:2: values file: not UTF-8 text: byte 0xff at column 4"
+        " (save the file as UTF-8)"
+    )
