@@ -7,28 +7,20 @@ request comment.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from gitsync import log as logging
-from gitsync.cli.sync import EXIT_ERROR, app_option, connect, env_option, fail, kubeconfig_option, render, repo_option
+from gitsync.cli.sync import EXIT_ERROR, ReadAhead, app_option, env_option, fail, kubeconfig_option, render, repo_option
 from gitsync.errors import GitsyncError
 from gitsync.plan import Plan, PlanAction
 from gitsync.sync import SyncResult
-
-if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from gitsync.adapters.kube import KubeCluster
-    from gitsync.plan import ListSnapshot
 
 EXIT_CHANGES = 1
 
@@ -41,18 +33,15 @@ EXIT_CHANGES = 1
 @click.option("-o", "--output", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, output: str) -> None:
     """Show what `gitsync sync` would change, without changing anything."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.sync import sync_app
 
     # stdout is the diff; the command prints each error once itself (the warning event would repeat them as JSON)
     logging.configure("auto", level="ERROR")
-    pool = ThreadPoolExecutor(max_workers=8)
-    ahead = pool.submit(_read_ahead, repo, env, app, kubeconfig, pool)
+    ahead = ReadAhead(repo, env, app, kubeconfig)
     try:
         targets = render(repo, env, app)
-        cluster, snapshots, missing = ahead.result()
+        cluster = ahead.cluster()
         store = ConfigMapStateStore(cluster)
         results = [
             sync_app(
@@ -61,15 +50,15 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
                 store,
                 prune=True,
                 dry_run=True,
-                live=snapshots[r.app_env.app],
-                new_namespace=r.namespace in missing,
+                live=ahead.snapshot(r.app_env.app),
+                new_namespace=r.namespace in ahead.missing,
             )
             for r in targets
         ]
     except GitsyncError as e:
-        pool.shutdown(wait=False, cancel_futures=True)  # a render error does not wait for reads nobody needs
+        ahead.close(abandon=True)
         fail(str(e))
-    pool.shutdown()
+    ahead.close()
     total = Plan(tuple(chain.from_iterable(r.plan.changes for r in results)))
     if output == "json":
         click.echo(json.dumps(_json(env, results, total), indent=2))
@@ -87,35 +76,6 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
         sys.exit(EXIT_ERROR)
     if total.has_changes:
         sys.exit(EXIT_CHANGES)
-
-
-def _read_ahead(
-    repo: Path, env: str, app: str | None, kubeconfig: Path | None, pool: ThreadPoolExecutor
-) -> tuple[KubeCluster, dict[str, ListSnapshot], frozenset[str]]:
-    """Connect, check the environment's namespace and start listing what each app's stored inventory holds, in a
-    thread while the templates render: the server prepares the lists meanwhile. A diff shows changes only, so the
-    lists are metadata lists first (``versions_first``): unchanged objects the memo knows at their
-    resourceVersion are never fetched. A failure here is left for the same call after the render to raise, so a
-    render error is still reported first. Returns the namespaces a sync would create."""
-    import renderers
-    from gitsync import inventory
-    from gitsync.adapters.state import ConfigMapStateStore
-    from gitsync.model import AppEnv
-    from gitsync.plan import ListSnapshot
-    from gitsync.sync import namespace_exists
-
-    cluster = connect(kubeconfig)
-    snapshots = {}
-    missing: frozenset[str] = frozenset()
-    with contextlib.suppress(GitsyncError, renderers.RenderError):
-        environment = renderers.load_environment(repo, env)
-        if not namespace_exists(cluster, environment.namespace):
-            missing = frozenset({environment.namespace})
-        store = ConfigMapStateStore(cluster)
-        for name in environment.apps if app is None else (app,):
-            snapshot = snapshots[name] = ListSnapshot(cluster, versions_first=True)
-            snapshot.prefetch(inventory.load(store, AppEnv(name, env), environment.namespace).objects, pool)
-    return cluster, defaultdict(lambda: ListSnapshot(cluster, versions_first=True), snapshots), missing
 
 
 def _counts(plan: Plan) -> dict[str, int]:

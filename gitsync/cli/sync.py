@@ -8,6 +8,7 @@ it: rendering the targets and connecting to the cluster.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from gitsync.errors import GitsyncError, TerminalError
 
 if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the Kubernetes client
     from gitsync.adapters.kube import KubeCluster
+    from gitsync.plan import ListSnapshot
     from renderers import RenderedApp
 
 EXIT_FAILED = 1
@@ -74,6 +76,57 @@ def connect(kubeconfig: Path | None) -> KubeCluster:
         raise TerminalError(f"{where}: cannot load cluster configuration: not a kubeconfig ({e})") from e
 
 
+class ReadAhead:
+    """Reads the cluster in worker threads while the main thread renders, for ``diff`` and ``sync``: connects,
+    checks the environment's namespace and lists what each app's stored inventory holds, so the server prepares
+    the lists during the render. Lists are metadata first (``ListSnapshot(versions_first=True)``): objects the
+    dry-run memo knows at their current resourceVersion are never fetched, as neither command needs their
+    content. A failure here is raised by ``cluster()`` after the render, so a render error is reported first.
+    """
+
+    def __init__(self, repo: Path, env: str, app: str | None, kubeconfig: Path | None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=8)
+        self._snapshots: dict[str, ListSnapshot] = {}
+        self.missing: frozenset[str] = frozenset()
+        """Namespaces of the environment that do not exist yet (a sync creates them)."""
+        self._connected = self._pool.submit(self._read, repo, env, app, kubeconfig)
+
+    def cluster(self) -> KubeCluster:
+        return self._connected.result()
+
+    def snapshot(self, app: str) -> ListSnapshot:
+        from gitsync.plan import ListSnapshot
+
+        found = self._snapshots.get(app)
+        return found if found is not None else ListSnapshot(self.cluster(), versions_first=True)
+
+    def close(self, *, abandon: bool = False) -> None:
+        """``abandon``: an error ends the command; reads still queued are dropped rather than waited for."""
+        self._pool.shutdown(wait=not abandon, cancel_futures=abandon)
+
+    def _read(self, repo: Path, env: str, app: str | None, kubeconfig: Path | None) -> KubeCluster:
+        import renderers
+        from gitsync import inventory
+        from gitsync.adapters.state import ConfigMapStateStore
+        from gitsync.model import AppEnv
+        from gitsync.plan import ListSnapshot
+        from gitsync.sync import namespace_exists
+
+        cluster = connect(kubeconfig)
+        with contextlib.suppress(GitsyncError, renderers.RenderError):  # raised again where they are reported
+            environment = renderers.load_environment(repo, env)
+            if not namespace_exists(cluster, environment.namespace):
+                self.missing = frozenset({environment.namespace})
+            store = ConfigMapStateStore(cluster)
+            for name in environment.apps if app is None else (app,):
+                snapshot = self._snapshots[name] = ListSnapshot(cluster, versions_first=True)
+                stored = inventory.load(store, AppEnv(name, env), environment.namespace)
+                snapshot.prefetch(stored.objects, self._pool)
+        return cluster
+
+
 @contextmanager
 def progress_for(label: str, enabled: bool) -> Iterator[Callable[[ChangeSetEntry], None] | None]:
     """A rich progress display advanced once per applied or deleted object, or None when not on a terminal."""
@@ -116,22 +169,20 @@ def command(
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.strategy.executor import advance, owned
-    from gitsync.sync import ensure_namespace, namespace_exists, sync_app
+    from gitsync.sync import ensure_namespace, sync_app
 
     interactive = sys.stdout.isatty()
     # A terminal gets the progress bar and the summary; anything else (CI) a structured event per object.
     logging.configure("auto", level="WARNING" if interactive else "INFO")
+    ahead = ReadAhead(repo, env, app, kubeconfig)
     try:
         targets = render(repo, env, app)
-        cluster = connect(kubeconfig)
+        cluster = ahead.cluster()
         store = ConfigMapStateStore(cluster)
-        # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
-        missing = set()
-        for namespace in sorted({rendered.namespace for rendered in targets}):
-            if dry_run and not namespace_exists(cluster, namespace):
-                missing.add(namespace)
-            elif not dry_run and ensure_namespace(cluster, namespace):
-                click.echo(f"Namespace/{namespace}: created")
+        if not dry_run:  # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
+            for namespace in sorted({rendered.namespace for rendered in targets}):
+                if ensure_namespace(cluster, namespace):
+                    click.echo(f"Namespace/{namespace}: created")
         results = []
         rollouts: list[str] = []
         for rendered in targets:
@@ -154,12 +205,15 @@ def command(
                         dry_run=dry_run,
                         force=force,
                         exclude=exclude,
+                        live=ahead.snapshot(rendered.app_env.app),
                         progress=tick,
-                        new_namespace=rendered.namespace in missing,
+                        new_namespace=dry_run and rendered.namespace in ahead.missing,
                     )
                 )
     except GitsyncError as e:
+        ahead.close(abandon=True)
         fail(str(e))
+    ahead.close()
     for result in results:
         click.echo(result.summary())
         for entry in result.failures:
