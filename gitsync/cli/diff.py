@@ -17,7 +17,18 @@ from typing import Any
 import click
 
 from gitsync import log as logging
-from gitsync.cli.sync import EXIT_ERROR, ReadAhead, app_option, env_option, fail, kubeconfig_option, render, repo_option
+from gitsync.cli.sync import (
+    EXIT_ERROR,
+    app_option,
+    connect,
+    env_option,
+    fail,
+    kubeconfig_option,
+    namespaces_to_create,
+    render,
+    repo_option,
+    snapshot,
+)
 from gitsync.errors import GitsyncError
 from gitsync.plan import Plan, PlanAction
 from gitsync.sync import SyncResult
@@ -38,11 +49,11 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
 
     # stdout is the diff; the command prints each error once itself (the warning event would repeat them as JSON)
     logging.configure("auto", level="ERROR")
-    ahead = ReadAhead(repo, env, app, kubeconfig)
     try:
         targets = render(repo, env, app)
-        cluster = ahead.cluster()
+        cluster = connect(kubeconfig)
         store = ConfigMapStateStore(cluster)
+        missing = namespaces_to_create(cluster, targets)
         results = [
             sync_app(
                 r,
@@ -50,15 +61,13 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
                 store,
                 prune=True,
                 dry_run=True,
-                live=ahead.snapshot(r.app_env.app),
-                new_namespace=r.namespace in ahead.missing,
+                live=snapshot(cluster),
+                new_namespace=r.namespace in missing,
             )
             for r in targets
         ]
     except GitsyncError as e:
-        ahead.close(abandon=True)
         fail(str(e))
-    ahead.close()
     total = Plan(tuple(chain.from_iterable(r.plan.changes for r in results)))
     if output == "json":
         click.echo(json.dumps(_json(env, results, total), indent=2))

@@ -99,11 +99,12 @@ def app_status(rendered: RenderedApp, cluster: KubeCluster) -> AppStatus:
     """Gather one app-env's status: a dry-run plan, one read per object it already made, pods and ReplicaSets
     of its namespaces, the inventory and the agent's status document."""
     from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.cli.sync import namespaces_to_create
     from gitsync.strategy.control import describe_rollout
-    from gitsync.sync import namespace_exists, sync_app
+    from gitsync.sync import sync_app
 
     store = ConfigMapStateStore(cluster)
-    new = not namespace_exists(cluster, rendered.namespace)
+    new = rendered.namespace in namespaces_to_create(cluster, (rendered,))
     result = sync_app(rendered, cluster, store, prune=True, dry_run=True, new_namespace=new)
     live = {c.id: c.live for c in result.plan.changes if c.desired is not None}
     namespaces = sorted({ref.namespace for ref in live if ref.kind in WORKLOAD_KINDS and ref.namespace})

@@ -8,10 +8,9 @@ it: rendering the targets and connecting to the cluster.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -76,55 +75,20 @@ def connect(kubeconfig: Path | None) -> KubeCluster:
         raise TerminalError(f"{where}: cannot load cluster configuration: not a kubeconfig ({e})") from e
 
 
-class ReadAhead:
-    """Reads the cluster in worker threads while the main thread renders, for ``diff`` and ``sync``: connects,
-    checks the environment's namespace and lists what each app's stored inventory holds, so the server prepares
-    the lists during the render. Lists are metadata first (``ListSnapshot(versions_first=True)``): objects the
-    dry-run memo knows at their current resourceVersion are never fetched, as neither command needs their
-    content. A failure here is raised by ``cluster()`` after the render, so a render error is reported first.
-    """
+def namespaces_to_create(cluster: KubeCluster, targets: Sequence[RenderedApp]) -> frozenset[str]:
+    """The environment namespaces that do not exist yet: a sync creates them first, so a dry run plans their
+    objects as creates rather than failing on every one."""
+    from gitsync.sync import namespace_exists
 
-    def __init__(self, repo: Path, env: str, app: str | None, kubeconfig: Path | None) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+    return frozenset(ns for ns in {r.namespace for r in targets} if not namespace_exists(cluster, ns))
 
-        self._pool = ThreadPoolExecutor(max_workers=8)
-        self._snapshots: dict[str, ListSnapshot] = {}
-        self.missing: frozenset[str] = frozenset()
-        """Namespaces of the environment that do not exist yet (a sync creates them)."""
-        self._connected = self._pool.submit(self._read, repo, env, app, kubeconfig)
 
-    def cluster(self) -> KubeCluster:
-        return self._connected.result()
+def snapshot(cluster: KubeCluster) -> ListSnapshot:
+    """What ``diff`` and ``sync`` read live objects from: lists, metadata first, as neither needs the content of
+    an object the dry-run memo knows at its current resourceVersion."""
+    from gitsync.plan import ListSnapshot
 
-    def snapshot(self, app: str) -> ListSnapshot:
-        from gitsync.plan import ListSnapshot
-
-        found = self._snapshots.get(app)
-        return found if found is not None else ListSnapshot(self.cluster(), versions_first=True)
-
-    def close(self, *, abandon: bool = False) -> None:
-        """``abandon``: an error ends the command; reads still queued are dropped rather than waited for."""
-        self._pool.shutdown(wait=not abandon, cancel_futures=abandon)
-
-    def _read(self, repo: Path, env: str, app: str | None, kubeconfig: Path | None) -> KubeCluster:
-        import renderers
-        from gitsync import inventory
-        from gitsync.adapters.state import ConfigMapStateStore
-        from gitsync.model import AppEnv
-        from gitsync.plan import ListSnapshot
-        from gitsync.sync import namespace_exists
-
-        cluster = connect(kubeconfig)
-        with contextlib.suppress(GitsyncError, renderers.RenderError):  # raised again where they are reported
-            environment = renderers.load_environment(repo, env)
-            if not namespace_exists(cluster, environment.namespace):
-                self.missing = frozenset({environment.namespace})
-            store = ConfigMapStateStore(cluster)
-            for name in environment.apps if app is None else (app,):
-                snapshot = self._snapshots[name] = ListSnapshot(cluster, versions_first=True)
-                stored = inventory.load(store, AppEnv(name, env), environment.namespace)
-                snapshot.prefetch(stored.objects, self._pool)
-        return cluster
+    return ListSnapshot(cluster, versions_first=True)
 
 
 @contextmanager
@@ -174,11 +138,11 @@ def command(
     interactive = sys.stdout.isatty()
     # A terminal gets the progress bar and the summary; anything else (CI) a structured event per object.
     logging.configure("auto", level="WARNING" if interactive else "INFO")
-    ahead = ReadAhead(repo, env, app, kubeconfig)
     try:
         targets = render(repo, env, app)
-        cluster = ahead.cluster()
+        cluster = connect(kubeconfig)
         store = ConfigMapStateStore(cluster)
+        missing = namespaces_to_create(cluster, targets) if dry_run else frozenset()
         if not dry_run:  # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
             for namespace in sorted({rendered.namespace for rendered in targets}):
                 if ensure_namespace(cluster, namespace):
@@ -205,15 +169,13 @@ def command(
                         dry_run=dry_run,
                         force=force,
                         exclude=exclude,
-                        live=ahead.snapshot(rendered.app_env.app),
+                        live=snapshot(cluster),
                         progress=tick,
-                        new_namespace=dry_run and rendered.namespace in ahead.missing,
+                        new_namespace=rendered.namespace in missing,
                     )
                 )
     except GitsyncError as e:
-        ahead.close(abandon=True)
         fail(str(e))
-    ahead.close()
     for result in results:
         click.echo(result.summary())
         for entry in result.failures:
