@@ -6,6 +6,8 @@ annotation names below are part of the wire format: objects in users' clusters c
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -131,11 +133,18 @@ class Manifest:
     """One desired object as rendered. ``body`` is JSON-ready and must be treated as read-only.
 
     ``source`` is the ``template:line`` that produced it, so errors about the object point at the file.
+    ``fingerprint`` identifies the body's content (a hash of its ``canonical`` form); the renderer passes the one
+    it computes anyway, so the sync engine does not encode 1,000 objects again to compare them with its memo.
     """
 
     id: ObjectId
     body: Json = field(compare=False, hash=False)
     source: str = ""
+    fingerprint: str = field(default="", compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            object.__setattr__(self, "fingerprint", fingerprint(canonical(self.body)))
 
     @property
     def annotations(self) -> Mapping[str, str]:
@@ -187,3 +196,17 @@ class SyncState(StrEnum):
     SYNCED = "Synced"
     OUT_OF_SYNC = "OutOfSync"
     UNKNOWN = "Unknown"
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""Made once: ``json.dumps`` builds an encoder per call, a quarter of the cost for 1,000 objects."""
+
+
+def canonical(body: Any) -> str:
+    """The one canonical text of an object: JSON, sorted keys, no whitespace, UTF-8 as is. Raises ``TypeError``
+    or ``ValueError`` for what Kubernetes could not be sent (NaN, a set, a date)."""
+    return _CANONICAL.encode(body)
+
+
+def fingerprint(canonical_text: str) -> str:
+    return hashlib.sha256(canonical_text.encode()).hexdigest()[:16]

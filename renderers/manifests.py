@@ -9,11 +9,20 @@ changes exactly when the output does.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from typing import Any
 
-from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, Manifest, ObjectId, apply_order
+from gitsync.model import (
+    LABEL_APP,
+    LABEL_ENV,
+    LABEL_MANAGED_BY,
+    MANAGER,
+    Manifest,
+    ObjectId,
+    apply_order,
+    canonical,
+    fingerprint,
+)
 from renderers.environment import Environment
 from renderers.errors import RenderError
 
@@ -51,15 +60,6 @@ CLUSTER_SCOPED_KINDS = frozenset(
     }
 )
 """Built-in kinds without a namespace; custom ones are declared in env.yaml ``cluster_scoped_kinds``."""
-
-
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-"""Made once: ``json.dumps`` builds an encoder per call, a quarter of the cost for 1,000 objects."""
-
-
-def canonical(body: Any) -> str:
-    """The one canonical text of an object: JSON, sorted keys, no whitespace, UTF-8 as is."""
-    return _CANONICAL.encode(body)
 
 
 def digest(manifests: Iterable[Manifest]) -> str:
@@ -113,10 +113,10 @@ def build_manifest(body: Any, path: str, line: int, environment: Environment, ap
     labels[LABEL_APP] = app
     labels[LABEL_ENV] = environment.name
     try:
-        canonical(body)
+        text = canonical(body)
     except (TypeError, ValueError) as exc:
         raise fail(f"{kind}/{meta['name']}: value cannot be sent to Kubernetes as JSON: {exc}") from None
-    return Manifest(ObjectId.of(body), body, f"{path}:{line}")
+    return Manifest(ObjectId.of(body), body, f"{path}:{line}", fingerprint(text))
 
 
 def check_unique(manifests: Iterable[Manifest]) -> None:
