@@ -227,6 +227,8 @@ class _Tracker:
                 self.listed.clear()
                 self.resource_version = ""
             except Exception as e:  # noqa: BLE001 - keep watching whatever the failure; it is logged
+                if self.stopping.is_set():  # the stream broke because its cluster went away after stop()
+                    return
                 log.warning("cache.watch_failed", error=f"{type(e).__name__}: {e}", retry_in=delay, **fields)
                 self.tried.set()
                 self.stopping.wait(delay)

@@ -3,11 +3,14 @@ scripted list/watch source. That the cache follows a real API server is tested i
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from gitsync.cache import MANAGED_SELECTOR, Change, WatchCache
 from gitsync.errors import UnavailableError, WatchExpired
@@ -204,3 +207,23 @@ def test_a_kind_that_cannot_be_listed_does_not_stall_reads() -> None:
     finally:
         cluster.done.set()
         cache.stop(timeout=0.1)
+
+
+def test_a_watch_that_breaks_after_stop_ends_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    release = threading.Event()
+
+    class BreaksOnRelease(Scripted):
+        def watch(self, *args: Any, **kwargs: Any) -> Iterator[WatchEvent]:
+            release.wait(5)  # blocked in a read, as a quiet watch is
+            raise UnavailableError("watch interrupted: ProtocolError")
+            yield  # pragma: no cover - makes this a generator
+
+    cluster = BreaksOnRelease([[cm("a", "1")]], [])
+    cache = WatchCache(cluster, backoff=(0.01, 0.01))  # type: ignore[arg-type]
+    assert cache.ensure("", "ConfigMap", "shop")
+    cache.stop(timeout=0.1)  # the thread is still blocked in its read
+    with caplog.at_level(logging.WARNING):
+        release.set()  # then the cluster goes away under it, as when a test or the bench tears kubelab down
+        for tracker in cache._trackers.values():
+            tracker.thread.join(5)
+    assert not [r for r in caplog.records if "watch_failed" in r.getMessage()]
