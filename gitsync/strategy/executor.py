@@ -353,7 +353,11 @@ def advance(
 def _perform(action: Action, plan: _Plan, cluster: Cluster, live: Mapping[Track, Json | None], events: Events) -> str:
     key, namespace = plan.rendered.app_env, plan.namespace
     if isinstance(action, Deploy):
-        cluster.apply(plan.body(action.track, action.replicas), force=True)
+        workload = plan.body(action.track, action.replicas)
+        stable = live.get(Track.STABLE)
+        if action.track is Track.CANARY and stable is not None:
+            _owned_by(workload, stable)
+        cluster.apply(workload, force=True)
         return f"deploy {plan.ref(action.track)} replicas={action.replicas}"
     if isinstance(action, Scale):
         current = live.get(action.track, None) if action.track in live else cluster.get(plan.ref(action.track))
@@ -382,6 +386,22 @@ def _perform(action: Action, plan: _Plan, cluster: Cluster, live: Mapping[Track,
         level("rollout.event", app=key.app, env=key.env, reason=action.reason, message=action.message)
         return ""
     raise AssertionError(f"unknown action {action!r}")
+
+
+def _owned_by(body: Json, owner: Json) -> None:
+    """Make the canary Deployment a dependent of the stable one, as Argo Rollouts' ReplicaSets are of their
+    Rollout: when the stable Deployment is deleted (pruned because it left the render, or by hand) mid-rollout or
+    after an abort, Kubernetes' garbage collector removes the canary and its pods too, instead of leaving them
+    serving behind the app's Service."""
+    meta = owner.get("metadata") or {}
+    body.setdefault("metadata", {})["ownerReferences"] = [
+        {
+            "apiVersion": str(owner.get("apiVersion") or "apps/v1"),
+            "kind": "Deployment",
+            "name": str(meta.get("name", "")),
+            "uid": str(meta.get("uid", "")),
+        }
+    ]
 
 
 def _scaled(live: Json, replicas: int) -> Json:

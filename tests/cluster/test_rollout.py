@@ -439,3 +439,20 @@ def test_promote_full_skips_the_remaining_steps(lab: Lab) -> None:
     assert lab.step(v2).phase is Phase.PROMOTING
     lab.drive(v2, lambda o: o.phase is Phase.HEALTHY)
     lab.wait("only v2", lambda: lab.versions() == {"v2": REPLICAS})
+
+
+def test_canary_goes_with_its_stable_deployment_when_that_is_deleted_mid_rollout(lab: Lab) -> None:
+    released(lab, CANARY)
+    lab.drive(app(lab.namespace, "v2", CANARY), lambda o: lab.ready("web-canary") > 0)
+    canary = lab.deploy("web-canary")
+    assert canary is not None
+    owners = canary["metadata"].get("ownerReferences") or []
+    assert [(o["kind"], o["name"], o["uid"]) for o in owners] == [
+        ("Deployment", "web", lab.deploy("web")["metadata"]["uid"])
+    ]
+
+    # The Deployment leaves the render mid-rollout and prune deletes it (background propagation, as prune does):
+    # the canary and its pods must not stay behind serving under the app's labels.
+    lab.cluster.delete(ObjectId("apps", "Deployment", lab.namespace, "web"))
+    gone = lab.wait("canary collected", lambda: lab.deploy("web-canary") is None and not lab.pods(), timeout=60)
+    print(f"\nstable deleted mid-rollout -> canary and every pod gone: {gone:.1f}s")
