@@ -150,18 +150,21 @@ class Plan:
 
 
 class DryRunMemo:
-    """Remembers, per object, the (manifest hash, normalised live hash, live resourceVersion) of the last dry-run
-    or apply that left nothing to change: while the manifest and live content stay the same, a new dry-run would
-    find nothing either, so it is skipped.
+    """Remembers, per object, what the last dry-run or apply that left nothing to change saw: the manifest's
+    fingerprint, a hash of the normalised live object and its resourceVersion (and, for workload kinds, its
+    generation and a hash of its normalised metadata). While the manifest and live content stay the same, a new
+    dry-run would find nothing either, so it is skipped.
 
     The resourceVersion is the fast path: the server changes it on every write, so a live object still at the
     remembered one has the remembered content and needs no normalising or hashing. When it moved, the normalised
     content decides, so a controller writing ``status`` does not force a dry-run; the new resourceVersion is then
-    known in this process only, as changing the exported entries would make a no-op sync write its inventory.
-    Persisted with the inventory (``export``/``restore``) so one-shot commands benefit too; entries written before
-    the resourceVersion was kept (``<manifest hash>:<live hash>``) still read, and gain it once. Safe to share
-    between threads: entries are replaced whole under a lock. Secrets are never memoised: a hash of their content
-    would be stored in a ConfigMap, and a short password can be guessed from it.
+    known in this process only, as changing the exported entries would make a no-op sync write its inventory
+    (``settle`` folds them in when the inventory is written anyway). For the kinds in ``GENERATION_KINDS`` the
+    server bumps ``metadata.generation`` on every change outside metadata and status, so an unchanged generation
+    plus unchanged metadata is unchanged content: decided from a metadata list, without fetching the object.
+    Persisted with the inventory (``export``) so one-shot commands benefit too; older, shorter entries still read.
+    Safe to share between threads: entries are replaced whole under a lock. Secrets are never memoised: a hash of
+    their content would be stored in a ConfigMap, and a short password can be guessed from it.
     """
 
     def __init__(self, entries: Mapping[str, str] | None = None) -> None:
@@ -174,46 +177,64 @@ class DryRunMemo:
         entry = self._entry(ref, manifest)
         if entry is None:
             return False
-        known, live_hash, version, moved = entry
         current = _resource_version(live)
-        if current and current in (version, moved):
+        if current and current in (entry.version, entry.moved):
             return True
-        if live_hash != _live_digest(manifest, live):
+        if entry.live != _live_digest(manifest, live):
             return False
-        if current:
-            with self._lock:
-                if self._seen.get(str(ref)) == known:  # not replaced meanwhile by a dry-run or apply of this object
-                    if version:
-                        self._moved[str(ref)] = current
-                    else:  # written before resourceVersions were kept: upgraded once, the next sync saves it
-                        self._seen[str(ref)] = f"{known}:{current}"
+        self._moved_to(ref, entry, current)
         return True
 
-    def unchanged_at(self, ref: ObjectId, manifest: Manifest, version: str | None) -> bool:
-        """The fast path alone, for a caller that has the live resourceVersion but not the content."""
+    def unchanged_meta(self, ref: ObjectId, manifest: Manifest, meta: Json | None) -> bool:
+        """Like ``unchanged`` for a caller that has only the object's metadata (a metadata list item): true at the
+        remembered resourceVersion, or, for ``GENERATION_KINDS``, at the remembered generation and metadata."""
         entry = self._entry(ref, manifest)
-        return entry is not None and bool(version) and version in entry[2:]
+        if entry is None or meta is None:
+            return False
+        current = _resource_version(meta)
+        if current and current in (entry.version, entry.moved):
+            return True
+        if not entry.generation or _generation(meta) != entry.generation:
+            return False
+        if entry.metadata != _metadata_digest(manifest, meta):
+            return False
+        self._moved_to(ref, entry, current)
+        return True
 
-    def _entry(self, ref: ObjectId, manifest: Manifest) -> tuple[str, str, str, str | None] | None:
-        """(entry, live hash, resourceVersion, moved-to resourceVersion) when ``manifest`` is the remembered one."""
+    def _moved_to(self, ref: ObjectId, entry: _MemoEntry, current: str) -> None:
+        if not current:
+            return
+        with self._lock:
+            if self._seen.get(str(ref)) == entry.text:  # not replaced meanwhile by a dry-run or apply of it
+                if entry.version:
+                    self._moved[str(ref)] = current
+                else:  # written before resourceVersions were kept: upgraded once, the next sync saves it
+                    self._seen[str(ref)] = entry.at(current).text
+
+    def _entry(self, ref: ObjectId, manifest: Manifest) -> _MemoEntry | None:
+        """The entry of ``ref`` when ``manifest`` is the remembered one."""
         if _is_secret(ref):
             return None
         with self._lock:
-            known, moved = self._seen.get(str(ref)), self._moved.get(str(ref))
-        if known is None:
+            text, moved = self._seen.get(str(ref)), self._moved.get(str(ref))
+        if text is None:
             return None
-        manifest_hash, _, rest = known.partition(":")
-        live_hash, _, version = rest.partition(":")
-        if manifest_hash != manifest.fingerprint:
-            return None
-        return known, live_hash, version, moved
+        entry = _MemoEntry.parse(text, moved)
+        return entry if entry.manifest == manifest.fingerprint else None
 
     def remember(self, ref: ObjectId, manifest: Manifest, live: Json) -> None:
         if _is_secret(ref):
             return
-        entry, version = f"{manifest.fingerprint}:{_live_digest(manifest, live)}", _resource_version(live)
+        generation = _generation(live) if ref.kind in GENERATION_KINDS else ""
+        entry = _MemoEntry(
+            manifest=manifest.fingerprint,
+            live=_live_digest(manifest, live),
+            version=_resource_version(live),
+            generation=generation,
+            metadata=_metadata_digest(manifest, live) if generation else "",
+        )
         with self._lock:
-            self._seen[str(ref)] = f"{entry}:{version}" if version else entry
+            self._seen[str(ref)] = entry.text
             self._moved.pop(str(ref), None)
 
     def forget(self, ref: ObjectId) -> None:
@@ -226,17 +247,49 @@ class DryRunMemo:
         inventory is written anyway, so the next one-shot command takes the fast path at no extra write."""
         with self._lock:
             for key, current in self._moved.items():
-                entry = self._seen.get(key)
-                if entry is not None:
-                    manifest_hash, live_hash = entry.split(":")[:2]
-                    self._seen[key] = f"{manifest_hash}:{live_hash}:{current}"
+                text = self._seen.get(key)
+                if text is not None:
+                    self._seen[key] = _MemoEntry.parse(text).at(current).text
             self._moved.clear()
 
     def export(self, refs: Collection[ObjectId]) -> dict[str, str]:
-        """The entries of ``refs`` as JSON-ready text (``<manifest hash>:<live hash>:<resourceVersion>``)."""
+        """The entries of ``refs`` as JSON-ready text
+        (``<manifest>:<live>:<resourceVersion>[:<generation>:<metadata>]``)."""
         wanted = {str(ref) for ref in refs}
         with self._lock:
             return {k: v for k, v in sorted(self._seen.items()) if k in wanted}
+
+
+GENERATION_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"})
+"""Workload kinds, whose ``status`` moves long after an apply, and whose API strategies bump
+``metadata.generation`` on every spec change (a Deployment's also on annotation changes). Kinds without a
+generation (ConfigMap, Service) or not known to bump it on every change are decided by content."""
+
+
+@dataclass(frozen=True, slots=True)
+class _MemoEntry:
+    manifest: str
+    live: str
+    version: str = ""
+    generation: str = ""
+    metadata: str = ""
+    moved: str | None = field(default=None, compare=False)
+    """A resourceVersion known in this process to hold the same content (not persisted)."""
+
+    @classmethod
+    def parse(cls, text: str, moved: str | None = None) -> _MemoEntry:
+        manifest, live, version, generation, metadata = (text.split(":") + [""] * 5)[:5]
+        return cls(manifest, live, version, generation, metadata, moved)
+
+    @property
+    def text(self) -> str:
+        parts = [self.manifest, self.live, self.version, self.generation, self.metadata]
+        while parts and not parts[-1] and len(parts) > 2:
+            parts.pop()
+        return ":".join(parts)
+
+    def at(self, version: str) -> _MemoEntry:
+        return _MemoEntry(self.manifest, self.live, version, self.generation, self.metadata)
 
 
 def _is_secret(ref: ObjectId) -> bool:
@@ -247,8 +300,18 @@ def _live_digest(manifest: Manifest, live: Json) -> str:
     return fingerprint(canonical(normalise(live, ignored_pointers(manifest.body))))
 
 
+def _metadata_digest(manifest: Manifest, obj: Json) -> str:
+    """Hash of the normalised ``metadata`` of a full object or of a metadata list item (the same for both)."""
+    return fingerprint(canonical(normalise(obj, ignored_pointers(manifest.body)).get("metadata") or {}))
+
+
 def _resource_version(obj: Json) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _generation(obj: Json) -> str:
+    generation = (obj.get("metadata") or {}).get("generation")
+    return str(generation) if generation else ""
 
 
 # -- pure parts ------------------------------------------------------------------------------------------------
@@ -354,7 +417,7 @@ class ListSnapshot:
     GET would.
 
     ``versions_first`` is for a plan whose unchanged objects need not be read (``gitsync diff``): kinds are
-    listed as metadata first, and ``version`` answers from that, so the objects a ``DryRunMemo`` knows at their
+    listed as metadata first, and ``metadata`` answers from that, so the objects a ``DryRunMemo`` knows at their
     current resourceVersion are settled without their content; a kind is listed in full only when ``get`` asks.
     In a no-op diff of 1,000 objects that is a third of the bytes to fetch and decode.
     """
@@ -369,14 +432,14 @@ class ListSnapshot:
     def get(self, ref: ObjectId) -> Json | None:
         return self._listed((ref.group, ref.kind, ref.namespace), False).get(ref.name)
 
-    def version(self, ref: ObjectId) -> str | None:
-        """The object's resourceVersion, None when it does not exist; from the full list when there is one."""
+    def metadata(self, ref: ObjectId) -> Json | None:
+        """The object as a metadata list has it (the full object when its kind was listed in full), None when it
+        does not exist."""
         key = (ref.group, ref.kind, ref.namespace)
         listed = self._lists.get((key, False))
         if listed is None:
             listed = self._listed(key, self.versions_first)
-        obj = listed.get(ref.name)
-        return None if obj is None else _resource_version(obj)
+        return listed.get(ref.name)
 
     def prefetch(self, refs: Iterable[ObjectId], pool: ThreadPoolExecutor) -> None:
         """List the kinds of ``refs`` on ``pool``; a list that fails here is listed again, and fails, on read."""
@@ -523,9 +586,10 @@ def _plan_batch(
 
 
 def _settled(manifest: Manifest, reader: ListSnapshot, memo: DryRunMemo) -> bool:
-    """Unchanged by the memo's resourceVersion fast path, read from a metadata list (``versions_first``)."""
+    """Unchanged by the memo, decided from a metadata list (``versions_first``): resourceVersion, or generation
+    and metadata for workloads."""
     try:
-        return memo.unchanged_at(manifest.id, manifest, reader.version(manifest.id))
+        return memo.unchanged_meta(manifest.id, manifest, reader.metadata(manifest.id))
     except NotFoundError:
         return False  # the kind is not served yet: get() and the dry-run decide
 

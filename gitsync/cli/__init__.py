@@ -7,11 +7,18 @@ importing the Kubernetes client. To add one, write ``gitsync/cli/<name>.py`` wit
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 
 import click
 
 from gitsync import __version__
+
+# At exit the interpreter runs a full cyclic collection over everything still alive (a diff of 1,000 objects holds
+# about 100,000), only to free it moments before the process ends: measured 25 ms of a 0.3 s `gitsync diff`.
+# Freezing at exit skips that pass; objects are still released by reference counting.
+atexit.register(gc.freeze)
 
 COMMANDS: dict[str, str] = {
     # name: "module:attribute"

@@ -246,6 +246,43 @@ def test_diff_settles_unchanged_objects_from_metadata_lists_alone(
     assert grown.plan.summary() == "1 to create, 1 to change, 0 to delete, 3 unchanged"
 
 
+def test_diff_settles_a_workload_whose_status_moved_without_fetching_it(
+    cluster: KubeCluster, store: ConfigMapStateStore, namespace: str, kubelab: Any
+) -> None:
+    web = deployment(namespace)
+    synced = sync(cluster, store, namespace, web)
+    remembered = synced.inventory.memo[str(web.id)].split(":")[2]
+    deadline = time.monotonic() + 30
+    while cluster.get(web.id)["metadata"]["resourceVersion"] == remembered:  # type: ignore[index]
+        assert time.monotonic() < deadline, "the Deployment controller never wrote status"
+        time.sleep(0.1)
+
+    fresh = KubeCluster(kubelab.kubeconfig)  # a new `gitsync diff`: its status moved since the sync remembered it
+    quiet = sync(fresh, ConfigMapStateStore(fresh), namespace, web, dry_run=True, live=versions_first(fresh))
+    assert quiet.plan.summary() == "0 to create, 0 to change, 0 to delete, 1 unchanged"
+    assert fresh.requests.get("list", 0) == 0, "same generation and metadata: the object itself is not fetched"
+    assert fresh.requests.get("dry-run", 0) == 0
+
+    # an edit of the spec bumps the generation: fetched, dry-run, found
+    edit = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "web:edited"}]}}}}
+    take_field(cluster, web, "kubectl-edit", edit)
+    again = KubeCluster(kubelab.kubeconfig)
+    found = sync(
+        again, ConfigMapStateStore(again), namespace, web, dry_run=True, force=True, live=versions_first(again)
+    )
+    assert found.plan.summary() == "0 to create, 1 to change, 0 to delete, 0 unchanged"
+    assert "web:edited" in found.plan.of(PlanAction.UPDATE)[0].diff
+    # a label edit makes no new generation, but the metadata list shows it, so the object is checked again
+    sync(cluster, store, namespace, web, force=True)
+    take_field(cluster, web, "kubectl-label", {"metadata": {"labels": {"team": "other"}}})
+    relabelled = KubeCluster(kubelab.kubeconfig)
+    seen = sync(
+        relabelled, ConfigMapStateStore(relabelled), namespace, web, dry_run=True, live=versions_first(relabelled)
+    )
+    assert relabelled.requests.get("dry-run", 0) == 1
+    assert seen.plan.summary() == "0 to create, 0 to change, 0 to delete, 1 unchanged", "another manager's label"
+
+
 def versions_first(cluster: KubeCluster) -> ListSnapshot:
     return ListSnapshot(cluster, versions_first=True)
 

@@ -194,13 +194,16 @@ def test_memo_reads_entries_written_without_a_resource_version() -> None:
     written = DryRunMemo()
     written.remember(ref, manifest, LIVE)
     entry = written.export([ref])[str(ref)]
-    assert entry.endswith(":812")
-    old = DryRunMemo({str(ref): entry.rsplit(":", 1)[0]})  # `<manifest hash>:<live hash>`, as older releases wrote
+    manifest_hash, live_hash, version, generation, _ = entry.split(":")
+    assert (version, generation) == ("812", "4")
+    older = f"{manifest_hash}:{live_hash}"  # as the first releases wrote entries
+    old = DryRunMemo({str(ref): older})
 
     assert old.unchanged(ref, manifest, LIVE)
-    assert old.export([ref]) == {str(ref): entry}, "upgraded, to be saved with the next inventory write"
+    assert old.export([ref]) == {str(ref): f"{older}:812"}, "upgraded, to be saved with the next inventory write"
     relabelled = {**LIVE, "metadata": {**LIVE["metadata"], "labels": {"app": "other"}, "resourceVersion": "10"}}
-    assert not DryRunMemo({str(ref): entry.rsplit(":", 1)[0]}).unchanged(ref, manifest, relabelled)
+    assert not DryRunMemo({str(ref): older}).unchanged(ref, manifest, relabelled)
+    assert not DryRunMemo({str(ref): f"{older}:812"}).unchanged_meta(ref, manifest, meta_of(LIVE, resourceVersion="9"))
 
 
 def test_memo_never_holds_secrets() -> None:
@@ -212,20 +215,56 @@ def test_memo_never_holds_secrets() -> None:
     assert memo.export([ref]) == {}
 
 
-def test_memo_fast_path_alone_needs_the_remembered_resource_version() -> None:
+def meta_of(obj: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """The object as a metadata list returns it (PartialObjectMetadata), with ``changes`` to its metadata."""
+    return {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {**obj["metadata"], **changes}}
+
+
+CONFIGMAP: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "70", "labels": {"app": "web"}},
+    "data": {"k": "v"},
+}
+
+
+def test_memo_from_metadata_alone_needs_the_remembered_resource_version() -> None:
+    ref = ObjectId("", "ConfigMap", "shop", "web")
+    manifest = Manifest(ref, {"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "v"}})
+    memo = DryRunMemo()
+    memo.remember(ref, manifest, CONFIGMAP)
+    assert memo.unchanged_meta(ref, manifest, meta_of(CONFIGMAP))
+    assert not memo.unchanged_meta(ref, manifest, meta_of(CONFIGMAP, resourceVersion="71")), "content must decide"
+    assert memo.unchanged(ref, manifest, {**CONFIGMAP, "metadata": {**CONFIGMAP["metadata"], "resourceVersion": "71"}})
+    assert memo.unchanged_meta(ref, manifest, meta_of(CONFIGMAP, resourceVersion="71")), "decided once: known now"
+    assert not memo.unchanged_meta(ref, manifest, None), "not there any more"
+    assert not memo.unchanged_meta(ref, Manifest(ref, {**manifest.body, "data": {}}), meta_of(CONFIGMAP))
+    assert not memo.unchanged_meta(ObjectId("", "ConfigMap", "shop", "other"), manifest, meta_of(CONFIGMAP))
+
+
+def test_memo_settles_a_workload_whose_status_moved_from_its_generation_and_metadata() -> None:
     ref = ObjectId("apps", "Deployment", "shop", "web")
     manifest = Manifest(ref, {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 3}})
     memo = DryRunMemo()
-    memo.remember(manifest.id, manifest, LIVE)
-    version = LIVE["metadata"]["resourceVersion"]
-    assert memo.unchanged_at(manifest.id, manifest, version)
-    assert not memo.unchanged_at(manifest.id, manifest, "813"), "moved: the content must decide"
-    status_only = {**LIVE, "status": {"readyReplicas": 1}, "metadata": {**LIVE["metadata"], "resourceVersion": "813"}}
-    assert memo.unchanged(ref, manifest, status_only)
-    assert memo.unchanged_at(manifest.id, manifest, "813"), "the content decided once: its version is known now"
-    assert not memo.unchanged_at(manifest.id, manifest, None), "not there any more"
-    assert not memo.unchanged_at(manifest.id, Manifest(manifest.id, {**manifest.body, "spec": {}}), version)
-    assert not memo.unchanged_at(ObjectId("apps", "Deployment", "ns", "other"), manifest, version)
+    memo.remember(ref, manifest, LIVE)
+    restored = DryRunMemo(memo.export([ref]))  # as a new `gitsync diff` reads it from the inventory
+    assert restored.unchanged_meta(ref, manifest, meta_of(LIVE, resourceVersion="900")), "status moved: same gen"
+    assert not restored.unchanged_meta(ref, manifest, meta_of(LIVE, resourceVersion="901", generation=5)), "spec"
+    relabelled = meta_of(LIVE, resourceVersion="902", labels={"app": "other"})
+    assert not restored.unchanged_meta(ref, manifest, relabelled), "a metadata edit is seen in the metadata"
+    noted = meta_of(LIVE, resourceVersion="903", annotations={**LIVE["metadata"]["annotations"], "team": "x"})
+    assert not restored.unchanged_meta(ref, manifest, noted)
+    server_noted = meta_of(
+        LIVE,
+        resourceVersion="904",
+        annotations={**LIVE["metadata"]["annotations"], "deployment.kubernetes.io/revision": "5"},
+    )
+    assert restored.unchanged_meta(ref, manifest, server_noted), "annotations the server owns are not content"
+
+    config = ObjectId("", "ConfigMap", "shop", "web")  # no generation: a moved ConfigMap is decided by content
+    config_manifest = Manifest(config, {"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "v"}})
+    memo.remember(config, config_manifest, {**CONFIGMAP, "metadata": {**CONFIGMAP["metadata"], "generation": 1}})
+    assert not memo.unchanged_meta(config, config_manifest, meta_of(CONFIGMAP, resourceVersion="99", generation=1))
 
 
 def test_settled_memo_exports_the_resource_version_found_by_content() -> None:
@@ -236,8 +275,9 @@ def test_settled_memo_exports_the_resource_version_found_by_content() -> None:
     status_only = {**LIVE, "status": {"readyReplicas": 1}, "metadata": {**LIVE["metadata"], "resourceVersion": "813"}}
     assert memo.unchanged(ref, manifest, status_only)
     before = memo.export([ref])
-    assert before[str(ref)].endswith(":812"), "a no-op keeps the stored entry: nothing to write"
+    assert before[str(ref)].split(":")[2] == "812", "a no-op keeps the stored entry: nothing to write"
     memo.settle()
     after = memo.export([ref])
-    assert after[str(ref)] == before[str(ref)].removesuffix("812") + "813"
-    assert DryRunMemo(after).unchanged_at(ref, manifest, "813"), "a new process takes the fast path"
+    assert after[str(ref)].split(":")[2] == "813"
+    assert after[str(ref)].split(":")[3:] == before[str(ref)].split(":")[3:], "the same content: generation kept"
+    assert DryRunMemo(after).unchanged_meta(ref, manifest, meta_of(LIVE, resourceVersion="813", generation=9))
