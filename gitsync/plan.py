@@ -284,7 +284,7 @@ class _MemoEntry:
     @property
     def text(self) -> str:
         parts = [self.manifest, self.live, self.version, self.generation, self.metadata]
-        while parts and not parts[-1] and len(parts) > 2:
+        while len(parts) > 2 and not parts[-1]:  # older entries stay as short as they were written
             parts.pop()
         return ":".join(parts)
 

@@ -246,7 +246,7 @@ class KubeCluster:
         metadata use): names and resourceVersions without spec and status, a third of the bytes of Deployments.
         """
         res = self.resource(group, kind)
-        accept = _METADATA_LIST_ACCEPT if metadata_only else "application/json"
+        verb, accept = ("list-metadata", _METADATA_LIST_ACCEPT) if metadata_only else ("list", "application/json")
         path = res.path(namespace)
         query = {"limit": str(_LIST_PAGE)}
         if label_selector:
@@ -254,7 +254,6 @@ class KubeCluster:
         api_version = f"{group}/{res.version}" if group else res.version
         items: list[Json] = []
         while True:
-            verb = "list-metadata" if metadata_only else "list"
             page = self._json(verb, "GET", path, subject=path, query=query, accept=accept)
             for item in page.get("items") or ():  # a metadata list with no items has "items": null
                 item.setdefault("apiVersion", api_version)

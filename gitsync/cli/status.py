@@ -22,7 +22,16 @@ from typing import TYPE_CHECKING
 import click
 
 from gitsync import log as logging
-from gitsync.cli.sync import app_option, connect, env_option, fail, kubeconfig_option, render, repo_option
+from gitsync.cli.sync import (
+    app_option,
+    connect,
+    env_option,
+    fail,
+    kubeconfig_option,
+    namespaces_to_create,
+    render,
+    repo_option,
+)
 from gitsync.errors import GitsyncError
 from gitsync.health import WORKLOAD_KINDS, Health, assess_app
 from gitsync.history import History, Status
@@ -86,7 +95,8 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
     try:
         targets = render(repo, env, app)
         cluster = connect(kubeconfig)
-        rows = [app_status(rendered, cluster) for rendered in targets]
+        missing = namespaces_to_create(cluster, targets)
+        rows = [app_status(rendered, cluster, new_namespace=rendered.namespace in missing) for rendered in targets]
     except GitsyncError as e:
         fail(str(e))
     if output == "json":
@@ -95,17 +105,16 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
         _table(env, rows)
 
 
-def app_status(rendered: RenderedApp, cluster: KubeCluster) -> AppStatus:
+def app_status(rendered: RenderedApp, cluster: KubeCluster, *, new_namespace: bool = False) -> AppStatus:
     """Gather one app-env's status: a dry-run plan, one read per object it already made, pods and ReplicaSets
-    of its namespaces, the inventory and the agent's status document."""
+    of its namespaces, the inventory and the agent's status document. ``new_namespace``: the environment's
+    namespace does not exist yet (a sync creates it), so its objects are planned as creates."""
     from gitsync.adapters.state import ConfigMapStateStore
-    from gitsync.cli.sync import namespaces_to_create
     from gitsync.strategy.control import describe_rollout
     from gitsync.sync import sync_app
 
     store = ConfigMapStateStore(cluster)
-    new = rendered.namespace in namespaces_to_create(cluster, (rendered,))
-    result = sync_app(rendered, cluster, store, prune=True, dry_run=True, new_namespace=new)
+    result = sync_app(rendered, cluster, store, prune=True, dry_run=True, new_namespace=new_namespace)
     live = {c.id: c.live for c in result.plan.changes if c.desired is not None}
     namespaces = sorted({ref.namespace for ref in live if ref.kind in WORKLOAD_KINDS and ref.namespace})
     pods = [p for ns in namespaces for p in cluster.list("", "Pod", ns).items]

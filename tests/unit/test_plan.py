@@ -43,6 +43,11 @@ LIVE: dict[str, Any] = {
 }
 
 
+WEB = ObjectId("apps", "Deployment", "shop", "web")
+WEB_MANIFEST = Manifest(WEB, {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 3}})
+"""The desired side of ``LIVE``, for the memo tests."""
+
+
 def test_normalise_strips_server_owned_fields_only() -> None:
     assert normalise(LIVE) == {
         "apiVersion": "apps/v1",
@@ -147,8 +152,7 @@ def test_plan_summary_counts_each_action() -> None:
 
 
 def test_memo_survives_status_writes_but_not_content_changes() -> None:
-    ref = ObjectId("apps", "Deployment", "shop", "web")
-    manifest = Manifest(ref, {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 3}})
+    ref, manifest = WEB, WEB_MANIFEST
     memo = DryRunMemo()
     memo.remember(ref, manifest, LIVE)
 
@@ -165,8 +169,7 @@ def test_memo_survives_status_writes_but_not_content_changes() -> None:
 
 
 def test_memo_trusts_an_unmoved_resource_version_without_hashing_live(monkeypatch: pytest.MonkeyPatch) -> None:
-    ref = ObjectId("apps", "Deployment", "shop", "web")
-    manifest = Manifest(ref, {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 3}})
+    ref, manifest = WEB, WEB_MANIFEST
     memo = DryRunMemo()
     memo.remember(ref, manifest, LIVE)
     normalised: list[object] = []
@@ -189,8 +192,7 @@ def test_memo_trusts_an_unmoved_resource_version_without_hashing_live(monkeypatc
 
 
 def test_memo_reads_entries_written_without_a_resource_version() -> None:
-    ref = ObjectId("apps", "Deployment", "shop", "web")
-    manifest = Manifest(ref, {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 3}})
+    ref, manifest = WEB, WEB_MANIFEST
     written = DryRunMemo()
     written.remember(ref, manifest, LIVE)
     entry = written.export([ref])[str(ref)]
@@ -243,8 +245,7 @@ def test_memo_from_metadata_alone_needs_the_remembered_resource_version() -> Non
 
 
 def test_memo_settles_a_workload_whose_status_moved_from_its_generation_and_metadata() -> None:
-    ref = ObjectId("apps", "Deployment", "shop", "web")
-    manifest = Manifest(ref, {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 3}})
+    ref, manifest = WEB, WEB_MANIFEST
     memo = DryRunMemo()
     memo.remember(ref, manifest, LIVE)
     restored = DryRunMemo(memo.export([ref]))  # as a new `gitsync diff` reads it from the inventory
@@ -268,8 +269,7 @@ def test_memo_settles_a_workload_whose_status_moved_from_its_generation_and_meta
 
 
 def test_settled_memo_exports_the_resource_version_found_by_content() -> None:
-    ref = ObjectId("apps", "Deployment", "shop", "web")
-    manifest = Manifest(ref, {"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 3}})
+    ref, manifest = WEB, WEB_MANIFEST
     memo = DryRunMemo()
     memo.remember(ref, manifest, LIVE)
     status_only = {**LIVE, "status": {"readyReplicas": 1}, "metadata": {**LIVE["metadata"], "resourceVersion": "813"}}
