@@ -17,6 +17,10 @@ post-promotion analysis and the scale-down delay the old colour is scaled to zer
 A failed check or failing pods abort: traffic returns to stable in one step (canary scaled to zero and stable to full;
 or the active Service switched back), the template is remembered as failed and is not retried until the render
 changes or ``gitsync retry``. Inconclusive analysis pauses for a human. A new template during a rollout supersedes it.
+
+A change of strategy supersedes a rollout too: traffic goes back to the stable workload, and the tracks the new
+strategy does not use (the canary, the colours) are *retiring*: they keep serving until the workload the new
+strategy serves from is rolled out and Ready, then they are removed (``retire`` when the new strategy is rolling).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ __all__ = [
     "WorkloadView",
     "checks_due",
     "decide",
+    "retire",
     "tracks",
 ]
 
@@ -160,6 +165,8 @@ class Observation:
     revision: str = ""
     services_current: bool = True
     """Blue-green: the live Services match the render (ports, labels); False makes a settled rollout re-route."""
+    workload: str = ""
+    """Name of the rendered Deployment the strategy drives; empty when none is rendered (it left the render)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,8 +274,22 @@ class _Step:
         self.state = add_history(s, entry)
 
 
+_TRACKS_OF = {
+    Strategy.ROLLING: (),
+    Strategy.CANARY: (Track.CANARY,),
+    Strategy.BLUE_GREEN: (Track.BLUE, Track.GREEN),
+}
+
+
 def decide(state: RolloutState, obs: Observation, policy: RolloutPolicy, now: float) -> Decision:
     b = _Step(state, obs, policy, now)
+    _adopt(b)
+    stable_track = tracks(b.state, policy)[0]
+    return _retire_when_settled(_decide(b), obs, stable_track)
+
+
+def _decide(b: _Step) -> Decision:
+    state, obs = b.state, b.obs
     command = obs.command.name if obs.command else None
     if state.phase in ACTIVE_PHASES:
         if obs.target_hash != state.target_hash:
@@ -282,6 +303,98 @@ def decide(state: RolloutState, obs: Observation, policy: RolloutPolicy, now: fl
             command = None
         return _advance(b, command)
     return _settled(b, command)
+
+
+def _previous(state: RolloutState) -> Strategy | None:
+    try:
+        return Strategy(state.strategy) if state.strategy else None
+    except ValueError:
+        return None
+
+
+def _adopt(b: _Step) -> None:
+    """Stamp the policy's strategy and workload on the state; a state written under another strategy is handed
+    over first (``_switch``). States from before the strategy was recorded are taken to be the current one's."""
+    old, new = _previous(b.state), b.policy.strategy
+    if old is not None and old is not new:
+        _switch(b, old)
+    b.update(strategy=new.value, workload=b.obs.workload or b.state.workload)
+
+
+def _switch(b: _Step, old: Strategy | None) -> None:
+    """The values changed the strategy: a running rollout is superseded, the stable workload gets its full
+    replicas back, and the old strategy's tracks the new one does not use start retiring."""
+    s, obs, new = b.state, b.obs, b.policy.strategy
+    before = old.value if old is not None else "canary or blue-green"
+    reason = f"strategy changed from {before} to {new.value}"
+    if s.phase in ACTIVE_PHASES:
+        b.finish("superseded", reason)
+    used = _TRACKS_OF[new]
+    previous = _TRACKS_OF[old] if old is not None else (Track.CANARY, Track.BLUE, Track.GREEN)
+    retiring = sorted({*s.retiring, *(t.value for t in previous if t not in used)})
+    b.update(
+        phase=Phase.IDLE if s.phase in ACTIVE_PHASES else s.phase,
+        step=0,
+        weight=0,
+        checks=(),
+        background=(),
+        ready_at=0.0,
+        switched_at=0.0,
+        stable_color="",
+        retiring=tuple(retiring),
+        message=reason,
+    )
+    if obs.stable.exists and obs.stable.replicas < obs.total and old is Strategy.CANARY:
+        b.actions.append(Scale(Track.STABLE, obs.total))  # the canary's weight had taken replicas from it
+    leftovers = f"; {', '.join(retiring)} removed once the new workload is Ready" if retiring else ""
+    b.emit("Normal", "StrategyChanged", f"{reason}{leftovers}")
+
+
+def _retire_when_settled(decision: Decision, obs: Observation, stable_track: Track) -> Decision:
+    """Remove the retiring tracks once the stable workload is rolled out, Ready at full replicas and left alone
+    by this decision: until then they keep serving, so a strategy change never drops capacity."""
+    state = decision.state
+    touched = any(isinstance(a, Deploy | Scale) and a.track is stable_track for a in decision.actions)
+    stable = obs.stable
+    if not state.retiring or touched or not (stable.exists and stable.rolled and stable.ready >= obs.total):
+        return decision
+    removes = tuple(Remove(Track(t)) for t in state.retiring)
+    emit = Emit("Normal", "LeftoversRemoved", f"removed the {', '.join(state.retiring)} track(s) of the old strategy")
+    return replace(decision, state=replace(state, retiring=()), actions=(*decision.actions, *removes, emit))
+
+
+def retire(state: RolloutState, obs: Observation, now: float) -> Decision:
+    """One step for an app whose strategy is (now) rolling: Kubernetes rolls its Deployment, so the only work is
+    handing over from an earlier canary or blue-green. The rendered Deployment gets the rendered template at full
+    replicas (the executor applies it while anything retires); once it is rolled out and Ready, the canary and
+    colours are removed. A Deployment that left the render has nothing to wait for: they are removed at once."""
+    b = _Step(state, obs, RolloutPolicy(), now)
+    if _previous(state) is not Strategy.ROLLING:
+        _switch(b, _previous(state))
+        b.update(strategy=Strategy.ROLLING.value, phase=Phase.IDLE)
+    b.update(workload=obs.workload or b.state.workload)
+    if not b.state.retiring:
+        return b.done()
+    leftovers = ", ".join(b.state.retiring)
+    if obs.workload:
+        stable = obs.stable
+        if stable.template_hash != obs.target_hash or stable.spec_hash != obs.spec_hash or stable.replicas != obs.total:
+            b.actions.append(Deploy(Track.STABLE, obs.total))
+            b.update(message=f"rolling update: {obs.workload} takes the rendered template before {leftovers} go")
+            return b.done(POLL)
+        if not (stable.rolled and stable.ready >= obs.total):
+            b.update(message=f"rolling update: {obs.workload} {stable.ready}/{obs.total} Ready; then {leftovers} go")
+            return b.done(POLL)
+    b.actions += [Remove(Track(t)) for t in b.state.retiring]
+    b.update(
+        phase=Phase.HEALTHY,
+        stable_hash=obs.target_hash,
+        stable_revision=obs.revision,
+        retiring=(),
+        message=f"rolling update: removed the {leftovers} track(s) of the old strategy",
+    )
+    b.emit("Normal", "LeftoversRemoved", f"removed the {leftovers} track(s) of the old strategy")
+    return b.done()
 
 
 # -- settled phases: Idle, Healthy, Aborted ---------------------------------------------------------------------

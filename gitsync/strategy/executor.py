@@ -45,6 +45,7 @@ from gitsync.strategy.decide import (
     WorkloadView,
     checks_due,
     decide,
+    retire,
     tracks,
 )
 from gitsync.strategy.policy import PolicyError, RolloutPolicy, Strategy, parse_policy
@@ -91,6 +92,9 @@ class StepOutcome:
     serving: frozenset[ObjectId] = frozenset()
     """The live Deployments that run the app now (stable, plus the new version while it rolls out); health
     checks read these in place of the rendered Deployment, which under blue-green exists only as its colours."""
+    settled: bool = False
+    """Rolling strategy with nothing of an earlier canary or blue-green left: nothing to look at again until
+    the app's rollout values change."""
 
 
 def template_hash(body: Mapping[str, Any]) -> str:
@@ -114,10 +118,10 @@ def _policy(rendered: RenderedApp) -> RolloutPolicy:
     return parse_policy(rendered.values, source=f"{rendered.app_env}: values")
 
 
-def _workload(rendered: RenderedApp, policy: RolloutPolicy) -> Manifest:
+def _workload(rendered: RenderedApp, policy: RolloutPolicy, name: str = "") -> Manifest:
     deployments = [m for m in rendered.manifests if m.id.kind == "Deployment"]
-    if policy.workload:
-        deployments = [m for m in deployments if m.id.name == policy.workload]
+    if policy.workload or name:
+        deployments = [m for m in deployments if m.id.name == (policy.workload or name)]
     if len(deployments) != 1:
         found = ", ".join(m.id.name for m in deployments) or "none"
         raise PolicyError(
@@ -157,10 +161,10 @@ def owned(rendered: RenderedApp) -> frozenset[ObjectId]:
 class _Plan:
     """The names and bodies of the tracks of one rendered workload."""
 
-    def __init__(self, rendered: RenderedApp, policy: RolloutPolicy) -> None:
+    def __init__(self, rendered: RenderedApp, policy: RolloutPolicy, workload: Manifest | None = None) -> None:
         self.rendered = rendered
         self.policy = policy
-        self.workload = _workload(rendered, policy)
+        self.workload = workload or _workload(rendered, policy)
         self.services = _services(rendered, policy)
         self.namespace = self.workload.id.namespace or rendered.namespace
         spec = self.workload.body.get("spec") or {}
@@ -178,9 +182,7 @@ class _Plan:
         return None
 
     def ref(self, track: Track) -> ObjectId:
-        w = self.workload.id
-        name = w.name if track is Track.STABLE else f"{w.name}-{track.value}"
-        return ObjectId(w.group, w.kind, self.namespace, name)
+        return _track_ref(self.namespace, self.workload.id.name, track)
 
     def selector_of(self, track: Track) -> str:
         labels = dict(self.selector)
@@ -224,6 +226,10 @@ class _Plan:
             selector[extra[0]] = extra[1]
         body["spec"]["selector"] = selector
         return body
+
+
+def _track_ref(namespace: str, workload: str, track: Track) -> ObjectId:
+    return ObjectId("apps", "Deployment", namespace, workload if track is Track.STABLE else f"{workload}-{track.value}")
 
 
 def _services_current(plan: _Plan, cluster: Cluster) -> bool:
@@ -272,12 +278,12 @@ def advance(
     """Run one rollout step for ``rendered``; see the module docstring. Raises ``PolicyError`` (terminal) for a
     bad ``values["rollout"]`` and ``TransientError`` when the state was written concurrently (call again)."""
     policy = _policy(rendered)
-    if not policy.progressive:
-        return StepOutcome(Phase.HEALTHY, "rolling update: Kubernetes rolls the Deployment", None)
-    plan = _Plan(rendered, policy)
     key = rendered.app_env
     doc, version = store.load(key, rendered.namespace, PART)
     state = RolloutState.from_json(doc.get("state") or {})
+    if not policy.progressive:
+        return _rolling(rendered, policy, state, version, cluster, store, clock, events)
+    plan = _Plan(rendered, policy)
     command = Command.from_json(doc["command"]) if doc.get("command") else None
     now = clock.now()
 
@@ -315,13 +321,15 @@ def advance(
         measurements=measurements,
         command=command,
         revision=rendered.revision or "",
+        workload=plan.workload.id.name,
     )
     if policy.strategy is Strategy.BLUE_GREEN and state.phase not in ACTIVE_PHASES:
         observation = replace(observation, services_current=_services_current(plan, cluster))
     decision = decide(state, observation, policy, now)
     sink = events if events is not None else EventSink(cluster, clock)
     live = {stable_track: stable_live, new_track: new_live}
-    done = tuple(d for d in (_perform(a, plan, cluster, live, sink) for a in decision.actions) if d)
+    where = _Where(key, plan.namespace, plan.workload.id.name)
+    done = tuple(d for d in (_perform(a, plan, where, cluster, live, sink) for a in decision.actions) if d)
     if decision.state != state or command is not None:
         store.save(key, rendered.namespace, PART, {"state": decision.state.to_json()}, version)
     after_stable, after_new = tracks(decision.state, policy)
@@ -350,8 +358,111 @@ def advance(
     return result
 
 
-def _perform(action: Action, plan: _Plan, cluster: Cluster, live: Mapping[Track, Json | None], events: Events) -> str:
-    key, namespace = plan.rendered.app_env, plan.namespace
+_ROLLING = "rolling update: Kubernetes rolls the Deployment"
+
+
+def _rolling(
+    rendered: RenderedApp,
+    policy: RolloutPolicy,
+    state: RolloutState,
+    version: str,
+    cluster: Cluster,
+    store: StateStore,
+    clock: Clock,
+    events: Events | None,
+) -> StepOutcome:
+    """The rolling strategy: nothing to do unless an earlier canary or blue-green left tracks (``decide.retire``).
+    While they retire the executor applies the Deployment itself (excluded from sync), so it can tell when the
+    rendered template is rolled out."""
+    key = rendered.app_env
+    if not version or (state.strategy == Strategy.ROLLING.value and not state.retiring):
+        return StepOutcome(Phase.HEALTHY, _ROLLING, None, settled=True)
+    try:
+        workload: Manifest | None = _workload(rendered, policy, state.workload)
+    except PolicyError:
+        workload = None  # it left the render (or was never named and is not the only one): remove what retires
+    name = workload.id.name if workload is not None else state.workload
+    if not name:
+        log.warning("rollout.leftovers_unnamed", app=key.app, env=key.env, retiring=list(state.retiring))
+        name = "-"  # a state from before workloads were recorded, its Deployment gone: nothing can be named
+    plan = _Plan(rendered, policy, workload) if workload is not None else None
+    namespace = plan.namespace if plan is not None else rendered.namespace
+    stable_live = cluster.get(_track_ref(namespace, name, Track.STABLE)) if plan is not None else None
+    body = plan.workload.body if plan is not None else {}
+    observation = Observation(
+        target_hash=template_hash(body) if plan is not None else "",
+        spec_hash=_spec_hash(body) if plan is not None else "",
+        total=plan.total if plan is not None else 0,
+        stable=_view(stable_live),
+        new=WorkloadView(),
+        revision=rendered.revision or "",
+        workload=name if plan is not None else "",
+    )
+    decision = retire(state, observation, clock.now())
+    sink = events if events is not None else EventSink(cluster, clock)
+    where = _Where(key, namespace, name)
+    live = {Track.STABLE: stable_live}
+    done = tuple(d for d in (_perform(a, plan, where, cluster, live, sink) for a in decision.actions) if d)
+    if decision.state != state:
+        store.save(key, rendered.namespace, PART, {"state": decision.state.to_json()}, version)
+    log.info(
+        "rollout.step",
+        app=key.app,
+        env=key.env,
+        phase=decision.state.phase.value,
+        actions=list(done),
+        requeue_after=decision.requeue_after,
+        message=decision.state.message,
+    )
+    if not decision.state.retiring:
+        return StepOutcome(decision.state.phase, decision.state.message, None, done, settled=True)
+    assert plan is not None  # without a rendered workload everything retires at once
+    return StepOutcome(
+        decision.state.phase,
+        decision.state.message,
+        decision.requeue_after,
+        done,
+        exclude=frozenset({plan.workload.id}),
+        serving=frozenset({plan.ref(Track.STABLE)}),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    """Where an app's tracks live: enough to remove one or post an Event without the render's workload."""
+
+    key: AppEnv
+    namespace: str
+    workload: str
+
+    def ref(self, track: Track) -> ObjectId:
+        return _track_ref(self.namespace, self.workload, track)
+
+
+def _perform(
+    action: Action,
+    plan: _Plan | None,
+    where: _Where,
+    cluster: Cluster,
+    live: Mapping[Track, Json | None],
+    events: Events,
+) -> str:
+    key, namespace = where.key, where.namespace
+    if isinstance(action, Remove):
+        cluster.delete(where.ref(action.track))
+        return f"remove {where.ref(action.track)}"
+    if isinstance(action, Emit):
+        # EventSink builds the Event (name, involved object, timestamps); the rollout supplies reason and type.
+        event = events.event(key, namespace, Reason.DEGRADED, action.message)
+        event["reason"], event["type"] = action.reason, action.type
+        try:
+            cluster.apply(event)
+        except GitsyncError as e:  # events are best effort, as in Kubernetes itself
+            log.warning("rollout.event_failed", app=key.app, env=key.env, reason=action.reason, error=str(e))
+        level = log.warning if action.type == "Warning" else log.info
+        level("rollout.event", app=key.app, env=key.env, reason=action.reason, message=action.message)
+        return ""
+    assert plan is not None, f"{action!r} needs the rendered workload"
     if isinstance(action, Deploy):
         workload = plan.body(action.track, action.replicas)
         stable = live.get(Track.STABLE)
@@ -365,26 +476,12 @@ def _perform(action: Action, plan: _Plan, cluster: Cluster, live: Mapping[Track,
             return ""
         cluster.apply(_scaled(current, action.replicas), force=True)
         return f"scale {plan.ref(action.track)} replicas={action.replicas}"
-    if isinstance(action, Remove):
-        cluster.delete(plan.ref(action.track))
-        return f"remove {plan.ref(action.track)}"
     if isinstance(action, Route):
         body = plan.service_body(action.service, action.track)
         if body is None:
             return ""
         cluster.apply(body, force=True)
         return f"route {ObjectId.of(body)} -> {action.track}"
-    if isinstance(action, Emit):
-        # EventSink builds the Event (name, involved object, timestamps); the rollout supplies reason and type.
-        event = events.event(key, namespace, Reason.DEGRADED, action.message)
-        event["reason"], event["type"] = action.reason, action.type
-        try:
-            cluster.apply(event)
-        except GitsyncError as e:  # events are best effort, as in Kubernetes itself
-            log.warning("rollout.event_failed", app=key.app, env=key.env, reason=action.reason, error=str(e))
-        level = log.warning if action.type == "Warning" else log.info
-        level("rollout.event", app=key.app, env=key.env, reason=action.reason, message=action.message)
-        return ""
     raise AssertionError(f"unknown action {action!r}")
 
 
@@ -437,6 +534,17 @@ class RolloutDriver:
         self._store = store
         self._measurer = measurer
         self._events = events
+        self._settled: set[AppEnv] = set()
+        """Rolling apps whose state was read and held nothing to hand over: their reconciles cost no request
+        here until their rollout values turn progressive (this executor is the only writer of that state)."""
 
     def advance_rollout(self, rendered: RenderedApp, *, now: float) -> StepOutcome:
-        return advance(rendered, self._cluster, self._store, _At(now), measurer=self._measurer, events=self._events)
+        key = rendered.app_env
+        if key in self._settled and not _policy(rendered).progressive:
+            return StepOutcome(Phase.HEALTHY, _ROLLING, None, settled=True)
+        outcome = advance(rendered, self._cluster, self._store, _At(now), measurer=self._measurer, events=self._events)
+        if outcome.settled:
+            self._settled.add(key)
+        else:
+            self._settled.discard(key)
+        return outcome

@@ -135,6 +135,14 @@ class RolloutState:
     abort_reason: str = ""
     evidence: tuple[str, ...] = ()
     history: tuple[HistoryEntry, ...] = field(default=())
+    strategy: str = ""
+    """The strategy that wrote this state (``policy.Strategy`` value); empty in states written before it was
+    recorded, which are taken to be the current policy's."""
+    workload: str = ""
+    """Name of the rendered Deployment the strategy drives, so its tracks can be named after it left the render."""
+    retiring: tuple[str, ...] = ()
+    """Tracks (``canary``, ``blue``, ``green``) an earlier strategy left running, removed once the workload the
+    current strategy serves from is rolled out and Ready."""
 
     def to_json(self) -> Json:
         return {
@@ -158,6 +166,9 @@ class RolloutState:
             "abortReason": self.abort_reason,
             "evidence": list(self.evidence),
             "history": [entry.to_json() for entry in self.history],
+            "strategy": self.strategy,
+            "workload": self.workload,
+            "retiring": list(self.retiring),
         }
 
     @classmethod
@@ -185,6 +196,9 @@ class RolloutState:
             abort_reason=str(raw.get("abortReason", "")),
             evidence=tuple(raw.get("evidence") or ()),
             history=tuple(HistoryEntry.from_json(e) for e in raw.get("history") or ()),
+            strategy=str(raw.get("strategy", "")),
+            workload=str(raw.get("workload", "")),
+            retiring=tuple(raw.get("retiring") or ()),
         )
 
 

@@ -19,7 +19,7 @@ from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.analysis.measure import Measurer
 from gitsync.model import AppEnv, Json, Manifest, ObjectId
 from gitsync.strategy import control
-from gitsync.strategy.executor import PART, StepOutcome, advance
+from gitsync.strategy.executor import PART, RolloutDriver, StepOutcome, advance
 from gitsync.strategy.state import CommandName, Phase
 
 KEY = AppEnv("web", "test")
@@ -456,3 +456,61 @@ def test_canary_goes_with_its_stable_deployment_when_that_is_deleted_mid_rollout
     lab.cluster.delete(ObjectId("apps", "Deployment", lab.namespace, "web"))
     gone = lab.wait("canary collected", lambda: lab.deploy("web-canary") is None and not lab.pods(), timeout=60)
     print(f"\nstable deleted mid-rollout -> canary and every pod gone: {gone:.1f}s")
+
+
+ROLLING = {"strategy": "rolling"}
+
+
+def test_canary_dropped_mid_rollout_hands_over_to_a_rolling_update_without_losing_capacity(lab: Lab) -> None:
+    released(lab, PAUSES)
+    lab.drive(app(lab.namespace, "v2", PAUSES), lambda o: o.phase is Phase.PAUSED)
+    assert (lab.replicas("web"), lab.ready("web-canary")) == (REPLICAS // 2, REPLICAS // 2)
+
+    # The next commit drops the canary and ships v3: Kubernetes rolls `web`, the canary serves until that is done.
+    v3 = app(lab.namespace, "v3", ROLLING)
+    capacity: list[int] = []
+    out = lab.drive(v3, lambda o: o.settled, each=lambda o: capacity.append(lab.ready("web") + lab.ready("web-canary")))
+    assert min(capacity) >= REPLICAS // 2 + REPLICAS // 2, "the hand-over dropped Ready capacity"
+    assert out.exclude == frozenset() and out.requeue_after is None
+    assert lab.deploy("web-canary") is None
+    lab.wait("only v3", lambda: lab.versions() == {"v3": REPLICAS})
+    state = lab.state()
+    assert (state["history"][-1]["outcome"], state["history"][-1]["reason"]) == (
+        "superseded",
+        "strategy changed from canary to rolling",
+    )
+    assert lab.events("StrategyChanged") and lab.events("LeftoversRemoved")
+    before = sum(lab.cluster.requests.values())
+    assert lab.step(v3).settled and sum(lab.cluster.requests.values()) - before == 1, "settled: one state read"
+
+
+def test_blue_green_dropped_hands_over_to_the_rendered_deployment_and_removes_both_colours(lab: Lab) -> None:
+    rollout = blue_green(scaleDownDelaySeconds=1)
+    services = ("web", "web-preview")
+    released(lab, rollout, services=services)
+    lab.drive(app(lab.namespace, "v2", rollout, services=services), lambda o: o.phase is Phase.HEALTHY)
+    assert lab.deploy("web-blue") is not None and lab.ready("web-green") == REPLICAS
+
+    v2 = app(lab.namespace, "v2", ROLLING, services=services)
+    first = lab.step(v2)
+    assert first.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")}, "sync must leave `web` to it"
+    assert lab.ready("web-green") == REPLICAS, "the active colour serves until `web` is Ready"
+    lab.drive(v2, lambda o: o.settled)
+    assert lab.deploy("web-blue") is None and lab.deploy("web-green") is None
+    assert lab.ready("web") == REPLICAS
+    lab.wait("only v2", lambda: lab.versions() == {"v2": REPLICAS})
+
+
+def test_agent_reads_a_rolling_apps_rollout_state_once_until_its_strategy_changes(lab: Lab) -> None:
+    driver = RolloutDriver(lab.cluster, lab.store)
+
+    def requests(target: App) -> int:
+        before = sum(lab.cluster.requests.values())
+        driver.advance_rollout(target, now=lab.clock.now())
+        return sum(lab.cluster.requests.values()) - before
+
+    lab.store.load(KEY, lab.namespace, PART)  # API discovery, so the counts below are the driver's own
+    rolling = app(lab.namespace, "v1", ROLLING)
+    assert [requests(rolling) for _ in range(3)] == [1, 0, 0]
+    assert requests(app(lab.namespace, "v1", CANARY)) > 1
+    assert requests(rolling) >= 1, "back to rolling: the canary's state must be handed over"

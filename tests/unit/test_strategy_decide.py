@@ -21,6 +21,7 @@ from gitsync.strategy.decide import (
     WorkloadView,
     checks_due,
     decide,
+    retire,
 )
 from gitsync.strategy.policy import RolloutPolicy, parse_policy
 from gitsync.strategy.state import Command, CommandName, Phase, RolloutState
@@ -127,6 +128,7 @@ def obs(
     pods: PodReport = NO_PODS,
     measurements: tuple[Measurement, ...] = (),
     command: CommandName | None = None,
+    workload: str = "web",
 ) -> Observation:
     return Observation(
         target_hash=target,
@@ -138,6 +140,7 @@ def obs(
         measurements=measurements,
         command=Command(command, NOW, "alice") if command else None,
         revision=f"rev-{target}",
+        workload=workload,
     )
 
 
@@ -662,3 +665,71 @@ def test_blue_green_first_switch_retires_the_plain_deployment() -> None:
     d = decide(state, obs(new=w(4, 4, NEW)), BLUE_GREEN, NOW)
     assert kinds(d) == [Route(ServiceRole.PREVIEW, Track.BLUE), Scale(Track.STABLE, 0)]
     assert d.state.stable_color == "blue"
+
+
+# -- a change of strategy ------------------------------------------------------------------------------------------
+
+
+def on_canary(step: int, **kw: object) -> RolloutState:
+    return running(step, strategy="canary", workload="web", **kw)
+
+
+def test_canary_to_rolling_mid_rollout_rolls_the_stable_then_removes_the_canary() -> None:
+    # Half-way through a canary (stable 3, canary 1) the values drop the rollout section.
+    d = retire(on_canary(2), obs(stable=w(3), new=NONE), NOW)
+    assert d.state.history[-1].outcome == "superseded"
+    assert d.state.history[-1].reason == "strategy changed from canary to rolling"
+    assert (d.state.strategy, d.state.retiring) == ("rolling", ("canary",))
+    assert kinds(d) == [Scale(Track.STABLE, 4), Deploy(Track.STABLE, 4)]
+    assert "StrategyChanged" in reasons(d) and d.requeue_after == 1.0
+
+    rolling = w(4, 2, NEW, rolled=False)
+    waiting = retire(d.state, obs(stable=rolling), NOW + 1)
+    assert kinds(waiting) == [] and waiting.requeue_after == 1.0, "the canary must serve until the stable is Ready"
+    assert "2/4 Ready" in waiting.state.message
+
+    done = retire(waiting.state, obs(stable=w(4, 4, NEW)), NOW + 2)
+    assert kinds(done) == [Remove(Track.CANARY)]
+    assert (done.state.phase, done.state.retiring, done.state.stable_hash) == (Phase.HEALTHY, (), NEW)
+    assert len(done.state.history) == 1, "the hand-over is recorded once"
+    assert retire(done.state, obs(stable=w(4, 4, NEW)), NOW + 3).actions == ()
+
+
+def test_rolling_app_whose_deployment_left_the_render_loses_its_colours_at_once() -> None:
+    state = RolloutState(
+        phase=Phase.HEALTHY, stable_hash=OLD, strategy="blueGreen", workload="web", stable_color="blue"
+    )
+    d = retire(state, obs(stable=NONE, workload=""), NOW)
+    assert kinds(d) == [Remove(Track.BLUE), Remove(Track.GREEN)]
+    assert d.state.history == (), "nothing was rolling out: no superseded entry"
+    assert (d.state.retiring, d.state.workload) == ((), "web")
+
+
+def test_state_from_before_strategies_were_recorded_is_the_current_strategys() -> None:
+    d = decide(HEALTHY, obs(target=OLD), CANARY, NOW)
+    assert (d.state.strategy, d.state.workload, d.state.retiring, kinds(d)) == ("canary", "web", (), [])
+    # ... and under the rolling strategy it is handed over like any canary or blue-green state.
+    handed = retire(HEALTHY, obs(stable=w(4, 4, OLD), target=OLD), NOW)
+    assert kinds(handed) == [Remove(Track.BLUE), Remove(Track.CANARY), Remove(Track.GREEN)]
+
+
+def test_canary_to_blue_green_mid_rollout_starts_over_and_retires_the_canary_once_stable_is_full() -> None:
+    d = decide(on_canary(2), obs(stable=w(3), new=w(1, 1, NEW)), BLUE_GREEN, NOW)
+    assert d.state.history[-1].outcome == "superseded" and d.state.strategy == "blueGreen"
+    assert d.state.phase is Phase.PROGRESSING and d.state.retiring == ("canary",)
+    assert Scale(Track.STABLE, 4) in kinds(d) and Remove(Track.CANARY) not in kinds(d)
+    assert Deploy(Track.BLUE, 4) in kinds(d), "the new template goes to the preview colour"
+    later = decide(d.state, obs(stable=w(4), new=w(4, 0, NEW, rolled=False)), BLUE_GREEN, NOW + 1)
+    assert Remove(Track.CANARY) in kinds(later) and later.state.retiring == ()
+
+
+def test_blue_green_to_canary_recreates_the_stable_deployment_before_removing_the_colours() -> None:
+    state = RolloutState(
+        phase=Phase.HEALTHY, stable_hash=OLD, target_hash=OLD, strategy="blueGreen", stable_color="blue"
+    )
+    d = decide(state, obs(stable=NONE, target=OLD), CANARY, NOW)
+    assert kinds(d) == [Deploy(Track.STABLE, 4)]
+    assert (d.state.stable_color, d.state.retiring) == ("", ("blue", "green"))
+    done = decide(d.state, obs(stable=w(4, 4, OLD), target=OLD), CANARY, NOW + 1)
+    assert kinds(done) == [Remove(Track.BLUE), Remove(Track.GREEN)]
+    assert "LeftoversRemoved" in reasons(done) and done.state.retiring == ()
