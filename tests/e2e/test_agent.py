@@ -404,7 +404,7 @@ def test_with_prune_off_a_removed_app_is_reported_and_nothing_is_deleted(
         10,
     )
     assert "pruning is off" in status["lastError"] and status["syncState"] == "OutOfSync"
-    assert agent.logs("app.orphaned")
+    wait_for("app.orphaned logged", lambda: agent.logs("app.orphaned"), 5)  # written just after the status
     time.sleep(2)
     assert {app: _managed(kube_api, namespace, app) for app in ("podinfo", "podtwo")} == before, "nothing deleted"
     assert "inventory" in _state_parts(core, namespace, "podtwo")
@@ -429,3 +429,29 @@ def test_an_app_removed_mid_canary_takes_its_canary_deployment_with_it(
     assert not _exists(client.AppsV1Api(kube_api), "podtwo-canary", namespace)
     assert _managed(kube_api, namespace, "podinfo") == kept, "the other app is untouched"
     assert _state_parts(core, namespace, "podtwo") == {"history", "status"}, "the rollout state is dropped"
+
+
+def test_a_commit_that_drops_the_canary_mid_rollout_rolls_the_app_and_removes_the_canary(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+) -> None:
+    upstream.set_rollout("canary", canary={"steps": [{"setWeight": 50}, {"pause": {}}]})
+    first = upstream.commit("Canary policy")
+    agent = agents.start(pollInterval="1s")
+    settled(core, namespace, first, timeout=60)
+    path = upstream.work / "environments/staging/values/podinfo.yaml"
+    values = yaml.safe_load(path.read_text())
+    values["image"]["tag"] = "6.7.2"
+    path.write_text(yaml.safe_dump(values))
+    upstream.commit("podinfo 6.7.2")
+    wait_for("paused mid-canary", lambda: status_of(core, namespace).get("result") == "Paused", 30)
+    apps = client.AppsV1Api(kube_api)
+    assert _exists(apps, "podinfo-canary", namespace)
+
+    upstream.set_rollout("rolling")
+    dropped = upstream.commit("podinfo: plain rolling updates")
+    settled(core, namespace, dropped, timeout=60)
+    assert not _exists(apps, "podinfo-canary", namespace), "the canary stayed behind"
+    stable = apps.read_namespaced_deployment("podinfo", namespace)
+    assert stable.spec.template.spec.containers[0].image.endswith(":6.7.2")
+    assert stable.spec.replicas == values["replicas"], "the stable got back what the canary had taken"
+    assert not agent.logs("reconcile.crashed")
