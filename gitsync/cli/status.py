@@ -182,10 +182,17 @@ def _table(env: str, rows: Sequence[AppStatus]) -> None:
 
 def _rollout_lines(rollout: Json) -> list[str]:
     """The rollout in a few lines: phase, step and weight, then each check's latest verdict and value."""
-    if not rollout or (rollout["phase"] == "Idle" and "pendingCommand" not in rollout):
+    if not rollout:
         return []
+    quiet = rollout.get("strategy") == "rolling" or (rollout["phase"] == "Idle" and "pendingCommand" not in rollout)
+    if quiet and "retiring" not in rollout:
+        return []
+    if rollout.get("strategy") == "rolling":
+        return [f"rollout: {rollout['message']}", f"  retiring: {', '.join(rollout['retiring'])}"]
     head = f"rollout {rollout['phase']}, step {rollout['step']}, weight {rollout['weight']}%"
     lines = [head + (f": {rollout['message']}" if rollout.get("message") else "")]
+    if rollout.get("retiring"):
+        lines.append(f"  retiring: {', '.join(rollout['retiring'])} (the old strategy's, removed once stable is Ready)")
     if rollout.get("abortReason"):
         lines.append(f"  aborted: {rollout['abortReason']}")
     for check in rollout.get("analysis", []):

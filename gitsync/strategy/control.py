@@ -60,6 +60,10 @@ def describe_rollout(store: StateStore, key: AppEnv, namespace: str) -> dict[str
         "warnings": list(state.warnings),
         "history": [entry.to_json() for entry in state.history[-5:]],
     }
+    if state.strategy:
+        out["strategy"] = state.strategy
+    if state.retiring:
+        out["retiring"] = [f"{state.workload}-{track}" for track in state.retiring]
     if state.stable_color:
         out["activeColor"] = state.stable_color
     if state.abort_reason:

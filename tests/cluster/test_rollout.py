@@ -17,6 +17,7 @@ from gitsync.adapters.clock import SystemClock
 from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.analysis.measure import Measurer
+from gitsync.cli.status import _rollout_lines
 from gitsync.model import AppEnv, Json, Manifest, ObjectId
 from gitsync.strategy import control
 from gitsync.strategy.executor import PART, RolloutDriver, StepOutcome, advance
@@ -495,7 +496,10 @@ def test_blue_green_dropped_hands_over_to_the_rendered_deployment_and_removes_bo
     first = lab.step(v2)
     assert first.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")}, "sync must leave `web` to it"
     assert lab.ready("web-green") == REPLICAS, "the active colour serves until `web` is Ready"
+    shown = _rollout_lines(lab.state())  # what `gitsync status` prints meanwhile
+    assert shown[0].startswith("rollout: rolling update: web ") and shown[1] == "  retiring: web-blue, web-green"
     lab.drive(v2, lambda o: o.settled)
+    assert _rollout_lines(lab.state()) == [], "a settled rolling app shows no rollout"
     assert lab.deploy("web-blue") is None and lab.deploy("web-green") is None
     assert lab.ready("web") == REPLICAS
     lab.wait("only v2", lambda: lab.versions() == {"v2": REPLICAS})
