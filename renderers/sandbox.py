@@ -128,6 +128,11 @@ class ChartEnvironment(ImmutableSandboxedEnvironment):
         return bounded_join(parts)
 
 
+class TemplateNotUtf8(jinja2.TemplateSyntaxError):
+    """A template (or helper) file that is not UTF-8. Raised through Jinja as a syntax error, which is what carries
+    the file that holds it (an include's, not the includer's) and its line; reported without "template syntax"."""
+
+
 class ChartLoader(jinja2.BaseLoader):
     """Loads ``name`` from the chart's ``templates/`` folder, or ``lib/name`` from the repository's ``lib/``.
 
@@ -159,8 +164,8 @@ class ChartLoader(jinja2.BaseLoader):
         try:
             mtime = path.stat().st_mtime_ns
             source = read_utf8(path)
-        except NotUtf8 as exc:  # reported like a syntax error: at its line, in the file that holds it
-            raise jinja2.TemplateSyntaxError(exc.problem, exc.line, template, str(path)) from None
+        except NotUtf8 as exc:
+            raise TemplateNotUtf8(exc.problem, exc.line, template, str(path)) from None
         except OSError as exc:
             raise jinja2.TemplateNotFound(f"{template} ({exc})") from None
 

@@ -231,7 +231,7 @@ def test_bytes_that_are_not_utf8_are_named_at_their_line(tmp_path: Path) -> None
     template = repo / "apps" / "web" / "templates" / "c.yaml"
     template.write_bytes(b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  k: caf\xe9\n")
     assert render_error(repo) == (
-        "apps/web/templates/c.yaml:6: template syntax: not UTF-8 text: byte 0xe9 at column 9 (save the file as UTF-8)"
+        "apps/web/templates/c.yaml:6: not UTF-8 text: byte 0xe9 at column 9 (save the file as UTF-8)"
     )
 
     template.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n")
