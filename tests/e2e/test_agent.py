@@ -455,3 +455,25 @@ def test_a_commit_that_drops_the_canary_mid_rollout_rolls_the_app_and_removes_th
     assert stable.spec.template.spec.containers[0].image.endswith(":6.7.2")
     assert stable.spec.replicas == values["replicas"], "the stable got back what the canary had taken"
     assert not agent.logs("reconcile.crashed")
+
+
+def test_blue_green_dropped_gives_the_service_back_to_the_rendered_deployment_and_removes_the_colours(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+) -> None:
+    upstream.set_rollout("blueGreen", blueGreen={"scaleDownDelaySeconds": 1})
+    first = upstream.commit("Blue-green policy")
+    agent = agents.start(pollInterval="1s")
+    settled(core, namespace, first, timeout=60)
+    apps = client.AppsV1Api(kube_api)
+    assert _exists(apps, "podinfo-blue", namespace)
+    assert core.read_namespaced_service("podinfo", namespace).spec.selector.get("gitsync.dev/color") == "blue"
+
+    upstream.set_rollout("rolling")
+    dropped = upstream.commit("podinfo: plain rolling updates")
+    settled(core, namespace, dropped, timeout=60)
+    assert not _exists(apps, "podinfo-blue", namespace) and not _exists(apps, "podinfo-green", namespace)
+    assert apps.read_namespaced_deployment("podinfo", namespace).status.ready_replicas == 2
+    selector = core.read_namespaced_service("podinfo", namespace).spec.selector
+    assert "gitsync.dev/color" not in selector, "the Service still selects a deleted colour"
+    assert "Service/podinfo-preview" not in _managed(kube_api, namespace, "podinfo"), "preview left the render"
+    assert not agent.logs("reconcile.crashed")
