@@ -69,8 +69,8 @@ from gitsync.runtime.config import AgentConfig, Provider
 from gitsync.runtime.leader import LeaderElector
 from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
 from gitsync.source import RevisionRefused, Snapshot, Source
-from gitsync.strategy.executor import ANNOTATION_TEMPLATE_HASH
 from gitsync.strategy.executor import PART as ROLLOUT_PART
+from gitsync.strategy.executor import made_deployments
 from gitsync.sync import SyncResult, ensure_namespace, sync_app
 from renderers import RenderedApp, RenderError, load_environment, render_app
 
@@ -138,12 +138,19 @@ class RolloutDriver(Protocol):
 
     def advance_rollout(self, rendered: RenderedApp, *, now: float) -> RolloutProgress: ...
 
+    def reset(self) -> None:
+        """Forget anything cached about the cluster's rollout state (this agent just became the leader)."""
+        ...
+
 
 class NoRollouts:
     """Every app rolls out with its workloads' own strategy (a Deployment's rolling update)."""
 
     def advance_rollout(self, rendered: RenderedApp, *, now: float) -> RolloutProgress:
         return RolloutStep()
+
+    def reset(self) -> None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +284,7 @@ class Agent:
         """Elector callback: a new leader reconciles everything once (its queue may be empty or stale)."""
         LEADER.set(1 if leading else 0)
         if leading:
+            self._rollouts.reset()
             self.enqueue_all(reason="leader")
 
     # -- triggers ----------------------------------------------------------------------------------------------
@@ -563,13 +571,8 @@ class Agent:
     def _rollout_workloads(self, key: AppEnv, inventory: frozenset[ObjectId]) -> frozenset[ObjectId]:
         """Deployments the rollout executor made for ``key`` (canary, blue, green: labelled as the app's and
         carrying its template hash) in the namespaces of the inventory's Deployments."""
-        selector = f"{LABEL_APP}={key.app},{LABEL_ENV}={key.env},{LABEL_MANAGED_BY}={MANAGER}"
-        found: set[ObjectId] = set()
-        for namespace in sorted({ref.namespace for ref in inventory if ref.kind == "Deployment"}):
-            for live in self._cluster.list("apps", "Deployment", namespace, selector).items:
-                if ANNOTATION_TEMPLATE_HASH in ((live.get("metadata") or {}).get("annotations") or {}):
-                    found.add(ObjectId.of(live))
-        return frozenset(found)
+        namespaces = sorted({ref.namespace for ref in inventory if ref.kind == "Deployment"})
+        return frozenset(ObjectId.of(live) for ns in namespaces for live in made_deployments(self._cluster, key, ns))
 
     def _drop_state(self, key: AppEnv, namespace: str) -> None:
         """Delete a removed app's rollout state and inventory (last); its status (now ``Removed``) and history

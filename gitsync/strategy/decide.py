@@ -285,7 +285,8 @@ def decide(state: RolloutState, obs: Observation, policy: RolloutPolicy, now: fl
     b = _Step(state, obs, policy, now)
     _adopt(b)
     stable_track = tracks(b.state, policy)[0]
-    return _retire_when_settled(_decide(b), obs, stable_track)
+    decision = _decide(b)
+    return _retire_when_settled(decision, b.obs, stable_track)
 
 
 def _decide(b: _Step) -> Decision:
@@ -321,17 +322,11 @@ def _adopt(b: _Step) -> None:
     b.update(strategy=new.value, workload=b.obs.workload or b.state.workload)
 
 
-def _switch(b: _Step, old: Strategy | None) -> None:
-    """The values changed the strategy: a running rollout is superseded, the stable workload gets its full
-    replicas back, and the old strategy's tracks the new one does not use start retiring."""
-    s, obs, new = b.state, b.obs, b.policy.strategy
-    before = old.value if old is not None else "canary or blue-green"
-    reason = f"strategy changed from {before} to {new.value}"
+def _hand_over(b: _Step, reason: str) -> None:
+    """A change of strategy: a running rollout ends as superseded and the rollout's own fields start afresh."""
+    s = b.state
     if s.phase in ACTIVE_PHASES:
         b.finish("superseded", reason)
-    used = _TRACKS_OF[new]
-    previous = _TRACKS_OF[old] if old is not None else (Track.CANARY, Track.BLUE, Track.GREEN)
-    retiring = sorted({*s.retiring, *(t.value for t in previous if t not in used)})
     b.update(
         phase=Phase.IDLE if s.phase in ACTIVE_PHASES else s.phase,
         step=0,
@@ -341,11 +336,24 @@ def _switch(b: _Step, old: Strategy | None) -> None:
         ready_at=0.0,
         switched_at=0.0,
         stable_color="",
-        retiring=tuple(retiring),
         message=reason,
     )
-    if obs.stable.exists and obs.stable.replicas < obs.total and old is Strategy.CANARY:
+
+
+def _switch(b: _Step, old: Strategy) -> None:
+    """From one progressive strategy to the other: the stable workload gets its full replicas back, and the old
+    strategy's tracks the new one does not use start retiring."""
+    s, obs, new = b.state, b.obs, b.policy.strategy
+    reason = f"strategy changed from {old.value} to {new.value}"
+    _hand_over(b, reason)
+    retiring = sorted({*s.retiring, *(t.value for t in _TRACKS_OF[old] if t not in _TRACKS_OF[new])})
+    b.update(retiring=tuple(retiring))
+    if old is Strategy.CANARY and obs.stable.exists and obs.stable.replicas < obs.total:
         b.actions.append(Scale(Track.STABLE, obs.total))  # the canary's weight had taken replicas from it
+    if old is Strategy.BLUE_GREEN and obs.stable.template_hash != s.stable_hash:
+        # A plain Deployment left from before blue-green (scaled to zero at its first switch) holds an older
+        # template than the active colour: neither a stable to compare a canary with nor one to fall back to.
+        b.obs = replace(obs, stable=WorkloadView())
     leftovers = f"; {', '.join(retiring)} removed once the new workload is Ready" if retiring else ""
     b.emit("Normal", "StrategyChanged", f"{reason}{leftovers}")
 
@@ -363,19 +371,24 @@ def _retire_when_settled(decision: Decision, obs: Observation, stable_track: Tra
     return replace(decision, state=replace(state, retiring=()), actions=(*decision.actions, *removes, emit))
 
 
-def retire(state: RolloutState, obs: Observation, now: float) -> Decision:
+def retire(state: RolloutState, obs: Observation, now: float, present: frozenset[Track]) -> Decision:
     """One step for an app whose strategy is (now) rolling: Kubernetes rolls its Deployment, so the only work is
-    handing over from an earlier canary or blue-green. The rendered Deployment gets the rendered template at full
-    replicas (the executor applies it while anything retires); once it is rolled out and Ready, the canary and
-    colours are removed. A Deployment that left the render has nothing to wait for: they are removed at once."""
+    handing over from an earlier canary or blue-green whose tracks are still ``present``. The rendered Deployment
+    gets the rendered template (the executor applies it while anything retires); once it is rolled out and Ready,
+    those tracks are removed. A Deployment that left the render has nothing to wait for: they go at once."""
     b = _Step(state, obs, RolloutPolicy(), now)
-    if _previous(state) is not Strategy.ROLLING:
-        _switch(b, _previous(state))
-        b.update(strategy=Strategy.ROLLING.value, phase=Phase.IDLE)
-    b.update(workload=obs.workload or b.state.workload)
-    if not b.state.retiring:
+    old = _previous(state)
+    retiring = tuple(sorted(t.value for t in present))
+    leftovers = ", ".join(retiring)
+    if old is not Strategy.ROLLING:
+        reason = f"strategy changed from {old.value if old is not None else 'canary or blue-green'} to rolling"
+        _hand_over(b, reason)
+        b.update(strategy=Strategy.ROLLING.value)
+        if retiring:
+            b.emit("Normal", "StrategyChanged", f"{reason}; {leftovers} removed once the new workload is Ready")
+    b.update(workload=obs.workload or b.state.workload, retiring=retiring)
+    if not retiring:
         return b.done()
-    leftovers = ", ".join(b.state.retiring)
     if obs.workload:
         stable = obs.stable
         if stable.template_hash != obs.target_hash or stable.spec_hash != obs.spec_hash or stable.replicas != obs.total:

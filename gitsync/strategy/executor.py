@@ -20,7 +20,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from gitsync import log as logging
@@ -29,7 +29,7 @@ from gitsync.analysis.pod_health import PodReport, inspect_pods
 from gitsync.errors import GitsyncError
 from gitsync.events import EventSink, Reason
 from gitsync.health import current_pods
-from gitsync.model import AppEnv, Json, Manifest, ObjectId
+from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, Manifest, ObjectId
 from gitsync.plan import SERVER_OWNED_ANNOTATIONS, SERVER_OWNED_METADATA
 from gitsync.ports import Clock, Cluster, RenderedApp, StateStore
 from gitsync.strategy.decide import (
@@ -60,6 +60,7 @@ __all__ = [
     "RolloutDriver",
     "StepOutcome",
     "advance",
+    "made_deployments",
     "owned",
     "template_hash",
 ]
@@ -359,6 +360,8 @@ def advance(
 
 
 _ROLLING = "rolling update: Kubernetes rolls the Deployment"
+SETTLED_RECHECK = 600.0
+"""Seconds the agent trusts that a rolling app has nothing of an earlier strategy to hand over."""
 
 
 def _rolling(
@@ -377,30 +380,30 @@ def _rolling(
     key = rendered.app_env
     if not version or (state.strategy == Strategy.ROLLING.value and not state.retiring):
         return StepOutcome(Phase.HEALTHY, _ROLLING, None, settled=True)
-    try:
-        workload: Manifest | None = _workload(rendered, policy, state.workload)
-    except PolicyError:
-        workload = None  # it left the render (or was never named and is not the only one): remove what retires
-    name = workload.id.name if workload is not None else state.workload
-    if not name:
-        log.warning("rollout.leftovers_unnamed", app=key.app, env=key.env, retiring=list(state.retiring))
-        name = "-"  # a state from before workloads were recorded, its Deployment gone: nothing can be named
+    deployments = {m.id.name: m for m in rendered.manifests if m.id.kind == "Deployment"}
+    name = state.workload or policy.workload or (next(iter(deployments)) if len(deployments) == 1 else "")
+    namespace = (deployments[name].id.namespace if name in deployments else "") or rendered.namespace
+    found = _made_tracks(cluster, key, namespace, keep={*deployments, name})
+    if not name and found:  # a state from before workloads were recorded: the tracks' names tell
+        name = next(iter(found.values()))[0].name.rsplit("-", 1)[0]
+    workload = deployments.get(name)
     plan = _Plan(rendered, policy, workload) if workload is not None else None
-    namespace = plan.namespace if plan is not None else rendered.namespace
-    stable_live = cluster.get(_track_ref(namespace, name, Track.STABLE)) if plan is not None else None
+    stable_live = cluster.get(plan.ref(Track.STABLE)) if plan is not None and found else None
     body = plan.workload.body if plan is not None else {}
+    rendered_replicas = "replicas" in (body.get("spec") or {})
     observation = Observation(
         target_hash=template_hash(body) if plan is not None else "",
         spec_hash=_spec_hash(body) if plan is not None else "",
-        total=plan.total if plan is not None else 0,
+        # Without replicas in the render (an HPA scales it) the live count stands: the hand-over keeps it.
+        total=plan.total if plan is not None and rendered_replicas else max(_view(stable_live).replicas, 1),
         stable=_view(stable_live),
         new=WorkloadView(),
         revision=rendered.revision or "",
         workload=name if plan is not None else "",
     )
-    decision = retire(state, observation, clock.now())
+    decision = retire(state, observation, clock.now(), frozenset(found))
     sink = events if events is not None else EventSink(cluster, clock)
-    where = _Where(key, namespace, name)
+    where = _Where(key, namespace, name, found)
     live = {Track.STABLE: stable_live}
     done = tuple(d for d in (_perform(a, plan, where, cluster, live, sink) for a in decision.actions) if d)
     if decision.state != state:
@@ -427,6 +430,29 @@ def _rolling(
     )
 
 
+def made_deployments(cluster: Cluster, key: AppEnv, namespace: str) -> tuple[Json, ...]:
+    """The Deployments the executor made for ``key`` in ``namespace`` (stable, canary, colours): labelled as the
+    app's and carrying the template hash, which a rendered Deployment applied by sync does not."""
+    selector = f"{LABEL_APP}={key.app},{LABEL_ENV}={key.env},{LABEL_MANAGED_BY}={MANAGER}"
+    return tuple(
+        live
+        for live in cluster.list("apps", "Deployment", namespace, selector).items
+        if ANNOTATION_TEMPLATE_HASH in ((live.get("metadata") or {}).get("annotations") or {})
+    )
+
+
+def _made_tracks(cluster: Cluster, key: AppEnv, namespace: str, keep: set[str]) -> dict[Track, tuple[ObjectId, ...]]:
+    """The canary and colour Deployments of ``key`` that exist, by track; ``keep`` (rendered and stable
+    workloads) are never tracks."""
+    out: dict[Track, list[ObjectId]] = {}
+    for live in made_deployments(cluster, key, namespace):
+        ref = ObjectId.of(live)
+        track = next((t for t in (Track.CANARY, Track.BLUE, Track.GREEN) if ref.name.endswith(f"-{t.value}")), None)
+        if track is not None and ref.name not in keep:
+            out.setdefault(track, []).append(ref)
+    return {track: tuple(refs) for track, refs in out.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class _Where:
     """Where an app's tracks live: enough to remove one or post an Event without the render's workload."""
@@ -434,9 +460,11 @@ class _Where:
     key: AppEnv
     namespace: str
     workload: str
+    found: Mapping[Track, tuple[ObjectId, ...]] = field(default_factory=dict)
+    """Tracks found by their labels (``made_deployments``), which name them when the workload cannot."""
 
-    def ref(self, track: Track) -> ObjectId:
-        return _track_ref(self.namespace, self.workload, track)
+    def refs(self, track: Track) -> tuple[ObjectId, ...]:
+        return self.found.get(track) or (_track_ref(self.namespace, self.workload, track),)
 
 
 def _perform(
@@ -449,8 +477,9 @@ def _perform(
 ) -> str:
     key, namespace = where.key, where.namespace
     if isinstance(action, Remove):
-        cluster.delete(where.ref(action.track))
-        return f"remove {where.ref(action.track)}"
+        for ref in where.refs(action.track):
+            cluster.delete(ref)
+        return "remove " + ", ".join(str(ref) for ref in where.refs(action.track))
     if isinstance(action, Emit):
         # EventSink builds the Event (name, involved object, timestamps); the rollout supplies reason and type.
         event = events.event(key, namespace, Reason.DEGRADED, action.message)
@@ -534,17 +563,23 @@ class RolloutDriver:
         self._store = store
         self._measurer = measurer
         self._events = events
-        self._settled: set[AppEnv] = set()
-        """Rolling apps whose state was read and held nothing to hand over: their reconciles cost no request
-        here until their rollout values turn progressive (this executor is the only writer of that state)."""
+        self._settled: dict[AppEnv, float] = {}
+        """Rolling apps whose state held nothing to hand over, and when it was read: their reconciles cost no
+        request here until their rollout values turn progressive, leadership changes hands (another agent may have
+        run a canary meanwhile), or ``SETTLED_RECHECK`` passes (a `gitsync sync` from a laptop)."""
 
     def advance_rollout(self, rendered: RenderedApp, *, now: float) -> StepOutcome:
         key = rendered.app_env
-        if key in self._settled and not _policy(rendered).progressive:
+        read_at = self._settled.get(key)
+        if read_at is not None and now - read_at < SETTLED_RECHECK and not _policy(rendered).progressive:
             return StepOutcome(Phase.HEALTHY, _ROLLING, None, settled=True)
         outcome = advance(rendered, self._cluster, self._store, _At(now), measurer=self._measurer, events=self._events)
         if outcome.settled:
-            self._settled.add(key)
+            self._settled[key] = now
         else:
-            self._settled.discard(key)
+            self._settled.pop(key, None)
         return outcome
+
+    def reset(self) -> None:
+        """Forget what was read: called when this agent becomes the leader."""
+        self._settled.clear()

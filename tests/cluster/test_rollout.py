@@ -18,7 +18,7 @@ from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.analysis.measure import Measurer
 from gitsync.cli.status import _rollout_lines
-from gitsync.model import AppEnv, Json, Manifest, ObjectId
+from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, Manifest, ObjectId
 from gitsync.strategy import control
 from gitsync.strategy.executor import PART, RolloutDriver, StepOutcome, advance
 from gitsync.strategy.state import CommandName, Phase
@@ -38,6 +38,10 @@ class App:
     revision: str | None = None
 
 
+OWNERSHIP = {LABEL_APP: KEY.app, LABEL_ENV: KEY.env, LABEL_MANAGED_BY: MANAGER}
+"""The labels the renderer puts on every object."""
+
+
 def deployment(namespace: str, version: str, *, replicas: int = REPLICAS, fault: str = "") -> Json:
     labels = {"app": "web", "version": version}
     if fault:
@@ -45,7 +49,7 @@ def deployment(namespace: str, version: str, *, replicas: int = REPLICAS, fault:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": namespace, "labels": {"app": "web"}},
+        "metadata": {"name": "web", "namespace": namespace, "labels": {"app": "web", **OWNERSHIP}},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": "web"}},
@@ -518,3 +522,22 @@ def test_agent_reads_a_rolling_apps_rollout_state_once_until_its_strategy_change
     assert [requests(rolling) for _ in range(3)] == [1, 0, 0]
     assert requests(app(lab.namespace, "v1", CANARY)) > 1
     assert requests(rolling) >= 1, "back to rolling: the canary's state must be handed over"
+
+
+def test_state_from_an_older_agent_finds_the_canary_by_its_labels(lab: Lab) -> None:
+    released(lab, PAUSES)
+    lab.drive(app(lab.namespace, "v2", PAUSES), lambda o: o.phase is Phase.PAUSED)
+    doc, version = lab.store.load(KEY, lab.namespace, PART)
+    for field_name in ("strategy", "workload", "retiring"):  # what an agent before this field wrote
+        del doc["state"][field_name]
+    lab.store.save(KEY, lab.namespace, PART, doc, version)
+
+    # The rolling render has a second Deployment, so the workload cannot be told from the render alone.
+    worker = deployment(lab.namespace, "v1", replicas=1)
+    worker["metadata"]["name"] = "worker"
+    v3 = app(lab.namespace, "v3", ROLLING)
+    v3 = App(KEY, lab.namespace, (*v3.manifests, Manifest(ObjectId.of(worker), worker, "test")), v3.values, "v3")
+    lab.drive(v3, lambda o: o.settled)
+    assert lab.deploy("web-canary") is None
+    assert lab.deploy("web")["spec"]["template"]["metadata"]["labels"]["version"] == "v3"
+    assert lab.state()["history"][-1]["reason"] == "strategy changed from canary or blue-green to rolling"

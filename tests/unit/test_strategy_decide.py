@@ -676,30 +676,31 @@ def on_canary(step: int, **kw: object) -> RolloutState:
 
 def test_canary_to_rolling_mid_rollout_rolls_the_stable_then_removes_the_canary() -> None:
     # Half-way through a canary (stable 3, canary 1) the values drop the rollout section.
-    d = retire(on_canary(2), obs(stable=w(3), new=NONE), NOW)
+    canary = frozenset({Track.CANARY})
+    d = retire(on_canary(2), obs(stable=w(3), new=NONE), NOW, canary)
     assert d.state.history[-1].outcome == "superseded"
     assert d.state.history[-1].reason == "strategy changed from canary to rolling"
     assert (d.state.strategy, d.state.retiring) == ("rolling", ("canary",))
-    assert kinds(d) == [Scale(Track.STABLE, 4), Deploy(Track.STABLE, 4)]
+    assert kinds(d) == [Deploy(Track.STABLE, 4)]
     assert "StrategyChanged" in reasons(d) and d.requeue_after == 1.0
 
     rolling = w(4, 2, NEW, rolled=False)
-    waiting = retire(d.state, obs(stable=rolling), NOW + 1)
+    waiting = retire(d.state, obs(stable=rolling), NOW + 1, canary)
     assert kinds(waiting) == [] and waiting.requeue_after == 1.0, "the canary must serve until the stable is Ready"
     assert "2/4 Ready" in waiting.state.message
 
-    done = retire(waiting.state, obs(stable=w(4, 4, NEW)), NOW + 2)
+    done = retire(waiting.state, obs(stable=w(4, 4, NEW)), NOW + 2, canary)
     assert kinds(done) == [Remove(Track.CANARY)]
     assert (done.state.phase, done.state.retiring, done.state.stable_hash) == (Phase.HEALTHY, (), NEW)
     assert len(done.state.history) == 1, "the hand-over is recorded once"
-    assert retire(done.state, obs(stable=w(4, 4, NEW)), NOW + 3).actions == ()
+    assert retire(done.state, obs(stable=w(4, 4, NEW)), NOW + 3, frozenset()).actions == ()
 
 
 def test_rolling_app_whose_deployment_left_the_render_loses_its_colours_at_once() -> None:
     state = RolloutState(
         phase=Phase.HEALTHY, stable_hash=OLD, strategy="blueGreen", workload="web", stable_color="blue"
     )
-    d = retire(state, obs(stable=NONE, workload=""), NOW)
+    d = retire(state, obs(stable=NONE, workload=""), NOW, frozenset({Track.BLUE, Track.GREEN}))
     assert kinds(d) == [Remove(Track.BLUE), Remove(Track.GREEN)]
     assert d.state.history == (), "nothing was rolling out: no superseded entry"
     assert (d.state.retiring, d.state.workload) == ((), "web")
@@ -708,9 +709,18 @@ def test_rolling_app_whose_deployment_left_the_render_loses_its_colours_at_once(
 def test_state_from_before_strategies_were_recorded_is_the_current_strategys() -> None:
     d = decide(HEALTHY, obs(target=OLD), CANARY, NOW)
     assert (d.state.strategy, d.state.workload, d.state.retiring, kinds(d)) == ("canary", "web", (), [])
-    # ... and under the rolling strategy it is handed over like any canary or blue-green state.
-    handed = retire(HEALTHY, obs(stable=w(4, 4, OLD), target=OLD), NOW)
-    assert kinds(handed) == [Remove(Track.BLUE), Remove(Track.CANARY), Remove(Track.GREEN)]
+    # Under the rolling strategy it is handed over like any canary or blue-green state: what is left goes ...
+    handed = retire(HEALTHY, obs(stable=w(4, 4, OLD), target=OLD), NOW, frozenset({Track.GREEN}))
+    assert kinds(handed) == [Remove(Track.GREEN)]
+    # ... and with nothing left it just settles, without events about tracks that do not exist.
+    quiet = retire(HEALTHY, obs(stable=w(4, 4, OLD), target=OLD), NOW, frozenset())
+    assert (quiet.actions, quiet.state.strategy, quiet.state.retiring) == ((), "rolling", ())
+
+
+def test_rolling_hand_over_with_nothing_left_deploys_nothing() -> None:
+    # A canary that completed long ago, an HPA at 7 replicas, the render without replicas: nothing to hand over.
+    d = retire(replace(HEALTHY, strategy="canary"), obs(stable=w(7, 7, "live")), NOW, frozenset())
+    assert d.actions == () and d.requeue_after is None
 
 
 def test_canary_to_blue_green_mid_rollout_starts_over_and_retires_the_canary_once_stable_is_full() -> None:
@@ -733,3 +743,14 @@ def test_blue_green_to_canary_recreates_the_stable_deployment_before_removing_th
     done = decide(d.state, obs(stable=w(4, 4, OLD), target=OLD), CANARY, NOW + 1)
     assert kinds(done) == [Remove(Track.BLUE), Remove(Track.GREEN)]
     assert "LeftoversRemoved" in reasons(done) and done.state.retiring == ()
+
+
+def test_blue_green_to_canary_never_falls_back_to_the_deployment_from_before_blue_green() -> None:
+    # `web` was scaled to zero at blue-green's first switch and still holds that older template; the commit that
+    # moves to canary also ships a new template.
+    state = RolloutState(
+        phase=Phase.HEALTHY, stable_hash=OLD, target_hash=OLD, strategy="blueGreen", stable_color="blue"
+    )
+    d = decide(state, obs(stable=w(0, 0, "older")), CANARY, NOW)
+    assert kinds(d) == [Deploy(Track.STABLE, 4)], "no canary against (or scale-up of) the pre-blue-green version"
+    assert d.state.retiring == ("blue", "green") and d.state.stable_hash == NEW
