@@ -48,6 +48,7 @@ __all__ = [
     "POLL",
     "Action",
     "BlueGreenStep",
+    "Clone",
     "Decision",
     "Deploy",
     "Emit",
@@ -112,6 +113,14 @@ class Scale:
 
 
 @dataclass(frozen=True, slots=True)
+class Clone:
+    """Copy the stable Deployment as it runs (its template, not the render's) to ``track`` with ``replicas``."""
+
+    track: Track
+    replicas: int
+
+
+@dataclass(frozen=True, slots=True)
 class Remove:
     track: Track
 
@@ -133,7 +142,7 @@ class Emit:
     message: str
 
 
-Action = Deploy | Scale | Remove | Route | Emit
+Action = Deploy | Clone | Scale | Remove | Route | Emit
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,7 +444,29 @@ def _settled(b: _Step, command: CommandName | None) -> Decision:
     if not obs.stable.exists:
         _initial(b, new_track)
         return b.done()
+    if b.policy.strategy is Strategy.BLUE_GREEN and stable_track is Track.STABLE:
+        return _colour_the_stable(b, new_track)
     _start(b, retry=command is CommandName.RETRY)
+    return b.done(0.0)
+
+
+def _colour_the_stable(b: _Step, colour: Track) -> Decision:
+    """Before an app's first blue-green rollout its plain Deployment serves, and the active Service's selector (the
+    app's labels) would take in the preview colour's pods too. So the plain Deployment is first copied, as it runs,
+    to a colour; once that is Ready the active Service selects it and the plain one is scaled to zero. Then the
+    rollout starts with the other colour as the preview."""
+    obs = b.obs
+    copy = obs.new
+    if not copy.exists or copy.template_hash != obs.stable.template_hash or copy.replicas != obs.total:
+        b.actions.append(Clone(colour, obs.total))
+        b.update(message=f"blue-green: copying the running version to {colour} before the first rollout")
+        return b.done(POLL)
+    if not (copy.rolled and copy.ready >= obs.total):
+        b.update(message=f"blue-green: {colour} {copy.ready}/{obs.total} Ready before the first rollout")
+        return b.done(POLL)
+    b.actions += [Route(ServiceRole.ACTIVE, colour), Route(ServiceRole.PREVIEW, colour), Scale(Track.STABLE, 0)]
+    b.update(stable_color=colour.value, message=f"blue-green: the running version now serves from {colour}")
+    b.emit("Normal", "StableColoured", f"the running version now serves from {colour}; the rollout starts next")
     return b.done(0.0)
 
 

@@ -34,6 +34,7 @@ from gitsync.plan import SERVER_OWNED_ANNOTATIONS, SERVER_OWNED_METADATA
 from gitsync.ports import Clock, Cluster, RenderedApp, StateStore
 from gitsync.strategy.decide import (
     Action,
+    Clone,
     Deploy,
     Emit,
     Observation,
@@ -193,15 +194,20 @@ class _Plan:
         return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
     def body(self, track: Track, replicas: int) -> Json:
+        """The rendered Deployment as ``track`` runs it."""
         body = copy.deepcopy(self.workload.body)
+        annotations = body.setdefault("metadata", {}).setdefault("annotations", {})
+        annotations[ANNOTATION_TEMPLATE_HASH] = template_hash(self.workload.body)
+        annotations[ANNOTATION_SPEC_HASH] = _spec_hash(self.workload.body)
+        body.setdefault("spec", {})["replicas"] = replicas
+        return self.coloured(body, track)
+
+    def coloured(self, body: Json, track: Track) -> Json:
+        """``body`` (a Deployment of this workload) named and labelled as ``track``'s; changed in place."""
         meta = body.setdefault("metadata", {})
         meta["name"] = self.ref(track).name
         meta["namespace"] = self.namespace
-        annotations = meta.setdefault("annotations", {})
-        annotations[ANNOTATION_TEMPLATE_HASH] = template_hash(self.workload.body)
-        annotations[ANNOTATION_SPEC_HASH] = _spec_hash(self.workload.body)
         spec = body.setdefault("spec", {})
-        spec["replicas"] = replicas
         extra = self.track_label(track)
         if extra:
             key, value = extra
@@ -499,6 +505,12 @@ def _perform(
             _owned_by(workload, stable)
         cluster.apply(workload, force=True)
         return f"deploy {plan.ref(action.track)} replicas={action.replicas}"
+    if isinstance(action, Clone):
+        stable = live.get(Track.STABLE)
+        if stable is None:
+            return ""
+        cluster.apply(plan.coloured(_scaled(stable, action.replicas), action.track), force=True)
+        return f"clone {plan.ref(Track.STABLE)} -> {plan.ref(action.track)} replicas={action.replicas}"
     if isinstance(action, Scale):
         current = live.get(action.track, None) if action.track in live else cluster.get(plan.ref(action.track))
         if current is None:

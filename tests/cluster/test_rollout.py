@@ -423,17 +423,28 @@ def test_rollout_state_is_a_configmap_part(lab: Lab) -> None:
     assert doc["state"]["phase"] == "Healthy"
 
 
-def test_app_switching_to_blue_green_serves_from_its_deployment_until_the_switch(lab: Lab) -> None:
+def test_app_switching_to_blue_green_never_serves_the_preview_from_its_active_service(lab: Lab) -> None:
     for body in (deployment(lab.namespace, "v1"), service(lab.namespace, "web"), service(lab.namespace, "web-preview")):
         lab.cluster.apply(body)  # what sync applied while the app used the rolling strategy
     lab.wait("v1 Ready", lambda: lab.ready("web") == REPLICAS)
     rollout = blue_green(scaleDownDelaySeconds=1)
     v2 = app(lab.namespace, "v2", rollout, services=("web", "web-preview"))
-    lab.drive(v2, lambda o: o.phase is Phase.PROMOTING)
-    assert lab.selector("web") == {"app": "web", "gitsync.dev/color": "blue"}
+    active: list[set[str]] = []
+
+    def serving(_: StepOutcome) -> None:
+        """The versions behind the active Service's selector, as its endpoints would have them."""
+        selector = ",".join(f"{k}={v}" for k, v in lab.selector("web").items())
+        active.append({p["metadata"]["labels"]["version"] for p in lab.pods(selector)})
+
+    lab.drive(v2, lambda o: o.phase is Phase.PROMOTING, each=serving)
+    assert lab.selector("web") == {"app": "web", "gitsync.dev/color": "green"}
+    switched = active.index({"v2"})
+    assert all(versions <= {"v1"} for versions in active[:switched]), f"preview served before the switch: {active}"
+    assert lab.deploy("web-blue")["spec"]["template"]["metadata"]["labels"]["version"] == "v1", "blue is v1's copy"
     lab.drive(v2, lambda o: o.phase is Phase.HEALTHY)
-    assert (lab.replicas("web"), lab.ready("web-blue")) == (0, REPLICAS)
+    assert (lab.replicas("web"), lab.replicas("web-blue"), lab.ready("web-green")) == (0, 0, REPLICAS)
     lab.wait("only v2", lambda: lab.versions() == {"v2": REPLICAS})
+    assert lab.events("StableColoured")
 
 
 def test_promote_full_skips_the_remaining_steps(lab: Lab) -> None:

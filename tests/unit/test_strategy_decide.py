@@ -9,6 +9,7 @@ import pytest
 from gitsync.analysis.pod_health import PodReport
 from gitsync.analysis.run import CheckRun, Measurement, Outcome, Verdict
 from gitsync.strategy.decide import (
+    Clone,
     Decision,
     Deploy,
     Emit,
@@ -605,13 +606,40 @@ BG_ROWS = [
         [Route(ServiceRole.PREVIEW, Track.BLUE), Scale(Track.GREEN, 0)],
     ),
     (
-        "an app switching to blue-green keeps serving from its Deployment",
+        "an app switching to blue-green first copies its running Deployment to a colour",
         RolloutState(),
+        obs(),
+        BLUE_GREEN,
+        Phase.IDLE,
+        0,
+        [Clone(Track.BLUE, 4)],
+    ),
+    (
+        "... which serves only once Ready",
+        RolloutState(),
+        obs(new=w(4, 2, OLD, rolled=False)),
+        BLUE_GREEN,
+        Phase.IDLE,
+        0,
+        [],
+    ),
+    (
+        "... then takes the active Service, and the plain Deployment goes to zero",
+        RolloutState(),
+        obs(new=w(4, 4, OLD)),
+        BLUE_GREEN,
+        Phase.IDLE,
+        0,
+        [Route(ServiceRole.ACTIVE, Track.BLUE), Route(ServiceRole.PREVIEW, Track.BLUE), Scale(Track.STABLE, 0)],
+    ),
+    (
+        "... and the first rollout previews in the other colour",
+        RolloutState(stable_color="blue"),
         obs(),
         BLUE_GREEN,
         Phase.PROGRESSING,
         0,
-        [Deploy(Track.BLUE, 4), Route(ServiceRole.PREVIEW, Track.BLUE)],
+        [Deploy(Track.GREEN, 4), Route(ServiceRole.PREVIEW, Track.GREEN)],
     ),
     (
         "a Service changed in git is re-routed",
@@ -724,12 +752,11 @@ def test_rolling_hand_over_with_nothing_left_deploys_nothing() -> None:
 
 
 def test_canary_to_blue_green_mid_rollout_starts_over_and_retires_the_canary_once_stable_is_full() -> None:
-    d = decide(on_canary(2), obs(stable=w(3), new=w(1, 1, NEW)), BLUE_GREEN, NOW)
+    d = decide(on_canary(2), obs(stable=w(3)), BLUE_GREEN, NOW)
     assert d.state.history[-1].outcome == "superseded" and d.state.strategy == "blueGreen"
-    assert d.state.phase is Phase.PROGRESSING and d.state.retiring == ("canary",)
-    assert Scale(Track.STABLE, 4) in kinds(d) and Remove(Track.CANARY) not in kinds(d)
-    assert Deploy(Track.BLUE, 4) in kinds(d), "the new template goes to the preview colour"
-    later = decide(d.state, obs(stable=w(4), new=w(4, 0, NEW, rolled=False)), BLUE_GREEN, NOW + 1)
+    assert d.state.phase is Phase.IDLE and d.state.retiring == ("canary",)
+    assert kinds(d) == [Scale(Track.STABLE, 4), Clone(Track.BLUE, 4)], "full stable, copied to a colour first"
+    later = decide(d.state, obs(stable=w(4), new=w(4, 0, OLD, rolled=False)), BLUE_GREEN, NOW + 1)
     assert Remove(Track.CANARY) in kinds(later) and later.state.retiring == ()
 
 
