@@ -337,7 +337,9 @@ def _hand_over(b: _Step, reason: str) -> None:
     if s.phase in ACTIVE_PHASES:
         b.finish("superseded", reason)
     b.update(
-        phase=Phase.IDLE if s.phase in ACTIVE_PHASES else s.phase,
+        # Healthy stays Healthy; a rollout that ran or was aborted under the old strategy says nothing of the new
+        # one (and an Aborted phase would read as "rolled back, settled" while the hand-over is still working).
+        phase=Phase.HEALTHY if s.phase is Phase.HEALTHY else Phase.IDLE,
         step=0,
         weight=0,
         checks=(),
@@ -355,7 +357,8 @@ def _switch(b: _Step, old: Strategy) -> None:
     s, obs, new = b.state, b.obs, b.policy.strategy
     reason = f"strategy changed from {old.value} to {new.value}"
     _hand_over(b, reason)
-    retiring = sorted({*s.retiring, *(t.value for t in _TRACKS_OF[old] if t not in _TRACKS_OF[new])})
+    used = {t.value for t in _TRACKS_OF[new]}  # a track still retiring from an earlier switch may serve again
+    retiring = sorted({*s.retiring, *(t.value for t in _TRACKS_OF[old])} - used)
     b.update(retiring=tuple(retiring))
     if old is Strategy.CANARY and obs.stable.exists and obs.stable.replicas < obs.total:
         b.actions.append(Scale(Track.STABLE, obs.total))  # the canary's weight had taken replicas from it
@@ -457,12 +460,19 @@ def _colour_the_stable(b: _Step, colour: Track) -> Decision:
     rollout starts with the other colour as the preview."""
     obs = b.obs
     copy = obs.new
-    if not copy.exists or copy.template_hash != obs.stable.template_hash or copy.replicas != obs.total:
-        b.actions.append(Clone(colour, obs.total))
+    replicas = max(obs.total, obs.stable.replicas)  # an HPA may run more than the render says
+    if obs.new_pods.outcome is Outcome.FAILURE and copy.replicas:
+        # The running version's own pods fail (the commit that brings blue-green may be its fix): no copy of it
+        # can take traffic, so the rollout starts as it did before colouring existed.
+        b.emit("Warning", "ColouringSkipped", f"the copy in {colour} is failing: {obs.new_pods.failing[0]}")
+        _start(b, retry=False)
+        return b.done(0.0)
+    if not copy.exists or copy.template_hash != obs.stable.template_hash or copy.replicas != replicas:
+        b.actions.append(Clone(colour, replicas))
         b.update(message=f"blue-green: copying the running version to {colour} before the first rollout")
         return b.done(POLL)
-    if not (copy.rolled and copy.ready >= obs.total):
-        b.update(message=f"blue-green: {colour} {copy.ready}/{obs.total} Ready before the first rollout")
+    if not (copy.rolled and copy.ready >= replicas):
+        b.update(message=f"blue-green: {colour} {copy.ready}/{replicas} Ready before the first rollout")
         return b.done(POLL)
     b.actions += [Route(ServiceRole.ACTIVE, colour), Route(ServiceRole.PREVIEW, colour), Scale(Track.STABLE, 0)]
     b.update(stable_color=colour.value, message=f"blue-green: the running version now serves from {colour}")

@@ -263,11 +263,14 @@ def _view(live: Json | None) -> WorkloadView:
         and ready >= replicas
     )
     annotations = meta.get("annotations") or {}
+    # A Deployment sync applied (rolling) has no hash of ours: the live template's stands in, which no rendered
+    # template matches but which tells a copy of it (``Clone``) from a copy of something older.
+    hashed = annotations.get(ANNOTATION_TEMPLATE_HASH) or "live:" + template_hash(live)
     return WorkloadView(
         exists=True,
         replicas=replicas,
         ready=ready,
-        template_hash=str(annotations.get(ANNOTATION_TEMPLATE_HASH, "")),
+        template_hash=str(hashed),
         spec_hash=str(annotations.get(ANNOTATION_SPEC_HASH, "")),
         rolled=rolled,
     )
@@ -509,7 +512,10 @@ def _perform(
         stable = live.get(Track.STABLE)
         if stable is None:
             return ""
-        cluster.apply(plan.coloured(_scaled(stable, action.replicas), action.track), force=True)
+        copied = _scaled(stable, action.replicas)
+        # The copy carries the hash of what it copied, so a stale copy is never taken for a current one.
+        copied["metadata"].setdefault("annotations", {})[ANNOTATION_TEMPLATE_HASH] = _view(stable).template_hash
+        cluster.apply(plan.coloured(copied, action.track), force=True)
         return f"clone {plan.ref(Track.STABLE)} -> {plan.ref(action.track)} replicas={action.replicas}"
     if isinstance(action, Scale):
         current = live.get(action.track, None) if action.track in live else cluster.get(plan.ref(action.track))

@@ -440,7 +440,9 @@ def test_app_switching_to_blue_green_never_serves_the_preview_from_its_active_se
     assert lab.selector("web") == {"app": "web", "gitsync.dev/color": "green"}
     switched = active.index({"v2"})
     assert all(versions <= {"v1"} for versions in active[:switched]), f"preview served before the switch: {active}"
-    assert lab.deploy("web-blue")["spec"]["template"]["metadata"]["labels"]["version"] == "v1", "blue is v1's copy"
+    blue = lab.deploy("web-blue")
+    assert blue["spec"]["template"]["metadata"]["labels"]["version"] == "v1", "blue is v1's copy"
+    assert blue["metadata"]["annotations"]["gitsync.dev/template-hash"].startswith("live:"), "a copy says of what"
     lab.drive(v2, lambda o: o.phase is Phase.HEALTHY)
     assert (lab.replicas("web"), lab.replicas("web-blue"), lab.ready("web-green")) == (0, 0, REPLICAS)
     lab.wait("only v2", lambda: lab.versions() == {"v2": REPLICAS})

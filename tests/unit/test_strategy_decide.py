@@ -781,3 +781,27 @@ def test_blue_green_to_canary_never_falls_back_to_the_deployment_from_before_blu
     d = decide(state, obs(stable=w(0, 0, "older")), CANARY, NOW)
     assert kinds(d) == [Deploy(Track.STABLE, 4)], "no canary against (or scale-up of) the pre-blue-green version"
     assert d.state.retiring == ("blue", "green") and d.state.stable_hash == NEW
+
+
+def test_back_to_blue_green_while_its_colours_retire_keeps_them() -> None:
+    on_canary_retiring = RolloutState(
+        phase=Phase.HEALTHY, stable_hash=OLD, target_hash=OLD, strategy="canary", retiring=("blue", "green")
+    )
+    d = decide(on_canary_retiring, obs(target=OLD), BLUE_GREEN, NOW)
+    assert Remove(Track.BLUE) not in kinds(d) and Remove(Track.GREEN) not in kinds(d), "the colours serve again"
+    assert Remove(Track.CANARY) in kinds(d) and d.state.retiring == ()
+
+
+def test_an_aborted_rollout_does_not_keep_a_strategy_change_looking_settled() -> None:
+    aborted = RolloutState(phase=Phase.ABORTED, stable_hash=OLD, failed_hash=NEW, strategy="canary", workload="web")
+    d = decide(aborted, obs(), BLUE_GREEN, NOW)
+    assert (d.state.phase, kinds(d)) == (Phase.IDLE, [Clone(Track.BLUE, 4), Remove(Track.CANARY)])
+    r = retire(aborted, obs(stable=w(4, 4, OLD)), NOW, frozenset({Track.CANARY}))
+    assert (r.state.phase, kinds(r)) == (Phase.IDLE, [Deploy(Track.STABLE, 4)])
+
+
+def test_colouring_copies_what_an_hpa_runs_and_gives_up_on_a_failing_copy() -> None:
+    assert kinds(decide(RolloutState(), obs(stable=w(7)), BLUE_GREEN, NOW)) == [Clone(Track.BLUE, 7)]
+    failing = decide(RolloutState(), obs(new=w(4, 0, OLD, rolled=False), pods=FAILING), BLUE_GREEN, NOW)
+    assert "ColouringSkipped" in reasons(failing) and failing.state.phase is Phase.PROGRESSING
+    assert kinds(failing) == [Deploy(Track.BLUE, 4), Route(ServiceRole.PREVIEW, Track.BLUE)]
