@@ -524,6 +524,7 @@ def _start(b: _Step, *, retry: bool) -> None:
         abort_reason="",
         evidence=(),
         warnings=(),
+        replicas=obs.total,
         message="retrying" if retry else "rollout started",
     )
     if policy.strategy is Strategy.BLUE_GREEN:

@@ -171,6 +171,8 @@ class _Plan:
         self.namespace = self.workload.id.namespace or rendered.namespace
         spec = self.workload.body.get("spec") or {}
         self.total = int(spec.get("replicas", 1))
+        self.replicas_rendered = "replicas" in spec
+        """False when the chart leaves replicas to an HPA (Helm's ``if not .Values.autoscaling.enabled``)."""
         self.selector: dict[str, str] = dict((spec.get("selector") or {}).get("matchLabels") or {})
 
     def owned(self) -> frozenset[ObjectId]:
@@ -324,7 +326,7 @@ def advance(
     observation = Observation(
         target_hash=template_hash(plan.workload.body),
         spec_hash=_spec_hash(plan.workload.body),
-        total=plan.total,
+        total=plan.total if plan.replicas_rendered else _live_total(state, stable_live),
         stable=_view(stable_live),
         new=_view(new_live),
         new_pods=pods,
@@ -474,6 +476,14 @@ class _Where:
 
     def refs(self, track: Track) -> tuple[ObjectId, ...]:
         return self.found.get(track) or (_track_ref(self.namespace, self.workload, track),)
+
+
+def _live_total(state: RolloutState, stable: Json | None) -> int:
+    """The replicas to run when the render leaves them to an HPA: the count the running rollout started with, or
+    what the stable runs now, so the executor never scales the app back to a default of one."""
+    if state.phase in ACTIVE_PHASES and state.replicas:
+        return state.replicas
+    return max(_view(stable).replicas, 1)
 
 
 def _perform(

@@ -140,6 +140,9 @@ class RolloutState:
     recorded, which are taken to be the current policy's."""
     workload: str = ""
     """Name of the rendered Deployment the strategy drives, so its tracks can be named after it left the render."""
+    replicas: int = 0
+    """Replicas the running rollout works with, fixed at its start: an app whose chart leaves replicas to an HPA
+    keeps the count it had, while the canary's own pods come and go."""
     retiring: tuple[str, ...] = ()
     """Tracks (``canary``, ``blue``, ``green``) an earlier strategy left running, removed once the workload the
     current strategy serves from is rolled out and Ready."""
@@ -169,6 +172,7 @@ class RolloutState:
             "strategy": self.strategy,
             "workload": self.workload,
             "retiring": list(self.retiring),
+            "replicas": self.replicas,
         }
 
     @classmethod
@@ -199,6 +203,7 @@ class RolloutState:
             strategy=str(raw.get("strategy", "")),
             workload=str(raw.get("workload", "")),
             retiring=tuple(raw.get("retiring") or ()),
+            replicas=int(raw.get("replicas", 0)),
         )
 
 

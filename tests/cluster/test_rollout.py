@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from gitsync.adapters.clock import SystemClock
 from gitsync.adapters.kube import KubeCluster
@@ -554,3 +555,21 @@ def test_state_from_an_older_agent_finds_the_canary_by_its_labels(lab: Lab) -> N
     assert lab.deploy("web-canary") is None
     assert lab.deploy("web")["spec"]["template"]["metadata"]["labels"]["version"] == "v3"
     assert lab.state()["history"][-1]["reason"] == "strategy changed from canary or blue-green to rolling"
+
+
+def test_canary_of_a_chart_that_leaves_replicas_to_an_hpa_keeps_the_hpas_count(lab: Lab, kube_api) -> None:
+    rollout = {"strategy": "canary", "canary": {"steps": [{"setWeight": 50}]}}
+
+    def autoscaled(version: str) -> App:
+        body = deployment(lab.namespace, version)
+        del body["spec"]["replicas"]  # `{% if not values.autoscaling.enabled %}replicas: ...{% endif %}`
+        return App(KEY, lab.namespace, (Manifest(ObjectId.of(body), body, "test"),), {"rollout": rollout}, version)
+
+    lab.step(autoscaled("v1"))
+    # The HPA scales the stable Deployment (through the scale subresource, as its own field manager).
+    client.AppsV1Api(kube_api).patch_namespaced_deployment_scale("web", lab.namespace, {"spec": {"replicas": 6}})
+    lab.wait("6 Ready", lambda: lab.ready("web") == 6)
+    assert lab.step(autoscaled("v1")).actions == (), "a reconcile must not scale the app back to the render's 1"
+    lab.drive(autoscaled("v2"), lambda o: o.phase is Phase.HEALTHY, timeout=60)
+    assert lab.replicas("web") == 6
+    lab.wait("six v2 pods", lambda: lab.versions() == {"v2": 6})
