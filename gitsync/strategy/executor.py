@@ -168,6 +168,7 @@ class _Plan:
         self.policy = policy
         self.workload = workload or _workload(rendered, policy)
         self.services = _services(rendered, policy)
+        self.autoscalers = _autoscalers(rendered, self.workload) if policy.strategy is Strategy.BLUE_GREEN else ()
         self.namespace = self.workload.id.namespace or rendered.namespace
         spec = self.workload.body.get("spec") or {}
         self.total = int(spec.get("replicas", 1))
@@ -176,7 +177,7 @@ class _Plan:
         self.selector: dict[str, str] = dict((spec.get("selector") or {}).get("matchLabels") or {})
 
     def owned(self) -> frozenset[ObjectId]:
-        return frozenset({self.workload.id, *(m.id for m in self.services.values())})
+        return frozenset({self.workload.id, *(m.id for m in self.services.values()), *(m.id for m in self.autoscalers)})
 
     def track_label(self, track: Track) -> tuple[str, str] | None:
         if track is Track.CANARY:
@@ -236,18 +237,44 @@ class _Plan:
         body["spec"]["selector"] = selector
         return body
 
+    def autoscaler_body(self, manifest: Manifest, track: Track) -> Json:
+        """A rendered HPA of the workload, aimed at ``track``'s Deployment (under blue-green the rendered one is
+        at zero, and an HPA does not scale a Deployment at zero)."""
+        body = copy.deepcopy(manifest.body)
+        meta = body.setdefault("metadata", {})
+        meta["namespace"] = manifest.id.namespace or self.namespace
+        meta.setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = _digest(manifest.body)
+        body.setdefault("spec", {}).setdefault("scaleTargetRef", {})["name"] = self.ref(track).name
+        return body
+
+
+def _autoscalers(rendered: RenderedApp, workload: Manifest) -> tuple[Manifest, ...]:
+    """The rendered HorizontalPodAutoscalers that scale ``workload``."""
+    namespace = workload.id.namespace or rendered.namespace
+    return tuple(
+        m
+        for m in rendered.manifests
+        if m.id.kind == "HorizontalPodAutoscaler"
+        and (m.id.namespace or rendered.namespace) == namespace
+        and ((m.body.get("spec") or {}).get("scaleTargetRef") or {}).get("kind") == "Deployment"
+        and ((m.body.get("spec") or {}).get("scaleTargetRef") or {}).get("name") == workload.id.name
+    )
+
 
 def _track_ref(namespace: str, workload: str, track: Track) -> ObjectId:
     return ObjectId("apps", "Deployment", namespace, workload if track is Track.STABLE else f"{workload}-{track.value}")
 
 
 def _services_current(plan: _Plan, cluster: Cluster) -> bool:
-    """Whether every Service the executor points carries the hash of its rendered body (a render change to a
-    port or label must reach the cluster even though sync leaves these Services to the executor)."""
-    for role, manifest in plan.services.items():
-        live = cluster.get(ObjectId("", "Service", manifest.id.namespace or plan.namespace, manifest.id.name))
+    """Whether every Service (and HPA) the executor points carries the hash of its rendered body (a render change
+    to a port, a label or an HPA's bounds must reach the cluster even though sync leaves these to the executor)."""
+    wanted = [(m, plan.service_hash(role)) for role, m in plan.services.items()]
+    wanted += [(m, _digest(m.body)) for m in plan.autoscalers]
+    for manifest, digest in wanted:
+        ref = manifest.id
+        live = cluster.get(ObjectId(ref.group, ref.kind, ref.namespace or plan.namespace, ref.name))
         annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
-        if annotations.get(ANNOTATION_SPEC_HASH) != plan.service_hash(role):
+        if annotations.get(ANNOTATION_SPEC_HASH) != digest:
             return False
     return True
 
@@ -538,7 +565,12 @@ def _perform(
         if body is None:
             return ""
         cluster.apply(body, force=True)
-        return f"route {ObjectId.of(body)} -> {action.track}"
+        done = f"route {ObjectId.of(body)} -> {action.track}"
+        if action.service is ServiceRole.ACTIVE:  # the HPA follows the workload that takes the traffic
+            for manifest in plan.autoscalers:
+                cluster.apply(plan.autoscaler_body(manifest, action.track), force=True)
+                done += f", {manifest.id} -> {plan.ref(action.track).name}"
+        return done
     raise AssertionError(f"unknown action {action!r}")
 
 

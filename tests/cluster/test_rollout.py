@@ -573,3 +573,37 @@ def test_canary_of_a_chart_that_leaves_replicas_to_an_hpa_keeps_the_hpas_count(l
     lab.drive(autoscaled("v2"), lambda o: o.phase is Phase.HEALTHY, timeout=60)
     assert lab.replicas("web") == 6
     lab.wait("six v2 pods", lambda: lab.versions() == {"v2": 6})
+
+
+def test_blue_green_aims_the_apps_hpa_at_the_active_colour(lab: Lab) -> None:
+    rollout = blue_green(scaleDownDelaySeconds=1)
+    services = ("web", "web-preview")
+    hpa_ref = ObjectId("autoscaling", "HorizontalPodAutoscaler", lab.namespace, "web")
+
+    def with_hpa(version: str, most: int = 8) -> App:
+        hpa = {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": lab.namespace},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 2,
+                "maxReplicas": most,
+            },
+        }
+        plain = app(lab.namespace, version, rollout, services=services)
+        return App(KEY, lab.namespace, (*plain.manifests, Manifest(hpa_ref, hpa, "test")), plain.values, version)
+
+    def hpa() -> Json:
+        live = lab.cluster.get(hpa_ref)
+        assert live is not None
+        return live["spec"]
+
+    first = lab.step(with_hpa("v1"))
+    assert hpa_ref in first.exclude, "sync must not put the HPA back on `web`"
+    assert hpa()["scaleTargetRef"]["name"] == "web-blue"
+    lab.wait("v1 Ready", lambda: lab.ready("web-blue") == REPLICAS)
+    lab.drive(with_hpa("v2"), lambda o: o.phase is Phase.HEALTHY, timeout=60)
+    assert hpa()["scaleTargetRef"]["name"] == "web-green", "the HPA must follow the switch"
+    lab.step(with_hpa("v2", most=10))  # a change to the HPA alone reaches the cluster
+    assert (hpa()["maxReplicas"], hpa()["scaleTargetRef"]["name"]) == (10, "web-green")
