@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from gitsync.model import AppEnv, Json, Manifest, ObjectId
+from gitsync.model import MANAGER, AppEnv, Json, Manifest, ObjectId
 
 
 class Clock(Protocol):
@@ -57,8 +57,9 @@ class Cluster(Protocol):
         """All objects of a kind; with ``metadata_only`` just their ``metadata`` (a fraction of the bytes)."""
         ...
 
-    def apply(self, body: Json, *, dry_run: bool = False, force: bool = False) -> Json:
-        """Server-side apply with field manager ``gitsync``; returns the resulting (or would-be) object."""
+    def apply(self, body: Json, *, dry_run: bool = False, force: bool = False, manager: str = MANAGER) -> Json:
+        """Server-side apply with field manager ``gitsync`` (or ``manager``); returns the resulting (or would-be)
+        object."""
         ...
 
     def create(self, body: Json) -> Json:

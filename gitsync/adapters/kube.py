@@ -264,12 +264,13 @@ class KubeCluster:
                 return ObjectList(tuple(items), str(page.get("metadata", {}).get("resourceVersion", "")))
             query = {**query, "continue": cont}
 
-    def apply(self, body: Json, *, dry_run: bool = False, force: bool = False) -> Json:
-        """Server-side apply as field manager ``gitsync``; ``force`` takes over fields other managers own."""
+    def apply(self, body: Json, *, dry_run: bool = False, force: bool = False, manager: str = MANAGER) -> Json:
+        """Server-side apply as field manager ``gitsync`` (or ``manager``); ``force`` takes over fields other
+        managers own."""
         ref = ObjectId.of(body)
         res = self.resource(ref.group, ref.kind)
         self._check_scope(ref, res)
-        query = {"fieldManager": MANAGER}
+        query = {"fieldManager": manager}
         if force:
             query["force"] = "true"
         if dry_run:

@@ -353,7 +353,9 @@ def advance(
     observation = Observation(
         target_hash=template_hash(plan.workload.body),
         spec_hash=_spec_hash(plan.workload.body),
-        total=plan.total if plan.replicas_rendered else _live_total(state, stable_live),
+        total=plan.total
+        if plan.replicas_rendered
+        else _live_total(state, stable_live, *_served_by(plan, state, cluster)),
         stable=_view(stable_live),
         new=_view(new_live),
         new_pods=pods,
@@ -422,18 +424,19 @@ def _rolling(
     name = state.workload or policy.workload or (next(iter(deployments)) if len(deployments) == 1 else "")
     namespace = (deployments[name].id.namespace if name in deployments else "") or rendered.namespace
     found = _made_tracks(cluster, key, namespace, keep={*deployments, name})
+    refs = {track: tuple(ObjectId.of(live) for live in bodies) for track, bodies in found.items()}
     if not name and found:  # a state from before workloads were recorded: the tracks' names tell
-        name = next(iter(found.values()))[0].name.rsplit("-", 1)[0]
+        name = next(iter(refs.values()))[0].name.rsplit("-", 1)[0]
     workload = deployments.get(name)
     plan = _Plan(rendered, policy, workload) if workload is not None else None
-    stable_live = cluster.get(plan.ref(Track.STABLE)) if plan is not None and found else None
+    stable_live = cluster.get(plan.ref(Track.STABLE)) if plan is not None else None
     body = plan.workload.body if plan is not None else {}
-    rendered_replicas = "replicas" in (body.get("spec") or {})
+    running = [live for bodies in found.values() for live in bodies]
     observation = Observation(
         target_hash=template_hash(body) if plan is not None else "",
         spec_hash=_spec_hash(body) if plan is not None else "",
         # Without replicas in the render (an HPA scales it) the live count stands: the hand-over keeps it.
-        total=plan.total if plan is not None and rendered_replicas else max(_view(stable_live).replicas, 1),
+        total=plan.total if plan is not None and plan.replicas_rendered else _live_total(state, stable_live, *running),
         stable=_view(stable_live),
         new=WorkloadView(),
         revision=rendered.revision or "",
@@ -441,7 +444,7 @@ def _rolling(
     )
     decision = retire(state, observation, clock.now(), frozenset(found))
     sink = events if events is not None else EventSink(cluster, clock)
-    where = _Where(key, namespace, name, found)
+    where = _Where(key, namespace, name, refs)
     live = {Track.STABLE: stable_live}
     done = tuple(d for d in (_perform(a, plan, where, cluster, live, sink) for a in decision.actions) if d)
     if decision.state != state:
@@ -456,6 +459,8 @@ def _rolling(
         message=decision.state.message,
     )
     if not decision.state.retiring:
+        if plan is not None and not plan.replicas_rendered and stable_live is not None:
+            _hand_replicas_over(cluster, stable_live)
         return StepOutcome(decision.state.phase, decision.state.message, None, done, settled=True)
     assert plan is not None  # without a rendered workload everything retires at once
     return StepOutcome(
@@ -479,16 +484,16 @@ def made_deployments(cluster: Cluster, key: AppEnv, namespace: str) -> tuple[Jso
     )
 
 
-def _made_tracks(cluster: Cluster, key: AppEnv, namespace: str, keep: set[str]) -> dict[Track, tuple[ObjectId, ...]]:
+def _made_tracks(cluster: Cluster, key: AppEnv, namespace: str, keep: set[str]) -> dict[Track, tuple[Json, ...]]:
     """The canary and colour Deployments of ``key`` that exist, by track; ``keep`` (rendered and stable
     workloads) are never tracks."""
-    out: dict[Track, list[ObjectId]] = {}
+    out: dict[Track, list[Json]] = {}
     for live in made_deployments(cluster, key, namespace):
-        ref = ObjectId.of(live)
-        track = next((t for t in (Track.CANARY, Track.BLUE, Track.GREEN) if ref.name.endswith(f"-{t.value}")), None)
-        if track is not None and ref.name not in keep:
-            out.setdefault(track, []).append(ref)
-    return {track: tuple(refs) for track, refs in out.items()}
+        name = str((live.get("metadata") or {}).get("name", ""))
+        track = next((t for t in (Track.CANARY, Track.BLUE, Track.GREEN) if name.endswith(f"-{t.value}")), None)
+        if track is not None and name not in keep:
+            out.setdefault(track, []).append(live)
+    return {track: tuple(bodies) for track, bodies in out.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,12 +510,39 @@ class _Where:
         return self.found.get(track) or (_track_ref(self.namespace, self.workload, track),)
 
 
-def _live_total(state: RolloutState, stable: Json | None) -> int:
+def _live_total(state: RolloutState, *running: Json | None) -> int:
     """The replicas to run when the render leaves them to an HPA: the count the running rollout started with, or
-    what the stable runs now, so the executor never scales the app back to a default of one."""
+    the most any of the app's ``running`` Deployments runs now (after a change of strategy the plain Deployment
+    may be at zero while a colour serves), so the executor never scales the app back to a default of one."""
     if state.phase in ACTIVE_PHASES and state.replicas:
         return state.replicas
-    return max(_view(stable).replicas, 1)
+    return max(1, *(_view(live).replicas for live in running))
+
+
+HANDOVER_MANAGER = "gitsync-handover"
+
+
+def _hand_replicas_over(cluster: Cluster, live: Json) -> None:
+    """Give the Deployment back to sync without losing its replica count. The executor applied ``replicas`` as
+    field manager ``gitsync``; sync (the same manager) applies a render without them, and a field its only owner
+    drops is reset to the default of one. So another manager first co-owns the current count, as the Kubernetes
+    docs describe for handing replicas to an HPA, which then takes it over."""
+    meta = live.get("metadata") or {}
+    body: Json = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+        "spec": {"replicas": _view(live).replicas},
+    }
+    cluster.apply(body, force=True, manager=HANDOVER_MANAGER)
+
+
+def _served_by(plan: _Plan, state: RolloutState, cluster: Cluster) -> tuple[Json | None, ...]:
+    """The colour a blue-green state says serves, when the policy is no longer blue-green (one GET, only for a
+    chart that leaves replicas to an HPA): its count is the app's."""
+    if plan.policy.strategy is Strategy.BLUE_GREEN or not state.stable_color:
+        return ()
+    return (cluster.get(plan.ref(Track(state.stable_color))),)
 
 
 def _perform(

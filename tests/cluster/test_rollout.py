@@ -607,3 +607,24 @@ def test_blue_green_aims_the_apps_hpa_at_the_active_colour(lab: Lab) -> None:
     assert hpa()["scaleTargetRef"]["name"] == "web-green", "the HPA must follow the switch"
     lab.step(with_hpa("v2", most=10))  # a change to the HPA alone reaches the cluster
     assert (hpa()["maxReplicas"], hpa()["scaleTargetRef"]["name"]) == (10, "web-green")
+
+
+def test_autoscaled_app_leaving_blue_green_keeps_its_count_through_the_hand_over_to_sync(lab: Lab, kube_api) -> None:
+    services = ("web", "web-preview")
+
+    def autoscaled(version: str, rollout: Mapping[str, Any]) -> App:
+        plain = app(lab.namespace, version, rollout, services=services)
+        del plain.manifests[0].body["spec"]["replicas"]  # the chart leaves replicas to an HPA
+        return plain
+
+    lab.step(autoscaled("v1", blue_green()))
+    client.AppsV1Api(kube_api).patch_namespaced_deployment_scale("web-blue", lab.namespace, {"spec": {"replicas": 6}})
+    lab.wait("6 Ready", lambda: lab.ready("web-blue") == 6)
+
+    rolling = autoscaled("v1", ROLLING)
+    capacity: list[int] = []
+    lab.drive(rolling, lambda o: o.settled, each=lambda o: capacity.append(lab.ready("web") + lab.ready("web-blue")))
+    assert min(capacity) >= 6 and lab.replicas("web") == 6 and lab.deploy("web-blue") is None
+    # Sync takes `web` back and applies the render, which has no replicas: the count must survive it.
+    lab.cluster.apply(rolling.manifests[0].body)
+    assert lab.replicas("web") == 6, "sync's apply reset the replicas to the default of one"
