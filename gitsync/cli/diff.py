@@ -25,6 +25,7 @@ from gitsync.cli.sync import (
     fail,
     kubeconfig_option,
     namespaces_to_create,
+    preview,
     render,
     repo_option,
     snapshot,
@@ -44,28 +45,13 @@ EXIT_CHANGES = 1
 @click.option("-o", "--output", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, output: str) -> None:
     """Show what `gitsync sync` would change, without changing anything."""
-    from gitsync.adapters.state import ConfigMapStateStore
-    from gitsync.sync import sync_app
-
     # stdout is the diff; the command prints each error once itself (the warning event would repeat them as JSON)
     logging.configure("auto", level="ERROR")
     try:
         targets = render(repo, env, app)
         cluster = connect(kubeconfig)
-        store = ConfigMapStateStore(cluster)
         missing = namespaces_to_create(cluster, targets)
-        results = [
-            sync_app(
-                r,
-                cluster,
-                store,
-                prune=True,
-                dry_run=True,
-                live=snapshot(cluster),
-                new_namespace=r.namespace in missing,
-            )
-            for r in targets
-        ]
+        results = [preview(r, cluster, live=snapshot(cluster), new_namespace=r.namespace in missing) for r in targets]
     except GitsyncError as e:
         fail(str(e))
     total = Plan(tuple(chain.from_iterable(r.plan.changes for r in results)))

@@ -29,6 +29,7 @@ from gitsync.cli.sync import (
     fail,
     kubeconfig_option,
     namespaces_to_create,
+    preview,
     render,
     repo_option,
 )
@@ -111,10 +112,9 @@ def app_status(rendered: RenderedApp, cluster: KubeCluster, *, new_namespace: bo
     namespace does not exist yet (a sync creates it), so its objects are planned as creates."""
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.strategy.control import describe_rollout
-    from gitsync.sync import sync_app
 
     store = ConfigMapStateStore(cluster)
-    result = sync_app(rendered, cluster, store, prune=True, dry_run=True, new_namespace=new_namespace)
+    result = preview(rendered, cluster, new_namespace=new_namespace)
     live = {c.id: c.live for c in result.plan.changes if c.desired is not None}
     namespaces = sorted({ref.namespace for ref in live if ref.kind in WORKLOAD_KINDS and ref.namespace})
     pods = [p for ns in namespaces for p in cluster.list("", "Pod", ns).items]

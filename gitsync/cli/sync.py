@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -23,7 +23,10 @@ from gitsync.errors import GitsyncError, TerminalError
 
 if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the Kubernetes client
     from gitsync.adapters.kube import KubeCluster
+    from gitsync.model import ObjectId
     from gitsync.plan import ListSnapshot
+    from gitsync.ports import LiveReader
+    from gitsync.sync import SyncResult
     from renderers import RenderedApp
 
 EXIT_FAILED = 1
@@ -81,6 +84,34 @@ def namespaces_to_create(cluster: KubeCluster, targets: Sequence[RenderedApp]) -
     from gitsync.sync import namespace_exists
 
     return frozenset(ns for ns in {r.namespace for r in targets} if not namespace_exists(cluster, ns))
+
+
+def preview(
+    rendered: RenderedApp,
+    cluster: KubeCluster,
+    *,
+    live: LiveReader | None = None,
+    new_namespace: bool = False,
+) -> SyncResult:
+    """A dry-run sync of ``rendered`` as the agent keeps it in the cluster: what ``diff`` and ``status`` compare.
+    A canary or blue-green workload is compared as the rollout executor applies it (``executor.as_kept``), not as
+    plainly rendered, which would show every such app out of sync."""
+    from dataclasses import replace
+
+    from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.sync import sync_app
+
+    store = ConfigMapStateStore(cluster)
+    moved: frozenset[ObjectId] = frozenset()
+    rollout = rendered.values.get("rollout")
+    if isinstance(rollout, Mapping) and rollout.get("strategy") not in (None, "rolling"):
+        from gitsync.strategy.executor import as_kept  # ~40 ms of imports only a progressive app needs
+
+        manifests, moved = as_kept(rendered, cluster, store)
+        rendered = replace(rendered, manifests=manifests)
+    return sync_app(
+        rendered, cluster, store, prune=True, dry_run=True, exclude=moved, live=live, new_namespace=new_namespace
+    )
 
 
 def snapshot(cluster: KubeCluster) -> ListSnapshot:

@@ -61,6 +61,7 @@ __all__ = [
     "RolloutDriver",
     "StepOutcome",
     "advance",
+    "as_kept",
     "made_deployments",
     "owned",
     "template_hash",
@@ -158,6 +159,33 @@ def owned(rendered: RenderedApp) -> frozenset[ObjectId]:
     Empty for the rolling strategy (sync applies the Deployment and Kubernetes rolls it)."""
     policy = _policy(rendered)
     return _Plan(rendered, policy).owned() if policy.progressive else frozenset()
+
+
+def as_kept(
+    rendered: RenderedApp, cluster: Cluster, store: StateStore
+) -> tuple[tuple[Manifest, ...], frozenset[ObjectId]]:
+    """The render as the executor keeps it in the cluster, for ``gitsync diff`` and ``gitsync status``: the
+    workload as the stable track runs it (with the executor's annotations; under blue-green the active colour, not
+    the plain Deployment at zero), the Services pointed at it and the HPA aimed at it. Diffing the plain render
+    instead would show every canary or blue-green app as out of sync. Returns the manifests and the rendered ids
+    they replace under another name (for ``sync_app(exclude=...)``). A pending template change still shows, on the
+    stable track it will reach."""
+    policy = _policy(rendered)
+    if not policy.progressive:
+        return rendered.manifests, frozenset()
+    plan = _Plan(rendered, policy)
+    doc, _ = store.load(rendered.app_env, rendered.namespace, PART)
+    track = tracks(RolloutState.from_json(doc.get("state") or {}), policy)[0]
+    replicas = plan.total if plan.replicas_rendered else _live_total(RolloutState(), cluster.get(plan.ref(track)))
+    bodies: dict[ObjectId, Json] = {plan.workload.id: plan.body(track, replicas)}
+    for role, manifest in plan.services.items():
+        bodies[manifest.id] = plan.service_body(role, track) or manifest.body
+    for manifest in plan.autoscalers:
+        bodies[manifest.id] = plan.autoscaler_body(manifest, track)
+    kept = tuple(
+        Manifest(ObjectId.of(bodies[m.id]), bodies[m.id], m.source) if m.id in bodies else m for m in rendered.manifests
+    )
+    return kept, frozenset(ref for ref, body in bodies.items() if ObjectId.of(body) != ref)
 
 
 class _Plan:

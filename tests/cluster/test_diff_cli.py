@@ -230,3 +230,31 @@ def test_history_prints_commit_messages_and_errors_as_written(namespace: str, ku
     nothing = gitsync("history", "--env", "test", "--app", "nope", "-n", namespace, kubeconfig=kubelab.kubeconfig)
     assert nothing.returncode == 2
     assert nothing.stderr.strip() == "error: no gitsync state for env test app nope in the cluster"
+
+
+@pytest.mark.parametrize("strategy", ["canary", "blueGreen"])
+def test_a_progressive_app_reads_in_sync_after_its_rollout_and_a_new_image_shows(
+    repo: Path, namespace: str, kubelab: Any, strategy: str
+) -> None:
+    chart = repo / "apps" / "shop"
+    (chart / "templates" / "service.yaml").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: shop}\nspec: {selector: {app: shop}, ports: [{port: 80}]}\n"
+    )
+    with (chart / "values.yaml").open("a") as values:
+        values.write(f"rollout:\n  strategy: {strategy}\n")
+    args = ("--repo", str(repo), "--env", "test")
+    synced = gitsync("sync", *args, kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stderr
+
+    after = gitsync("diff", *args, kubeconfig=kubelab.kubeconfig)
+    assert (after.returncode, after.stdout.strip()) == (0, "0 to create, 0 to change, 0 to delete, 4 unchanged")
+    status = gitsync("status", *args, "-o", "json", kubeconfig=kubelab.kubeconfig)
+    assert json.loads(status.stdout)["apps"][0]["sync"] == "Synced", status.stdout
+
+    template = chart / "templates" / "deployment.yaml"
+    template.write_text(template.read_text().replace("shop:1", "shop:2"))
+    pending = gitsync("diff", *args, kubeconfig=kubelab.kubeconfig)
+    workload = "shop" if strategy == "canary" else "shop-blue"  # what serves, which the new version will reach
+    assert pending.returncode == 1 and f"+++ desired/Deployment.apps/{namespace}/{workload}" in pending.stdout
+    added = [line for line in pending.stdout.splitlines() if line.startswith("+") and "image:" in line]
+    assert [line.split()[-1] for line in added] == ["registry.example/shop:2"], pending.stdout
