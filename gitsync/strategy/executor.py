@@ -3,15 +3,18 @@
 Contract: I/O only through the ports (``Cluster``, ``StateStore``, ``Clock``, the analysis ports); every
 decision is ``decide.decide``'s. One ``advance`` call costs a handful of API requests (load state, GET two
 Deployments, LIST the new version's pods, the actions, save state) and never sleeps: it returns when to look
-again. The agent calls it once per reconcile after ``sync_app``, which must skip ``owned(rendered)``: the
-executor applies those objects itself (the Deployment under canary/blue-green, the Services it points).
+again. The agent calls it once per reconcile before ``sync_app``, which must skip ``StepOutcome.exclude``: the
+executor applies those objects itself (the Deployment under canary/blue-green, the Services it points, under
+blue-green the app's HPA). A rolling app costs one state read, and nothing more unless an earlier canary or
+blue-green left tracks to hand over (``decide.retire``).
 
 Workloads per track (``decide.Track``): canary keeps the rendered Deployment as the stable track and runs
 the new template as ``<name>-canary`` whose pods and selector carry ``gitsync.dev/track: canary``; the rendered
 Service selects the app's labels and so spans both. Blue-green runs ``<name>-blue`` and ``<name>-green`` (pods
 and selectors carry ``gitsync.dev/color``); the active and preview Services get that label in their selectors.
 Each Deployment the executor applies carries the hash of its pod template (``gitsync.dev/template-hash``),
-which is how a resumed agent knows what runs where.
+which is how a resumed agent knows what runs where, and how its Deployments are told from rendered ones
+(``made_deployments``).
 """
 
 from __future__ import annotations
