@@ -615,6 +615,11 @@ def _perform(
         copied = _scaled(stable, action.replicas)
         # The copy carries the hash of what it copied, so a stale copy is never taken for a current one.
         copied["metadata"].setdefault("annotations", {})[ANNOTATION_TEMPLATE_HASH] = _view(stable).template_hash
+        # Its pods also carry what the rendered active Service selects, which the commit bringing blue-green may
+        # have changed: the Service is routed to the copy next and must find its pods.
+        active = plan.service_body(ServiceRole.ACTIVE, action.track) or {}
+        pod_labels = copied["spec"].setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {})
+        pod_labels.update((active.get("spec") or {}).get("selector") or {})
         cluster.apply(plan.coloured(copied, action.track), force=True)
         return f"clone {plan.ref(Track.STABLE)} -> {plan.ref(action.track)} replicas={action.replicas}"
     if isinstance(action, Scale):

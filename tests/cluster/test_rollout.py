@@ -628,3 +628,18 @@ def test_autoscaled_app_leaving_blue_green_keeps_its_count_through_the_hand_over
     # Sync takes `web` back and applies the render, which has no replicas: the count must survive it.
     lab.cluster.apply(rolling.manifests[0].body)
     assert lab.replicas("web") == 6, "sync's apply reset the replicas to the default of one"
+
+
+def test_first_blue_green_rollout_keeps_serving_when_the_same_commit_changes_the_service_selector(lab: Lab) -> None:
+    lab.cluster.apply(deployment(lab.namespace, "v1"))  # what sync applied under the rolling strategy
+    lab.wait("v1 Ready", lambda: lab.ready("web") == REPLICAS)
+    v2 = app(lab.namespace, "v2", blue_green(), services=("web", "web-preview"))
+    for manifest in v2.manifests:
+        if manifest.id.kind == "Service":
+            manifest.body["spec"]["selector"]["tier"] = "frontend"  # pods of v1 do not carry it
+        if manifest.id.kind == "Deployment":
+            manifest.body["spec"]["template"]["metadata"]["labels"]["tier"] = "frontend"
+    lab.drive(v2, lambda o: lab.state().get("activeColor") == "blue")
+    assert lab.selector("web")["tier"] == "frontend"
+    selector = ",".join(f"{k}={v}" for k, v in lab.selector("web").items())
+    assert {p["metadata"]["labels"]["version"] for p in lab.pods(selector)} == {"v1"}, "the active Service is empty"
