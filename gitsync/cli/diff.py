@@ -20,15 +20,11 @@ from gitsync import log as logging
 from gitsync.cli.sync import (
     EXIT_ERROR,
     app_option,
-    connect,
     env_option,
     fail,
     kubeconfig_option,
-    namespaces_to_create,
-    preview,
-    render,
+    previews,
     repo_option,
-    snapshot,
 )
 from gitsync.errors import GitsyncError
 from gitsync.plan import Plan, PlanAction
@@ -48,10 +44,7 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
     # stdout is the diff; the command prints each error once itself (the warning event would repeat them as JSON)
     logging.configure("auto", level="ERROR")
     try:
-        targets = render(repo, env, app)
-        cluster = connect(kubeconfig)
-        missing = namespaces_to_create(cluster, targets)
-        results = [preview(r, cluster, live=snapshot(cluster), new_namespace=r.namespace in missing) for r in targets]
+        results = [result for _, result in previews(repo, env, app, kubeconfig, listed=True)[1]]
     except GitsyncError as e:
         fail(str(e))
     total = Plan(tuple(chain.from_iterable(r.plan.changes for r in results)))

@@ -24,13 +24,10 @@ import click
 from gitsync import log as logging
 from gitsync.cli.sync import (
     app_option,
-    connect,
     env_option,
     fail,
     kubeconfig_option,
-    namespaces_to_create,
-    preview,
-    render,
+    previews,
     repo_option,
 )
 from gitsync.errors import GitsyncError
@@ -94,10 +91,8 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
     # stdout is the table; the command prints each error once itself (the warning event would repeat them as JSON)
     logging.configure("auto", level="ERROR")
     try:
-        targets = render(repo, env, app)
-        cluster = connect(kubeconfig)
-        missing = namespaces_to_create(cluster, targets)
-        rows = [app_status(rendered, cluster, new_namespace=rendered.namespace in missing) for rendered in targets]
+        cluster, planned = previews(repo, env, app, kubeconfig, listed=False)
+        rows = [app_status(rendered, cluster, result) for rendered, result in planned]
     except GitsyncError as e:
         fail(str(e))
     if output == "json":
@@ -106,15 +101,13 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
         _table(env, rows)
 
 
-def app_status(rendered: RenderedApp, cluster: KubeCluster, *, new_namespace: bool = False) -> AppStatus:
-    """Gather one app-env's status: a dry-run plan, one read per object it already made, pods and ReplicaSets
-    of its namespaces, the inventory and the agent's status document. ``new_namespace``: the environment's
-    namespace does not exist yet (a sync creates it), so its objects are planned as creates."""
+def app_status(rendered: RenderedApp, cluster: KubeCluster, result: SyncResult) -> AppStatus:
+    """Gather one app-env's status from its dry-run plan (``previews``): the live objects the plan read, pods and
+    ReplicaSets of their namespaces, the inventory and the agent's status document."""
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.strategy.control import describe_rollout
 
     store = ConfigMapStateStore(cluster)
-    result = preview(rendered, cluster, new_namespace=new_namespace)
     live = {c.id: c.live for c in result.plan.changes if c.desired is not None}
     namespaces = sorted({ref.namespace for ref in live if ref.kind in WORKLOAD_KINDS and ref.namespace})
     pods = [p for ns in namespaces for p in cluster.list("", "Pod", ns).items]

@@ -114,6 +114,20 @@ def preview(
     )
 
 
+def previews(
+    repo: Path, env: str, app: str | None, kubeconfig: Path | None, *, listed: bool
+) -> tuple[KubeCluster, list[tuple[RenderedApp, SyncResult]]]:
+    """Render the environment (or one app) and ``preview`` each app against the cluster, planning an environment
+    whose namespace is missing as creates. ``listed``: read live objects from lists (``snapshot``), as diff does."""
+    targets = render(repo, env, app)
+    cluster = connect(kubeconfig)
+    missing = namespaces_to_create(cluster, targets)
+    return cluster, [
+        (r, preview(r, cluster, live=snapshot(cluster) if listed else None, new_namespace=r.namespace in missing))
+        for r in targets
+    ]
+
+
 def snapshot(cluster: KubeCluster) -> ListSnapshot:
     """What ``diff`` and ``sync`` read live objects from: lists, metadata first, as neither needs the content of
     an object the dry-run memo knows at its current resourceVersion."""

@@ -373,14 +373,22 @@ def _switch(b: _Step, old: Strategy) -> None:
 def _retire_when_settled(decision: Decision, obs: Observation, stable_track: Track) -> Decision:
     """Remove the retiring tracks once the stable workload is rolled out, Ready at full replicas and left alone
     by this decision: until then they keep serving, so a strategy change never drops capacity."""
-    state = decision.state
     touched = any(isinstance(a, Deploy | Scale) and a.track is stable_track for a in decision.actions)
     stable = obs.stable
-    if not state.retiring or touched or not (stable.exists and stable.rolled and stable.ready >= obs.total):
+    if not decision.state.retiring or touched or not (stable.exists and stable.rolled and stable.ready >= obs.total):
         return decision
-    removes = tuple(Remove(Track(t)) for t in state.retiring)
-    emit = Emit("Normal", "LeftoversRemoved", f"removed the {', '.join(state.retiring)} track(s) of the old strategy")
-    return replace(decision, state=replace(state, retiring=()), actions=(*decision.actions, *removes, emit))
+    actions, state = _removal(decision.state)
+    return replace(decision, state=state, actions=(*decision.actions, *actions))
+
+
+def _removal(state: RolloutState) -> tuple[tuple[Action, ...], RolloutState]:
+    """Remove the retiring tracks: the actions (with their event), and the state without them."""
+    removed = f"removed the {', '.join(state.retiring)} track(s) of the old strategy"
+    actions: tuple[Action, ...] = (
+        *(Remove(Track(t)) for t in state.retiring),
+        Emit("Normal", "LeftoversRemoved", removed),
+    )
+    return actions, replace(state, retiring=())
 
 
 def retire(state: RolloutState, obs: Observation, now: float, present: frozenset[Track]) -> Decision:
@@ -410,15 +418,10 @@ def retire(state: RolloutState, obs: Observation, now: float, present: frozenset
         if not (stable.rolled and stable.ready >= obs.total):
             b.update(message=f"rolling update: {obs.workload} {stable.ready}/{obs.total} Ready; then {leftovers} go")
             return b.done(POLL)
-    b.actions += [Remove(Track(t)) for t in b.state.retiring]
-    b.update(
-        phase=Phase.HEALTHY,
-        stable_hash=obs.target_hash,
-        stable_revision=obs.revision,
-        retiring=(),
-        message=f"rolling update: removed the {leftovers} track(s) of the old strategy",
-    )
-    b.emit("Normal", "LeftoversRemoved", f"removed the {leftovers} track(s) of the old strategy")
+    actions, b.state = _removal(b.state)
+    b.actions += actions
+    message = f"rolling update: removed the {leftovers} track(s) of the old strategy"
+    b.update(phase=Phase.HEALTHY, stable_hash=obs.target_hash, stable_revision=obs.revision, message=message)
     return b.done()
 
 

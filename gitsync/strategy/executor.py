@@ -124,10 +124,10 @@ def _policy(rendered: RenderedApp) -> RolloutPolicy:
     return parse_policy(rendered.values, source=f"{rendered.app_env}: values")
 
 
-def _workload(rendered: RenderedApp, policy: RolloutPolicy, name: str = "") -> Manifest:
+def _workload(rendered: RenderedApp, policy: RolloutPolicy) -> Manifest:
     deployments = [m for m in rendered.manifests if m.id.kind == "Deployment"]
-    if policy.workload or name:
-        deployments = [m for m in deployments if m.id.name == (policy.workload or name)]
+    if policy.workload:
+        deployments = [m for m in deployments if m.id.name == policy.workload]
     if len(deployments) != 1:
         found = ", ".join(m.id.name for m in deployments) or "none"
         raise PolicyError(
@@ -178,8 +178,9 @@ def as_kept(
         return rendered.manifests, frozenset()
     plan = _Plan(rendered, policy)
     doc, _ = store.load(rendered.app_env, rendered.namespace, PART)
-    track = tracks(RolloutState.from_json(doc.get("state") or {}), policy)[0]
-    replicas = plan.total if plan.replicas_rendered else _live_total(RolloutState(), cluster.get(plan.ref(track)))
+    state = RolloutState.from_json(doc.get("state") or {})
+    track = tracks(state, policy)[0]
+    replicas = plan.total if plan.replicas_rendered else _live_total(state, cluster.get(plan.ref(track)))
     bodies: dict[ObjectId, Json] = {plan.workload.id: plan.body(track, replicas)}
     for role, manifest in plan.services.items():
         bodies[manifest.id] = plan.service_body(role, track) or manifest.body
