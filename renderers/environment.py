@@ -1,6 +1,13 @@
 """``environments/<env>/env.yaml``: where an environment's apps run and the settings that apply to all of them.
 
 Unknown keys are errors (a typo such as ``prune_alow_empty`` must not silently keep the default).
+
+Protected namespaces (``PROTECTED_NAMESPACES``: the cluster's own, and the agent's) cannot be an environment's
+``namespace`` nor one of its ``allowedNamespaces``: anyone who can merge to the repository could otherwise run a pod
+as a powerful system ServiceAccount. Since every namespaced object must land in one of those two (see
+``renderers.manifests``), no rendered object reaches a protected namespace. The agent's operator, not the
+repository, may lift this for named namespaces (agent.yaml ``allowProtectedNamespaces``), by passing a smaller
+``protected`` set.
 """
 
 from __future__ import annotations
@@ -16,6 +23,12 @@ from renderers.errors import RenderError
 from renderers.values import read_yaml_file, relative
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+
+AGENT_NAMESPACE = "gitsync-system"
+"""Where deploy/manifests installs the agent; the agent protects the namespace it actually runs in."""
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+PROTECTED_NAMESPACES = SYSTEM_NAMESPACES | {AGENT_NAMESPACE}
+"""What ``load_environment`` refuses unless told otherwise (the CLI's rule; the agent computes its own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +71,11 @@ def env_file(repo: Path, env: str) -> Path:
     return repo / "environments" / env / "env.yaml"
 
 
-def load_environment(repo: Path, env: str) -> Environment:
-    """Parse and check ``environments/<env>/env.yaml``; every problem is a ``RenderError`` at its line."""
+def load_environment(repo: Path, env: str, *, protected: frozenset[str] = PROTECTED_NAMESPACES) -> Environment:
+    """Parse and check ``environments/<env>/env.yaml``; every problem is a ``RenderError`` at its line.
+
+    ``namespace`` and ``allowedNamespaces`` may not name a namespace in ``protected`` (see the module doc).
+    """
     path = env_file(repo, env)
     rel = relative(repo, path)
     if not _DNS_LABEL.match(env):
@@ -77,12 +93,18 @@ def load_environment(repo: Path, env: str) -> Environment:
     namespace = data.get("namespace")
     if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace):
         raise fail("namespace", f"namespace must be a DNS label, got {namespace!r}")
+    if namespace in protected:
+        raise fail("namespace", _protected_problem(namespace))
     apps = _names(data, "apps", fail, required=True)
     if len(set(apps)) != len(apps):
         raise fail("apps", "apps lists an app twice")
     labels = data.get("labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise fail("labels", 'labels must map names to strings (quote values like "true" or "1.0")')
+    allowed_namespaces = _names(data, "allowedNamespaces", fail)
+    for name in allowed_namespaces:
+        if name in protected:
+            raise fail("allowedNamespaces", f"allowedNamespaces: {_protected_problem(name)}")
     settings: dict[str, Any] = {}
     for key, field_name in _BOOL_KEYS.items():
         if key in data:
@@ -97,10 +119,17 @@ def load_environment(repo: Path, env: str) -> Environment:
         namespace=namespace,
         apps=apps,
         labels=MappingProxyType({str(k): v for k, v in labels.items()}),
-        allowed_namespaces=_names(data, "allowedNamespaces", fail),
+        allowed_namespaces=allowed_namespaces,
         cluster_scoped_kinds=_names(data, "clusterScopedKinds", fail),
         promote_to=promote_to,
         **settings,
+    )
+
+
+def _protected_problem(namespace: str) -> str:
+    return (
+        f"namespace {namespace!r} is protected (the cluster's own or the agent's); "
+        "only the agent's operator can allow it (agent.yaml allowProtectedNamespaces)"
     )
 
 

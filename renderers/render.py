@@ -13,7 +13,7 @@ from typing import Any
 
 from gitsync.model import AppEnv, Manifest
 from renderers.chart import load_chart
-from renderers.environment import Environment, env_file, load_environment
+from renderers.environment import PROTECTED_NAMESPACES, Environment, env_file, load_environment
 from renderers.errors import RenderError
 from renderers.manifests import build_manifest, check_unique, digest, ordered
 from renderers.templating import TemplateRun
@@ -36,9 +36,20 @@ class RenderedApp:
     revision: str | None = None
 
 
-def render_app(repo: Path, env: str, app: str, *, sets: Sequence[str] = (), revision: str | None = None) -> RenderedApp:
-    """Render one app of environment ``env`` from the repository snapshot at ``repo``."""
-    environment = load_environment(repo, env)
+def render_app(
+    repo: Path,
+    env: str,
+    app: str,
+    *,
+    sets: Sequence[str] = (),
+    revision: str | None = None,
+    protected: frozenset[str] = PROTECTED_NAMESPACES,
+) -> RenderedApp:
+    """Render one app of environment ``env`` from the repository snapshot at ``repo``.
+
+    ``protected``: namespaces the environment may not deploy to (``renderers.environment``).
+    """
+    environment = load_environment(repo, env, protected=protected)
     return _render(repo, environment, app, sets, revision)
 
 
@@ -49,9 +60,10 @@ def render_env(
     apps: Sequence[str] | None = None,
     sets: Sequence[str] = (),
     revision: str | None = None,
+    protected: frozenset[str] = PROTECTED_NAMESPACES,
 ) -> tuple[RenderedApp, ...]:
     """Every app of ``env`` (in env.yaml order), or the named subset; the first error fails the whole call."""
-    environment = load_environment(repo, env)
+    environment = load_environment(repo, env, protected=protected)
     return tuple(_render(repo, environment, app, sets, revision) for app in (apps or environment.apps))
 
 

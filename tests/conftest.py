@@ -28,7 +28,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-pytest_plugins = ["prometheus_fixture"]  # the `prometheus` and `metrics` fixtures (tests/prometheus_fixture.py)
+pytest_plugins = ["prometheus_fixture", "deploylab"]  # fixtures: prometheus, metrics; installed
 
 REPO = Path(__file__).resolve().parent.parent
 KUBELAB = REPO / "tools" / "kubelab" / "kubelab.py"

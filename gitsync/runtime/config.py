@@ -35,6 +35,7 @@ import yaml
 
 from gitsync.errors import TerminalError
 from gitsync.strategy.policy import parse_duration
+from renderers.environment import SYSTEM_NAMESPACES
 
 
 class ConfigError(TerminalError):
@@ -130,6 +131,16 @@ class AgentConfig:
     workers: int = 4
     leader: LeaderElection = field(default_factory=LeaderElection)
     log_format: str = "auto"
+    allow_protected_namespaces: tuple[str, ...] = ()
+    """Protected namespaces (the cluster's own, and the agent's) that environments may deploy to nevertheless.
+    Only the operator sets this, never the repository; the RBAC must grant them too (deploy/cluster-wide)."""
+
+    @property
+    def protected_namespaces(self) -> frozenset[str]:
+        """What the renderer refuses (``render_app(..., protected=...)``): kube-system, kube-public,
+        kube-node-lease and the agent's own namespace (the leader-election namespace, i.e. ``POD_NAMESPACE``),
+        minus ``allow_protected_namespaces``."""
+        return (SYSTEM_NAMESPACES | {self.leader.namespace}) - set(self.allow_protected_namespaces)
 
     @property
     def listen_host_port(self) -> tuple[str, int]:
@@ -245,6 +256,7 @@ _TOP = {
     "workers",
     "leaderElection",
     "logFormat",
+    "allowProtectedNamespaces",
 }
 
 
@@ -327,6 +339,9 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
     listen = r.string(top, "listen", "", "0.0.0.0:8080")
     if not re.fullmatch(r"[^\s:]*:\d{1,5}", listen):
         raise r.fail("listen", "expected host:port like 0.0.0.0:8080")
+    allow_protected = top.get("allowProtectedNamespaces") or []
+    if not isinstance(allow_protected, list) or not all(isinstance(n, str) and n for n in allow_protected):
+        raise r.fail("allowProtectedNamespaces", "expected a list of namespace names")
     log_format = r.string(top, "logFormat", "", "auto")
     if log_format not in ("auto", "json", "console"):
         raise r.fail("logFormat", "expected auto, json or console")
@@ -347,6 +362,7 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
         workers=r.integer(top, "workers", "", 4),
         leader=leader,
         log_format=log_format,
+        allow_protected_namespaces=tuple(allow_protected),
     )
 
 

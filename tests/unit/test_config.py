@@ -97,3 +97,13 @@ def test_errors_name_file_line_and_field(tmp_path: Path, text: str, message: str
 def test_a_bad_override_names_the_variable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^\$GITSYNC_POLL_INTERVAL: pollInterval: expected a duration"):
         load(write(tmp_path, FULL), environ={"GITSYNC_POLL_INTERVAL": "often"})
+
+
+def test_protected_namespaces_are_the_clusters_and_the_agents_own_unless_allowed(tmp_path: Path) -> None:
+    minimal = "repo: {url: https://git.example.com/d.git}\nenvironments: [staging]\n"
+    config = load(write(tmp_path, minimal), environ={"POD_NAMESPACE": "delivery"})
+    assert config.protected_namespaces == {"kube-system", "kube-public", "kube-node-lease", "delivery"}
+    allowing = load(write(tmp_path, minimal + "allowProtectedNamespaces: [kube-system]\n"), environ={})
+    assert allowing.protected_namespaces == {"kube-public", "kube-node-lease", "gitsync-system"}
+    with pytest.raises(ConfigError, match=r"agent.yaml:3: allowProtectedNamespaces: expected a list of namespace"):
+        load(write(tmp_path, minimal + "allowProtectedNamespaces: kube-system\n"), environ={})
