@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gitsync.errors import TerminalError
+from renderers.limits import MAX_INPUT_BYTES
 
 
 class RenderError(TerminalError):
@@ -24,8 +25,12 @@ class RenderError(TerminalError):
 
 
 def read_utf8(path: Path) -> str:
-    """A repository text file; bytes that are not UTF-8 are a ``NotUtf8`` naming the line, not a codec dump."""
-    data = path.read_bytes()
+    """A repository text file; bytes that are not UTF-8 are a ``NotUtf8`` naming the line, not a codec dump, and a
+    file past ``MAX_INPUT_BYTES`` is ``UnreadableText`` (it is not read further: it may be a hostile one)."""
+    with path.open("rb") as file:
+        data = file.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise UnreadableText(f"larger than {MAX_INPUT_BYTES // 1024} KiB, the most the renderer reads from a file")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -36,10 +41,15 @@ def read_utf8(path: Path) -> str:
         ) from None
 
 
-class NotUtf8(ValueError):
-    """A file that is not UTF-8; ``line`` is 1-based. Callers add the path (they know it relative to the repo)."""
+class UnreadableText(ValueError):
+    """A file the renderer will not read as text; ``line`` is 1-based when one applies. Callers add the path (they
+    know it relative to the repo)."""
 
-    def __init__(self, problem: str, line: int) -> None:
+    def __init__(self, problem: str, line: int | None = None) -> None:
         super().__init__(problem)
         self.problem = problem
         self.line = line
+
+
+class NotUtf8(UnreadableText):
+    """A file that is not UTF-8; ``line`` is the line of the first bad byte."""

@@ -1,6 +1,9 @@
-"""Size limits every template value and output obeys, so a chart cannot exhaust the agent's memory. Pure.
+"""Size and time limits every render obeys, so a chart cannot exhaust the agent's memory or stall a worker. Pure.
 
-A Kubernetes object is at most about 1.5 MiB in etcd; the limits leave room for that with margin.
+A Kubernetes object is at most about 1.5 MiB in etcd; the limits leave room for that with margin. Sizes are
+checked before or while a value is built, never after: a list of ten references to a list of ten references ...
+is small in memory but expands to gigabytes when printed, so containers are measured as they would be written
+(``expanded_size``), sharing included, and the measure stops as soon as it passes the limit.
 """
 
 from __future__ import annotations
@@ -11,10 +14,18 @@ from typing import Any
 
 from jinja2.exceptions import SecurityError
 
+MAX_INPUT_BYTES = 1024 * 1024
+"""Largest repository file the renderer reads (values, env.yaml, chart.yaml, a template or helper)."""
 MAX_VALUE_CHARS = 4 * 1024 * 1024
-"""Largest string or list an operator, filter or call may build."""
-MAX_OUTPUT_CHARS = 16 * 1024 * 1024
-"""Largest output of one template file."""
+"""Largest string or container (as written out) an operator, filter, call, literal or values file may build."""
+MAX_OUTPUT_CHARS = 8 * 1024 * 1024
+"""Largest output of one app's render, all its templates together (so of one template too), counted as it is
+produced; also the most characters one rendered document may expand to."""
+MAX_RENDER_NODES = 200_000
+"""Most values (mapping entries, list items, scalars) all the objects of one app's render may hold: about
+2,000 Deployments, or 20,000 small ConfigMaps; about 60 MiB of Python objects at most."""
+MAX_RENDER_SECONDS = 10.0
+"""CPU time one app's render may take (``renderers.sandbox.time_limit``)."""
 
 _HUGE_WIDTH = re.compile(r"[{%][^{}%]*?\d{7,}")
 
@@ -24,10 +35,53 @@ class OutputTooLarge(SecurityError):
 
 
 def check_size(value: Any) -> Any:
-    """``value`` unchanged, unless it is a string or sequence past ``MAX_VALUE_CHARS``."""
-    if isinstance(value, Sized) and not isinstance(value, Mapping) and len(value) > MAX_VALUE_CHARS:
+    """``value`` unchanged, unless it is a string, list, tuple or mapping past ``MAX_VALUE_CHARS`` as written out."""
+    if isinstance(value, list | tuple | Mapping):
+        expanded_size(value)
+    elif isinstance(value, Sized) and len(value) > MAX_VALUE_CHARS:
         raise OutputTooLarge(f"value too large: {len(value)} items or characters (limit {MAX_VALUE_CHARS})")
     return value
+
+
+_ITEM_OVERHEAD = 4
+"""Characters around each item when written: quotes and ``, `` (repr, JSON), ``- `` or ``: `` and a newline (YAML)."""
+
+
+def expanded_size(value: Any, limit: int = MAX_VALUE_CHARS) -> int:
+    """About how many characters ``value`` takes written out (``str()``, JSON or block YAML, whichever is longest),
+    counting a container as often as it is referenced; ``OutputTooLarge`` as soon as that passes ``limit``.
+
+    Runs in time proportional to the *distinct* containers (each is measured once), so a hostile value is
+    refused without being expanded. YAML indents every line of a nested block by two more spaces, so a
+    container's size counts its lines too.
+    """
+    measured: dict[int, tuple[int, int, Any]] = {}  # id -> (chars, lines, the object, kept alive so ids stay unique)
+
+    def measure(node: Any, depth: int) -> tuple[int, int]:
+        if isinstance(node, str):
+            return len(node) + _ITEM_OVERHEAD, 1
+        if isinstance(node, int):  # bool included; digits estimated, since str() of a huge int is itself costly
+            return node.bit_length() // 3 + 1 + _ITEM_OVERHEAD, 1
+        if not isinstance(node, list | tuple | Mapping):  # a float, None, an undefined value, a macro
+            return 24 + _ITEM_OVERHEAD, 1
+        known = measured.get(id(node))
+        if known is not None:
+            return known[0], known[1]
+        if depth > 1000:
+            raise OutputTooLarge("value nested more than 1000 levels deep")
+        chars, lines = 2 + _ITEM_OVERHEAD, 1
+        children = node.items() if isinstance(node, Mapping) else ((None, item) for item in node)
+        for key, child in children:
+            key_chars = 0 if key is None else len(str(key)) + _ITEM_OVERHEAD
+            child_chars, child_lines = measure(child, depth + 1)
+            chars += key_chars + child_chars + 2 * child_lines
+            lines += child_lines
+            if chars > limit:
+                raise OutputTooLarge(f"value too large: more than {limit} characters when written out")
+        measured[id(node)] = (chars, lines, node)
+        return chars, lines
+
+    return measure(value, 0)[0]
 
 
 def check_width(*numbers: Any) -> None:

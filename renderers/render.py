@@ -2,22 +2,33 @@
 
 Pure and deterministic: reads only the repository snapshot it is given, and the same inputs give byte-identical
 output and the same digest. All or nothing: a render that fails anywhere returns no manifests at all.
+
+Bounded (``renderers.limits``): each render within its CPU time, output and node budgets, and at most
+``RENDERS_AT_ONCE`` renders run at once in a process (they hold the GIL anyway), so the agent's workers together
+cannot take more memory than that many hostile charts can.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gitsync.model import AppEnv, Manifest
+from renderers import limits
 from renderers.chart import load_chart
 from renderers.environment import PROTECTED_NAMESPACES, Environment, env_file, load_environment
 from renderers.errors import RenderError
 from renderers.manifests import build_manifest, check_unique, digest, ordered
+from renderers.sandbox import time_limit
 from renderers.templating import TemplateRun
 from renderers.values import layer, read_values_file, relative
+from renderers.yamlio import node_budget
+
+RENDERS_AT_ONCE = 2
+_RENDERING = threading.BoundedSemaphore(RENDERS_AT_ONCE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +84,13 @@ def _render(repo: Path, environment: Environment, app: str, sets: Sequence[str],
             relative(repo, env_file(repo, environment.name)),
             f"app {app!r} is not in environment {environment.name} (apps: {', '.join(environment.apps) or 'none'})",
         )
+    with _RENDERING:
+        return _render_chart(repo, environment, app, sets, revision)
+
+
+def _render_chart(
+    repo: Path, environment: Environment, app: str, sets: Sequence[str], revision: str | None
+) -> RenderedApp:
     chart = load_chart(repo, app)
     values = layer(
         read_values_file(repo, chart.path / "values.yaml"),
@@ -93,11 +111,12 @@ def _render(repo: Path, environment: Environment, app: str, sets: Sequence[str],
     }
     run = TemplateRun(repo, chart, variables)
     manifests = []
-    for name in chart.templates:
-        rendered = run.render(name)
-        for line, body in rendered.documents():
-            if body is not None:
-                manifests.append(build_manifest(body, rendered.path, line, environment, app))
+    with time_limit(limits.MAX_RENDER_SECONDS), node_budget(limits.MAX_RENDER_NODES):
+        for name in chart.templates:
+            rendered = run.render(name)
+            for line, body in rendered.documents():
+                if body is not None:
+                    manifests.append(build_manifest(body, rendered.path, line, environment, app))
     check_unique(manifests)
     result = ordered(manifests)
     return RenderedApp(

@@ -2,14 +2,18 @@
 
 Contract: a template reads only what the renderer passes it and the files of its own chart (``templates/``) and
 of the repository's shared ``lib/`` folder. No environment variables, clock, randomness, network or other files
-are reachable. Values cannot be modified. Sizes are bounded (``renderers.limits``): a string or list built by
-an operator, filter or call may not exceed ``MAX_VALUE_CHARS``, so a template cannot exhaust the agent's memory.
-CPU time is not bounded in-process (the sandbox caps a loop at 100,000 iterations, but loops can nest).
+are reachable. Values cannot be modified. Sizes are bounded (``renderers.limits``): a string or container built by
+an operator, filter, call or literal, or printed, may not exceed ``MAX_VALUE_CHARS`` as written out, so a template
+cannot exhaust the agent's memory. CPU time is bounded too: every loop iteration and call is charged to the
+render's ``time_limit``, so nested loops fail with ``render took longer than N s`` instead of stalling a worker
+(the only thing here that depends on the machine: how fast a render runs decides only whether it fails).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sized
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
@@ -22,9 +26,16 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from renderers.errors import NotUtf8, read_utf8
-from renderers.filters import FILTERS
-from renderers.limits import OutputTooLarge, bounded_join, check_format, check_size, check_width
+from renderers.errors import UnreadableText, read_utf8
+from renderers.filters import FILTERS, FilterError
+from renderers.limits import (
+    MAX_OUTPUT_CHARS,
+    OutputTooLarge,
+    bounded_join,
+    check_format,
+    check_size,
+    check_width,
+)
 
 LIB_PREFIX = "lib/"
 """Template names starting with this prefix resolve in the repository's shared ``lib/`` folder."""
@@ -78,8 +89,50 @@ def _find(node: Any, target: Any, path: str, depth: int) -> str | None:
     return None
 
 
+class RenderTooSlow(FilterError):
+    """The render used up its CPU time (a ``FilterError`` so that it is reported as its message, at the line)."""
+
+
+class _Budget:
+    """What is left to one render: CPU time, charged by loop iterations and calls and checked every 256 charges,
+    and output characters, charged as each chunk is produced."""
+
+    __slots__ = ("charges", "deadline", "output_left", "seconds")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.thread_time() + seconds
+        self.charges = 0
+        self.output_left = MAX_OUTPUT_CHARS
+
+
+_BUDGET: ContextVar[_Budget | None] = ContextVar("gitsync_render_budget", default=None)
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Templates rendered in this block (in this thread) fail with ``RenderTooSlow`` once they have used
+    ``seconds`` of this thread's CPU time, and with ``OutputTooLarge`` once they have produced more than
+    ``MAX_OUTPUT_CHARS`` together."""
+    token = _BUDGET.set(_Budget(seconds))
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def _charge() -> None:
+    budget = _BUDGET.get()
+    if budget is None:
+        return
+    budget.charges += 1
+    if not budget.charges & 0xFF and time.thread_time() > budget.deadline:
+        raise RenderTooSlow(f"render took longer than {budget.seconds:g} s")
+
+
 class _BoundedCodeGenerator(CodeGenerator):
-    """Compiles ``a ~ b`` to a size-checked join; the stock sandbox cannot intercept it."""
+    """Compiles what the stock sandbox cannot intercept: ``a ~ b`` to a size-checked join, list, tuple and dict
+    literals to size-checked values, and ``for`` loops to charged iterations."""
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.bounded_concat((")
@@ -87,6 +140,30 @@ class _BoundedCodeGenerator(CodeGenerator):
             self.visit(arg, frame)
             self.write(", ")
         self.write("))")
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        # Jinja forbids custom node types: the iterable becomes a call of environment.paced (charged each item).
+        paced = nodes.EnvironmentAttribute("paced", lineno=node.iter.lineno)
+        node.iter = nodes.Call(paced, [node.iter], [], None, None, lineno=node.iter.lineno)
+        super().visit_For(node, frame)
+
+    def visit_List(self, node: nodes.List, frame: Frame) -> None:
+        self.write("environment.checked(")
+        super().visit_List(node, frame)
+        self.write(")")
+
+    def visit_Dict(self, node: nodes.Dict, frame: Frame) -> None:
+        self.write("environment.checked(")
+        super().visit_Dict(node, frame)
+        self.write(")")
+
+    def visit_Tuple(self, node: nodes.Tuple, frame: Frame) -> None:
+        if node.ctx != "load":  # an assignment target: {% set a, b = ... %}
+            super().visit_Tuple(node, frame)
+            return
+        self.write("environment.checked(")
+        super().visit_Tuple(node, frame)
+        self.write(")")
 
 
 class ChartEnvironment(ImmutableSandboxedEnvironment):
@@ -118,6 +195,7 @@ class ChartEnvironment(ImmutableSandboxedEnvironment):
         return check_size(super().call_binop(context, op, left, right))
 
     def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _charge()
         check_width(*args, *kwargs.values())
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str) and getattr(__obj, "__name__", "") in ("format", "format_map"):
@@ -127,10 +205,19 @@ class ChartEnvironment(ImmutableSandboxedEnvironment):
     def bounded_concat(self, parts: tuple[Any, ...]) -> str:
         return bounded_join(parts)
 
+    def checked(self, value: Any) -> Any:
+        return check_size(value)
 
-class TemplateNotUtf8(jinja2.TemplateSyntaxError):
-    """A template (or helper) file that is not UTF-8. Raised through Jinja as a syntax error, which is what carries
-    the file that holds it (an include's, not the includer's) and its line; reported without "template syntax"."""
+    def paced(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        for item in iterable:
+            _charge()
+            yield item
+
+
+class TemplateUnreadable(jinja2.TemplateSyntaxError):
+    """A template (or helper) file that is not UTF-8 text, or too large. Raised through Jinja as a syntax error,
+    which is what carries the file that holds it (an include's, not the includer's) and its line; reported without
+    "template syntax"."""
 
 
 class ChartLoader(jinja2.BaseLoader):
@@ -164,8 +251,8 @@ class ChartLoader(jinja2.BaseLoader):
         try:
             mtime = path.stat().st_mtime_ns
             source = read_utf8(path)
-        except NotUtf8 as exc:
-            raise TemplateNotUtf8(exc.problem, exc.line, template, str(path)) from None
+        except UnreadableText as exc:
+            raise TemplateUnreadable(exc.problem, exc.line or 1, template, str(path)) from None
         except OSError as exc:
             raise jinja2.TemplateNotFound(f"{template} ({exc})") from None
 
@@ -186,14 +273,15 @@ def _lookup(*_args: Any, **_kwargs: Any) -> Any:
 
 
 def _finalize(value: Any) -> Any:
-    """``{{ x }}`` prints booleans as YAML reads them and ``None`` as nothing (not Python's ``True``/``None``)."""
+    """``{{ x }}`` prints booleans as YAML reads them and ``None`` as nothing (not Python's ``True``/``None``);
+    strings and containers within the size limit."""
     if value is None:
         return ""
     if value is True:
         return "true"
     if value is False:
         return "false"
-    return value
+    return check_size(value)  # a container prints as its repr: refuse a hostile one before it is built
 
 
 # Builtins that would make a render depend on something other than its inputs.
@@ -240,6 +328,7 @@ def stream(template: jinja2.Template, variables: Mapping[str, Any]) -> Iterator[
     """
     generator = cast("GeneratorType[str, None, None]", template.root_render_func(template.new_context(dict(variables))))
     env = template.environment
+    budget = _BUDGET.get()
     while True:
         try:
             chunk = next(generator)
@@ -247,5 +336,9 @@ def stream(template: jinja2.Template, variables: Mapping[str, Any]) -> Iterator[
             return
         except Exception:  # noqa: BLE001 - re-raised with the traceback rewritten to template lines
             env.handle_exception()
+        if budget is not None:
+            budget.output_left -= len(chunk)
+            if budget.output_left < 0:
+                raise OutputTooLarge(f"the app's rendered output exceeds {MAX_OUTPUT_CHARS} characters")
         frame = generator.gi_frame
         yield chunk, (frame.f_code if frame is not None else None), (frame.f_lineno if frame is not None else 0)

@@ -24,7 +24,7 @@ from renderers.chart import Chart
 from renderers.errors import RenderError
 from renderers.filters import FilterError, RequiredValueMissing
 from renderers.limits import MAX_OUTPUT_CHARS
-from renderers.sandbox import TemplateNotUtf8, bind_roots, chart_environment, stream, unbind_roots
+from renderers.sandbox import TemplateUnreadable, bind_roots, chart_environment, stream, unbind_roots
 from renderers.values import relative
 from renderers.yamlio import YamlError, load_manifests
 
@@ -216,7 +216,7 @@ class TemplateRun:
             path = (
                 self._relative(exc.filename) if exc.filename else self._relative(str(self.chart.templates_dir / name))
             )
-            kind = "" if isinstance(exc, TemplateNotUtf8) else "template syntax: "
+            kind = "" if isinstance(exc, TemplateUnreadable) else "template syntax: "
             return RenderError(path, f"{kind}{exc.message}", exc.lineno)
         path, line = self._innermost(exc.__traceback__, name)
         return RenderError(path, _problem(exc), line)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from renderers.errors import NotUtf8, RenderError, read_utf8
+from renderers.errors import RenderError, UnreadableText, read_utf8
 from renderers.yamlio import YamlError, load_values, load_values_with_lines
 
 Values = dict[str, Any]
@@ -29,7 +29,7 @@ def read_yaml_file(repo: Path, path: Path, *, what: str, required: bool) -> tupl
         if required:
             raise RenderError(rel, f"{what} does not exist") from None
         return None, {}
-    except NotUtf8 as exc:
+    except UnreadableText as exc:
         raise RenderError(rel, f"{what}: {exc.problem}", exc.line) from None
     except OSError as exc:
         raise RenderError(rel, f"cannot read {what}: {exc}") from exc

@@ -9,7 +9,9 @@ builds plain Python values itself:
   In values files ``0644``/``0x1F``/``1_000`` also stay strings; in rendered manifests they read as YAML 1.1
   integers, as kubectl reads them (``defaultMode: 0644`` is 420).
 * Duplicate mapping keys are errors, not "last one wins"; so are tags other than YAML's core ones (``!!binary``,
-  ``!!set``, ``!custom``), and alias expansion past ``MAX_NODES`` ("billion laughs").
+  ``!!set``, ``!custom``), and alias expansion ("billion laughs") past ``MAX_NODES`` values or past a number of
+  characters (keys and scalars, counted as they are built: ``MAX_VALUE_CHARS`` for values, ``MAX_OUTPUT_CHARS``
+  for a rendered document), since a document is only as small as it is when written out again.
 * Rendered manifests get string keys only, so every object is JSON-ready.
 
 Writing (``toYaml``, ``gitsync render``) is block style with sorted keys. A string is written plain only when
@@ -23,14 +25,32 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import yaml
 
+from renderers.limits import MAX_OUTPUT_CHARS, MAX_VALUE_CHARS
+
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-MAX_NODES = 1_000_000
-"""Most values one document may expand to, aliases included."""
+MAX_NODES = 200_000
+"""Most values one document may expand to, aliases included (about 40 MiB of Python objects)."""
+
+_SHARED_BUDGET: ContextVar[list[int] | None] = ContextVar("gitsync_yaml_nodes", default=None)
+
+
+@contextmanager
+def node_budget(nodes: int) -> Iterator[None]:
+    """Every document read in this block (in this thread) draws from one budget of ``nodes`` values, so many
+    documents are bounded as one is: the render of an app holds all of its objects at once."""
+    token = _SHARED_BUDGET.set([nodes, nodes])
+    try:
+        yield
+    finally:
+        _SHARED_BUDGET.reset(token)
+
 
 _BOOL_TRUE = frozenset({"true", "True", "TRUE"})
 _BOOL_FALSE = frozenset({"false", "False", "FALSE"})
@@ -125,17 +145,28 @@ class _Reader(_Loader):  # type: ignore[misc,valid-type]
 class _Builder:
     """Plain dicts, lists and scalars from a composed node tree."""
 
-    def __init__(self, reader: _Reader, scalars: Mapping[str, Callable[[str], Any]], string_keys: bool) -> None:
+    def __init__(
+        self, reader: _Reader, scalars: Mapping[str, Callable[[str], Any]], string_keys: bool, max_chars: int
+    ) -> None:
         self.reader = reader
         self.scalars = scalars
         self.string_keys = string_keys
         self.nodes = 0
+        self.chars_left = max_chars
+        self.shared = _SHARED_BUDGET.get()
 
     def build(self, node: yaml.Node, depth: int = 0) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES or depth > 200:
             raise YamlError("document too large or too deeply nested (alias expansion?)", node.start_mark.line + 1)
+        if self.shared is not None:
+            self.shared[0] -= 1
+            if self.shared[0] < 0:
+                raise YamlError(f"more than {self.shared[1]} values in all documents", node.start_mark.line + 1)
         if type(node) is yaml.ScalarNode:
+            self.chars_left -= len(node.value)
+            if self.chars_left < 0:
+                raise YamlError("document too large when its aliases are expanded", node.start_mark.line + 1)
             convert = self.scalars.get(node.tag)
             if convert is None:
                 raise YamlError(f"unsupported YAML tag {node.tag}", node.start_mark.line + 1)
@@ -148,7 +179,11 @@ class _Builder:
             mapping: dict[Any, Any] = {}
             plain_keys = self.string_keys  # the common case inline: this loop runs for every key of every object
             for key_node, value_node in node.value:
-                key = key_node.value if plain_keys and type(key_node) is yaml.ScalarNode else self.key(key_node, depth)
+                if plain_keys and type(key_node) is yaml.ScalarNode:
+                    key = key_node.value
+                    self.chars_left -= len(key)
+                else:
+                    key = self.key(key_node, depth)
                 if key in mapping:
                     raise YamlError(f"duplicate key {key!r}", key_node.start_mark.line + 1)
                 mapping[key] = self.build(value_node, depth + 1)
@@ -183,7 +218,7 @@ def load_values_with_lines(text: str) -> tuple[Any, dict[str, int]]:
         lines = {}
         if isinstance(node, yaml.MappingNode):
             lines = {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
-        return _Builder(reader, _VALUES_SCALARS, string_keys=False).build(node), lines
+        return _Builder(reader, _VALUES_SCALARS, string_keys=False, max_chars=MAX_VALUE_CHARS).build(node), lines
     except yaml.YAMLError as exc:
         raise _translate(exc) from None
     finally:
@@ -199,7 +234,7 @@ def load_manifests(text: str) -> Iterator[tuple[int, Any]]:
             if node is None:
                 yield 1, None
                 continue
-            data = _Builder(reader, _MANIFEST_SCALARS, string_keys=True).build(node)
+            data = _Builder(reader, _MANIFEST_SCALARS, string_keys=True, max_chars=MAX_OUTPUT_CHARS).build(node)
             yield node.start_mark.line + 1, data
     except yaml.YAMLError as exc:
         raise _translate(exc) from None

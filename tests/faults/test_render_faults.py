@@ -6,12 +6,14 @@ all or nothing); ``test_cli_sync_applies_nothing`` checks the same through ``git
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from corpus import CHART, ENV, Fault, Link, make_repo
 
-from renderers import RenderError, render_env
+from renderers import RenderError, limits, render_env
 
 ENV_YAML = f"{ENV}/env.yaml"
 PROTECTED = (
@@ -56,7 +58,104 @@ NAMESPACES = [
     ),
 ]
 
-CASES = [*NAMESPACES]
+CM = f"{CHART}/templates/cm.yaml"
+VALUES = f"{CHART}/values.yaml"
+HEAD = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  x: |\n"
+NESTED = "".join(f"{{% set l{i} = [l{i - 1}] * 10 %}}" for i in range(1, 9))  # 10**8 references, 9 small lists
+LAUGHS = (
+    "l0: &l0 ["
+    + ", ".join(["x" * 60] * 3)
+    + "]\n"
+    + "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]\n" for i in range(1, 7))
+)
+TOO_LARGE = "value too large: more than 4194304 characters when written out"
+LARGE_FILE = "larger than 1024 KiB, the most the renderer reads from a file"
+
+# Memory and time: each fails while it is being built, long before it could take the agent's memory
+# (test_hostile_renders_stay_small measures the peak).
+HOSTILE = [
+    Fault(
+        "toyaml-of-shared-lists",
+        {CM: HEAD + '{% set l0 = ["x" * 30] * 10 %}' + NESTED + "{{ l8 | toYaml | indent(4) }}\n"},
+        f"{CM}:7: not allowed in templates: {TOO_LARGE}",
+    ),
+    Fault(
+        "print-of-shared-lists",
+        {CM: HEAD + '{% set l0 = ["x" * 30] * 10 %}' + NESTED + "    {{ l8 }}\n"},
+        f"{CM}:7: not allowed in templates: {TOO_LARGE}",
+    ),
+    Fault(
+        "tojson-of-list-literals",
+        {
+            CM: HEAD
+            + '{% set a = ["xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"] %}'
+            + "{% set a = [a, a, a, a, a, a, a, a, a, a] %}" * 8
+            + "    {{ a | toJson }}\n"
+        },
+        f"{CM}:7: not allowed in templates: {TOO_LARGE}",
+    ),
+    Fault(
+        "dict-literals",
+        {
+            CM: HEAD
+            + "{% set d = {'k': 'v' * 100} %}"
+            + "{% set d = {'a': d, 'b': d, 'c': d, 'd': d} %}" * 12
+            + "{{ d }}\n"
+        },
+        f"{CM}:7: not allowed in templates: {TOO_LARGE}",
+    ),
+    Fault(
+        "values-billion-laughs",
+        {VALUES: LAUGHS, CM: HEAD + "    {{ values.l6 | length }}\n"},
+        f"{VALUES}:1: invalid YAML: document too large when its aliases are expanded",
+    ),
+    Fault(
+        "fromyaml-billion-laughs",
+        {
+            CM: HEAD + "{% set v = values.laughs | fromYaml %}    {{ v.l6 | length }}\n",
+            VALUES: "laughs: |\n  " + LAUGHS.replace("\n", "\n  "),
+        },
+        f"{CM}:7: fromYaml: line 1: document too large when its aliases are expanded",
+    ),
+    Fault("values-file-too-large", {VALUES: "big: " + "y" * (1 << 20) + "\n"}, f"{VALUES}: values file: {LARGE_FILE}"),
+    Fault(
+        "env-file-too-large",
+        {ENV_YAML: "namespace: web-dev\napps: [web]\n" + "#" * (1 << 20) + "\n"},
+        f"{ENV_YAML}: environment file: {LARGE_FILE}",
+    ),
+    Fault("template-too-large", {CM: HEAD + "#" * (1 << 20) + "\n"}, f"{CM}:1: {LARGE_FILE}"),
+    Fault(
+        "output-too-large",
+        {CM: HEAD + '{% set s = "x" * 4000000 %}' + "    {{ s }}\n" * 3},
+        f"{CM}: not allowed in templates: the app's rendered output exceeds 8388608 characters",
+    ),
+    Fault(
+        "too-many-values",
+        {
+            CM: "{% for i in range(3000) %}\n---\napiVersion: v1\nkind: List\nmetadata:\n  name: l{{ i }}\n"
+            "items: {{ [0] * 100 }}\n{% endfor %}\n"
+        },
+        f"{CM}:7: invalid YAML in rendered output (output line 11322): more than 200000 values in all documents",
+    ),
+    Fault(
+        "nested-loops",
+        {CM: HEAD + "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\n"},
+        f"{CM}:7: render took longer than 0.5 s",
+    ),
+    Fault(
+        "recursive-macro",
+        {CM: HEAD + "{% macro f(n) %}{{ f(n + 1) }}{{ f(n + 1) }}{% endmacro %}{% if false %}{% endif %}{{ f(0) }}\n"},
+        f"{CM}:7: recursion too deep (does a helper or tpl call itself?)",
+    ),
+]
+
+CASES = [*NAMESPACES, *HOSTILE]
+
+
+@pytest.fixture(autouse=True)
+def quick_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nested-loops case fails after half a second of CPU, not the default ten."""
+    monkeypatch.setattr(limits, "MAX_RENDER_SECONDS", 0.5)
 
 
 @pytest.mark.parametrize("fault", [case.param() for case in CASES])
@@ -79,3 +178,33 @@ def test_the_base_repository_renders(tmp_path: Path) -> None:
 
 
 _ = Link  # used by the symlink cases below
+
+
+PEAK = """
+import resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # a regression fails here, not on the machine
+from renderers import RenderError, limits, render_env
+limits.MAX_RENDER_SECONDS = 0.5
+for repo in sys.argv[1:]:
+    try:
+        render_env(Path(repo), "dev")
+    except RenderError:
+        pass
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_hostile_renders_stay_small(tmp_path: Path) -> None:
+    """Every hostile case, rendered in one fresh process: the peak RSS stays far below the agent's 256Mi limit.
+
+    Measured on this machine: 61 MiB (an interpreter with the renderer imported: 23 MiB). Before the bounds,
+    toYaml or ``{{ }}`` of shared lists reached 2.6 GiB to over 3 GiB (stopped by an address-space limit),
+    a 50 MB values file 233 MiB, and 100,000 small objects 302 MiB.
+    """
+    repos = [str(make_repo(tmp_path / case.id, case.changes)) for case in HOSTILE]
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK, *repos], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) < 100, f"peak RSS {done.stdout.strip()} MiB"
