@@ -11,7 +11,7 @@ from typing import Any
 
 from renderers.errors import RenderError
 from renderers.sandbox import LIB_PREFIX
-from renderers.values import read_yaml_file, relative
+from renderers.values import check_inside, read_yaml_file, relative
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?\Z")
 _RENDERED_SUFFIXES = (".yaml", ".yml", ".yaml.j2", ".yml.j2")
@@ -48,19 +48,22 @@ def load_chart(repo: Path, app: str) -> Chart:
     for key in ("version", "description"):
         meta.setdefault(key, "")
     templates_dir = path / "templates"
+    check_inside(repo, templates_dir)
     if not templates_dir.is_dir():
         raise RenderError(relative(repo, templates_dir), "templates folder does not exist")
     files = sorted(p.name for p in templates_dir.iterdir() if p.is_file())
+    for name in files:
+        check_inside(repo, templates_dir / name)
     templates = tuple(n for n in files if n.endswith(_RENDERED_SUFFIXES) and not n.startswith("_"))
     helpers: dict[str, str] = {}
     sources = [(n, n) for n in files if n.startswith("_") and n.endswith(HELPER_SUFFIX)]
     lib = repo / "lib"
+    check_inside(repo, lib)
     if lib.is_dir():
-        sources += [
-            (p.name, LIB_PREFIX + p.name)
-            for p in sorted(lib.iterdir())
-            if p.is_file() and p.name.startswith("_") and p.name.endswith(HELPER_SUFFIX)
-        ]
+        shared = [p for p in sorted(lib.iterdir()) if p.is_file() and p.name.startswith("_")]
+        for p in shared:
+            check_inside(repo, p)
+        sources += [(p.name, LIB_PREFIX + p.name) for p in shared if p.name.endswith(HELPER_SUFFIX)]
     for file_name, template_name in sources:
         prefix = file_name[1 : -len(HELPER_SUFFIX)]
         if prefix in helpers:

@@ -23,6 +23,7 @@ def read_yaml_file(repo: Path, path: Path, *, what: str, required: bool) -> tupl
     Errors read ``path:line: problem``; an absent optional file reads as ``None``.
     """
     rel = relative(repo, path)
+    check_inside(repo, path)
     try:
         text = read_utf8(path)
     except FileNotFoundError:
@@ -94,6 +95,27 @@ def layer(chart_values: Values, env_values: Values, sets: Sequence[str]) -> Valu
     for assignment in sets:
         merged = deep_merge(merged, parse_set(assignment))
     return merged
+
+
+def check_inside(repo: Path, path: Path) -> None:
+    """A ``RenderError`` at the first symbolic link on the way from ``repo`` to ``path`` that leads out of the
+    repository, or loops: a commit may not make the renderer read the agent's files.
+
+    Checked before anything is opened, so a link to ``/dev/zero`` or a FIFO never blocks a render. Links that stay
+    inside the repository are followed.
+    """
+    root = repo.resolve()
+    current = repo
+    for part in path.relative_to(repo).parts:
+        current = current / part
+        if not current.is_symlink():
+            continue
+        try:
+            target = current.resolve()
+        except (OSError, RuntimeError):  # a loop
+            raise RenderError(relative(repo, current), "symbolic link that cannot be resolved (a loop?)") from None
+        if not target.is_relative_to(root):
+            raise RenderError(relative(repo, current), "symbolic link out of the repository (only its files are read)")
 
 
 def relative(repo: Path, path: Path) -> str:

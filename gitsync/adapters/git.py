@@ -270,8 +270,11 @@ class GitRepository:
                 with Repo(self._bare) as repo, archive.open("wb") as out:
                     self._run(repo.git, "archive", "--format=tar", "--end-of-options", sha, output_stream=out)
                 tree = staging / "tree"
-                with tarfile.open(archive) as tar:
-                    tar.extractall(tree, filter="data")
+                try:
+                    with tarfile.open(archive) as tar:
+                        tar.extractall(tree, filter=_data_keeping_links)  # noqa: S202 - the data filter, links kept
+                except (tarfile.TarError, OSError) as e:  # a full disk; nothing git archive writes otherwise
+                    raise GitError(f"{self.display_url}: commit {sha[:12]}: cannot unpack its tree: {e}") from None
                 tree.rename(target)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -288,6 +291,19 @@ class GitRepository:
         for old in entries[SNAPSHOTS_KEPT - 1 :]:
             if now - old.stat().st_mtime > SNAPSHOT_MIN_AGE:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _data_keeping_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's "data" filter, except that a symbolic link out of the tree is kept, as a link: one such link in a
+    commit must not fail the snapshot every app of that commit shares. Nothing follows it here, and the renderer
+    refuses it, as one error at the link, when a render would read through it (``renderers.values.check_inside``).
+    """
+    try:
+        return tarfile.data_filter(member, dest)
+    except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
+        if member.issym():
+            return member
+        raise
 
 
 def _last_line(error: GitCommandError) -> str:

@@ -149,7 +149,35 @@ HOSTILE = [
     ),
 ]
 
-CASES = [*NAMESPACES, *HOSTILE]
+OUT = "symbolic link out of the repository (only its files are read)"
+
+# Symbolic links out of the checkout: refused at the link, before anything is opened (render, diff, sync, agent).
+SYMLINKS = [
+    Fault("values-file", {VALUES: Link("{outside}/secret.yaml")}, f"{VALUES}: {OUT}"),
+    Fault("values-file-relative", {VALUES: Link("../../../outside/secret.yaml")}, f"{VALUES}: {OUT}"),
+    Fault("values-file-dev-zero", {VALUES: Link("/dev/zero")}, f"{VALUES}: {OUT}"),
+    Fault(
+        "env-values-file", {f"{ENV}/values/web.yaml": Link("{outside}/secret.yaml")}, f"{ENV}/values/web.yaml: {OUT}"
+    ),
+    Fault("env-yaml", {ENV_YAML: Link("{outside}/env/env.yaml")}, f"{ENV_YAML}: {OUT}"),
+    Fault("environment-folder", {ENV: Link("{outside}/env")}, f"{ENV}: {OUT}"),
+    Fault("chart-folder", {CHART: Link("{outside}")}, f"{CHART}: {OUT}"),
+    Fault("chart-yaml", {f"{CHART}/chart.yaml": Link("{outside}/chart.yaml")}, f"{CHART}/chart.yaml: {OUT}"),
+    Fault("templates-folder", {f"{CHART}/templates": Link("{outside}/templates")}, f"{CHART}/templates: {OUT}"),
+    Fault("template-file", {CM: Link("{outside}/secret.yaml")}, f"{CM}: {OUT}"),
+    Fault(
+        "helper-file", {f"{CHART}/templates/_h.j2": Link("{outside}/secret.yaml")}, f"{CHART}/templates/_h.j2: {OUT}"
+    ),
+    Fault("lib-folder", {"lib": Link("{outside}")}, f"lib: {OUT}"),
+    Fault("lib-helper", {"lib/_common.j2": Link("{outside}/secret.yaml")}, f"lib/_common.j2: {OUT}"),
+    Fault(
+        "link-loop",
+        {VALUES: Link("loop.yaml"), f"{CHART}/loop.yaml": Link("values.yaml")},
+        f"{VALUES}: symbolic link that cannot be resolved (a loop?)",
+    ),
+]
+
+CASES = [*NAMESPACES, *HOSTILE, *SYMLINKS]
 
 
 @pytest.fixture(autouse=True)
@@ -172,12 +200,15 @@ def test_the_operator_may_allow_a_protected_namespace(tmp_path: Path) -> None:
     assert [m.id.namespace for m in rendered.manifests] == ["kube-system"]
 
 
+def test_links_inside_the_repository_are_followed(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, {"shared/values.yaml": "greeting: shared\n", VALUES: Link("../../shared/values.yaml")})
+    (rendered,) = render_env(repo, "dev")
+    assert rendered.manifests[0].body["data"] == {"greeting": "shared"}
+
+
 def test_the_base_repository_renders(tmp_path: Path) -> None:
     (rendered,) = render_env(make_repo(tmp_path), "dev")
     assert [str(m.id) for m in rendered.manifests] == ["ConfigMap/web-dev/web"]
-
-
-_ = Link  # used by the symlink cases below
 
 
 PEAK = """
