@@ -8,30 +8,48 @@
   follows a leader; 503 with the reason otherwise;
 - ``GET /metrics``: prometheus-client's text format from the default registry.
 
-The server is meant to sit behind a Service in the cluster; still, sockets time out (slow clients cannot pin
-threads) and secrets are read from their files on each delivery, so a rotated Secret takes effect without a
-restart.
+The server is meant to sit behind a Service in the cluster; still, no client can take it over
+(``gitsync.runtime.admission``): a request's line, headers and body must all arrive within ``REQUEST_SECONDS``
+however slowly they trickle, at most ``MAX_CONNECTIONS`` connections are served at once (one thread each) and
+``CONNECTIONS_PER_CLIENT`` from one address (more are closed at once, so others are still served), webhook
+requests are rate-limited per sender address (429), and a delivery id seen before is ignored, so a replayed
+signed webhook is handled once. (A replay cannot take the cluster back anyway: the source stage deploys the
+branch head, never an older revision a webhook names.) Secrets are read from their files on each delivery, so
+a rotated Secret takes effect without a restart.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from gitsync import log as logging
 from gitsync.metrics import WEBHOOKS
+from gitsync.runtime.admission import ConnectionSlots, RateLimiter, SeenDeliveries
 from gitsync.runtime.config import Provider
-from gitsync.runtime.webhooks import MAX_BODY, Verdict, handle
+from gitsync.runtime.webhooks import MAX_BODY, Delivery, Verdict, delivery_id, handle
 
 __all__ = ["Endpoints", "HttpServer"]
 
 log = logging.get("gitsync.http")
+
+REQUEST_SECONDS = 10.0
+"""Time for a request's line, headers and body to arrive, in all (an idle keep-alive connection too)."""
+MAX_CONNECTIONS = 128
+CONNECTIONS_PER_CLIENT = 16
+WEBHOOKS_PER_SECOND = 10.0
+"""Per sender address, after a burst of ``WEBHOOK_BURST``; a Git server sends one delivery per push."""
+WEBHOOK_BURST = 30
 
 _STATUS = {
     Verdict.ACCEPTED: 202,
@@ -53,6 +71,29 @@ class Endpoints:
     ready: Callable[[], tuple[bool, str]]
 
 
+class _Deadline(io.RawIOBase):
+    """The socket as a readable stream that fails with ``TimeoutError`` once ``deadline`` (monotonic) has passed:
+    a per-receive timeout alone lets a client sending a byte every few seconds hold a thread for ever."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self.sock = sock
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+
+    def restart(self) -> None:
+        self.deadline = time.monotonic() + self.seconds
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"request not received within {self.seconds:g} s")
+        self.sock.settimeout(left)
+        return self.sock.recv_into(buffer)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = 10
@@ -60,12 +101,23 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "gitsync"
     sys_version = ""
 
+    def setup(self) -> None:
+        super().setup()
+        self._deadline = _Deadline(self.connection, self.server.request_seconds)
+        self.rfile = io.BufferedReader(self._deadline)
+
+    def handle_one_request(self) -> None:
+        self._deadline.restart()
+        super().handle_one_request()
+
     def log_message(self, format: str, *args: object) -> None:
         """Silence the stdlib access log; deliveries are logged as structured events instead."""
 
     def _reply(self, status: int, payload: object, content_type: str = "application/json") -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode() + b"\n"
         self.send_response(status)
+        if status == 429:
+            self.send_header("Retry-After", "1")
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -94,6 +146,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._reply(404, {"error": "no such webhook"})
             return
+        if not self.server.rate.allow(self.client_address[0], time.monotonic()):
+            self.close_connection = True
+            self._finish(provider, 429, Verdict.RATE_LIMITED, "too many requests from this sender")
+            return
         length_header = self.headers.get("Content-Length")
         if length_header is None or not length_header.isdigit():
             self.close_connection = True
@@ -113,6 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         headers = {key: value for key, value in self.headers.items()}
         delivery = handle(provider, headers, body, secret, endpoints.branch)
+        if delivery.verdict is Verdict.ACCEPTED and not self.server.seen.first_time(delivery_id(provider, headers)):
+            delivery = Delivery(Verdict.IGNORED, delivery.revision, "delivery already received (a replay?)")
         if delivery.verdict is Verdict.ACCEPTED:
             endpoints.on_push(provider, delivery.revision)
         self._finish(provider, _STATUS[delivery.verdict], delivery.verdict, delivery.detail, delivery.revision)
@@ -130,16 +188,37 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     """Listen backlog: a burst of deliveries (a bulk push, a redelivery) must queue, not be reset."""
 
-    def __init__(self, address: tuple[str, int], endpoints: Endpoints) -> None:
+    def __init__(self, address: tuple[str, int], endpoints: Endpoints, request_seconds: float) -> None:
         self.endpoints = endpoints
+        self.request_seconds = request_seconds
+        self.slots = ConnectionSlots(MAX_CONNECTIONS, CONNECTIONS_PER_CLIENT)
+        self.rate = RateLimiter(WEBHOOKS_PER_SECOND, WEBHOOK_BURST)
+        self.seen = SeenDeliveries()
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """One thread per connection, within the slots; a connection past them is closed at once."""
+        if not self.slots.acquire(client_address[0]):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release(client_address[0])
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release(client_address[0])
 
 
 class HttpServer:
     """Serves ``endpoints`` on ``host:port`` from a background thread (port 0 picks a free one)."""
 
-    def __init__(self, host: str, port: int, endpoints: Endpoints) -> None:
-        self._server = _Server((host, port), endpoints)
+    def __init__(self, host: str, port: int, endpoints: Endpoints, *, request_seconds: float = REQUEST_SECONDS) -> None:
+        self._server = _Server((host, port), endpoints, request_seconds)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
         )

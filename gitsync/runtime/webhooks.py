@@ -37,6 +37,7 @@ class Verdict(StrEnum):
     UNAUTHORIZED = "unauthorized"
     TOO_LARGE = "too_large"
     BAD_REQUEST = "bad_request"
+    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,23 @@ def _event(provider: Provider, headers: Mapping[str, str]) -> str:
     if provider is Provider.GITEA:
         return _header(headers, "X-Gitea-Event") or _header(headers, "X-Forgejo-Event")
     return "push"
+
+
+_DELIVERY_HEADERS = {
+    Provider.GITHUB: ("X-GitHub-Delivery",),
+    Provider.GITLAB: ("X-Gitlab-Event-UUID", "Idempotency-Key"),
+    Provider.GITEA: ("X-Gitea-Delivery", "X-Forgejo-Delivery"),
+    Provider.GENERIC: ("X-Gitsync-Delivery",),
+}
+
+
+def delivery_id(provider: Provider, headers: Mapping[str, str]) -> str:
+    """The sender's id of this delivery ("" when it sends none); a replay or redelivery carries the same id."""
+    for name in _DELIVERY_HEADERS[provider]:
+        value = _header(headers, name)
+        if value:
+            return f"{provider}:{value[:200]}"
+    return ""
 
 
 def handle(provider: Provider, headers: Mapping[str, str], body: bytes, secret: bytes, branch: str) -> Delivery:
