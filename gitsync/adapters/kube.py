@@ -48,6 +48,7 @@ from gitsync.errors import (
 )
 from gitsync.model import MANAGER, Json, ObjectId
 from gitsync.ports import ObjectList, WatchEvent, WatchEventType
+from gitsync.redact import scrub, secret_values
 
 __all__ = ["KubeCluster", "Resource"]
 
@@ -179,6 +180,8 @@ class KubeCluster:
             data = resp.read() if stream else resp.data
             if stream:
                 resp.release_conn()
+            # The server may quote a refused value: a Secret's never reaches a message (gitsync.redact).
+            data = scrub(data.decode(errors="replace"), secret_values(body)).encode()
             raise _error(subject, method, resp.status, data, resp.headers.get("Retry-After"))
         return resp
 
