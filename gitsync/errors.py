@@ -24,6 +24,10 @@ class TransientError(GitsyncError):
         self.retry_after = retry_after
 
 
+class CorruptStateError(TerminalError):
+    """Stored state (a state ConfigMap) cannot be read back; the message names it and how to reset it."""
+
+
 class KubeError(GitsyncError):
     """A Kubernetes API error about one object; the message starts with its ``ObjectId``.
 

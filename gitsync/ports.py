@@ -97,7 +97,8 @@ class StateStore(Protocol):
     """
 
     def load(self, key: AppEnv, namespace: str, part: str) -> tuple[Json, str]:
-        """The stored document (``{}`` when absent) and its version."""
+        """The stored document (``{}`` when absent) and its version; ``CorruptStateError`` (terminal, naming the
+        document and how to reset it) when what is stored is not a JSON object."""
         ...
 
     def save(self, key: AppEnv, namespace: str, part: str, data: Json, version: str) -> str:

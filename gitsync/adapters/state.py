@@ -12,11 +12,20 @@ from __future__ import annotations
 import json
 
 from gitsync.adapters.kube import KubeCluster
+from gitsync.errors import CorruptStateError
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId
 
 __all__ = ["LABEL_STATE", "ConfigMapStateStore"]
 
 LABEL_STATE = "gitsync.dev/state"
+
+
+def corrupt(ref: ObjectId, problem: str) -> CorruptStateError:
+    """One line: which ConfigMap, what is wrong, and how to reset it (gitsync writes it afresh)."""
+    return CorruptStateError(
+        f"{ref}: {problem}; reset it with `kubectl -n {ref.namespace} delete configmap {ref.name}` "
+        "(the next sync writes it afresh)"
+    )
 
 
 class ConfigMapStateStore:
@@ -32,8 +41,14 @@ class ConfigMapStateStore:
         live = self._cluster.get(self.ref(key, namespace, part))
         if live is None:
             return {}, ""
+        ref = self.ref(key, namespace, part)
         raw = (live.get("data") or {}).get(f"{part}.json") or "{}"
-        data: Json = json.loads(raw)
+        try:
+            data = json.loads(raw)
+        except ValueError as e:
+            raise corrupt(ref, f"{part}.json is not JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise corrupt(ref, f"{part}.json is not a JSON object")
         return data, str(live["metadata"]["resourceVersion"])
 
     def save(self, key: AppEnv, namespace: str, part: str, data: Json, version: str) -> str:
