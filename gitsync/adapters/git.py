@@ -155,12 +155,7 @@ class GitRepository:
         return (token, base64.b64encode(f"{self._auth.username}:{token}".encode()).decode())
 
     def _fail(self, verb: str, error: GitCommandError | OSError, cls: type[GitError] = GitError) -> GitError:
-        if isinstance(error, GitCommandError):
-            stderr = str(error.stderr or "").strip().splitlines()
-            detail = next((line for line in reversed(stderr) if line.strip()), f"exit status {error.status}")
-            detail = detail.removeprefix("stderr: ").strip().strip("'").strip()
-        else:
-            detail = error.strerror or str(error)
+        detail = _reason(error) if isinstance(error, GitCommandError) else error.strerror or str(error)
         return cls(scrub(f"{self.display_url}: git {verb} failed: {detail}", self._secrets()))
 
     def _run(self, git: Git, verb: str, *args: str, **kwargs: object) -> str:
@@ -253,7 +248,7 @@ class GitRepository:
                 raise SignatureError(
                     f"commit {sha[:12]}: signature not verified against the configured "
                     f"{'allowed signers' if self._verify.mode is VerifyMode.SSH else 'GPG keyring'}: "
-                    f"{_last_line(e)}"
+                    f"{scrub(_reason(e), self._secrets())}"
                 ) from None
 
     def snapshot(self, sha: str) -> Path:
@@ -306,6 +301,20 @@ def _data_keeping_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo |
         raise
 
 
-def _last_line(error: GitCommandError) -> str:
+_USEFUL = ("fatal:", "error:", "remote:", "ssh:", "gpg:", "hint:")
+MAX_REASON_LINES = 5
+MAX_REASON_CHARS = 600
+
+
+def _reason(error: GitCommandError) -> str:
+    """Why git failed, on one line: its ``fatal:``/``error:``/``remote:`` lines (the server's own words are often
+    the reason: "remote: Repository not found"), or its last line when it printed none of those; bounded, so a
+    chatty remote cannot flood a log. Callers scrub credentials from it."""
     lines = [line.strip() for line in str(error.stderr or "").splitlines() if line.strip()]
-    return (lines[-1] if lines else f"exit status {error.status}").removeprefix("stderr: ").strip("'")
+    lines = [line.removeprefix("stderr: ").strip().strip("'").strip() for line in lines]
+    lines = [line for line in lines if line]
+    useful = [line for line in lines if line.lower().startswith(_USEFUL)] or lines[-1:]
+    reason = " | ".join(dict.fromkeys(useful[-MAX_REASON_LINES:]))
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 1] + "…"
+    return reason or f"exit status {error.status}"
