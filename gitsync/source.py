@@ -15,11 +15,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 from gitsync.errors import TerminalError
-from gitsync.ports import Commit, GitReader
+from gitsync.ports import GitReader, Snapshot
 
 
 class RevisionRefused(TerminalError):
@@ -28,18 +26,6 @@ class RevisionRefused(TerminalError):
     def __init__(self, message: str, revision: str) -> None:
         super().__init__(message)
         self.revision = revision
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A commit and the directory holding its tree (read-only for renderers)."""
-
-    commit: Commit
-    path: Path
-
-    @property
-    def revision(self) -> str:
-        return self.commit.sha
 
 
 class Source:

@@ -36,8 +36,7 @@ from git.exc import GitCommandError
 
 from gitsync import log as logging
 from gitsync.errors import TerminalError, TransientError
-from gitsync.ports import Commit
-from gitsync.runtime.config import GitAuth, VerifyConfig, VerifyMode
+from gitsync.ports import Commit, GitAuth, VerifyConfig, VerifyMode
 
 __all__ = ["GitError", "GitRepository", "SignatureError", "scrub"]
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the K
     from gitsync.sync import SyncResult
     from renderers import RenderedApp
 
+T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_ERROR = 2
 
@@ -160,6 +161,15 @@ def progress_for(label: str, enabled: bool) -> Iterator[Callable[[ChangeSetEntry
         yield advance
 
 
+def always(value: T) -> Callable[..., T]:
+    """A stage that answers ``value`` whatever it is asked (the CLI hands the reconcile what it already has)."""
+
+    def stage(*_args: object) -> T:
+        return value
+
+    return stage
+
+
 @click.command("sync")
 @repo_option
 @env_option
@@ -173,59 +183,76 @@ def command(
 ) -> None:
     """Apply what the repository renders for an environment, with server-side apply.
 
-    A canary or blue-green workload advances one rollout step per run, as in the agent; run again (or
-    `gitsync promote`) to go on."""
+    Each app goes through the agent's own reconcile (``gitsync.reconcile``) and is recorded like the agent records
+    it (status, history, Events), so `gitsync status` shows what this sync did. A canary or blue-green workload
+    advances one rollout step per run, as in the agent; run again (or `gitsync rollout promote`) to go on."""
+    from gitsync.adapters.checkout import LocalCheckout
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.state import ConfigMapStateStore
-    from gitsync.strategy.executor import advance, owned
-    from gitsync.sync import ensure_namespace, sync_app
+    from gitsync.events import EventSink
+    from gitsync.history import History
+    from gitsync.reconcile import Kind, Request, Stages, Target, reconcile
+    from gitsync.record import Recorder, default_sinks
+    from gitsync.strategy.executor import RolloutDriver, owned
+    from gitsync.sync import ensure_namespace
 
     interactive = sys.stdout.isatty()
     # A terminal gets the progress bar and the summary; anything else (CI) a structured event per object.
     logging.configure("auto", level="WARNING" if interactive else "INFO")
     try:
-        targets = render(repo, env, app)
+        targets = render(repo, env, app)  # all or nothing: a render error anywhere touches no cluster
         cluster = connect(kubeconfig)
-        store = ConfigMapStateStore(cluster)
         missing = namespaces_to_create(cluster, targets) if dry_run else frozenset()
         if not dry_run:  # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
             for namespace in sorted({rendered.namespace for rendered in targets}):
                 if ensure_namespace(cluster, namespace):
                     click.echo(f"Namespace/{namespace}: created")
-        results = []
-        rollouts: list[str] = []
-        for rendered in targets:
-            # Under canary or blue-green the workload goes through one rollout step, exactly as the agent does;
-            # sync applies the rest. A dry run only leaves the rollout's objects out.
-            if dry_run:
-                exclude = owned(rendered)
-            else:
-                step = advance(rendered, cluster, store, SystemClock())
-                exclude = step.exclude
-                if exclude:
-                    rollouts.append(f"{rendered.app_env}: rollout {step.phase}: {step.message}")
-            with progress_for(str(rendered.app_env), interactive and not dry_run) as tick:
-                results.append(
-                    sync_app(
-                        rendered,
-                        cluster,
-                        store,
-                        prune=rendered.environment.prune if prune is None else prune,
-                        dry_run=dry_run,
-                        force=force,
-                        exclude=exclude,
-                        live=snapshot(cluster),
-                        progress=tick,
-                        new_namespace=rendered.namespace in missing,
-                    )
-                )
     except GitsyncError as e:
         fail(str(e))
-    for result in results:
-        click.echo(result.summary())
-        for entry in result.failures:
+    store = ConfigMapStateStore(cluster)
+    clock = SystemClock()
+    history = History(store)
+    recorder = Recorder(default_sinks(history, EventSink(cluster, clock), metrics=False))
+    rollouts = RolloutDriver(cluster, store)
+    source = LocalCheckout(repo)
+    errors, failed = False, False
+    for rendered in targets:
+        target = Target(rendered.namespace, prune=rendered.environment.prune, self_heal=rendered.environment.self_heal)
+        stages = Stages(
+            source=source,
+            locate=always(target),
+            cluster=cluster,
+            store=store,
+            clock=clock,
+            status=history,
+            recorder=recorder,
+            rollouts=rollouts,
+            live=snapshot(cluster),
+            render=always(rendered),
+            preview=owned,
+        )
+        with progress_for(str(rendered.app_env), interactive and not dry_run) as tick:
+            request = Request(
+                rendered.app_env,
+                skip_current=False,
+                apply=not dry_run,
+                force=force,
+                prune=prune,
+                new_namespace=rendered.namespace in missing,
+                progress=tick,
+            )
+            result = reconcile(stages, request)
+        if result.sync is None:
+            click.echo(f"error: {rendered.app_env}: {result.error}", err=True)
+            errors = True
+            continue
+        click.echo(result.sync.summary())
+        for entry in result.sync.failures:
             click.echo(f"  {entry.error}", err=True)
-    for line in rollouts:
-        click.echo(line)
-    if not all(r.ok for r in results):
+        failed = failed or not result.sync.ok
+        if result.kind is Kind.RELEASE and result.rollout is not None and result.rollout.exclude and not dry_run:
+            click.echo(f"{rendered.app_env}: rollout {result.rollout.phase}: {result.rollout.message}")
+    if errors:
+        sys.exit(EXIT_ERROR)
+    if failed:
         sys.exit(EXIT_FAILED)

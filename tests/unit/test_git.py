@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gitsync.adapters.git import GC_EVERY, GC_SLACK, GitError, GitRepository, SignatureError, scrub
-from gitsync.runtime.config import GitAuth, VerifyConfig, VerifyMode
+from gitsync.ports import GitAuth, VerifyConfig, VerifyMode
 from gitsync.source import RevisionRefused, Source
 
 IDENTITY = {
