@@ -53,12 +53,12 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
-def render(repo: Path, env: str, app: str | None) -> tuple[RenderedApp, ...]:
+def render(repo: Path, env: str, app: str | None, revision: str | None = None) -> tuple[RenderedApp, ...]:
     import renderers
 
     if app is not None:
-        return (renderers.render_app(repo, env, app),)
-    return renderers.render_env(repo, env)
+        return (renderers.render_app(repo, env, app, revision=revision),)
+    return renderers.render_env(repo, env, revision=revision)
 
 
 def connect(kubeconfig: Path | None) -> KubeCluster:
@@ -199,8 +199,10 @@ def command(
     interactive = sys.stdout.isatty()
     # A terminal gets the progress bar and the summary; anything else (CI) a structured event per object.
     logging.configure("auto", level="WARNING" if interactive else "INFO")
+    source = LocalCheckout(repo)
+    revision = source.resolve().revision or None
     try:
-        targets = render(repo, env, app)  # all or nothing: a render error anywhere touches no cluster
+        targets = render(repo, env, app, revision)  # all or nothing: a render error anywhere touches no cluster
         cluster = connect(kubeconfig)
         missing = namespaces_to_create(cluster, targets) if dry_run else frozenset()
         if not dry_run:  # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
@@ -214,7 +216,6 @@ def command(
     history = History(store)
     recorder = Recorder(default_sinks(history, EventSink(cluster, clock), metrics=False))
     rollouts = RolloutDriver(cluster, store)
-    source = LocalCheckout(repo)
     errors, failed = False, False
     for rendered in targets:
         target = Target(rendered.namespace, prune=rendered.environment.prune, self_heal=rendered.environment.self_heal)
