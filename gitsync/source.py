@@ -69,6 +69,14 @@ class Source:
         self._reported = head
         return head
 
+    def tree(self, sha: str) -> Path:
+        """The tree at ``sha`` for the renderer (its ``trees``): the current snapshot, or a revision pinned in
+        ``promoted.yaml``, fetched by id. Not signature-checked itself: the verified head names it by its hash."""
+        current = self._current
+        if current is not None and current.revision == sha:
+            return current.path
+        return self._git.snapshot(sha)
+
     def resolve(self, wanted: str = "") -> Snapshot:
         """The snapshot to reconcile: the branch head, fetched only when it may have moved (see module doc)."""
         with self._lock:

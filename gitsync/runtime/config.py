@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from gitsync.errors import TerminalError
-from gitsync.strategy.policy import parse_duration
+from gitsync.model import parse_duration
 
 
 class ConfigError(TerminalError):
