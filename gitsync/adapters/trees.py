@@ -64,10 +64,10 @@ class LocalTrees:
         self.repo = repo
         self.cache_dir = cache_dir or user_cache_dir() / "trees"
 
-    def _git(self, *args: str, stdout: BinaryIO | int = subprocess.PIPE) -> str:
+    def _git(self, *args: str, cwd: str = "", stdout: BinaryIO | int = subprocess.PIPE) -> str:
         try:
             done = subprocess.run(
-                ["git", "-C", str(self.repo), *args],
+                ["git", "-C", cwd or str(self.repo), *args],
                 stdout=stdout,
                 stderr=subprocess.PIPE,
                 timeout=_GIT_TIMEOUT,
@@ -86,7 +86,7 @@ class LocalTrees:
     def __call__(self, sha: str) -> Path:
         if not _SHA.match(sha):
             raise TerminalError(f"{self.repo}: not a commit id: {sha[:80]!r}")
-        prefix = self._git("rev-parse", "--show-prefix").strip()
+        top, prefix = [*self._git("rev-parse", "--show-toplevel", "--show-prefix").splitlines(), ""][:2]
         try:
             tree = self._git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{sha}:{prefix}").strip()
         except TerminalError:
@@ -97,5 +97,6 @@ class LocalTrees:
         target = self.cache_dir / tree
         if not target.is_dir():
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            extract_archive(lambda out: self._git("archive", "--format=tar", tree, stdout=out), target)
+            # From the top: in a subfolder, git archive would only take what lies below the current directory.
+            extract_archive(lambda out: self._git("archive", "--format=tar", tree, cwd=top, stdout=out), target)
         return target

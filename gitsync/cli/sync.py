@@ -53,11 +53,10 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 
 def render(repo: Path, env: str, app: str | None) -> tuple[RenderedApp, ...]:
-    import renderers
+    """The environment's apps (or one) from the local checkout; apps awaiting promotion are noted and left out."""
+    from gitsync.cli.render import render_apps
 
-    if app is not None:
-        return (renderers.render_app(repo, env, app),)
-    return renderers.render_env(repo, env)
+    return render_apps(repo, env, (app,) if app else ())
 
 
 def connect(kubeconfig: Path | None) -> KubeCluster:
@@ -174,7 +173,7 @@ def command(
     """Apply what the repository renders for an environment, with server-side apply.
 
     A canary or blue-green workload advances one rollout step per run, as in the agent; run again (or
-    `gitsync promote`) to go on."""
+    `gitsync rollout promote`) to go on."""
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.strategy.executor import advance, owned

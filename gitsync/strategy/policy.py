@@ -69,7 +69,7 @@ class Step:
     kind: StepKind
     weight: int = 0
     duration: float | None = None
-    """Pause length in seconds; None on a pause step means "until ``gitsync promote``"."""
+    """Pause length in seconds; None on a pause step means "until ``gitsync rollout promote``"."""
     analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
 
     def describe(self) -> str:
