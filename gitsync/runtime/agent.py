@@ -461,7 +461,7 @@ class Agent:
             return Outcome.DONE, revision, None
 
         try:
-            rendered = render_app(snapshot.path, key.env, key.app, revision=revision)
+            rendered = render_app(snapshot.path, key.env, key.app, revision=revision, trees=self.source.tree)
         except (RenderError, TerminalError) as e:
             self._render_failed(key, target, snapshot, e, started, t0)
             return Outcome.TERMINAL, revision, None
