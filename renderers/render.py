@@ -103,12 +103,11 @@ def _render(
         )
     override_file = repo / "environments" / environment.name / "values" / f"{app}.yaml"
     overrides = read_values_file(repo, override_file)
-    chart_root, pin = repo, None
+    chart_root, pin, where = repo, None, relative(repo, pins_file(repo, environment.name))
     promoted: Mapping[str, Any] = {}
     if environment.promotion is not None:
         _check_not_overridden(repo, override_file, overrides, environment.promotion)
         pin = pins.get(app)
-        where = relative(repo, pins_file(repo, environment.name))
         if pin is None:
             raise AwaitingPromotion(where, f"{app} awaits promotion from {environment.promotion.from_env} (no pin yet)")
         if trees is None:
@@ -118,8 +117,37 @@ def _render(
                 "(a pinned environment renders from Git history: pass trees)",
             )
         chart_root, promoted = trees(pin.revision), pin.values
+    try:
+        values, manifests = _render_chart(chart_root, environment, app, (promoted, overrides), sets, revision, pin)
+    except RenderError as e:
+        if pin is None:
+            raise
+        # The chart's paths and lines are those of the pinned commit, which may differ from the head's.
+        raise RenderError(e.path, f"{e.problem} (chart as of {pin.revision[:12]}, pinned in {where})", e.line) from e
+    return RenderedApp(
+        app_env=AppEnv(app, environment.name),
+        namespace=environment.namespace,
+        manifests=manifests,
+        digest=digest(manifests),
+        values=values,
+        environment=environment,
+        revision=revision,
+        pin=pin,
+    )
+
+
+def _render_chart(
+    chart_root: Path,
+    environment: Environment,
+    app: str,
+    layers: tuple[Mapping[str, Any], ...],
+    sets: Sequence[str],
+    revision: str | None,
+    pin: Pin | None,
+) -> tuple[Values, tuple[Manifest, ...]]:
+    """The chart under ``chart_root`` rendered with ``layers`` on top of its values.yaml: values and manifests."""
     chart = load_chart(chart_root, app)
-    values = layer((read_values_file(chart_root, chart.path / "values.yaml"), promoted, overrides), sets)
+    values = layer((read_values_file(chart_root, chart.path / "values.yaml"), *layers), sets)
     variables = {
         "values": values,
         "release": {
@@ -140,17 +168,7 @@ def _render(
             if body is not None:
                 manifests.append(build_manifest(body, rendered.path, line, environment, app))
     check_unique(manifests)
-    result = ordered(manifests)
-    return RenderedApp(
-        app_env=AppEnv(app, environment.name),
-        namespace=environment.namespace,
-        manifests=result,
-        digest=digest(result),
-        values=values,
-        environment=environment,
-        revision=revision,
-        pin=pin,
-    )
+    return values, ordered(manifests)
 
 
 def _check_not_overridden(repo: Path, override_file: Path, overrides: Values, promotion: Promotion) -> None:

@@ -325,3 +325,14 @@ def test_cli_says_an_unpromoted_environment_awaits_promotion(tmp_path: Path) -> 
     done = gitsync("render", "--repo", str(EXAMPLE), "--env", "prod", cache=tmp_path)
     assert (done.returncode, done.stdout) == (0, "")
     assert done.stderr == "environments/prod/promoted.yaml: podinfo awaits promotion from staging (no pin yet)\n"
+
+
+def test_an_error_in_a_pinned_chart_names_the_pinned_commit(repo: Repo) -> None:
+    repo.pin(repo.first)
+    repo.write({"environments/prod/values/web.yaml": "image: {repository: null}\n"})  # the head breaks the pin's chart
+    with pytest.raises(RenderError) as e:
+        repo.prod()
+    assert str(e.value) == (
+        "apps/web/templates/configmap.yaml:7: undefined value values.image.repository "
+        f"(chart as of {repo.first[:12]}, pinned in environments/prod/promoted.yaml)"
+    )
