@@ -12,12 +12,12 @@ Security contract:
 - every error message is scrubbed of ``user:password@`` in URLs and of the token itself.
 
 Layout of the cache directory: ``repo.git`` (bare, shallow, one branch) and ``snapshots/<sha>`` (the tree at a
-commit, extracted from ``git archive``; the most recently used few are kept). A commit other than the fetched head
-(a revision pinned in ``promoted.yaml``) is fetched by its id, depth 1, when first needed. Every fetch leaves the
-previous head's objects unreachable (and one more line in ``shallow``), so every ``GC_EVERY`` fetches the objects
-are counted (one cheap ``count-objects``) and, when they outgrow twice what the last collection left plus
-``GC_SLACK``, collected with ``gc --prune=now``: the cache stays near the size of one commit however many pushes and
-rewrites it follows.
+commit, extracted from ``git archive``; the fetched head's and the most recently used few are kept). A commit other
+than the fetched head (a revision pinned in ``promoted.yaml``) is fetched by its id, depth 1, when first needed.
+Every fetch leaves the previous head's objects unreachable (and one more line in ``shallow``), so every ``GC_EVERY``
+fetches the objects are counted (one cheap ``count-objects``) and, when they outgrow twice what the last collection
+left plus ``GC_SLACK``, collected with ``gc --prune=now``: the cache stays near the size of one commit however many
+pushes and rewrites it follows.
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ class GitRepository:
         self.display_url = scrub(url)
         self._fetches = 0
         self._gc_baseline = 0
+        self._head = ""
+        """The last fetched head: its snapshot is never pruned (the source renders from it however old it is)."""
         """Objects in ``repo.git`` after the last collection (0: none yet in this process)."""
 
     # -- environment and errors ------------------------------------------------------------------------------
@@ -202,6 +204,7 @@ class GitRepository:
                 )
                 sha = self._run(repo.git, "rev-parse", "--verify", "--end-of-options", f"{tracking}^{{commit}}").strip()
                 self._fetches += 1
+                self._head = sha
                 if self._fetches % GC_EVERY == 0:
                     self._maintain(repo)
                 return self._commit(repo, sha)
@@ -313,8 +316,9 @@ class GitRepository:
 
     def _prune_snapshots(self, keep: str) -> None:
         now = time.time()
+        kept = {keep, self._head}
         entries = sorted(
-            (p for p in self._snapshots.iterdir() if p.is_dir() and p.name != keep and not p.name.startswith(".")),
+            (p for p in self._snapshots.iterdir() if p.is_dir() and p.name not in kept and not p.name.startswith(".")),
             key=lambda p: p.stat().st_mtime,
             reverse=True,
         )

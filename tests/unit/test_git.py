@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gitsync.adapters.git import GC_EVERY, GC_SLACK, GitError, GitRepository, SignatureError, scrub
+from gitsync.adapters.git import GC_EVERY, GC_SLACK, SNAPSHOTS_KEPT, GitError, GitRepository, SignatureError, scrub
 from gitsync.runtime.config import GitAuth, VerifyConfig, VerifyMode
 from gitsync.source import RevisionRefused, Source
 
@@ -354,3 +354,17 @@ def test_source_hands_the_renderer_the_head_and_pinned_trees(upstream: Upstream,
     assert snapshot.revision == head
     assert source.tree(head) == snapshot.path
     assert (source.tree(pinned) / "a").read_text() == "pinned"
+
+
+def test_pinned_snapshots_never_prune_the_heads(upstream: Upstream, tmp_path: Path) -> None:
+    pinned = [upstream.commit({"a": str(n)}, f"release {n}") for n in range(SNAPSHOTS_KEPT + 2)]
+    head = upstream.commit({"a": "head"}, "head")
+    upstream.push()
+    repo = reader(upstream, tmp_path)
+    repo.fetch()
+    tree = repo.snapshot(head)
+    hour_ago = time.time() - 3600
+    os.utime(tree, (hour_ago, hour_ago))  # old enough to prune, were it not the head
+    for sha in pinned:
+        repo.snapshot(sha)
+    assert (tree / "a").read_text() == "head"
