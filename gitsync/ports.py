@@ -169,6 +169,10 @@ class SnapshotSource(Protocol):
 
     def resolve(self, wanted: str = "") -> Snapshot: ...
 
+    def tree(self, sha: str) -> Path:
+        """The repository's tree at ``sha`` (a pinned chart's revision): the renderer's ``trees``."""
+        ...
+
 
 class GitReader(Protocol):
     """Read access to the one branch the agent follows (``gitsync.adapters.git.GitRepository``).
@@ -190,7 +194,13 @@ class GitReader(Protocol):
         ...
 
     def snapshot(self, sha: str) -> Path:
-        """A directory holding the tree at ``sha``, immutable for as long as the caller needs it."""
+        """A directory holding the tree at ``sha``, immutable for as long as the caller needs it. ``sha`` may be
+        any commit on the remote, not only the fetched head (a revision pinned in ``promoted.yaml``)."""
+        ...
+
+    def tree_id(self, sha: str, path: str) -> str:
+        """The Git object id of ``path`` (``apps/podinfo``; ``""`` for the root) at commit ``sha``, ``""`` when
+        absent: a chart's tree id identifies its release across commits that did not touch it."""
         ...
 
 

@@ -239,14 +239,15 @@ class NoRollouts:
         return None
 
 
-Render = Callable[[Path, AppEnv, str], RenderedApp]
-"""The render stage: (snapshot directory, app-env, revision) -> the rendered app, or a ``RenderError``."""
+Render = Callable[[Path, AppEnv, str, Callable[[str], Path]], RenderedApp]
+"""The render stage: (snapshot directory, app-env, revision, trees of pinned revisions) -> the rendered app, or a
+``RenderError`` (``AwaitingPromotion`` for an app of a pinned environment that has no pin yet)."""
 
 
-def _render(path: Path, key: AppEnv, revision: str) -> RenderedApp:
+def _render(path: Path, key: AppEnv, revision: str, trees: Callable[[str], Path]) -> RenderedApp:
     from renderers import render_app
 
-    return render_app(path, key.env, key.app, revision=revision or None)
+    return render_app(path, key.env, key.app, revision=revision or None, trees=trees)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,7 +392,7 @@ class _Line:
         key, revision = self.r.key, self.snapshot.revision
         t0 = time.monotonic()
         try:
-            self.rendered = self.s.render(self.snapshot.path, key, revision)
+            self.rendered = self.s.render(self.snapshot.path, key, revision, self.s.source.tree)
         except GitsyncError as e:
             self._timed(Stage.RENDER, t0)
             return self.failed(Result.RENDER_ERROR, e if isinstance(e, TerminalError) else TerminalError(str(e)))

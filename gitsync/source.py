@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from gitsync.errors import TerminalError
 from gitsync.ports import GitReader, Snapshot
@@ -54,6 +55,14 @@ class Source:
             return None
         self._reported = head
         return head
+
+    def tree(self, sha: str) -> Path:
+        """The tree at ``sha`` for the renderer (its ``trees``): the current snapshot, or a revision pinned in
+        ``promoted.yaml``, fetched by id. Not signature-checked itself: the verified head names it by its hash."""
+        current = self._current
+        if current is not None and current.revision == sha:
+            return current.path
+        return self._git.snapshot(sha)
 
     def resolve(self, wanted: str = "") -> Snapshot:
         """The snapshot to reconcile: the branch head, fetched only when it may have moved (see module doc)."""

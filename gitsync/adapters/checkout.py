@@ -12,6 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from gitsync.adapters.trees import LocalTrees
 from gitsync.ports import Commit, Snapshot
 
 __all__ = ["LocalCheckout"]
@@ -22,9 +23,13 @@ _TIMEOUT = 10.0
 class LocalCheckout:
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._trees = LocalTrees(path)
 
     def resolve(self, wanted: str = "") -> Snapshot:
         return Snapshot(self._head(), self._path)
+
+    def tree(self, sha: str) -> Path:
+        return self._trees(sha)
 
     def _git(self, *args: str) -> str | None:
         try:

@@ -54,11 +54,10 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 
 def render(repo: Path, env: str, app: str | None, revision: str | None = None) -> tuple[RenderedApp, ...]:
-    import renderers
+    """The environment's apps (or one) from the local checkout; apps awaiting promotion are noted and left out."""
+    from gitsync.cli.render import render_apps
 
-    if app is not None:
-        return (renderers.render_app(repo, env, app, revision=revision),)
-    return renderers.render_env(repo, env, revision=revision)
+    return render_apps(repo, env, (app,) if app else (), revision=revision)
 
 
 def connect(kubeconfig: Path | None) -> KubeCluster:

@@ -34,8 +34,8 @@ from typing import Any
 import yaml
 
 from gitsync.errors import TerminalError
+from gitsync.model import parse_duration
 from gitsync.ports import GitAuth, VerifyConfig, VerifyMode
-from gitsync.strategy.policy import parse_duration
 
 
 class ConfigError(TerminalError):

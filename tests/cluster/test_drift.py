@@ -141,7 +141,7 @@ def healer(key: AppEnv, manifests: list[Manifest], cluster: KubeCluster, cache: 
     store = ConfigMapStateStore(cluster)
     history = History(store)
     stages = Stages(
-        source=SimpleNamespace(resolve=lambda wanted="": Snapshot(Commit("r1", "a", "m", 0.0), Path())),
+        source=SimpleNamespace(resolve=lambda wanted="": Snapshot(Commit("r1", "a", "m", 0.0), Path()), tree=Path),
         locate=lambda _key, _snapshot: Target(namespace, prune=False, self_heal=True),
         cluster=cluster,
         store=store,
@@ -149,7 +149,7 @@ def healer(key: AppEnv, manifests: list[Manifest], cluster: KubeCluster, cache: 
         status=history,
         recorder=NoRecord(()),
         live=cache,
-        render=lambda _path, _key, _revision: rendered,
+        render=lambda *_: rendered,
     )
     return lambda: reconcile(stages, Request(key, reasons=("drift",)))
 
