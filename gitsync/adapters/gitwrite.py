@@ -183,7 +183,9 @@ class CacheWriter:
                     except GitError as e:
                         if self._remote_heads(run, request.branch).get(target, "") != heads.get(target, ""):
                             continue  # lost a race: rebuild on the new head
-                        raise WriteAccessError(f"{self._repo.display_url}: cannot push to {target}: {e}") from None
+                        raise WriteAccessError(
+                            f"{target}: push refused (no write access, a protected branch, or a hook refused it): {e}"
+                        ) from None
                     return WriteResult(commit, target, written=True)
         raise GitError(
             f"{self._repo.display_url}: {target} moved under each of {self._attempts} pushes; retrying later"

@@ -14,8 +14,8 @@ Implements ``ports.Ledger`` in the agent's bare cache (``GitRepository.cache``) 
 from __future__ import annotations
 
 import tempfile
-from functools import partial
 from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
 
 from gitsync import log as logging
@@ -59,7 +59,9 @@ class NotesLedger:
                     return
                 except GitError as e:
                     if self._remote_notes(run) == remote:
-                        raise WriteAccessError(f"{NOTES_REF}: push refused: {e}") from None
+                        raise WriteAccessError(
+                            f"{NOTES_REF}: push refused (no write access, or a hook or rule refused it): {e}"
+                        ) from None
         raise GitError(f"{NOTES_REF}: the remote's notes moved under each of {self._attempts} pushes; retrying later")
 
     def read(self, shas: Iterable[str] | None = None) -> Mapping[str, tuple[LedgerEntry, ...]]:
