@@ -179,14 +179,16 @@ class CacheWriter:
                     if commit is None:
                         return WriteResult(head, self._repo.branch, written=False)
                     try:
-                        self._push(run, commit, request.branch, heads.get(request.branch, ""))
+                        pushed = self._push(run, commit, request.branch, heads.get(request.branch, ""))
                     except GitError as e:
                         if self._remote_heads(run, request.branch).get(target, "") != heads.get(target, ""):
                             continue  # lost a race: rebuild on the new head
                         raise WriteAccessError(
                             f"{target}: push refused (no write access, a protected branch, or a hook refused it): {e}"
                         ) from None
-                    return WriteResult(commit, target, written=True)
+                    # An identical commit (same parent, edits, message and second) another replica pushed first
+                    # makes this push a no-op: the same one commit, not written by us.
+                    return WriteResult(commit, target, written=pushed)
         raise GitError(
             f"{self._repo.display_url}: {target} moved under each of {self._attempts} pushes; retrying later"
         )
@@ -219,12 +221,12 @@ class CacheWriter:
         )
         return heads
 
-    def _push(self, run: Run, commit: str, review: str, review_head: str) -> None:
-        if review:
-            lease = f"--force-with-lease=refs/heads/{review}:{review_head}"
-            run("push", "--quiet", lease, "--end-of-options", self._repo.url, f"{commit}:refs/heads/{review}")
-        else:
-            run("push", "--quiet", "--end-of-options", self._repo.url, f"{commit}:refs/heads/{self._repo.branch}")
+    def _push(self, run: Run, commit: str, review: str, review_head: str) -> bool:
+        """Push ``commit``; False when the remote had it already (``git push --porcelain`` flag ``=``)."""
+        ref = f"refs/heads/{review or self._repo.branch}"
+        lease = [f"--force-with-lease={ref}:{review_head}"] if review else []
+        out = run("push", "--porcelain", *lease, "--end-of-options", self._repo.url, f"{commit}:{ref}")
+        return not any(line.startswith("=\t") for line in out.splitlines())
 
 
 @contextmanager
@@ -262,21 +264,23 @@ class LocalWriter:
         self._depth = depth
 
     def write(self, request: CommitRequest) -> WriteResult:
-        with tempfile.TemporaryDirectory(prefix="gitsync-write-") as scratch_dir:
-            scratch = Path(scratch_dir)
-            with local_session(self._path, GIT_INDEX_FILE=str(scratch / "index")) as run:
-                branch = run("symbolic-ref", "--short", "HEAD").strip()
-                head = run("rev-parse", "--verify", "HEAD").strip()
-                found = find_identified(run, ["HEAD"], request.identity, self._depth)
-                result = WriteResult(found or head, branch, written=False)
-                if found is None:
-                    commit = build_commit(run, head, request, scratch)
-                    if commit is not None:
-                        run("merge", "--ff-only", "--quiet", commit)
-                        result = WriteResult(commit, branch, written=True)
-                if self._push:
-                    self._publish(run, branch)  # also what an earlier run committed and did not push
-                return result
+        with local_session(self._path) as run:
+            branch = run("symbolic-ref", "--short", "HEAD").strip()
+            head = run("rev-parse", "--verify", "HEAD").strip()
+            found = find_identified(run, ["HEAD"], request.identity, self._depth)
+            result = WriteResult(found or head, branch, written=False)
+            if found is None:
+                with (
+                    tempfile.TemporaryDirectory(prefix="gitsync-write-") as scratch,
+                    local_session(self._path, GIT_INDEX_FILE=str(Path(scratch) / "index")) as build,
+                ):
+                    commit = build_commit(build, head, request, Path(scratch))
+                if commit is not None:
+                    run("merge", "--ff-only", "--quiet", commit)
+                    result = WriteResult(commit, branch, written=True)
+            if self._push:
+                self._publish(run, branch)  # also what an earlier run committed and did not push
+            return result
 
     def _publish(self, run: Run, branch: str) -> None:
         try:

@@ -43,6 +43,8 @@ class Server:
 
     def commit(self, files: dict[str, str], message: str, *, where: Path | None = None, push: bool = True) -> str:
         work = where or self.work
+        if git(self.bare, "for-each-ref", "refs/heads/main"):
+            git(work, "pull", "-q", "--rebase", "origin", "main")
         for name, text in files.items():
             path = work / name
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -152,7 +152,8 @@ def test_promotion_message_reads_as_git_trailers() -> None:
         ("Gitsync-Digest", "sha256:abc"),
         (
             "Gitsync-Evidence",
-            "Succeeded; error-rate=0.012 (result < 0.05) Successful; latency=no data (result < 0.3) Inconclusive; soak 10m",
+            "Succeeded; error-rate=0.012 (result < 0.05) Successful; latency=no data (result < 0.3) Inconclusive; "
+            "soak 10m",
         ),
         ("Gitsync-Override", "INC-12 urgent"),
     ]
