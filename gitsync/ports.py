@@ -248,3 +248,17 @@ class GitWriter(Protocol):
     """
 
     def write(self, request: CommitRequest) -> WriteResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    """A commit as the audit shows it: ``author``/``committer`` as ``Name <email>``, ``trailers`` as (lower-cased
+    key, value) pairs from the message's trailer block (Git compares trailer keys case-insensitively)."""
+
+    sha: str
+    parents: tuple[str, ...]
+    author: str
+    committer: str
+    committed_at: float
+    message: str
+    trailers: tuple[tuple[str, str], ...]

@@ -83,12 +83,13 @@ class Blocked:
 class RenderedChange:
     """What a commit changes in the receiving environment's render, for its body (object ids as strings)."""
 
-    digest: str
     added: tuple[str, ...] = ()
     changed: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     images: tuple[tuple[str, str], ...] = ()
     """(before, after) per changed container image."""
+    values: tuple[tuple[str, str, str], ...] = ()
+    """(dotted path, before, after) per changed promoted value."""
 
 
 def _same_release(a: LedgerEntry, b: LedgerEntry) -> bool:
@@ -158,21 +159,21 @@ def evidence(entry: LedgerEntry, soak_seconds: float | None = None) -> str:
     return _one_line("; ".join(parts))
 
 
-def promotion_identity(candidate: Candidate, to_env: str) -> tuple[tuple[str, str], ...]:
-    return ((PROMOTED_FROM, candidate.source), (APP, candidate.entry.app), (ENV, to_env))
+def promotion_identity(app: str, to_env: str, source: str) -> tuple[tuple[str, str], ...]:
+    """The trailers that make a promotion of ``source`` (``staging@<sha>``) into ``to_env`` the same write."""
+    return ((PROMOTED_FROM, source), (APP, app), (ENV, to_env))
 
 
-def promotion_message(candidate: Candidate, to_env: str, change: RenderedChange, *, override: str = "") -> str:
-    """``promote podinfo to prod (staging@abc1234)``, a body saying what changes in ``to_env``, and trailers."""
-    app, source = candidate.entry.app, candidate.entry.env
-    subject = f"promote {app} to {to_env} ({source}@{candidate.revision[:7]})"
-    verified = "forced without verification" if override else f"{candidate.entry.outcome.value} there"
-    body = [f"Pins {app} in {to_env} to {source}@{candidate.revision[:12]} ({verified}).", _change(to_env, change)]
-    trailers = [
-        *promotion_identity(candidate, to_env),
-        (DIGEST, change.digest),
-        (EVIDENCE, evidence(candidate.entry, candidate.soak_seconds)),
-    ]
+def promotion_message(
+    app: str, to_env: str, source: str, change: RenderedChange, *, digest: str, evidence: str, override: str = ""
+) -> str:
+    """``promote podinfo to prod (staging@abc1234)``, a body saying what changes in ``to_env``, and trailers.
+    ``digest`` is the promoted release's render digest upstream; ``evidence`` is ``evidence(entry, soak)``."""
+    env, _, revision = source.partition("@")
+    subject = f"promote {app} to {to_env} ({env}@{revision[:7]})"
+    verified = "forced without verification" if override else "verified there"
+    body = [f"Pins {app} in {to_env} to {env}@{revision[:12]} ({verified}).", _change(to_env, change)]
+    trailers = [*promotion_identity(app, to_env, source), (DIGEST, digest), (EVIDENCE, evidence)]
     if override:
         trailers.append((OVERRIDE, override))
     return _message(subject, body, trailers)
@@ -189,7 +190,7 @@ def rollback_message(
     release's commit) by restoring what ``restored`` held; the evidence is the failed release's, when known."""
     subject = f"roll back {app} in {env} to {restored[:7]}"
     body = [f"Restores {app} in {env} as of {restored[:12]}, undoing {rollback_of[:12]}.", _change(env, change)]
-    trailers = [*rollback_identity(app, env, rollback_of), (DIGEST, change.digest)]
+    trailers = list(rollback_identity(app, env, rollback_of))
     if failed is not None:
         trailers.append((EVIDENCE, evidence(failed)))
     return _message(subject, body, trailers)
@@ -202,6 +203,7 @@ def _change(env: str, change: RenderedChange) -> str:
         if ids:
             lines.append(f"  {label}: {', '.join(ids)}")
     lines += [f"  image: {before or '(none)'} -> {after or '(none)'}" for before, after in change.images]
+    lines += [f"  {path}: {before or '(none)'} -> {after or '(none)'}" for path, before, after in change.values]
     return "\n".join([f"Rendered change in {env}:", *lines]) if lines else ""
 
 

@@ -28,6 +28,14 @@ COMMANDS: dict[str, str] = {
     "status": "gitsync.cli.status:command",
     "run": "gitsync.cli.run:command",
     "history": "gitsync.cli.history:command",
+    "audit": "gitsync.cli.audit:command",
+    "promote": "gitsync.cli.promote:command",
+    "rollback": "gitsync.cli.promote:rollback",
+    "rollout": "gitsync.cli:rollout",
+    "abort": "gitsync.cli.rollout:abort",
+    "retry": "gitsync.cli.rollout:retry",
+}
+ROLLOUT_COMMANDS: dict[str, str] = {
     "promote": "gitsync.cli.rollout:promote",
     "abort": "gitsync.cli.rollout:abort",
     "retry": "gitsync.cli.rollout:retry",
@@ -35,11 +43,13 @@ COMMANDS: dict[str, str] = {
 
 
 class _LazyGroup(click.Group):
+    table = COMMANDS
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(self.table)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
+        target = self.table.get(cmd_name)
         if target is None:
             return None
         module_name, _, attr = target.partition(":")
@@ -52,3 +62,12 @@ class _LazyGroup(click.Group):
 @click.version_option(__version__, "--version", prog_name="gitsync")
 def main() -> None:
     """gitsync: follow a Git repository and deliver it to Kubernetes, gradually and reversibly."""
+
+
+class _RolloutGroup(_LazyGroup):
+    table = ROLLOUT_COMMANDS
+
+
+@click.group("rollout", cls=_RolloutGroup)
+def rollout() -> None:
+    """Human controls for a running rollout: promote (next step), abort, retry."""

@@ -15,6 +15,7 @@ from gitsync.promote import (
     RenderedChange,
     Verified,
     candidate,
+    evidence,
     promotion_message,
     rollback_message,
     verify_pin,
@@ -138,10 +139,17 @@ def test_promotion_message_reads_as_git_trailers() -> None:
             AnalysisResult("latency", None, "result < 0.3", "Inconclusive"),
         ),
     )
-    change = RenderedChange(
-        "sha256:abc", changed=("Deployment/podinfo-prod/podinfo",), images=(("podinfo:6.6.0", "podinfo:6.7.0"),)
+    change = RenderedChange(changed=("Deployment/podinfo-prod/podinfo",), images=(("podinfo:6.6.0", "podinfo:6.7.0"),))
+    found = Candidate(NEW, analysed, T0, 600)
+    message = promotion_message(
+        "podinfo",
+        "prod",
+        found.source,
+        change,
+        digest="sha256:abc",
+        evidence=evidence(found.entry, found.soak_seconds),
+        override="INC-12\nurgent",
     )
-    message = promotion_message(Candidate(NEW, analysed, T0, 600), "prod", change, override="INC-12\nurgent")
     subject, _, rest = message.partition("\n\n")
     assert subject == "promote podinfo to prod (staging@2222222)"
     assert "  changed: Deployment/podinfo-prod/podinfo\n  image: podinfo:6.6.0 -> podinfo:6.7.0" in rest
@@ -161,14 +169,11 @@ def test_promotion_message_reads_as_git_trailers() -> None:
 
 def test_rollback_message_names_what_it_undoes() -> None:
     failed = entry(env="prod", outcome=Outcome.ROLLED_BACK, analysis=())
-    message = rollback_message(
-        "podinfo", "prod", rollback_of=NEW, restored=OLD, change=RenderedChange("sha256:old"), failed=failed
-    )
+    message = rollback_message("podinfo", "prod", rollback_of=NEW, restored=OLD, change=RenderedChange(), failed=failed)
     assert message.splitlines()[0] == "roll back podinfo in prod to 1111111"
     assert trailers(message) == [
         ("Gitsync-Rollback-Of", NEW),
         ("Gitsync-App", "podinfo"),
         ("Gitsync-Env", "prod"),
-        ("Gitsync-Digest", "sha256:old"),
         ("Gitsync-Evidence", "RolledBack"),
     ]
