@@ -70,7 +70,7 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
     assert cluster.get(deployment) is not None
     args = ["--repo", str(repo), "--env", "staging", "--app", "podinfo", "--kubeconfig", str(kubelab.kubeconfig)]
     for name in ("abort", "promote", "retry"):  # nothing is rolling out: refused, and no request is left behind
-        refused = CliRunner().invoke(main, [name, *args])
+        refused = CliRunner().invoke(main, ["rollout", name, *args])
         assert refused.exit_code == 2, refused.output
         assert refused.stderr == f"error: podinfo@staging: nothing to {name}: the rollout is Healthy\n"
     assert "pendingCommand" not in control.describe_rollout(store, AppEnv("podinfo", "staging"), namespace)
@@ -87,7 +87,7 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
     assert (app["rollout"]["phase"], app["rollout"]["weight"]) == ("Paused", 50)
     table = CliRunner().invoke(main, ["status", *args])
     assert f"podinfo: rollout Paused, step {app['rollout']['step']}, weight 50%" in table.stdout
-    result = CliRunner().invoke(main, ["promote", *args])
+    result = CliRunner().invoke(main, ["rollout", "promote", *args])
     assert result.exit_code == 0, result.output
     assert "promote" in result.output
     drive(repo, cluster, store, Phase.HEALTHY)
