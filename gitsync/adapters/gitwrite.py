@@ -171,10 +171,13 @@ class CacheWriter:
                 for _ in range(self._attempts):
                     heads = self._fetch(run, request.branch)
                     head = heads[self._repo.branch]
-                    refs = [_HEAD_REF] + ([_REVIEW_REF] if heads.get(request.branch) else [])
-                    found = find_identified(run, refs, request.identity, self._depth)
-                    if found:
-                        return WriteResult(found, target, written=False)
+                    searched = [(_HEAD_REF, self._repo.branch)]
+                    if heads.get(request.branch):
+                        searched.append((f"{_HEAD_REF}..{_REVIEW_REF}", request.branch))
+                    for ref, branch in searched:
+                        found = find_identified(run, [ref], request.identity, self._depth)
+                        if found:
+                            return WriteResult(found, branch, written=False)
                     commit = build_commit(run, head, request, scratch, self._signing_key)
                     if commit is None:
                         return WriteResult(head, self._repo.branch, written=False)

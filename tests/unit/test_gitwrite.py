@@ -131,6 +131,20 @@ def test_pull_request_mode_writes_and_updates_its_branch_only(server: Server, tm
     assert newer.written and server.head(branch) == newer.commit
     assert server.log("--format=%s", f"main..{branch}").splitlines() == ["promote podinfo to prod (staging@6666666)"]
     assert server.head() == main_before, "the tracked branch is untouched until the pull request is merged"
+    git(server.work, "pull", "-q", "origin", "main")
+    git(server.work, "fetch", "-q", "origin")
+    git(
+        server.work,
+        "merge",
+        "-q",
+        "--no-ff",
+        "-m",
+        "Merge pull request #7 from gitsync/promote/prod/podinfo",
+        f"origin/{branch}",
+    )
+    git(server.work, "push", "-q", "origin", "HEAD:main")
+    merged = writer(server, tmp_path / "cache").write(promotion("staging@" + "6" * 40, "6.8.0", branch=branch))
+    assert merged == WriteResult(newer.commit, "main", written=False), "merged: the promotion is on main now"
 
 
 def test_missing_write_access_is_terminal_and_one_line(server: Server, tmp_path: Path) -> None:
