@@ -15,13 +15,15 @@ import pytest
 from kubernetes import client
 
 from gitsync.adapters.clock import SystemClock
+from gitsync.adapters.http_check import HttpClient
 from gitsync.adapters.kube import KubeCluster
+from gitsync.adapters.prometheus import PrometheusClient
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.analysis.measure import Measurer
 from gitsync.cli.status import _rollout_lines
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, Manifest, ObjectId
 from gitsync.strategy import control
-from gitsync.strategy.executor import PART, RolloutDriver, StepOutcome, advance
+from gitsync.strategy.executor import PART, RolloutExecutor, StepOutcome, advance
 from gitsync.strategy.state import CommandName, Phase
 
 KEY = AppEnv("web", "test")
@@ -89,6 +91,7 @@ class Lab:
 
     def step(self, target: App, measurer: Measurer | None = None) -> StepOutcome:
         before = sum(self.cluster.requests.values())
+        measurer = measurer or Measurer(PrometheusClient(), HttpClient())  # composed here as the CLI and agent do
         out = advance(target, self.cluster, self.store, self.clock, measurer=measurer)
         self.requests_per_step.append(sum(self.cluster.requests.values()) - before)
         return out
@@ -524,7 +527,7 @@ def test_blue_green_dropped_hands_over_to_the_rendered_deployment_and_removes_bo
 
 
 def test_agent_reads_a_rolling_apps_rollout_state_once_until_its_strategy_changes(lab: Lab) -> None:
-    driver = RolloutDriver(lab.cluster, lab.store)
+    driver = RolloutExecutor(lab.cluster, lab.store)
 
     def requests(target: App) -> int:
         before = sum(lab.cluster.requests.values())
