@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from gitsync import inventory as inventories
 from gitsync.adapters.clock import SystemClock
 from gitsync.adapters.http_check import HttpClient
 from gitsync.adapters.kube import KubeCluster
@@ -386,9 +387,12 @@ def test_blue_green_switches_the_active_service_and_scales_down_after_the_delay(
     out = lab.drive(v2, lambda o: o.phase is Phase.HEALTHY, timeout=30)
     assert time.monotonic() - switched >= 1.5
     assert out.serving == {ObjectId("apps", "Deployment", lab.namespace, "web-green")}
-    assert out.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")} | {
+    tracks = {ObjectId("apps", "Deployment", lab.namespace, f"web-{track}") for track in ("canary", "blue", "green")}
+    assert out.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")} | tracks | {
         ObjectId("", "Service", lab.namespace, name) for name in services
-    }
+    }, "sync leaves the workload, its tracks and the Services to the executor"
+    inventory = {str(ref) for ref in inventories.load(lab.store, KEY, lab.namespace).objects}
+    assert {f"Deployment/{lab.namespace}/web-blue", f"Deployment/{lab.namespace}/web-green"} <= inventory
     assert lab.replicas("web-blue") == 0 and lab.ready("web-green") == REPLICAS
     assert lab.state()["activeColor"] == "green"
 
@@ -515,13 +519,15 @@ def test_blue_green_dropped_hands_over_to_the_rendered_deployment_and_removes_bo
 
     v2 = app(lab.namespace, "v2", ROLLING, services=services)
     first = lab.step(v2)
-    assert first.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")}, "sync must leave `web` to it"
+    colours = {ObjectId("apps", "Deployment", lab.namespace, f"web-{colour}") for colour in ("blue", "green")}
+    assert first.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")} | colours, "sync leaves them to it"
     assert lab.ready("web-green") == REPLICAS, "the active colour serves until `web` is Ready"
     shown = _rollout_lines(lab.state())  # what `gitsync status` prints meanwhile
     assert shown[0].startswith("rollout: rolling update: web ") and shown[1] == "  retiring: web-blue, web-green"
     lab.drive(v2, lambda o: o.settled)
     assert _rollout_lines(lab.state()) == [], "a settled rolling app shows no rollout"
     assert lab.deploy("web-blue") is None and lab.deploy("web-green") is None
+    assert not colours & inventories.load(lab.store, KEY, lab.namespace).objects, "removed tracks leave the inventory"
     assert lab.ready("web") == REPLICAS
     lab.wait("only v2", lambda: lab.versions() == {"v2": REPLICAS})
 
