@@ -391,8 +391,8 @@ def test_blue_green_switches_the_active_service_and_scales_down_after_the_delay(
     assert out.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")} | tracks | {
         ObjectId("", "Service", lab.namespace, name) for name in services
     }, "sync leaves the workload, its tracks and the Services to the executor"
-    inventory = {str(ref) for ref in inventories.load(lab.store, KEY, lab.namespace).objects}
-    assert {f"Deployment/{lab.namespace}/web-blue", f"Deployment/{lab.namespace}/web-green"} <= inventory
+    colours = {ObjectId("apps", "Deployment", lab.namespace, f"web-{colour}") for colour in ("blue", "green")}
+    assert colours <= inventories.load(lab.store, KEY, lab.namespace).objects, "the colours are inventoried"
     assert lab.replicas("web-blue") == 0 and lab.ready("web-green") == REPLICAS
     assert lab.state()["activeColor"] == "green"
 
