@@ -165,9 +165,12 @@ class Promotions:
     ) -> PromotionStep:
         """Promote or roll back ``key`` by at most one commit (see the module doc); never raises."""
         try:
-            if outcome is Result.ROLLED_BACK and rendered is not None and previous is not None:
-                if previous.result != Result.ROLLED_BACK.value or previous.last_applied_revision != rendered.revision:
-                    return self._roll_back(key, upstream, rendered)
+            aborted_now = previous is not None and (previous.result, previous.last_applied_revision) != (
+                Result.ROLLED_BACK.value,
+                rendered.revision if rendered is not None else "",
+            )
+            if outcome is Result.ROLLED_BACK and rendered is not None and aborted_now:
+                return self._roll_back(key, upstream, rendered)
             if outcome in (Result.PROGRESSING, Result.PAUSED):
                 return PromotionStep(PromotionAction.NONE, "waiting for the running rollout")
             return self._promote(key, upstream, rendered, now)
