@@ -15,7 +15,7 @@ from gitsync.model import AppEnv, Manifest
 from renderers.chart import load_chart
 from renderers.environment import Environment, env_file, load_environment
 from renderers.errors import RenderError
-from renderers.manifests import build_manifest, check_unique, digest, ordered
+from renderers.manifests import build_manifests, check_unique, digest, ordered
 from renderers.templating import TemplateRun
 from renderers.values import layer, read_values_file, relative
 
@@ -80,12 +80,12 @@ def _render(repo: Path, environment: Environment, app: str, sets: Sequence[str],
         "env": {"name": environment.name, "namespace": environment.namespace, "labels": dict(environment.labels)},
     }
     run = TemplateRun(repo, chart, variables)
-    manifests = []
+    manifests: list[Manifest] = []
     for name in chart.templates:
         rendered = run.render(name)
         for line, body in rendered.documents():
             if body is not None:
-                manifests.append(build_manifest(body, rendered.path, line, environment, app))
+                manifests.extend(build_manifests(body, rendered.path, line, environment, app))
     check_unique(manifests)
     result = ordered(manifests)
     return RenderedApp(
