@@ -6,16 +6,17 @@ output and the same digest. All or nothing: a render that fails anywhere returns
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gitsync.model import AppEnv, Manifest
-from renderers.chart import load_chart
+from renderers.chart import Chart, load_chart
 from renderers.environment import Environment, env_file, load_environment
 from renderers.errors import RenderError
 from renderers.manifests import build_manifests, check_unique, digest, ordered
+from renderers.plain import plain_documents
 from renderers.templating import TemplateRun
 from renderers.values import layer, read_values_file, relative
 
@@ -79,13 +80,10 @@ def _render(repo: Path, environment: Environment, app: str, sets: Sequence[str],
         "chart": dict(chart.meta),
         "env": {"name": environment.name, "namespace": environment.namespace, "labels": dict(environment.labels)},
     }
-    run = TemplateRun(repo, chart, variables)
     manifests: list[Manifest] = []
-    for name in chart.templates:
-        rendered = run.render(name)
-        for line, body in rendered.documents():
-            if body is not None:
-                manifests.extend(build_manifests(body, rendered.path, line, environment, app))
+    for path, line, body in _documents(repo, chart, variables):
+        if body is not None:
+            manifests.extend(build_manifests(body, path, line, environment, app))
     check_unique(manifests)
     result = ordered(manifests)
     return RenderedApp(
@@ -97,3 +95,15 @@ def _render(repo: Path, environment: Environment, app: str, sets: Sequence[str],
         environment=environment,
         revision=revision,
     )
+
+
+def _documents(repo: Path, chart: Chart, variables: Mapping[str, Any]) -> Iterator[tuple[str, int, Any]]:
+    """``(path, line, data)`` of each document: a plain app's files as they are, or a chart's rendered templates."""
+    if chart.manifests:
+        yield from plain_documents(repo, chart)
+        return
+    run = TemplateRun(repo, chart, variables)
+    for name in chart.templates:
+        rendered = run.render(name)
+        for line, body in rendered.documents():
+            yield rendered.path, line, body

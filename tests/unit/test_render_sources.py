@@ -55,3 +55,112 @@ def test_a_v1_list_stands_for_its_items_as_kubectl_expands_them(tmp_path: Path) 
         labels = manifest.body["metadata"]["labels"]
         assert (labels[LABEL_MANAGED_BY], labels[LABEL_APP], labels[LABEL_ENV]) == ("gitsync", "web", "dev")
         assert manifest.source == "apps/web/templates/all.yaml:1"
+
+
+RULE = """\
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata:
+  name: node
+spec:
+  groups:
+  - name: node
+    rules:
+    - alert: NodeDown
+      annotations:
+        summary: '{{ $labels.instance }} is down {# not a comment #}'
+"""
+
+
+def test_a_plain_manifests_app_is_taken_verbatim_and_owned_placed_ordered_like_a_chart(tmp_path: Path) -> None:
+    root = make_app(
+        tmp_path,
+        {
+            "manifests/rules.yaml": RULE,
+            "manifests/crds/dashboards.json": '{\n\t"apiVersion": "v1", "kind": "ConfigMap",\n\t"metadata": {"name":'
+            ' "dash"},\n\t"data": {"d.json": "{\\"title\\": \\"{{ $cluster }}\\"}"}\n}\n',
+            "manifests/base.yml": "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: sa\n",
+            "manifests/README.md": "not a manifest",
+            "manifests/.hidden.yaml": "not: read",
+        },
+        env="namespace: web-dev\napps: [web]\nlabels: {team: core}\n",
+    )
+    rendered = render_app(root, "dev", "web")
+    assert [str(m.id) for m in rendered.manifests] == [
+        "ServiceAccount/web-dev/sa",
+        "ConfigMap/web-dev/dash",
+        "PrometheusRule.monitoring.coreos.com/web-dev/node",
+    ]
+    rule = rendered.manifests[2]
+    assert rule.body["spec"]["groups"][0]["rules"][0]["annotations"]["summary"] == (
+        "{{ $labels.instance }} is down {# not a comment #}"
+    )
+    assert rule.source == "apps/web/manifests/rules.yaml:1"
+    assert rendered.manifests[1].body["data"] == {"d.json": '{"title": "{{ $cluster }}"}'}
+    assert rule.body["metadata"]["labels"] == {
+        "team": "core",
+        LABEL_MANAGED_BY: "gitsync",
+        LABEL_APP: "web",
+        LABEL_ENV: "dev",
+    }
+    assert render_app(root, "dev", "web").digest == rendered.digest
+    (root / "apps/web/manifests/base.yml").write_text("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: sb\n")
+    assert render_app(root, "dev", "web").digest != rendered.digest
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        pytest.param(
+            {"manifests/a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  name: d\n"},
+            "apps/web/manifests/a.yaml:5: invalid YAML: duplicate key 'name'",
+            id="invalid-yaml",
+        ),
+        pytest.param(
+            {
+                "manifests/a.yaml": "# x\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n"
+                "  namespace: kube-system\n"
+            },
+            "apps/web/manifests/a.yaml:3: ConfigMap/c is in namespace 'kube-system', outside environment dev's",
+            id="foreign-namespace",
+        ),
+        pytest.param(
+            {
+                "manifests/a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n",
+                "manifests/sub/b.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n",
+            },
+            "apps/web/manifests/sub/b.yaml:1: duplicate object ConfigMap/web-dev/c"
+            " (first defined at apps/web/manifests/a.yaml:1)",
+            id="duplicate",
+        ),
+        pytest.param(
+            {"chart.yaml": CHART, "manifests/a.yaml": "a: 1\n", "templates/b.yaml": "b: 1\n"},
+            "apps/web: has both templates/ (Jinja) and manifests/ (plain YAML)",
+            id="both-folders",
+        ),
+        pytest.param(
+            {"chart.yaml": CHART, "values.yaml": ""},
+            "apps/web: no templates/ folder (Jinja templates) or manifests/ folder (plain YAML)",
+            id="no-folder",
+        ),
+    ],
+)
+def test_plain_manifest_errors_name_file_and_line(tmp_path: Path, files: dict[str, str], expected: str) -> None:
+    assert error(make_app(tmp_path, files)).startswith(expected)
+
+
+def test_templates_in_subfolders_are_rendered_as_helm_does(tmp_path: Path) -> None:
+    cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ include('names.cm') }}\n"
+    root = make_app(
+        tmp_path,
+        {
+            "chart.yaml": CHART,
+            "templates/top.yaml": cm.replace("include('names.cm')", "'top'"),
+            "templates/monitoring/rules.yaml": cm,
+            "templates/monitoring/_names.j2": "{% macro cm() %}from-{{ chart.name }}{% endmacro %}",
+            "templates/monitoring/deeper/x.yaml.j2": cm.replace("include('names.cm')", "'deep'"),
+        },
+    )
+    assert ids(root) == ["ConfigMap/web-dev/deep", "ConfigMap/web-dev/from-web", "ConfigMap/web-dev/top"]
+    (root / "apps/web/templates/monitoring/rules.yaml").write_text(cm + "  x: {{ values.nope }}\n")
+    assert error(root) == "apps/web/templates/monitoring/rules.yaml:5: undefined value values.nope"
