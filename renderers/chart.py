@@ -70,7 +70,7 @@ def load_chart(repo: Path, app: str) -> Chart:
     for key in ("version", "description"):
         meta.setdefault(key, "")
     if plain:
-        manifests = tuple(n for n in _files(manifests_dir) if n.endswith(_MANIFEST_SUFFIXES))
+        manifests = tuple(n for n in list_files(manifests_dir) if n.endswith(_MANIFEST_SUFFIXES))
         return Chart(
             app=app, path=path, meta=MappingProxyType(meta), templates=(), helpers=_NO_HELPERS, manifests=manifests
         )
@@ -78,7 +78,7 @@ def load_chart(repo: Path, app: str) -> Chart:
         raise RenderError(
             relative(repo, path), "no templates/ folder (Jinja templates) or manifests/ folder (plain YAML)"
         )
-    files = _files(templates_dir)
+    files = list_files(templates_dir)
     templates = tuple(n for n in files if n.endswith(_RENDERED_SUFFIXES) and not _base(n).startswith("_"))
     helpers: dict[str, str] = {}
     sources = [(_base(n), n) for n in files if _base(n).startswith("_") and n.endswith(HELPER_SUFFIX)]
@@ -109,7 +109,7 @@ def load_chart(repo: Path, app: str) -> Chart:
 _NO_HELPERS: Mapping[str, str] = MappingProxyType({})
 
 
-def _files(root: Path) -> list[str]:
+def list_files(root: Path) -> list[str]:
     """Every file under ``root`` as a sorted relative POSIX path; hidden names and symlinked folders are skipped."""
     names = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     return sorted(n for n in names if not n.startswith(".") and "/." not in n)

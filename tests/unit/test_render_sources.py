@@ -164,3 +164,107 @@ def test_templates_in_subfolders_are_rendered_as_helm_does(tmp_path: Path) -> No
     assert ids(root) == ["ConfigMap/web-dev/deep", "ConfigMap/web-dev/from-web", "ConfigMap/web-dev/top"]
     (root / "apps/web/templates/monitoring/rules.yaml").write_text(cm + "  x: {{ values.nope }}\n")
     assert error(root) == "apps/web/templates/monitoring/rules.yaml:5: undefined value values.nope"
+
+
+DASHBOARD = '{\n  "title": "Nodes {{ $cluster }}",\n  "panels": [{"legendFormat": "{{instance}} {# raw"}]\n}\n'
+
+
+def test_files_are_included_verbatim_with_file_and_files(tmp_path: Path) -> None:
+    template = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dash\ndata:\n"
+        '  one.json: |{{ file("dashboards/nodes.json") | nindent(4) }}\n'
+        '  all: {{ files("dashboards/*.json") | toJson }}\n'
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: many\n"
+        'data: {{ files("*.json") | toYaml | nindent(2) }}\n'
+    )
+    root = make_app(
+        tmp_path,
+        {
+            "chart.yaml": CHART,
+            "templates/cm.yaml": template,
+            "files/dashboards/nodes.json": DASHBOARD,
+            "files/dashboards/pods.json": '{"title": "{{ $pod }}"}',
+            "files/rules.txt": "not json",
+        },
+    )
+    dash, many = render_app(root, "dev", "web").manifests
+    assert dash.body["data"]["one.json"] == DASHBOARD
+    assert dash.body["data"]["all"] == {"nodes.json": DASHBOARD, "pods.json": '{"title": "{{ $pod }}"}'}
+    assert many.body["data"] == {"nodes.json": DASHBOARD, "pods.json": '{"title": "{{ $pod }}"}'}
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        ('file("nope.json")', "apps/web/templates/cm.yaml:2: file: no file 'nope.json' in apps/web/files/"),
+        ('file("../chart.yaml")', "apps/web/templates/cm.yaml:2: file: '../chart.yaml' is not a path inside"),
+        ('file("/etc/passwd")', "apps/web/templates/cm.yaml:2: file: '/etc/passwd' is not a path inside"),
+        ('file("link.txt")', "apps/web/templates/cm.yaml:2: file: no file 'link.txt' in apps/web/files/"),
+    ],
+)
+def test_file_reads_only_the_charts_files_folder(tmp_path: Path, call: str, expected: str) -> None:
+    root = make_app(tmp_path, {"chart.yaml": CHART, "templates/cm.yaml": f"a: 1\nb: {{{{ {call} }}}}\n"})
+    (root / "apps/web/files").mkdir()
+    (root / "apps/web/files/link.txt").symlink_to(root / "environments/dev/env.yaml")
+    assert error(root).startswith(expected)
+
+
+GO_RULE = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  summary: '{{ $labels.instance }} down'\n"
+SCRIPT = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  run.sh: |\n    echo ${#ARGS[@]}\n"
+FIX = "to keep such text as it is, wrap it in {% raw %}...{% endraw %}, move the file to the chart's files/ folder"
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        pytest.param(
+            GO_RULE,
+            "apps/web/templates/t.yaml:6: template syntax: unexpected char '$' at column 16: this line holds a Go"
+            " template ({{ $... }} or {{ .Values... }}); " + FIX,
+            id="go-template-variable",
+        ),
+        pytest.param(
+            "a: {{ .Values.image.tag }}\n",
+            "apps/web/templates/t.yaml:1: template syntax: unexpected '.': this line holds a Go template",
+            id="go-template-values",
+        ),
+        pytest.param(
+            SCRIPT + "    echo done\n{# a real comment below #}\n",
+            'apps/web/templates/t.yaml:7: template syntax: "${#" is shell syntax, but Jinja reads "{#" as the start'
+            " of a comment; " + FIX,
+            id="shell-length-swallowed-to-a-later-comment",
+        ),
+        pytest.param(
+            SCRIPT,
+            'apps/web/templates/t.yaml:7: template syntax: Missing end of comment tag: "{#" starts a Jinja comment; '
+            + FIX,
+            id="shell-length-unclosed",
+        ),
+        pytest.param(
+            "a: 1\nb: x {# note\nc: 2\n#}\n",
+            'apps/web/templates/t.yaml:2: template syntax: "{#" after other text starts a Jinja comment that runs'
+            " past the line and drops the text; " + FIX,
+            id="inline-comment-running-on",
+        ),
+        pytest.param(
+            "{# outer\nb: {# inner #}\nc: 1 #}\n",
+            'apps/web/templates/t.yaml:1: template syntax: "{#" inside a Jinja comment: comments do not nest',
+            id="nested-comment",
+        ),
+    ],
+)
+def test_content_that_looks_like_a_template_fails_at_its_line_with_the_fix(
+    tmp_path: Path, template: str, expected: str
+) -> None:
+    root = make_app(tmp_path, {"chart.yaml": CHART, "templates/t.yaml": template})
+    assert error(root).startswith(expected)
+
+
+def test_comments_on_their_own_lines_or_within_a_line_and_raw_blocks_still_work(tmp_path: Path) -> None:
+    template = (
+        "{# a comment\n   over lines #}\napiVersion: {# inline #} v1\nkind: ConfigMap\nmetadata:\n  name: c\n"
+        "data:\n  run.sh: |{% raw %}\n    echo ${#ARGS[@]} {{ $x }}\n    {# kept #}\n{% endraw %}\n"
+    )
+    root = make_app(tmp_path, {"chart.yaml": CHART, "templates/t.yaml": template})
+    (manifest,) = render_app(root, "dev", "web").manifests
+    assert manifest.body["data"] == {"run.sh": "echo ${#ARGS[@]} {{ $x }}\n{# kept #}\n"}
