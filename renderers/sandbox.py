@@ -25,6 +25,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from renderers.errors import NotUtf8, read_utf8
 from renderers.filters import FILTERS
 from renderers.limits import OutputTooLarge, bounded_join, check_format, check_size, check_width
+from renderers.sprig import register
 from renderers.syntax import check_comments
 
 LIB_PREFIX = "lib/"
@@ -225,6 +226,7 @@ def chart_environment(templates: Path, lib: Path) -> ChartEnvironment:
     for name in _NONDETERMINISTIC_GLOBALS:
         env.globals.pop(name, None)
     env.filters.update(FILTERS)
+    register(env.globals, env.filters)
     env.globals["lookup"] = _lookup
     return env
 
