@@ -928,7 +928,9 @@ REFUSED: Mapping[str, str] = {
     **dict.fromkeys(
         ("now", "date", "dateInZone", "date_in_zone", "htmlDate", "htmlDateInZone", "ago", "unixEpoch"), _CLOCK
     ),
-    **dict.fromkeys(("dateModify", "date_modify", "mustDateModify", "toDate", "mustToDate", "duration"), _CLOCK),
+    **dict.fromkeys(
+        ("dateModify", "date_modify", "mustDateModify", "must_date_modify", "toDate", "mustToDate", "duration"), _CLOCK
+    ),
     **dict.fromkeys(("randAlphaNum", "randAlpha", "randNumeric", "randAscii", "randBytes", "randInt"), _RANDOM),
     **dict.fromkeys(("uuidv4", "shuffle", "bcrypt", "htpasswd", "encryptAES"), _RANDOM),
     **dict.fromkeys(
