@@ -26,7 +26,7 @@ from typing import Any
 import jinja2
 from jinja2.exceptions import SecurityError
 
-from renderers.filters import FILTERS, FilterError, defined
+from renderers.filters import FILTERS, FilterError, defined, plain
 from renderers.limits import bounded_join, check_format, check_size, check_width
 from renderers.yamlio import YamlError, load_values
 
@@ -853,28 +853,19 @@ def divf(first_: Any, *others: Any) -> float | int:
 # ---- encodings -----------------------------------------------------------------------------------------------
 
 
-def _json_ready(value: Any) -> Any:
-    value = defined(value)
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    return value
-
-
 def _html_escaped(text: str) -> str:
     """Go's ``json.Marshal`` escapes ``<``, ``>`` and ``&``; Sprig's ``toPrettyJson`` keeps that."""
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def to_pretty_json(value: Any) -> str:
-    text = json.dumps(_json_ready(value), sort_keys=True, indent=2, ensure_ascii=False)
+    text = json.dumps(plain(value), sort_keys=True, indent=2, ensure_ascii=False)
     return _html_escaped(text)
 
 
 def to_raw_json(value: Any) -> str:
     """``toJson`` without Go's HTML escaping."""
-    return json.dumps(_json_ready(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _from_json(text: Any, name: str, shape: type) -> Any:
