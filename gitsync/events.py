@@ -67,6 +67,15 @@ class Reason(StrEnum):
     COLOURING_SKIPPED = "ColouringSkipped"
     """The running version's copy failed, so the first blue-green rollout starts without it."""
 
+    PROMOTED = "Promoted"
+    """A promotion commit pinned an upstream release in this environment (or opened its review branch)."""
+    PROMOTION_BLOCKED = "PromotionBlocked"
+    """The pin is not verified by the upstream environment's ledger: nothing of it is applied."""
+    PROMOTION_FAILED = "PromotionFailed"
+    """A promotion or rollback commit could not be written (no write access, the remote refused it)."""
+    ROLLBACK_WRITTEN = "RollbackWritten"
+    """A commit put the previous verified pin back after the rollout aborted."""
+
     @property
     def type(self) -> EventType:
         return EventType.WARNING if self in _WARNINGS else EventType.NORMAL
@@ -83,6 +92,8 @@ _WARNINGS = frozenset(
         Reason.ABORT_IGNORED,
         Reason.WEIGHT_NOT_HONOURED,
         Reason.COLOURING_SKIPPED,
+        Reason.PROMOTION_BLOCKED,
+        Reason.PROMOTION_FAILED,
     }
 )
 

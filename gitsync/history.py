@@ -45,6 +45,10 @@ class Result(StrEnum):
     """The app left its environment's ``env.yaml``; its objects were pruned (the history is all that is kept)."""
     ORPHANED = "Orphaned"
     """The app left its environment's ``env.yaml`` with pruning off: its objects stay, no longer managed."""
+    AWAITING_PROMOTION = "AwaitingPromotion"
+    """An app of a pinned environment that no promotion has pinned yet: nothing of it is deployed."""
+    BLOCKED = "Blocked"
+    """The app's pin is not verified by the upstream environment's ledger: nothing of it is applied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,8 @@ class Status:
     result: str = ""
     last_synced_at: float = 0.0
     updated_at: float = 0.0
+    promotion: str = ""
+    """What the promote stage last did, one line (a receiving environment): soaking, promoted, rolled back."""
 
     def to_json(self) -> Json:
         return {_camel(k): v for k, v in asdict(self).items()}

@@ -47,7 +47,7 @@ from gitsync.promote import (
 )
 from gitsync.promoted_file import with_pin
 
-__all__ = ["PromotionAction", "PromotionStep", "Promotions", "Upstream"]
+__all__ = ["PromotionAction", "PromotionStep", "Promotions", "Topology", "Upstream", "topology"]
 
 log = logging.get("gitsync.promotion")
 
@@ -99,6 +99,53 @@ class Upstream:
     values: tuple[str, ...]
     upstream_namespace: str
     """Where the upstream environment keeps its status (its health must hold through the soak)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Who promotes from whom, as the environments' env.yaml files say at one commit."""
+
+    upstream: Mapping[str, Upstream]
+    """Receiving environment -> where it takes its releases from."""
+    downstream: Mapping[str, tuple[str, ...]]
+    """Environment -> the environments that receive its releases."""
+    promoted_paths: Mapping[str, tuple[str, ...]]
+    """Environment -> the value paths its receivers promote (they identify its releases in the ledger)."""
+
+
+def topology(repo: Path) -> Topology:
+    """Read every ``environments/*/env.yaml`` at a snapshot; an environment whose file does not load promotes
+    nothing (its own reconcile reports the error)."""
+    from renderers import RenderError, load_environment
+
+    environments = {}
+    for folder in sorted((repo / "environments").glob("*/")):
+        try:
+            environments[folder.name] = load_environment(repo, folder.name)
+        except RenderError:
+            continue
+    upstream: dict[str, Upstream] = {}
+    downstream: dict[str, list[str]] = {}
+    paths: dict[str, list[str]] = {}
+    for name, environment in environments.items():
+        promotion = environment.promotion
+        if promotion is None or promotion.from_env not in environments:
+            continue
+        upstream[name] = Upstream(
+            promotion.from_env,
+            str(promotion.mode),
+            promotion.soak_seconds,
+            promotion.values,
+            environments[promotion.from_env].namespace,
+        )
+        downstream.setdefault(promotion.from_env, []).append(name)
+        found = paths.setdefault(promotion.from_env, [])
+        found.extend(path for path in promotion.values if path not in found)
+    return Topology(
+        upstream,
+        {env: tuple(names) for env, names in downstream.items()},
+        {env: tuple(listed) for env, listed in paths.items()},
+    )
 
 
 def _chart_path(app: str) -> str:

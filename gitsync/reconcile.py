@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,11 +48,13 @@ from gitsync.ports import (
     SnapshotSource,
     StateStore,
 )
+from gitsync.promotion import BLOCKED_RECHECK, PromotionAction, Promotions, PromotionStep, Upstream
 from gitsync.source import RevisionRefused
 from gitsync.strategy.executor import PART as ROLLOUT_PART
 from gitsync.strategy.executor import made_deployments
 from gitsync.strategy.state import Phase
 from gitsync.sync import SyncResult, sync_app
+from renderers.errors import AwaitingPromotion
 
 __all__ = [
     "PROGRESSING_REQUEUE",
@@ -79,8 +81,10 @@ class Stage(StrEnum):
     SOURCE = "source"
     RENDER = "render"
     STRATEGY = "strategy"
+    GUARD = "guard"
     SYNC = "sync"
     VERIFY = "verify"
+    PROMOTE = "promote"
 
 
 class Kind(StrEnum):
@@ -100,6 +104,10 @@ class Kind(StrEnum):
     """The app left its environment and its whole inventory was pruned."""
     ORPHANED = "orphaned"
     """The app left its environment with pruning off: its objects stay, no longer managed."""
+    AWAITING = "awaiting-promotion"
+    """An app of a pinned environment with no pin yet: nothing is deployed until a promotion pins it."""
+    BLOCKED = "blocked"
+    """The app's pin is not verified by the upstream environment's ledger: nothing of it is applied."""
 
 
 class ErrorClass(StrEnum):
@@ -119,6 +127,10 @@ class Target:
     self_heal: bool
     removed: bool = False
     """The app left its environment's ``env.yaml`` while its inventory is still in the cluster."""
+    upstream: Upstream | None = None
+    """A receiving environment (``promotion:`` in its env.yaml): where its releases are promoted from."""
+    promoted_paths: tuple[str, ...] = ()
+    """The value paths receiving environments take from this one: they identify a release in the ledger."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +185,8 @@ class ReconcileResult:
     dry_run: bool = False
     kept: int = 0
     """An orphaned app: the objects it leaves in the cluster."""
+    promotion: PromotionStep | None = None
+    """What the promote stage did (a receiving environment)."""
 
     @property
     def revision(self) -> str:
@@ -271,13 +285,16 @@ class Stages:
     render: Render = _render
     preview: Callable[[RenderedApp], frozenset[ObjectId]] | None = None
     """A dry run's exclusions (``gitsync.strategy.executor.owned``): what a rollout would apply itself."""
+    promotions: Promotions | None = None
+    """The pin guard and the promote stage (the agent); None: pins are applied as they are, nothing is promoted."""
 
 
 def reconcile(stages: Stages, request: Request) -> ReconcileResult:
     """Reconcile ``request.key`` by at most one step and record it; never raises a ``GitsyncError``."""
     line = _Line(stages, request)
     result = line.run()
-    if request.apply and result.kind is not Kind.UP_TO_DATE:
+    promoted = result.promotion is not None and result.promotion.action is not PromotionAction.NONE
+    if request.apply and (result.kind is not Kind.UP_TO_DATE or promoted):
         stages.recorder.record(result)
         if result.kind is Kind.REMOVED:
             _forget(stages.store, result.key, result.namespace)
@@ -360,8 +377,22 @@ class _Line:
                 Kind.FAILED, error=str(e), error_class=ErrorClass.TRANSIENT, retry_after=getattr(e, "retry_after", None)
             )
         if self._current(self.previous):
-            return self.result(Kind.UP_TO_DATE)
+            return self._promote_only(target, self.previous)
         return self._release(target, self.previous)
+
+    def _promote_only(self, target: Target, previous: Status) -> ReconcileResult:
+        """An applied, Succeeded revision needs no sync; a receiving environment still looks for a promotion."""
+        if target.upstream is None or self.s.promotions is None or self.snapshot is None:
+            return self.result(Kind.UP_TO_DATE)
+        t0 = time.monotonic()
+        try:
+            self.rendered = self.s.render(self.snapshot.path, self.r.key, self.snapshot.revision, self.s.source.tree)
+        except AwaitingPromotion:
+            self.rendered = None
+        except GitsyncError:
+            return self.result(Kind.UP_TO_DATE)
+        self._timed(Stage.RENDER, t0)
+        return self._promote(self.result(Kind.UP_TO_DATE), target, previous)
 
     def _refused(self, error: RevisionRefused) -> ReconcileResult:
         """The wanted head failed signature verification: recorded against the key if its target is known."""
@@ -392,11 +423,19 @@ class _Line:
         t0 = time.monotonic()
         try:
             self.rendered = self.s.render(self.snapshot.path, key, revision, self.s.source.tree)
+        except AwaitingPromotion as e:
+            self._timed(Stage.RENDER, t0)
+            awaiting = self.result(Kind.AWAITING, outcome=Result.AWAITING_PROMOTION, error=str(e))
+            return self._promote(awaiting, target, previous)
         except GitsyncError as e:
             self._timed(Stage.RENDER, t0)
             return self.failed(Result.RENDER_ERROR, e if isinstance(e, TerminalError) else TerminalError(str(e)))
         self._timed(Stage.RENDER, t0)
         rendered = self.rendered
+        blocked = self._guard(rendered)
+        if blocked:
+            result = self.result(Kind.BLOCKED, outcome=Result.BLOCKED, error=blocked, requeue_after=BLOCKED_RECHECK)
+            return self._promote(result, target, previous)
         drift = "drift" in self.r.reasons
         # Self-heal off: a drift trigger on an applied revision only compares (a dry-run), changing nothing.
         heal = target.self_heal or not drift or previous.last_applied_revision != revision
@@ -437,7 +476,34 @@ class _Line:
         t0 = time.monotonic()
         health = self._verify(rendered, step)
         self._timed(Stage.VERIFY, t0)
-        return self._verified(synced, health, step)
+        return self._promote(self._verified(synced, health, step), target, previous)
+
+    def _guard(self, rendered: RenderedApp) -> str:
+        """Why the rendered pin may not be applied ("" when it may): the upstream ledger must verify it."""
+        if self.s.promotions is None or not self.r.apply:
+            return ""
+        t0 = time.monotonic()
+        try:
+            return self.s.promotions.guard(rendered)
+        finally:
+            self._timed(Stage.GUARD, t0)
+
+    def _promote(self, result: ReconcileResult, target: Target, previous: Status) -> ReconcileResult:
+        """The promote stage of a receiving environment: at most one promotion or rollback commit."""
+        promotions = self.s.promotions
+        if promotions is None or target.upstream is None or not self.r.apply:
+            return result
+        t0 = time.monotonic()
+        step = promotions.step(self.r.key, target.upstream, self.rendered, result.outcome, previous, self.s.clock.now())
+        self._timed(Stage.PROMOTE, t0)
+        waits = [w for w in (result.requeue_after, step.requeue_after) if w is not None]
+        return replace(
+            result,
+            promotion=step,
+            requeue_after=min(waits) if waits else None,
+            timings=tuple(self.timings),
+            finished_at=self.s.clock.now(),
+        )
 
     def _strategy(self, rendered: RenderedApp) -> RolloutProgress:
         if self.r.apply:

@@ -20,14 +20,28 @@ from typing import Protocol
 
 from gitsync import log as logging
 from gitsync.drift import DRIFT_HEALED
+from gitsync.errors import GitsyncError
 from gitsync.events import EventSink as Events
 from gitsync.events import Reason
 from gitsync.history import History, Release, Result, Status, first_line
+from gitsync.ledger import AnalysisResult
 from gitsync.metrics import observe_reconcile
 from gitsync.model import ANNOTATION_PRUNE, HealthStatus, SyncAction, SyncState
+from gitsync.ports import StateStore
+from gitsync.promotion import PromotionAction, Promotions
 from gitsync.reconcile import Kind, ReconcileResult
 
-__all__ = ["EventSink", "HistorySink", "LogSink", "MetricsSink", "Recorder", "Sink", "StatusSink", "default_sinks"]
+__all__ = [
+    "EventSink",
+    "HistorySink",
+    "LedgerSink",
+    "LogSink",
+    "MetricsSink",
+    "Recorder",
+    "Sink",
+    "StatusSink",
+    "default_sinks",
+]
 
 log = logging.get("gitsync.reconcile")
 
@@ -50,10 +64,14 @@ class Recorder:
             sink.write(result)
 
 
-def default_sinks(history: History, events: Events, *, metrics: bool = True) -> tuple[Sink, ...]:
-    """The sinks of the agent (``metrics``) and of ``gitsync sync`` (no metrics: a one-shot process)."""
+def default_sinks(
+    history: History, events: Events, *, metrics: bool = True, ledger: LedgerSink | None = None
+) -> tuple[Sink, ...]:
+    """The sinks of the agent (``metrics``, the Git ``ledger``) and of ``gitsync sync`` (neither: a one-shot
+    process from a laptop writes no notes)."""
     head: tuple[Sink, ...] = (LogSink(), MetricsSink()) if metrics else (LogSink(),)
-    return (*head, HistorySink(history), EventSink(events), StatusSink(history))
+    notes: tuple[Sink, ...] = (ledger,) if ledger is not None else ()
+    return (*head, HistorySink(history), *notes, EventSink(events), StatusSink(history))
 
 
 def _removed_message(result: ReconcileResult) -> str:
@@ -181,7 +199,10 @@ class EventSink:
             self._events.emit(r.key, r.namespace, reason, message)
 
         before = r.previous or Status(r.key.app, r.key.env)
-        if r.kind is Kind.FAILED and r.outcome is not None:
+        self._promotion(r, before, emit)
+        if r.kind is Kind.BLOCKED and (before.result, before.last_error) != (Result.BLOCKED.value, r.error):
+            emit(Reason.PROMOTION_BLOCKED, r.error)
+        elif r.kind is Kind.FAILED and r.outcome is not None:
             emit(_FAILED_REASON.get(r.outcome, Reason.SYNC_FAILED), f"{r.revision[:12]}: {r.error}")
         elif r.kind is Kind.REMOVED:
             emit(Reason.APP_REMOVED, _removed_message(r))
@@ -192,6 +213,19 @@ class EventSink:
                 emit(Reason.DRIFT_DETECTED, r.sync.plan.summary())
         elif r.kind is Kind.RELEASE and r.health is not None and r.sync is not None:
             self._release(r, before, emit)
+
+    @staticmethod
+    def _promotion(r: ReconcileResult, before: Status, emit: Callable[[Reason, str], None]) -> None:
+        step = r.promotion
+        if step is None:
+            return
+        if step.written and step.action in (PromotionAction.PROMOTED, PromotionAction.PROPOSED):
+            where = f" on {step.branch}" if step.action is PromotionAction.PROPOSED else ""
+            emit(Reason.PROMOTED, f"{step.message}: commit {step.commit[:12]}{where}")
+        elif step.written and step.action is PromotionAction.ROLLED_BACK:
+            emit(Reason.ROLLBACK_WRITTEN, f"{step.message}: commit {step.commit[:12]}")
+        elif step.action is PromotionAction.FAILED and not before.promotion.endswith(step.message):
+            emit(Reason.PROMOTION_FAILED, step.message)
 
     @staticmethod
     def _release(r: ReconcileResult, before: Status, emit: Callable[[Reason, str], None]) -> None:
@@ -210,6 +244,109 @@ class EventSink:
             emit(Reason.RECOVERED, f"{r.revision[:12]} deployed after a failure")
 
 
+class LedgerSink:
+    """The release ledger in Git: one note line on the deployed commit when a release ends (Succeeded, RolledBack,
+    Failed, or Superseded by the next one), with its steps and analysis values as evidence. Written before the
+    status, so a killed agent notes again; the ledger drops a line it already holds."""
+
+    def __init__(self, promotions: Promotions, history: History, store: StateStore) -> None:
+        self._promotions = promotions
+        self._history = history
+        self._store = store
+
+    def write(self, r: ReconcileResult) -> None:
+        if r.target is None or r.rendered is None or r.outcome is None:
+            return
+        before = r.previous or Status(r.key.app, r.key.env)
+        healthy = r.health is not None and r.health.status is HealthStatus.HEALTHY
+        # A release that "succeeded" with Degraded workloads (a crash-looping rolling update) has not ended well:
+        # it is noted only once healthy, so it is never a candidate for promotion.
+        ended = r.kind is Kind.RELEASE and (
+            r.outcome is Result.ROLLED_BACK or (r.outcome is Result.SUCCEEDED and healthy)
+        )
+        failed = r.kind is Kind.FAILED and r.outcome is Result.FAILED
+        if r.new_release and before.result in (Result.PROGRESSING.value, Result.PAUSED.value):
+            self._note(r, before.last_applied_revision, before.last_applied_digest, Result.SUPERSEDED, 0.0, ())
+        if not (ended or failed) or (
+            before.result == r.outcome.value and before.health == _health(r) and not r.new_release
+        ):
+            return
+        if failed and before.last_attempted_revision == r.revision and before.result == Result.FAILED.value:
+            return
+        releases = self._history.releases(r.key, r.namespace)
+        started = releases[0].started_at if releases and releases[0].revision == r.revision else r.started_at
+        self._note(r, r.revision, r.digest, r.outcome, started, _evidence(r, self._store))
+
+    def _note(
+        self,
+        r: ReconcileResult,
+        revision: str,
+        digest: str,
+        outcome: Result,
+        started: float,
+        evidence: tuple[tuple[str, ...], tuple[AnalysisResult, ...]] | tuple[()],
+    ) -> None:
+        assert r.target is not None and r.rendered is not None
+        if not revision or revision.endswith("-dirty"):
+            return
+        steps, analysis = evidence if evidence else ((), ())
+        pin = getattr(r.rendered, "pin", None)
+        current = revision == r.revision
+        step = r.promotion
+        self._promotions.note(
+            r.key,
+            r.rendered.revision or revision,
+            revision,
+            digest,
+            outcome,
+            started or r.started_at,
+            r.finished_at,
+            promoted_paths=r.target.promoted_paths if current else (),
+            values=r.rendered.values if current else {},
+            pin_revision=pin.revision if pin is not None and current else "",
+            steps=steps,
+            analysis=analysis,
+            rollback_commit=step.commit if step is not None and step.action is PromotionAction.ROLLED_BACK else "",
+        )
+
+
+def _health(r: ReconcileResult) -> str:
+    return r.health.status.value if r.health is not None else ""
+
+
+def _evidence(r: ReconcileResult, store: StateStore) -> tuple[tuple[str, ...], tuple[AnalysisResult, ...]]:
+    """The rollout's steps and the last value of each analysis check (a canary or blue-green release)."""
+    if r.rendered is None or r.rollout is None or not r.rollout.exclude:
+        return (), ()
+    from gitsync.strategy.control import describe_rollout
+    from gitsync.strategy.executor import policy_of
+
+    try:
+        policy = policy_of(r.rendered)
+    except GitsyncError:
+        return (), ()
+    if policy.blue_green is not None:
+        steps: tuple[str, ...] = ("preview", "prePromotionAnalysis", "switch", "postPromotionAnalysis", "scaleDown")
+    else:
+        steps = tuple(step.describe() for step in policy.canary.steps)
+    conditions = {
+        check.name: check.success_condition.text if check.success_condition is not None else ""
+        for spec in policy.analyses()
+        for check in spec.checks
+    }
+    described = describe_rollout(store, r.key, r.namespace).get("analysis", [])
+    analysis = tuple(
+        AnalysisResult(
+            str(m["check"]),
+            float(m["value"]) if isinstance(m.get("value"), int | float) else None,
+            conditions.get(str(m["check"]), ""),
+            str(m["verdict"]),
+        )
+        for m in described
+    )
+    return steps, analysis
+
+
 class StatusSink:
     """The status document: what runs now and how the last attempt went (``gitsync status`` reads it)."""
 
@@ -218,6 +355,14 @@ class StatusSink:
 
     def write(self, r: ReconcileResult) -> None:
         change = self._change(r)
+        step = r.promotion
+        if step is not None and step.action is not PromotionAction.NONE:
+            line = f"{step.action}: {step.message}" + (f" ({step.commit[:12]})" if step.commit else "")
+            first = change
+
+            def change(s: Status) -> Status:
+                return replace(first(s) if first is not None else s, promotion=line, updated_at=r.finished_at)
+
         if change is not None and r.target is not None:
             self._history.set_status(r.key, r.namespace, change)
 
@@ -248,6 +393,16 @@ class StatusSink:
                 last_attempted_revision=revision,
                 last_error=r.error,
                 result=failed.value,
+                sync_state=SyncState.OUT_OF_SYNC.value,
+                updated_at=now,
+            )
+        if r.kind in (Kind.AWAITING, Kind.BLOCKED) and r.outcome is not None:
+            waiting = r.outcome
+            return lambda s: replace(
+                s,
+                last_attempted_revision=revision,
+                result=waiting.value,
+                last_error=r.error,
                 sync_state=SyncState.OUT_OF_SYNC.value,
                 updated_at=now,
             )

@@ -12,11 +12,41 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from gitsync import log as logging
 from gitsync.errors import GitsyncError
+
+if TYPE_CHECKING:
+    from gitsync.adapters.git import GitRepository
+    from gitsync.ports import StateStore
+    from gitsync.promotion import Promotions
+    from gitsync.runtime.config import AgentConfig
+
+
+def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Promotions:
+    """The pin guard, the promote stage and the ledger, writing to the followed repository with the read
+    credentials as ``repo.write`` says (author, optional SSH signing key)."""
+    import socket
+
+    from gitsync.adapters.gitwrite import CacheWriter, Identity
+    from gitsync.adapters.notes import NotesLedger
+    from gitsync.history import History
+    from gitsync.promotion import Promotions
+
+    write = config.repo.write
+    identity = Identity(write.author_name, write.author_email)
+    return Promotions(
+        NotesLedger(git.cache, config.repo.url, identity=identity),
+        CacheWriter(git, identity, signing_key=write.signing_key_file),
+        tree=git.snapshot,
+        tree_id=git.tree_id,
+        status=History(store).status,
+        branch=config.repo.branch,
+        agent=config.leader.identity or socket.gethostname(),
+    )
 
 
 @click.command("run")
@@ -77,7 +107,17 @@ def command(config_path: Path, log_format: str | None) -> None:
     rollouts = RolloutExecutor(
         cluster, store, measurer=measurer, events=EventSink(cluster, clock, config.leader.identity)
     )
-    agent = Agent(config, cluster, store, git, clock, elector=elector, cache=cache, rollouts=rollouts)
+    agent = Agent(
+        config,
+        cluster,
+        store,
+        git,
+        clock,
+        elector=elector,
+        cache=cache,
+        rollouts=rollouts,
+        promotions=promotions(config, git, store),
+    )
     host, port = config.listen_host_port
     server = HttpServer(
         host,

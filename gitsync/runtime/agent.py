@@ -39,12 +39,13 @@ from gitsync.cache import WatchCache
 from gitsync.drift import DriftWatcher
 from gitsync.errors import GitsyncError
 from gitsync.events import EventSink
-from gitsync.history import History
+from gitsync.history import History, Result
 from gitsync.metrics import GIT_FETCH_SECONDS, GIT_POLLS, LEADER
-from gitsync.model import AppEnv, Json, Manifest
+from gitsync.model import AppEnv, HealthStatus, Json, Manifest
 from gitsync.ports import Clock, Cluster, GitReader, Rollouts, Snapshot, StateStore
+from gitsync.promotion import Promotions, topology
 from gitsync.reconcile import ErrorClass, Kind, NoRollouts, ReconcileResult, Request, Stages, Target, reconcile
-from gitsync.record import Recorder, default_sinks
+from gitsync.record import LedgerSink, Recorder, default_sinks
 from gitsync.runtime.config import AgentConfig, Provider
 from gitsync.runtime.leader import LeaderElector
 from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
@@ -76,9 +77,11 @@ class Agent:
         elector: LeaderElector | None = None,
         rollouts: Rollouts | None = None,
         cache: WatchCache | None = None,
+        promotions: Promotions | None = None,
     ) -> None:
         """``cache``: a watch-fed cache of managed objects; with it, plans read live objects from memory and a
-        ``DriftWatcher`` per app-env notices edits within seconds (and enqueues a reconcile that heals them)."""
+        ``DriftWatcher`` per app-env notices edits within seconds (and enqueues a reconcile that heals them).
+        ``promotions``: the pin guard, the promote stage and the Git ledger (None: nothing is written to Git)."""
         self.config = config
         self._cluster = cluster
         self._store = store
@@ -98,12 +101,17 @@ class Agent:
             store=store,
             clock=clock,
             status=history,
-            recorder=Recorder(default_sinks(history, events)),
+            recorder=Recorder(
+                default_sinks(history, events, ledger=LedgerSink(promotions, history, store) if promotions else None)
+            ),
             rollouts=self._rollouts,
             live=cache,
             ensure_namespace=self._ensure_namespace,
             before_apply=self._before_apply,
+            promotions=promotions,
         )
+        self._downstream: dict[str, tuple[str, ...]] = {}
+        """Environment -> the environments that take their releases from it (``promotion.from``)."""
         self._targets: dict[AppEnv, Target] = {}
         self._removed: dict[AppEnv, Target] = {}
         """App-envs gone from their environment whose inventory is still in the cluster (queued until pruned)."""
@@ -221,6 +229,7 @@ class Agent:
                 return
         found: dict[AppEnv, Target] = {}
         removed: dict[AppEnv, Target] = {}
+        promotions = topology(snapshot.path)
         complete = True
         for selection in self.config.environments:
             try:
@@ -235,6 +244,8 @@ class Agent:
                 environment.namespace,
                 prune=self.config.prune and environment.prune,
                 self_heal=self.config.self_heal and environment.self_heal,
+                upstream=promotions.upstream.get(selection.name),
+                promoted_paths=promotions.promoted_paths.get(selection.name, ()),
             )
             for app in selection.apps or environment.apps:
                 found[AppEnv(app, selection.name)] = target
@@ -254,6 +265,7 @@ class Agent:
             gone = (set(removed) - set(self._removed)) | (set(self._targets) - set(found) - set(removed))
             self._targets = found
             self._removed = removed
+            self._downstream = dict(promotions.downstream)
             self._discovered = snapshot.revision if complete else ""
         for key in sorted(gone):
             log.warning("app_env.removed", app=key.app, env=key.env, revision=snapshot.revision)
@@ -318,6 +330,7 @@ class Agent:
                     ),
                 )
                 self._after(result)
+                self._promote_next(result)
                 return self._schedule(result, item)
         except GitsyncError as e:
             # Recording failed (API down, namespace gone): retry the whole reconcile.
@@ -359,6 +372,27 @@ class Agent:
         if key not in self._watchers:
             excluded = result.rollout.exclude if result.rollout is not None else frozenset()
             self._watch(key, [m for m in result.rendered.manifests if m.id not in excluded])
+
+    def _promote_next(self, result: ReconcileResult) -> None:
+        """Promotion is scheduling too: a release that newly Succeeded wakes the environments that receive it
+        (their promote stage soaks it and writes the pin), and a promotion or rollback commit written to the
+        tracked branch is deployed at once, without waiting for a webhook or the poll."""
+        before = result.previous
+        healthy = result.health is not None and result.health.status is HealthStatus.HEALTHY
+        succeeded = result.kind is Kind.RELEASE and result.outcome is Result.SUCCEEDED and healthy
+        settled_before = before is not None and (before.result, before.health) == (
+            Result.SUCCEEDED.value,
+            HealthStatus.HEALTHY.value,
+        )
+        if succeeded and (result.new_release or not settled_before):
+            with self._lock:
+                receivers = [AppEnv(result.key.app, env) for env in self._downstream.get(result.key.env, ())]
+                receivers = [key for key in receivers if key in self._targets]
+            for key in receivers:
+                self.queue.add(key, "", "promotion")
+        step = result.promotion
+        if step is not None and step.written and step.branch == self.config.repo.branch:
+            self.enqueue_all(step.commit, reason="promotion")
 
     def _before_apply(self, key: AppEnv, manifests: Sequence[Manifest]) -> None:
         watcher = self._watchers.get(key)

@@ -111,6 +111,12 @@ class RolloutPolicy:
     def progressive(self) -> bool:
         return self.strategy is not Strategy.ROLLING
 
+    def analyses(self) -> tuple[AnalysisSpec, ...]:
+        """Every analysis the rollout may run (the canary's steps and background, or blue-green's two)."""
+        if self.blue_green is not None:
+            return (self.blue_green.pre_promotion, self.blue_green.post_promotion)
+        return (*(step.analysis for step in self.canary.steps), self.canary.background)
+
 
 class _Reader:
     """Walks the raw values, keeping the field path so every error names the exact field."""
