@@ -25,9 +25,12 @@ class PromotedFileError(ValueError):
     """The file holds something other than a mapping of app names to pins; nothing is rewritten."""
 
 
-def with_pin(text: str | None, app: str, revision: str, from_env: str, values: Mapping[str, Any]) -> str:
+def with_pin(
+    text: str | None, app: str, revision: str, from_env: str, values: Mapping[str, Any], *, override: str = ""
+) -> str:
     """``text`` (None: no file yet) with ``app`` pinned to ``revision`` promoted from ``from_env``, carrying
-    exactly ``values`` (earlier promoted values of the app are replaced, not merged)."""
+    exactly ``values`` (earlier promoted values of the app are replaced, not merged); ``override`` is the reason a
+    pin was forced without upstream evidence (dropped from the entry when empty)."""
     yaml = _yaml()
     document = yaml.load(text) if text and text.strip() else None
     if document is None:
@@ -43,6 +46,10 @@ def with_pin(text: str | None, app: str, revision: str, from_env: str, values: M
     entry["revision"] = revision
     entry["from"] = from_env
     entry["values"] = _quoted(values)
+    if override:
+        entry["override"] = DoubleQuotedScalarString(" ".join(override.split()))
+    else:
+        entry.pop("override", None)
     out = io.StringIO()
     yaml.dump(document, out)
     return out.getvalue()

@@ -51,6 +51,7 @@ from gitsync.ports import (
 from gitsync.source import RevisionRefused
 from gitsync.strategy.executor import PART as ROLLOUT_PART
 from gitsync.strategy.executor import made_deployments
+from gitsync.strategy.state import Phase
 from gitsync.sync import SyncResult, sync_app
 
 __all__ = [
@@ -70,8 +71,6 @@ __all__ = [
 PROGRESSING_REQUEUE = 2.0
 """Seconds before looking again at an app-env whose workloads are still rolling out (nothing sleeps)."""
 _WORKLOADS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"})
-_ABORTED, _PAUSED = "Aborted", "Paused"
-"""Rollout phases (``gitsync.strategy.state.Phase``) the outcome distinguishes: rolled back, waiting for a human."""
 
 
 class Stage(StrEnum):
@@ -469,9 +468,9 @@ class _Line:
     def _verified(self, synced: SyncResult, health: Health, step: RolloutProgress) -> ReconcileResult:
         phase = str(step.phase)
         progressing = health.status is HealthStatus.PROGRESSING or step.requeue_after is not None
-        if phase == _ABORTED:
+        if phase == Phase.ABORTED:
             outcome, error = Result.ROLLED_BACK, step.message
-        elif phase == _PAUSED:
+        elif phase == Phase.PAUSED:
             outcome, error = Result.PAUSED, step.message
         else:
             outcome, error = (Result.PROGRESSING if progressing else Result.SUCCEEDED), ""

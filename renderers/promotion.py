@@ -33,7 +33,7 @@ from renderers.errors import RenderError
 from renderers.values import Values, read_yaml_file, relative, split_path
 
 _REVISION = re.compile(r"[0-9a-f]{40}\Z")
-_ENTRY_KEYS = ("revision", "from", "values")
+_ENTRY_KEYS = ("revision", "from", "values", "override")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,9 @@ class Pin:
     """The environment the release was promoted from (evidence; the guard checks that environment's notes)."""
     values: Mapping[str, Any] = field(hash=False)
     """The promoted value paths, nested as in a values file (``{"image": {"tag": "6.7.0"}}``)."""
+    override: str = ""
+    """Why this pin was forced without upstream evidence (``gitsync promote --force --reason``): the guard applies
+    it anyway, and the reason stays in the file, the commit's ``Gitsync-Override`` trailer and the ledger."""
 
 
 def pins_file(repo: Path, env: str) -> Path:
@@ -105,7 +108,10 @@ def read_pins(repo: Path, environment: Environment) -> Mapping[str, Pin]:
                 f"{name}.values.{stray}",
                 f"{name}.values.{stray} is not a promoted value path (env.yaml promotion.values: {listed})",
             )
-        pins[name] = Pin(app=name, revision=revision, from_env=source, values=MappingProxyType(values))
+        override = entry.get("override", "")
+        if not isinstance(override, str):
+            raise fail(f"{name}.override", f"{name}.override must be the reason the pin was forced, as text")
+        pins[name] = Pin(name, revision, source, MappingProxyType(values), override)
     return MappingProxyType(pins)
 
 

@@ -12,16 +12,17 @@ head), then ``--set``. So rendering such an environment at commit C is a pure fu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gitsync.model import AppEnv, Manifest
-from renderers.chart import load_chart
+from renderers.chart import Chart, load_chart
 from renderers.environment import Environment, Promotion, env_file, load_environment
 from renderers.errors import AwaitingPromotion, RenderError
-from renderers.manifests import build_manifest, check_unique, digest, ordered
+from renderers.manifests import build_manifests, check_unique, digest, ordered
+from renderers.plain import plain_documents
 from renderers.promotion import Pin, pins_file, read_pins
 from renderers.templating import TemplateRun
 from renderers.values import Values, layer, read_values_file, read_yaml_file, relative, split_path
@@ -172,13 +173,10 @@ def _render_chart(
         "chart": dict(chart.meta),
         "env": {"name": environment.name, "namespace": environment.namespace, "labels": dict(environment.labels)},
     }
-    run = TemplateRun(chart_root, chart, variables)
-    manifests = []
-    for name in chart.templates:
-        rendered = run.render(name)
-        for line, body in rendered.documents():
-            if body is not None:
-                manifests.append(build_manifest(body, rendered.path, line, environment, app))
+    manifests: list[Manifest] = []
+    for path, line, body in _documents(chart_root, chart, variables):
+        if body is not None:
+            manifests.extend(build_manifests(body, path, line, environment, app))
     check_unique(manifests)
     return values, ordered(manifests)
 
@@ -201,3 +199,15 @@ def _check_not_overridden(repo: Path, override_file: Path, overrides: Values, pr
                     "so this environment's values may not set it",
                     lines.get(dotted, 1),
                 )
+
+
+def _documents(repo: Path, chart: Chart, variables: Mapping[str, Any]) -> Iterator[tuple[str, int, Any]]:
+    """``(path, line, data)`` of each document: a plain app's files as they are, or a chart's rendered templates."""
+    if chart.manifests:
+        yield from plain_documents(repo, chart)
+        return
+    run = TemplateRun(repo, chart, variables)
+    for name in chart.templates:
+        rendered = run.render(name)
+        for line, body in rendered.documents():
+            yield rendered.path, line, body

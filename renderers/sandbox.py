@@ -25,6 +25,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from renderers.errors import NotUtf8, read_utf8
 from renderers.filters import FILTERS
 from renderers.limits import OutputTooLarge, bounded_join, check_format, check_size, check_width
+from renderers.sprig import register
+from renderers.syntax import check_comments
 
 LIB_PREFIX = "lib/"
 """Template names starting with this prefix resolve in the repository's shared ``lib/`` folder."""
@@ -127,6 +129,11 @@ class ChartEnvironment(ImmutableSandboxedEnvironment):
     def bounded_concat(self, parts: tuple[Any, ...]) -> str:
         return bounded_join(parts)
 
+    def preprocess(self, source: str, name: str | None = None, filename: str | None = None) -> str:
+        """Refuse comments that would swallow content (``renderers.syntax``); runs once per compile."""
+        check_comments(self.lexer.tokeniter(source, name, filename), name, filename)
+        return super().preprocess(source, name, filename)
+
 
 class TemplateNotUtf8(jinja2.TemplateSyntaxError):
     """A template (or helper) file that is not UTF-8. Raised through Jinja as a syntax error, which is what carries
@@ -219,6 +226,7 @@ def chart_environment(templates: Path, lib: Path) -> ChartEnvironment:
     for name in _NONDETERMINISTIC_GLOBALS:
         env.globals.pop(name, None)
     env.filters.update(FILTERS)
+    register(env.globals, env.filters)
     env.globals["lookup"] = _lookup
     return env
 

@@ -41,8 +41,11 @@ advance_option = click.option(
 def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandName, advance: bool) -> None:
     import renderers
     from gitsync.adapters.clock import SystemClock
+    from gitsync.adapters.http_check import HttpClient
+    from gitsync.adapters.prometheus import PrometheusClient
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.adapters.trees import LocalTrees
+    from gitsync.analysis.measure import Measurer
     from gitsync.strategy import control, executor
 
     logging.configure("auto")
@@ -59,7 +62,7 @@ def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandN
         if not advance:
             click.echo(f"{rendered.app_env}: {name} requested; the agent applies it at its next step")
             return
-        outcome = executor.advance(rendered, cluster, store, clock)
+        outcome = executor.advance(rendered, cluster, store, clock, measurer=Measurer(PrometheusClient(), HttpClient()))
     except PolicyError as e:
         fail(policy_error_line(repo, rendered, e))
     except GitsyncError as e:

@@ -32,7 +32,10 @@ def command(config_path: Path, log_format: str | None) -> None:
     """Follow the configured branch and keep the cluster in sync with it."""
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.git import GitRepository
+    from gitsync.adapters.http_check import HttpClient
+    from gitsync.adapters.prometheus import PrometheusClient
     from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.analysis.measure import Measurer
     from gitsync.cache import WatchCache
     from gitsync.cli.sync import connect
     from gitsync.events import EventSink
@@ -40,7 +43,7 @@ def command(config_path: Path, log_format: str | None) -> None:
     from gitsync.runtime.agent import Agent
     from gitsync.runtime.http import Endpoints, HttpServer
     from gitsync.runtime.leader import LeaderElector
-    from gitsync.strategy.executor import RolloutDriver
+    from gitsync.strategy.executor import RolloutExecutor
 
     try:
         config = agent_config.load(config_path)
@@ -70,7 +73,10 @@ def command(config_path: Path, log_format: str | None) -> None:
         elector = LeaderElector(cluster, config.leader, clock, on_change=lambda leading: agent.on_leadership(leading))
     cache = WatchCache(cluster) if config.drift_watch else None
     store = ConfigMapStateStore(cluster)
-    rollouts = RolloutDriver(cluster, store, events=EventSink(cluster, clock, config.leader.identity))
+    measurer = Measurer(PrometheusClient(), HttpClient())
+    rollouts = RolloutExecutor(
+        cluster, store, measurer=measurer, events=EventSink(cluster, clock, config.leader.identity)
+    )
     agent = Agent(config, cluster, store, git, clock, elector=elector, cache=cache, rollouts=rollouts)
     host, port = config.listen_host_port
     server = HttpServer(

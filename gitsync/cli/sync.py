@@ -187,12 +187,15 @@ def command(
     advances one rollout step per run, as in the agent; run again (or `gitsync rollout promote`) to go on."""
     from gitsync.adapters.checkout import LocalCheckout
     from gitsync.adapters.clock import SystemClock
+    from gitsync.adapters.http_check import HttpClient
+    from gitsync.adapters.prometheus import PrometheusClient
     from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.analysis.measure import Measurer
     from gitsync.events import EventSink
     from gitsync.history import History
     from gitsync.reconcile import Kind, Request, Stages, Target, reconcile
     from gitsync.record import Recorder, default_sinks
-    from gitsync.strategy.executor import RolloutDriver, owned
+    from gitsync.strategy.executor import RolloutExecutor, owned
     from gitsync.sync import ensure_namespace
 
     interactive = sys.stdout.isatty()
@@ -214,7 +217,7 @@ def command(
     clock = SystemClock()
     history = History(store)
     recorder = Recorder(default_sinks(history, EventSink(cluster, clock), metrics=False))
-    rollouts = RolloutDriver(cluster, store)
+    rollouts = RolloutExecutor(cluster, store, measurer=Measurer(PrometheusClient(), HttpClient()))
     errors, failed = False, False
     for rendered in targets:
         target = Target(rendered.namespace, prune=rendered.environment.prune, self_heal=rendered.environment.self_heal)

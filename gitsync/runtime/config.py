@@ -11,6 +11,7 @@ Example::
       branch: main
       auth: {tokenFile: /etc/gitsync/token}          # or {sshKeyFile: ..., knownHostsFile: ...}
       verify: {allowedSignersFile: /etc/gitsync/allowed_signers}   # or {gpgKeyring: ...}
+      write: {authorName: gitsync, authorEmail: gitsync@example.com, signingKeyFile: /etc/gitsync/signing-key}
     environments:
       - name: staging                 # every app of the environment
       - {name: prod, apps: [podinfo]}
@@ -52,11 +53,24 @@ class Provider(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class WriteConfig:
+    """What the agent writes to Git with (promotion and rollback commits, the release notes): the push uses the
+    read credentials (``repo.auth``), which then need write access."""
+
+    author_name: str = "gitsync"
+    author_email: str = "gitsync@noreply.invalid"
+    signing_key_file: Path | None = None
+    """An SSH private key (mounted from a Secret): commits are signed with it (``gpg.format ssh``), so
+    ``repo.verify`` with an allowed-signers file can require signed promotions."""
+
+
+@dataclass(frozen=True, slots=True)
 class RepoConfig:
     url: str
     branch: str = "main"
     auth: GitAuth = field(default_factory=GitAuth)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +241,7 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
     top = r.mapping(doc, "")
     r.check_keys(top, "", _TOP)
     repo = r.mapping(top.get("repo"), "repo")
-    r.check_keys(repo, "repo", {"url", "branch", "auth", "verify"})
+    r.check_keys(repo, "repo", {"url", "branch", "auth", "verify", "write"})
     auth = r.mapping(repo.get("auth"), "repo.auth")
     r.check_keys(auth, "repo.auth", {"sshKeyFile", "knownHostsFile", "tokenFile", "username"})
     git_auth = GitAuth(
@@ -248,11 +262,19 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
     branch = r.string(repo, "branch", "repo", "main")
     if branch.startswith("-") or not re.fullmatch(r"[A-Za-z0-9._/-]+", branch) or ".." in branch:
         raise r.fail("repo.branch", f"not a valid branch name: {branch!r}")
+    write = r.mapping(repo.get("write"), "repo.write")
+    r.check_keys(write, "repo.write", {"authorName", "authorEmail", "signingKeyFile"})
+    defaults = WriteConfig()
     repo_config = RepoConfig(
         url=r.string(repo, "url", "repo"),
         branch=branch,
         auth=git_auth,
         verify=VerifyConfig(mode, signers, keyring),
+        write=WriteConfig(
+            author_name=r.string(write, "authorName", "repo.write", defaults.author_name),
+            author_email=r.string(write, "authorEmail", "repo.write", defaults.author_email),
+            signing_key_file=r.opt_path(write, "signingKeyFile", "repo.write"),
+        ),
     )
     if repo_config.url.startswith("-"):
         raise r.fail("repo.url", "must not start with '-'")
