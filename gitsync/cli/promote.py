@@ -9,7 +9,7 @@ Each is written once: running a command again finds its earlier commit by the tr
   ledger does not verify unless ``--force --reason TEXT`` (recorded as ``Gitsync-Override``).
 - ``rollback``: in a pinned environment, re-pins the pin of the environment's own last Succeeded release of the
   app pinned elsewhere than now (from its ledger; from ``promoted.yaml``'s history when the ledger holds no
-  release of the app there), provided the upstream ledger verifies it; in a head-following one, restores
+  release of the app there), provided the agent's guard would apply it; in a head-following one, restores
   ``apps/<app>`` and ``environments/<env>/values/<app>.yaml`` as of the newest Succeeded release whose content
   differs from the head (or ``--to REV``).
 
@@ -23,6 +23,7 @@ Exit status 0 on success (also when the commit existed already), 2 when nothing 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -111,7 +112,9 @@ def _report(result: WriteResult, subject: str, pushed: bool) -> None:
 
 
 def _pin_edit(env: str, pin: Pin) -> FileEdit:
-    edit = partial(with_pin, app=pin.app, revision=pin.revision, from_env=pin.from_env, values=pin.values)
+    edit = partial(
+        with_pin, app=pin.app, revision=pin.revision, from_env=pin.from_env, values=pin.values, override=pin.override
+    )
     return FileEdit(f"environments/{env}/promoted.yaml", edit)
 
 
@@ -143,10 +146,12 @@ def command(repo: Path, env: str, app: str, revision: str | None, push: bool, fo
             revision = found.revision
         revision = clone.commit(revision)
         source_values = render_app(clone.at(revision), settings.from_env, app, trees=clone.trees).values
-        pin = Pin(app, revision, settings.from_env, promoted_values(source_values, settings.values))
-        verdict = _verify(clone, pin, upstream, override=reason.strip() if force else "")
+        override = " ".join(reason.split()) if force else ""
+        pin = Pin(app, revision, settings.from_env, promoted_values(source_values, settings.values), override)
+        verdict = _verify(clone, pin, upstream)
         if not isinstance(verdict, Verified):
             fail(f"{app}@{env}: {verdict.reason}; use --force --reason TEXT to promote it anyway")
+        pin = replace(pin, override=verdict.override)  # a forced pin the ledger verifies anyway is not forced
         entry = verdict.evidence[1] if verdict.evidence else None
         source = f"{settings.from_env}@{revision}"
         message = promotion_message(
@@ -165,9 +170,10 @@ def command(repo: Path, env: str, app: str, revision: str | None, push: bool, fo
     _report(result, message.partition("\n")[0], push)
 
 
-def _verify(clone: Clone, pin: Pin, upstream: Releases, *, override: str = "") -> Verified | Blocked:
-    """``gitsync.promote.verify_pin`` of ``pin`` as this clone holds it."""
-    return verify_pin(clone.released(pin), upstream, override=override)
+def _verify(clone: Clone, pin: Pin, upstream: Releases) -> Verified | Blocked:
+    """The agent's guard on ``pin`` as this clone holds it: verified by the upstream ledger, or forced (its
+    ``override`` reason)."""
+    return verify_pin(clone.released(pin), upstream, override=pin.override)
 
 
 @click.command("rollback")
@@ -194,8 +200,8 @@ def rollback(repo: Path, env: str, app: str, to: str | None, push: bool) -> None
 def _repin(clone: Clone, env: str, app: str, settings: Promotion, to: str | None) -> CommitRequest:
     """Re-pin the pin of ``env``'s own last Succeeded release of ``app`` pinned elsewhere than now, or, when the
     ledger holds no release of the app in ``env``, the newest earlier pin in ``promoted.yaml``'s history; either
-    must be verified by the upstream ledger (the guard would block it otherwise). ``to`` picks the pinned
-    revision instead of the newest."""
+    must pass the agent's guard (verified by the upstream ledger, or forced with a reason, which it keeps).
+    ``to`` picks the pinned revision instead of the newest."""
     promoted = f"environments/{env}/promoted.yaml"
     head = clone.at("HEAD")
     current = load_pins(head, env).get(app)
@@ -227,7 +233,7 @@ def _repin(clone: Clone, env: str, app: str, settings: Promotion, to: str | None
         )
         return CommitRequest((_pin_edit(env, earlier),), message, rollback_identity(app, env, rollback_of))
     at = f" at {to}" if to else ""
-    fail(f"{promoted}: {app}: no earlier pin{at} in {where} is verified by {settings.from_env}'s ledger")
+    fail(f"{promoted}: {app}: no earlier pin{at} in {where} is verified by {settings.from_env}'s ledger or forced")
 
 
 def _pin_at(clone: Clone, sha: str, env: str, app: str) -> Pin | None:

@@ -157,6 +157,8 @@ def test_promote_refuses_unverified_records_forced_and_writes_once(scenario: Sce
     trailers = git(server.bare, "show", "-s", "--format=%(trailers:only,unfold)", "main").splitlines()
     assert "Gitsync-Override: INC-7 hotfix" in trailers and f"Gitsync-Promoted-From: staging@{bad}" in trailers
     assert len(server.log("--format=%s", "--grep=^promote ").splitlines()) == 2
+    forced = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))["podinfo"]
+    assert (forced["revision"], forced["override"]) == (bad, "INC-7 hotfix"), "the agent's guard reads the reason"
     body = server.log("-1", "--format=%B")
     assert f"  changed: {OBJECTS}\n  image: {IMAGE}:6.7.0 -> {IMAGE}:6.8.0\n  image.tag: 6.7.0 -> 6.8.0\n" in body
 
