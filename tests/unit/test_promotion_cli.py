@@ -196,6 +196,27 @@ def test_rollback_of_a_pinned_environment_takes_its_own_last_succeeded_release(s
     assert "Gitsync-Evidence: Failed" in message and f"  image: {IMAGE}:6.9.0 -> {IMAGE}:6.7.0\n" in message
 
 
+def test_rollback_to_a_forced_pin_keeps_its_reason(scenario: Scenario) -> None:
+    server = scenario.server
+    good = server.commit({**CHART, "apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "6.7.0")
+    scenario.release(good, "staging", Outcome.SUCCEEDED, T0, "6.7.0")
+    hotfix = server.commit({"apps/podinfo/values.yaml": 'image:\n  tag: "6.7.1"\n'}, "6.7.1, straight to prod")
+    forced = ("--force", "--reason", "INC-9 outage")
+    for at, (revision, options, outcome) in enumerate(
+        ((hotfix, forced, Outcome.SUCCEEDED), (good, (), Outcome.ROLLED_BACK))
+    ):
+        code, out = scenario.cli(
+            "promote", "--env", "prod", "--app", "podinfo", "--revision", revision, *options, "--push"
+        )
+        assert code == 0, out
+        scenario.release(server.head(), "prod", outcome, T0 + 100 + at, "")
+
+    code, out = scenario.cli("rollback", "--env", "prod", "--app", "podinfo", "--push")
+    assert code == 0 and out.startswith(f"roll back podinfo in prod to {hotfix[:7]}: committed"), out
+    pin = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))["podinfo"]
+    assert (pin["revision"], pin["override"]) == (hotfix, "INC-9 outage"), "the agent's guard still applies it"
+
+
 def test_rollback_of_a_head_following_environment_restores_chart_and_values(scenario: Scenario) -> None:
     server = scenario.server
     good = server.commit({**CHART, "environments/staging/values/podinfo.yaml": "replicas: 2\n"}, "podinfo")
