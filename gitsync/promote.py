@@ -5,14 +5,25 @@ receiving environment should pin next, ``verify_pin`` is the guard a pinned envi
 a pin, and ``promotion_message``/``rollback_message`` build the commits that ``ports.GitWriter`` writes. Trailers
 follow ``git interpret-trailers`` (the last paragraph, ``Key: value`` lines, one line each), and the
 ``*_identity`` pairs are what ``GitWriter`` searches for, so one candidate is written once.
+
+A commit's body says what it changes in the receiving environment's render: ``rendered_change`` compares two
+renders (pure); ``pin_change`` makes them, rendering the app from a snapshot with its current pin and with the
+new one, and like the render stage reads nothing but the snapshot and the pinned trees it is given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from gitsync.ledger import LedgerEntry, Outcome
+from gitsync.model import Manifest, ObjectId, apply_order
+from renderers import AwaitingPromotion, RenderError, render_app
+from renderers.promotion import Pin
+from renderers.render import Trees
 
 __all__ = [
     "Blocked",
@@ -22,8 +33,10 @@ __all__ = [
     "Verified",
     "candidate",
     "evidence",
+    "pin_change",
     "promotion_identity",
     "promotion_message",
+    "rendered_change",
     "rollback_identity",
     "rollback_message",
     "verify_pin",
@@ -90,6 +103,64 @@ class RenderedChange:
     """(before, after) per changed container image."""
     values: tuple[tuple[str, str, str], ...] = ()
     """(dotted path, before, after) per changed promoted value."""
+
+
+def rendered_change(
+    before: Sequence[Manifest],
+    after: Sequence[Manifest],
+    values_before: Mapping[str, Any] | None = None,
+    values_after: Mapping[str, Any] | None = None,
+) -> RenderedChange:
+    """What going from the render ``before`` to ``after`` changes, for a commit body. Pure.
+
+    Objects are matched by ``ObjectId`` and compared by content (``Manifest.fingerprint``); only their ids are
+    reported, never a rendered value, so no Secret's content can reach a commit. Images are those of each
+    container and init container of a pod template (``spec.template``, a CronJob's job template, a Pod's own
+    spec), one (before, after) pair per distinct change, "" for none. ``values_before``/``values_after`` are
+    the promoted values of the two pins (nested as in ``promoted.yaml``); each changed path is listed."""
+    old = {m.id: m.fingerprint for m in before}
+    new = {m.id: m.fingerprint for m in after}
+
+    def ids(selected: set[ObjectId]) -> tuple[str, ...]:
+        return tuple(str(i) for i in sorted(selected, key=apply_order))
+
+    old_images, new_images = _images(before), _images(after)
+    images = {
+        (old_images.get(key, ""), new_images.get(key, ""))
+        for key in old_images.keys() | new_images.keys()
+        if old_images.get(key) != new_images.get(key)
+    }
+    old_values, new_values = _flatten(values_before or {}), _flatten(values_after or {})
+    return RenderedChange(
+        added=ids(new.keys() - old.keys()),
+        changed=ids({i for i in old.keys() & new.keys() if old[i] != new[i]}),
+        removed=ids(old.keys() - new.keys()),
+        images=tuple(sorted(images)),
+        values=tuple(
+            (path, old_values.get(path, ""), new_values.get(path, ""))
+            for path in sorted(old_values.keys() | new_values.keys())
+            if old_values.get(path) != new_values.get(path)
+        ),
+    )
+
+
+def pin_change(repo: Path, env: str, app: str, pin: Pin, trees: Trees) -> RenderedChange:
+    """What pinning ``app`` in ``env`` to ``pin`` changes: the app rendered from the snapshot ``repo`` with the
+    pin its ``promoted.yaml`` holds (nothing when it awaits promotion) and with ``pin`` (``trees`` as for
+    ``renderers.render_app``).
+
+    A ``RenderError`` of the new pin's render is raised: a pin that does not render in ``env`` is not worth
+    writing. When the current pin does not render, what the environment runs is not known from the snapshot,
+    and the change is empty (the body then says nothing about it)."""
+    after = render_app(repo, env, app, trees=trees, pin=pin)
+    try:
+        current = render_app(repo, env, app, trees=trees)
+    except AwaitingPromotion:
+        return rendered_change((), after.manifests, {}, pin.values)
+    except RenderError:
+        return RenderedChange()
+    values = current.pin.values if current.pin is not None else {}
+    return rendered_change(current.manifests, after.manifests, values, pin.values)
 
 
 def _same_release(a: LedgerEntry, b: LedgerEntry) -> bool:
@@ -223,3 +294,45 @@ def _duration(seconds: float) -> str:
     if whole and whole % 60 == 0:
         return f"{whole // 60}m"
     return f"{whole}s"
+
+
+def _images(manifests: Sequence[Manifest]) -> dict[tuple[ObjectId, str], str]:
+    """(object, ``containers/<name>`` or ``initContainers/<name>``) -> image, for every pod template."""
+    found = {}
+    for manifest in manifests:
+        for container, image in _containers(manifest.body):
+            found[(manifest.id, container)] = image
+    return found
+
+
+def _containers(body: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    if body.get("kind") == "Pod":
+        spec = body.get("spec")
+    else:
+        spec = _dig(body, "spec", "jobTemplate", "spec", "template", "spec") or _dig(body, "spec", "template", "spec")
+    if not isinstance(spec, Mapping):
+        return
+    for key in ("initContainers", "containers"):
+        for container in spec.get(key) or ():
+            if isinstance(container, Mapping) and isinstance(container.get("image"), str):
+                yield f"{key}/{container.get('name', '')}", container["image"]
+
+
+def _dig(node: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted path -> the value as text (strings as they are, anything else as JSON), one per leaf."""
+    out = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, f"{path}."))
+        else:
+            out[path] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return out

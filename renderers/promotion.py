@@ -1,9 +1,10 @@
 """``environments/<env>/promoted.yaml``: the revision each app of a receiving environment is pinned to.
 
 An environment with ``promotion:`` in its env.yaml renders each app's chart as of the pinned commit, with the
-promoted values layered under its own override file (``renderers.render``). gitsync writes the file (``dump_pins``);
-a person may edit it in a reviewed pull request, so reading it checks everything and every problem is a
-``RenderError`` at ``file:line``. An absent file pins nothing. Format::
+promoted values layered under its own override file (``renderers.render``). The renderer only reads the file:
+gitsync writes it (``gitsync.promoted_file.with_pin``, which keeps a person's comments), and a person may edit it
+in a reviewed pull request, so reading it checks everything and every problem is a ``RenderError`` at
+``file:line``. An absent file pins nothing. Format::
 
     # written by gitsync; change it only in a reviewed pull request
     podinfo:
@@ -30,9 +31,7 @@ from gitsync.model import canonical
 from renderers.environment import Environment, load_environment
 from renderers.errors import RenderError
 from renderers.values import Values, read_yaml_file, relative, split_path
-from renderers.yamlio import dump
 
-HEADER = "# written by gitsync; change it only in a reviewed pull request\n"
 _REVISION = re.compile(r"[0-9a-f]{40}\Z")
 _ENTRY_KEYS = ("revision", "from", "values", "override")
 
@@ -154,17 +153,9 @@ def promoted_values(values: Mapping[str, Any], paths: Sequence[str]) -> Values:
 
 
 def values_hash(values: Mapping[str, Any]) -> str:
-    """``sha256:<hex>`` of the canonical JSON of ``values``: the promoted values' identity in evidence. Pure."""
-    return "sha256:" + hashlib.sha256(canonical(values).encode()).hexdigest()
-
-
-def dump_pins(pins: Mapping[str, Pin]) -> str:
-    """The text of ``promoted.yaml`` for ``pins`` (header, apps sorted): what ``read_pins`` reads back. Pure."""
-    entries = {
-        app: {"revision": pin.revision, "from": pin.from_env, "values": _plain(pin.values)}
-        for app, pin in sorted(pins.items())
-    }
-    return HEADER + (dump(entries) if entries else "")
+    """``sha256:<hex>`` of the canonical JSON of ``values``: the promoted values' identity in evidence. Pure.
+    Any mapping will do (a ``Pin``'s values are read-only); equal values hash equal whatever their type."""
+    return "sha256:" + hashlib.sha256(canonical(_plain(values)).encode()).hexdigest()
 
 
 def _plain(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -57,14 +57,26 @@ def render_app(
     sets: Sequence[str] = (),
     revision: str | None = None,
     trees: Trees | None = None,
+    pin: Pin | None = None,
 ) -> RenderedApp:
     """Render one app of environment ``env`` from the repository snapshot at ``repo``.
 
     ``trees`` is needed only when the environment receives promotions (see the module doc); an app there that
-    has no pin yet raises ``AwaitingPromotion``.
+    has no pin yet raises ``AwaitingPromotion``. ``pin`` replaces the app's entry in ``promoted.yaml`` (what a
+    proposed promotion or rollback would deploy; ``pin.app`` must be ``app``); it is a ``RenderError`` in an
+    environment without ``promotion:``.
     """
     environment = load_environment(repo, env)
-    return _render(repo, environment, _pins(repo, environment), app, sets, revision, trees)
+    pins = _pins(repo, environment)
+    if pin is not None:
+        if pin.app != app:
+            raise ValueError(f"a pin for {pin.app} cannot render {app}")
+        if environment.promotion is None:
+            raise RenderError(
+                relative(repo, env_file(repo, env)), f"{app}: cannot render a pin: {env} has no promotion: block"
+            )
+        pins = {**pins, app: pin}
+    return _render(repo, environment, pins, app, sets, revision, trees)
 
 
 def render_env(

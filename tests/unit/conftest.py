@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gitsync.adapters.trees import LocalTrees
-from renderers.promotion import Pin, dump_pins
+from gitsync.promoted_file import with_pin
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example-repo"
 PROD_TAG = "6.7.0"
@@ -41,8 +41,8 @@ def pinned_example(tmp_path: Path) -> tuple[Path, Callable[[str], Path]]:
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "example-repo")
     first = _git(root, "rev-parse", "HEAD")
-    pin = Pin(app="podinfo", revision=first, from_env="staging", values={"image": {"tag": PROD_TAG}})
-    (root / "environments/prod/promoted.yaml").write_text(dump_pins({"podinfo": pin}))
+    pinned = with_pin(None, "podinfo", first, "staging", {"image": {"tag": PROD_TAG}})
+    (root / "environments/prod/promoted.yaml").write_text(pinned)
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "promote podinfo to prod")
     return root, LocalTrees(root, cache_dir=tmp_path / "trees")

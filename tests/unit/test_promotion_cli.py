@@ -15,14 +15,20 @@ from gitsync.adapters.git import GitRepository
 from gitsync.adapters.gitwrite import Identity
 from gitsync.adapters.notes import NotesLedger
 from gitsync.cli import main
-from gitsync.cli.pinning import promoted_values, values_hash
 from gitsync.ledger import AnalysisResult, Outcome
+from renderers.promotion import promoted_values, values_hash
 
 CHART = {
     "apps/podinfo/chart.yaml": "name: podinfo\nversion: 1.0.0\n",
     "apps/podinfo/values.yaml": 'image:\n  tag: "6.6.0"\n',
     "apps/podinfo/templates/cm.yaml": (
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: podinfo\ndata:\n  tag: {{ values.image.tag | quote }}\n"
+    ),
+    "apps/podinfo/templates/deployment.yaml": (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\nspec:\n"
+        "  selector: {matchLabels: {app: podinfo}}\n  template:\n    metadata: {labels: {app: podinfo}}\n"
+        "    spec:\n      containers:\n        - name: podinfo\n"
+        '          image: "ghcr.io/stefanprodan/podinfo:{{ values.image.tag }}"\n'
     ),
     "environments/staging/env.yaml": "namespace: podinfo-staging\napps: [podinfo]\n",
     "environments/prod/env.yaml": (
@@ -67,8 +73,13 @@ class Scenario:
 
 
 @pytest.fixture
-def scenario(tmp_path: Path) -> Scenario:
+def scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Scenario:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # LocalTrees extracts pinned trees there
     return Scenario(tmp_path)
+
+
+IMAGE = "ghcr.io/stefanprodan/podinfo"
+OBJECTS = "ConfigMap/podinfo-prod/podinfo, Deployment.apps/podinfo-prod/podinfo"
 
 
 def test_audit_json_on_a_fresh_clone_lists_releases_with_pr_numbers_and_evidence(scenario: Scenario) -> None:
@@ -123,6 +134,9 @@ def test_promote_refuses_unverified_records_forced_and_writes_once(scenario: Sce
     assert code == 0 and out.startswith(f"promote podinfo to prod (staging@{good[:7]}): committed"), out
     pins = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))
     assert pins == {"podinfo": {"revision": good, "from": "staging", "values": {"image": {"tag": "6.7.0"}}}}
+    body = server.log("-1", "--format=%B")
+    assert f"Rendered change in prod:\n  added: {OBJECTS}\n  image: (none) -> {IMAGE}:6.7.0\n" in body, body
+    assert "  image.tag: (none) -> 6.7.0\n" in body
     code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", good, "--push")
     assert code == 0 and "nothing written" in out
 
@@ -143,14 +157,64 @@ def test_promote_refuses_unverified_records_forced_and_writes_once(scenario: Sce
     trailers = git(server.bare, "show", "-s", "--format=%(trailers:only,unfold)", "main").splitlines()
     assert "Gitsync-Override: INC-7 hotfix" in trailers and f"Gitsync-Promoted-From: staging@{bad}" in trailers
     assert len(server.log("--format=%s", "--grep=^promote ").splitlines()) == 2
+    forced = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))["podinfo"]
+    assert (forced["revision"], forced["override"]) == (bad, "INC-7 hotfix"), "the agent's guard reads the reason"
+    body = server.log("-1", "--format=%B")
+    assert f"  changed: {OBJECTS}\n  image: {IMAGE}:6.7.0 -> {IMAGE}:6.8.0\n  image.tag: 6.7.0 -> 6.8.0\n" in body
 
     code, out = scenario.cli("rollback", "--env", "prod", "--app", "podinfo", "--push")
     assert code == 0 and out.startswith(f"roll back podinfo in prod to {good[:7]}: committed"), out
     pins = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))
     assert pins["podinfo"]["revision"] == good
+    assert f"  image: {IMAGE}:6.8.0 -> {IMAGE}:6.7.0\n" in server.log("-1", "--format=%B")
     assert git(server.bare, "show", "-s", "--format=%(trailers:key=Gitsync-Rollback-Of,valueonly)", "main") == git(
         server.bare, "rev-parse", "main~1"
     )
+
+
+def test_rollback_of_a_pinned_environment_takes_its_own_last_succeeded_release(scenario: Scenario) -> None:
+    """prod's ledger, not promoted.yaml's history: the pin before the current one was rolled back in prod."""
+    server = scenario.server
+    shas = {}
+    for at, tag in enumerate(("6.7.0", "6.8.0", "6.9.0")):
+        shas[tag] = server.commit({**CHART, "apps/podinfo/values.yaml": f'image:\n  tag: "{tag}"\n'}, tag)
+        scenario.release(shas[tag], "staging", Outcome.SUCCEEDED, T0 + at, tag)
+    for at, (tag, outcome) in enumerate(
+        (("6.7.0", Outcome.SUCCEEDED), ("6.8.0", Outcome.ROLLED_BACK), ("6.9.0", Outcome.FAILED))
+    ):
+        code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", shas[tag], "--push")
+        assert code == 0, out
+        scenario.release(server.head(), "prod", outcome, T0 + 100 + at, tag)
+    promoted_69 = server.head()
+
+    code, out = scenario.cli("rollback", "--env", "prod", "--app", "podinfo", "--push")
+    assert code == 0 and out.startswith(f"roll back podinfo in prod to {shas['6.7.0'][:7]}: committed"), out
+    pins = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))
+    assert pins["podinfo"] == {"revision": shas["6.7.0"], "from": "staging", "values": {"image": {"tag": "6.7.0"}}}
+    message = server.log("-1", "--format=%B")
+    assert f"Gitsync-Rollback-Of: {promoted_69}" in message
+    assert "Gitsync-Evidence: Failed" in message and f"  image: {IMAGE}:6.9.0 -> {IMAGE}:6.7.0\n" in message
+
+
+def test_rollback_to_a_forced_pin_keeps_its_reason(scenario: Scenario) -> None:
+    server = scenario.server
+    good = server.commit({**CHART, "apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "6.7.0")
+    scenario.release(good, "staging", Outcome.SUCCEEDED, T0, "6.7.0")
+    hotfix = server.commit({"apps/podinfo/values.yaml": 'image:\n  tag: "6.7.1"\n'}, "6.7.1, straight to prod")
+    forced = ("--force", "--reason", "INC-9 outage")
+    for at, (revision, options, outcome) in enumerate(
+        ((hotfix, forced, Outcome.SUCCEEDED), (good, (), Outcome.ROLLED_BACK))
+    ):
+        code, out = scenario.cli(
+            "promote", "--env", "prod", "--app", "podinfo", "--revision", revision, *options, "--push"
+        )
+        assert code == 0, out
+        scenario.release(server.head(), "prod", outcome, T0 + 100 + at, "")
+
+    code, out = scenario.cli("rollback", "--env", "prod", "--app", "podinfo", "--push")
+    assert code == 0 and out.startswith(f"roll back podinfo in prod to {hotfix[:7]}: committed"), out
+    pin = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))["podinfo"]
+    assert (pin["revision"], pin["override"]) == (hotfix, "INC-9 outage"), "the agent's guard still applies it"
 
 
 def test_rollback_of_a_head_following_environment_restores_chart_and_values(scenario: Scenario) -> None:

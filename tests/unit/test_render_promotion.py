@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from gitsync.adapters.trees import LocalTrees
+from gitsync.promoted_file import with_pin
 from renderers import AwaitingPromotion, RenderedApp, RenderError, load_environment, render_app, render_env
 from renderers.environment import Promotion, PromotionMode
-from renderers.promotion import Pin, dump_pins, load_pins, promoted_values, values_hash
+from renderers.promotion import Pin, load_pins, promoted_values, values_hash
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example-repo"
 GITSYNC = str(Path(sys.executable).parent / "gitsync")
@@ -88,8 +89,9 @@ class Repo:
         return self.git("rev-parse", "HEAD")
 
     def pin(self, revision: str, tag: str = "1.1") -> None:
-        pins = {"web": Pin(app="web", revision=revision, from_env="staging", values={"image": {"tag": tag}})}
-        self.write({"environments/prod/promoted.yaml": dump_pins(pins)})
+        self.write(
+            {"environments/prod/promoted.yaml": with_pin(None, "web", revision, "staging", {"image": {"tag": tag}})}
+        )
 
     def prod(self) -> RenderedApp:
         return render_app(self.root, "prod", "web", trees=self.trees)
@@ -158,6 +160,8 @@ def test_pins_round_trip_and_an_absent_file_pins_nothing(repo: Repo) -> None:
     assert load_pins(repo.root, "prod") == {
         "web": Pin(app="web", revision=repo.first, from_env="staging", values={"image": {"tag": "1.1"}})
     }
+    pinned = load_pins(repo.root, "prod")["web"].values
+    assert values_hash(pinned) == values_hash({"image": {"tag": "1.1"}}), "a pin read back hashes as written"
 
 
 @pytest.mark.parametrize(
@@ -258,6 +262,23 @@ def test_a_chart_change_at_the_head_reaches_prod_only_by_promotion(repo: Repo) -
     assert promoted.manifests[0].body["metadata"]["labels"]["tier"] == "v2"
 
 
+def test_a_proposed_pin_renders_in_memory_and_promoted_yaml_stays(repo: Repo) -> None:
+    repo.pin(repo.first)
+    repo.commit("pin web in prod")
+    head = repo.commit("chart 2.0", {"apps/web/chart.yaml": "name: web\nversion: 2.0.0\n"})
+    proposed = Pin("web", head, "staging", {"image": {"tag": "1.2"}})
+    rendered = render_app(repo.root, "prod", "web", trees=repo.trees, pin=proposed)
+    assert (data(rendered)["chart"], data(rendered)["image"], data(rendered)["revision"]) == (
+        "2.0.0",
+        "registry/web:1.2",
+        head,
+    )
+    assert rendered.pin == proposed
+    assert data(repo.prod())["chart"] == "1.0.0", "the file still pins the first commit"
+    with pytest.raises(RenderError, match=r"^environments/staging/env.yaml: web: cannot render a pin: staging has no"):
+        render_app(repo.root, "staging", "web", pin=proposed)
+
+
 def test_the_environments_own_override_file_at_the_head_applies_directly(repo: Repo) -> None:
     repo.pin(repo.first)
     before = repo.prod()
@@ -306,14 +327,14 @@ def test_cli_renders_a_pin_from_the_local_history_of_a_folder_in_a_checkout(tmp_
         target.parent.mkdir(parents=True, exist_ok=True)
         path.rename(target)
     commit = outer.commit("move into deploy/")
-    outer.write({"deploy/environments/prod/promoted.yaml": dump_pins({"web": Pin("web", commit, "staging", {})})})
+    outer.write({"deploy/environments/prod/promoted.yaml": with_pin(None, "web", commit, "staging", {})})
     outer.commit("chart 2.0 at the head", {"deploy/apps/web/chart.yaml": "name: web\nversion: 2.0.0\n"})
     done = gitsync("render", "--repo", str(nested), "--env", "prod", cache=tmp_path / "cache")
     assert done.returncode == 0, done.stderr
     assert "chart: 1.0.0" in done.stdout and f"revision: {commit}" in done.stdout
     assert list((tmp_path / "cache" / "gitsync" / "trees").iterdir()), "trees are cached outside the checkout"
     unknown = "0123456789abcdef0123456789abcdef01234567"
-    outer.write({"deploy/environments/prod/promoted.yaml": dump_pins({"web": Pin("web", unknown, "staging", {})})})
+    outer.write({"deploy/environments/prod/promoted.yaml": with_pin(None, "web", unknown, "staging", {})})
     done = gitsync("render", "--repo", str(nested), "--env", "prod", cache=tmp_path / "cache")
     assert (done.returncode, done.stdout) == (1, "")
     assert (
