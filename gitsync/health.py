@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitsync.model import HEALTH_SEVERITY, HealthStatus, Json, ObjectId
+from gitsync.ports import Cluster, LiveReader
 
 POD_FAILURE_REASONS = frozenset(
     {
@@ -419,3 +420,24 @@ __all__ = [
     "current_pods",
     "selects",
 ]
+
+
+_WORKLOADS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"})
+
+
+def read_health(refs: Sequence[ObjectId], namespace: str, cluster: Cluster, cache: LiveReader | None) -> Health:
+    """The health of the objects ``refs``, read once: workloads fresh from the cluster (their status moves right
+    after an apply) with the namespace's pods listed once; anything else from the cache when there is one, which
+    answers an object it does not hold yet with a GET."""
+    pods: list[Json] | None = None
+    healths: list[tuple[ObjectId, Health]] = []
+    for ref in refs:
+        reader: LiveReader = cluster if cache is None or ref.kind in _WORKLOADS else cache
+        live = reader.get(ref)
+        if ref.kind in _WORKLOADS and live is not None:
+            if pods is None:
+                pods = list(cluster.list("", "Pod", namespace).items)
+            healths.append((ref, assess_workload(live, pods)))
+        else:
+            healths.append((ref, assess(live)))
+    return aggregate(healths)

@@ -19,7 +19,6 @@ I/O only through ports: the ledger, the writer, the trees of commits and their t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,9 +35,9 @@ from gitsync.ports import CommitRequest, FileEdit, GitWriter, Ledger, RenderedAp
 from gitsync.promote import (
     Blocked,
     PinnedRelease,
-    RenderedChange,
     candidate,
     evidence,
+    pin_change,
     promotion_identity,
     promotion_message,
     rollback_identity,
@@ -46,6 +45,7 @@ from gitsync.promote import (
     verify_pin,
 )
 from gitsync.promoted_file import with_pin
+from renderers.promotion import Pin
 
 __all__ = ["PromotionAction", "PromotionStep", "Promotions", "Topology", "Upstream", "topology"]
 
@@ -205,6 +205,7 @@ class Promotions:
         self,
         key: AppEnv,
         upstream: Upstream,
+        snapshot: Path,
         rendered: RenderedApp | None,
         outcome: Result | None,
         previous: Status | None,
@@ -217,15 +218,17 @@ class Promotions:
                 rendered.revision if rendered is not None else "",
             )
             if outcome is Result.ROLLED_BACK and rendered is not None and aborted_now:
-                return self._roll_back(key, upstream, rendered)
+                return self._roll_back(key, upstream, snapshot, rendered)
             if outcome in (Result.PROGRESSING, Result.PAUSED):
                 return PromotionStep(PromotionAction.NONE, "waiting for the running rollout")
-            return self._promote(key, upstream, rendered, now)
+            return self._promote(key, upstream, snapshot, rendered, now)
         except GitsyncError as e:
             log.warning("promotion.failed", app=key.app, env=key.env, error=str(e))
             return PromotionStep(PromotionAction.FAILED, str(e))
 
-    def _promote(self, key: AppEnv, upstream: Upstream, rendered: RenderedApp | None, now: float) -> PromotionStep:
+    def _promote(
+        self, key: AppEnv, upstream: Upstream, snapshot: Path, rendered: RenderedApp | None, now: float
+    ) -> PromotionStep:
         pin = getattr(rendered, "pin", None) if rendered is not None else None
         current = None
         if pin is not None:
@@ -245,7 +248,9 @@ class Promotions:
         if upstream.mode == "manual":
             return PromotionStep(PromotionAction.CANDIDATE, f"{source} is ready: run gitsync promote")
         values = self._promoted_values(found.revision, upstream, key.app)
-        change = RenderedChange(values=_value_changes(pin.values if pin is not None else {}, values, upstream.values))
+        change = pin_change(
+            snapshot, key.env, key.app, Pin(key.app, found.revision, upstream.from_env, values), self._tree
+        )
         message = promotion_message(
             key.app,
             key.env,
@@ -311,7 +316,7 @@ class Promotions:
         rendered = render_app(self._tree(revision), upstream.from_env, app, revision=revision, trees=self._tree)
         return dict(promoted_values(rendered.values, upstream.values))
 
-    def _roll_back(self, key: AppEnv, upstream: Upstream, rendered: RenderedApp) -> PromotionStep:
+    def _roll_back(self, key: AppEnv, upstream: Upstream, snapshot: Path, rendered: RenderedApp) -> PromotionStep:
         """The rollout of the pin aborted: put the previous verified pin back by a commit."""
         from renderers.promotion import load_pins
 
@@ -337,7 +342,7 @@ class Promotions:
             key.env,
             rollback_of=rollback_of,
             restored=before.revision,
-            change=RenderedChange(values=_value_changes(pin.values, before.values, upstream.values)),
+            change=pin_change(snapshot, key.env, key.app, before, self._tree),
             failed=None,
         )
         review = upstream.mode == "pull-request"
@@ -424,30 +429,3 @@ class Promotions:
             for entry in entries
             if entry.env == env and entry.app == app
         ]
-
-
-def _value_changes(
-    before: Mapping[str, Any], after: Mapping[str, Any], paths: Sequence[str]
-) -> tuple[tuple[str, str, str], ...]:
-    """(path, before, after) of each promoted value that differs, as text."""
-    changes = []
-    for path in paths:
-        old, new = _at(before, path), _at(after, path)
-        if old != new:
-            changes.append((path, _text(old), _text(new)))
-    return tuple(changes)
-
-
-def _at(values: Mapping[str, Any], path: str) -> Any:
-    node: Any = values
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)

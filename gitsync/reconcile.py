@@ -24,18 +24,18 @@ whole inventory goes through the one prune stage with all its guards, or, with p
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from gitsync import inventory as inventories
+from gitsync import removal
 from gitsync.apply import Progress
 from gitsync.errors import GitsyncError, TerminalError, TransientError
-from gitsync.health import Health, aggregate, assess, assess_workload
+from gitsync.health import Health, read_health
 from gitsync.history import Result, Status
-from gitsync.model import AppEnv, HealthStatus, Json, Manifest, ObjectId, SyncAction
+from gitsync.model import AppEnv, HealthStatus, Manifest, ObjectId
 from gitsync.ports import (
     Clock,
     Cluster,
@@ -48,89 +48,24 @@ from gitsync.ports import (
     SnapshotSource,
     StateStore,
 )
-from gitsync.promotion import BLOCKED_RECHECK, PromotionAction, Promotions, PromotionStep, Upstream
+from gitsync.promotion import BLOCKED_RECHECK, PromotionAction, Promotions
+from gitsync.result import ErrorClass, Kind, ReconcileResult, Stage, Target
 from gitsync.source import RevisionRefused
-from gitsync.strategy.executor import PART as ROLLOUT_PART
-from gitsync.strategy.executor import made_deployments
 from gitsync.strategy.state import Phase
 from gitsync.sync import SyncResult, sync_app
 from renderers.errors import AwaitingPromotion
 
 __all__ = [
     "PROGRESSING_REQUEUE",
-    "ErrorClass",
-    "Kind",
     "NoRollouts",
-    "ReconcileResult",
     "Request",
     "RolloutStep",
-    "Stage",
     "Stages",
-    "Target",
     "reconcile",
 ]
 
 PROGRESSING_REQUEUE = 2.0
 """Seconds before looking again at an app-env whose workloads are still rolling out (nothing sleeps)."""
-_WORKLOADS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"})
-
-
-class Stage(StrEnum):
-    """The stages of the line, in order; the keys of ``ReconcileResult.timings``."""
-
-    SOURCE = "source"
-    RENDER = "render"
-    STRATEGY = "strategy"
-    GUARD = "guard"
-    SYNC = "sync"
-    VERIFY = "verify"
-    PROMOTE = "promote"
-
-
-class Kind(StrEnum):
-    """What a reconcile amounted to; ``record`` writes each kind its own way."""
-
-    UP_TO_DATE = "up-to-date"
-    """The revision is applied, Succeeded and watched: nothing was done and nothing is recorded."""
-    GONE = "gone"
-    """The app-env is not in its environment at this revision and holds nothing to prune."""
-    RELEASE = "release"
-    """Rendered, synced and verified (the outcome says how the release stands)."""
-    DRIFT_CHECKED = "drift-checked"
-    """Self-heal is off and the trigger was drift: a dry-run compared the cluster with Git, nothing changed."""
-    FAILED = "failed"
-    """A stage failed; ``error`` and ``error_class`` say how; the running release is left alone."""
-    REMOVED = "removed"
-    """The app left its environment and its whole inventory was pruned."""
-    ORPHANED = "orphaned"
-    """The app left its environment with pruning off: its objects stay, no longer managed."""
-    AWAITING = "awaiting-promotion"
-    """An app of a pinned environment with no pin yet: nothing is deployed until a promotion pins it."""
-    BLOCKED = "blocked"
-    """The app's pin is not verified by the upstream environment's ledger: nothing of it is applied."""
-
-
-class ErrorClass(StrEnum):
-    NONE = ""
-    TERMINAL = "terminal"
-    """Retrying cannot help: the key waits for a new revision."""
-    TRANSIENT = "transient"
-    """Retried with backoff (or after the error's Retry-After)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a key lives and how it syncs, as its environment file says at the current snapshot."""
-
-    namespace: str
-    prune: bool
-    self_heal: bool
-    removed: bool = False
-    """The app left its environment's ``env.yaml`` while its inventory is still in the cluster."""
-    upstream: Upstream | None = None
-    """A receiving environment (``promotion:`` in its env.yaml): where its releases are promoted from."""
-    promoted_paths: tuple[str, ...] = ()
-    """The value paths receiving environments take from this one: they identify a release in the ledger."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,71 +91,6 @@ class Request:
     new_namespace: bool = False
     """A dry run for an environment whose namespace a real sync would create first: plan its objects as creates."""
     progress: Progress | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileResult:
-    """Everything one reconcile did: what ``record`` writes and what the caller schedules from."""
-
-    key: AppEnv
-    kind: Kind
-    reasons: tuple[str, ...]
-    started_at: float
-    finished_at: float
-    snapshot: Snapshot | None = None
-    target: Target | None = None
-    previous: Status | None = None
-    """The status before this reconcile (events are about changes of it)."""
-    outcome: Result | None = None
-    rendered: RenderedApp | None = None
-    sync: SyncResult | None = None
-    health: Health | None = None
-    rollout: RolloutProgress | None = None
-    error: str = ""
-    error_class: ErrorClass = ErrorClass.NONE
-    retry_after: float | None = None
-    requeue_after: float | None = None
-    """Look again after this many seconds (0: at once); None: done until a trigger."""
-    timings: tuple[tuple[Stage, float], ...] = ()
-    dry_run: bool = False
-    kept: int = 0
-    """An orphaned app: the objects it leaves in the cluster."""
-    promotion: PromotionStep | None = None
-    """What the promote stage did (a receiving environment)."""
-
-    @property
-    def revision(self) -> str:
-        return self.snapshot.revision if self.snapshot is not None else ""
-
-    @property
-    def namespace(self) -> str:
-        return self.target.namespace if self.target is not None else ""
-
-    @property
-    def digest(self) -> str:
-        return self.rendered.digest if self.rendered is not None else ""
-
-    @property
-    def seconds(self) -> float:
-        return round(sum(t for _, t in self.timings), 3)
-
-    def counts(self) -> Mapping[SyncAction, int]:
-        return self.sync.counts() if self.sync is not None else {}
-
-    @property
-    def changed(self) -> bool:
-        """Objects were created, configured or deleted."""
-        n = self.counts()
-        return any(n.get(a, 0) for a in (SyncAction.CREATED, SyncAction.CONFIGURED, SyncAction.DELETED))
-
-    @property
-    def new_release(self) -> bool:
-        """The revision or digest differs from what was applied before."""
-        before = self.previous
-        return before is None or (before.last_applied_revision, before.last_applied_digest) != (
-            self.revision,
-            self.digest,
-        )
 
 
 class Recorder(Protocol):
@@ -297,7 +167,7 @@ def reconcile(stages: Stages, request: Request) -> ReconcileResult:
     if request.apply and (result.kind is not Kind.UP_TO_DATE or promoted):
         stages.recorder.record(result)
         if result.kind is Kind.REMOVED:
-            _forget(stages.store, result.key, result.namespace)
+            removal.forget(stages.store, result.key, result.namespace)
     return result
 
 
@@ -494,7 +364,9 @@ class _Line:
         if promotions is None or target.upstream is None or not self.r.apply:
             return result
         t0 = time.monotonic()
-        step = promotions.step(self.r.key, target.upstream, self.rendered, result.outcome, previous, self.s.clock.now())
+        snapshot = self.snapshot.path if self.snapshot is not None else Path()
+        now = self.s.clock.now()
+        step = promotions.step(self.r.key, target.upstream, snapshot, self.rendered, result.outcome, previous, now)
         self._timed(Stage.PROMOTE, t0)
         waits = [w for w in (result.requeue_after, step.requeue_after) if w is not None]
         return replace(
@@ -514,22 +386,8 @@ class _Line:
     def _verify(self, rendered: RenderedApp, step: RolloutProgress) -> Health:
         """Health read once: every rendered object, except that objects a rollout applies itself are judged by
         the Deployments serving the app right now (stable and canary, or the live colour)."""
-        cluster, cache = self.s.cluster, self.s.live
-        pods: list[Json] | None = None
-        healths: list[tuple[ObjectId, Health]] = []
         ids = [m.id for m in rendered.manifests if not (step.serving and m.id in step.exclude)]
-        for ref in [*ids, *sorted(step.serving - set(ids))]:
-            # Workloads are read fresh (their status moves right after an apply); anything else may come from the
-            # cache, which answers an object it does not hold yet with a GET.
-            reader: LiveReader = cluster if cache is None or ref.kind in _WORKLOADS else cache
-            live = reader.get(ref)
-            if ref.kind in _WORKLOADS and live is not None:
-                if pods is None:
-                    pods = list(cluster.list("", "Pod", rendered.namespace).items)
-                healths.append((ref, assess_workload(live, pods)))
-            else:
-                healths.append((ref, assess(live)))
-        return aggregate(healths)
+        return read_health([*ids, *sorted(step.serving - set(ids))], rendered.namespace, self.s.cluster, self.s.live)
 
     def _verified(self, synced: SyncResult, health: Health, step: RolloutProgress) -> ReconcileResult:
         phase = str(step.phase)
@@ -562,14 +420,11 @@ class _Line:
         self.previous = self.s.status.status(key, target.namespace)
         if not target.prune:
             return self.result(Kind.ORPHANED, outcome=Result.ORPHANED, kept=len(before.objects))
-        made = _rollout_workloads(self.s.cluster, key, before.objects)
-        if made - before.objects:
-            # Canary and colour Deployments are the executor's, not the render's: inventory them so they go too.
-            inventories.save(self.s.store, key, target.namespace, before.adding(made), before)
-        emptied = _Emptied(key, target.namespace, self.snapshot_revision)
         t0 = time.monotonic()
         try:
-            synced = sync_app(emptied, self.s.cluster, self.s.store, prune=True, dry_run=False)
+            synced = removal.prune_all(
+                self.s.cluster, self.s.store, key, target.namespace, self.snapshot_revision, before
+            )
         except GitsyncError as e:
             return self.result(Kind.FAILED, error=str(e), error_class=ErrorClass.TRANSIENT)
         self._timed(Stage.SYNC, t0)
@@ -577,38 +432,3 @@ class _Line:
             errors = [e.error for e in synced.failures if e.error]
             return self.result(Kind.FAILED, sync=synced, error="; ".join(errors[:3]), error_class=ErrorClass.TRANSIENT)
         return self.result(Kind.REMOVED, outcome=Result.REMOVED, sync=synced)
-
-
-def _rollout_workloads(cluster: Cluster, key: AppEnv, inventory: frozenset[ObjectId]) -> frozenset[ObjectId]:
-    """Deployments the rollout executor made for ``key`` (canary, blue, green: labelled as the app's and
-    carrying its template hash) in the namespaces of the inventory's Deployments."""
-    namespaces = sorted({ref.namespace for ref in inventory if ref.kind == "Deployment"})
-    return frozenset(ObjectId.of(live) for ns in namespaces for live in made_deployments(cluster, key, ns))
-
-
-@dataclass(frozen=True, slots=True)
-class _Settings:
-    """``ports.EnvironmentSettings`` of a removal: emptying the app is the point, so an empty render prunes."""
-
-    prune_allow_empty: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class _Emptied:
-    """What an app that left its environment renders to: nothing (a ``ports.RenderedApp``). ``sync_app`` of it
-    prunes the app's whole inventory through the one prune stage, with all of its guards and bookkeeping."""
-
-    app_env: AppEnv
-    namespace: str
-    revision: str | None
-    manifests: tuple[Manifest, ...] = ()
-    digest: str = ""
-    values: Mapping[str, Any] = field(default_factory=dict)
-    environment: _Settings = _Settings()
-
-
-def _forget(store: StateStore, key: AppEnv, namespace: str) -> None:
-    """Drop a removed app's rollout state and inventory (last); its status (now ``Removed``) and history stay, so
-    ``gitsync history`` still lists the app and auditors can read what ran."""
-    for part in (ROLLOUT_PART, inventories.PART):
-        store.delete(key, namespace, part)

@@ -29,7 +29,7 @@ from gitsync.metrics import observe_reconcile
 from gitsync.model import ANNOTATION_PRUNE, HealthStatus, SyncAction, SyncState
 from gitsync.ports import StateStore
 from gitsync.promotion import PromotionAction, Promotions
-from gitsync.reconcile import Kind, ReconcileResult
+from gitsync.result import Kind, ReconcileResult
 
 __all__ = [
     "EventSink",

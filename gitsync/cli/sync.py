@@ -193,8 +193,9 @@ def command(
     from gitsync.analysis.measure import Measurer
     from gitsync.events import EventSink
     from gitsync.history import History
-    from gitsync.reconcile import Kind, Request, Stages, Target, reconcile
+    from gitsync.reconcile import Request, Stages, reconcile
     from gitsync.record import Recorder, default_sinks
+    from gitsync.result import Kind, Target
     from gitsync.strategy.executor import RolloutExecutor, owned
     from gitsync.sync import ensure_namespace
 

@@ -44,8 +44,9 @@ from gitsync.metrics import GIT_FETCH_SECONDS, GIT_POLLS, LEADER
 from gitsync.model import AppEnv, HealthStatus, Json, Manifest
 from gitsync.ports import Clock, Cluster, GitReader, Rollouts, Snapshot, StateStore
 from gitsync.promotion import Promotions, topology
-from gitsync.reconcile import ErrorClass, Kind, NoRollouts, ReconcileResult, Request, Stages, Target, reconcile
+from gitsync.reconcile import NoRollouts, Request, Stages, reconcile
 from gitsync.record import LedgerSink, Recorder, default_sinks
+from gitsync.result import ErrorClass, Kind, ReconcileResult, Target
 from gitsync.runtime.config import AgentConfig, Provider
 from gitsync.runtime.leader import LeaderElector
 from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem

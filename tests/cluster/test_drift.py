@@ -26,8 +26,9 @@ from gitsync.drift import Drift, DriftWatcher
 from gitsync.history import History
 from gitsync.model import LABEL_MANAGED_BY, MANAGER, AppEnv, Manifest, ObjectId
 from gitsync.ports import Commit, Snapshot
-from gitsync.reconcile import Request, Stages, Target, reconcile
+from gitsync.reconcile import Request, Stages, reconcile
 from gitsync.record import Recorder as NoRecord
+from gitsync.result import Target
 
 KUBECTL = Path(sys.executable).parent / "kubectl"
 WITHIN = 10.0
