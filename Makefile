@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check kubelab venv clean-kubelab
+.PHONY: demo test check kubelab image venv clean-kubelab
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ venv: $(STAMP)
 
 kubelab: venv
 	$(PY) tools/kubelab/kubelab.py build
+
+# The agent image (deploy/Dockerfile) built with podman from a local Debian base; cached per tree, prints its size.
+image: venv
+	$(PY) tools/image/image.py build
 
 demo: venv kubelab
 	$(PY) tools/demo.py
