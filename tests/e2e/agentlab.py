@@ -247,6 +247,14 @@ class Agents:
             agent.kill(signal.SIGTERM)
 
 
+def service_account_token(kube_api: client.ApiClient, name: str, namespace: str) -> str:
+    """A fresh token for ServiceAccount ``namespace/name`` (TokenRequest), as the kubelet would mount it."""
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}
+    return str(
+        client.CoreV1Api(kube_api).create_namespaced_service_account_token(name, namespace, request).status.token
+    )
+
+
 def configmap_value(core: client.CoreV1Api, namespace: str, name: str = "podinfo") -> str | None:
     try:
         data = core.read_namespaced_config_map(name, namespace).data or {}

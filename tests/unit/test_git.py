@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gitsync.adapters.git import GC_EVERY, GC_SLACK, GitError, GitRepository, SignatureError, scrub
+from gitsync.errors import TerminalError
 from gitsync.runtime.config import GitAuth, VerifyConfig, VerifyMode
 from gitsync.source import RevisionRefused, Source
 
@@ -261,3 +262,21 @@ def test_source_deploys_the_head_even_when_a_webhook_names_an_older_commit(upstr
     assert source.resolve(old).revision == new
     assert source.resolve().revision == new
     assert len(fetches) == 1, "no second fetch while the head did not move"
+
+
+def test_a_commit_with_a_symlink_out_of_the_repository_is_refused(upstream: Upstream, tmp_path: Path) -> None:
+    """On every Python the agent runs on: tarfile's extraction filters only exist from 3.11.4 (Debian 12 has 3.11.2)."""
+    upstream.commit({"apps/web/values.yaml": "replicas: 2\n"}, "Web")
+    (upstream.work / "apps/web/token").symlink_to("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    (upstream.work / "apps/web/inside").symlink_to("values.yaml")
+    sha = upstream.commit({}, "Link the service account token into the repository")
+    upstream.push()
+    repo = reader(upstream, tmp_path)
+    repo.fetch()
+    with pytest.raises(TerminalError, match=r"commit [0-9a-f]{12}: apps/web/token: not a file, directory or link in"):
+        repo.snapshot(sha)
+    (upstream.work / "apps/web/token").unlink()
+    fixed = upstream.commit({}, "Unlink the token")
+    upstream.push()
+    repo.fetch()
+    assert (repo.snapshot(fixed) / "apps/web/inside").read_text() == "replicas: 2\n", "links inside still work"
