@@ -36,26 +36,19 @@ from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from agentlab import SECRET, Upstream, configmap_value, free_port, service_account_token, settled, wait_for
+from imagelab import podman
 from prometheus_client.parser import text_string_to_metric_families
 
 from gitsync.runtime.webhooks import sign
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "deploy" / "manifests"
-IMAGE_TOOL = REPO / "tools" / "image" / "image.py"
 KUBECTL = Path(sys.executable).with_name("kubectl")
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 REPO_IN_CONTAINER = "/srv/gitops.git"
 HOST_LOOPBACK = "10.0.2.2"  # slirp4netns' address for the host's 127.0.0.1 (allow_host_loopback)
 QUANTITY = re.compile(r"(\d+)(Ki|Mi|Gi)?")
 SETGID = 0o2000
-
-
-def podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """podman with the settings `make image` uses on this machine (tools/image/image.py podman)."""
-    return subprocess.run(
-        [sys.executable, str(IMAGE_TOOL), "podman", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def kubectl(kubeconfig: Path, *args: str) -> str:
