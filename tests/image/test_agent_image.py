@@ -22,7 +22,6 @@ import secrets
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +34,16 @@ import yaml
 from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from agentlab import SECRET, Upstream, configmap_value, free_port, service_account_token, settled, wait_for
+from agentlab import (
+    SECRET,
+    Upstream,
+    configmap_value,
+    free_port,
+    http_get,
+    service_account_token,
+    settled,
+    wait_for,
+)
 from imagelab import podman
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -70,7 +78,6 @@ class Install:
     """deploy/manifests' objects minus the Deployment and Service (the test runs the pod), in `namespace`."""
 
     namespace: str
-    files: tuple[Path, ...]
     deployment: dict[str, Any]
     service_account: dict[str, Any]
 
@@ -87,7 +94,7 @@ def install(kubelab: Any, tmp_path: Path) -> Iterator[Install]:
     installed.write_text(yaml.safe_dump_all([doc for doc in docs if doc["kind"] not in ("Deployment", "Service")]))
     kubectl(kubelab.kubeconfig, "apply", "-f", str(installed))
     try:
-        yield Install(namespace, (installed,), by_kind["Deployment"], by_kind["ServiceAccount"])
+        yield Install(namespace, by_kind["Deployment"], by_kind["ServiceAccount"])
     finally:
         kubectl(kubelab.kubeconfig, "delete", "-f", str(installed), "--wait=false", "--ignore-not-found")
 
@@ -220,13 +227,7 @@ def test_agent_runs_from_the_image_as_the_manifests_deploy_it(
         base_url = f"http://127.0.0.1:{http}"
 
         def get(path: str) -> tuple[int, str]:
-            try:
-                with urllib.request.urlopen(f"{base_url}{path}", timeout=5) as response:
-                    return response.status, response.read().decode()
-            except urllib.error.HTTPError as error:
-                return error.code, error.read().decode()
-            except OSError:
-                return 0, ""
+            return http_get(http, path)
 
         def logs() -> str:
             done = podman("logs", pod_name)

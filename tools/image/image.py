@@ -22,15 +22,14 @@ into containers.conf and points CONTAINERS_CONF at it. Builds use `--isolation c
 /etc/pip.conf with the CA bundle it names (package registries are reached through a proxy whose CA lives there; see
 `pip_mounts`). Progress goes to stderr.
 
-Needs root (debootstrap and rootful podman) and Debian's podman, runc and debootstrap. Standard library only.
+Needs root (debootstrap and rootful podman) and Debian's podman, runc and debootstrap; runs with the project's venv
+python (it borrows kubelab.py's lock and duration helpers).
 """
 
 from __future__ import annotations
 
 import argparse
 import configparser
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -44,11 +43,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools" / "kubelab"))
+from kubelab import locked, took  # noqa: E402  (one build lock and duration format for both tools)
+
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 IGNORE_FILE = REPO / ".dockerignore"
 IMAGE_NAME = "localhost/gitsync"
 BASE_NAME = "localhost/gitsync-base"
 PACKAGES_NEEDED = "podman runc debootstrap"
+KEPT_IMAGES = 3
 
 # Bump whenever what the local base holds changes in a way its recipe fields do not show (the tweaks below).
 BASE_RECIPE = "1"
@@ -95,26 +98,9 @@ def say(message: str) -> None:
     print(f"image: {message}", file=sys.stderr, flush=True)
 
 
-def took(started: float) -> str:
-    seconds = time.monotonic() - started
-    return f"{seconds:.1f}s" if seconds < 60 else f"{int(seconds // 60)}m{seconds % 60:02.0f}s"
-
-
 def cache_root() -> Path:
     default = Path.home() / ".cache" / "gitsync" / "image"
     return Path(os.environ.get("GITSYNC_IMAGE_CACHE") or default).expanduser().resolve()
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Serialises builds (two pytest sessions or engineers starting at once share podman's storage)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------------------------------------- podman
@@ -329,10 +315,25 @@ def pip_mounts() -> list[str]:
     return [*mounts, "-v", f"{copy}:/etc/pip.conf:ro"]
 
 
+def prune_old_images() -> None:
+    """Each tree gets its own tag: keep the KEPT_IMAGES newest (a session may still use one), untag the rest, and
+    drop the intermediate images only those used. podman refuses to remove an image a container runs from."""
+    listed = podman(
+        "images", "--format", "{{.Repository}}:{{.Tag}} {{.CreatedAt}}", "--filter", f"reference={IMAGE_NAME}"
+    )
+    tags = [line.split(" ", 1) for line in listed.stdout.splitlines() if line.strip()]
+    old = [tag for tag, _ in sorted(tags, key=lambda row: row[1], reverse=True)[KEPT_IMAGES:]]
+    if old:
+        podman("rmi", *old)
+        podman("image", "prune", "--force")
+        say(f"removed {len(old)} older image(s): {' '.join(old)}")
+
+
 def build() -> str:
     """Returns the reference of the image for the current tree, building it (and the base) when missing."""
     require("podman", "runc", "debootstrap")
     started = time.monotonic()
+    cache_root().mkdir(parents=True, exist_ok=True)
     with locked(cache_root() / "build.lock"):
         recipe = base_recipe()
         ref = f"{IMAGE_NAME}:{tree_key(recipe)}"
@@ -354,6 +355,7 @@ def build() -> str:
             tail = "".join(log_path.read_text().splitlines(keepends=True)[-20:])
             raise ImageError(f"podman build: exit {done.returncode}; full log: {log_path}\n{tail}")
         say(f"built {ref} in {took(build_started)}")
+        prune_old_images()
     say(f"{ref}: {mb(image_size(ref))} (base {recipe.ref}: {mb(image_size(recipe.ref))}); total {took(started)}")
     return ref
 
