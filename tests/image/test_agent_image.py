@@ -58,6 +58,8 @@ HOST_LOOPBACK = "10.0.2.2"  # slirp4netns' address for the host's 127.0.0.1 (all
 QUANTITY = re.compile(r"(\d+)(Ki|Mi|Gi)?")
 SETGID = 0o2000
 
+pytestmark = pytest.mark.image  # tests/conftest.py marks by directory too late for `-m image`
+
 
 def kubectl(kubeconfig: Path, *args: str) -> str:
     done = subprocess.run(
@@ -192,6 +194,7 @@ def test_agent_runs_from_the_image_as_the_manifests_deploy_it(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+
     core = client.CoreV1Api(kube_api)
     pod = install.deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]

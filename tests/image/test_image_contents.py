@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from imagelab import podman
+
+pytestmark = pytest.mark.image  # tests/conftest.py marks by directory too late for `-m image`
 
 # Runs inside the image (as its user): what is there, as JSON.
 SURVEY = """
 import importlib.metadata as md, json, os, shutil, sys, sysconfig
+
 site = sysconfig.get_paths()["purelib"]
 print(json.dumps({
     "python": sys.executable,
