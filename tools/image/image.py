@@ -10,7 +10,8 @@ The Dockerfile stays the standard one: `ARG BASE` names python:3.11-slim-bookwor
 of Debian bookworm with Debian's python3 (3.11, the same minor version), pip, venv and ca-certificates, from the
 Debian mirror apt already uses, with the tweaks Debian's slim images carry (no docs, man pages or locales; apt cleans
 its downloads). It is imported as localhost/gitsync-base:<recipe key> and passed as `--build-arg BASE=...`, so it never
-poses as the real python image in podman's storage.
+poses as the real python image in podman's storage. Debian's python3 is 3.11.2 where the real base carries a later
+3.11 release, so the image tests also hold gitsync to its oldest supported 3.11 (no tarfile extraction filters).
 
 Cache (outside the work tree, like kubelab's binaries): ~/.cache/gitsync/image/ or $GITSYNC_IMAGE_CACHE holds the base
 rootfs tarball keyed by its recipe (Debian suite, packages, mirror, architecture, BASE_RECIPE), so a second build does
