@@ -314,6 +314,7 @@ class GitRepository:
                         repo.git, "archive", "--format=tar", "--end-of-options", sha, output_stream=out
                     ),
                     target,
+                    f"{self.display_url}: commit {sha[:12]}",
                 )
             self._prune_snapshots(keep=sha)
             return target

@@ -28,9 +28,10 @@ _SHA = re.compile(r"[0-9a-f]{40}\Z")
 _GIT_TIMEOUT = 60.0
 
 
-def extract_archive(write: Callable[[BinaryIO], object], target: Path) -> None:
+def extract_archive(write: Callable[[BinaryIO], object], target: Path, subject: str = "") -> None:
     """Fill ``target`` (absent; its parent exists) from the tar stream ``write`` produces, all at once: a reader
-    never sees a half-extracted tree, and a concurrent extraction of the same tree simply loses the race."""
+    never sees a half-extracted tree, and a concurrent extraction of the same tree simply loses the race.
+    ``subject`` (the repository and commit) leads the error of a member that may not be extracted."""
     staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
         archive = staging / "tree.tar"
@@ -38,7 +39,7 @@ def extract_archive(write: Callable[[BinaryIO], object], target: Path) -> None:
             write(out)
         tree = staging / "tree"
         with tarfile.open(archive) as tar:
-            tar.extractall(tree, filter="data")
+            _extract(tar, tree, subject or str(target))
         tree.mkdir(exist_ok=True)  # the archive of an empty tree has no entries
         try:
             tree.rename(target)
@@ -47,6 +48,28 @@ def extract_archive(write: Callable[[BinaryIO], object], target: Path) -> None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _extract(tar: tarfile.TarFile, tree: Path, subject: str) -> None:
+    """Extract a commit's `git archive` into ``tree``. A member that is not a file, directory or symlink, or that
+    would land or point outside ``tree``, is a TerminalError naming it (the commit is refused, nothing extracted).
+
+    Checked here, not only by tarfile's "data" filter (also applied where it exists): extraction filters arrived in
+    Python 3.11.4, and Debian 12's python3, the base of the agent's image, is 3.11.2.
+    """
+    root = tree.resolve()
+    members = tar.getmembers()
+    for member in members:
+        path = (root / member.name).resolve()
+        points_to = (path.parent / member.linkname).resolve() if member.issym() else path
+        if not (member.isfile() or member.isdir() or member.issym()) or not (
+            path.is_relative_to(root) and points_to.is_relative_to(root)
+        ):
+            raise TerminalError(f"{subject}: {member.name}: not a file, directory or link inside the repository")
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(tree, members=members, filter="data")
+    else:
+        tar.extractall(tree, members=members)  # noqa: S202 (every member was checked above)
 
 
 def user_cache_dir() -> Path:

@@ -17,7 +17,7 @@ import yaml
 from kubernetes import client, config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from agentlab import AgentProcess, Upstream, configmap_value, free_port, settled, wait_for
+from agentlab import AgentProcess, Upstream, configmap_value, free_port, service_account_token, settled, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "deploy" / "manifests"
@@ -40,12 +40,7 @@ def installed(kubelab: Any) -> Iterator[None]:
 
 def token_kubeconfig(kubelab: Any, kube_api: client.ApiClient, path: Path) -> Path:
     """A kubeconfig holding a fresh token for gitsync-system/gitsync (what the pod would mount)."""
-    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}
-    token = (
-        client.CoreV1Api(kube_api)
-        .create_namespaced_service_account_token("gitsync", "gitsync-system", request)
-        .status.token
-    )
+    token = service_account_token(kube_api, "gitsync", "gitsync-system")
     admin = yaml.safe_load(kubelab.kubeconfig.read_text())
     cluster = admin["clusters"][0]["cluster"]
     path.write_text(
