@@ -36,7 +36,16 @@ from typing import Any
 import yaml
 
 from gitsync import log as logging
-from gitsync.errors import GitsyncError, InvalidObjectError, NotFoundError, TerminalError
+from gitsync.errors import (
+    FieldConflictError,
+    GitsyncError,
+    InvalidObjectError,
+    NotFoundError,
+    Retry,
+    StaleError,
+    TerminalError,
+    retry_of,
+)
 from gitsync.model import (
     ANNOTATION_FORCE,
     ANNOTATION_IGNORE,
@@ -49,9 +58,12 @@ from gitsync.model import (
     canonical,
     fingerprint,
 )
+from gitsync.ownership import takes_over
 from gitsync.ports import Cluster, LiveReader
+from gitsync.served import when_served
 
 __all__ = [
+    "PARENT_KINDS",
     "DryRunMemo",
     "ListSnapshot",
     "Plan",
@@ -96,8 +108,11 @@ class PlannedChange:
     """One object's planned change. ``result`` is the dry-run's would-be object (None when not dry-run);
     ``live`` and ``result`` are both None for an unchanged object settled without reading it (``versions_first``).
 
-    ``recreate``: an immutable field changes and the object opted in to delete-and-recreate. ``force``: apply
-    takes over fields other managers own. ``error``: the dry-run failed terminally; nothing may be applied.
+    ``recreate``: an immutable field changes, the object opted in to delete-and-recreate, and the replacement
+    passed a dry-run create. ``force``: apply takes over fields other managers own (``--force``, the annotation,
+    or a person's kubectl edit: ``ownership.takes_over``). ``error``: the dry-run failed, ``retry`` says whether
+    trying again may help; nothing may be applied, unless ``conflict``: fields another owner holds (a controller),
+    which fails this object alone.
     ``compared``: the normalised (before, after) the ``diff`` is made of, on demand: only ``gitsync diff`` shows
     it, and printing 1,000 objects as YAML would cost a sync more than its requests.
     """
@@ -111,6 +126,13 @@ class PlannedChange:
     force: bool = False
     recreate: bool = False
     error: str | None = None
+    retry: Retry | None = None
+    conflict: bool = False
+
+    @property
+    def deferred(self) -> bool:
+        """A create planned without a dry-run, because its Namespace or CRD is itself a create of this plan."""
+        return self.action is PlanAction.CREATE and self.result is None and self.error is None
 
     @property
     def diff(self) -> str:
@@ -132,7 +154,13 @@ class Plan:
 
     @property
     def errors(self) -> tuple[PlannedChange, ...]:
-        return tuple(c for c in self.changes if c.error is not None)
+        """Changes the server refused: any of them means nothing of the plan may be applied."""
+        return tuple(c for c in self.changes if c.error is not None and not c.conflict)
+
+    @property
+    def conflicts(self) -> tuple[PlannedChange, ...]:
+        """Changes blocked by fields another owner holds: each fails alone, the rest of the plan goes on."""
+        return tuple(c for c in self.changes if c.conflict)
 
     @property
     def has_changes(self) -> bool:
@@ -523,8 +551,8 @@ def plan(
     desired_ids = {m.id for m in manifests}
     pending = _PendingParents(manifests, new_namespaces)
     ordered = sorted(manifests, key=lambda m: apply_order(m.id))
-    parents = [m for m in ordered if m.id.kind in _PARENT_KINDS]
-    children = [m for m in ordered if m.id.kind not in _PARENT_KINDS]
+    parents = [m for m in ordered if m.id.kind in PARENT_KINDS]
+    children = [m for m in ordered if m.id.kind not in PARENT_KINDS]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         if isinstance(reader, ListSnapshot):
             reader.prefetch((m.id for m in manifests), pool)
@@ -604,12 +632,23 @@ def _dry_run(
 ) -> PlannedChange:
     ref = manifest.id
     forced = wants_force(manifest, force)
+    ignore = ignored_pointers(manifest.body)
     try:
-        result = cluster.apply(manifest.body, dry_run=True, force=forced)
+        try:
+
+            def dry_run() -> Json:
+                return cluster.apply(manifest.body, dry_run=True, force=forced)
+
+            # A kind whose CRD this plan creates cannot be served yet; any other may be about to be (served.py).
+            result = dry_run() if pending.awaits_parent(ref) else when_served(ref, dry_run, cluster)
+        except FieldConflictError as e:
+            if not takes_over(e, ignore):
+                return _failed(manifest, current, forced, e, conflict=True)
+            forced = True  # a person's kubectl edit: drift to take back (ownership module)
+            result = cluster.apply(manifest.body, dry_run=True, force=True)
     except InvalidObjectError as e:
         if e.immutable and current is not None and manifest.annotations.get(ANNOTATION_RECREATE) == "true":
-            compared = (normalise(current), normalise(manifest.body))
-            return PlannedChange(ref, PlanAction.UPDATE, manifest, current, None, compared, forced, recreate=True)
+            return _replacement(manifest, current, cluster, forced)
         return _failed(manifest, current, forced, e)
     except NotFoundError as e:
         if current is None and pending.awaits_parent(ref):
@@ -618,8 +657,7 @@ def _dry_run(
     except TerminalError as e:  # transient errors propagate: the caller retries the whole plan later
         return _failed(manifest, current, forced, e)
     if current is None:
-        return PlannedChange(ref, PlanAction.CREATE, manifest, None, result, (None, normalise(result)))
-    ignore = ignored_pointers(manifest.body)
+        return PlannedChange(ref, PlanAction.CREATE, manifest, None, result, (None, normalise(result)), forced)
     before, after = normalise(current, ignore), normalise(result, ignore)
     if before == after:
         if memo is not None:
@@ -630,12 +668,41 @@ def _dry_run(
     return PlannedChange(ref, PlanAction.UPDATE, manifest, current, result, (before, after), forced)
 
 
-def _failed(manifest: Manifest, current: Json | None, forced: bool, error: GitsyncError) -> PlannedChange:
+def _replacement(manifest: Manifest, current: Json, cluster: Cluster, forced: bool) -> PlannedChange:
+    """A recreate, planned only when the replacement would be accepted: a dry-run create of it under its own name
+    passes validation and admission and then finds the name taken (``StaleError``), or is refused for its content.
+    Nothing is deleted for a body the server would not take back."""
+    try:
+        cluster.create(manifest.body, dry_run=True)
+    except StaleError:
+        compared = (normalise(current), normalise(manifest.body))
+        return PlannedChange(manifest.id, PlanAction.UPDATE, manifest, current, None, compared, forced, recreate=True)
+    except TerminalError as e:
+        return _failed(manifest, current, forced, e)
+    # Accepted as new although the name is taken: deleted meanwhile. The apply creates it.
+    return PlannedChange(manifest.id, PlanAction.UPDATE, manifest, current, None, None, forced)
+
+
+def _failed(
+    manifest: Manifest, current: Json | None, forced: bool, error: GitsyncError, *, conflict: bool = False
+) -> PlannedChange:
     action = PlanAction.CREATE if current is None else PlanAction.UPDATE
-    return PlannedChange(manifest.id, action, manifest, current, None, None, forced, error=str(error))
+    return PlannedChange(
+        manifest.id,
+        action,
+        manifest,
+        current,
+        None,
+        None,
+        forced,
+        error=str(error),
+        retry=retry_of(error),
+        conflict=conflict,
+    )
 
 
-_PARENT_KINDS = frozenset({"Namespace", "CustomResourceDefinition"})
+PARENT_KINDS = frozenset({"Namespace", "CustomResourceDefinition"})
+"""Kinds others live in: planned, applied and waited for first."""
 
 
 class _PendingParents:

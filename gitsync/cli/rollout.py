@@ -16,7 +16,7 @@ import click
 
 from gitsync import log as logging
 from gitsync.cli.render import policy_error_line
-from gitsync.cli.sync import connect, env_option, fail, kubeconfig_option, repo_option
+from gitsync.cli.sync import connect, env_option, fail, fail_on, kubeconfig_option, repo_option
 from gitsync.errors import GitsyncError
 from gitsync.model import AppEnv
 from gitsync.strategy.policy import PolicyError, parse_policy
@@ -62,7 +62,7 @@ def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandN
     except PolicyError as e:
         fail(policy_error_line(repo, AppEnv(app, env), e))
     except GitsyncError as e:
-        fail(str(e))
+        fail_on(e)
     click.echo(f"{rendered.app_env}: {name}: {outcome.phase}: {outcome.message}")
 
 

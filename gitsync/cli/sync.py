@@ -1,9 +1,12 @@
 """``gitsync sync``: render an environment (or one app) and apply it to the cluster, once.
 
-Creates the environment's namespace when it is missing, as the agent does. Progress bars on a terminal, structured
-log events otherwise, and a one-line summary per app. Exit status 0 when every object synced, 1 when any object
-failed, 2 when nothing could be tried (render error, no cluster). Also home of what ``gitsync diff`` shares with
-it: rendering the targets and connecting to the cluster.
+Creates the environment's namespace when it is missing, as the agent does; apps that install Namespaces or CRDs
+go first, so another app's custom resources find their kind served. Progress bars on a terminal, structured log
+events otherwise, and a one-line summary per app. Exit status, the rule of every command that talks to a cluster
+(``exit_status``): 0 when every object synced, 2 when something needs a change of input (render error, an
+object the server refuses, a conflict with another owner, forbidden), 3 when trying again may succeed (cluster
+unreachable, HTTP 5xx or 429, a CRD not Established in time); ``diff`` adds 1 for "changes found". Also home of
+what ``gitsync diff`` shares with it: rendering the targets and connecting to the cluster.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import click
 
 from gitsync import log as logging
 from gitsync.apply import ChangeSetEntry
-from gitsync.errors import GitsyncError, TerminalError
+from gitsync.errors import GitsyncError, Retry, TerminalError, retry_of, retry_of_all
 
 if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the Kubernetes client
     from gitsync.adapters.kube import KubeCluster
@@ -29,8 +32,10 @@ if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the K
     from gitsync.sync import SyncResult
     from renderers import RenderedApp
 
-EXIT_FAILED = 1
 EXIT_ERROR = 2
+"""Terminal: the input (repository, kubeconfig, a field another owner holds) must change first."""
+EXIT_RETRY = 3
+"""Transient: the same command may succeed later (network, HTTP 5xx or 429, a parent not ready in time)."""
 
 repo_option = click.option(
     "--repo", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="GitOps repository."
@@ -50,6 +55,16 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     """One line on stderr and the exit status; never a traceback for an error a user can fix."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def exit_status(retry: Retry) -> int:
+    """The one exit rule for failures: 2 for terminal, 3 for transient (``errors.Retry``)."""
+    return EXIT_RETRY if retry is Retry.TRANSIENT else EXIT_ERROR
+
+
+def fail_on(error: GitsyncError) -> NoReturn:
+    """``fail`` with the exit status of the error's class."""
+    fail(str(error), exit_status(retry_of(error)))
 
 
 def render(repo: Path, env: str, app: str | None) -> tuple[RenderedApp, ...]:
@@ -184,7 +199,7 @@ def command(
     # A terminal gets the progress bar and the summary; anything else (CI) a structured event per object.
     logging.configure("auto", level="WARNING" if interactive else "INFO")
     try:
-        targets = render(repo, env, app)
+        targets = sorted(render(repo, env, app), key=installs_parents, reverse=True)  # stable: env.yaml order
         cluster = connect(kubeconfig)
         store = ConfigMapStateStore(cluster)
         missing = namespaces_to_create(cluster, targets) if dry_run else frozenset()
@@ -220,12 +235,20 @@ def command(
                     )
                 )
     except GitsyncError as e:
-        fail(str(e))
+        fail_on(e)
     for result in results:
         click.echo(result.summary())
         for entry in result.failures:
             click.echo(f"  {entry.error}", err=True)
     for line in rollouts:
         click.echo(line)
-    if not all(r.ok for r in results):
-        sys.exit(EXIT_FAILED)
+    retry = retry_of_all(r.retry for r in results)
+    if retry is not None:
+        sys.exit(exit_status(retry))
+
+
+def installs_parents(rendered: RenderedApp) -> bool:
+    """Whether an app renders Namespaces or CRDs, which other apps' objects may live in or be instances of."""
+    from gitsync.plan import PARENT_KINDS
+
+    return any(m.id.kind in PARENT_KINDS for m in rendered.manifests)

@@ -90,7 +90,7 @@ class AgentCluster(Cluster, Protocol):
     """The Cluster port plus a plain create (POST): a missing namespace is created, never patched, so the agent
     needs no ``patch`` on namespaces (which would let it relabel any namespace, pod-security labels included)."""
 
-    def create(self, body: Json) -> Json: ...
+    def create(self, body: Json, *, dry_run: bool = False) -> Json: ...
 
 
 class RolloutProgress(Protocol):
