@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from test_diff_cli import gitsync, write_repo
+from test_sync import deployment, scale
 
 from gitsync.adapters.kube import KubeCluster
 from gitsync.model import ObjectId
@@ -171,16 +172,7 @@ def test_a_field_a_controller_holds_fails_that_object_alone(tmp_path: Path, name
     cluster = KubeCluster(kubelab.kubeconfig)
 
     # an autoscaler (its own field manager) sets the replicas the chart declares; the Service is deleted
-    path = cluster.resource("apps", "Deployment").path(namespace, "shop") + "/scale"
-    cluster._request(
-        "update",
-        "PATCH",
-        path,
-        subject="test",
-        query={"fieldManager": "horizontal-pod-autoscaler"},
-        body={"spec": {"replicas": 5}},
-        content_type="application/merge-patch+json",
-    )
+    scale(cluster, deployment(namespace, "shop"), 5)
     kubectl(kubelab, "-n", namespace, "delete", "service/shop")
 
     shown = gitsync("diff", *args, kubeconfig=kubelab.kubeconfig)
