@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from gitsync.errors import KindNotServedError, TransientError
+from gitsync.errors import ForbiddenError, KindNotServedError, TransientError
 from gitsync.model import Json, ObjectId
 from gitsync.ports import Cluster
 
@@ -73,11 +73,15 @@ def when_served(
 ) -> T:
     """``request()`` (a dry-run or apply of ``ref``), waiting first, bounded, when ``ref``'s kind is not served
     yet but its CRD exists: until the CRD is Established and the kind is in discovery. ``KindNotServedError`` as
-    is when no CRD defines the kind; ``NotReadyError`` naming the CRD when the bound passes."""
+    is when no CRD defines the kind (or CRDs cannot be read); ``NotReadyError`` naming the CRD when the bound
+    passes."""
     try:
         return request()
     except KindNotServedError:
-        crd = crd_of(ref.group, ref.kind, cluster)
+        try:
+            crd = crd_of(ref.group, ref.kind, cluster)
+        except ForbiddenError:  # namespace-scoped RBAC cannot read CRDs: the kind is simply not served
+            crd = None
         if crd is None:
             raise
     crd_id = ObjectId.of(crd)
