@@ -19,7 +19,7 @@ def conflict(*managers: str, fields: tuple[str, ...] = (".spec.replicas",)) -> F
         (("kubectl-client-side-apply",), (".data.color",), (), True),
         (("kubectl-patch", "kubectl-label"), (".metadata.labels.team",), (), True),
         (("kubectl",), ('.spec.template.spec.containers[name="c"].image',), (), True),
-        (("kubectl-scale",), (".spec.replicas",), (), True),
+        (("kubectl-create",), (".spec.replicas",), (), True),
         (("horizontal-pod-autoscaler",), (".spec.replicas",), (), False),
         (("kubectl-edit", "ops-team"), (".spec.replicas",), (), False),
         (("kube-controller-manager",), (".spec.replicas",), (), False),
