@@ -14,9 +14,10 @@ The seam, for the long-running agent:
   below, a Kubernetes Event ``DriftDetected`` on the object) and hands it to ``on_drift``, where the agent
   enqueues a reconcile of the key (triggers only enqueue).
 - With ``self_heal``, it also reverts that one object at once by re-applying its body with server-side apply,
-  by the sync's own rule (``ownership.takes_over``): a ``kubectl edit`` of a declared field moved that field to
-  the ``kubectl-edit`` manager, and such a conflict is forced; a controller's is not. Fields gitsync does not
-  declare are never touched. It logs ``drift.healed``, or ``drift.heal_failed``.
+  forcing: a ``kubectl edit`` of a declared field moves that field to the ``kubectl-edit`` manager, so an unforced
+  apply can only report a conflict. Turning self-heal on is the opt-in for taking declared fields back (as Argo
+  CD's and Flux's self-heal do); fields gitsync does not declare are never touched. A plain sync keeps its own
+  rule (force only with ``gitsync.dev/force-conflicts``). It logs ``drift.healed``, or ``drift.heal_failed``.
   Healing one object is idempotent with a concurrent sync as long as the agent calls ``update`` with the new
   bodies before it applies them, so the watcher never reverts gitsync's own newer writes.
 - The metric objects are module globals in the default registry; the agent's ``/metrics`` serves them as is.
@@ -39,7 +40,6 @@ from gitsync.cache import Change, WatchCache
 from gitsync.errors import FieldConflictError, GitsyncError
 from gitsync.events import Reason
 from gitsync.model import MANAGER, AppEnv, Json, Manifest, ObjectId
-from gitsync.ownership import takes_over
 from gitsync.plan import ignored_pointers, normalise, wants_force
 from gitsync.ports import Clock, Cluster, WatchEventType
 
@@ -139,15 +139,8 @@ def _fingerprint(obj: Json | None) -> str:
 
 
 def heal(manifest: Manifest, cluster: Cluster) -> Json:
-    """Re-apply the desired body, taking back the declared fields a person's kubectl took (the sync's own rule,
-    ``ownership.takes_over``); a conflict with a controller's fields is raised, never forced."""
-    forced = wants_force(manifest, False)
-    try:
-        return cluster.apply(manifest.body, force=forced)
-    except FieldConflictError as e:
-        if not takes_over(e, ignored_pointers(manifest.body)):
-            raise
-        return cluster.apply(manifest.body, force=True)
+    """Re-apply the desired body, taking back the declared fields another manager took (see the module doc)."""
+    return cluster.apply(manifest.body, force=True)
 
 
 def drift_event(drift: Drift, live: Json | None, now: float) -> Json:
