@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 from test_sync import Env, Rendered, configmap, deployment, owned
+from widgets import widget_crd
 
+from gitsync import served
 from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.errors import GitsyncError, Retry
@@ -182,3 +184,24 @@ def test_a_missing_namespace_is_transient(cluster: KubeCluster, namespace: str) 
     result = sync(cluster, namespace, configmap(f"{namespace}-later", "x"))
     assert result.retry is Retry.TRANSIENT
     assert cluster.get(ObjectId("", "ConfigMap", namespace, "x")) is None
+
+
+def test_a_crd_that_never_becomes_established_fails_naming_it(
+    cluster: KubeCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CRD whose kind another CRD of its group already uses is never Established: the wait is bounded, and the
+    error names the CRD and is worth a retry (the conflicting CRD may go)."""
+    monkeypatch.setattr(served, "PARENT_WAIT_SECONDS", 2.0)
+    group = f"{namespace}.example.com"
+    first, second = widget_crd(group), widget_crd(group)
+    second["metadata"]["name"] = f"gadgets.{group}"
+    second["spec"]["names"] = {"kind": "Widget", "plural": "gadgets", "singular": "gadget", "listKind": "WidgetList"}
+    try:
+        assert sync(cluster, namespace, owned(first)).ok
+        result = sync(cluster, namespace, owned(first), owned(second))
+        assert result.retry is Retry.TRANSIENT
+        (error,) = [e.error for e in result.failures]
+        assert error == f"CustomResourceDefinition.apiextensions.k8s.io/gadgets.{group}: not Established after 2s"
+    finally:
+        for crd in (first, second):
+            cluster.delete(ObjectId.of(crd))
