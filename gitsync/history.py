@@ -33,7 +33,7 @@ class Result(StrEnum):
     SUCCEEDED = "Succeeded"
     PROGRESSING = "Progressing"
     PAUSED = "Paused"
-    """A progressive rollout waits for a human (``gitsync promote``) or for inconclusive analysis."""
+    """A progressive rollout waits for a human (``gitsync rollout promote``) or for inconclusive analysis."""
     ROLLED_BACK = "RolledBack"
     """The rollout's analysis failed and traffic went back to the stable version."""
     SUPERSEDED = "Superseded"

@@ -110,6 +110,14 @@ class StateStore(Protocol):
         """Store ``data``; returns the new version."""
         ...
 
+    def keys(self, env: str, namespace: str, part: str) -> frozenset[AppEnv]:
+        """The app-envs of ``env`` that hold a ``part`` document in ``namespace``."""
+        ...
+
+    def delete(self, key: AppEnv, namespace: str, part: str) -> None:
+        """Forget ``part`` of ``key`` (nothing when it is absent)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Commit:
@@ -119,6 +127,57 @@ class Commit:
     author: str
     message: str
     time: float
+
+
+class VerifyMode(StrEnum):
+    """How the Git reader checks the head's signature (agent.yaml ``repo.verify.mode``)."""
+
+    NONE = "none"
+    SSH = "ssh"
+    GPG = "gpg"
+
+
+@dataclass(frozen=True, slots=True)
+class GitAuth:
+    """Credentials by file path only. SSH keys are checked against ``known_hosts_file`` (StrictHostKeyChecking)."""
+
+    ssh_key_file: Path | None = None
+    known_hosts_file: Path | None = None
+    token_file: Path | None = None
+    username: str = "x-access-token"
+    """User name sent with an HTTPS token (GitHub accepts any; GitLab wants ``oauth2``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyConfig:
+    """Commit signature policy: with a mode other than ``none`` an unsigned or badly signed head is refused."""
+
+    mode: VerifyMode = VerifyMode.NONE
+    allowed_signers_file: Path | None = None
+    gpg_keyring: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A commit and the directory holding its tree (read-only for renderers)."""
+
+    commit: Commit
+    path: Path
+
+    @property
+    def revision(self) -> str:
+        return self.commit.sha
+
+
+class SnapshotSource(Protocol):
+    """The source stage: the commit to reconcile and its tree (``gitsync.source.Source`` in the agent, the local
+    checkout in the CLI). ``gitsync.source.RevisionRefused`` when the head failed signature verification."""
+
+    def resolve(self, wanted: str = "") -> Snapshot: ...
+
+    def tree(self, sha: str) -> Path:
+        """The repository's tree at ``sha`` (a pinned chart's revision): the renderer's ``trees``."""
+        ...
 
 
 class GitReader(Protocol):
@@ -141,7 +200,13 @@ class GitReader(Protocol):
         ...
 
     def snapshot(self, sha: str) -> Path:
-        """A directory holding the tree at ``sha``, immutable for as long as the caller needs it."""
+        """A directory holding the tree at ``sha``, immutable for as long as the caller needs it. ``sha`` may be
+        any commit on the remote, not only the fetched head (a revision pinned in ``promoted.yaml``)."""
+        ...
+
+    def tree_id(self, sha: str, path: str) -> str:
+        """The Git object id of ``path`` (``apps/podinfo``; ``""`` for the root) at commit ``sha``, ``""`` when
+        absent: a chart's tree id identifies its release across commits that did not touch it."""
         ...
 
 
@@ -186,3 +251,42 @@ class RenderedApp(Protocol):
     def revision(self) -> str | None: ...
     @property
     def environment(self) -> EnvironmentSettings: ...
+
+
+class RolloutProgress(Protocol):
+    """What the rollout stage did in one reconcile (``gitsync.strategy.executor.StepOutcome``)."""
+
+    @property
+    def exclude(self) -> frozenset[ObjectId]:
+        """Rendered objects the rollout applies itself; the sync leaves them alone."""
+        ...
+
+    @property
+    def requeue_after(self) -> float | None:
+        """When to look again (None: the rollout is done, or there is none; 0: at once)."""
+        ...
+
+    @property
+    def serving(self) -> frozenset[ObjectId]:
+        """The Deployments that run the app now; health reads these in place of excluded rendered ones."""
+        ...
+
+    @property
+    def phase(self) -> str:
+        """The rollout phase after this step (``Aborted``: rolled back; ``Paused``: waiting for a human)."""
+        ...
+
+    @property
+    def message(self) -> str: ...
+
+
+class Rollouts(Protocol):
+    """The strategy stage (``gitsync.strategy.executor``): called once per reconcile, before the sync, for every
+    app-env; it advances a canary or blue-green rollout by at most one step and returns at once (waiting is a
+    requeue)."""
+
+    def advance_rollout(self, rendered: RenderedApp, *, now: float) -> RolloutProgress: ...
+
+    def reset(self) -> None:
+        """Forget anything cached about the cluster's rollout state (this agent just became the leader)."""
+        ...

@@ -43,3 +43,8 @@ class NotUtf8(ValueError):
         super().__init__(problem)
         self.problem = problem
         self.line = line
+
+
+class AwaitingPromotion(RenderError):
+    """An app of an environment that receives promotions has no pin yet: it is not deployed, and that is not a
+    broken render (callers report it as awaiting promotion rather than failed)."""

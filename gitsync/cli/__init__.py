@@ -28,9 +28,7 @@ COMMANDS: dict[str, str] = {
     "status": "gitsync.cli.status:command",
     "run": "gitsync.cli.run:command",
     "history": "gitsync.cli.history:command",
-    "promote": "gitsync.cli.rollout:promote",
-    "abort": "gitsync.cli.rollout:abort",
-    "retry": "gitsync.cli.rollout:retry",
+    "rollout": "gitsync.cli.rollout:group",
 }
 
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the K
     from gitsync.sync import SyncResult
     from renderers import RenderedApp
 
+T = TypeVar("T")
 EXIT_ERROR = 2
 """Terminal: the input (repository, kubeconfig, a field another owner holds) must change first."""
 EXIT_RETRY = 3
@@ -67,12 +68,11 @@ def fail_on(error: GitsyncError) -> NoReturn:
     fail(str(error), exit_status(retry_of(error)))
 
 
-def render(repo: Path, env: str, app: str | None) -> tuple[RenderedApp, ...]:
-    import renderers
+def render(repo: Path, env: str, app: str | None, revision: str | None = None) -> tuple[RenderedApp, ...]:
+    """The environment's apps (or one) from the local checkout; apps awaiting promotion are noted and left out."""
+    from gitsync.cli.render import render_apps
 
-    if app is not None:
-        return (renderers.render_app(repo, env, app),)
-    return renderers.render_env(repo, env)
+    return render_apps(repo, env, (app,) if app else (), revision=revision)
 
 
 def connect(kubeconfig: Path | None) -> KubeCluster:
@@ -175,6 +175,15 @@ def progress_for(label: str, enabled: bool) -> Iterator[Callable[[ChangeSetEntry
         yield advance
 
 
+def always(value: T) -> Callable[..., T]:
+    """A stage that answers ``value`` whatever it is asked (the CLI hands the reconcile what it already has)."""
+
+    def stage(*_args: object) -> T:
+        return value
+
+    return stage
+
+
 @click.command("sync")
 @repo_option
 @env_option
@@ -188,61 +197,78 @@ def command(
 ) -> None:
     """Apply what the repository renders for an environment, with server-side apply.
 
-    A canary or blue-green workload advances one rollout step per run, as in the agent; run again (or
-    `gitsync promote`) to go on."""
+    Each app goes through the agent's own reconcile (``gitsync.reconcile``) and is recorded like the agent records
+    it (status, history, Events), so `gitsync status` shows what this sync did. A canary or blue-green workload
+    advances one rollout step per run, as in the agent; run again (or `gitsync rollout promote`) to go on."""
+    from gitsync.adapters.checkout import LocalCheckout
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.state import ConfigMapStateStore
-    from gitsync.strategy.executor import advance, owned
-    from gitsync.sync import ensure_namespace, sync_app
+    from gitsync.events import EventSink
+    from gitsync.history import History
+    from gitsync.reconcile import Kind, Request, Stages, Target, reconcile
+    from gitsync.record import Recorder, default_sinks
+    from gitsync.strategy.executor import RolloutDriver, owned
+    from gitsync.sync import ensure_namespace
 
     interactive = sys.stdout.isatty()
     # A terminal gets the progress bar and the summary; anything else (CI) a structured event per object.
     logging.configure("auto", level="WARNING" if interactive else "INFO")
+    source = LocalCheckout(repo)
+    revision = source.resolve().revision or None
     try:
-        targets = sorted(render(repo, env, app), key=installs_parents, reverse=True)  # stable: env.yaml order
+        # all or nothing: a render error anywhere touches no cluster; apps with Namespaces or CRDs go first
+        targets = sorted(render(repo, env, app, revision), key=installs_parents, reverse=True)  # else env.yaml order
         cluster = connect(kubeconfig)
-        store = ConfigMapStateStore(cluster)
         missing = namespaces_to_create(cluster, targets) if dry_run else frozenset()
         if not dry_run:  # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
             for namespace in sorted({rendered.namespace for rendered in targets}):
                 if ensure_namespace(cluster, namespace):
                     click.echo(f"Namespace/{namespace}: created")
-        results = []
-        rollouts: list[str] = []
-        for rendered in targets:
-            # Under canary or blue-green the workload goes through one rollout step, exactly as the agent does;
-            # sync applies the rest. A dry run only leaves the rollout's objects out.
-            if dry_run:
-                exclude = owned(rendered)
-            else:
-                step = advance(rendered, cluster, store, SystemClock())
-                exclude = step.exclude
-                if exclude:
-                    rollouts.append(f"{rendered.app_env}: rollout {step.phase}: {step.message}")
-            with progress_for(str(rendered.app_env), interactive and not dry_run) as tick:
-                results.append(
-                    sync_app(
-                        rendered,
-                        cluster,
-                        store,
-                        prune=rendered.environment.prune if prune is None else prune,
-                        dry_run=dry_run,
-                        force=force,
-                        exclude=exclude,
-                        live=snapshot(cluster),
-                        progress=tick,
-                        new_namespace=rendered.namespace in missing,
-                    )
-                )
     except GitsyncError as e:
         fail_on(e)
-    for result in results:
-        click.echo(result.summary())
-        for entry in result.failures:
+    store = ConfigMapStateStore(cluster)
+    clock = SystemClock()
+    history = History(store)
+    recorder = Recorder(default_sinks(history, EventSink(cluster, clock), metrics=False))
+    rollouts = RolloutDriver(cluster, store)
+    retries: list[Retry | None] = []
+    for rendered in targets:
+        target = Target(rendered.namespace, prune=rendered.environment.prune, self_heal=rendered.environment.self_heal)
+        stages = Stages(
+            source=source,
+            locate=always(target),
+            cluster=cluster,
+            store=store,
+            clock=clock,
+            status=history,
+            recorder=recorder,
+            rollouts=rollouts,
+            live=snapshot(cluster),
+            render=always(rendered),
+            preview=owned,
+        )
+        with progress_for(str(rendered.app_env), interactive and not dry_run) as tick:
+            request = Request(
+                rendered.app_env,
+                skip_current=False,
+                apply=not dry_run,
+                force=force,
+                prune=prune,
+                new_namespace=rendered.namespace in missing,
+                progress=tick,
+            )
+            result = reconcile(stages, request)
+        if result.sync is None:
+            click.echo(f"error: {rendered.app_env}: {result.error}", err=True)
+            retries.append(Retry(result.error_class.value) if result.error_class.value else Retry.TERMINAL)
+            continue
+        click.echo(result.sync.summary())
+        for entry in result.sync.failures:
             click.echo(f"  {entry.error}", err=True)
-    for line in rollouts:
-        click.echo(line)
-    retry = retry_of_all(r.retry for r in results)
+        retries.append(result.sync.retry)
+        if result.kind is Kind.RELEASE and result.rollout is not None and result.rollout.exclude and not dry_run:
+            click.echo(f"{rendered.app_env}: rollout {result.rollout.phase}: {result.rollout.message}")
+    retry = retry_of_all(retries)
     if retry is not None:
         sys.exit(exit_status(retry))
 

@@ -34,7 +34,8 @@ from typing import Any
 import yaml
 
 from gitsync.errors import TerminalError
-from gitsync.strategy.policy import parse_duration
+from gitsync.model import parse_duration
+from gitsync.ports import GitAuth, VerifyConfig, VerifyMode
 
 
 class ConfigError(TerminalError):
@@ -48,32 +49,6 @@ class Provider(StrEnum):
     GITLAB = "gitlab"
     GITEA = "gitea"
     GENERIC = "generic"
-
-
-class VerifyMode(StrEnum):
-    NONE = "none"
-    SSH = "ssh"
-    GPG = "gpg"
-
-
-@dataclass(frozen=True, slots=True)
-class GitAuth:
-    """Credentials by file path only. SSH keys are checked against ``known_hosts_file`` (StrictHostKeyChecking)."""
-
-    ssh_key_file: Path | None = None
-    known_hosts_file: Path | None = None
-    token_file: Path | None = None
-    username: str = "x-access-token"
-    """User name sent with an HTTPS token (GitHub accepts any; GitLab wants ``oauth2``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyConfig:
-    """Commit signature policy: with a mode other than ``none`` an unsigned or badly signed head is refused."""
-
-    mode: VerifyMode = VerifyMode.NONE
-    allowed_signers_file: Path | None = None
-    gpg_keyring: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

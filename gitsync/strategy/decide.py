@@ -16,7 +16,8 @@ post-promotion analysis and the scale-down delay the old colour is scaled to zer
 
 A failed check or failing pods abort: traffic returns to stable in one step (canary scaled to zero and stable to full;
 or the active Service switched back), the template is remembered as failed and is not retried until the render
-changes or ``gitsync retry``. Inconclusive analysis pauses for a human. A new template during a rollout supersedes it.
+changes or ``gitsync rollout retry``. Inconclusive analysis pauses for a human. A new template during a rollout
+supersedes it.
 
 A change of strategy supersedes a rollout too: traffic goes back to the stable workload, and the tracks the new
 strategy does not use (the canary, the colours) are *retiring*: they keep serving until the workload the new
@@ -263,7 +264,7 @@ class _Step:
     actions: list[Action] = field(default_factory=list)
     requeue: float | None = None
     promoted: bool = False
-    """``gitsync promote`` was applied in this call (passes the blue-green gate)."""
+    """``gitsync rollout promote`` was applied in this call (passes the blue-green gate)."""
 
     def done(self, requeue: float | None = None) -> Decision:
         wait = _soonest(self.requeue, requeue)
@@ -307,7 +308,7 @@ def _decide(b: _Step) -> Decision:
             return b.done(0.0)
         if command is CommandName.ABORT:
             by = obs.command.by if obs.command and obs.command.by else "a user"
-            _abort(b, "aborted by gitsync abort", (f"requested by {by}",))
+            _abort(b, "aborted by gitsync rollout abort", (f"requested by {by}",))
             if b.state.phase is Phase.ABORTED:
                 return b.done()
             command = None
@@ -635,7 +636,7 @@ def _advance(b: _Step, command: CommandName | None) -> Decision:
 
 
 def _promote(b: _Step, *, restart_background: bool, background_spec: AnalysisSpec) -> None:
-    """``gitsync promote``: resume from a pause and complete the current step if it is one a human can pass
+    """``gitsync rollout promote``: resume from a pause and complete the current step if it is one a human can pass
     (a pause, an analysis, the blue-green gate); a setWeight step still finishes by itself."""
     by = b.obs.command.by if b.obs.command and b.obs.command.by else "a user"
     b.promoted = True
@@ -663,7 +664,10 @@ def _is_gate(b: _Step) -> bool:
 def _pause(b: _Step, reason: str) -> None:
     if b.state.phase is not Phase.PAUSED:
         b.emit("Normal", "RolloutPaused", f"{b.state.revision or b.state.target_hash}: {reason}")
-    b.update(phase=Phase.PAUSED, message=f"paused: {reason}; run gitsync promote to continue or gitsync abort")
+    b.update(
+        phase=Phase.PAUSED,
+        message=f"paused: {reason}; run gitsync rollout promote to continue or gitsync rollout abort",
+    )
 
 
 def _complete_step(b: _Step) -> None:
@@ -744,7 +748,7 @@ def _canary(b: _Step) -> Decision:
                 return b.done(POLL)
         elif step.kind is StepKind.PAUSE:
             if step.duration is None:
-                _pause(b, f"step {s.step + 1}/{len(steps)} waits for gitsync promote")
+                _pause(b, f"step {s.step + 1}/{len(steps)} waits for gitsync rollout promote")
                 return b.done()
             remaining = s.step_started_at + step.duration - b.now
             if remaining > 0:
@@ -813,10 +817,12 @@ def _blue_green(b: _Step) -> Decision:
             if not b.promoted and bg.auto_promotion_seconds > 0:
                 remaining = s.step_started_at + bg.auto_promotion_seconds - b.now
                 if remaining > 0:
-                    b.update(message=f"switching in {remaining:.0f}s (autoPromotionSeconds) or on gitsync promote")
+                    b.update(
+                        message=f"switching in {remaining:.0f}s (autoPromotionSeconds) or on gitsync rollout promote"
+                    )
                     return b.done(remaining)
             elif not b.promoted and not bg.auto_promotion:
-                _pause(b, "autoPromotion is off: waiting for gitsync promote")
+                _pause(b, "autoPromotion is off: waiting for gitsync rollout promote")
                 return b.done()
             b.actions.append(Route(ServiceRole.ACTIVE, new_track))
             b.update(phase=Phase.PROMOTING, switched_at=b.now)

@@ -44,7 +44,7 @@ class Phase(StrEnum):
     HEALTHY = "Healthy"
     """The stable workload runs the desired template and nothing else runs."""
     ABORTED = "Aborted"
-    """Rolled back to stable; this template is not tried again until a new revision or ``gitsync retry``."""
+    """Rolled back to stable; this template is not tried again until a new revision or ``gitsync rollout retry``."""
 
 
 ACTIVE_PHASES = frozenset({Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING})
@@ -117,7 +117,7 @@ class RolloutState:
     """Pod-template hash being rolled out (a config-only change moves it through the config-hash annotation)."""
     revision: str = ""
     failed_hash: str = ""
-    """The template of the last aborted rollout: not retried until the render changes or ``gitsync retry``."""
+    """The template of the last aborted rollout: not retried until the render changes or ``gitsync rollout retry``."""
     step: int = 0
     step_started_at: float = 0.0
     started_at: float = 0.0

@@ -231,7 +231,7 @@ def test_crashlooping_canary_is_rolled_back_before_its_first_step_completes(lab:
     for _ in range(3):
         assert lab.step(bad).phase is Phase.ABORTED
     assert lab.replicas("web-canary") == 0
-    # ... but `gitsync retry` starts it again.
+    # ... but `gitsync rollout retry` starts it again.
     control.request(lab.store, KEY, lab.namespace, CommandName.RETRY, lab.clock.now(), "test")
     assert lab.step(bad).phase is Phase.PROGRESSING
 
