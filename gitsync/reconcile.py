@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from gitsync import inventory as inventories
 from gitsync.apply import Progress
-from gitsync.errors import GitsyncError, TerminalError, TransientError
+from gitsync.errors import GitsyncError, Retry, TerminalError, TransientError
 from gitsync.health import Health, aggregate, assess, assess_workload
 from gitsync.history import Result, Status
 from gitsync.model import AppEnv, HealthStatus, Json, Manifest, ObjectId, SyncAction
@@ -415,8 +415,9 @@ class _Line:
                 self.s.store,
                 prune=prune,
                 dry_run=not (heal and self.r.apply),
-                # A drift repair takes declared fields back from whoever changed them (the self-heal opt-in).
-                force=self.r.force or (drift and target.self_heal),
+                # A drift repair takes back what a person changed with kubectl (the plan forces those objects,
+                # ownership.takes_over); a controller's fields are never forced unless asked (--force).
+                force=self.r.force,
                 exclude=step.exclude,
                 live=self.s.live,
                 progress=self.r.progress,
@@ -432,9 +433,9 @@ class _Line:
         if not synced.ok:
             errors = [c.error for c in synced.plan.errors if c.error] + [c.error or "" for c in synced.failures]
             message = "; ".join(e for e in errors[:3] if e) or synced.summary()
-            return self.result(
-                Kind.FAILED, outcome=Result.FAILED, sync=synced, error=message, error_class=ErrorClass.TRANSIENT
-            )
+            # Content errors (a refused body, an immutable field, a controller's conflict) wait for a new revision.
+            error_class = ErrorClass((synced.retry or Retry.TERMINAL).value)
+            return self.result(Kind.FAILED, outcome=Result.FAILED, sync=synced, error=message, error_class=error_class)
         t0 = time.monotonic()
         health = self._verify(rendered, step)
         self._timed(Stage.VERIFY, t0)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from test_drift import healer
 from test_sync import Env, Rendered, configmap, deployment, owned
 from widgets import widget_crd
 
@@ -16,7 +17,9 @@ from gitsync import served
 from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.errors import GitsyncError, Retry
-from gitsync.model import ANNOTATION_RECREATE, Json, Manifest, ObjectId
+from gitsync.model import ANNOTATION_RECREATE, AppEnv, Json, Manifest, ObjectId
+from gitsync.plan import ListSnapshot
+from gitsync.reconcile import ErrorClass
 from gitsync.sync import SyncResult, sync_app
 
 
@@ -205,3 +208,24 @@ def test_a_crd_that_never_becomes_established_fails_naming_it(
     finally:
         for crd in (first, second):
             cluster.delete(ObjectId.of(crd))
+
+
+def test_the_reconcile_parks_a_refused_body_and_retries_a_missing_namespace(
+    cluster: KubeCluster, namespace: str
+) -> None:
+    """The agent's reconcile requeues by the sync's class: a body the server refuses waits for the next commit
+    (no six retries in 30 s), a namespace another app may still create is retried."""
+    service: Json = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"ports": [{"port": 99999}]},
+    }
+    key = AppEnv("shop", f"refused-{namespace[-6:]}")
+    refused = healer(key, [configmap(namespace, "good"), owned(service)], cluster, ListSnapshot(cluster))()
+    assert refused.error_class is ErrorClass.TERMINAL, refused.error
+    assert refused.error.startswith(f"Service/{namespace}/web: invalid")
+
+    elsewhere = configmap(f"{namespace}-later", "x")
+    waiting = healer(key, [configmap(namespace, "good"), elsewhere], cluster, ListSnapshot(cluster))()
+    assert waiting.error_class is ErrorClass.TRANSIENT, waiting.error
