@@ -7,12 +7,13 @@ Append new ports here; keep each one as small as its callers need.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from gitsync.ledger import LedgerEntry
 from gitsync.model import MANAGER, AppEnv, Json, Manifest, ObjectId
 
 
@@ -290,3 +291,84 @@ class Rollouts(Protocol):
     def reset(self) -> None:
         """Forget anything cached about the cluster's rollout state (this agent just became the leader)."""
         ...
+
+
+class Ledger(Protocol):
+    """The release ledger in Git (``gitsync.adapters.notes``): one JSON line per finished release in the note of
+    the deployed commit under ``refs/notes/gitsync``, shared with every other writer through the remote.
+
+    ``append`` is idempotent (a line already in the note is not added again) and never drops another writer's
+    lines; ``read`` first takes in what the remote holds. Errors: ``TransientError`` for network trouble or a
+    race lost too often, ``TerminalError`` when the remote refuses the push.
+    """
+
+    def append(self, sha: str, entry: LedgerEntry) -> None: ...
+
+    def read(self, shas: Iterable[str] | None = None) -> Mapping[str, tuple[LedgerEntry, ...]]:
+        """The entries noted on each of ``shas`` (all noted commits when None); commits without a note are absent."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileEdit:
+    """Set ``path`` to ``edit(current text)``; the current text is None when the file does not exist. The edit
+    must be a pure function of that text: after a lost push race it is applied again to the new head's file."""
+
+    path: str
+    edit: Callable[[str | None], str]
+
+
+@dataclass(frozen=True, slots=True)
+class PathRestore:
+    """Set ``path`` (a file or a directory) to its content at ``commit``; removed when it did not exist there."""
+
+    path: str
+    commit: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRequest:
+    """One commit for ``GitWriter.write``: the edits, the full message (subject, body, trailers), and the trailers
+    that identify it (an existing commit carrying all of them is the same write, already done).
+
+    ``branch`` empty: commit on the tracked branch (never force-pushed). Otherwise a review branch such as
+    ``gitsync/promote/prod/podinfo``: the commit is built on the tracked head and the branch set to it by force.
+    """
+
+    edits: tuple[FileEdit | PathRestore, ...]
+    message: str
+    identity: tuple[tuple[str, str], ...]
+    branch: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The commit that carries the request; ``written`` is False when it existed already (nothing was pushed)."""
+
+    commit: str
+    branch: str
+    written: bool
+
+
+class GitWriter(Protocol):
+    """Commits to the followed repository (``gitsync.adapters.gitwrite``), exactly once per identity.
+
+    Errors: ``TransientError`` for network trouble or too many lost races; ``TerminalError``
+    (``gitsync.adapters.gitwrite.WriteAccessError``) when the remote refuses the push for any other reason.
+    """
+
+    def write(self, request: CommitRequest) -> WriteResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    """A commit as the audit shows it: ``author``/``committer`` as ``Name <email>``, ``trailers`` as (lower-cased
+    key, value) pairs from the message's trailer block (Git compares trailer keys case-insensitively)."""
+
+    sha: str
+    parents: tuple[str, ...]
+    author: str
+    committer: str
+    committed_at: float
+    message: str
+    trailers: tuple[tuple[str, str], ...]

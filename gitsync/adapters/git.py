@@ -29,6 +29,9 @@ import shlex
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from git import Git, Repo
@@ -176,6 +179,20 @@ class GitRepository:
         except (GitCommandError, OSError) as e:
             raise self._fail(verb, e) from None
         return str(out)
+
+    @contextmanager
+    def cache(self, **environment: str) -> Iterator[Callable[..., str]]:
+        """The bare cache, locked against this repository's other calls, and a runner for it:
+        ``run(verb, *args, **execute_options)`` with the credentials, time bound and scrubbed errors of every
+        call here (``GitError`` on failure). ``environment`` adds variables for the whole session (a temporary
+        index, the committer). For the adapters that write: notes and commits (see ``gitsync.adapters.notes``
+        and ``gitsync.adapters.gitwrite``)."""
+        with self._lock:
+            if not (self._bare / "HEAD").exists():
+                self._bare.parent.mkdir(parents=True, exist_ok=True)
+                Repo.init(self._bare, bare=True).close()
+            with Repo(self._bare) as repo, repo.git.custom_environment(**environment):
+                yield partial(self._run, repo.git)
 
     # -- ports.GitReader --------------------------------------------------------------------------------------
 
