@@ -30,7 +30,7 @@ from gitsync.plan import PARENT_KINDS, DryRunMemo, Plan, PlanAction, PlannedChan
 from gitsync.ports import Cluster
 from gitsync.served import PARENT_WAIT_SECONDS, POLL_SECONDS, NotReadyError, wait_ready, when_served
 
-__all__ = ["APPLY_WORKERS", "ChangeSet", "ChangeSetEntry", "Progress", "apply", "failed", "restorable"]
+__all__ = ["APPLY_WORKERS", "ChangeSet", "ChangeSetEntry", "Progress", "apply", "failed"]
 
 APPLY_WORKERS = 8
 """Concurrent applies within a step: enough to hide request latency, few enough not to trip API priority limits."""
@@ -146,7 +146,7 @@ def _apply_when_served(change: PlannedChange, cluster: Cluster, sleep: Callable[
 
 def _recreate(change: PlannedChange, cluster: Cluster, sleep: Callable[[float], None]) -> Json:
     """Delete, wait until the name is free, create the replacement; if that fails, put the old object back (the
-    plan's copy, ``restorable``) and fail naming both. Background propagation: the old object's dependents
+    plan's copy, ``_restorable``) and fail naming both. Background propagation: the old object's dependents
     (ReplicaSets, Pods) point at its uid and are collected by the garbage collector."""
     assert change.desired is not None and change.live is not None
     previous = change.live
@@ -166,7 +166,7 @@ def _recreate(change: PlannedChange, cluster: Cluster, sleep: Callable[[float], 
         raise type(e)(f"{e}; recreate failed, the previous object was put back") from e
 
 
-def restorable(live: Json) -> Json:
+def _restorable(live: Json) -> Json:
     """A live object as a create request: without what the server assigns (identity, versions, status)."""
     meta = {
         k: v
@@ -189,7 +189,7 @@ def restorable(live: Json) -> Json:
 def _restore(previous: Json, cluster: Cluster) -> None:
     """Create ``previous`` again, then give its fields back to their owners: a create makes its requester own every
     field, and an update that sets ``managedFields`` and nothing else replaces them as given."""
-    created = cluster.create(restorable(previous))
+    created = cluster.create(_restorable(previous))
     owners = (previous.get("metadata") or {}).get("managedFields")
     if owners:
         cluster.replace(created | {"metadata": (created.get("metadata") or {}) | {"managedFields": owners}})

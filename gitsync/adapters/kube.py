@@ -310,15 +310,13 @@ class KubeCluster:
         return True
 
     def create(self, body: Json, *, dry_run: bool = False) -> Json:
-        """POST a new object; ``StaleError`` (transient) when it already exists. Unknown fields are refused
-        (``fieldValidation=Strict``), as server-side apply refuses them; ``dry_run`` validates and admits without
-        storing, and answers ``StaleError`` only after the object passed validation and admission."""
+        """POST a new object; ``StaleError`` (transient) when it already exists. ``dry_run`` validates and admits
+        without storing, and answers ``StaleError`` only after the object passed validation and admission; it
+        refuses unknown fields (``fieldValidation=Strict``) as the server-side apply of the same body would."""
         ref = ObjectId.of(body)
         res = self.resource(ref.group, ref.kind)
         self._check_scope(ref, res)
-        query = {"fieldValidation": "Strict"}
-        if dry_run:
-            query["dryRun"] = "All"
+        query = {"dryRun": "All", "fieldValidation": "Strict"} if dry_run else {}
         verb = "dry-run-create" if dry_run else "create"
         return self._json(verb, "POST", res.path(ref.namespace), subject=str(ref), body=body, query=query)
 
