@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from itertools import groupby
 
 from gitsync import log as logging
-from gitsync.errors import GitsyncError, Retry, retry_of
+from gitsync.errors import GitsyncError, Retry, StaleError, retry_of
 from gitsync.model import Json, ObjectId, SyncAction, kind_rank
 from gitsync.plan import PARENT_KINDS, DryRunMemo, Plan, PlanAction, PlannedChange
 from gitsync.ports import Cluster
@@ -34,6 +34,8 @@ __all__ = ["APPLY_WORKERS", "ChangeSet", "ChangeSetEntry", "Progress", "apply", 
 
 APPLY_WORKERS = 8
 """Concurrent applies within a step: enough to hide request latency, few enough not to trip API priority limits."""
+_OWNER_ATTEMPTS = 5
+"""Tries to give a put-back object's fields to their owners while its controller keeps writing it."""
 
 log = logging.get("gitsync.apply")
 
@@ -188,8 +190,19 @@ def _restorable(live: Json) -> Json:
 
 def _restore(previous: Json, cluster: Cluster) -> None:
     """Create ``previous`` again, then give its fields back to their owners: a create makes its requester own every
-    field, and an update that sets ``managedFields`` and nothing else replaces them as given."""
-    created = cluster.create(_restorable(previous))
+    field, and an update that sets ``managedFields`` and nothing else replaces them as given. Controllers write the
+    new object at once (a Deployment's status), so that update is retried on a fresh read; if it still cannot be
+    made, the object is back all the same, only owned by gitsync, and that is logged."""
+    ref = ObjectId.of(previous)
+    current: Json | None = cluster.create(_restorable(previous))
     owners = (previous.get("metadata") or {}).get("managedFields")
+    for _ in range(_OWNER_ATTEMPTS if owners else 0):
+        if current is None:
+            return
+        try:
+            cluster.replace(current | {"metadata": (current.get("metadata") or {}) | {"managedFields": owners}})
+            return
+        except StaleError:
+            current = cluster.get(ref)
     if owners:
-        cluster.replace(created | {"metadata": (created.get("metadata") or {}) | {"managedFields": owners}})
+        log.warning("recreate.owners_not_restored", object=str(ref))
