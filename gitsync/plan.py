@@ -69,6 +69,7 @@ __all__ = [
     "Plan",
     "PlanAction",
     "PlannedChange",
+    "defined_kind",
     "diff_text",
     "mask_secret",
     "normalise",
@@ -539,6 +540,7 @@ def plan(
     memo: DryRunMemo | None = None,
     workers: int = DRY_RUN_WORKERS,
     new_namespaces: Collection[str] = (),
+    new_kinds: Collection[tuple[str, str]] = (),
 ) -> Plan:
     """Dry-run every manifest and compare with live; inventory entries no longer rendered become deletes.
 
@@ -546,10 +548,12 @@ def plan(
     Namespace or CRD is itself about to be created cannot be dry-run yet: they are planned as creates and
     validated when applied, after their dependency exists. ``new_namespaces`` are missing namespaces the caller
     creates before applying (the environment's own, as ``sync`` and the agent do): the same holds in them.
+    ``new_kinds`` are (group, kind) pairs whose CRDs other apps of the environment render (``defined_kind``): a
+    preview of the whole environment plans their objects as creates while those CRDs are not installed yet.
     """
     reader: LiveReader = live if live is not None else ListSnapshot(cluster)
     desired_ids = {m.id for m in manifests}
-    pending = _PendingParents(manifests, new_namespaces)
+    pending = _PendingParents(manifests, new_namespaces, new_kinds)
     ordered = sorted(manifests, key=lambda m: apply_order(m.id))
     parents = [m for m in ordered if m.id.kind in PARENT_KINDS]
     children = [m for m in ordered if m.id.kind not in PARENT_KINDS]
@@ -701,6 +705,14 @@ def _failed(
     )
 
 
+def defined_kind(manifest: Manifest) -> tuple[str, str] | None:
+    """The (group, kind) a CRD manifest defines; None for anything else."""
+    if manifest.id.kind != "CustomResourceDefinition":
+        return None
+    spec = manifest.body.get("spec") or {}
+    return str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", ""))
+
+
 PARENT_KINDS = frozenset({"Namespace", "CustomResourceDefinition"})
 """Kinds others live in: planned, applied and waited for first."""
 
@@ -712,21 +724,26 @@ class _PendingParents:
     in a namespace or kind still fails its dry-run.
     """
 
-    def __init__(self, manifests: Iterable[Manifest], new_namespaces: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        manifests: Iterable[Manifest],
+        new_namespaces: Collection[str] = (),
+        new_kinds: Collection[tuple[str, str]] = (),
+    ) -> None:
         self._namespaces = {m.id.name for m in manifests if m.id.kind == "Namespace" and not m.id.group}
         self._new_namespaces = frozenset(new_namespaces)
+        self._new_kinds = frozenset(new_kinds)
         self._kinds: dict[tuple[str, str], ObjectId] = {}
         for m in manifests:
-            if m.id.kind == "CustomResourceDefinition":
-                spec = m.body.get("spec") or {}
-                kind = str((spec.get("names") or {}).get("kind", ""))
-                self._kinds[(str(spec.get("group", "")), kind)] = m.id
+            defined = defined_kind(m)
+            if defined is not None:
+                self._kinds[defined] = m.id
         self.created: set[ObjectId] = set()
 
     def awaits_parent(self, ref: ObjectId) -> bool:
         crd = self._kinds.get((ref.group, ref.kind))
         if crd is not None and crd in self.created:
             return True
-        if ref.namespace in self._new_namespaces:
+        if (ref.group, ref.kind) in self._new_kinds or ref.namespace in self._new_namespaces:
             return True
         return ref.namespace in self._namespaces and ObjectId("", "Namespace", "", ref.namespace) in self.created

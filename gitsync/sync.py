@@ -15,6 +15,7 @@ for the caller to retry with backoff.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from gitsync import inventory as inventories
@@ -86,11 +87,13 @@ def sync_app(
     memo: DryRunMemo | None = None,
     progress: Progress | None = None,
     new_namespace: bool = False,
+    new_kinds: Collection[tuple[str, str]] = (),
 ) -> SyncResult:
     """Advance the cluster to ``rendered``. ``exclude``: rendered objects a rollout strategy applies itself
     (they stay in the inventory and are never pruned). ``live``: where reads come from (the watch cache).
     ``new_namespace``: a dry run for an environment whose namespace a real sync would create first
-    (``ensure_namespace``): its objects are planned as creates, not as errors."""
+    (``ensure_namespace``): its objects are planned as creates, not as errors. ``new_kinds``: likewise for the
+    kinds whose CRDs other apps of the environment render (``plan.defined_kind``), in a preview of all of it."""
     key, namespace = rendered.app_env, rendered.namespace
     revision = rendered.revision or ""
     before = inventories.load(store, key, namespace)
@@ -106,6 +109,7 @@ def sync_app(
             force=force,
             memo=memo,
             new_namespaces=(namespace,) if new_namespace else (),
+            new_kinds=new_kinds,
         )
 
     planned = planned_now(live)

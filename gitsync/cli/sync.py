@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
@@ -107,10 +107,12 @@ def preview(
     *,
     live: LiveReader | None = None,
     new_namespace: bool = False,
+    new_kinds: Collection[tuple[str, str]] = (),
 ) -> SyncResult:
     """A dry-run sync of ``rendered`` as the agent keeps it in the cluster: what ``diff`` and ``status`` compare.
     A canary or blue-green workload is compared as the rollout executor applies it (``executor.as_kept``), not as
-    plainly rendered, which would show every such app out of sync."""
+    plainly rendered, which would show every such app out of sync. ``new_kinds``: kinds whose CRDs other apps of
+    the environment render, planned as creates while not served."""
     from dataclasses import replace
 
     from gitsync.adapters.state import ConfigMapStateStore
@@ -125,7 +127,15 @@ def preview(
         manifests, moved = as_kept(rendered, cluster, store)
         rendered = replace(rendered, manifests=manifests)
     return sync_app(
-        rendered, cluster, store, prune=True, dry_run=True, exclude=moved, live=live, new_namespace=new_namespace
+        rendered,
+        cluster,
+        store,
+        prune=True,
+        dry_run=True,
+        exclude=moved,
+        live=live,
+        new_namespace=new_namespace,
+        new_kinds=new_kinds,
     )
 
 
@@ -134,11 +144,23 @@ def previews(
 ) -> tuple[KubeCluster, list[tuple[RenderedApp, SyncResult]]]:
     """Render the environment (or one app) and ``preview`` each app against the cluster, planning an environment
     whose namespace is missing as creates. ``listed``: read live objects from lists (``snapshot``), as diff does."""
+    from gitsync.plan import defined_kind
+
     targets = render(repo, env, app)
     cluster = connect(kubeconfig)
     missing = namespaces_to_create(cluster, targets)
+    kinds = {k for r in targets for m in r.manifests if (k := defined_kind(m)) is not None}
     return cluster, [
-        (r, preview(r, cluster, live=snapshot(cluster) if listed else None, new_namespace=r.namespace in missing))
+        (
+            r,
+            preview(
+                r,
+                cluster,
+                live=snapshot(cluster) if listed else None,
+                new_namespace=r.namespace in missing,
+                new_kinds=kinds,
+            ),
+        )
         for r in targets
     ]
 

@@ -91,6 +91,9 @@ def test_a_crd_and_its_resources_sync_at_the_first_try(
         environment(root, namespace, ["gadgets", "crds"])
     args = ("--repo", str(root), "--env", "test")
 
+    planned = gitsync("diff", *args, kubeconfig=kubelab.kubeconfig)
+    assert planned.returncode == 1, planned.stderr
+    assert "2 to create, 0 to change" in planned.stdout
     synced = gitsync("sync", *args, kubeconfig=kubelab.kubeconfig)
     assert synced.returncode == 0, synced.stderr
     live = KubeCluster(kubelab.kubeconfig).get(ObjectId(group, "Gadget", namespace, "g1"))
