@@ -104,6 +104,11 @@ class KindNotServedError(NotFoundError):
     """Discovery does not list the kind (its CRD is missing, not yet Established, or not yet in discovery)."""
 
 
+class UntrustedServerError(KubeError, TerminalError):
+    """The API server's certificate does not verify against the kubeconfig's CA: a configuration error, which no
+    retry fixes."""
+
+
 class StaleError(KubeError, TransientError):
     """Someone else wrote first (HTTP 409 on an update or create); re-read and try again."""
 

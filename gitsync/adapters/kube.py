@@ -46,6 +46,7 @@ from gitsync.errors import (
     StaleError,
     TerminalError,
     UnavailableError,
+    UntrustedServerError,
     WatchExpired,
 )
 from gitsync.model import MANAGER, Json, ObjectId
@@ -183,7 +184,10 @@ class KubeCluster:
         except urllib3.exceptions.HTTPError as e:
             # The server is named: a TLS error (wrong CA) says nothing about where it went.
             host = self._connection.host
-            raise UnavailableError(f"{subject}: {method} {host} failed: {type(e).__name__}: {e}") from e
+            text = f"{subject}: {method} {host} failed: {type(e).__name__}: {e}"
+            if isinstance(e, urllib3.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(e):
+                raise UntrustedServerError(text) from e
+            raise UnavailableError(text) from e
         if resp.status >= 300:
             data = resp.read() if stream else resp.data
             if stream:
