@@ -415,9 +415,9 @@ class _Line:
                 self.s.store,
                 prune=prune,
                 dry_run=not (heal and self.r.apply),
-                # A drift repair takes back what a person changed with kubectl (the plan forces those objects,
-                # ownership.takes_over); a controller's fields are never forced unless asked (--force).
-                force=self.r.force,
+                # A drift repair takes declared fields back from whoever changed them (the self-heal opt-in); any
+                # other sync forces only the objects a person's kubectl changed (ownership.takes_over).
+                force=self.r.force or (drift and target.self_heal),
                 exclude=step.exclude,
                 live=self.s.live,
                 progress=self.r.progress,
