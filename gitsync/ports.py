@@ -63,8 +63,14 @@ class Cluster(Protocol):
         object."""
         ...
 
-    def create(self, body: Json) -> Json:
-        """Create only; ``StaleError`` when the object exists already (nothing of it is changed)."""
+    def create(self, body: Json, *, dry_run: bool = False) -> Json:
+        """Create only; ``StaleError`` when the object exists already (nothing of it is changed). With ``dry_run``
+        the server validates and admits the body as a new object without storing it, and answers ``StaleError``
+        for an existing name only once the body passed: how a replacement is checked before a recreate."""
+        ...
+
+    def replace(self, body: Json) -> Json:
+        """Update (PUT) the whole object; ``StaleError`` when its ``metadata.resourceVersion`` is not current."""
         ...
 
     def delete(self, ref: ObjectId, *, propagation: str = "Background") -> bool:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from gitsync import inventory as inventories
 from gitsync import removal
 from gitsync.apply import Progress
-from gitsync.errors import GitsyncError, TerminalError, TransientError
+from gitsync.errors import GitsyncError, Retry, TerminalError, TransientError
 from gitsync.health import Health, read_health
 from gitsync.history import Result, Status
 from gitsync.model import AppEnv, HealthStatus, Manifest, ObjectId
@@ -49,7 +49,7 @@ from gitsync.ports import (
     StateStore,
 )
 from gitsync.promotion import BLOCKED_RECHECK, PromotionAction, Promotions
-from gitsync.result import ErrorClass, Kind, ReconcileResult, Stage, Target
+from gitsync.result import Kind, ReconcileResult, Stage, Target
 from gitsync.source import RevisionRefused
 from gitsync.strategy.state import Phase
 from gitsync.sync import SyncResult, sync_app
@@ -209,7 +209,7 @@ class _Line:
             Kind.FAILED,
             outcome=outcome,
             error=str(error),
-            error_class=ErrorClass.TRANSIENT if transient else ErrorClass.TERMINAL,
+            error_class=Retry.TRANSIENT if transient else Retry.TERMINAL,
             retry_after=getattr(error, "retry_after", None),
             **fields,
         )
@@ -229,7 +229,7 @@ class _Line:
             return self.result(
                 Kind.FAILED,
                 error=str(e),
-                error_class=ErrorClass.TRANSIENT,
+                error_class=Retry.TRANSIENT,
                 retry_after=getattr(e, "retry_after", None),
             )
         self._timed(Stage.SOURCE, t0)
@@ -244,7 +244,7 @@ class _Line:
             self.previous = self.s.status.status(key, target.namespace)
         except GitsyncError as e:  # state unreadable (API down, namespace gone): nothing can be recorded
             return self.result(
-                Kind.FAILED, error=str(e), error_class=ErrorClass.TRANSIENT, retry_after=getattr(e, "retry_after", None)
+                Kind.FAILED, error=str(e), error_class=Retry.TRANSIENT, retry_after=getattr(e, "retry_after", None)
             )
         if self._current(self.previous):
             return self._promote_only(target, self.previous)
@@ -323,7 +323,8 @@ class _Line:
                 self.s.store,
                 prune=prune,
                 dry_run=not (heal and self.r.apply),
-                # A drift repair takes declared fields back from whoever changed them (the self-heal opt-in).
+                # A drift repair takes declared fields back from whoever changed them (the self-heal opt-in); any
+                # other sync forces only the objects a person's kubectl changed (ownership.takes_over).
                 force=self.r.force or (drift and target.self_heal),
                 exclude=step.exclude,
                 live=self.s.live,
@@ -340,9 +341,9 @@ class _Line:
         if not synced.ok:
             errors = [c.error for c in synced.plan.errors if c.error] + [c.error or "" for c in synced.failures]
             message = "; ".join(e for e in errors[:3] if e) or synced.summary()
-            return self.result(
-                Kind.FAILED, outcome=Result.FAILED, sync=synced, error=message, error_class=ErrorClass.TRANSIENT
-            )
+            # Content errors (a refused body, an immutable field, a controller's conflict) wait for a new revision.
+            error_class = synced.retry or Retry.TERMINAL
+            return self.result(Kind.FAILED, outcome=Result.FAILED, sync=synced, error=message, error_class=error_class)
         t0 = time.monotonic()
         health = self._verify(rendered, step)
         self._timed(Stage.VERIFY, t0)
@@ -426,9 +427,9 @@ class _Line:
                 self.s.cluster, self.s.store, key, target.namespace, self.snapshot_revision, before
             )
         except GitsyncError as e:
-            return self.result(Kind.FAILED, error=str(e), error_class=ErrorClass.TRANSIENT)
+            return self.result(Kind.FAILED, error=str(e), error_class=Retry.TRANSIENT)
         self._timed(Stage.SYNC, t0)
         if not synced.ok:
             errors = [e.error for e in synced.failures if e.error]
-            return self.result(Kind.FAILED, sync=synced, error="; ".join(errors[:3]), error_class=ErrorClass.TRANSIENT)
+            return self.result(Kind.FAILED, sync=synced, error="; ".join(errors[:3]), error_class=Retry.TRANSIENT)
         return self.result(Kind.REMOVED, outcome=Result.REMOVED, sync=synced)

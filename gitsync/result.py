@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gitsync.errors import Retry
 from gitsync.health import Health
 from gitsync.history import Result, Status
 from gitsync.model import AppEnv, SyncAction
@@ -15,7 +16,7 @@ from gitsync.ports import RenderedApp, RolloutProgress, Snapshot
 from gitsync.promotion import PromotionStep, Upstream
 from gitsync.sync import SyncResult
 
-__all__ = ["ErrorClass", "Kind", "ReconcileResult", "Stage", "Target"]
+__all__ = ["Kind", "ReconcileResult", "Stage", "Target"]
 
 
 class Stage(StrEnum):
@@ -53,14 +54,6 @@ class Kind(StrEnum):
     """The app's pin is not verified by the upstream environment's ledger: nothing of it is applied."""
 
 
-class ErrorClass(StrEnum):
-    NONE = ""
-    TERMINAL = "terminal"
-    """Retrying cannot help: the key waits for a new revision."""
-    TRANSIENT = "transient"
-    """Retried with backoff (or after the error's Retry-After)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where a key lives and how it syncs, as its environment file says at the current snapshot."""
@@ -95,7 +88,8 @@ class ReconcileResult:
     health: Health | None = None
     rollout: RolloutProgress | None = None
     error: str = ""
-    error_class: ErrorClass = ErrorClass.NONE
+    error_class: Retry | None = None
+    """Terminal (wait for a new revision) or transient (back off); None: nothing failed."""
     retry_after: float | None = None
     requeue_after: float | None = None
     """Look again after this many seconds (0: at once); None: done until a trigger."""

@@ -17,7 +17,7 @@ import click
 
 from gitsync import log as logging
 from gitsync.cli.render import policy_error_line
-from gitsync.cli.sync import connect, env_option, fail, kubeconfig_option, repo_option
+from gitsync.cli.sync import connect, env_option, fail, fail_on, kubeconfig_option, repo_option
 from gitsync.errors import GitsyncError
 from gitsync.strategy.policy import PolicyError, parse_policy
 from gitsync.strategy.state import ACTIVE_PHASES, CommandName, Phase
@@ -66,7 +66,7 @@ def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandN
     except PolicyError as e:
         fail(policy_error_line(repo, rendered, e))
     except GitsyncError as e:
-        fail(str(e))
+        fail_on(e)
     click.echo(f"{rendered.app_env}: {name}: {outcome.phase}: {outcome.message}")
 
 

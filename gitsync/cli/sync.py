@@ -1,16 +1,19 @@
 """``gitsync sync``: render an environment (or one app) and apply it to the cluster, once.
 
-Creates the environment's namespace when it is missing, as the agent does. Progress bars on a terminal, structured
-log events otherwise, and a one-line summary per app. Exit status 0 when every object synced, 1 when any object
-failed, 2 when nothing could be tried (render error, no cluster). Also home of what ``gitsync diff`` shares with
-it: rendering the targets and connecting to the cluster.
+Creates the environment's namespace when it is missing, as the agent does; apps that install Namespaces or CRDs
+go first, so another app's custom resources find their kind served. Progress bars on a terminal, structured log
+events otherwise, and a one-line summary per app. Exit status, the rule of every command that talks to a cluster
+(``exit_status``): 0 when every object synced, 2 when something needs a change of input (render error, an
+object the server refuses, a conflict with another owner, forbidden), 3 when trying again may succeed (cluster
+unreachable, HTTP 5xx or 429, a CRD not Established in time); ``diff`` adds 1 for "changes found". Also home of
+what ``gitsync diff`` shares with it: rendering the targets and connecting to the cluster.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
@@ -19,7 +22,7 @@ import click
 
 from gitsync import log as logging
 from gitsync.apply import ChangeSetEntry
-from gitsync.errors import GitsyncError, TerminalError
+from gitsync.errors import GitsyncError, Retry, TerminalError, retry_of, retry_of_all
 
 if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the Kubernetes client
     from gitsync.adapters.kube import KubeCluster
@@ -30,8 +33,10 @@ if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the K
     from renderers import RenderedApp
 
 T = TypeVar("T")
-EXIT_FAILED = 1
 EXIT_ERROR = 2
+"""Terminal: the input (repository, kubeconfig, a field another owner holds) must change first."""
+EXIT_RETRY = 3
+"""Transient: the same command may succeed later (network, HTTP 5xx or 429, a parent not ready in time)."""
 
 repo_option = click.option(
     "--repo", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="GitOps repository."
@@ -51,6 +56,16 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     """One line on stderr and the exit status; never a traceback for an error a user can fix."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def exit_status(retry: Retry) -> int:
+    """The one exit rule for failures: 2 for terminal, 3 for transient (``errors.Retry``)."""
+    return EXIT_RETRY if retry is Retry.TRANSIENT else EXIT_ERROR
+
+
+def fail_on(error: GitsyncError) -> NoReturn:
+    """``fail`` with the exit status of the error's class."""
+    fail(str(error), exit_status(retry_of(error)))
 
 
 def render(repo: Path, env: str, app: str | None, revision: str | None = None) -> tuple[RenderedApp, ...]:
@@ -92,10 +107,12 @@ def preview(
     *,
     live: LiveReader | None = None,
     new_namespace: bool = False,
+    new_kinds: Collection[tuple[str, str]] = (),
 ) -> SyncResult:
     """A dry-run sync of ``rendered`` as the agent keeps it in the cluster: what ``diff`` and ``status`` compare.
     A canary or blue-green workload is compared as the rollout executor applies it (``executor.as_kept``), not as
-    plainly rendered, which would show every such app out of sync."""
+    plainly rendered, which would show every such app out of sync. ``new_kinds``: kinds whose CRDs other apps of
+    the environment render, planned as creates while not served."""
     from dataclasses import replace
 
     from gitsync.adapters.state import ConfigMapStateStore
@@ -110,7 +127,15 @@ def preview(
         manifests, moved = as_kept(rendered, cluster, store)
         rendered = replace(rendered, manifests=manifests)
     return sync_app(
-        rendered, cluster, store, prune=True, dry_run=True, exclude=moved, live=live, new_namespace=new_namespace
+        rendered,
+        cluster,
+        store,
+        prune=True,
+        dry_run=True,
+        exclude=moved,
+        live=live,
+        new_namespace=new_namespace,
+        new_kinds=new_kinds,
     )
 
 
@@ -119,11 +144,23 @@ def previews(
 ) -> tuple[KubeCluster, list[tuple[RenderedApp, SyncResult]]]:
     """Render the environment (or one app) and ``preview`` each app against the cluster, planning an environment
     whose namespace is missing as creates. ``listed``: read live objects from lists (``snapshot``), as diff does."""
+    from gitsync.plan import defined_kind
+
     targets = render(repo, env, app)
     cluster = connect(kubeconfig)
     missing = namespaces_to_create(cluster, targets)
+    kinds = {k for r in targets for m in r.manifests if (k := defined_kind(m)) is not None}
     return cluster, [
-        (r, preview(r, cluster, live=snapshot(cluster) if listed else None, new_namespace=r.namespace in missing))
+        (
+            r,
+            preview(
+                r,
+                cluster,
+                live=snapshot(cluster) if listed else None,
+                new_namespace=r.namespace in missing,
+                new_kinds=kinds,
+            ),
+        )
         for r in targets
     ]
 
@@ -205,7 +242,8 @@ def command(
     source = LocalCheckout(repo)
     revision = source.resolve().revision or None
     try:
-        targets = render(repo, env, app, revision)  # all or nothing: a render error anywhere touches no cluster
+        # all or nothing: a render error anywhere touches no cluster; apps with Namespaces or CRDs go first
+        targets = sorted(render(repo, env, app, revision), key=installs_parents, reverse=True)  # else env.yaml order
         cluster = connect(kubeconfig)
         missing = namespaces_to_create(cluster, targets) if dry_run else frozenset()
         if not dry_run:  # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
@@ -213,13 +251,13 @@ def command(
                 if ensure_namespace(cluster, namespace):
                     click.echo(f"Namespace/{namespace}: created")
     except GitsyncError as e:
-        fail(str(e))
+        fail_on(e)
     store = ConfigMapStateStore(cluster)
     clock = SystemClock()
     history = History(store)
     recorder = Recorder(default_sinks(history, EventSink(cluster, clock), metrics=False))
     rollouts = RolloutExecutor(cluster, store, measurer=Measurer(PrometheusClient(), HttpClient()))
-    errors, failed = False, False
+    retries: list[Retry | None] = []
     for rendered in targets:
         target = Target(rendered.namespace, prune=rendered.environment.prune, self_heal=rendered.environment.self_heal)
         stages = Stages(
@@ -248,15 +286,21 @@ def command(
             result = reconcile(stages, request)
         if result.sync is None:
             click.echo(f"error: {rendered.app_env}: {result.error}", err=True)
-            errors = True
+            retries.append(result.error_class or Retry.TERMINAL)
             continue
         click.echo(result.sync.summary())
         for entry in result.sync.failures:
             click.echo(f"  {entry.error}", err=True)
-        failed = failed or not result.sync.ok
+        retries.append(result.sync.retry)
         if result.kind is Kind.RELEASE and result.rollout is not None and result.rollout.exclude and not dry_run:
             click.echo(f"{rendered.app_env}: rollout {result.rollout.phase}: {result.rollout.message}")
-    if errors:
-        sys.exit(EXIT_ERROR)
-    if failed:
-        sys.exit(EXIT_FAILED)
+    retry = retry_of_all(retries)
+    if retry is not None:
+        sys.exit(exit_status(retry))
+
+
+def installs_parents(rendered: RenderedApp) -> bool:
+    """Whether an app renders Namespaces or CRDs, which other apps' objects may live in or be instances of."""
+    from gitsync.plan import PARENT_KINDS
+
+    return any(m.id.kind in PARENT_KINDS for m in rendered.manifests)

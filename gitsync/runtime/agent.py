@@ -37,7 +37,7 @@ from gitsync import log as logging
 from gitsync.adapters.git import scrub
 from gitsync.cache import WatchCache
 from gitsync.drift import DriftWatcher
-from gitsync.errors import GitsyncError
+from gitsync.errors import GitsyncError, Retry
 from gitsync.events import EventSink
 from gitsync.history import History, Result
 from gitsync.metrics import GIT_FETCH_SECONDS, GIT_POLLS, LEADER
@@ -46,7 +46,7 @@ from gitsync.ports import Clock, Cluster, GitReader, Rollouts, Snapshot, StateSt
 from gitsync.promotion import Promotions, topology
 from gitsync.reconcile import NoRollouts, Request, Stages, reconcile
 from gitsync.record import LedgerSink, Recorder, default_sinks
-from gitsync.result import ErrorClass, Kind, ReconcileResult, Target
+from gitsync.result import Kind, ReconcileResult, Target
 from gitsync.runtime.config import AgentConfig, Provider
 from gitsync.runtime.leader import LeaderElector
 from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
@@ -63,7 +63,7 @@ class AgentCluster(Cluster, Protocol):
     """The Cluster port plus a plain create (POST): a missing namespace is created, never patched, so the agent
     needs no ``patch`` on namespaces (which would let it relabel any namespace, pod-security labels included)."""
 
-    def create(self, body: Json) -> Json: ...
+    def create(self, body: Json, *, dry_run: bool = False) -> Json: ...
 
 
 class Agent:
@@ -348,9 +348,9 @@ class Agent:
     def _schedule(result: ReconcileResult, item: WorkItem) -> tuple[Outcome, str, float | None]:
         """What the queue does next with the key: the result's error class, or its requeue."""
         revision = result.revision or item.revision
-        if result.error_class is ErrorClass.TERMINAL:
+        if result.error_class is Retry.TERMINAL:
             return Outcome.TERMINAL, revision, None
-        if result.error_class is ErrorClass.TRANSIENT:
+        if result.error_class is Retry.TRANSIENT:
             return Outcome.TRANSIENT, revision, result.retry_after
         if result.requeue_after is not None:
             return Outcome.REQUEUE, revision, result.requeue_after

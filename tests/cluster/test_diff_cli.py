@@ -177,7 +177,7 @@ def test_failed_render_never_prunes(repo: Path, namespace: str, kubelab: Any) ->
     assert KubeCluster(kubelab.kubeconfig).get(ObjectId("", "ConfigMap", namespace, "shop")) is None
 
 
-def test_unreachable_cluster_is_exit_2(repo: Path, tmp_path: Path) -> None:
+def test_unreachable_cluster_is_exit_3_worth_retrying(repo: Path, tmp_path: Path) -> None:
     kubeconfig = tmp_path / "nowhere.kubeconfig"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
@@ -186,7 +186,7 @@ def test_unreachable_cluster_is_exit_2(repo: Path, tmp_path: Path) -> None:
         "contexts: [{name: x, context: {cluster: x, user: x}}]\n"
     )
     result = gitsync("diff", "--repo", str(repo), "--env", "test", kubeconfig=kubeconfig)
-    assert result.returncode == 2
+    assert result.returncode == 3, "transient: the same command may succeed later"
     assert result.stderr.startswith("error: ")
     assert "not-a-real-token" not in result.stderr + result.stdout
 

@@ -74,11 +74,15 @@ def image_of(apps: client.AppsV1Api, namespace: str) -> str:
     return str(deployment.spec.template.spec.containers[0].image).rpartition(":")[2]
 
 
-def release(upstream: Upstream, tag: str, labels: dict[str, str] | None = None, files: dict[str, str] | None = None) -> str:
+def release(
+    upstream: Upstream, tag: str, labels: dict[str, str] | None = None, files: dict[str, str] | None = None
+) -> str:
     path = upstream.work / "environments/staging/values/podinfo.yaml"
     values = yaml.safe_load(path.read_text())
     values["image"]["tag"], values["podLabels"] = tag, labels or {}
-    return upstream.commit(f"podinfo {tag}", {str(path.relative_to(upstream.work)): yaml.safe_dump(values), **(files or {})})
+    return upstream.commit(
+        f"podinfo {tag}", {str(path.relative_to(upstream.work)): yaml.safe_dump(values), **(files or {})}
+    )
 
 
 def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
@@ -92,10 +96,11 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
     env["promotion"] = {"from": "staging", "mode": "auto", "soak": f"{SOAK:g}s", "values": ["image.tag"]}
     values = yaml.safe_load((prod / "values/podinfo.yaml").read_text())
     values.update(replicas=2, rollout={"strategy": "canary", **PROD_CANARY})
-    first = upstream.commit(
-        "prod: promoted from staging",
-        {"environments/prod/env.yaml": yaml.safe_dump(env), "environments/prod/values/podinfo.yaml": yaml.safe_dump(values)},
-    )  # fmt: skip
+    settings = {
+        "environments/prod/env.yaml": yaml.safe_dump(env),
+        "environments/prod/values/podinfo.yaml": yaml.safe_dump(values),
+    }
+    first = upstream.commit("prod: promoted from staging", settings)
     agent = agents.start(environments=["staging", "prod"], pollInterval="1s")
 
     # 1. The first release: staging at once, prod once staging verified it and it soaked, by one commit.
@@ -145,7 +150,8 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
     # 5. A pin edited by hand to a commit staging never ran is Blocked; nothing of it is applied.
     git(upstream.work, "pull", "-q", "--rebase", "origin", "main")
     git(upstream.work, "checkout", "-q", "-b", "side")
-    side = upstream.commit("an unreviewed chart", {"apps/podinfo/templates/extra.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n"}, push=False)  # fmt: skip
+    extra = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n"
+    side = upstream.commit("an unreviewed chart", {"apps/podinfo/templates/extra.yaml": extra}, push=False)
     git(upstream.work, "push", "-q", "origin", "side")
     git(upstream.work, "checkout", "-q", "main")
     forged = yaml.safe_load((prod / "promoted.yaml").read_text())
