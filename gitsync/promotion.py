@@ -239,6 +239,17 @@ class Promotions:
         found = candidate(releases, current, upstream.soak_seconds, now)
         if found is None:
             return self._soaking(releases, current, upstream, now)
+        rolled_back = {
+            (entry.chart_tree, entry.values_hash)
+            for _, entry in self._upstream(key.env, key.app)
+            if entry.outcome is LedgerOutcome.ROLLED_BACK
+        }
+        if (found.entry.chart_tree, found.entry.values_hash) in rolled_back:
+            # As a failed template is not retried: what was rolled back here is not promoted again until it changes.
+            return PromotionStep(
+                PromotionAction.NONE,
+                f"{found.source} was rolled back in {key.env}: not promoted again until it changes",
+            )
         health = self._status(AppEnv(key.app, upstream.from_env), upstream.upstream_namespace).health
         if health != "Healthy":
             return PromotionStep(

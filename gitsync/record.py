@@ -301,7 +301,10 @@ class LedgerSink:
             outcome,
             started or r.started_at,
             r.finished_at,
-            promoted_paths=r.target.promoted_paths if current else (),
+            # A receiving environment's release is identified by the values it was promoted with.
+            promoted_paths=(r.target.upstream.values if r.target.upstream else r.target.promoted_paths)
+            if current
+            else (),
             values=r.rendered.values if current else {},
             pin_revision=pin.revision if pin is not None and current else "",
             steps=steps,

@@ -47,7 +47,7 @@ def prod_namespace(namespace: str, core: client.CoreV1Api) -> Iterator[str]:
 def git(cwd: Path, *args: str) -> str:
     done = subprocess.run(["git", *args], cwd=cwd, env={**IDENTITY, "PATH": "/usr/bin:/bin"}, capture_output=True,
                           text=True, check=True, timeout=30)  # fmt: skip
-    return done.stdout.strip()
+    return done.stdout.strip("\n")
 
 
 def promotions(upstream: Upstream, trailer: str = "Gitsync-Promoted-From") -> list[dict[str, str]]:
@@ -57,7 +57,7 @@ def promotions(upstream: Upstream, trailer: str = "Gitsync-Promoted-From") -> li
     for record in out.split("\x1e"):
         if not record.strip():
             continue
-        sha, subject, trailers = record.strip().split("\x1f")
+        sha, subject, trailers = record.strip("\n").split("\x1f")
         pairs = dict(line.split(": ", 1) for line in trailers.splitlines() if ": " in line)
         if trailer in pairs:
             found.append({"sha": sha, "subject": subject, **pairs})
