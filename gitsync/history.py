@@ -57,6 +57,8 @@ class Status:
     env: str
     last_applied_revision: str = ""
     last_applied_digest: str = ""
+    release_revision: str = ""
+    """The commit that brought the running digest (later commits that do not change the render continue it)."""
     last_attempted_revision: str = ""
     sync_state: str = SyncState.UNKNOWN.value
     health: str = HealthStatus.UNKNOWN.value

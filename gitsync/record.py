@@ -265,17 +265,22 @@ class LedgerSink:
             r.outcome is Result.ROLLED_BACK or (r.outcome is Result.SUCCEEDED and healthy)
         )
         failed = r.kind is Kind.FAILED and r.outcome is Result.FAILED
-        if r.new_release and before.result in (Result.PROGRESSING.value, Result.PAUSED.value):
-            self._note(r, before.last_applied_revision, before.last_applied_digest, Result.SUPERSEDED, 0.0, ())
-        if not (ended or failed) or (
-            before.result == r.outcome.value and before.health == _health(r) and not r.new_release
-        ):
+        # A release is a digest: a commit that does not change the app's render (a promotion commit seen from
+        # staging, any commit seen from a pinned prod) continues the release that runs, and is noted on the commit
+        # that brought it (``Status.release_revision``).
+        changed = r.digest != before.last_applied_digest
+        if changed and before.last_applied_digest and before.result in (Result.PROGRESSING.value, Result.PAUSED.value):
+            superseded = before.release_revision or before.last_applied_revision
+            self._note(r, superseded, before.last_applied_digest, Result.SUPERSEDED, 0.0, ())
+        unchanged = (before.result, before.health) == (r.outcome.value, _health(r)) and not changed
+        if not (ended or failed) or unchanged:
             return
         if failed and before.last_attempted_revision == r.revision and before.result == Result.FAILED.value:
             return
+        deployed = r.revision if changed else (before.release_revision or r.revision)
         releases = self._history.releases(r.key, r.namespace)
-        started = releases[0].started_at if releases and releases[0].revision == r.revision else r.started_at
-        self._note(r, r.revision, r.digest, r.outcome, started, _evidence(r, self._store))
+        started = next((e.started_at for e in releases if e.revision == deployed), r.started_at)
+        self._note(r, deployed, r.digest, r.outcome, started, _evidence(r, self._store))
 
     def _note(
         self,
@@ -378,6 +383,7 @@ class StatusSink:
             state = SyncState.OUT_OF_SYNC if outcome is Result.ROLLED_BACK else SyncState.SYNCED
             return lambda s: replace(
                 s,
+                release_revision=(revision if r.digest != s.last_applied_digest else (s.release_revision or revision)),
                 last_applied_revision=revision,
                 last_applied_digest=r.digest,
                 last_attempted_revision=revision,

@@ -385,7 +385,8 @@ class Agent:
             Result.SUCCEEDED.value,
             HealthStatus.HEALTHY.value,
         )
-        if succeeded and (result.new_release or not settled_before):
+        changed = before is None or result.digest != before.last_applied_digest
+        if succeeded and (changed or not settled_before):
             with self._lock:
                 receivers = [AppEnv(result.key.app, env) for env in self._downstream.get(result.key.env, ())]
                 receivers = [key for key in receivers if key in self._targets]
