@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["NOTES_REF", "AnalysisResult", "LedgerEntry", "Outcome", "parse_note"]
+__all__ = ["NOTES_REF", "AnalysisResult", "LedgerEntry", "ReleaseOutcome", "parse_note"]
 
 NOTES_REF = "refs/notes/gitsync"
 """Where the ledger lives; ``git log --notes=gitsync`` shows it."""
 
 
-class Outcome(StrEnum):
+class ReleaseOutcome(StrEnum):
     """How a release ended; the values are the wire format."""
 
     SUCCEEDED = "Succeeded"
@@ -71,7 +71,7 @@ class LedgerEntry:
     digest: str
     chart_tree: str
     values_hash: str
-    outcome: Outcome
+    outcome: ReleaseOutcome
     started_at: float
     finished_at: float
     steps: tuple[str, ...] = ()
@@ -117,7 +117,7 @@ class LedgerEntry:
             digest=_text(raw, "digest"),
             chart_tree=_text(raw, "chartTree"),
             values_hash=_text(raw, "valuesHash"),
-            outcome=Outcome(_text(raw, "outcome", required=True)),
+            outcome=ReleaseOutcome(_text(raw, "outcome", required=True)),
             started_at=_epoch(raw, "startedAt"),
             finished_at=_epoch(raw, "finishedAt"),
             steps=tuple(steps),

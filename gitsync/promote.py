@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gitsync.ledger import LedgerEntry, Outcome
+from gitsync.ledger import LedgerEntry, ReleaseOutcome
 from gitsync.model import Manifest, ObjectId, apply_order
 from renderers import AwaitingPromotion, RenderError, render_app
 from renderers.promotion import Pin
@@ -182,11 +182,11 @@ def candidate(
         return None
     releases = sorted(upstream, key=lambda pair: pair[1].finished_at, reverse=True)
     revision, newest = releases[0]
-    if newest.outcome is not Outcome.SUCCEEDED:
+    if newest.outcome is not ReleaseOutcome.SUCCEEDED:
         return None
     started = newest.finished_at
     for _, older in releases[1:]:
-        if older.outcome is not Outcome.SUCCEEDED or not _same_release(older, newest):
+        if older.outcome is not ReleaseOutcome.SUCCEEDED or not _same_release(older, newest):
             break
         started = older.finished_at
     if started + soak_seconds > now:
@@ -204,7 +204,7 @@ def verify_pin(
     matches = [
         (sha, entry)
         for sha, entry in upstream
-        if entry.outcome is Outcome.SUCCEEDED
+        if entry.outcome is ReleaseOutcome.SUCCEEDED
         and (entry.chart_tree, entry.values_hash) == (pin.chart_tree, pin.values_hash)
     ]
     if matches:

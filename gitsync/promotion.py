@@ -29,7 +29,7 @@ from gitsync import log as logging
 from gitsync.errors import GitsyncError, TerminalError
 from gitsync.history import Result, Status
 from gitsync.ledger import AnalysisResult, LedgerEntry
-from gitsync.ledger import Outcome as LedgerOutcome
+from gitsync.ledger import ReleaseOutcome as LedgerOutcome
 from gitsync.model import AppEnv
 from gitsync.ports import CommitRequest, FileEdit, GitWriter, Ledger, RenderedApp
 from gitsync.promote import (

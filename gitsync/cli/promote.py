@@ -35,7 +35,7 @@ from gitsync.adapters.trees import LocalTrees
 from gitsync.cli.audit import clone_ledger
 from gitsync.cli.sync import env_option, fail, repo_option
 from gitsync.errors import GitsyncError
-from gitsync.ledger import LedgerEntry, Outcome
+from gitsync.ledger import LedgerEntry, ReleaseOutcome
 from gitsync.ports import CommitRequest, FileEdit, PathRestore, WriteResult
 from gitsync.promote import (
     Blocked,
@@ -211,7 +211,7 @@ def _repin(clone: Clone, env: str, app: str, settings: Promotion, to: str | None
     own = sorted(clone.releases(env, app), key=lambda pair: pair[1].finished_at, reverse=True)
     history = clone.run("log", "--format=%H", "--end-of-options", "HEAD", "--", promoted).split()
     if own:  # what ran here and Succeeded, newest first
-        commits, where = [sha for sha, e in own if e.outcome is Outcome.SUCCEEDED], f"{env}'s ledger"
+        commits, where = [sha for sha, e in own if e.outcome is ReleaseOutcome.SUCCEEDED], f"{env}'s ledger"
     else:
         commits, where = history, f"{promoted}'s history"
     wanted = clone.commit(to) if to else None
@@ -222,7 +222,7 @@ def _repin(clone: Clone, env: str, app: str, settings: Promotion, to: str | None
         if not isinstance(_verify(clone, earlier, upstream), Verified):
             continue
         rollback_of = _pinned_by(clone, history, env, current)
-        failed = own[0][1] if own and own[0][1].outcome is not Outcome.SUCCEEDED else None
+        failed = own[0][1] if own and own[0][1].outcome is not ReleaseOutcome.SUCCEEDED else None
         message = rollback_message(
             app,
             env,
@@ -264,7 +264,7 @@ def _restore_head_following(clone: Clone, env: str, app: str, to: str | None) ->
     target = clone.commit(to) if to else ""
     if not target:
         for sha, entry in releases:
-            ok = entry.outcome is Outcome.SUCCEEDED and _present(clone, sha)
+            ok = entry.outcome is ReleaseOutcome.SUCCEEDED and _present(clone, sha)
             if ok and tuple(clone.tree(sha, p) for p in paths) != head:
                 target = sha
                 break
@@ -273,7 +273,7 @@ def _restore_head_following(clone: Clone, env: str, app: str, to: str | None) ->
     if tuple(clone.tree(target, p) for p in paths) == head:
         fail(f"{app}@{env}: HEAD already holds {target[:12]}'s chart and values")
     undone = releases[0][0] if releases else clone.commit("HEAD")
-    failed = releases[0][1] if releases and releases[0][1].outcome is not Outcome.SUCCEEDED else None
+    failed = releases[0][1] if releases and releases[0][1].outcome is not ReleaseOutcome.SUCCEEDED else None
     message = rollback_message(app, env, rollback_of=undone, restored=target, change=RenderedChange(), failed=failed)
     edits = tuple(PathRestore(p, target) for p in paths)
     return CommitRequest(edits, message, rollback_identity(app, env, undone))

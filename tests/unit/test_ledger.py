@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gitsync.ledger import AnalysisResult, LedgerEntry, Outcome, parse_note
+from gitsync.ledger import AnalysisResult, LedgerEntry, ReleaseOutcome, parse_note
 
 SHA = "a" * 40
 
@@ -19,7 +19,7 @@ def entry(**changes: object) -> LedgerEntry:
         "digest": "sha256:" + "d" * 64,
         "chart_tree": "c" * 40,
         "values_hash": "sha256:" + "v" * 64,
-        "outcome": Outcome.SUCCEEDED,
+        "outcome": ReleaseOutcome.SUCCEEDED,
         "started_at": 1_700_000_000.0,
         "finished_at": 1_700_000_090.0,
         "steps": ("setWeight 25", "analysis", "setWeight 100"),

@@ -13,7 +13,7 @@ from test_ledger import entry
 from gitsync.adapters.git import GitRepository
 from gitsync.adapters.gitwrite import Identity, Run, WriteAccessError
 from gitsync.adapters.notes import NotesLedger
-from gitsync.ledger import Outcome
+from gitsync.ledger import ReleaseOutcome
 
 AGENT = Identity("gitsync", "gitsync@example.com")
 
@@ -92,7 +92,7 @@ def test_appending_again_after_a_kill_before_the_push_adds_nothing(server: Serve
     restarted.append(sha, entry(revision=sha))
     restarted.append(sha, entry(revision=sha))
     assert remote_note(server, sha) == [entry(revision=sha).to_line()]
-    later = entry(revision=sha, outcome=Outcome.ROLLED_BACK, finished_at=1_700_000_500.0)
+    later = entry(revision=sha, outcome=ReleaseOutcome.ROLLED_BACK, finished_at=1_700_000_500.0)
     restarted.append(sha, later)
     assert remote_note(server, sha) == [entry(revision=sha).to_line(), later.to_line()]
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from test_ledger import entry
 
-from gitsync.ledger import AnalysisResult, LedgerEntry, Outcome
+from gitsync.ledger import AnalysisResult, LedgerEntry, ReleaseOutcome
 from gitsync.promote import (
     Blocked,
     Candidate,
@@ -21,13 +21,15 @@ from gitsync.promote import (
     verify_pin,
 )
 
+Ended = ReleaseOutcome
+
 T0 = 1_700_000_000.0
 SOAK = 600.0
 OLD, NEW, FIX = "1" * 40, "2" * 40, "3" * 40
 
 
 def release(
-    sha: str, outcome: Outcome, finished: float, tree: str = "t-new", values: str = "v1"
+    sha: str, outcome: ReleaseOutcome, finished: float, tree: str = "t-new", values: str = "v1"
 ) -> tuple[str, LedgerEntry]:
     return sha, entry(
         revision=sha,
@@ -39,7 +41,7 @@ def release(
     )
 
 
-OLD_OK = release(OLD, Outcome.SUCCEEDED, T0, tree="t-old")
+OLD_OK = release(OLD, Ended.SUCCEEDED, T0, tree="t-old")
 PIN_OLD = PinnedRelease(OLD, "t-old", "v1")
 
 
@@ -51,41 +53,57 @@ PIN_OLD = PinnedRelease(OLD, "t-old", "v1")
         pytest.param([OLD_OK], None, T0 + SOAK - 1, None, id="still soaking"),
         pytest.param([OLD_OK], PIN_OLD, T0 + 10 * SOAK, None, id="already pinned"),
         pytest.param(
-            [release(NEW, Outcome.SUCCEEDED, T0 + 100), OLD_OK], PIN_OLD, T0 + 100 + SOAK, NEW, id="newer chart soaked"
+            [release(NEW, Ended.SUCCEEDED, T0 + 100), OLD_OK],
+            PIN_OLD,
+            T0 + 100 + SOAK,
+            NEW,
+            id="newer chart soaked",
         ),
         pytest.param(
-            [OLD_OK, release(NEW, Outcome.SUCCEEDED, T0 + 100)], PIN_OLD, T0 + 100 + SOAK, NEW, id="order of input"
+            [OLD_OK, release(NEW, Ended.SUCCEEDED, T0 + 100)],
+            PIN_OLD,
+            T0 + 100 + SOAK,
+            NEW,
+            id="order of input",
         ),
         pytest.param(
-            [release(NEW, Outcome.FAILED, T0 + 100), OLD_OK], None, T0 + 10 * SOAK, None, id="newest failed: nothing"
+            [release(NEW, Ended.FAILED, T0 + 100), OLD_OK],
+            None,
+            T0 + 10 * SOAK,
+            None,
+            id="newest failed: nothing",
         ),
+        pytest.param([release(NEW, Ended.ROLLED_BACK, T0 + 100), OLD_OK], None, T0 + 9 * SOAK, None, id="rolled back"),
         pytest.param(
-            [release(NEW, Outcome.ROLLED_BACK, T0 + 100), OLD_OK], None, T0 + 9 * SOAK, None, id="rolled back"
-        ),
-        pytest.param(
-            [release(FIX, Outcome.SUCCEEDED, T0 + 200, tree="t-fix"), release(NEW, Outcome.FAILED, T0 + 100), OLD_OK],
+            [
+                release(FIX, Ended.SUCCEEDED, T0 + 200, tree="t-fix"),
+                release(NEW, Ended.FAILED, T0 + 100),
+                OLD_OK,
+            ],
             PIN_OLD,
             T0 + 200 + SOAK,
             FIX,
             id="a fix after a failure",
         ),
         pytest.param(
-            [release(FIX, Outcome.SUCCEEDED, T0 + 500), release(NEW, Outcome.SUCCEEDED, T0 + 100), OLD_OK],
+            [
+                release(FIX, Ended.SUCCEEDED, T0 + 500),
+                release(NEW, Ended.SUCCEEDED, T0 + 100),
+                OLD_OK,
+            ],
             PIN_OLD,
             T0 + 100 + SOAK,
             FIX,
             id="same content again does not restart the soak",
         ),
         pytest.param(
-            [release(NEW, Outcome.SUCCEEDED, T0 + 100, tree="t-old", values="v2"), OLD_OK],
+            [release(NEW, Ended.SUCCEEDED, T0 + 100, tree="t-old", values="v2"), OLD_OK],
             PIN_OLD,
             T0 + 100 + SOAK,
             NEW,
             id="only the promoted values changed",
         ),
-        pytest.param(
-            [release(NEW, Outcome.SUPERSEDED, T0 + 100), OLD_OK], PIN_OLD, T0 + 9 * SOAK, None, id="superseded"
-        ),
+        pytest.param([release(NEW, Ended.SUPERSEDED, T0 + 100), OLD_OK], PIN_OLD, T0 + 9 * SOAK, None, id="superseded"),
     ],
 )
 def test_candidate(
@@ -97,7 +115,10 @@ def test_candidate(
 
 def test_soak_starts_at_the_first_success_of_that_content() -> None:
     found = candidate(
-        [release(FIX, Outcome.SUCCEEDED, T0 + 500), release(NEW, Outcome.SUCCEEDED, T0 + 100)], None, SOAK, T0 + 700
+        [release(FIX, Ended.SUCCEEDED, T0 + 500), release(NEW, Ended.SUCCEEDED, T0 + 100)],
+        None,
+        SOAK,
+        T0 + 700,
     )
     assert found is not None and found.soak_started_at == T0 + 100 and found.source == f"staging@{FIX}"
 
@@ -105,9 +126,9 @@ def test_soak_starts_at_the_first_success_of_that_content() -> None:
 @pytest.mark.parametrize(
     ("pin", "upstream", "override", "expected"),
     [
-        pytest.param(PinnedRelease(NEW, "t-new", "v1"), [release(FIX, Outcome.SUCCEEDED, T0)], "", FIX, id="same tree"),
-        pytest.param(PinnedRelease(NEW, "t-new", "v2"), [release(NEW, Outcome.SUCCEEDED, T0)], "", None, id="values"),
-        pytest.param(PinnedRelease(NEW, "t-new", "v1"), [release(NEW, Outcome.FAILED, T0)], "", None, id="failed"),
+        pytest.param(PinnedRelease(NEW, "t-new", "v1"), [release(FIX, Ended.SUCCEEDED, T0)], "", FIX, id="same tree"),
+        pytest.param(PinnedRelease(NEW, "t-new", "v2"), [release(NEW, Ended.SUCCEEDED, T0)], "", None, id="values"),
+        pytest.param(PinnedRelease(NEW, "t-new", "v1"), [release(NEW, Ended.FAILED, T0)], "", None, id="failed"),
         pytest.param(PinnedRelease(NEW, "t-bad", "v1"), [], "", None, id="nothing recorded"),
         pytest.param(PinnedRelease(NEW, "t-bad", "v1"), [], "hotfix, INC-12", "override", id="override"),
     ],
@@ -168,7 +189,7 @@ def test_promotion_message_reads_as_git_trailers() -> None:
 
 
 def test_rollback_message_names_what_it_undoes() -> None:
-    failed = entry(env="prod", outcome=Outcome.ROLLED_BACK, analysis=())
+    failed = entry(env="prod", outcome=Ended.ROLLED_BACK, analysis=())
     message = rollback_message("podinfo", "prod", rollback_of=NEW, restored=OLD, change=RenderedChange(), failed=failed)
     assert message.splitlines()[0] == "roll back podinfo in prod to 1111111"
     assert trailers(message) == [

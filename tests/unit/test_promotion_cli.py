@@ -15,7 +15,7 @@ from gitsync.adapters.git import GitRepository
 from gitsync.adapters.gitwrite import Identity
 from gitsync.adapters.notes import NotesLedger
 from gitsync.cli import main
-from gitsync.ledger import AnalysisResult, Outcome
+from gitsync.ledger import AnalysisResult, ReleaseOutcome
 from renderers.promotion import promoted_values, values_hash
 
 CHART = {
@@ -51,7 +51,7 @@ class Scenario:
             identity=Identity("gitsync", "gitsync@example.com"),
         )
 
-    def release(self, sha: str, env: str, outcome: Outcome, at: float, tag: str, **changes: object) -> None:
+    def release(self, sha: str, env: str, outcome: ReleaseOutcome, at: float, tag: str, **changes: object) -> None:
         tree = git(self.server.bare, "rev-parse", f"{sha}:apps/podinfo")
         self.agent.append(
             sha,
@@ -90,11 +90,11 @@ def test_audit_json_on_a_fresh_clone_lists_releases_with_pr_numbers_and_evidence
         {"README.md": "x\n"}, "Merge branch 'docs' into 'main'\n\nDocs\n\nSee merge request platform/deploy!14"
     )
     gitea = server.commit({"README.md": "y\n"}, "Merge pull request 'more docs' (#15) from docs into main")
-    scenario.release(first, "staging", Outcome.SUCCEEDED, T0, "6.6.0")
+    scenario.release(first, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
     analysis = (AnalysisResult("error-rate", 0.5, "result < 0.05", "Failed"),)
-    scenario.release(squash, "staging", Outcome.ROLLED_BACK, T0 + 100, "6.7.0", analysis=analysis)
-    scenario.release(gitlab, "staging", Outcome.SUCCEEDED, T0 + 200, "6.6.0")
-    scenario.release(gitea, "staging", Outcome.SUCCEEDED, T0 + 300, "6.6.0")
+    scenario.release(squash, "staging", ReleaseOutcome.ROLLED_BACK, T0 + 100, "6.7.0", analysis=analysis)
+    scenario.release(gitlab, "staging", ReleaseOutcome.SUCCEEDED, T0 + 200, "6.6.0")
+    scenario.release(gitea, "staging", ReleaseOutcome.SUCCEEDED, T0 + 300, "6.6.0")
 
     fresh = scenario.root / "auditor"
     git(scenario.root, "clone", "-q", server.url, str(fresh))
@@ -120,9 +120,9 @@ def test_audit_json_on_a_fresh_clone_lists_releases_with_pr_numbers_and_evidence
 def test_promote_refuses_unverified_records_forced_and_writes_once(scenario: Scenario) -> None:
     server = scenario.server
     good = server.commit({**CHART, "apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "podinfo 6.7.0")
-    scenario.release(good, "staging", Outcome.SUCCEEDED, T0, "6.7.0")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.7.0")
     bad = server.commit({"apps/podinfo/values.yaml": 'image:\n  tag: "6.8.0"\n'}, "podinfo 6.8.0")
-    scenario.release(bad, "staging", Outcome.ROLLED_BACK, T0 + 100, "6.8.0")
+    scenario.release(bad, "staging", ReleaseOutcome.ROLLED_BACK, T0 + 100, "6.8.0")
 
     code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo")
     assert code == 2 and "no candidate in staging" in out, "the newest staging release failed: nothing to promote"
@@ -178,9 +178,9 @@ def test_rollback_of_a_pinned_environment_takes_its_own_last_succeeded_release(s
     shas = {}
     for at, tag in enumerate(("6.7.0", "6.8.0", "6.9.0")):
         shas[tag] = server.commit({**CHART, "apps/podinfo/values.yaml": f'image:\n  tag: "{tag}"\n'}, tag)
-        scenario.release(shas[tag], "staging", Outcome.SUCCEEDED, T0 + at, tag)
+        scenario.release(shas[tag], "staging", ReleaseOutcome.SUCCEEDED, T0 + at, tag)
     for at, (tag, outcome) in enumerate(
-        (("6.7.0", Outcome.SUCCEEDED), ("6.8.0", Outcome.ROLLED_BACK), ("6.9.0", Outcome.FAILED))
+        (("6.7.0", ReleaseOutcome.SUCCEEDED), ("6.8.0", ReleaseOutcome.ROLLED_BACK), ("6.9.0", ReleaseOutcome.FAILED))
     ):
         code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", shas[tag], "--push")
         assert code == 0, out
@@ -199,11 +199,11 @@ def test_rollback_of_a_pinned_environment_takes_its_own_last_succeeded_release(s
 def test_rollback_to_a_forced_pin_keeps_its_reason(scenario: Scenario) -> None:
     server = scenario.server
     good = server.commit({**CHART, "apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "6.7.0")
-    scenario.release(good, "staging", Outcome.SUCCEEDED, T0, "6.7.0")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.7.0")
     hotfix = server.commit({"apps/podinfo/values.yaml": 'image:\n  tag: "6.7.1"\n'}, "6.7.1, straight to prod")
     forced = ("--force", "--reason", "INC-9 outage")
     for at, (revision, options, outcome) in enumerate(
-        ((hotfix, forced, Outcome.SUCCEEDED), (good, (), Outcome.ROLLED_BACK))
+        ((hotfix, forced, ReleaseOutcome.SUCCEEDED), (good, (), ReleaseOutcome.ROLLED_BACK))
     ):
         code, out = scenario.cli(
             "promote", "--env", "prod", "--app", "podinfo", "--revision", revision, *options, "--push"
@@ -220,12 +220,12 @@ def test_rollback_to_a_forced_pin_keeps_its_reason(scenario: Scenario) -> None:
 def test_rollback_of_a_head_following_environment_restores_chart_and_values(scenario: Scenario) -> None:
     server = scenario.server
     good = server.commit({**CHART, "environments/staging/values/podinfo.yaml": "replicas: 2\n"}, "podinfo")
-    scenario.release(good, "staging", Outcome.SUCCEEDED, T0, "6.6.0")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
     bad = server.commit(
         {"apps/podinfo/values.yaml": 'image:\n  tag: "6.9.9"\n', "environments/staging/values/podinfo.yaml": "x: 1\n"},
         "podinfo 6.9.9",
     )
-    scenario.release(bad, "staging", Outcome.ROLLED_BACK, T0 + 100, "6.9.9")
+    scenario.release(bad, "staging", ReleaseOutcome.ROLLED_BACK, T0 + 100, "6.9.9")
     code, out = scenario.cli("rollback", "--env", "staging", "--app", "podinfo", "--push")
     assert code == 0 and out.startswith(f"roll back podinfo in staging to {good[:7]}: committed"), out
     assert git(server.bare, "diff", "--stat", good, "main", "--", "apps", "environments") == ""
