@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check kubelab venv clean-kubelab
+.PHONY: demo test check deps kubelab image venv clean-kubelab
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,16 +14,25 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Debian packages the tests and the demo need (Prometheus, podman and friends); only what is missing is installed.
+deps:
+	tools/system-deps.sh
+
 kubelab: venv
 	$(PY) tools/kubelab/kubelab.py build
 
-demo: venv kubelab
+# The agent image (deploy/Dockerfile) built with podman from a local Debian base; cached per tree, prints its size.
+image: deps venv
+	$(PY) tools/image/image.py build
+
+demo: deps venv kubelab
 	$(PY) tools/demo.py
 
-test: venv kubelab
+test: deps venv kubelab image
 	$(VENV)/bin/pytest
 
 check: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports

@@ -13,13 +13,10 @@ The seam, for the long-running agent:
   changed (status-only updates cost nothing). It reports every drift (log ``drift.detected``, the metrics
   below, a Kubernetes Event ``DriftDetected`` on the object) and hands it to ``on_drift``, where the agent
   enqueues a reconcile of the key (triggers only enqueue).
-- With ``self_heal``, it also reverts that one object at once by re-applying its body with server-side apply,
-  forcing: a ``kubectl edit`` of a declared field moves that field to the ``kubectl-edit`` manager, so an unforced
-  apply can only report a conflict. Turning self-heal on is the opt-in for taking declared fields back (as Argo
-  CD's and Flux's self-heal do); fields gitsync does not declare are never touched. A plain sync keeps its own
-  rule (force only with ``gitsync.dev/force-conflicts``). It logs ``drift.healed``, or ``drift.heal_failed``.
-  Healing one object is idempotent with a concurrent sync as long as the agent calls ``update`` with the new
-  bodies before it applies them, so the watcher never reverts gitsync's own newer writes.
+- Reverting is not the watcher's job: with self-heal, the agent's reconcile of the key (a drift trigger) takes the
+  declared fields back through the one sync path, forcing only what gitsync declares (an HPA's ``replicas`` is never
+  touched). A controller fighting gitsync must not turn into a reconcile loop, so at most ``heal_limit`` drifts of
+  one object per ``heal_window`` seconds are handed on; more are reported and logged ``drift.heal_deferred``.
 - The metric objects are module globals in the default registry; the agent's ``/metrics`` serves them as is.
 """
 
@@ -50,7 +47,6 @@ __all__ = [
     "Drift",
     "DriftWatcher",
     "detect",
-    "heal",
 ]
 
 log = logging.get("gitsync.drift")
@@ -138,11 +134,6 @@ def _fingerprint(obj: Json | None) -> str:
 # --- acting -----------------------------------------------------------------------------------------------------
 
 
-def heal(manifest: Manifest, cluster: Cluster) -> Json:
-    """Re-apply the desired body, taking back the declared fields another manager took (see the module doc)."""
-    return cluster.apply(manifest.body, force=True)
-
-
 def drift_event(drift: Drift, live: Json | None, now: float) -> Json:
     """A core/v1 Warning Event on the drifted object, named so re-reporting the same change updates it."""
     meta = (live or {}).get("metadata") or {}
@@ -176,11 +167,11 @@ def drift_event(drift: Drift, live: Json | None, now: float) -> Json:
 
 
 class DriftWatcher:
-    """Watches one app-env's managed objects through the cache; reports drift and, with ``self_heal``, reverts it.
+    """Watches one app-env's managed objects through the cache; reports drift and hands it to ``on_drift``.
 
-    Checks run on one worker thread, so the cache's watch threads only enqueue. At most ``heal_limit`` heals of
-    one object per ``heal_window`` seconds: a controller fighting gitsync gets reported (and the drift handed to
-    ``on_drift``), not fought in a tight loop.
+    Checks run on one worker thread, so the cache's watch threads only enqueue. At most ``heal_limit`` drifts of
+    one object per ``heal_window`` seconds reach ``on_drift``: a controller fighting gitsync gets reported, not
+    fought in a tight loop.
     """
 
     def __init__(
@@ -191,7 +182,6 @@ class DriftWatcher:
         cache: WatchCache,
         clock: Clock,
         *,
-        self_heal: bool = False,
         on_drift: Callable[[Drift], None] | None = None,
         settle: float = 0.2,
         heal_limit: int = 3,
@@ -201,7 +191,6 @@ class DriftWatcher:
         self._cluster = cluster
         self._cache = cache
         self._clock = clock
-        self._self_heal = self_heal
         self._on_drift = on_drift
         self._settle = settle
         self._heal_limit = heal_limit
@@ -249,7 +238,7 @@ class DriftWatcher:
             self._worker.join(timeout)
 
     def check(self, obj_id: ObjectId) -> Drift | None:
-        """Check one desired object now (from the cache's copy of it); report, and heal when enabled."""
+        """Check one desired object now (from the cache's copy of it); report it when it drifted."""
         with self._lock:
             manifest = self._desired.get(obj_id)
         if manifest is None:
@@ -271,8 +260,6 @@ class DriftWatcher:
                 log.info("drift.resolved", app=self.key.app, env=self.key.env, object=str(obj_id))
             return None
         self._report(drift, live)
-        if self._self_heal:
-            self._heal(drift, manifest)
         return drift
 
     # -- internals ------------------------------------------------------------------------------------------
@@ -323,22 +310,15 @@ class DriftWatcher:
             self._cluster.apply(drift_event(drift, live, self._clock.now()))
         except GitsyncError as e:
             log.warning("drift.event_failed", app=app, env=env, object=str(drift.id), error=str(e))
-        if self._on_drift is not None:
+        if self._on_drift is not None and self._within_limit(drift):
             self._on_drift(drift)
 
-    def _heal(self, drift: Drift, manifest: Manifest) -> None:
-        app, env = self.key.app, self.key.env
+    def _within_limit(self, drift: Drift) -> bool:
         now = self._clock.now()
         with self._lock:
             recent = [t for t in self._heals.get(drift.id, []) if now - t < self._heal_window]
             if len(recent) >= self._heal_limit:
-                log.warning("drift.heal_deferred", app=app, env=env, object=str(drift.id), heals=len(recent))
-                return
+                log.warning("drift.heal_deferred", app=self.key.app, env=self.key.env, object=str(drift.id))
+                return False
             self._heals[drift.id] = [*recent, now]
-        try:
-            heal(manifest, self._cluster)
-        except GitsyncError as e:
-            log.error("drift.heal_failed", app=app, env=env, object=str(drift.id), error=str(e))
-            return
-        DRIFT_HEALED.labels(app, env).inc()
-        log.info("drift.healed", app=app, env=env, object=str(drift.id), fields=list(drift.fields))
+        return True

@@ -7,6 +7,32 @@ Subclass these in the module that owns the concern; callers decide on retry by t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from enum import StrEnum
+
+
+class Retry(StrEnum):
+    """Whether the same input can succeed later: the one classification the agent requeues by (``transient``:
+    back off and try again; ``terminal``: wait for a new revision) and the CLI picks its exit status by. Values
+    are the log and wire format."""
+
+    TERMINAL = "terminal"
+    TRANSIENT = "transient"
+
+
+def retry_of(error: BaseException) -> Retry:
+    """``transient`` for a ``TransientError``, ``terminal`` for anything else (a content error, or a bug)."""
+    return Retry.TRANSIENT if isinstance(error, TransientError) else Retry.TERMINAL
+
+
+def retry_of_all(classes: Iterable[Retry | None]) -> Retry | None:
+    """The class of several failures together: ``transient`` when any is (a retry may advance), ``terminal`` when
+    all are, None when there are none."""
+    found = {c for c in classes if c is not None}
+    if not found:
+        return None
+    return Retry.TRANSIENT if Retry.TRANSIENT in found else Retry.TERMINAL
+
 
 class GitsyncError(Exception):
     """Base of every error gitsync reports to a user."""
@@ -51,7 +77,8 @@ class FieldConflictError(KubeError, TerminalError):
 
 
 class InvalidObjectError(KubeError, TerminalError):
-    """The API server rejected the object (HTTP 422 or 400); ``immutable`` when a field cannot change in place."""
+    """The API server rejected the object (HTTP 422 or 400, or the HTTP 500 server-side apply answers for a value of
+    the wrong type); ``immutable`` when a field cannot change in place."""
 
     status = 422
 
@@ -67,10 +94,23 @@ class ForbiddenError(KubeError, TerminalError):
     status = 403
 
 
-class NotFoundError(KubeError, TerminalError):
-    """The object's kind is not served, or its namespace does not exist (HTTP 404 where a write expected a parent)."""
+class NotFoundError(KubeError, TransientError):
+    """The object's kind is not served, or its namespace does not exist (HTTP 404 where a write expected a parent).
+
+    Transient: the parent may be on its way (a CRD or Namespace another app of the environment installs, a CRD
+    not yet in discovery), so a retry with backoff can succeed without a new revision.
+    """
 
     status = 404
+
+
+class KindNotServedError(NotFoundError):
+    """Discovery does not list the kind (its CRD is missing, not yet Established, or not yet in discovery)."""
+
+
+class UntrustedServerError(KubeError, TerminalError):
+    """The API server's certificate does not verify against the kubeconfig's CA: a configuration error, which no
+    retry fixes."""
 
 
 class StaleError(KubeError, TransientError):

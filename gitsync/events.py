@@ -17,14 +17,22 @@ from gitsync.errors import GitsyncError
 from gitsync.model import MANAGER, AppEnv, Json
 from gitsync.ports import Clock, Cluster
 
-__all__ = ["EventSink", "Reason"]
+__all__ = ["EventSink", "EventType", "Reason"]
 
 log = logging.get("gitsync.events")
 _MAX_MESSAGE = 1024
 
 
+class EventType(StrEnum):
+    """A Kubernetes Event's ``type``: what ``kubectl get events --field-selector type=Warning`` filters on."""
+
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
 class Reason(StrEnum):
-    """Event reasons; part of the wire format (alerts match on them)."""
+    """Every Event reason gitsync writes, the agent's and the rollout executor's: one vocabulary, part of the
+    wire format (alerts match on them). Each reason has one ``type``."""
 
     SYNC_SUCCEEDED = "SyncSucceeded"
     SYNC_FAILED = "SyncFailed"
@@ -36,8 +44,58 @@ class Reason(StrEnum):
     APP_REMOVED = "AppRemoved"
     """The app left its environment's ``env.yaml`` and its objects were pruned."""
 
+    ROLLOUT_STARTED = "RolloutStarted"
+    ROLLOUT_PAUSED = "RolloutPaused"
+    """Waiting for ``gitsync rollout promote`` (a pause step, inconclusive analysis, blue-green without
+    autoPromotion)."""
+    ROLLOUT_SWITCHED = "RolloutSwitched"
+    """Blue-green: the active Service now selects the new colour."""
+    ROLLOUT_COMPLETED = "RolloutCompleted"
+    ROLLOUT_SUPERSEDED = "RolloutSuperseded"
+    """A new template arrived mid-rollout; the rollout starts again with it."""
+    ROLLOUT_ABORTED = "RolloutAborted"
+    """Traffic is back on the stable version; the template is not retried until the render changes."""
+    ABORT_IGNORED = "AbortIgnored"
+    """``gitsync rollout abort`` after the stable Deployment took the new template: revert the commit instead."""
+    WEIGHT_NOT_HONOURED = "WeightNotHonoured"
+    """Too few replicas to realise a ``setWeight`` exactly."""
+    STRATEGY_CHANGED = "StrategyChanged"
+    LEFTOVERS_REMOVED = "LeftoversRemoved"
+    """The tracks of an earlier strategy were removed once the new workload was Ready."""
+    STABLE_COLOURED = "StableColoured"
+    """Before the first blue-green rollout, the running version now serves from a colour."""
+    COLOURING_SKIPPED = "ColouringSkipped"
+    """The running version's copy failed, so the first blue-green rollout starts without it."""
 
-_WARNINGS = {Reason.SYNC_FAILED, Reason.RENDER_FAILED, Reason.SIGNATURE_REFUSED, Reason.DEGRADED, Reason.DRIFT_DETECTED}
+    PROMOTED = "Promoted"
+    """A promotion commit pinned an upstream release in this environment (or opened its review branch)."""
+    PROMOTION_BLOCKED = "PromotionBlocked"
+    """The pin is not verified by the upstream environment's ledger: nothing of it is applied."""
+    PROMOTION_FAILED = "PromotionFailed"
+    """A promotion or rollback commit could not be written (no write access, the remote refused it)."""
+    ROLLBACK_WRITTEN = "RollbackWritten"
+    """A commit put the previous verified pin back after the rollout aborted."""
+
+    @property
+    def type(self) -> EventType:
+        return EventType.WARNING if self in _WARNINGS else EventType.NORMAL
+
+
+_WARNINGS = frozenset(
+    {
+        Reason.SYNC_FAILED,
+        Reason.RENDER_FAILED,
+        Reason.SIGNATURE_REFUSED,
+        Reason.DEGRADED,
+        Reason.DRIFT_DETECTED,
+        Reason.ROLLOUT_ABORTED,
+        Reason.ABORT_IGNORED,
+        Reason.WEIGHT_NOT_HONOURED,
+        Reason.COLOURING_SKIPPED,
+        Reason.PROMOTION_BLOCKED,
+        Reason.PROMOTION_FAILED,
+    }
+)
 
 
 class EventSink:
@@ -72,7 +130,7 @@ class EventSink:
             },
             "reason": str(reason),
             "message": f"{key}: {text}"[:_MAX_MESSAGE],
-            "type": "Warning" if reason in _WARNINGS else "Normal",
+            "type": reason.type.value,
             "source": {"component": MANAGER},
             "reportingComponent": MANAGER,
             "reportingInstance": self._instance or MANAGER,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitsync.model import HEALTH_SEVERITY, HealthStatus, Json, ObjectId
+from gitsync.ports import Cluster, LiveReader
 
 POD_FAILURE_REASONS = frozenset(
     {
@@ -45,13 +46,18 @@ MISSING = Health(HealthStatus.MISSING, "object does not exist")
 
 
 def assess(obj: Json | None) -> Health:
-    """The health of one live object (None: it does not exist). Kinds without a rule are Healthy once they exist."""
+    """The health of one live object (None: it does not exist).
+
+    Kinds without a rule of their own (custom resources, mostly) are read kstatus-style (``_conditions``): a
+    controller that has not observed the latest generation, or reports ``Reconciling``, ``Stalled``, or ``Ready``
+    / ``Available`` False, says so; an object with none of that is Healthy once it exists.
+    """
     if obj is None:
         return MISSING
     if (obj.get("metadata") or {}).get("deletionTimestamp"):
         return Health(HealthStatus.PROGRESSING, "being deleted")
-    check = _CHECKS.get(str(obj.get("kind", "")))
-    return check(obj) if check else HEALTHY
+    check = _CHECKS.get(str(obj.get("kind", "")), _conditions)
+    return check(obj)
 
 
 def assess_workload(workload: Json | None, pods: Iterable[Json], replica_sets: Iterable[Json] = ()) -> Health:
@@ -335,6 +341,20 @@ def _pod(obj: Json) -> Health:
     return Health(HealthStatus.PROGRESSING, f"pod is {phase}")
 
 
+def _cronjob(obj: Json) -> Health:
+    """Suspended when suspended; Degraded when the last scheduled run has not succeeded and none is running (as
+    Argo CD reads it); otherwise Healthy, since a CronJob between runs is doing what it was asked to do."""
+    if _spec(obj).get("suspend"):
+        return Health(HealthStatus.SUSPENDED, "cronjob is suspended")
+    status = _status(obj)
+    scheduled, succeeded = str(status.get("lastScheduleTime") or ""), str(status.get("lastSuccessfulTime") or "")
+    if status.get("active"):
+        return HEALTHY
+    if scheduled and succeeded < scheduled:  # RFC 3339 UTC timestamps compare as text
+        return Health(HealthStatus.DEGRADED, f"the run scheduled at {scheduled} did not succeed")
+    return HEALTHY
+
+
 def _job(obj: Json) -> Health:
     failed = _condition(obj, "Failed")
     if failed and failed.get("status") == "True":
@@ -372,6 +392,58 @@ def _crd(obj: Json) -> Health:
     return Health(HealthStatus.PROGRESSING, "waiting to be established")
 
 
+def _ingress(obj: Json) -> Health:
+    """Healthy once the ingress controller published an address (``kubectl get ingress`` ADDRESS), as Argo CD
+    reads it: without one, no traffic reaches the app through it."""
+    if (_status(obj).get("loadBalancer") or {}).get("ingress"):
+        return HEALTHY
+    return Health(HealthStatus.PROGRESSING, "waiting for the ingress controller to publish an address")
+
+
+def _pdb(obj: Json) -> Health:
+    """kstatus: Progressing until the controller has observed the budget and enough pods are healthy for it."""
+    pending = _generation_pending(obj)
+    if pending:
+        return pending
+    status = _status(obj)
+    healthy, wanted = int(status.get("currentHealthy", 0)), int(status.get("desiredHealthy", 0))
+    if healthy < wanted:
+        return Health(HealthStatus.PROGRESSING, f"{healthy} of {wanted} pods the budget needs are healthy")
+    return HEALTHY
+
+
+def _apiservice(obj: Json) -> Health:
+    """An aggregated API is Healthy when its ``Available`` condition is True; False is Degraded (the backing
+    Service does not answer, so every request for the group fails, discovery included)."""
+    available = _condition(obj, "Available")
+    if available is None:
+        return Health(HealthStatus.PROGRESSING, "waiting for the Available condition")
+    if available.get("status") == "True":
+        return HEALTHY
+    return Health(HealthStatus.DEGRADED, _condition_text(available) or "not available")
+
+
+def _conditions(obj: Json) -> Health:
+    """kstatus's generic rule for kinds without their own: observedGeneration behind the generation or
+    ``Reconciling`` True is Progressing, ``Stalled`` True is Degraded, ``Ready`` (or ``Available``) False is
+    Progressing; anything else that exists is Healthy."""
+    if "observedGeneration" in _status(obj):
+        pending = _generation_pending(obj)
+        if pending:
+            return pending
+    stalled = _condition(obj, "Stalled")
+    if stalled and stalled.get("status") == "True":
+        return Health(HealthStatus.DEGRADED, _condition_text(stalled) or "stalled")
+    reconciling = _condition(obj, "Reconciling")
+    if reconciling and reconciling.get("status") == "True":
+        return Health(HealthStatus.PROGRESSING, _condition_text(reconciling) or "reconciling")
+    for kind in ("Ready", "Available"):
+        condition = _condition(obj, kind)
+        if condition and condition.get("status") == "False":
+            return Health(HealthStatus.PROGRESSING, f"not {kind}: {_condition_text(condition)}".rstrip(": "))
+    return HEALTHY
+
+
 def _namespace(obj: Json) -> Health:
     phase = _status(obj).get("phase", "Active")
     if phase == "Terminating":
@@ -398,6 +470,10 @@ _CHECKS: dict[str, Callable[[Json], Health]] = {
     "ReplicaSet": _replicaset,
     "Pod": _pod,
     "Job": _job,
+    "CronJob": _cronjob,
+    "Ingress": _ingress,
+    "PodDisruptionBudget": _pdb,
+    "APIService": _apiservice,
     "Service": _service,
     "PersistentVolumeClaim": _pvc,
     "CustomResourceDefinition": _crd,
@@ -419,3 +495,24 @@ __all__ = [
     "current_pods",
     "selects",
 ]
+
+
+_WORKLOADS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"})
+
+
+def read_health(refs: Sequence[ObjectId], namespace: str, cluster: Cluster, cache: LiveReader | None) -> Health:
+    """The health of the objects ``refs``, read once: workloads fresh from the cluster (their status moves right
+    after an apply) with the namespace's pods listed once; anything else from the cache when there is one, which
+    answers an object it does not hold yet with a GET."""
+    pods: list[Json] | None = None
+    healths: list[tuple[ObjectId, Health]] = []
+    for ref in refs:
+        reader: LiveReader = cluster if cache is None or ref.kind in _WORKLOADS else cache
+        live = reader.get(ref)
+        if ref.kind in _WORKLOADS and live is not None:
+            if pods is None:
+                pods = list(cluster.list("", "Pod", namespace).items)
+            healths.append((ref, assess_workload(live, pods)))
+        else:
+            healths.append((ref, assess(live)))
+    return aggregate(healths)

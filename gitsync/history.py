@@ -33,7 +33,7 @@ class Result(StrEnum):
     SUCCEEDED = "Succeeded"
     PROGRESSING = "Progressing"
     PAUSED = "Paused"
-    """A progressive rollout waits for a human (``gitsync promote``) or for inconclusive analysis."""
+    """A progressive rollout waits for a human (``gitsync rollout promote``) or for inconclusive analysis."""
     ROLLED_BACK = "RolledBack"
     """The rollout's analysis failed and traffic went back to the stable version."""
     SUPERSEDED = "Superseded"
@@ -45,6 +45,10 @@ class Result(StrEnum):
     """The app left its environment's ``env.yaml``; its objects were pruned (the history is all that is kept)."""
     ORPHANED = "Orphaned"
     """The app left its environment's ``env.yaml`` with pruning off: its objects stay, no longer managed."""
+    AWAITING_PROMOTION = "AwaitingPromotion"
+    """An app of a pinned environment that no promotion has pinned yet: nothing of it is deployed."""
+    BLOCKED = "Blocked"
+    """The app's pin is not verified by the upstream environment's ledger: nothing of it is applied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,8 @@ class Status:
     env: str
     last_applied_revision: str = ""
     last_applied_digest: str = ""
+    release_revision: str = ""
+    """The commit that brought the running digest (later commits that do not change the render continue it)."""
     last_attempted_revision: str = ""
     sync_state: str = SyncState.UNKNOWN.value
     health: str = HealthStatus.UNKNOWN.value
@@ -61,6 +67,8 @@ class Status:
     result: str = ""
     last_synced_at: float = 0.0
     updated_at: float = 0.0
+    promotion: str = ""
+    """What the promote stage last did, one line (a receiving environment): soaking, promoted, rolled back."""
 
     def to_json(self) -> Json:
         return {_camel(k): v for k, v in asdict(self).items()}

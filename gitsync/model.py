@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -210,3 +211,22 @@ def canonical(body: Any) -> str:
 
 def fingerprint(canonical_text: str) -> str:
     return hashlib.sha256(canonical_text.encode()).hexdigest()[:16]
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(raw: Any) -> float:
+    """``10s``, ``1.5m``, ``500ms``, ``2h`` or a plain number of seconds: the one spelling of a duration in
+    agent.yaml, env.yaml (``promotion.soak``) and rollout values. Raises ``ValueError``."""
+    if isinstance(raw, bool):
+        raise ValueError(f"not a duration: {raw!r}")
+    if isinstance(raw, int | float):
+        if raw < 0:
+            raise ValueError(f"not a duration: {raw!r}")
+        return float(raw)
+    match = _DURATION.match(str(raw))
+    if match is None:
+        raise ValueError(f"not a duration: {raw!r} (want e.g. 10s, 2m, 500ms)")
+    return float(match[1]) * _UNIT[match[2]]

@@ -36,7 +36,16 @@ from typing import Any
 import yaml
 
 from gitsync import log as logging
-from gitsync.errors import GitsyncError, InvalidObjectError, NotFoundError, TerminalError
+from gitsync.errors import (
+    FieldConflictError,
+    GitsyncError,
+    InvalidObjectError,
+    NotFoundError,
+    Retry,
+    StaleError,
+    TerminalError,
+    retry_of,
+)
 from gitsync.model import (
     ANNOTATION_FORCE,
     ANNOTATION_IGNORE,
@@ -49,14 +58,18 @@ from gitsync.model import (
     canonical,
     fingerprint,
 )
+from gitsync.ownership import takes_over
 from gitsync.ports import Cluster, LiveReader
+from gitsync.served import when_served
 
 __all__ = [
+    "PARENT_KINDS",
     "DryRunMemo",
     "ListSnapshot",
     "Plan",
     "PlanAction",
     "PlannedChange",
+    "defined_kind",
     "diff_text",
     "mask_secret",
     "normalise",
@@ -96,8 +109,11 @@ class PlannedChange:
     """One object's planned change. ``result`` is the dry-run's would-be object (None when not dry-run);
     ``live`` and ``result`` are both None for an unchanged object settled without reading it (``versions_first``).
 
-    ``recreate``: an immutable field changes and the object opted in to delete-and-recreate. ``force``: apply
-    takes over fields other managers own. ``error``: the dry-run failed terminally; nothing may be applied.
+    ``recreate``: an immutable field changes, the object opted in to delete-and-recreate, and the replacement
+    passed a dry-run create. ``force``: apply takes over fields other managers own (``--force``, the annotation,
+    or a person's kubectl edit: ``ownership.takes_over``). ``error``: the dry-run failed, ``retry`` says whether
+    trying again may help; nothing may be applied, unless ``conflict``: fields another owner holds (a controller),
+    which fails this object alone.
     ``compared``: the normalised (before, after) the ``diff`` is made of, on demand: only ``gitsync diff`` shows
     it, and printing 1,000 objects as YAML would cost a sync more than its requests.
     """
@@ -111,6 +127,13 @@ class PlannedChange:
     force: bool = False
     recreate: bool = False
     error: str | None = None
+    retry: Retry | None = None
+    conflict: bool = False
+
+    @property
+    def deferred(self) -> bool:
+        """A create planned without a dry-run, because its Namespace or CRD is itself a create of this plan."""
+        return self.action is PlanAction.CREATE and self.result is None and self.error is None
 
     @property
     def diff(self) -> str:
@@ -132,7 +155,13 @@ class Plan:
 
     @property
     def errors(self) -> tuple[PlannedChange, ...]:
-        return tuple(c for c in self.changes if c.error is not None)
+        """Changes the server refused: any of them means nothing of the plan may be applied."""
+        return tuple(c for c in self.changes if c.error is not None and not c.conflict)
+
+    @property
+    def conflicts(self) -> tuple[PlannedChange, ...]:
+        """Changes blocked by fields another owner holds: each fails alone, the rest of the plan goes on."""
+        return tuple(c for c in self.changes if c.conflict)
 
     @property
     def has_changes(self) -> bool:
@@ -511,6 +540,7 @@ def plan(
     memo: DryRunMemo | None = None,
     workers: int = DRY_RUN_WORKERS,
     new_namespaces: Collection[str] = (),
+    new_kinds: Collection[tuple[str, str]] = (),
 ) -> Plan:
     """Dry-run every manifest and compare with live; inventory entries no longer rendered become deletes.
 
@@ -518,13 +548,15 @@ def plan(
     Namespace or CRD is itself about to be created cannot be dry-run yet: they are planned as creates and
     validated when applied, after their dependency exists. ``new_namespaces`` are missing namespaces the caller
     creates before applying (the environment's own, as ``sync`` and the agent do): the same holds in them.
+    ``new_kinds`` are (group, kind) pairs whose CRDs other apps of the environment render (``defined_kind``): a
+    preview of the whole environment plans their objects as creates while those CRDs are not installed yet.
     """
     reader: LiveReader = live if live is not None else ListSnapshot(cluster)
     desired_ids = {m.id for m in manifests}
-    pending = _PendingParents(manifests, new_namespaces)
+    pending = _PendingParents(manifests, new_namespaces, new_kinds)
     ordered = sorted(manifests, key=lambda m: apply_order(m.id))
-    parents = [m for m in ordered if m.id.kind in _PARENT_KINDS]
-    children = [m for m in ordered if m.id.kind not in _PARENT_KINDS]
+    parents = [m for m in ordered if m.id.kind in PARENT_KINDS]
+    children = [m for m in ordered if m.id.kind not in PARENT_KINDS]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         if isinstance(reader, ListSnapshot):
             reader.prefetch((m.id for m in manifests), pool)
@@ -604,12 +636,23 @@ def _dry_run(
 ) -> PlannedChange:
     ref = manifest.id
     forced = wants_force(manifest, force)
+    ignore = ignored_pointers(manifest.body)
     try:
-        result = cluster.apply(manifest.body, dry_run=True, force=forced)
+        try:
+
+            def dry_run() -> Json:
+                return cluster.apply(manifest.body, dry_run=True, force=forced)
+
+            # A kind whose CRD this plan creates cannot be served yet; any other may be about to be (served.py).
+            result = dry_run() if pending.awaits_parent(ref) else when_served(ref, dry_run, cluster)
+        except FieldConflictError as e:
+            if not takes_over(e, ignore):
+                return _failed(manifest, current, forced, e, conflict=True)
+            forced = True  # a person's kubectl edit: drift to take back (ownership module)
+            result = cluster.apply(manifest.body, dry_run=True, force=True)
     except InvalidObjectError as e:
         if e.immutable and current is not None and manifest.annotations.get(ANNOTATION_RECREATE) == "true":
-            compared = (normalise(current), normalise(manifest.body))
-            return PlannedChange(ref, PlanAction.UPDATE, manifest, current, None, compared, forced, recreate=True)
+            return _replacement(manifest, current, cluster, forced)
         return _failed(manifest, current, forced, e)
     except NotFoundError as e:
         if current is None and pending.awaits_parent(ref):
@@ -618,8 +661,7 @@ def _dry_run(
     except TerminalError as e:  # transient errors propagate: the caller retries the whole plan later
         return _failed(manifest, current, forced, e)
     if current is None:
-        return PlannedChange(ref, PlanAction.CREATE, manifest, None, result, (None, normalise(result)))
-    ignore = ignored_pointers(manifest.body)
+        return PlannedChange(ref, PlanAction.CREATE, manifest, None, result, (None, normalise(result)), forced)
     before, after = normalise(current, ignore), normalise(result, ignore)
     if before == after:
         if memo is not None:
@@ -630,12 +672,49 @@ def _dry_run(
     return PlannedChange(ref, PlanAction.UPDATE, manifest, current, result, (before, after), forced)
 
 
-def _failed(manifest: Manifest, current: Json | None, forced: bool, error: GitsyncError) -> PlannedChange:
+def _replacement(manifest: Manifest, current: Json, cluster: Cluster, forced: bool) -> PlannedChange:
+    """A recreate, planned only when the replacement would be accepted: a dry-run create of it under its own name
+    passes validation and admission and then finds the name taken (``StaleError``), or is refused for its content.
+    Nothing is deleted for a body the server would not take back."""
+    try:
+        cluster.create(manifest.body, dry_run=True)
+    except StaleError:
+        compared = (normalise(current), normalise(manifest.body))
+        return PlannedChange(manifest.id, PlanAction.UPDATE, manifest, current, None, compared, forced, recreate=True)
+    except TerminalError as e:
+        return _failed(manifest, current, forced, e)
+    # Accepted as new although the name is taken: deleted meanwhile. The apply creates it.
+    return PlannedChange(manifest.id, PlanAction.UPDATE, manifest, current, None, None, forced)
+
+
+def _failed(
+    manifest: Manifest, current: Json | None, forced: bool, error: GitsyncError, *, conflict: bool = False
+) -> PlannedChange:
     action = PlanAction.CREATE if current is None else PlanAction.UPDATE
-    return PlannedChange(manifest.id, action, manifest, current, None, None, forced, error=str(error))
+    return PlannedChange(
+        manifest.id,
+        action,
+        manifest,
+        current,
+        None,
+        None,
+        forced,
+        error=str(error),
+        retry=retry_of(error),
+        conflict=conflict,
+    )
 
 
-_PARENT_KINDS = frozenset({"Namespace", "CustomResourceDefinition"})
+def defined_kind(manifest: Manifest) -> tuple[str, str] | None:
+    """The (group, kind) a CRD manifest defines; None for anything else."""
+    if manifest.id.kind != "CustomResourceDefinition":
+        return None
+    spec = manifest.body.get("spec") or {}
+    return str(spec.get("group", "")), str((spec.get("names") or {}).get("kind", ""))
+
+
+PARENT_KINDS = frozenset({"Namespace", "CustomResourceDefinition"})
+"""Kinds others live in: planned, applied and waited for first."""
 
 
 class _PendingParents:
@@ -645,21 +724,26 @@ class _PendingParents:
     in a namespace or kind still fails its dry-run.
     """
 
-    def __init__(self, manifests: Iterable[Manifest], new_namespaces: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        manifests: Iterable[Manifest],
+        new_namespaces: Collection[str] = (),
+        new_kinds: Collection[tuple[str, str]] = (),
+    ) -> None:
         self._namespaces = {m.id.name for m in manifests if m.id.kind == "Namespace" and not m.id.group}
         self._new_namespaces = frozenset(new_namespaces)
+        self._new_kinds = frozenset(new_kinds)
         self._kinds: dict[tuple[str, str], ObjectId] = {}
         for m in manifests:
-            if m.id.kind == "CustomResourceDefinition":
-                spec = m.body.get("spec") or {}
-                kind = str((spec.get("names") or {}).get("kind", ""))
-                self._kinds[(str(spec.get("group", "")), kind)] = m.id
+            defined = defined_kind(m)
+            if defined is not None:
+                self._kinds[defined] = m.id
         self.created: set[ObjectId] = set()
 
     def awaits_parent(self, ref: ObjectId) -> bool:
         crd = self._kinds.get((ref.group, ref.kind))
         if crd is not None and crd in self.created:
             return True
-        if ref.namespace in self._new_namespaces:
+        if (ref.group, ref.kind) in self._new_kinds or ref.namespace in self._new_namespaces:
             return True
         return ref.namespace in self._namespaces and ObjectId("", "Namespace", "", ref.namespace) in self.created

@@ -7,12 +7,13 @@ Append new ports here; keep each one as small as its callers need.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from gitsync.ledger import LedgerEntry
 from gitsync.model import MANAGER, AppEnv, Json, Manifest, ObjectId
 
 
@@ -62,8 +63,14 @@ class Cluster(Protocol):
         object."""
         ...
 
-    def create(self, body: Json) -> Json:
-        """Create only; ``StaleError`` when the object exists already (nothing of it is changed)."""
+    def create(self, body: Json, *, dry_run: bool = False) -> Json:
+        """Create only; ``StaleError`` when the object exists already (nothing of it is changed). With ``dry_run``
+        the server validates and admits the body as a new object without storing it, and answers ``StaleError``
+        for an existing name only once the body passed: how a replacement is checked before a recreate."""
+        ...
+
+    def replace(self, body: Json) -> Json:
+        """Update (PUT) the whole object; ``StaleError`` when its ``metadata.resourceVersion`` is not current."""
         ...
 
     def delete(self, ref: ObjectId, *, propagation: str = "Background") -> bool:
@@ -105,6 +112,14 @@ class StateStore(Protocol):
         """Store ``data``; returns the new version."""
         ...
 
+    def keys(self, env: str, namespace: str, part: str) -> frozenset[AppEnv]:
+        """The app-envs of ``env`` that hold a ``part`` document in ``namespace``."""
+        ...
+
+    def delete(self, key: AppEnv, namespace: str, part: str) -> None:
+        """Forget ``part`` of ``key`` (nothing when it is absent)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Commit:
@@ -114,6 +129,57 @@ class Commit:
     author: str
     message: str
     time: float
+
+
+class VerifyMode(StrEnum):
+    """How the Git reader checks the head's signature (agent.yaml ``repo.verify.mode``)."""
+
+    NONE = "none"
+    SSH = "ssh"
+    GPG = "gpg"
+
+
+@dataclass(frozen=True, slots=True)
+class GitAuth:
+    """Credentials by file path only. SSH keys are checked against ``known_hosts_file`` (StrictHostKeyChecking)."""
+
+    ssh_key_file: Path | None = None
+    known_hosts_file: Path | None = None
+    token_file: Path | None = None
+    username: str = "x-access-token"
+    """User name sent with an HTTPS token (GitHub accepts any; GitLab wants ``oauth2``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyConfig:
+    """Commit signature policy: with a mode other than ``none`` an unsigned or badly signed head is refused."""
+
+    mode: VerifyMode = VerifyMode.NONE
+    allowed_signers_file: Path | None = None
+    gpg_keyring: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A commit and the directory holding its tree (read-only for renderers)."""
+
+    commit: Commit
+    path: Path
+
+    @property
+    def revision(self) -> str:
+        return self.commit.sha
+
+
+class SnapshotSource(Protocol):
+    """The source stage: the commit to reconcile and its tree (``gitsync.source.Source`` in the agent, the local
+    checkout in the CLI). ``gitsync.source.RevisionRefused`` when the head failed signature verification."""
+
+    def resolve(self, wanted: str = "") -> Snapshot: ...
+
+    def tree(self, sha: str) -> Path:
+        """The repository's tree at ``sha`` (a pinned chart's revision): the renderer's ``trees``."""
+        ...
 
 
 class GitReader(Protocol):
@@ -136,7 +202,13 @@ class GitReader(Protocol):
         ...
 
     def snapshot(self, sha: str) -> Path:
-        """A directory holding the tree at ``sha``, immutable for as long as the caller needs it."""
+        """A directory holding the tree at ``sha``, immutable for as long as the caller needs it. ``sha`` may be
+        any commit on the remote, not only the fetched head (a revision pinned in ``promoted.yaml``)."""
+        ...
+
+    def tree_id(self, sha: str, path: str) -> str:
+        """The Git object id of ``path`` (``apps/podinfo``; ``""`` for the root) at commit ``sha``, ``""`` when
+        absent: a chart's tree id identifies its release across commits that did not touch it."""
         ...
 
 
@@ -181,3 +253,123 @@ class RenderedApp(Protocol):
     def revision(self) -> str | None: ...
     @property
     def environment(self) -> EnvironmentSettings: ...
+
+
+class RolloutProgress(Protocol):
+    """What the rollout stage did in one reconcile (``gitsync.strategy.executor.StepOutcome``)."""
+
+    @property
+    def exclude(self) -> frozenset[ObjectId]:
+        """Rendered objects the rollout applies itself; the sync leaves them alone."""
+        ...
+
+    @property
+    def requeue_after(self) -> float | None:
+        """When to look again (None: the rollout is done, or there is none; 0: at once)."""
+        ...
+
+    @property
+    def serving(self) -> frozenset[ObjectId]:
+        """The Deployments that run the app now; health reads these in place of excluded rendered ones."""
+        ...
+
+    @property
+    def phase(self) -> str:
+        """The rollout phase after this step (``Aborted``: rolled back; ``Paused``: waiting for a human)."""
+        ...
+
+    @property
+    def message(self) -> str: ...
+
+
+class Rollouts(Protocol):
+    """The strategy stage (``gitsync.strategy.executor``): called once per reconcile, before the sync, for every
+    app-env; it advances a canary or blue-green rollout by at most one step and returns at once (waiting is a
+    requeue)."""
+
+    def advance_rollout(self, rendered: RenderedApp, *, now: float) -> RolloutProgress: ...
+
+    def reset(self) -> None:
+        """Forget anything cached about the cluster's rollout state (this agent just became the leader)."""
+        ...
+
+
+class Ledger(Protocol):
+    """The release ledger in Git (``gitsync.adapters.notes``): one JSON line per finished release in the note of
+    the deployed commit under ``refs/notes/gitsync``, shared with every other writer through the remote.
+
+    ``append`` is idempotent (a line already in the note is not added again) and never drops another writer's
+    lines; ``read`` first takes in what the remote holds. Errors: ``TransientError`` for network trouble or a
+    race lost too often, ``TerminalError`` when the remote refuses the push.
+    """
+
+    def append(self, sha: str, entry: LedgerEntry) -> None: ...
+
+    def read(self, shas: Iterable[str] | None = None) -> Mapping[str, tuple[LedgerEntry, ...]]:
+        """The entries noted on each of ``shas`` (all noted commits when None); commits without a note are absent."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileEdit:
+    """Set ``path`` to ``edit(current text)``; the current text is None when the file does not exist. The edit
+    must be a pure function of that text: after a lost push race it is applied again to the new head's file."""
+
+    path: str
+    edit: Callable[[str | None], str]
+
+
+@dataclass(frozen=True, slots=True)
+class PathRestore:
+    """Set ``path`` (a file or a directory) to its content at ``commit``; removed when it did not exist there."""
+
+    path: str
+    commit: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRequest:
+    """One commit for ``GitWriter.write``: the edits, the full message (subject, body, trailers), and the trailers
+    that identify it (an existing commit carrying all of them is the same write, already done).
+
+    ``branch`` empty: commit on the tracked branch (never force-pushed). Otherwise a review branch such as
+    ``gitsync/promote/prod/podinfo``: the commit is built on the tracked head and the branch set to it by force.
+    """
+
+    edits: tuple[FileEdit | PathRestore, ...]
+    message: str
+    identity: tuple[tuple[str, str], ...]
+    branch: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The commit that carries the request; ``written`` is False when it existed already (nothing was pushed)."""
+
+    commit: str
+    branch: str
+    written: bool
+
+
+class GitWriter(Protocol):
+    """Commits to the followed repository (``gitsync.adapters.gitwrite``), exactly once per identity.
+
+    Errors: ``TransientError`` for network trouble or too many lost races; ``TerminalError``
+    (``gitsync.adapters.gitwrite.WriteAccessError``) when the remote refuses the push for any other reason.
+    """
+
+    def write(self, request: CommitRequest) -> WriteResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    """A commit as the audit shows it: ``author``/``committer`` as ``Name <email>``, ``trailers`` as (lower-cased
+    key, value) pairs from the message's trailer block (Git compares trailer keys case-insensitively)."""
+
+    sha: str
+    parents: tuple[str, ...]
+    author: str
+    committer: str
+    committed_at: float
+    message: str
+    trailers: tuple[tuple[str, str], ...]

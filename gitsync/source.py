@@ -15,11 +15,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from gitsync.errors import TerminalError
-from gitsync.ports import Commit, GitReader
+from gitsync.ports import GitReader, Snapshot
 
 
 class RevisionRefused(TerminalError):
@@ -28,18 +27,6 @@ class RevisionRefused(TerminalError):
     def __init__(self, message: str, revision: str) -> None:
         super().__init__(message)
         self.revision = revision
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A commit and the directory holding its tree (read-only for renderers)."""
-
-    commit: Commit
-    path: Path
-
-    @property
-    def revision(self) -> str:
-        return self.commit.sha
 
 
 class Source:
@@ -68,6 +55,14 @@ class Source:
             return None
         self._reported = head
         return head
+
+    def tree(self, sha: str) -> Path:
+        """The tree at ``sha`` for the renderer (its ``trees``): the current snapshot, or a revision pinned in
+        ``promoted.yaml``, fetched by id. Not signature-checked itself: the verified head names it by its hash."""
+        current = self._current
+        if current is not None and current.revision == sha:
+            return current.path
+        return self._git.snapshot(sha)
 
     def resolve(self, wanted: str = "") -> Snapshot:
         """The snapshot to reconcile: the branch head, fetched only when it may have moved (see module doc)."""

@@ -5,23 +5,26 @@ cluster towards the render. It is re-entrant: killed at any line, calling it aga
 idempotent, unchanged objects still join the inventory, and deletes of objects already gone count as done.
 
 Contract: a render error never gets here (no ``RenderedApp``, no sync); a plan with a failed dry-run applies
-nothing; a failed apply prunes nothing; an empty render prunes nothing unless the environment allows it.
-Per-object failures are ``failed`` entries of the result; ``TransientError`` (API unreachable while planning, a
-concurrent inventory write) is raised for the caller to retry with backoff.
+nothing (objects in a new Namespace or of a new CRD's kind are dry-run too, after their parents are created:
+only those parents may then have been applied); a failed apply prunes nothing; an empty render prunes nothing
+unless the environment allows it. Per-object failures are ``failed`` entries of the result, classified by
+``SyncResult.retry``; ``TransientError`` (API unreachable while planning, a concurrent inventory write) is raised
+for the caller to retry with backoff.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from gitsync import inventory as inventories
 from gitsync import log as logging
 from gitsync.apply import ChangeSet, Progress, apply, failed
-from gitsync.errors import ForbiddenError, StaleError
+from gitsync.errors import ForbiddenError, Retry, StaleError, retry_of_all
 from gitsync.inventory import Inventory
 from gitsync.model import LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId, SyncAction
-from gitsync.plan import DryRunMemo, Plan, PlanAction, plan
+from gitsync.plan import PARENT_KINDS, DryRunMemo, ListSnapshot, Plan, PlanAction, plan
 from gitsync.ports import Cluster, LiveReader, RenderedApp, StateStore
 from gitsync.prune import prune as prune_stage
 
@@ -50,6 +53,16 @@ class SyncResult:
     def ok(self) -> bool:
         return not self.plan.errors and not self.failures
 
+    @property
+    def retry(self) -> Retry | None:
+        """None when ok. Otherwise whether the same revision may still succeed: ``transient`` when any failure is
+        (network, 5xx, 429, a parent not ready in time: back off and try again), ``terminal`` when every failure
+        needs a new revision (a body the server refuses, an immutable field, a conflict with another owner,
+        forbidden). The agent requeues by it; the CLI picks its exit status by it."""
+        if self.ok:
+            return None
+        return retry_of_all([c.retry for c in self.plan.errors] + [e.retry for e in self.failures]) or Retry.TERMINAL
+
     def counts(self) -> dict[SyncAction, int]:
         counted = Counter(e.action for e in self.changes)
         return {action: counted[action] for action in SyncAction}
@@ -74,37 +87,54 @@ def sync_app(
     memo: DryRunMemo | None = None,
     progress: Progress | None = None,
     new_namespace: bool = False,
+    new_kinds: Collection[tuple[str, str]] = (),
 ) -> SyncResult:
     """Advance the cluster to ``rendered``. ``exclude``: rendered objects a rollout strategy applies itself
     (they stay in the inventory and are never pruned). ``live``: where reads come from (the watch cache).
     ``new_namespace``: a dry run for an environment whose namespace a real sync would create first
-    (``ensure_namespace``): its objects are planned as creates, not as errors."""
+    (``ensure_namespace``): its objects are planned as creates, not as errors. ``new_kinds``: likewise for the
+    kinds whose CRDs other apps of the environment render (``plan.defined_kind``), in a preview of all of it."""
     key, namespace = rendered.app_env, rendered.namespace
     revision = rendered.revision or ""
     before = inventories.load(store, key, namespace)
     manifests = [m for m in rendered.manifests if m.id not in exclude]
     memo = memo if memo is not None else DryRunMemo(before.memo)
-    planned = plan(
-        manifests,
-        cluster,
-        inventory=before.objects - exclude,
-        live=live,
-        force=force,
-        memo=memo,
-        new_namespaces=(namespace,) if new_namespace else (),
-    )
-    if dry_run or planned.errors:
-        changes = apply(planned, cluster) if planned.errors else ()
-        result = SyncResult(key, revision, rendered.digest, planned, changes, before, dry_run)
+
+    def planned_now(reader: LiveReader | None) -> Plan:
+        return plan(
+            manifests,
+            cluster,
+            inventory=before.objects - exclude,
+            live=reader,
+            force=force,
+            memo=memo,
+            new_namespaces=(namespace,) if new_namespace else (),
+            new_kinds=new_kinds,
+        )
+
+    planned = planned_now(live)
+    first: ChangeSet = ()
+    if not dry_run and not planned.errors and any(c.deferred for c in planned.changes):
+        # Objects in a new Namespace or of a new CRD's kind could not be dry-run: create those parents (applied and
+        # waited for), then plan again, so every object is validated by the server before any of them is applied.
+        first = apply(_parents(planned), cluster, progress=progress, memo=memo)
+        if not failed(first):
+            planned = planned_now(_fresh(live, cluster))
+    if dry_run or planned.errors or failed(first):
+        refused = apply(planned, cluster) if planned.errors and not failed(first) else ()
+        changes = _merged(first, refused)
+        stored = before
+        if first:  # parents created before the refusal are gitsync's: inventoried, so they can be pruned
+            stored = inventories.save(store, key, namespace, before.adding(_present(first)), before)
+        result = SyncResult(key, revision, rendered.digest, planned, changes, stored, dry_run)
         _log(result)
         return result
 
-    applied = apply(planned, cluster, progress=progress, memo=memo)
+    applied = _merged(first, apply(planned, cluster, progress=progress, memo=memo))
     clean = not failed(applied)
-    present = {e.id for e in applied if e.action in (SyncAction.CREATED, SyncAction.CONFIGURED, SyncAction.UNCHANGED)}
     rendered_excluded = {m.id for m in rendered.manifests} & exclude
     after_apply = before.adding(
-        present | rendered_excluded,
+        _present(applied) | rendered_excluded,
         revision=revision if clean else "",
         digest=rendered.digest if clean else "",
     )
@@ -127,6 +157,27 @@ def sync_app(
     result = SyncResult(key, revision, rendered.digest, planned, applied + pruned, stored)
     _log(result)
     return result
+
+
+def _parents(planned: Plan) -> Plan:
+    """The plan's Namespaces and CRDs to create or update, alone."""
+    return Plan(tuple(c for c in planned.changes if c.id.kind in PARENT_KINDS and c.action is not PlanAction.DELETE))
+
+
+def _fresh(live: LiveReader | None, cluster: Cluster) -> LiveReader | None:
+    """A reader that sees the parents just created: a ``ListSnapshot`` listed before them is read again."""
+    return ListSnapshot(cluster, versions_first=live.versions_first) if isinstance(live, ListSnapshot) else live
+
+
+def _merged(first: ChangeSet, then: ChangeSet) -> ChangeSet:
+    """What happened to each object: ``first`` (the parents, when created before planning again) wins over the
+    second pass, which finds them unchanged."""
+    done = {e.id for e in first}
+    return first + tuple(e for e in then if e.id not in done)
+
+
+def _present(changes: ChangeSet) -> set[ObjectId]:
+    return {e.id for e in changes if e.action in (SyncAction.CREATED, SyncAction.CONFIGURED, SyncAction.UNCHANGED)}
 
 
 def namespace_exists(cluster: Cluster, namespace: str) -> bool:

@@ -7,7 +7,15 @@ for the repository layout, the template vocabulary and the error messages.
 from __future__ import annotations
 
 from renderers.environment import Environment, load_environment
-from renderers.errors import RenderError
+from renderers.errors import AwaitingPromotion, RenderError
 from renderers.render import RenderedApp, render_app, render_env
 
-__all__ = ["Environment", "RenderError", "RenderedApp", "load_environment", "render_app", "render_env"]
+__all__ = [
+    "AwaitingPromotion",
+    "Environment",
+    "RenderError",
+    "RenderedApp",
+    "load_environment",
+    "render_app",
+    "render_env",
+]

@@ -1,6 +1,7 @@
 """``environments/<env>/env.yaml``: where an environment's apps run and the settings that apply to all of them.
 
-Unknown keys are errors (a typo such as ``prune_alow_empty`` must not silently keep the default).
+Unknown keys are errors (a typo such as ``prune_alow_empty`` must not silently keep the default), at any depth.
+Reads the env.yaml it is asked for and checks that ``promotion.from`` names an environment that has one.
 
 Protected namespaces (``PROTECTED_NAMESPACES``: the cluster's own, and the agent's) cannot be an environment's
 ``namespace`` nor one of its ``allowedNamespaces``: anyone who can merge to the repository could otherwise run a pod
@@ -15,12 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from gitsync.model import parse_duration
 from renderers.errors import RenderError
-from renderers.values import read_yaml_file, relative
+from renderers.values import read_yaml_file, relative, split_path
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 
@@ -29,6 +32,34 @@ AGENT_NAMESPACE = "gitsync-system"
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 PROTECTED_NAMESPACES = SYSTEM_NAMESPACES | {AGENT_NAMESPACE}
 """What ``load_environment`` refuses unless told otherwise (the CLI's rule; the agent computes its own)."""
+
+
+class PromotionMode(StrEnum):
+    """Who writes a promotion to Git (the promote stage reads it; the values are env.yaml's spelling)."""
+
+    AUTO = "auto"
+    """The agent commits the new pin to the tracked branch."""
+    PULL_REQUEST = "pull-request"
+    """The agent commits it on a branch; merging that branch is the promotion."""
+    MANUAL = "manual"
+    """The agent only reports the candidate; a person runs ``gitsync promote``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """``promotion:`` in a receiving environment's env.yaml: what it accepts from which environment, and how.
+
+    Its apps render their charts at the revisions pinned in ``environments/<env>/promoted.yaml``
+    (``renderers.promotion``), with ``values`` taken from the pin."""
+
+    from_env: str
+    """The upstream environment whose verified, soaked releases are promoted here (never this one)."""
+    mode: PromotionMode
+    soak_seconds: float
+    """How long an upstream release must stay healthy and unchanged after it Succeeded to be a candidate."""
+    values: tuple[str, ...]
+    """Dotted value paths (``image.tag``) copied from the upstream environment's merged values into the pin.
+    This environment's own override file may not set them (or anything inside them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +84,8 @@ class Environment:
     """Prune stage: an empty render (a deleted template folder, a bad branch) never prunes everything unless set."""
     self_heal: bool = True
     """Drift timer: re-apply when the cluster drifted from Git; ``false`` only reports the drift."""
-    promote_to: str | None = None
-    """Promote stage: the environment that receives this one's values once a release here is verified."""
+    promotion: Promotion | None = None
+    """Render and promote stages: set when this environment receives its apps' charts by promotion."""
 
 
 # env.yaml spells keys in camelCase, like Kubernetes manifests and agent.yaml; the dataclass fields are snake_case.
@@ -64,7 +95,8 @@ _BOOL_KEYS = {
     "pruneAllowEmpty": "prune_allow_empty",
     "selfHeal": "self_heal",
 }
-_KNOWN = frozenset({"namespace", "apps", "labels", "allowedNamespaces", "clusterScopedKinds", "promoteTo", *_BOOL_KEYS})
+_KNOWN = frozenset({"namespace", "apps", "labels", "allowedNamespaces", "clusterScopedKinds", "promotion", *_BOOL_KEYS})
+_PROMOTION_KEYS = ("from", "mode", "soak", "values")
 
 
 def env_file(repo: Path, env: str) -> Path:
@@ -80,7 +112,7 @@ def load_environment(repo: Path, env: str, *, protected: frozenset[str] = PROTEC
     rel = relative(repo, path)
     if not _DNS_LABEL.match(env):
         raise RenderError(rel, f"environment name {env!r} is not a DNS label")
-    data, lines = read_yaml_file(repo, path, what="environment file", required=True)
+    data, lines = read_yaml_file(repo, path, what="environment file", required=True, nested=True)
     if not isinstance(data, dict):
         raise RenderError(rel, "env.yaml must be a mapping with at least namespace and apps", 1)
 
@@ -88,6 +120,12 @@ def load_environment(repo: Path, env: str, *, protected: frozenset[str] = PROTEC
         return RenderError(rel, problem, lines.get(key, 1))
 
     for key in data:
+        if key == "promoteTo":
+            raise fail(
+                key,
+                "promoteTo was replaced by `promotion:` in the receiving environment's env.yaml "
+                f"(promotion: {{from: {env}, mode: manual, soak: 10m, values: [image.tag]}})",
+            )
         if key not in _KNOWN:
             raise fail(str(key), f"unknown key {key!r} (known: {', '.join(sorted(_KNOWN))})")
     namespace = data.get("namespace")
@@ -111,9 +149,6 @@ def load_environment(repo: Path, env: str, *, protected: frozenset[str] = PROTEC
             if not isinstance(data[key], bool):
                 raise fail(key, f"{key} must be true or false, got {data[key]!r}")
             settings[field_name] = data[key]
-    promote_to = data.get("promoteTo")
-    if promote_to is not None and not (isinstance(promote_to, str) and _DNS_LABEL.match(promote_to)):
-        raise fail("promoteTo", f"promoteTo must name an environment, got {promote_to!r}")
     return Environment(
         name=env,
         namespace=namespace,
@@ -121,7 +156,7 @@ def load_environment(repo: Path, env: str, *, protected: frozenset[str] = PROTEC
         labels=MappingProxyType({str(k): v for k, v in labels.items()}),
         allowed_namespaces=allowed_namespaces,
         cluster_scoped_kinds=_names(data, "clusterScopedKinds", fail),
-        promote_to=promote_to,
+        promotion=_promotion(repo, env, data.get("promotion"), fail) if "promotion" in data else None,
         **settings,
     )
 
@@ -131,6 +166,50 @@ def _protected_problem(namespace: str) -> str:
         f"namespace {namespace!r} is protected (the cluster's own or the agent's); "
         "only the agent's operator can allow it (agent.yaml allowProtectedNamespaces)"
     )
+
+
+def _promotion(repo: Path, env: str, raw: Any, fail: Callable[[str, str], RenderError]) -> Promotion:
+    if not isinstance(raw, dict):
+        raise fail("promotion", f"promotion must be a mapping with from, mode, soak and values, got {raw!r}")
+    for key in raw:
+        if key not in _PROMOTION_KEYS:
+            raise fail(f"promotion.{key}", f"unknown key promotion.{key} (known: {', '.join(_PROMOTION_KEYS)})")
+    source = raw.get("from")
+    if not isinstance(source, str) or not _DNS_LABEL.match(source) or source == env:
+        raise fail(
+            "promotion.from" if "from" in raw else "promotion",
+            f"promotion.from must name another environment, got {source!r}",
+        )
+    if not env_file(repo, source).is_file():
+        raise fail(
+            "promotion.from",
+            f"promotion.from: environment {source!r} does not exist (no {relative(repo, env_file(repo, source))})",
+        )
+    modes = ", ".join(m.value for m in PromotionMode)
+    try:
+        mode = PromotionMode(raw.get("mode", PromotionMode.MANUAL.value))
+    except ValueError:
+        raise fail("promotion.mode", f"promotion.mode must be one of {modes}, got {raw.get('mode')!r}") from None
+    try:
+        soak = parse_duration(raw.get("soak", 0))
+    except ValueError:
+        raise fail(
+            "promotion.soak", f"promotion.soak must be a duration like 30s, 10m or 1h, got {raw.get('soak')!r}"
+        ) from None
+    paths = raw.get("values") or []
+    if not isinstance(paths, list):
+        raise fail("promotion.values", f"promotion.values must be a list of dotted value paths, got {paths!r}")
+    keys: list[tuple[str, ...]] = []
+    for index, path in enumerate(paths):
+        where = f"promotion.values.{index}"
+        split = split_path(path) if isinstance(path, str) else ()
+        if not split:
+            raise fail(where, f"promotion.values: {path!r} is not a dotted value path like image.tag")
+        clash = next((p for p in keys if p == split[: len(p)] or split == p[: len(split)]), None)
+        if clash is not None:
+            raise fail(where, f"promotion.values: {path} overlaps {'.'.join(clash)} (list each value once)")
+        keys.append(split)
+    return Promotion(from_env=source, mode=mode, soak_seconds=soak, values=tuple(paths))
 
 
 def _names(

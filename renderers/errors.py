@@ -53,3 +53,8 @@ class UnreadableText(ValueError):
 
 class NotUtf8(UnreadableText):
     """A file that is not UTF-8; ``line`` is the line of the first bad byte."""
+
+
+class AwaitingPromotion(RenderError):
+    """An app of an environment that receives promotions has no pin yet: it is not deployed, and that is not a
+    broken render (callers report it as awaiting promotion rather than failed)."""

@@ -48,25 +48,25 @@ def _text(value: Any) -> str:
 
 def to_yaml(value: Any) -> str:
     """Block YAML, sorted keys, no trailing newline; strings that would read back as another type are quoted."""
-    text = dump(_plain(defined(value)))
+    text = dump(plain(defined(value)))
     return text.rstrip("\n")
 
 
 def to_json(value: Any) -> str:
     """Compact JSON with sorted keys (Helm's ``toJson``), not HTML-escaped like Jinja's ``tojson``."""
     try:
-        return json.dumps(_plain(defined(value)), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(plain(defined(value)), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise FilterError(f"toJson: {exc}") from None
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Plain dicts and lists all the way down, failing on an undefined value anywhere inside."""
     value = defined(value)
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 

@@ -9,7 +9,7 @@ changes exactly when the output does.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from gitsync.model import (
@@ -59,7 +59,7 @@ CLUSTER_SCOPED_KINDS = frozenset(
         "VolumeAttributesClass",
     }
 )
-"""Built-in kinds without a namespace; custom ones are declared in env.yaml ``cluster_scoped_kinds``."""
+"""Built-in kinds without a namespace; custom ones are declared in env.yaml ``clusterScopedKinds``."""
 
 
 def digest(manifests: Iterable[Manifest]) -> str:
@@ -71,11 +71,35 @@ def digest(manifests: Iterable[Manifest]) -> str:
     return f"sha256:{sha.hexdigest()}"
 
 
-def build_manifest(body: Any, path: str, line: int, environment: Environment, app: str) -> Manifest:
-    """Check one rendered document and make it an owned ``Manifest``; problems are ``RenderError`` at ``path:line``."""
+def build_manifests(body: Any, path: str, line: int, environment: Environment, app: str) -> Iterator[Manifest]:
+    """The owned ``Manifest`` of one document, or of each item of a ``List`` document, as kubectl expands them.
+
+    A ``v1 List`` (or any ``*List`` kind whose ``items`` is a list, nested lists included) stands for its items;
+    an item's problems read ``path:line: items[2]: ...`` at the list's line.
+    """
+    yield from _expand(body, path, line, environment, app, "")
+
+
+def _expand(body: Any, path: str, line: int, environment: Environment, app: str, where: str) -> Iterator[Manifest]:
+    kind = body.get("kind") if isinstance(body, dict) else None
+    if isinstance(kind, str) and kind.endswith("List") and "items" in body:
+        items = body["items"]
+        if not isinstance(items, list):
+            raise RenderError(path, f"{where}{kind}: items must be a list of objects", line)
+        for index, item in enumerate(items):
+            yield from _expand(item, path, line, environment, app, f"{where}items[{index}]: ")
+        return
+    yield _build_manifest(body, path, line, environment, app, where)
+
+
+def _build_manifest(body: Any, path: str, line: int, environment: Environment, app: str, where: str = "") -> Manifest:
+    """Check one rendered document and make it an owned ``Manifest``; problems are ``RenderError`` at ``path:line``.
+
+    ``where`` prefixes each problem (``items[2]: `` for an item of a ``List``).
+    """
 
     def fail(problem: str) -> RenderError:
-        return RenderError(path, problem, line)
+        return RenderError(path, where + problem, line)
 
     if not isinstance(body, dict):
         raise fail(f"a rendered document must be a Kubernetes object (a mapping), got {type(body).__name__}")
@@ -101,7 +125,7 @@ def build_manifest(body: Any, path: str, line: int, environment: Environment, ap
     elif namespace != environment.namespace and namespace not in environment.allowed_namespaces:
         raise fail(
             f"{kind}/{meta['name']} is in namespace {namespace!r}, outside environment {environment.name}'s "
-            f"namespace {environment.namespace!r} (list it in env.yaml allowed_namespaces to allow it)"
+            f"namespace {environment.namespace!r} (list it in env.yaml allowedNamespaces to allow it)"
         )
     labels = meta.get("labels")
     if labels is None:

@@ -3,6 +3,12 @@
 Pure and deterministic: reads only the repository snapshot it is given, and the same inputs give byte-identical
 output and the same digest. All or nothing: a render that fails anywhere returns no manifests at all.
 
+In an environment with ``promotion:`` (env.yaml), each app renders its chart (templates, values.yaml, chart.yaml
+and the shared ``lib/``) from the tree of the commit pinned in ``promoted.yaml``, which the caller's ``trees``
+callable supplies (``sha -> directory holding the repository at that commit``: Git's job, not the renderer's);
+values layer as chart values.yaml (pinned), the pin's promoted values, the environment's override file (at the
+head), then ``--set``. So rendering such an environment at commit C is a pure function of C and the pinned trees.
+
 Bounded (``renderers.limits``): each render within its CPU time, output and node budgets, and at most
 ``RENDERS_AT_ONCE`` renders run at once in a process (they hold the GIL anyway), so the agent's workers together
 cannot take more memory than that many hostile charts can.
@@ -11,22 +17,26 @@ cannot take more memory than that many hostile charts can.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gitsync.model import AppEnv, Manifest
 from renderers import limits
-from renderers.chart import load_chart
-from renderers.environment import PROTECTED_NAMESPACES, Environment, env_file, load_environment
-from renderers.errors import RenderError
-from renderers.manifests import build_manifest, check_unique, digest, ordered
+from renderers.chart import Chart, load_chart
+from renderers.environment import PROTECTED_NAMESPACES, Environment, Promotion, env_file, load_environment
+from renderers.errors import AwaitingPromotion, RenderError
+from renderers.manifests import build_manifests, check_unique, digest, ordered
+from renderers.plain import plain_documents
+from renderers.promotion import Pin, pins_file, read_pins
 from renderers.sandbox import time_limit
 from renderers.templating import TemplateRun
-from renderers.values import layer, read_values_file, relative
+from renderers.values import Values, layer, read_values_file, read_yaml_file, relative, split_path
 from renderers.yamlio import node_budget
 
+Trees = Callable[[str], Path]
+"""A commit sha -> a directory holding the repository's tree at that commit (read-only for the renderer)."""
 RENDERS_AT_ONCE = 2
 _RENDERING = threading.BoundedSemaphore(RENDERS_AT_ONCE)
 
@@ -45,6 +55,8 @@ class RenderedApp:
     """The merged values the templates saw; ``values["rollout"]`` configures the rollout strategy."""
     environment: Environment = field(compare=False)
     revision: str | None = None
+    pin: Pin | None = None
+    """In an environment that receives promotions: the pin the chart was rendered from."""
 
 
 def render_app(
@@ -54,14 +66,29 @@ def render_app(
     *,
     sets: Sequence[str] = (),
     revision: str | None = None,
+    trees: Trees | None = None,
+    pin: Pin | None = None,
     protected: frozenset[str] = PROTECTED_NAMESPACES,
 ) -> RenderedApp:
     """Render one app of environment ``env`` from the repository snapshot at ``repo``.
 
-    ``protected``: namespaces the environment may not deploy to (``renderers.environment``).
+    ``trees`` is needed only when the environment receives promotions (see the module doc); an app there that
+    has no pin yet raises ``AwaitingPromotion``. ``pin`` replaces the app's entry in ``promoted.yaml`` (what a
+    proposed promotion or rollback would deploy; ``pin.app`` must be ``app``); it is a ``RenderError`` in an
+    environment without ``promotion:``. ``protected``: namespaces the environment may not deploy to
+    (``renderers.environment``).
     """
     environment = load_environment(repo, env, protected=protected)
-    return _render(repo, environment, app, sets, revision)
+    pins = _pins(repo, environment)
+    if pin is not None:
+        if pin.app != app:
+            raise ValueError(f"a pin for {pin.app} cannot render {app}")
+        if environment.promotion is None:
+            raise RenderError(
+                relative(repo, env_file(repo, env)), f"{app}: cannot render a pin: {env} has no promotion: block"
+            )
+        pins = {**pins, app: pin}
+    return _render(repo, environment, pins, app, sets, revision, trees)
 
 
 def render_env(
@@ -71,32 +98,83 @@ def render_env(
     apps: Sequence[str] | None = None,
     sets: Sequence[str] = (),
     revision: str | None = None,
+    trees: Trees | None = None,
     protected: frozenset[str] = PROTECTED_NAMESPACES,
 ) -> tuple[RenderedApp, ...]:
-    """Every app of ``env`` (in env.yaml order), or the named subset; the first error fails the whole call."""
+    """Every app of ``env`` (in env.yaml order), or the named subset; the first error fails the whole call
+    (``AwaitingPromotion`` included: render apps one by one to skip those)."""
     environment = load_environment(repo, env, protected=protected)
-    return tuple(_render(repo, environment, app, sets, revision) for app in (apps or environment.apps))
+    pins = _pins(repo, environment)
+    return tuple(_render(repo, environment, pins, app, sets, revision, trees) for app in (apps or environment.apps))
 
 
-def _render(repo: Path, environment: Environment, app: str, sets: Sequence[str], revision: str | None) -> RenderedApp:
+def _pins(repo: Path, environment: Environment) -> Mapping[str, Pin]:
+    """``promoted.yaml`` is read only where env.yaml declares ``promotion:``; elsewhere apps follow the head."""
+    return read_pins(repo, environment) if environment.promotion is not None else {}
+
+
+def _render(
+    repo: Path,
+    environment: Environment,
+    pins: Mapping[str, Pin],
+    app: str,
+    sets: Sequence[str],
+    revision: str | None,
+    trees: Trees | None,
+) -> RenderedApp:
     if app not in environment.apps:
         raise RenderError(
             relative(repo, env_file(repo, environment.name)),
             f"app {app!r} is not in environment {environment.name} (apps: {', '.join(environment.apps) or 'none'})",
         )
-    with _RENDERING:
-        return _render_chart(repo, environment, app, sets, revision)
+    override_file = repo / "environments" / environment.name / "values" / f"{app}.yaml"
+    overrides = read_values_file(repo, override_file)
+    chart_root, pin, where = repo, None, relative(repo, pins_file(repo, environment.name))
+    promoted: Mapping[str, Any] = {}
+    if environment.promotion is not None:
+        _check_not_overridden(repo, override_file, overrides, environment.promotion)
+        pin = pins.get(app)
+        if pin is None:
+            raise AwaitingPromotion(where, f"{app} awaits promotion from {environment.promotion.from_env} (no pin yet)")
+        if trees is None:
+            raise RenderError(
+                where,
+                f"{app} is pinned to {pin.revision[:12]}, and this render was given no way to read that commit "
+                "(a pinned environment renders from Git history: pass trees)",
+            )
+        chart_root, promoted = trees(pin.revision), pin.values
+    try:
+        with _RENDERING:
+            values, manifests = _render_chart(chart_root, environment, app, (promoted, overrides), sets, revision, pin)
+    except RenderError as e:
+        if pin is None:
+            raise
+        # The chart's paths and lines are those of the pinned commit, which may differ from the head's.
+        raise RenderError(e.path, f"{e.problem} (chart as of {pin.revision[:12]}, pinned in {where})", e.line) from e
+    return RenderedApp(
+        app_env=AppEnv(app, environment.name),
+        namespace=environment.namespace,
+        manifests=manifests,
+        digest=digest(manifests),
+        values=values,
+        environment=environment,
+        revision=revision,
+        pin=pin,
+    )
 
 
 def _render_chart(
-    repo: Path, environment: Environment, app: str, sets: Sequence[str], revision: str | None
-) -> RenderedApp:
-    chart = load_chart(repo, app)
-    values = layer(
-        read_values_file(repo, chart.path / "values.yaml"),
-        read_values_file(repo, repo / "environments" / environment.name / "values" / f"{app}.yaml"),
-        sets,
-    )
+    chart_root: Path,
+    environment: Environment,
+    app: str,
+    layers: tuple[Mapping[str, Any], ...],
+    sets: Sequence[str],
+    revision: str | None,
+    pin: Pin | None,
+) -> tuple[Values, tuple[Manifest, ...]]:
+    """The chart under ``chart_root`` rendered with ``layers`` on top of its values.yaml: values and manifests."""
+    chart = load_chart(chart_root, app)
+    values = layer((read_values_file(chart_root, chart.path / "values.yaml"), *layers), sets)
     variables = {
         "values": values,
         "release": {
@@ -104,27 +182,47 @@ def _render_chart(
             "name": app,
             "env": environment.name,
             "namespace": environment.namespace,
-            "revision": revision or "",
+            "revision": pin.revision if pin is not None else revision or "",
         },
         "chart": dict(chart.meta),
         "env": {"name": environment.name, "namespace": environment.namespace, "labels": dict(environment.labels)},
     }
-    run = TemplateRun(repo, chart, variables)
-    manifests = []
+    manifests: list[Manifest] = []
     with time_limit(limits.MAX_RENDER_SECONDS), node_budget(limits.MAX_RENDER_NODES):
-        for name in chart.templates:
-            rendered = run.render(name)
-            for line, body in rendered.documents():
-                if body is not None:
-                    manifests.append(build_manifest(body, rendered.path, line, environment, app))
+        for path, line, body in _documents(chart_root, chart, variables):
+            if body is not None:
+                manifests.extend(build_manifests(body, path, line, environment, app))
     check_unique(manifests)
-    result = ordered(manifests)
-    return RenderedApp(
-        app_env=AppEnv(app, environment.name),
-        namespace=environment.namespace,
-        manifests=result,
-        digest=digest(result),
-        values=values,
-        environment=environment,
-        revision=revision,
-    )
+    return values, ordered(manifests)
+
+
+def _check_not_overridden(repo: Path, override_file: Path, overrides: Values, promotion: Promotion) -> None:
+    """A promoted value comes from the pin alone: the override file may not set it, nor replace a map holding it."""
+    for path in promotion.values:
+        keys = split_path(path)
+        node: object = overrides
+        for depth, key in enumerate(keys):
+            if not isinstance(node, Mapping) or key not in node:
+                break
+            node = node[key]
+            if depth == len(keys) - 1 or not isinstance(node, Mapping):
+                _, lines = read_yaml_file(repo, override_file, what="values file", required=False, nested=True)
+                dotted = ".".join(keys[: depth + 1])
+                raise RenderError(
+                    relative(repo, override_file),
+                    f"{dotted} is promoted from {promotion.from_env} (env.yaml promotion.values: {path}), "
+                    "so this environment's values may not set it",
+                    lines.get(dotted, 1),
+                )
+
+
+def _documents(repo: Path, chart: Chart, variables: Mapping[str, Any]) -> Iterator[tuple[str, int, Any]]:
+    """``(path, line, data)`` of each document: a plain app's files as they are, or a chart's rendered templates."""
+    if chart.manifests:
+        yield from plain_documents(repo, chart)
+        return
+    run = TemplateRun(repo, chart, variables)
+    for name in chart.templates:
+        rendered = run.render(name)
+        for line, body in rendered.documents():
+            yield rendered.path, line, body

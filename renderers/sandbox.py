@@ -36,6 +36,8 @@ from renderers.limits import (
     check_size,
     check_width,
 )
+from renderers.sprig import register
+from renderers.syntax import check_comments
 
 LIB_PREFIX = "lib/"
 """Template names starting with this prefix resolve in the repository's shared ``lib/`` folder."""
@@ -208,6 +210,11 @@ class ChartEnvironment(ImmutableSandboxedEnvironment):
     def checked(self, value: Any) -> Any:
         return check_size(value)
 
+    def preprocess(self, source: str, name: str | None = None, filename: str | None = None) -> str:
+        """Refuse comments that would swallow content (``renderers.syntax``); runs once per compile."""
+        check_comments(self.lexer.tokeniter(source, name, filename), name, filename)
+        return super().preprocess(source, name, filename)
+
     def paced(self, iterable: Iterable[Any]) -> Iterator[Any]:
         for item in iterable:
             _charge()
@@ -307,6 +314,7 @@ def chart_environment(templates: Path, lib: Path) -> ChartEnvironment:
     for name in _NONDETERMINISTIC_GLOBALS:
         env.globals.pop(name, None)
     env.filters.update(FILTERS)
+    register(env.globals, env.filters)
     env.globals["lookup"] = _lookup
     return env
 

@@ -1,4 +1,4 @@
-"""One app's templates rendered to text, with Helm's ``include``, ``tpl`` and ``config_hash``.
+"""One app's templates rendered to text, with Helm's ``include``, ``tpl``, ``config_hash`` and ``file``/``files``.
 
 A ``TemplateRun`` lives for one render of one app: it caches each template's output (so ``config_hash`` and
 the main pass see the same text), caches helper modules, and turns every failure into a ``RenderError`` at the
@@ -21,10 +21,12 @@ import jinja2
 from jinja2.exceptions import SecurityError
 
 from renderers.chart import Chart
+from renderers.chartfiles import ChartFiles
 from renderers.errors import RenderError
 from renderers.filters import FilterError, RequiredValueMissing
 from renderers.limits import MAX_OUTPUT_CHARS
 from renderers.sandbox import TemplateUnreadable, bind_roots, chart_environment, stream, unbind_roots
+from renderers.syntax import explain
 from renderers.values import relative
 from renderers.yamlio import YamlError, load_manifests
 
@@ -102,7 +104,15 @@ class TemplateRun:
         self.lib = repo / "lib"
         self.env = chart_environment(chart.templates_dir, self.lib)
         self.roots = dict(variables)
-        self.variables = {**variables, "include": self.include, "tpl": self.tpl, "config_hash": self.config_hash}
+        files = ChartFiles(chart.path / "files", relative(repo, chart.path / "files") + "/")
+        self.variables = {
+            **variables,
+            "include": self.include,
+            "tpl": self.tpl,
+            "config_hash": self.config_hash,
+            "file": files.get,
+            "files": files.glob,
+        }
         self._rendered: dict[str, RenderedTemplate] = {}
         self._active: list[str] = []
         self._helpers: dict[str, Any] = {}
@@ -216,8 +226,9 @@ class TemplateRun:
             path = (
                 self._relative(exc.filename) if exc.filename else self._relative(str(self.chart.templates_dir / name))
             )
-            kind = "" if isinstance(exc, TemplateUnreadable) else "template syntax: "
-            return RenderError(path, f"{kind}{exc.message}", exc.lineno)
+            if isinstance(exc, TemplateUnreadable):
+                return RenderError(path, exc.message or "", exc.lineno)
+            return RenderError(path, f"template syntax: {explain(exc)}", exc.lineno)
         path, line = self._innermost(exc.__traceback__, name)
         return RenderError(path, _problem(exc), line)
 

@@ -1,4 +1,5 @@
-"""Values layering: chart defaults, then the environment's overrides, then ``--set``. Pure apart from reading files.
+"""Values layering: chart defaults, then promoted values (when the environment receives promotions), then the
+environment's overrides, then ``--set``. Pure apart from reading files.
 
 Maps merge key by key; anything else (lists included) replaces. An override of ``null`` removes the key, as in
 Helm, so an environment can drop a default map entirely.
@@ -17,8 +18,11 @@ from renderers.yamlio import YamlError, load_values, load_values_with_lines
 Values = dict[str, Any]
 
 
-def read_yaml_file(repo: Path, path: Path, *, what: str, required: bool) -> tuple[Any, dict[str, int]]:
-    """One YAML document from a repository file and the line of each top-level key.
+def read_yaml_file(
+    repo: Path, path: Path, *, what: str, required: bool, nested: bool = False
+) -> tuple[Any, dict[str, int]]:
+    """One YAML document from a repository file and the line of each top-level key (of every key by dotted
+    path with ``nested``: see ``yamlio.load_values_with_lines``).
 
     Errors read ``path:line: problem``; an absent optional file reads as ``None``.
     """
@@ -35,7 +39,7 @@ def read_yaml_file(repo: Path, path: Path, *, what: str, required: bool) -> tupl
     except OSError as exc:
         raise RenderError(rel, f"cannot read {what}: {exc}") from exc
     try:
-        return load_values_with_lines(text)
+        return load_values_with_lines(text, nested=nested)
     except YamlError as exc:
         raise RenderError(rel, f"invalid YAML: {exc.problem}", exc.line) from None
 
@@ -66,6 +70,15 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> Values:
 _KEY_PART = re.compile(r"(?:\\.|[^.\\])+")
 
 
+def split_path(path: str) -> tuple[str, ...]:
+    """The keys of a dotted value path (``a.b`` is ``("a", "b")``; ``\\.`` escapes a dot inside a key, as in
+    ``podAnnotations.prometheus\\.io/scrape``); empty when ``path`` is not one (empty, or an empty key)."""
+    parts = _KEY_PART.findall(path)
+    if not parts or ".".join(parts) != path:
+        return ()
+    return tuple(part.replace("\\.", ".") for part in parts)
+
+
 def parse_set(assignment: str) -> Values:
     """``a.b=c`` as the nested mapping ``{"a": {"b": "c"}}``; the value reads as a YAML scalar like Helm's ``--set``.
 
@@ -73,8 +86,8 @@ def parse_set(assignment: str) -> Values:
     (``tag='"1.10"'``) stays a string; ``null`` removes the key.
     """
     path, sep, raw = assignment.partition("=")
-    parts = _KEY_PART.findall(path)
-    if not sep or not parts or ".".join(parts) != path:
+    keys = split_path(path)
+    if not sep or not keys:
         raise RenderError("--set", f"expected key.path=value, got {assignment!r}")
     try:
         value = load_values(raw) if raw.strip() else ""
@@ -82,16 +95,19 @@ def parse_set(assignment: str) -> Values:
         raise RenderError("--set", f"{path}: invalid value {raw!r}: {exc.problem}") from None
     if isinstance(value, (dict, list)):
         value = raw  # a --set value is a scalar; "{x}" or "[x]" are taken literally
-    keys = [part.replace("\\.", ".") for part in parts]
     result: Values = {keys[-1]: value}
     for key in reversed(keys[:-1]):
         result = {key: result}
     return result
 
 
-def layer(chart_values: Values, env_values: Values, sets: Sequence[str]) -> Values:
-    """The values a template sees, in precedence order (last wins)."""
-    merged = deep_merge(chart_values, env_values)
+def layer(layers: Sequence[Mapping[str, Any]], sets: Sequence[str]) -> Values:
+    """The values a template sees: ``layers`` in precedence order (last wins), then ``--set``. The layers are
+    the chart's values.yaml, the promoted values (in an environment that receives promotions) and the
+    environment's override file."""
+    merged: Values = dict(layers[0]) if layers else {}  # the chart's own nulls stay values, as before
+    for values in layers[1:]:
+        merged = deep_merge(merged, values)
     for assignment in sets:
         merged = deep_merge(merged, parse_set(assignment))
     return merged

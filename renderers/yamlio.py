@@ -208,21 +208,41 @@ def load_values(text: str) -> Any:
     return load_values_with_lines(text)[0]
 
 
-def load_values_with_lines(text: str) -> tuple[Any, dict[str, int]]:
-    """Like ``load_values``, plus the 1-based line of each top-level key, so a bad setting can be pointed at."""
+def load_values_with_lines(text: str, *, nested: bool = False) -> tuple[Any, dict[str, int]]:
+    """Like ``load_values``, plus the 1-based line of each top-level key, so a bad setting can be pointed at.
+
+    With ``nested``, every key and list item at any depth, by dotted path (``promotion.mode``, ``apps.1``); a
+    key that itself holds dots may share its dotted path with a nested one, and then the first keeps the line.
+    """
     reader = _Reader(text)
     try:
         node = reader.get_single_node()
         if node is None:
             return None, {}
-        lines = {}
-        if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        if nested:
+            _key_lines(node, "", lines, 0)
+        elif isinstance(node, yaml.MappingNode):
             lines = {str(key.value): key.start_mark.line + 1 for key, _ in node.value}
         return _Builder(reader, _VALUES_SCALARS, string_keys=False, max_chars=MAX_VALUE_CHARS).build(node), lines
     except yaml.YAMLError as exc:
         raise _translate(exc) from None
     finally:
         reader.dispose()
+
+
+def _key_lines(node: yaml.Node, path: str, lines: dict[str, int], depth: int) -> None:
+    if depth > 200:  # the builder reports the document as too deep
+        return
+    children: list[tuple[str, yaml.Node, yaml.Node]] = []
+    if isinstance(node, yaml.MappingNode):
+        children = [(str(key.value), key, value) for key, value in node.value if isinstance(key, yaml.ScalarNode)]
+    elif isinstance(node, yaml.SequenceNode):
+        children = [(str(index), item, item) for index, item in enumerate(node.value)]
+    for name, at, child in children:
+        sub = f"{path}.{name}" if path else name
+        lines.setdefault(sub, at.start_mark.line + 1)
+        _key_lines(child, sub, lines, depth + 1)
 
 
 def load_manifests(text: str) -> Iterator[tuple[int, Any]]:

@@ -6,8 +6,10 @@
   that cannot get a cluster fails and says why.
 - `kube_api` (session): a kubernetes ApiClient for the admin kubeconfig.
 - `namespace` (function): a fresh namespace whose `default` ServiceAccount exists; deleted afterwards.
+- `gitsync_image` (session): the reference of the agent image for the current tree, built by `make image`'s code
+  path (`tools/image/image.py build`, cached: an unchanged tree reuses its image). It never skips either.
 
-Tests under tests/cluster are marked `cluster`, tests under tests/e2e `e2e`.
+Tests under tests/cluster are marked `cluster`, tests under tests/e2e `e2e`, tests under tests/image `image`.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ pytest_plugins = ["prometheus_fixture", "deploylab"]  # fixtures: prometheus, me
 
 REPO = Path(__file__).resolve().parent.parent
 KUBELAB = REPO / "tools" / "kubelab" / "kubelab.py"
+IMAGE_TOOL = REPO / "tools" / "image" / "image.py"
 TESTS = Path(__file__).resolve().parent
 BUILD_ERROR = pytest.StashKey[str]()
+IMAGE_BUILD = pytest.StashKey["Built"]()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,35 +55,48 @@ def run_kubelab(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Built:
+    """What a tool's `build` left: the last line of its stdout, or why it failed."""
+
+    output: str
+    error: str | None
+
+
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the tests that will run decide
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         top = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
-        if top in ("cluster", "e2e"):
+        if top in ("cluster", "e2e", "image"):
             item.add_marker(top)
     # A cold build takes minutes; doing it here keeps it out of the first cluster test's timeout.
-    wants_cluster = any("kubelab" in getattr(item, "fixturenames", ()) for item in items)
-    if wants_cluster and not os.environ.get("KUBELAB_KUBECONFIG"):
-        capture = config.pluginmanager.getplugin("capturemanager")
-        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            error = build_kubelab()
-        if error:
-            config.stash[BUILD_ERROR] = error
+    wanted = {name for item in items for name in getattr(item, "fixturenames", ())}
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        if "kubelab" in wanted and not os.environ.get("KUBELAB_KUBECONFIG"):
+            error = build_tool("kubelab: checking the binaries (a first build takes several minutes)", KUBELAB).error
+            if error:
+                config.stash[BUILD_ERROR] = error
+        if "gitsync_image" in wanted:
+            config.stash[IMAGE_BUILD] = build_tool(
+                "image: checking the agent image (a first build takes about 5 minutes)", IMAGE_TOOL
+            )
 
 
-def build_kubelab() -> str | None:
-    """Runs `kubelab.py build`, showing its progress live; returns its last lines when it fails."""
-    print("\nkubelab: checking the binaries (a first build takes several minutes)", flush=True)
-    argv = [sys.executable, str(KUBELAB), "build"]
-    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as build:
-        assert build.stderr is not None
+def build_tool(note: str, tool: Path) -> Built:
+    """Runs `tool build`, showing its progress (stderr) live; on failure the error holds its last lines."""
+    print(f"\n{note}", flush=True)
+    argv = [sys.executable, str(tool), "build"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as build:
+        assert build.stdout is not None and build.stderr is not None
         lines = []
         for line in build.stderr:
             print(line, end="", flush=True)
             lines.append(line)
+        output = build.stdout.read().strip().splitlines()
     if build.returncode == 0:
-        return None
-    return f"`{KUBELAB} build` failed with exit code {build.returncode}:\n" + "".join(lines[-20:])
+        return Built(output[-1] if output else "", None)
+    return Built("", f"`{tool} build` failed with exit code {build.returncode}:\n" + "".join(lines[-20:]))
 
 
 def _server_of(kubeconfig: Path) -> str:
@@ -164,3 +181,11 @@ def namespace(kube_api: client.ApiClient, request: pytest.FixtureRequest) -> Ite
     except ApiException as error:
         if error.status != 404:
             raise
+
+
+@pytest.fixture(scope="session")
+def gitsync_image(request: pytest.FixtureRequest) -> str:
+    built = request.config.stash.get(IMAGE_BUILD, None) or build_tool("image: checking the agent image", IMAGE_TOOL)
+    if built.error or not built.output:
+        pytest.fail(built.error or f"`{IMAGE_TOOL} build` printed no image reference", pytrace=False)
+    return built.output

@@ -1,11 +1,17 @@
-"""`make demo`: the agent syncing example-repo/ into kubelab, then a canary that succeeds and one that rolls back.
+"""`make demo`: the agent syncing example-repo/ into kubelab, promoting verified releases from staging to prod
+through Git, and a bad release that rolls back in staging and never reaches prod.
 
 Everything is real: a bare Git repository on disk, `gitsync run` as its own process, signed webhooks over HTTP on
 127.0.0.1, and a local kube-apiserver with kwok nodes. The story, told as it happens:
 
-1. the first commit of example-repo is synced to `podinfo-staging`;
-2. a new image tag is pushed: the agent runs the canary steps (25% -> 50% -> analysis -> 75% -> 100%);
-3. a bad release is pushed (its pods crash-loop): the pod-health analysis fails and traffic returns to stable.
+1. the first commit of example-repo is synced to `podinfo-staging`; prod awaits its first promotion;
+2. staging's release soaks (15 s) and the agent writes the promotion commit (printed with its trailers); prod
+   renders the pinned chart and runs its first blue-green rollout;
+3. a new image tag is pushed: staging runs the canary steps (25% -> 50% -> analysis -> 75% -> 100%), soaks, and
+   the second promotion commit takes it to prod, where blue-green previews it and switches;
+4. a bad release is pushed (its pods crash-loop): staging's pod-health analysis fails, traffic returns to stable,
+   and nothing is promoted: prod keeps running the verified version;
+5. `gitsync audit` on a fresh clone tells all of it from Git alone.
 
 Run with `--keep` to leave kubelab running afterwards (the script prints how to stop it).
 """
@@ -35,6 +41,7 @@ VENV_BIN = Path(sys.executable).parent
 GITSYNC = str(VENV_BIN / "gitsync")
 console = Console() if sys.stdout.isatty() else Console(width=120)
 APP, ENV, NAMESPACE = "podinfo", "staging", "podinfo-staging"
+PROD, PROD_NAMESPACE = "prod", "podinfo-prod"
 
 
 def sh(*args: str, cwd: Path | None = None) -> str:
@@ -115,7 +122,7 @@ class Demo:
         (self.work / "webhook-secret").write_bytes(self.secret)
         config = {
             "repo": {"url": f"file://{self.origin}", "branch": "main"},
-            "environments": [ENV],
+            "environments": [ENV, PROD],
             "pollInterval": "30s",
             "webhooks": {"generic": {"secretFile": str(self.work / "webhook-secret")}},
             "listen": f"127.0.0.1:{self.port}",
@@ -148,7 +155,12 @@ class Demo:
         return json.loads(out.stdout) if out.stdout.strip() else None
 
     def watch_rollout(
-        self, revision: str, done: Callable[[dict[str, Any]], bool], timeout: float = 120
+        self,
+        revision: str,
+        done: Callable[[dict[str, Any]], bool],
+        timeout: float = 120,
+        env: str = ENV,
+        namespace: str = NAMESPACE,
     ) -> dict[str, Any]:
         """Print each new rollout phase/step/weight until ``done`` says so."""
         from gitsync.adapters.kube import KubeCluster
@@ -157,12 +169,12 @@ class Demo:
         from gitsync.strategy.control import describe_rollout
 
         store = ConfigMapStateStore(KubeCluster(self.kubeconfig))
-        key = AppEnv(APP, ENV)
+        key = AppEnv(APP, env)
         seen = ""
         deadline = time.monotonic() + timeout
         info: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            info = describe_rollout(store, key, NAMESPACE)
+            info = describe_rollout(store, key, namespace)
             line = f"{info.get('phase')} step={info.get('step')} weight={info.get('weight')}% {info.get('message', '')}"
             if info and line != seen and info.get("revision", "").startswith(revision[:12]):
                 console.print(f"  rollout: {line}")
@@ -201,14 +213,31 @@ class Demo:
         out = subprocess.run([GITSYNC, *args], capture_output=True, text=True)
         console.print(out.stdout.rstrip() or out.stderr.rstrip())
 
-    def pods(self) -> None:
+    def promotions(self) -> list[str]:
+        """Promotion commits on the remote's main, newest first."""
+        log = sh("git", "log", "main", "--format=%H %(trailers:key=Gitsync-Promoted-From,valueonly)", cwd=self.origin)
+        return [line.split()[0] for line in log.splitlines() if len(line.split()) > 1]
+
+    def wait_for_promotion(self, known: int, timeout: float = 120) -> str:
+        """The next promotion commit the agent writes (after the soak); printed with its trailers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.promotions()
+            if len(found) > known:
+                console.print(sh("git", "log", "-1", "--format=%h %an: %B", found[0], cwd=self.origin))
+                return found[0]
+            self.check_agent()
+            time.sleep(0.5)
+        raise SystemExit(f"demo: no promotion commit in {timeout:.0f} s; see {self.work / 'agent.log'}")
+
+    def pods(self, namespace: str = NAMESPACE) -> None:
         out = subprocess.run(
             [
                 str(VENV_BIN / "kubectl"),
                 "--kubeconfig",
                 str(self.kubeconfig),
                 "-n",
-                NAMESPACE,
+                namespace,
                 "get",
                 "deploy,pods",
                 "-o",
@@ -221,24 +250,35 @@ class Demo:
 
 
 def run(demo: Demo) -> None:
-    console.rule("1. the first commit: gitsync renders example-repo and syncs podinfo@staging")
+    console.rule("1. the first commit: gitsync renders example-repo and syncs podinfo@staging; prod awaits promotion")
     demo.init_repo()
     first = sh("git", "rev-parse", "HEAD", cwd=demo.checkout)
     demo.show("render", "--repo", str(demo.checkout), "--env", ENV, "--digest")
+    demo.show("render", "--repo", str(demo.checkout), "--env", PROD, "--digest")
     demo.start_agent()
     demo.wait_for_sync(first)
     console.print(f"[green]podinfo@staging is live at {first[:8]}[/green]")
-    demo.pods()
 
-    console.rule("2. a new version: push + webhook, canary 25% -> 50% -> analysis -> 75% -> 100%")
+    console.rule("2. staging's release soaks 15 s; the agent promotes it to prod by a commit, with its evidence")
+    promoted = demo.wait_for_promotion(0)
+    demo.watch_rollout(promoted, lambda info: info.get("phase") == "Healthy", 120, PROD, PROD_NAMESPACE)
+    console.print(f"[green]podinfo@prod is live at {promoted[:8]} (pinned to staging's {first[:8]})[/green]")
+    demo.pods(PROD_NAMESPACE)
+
+    console.rule("3. a new version: push + webhook; staging's canary, then the promotion and prod's blue-green")
+    sh("git", "pull", "-q", "--rebase", "origin", "main", cwd=demo.checkout)
     good = demo.commit("podinfo 6.7.2: faster start-up", demo.set_staging_values("6.7.2"))
     started = time.monotonic()
     demo.webhook(good)
     demo.watch_rollout(good, lambda info: info.get("phase") in ("Healthy", "Aborted"), timeout=180)
-    console.print(f"[green]canary of {good[:8]} completed in {time.monotonic() - started:.1f} s[/green]")
-    demo.pods()
+    console.print(f"[green]canary of {good[:8]} in staging completed in {time.monotonic() - started:.1f} s[/green]")
+    promoted = demo.wait_for_promotion(1)
+    demo.watch_rollout(promoted, lambda info: info.get("phase") == "Healthy", 120, PROD, PROD_NAMESPACE)
+    console.print(f"[green]6.7.2 reached prod {time.monotonic() - started:.1f} s after the push[/green]")
+    demo.pods(PROD_NAMESPACE)
 
-    console.rule("3. a bad release: its pods crash-loop; analysis fails and traffic returns to stable")
+    console.rule("4. a bad release: its pods crash-loop; staging rolls back and prod never sees it")
+    sh("git", "pull", "-q", "--rebase", "origin", "main", cwd=demo.checkout)
     bad = demo.commit(
         "podinfo 6.8.0: new cache layer", demo.set_staging_values("6.8.0", {"gitsync.dev/fault": "crashloop"})
     )
@@ -250,10 +290,18 @@ def run(demo: Demo) -> None:
     console.print(f"[{colour}]{info.get('phase')} after {elapsed:.1f} s: {info.get('abortReason', '')}[/{colour}]")
     for item in info.get("evidence", []):
         console.print(f"  evidence: {item}")
-    demo.pods()
+    time.sleep(17)  # longer than the soak: a verified release would have been promoted by now
+    promoted_count = len(demo.promotions())
+    colour = "green" if promoted_count == 2 else "red"
+    console.print(f"[{colour}]{promoted_count} promotion commits: 6.8.0 was never promoted to prod[/{colour}]")
+    demo.pods(PROD_NAMESPACE)
 
-    console.rule("history (what ran where, when, and who committed it)")
+    console.rule("history (what ran in staging, when, and who committed it)")
     demo.show("history", "--env", ENV, "--kubeconfig", str(demo.kubeconfig))
+    console.rule("5. the audit: every release, promotion and its evidence, from a fresh clone and Git alone")
+    clone = demo.work / "auditor-clone"
+    sh("git", "clone", "-q", str(demo.origin), str(clone))
+    demo.show("audit", "--repo", str(clone))
 
 
 def main() -> None:

@@ -12,10 +12,12 @@ Security contract:
 - every error message is scrubbed of ``user:password@`` in URLs and of the token itself.
 
 Layout of the cache directory: ``repo.git`` (bare, shallow, one branch) and ``snapshots/<sha>`` (the tree at a
-commit, extracted from ``git archive``; the newest few are kept). Every fetch leaves the previous head's objects
-unreachable (and one more line in ``shallow``), so every ``GC_EVERY`` fetches the objects are counted (one cheap
-``count-objects``) and, when they outgrow twice what the last collection left plus ``GC_SLACK``, collected with
-``gc --prune=now``: the cache stays near the size of one commit however many pushes and rewrites it follows.
+commit, extracted from ``git archive``; the fetched head's and the most recently used few are kept). A commit other
+than the fetched head (a revision pinned in ``promoted.yaml``) is fetched by its id, depth 1, when first needed.
+Every fetch leaves the previous head's objects unreachable (and one more line in ``shallow``), so every ``GC_EVERY``
+fetches the objects are counted (one cheap ``count-objects``) and, when they outgrow twice what the last collection
+left plus ``GC_SLACK``, collected with ``gc --prune=now``: the cache stays near the size of one commit however many
+pushes and rewrites it follows.
 """
 
 from __future__ import annotations
@@ -25,19 +27,20 @@ import os
 import re
 import shlex
 import shutil
-import tarfile
-import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from git import Git, Repo
 from git.exc import GitCommandError
 
 from gitsync import log as logging
+from gitsync.adapters.trees import extract_archive
 from gitsync.errors import TerminalError, TransientError
-from gitsync.ports import Commit
-from gitsync.runtime.config import GitAuth, VerifyConfig, VerifyMode
+from gitsync.ports import Commit, GitAuth, VerifyConfig, VerifyMode
 
 __all__ = ["GitError", "GitRepository", "SignatureError", "scrub"]
 
@@ -95,6 +98,8 @@ class GitRepository:
         self.display_url = scrub(url)
         self._fetches = 0
         self._gc_baseline = 0
+        self._head = ""
+        """The last fetched head: its snapshot is never pruned (the source renders from it however old it is)."""
         """Objects in ``repo.git`` after the last collection (0: none yet in this process)."""
 
     # -- environment and errors ------------------------------------------------------------------------------
@@ -170,6 +175,20 @@ class GitRepository:
             raise self._fail(verb, e) from None
         return str(out)
 
+    @contextmanager
+    def cache(self, **environment: str) -> Iterator[Callable[..., str]]:
+        """The bare cache, locked against this repository's other calls, and a runner for it:
+        ``run(verb, *args, **execute_options)`` with the credentials, time bound and scrubbed errors of every
+        call here (``GitError`` on failure). ``environment`` adds variables for the whole session (a temporary
+        index, the committer). For the adapters that write: notes and commits (see ``gitsync.adapters.notes``
+        and ``gitsync.adapters.gitwrite``)."""
+        with self._lock:
+            if not (self._bare / "HEAD").exists():
+                self._bare.parent.mkdir(parents=True, exist_ok=True)
+                Repo.init(self._bare, bare=True).close()
+            with Repo(self._bare) as repo, repo.git.custom_environment(**environment):
+                yield partial(self._run, repo.git)
+
     # -- ports.GitReader --------------------------------------------------------------------------------------
 
     def remote_head(self) -> str:
@@ -182,11 +201,8 @@ class GitRepository:
 
     def fetch(self) -> Commit:
         with self._lock:
-            if not (self._bare / "HEAD").exists():
-                self._bare.parent.mkdir(parents=True, exist_ok=True)
-                Repo.init(self._bare, bare=True).close()
             tracking = f"refs/remotes/origin/{self.branch}"
-            with Repo(self._bare) as repo:
+            with self._open() as repo:
                 self._run(
                     repo.git,
                     "fetch",
@@ -199,6 +215,7 @@ class GitRepository:
                 )
                 sha = self._run(repo.git, "rev-parse", "--verify", "--end-of-options", f"{tracking}^{{commit}}").strip()
                 self._fetches += 1
+                self._head = sha
                 if self._fetches % GC_EVERY == 0:
                     self._maintain(repo)
                 return self._commit(repo, sha)
@@ -251,54 +268,75 @@ class GitRepository:
                     f"{scrub(_reason(e), self._secrets())}"
                 ) from None
 
+    def _present(self, repo: Repo, sha: str) -> bool:
+        try:
+            self._run(repo.git, "cat-file", "-e", "--end-of-options", f"{sha}^{{commit}}")
+        except GitError:
+            return False
+        return True
+
+    def _ensure(self, repo: Repo, sha: str) -> None:
+        """Make commit ``sha`` readable: the fetched head is; any other (a pinned revision) is fetched by its id,
+        depth 1, without a ref (the next collection may drop it; it is fetched again when needed)."""
+        if self._present(repo, sha):
+            return
+        try:
+            self._run(
+                repo.git, "fetch", "--depth=1", "--no-tags", "--no-write-fetch-head", "--end-of-options", self.url, sha
+            )
+        except GitError as e:
+            raise GitError(f"{e} (commit {sha[:12]}: is it on the remote?)") from None
+
+    def _open(self) -> Repo:
+        if not (self._bare / "HEAD").exists():
+            self._bare.parent.mkdir(parents=True, exist_ok=True)
+            Repo.init(self._bare, bare=True).close()
+        return Repo(self._bare)
+
     def snapshot(self, sha: str) -> Path:
         if not _SHA.match(sha):
             raise GitError(f"{self.display_url}: not a commit id: {sha[:80]!r}")
         target = self._snapshots / sha
         with self._lock:
             if target.is_dir():
+                os.utime(target)  # in use: pruning keeps the most recently used
                 return target
             self._snapshots.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self._snapshots))
-            try:
-                archive = staging / "tree.tar"
-                with Repo(self._bare) as repo, archive.open("wb") as out:
-                    self._run(repo.git, "archive", "--format=tar", "--end-of-options", sha, output_stream=out)
-                tree = staging / "tree"
-                try:
-                    with tarfile.open(archive) as tar:
-                        tar.extractall(tree, filter=_data_keeping_links)  # noqa: S202 - the data filter, links kept
-                except (tarfile.TarError, OSError) as e:  # a full disk; nothing git archive writes otherwise
-                    raise GitError(f"{self.display_url}: commit {sha[:12]}: cannot unpack its tree: {e}") from None
-                tree.rename(target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            with self._open() as repo:
+                self._ensure(repo, sha)
+                extract_archive(
+                    lambda out: self._run(
+                        repo.git, "archive", "--format=tar", "--end-of-options", sha, output_stream=out
+                    ),
+                    target,
+                    f"{self.display_url}: commit {sha[:12]}",
+                )
             self._prune_snapshots(keep=sha)
             return target
 
+    def tree_id(self, sha: str, path: str) -> str:
+        if not _SHA.match(sha):
+            raise GitError(f"{self.display_url}: not a commit id: {sha[:80]!r}")
+        with self._lock, self._open() as repo:
+            self._ensure(repo, sha)
+            path = path.strip("/")
+            if not path:
+                return self._run(repo.git, "rev-parse", "--verify", "--end-of-options", f"{sha}^{{tree}}").strip()
+            out = self._run(repo.git, "ls-tree", "--full-tree", "--end-of-options", sha, "--", path)
+        mode_type_id, _, name = out.partition("\t")
+        return mode_type_id.split()[2] if name.rstrip("\n") == path else ""
+
     def _prune_snapshots(self, keep: str) -> None:
         now = time.time()
+        kept = {keep, self._head}
         entries = sorted(
-            (p for p in self._snapshots.iterdir() if p.is_dir() and p.name != keep and not p.name.startswith(".")),
+            (p for p in self._snapshots.iterdir() if p.is_dir() and p.name not in kept and not p.name.startswith(".")),
             key=lambda p: p.stat().st_mtime,
             reverse=True,
         )
         for old in entries[SNAPSHOTS_KEPT - 1 :]:
             if now - old.stat().st_mtime > SNAPSHOT_MIN_AGE:
                 shutil.rmtree(old, ignore_errors=True)
-
-
-def _data_keeping_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
-    """tarfile's "data" filter, except that a symbolic link out of the tree is kept, as a link: one such link in a
-    commit must not fail the snapshot every app of that commit shares. Nothing follows it here, and the renderer
-    refuses it, as one error at the link, when a render would read through it (``renderers.values.check_inside``).
-    """
-    try:
-        return tarfile.data_filter(member, dest)
-    except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
-        if member.issym():
-            return member
-        raise
 
 
 _USEFUL = ("fatal:", "error:", "remote:", "ssh:", "gpg:", "hint:")

@@ -9,7 +9,8 @@ and silently drop fields the client does not know, which would hide drift.
 Contract:
 - every error is a ``gitsync.errors.KubeError`` subclass whose message starts with the object's ``ObjectId``;
   terminal (conflict, invalid, forbidden, not found) or transient (network, 429, 5xx with Retry-After);
-- discovery (kind -> resource) is read once, lazily, and refreshed when a kind is unknown (a CRD just created);
+- discovery (kind -> resource) is read once, lazily, and refreshed when a kind is unknown (a CRD just created):
+  at once on a kind's first miss, then at most once a second;
 - ``requests`` counts API calls by verb, so tests and the benchmark can prove a no-op reconcile writes nothing;
 - credentials never reach a log line or an error message.
 """
@@ -39,11 +40,13 @@ from gitsync.errors import (
     FieldConflictError,
     ForbiddenError,
     InvalidObjectError,
+    KindNotServedError,
     KubeError,
     NotFoundError,
     StaleError,
     TerminalError,
     UnavailableError,
+    UntrustedServerError,
     WatchExpired,
 )
 from gitsync.model import MANAGER, Json, ObjectId
@@ -62,7 +65,11 @@ _METADATA_LIST_ACCEPT = "application/json;as=PartialObjectMetadataList;g=meta.k8
 _LIST_PAGE = 500
 _CONFLICT_MANAGER = re.compile(r'conflict with "([^"]+)"')
 _REFRESH_INTERVAL = 1.0
-"""Seconds between discovery refreshes triggered by unknown kinds, so a typo in a kind does not hammer /apis."""
+"""Seconds between discovery refreshes triggered by a kind already found unknown, so a typo in a kind does not
+hammer /apis."""
+_TYPED_PATCH = "failed to create typed patch object"
+"""What server-side apply answers, with HTTP 500, for a body that does not fit the schema (a number where a string
+belongs, a field not declared): a content error, not a server fault."""
 _STATIC_CLUSTER_KEYS = frozenset(
     {"server", "certificate-authority", "certificate-authority-data", "insecure-skip-tls-verify", "tls-server-name"}
 )
@@ -116,6 +123,9 @@ class KubeCluster:
         self._timeout = timeout
         self._resources: dict[tuple[str, str], Resource] = {}
         self._discovered_at = float("-inf")
+        self._missing: set[tuple[str, str]] = set()
+        """Kinds found unknown since the last discovery: a kind's first miss refreshes at once (a CRD another app
+        just installed), a repeated miss at most every ``_REFRESH_INTERVAL``."""
         self._discovery_lock = threading.Lock()
         self._counter: Counter[str] = Counter()
         self._counter_lock = threading.Lock()
@@ -175,7 +185,10 @@ class KubeCluster:
         except urllib3.exceptions.HTTPError as e:
             # The server is named: a TLS error (wrong CA) says nothing about where it went.
             host = self._connection.host
-            raise UnavailableError(f"{subject}: {method} {host} failed: {type(e).__name__}: {e}") from e
+            text = f"{subject}: {method} {host} failed: {type(e).__name__}: {e}"
+            if isinstance(e, urllib3.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(e):
+                raise UntrustedServerError(text) from e
+            raise UnavailableError(text) from e
         if resp.status >= 300:
             data = resp.read() if stream else resp.data
             if stream:
@@ -199,13 +212,17 @@ class KubeCluster:
             return found
         with self._discovery_lock:
             found = self._resources.get((group, kind))
-            if found is None and time.monotonic() - self._discovered_at >= _REFRESH_INTERVAL:
+            missed_before = (group, kind) in self._missing
+            if found is None and (not missed_before or time.monotonic() - self._discovered_at >= _REFRESH_INTERVAL):
                 self._resources = self._discover()
                 self._discovered_at = time.monotonic()
+                self._missing.clear()
                 found = self._resources.get((group, kind))
+            if found is None:
+                self._missing.add((group, kind))
         if found is None:
             kind_text = f"{kind}.{group}" if group else kind
-            raise NotFoundError(f"{kind_text}: kind is not served by the API server (is its CRD installed?)")
+            raise KindNotServedError(f"{kind_text}: kind is not served by the API server (is its CRD installed?)")
         return found
 
     def _discover(self) -> dict[tuple[str, str], Resource]:
@@ -299,12 +316,16 @@ class KubeCluster:
             return False
         return True
 
-    def create(self, body: Json) -> Json:
-        """POST a new object; ``StaleError`` (transient) when it already exists."""
+    def create(self, body: Json, *, dry_run: bool = False) -> Json:
+        """POST a new object; ``StaleError`` (transient) when it already exists. ``dry_run`` validates and admits
+        without storing, and answers ``StaleError`` only after the object passed validation and admission; it
+        refuses unknown fields (``fieldValidation=Strict``) as the server-side apply of the same body would."""
         ref = ObjectId.of(body)
         res = self.resource(ref.group, ref.kind)
         self._check_scope(ref, res)
-        return self._json("create", "POST", res.path(ref.namespace), subject=str(ref), body=body)
+        query = {"dryRun": "All", "fieldValidation": "Strict"} if dry_run else {}
+        verb = "dry-run-create" if dry_run else "create"
+        return self._json(verb, "POST", res.path(ref.namespace), subject=str(ref), body=body, query=query)
 
     def replace(self, body: Json) -> Json:
         """PUT an object; with ``metadata.resourceVersion`` set, ``StaleError`` when someone wrote in between."""
@@ -542,7 +563,7 @@ def _error(subject: str, method: str, status: int, data: bytes, retry_after: str
         )
     if status == 409:
         return StaleError(f"{subject}: {reason or 'Conflict'}: {message}")
-    if status in (400, 422):
+    if status in (400, 422) or (status == 500 and _TYPED_PATCH in message):
         immutable = "immutable" in message or any("immutable" in str(c.get("message", "")) for c in causes)
         what = "field is immutable" if immutable else "invalid"
         detail = ", ".join(fields) if fields else message

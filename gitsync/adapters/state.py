@@ -68,3 +68,12 @@ class ConfigMapStateStore:
         }
         stored = self._cluster.replace(body) if version else self._cluster.create(body)
         return str(stored["metadata"]["resourceVersion"])
+
+    def keys(self, env: str, namespace: str, part: str) -> frozenset[AppEnv]:
+        selector = f"{LABEL_STATE}={part},{LABEL_ENV}={env},{LABEL_MANAGED_BY}={MANAGER}"
+        listed = self._cluster.list("", "ConfigMap", namespace, selector, metadata_only=True).items
+        apps = {str(((cm.get("metadata") or {}).get("labels") or {}).get(LABEL_APP, "")) for cm in listed}
+        return frozenset(AppEnv(app, env) for app in apps if app)
+
+    def delete(self, key: AppEnv, namespace: str, part: str) -> None:
+        self._cluster.delete(self.ref(key, namespace, part))

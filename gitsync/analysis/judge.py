@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from gitsync.analysis.condition import NoData
-from gitsync.analysis.run import Measurement, Outcome
+from gitsync.analysis.run import CheckOutcome, Measurement
 from gitsync.analysis.spec import CheckSpec
 
 __all__ = ["extract_json", "judge", "judge_http"]
@@ -26,18 +26,20 @@ _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 def judge(spec: CheckSpec, result: Any, at: float) -> Measurement:
     """The outcome of ``result`` (a list of numbers, or one JSON value) under ``spec``'s conditions."""
     if result is None or (isinstance(result, list) and not result):
-        return Measurement(spec.name, Outcome.INCONCLUSIVE, at, result, "no data")
+        return Measurement(spec.name, CheckOutcome.INCONCLUSIVE, at, result, "no data")
     try:
         if spec.failure_condition is not None and spec.failure_condition.evaluate(result):
-            return Measurement(spec.name, Outcome.FAILURE, at, result, f"failureCondition {spec.failure_condition}")
+            return Measurement(
+                spec.name, CheckOutcome.FAILURE, at, result, f"failureCondition {spec.failure_condition}"
+            )
         if spec.success_condition is not None:
             if spec.success_condition.evaluate(result):
-                return Measurement(spec.name, Outcome.SUCCESS, at, result, "")
-            outcome = Outcome.INCONCLUSIVE if spec.failure_condition is not None else Outcome.FAILURE
+                return Measurement(spec.name, CheckOutcome.SUCCESS, at, result, "")
+            outcome = CheckOutcome.INCONCLUSIVE if spec.failure_condition is not None else CheckOutcome.FAILURE
             return Measurement(spec.name, outcome, at, result, f"successCondition {spec.success_condition} not met")
     except NoData as e:
-        return Measurement(spec.name, Outcome.INCONCLUSIVE, at, result, f"no data: {e}")
-    return Measurement(spec.name, Outcome.SUCCESS, at, result, "")
+        return Measurement(spec.name, CheckOutcome.INCONCLUSIVE, at, result, f"no data: {e}")
+    return Measurement(spec.name, CheckOutcome.SUCCESS, at, result, "")
 
 
 def judge_http(spec: CheckSpec, status: int, body: bytes, at: float) -> Measurement:
@@ -45,21 +47,21 @@ def judge_http(spec: CheckSpec, status: int, body: bytes, at: float) -> Measurem
     expected = spec.expected_status
     if (status not in expected) if expected else not 200 <= status < 300:
         want = ",".join(map(str, expected)) or "2xx"
-        return Measurement(spec.name, Outcome.FAILURE, at, status, f"HTTP {status}, expected {want}")
+        return Measurement(spec.name, CheckOutcome.FAILURE, at, status, f"HTTP {status}, expected {want}")
     if not spec.json_path:
         if spec.success_condition is None and spec.failure_condition is None:
-            return Measurement(spec.name, Outcome.SUCCESS, at, status, "")
+            return Measurement(spec.name, CheckOutcome.SUCCESS, at, status, "")
         return judge(spec, status, at)
     try:
         document = json.loads(body)
     except ValueError:
-        return Measurement(spec.name, Outcome.INCONCLUSIVE, at, None, "response is not JSON")
+        return Measurement(spec.name, CheckOutcome.INCONCLUSIVE, at, None, "response is not JSON")
     try:
         value = extract_json(document, spec.json_path)
     except KeyError as e:
-        return Measurement(spec.name, Outcome.INCONCLUSIVE, at, None, f"no data: {e.args[0]}")
+        return Measurement(spec.name, CheckOutcome.INCONCLUSIVE, at, None, f"no data: {e.args[0]}")
     if spec.success_condition is None and spec.failure_condition is None:
-        return Measurement(spec.name, Outcome.SUCCESS, at, value, "")
+        return Measurement(spec.name, CheckOutcome.SUCCESS, at, value, "")
     return judge(spec, value, at)
 
 

@@ -15,7 +15,7 @@ from string import Template
 
 from gitsync.analysis.judge import judge, judge_http
 from gitsync.analysis.pod_health import inspect_pods
-from gitsync.analysis.run import Measurement, Outcome
+from gitsync.analysis.run import CheckOutcome, Measurement
 from gitsync.analysis.spec import CheckSpec, CheckType, PodHealthPolicy
 from gitsync.errors import TransientError
 from gitsync.model import Json
@@ -49,16 +49,11 @@ class CheckContext:
 
 
 class Measurer:
+    """Measures checks through the ports it is composed with (``runtime``/``cli`` pass the Prometheus and HTTP
+    adapters). A check whose port was not given is measured as an ERROR naming what is missing: it pauses the
+    rollout as inconclusive after ``run.ERROR_LIMIT`` such errors, it never passes. podHealth needs no port."""
+
     def __init__(self, prometheus: MetricsQuery | None = None, http: HttpProbe | None = None) -> None:
-        """Without arguments, the real adapters (imported lazily so unit tests never load them)."""
-        if prometheus is None:
-            from gitsync.adapters.prometheus import PrometheusClient
-
-            prometheus = PrometheusClient()
-        if http is None:
-            from gitsync.adapters.http_check import HttpClient
-
-            http = HttpClient()
         self._prometheus = prometheus
         self._http = http
 
@@ -73,9 +68,13 @@ class Measurer:
             return inspect_pods(ctx.pods, policy, now, ctx.deployment).measurement(spec.name, now)
         try:
             if spec.type is CheckType.PROMETHEUS:
+                if self._prometheus is None:
+                    return Measurement(spec.name, CheckOutcome.ERROR, now, None, "no Prometheus client configured")
                 values = self._prometheus.query(ctx.expand(spec.address), ctx.expand(spec.query), spec.timeout)
                 return judge(spec, values, now)
+            if self._http is None:
+                return Measurement(spec.name, CheckOutcome.ERROR, now, None, "no HTTP client configured")
             status, body = self._http.get(ctx.expand(spec.url), spec.timeout)
             return judge_http(spec, status, body, now)
         except TransientError as e:
-            return Measurement(spec.name, Outcome.ERROR, now, None, str(e))
+            return Measurement(spec.name, CheckOutcome.ERROR, now, None, str(e))

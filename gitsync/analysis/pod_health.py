@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from gitsync.analysis.run import Measurement, Outcome
+from gitsync.analysis.run import CheckOutcome, Measurement
 from gitsync.analysis.spec import PodHealthPolicy
 from gitsync.health import POD_FAILURE_REASONS
 from gitsync.model import Json, ObjectId
@@ -29,10 +29,10 @@ class PodReport:
     failing: tuple[str, ...] = ()
 
     @property
-    def outcome(self) -> Outcome:
+    def outcome(self) -> CheckOutcome:
         if self.failing:
-            return Outcome.FAILURE
-        return Outcome.SUCCESS if self.total and self.ready >= self.total else Outcome.PENDING
+            return CheckOutcome.FAILURE
+        return CheckOutcome.SUCCESS if self.total and self.ready >= self.total else CheckOutcome.PENDING
 
     def measurement(self, check: str, at: float) -> Measurement:
         value = {"ready": self.ready, "total": self.total}

@@ -22,10 +22,10 @@ from gitsync.model import Json
 __all__ = [
     "ERROR_LIMIT",
     "Aggregate",
+    "CheckOutcome",
     "CheckRun",
+    "CheckVerdict",
     "Measurement",
-    "Outcome",
-    "Verdict",
     "aggregate",
     "evidence",
     "record",
@@ -37,7 +37,9 @@ ERROR_LIMIT = 4
 inconclusive: an outage of the metrics system pauses a rollout, it neither passes nor aborts it."""
 
 
-class Outcome(StrEnum):
+class CheckOutcome(StrEnum):
+    """How one measurement of one check came out (``Measurement.outcome``); persisted in the rollout state."""
+
     SUCCESS = "success"
     FAILURE = "failure"
     INCONCLUSIVE = "inconclusive"
@@ -45,14 +47,22 @@ class Outcome(StrEnum):
     PENDING = "pending"
 
 
-class Verdict(StrEnum):
+class CheckVerdict(StrEnum):
+    """Where a check's run stands after its measurements so far (``CheckRun.verdict``), and the worst over many
+    runs (``aggregate``); persisted in the rollout state."""
+
     RUNNING = "Running"
     SUCCESSFUL = "Successful"
     FAILED = "Failed"
     INCONCLUSIVE = "Inconclusive"
 
 
-_VERDICT_RANK = {Verdict.SUCCESSFUL: 0, Verdict.RUNNING: 1, Verdict.INCONCLUSIVE: 2, Verdict.FAILED: 3}
+_VERDICT_RANK = {
+    CheckVerdict.SUCCESSFUL: 0,
+    CheckVerdict.RUNNING: 1,
+    CheckVerdict.INCONCLUSIVE: 2,
+    CheckVerdict.FAILED: 3,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +70,7 @@ class Measurement:
     """One observation of one check: its outcome, the value seen (the evidence) and why."""
 
     check: str
-    outcome: Outcome
+    outcome: CheckOutcome
     at: float
     value: Any = None
     message: str = ""
@@ -77,7 +87,11 @@ class Measurement:
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Measurement:
         return cls(
-            str(raw["check"]), Outcome(raw["outcome"]), float(raw["at"]), raw.get("value"), str(raw.get("message", ""))
+            str(raw["check"]),
+            CheckOutcome(raw["outcome"]),
+            float(raw["at"]),
+            raw.get("value"),
+            str(raw.get("message", "")),
         )
 
 
@@ -90,7 +104,7 @@ class CheckRun:
     failures: int = 0
     inconclusive: int = 0
     consecutive_errors: int = 0
-    verdict: Verdict = Verdict.RUNNING
+    verdict: CheckVerdict = CheckVerdict.RUNNING
     last: Measurement | None = None
 
     def to_json(self) -> Json:
@@ -117,12 +131,12 @@ class CheckRun:
             failures=int(raw.get("failures", 0)),
             inconclusive=int(raw.get("inconclusive", 0)),
             consecutive_errors=int(raw.get("consecutiveErrors", 0)),
-            verdict=Verdict(raw.get("verdict", Verdict.RUNNING.value)),
+            verdict=CheckVerdict(raw.get("verdict", CheckVerdict.RUNNING.value)),
             last=Measurement.from_json(last) if last else None,
         )
 
     def due(self, now: float) -> bool:
-        return self.verdict is Verdict.RUNNING and now >= self.next_at
+        return self.verdict is CheckVerdict.RUNNING and now >= self.next_at
 
 
 def start(spec: CheckSpec, now: float) -> CheckRun:
@@ -131,12 +145,12 @@ def start(spec: CheckSpec, now: float) -> CheckRun:
 
 def record(run: CheckRun, spec: CheckSpec, m: Measurement) -> CheckRun:
     """Count one measurement and settle the verdict. Measurements for a finished run are ignored."""
-    if run.verdict is not Verdict.RUNNING:
+    if run.verdict is not CheckVerdict.RUNNING:
         return run
     next_at = m.at + spec.interval
-    if m.outcome is Outcome.PENDING:
+    if m.outcome is CheckOutcome.PENDING:
         return replace(run, next_at=next_at, last=m)
-    if m.outcome is Outcome.ERROR:
+    if m.outcome is CheckOutcome.ERROR:
         errors = run.consecutive_errors + 1
         inconclusive = run.inconclusive + (1 if errors > ERROR_LIMIT else 0)
         run = replace(run, next_at=next_at, consecutive_errors=errors, inconclusive=inconclusive, last=m)
@@ -145,18 +159,18 @@ def record(run: CheckRun, spec: CheckSpec, m: Measurement) -> CheckRun:
             run,
             next_at=next_at,
             taken=run.taken + 1,
-            successes=run.successes + (m.outcome is Outcome.SUCCESS),
-            failures=run.failures + (m.outcome is Outcome.FAILURE),
-            inconclusive=run.inconclusive + (m.outcome is Outcome.INCONCLUSIVE),
+            successes=run.successes + (m.outcome is CheckOutcome.SUCCESS),
+            failures=run.failures + (m.outcome is CheckOutcome.FAILURE),
+            inconclusive=run.inconclusive + (m.outcome is CheckOutcome.INCONCLUSIVE),
             consecutive_errors=0,
             last=m,
         )
     if run.failures > spec.failure_limit:
-        return replace(run, verdict=Verdict.FAILED)
+        return replace(run, verdict=CheckVerdict.FAILED)
     if run.inconclusive > spec.inconclusive_limit:
-        return replace(run, verdict=Verdict.INCONCLUSIVE)
+        return replace(run, verdict=CheckVerdict.INCONCLUSIVE)
     if spec.count and run.taken >= spec.count:
-        return replace(run, verdict=Verdict.SUCCESSFUL)
+        return replace(run, verdict=CheckVerdict.SUCCESSFUL)
     return run
 
 
@@ -164,13 +178,13 @@ def record(run: CheckRun, spec: CheckSpec, m: Measurement) -> CheckRun:
 class Aggregate:
     """The verdict over a set of runs; ``deciding`` is the run that determined it (for evidence), if any."""
 
-    verdict: Verdict
+    verdict: CheckVerdict
     deciding: CheckRun | None = None
 
 
 def aggregate(runs: Iterable[CheckRun]) -> Aggregate:
     """Worst verdict wins: Failed > Inconclusive > Running > Successful; no runs at all is Successful."""
-    worst = Aggregate(Verdict.SUCCESSFUL)
+    worst = Aggregate(CheckVerdict.SUCCESSFUL)
     for run in runs:
         if _VERDICT_RANK[run.verdict] > _VERDICT_RANK[worst.verdict]:
             worst = Aggregate(run.verdict, run)

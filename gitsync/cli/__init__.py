@@ -28,18 +28,21 @@ COMMANDS: dict[str, str] = {
     "status": "gitsync.cli.status:command",
     "run": "gitsync.cli.run:command",
     "history": "gitsync.cli.history:command",
-    "promote": "gitsync.cli.rollout:promote",
-    "abort": "gitsync.cli.rollout:abort",
-    "retry": "gitsync.cli.rollout:retry",
+    "audit": "gitsync.cli.audit:command",
+    "promote": "gitsync.cli.promote:command",
+    "rollback": "gitsync.cli.promote:rollback",
+    "rollout": "gitsync.cli.rollout:group",
 }
 
 
 class _LazyGroup(click.Group):
+    table = COMMANDS
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(self.table)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
+        target = self.table.get(cmd_name)
         if target is None:
             return None
         module_name, _, attr = target.partition(":")

@@ -1,8 +1,10 @@
 """``gitsync diff``: what a sync would change, computed by server-side dry-run, in the style of ``kubectl diff``.
 
-Exit status follows kubectl: 0 no changes, 1 changes, 2 error (render error, no cluster, a dry-run the server
-refused). Secret values are masked in every format. ``-o json`` is for machines, ``-o markdown`` for a pull
-request comment.
+Exit status follows kubectl: 0 no changes, 1 changes (a person's ``kubectl edit`` of a declared field included:
+drift that ``sync`` takes back), 2 error (render error, a dry-run the server refused, a conflict with fields a
+controller owns), 3 an error that may pass on a retry (cluster unreachable, HTTP 5xx or 429): the rule of
+``gitsync.cli.sync.exit_status``. Secret values are masked in every format. ``-o json`` is for machines,
+``-o markdown`` for a pull request comment.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ import click
 
 from gitsync import log as logging
 from gitsync.cli.sync import (
-    EXIT_ERROR,
     app_option,
     env_option,
-    fail,
+    exit_status,
+    fail_on,
     kubeconfig_option,
     previews,
     repo_option,
 )
-from gitsync.errors import GitsyncError
+from gitsync.errors import GitsyncError, Retry, retry_of_all
 from gitsync.plan import Plan, PlanAction
 from gitsync.sync import SyncResult
 
@@ -46,7 +48,7 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
     try:
         results = [result for _, result in previews(repo, env, app, kubeconfig, listed=True)[1]]
     except GitsyncError as e:
-        fail(str(e))
+        fail_on(e)
     total = Plan(tuple(chain.from_iterable(r.plan.changes for r in results)))
     if output == "json":
         click.echo(json.dumps(_json(env, results, total), indent=2))
@@ -58,10 +60,11 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
             if text:
                 click.echo(text, nl=False)
         click.echo(total.summary())
-    if total.errors:
-        for change in total.errors:
+    refused = total.errors + total.conflicts
+    if refused:
+        for change in refused:
             click.echo(f"error: {change.error}", err=True)
-        sys.exit(EXIT_ERROR)
+        sys.exit(exit_status(retry_of_all(c.retry for c in refused) or Retry.TERMINAL))
     if total.has_changes:
         sys.exit(EXIT_CHANGES)
 

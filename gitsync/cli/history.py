@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from gitsync.cli.sync import connect, fail, kubeconfig_option
+from gitsync.cli.sync import connect, fail, fail_on, kubeconfig_option
 
 
 def _when(epoch: float) -> str:
@@ -50,7 +50,7 @@ def command(env: str, app: str | None, namespace: str, kubeconfig: Path | None, 
             where = item["metadata"]["namespace"]
             records.append((key, where, history.status(key, where), history.releases(key, where)))
     except GitsyncError as e:
-        fail(str(e))
+        fail_on(e)
     if not records:
         fail(f"no gitsync state for env {env}{f' app {app}' if app else ''} in the cluster")
 

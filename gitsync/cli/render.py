@@ -3,22 +3,43 @@
 Imports only the renderer and the rollout policy parser (no Kubernetes client), so it starts fast enough for
 pre-commit hooks and CI. It also checks each app's ``values.rollout``, so a broken rollout block fails in CI
 rather than at the agent's next reconcile.
+
+In an environment that receives promotions, a pinned app's chart is read from the local Git history
+(``gitsync.adapters.trees.LocalTrees``), and an app without a pin is reported on stderr as awaiting promotion
+and left out: that is not an error. ``render_apps`` does this for every command that renders a local checkout.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from renderers import RenderError, render_env
+from gitsync.adapters.trees import LocalTrees
+from gitsync.errors import GitsyncError
+from renderers import AwaitingPromotion, RenderedApp, RenderError, load_environment, render_app
 
 if TYPE_CHECKING:  # imported when a values file has a rollout block: it costs a one-shot render 15 ms
-    from gitsync.model import AppEnv
     from gitsync.strategy.policy import PolicyError
+
+
+def render_apps(
+    repo: Path, env: str, apps: Sequence[str] = (), sets: Sequence[str] = (), revision: str | None = None
+) -> tuple[RenderedApp, ...]:
+    """Each app of ``env`` (or those named) rendered from the local checkout ``repo``, pinned charts from its Git
+    history. Apps awaiting promotion are left out, each with one line on stderr; any other error raises."""
+    trees = LocalTrees(repo)
+    rendered = []
+    for app in apps or load_environment(repo, env).apps:
+        try:
+            rendered.append(render_app(repo, env, app, sets=sets, revision=revision, trees=trees))
+        except AwaitingPromotion as e:
+            click.echo(str(e), err=True)
+    return tuple(rendered)
 
 
 @click.command()
@@ -41,10 +62,11 @@ def command(
     """Render manifests from the repository: deterministic order, byte-identical across runs.
 
     On a render error or an invalid `rollout:` block, prints `path:line: problem` on stderr and exits with status 1.
+    An app awaiting promotion (no pin yet in promoted.yaml) is noted on stderr and left out; the status stays 0.
     """
     try:
-        rendered = render_env(repo, env, apps=apps or None, sets=sets, revision=revision)
-    except RenderError as exc:
+        rendered = render_apps(repo, env, apps, sets, revision)
+    except (RenderError, GitsyncError) as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
     for r in rendered:
@@ -56,7 +78,7 @@ def command(
             parse_policy(r.values, source=f"{r.app_env}: values")
         except PolicyError as exc:
             set_rollout = any(s.startswith("rollout.") for s in sets)  # the value may come from --set, not a file
-            click.echo(str(exc) if set_rollout else policy_error_line(repo, r.app_env, exc), err=True)
+            click.echo(str(exc) if set_rollout else policy_error_line(repo, r, exc), err=True)
             sys.exit(1)
     if digest:
         click.echo("".join(f"{r.digest} {r.app_env}\n" for r in rendered), nl=False)
@@ -71,14 +93,20 @@ def command(
     click.echo("".join(dump(body, explicit_start=True) for body in bodies), nl=False)
 
 
-def policy_error_line(repo: Path, key: AppEnv, error: PolicyError) -> str:
-    """``error`` pointing at ``path:line`` in the app's values files (chart, then environment overrides)."""
+def policy_error_line(repo: Path, rendered: RenderedApp, error: PolicyError) -> str:
+    """``error`` pointing at ``path:line`` in the app's values files (chart, then environment overrides); a
+    pinned chart's values.yaml is read as of its pin."""
     from gitsync.strategy.policy import locate
 
+    key = rendered.app_env
+    chart_root = LocalTrees(repo)(rendered.pin.revision) if rendered.pin is not None else repo
     layers = []
-    for path in (f"apps/{key.app}/values.yaml", f"environments/{key.env}/values/{key.app}.yaml"):
+    for root, path in (
+        (chart_root, f"apps/{key.app}/values.yaml"),
+        (repo, f"environments/{key.env}/values/{key.app}.yaml"),
+    ):
         try:
-            layers.append((path, (repo / path).read_text(encoding="utf-8")))
+            layers.append((path, (root / path).read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError):
             continue  # an absent override file; a broken one already failed the render
     return locate(error, layers)

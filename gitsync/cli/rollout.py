@@ -1,4 +1,5 @@
-"""``gitsync promote``, ``gitsync abort`` and ``gitsync retry``: a human's hand on a running rollout.
+"""``gitsync rollout promote|abort|retry``: a human's hand on a running rollout (``gitsync promote`` is
+environment promotion, a different thing: it pins a release for a receiving environment in Git).
 
 Each command writes its request into the app-env's rollout state (the agent applies it at its next step) and
 then, unless ``--no-advance``, runs that step itself, so the commands work without an agent too. Concurrent
@@ -16,9 +17,8 @@ import click
 
 from gitsync import log as logging
 from gitsync.cli.render import policy_error_line
-from gitsync.cli.sync import connect, env_option, fail, kubeconfig_option, repo_option
+from gitsync.cli.sync import connect, env_option, fail, fail_on, kubeconfig_option, repo_option
 from gitsync.errors import GitsyncError
-from gitsync.model import AppEnv
 from gitsync.strategy.policy import PolicyError, parse_policy
 from gitsync.strategy.state import ACTIVE_PHASES, CommandName, Phase
 
@@ -41,12 +41,16 @@ advance_option = click.option(
 def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandName, advance: bool) -> None:
     import renderers
     from gitsync.adapters.clock import SystemClock
+    from gitsync.adapters.http_check import HttpClient
+    from gitsync.adapters.prometheus import PrometheusClient
     from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.adapters.trees import LocalTrees
+    from gitsync.analysis.measure import Measurer
     from gitsync.strategy import control, executor
 
     logging.configure("auto")
     try:
-        rendered = renderers.render_app(repo, env, app)
+        rendered = renderers.render_app(repo, env, app, trees=LocalTrees(repo))
         cluster = connect(kubeconfig)
         store = ConfigMapStateStore(cluster)
         clock = SystemClock()
@@ -58,15 +62,20 @@ def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandN
         if not advance:
             click.echo(f"{rendered.app_env}: {name} requested; the agent applies it at its next step")
             return
-        outcome = executor.advance(rendered, cluster, store, clock)
+        outcome = executor.advance(rendered, cluster, store, clock, measurer=Measurer(PrometheusClient(), HttpClient()))
     except PolicyError as e:
-        fail(policy_error_line(repo, AppEnv(app, env), e))
+        fail(policy_error_line(repo, rendered, e))
     except GitsyncError as e:
-        fail(str(e))
+        fail_on(e)
     click.echo(f"{rendered.app_env}: {name}: {outcome.phase}: {outcome.message}")
 
 
-@click.command("promote")
+@click.group("rollout")
+def group() -> None:
+    """Act on a running canary or blue-green rollout: promote it a step, abort it, retry an aborted one."""
+
+
+@group.command("promote")
 @repo_option
 @env_option
 @app_option
@@ -78,7 +87,7 @@ def promote(repo: Path, env: str, app: str, full: bool, advance: bool, kubeconfi
     _run(repo, env, app, kubeconfig, CommandName.PROMOTE_FULL if full else CommandName.PROMOTE, advance)
 
 
-@click.command("abort")
+@group.command("abort")
 @repo_option
 @env_option
 @app_option
@@ -89,7 +98,7 @@ def abort(repo: Path, env: str, app: str, advance: bool, kubeconfig: Path | None
     _run(repo, env, app, kubeconfig, CommandName.ABORT, advance)
 
 
-@click.command("retry")
+@group.command("retry")
 @repo_option
 @env_option
 @app_option

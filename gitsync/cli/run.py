@@ -12,11 +12,41 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from gitsync import log as logging
 from gitsync.errors import GitsyncError
+
+if TYPE_CHECKING:
+    from gitsync.adapters.git import GitRepository
+    from gitsync.ports import StateStore
+    from gitsync.promotion import Promotions
+    from gitsync.runtime.config import AgentConfig
+
+
+def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Promotions:
+    """The pin guard, the promote stage and the ledger, writing to the followed repository with the read
+    credentials as ``repo.write`` says (author, optional SSH signing key)."""
+    import socket
+
+    from gitsync.adapters.gitwrite import CacheWriter, Identity
+    from gitsync.adapters.notes import NotesLedger
+    from gitsync.history import History
+    from gitsync.promotion import Promotions
+
+    write = config.repo.write
+    identity = Identity(write.author_name, write.author_email)
+    return Promotions(
+        NotesLedger(git.cache, config.repo.url, identity=identity),
+        CacheWriter(git, identity, signing_key=write.signing_key_file),
+        tree=git.snapshot,
+        tree_id=git.tree_id,
+        status=History(store).status,
+        branch=config.repo.branch,
+        agent=config.leader.identity or socket.gethostname(),
+    )
 
 
 @click.command("run")
@@ -32,7 +62,10 @@ def command(config_path: Path, log_format: str | None) -> None:
     """Follow the configured branch and keep the cluster in sync with it."""
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.git import GitRepository
+    from gitsync.adapters.http_check import HttpClient
+    from gitsync.adapters.prometheus import PrometheusClient
     from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.analysis.measure import Measurer
     from gitsync.cache import WatchCache
     from gitsync.cli.sync import connect
     from gitsync.events import EventSink
@@ -40,7 +73,7 @@ def command(config_path: Path, log_format: str | None) -> None:
     from gitsync.runtime.agent import Agent
     from gitsync.runtime.http import Endpoints, HttpServer
     from gitsync.runtime.leader import LeaderElector
-    from gitsync.strategy.executor import RolloutDriver
+    from gitsync.strategy.executor import RolloutExecutor
 
     try:
         config = agent_config.load(config_path)
@@ -70,8 +103,21 @@ def command(config_path: Path, log_format: str | None) -> None:
         elector = LeaderElector(cluster, config.leader, clock, on_change=lambda leading: agent.on_leadership(leading))
     cache = WatchCache(cluster) if config.drift_watch else None
     store = ConfigMapStateStore(cluster)
-    rollouts = RolloutDriver(cluster, store, events=EventSink(cluster, clock, config.leader.identity))
-    agent = Agent(config, cluster, store, git, clock, elector=elector, cache=cache, rollouts=rollouts)
+    measurer = Measurer(PrometheusClient(), HttpClient())
+    rollouts = RolloutExecutor(
+        cluster, store, measurer=measurer, events=EventSink(cluster, clock, config.leader.identity)
+    )
+    agent = Agent(
+        config,
+        cluster,
+        store,
+        git,
+        clock,
+        elector=elector,
+        cache=cache,
+        rollouts=rollouts,
+        promotions=promotions(config, git, store),
+    )
     host, port = config.listen_host_port
     server = HttpServer(
         host,

@@ -25,7 +25,7 @@ from gitsync import log as logging
 from gitsync.cli.sync import (
     app_option,
     env_option,
-    fail,
+    fail_on,
     kubeconfig_option,
     previews,
     repo_option,
@@ -94,7 +94,7 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
         cluster, planned = previews(repo, env, app, kubeconfig, listed=False)
         rows = [app_status(rendered, cluster, result) for rendered, result in planned]
     except GitsyncError as e:
-        fail(str(e))
+        fail_on(e)
     if output == "json":
         click.echo(json.dumps({"env": env, "apps": [row.to_json() for row in rows]}, indent=2))
     else:

@@ -1,25 +1,28 @@
 """``gitsync sync``: render an environment (or one app) and apply it to the cluster, once.
 
-Creates the environment's namespace when it is missing, as the agent does. Progress bars on a terminal, structured
-log events otherwise, and a one-line summary per app. Exit status 0 when every object synced, 1 when any object
-failed, 2 when nothing could be tried (render error, no cluster). Also home of what ``gitsync diff`` shares with
-it: rendering the targets and connecting to the cluster.
+Creates the environment's namespace when it is missing, as the agent does; apps that install Namespaces or CRDs
+go first, so another app's custom resources find their kind served. Progress bars on a terminal, structured log
+events otherwise, and a one-line summary per app. Exit status, the rule of every command that talks to a cluster
+(``exit_status``): 0 when every object synced, 2 when something needs a change of input (render error, an
+object the server refuses, a conflict with another owner, forbidden), 3 when trying again may succeed (cluster
+unreachable, HTTP 5xx or 429, a CRD not Established in time); ``diff`` adds 1 for "changes found". Also home of
+what ``gitsync diff`` shares with it: rendering the targets and connecting to the cluster.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 
 from gitsync import log as logging
 from gitsync.apply import ChangeSetEntry
-from gitsync.errors import GitsyncError, TerminalError
+from gitsync.errors import GitsyncError, Retry, TerminalError, retry_of, retry_of_all
 
 if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the Kubernetes client
     from gitsync.adapters.kube import KubeCluster
@@ -29,8 +32,11 @@ if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the K
     from gitsync.sync import SyncResult
     from renderers import RenderedApp
 
-EXIT_FAILED = 1
+T = TypeVar("T")
 EXIT_ERROR = 2
+"""Terminal: the input (repository, kubeconfig, a field another owner holds) must change first."""
+EXIT_RETRY = 3
+"""Transient: the same command may succeed later (network, HTTP 5xx or 429, a parent not ready in time)."""
 
 repo_option = click.option(
     "--repo", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="GitOps repository."
@@ -52,12 +58,21 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
-def render(repo: Path, env: str, app: str | None) -> tuple[RenderedApp, ...]:
-    import renderers
+def exit_status(retry: Retry) -> int:
+    """The one exit rule for failures: 2 for terminal, 3 for transient (``errors.Retry``)."""
+    return EXIT_RETRY if retry is Retry.TRANSIENT else EXIT_ERROR
 
-    if app is not None:
-        return (renderers.render_app(repo, env, app),)
-    return renderers.render_env(repo, env)
+
+def fail_on(error: GitsyncError) -> NoReturn:
+    """``fail`` with the exit status of the error's class."""
+    fail(str(error), exit_status(retry_of(error)))
+
+
+def render(repo: Path, env: str, app: str | None, revision: str | None = None) -> tuple[RenderedApp, ...]:
+    """The environment's apps (or one) from the local checkout; apps awaiting promotion are noted and left out."""
+    from gitsync.cli.render import render_apps
+
+    return render_apps(repo, env, (app,) if app else (), revision=revision)
 
 
 def connect(kubeconfig: Path | None) -> KubeCluster:
@@ -92,10 +107,12 @@ def preview(
     *,
     live: LiveReader | None = None,
     new_namespace: bool = False,
+    new_kinds: Collection[tuple[str, str]] = (),
 ) -> SyncResult:
     """A dry-run sync of ``rendered`` as the agent keeps it in the cluster: what ``diff`` and ``status`` compare.
     A canary or blue-green workload is compared as the rollout executor applies it (``executor.as_kept``), not as
-    plainly rendered, which would show every such app out of sync."""
+    plainly rendered, which would show every such app out of sync. ``new_kinds``: kinds whose CRDs other apps of
+    the environment render, planned as creates while not served."""
     from dataclasses import replace
 
     from gitsync.adapters.state import ConfigMapStateStore
@@ -110,7 +127,15 @@ def preview(
         manifests, moved = as_kept(rendered, cluster, store)
         rendered = replace(rendered, manifests=manifests)
     return sync_app(
-        rendered, cluster, store, prune=True, dry_run=True, exclude=moved, live=live, new_namespace=new_namespace
+        rendered,
+        cluster,
+        store,
+        prune=True,
+        dry_run=True,
+        exclude=moved,
+        live=live,
+        new_namespace=new_namespace,
+        new_kinds=new_kinds,
     )
 
 
@@ -119,11 +144,23 @@ def previews(
 ) -> tuple[KubeCluster, list[tuple[RenderedApp, SyncResult]]]:
     """Render the environment (or one app) and ``preview`` each app against the cluster, planning an environment
     whose namespace is missing as creates. ``listed``: read live objects from lists (``snapshot``), as diff does."""
+    from gitsync.plan import defined_kind
+
     targets = render(repo, env, app)
     cluster = connect(kubeconfig)
     missing = namespaces_to_create(cluster, targets)
+    kinds = {k for r in targets for m in r.manifests if (k := defined_kind(m)) is not None}
     return cluster, [
-        (r, preview(r, cluster, live=snapshot(cluster) if listed else None, new_namespace=r.namespace in missing))
+        (
+            r,
+            preview(
+                r,
+                cluster,
+                live=snapshot(cluster) if listed else None,
+                new_namespace=r.namespace in missing,
+                new_kinds=kinds,
+            ),
+        )
         for r in targets
     ]
 
@@ -160,6 +197,15 @@ def progress_for(label: str, enabled: bool) -> Iterator[Callable[[ChangeSetEntry
         yield advance
 
 
+def always(value: T) -> Callable[..., T]:
+    """A stage that answers ``value`` whatever it is asked (the CLI hands the reconcile what it already has)."""
+
+    def stage(*_args: object) -> T:
+        return value
+
+    return stage
+
+
 @click.command("sync")
 @repo_option
 @env_option
@@ -173,59 +219,88 @@ def command(
 ) -> None:
     """Apply what the repository renders for an environment, with server-side apply.
 
-    A canary or blue-green workload advances one rollout step per run, as in the agent; run again (or
-    `gitsync promote`) to go on."""
+    Each app goes through the agent's own reconcile (``gitsync.reconcile``) and is recorded like the agent records
+    it (status, history, Events), so `gitsync status` shows what this sync did. A canary or blue-green workload
+    advances one rollout step per run, as in the agent; run again (or `gitsync rollout promote`) to go on."""
+    from gitsync.adapters.checkout import LocalCheckout
     from gitsync.adapters.clock import SystemClock
+    from gitsync.adapters.http_check import HttpClient
+    from gitsync.adapters.prometheus import PrometheusClient
     from gitsync.adapters.state import ConfigMapStateStore
-    from gitsync.strategy.executor import advance, owned
-    from gitsync.sync import ensure_namespace, sync_app
+    from gitsync.analysis.measure import Measurer
+    from gitsync.events import EventSink
+    from gitsync.history import History
+    from gitsync.reconcile import Request, Stages, reconcile
+    from gitsync.record import Recorder, default_sinks
+    from gitsync.result import Kind, Target
+    from gitsync.strategy.executor import RolloutExecutor, owned
+    from gitsync.sync import ensure_namespace
 
     interactive = sys.stdout.isatty()
     # A terminal gets the progress bar and the summary; anything else (CI) a structured event per object.
     logging.configure("auto", level="WARNING" if interactive else "INFO")
+    source = LocalCheckout(repo)
+    revision = source.resolve().revision or None
     try:
-        targets = render(repo, env, app)
+        # all or nothing: a render error anywhere touches no cluster; apps with Namespaces or CRDs go first
+        targets = sorted(render(repo, env, app, revision), key=installs_parents, reverse=True)  # else env.yaml order
         cluster = connect(kubeconfig)
-        store = ConfigMapStateStore(cluster)
         missing = namespaces_to_create(cluster, targets) if dry_run else frozenset()
         if not dry_run:  # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
             for namespace in sorted({rendered.namespace for rendered in targets}):
                 if ensure_namespace(cluster, namespace):
                     click.echo(f"Namespace/{namespace}: created")
-        results = []
-        rollouts: list[str] = []
-        for rendered in targets:
-            # Under canary or blue-green the workload goes through one rollout step, exactly as the agent does;
-            # sync applies the rest. A dry run only leaves the rollout's objects out.
-            if dry_run:
-                exclude = owned(rendered)
-            else:
-                step = advance(rendered, cluster, store, SystemClock())
-                exclude = step.exclude
-                if exclude:
-                    rollouts.append(f"{rendered.app_env}: rollout {step.phase}: {step.message}")
-            with progress_for(str(rendered.app_env), interactive and not dry_run) as tick:
-                results.append(
-                    sync_app(
-                        rendered,
-                        cluster,
-                        store,
-                        prune=rendered.environment.prune if prune is None else prune,
-                        dry_run=dry_run,
-                        force=force,
-                        exclude=exclude,
-                        live=snapshot(cluster),
-                        progress=tick,
-                        new_namespace=rendered.namespace in missing,
-                    )
-                )
     except GitsyncError as e:
-        fail(str(e))
-    for result in results:
-        click.echo(result.summary())
-        for entry in result.failures:
+        fail_on(e)
+    store = ConfigMapStateStore(cluster)
+    clock = SystemClock()
+    history = History(store)
+    recorder = Recorder(default_sinks(history, EventSink(cluster, clock), metrics=False))
+    rollouts = RolloutExecutor(cluster, store, measurer=Measurer(PrometheusClient(), HttpClient()))
+    retries: list[Retry | None] = []
+    for rendered in targets:
+        target = Target(rendered.namespace, prune=rendered.environment.prune, self_heal=rendered.environment.self_heal)
+        stages = Stages(
+            source=source,
+            locate=always(target),
+            cluster=cluster,
+            store=store,
+            clock=clock,
+            status=history,
+            recorder=recorder,
+            rollouts=rollouts,
+            live=snapshot(cluster),
+            render=always(rendered),
+            preview=owned,
+        )
+        with progress_for(str(rendered.app_env), interactive and not dry_run) as tick:
+            request = Request(
+                rendered.app_env,
+                skip_current=False,
+                apply=not dry_run,
+                force=force,
+                prune=prune,
+                new_namespace=rendered.namespace in missing,
+                progress=tick,
+            )
+            result = reconcile(stages, request)
+        if result.sync is None:
+            click.echo(f"error: {rendered.app_env}: {result.error}", err=True)
+            retries.append(result.error_class or Retry.TERMINAL)
+            continue
+        click.echo(result.sync.summary())
+        for entry in result.sync.failures:
             click.echo(f"  {entry.error}", err=True)
-    for line in rollouts:
-        click.echo(line)
-    if not all(r.ok for r in results):
-        sys.exit(EXIT_FAILED)
+        retries.append(result.sync.retry)
+        if result.kind is Kind.RELEASE and result.rollout is not None and result.rollout.exclude and not dry_run:
+            click.echo(f"{rendered.app_env}: rollout {result.rollout.phase}: {result.rollout.message}")
+    retry = retry_of_all(retries)
+    if retry is not None:
+        sys.exit(exit_status(retry))
+
+
+def installs_parents(rendered: RenderedApp) -> bool:
+    """Whether an app renders Namespaces or CRDs, which other apps' objects may live in or be instances of."""
+    from gitsync.plan import PARENT_KINDS
+
+    return any(m.id.kind in PARENT_KINDS for m in rendered.manifests)

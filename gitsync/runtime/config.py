@@ -11,6 +11,7 @@ Example::
       branch: main
       auth: {tokenFile: /etc/gitsync/token}          # or {sshKeyFile: ..., knownHostsFile: ...}
       verify: {allowedSignersFile: /etc/gitsync/allowed_signers}   # or {gpgKeyring: ...}
+      write: {authorName: gitsync, authorEmail: gitsync@example.com, signingKeyFile: /etc/gitsync/signing-key}
     environments:
       - name: staging                 # every app of the environment
       - {name: prod, apps: [podinfo]}
@@ -34,7 +35,8 @@ from typing import Any
 import yaml
 
 from gitsync.errors import TerminalError
-from gitsync.strategy.policy import parse_duration
+from gitsync.model import parse_duration
+from gitsync.ports import GitAuth, VerifyConfig, VerifyMode
 from renderers.environment import SYSTEM_NAMESPACES
 
 
@@ -51,30 +53,16 @@ class Provider(StrEnum):
     GENERIC = "generic"
 
 
-class VerifyMode(StrEnum):
-    NONE = "none"
-    SSH = "ssh"
-    GPG = "gpg"
-
-
 @dataclass(frozen=True, slots=True)
-class GitAuth:
-    """Credentials by file path only. SSH keys are checked against ``known_hosts_file`` (StrictHostKeyChecking)."""
+class WriteConfig:
+    """What the agent writes to Git with (promotion and rollback commits, the release notes): the push uses the
+    read credentials (``repo.auth``), which then need write access."""
 
-    ssh_key_file: Path | None = None
-    known_hosts_file: Path | None = None
-    token_file: Path | None = None
-    username: str = "x-access-token"
-    """User name sent with an HTTPS token (GitHub accepts any; GitLab wants ``oauth2``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyConfig:
-    """Commit signature policy: with a mode other than ``none`` an unsigned or badly signed head is refused."""
-
-    mode: VerifyMode = VerifyMode.NONE
-    allowed_signers_file: Path | None = None
-    gpg_keyring: Path | None = None
+    author_name: str = "gitsync"
+    author_email: str = "gitsync@noreply.invalid"
+    signing_key_file: Path | None = None
+    """An SSH private key (mounted from a Secret): commits are signed with it (``gpg.format ssh``), so
+    ``repo.verify`` with an allowed-signers file can require signed promotions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +71,7 @@ class RepoConfig:
     branch: str = "main"
     auth: GitAuth = field(default_factory=GitAuth)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    write: WriteConfig = field(default_factory=WriteConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +253,7 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
     top = r.mapping(doc, "")
     r.check_keys(top, "", _TOP)
     repo = r.mapping(top.get("repo"), "repo")
-    r.check_keys(repo, "repo", {"url", "branch", "auth", "verify"})
+    r.check_keys(repo, "repo", {"url", "branch", "auth", "verify", "write"})
     auth = r.mapping(repo.get("auth"), "repo.auth")
     r.check_keys(auth, "repo.auth", {"sshKeyFile", "knownHostsFile", "tokenFile", "username"})
     git_auth = GitAuth(
@@ -285,11 +274,19 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
     branch = r.string(repo, "branch", "repo", "main")
     if branch.startswith("-") or not re.fullmatch(r"[A-Za-z0-9._/-]+", branch) or ".." in branch:
         raise r.fail("repo.branch", f"not a valid branch name: {branch!r}")
+    write = r.mapping(repo.get("write"), "repo.write")
+    r.check_keys(write, "repo.write", {"authorName", "authorEmail", "signingKeyFile"})
+    defaults = WriteConfig()
     repo_config = RepoConfig(
         url=r.string(repo, "url", "repo"),
         branch=branch,
         auth=git_auth,
         verify=VerifyConfig(mode, signers, keyring),
+        write=WriteConfig(
+            author_name=r.string(write, "authorName", "repo.write", defaults.author_name),
+            author_email=r.string(write, "authorEmail", "repo.write", defaults.author_email),
+            signing_key_file=r.opt_path(write, "signingKeyFile", "repo.write"),
+        ),
     )
     if repo_config.url.startswith("-"):
         raise r.fail("repo.url", "must not start with '-'")

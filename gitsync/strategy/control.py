@@ -1,7 +1,7 @@
 """Human controls and status: write a command into the rollout state part, and describe a rollout.
 
 Contract: I/O only through ``ports.StateStore``. A command is a request the executor applies at its next step
-(the agent's, or the one ``gitsync promote`` runs itself); a newer command replaces an unapplied older one.
+(the agent's, or the one ``gitsync rollout promote`` runs itself); a newer command replaces an unapplied older one.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import yaml
 from gitsync.analysis.condition import Condition, ConditionError, parse
 from gitsync.analysis.spec import AnalysisSpec, CheckSpec, CheckType, PodHealthPolicy
 from gitsync.errors import TerminalError
+from gitsync.model import parse_duration
 
 __all__ = [
     "AnalysisSpec",
@@ -35,7 +36,6 @@ __all__ = [
     "StepKind",
     "Strategy",
     "locate",
-    "parse_duration",
     "parse_policy",
 ]
 
@@ -69,7 +69,7 @@ class Step:
     kind: StepKind
     weight: int = 0
     duration: float | None = None
-    """Pause length in seconds; None on a pause step means "until ``gitsync promote``"."""
+    """Pause length in seconds; None on a pause step means "until ``gitsync rollout promote``"."""
     analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
 
     def describe(self) -> str:
@@ -111,23 +111,11 @@ class RolloutPolicy:
     def progressive(self) -> bool:
         return self.strategy is not Strategy.ROLLING
 
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(raw: Any) -> float:
-    """``10s``, ``1.5m``, ``500ms``, ``2h`` or a plain number of seconds."""
-    if isinstance(raw, bool):
-        raise ValueError(f"not a duration: {raw!r}")
-    if isinstance(raw, int | float):
-        if raw < 0:
-            raise ValueError(f"not a duration: {raw!r}")
-        return float(raw)
-    match = _DURATION.match(str(raw))
-    if match is None:
-        raise ValueError(f"not a duration: {raw!r} (want e.g. 10s, 2m, 500ms)")
-    return float(match[1]) * _UNIT[match[2]]
+    def analyses(self) -> tuple[AnalysisSpec, ...]:
+        """Every analysis the rollout may run (the canary's steps and background, or blue-green's two)."""
+        if self.blue_green is not None:
+            return (self.blue_green.pre_promotion, self.blue_green.post_promotion)
+        return (*(step.analysis for step in self.canary.steps), self.canary.background)
 
 
 class _Reader:

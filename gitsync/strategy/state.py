@@ -24,6 +24,7 @@ __all__ = [
     "CommandName",
     "HistoryEntry",
     "Phase",
+    "RolloutOutcome",
     "RolloutState",
     "add_history",
 ]
@@ -44,7 +45,7 @@ class Phase(StrEnum):
     HEALTHY = "Healthy"
     """The stable workload runs the desired template and nothing else runs."""
     ABORTED = "Aborted"
-    """Rolled back to stable; this template is not tried again until a new revision or ``gitsync retry``."""
+    """Rolled back to stable; this template is not tried again until a new revision or ``gitsync rollout retry``."""
 
 
 ACTIVE_PHASES = frozenset({Phase.PROGRESSING, Phase.PAUSED, Phase.PROMOTING})
@@ -71,13 +72,23 @@ class Command:
         return cls(CommandName(raw["name"]), float(raw.get("at", 0.0)), str(raw.get("by", "")))
 
 
+class RolloutOutcome(StrEnum):
+    """How a rollout ended (``HistoryEntry.outcome``); the values are the history's wire format."""
+
+    SUCCEEDED = "succeeded"
+    ABORTED = "aborted"
+    """Rolled back: failing pods, failed analysis, or ``gitsync rollout abort``."""
+    SUPERSEDED = "superseded"
+    """A new template or a change of strategy arrived before it finished."""
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One finished rollout: what was rolled out, how it ended and why (the evidence a reviewer reads)."""
 
     target_hash: str
     revision: str
-    outcome: str  # "succeeded", "aborted", "superseded"
+    outcome: RolloutOutcome
     started_at: float
     finished_at: float
     reason: str = ""
@@ -87,7 +98,7 @@ class HistoryEntry:
         return {
             "targetHash": self.target_hash,
             "revision": self.revision,
-            "outcome": self.outcome,
+            "outcome": self.outcome.value,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
             "reason": self.reason,
@@ -99,7 +110,7 @@ class HistoryEntry:
         return cls(
             str(raw["targetHash"]),
             str(raw.get("revision", "")),
-            str(raw["outcome"]),
+            RolloutOutcome(raw["outcome"]),
             float(raw.get("startedAt", 0.0)),
             float(raw.get("finishedAt", 0.0)),
             str(raw.get("reason", "")),
@@ -117,7 +128,7 @@ class RolloutState:
     """Pod-template hash being rolled out (a config-only change moves it through the config-hash annotation)."""
     revision: str = ""
     failed_hash: str = ""
-    """The template of the last aborted rollout: not retried until the render changes or ``gitsync retry``."""
+    """The template of the last aborted rollout: not retried until the render changes or ``gitsync rollout retry``."""
     step: int = 0
     step_started_at: float = 0.0
     started_at: float = 0.0

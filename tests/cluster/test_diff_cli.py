@@ -177,7 +177,7 @@ def test_failed_render_never_prunes(repo: Path, namespace: str, kubelab: Any) ->
     assert KubeCluster(kubelab.kubeconfig).get(ObjectId("", "ConfigMap", namespace, "shop")) is None
 
 
-def test_unreachable_cluster_is_exit_2(repo: Path, tmp_path: Path) -> None:
+def test_unreachable_cluster_is_exit_3_worth_retrying(repo: Path, tmp_path: Path) -> None:
     kubeconfig = tmp_path / "nowhere.kubeconfig"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
@@ -186,7 +186,7 @@ def test_unreachable_cluster_is_exit_2(repo: Path, tmp_path: Path) -> None:
         "contexts: [{name: x, context: {cluster: x, user: x}}]\n"
     )
     result = gitsync("diff", "--repo", str(repo), "--env", "test", kubeconfig=kubeconfig)
-    assert result.returncode == 2
+    assert result.returncode == 3, "transient: the same command may succeed later"
     assert result.stderr.startswith("error: ")
     assert "not-a-real-token" not in result.stderr + result.stdout
 
@@ -258,3 +258,40 @@ def test_a_progressive_app_reads_in_sync_after_its_rollout_and_a_new_image_shows
     assert pending.returncode == 1 and f"+++ desired/Deployment.apps/{namespace}/{workload}" in pending.stdout
     added = [line for line in pending.stdout.splitlines() if line.startswith("+") and "image:" in line]
     assert [line.split()[-1] for line in added] == ["registry.example/shop:2"], pending.stdout
+
+
+def test_status_and_history_after_a_cli_sync_say_what_it_did(tmp_path: Path, namespace: str, kubelab: Any) -> None:
+    """`gitsync sync` goes through the agent's reconcile and records like it: the status names the commit, the
+    health and the result; the history has the release with its author (before, status showed "-" and Unknown)."""
+    repo = write_repo(tmp_path / "repo", namespace)
+    git = ["git", "-C", str(repo), "-c", "user.name=Ada", "-c", "user.email=ada@example.org"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "shop: first release"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+    synced = gitsync("sync", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stderr
+    shown = gitsync("status", "--repo", str(repo), "--env", "test", "-o", "json", kubeconfig=kubelab.kubeconfig)
+    assert shown.returncode == 0, shown.stderr
+    [app] = json.loads(shown.stdout)["apps"]
+    assert app["revision"] == head and app["agent"]["result"] in ("Succeeded", "Progressing")
+    assert app["agent"]["lastAttemptedRevision"] == head and app["health"] in ("Healthy", "Progressing")
+
+    history = gitsync("history", "--env", "test", "-n", namespace, "-o", "json", kubeconfig=kubelab.kubeconfig)
+    assert history.returncode == 0, history.stderr
+    [record] = json.loads(history.stdout)
+    [release] = record["releases"]
+    assert (release["revision"], release["author"], release["message"]) == (
+        head,
+        "Ada <ada@example.org>",
+        "shop: first release",
+    )
+    assert release["created"] == 3
+
+    (repo / "apps" / "shop" / "values.yaml").write_text("color: green\npassword: s3cret-one\n")
+    dirty = gitsync("sync", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert dirty.returncode == 0, dirty.stderr
+    shown = gitsync("status", "--repo", str(repo), "--env", "test", "-o", "json", kubeconfig=kubelab.kubeconfig)
+    [app] = json.loads(shown.stdout)["apps"]
+    assert app["revision"] == f"{head}-dirty", "a sync of uncommitted changes never claims the commit"

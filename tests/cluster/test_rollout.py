@@ -14,14 +14,17 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from gitsync import inventory as inventories
 from gitsync.adapters.clock import SystemClock
+from gitsync.adapters.http_check import HttpClient
 from gitsync.adapters.kube import KubeCluster
+from gitsync.adapters.prometheus import PrometheusClient
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.analysis.measure import Measurer
 from gitsync.cli.status import _rollout_lines
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, Manifest, ObjectId
 from gitsync.strategy import control
-from gitsync.strategy.executor import PART, RolloutDriver, StepOutcome, advance
+from gitsync.strategy.executor import PART, RolloutExecutor, StepOutcome, advance
 from gitsync.strategy.state import CommandName, Phase
 
 KEY = AppEnv("web", "test")
@@ -89,6 +92,7 @@ class Lab:
 
     def step(self, target: App, measurer: Measurer | None = None) -> StepOutcome:
         before = sum(self.cluster.requests.values())
+        measurer = measurer or Measurer(PrometheusClient(), HttpClient())  # composed here as the CLI and agent do
         out = advance(target, self.cluster, self.store, self.clock, measurer=measurer)
         self.requests_per_step.append(sum(self.cluster.requests.values()) - before)
         return out
@@ -231,7 +235,7 @@ def test_crashlooping_canary_is_rolled_back_before_its_first_step_completes(lab:
     for _ in range(3):
         assert lab.step(bad).phase is Phase.ABORTED
     assert lab.replicas("web-canary") == 0
-    # ... but `gitsync retry` starts it again.
+    # ... but `gitsync rollout retry` starts it again.
     control.request(lab.store, KEY, lab.namespace, CommandName.RETRY, lab.clock.now(), "test")
     assert lab.step(bad).phase is Phase.PROGRESSING
 
@@ -383,9 +387,12 @@ def test_blue_green_switches_the_active_service_and_scales_down_after_the_delay(
     out = lab.drive(v2, lambda o: o.phase is Phase.HEALTHY, timeout=30)
     assert time.monotonic() - switched >= 1.5
     assert out.serving == {ObjectId("apps", "Deployment", lab.namespace, "web-green")}
-    assert out.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")} | {
+    tracks = {ObjectId("apps", "Deployment", lab.namespace, f"web-{track}") for track in ("canary", "blue", "green")}
+    assert out.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")} | tracks | {
         ObjectId("", "Service", lab.namespace, name) for name in services
-    }
+    }, "sync leaves the workload, its tracks and the Services to the executor"
+    colours = {ObjectId("apps", "Deployment", lab.namespace, f"web-{colour}") for colour in ("blue", "green")}
+    assert colours <= inventories.load(lab.store, KEY, lab.namespace).objects, "the colours are inventoried"
     assert lab.replicas("web-blue") == 0 and lab.ready("web-green") == REPLICAS
     assert lab.state()["activeColor"] == "green"
 
@@ -512,19 +519,21 @@ def test_blue_green_dropped_hands_over_to_the_rendered_deployment_and_removes_bo
 
     v2 = app(lab.namespace, "v2", ROLLING, services=services)
     first = lab.step(v2)
-    assert first.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")}, "sync must leave `web` to it"
+    colours = {ObjectId("apps", "Deployment", lab.namespace, f"web-{colour}") for colour in ("blue", "green")}
+    assert first.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")} | colours, "sync leaves them to it"
     assert lab.ready("web-green") == REPLICAS, "the active colour serves until `web` is Ready"
     shown = _rollout_lines(lab.state())  # what `gitsync status` prints meanwhile
     assert shown[0].startswith("rollout: rolling update: web ") and shown[1] == "  retiring: web-blue, web-green"
     lab.drive(v2, lambda o: o.settled)
     assert _rollout_lines(lab.state()) == [], "a settled rolling app shows no rollout"
     assert lab.deploy("web-blue") is None and lab.deploy("web-green") is None
+    assert not colours & inventories.load(lab.store, KEY, lab.namespace).objects, "removed tracks leave the inventory"
     assert lab.ready("web") == REPLICAS
     lab.wait("only v2", lambda: lab.versions() == {"v2": REPLICAS})
 
 
 def test_agent_reads_a_rolling_apps_rollout_state_once_until_its_strategy_changes(lab: Lab) -> None:
-    driver = RolloutDriver(lab.cluster, lab.store)
+    driver = RolloutExecutor(lab.cluster, lab.store)
 
     def requests(target: App) -> int:
         before = sum(lab.cluster.requests.values())

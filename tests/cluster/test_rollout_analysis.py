@@ -12,7 +12,7 @@ from gitsync.adapters.http_check import HttpClient
 from gitsync.adapters.prometheus import PrometheusClient
 from gitsync.analysis.condition import parse
 from gitsync.analysis.measure import CheckContext, Measurer
-from gitsync.analysis.run import Outcome
+from gitsync.analysis.run import CheckOutcome
 from gitsync.analysis.spec import CheckSpec, CheckType
 from gitsync.errors import TransientError
 
@@ -35,7 +35,7 @@ def test_prometheus_values_and_no_data(metrics) -> None:
         success_condition=parse("result[0] < 0.05"),
     )
     failed = measurer.measure(spec, CTX, 1.0)
-    assert (failed.outcome, failed.value) == (Outcome.FAILURE, [0.25])
+    assert (failed.outcome, failed.value) == (CheckOutcome.FAILURE, [0.25])
     missing = CheckSpec(
         "errors",
         CheckType.PROMETHEUS,
@@ -43,7 +43,7 @@ def test_prometheus_values_and_no_data(metrics) -> None:
         address=metrics.address,
         success_condition=parse("result[0] < 0.05"),
     )
-    assert measurer.measure(missing, CTX, 1.0).outcome is Outcome.INCONCLUSIVE
+    assert measurer.measure(missing, CTX, 1.0).outcome is CheckOutcome.INCONCLUSIVE
 
 
 def test_prometheus_errors_are_transient(metrics) -> None:
@@ -79,9 +79,9 @@ def test_http_check_status_and_json_field(web: str) -> None:
     good = CheckSpec(
         "smoke", CheckType.HTTP, url=f"{web}/ok", json_path="rate", success_condition=parse("result < 0.05")
     )
-    assert measurer.measure(good, CTX, 1.0).outcome is Outcome.SUCCESS
+    assert measurer.measure(good, CTX, 1.0).outcome is CheckOutcome.SUCCESS
     bad = CheckSpec("smoke", CheckType.HTTP, url=f"{web}/broken")
     measured = measurer.measure(bad, CTX, 1.0)
-    assert (measured.outcome, measured.value) == (Outcome.FAILURE, 503)
+    assert (measured.outcome, measured.value) == (CheckOutcome.FAILURE, 503)
     down = CheckSpec("smoke", CheckType.HTTP, url="http://127.0.0.1:1/", timeout=2)
-    assert measurer.measure(down, CTX, 1.0).outcome is Outcome.ERROR
+    assert measurer.measure(down, CTX, 1.0).outcome is CheckOutcome.ERROR

@@ -1,5 +1,5 @@
 """A rollout from a real GitOps repository: the renderer, sync (which leaves the Deployment to the executor),
-a config-only change that rolls out through the config-hash annotation, and the promote/abort/retry commands."""
+a config-only change that rolls out through the config-hash annotation, and the `gitsync rollout` commands."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
     assert cluster.get(deployment) is not None
     args = ["--repo", str(repo), "--env", "staging", "--app", "podinfo", "--kubeconfig", str(kubelab.kubeconfig)]
     for name in ("abort", "promote", "retry"):  # nothing is rolling out: refused, and no request is left behind
-        refused = CliRunner().invoke(main, [name, *args])
+        refused = CliRunner().invoke(main, ["rollout", name, *args])
         assert refused.exit_code == 2, refused.output
         assert refused.stderr == f"error: podinfo@staging: nothing to {name}: the rollout is Healthy\n"
     assert "pendingCommand" not in control.describe_rollout(store, AppEnv("podinfo", "staging"), namespace)
@@ -87,7 +87,7 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
     assert (app["rollout"]["phase"], app["rollout"]["weight"]) == ("Paused", 50)
     table = CliRunner().invoke(main, ["status", *args])
     assert f"podinfo: rollout Paused, step {app['rollout']['step']}, weight 50%" in table.stdout
-    result = CliRunner().invoke(main, ["promote", *args])
+    result = CliRunner().invoke(main, ["rollout", "promote", *args])
     assert result.exit_code == 0, result.output
     assert "promote" in result.output
     drive(repo, cluster, store, Phase.HEALTHY)
@@ -101,12 +101,12 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
 
     set_message(repo, "a release someone aborts")
     drive(repo, cluster, store, Phase.PAUSED)
-    result = CliRunner().invoke(main, ["abort", *args])
+    result = CliRunner().invoke(main, ["rollout", "abort", *args])
     assert result.exit_code == 0 and "Aborted" in result.output, result.output
     status = control.describe_rollout(store, rendered.app_env, namespace)
-    assert status["abortReason"] == "aborted by gitsync abort"
+    assert status["abortReason"] == "aborted by gitsync rollout abort"
     assert reconcile(repo, cluster, store).phase is Phase.ABORTED  # not retried on the next poll
-    result = CliRunner().invoke(main, ["retry", *args])
+    result = CliRunner().invoke(main, ["rollout", "retry", *args])
     assert result.exit_code == 0 and "Progressing" in result.output, result.output
 
 

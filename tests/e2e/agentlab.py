@@ -131,6 +131,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of GET http://127.0.0.1:port/path; (0, "") while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return 0, ""
+
+
 class AgentProcess:
     def __init__(self, name: str, root: Path, config: dict[str, Any], env: dict[str, str]) -> None:
         self.name = name
@@ -158,13 +169,7 @@ class AgentProcess:
         return False
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
-                return resp.status, resp.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-        except OSError:
-            return 0, ""
+        return http_get(self.port, path)
 
     def webhook(self, body: bytes, secret: bytes = SECRET, provider: str = "github") -> int:
         headers = {"Content-Type": "application/json"}
@@ -245,6 +250,14 @@ class Agents:
     def stop_all(self) -> None:
         for agent in self.started:
             agent.kill(signal.SIGTERM)
+
+
+def service_account_token(kube_api: client.ApiClient, name: str, namespace: str) -> str:
+    """A fresh token for ServiceAccount ``namespace/name`` (TokenRequest), as the kubelet would mount it."""
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}}
+    return str(
+        client.CoreV1Api(kube_api).create_namespaced_service_account_token(name, namespace, request).status.token
+    )
 
 
 def configmap_value(core: client.CoreV1Api, namespace: str, name: str = "podinfo") -> str | None:

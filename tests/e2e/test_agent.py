@@ -112,11 +112,11 @@ def test_broken_template_keeps_the_previous_release_until_a_fix(
     time.sleep(2.5)
     assert len([r for r in agent.logs("reconcile.failed") if r.get("revision") == broken]) == 1, "parked, no retries"
 
-    fixed = upstream.commit("Fix the template", {"apps/podinfo/templates/configmap.yaml": original})
-    upstream.set_message("fixed")
+    upstream.commit("Fix the template", {"apps/podinfo/templates/configmap.yaml": original})
+    newest = upstream.set_message("fixed")
     wait_for("the fix live", lambda: configmap_value(core, namespace) == "fixed", 10)
-    final = wait_for("a clean status", lambda: (s := status_of(core, namespace)).get("result") == "Succeeded" and s, 10)
-    assert final["lastError"] == "" and final["lastAppliedRevision"] != fixed
+    final = settled(core, namespace, newest)
+    assert final["lastError"] == ""
 
 
 def test_kill_9_mid_sync_then_restart_converges(

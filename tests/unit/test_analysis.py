@@ -7,7 +7,7 @@ import pytest
 from gitsync.analysis.condition import ConditionError, parse
 from gitsync.analysis.judge import extract_json, judge, judge_http
 from gitsync.analysis.pod_health import inspect_pods
-from gitsync.analysis.run import CheckRun, Measurement, Outcome, Verdict, aggregate, record, start
+from gitsync.analysis.run import CheckOutcome, CheckRun, CheckVerdict, Measurement, aggregate, record, start
 from gitsync.analysis.spec import CheckSpec, CheckType, PodHealthPolicy
 
 CONDITIONS = [
@@ -52,25 +52,30 @@ def prom(success: str | None = None, failure: str | None = None) -> CheckSpec:
 
 
 JUDGE = [
-    ("success holds", prom("result[0] < 0.05"), [0.01], Outcome.SUCCESS),
-    ("success fails", prom("result[0] < 0.05"), [0.5], Outcome.FAILURE),
-    ("no data is inconclusive", prom("result[0] < 0.05"), [], Outcome.INCONCLUSIVE),
+    ("success holds", prom("result[0] < 0.05"), [0.01], CheckOutcome.SUCCESS),
+    ("success fails", prom("result[0] < 0.05"), [0.5], CheckOutcome.FAILURE),
+    ("no data is inconclusive", prom("result[0] < 0.05"), [], CheckOutcome.INCONCLUSIVE),
     (
         "no data under a failure-only check is still inconclusive",
         prom(failure="result[0] > 0.5"),
         [],
-        Outcome.INCONCLUSIVE,
+        CheckOutcome.INCONCLUSIVE,
     ),
-    ("NaN is inconclusive", prom("result[0] < 0.05"), [float("nan")], Outcome.INCONCLUSIVE),
-    ("index out of range is inconclusive", prom("result[1] < 0.05"), [0.01], Outcome.INCONCLUSIVE),
-    ("failure condition wins", prom("result[0] < 1", "result[0] > 0.5"), [0.7], Outcome.FAILURE),
-    ("between both bands is inconclusive", prom("result[0] < 0.1", "result[0] > 0.5"), [0.3], Outcome.INCONCLUSIVE),
-    ("failure-only, not holding, succeeds", prom(failure="result[0] > 0.5"), [0.1], Outcome.SUCCESS),
+    ("NaN is inconclusive", prom("result[0] < 0.05"), [float("nan")], CheckOutcome.INCONCLUSIVE),
+    ("index out of range is inconclusive", prom("result[1] < 0.05"), [0.01], CheckOutcome.INCONCLUSIVE),
+    ("failure condition wins", prom("result[0] < 1", "result[0] > 0.5"), [0.7], CheckOutcome.FAILURE),
+    (
+        "between both bands is inconclusive",
+        prom("result[0] < 0.1", "result[0] > 0.5"),
+        [0.3],
+        CheckOutcome.INCONCLUSIVE,
+    ),
+    ("failure-only, not holding, succeeds", prom(failure="result[0] > 0.5"), [0.1], CheckOutcome.SUCCESS),
 ]
 
 
 @pytest.mark.parametrize(("spec", "result", "outcome"), [r[1:] for r in JUDGE], ids=[r[0] for r in JUDGE])
-def test_judge(spec: CheckSpec, result: object, outcome: Outcome) -> None:
+def test_judge(spec: CheckSpec, result: object, outcome: CheckOutcome) -> None:
     assert judge(spec, result, 1.0).outcome is outcome
 
 
@@ -79,36 +84,36 @@ def http(**kw: object) -> CheckSpec:
 
 
 HTTP = [
-    ("2xx by default", http(), 204, b"", Outcome.SUCCESS),
-    ("5xx fails", http(), 503, b"down", Outcome.FAILURE),
-    ("expected status list", http(expected_status=(200,)), 201, b"", Outcome.FAILURE),
+    ("2xx by default", http(), 204, b"", CheckOutcome.SUCCESS),
+    ("5xx fails", http(), 503, b"down", CheckOutcome.FAILURE),
+    ("expected status list", http(expected_status=(200,)), 201, b"", CheckOutcome.FAILURE),
     (
         "json field condition",
         http(json_path="$.status", success_condition=parse("result == 'ok'")),
         200,
         b'{"status": "ok"}',
-        Outcome.SUCCESS,
+        CheckOutcome.SUCCESS,
     ),
     (
         "json field fails",
         http(json_path="data.rate", success_condition=parse("result < 0.1")),
         200,
         b'{"data": {"rate": 0.4}}',
-        Outcome.FAILURE,
+        CheckOutcome.FAILURE,
     ),
     (
         "missing json field is inconclusive",
         http(json_path="data.rate", success_condition=parse("result < 0.1")),
         200,
         b'{"data": {}}',
-        Outcome.INCONCLUSIVE,
+        CheckOutcome.INCONCLUSIVE,
     ),
-    ("non-json body is inconclusive", http(json_path="a"), 200, b"<html>", Outcome.INCONCLUSIVE),
+    ("non-json body is inconclusive", http(json_path="a"), 200, b"<html>", CheckOutcome.INCONCLUSIVE),
 ]
 
 
 @pytest.mark.parametrize(("spec", "status", "body", "outcome"), [r[1:] for r in HTTP], ids=[r[0] for r in HTTP])
-def test_judge_http(spec: CheckSpec, status: int, body: bytes, outcome: Outcome) -> None:
+def test_judge_http(spec: CheckSpec, status: int, body: bytes, outcome: CheckOutcome) -> None:
     assert judge_http(spec, status, body, 1.0).outcome is outcome
 
 
@@ -120,7 +125,7 @@ def test_extract_json_paths() -> None:
         extract_json(doc, "items[3]")
 
 
-def run_with(spec: CheckSpec, *outcomes: Outcome) -> CheckRun:
+def run_with(spec: CheckSpec, *outcomes: CheckOutcome) -> CheckRun:
     run = start(spec, 0.0)
     for i, outcome in enumerate(outcomes):
         run = record(run, spec, Measurement(spec.name, outcome, float(i)))
@@ -147,22 +152,22 @@ RUNS = [
 
 @pytest.mark.parametrize(("spec", "outcomes", "verdict"), [r[1:] for r in RUNS], ids=[r[0] for r in RUNS])
 def test_run_accounting(spec: CheckSpec, outcomes: tuple[str, ...], verdict: str) -> None:
-    assert run_with(spec, *(Outcome(o) for o in outcomes)).verdict.value == verdict
+    assert run_with(spec, *(CheckOutcome(o) for o in outcomes)).verdict.value == verdict
 
 
 def test_run_waits_interval_between_measurements() -> None:
     spec = CheckSpec("c", CheckType.HTTP, count=3, interval=2.0, initial_delay=1.0)
     run = start(spec, 10.0)
     assert not run.due(10.5) and run.due(11.0)
-    run = record(run, spec, Measurement("c", Outcome.SUCCESS, 11.0))
+    run = record(run, spec, Measurement("c", CheckOutcome.SUCCESS, 11.0))
     assert not run.due(12.9) and run.due(13.0)
 
 
 def test_aggregate_worst_wins() -> None:
-    ok = CheckRun("a", 0, verdict=Verdict.SUCCESSFUL)
-    maybe = CheckRun("b", 0, verdict=Verdict.INCONCLUSIVE)
-    bad = CheckRun("c", 0, verdict=Verdict.FAILED)
-    assert aggregate([]).verdict is Verdict.SUCCESSFUL
+    ok = CheckRun("a", 0, verdict=CheckVerdict.SUCCESSFUL)
+    maybe = CheckRun("b", 0, verdict=CheckVerdict.INCONCLUSIVE)
+    bad = CheckRun("c", 0, verdict=CheckVerdict.FAILED)
+    assert aggregate([]).verdict is CheckVerdict.SUCCESSFUL
     assert aggregate([ok, maybe]).deciding == maybe
     assert aggregate([ok, bad, maybe]).deciding == bad
 
@@ -181,16 +186,16 @@ def test_pod_health_fails_fast_on_crashloop_and_restarts() -> None:
     policy = PodHealthPolicy(max_restarts=2, progress_deadline=60)
     report = inspect_pods([pod("a", True), pod("b", False, waiting="CrashLoopBackOff", restarts=1)], policy, 1001.0)
     assert (
-        report.outcome is Outcome.FAILURE
+        report.outcome is CheckOutcome.FAILURE
         and "Pod/ns/b" in report.failing[0]
         and "CrashLoopBackOff" in report.failing[0]
     )
-    assert inspect_pods([pod("a", True, restarts=3)], policy, 1001.0).outcome is Outcome.FAILURE
+    assert inspect_pods([pod("a", True, restarts=3)], policy, 1001.0).outcome is CheckOutcome.FAILURE
 
 
 def test_pod_health_pending_until_ready_then_deadline() -> None:
     policy = PodHealthPolicy(max_restarts=2, progress_deadline=60)
-    assert inspect_pods([pod("a", False)], policy, 1010.0).outcome is Outcome.PENDING  # created at 1000
-    assert inspect_pods([pod("a", True)], policy, 1010.0).outcome is Outcome.SUCCESS
+    assert inspect_pods([pod("a", False)], policy, 1010.0).outcome is CheckOutcome.PENDING  # created at 1000
+    assert inspect_pods([pod("a", True)], policy, 1010.0).outcome is CheckOutcome.SUCCESS
     late = inspect_pods([pod("a", False)], policy, 1100.0)
-    assert late.outcome is Outcome.FAILURE and "deadline" in late.failing[0]
+    assert late.outcome is CheckOutcome.FAILURE and "deadline" in late.failing[0]

@@ -19,7 +19,7 @@ COMMANDS = [
     pytest.param(("diff", *REPO_ARGS), id="diff"),
     pytest.param(("sync", *REPO_ARGS), id="sync"),
     pytest.param(("status", *REPO_ARGS), id="status"),
-    pytest.param(("promote", *REPO_ARGS, "--app", "podinfo"), id="promote"),
+    pytest.param(("rollout", "promote", *REPO_ARGS, "--app", "podinfo"), id="rollout-promote"),
     pytest.param(("history", "--env", "staging"), id="history"),
 ]
 KUBECONFIGS = [

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gitsync.runtime.config import ConfigError, Provider, VerifyMode, load
+from gitsync.ports import VerifyMode
+from gitsync.runtime.config import ConfigError, Provider, load
 
 FULL = """\
 repo:

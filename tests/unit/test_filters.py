@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,349 @@ def test_a_key_named_like_a_dict_method_is_the_key(tmp_path: Path) -> None:
         render_text(tmp_path, "{{ values.items }} {{ values.values | join(',') }}", {"items": 3, "values": [1, 2]})
         == "3 1,2"
     )
+
+
+# Helm's wider vocabulary (Go template builtins and Sprig): each case quotes the result Helm or Sprig documents
+# (https://masterminds.github.io/sprig/, https://helm.sh/docs/chart_template_guide/function_list/, Go's text/template
+# and fmt). Functions take Helm's arguments in Helm's order; as filters the piped value comes last.
+SPRIG_CASES = [
+    # (template, expected output, the documented result)
+    ('{{ printf("%s-%d", "web", 3) }}', "web-3", 'fmt: Sprintf("%s-%d", "web", 3) = "web-3"'),
+    (
+        '{{ printf("%v|%5s|%-4s|%q|%t|%.2f", list(1, 2), "ab", "x", "y", true, 3.14159) }}',
+        '[1 2]|   ab|x   |"y"|true|3.14',
+        "fmt: %v [1 2], %5s right-aligns, %-4s left-aligns, %q quotes, %.2f 3.14",
+    ),
+    ('{{ printf("%d %s", "x") }}', "%!d(string=x) %!s(MISSING)", "fmt: wrong type %!d(string=x); missing %!s(MISSING)"),
+    ('{{ print("a", 1, 2, "b") }}', "a1 2b", "fmt.Sprint: spaces are added between operands when neither is a string"),
+    ('{{ println("a", 1) }}', "a 1\n", "fmt.Sprintln: spaces between operands, a newline appended"),
+    (
+        "{{ toString(3) }} {{ toString(true) }} {{ toString(none) }} {{ toString(dict('a', 1)) }}",
+        "3 true <nil> map[a:1]",
+        "toString: convert to a string (Go's %v)",
+    ),
+    (
+        '{{ contains("cat", "catch") }} {{ "catch" | contains("cat") }}',
+        "true true",
+        'contains "cat" "catch": returns true because catch contains cat',
+    ),
+    (
+        '{{ hasPrefix("cat", "catch") }} {{ "catch" | hasSuffix("ch") }}',
+        "true true",
+        'hasPrefix "cat" "catch": returns true because catch has the prefix cat',
+    ),
+    ('{{ trim("   hello    ") }}', "hello", 'trim "   hello    ": produces hello'),
+    ('{{ trimAll("$", "$5.00") }}', "5.00", 'trimAll "$" "$5.00": returns 5.00 (as a string)'),
+    ('{{ upper("hello") }} {{ lower("HELLO") }}', "HELLO hello", 'upper "hello" returns HELLO; lower "HELLO" hello'),
+    ('{{ substr(0, 5, "hello world") }}', "hello", 'substr 0 5 "hello world": returns hello'),
+    (
+        '{{ cat("hello", "beautiful", "world") }}',
+        "hello beautiful world",
+        'cat "hello" "beautiful" "world": produces hello beautiful world',
+    ),
+    (
+        '{{ camelcase("http_server") }} {{ kebabcase("FirstName") }} {{ untitle("Hello World") }}',
+        "HttpServer first-name hello world",
+        'camelcase "http_server" produces HttpServer; kebabcase "FirstName" first-name;'
+        ' untitle "Hello World" hello world',
+    ),
+    (
+        '{{ splitList("$", "foo$bar$baz") | toString }}',
+        "[foo bar baz]",
+        'splitList "$" "foo$bar$baz": produces [foo bar baz]',
+    ),
+    (
+        '{{ split("$", "foo$bar$baz") | toString }}',
+        "map[_0:foo _1:bar _2:baz]",
+        'split "$" "foo$bar$baz": produces map{_0: foo, _1: bar, _2: baz}',
+    ),
+    (
+        '{{ splitn("$", 2, "foo$bar$baz") | toString }}',
+        "map[_0:foo _1:bar$baz]",
+        'splitn "$" 2 "foo$bar$baz": produces map{_0: foo, _1: bar$baz}',
+    ),
+    (
+        '{{ sha1sum("Hello world!") }}',
+        "d3486ae9136e7856bc42212385ea797094475802",
+        'sha1sum "Hello world!": d3486ae9136e7856bc42212385ea797094475802 (SHA-1 of the text)',
+    ),
+    ('{{ base("foo/bar/baz") }}', "baz", 'base "foo/bar/baz": returns baz'),
+    ('{{ urlquery("a b&c") }}', "a+b%26c", "text/template urlquery: the escaped value for a URL query"),
+    (
+        '{{ (urlParse("http://admin:secret@server.com:8080/api?list=false#anchor")).host }}',
+        "server.com:8080",
+        "urlParse: host server.com:8080, path /api, query list=false, userinfo admin:secret",
+    ),
+    (
+        '{{ regexMatch("^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\\\.[A-Za-z]{2,}$", "test@acme.com") }}',
+        "true",
+        'regexMatch "^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\\.[A-Za-z]{2,}$" "test@acme.com": produces true',
+    ),
+    (
+        '{{ regexFind("[a-zA-Z][1-9]", "abcd1234") }} {{ mustRegexFind("x", "abc") }}|',
+        "d1 |",
+        'regexFind "[a-zA-Z][1-9]" "abcd1234": produces d1',
+    ),
+    (
+        '{{ regexReplaceAll("a(x*)b", "-ab-axxb-", "${1}W") }}',
+        "-W-xxW-",
+        'regexReplaceAll "a(x*)b" "-ab-axxb-" "${1}W": produces -W-xxW-',
+    ),
+    (
+        '{{ regexReplaceAllLiteral("a(x*)b", "-ab-axxb-", "${1}") }}',
+        "-${1}-${1}-",
+        'regexReplaceAllLiteral "a(x*)b" "-ab-axxb-" "${1}": produces -${1}-${1}-',
+    ),
+    ('{{ regexSplit("z+", "pizza", -1) | toString }}', "[pi a]", 'regexSplit "z+" "pizza" -1: produces [pi a]'),
+    (
+        '{{ semverCompare("1.2.3", "1.2.3") }} {{ semverCompare("^1.2.0", "1.2.3") }}'
+        ' {{ semverCompare("~1.2.0", "1.3.0") }}',
+        "true true false",
+        'semverCompare "1.2.3" "1.2.3" true; "^1.2.0" "1.2.3" true; ~1.2.0 is >= 1.2.0, < 1.3.0',
+    ),
+    (
+        '{{ semverCompare(">=1.19-0", "v1.28.3-eks-4f4795d") }} {{ semverCompare(">=1.19", "v1.28.3-eks-4f4795d") }}',
+        "true false",
+        "semver: a prerelease (v1.28.3-eks-...) only matches constraints with one (>=1.19-0), Helm's -0 idiom",
+    ),
+    (
+        '{{ semverCompare(">= 1.2 < 3.0.0 || >= 4.2.3", "4.5.0") }} {{ semverCompare("1.2.x", "1.3.0") }}'
+        ' {{ semverCompare("1.2 - 1.4.5", "1.4.5") }} {{ semverCompare("^0.2.3", "0.3.0") }}',
+        "true false true false",
+        "semver: || is OR, 1.2.x is >= 1.2.0 < 1.3.0, 1.2 - 1.4.5 is >= 1.2 <= 1.4.5, ^0.2.3 is < 0.3.0",
+    ),
+    (
+        '{{ (semver("1.2.3-alpha.1+123")).Prerelease }} {{ (semver("1.2.3")).Major }}',
+        "alpha.1 1",
+        'semver "1.2.3-alpha.1+123": Major 1, Prerelease alpha.1, Metadata 123',
+    ),
+    ("{{ list(1, 2, 3, 4, 5) | toString }}", "[1 2 3 4 5]", "list 1 2 3 4 5: creates a list of [1 2 3 4 5]"),
+    (
+        "{{ first(list(1, 2, 3)) }} {{ last(list(1, 2, 3)) }} {{ rest(list(1, 2, 3)) | toString }}"
+        " {{ initial(list(1, 2, 3)) | toString }}",
+        "1 3 [2 3] [1 2]",
+        "first $myList returns 1; last 3; rest [2 3]; initial [1 2] (on [1 2 3])",
+    ),
+    (
+        "{{ append(list(1, 2, 3, 4, 5), 6) | toString }} {{ prepend(list(1, 2, 3, 4, 5), 0) | toString }}",
+        "[1 2 3 4 5 6] [0 1 2 3 4 5]",
+        "append $myList 6 sets $new to [1 2 3 4 5 6]; prepend $myList 0 [0 1 2 3 4 5]",
+    ),
+    (
+        "{{ concat(list(1, 2, 3, 4, 5), list(6, 7), list(8)) | toString }}",
+        "[1 2 3 4 5 6 7 8]",
+        "concat $myList ( list 6 7 ) ( list 8 ): [1 2 3 4 5 6 7 8]",
+    ),
+    (
+        "{{ reverse(list(1, 2, 3, 4, 5)) | toString }} {{ list(1, 1, 1, 2) | uniq | toString }}",
+        "[5 4 3 2 1] [1 2]",
+        "reverse $myList: [5 4 3 2 1]; list 1 1 1 2 | uniq: [1 2]",
+    ),
+    (
+        "{{ without(list(1, 2, 3, 4, 5), 3) | toString }} {{ has(4, list(1, 2, 3, 4, 5)) }}"
+        " {{ has('hello', list(1)) }}",
+        "[1 2 4 5] true false",
+        'without $myList 3: [1 2 4 5]; has 4 $myList returns true, has "hello" false',
+    ),
+    (
+        "{{ compact(list(1, '', 2, none, 0)) | toString }} {{ sortAlpha(list('c', 'a', 'b')) | toString }}",
+        "[1 2] [a b c]",
+        'compact (list 1 "" 2): [1 2] (empty items removed); sortAlpha sorts in lexical order',
+    ),
+    (
+        "{{ until(5) | toString }} {{ tuple(1, 'a') | toString }}",
+        "[0 1 2 3 4] [1 a]",
+        "until 5: generates [0, 1, 2, 3, 4]; tuple is list",
+    ),
+    (
+        "{{ slice(list(1, 2, 3, 4, 5), 1, 3) | toString }} {{ slice('hello', 1) }}",
+        "[2 3] ello",
+        "slice $myList 1 3 returns [2 3] (Go's slice: slice x 1 2 is x[1:2])",
+    ),
+    (
+        "{{ dict('name1', 'value1', 'name2', 'value2', 'name3') | toString }}",
+        "map[name1:value1 name2:value2 name3:]",
+        'dict "name1" "value1" "name2" "value2" "name3": name3 gets the empty string',
+    ),
+    (
+        "{{ get(dict('a', 1), 'a') }} {{ get(dict('a', 1), 'b') }}|",
+        "1 |",
+        'get $myDict "name1": value1, or "" if missing',
+    ),
+    (
+        "{% set d = set(dict('a', 1), 'b', 2) %}{{ d | toString }} {{ unset(d, 'a') | toString }}",
+        "map[a:1 b:2] map[b:2]",
+        'set $myDict "name4" "value4" adds the key (a new dict here); unset removes it',
+    ),
+    (
+        "{{ hasKey(dict('name1', 'value1'), 'name1') }} {{ hasKey(dict(), 'x') }}",
+        "true false",
+        'hasKey $myDict "name1": returns true if the dict contains the key',
+    ),
+    (
+        "{{ pick(dict('name1', 1, 'name2', 2, 'name3', 3), 'name1', 'name2') | toString }}"
+        " {{ omit(dict('name1', 1, 'name2', 2, 'name3', 3), 'name1', 'name3') | toString }}",
+        "map[name1:1 name2:2] map[name2:2]",
+        'pick $myDict "name1" "name2" returns {name1, name2}; omit $myDict "name1" "name3" returns {name2}',
+    ),
+    (
+        "{{ keys(dict('b', 1, 'a', 2), dict('c', 3)) | toString }}",
+        "[a b c]",
+        "keys: a list of all keys of the dicts (sorted here, Go's order is random; docs: use sortAlpha)",
+    ),
+    (
+        "{{ merge(dict('default', 'default', 'overwrite', 'me', 'key', true), dict('overwrite', 'overwritten',"
+        " 'key', false)) | toString }}",
+        "map[default:default key:true overwrite:me]",
+        "merge $dest $source: precedence to the dest dictionary",
+    ),
+    (
+        "{{ mergeOverwrite(dict('default', 'default', 'overwrite', 'me', 'key', true), dict('overwrite', 'overwritten',"
+        " 'key', false)) | toString }}",
+        "map[default:default key:false overwrite:overwritten]",
+        "mergeOverwrite: newdict default: default, overwrite: overwritten, key: false",
+    ),
+    (
+        "{{ merge(dict('a', dict('x', 1)), dict('a', dict('x', 2, 'y', 3))) | toString }}",
+        "map[a:map[x:1 y:3]]",
+        "merge: a deep merge operation",
+    ),
+    ("{{ deepCopy(dict('a', list(1))) | toString }}", "map[a:[1]]", 'deepCopy: dict "a" 1 | deepCopy gives a copy'),
+    (
+        "{{ dig('user', 'role', 'name', 'guest', values.d) }} {{ dig('user', 'x', 'guest', values.d) }}",
+        "admin guest",
+        'dig "user" "role" "name" "guest" $dict: the nested value, or the default "guest" when a key is missing',
+    ),
+    (
+        "{{ index(values.d, 'user', 'role', 'name') }} {{ index(list(1, 2), 1) }} {{ len(list(1, 2, 3)) }}",
+        "admin 2 3",
+        'text/template: index $d "user" "role" "name" is d.user.role.name; len returns the length',
+    ),
+    (
+        "{{ eq(2, 1, 2) }} {{ ne(1, 2) }} {{ lt(1, 2) }} {{ le(2, 2) }} {{ gt(1, 2) }} {{ ge(2, 3) }}",
+        "true true true true false false",
+        "text/template: eq arg1 arg2 arg3 is arg1==arg2 || arg1==arg3",
+    ),
+    (
+        "{{ empty('') }} {{ empty(0) }} {{ empty(list()) }} {{ empty(values.nope) }} {{ empty('x') }}",
+        "true true true true false",
+        'empty: returns true if the given value is considered empty ("", 0, [], nil)',
+    ),
+    (
+        "{{ coalesce(0, 1, 2) }} {{ coalesce(values.name, values.parent.name, 'Matt') }}",
+        "1 Matt",
+        'coalesce 0 1 2 returns 1; coalesce .name .parent.name "Matt" the first non-empty',
+    ),
+    (
+        "{{ all(1, 'a') }} {{ all(1, '') }} {{ any(0, '', 'x') }}",
+        "true false true",
+        "all: true if all values are non-empty; any: true if any is non-empty",
+    ),
+    (
+        '{{ ternary("foo", "bar", true) }} {{ false | ternary("foo", "bar") }}',
+        "foo bar",
+        'ternary "foo" "bar" true returns "foo"; false | ternary "foo" "bar" returns "bar"',
+    ),
+    (
+        "{{ kindOf('hello') }} {{ kindIs('int', 123) }} {{ kindOf(list()) }} {{ kindOf(dict()) }}",
+        "string true slice map",
+        'kindOf "hello" is string; kindIs "int" 123 is true',
+    ),
+    (
+        "{{ typeOf(1.5) }} {{ typeIs('string', 'x') }} {{ deepEqual(list(1, 2), list(1, 2)) }}",
+        "float64 true true",
+        "typeOf returns the Go type; deepEqual (list 1 2 3) (list 1 2 3) returns true",
+    ),
+    (
+        "{{ int('12') }} {{ int64(3.7) }} {{ float64('1.5') }} {{ atoi('42') }} {{ int('0x1F') }}",
+        "12 3 1.5 42 31",
+        "int, int64, float64 convert; atoi converts a string to an integer",
+    ),
+    (
+        "{{ add(1, 2, 3) }} {{ add1(4) }} {{ sub(5, 7) }} {{ mul(2, 3, 4) }} {{ div(7, 2) }} {{ div(-7, 2) }}"
+        " {{ mod(-7, 3) }}",
+        "6 5 -2 24 3 -3 -1",
+        "math: add sums, sub subtracts, div performs integer division (Go: toward zero), mod modulo",
+    ),
+    (
+        "{{ max(1, 2, 3) }} {{ min(1, 2, 3) }} {{ floor(123.9999) }} {{ mulf(1.5, 2, 2) }} {{ divf(10, 4) }}",
+        "3 1 123 6 2.5",
+        "max 1 2 3 returns 3; min 1; floor 123.9999 returns 123.0 (printed 123); mulf 1.5 2 2 returns 6",
+    ),
+    (
+        "{{ dict('a', '<b>') | toPrettyJson }}",
+        '{\n  "a": "\\u003cb\\u003e"\n}',
+        "toPrettyJson: indented JSON (Go's encoder escapes <, >, & as \\u003c ...)",
+    ),
+    (
+        "{{ dict('foo', '<bar>') | toRawJson }} {{ dict('a', 1) | mustToJson }}",
+        '{"foo":"<bar>"} {"a":1}',
+        'toRawJson .Item: {"foo":"<bar>"} (no HTML escaping)',
+    ),
+    (
+        "{{ (fromJson('{\"a\": [1, 2]}')).a | toString }} {{ fromJsonArray('[1, \"b\"]') | toString }}"
+        " {{ fromYamlArray('- a\n- b') | toString }}",
+        "[1 2] [1 b] [a b]",
+        "Helm: fromJson converts a JSON document into an object; fromJsonArray, fromYamlArray into a list",
+    ),
+    (
+        "{{ toStrings(list(1, 2, 3)) | toString }} {{ (buildCustomCert(values.crt, values.key)).Cert }}",
+        "[1 2 3] -----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----",
+        "toStrings: a list of strings; buildCustomCert: base64 PEM cert and key in, object with Cert and Key out",
+    ),
+    (
+        '{{ default("foo", values.nope) }} {{ trimPrefix("-", "-hello") }} {{ trunc(5, "hello world") }}'
+        ' {{ required("set x", "ok") }} {{ join(",", list(1, 2)) }} {{ indent(2, "a") }}',
+        "foo hello hello ok 1,2   a",
+        'Helm order as functions: default "foo" .Bar; trimPrefix "-" "-hello" returns hello; trunc 5 "hello world"',
+    ),
+]
+
+
+@pytest.mark.parametrize(("template", "expected", "documented"), SPRIG_CASES)
+def test_helm_function_gives_the_documented_result(
+    tmp_path: Path, template: str, expected: str, documented: str
+) -> None:
+    cert = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----"
+    key = "-----BEGIN RSA PRIVATE KEY-----\ny\n-----END RSA PRIVATE KEY-----"
+    values = {
+        "d": {"user": {"role": {"name": "admin"}}},
+        "name": "",
+        "parent": {"name": None},
+        "crt": base64.b64encode(cert.encode()).decode(),
+        "key": base64.b64encode(key.encode()).decode(),
+    }
+    assert render_text(tmp_path, template, values) == expected, documented
+
+
+@pytest.mark.parametrize(
+    ("call", "why"),
+    [
+        ("randAlphaNum(8)", "it returns a new random value on every render"),
+        ("now()", "it reads the clock"),
+        ('now() | date("2006-01-02")', "it reads the clock"),
+        ("uuidv4()", "it returns a new random value on every render"),
+        ('genCA("ca", 365)', "it makes a new random key on every render; issue certificates with cert-manager"),
+        ('"x" | htpasswd("y")', "it returns a new random value"),
+    ],
+)
+def test_functions_that_are_not_a_function_of_the_commit_are_refused_saying_why(
+    tmp_path: Path, call: str, why: str
+) -> None:
+    with pytest.raises(RenderError) as err:
+        render_text(tmp_path, f"a: 1\nb: {{{{ {call} }}}}\n")
+    name = call.split("(")[0].split("|")[-1].strip()
+    if call.startswith("now"):
+        name = "now"
+    assert str(err.value).startswith(
+        f"apps/demo/templates/out.yaml:2: not allowed in templates: {name} is not available: renders must be"
+        f" deterministic (same commit, same manifests), and {why}"
+    ), str(err.value)
+
+
+def test_functions_that_change_a_dict_in_helm_leave_values_unchanged(tmp_path: Path) -> None:
+    template = (
+        "{% set d = set(values.m, 'b', 2) %}{% set e = merge(values.m, dict('c', 3)) %}"
+        "{{ values.m | toString }} {{ d | toString }} {{ e | toString }}"
+    )
+    assert render_text(tmp_path, template, {"m": {"a": 1}}) == "map[a:1] map[a:1 b:2] map[a:1 c:3]"

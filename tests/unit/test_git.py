@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import http.server
 import os
+import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gitsync.adapters.git import GC_EVERY, GC_SLACK, GitError, GitRepository, SignatureError, scrub
-from gitsync.runtime.config import GitAuth, VerifyConfig, VerifyMode
+from gitsync.adapters.git import GC_EVERY, GC_SLACK, SNAPSHOTS_KEPT, GitError, GitRepository, SignatureError, scrub
+from gitsync.errors import TerminalError
+from gitsync.ports import GitAuth, VerifyConfig, VerifyMode
 from gitsync.source import RevisionRefused, Source
 
 IDENTITY = {
@@ -261,3 +264,126 @@ def test_source_deploys_the_head_even_when_a_webhook_names_an_older_commit(upstr
     assert source.resolve(old).revision == new
     assert source.resolve().revision == new
     assert len(fetches) == 1, "no second fetch while the head did not move"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def git_daemon(upstream: Upstream) -> Iterator[str]:
+    """``git daemon`` serving the upstream's folder over git:// (protocol v2, as forges speak it)."""
+    port = free_port()
+    base = upstream.bare.parent
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--export-all", f"--base-path={base}", "--listen=127.0.0.1", f"--port={port}", str(base)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"git://127.0.0.1:{port}/{upstream.bare.name}"
+    try:
+        for _ in range(100):
+            if subprocess.run(["git", "ls-remote", url], capture_output=True, timeout=10).returncode == 0:
+                break
+            time.sleep(0.05)
+        yield url
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+@pytest.mark.parametrize("served", ["path", "file-url", "git-daemon"])
+def test_a_commit_behind_the_head_is_fetched_by_id_for_its_snapshot_and_tree_ids(
+    served: str, upstream: Upstream, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    pinned = upstream.commit({"apps/web/templates/a.yaml": "v1\n", "lib/_common.j2": "x\n"}, "chart v1")
+    upstream.commit({"apps/web/templates/a.yaml": "v2\n"}, "chart v2")
+    head = upstream.commit({"README": "later\n"}, "unrelated")
+    upstream.push()
+    url = {
+        "path": str(upstream.bare),
+        "file-url": f"file://{upstream.bare}",
+        "git-daemon": request.getfixturevalue("git_daemon") if served == "git-daemon" else "",
+    }[served]
+    repo = GitRepository(url, "main", tmp_path / "cache")
+    assert repo.fetch().sha == head
+    tree = repo.snapshot(pinned)
+    assert (tree / "apps/web/templates/a.yaml").read_text() == "v1\n"
+    assert (repo.snapshot(head) / "apps/web/templates/a.yaml").read_text() == "v2\n"
+    assert repo.tree_id(pinned, "apps/web") == git(upstream.work, "rev-parse", f"{pinned}:apps/web")
+    assert repo.tree_id(head, "apps/web/") == git(upstream.work, "rev-parse", f"{head}:apps/web")
+    assert repo.tree_id(head, "apps/web") != repo.tree_id(pinned, "apps/web")
+    assert repo.tree_id(head, "lib") == repo.tree_id(pinned, "lib"), "an untouched folder keeps its id"
+    assert repo.tree_id(pinned, "apps/none") == ""
+    assert repo.tree_id(head, "") == git(upstream.work, "rev-parse", f"{head}^{{tree}}")
+
+
+def test_tree_ids_survive_the_cache_collecting_a_pinned_commit(upstream: Upstream, tmp_path: Path) -> None:
+    pinned = upstream.commit({"apps/web/a.yaml": "v1\n"}, "v1")
+    upstream.push()
+    repo = reader(upstream, tmp_path)
+    repo.fetch()
+    expected = repo.tree_id(pinned, "apps/web")
+    for n in range(GC_EVERY + 1):
+        upstream.commit({"apps/web/a.yaml": f"n={n}\n"}, f"change {n}")
+        upstream.push()
+        repo.fetch()
+    cache = tmp_path / "cache" / "repo.git"
+    git(cache, "gc", "--prune=now", "--quiet")
+    with pytest.raises(subprocess.CalledProcessError):
+        git(cache, "cat-file", "-e", pinned)
+    assert repo.tree_id(pinned, "apps/web") == expected, "fetched again by id when collected"
+
+
+def test_a_commit_the_remote_does_not_have_is_a_clear_error(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.commit({"a": "1"}, "one")
+    upstream.push()
+    repo = reader(upstream, tmp_path)
+    repo.fetch()
+    with pytest.raises(GitError, match=r"commit 0123456789ab: is it on the remote\?"):
+        repo.snapshot("0123456789abcdef0123456789abcdef01234567")
+
+
+def test_source_hands_the_renderer_the_head_and_pinned_trees(upstream: Upstream, tmp_path: Path) -> None:
+    pinned = upstream.commit({"a": "pinned"}, "one")
+    head = upstream.commit({"a": "head"}, "two")
+    upstream.push()
+    source = Source(reader(upstream, tmp_path))
+    snapshot = source.resolve()
+    assert snapshot.revision == head
+    assert source.tree(head) == snapshot.path
+    assert (source.tree(pinned) / "a").read_text() == "pinned"
+
+
+def test_pinned_snapshots_never_prune_the_heads(upstream: Upstream, tmp_path: Path) -> None:
+    pinned = [upstream.commit({"a": str(n)}, f"release {n}") for n in range(SNAPSHOTS_KEPT + 2)]
+    head = upstream.commit({"a": "head"}, "head")
+    upstream.push()
+    repo = reader(upstream, tmp_path)
+    repo.fetch()
+    tree = repo.snapshot(head)
+    hour_ago = time.time() - 3600
+    os.utime(tree, (hour_ago, hour_ago))  # old enough to prune, were it not the head
+    for sha in pinned:
+        repo.snapshot(sha)
+    assert (tree / "a").read_text() == "head"
+
+
+def test_a_commit_with_a_symlink_out_of_the_repository_is_refused(upstream: Upstream, tmp_path: Path) -> None:
+    """On every Python the agent runs on: tarfile's extraction filters only exist from 3.11.4 (Debian 12 has 3.11.2)."""
+    upstream.commit({"apps/web/values.yaml": "replicas: 2\n"}, "Web")
+    (upstream.work / "apps/web/token").symlink_to("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    (upstream.work / "apps/web/inside").symlink_to("values.yaml")
+    sha = upstream.commit({}, "Link the service account token into the repository")
+    upstream.push()
+    repo = reader(upstream, tmp_path)
+    repo.fetch()
+    with pytest.raises(TerminalError, match=r"commit [0-9a-f]{12}: apps/web/token: not a file, directory or link in"):
+        repo.snapshot(sha)
+    (upstream.work / "apps/web/token").unlink()
+    fixed = upstream.commit({}, "Unlink the token")
+    upstream.push()
+    repo.fetch()
+    assert (repo.snapshot(fixed) / "apps/web/inside").read_text() == "replicas: 2\n", "links inside still work"

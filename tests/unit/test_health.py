@@ -315,6 +315,93 @@ CASES = [
     ("job complete", obj("Job", status={"conditions": [cond("Complete", "True")]}), H, ""),
     ("job suspended", obj("Job", {"suspend": True}), S, "suspended"),
     ("job running", obj("Job", status={"active": 2}), P, "2 active"),
+    # CronJob
+    ("cronjob suspended", obj("CronJob", {"suspend": True}), S, "suspended"),
+    ("cronjob never run", obj("CronJob", {"schedule": "* * * * *"}), H, ""),
+    (
+        "cronjob last run succeeded",
+        obj(
+            "CronJob", status={"lastScheduleTime": "2026-01-01T10:00:00Z", "lastSuccessfulTime": "2026-01-01T10:00:09Z"}
+        ),
+        H,
+        "",
+    ),
+    (
+        "cronjob last run failed",
+        obj(
+            "CronJob", status={"lastScheduleTime": "2026-01-01T11:00:00Z", "lastSuccessfulTime": "2026-01-01T10:00:09Z"}
+        ),
+        D,
+        "2026-01-01T11:00:00Z did not succeed",
+    ),
+    (
+        "cronjob run in progress",
+        obj("CronJob", status={"lastScheduleTime": "2026-01-01T11:00:00Z", "active": [{"name": "j-1"}]}),
+        H,
+        "",
+    ),
+    # Ingress
+    ("ingress without address", obj("Ingress", {"rules": []}), P, "publish an address"),
+    ("ingress with address", obj("Ingress", status={"loadBalancer": {"ingress": [{"ip": "10.0.0.9"}]}}), H, ""),
+    # PodDisruptionBudget
+    (
+        "pdb not observed",
+        obj("PodDisruptionBudget", {"minAvailable": 2}, {"observedGeneration": 1}, generation=2),
+        P,
+        "observe",
+    ),
+    (
+        "pdb short of healthy pods",
+        obj(
+            "PodDisruptionBudget",
+            {"minAvailable": 2},
+            {"observedGeneration": 1, "currentHealthy": 1, "desiredHealthy": 2},
+            generation=1,
+        ),
+        P,
+        "1 of 2 pods",
+    ),
+    (
+        "pdb satisfied",
+        obj(
+            "PodDisruptionBudget",
+            {"minAvailable": 2},
+            {"observedGeneration": 1, "currentHealthy": 3, "desiredHealthy": 2},
+            generation=1,
+        ),
+        H,
+        "",
+    ),
+    # APIService
+    ("apiservice pending", obj("APIService", {"service": {"name": "metrics"}}), P, "Available"),
+    ("apiservice available", obj("APIService", status={"conditions": [cond("Available", "True", "Passed")]}), H, ""),
+    (
+        "apiservice unavailable",
+        obj(
+            "APIService",
+            status={"conditions": [cond("Available", "False", "FailedDiscoveryCheck", "no response from svc")]},
+        ),
+        D,
+        "FailedDiscoveryCheck: no response from svc",
+    ),
+    # custom resources, kstatus-style
+    ("cr without status", obj("Prometheus", {"replicas": 1}), H, ""),
+    ("cr generation not observed", obj("Widget", status={"observedGeneration": 1}, generation=2), P, "observe"),
+    (
+        "cr stalled",
+        obj("Widget", status={"conditions": [cond("Stalled", "True", "BadSpec", "no such disk")]}),
+        D,
+        "no such disk",
+    ),
+    ("cr reconciling", obj("Widget", status={"conditions": [cond("Reconciling", "True", "Scaling")]}), P, "Scaling"),
+    (
+        "cr not ready",
+        obj("Certificate", status={"conditions": [cond("Ready", "False", "Issuing")]}),
+        P,
+        "not Ready: Issuing",
+    ),
+    ("cr not available", obj("Alertmanager", status={"conditions": [cond("Available", "False")]}), P, "not Available"),
+    ("cr ready", obj("Certificate", status={"conditions": [cond("Ready", "True")]}), H, ""),
     # Service
     ("svc lb pending", obj("Service", {"type": "LoadBalancer"}), P, "load balancer"),
     (

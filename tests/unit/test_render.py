@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import renderers
 from gitsync.model import ANNOTATION_CONFIG_HASH, LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, apply_order
 from renderers import load_environment, render_app, render_env
+from renderers.render import Trees
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example-repo"
 GITSYNC = [str(Path(sys.executable).parent / "gitsync")]
@@ -53,6 +54,7 @@ def data_of(repo: Path, **kwargs: Any) -> dict[str, Any]:
 
 def test_public_api_is_explicit() -> None:
     assert sorted(renderers.__all__) == [
+        "AwaitingPromotion",
         "Environment",
         "RenderError",
         "RenderedApp",
@@ -130,12 +132,15 @@ def test_every_object_is_owned_labelled_and_placed(tmp_path: Path) -> None:
 def test_load_environment_reads_settings_with_defaults() -> None:
     env = load_environment(EXAMPLE, "staging")
     assert (env.name, env.namespace, env.apps) == ("staging", "podinfo-staging", ("podinfo",))
-    assert env.promote_to == "prod"
+    assert env.promotion is None
+    prod = load_environment(EXAMPLE, "prod").promotion
+    assert prod is not None and (prod.from_env, prod.values) == ("staging", ("image.tag",))
     assert (env.allow_cluster_scoped, env.prune, env.prune_allow_empty, env.self_heal) == (False, True, False, True)
 
 
-def test_example_repo_environments_differ_where_they_should() -> None:
-    staging, prod = (render_env(EXAMPLE, env)[0] for env in ("staging", "prod"))
+def test_example_repo_environments_differ_where_they_should(pinned_example: tuple[Path, Trees]) -> None:
+    repo, trees = pinned_example
+    staging, prod = (render_env(repo, env, trees=trees)[0] for env in ("staging", "prod"))
     assert [str(m.id) for m in staging.manifests] == [
         "ServiceAccount/podinfo-staging/podinfo",
         "ConfigMap/podinfo-staging/podinfo",
@@ -165,8 +170,9 @@ def test_example_repo_environments_differ_where_they_should() -> None:
     assert pod_labels["app.kubernetes.io/name"] == "podinfo"
 
 
-def test_hpa_renders_only_when_enabled_and_then_replicas_are_left_to_it() -> None:
-    (rendered,) = render_env(EXAMPLE, "prod", sets=["autoscaling.enabled=true"])
+def test_hpa_renders_only_when_enabled_and_then_replicas_are_left_to_it(pinned_example: tuple[Path, Trees]) -> None:
+    repo, trees = pinned_example
+    (rendered,) = render_env(repo, "prod", sets=["autoscaling.enabled=true"], trees=trees)
     kinds = [m.id.kind for m in rendered.manifests]
     assert "HorizontalPodAutoscaler" in kinds
     deployment = next(m.body for m in rendered.manifests if m.id.kind == "Deployment")

@@ -115,7 +115,7 @@ CASES = [
         {"d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: kube-system\n"},
         "",
         "apps/web/templates/d.yaml:1: ConfigMap/c is in namespace 'kube-system',"
-        " outside environment dev's namespace 'web-dev'",
+        " outside environment dev's namespace 'web-dev' (list it in env.yaml allowedNamespaces to allow it)",
         id="foreign-namespace",
     ),
     pytest.param(
@@ -123,6 +123,21 @@ CASES = [
         "",
         "apps/web/templates/d.yaml:1: ClusterRole/r is cluster-scoped; environment dev does not allow cluster-scoped",
         id="cluster-scoped",
+    ),
+    pytest.param(
+        {
+            "d.yaml": "# two\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n"
+            "  metadata: {name: a}\n- {apiVersion: v1, kind: ConfigMap, metadata: {}}\n"
+        },
+        "",
+        "apps/web/templates/d.yaml:3: items[1]: ConfigMap has no metadata.name",
+        id="list-item-without-name",
+    ),
+    pytest.param(
+        {"d.yaml": "apiVersion: v1\nkind: ConfigMapList\nitems: {a: 1}\n"},
+        "",
+        "apps/web/templates/d.yaml:1: ConfigMapList: items must be a list of objects",
+        id="list-items-not-a-list",
     ),
     pytest.param(
         {"d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  name: d\n"},

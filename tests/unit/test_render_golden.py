@@ -13,15 +13,18 @@ from pathlib import Path
 import pytest
 
 from renderers import render_env
+from renderers.render import Trees
 from renderers.yamlio import dump
 
-ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
 @pytest.mark.parametrize("env", ["staging", "prod"])
-def test_example_repo_matches_golden(env: str) -> None:
-    rendered = render_env(ROOT / "example-repo", env, revision="0123456789abcdef0123456789abcdef01234567")
+def test_example_repo_matches_golden(env: str, pinned_example: tuple[Path, Trees]) -> None:
+    """prod renders from a copy of example-repo with a pin (example-repo itself has none until the first
+    promotion); its chart is the same, and the pin carries the image tag prod runs."""
+    repo, trees = pinned_example
+    rendered = render_env(repo, env, revision="0123456789abcdef0123456789abcdef01234567", trees=trees)
     text = "".join(dump(m.body, explicit_start=True) for r in rendered for m in r.manifests)
     text += "".join(f"# digest {r.app_env}: {r.digest}\n" for r in rendered)
     golden = GOLDEN / f"podinfo-{env}.yaml"

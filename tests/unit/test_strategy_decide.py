@@ -7,8 +7,11 @@ from dataclasses import replace
 import pytest
 
 from gitsync.analysis.pod_health import PodReport
-from gitsync.analysis.run import CheckRun, Measurement, Outcome, Verdict
-from gitsync.strategy.decide import (
+from gitsync.analysis.run import CheckOutcome, CheckRun, CheckVerdict, Measurement
+from gitsync.strategy.checks import checks_due
+from gitsync.strategy.decide import decide
+from gitsync.strategy.handover import retire
+from gitsync.strategy.model import (
     Clone,
     Decision,
     Deploy,
@@ -20,9 +23,6 @@ from gitsync.strategy.decide import (
     ServiceRole,
     Track,
     WorkloadView,
-    checks_due,
-    decide,
-    retire,
 )
 from gitsync.strategy.policy import RolloutPolicy, parse_policy
 from gitsync.strategy.state import Command, CommandName, Phase, RolloutState
@@ -170,7 +170,7 @@ HEALTHY = RolloutState(phase=Phase.HEALTHY, stable_hash=OLD, target_hash=OLD)
 FAILING = PodReport(1, 0, ("Pod/ns/web-canary-x: container app: CrashLoopBackOff (restarts 3)",))
 
 
-def m(check: str, outcome: Outcome, value: object = None) -> Measurement:
+def m(check: str, outcome: CheckOutcome, value: object = None) -> Measurement:
     return Measurement(check, outcome, NOW, value, "")
 
 
@@ -402,7 +402,7 @@ ANALYSIS_ROWS = [
     (
         "one success of two keeps running",
         analysis_state(CheckRun("errors", NOW)),
-        (m("errors", Outcome.SUCCESS, [0.01]),),
+        (m("errors", CheckOutcome.SUCCESS, [0.01]),),
         Phase.PROGRESSING,
         2,
         "Running",
@@ -410,7 +410,7 @@ ANALYSIS_ROWS = [
     (
         "count reached: next step",
         analysis_state(CheckRun("errors", NOW, taken=1, successes=1)),
-        (m("errors", Outcome.SUCCESS, [0.01]),),
+        (m("errors", CheckOutcome.SUCCESS, [0.01]),),
         Phase.PAUSED,
         3,
         None,
@@ -418,7 +418,7 @@ ANALYSIS_ROWS = [
     (
         "a failure aborts with evidence",
         analysis_state(CheckRun("errors", NOW)),
-        (m("errors", Outcome.FAILURE, [0.3]),),
+        (m("errors", CheckOutcome.FAILURE, [0.3]),),
         Phase.ABORTED,
         2,
         "Failed",
@@ -426,7 +426,7 @@ ANALYSIS_ROWS = [
     (
         "no data pauses",
         analysis_state(CheckRun("errors", NOW)),
-        (m("errors", Outcome.INCONCLUSIVE, []),),
+        (m("errors", CheckOutcome.INCONCLUSIVE, []),),
         Phase.PAUSED,
         2,
         "Inconclusive",
@@ -434,7 +434,7 @@ ANALYSIS_ROWS = [
     (
         "provider errors alone never pass",
         analysis_state(CheckRun("errors", NOW, consecutive_errors=4)),
-        (m("errors", Outcome.ERROR),),
+        (m("errors", CheckOutcome.ERROR),),
         Phase.PAUSED,
         2,
         "Inconclusive",
@@ -459,7 +459,7 @@ def test_abort_records_reason_evidence_event_and_history() -> None:
         obs(
             stable=w(3),
             new=w(1, 1, NEW),
-            measurements=(Measurement("errors", Outcome.FAILURE, NOW, [0.3], "successCondition not met"),),
+            measurements=(Measurement("errors", CheckOutcome.FAILURE, NOW, [0.3], "successCondition not met"),),
         ),
         CANARY,
         NOW,
@@ -473,7 +473,7 @@ def test_abort_records_reason_evidence_event_and_history() -> None:
 
 def test_promote_after_inconclusive_analysis_moves_on() -> None:
     paused = running(
-        2, Phase.PAUSED, checks=(CheckRun("errors", NOW, taken=1, inconclusive=1, verdict=Verdict.INCONCLUSIVE),)
+        2, Phase.PAUSED, checks=(CheckRun("errors", NOW, taken=1, inconclusive=1, verdict=CheckVerdict.INCONCLUSIVE),)
     )
     d = decide(paused, obs(stable=w(3), new=w(1, 1, NEW), command=CommandName.PROMOTE), CANARY, NOW)
     assert (d.state.phase, d.state.step) == (Phase.PAUSED, 3)  # the next step is the indefinite pause
@@ -482,7 +482,7 @@ def test_promote_after_inconclusive_analysis_moves_on() -> None:
 def test_background_analysis_failure_aborts_at_any_step() -> None:
     state = running(1, background=(CheckRun("bg", NOW),))
     d = decide(
-        state, obs(stable=w(3), new=w(1, 1, NEW), measurements=(m("bg", Outcome.FAILURE, [0.9]),)), CANARY_BG, NOW
+        state, obs(stable=w(3), new=w(1, 1, NEW), measurements=(m("bg", CheckOutcome.FAILURE, [0.9]),)), CANARY_BG, NOW
     )
     assert d.state.phase is Phase.ABORTED and "background" in d.state.abort_reason
 
@@ -544,7 +544,7 @@ BG_ROWS = [
     (
         "pre-promotion failure aborts",
         bg(1, checks=(CheckRun("smoke", NOW),)),
-        obs(new=w(4, 4, NEW), measurements=(m("smoke", Outcome.FAILURE, 500),)),
+        obs(new=w(4, 4, NEW), measurements=(m("smoke", CheckOutcome.FAILURE, 500),)),
         BLUE_GREEN,
         Phase.ABORTED,
         1,
@@ -553,7 +553,7 @@ BG_ROWS = [
     (
         "analysis passed: switch",
         bg(1, checks=(CheckRun("smoke", NOW),)),
-        obs(new=w(4, 4, NEW), measurements=(m("smoke", Outcome.SUCCESS, 200),)),
+        obs(new=w(4, 4, NEW), measurements=(m("smoke", CheckOutcome.SUCCESS, 200),)),
         BLUE_GREEN,
         Phase.PROMOTING,
         3,
@@ -572,7 +572,7 @@ BG_ROWS = [
     (
         "post-promotion failure switches back",
         bg(3, Phase.PROMOTING, checks=(CheckRun("smoke", NOW),)),
-        obs(new=w(4, 4, NEW), measurements=(m("smoke", Outcome.FAILURE, 500),)),
+        obs(new=w(4, 4, NEW), measurements=(m("smoke", CheckOutcome.FAILURE, 500),)),
         BLUE_GREEN,
         Phase.ABORTED,
         3,
@@ -681,7 +681,7 @@ def test_blue_green_completion_flips_the_stable_colour() -> None:
 def test_state_round_trips_through_json() -> None:
     d = decide(
         analysis_state(CheckRun("errors", NOW)),
-        obs(stable=w(3), new=w(1, 1, NEW), measurements=(m("errors", Outcome.FAILURE, [0.3]),)),
+        obs(stable=w(3), new=w(1, 1, NEW), measurements=(m("errors", CheckOutcome.FAILURE, [0.3]),)),
         CANARY,
         NOW,
     )

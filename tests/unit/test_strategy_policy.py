@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gitsync.strategy.policy import PolicyError, StepKind, Strategy, locate, parse_duration, parse_policy
+from gitsync.model import parse_duration
+from gitsync.strategy.policy import PolicyError, StepKind, Strategy, locate, parse_policy
 from gitsync.strategy.replicas import split
 
 

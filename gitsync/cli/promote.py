@@ -1,0 +1,287 @@
+"""``gitsync promote`` and ``gitsync rollback``: environment promotion and rollback written as commits in a clone.
+
+Both work in a person's clone R (its checked-out branch, fast-forwarded so the work tree follows; ``--push``
+pushes it to ``origin`` without force) and read the ledger from ``refs/notes/gitsync`` (fetched from ``origin``).
+Each is written once: running a command again finds its earlier commit by the trailers and writes nothing.
+
+- ``promote``: pins the app in a receiving environment (env.yaml ``promotion: {from: ...}``) to the candidate of
+  the upstream environment (``gitsync.promote.candidate``) or to ``--revision``, refusing a revision the upstream
+  ledger does not verify unless ``--force --reason TEXT`` (recorded as ``Gitsync-Override``).
+- ``rollback``: in a pinned environment, re-pins the pin of the environment's own last Succeeded release of the
+  app pinned elsewhere than now (from its ledger; from ``promoted.yaml``'s history when the ledger holds no
+  release of the app there), provided the agent's guard would apply it; in a head-following one, restores
+  ``apps/<app>`` and ``environments/<env>/values/<app>.yaml`` as of the newest Succeeded release whose content
+  differs from the head (or ``--to REV``).
+
+Everything is read at the clone's ``HEAD`` (or at the commit in question), never from the work tree, through the
+renderer (``renderers.load_environment``, ``renderers.promotion``) on trees extracted by ``LocalTrees``; the body
+of a promotion or re-pin says what it changes in the environment's render (``gitsync.promote.pin_change``).
+
+Exit status 0 on success (also when the commit existed already), 2 when nothing could be done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import click
+
+from gitsync.adapters.clock import SystemClock
+from gitsync.adapters.gitwrite import LocalWriter, local_session
+from gitsync.adapters.trees import LocalTrees
+from gitsync.cli.audit import clone_ledger
+from gitsync.cli.sync import env_option, fail, repo_option
+from gitsync.errors import GitsyncError
+from gitsync.ledger import LedgerEntry, ReleaseOutcome
+from gitsync.ports import CommitRequest, FileEdit, PathRestore, WriteResult
+from gitsync.promote import (
+    Blocked,
+    PinnedRelease,
+    RenderedChange,
+    Verified,
+    candidate,
+    evidence,
+    pin_change,
+    promotion_identity,
+    promotion_message,
+    rollback_identity,
+    rollback_message,
+    verify_pin,
+)
+from gitsync.promoted_file import with_pin
+from renderers import load_environment, render_app
+from renderers.environment import Promotion
+from renderers.promotion import Pin, load_pins, promoted_values, values_hash
+
+app_option = click.option("--app", "app", required=True, help="The app to promote or roll back.")
+push_option = click.option("--push", is_flag=True, help="Push the commit to origin (never by force).")
+
+Releases = list[tuple[str, LedgerEntry]]
+"""(noted commit, entry) of one app in one environment, as ``gitsync.promote`` takes them."""
+
+
+class Clone:
+    """Read access to the clone at ``path`` at any commit (``git`` plumbing; errors as ``GitError``), and its
+    trees at a commit for the renderer (``LocalTrees``: extracted once, cached outside the clone)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.trees = LocalTrees(path)
+        self._session = partial(local_session, path)
+        self._notes: Mapping[str, tuple[LedgerEntry, ...]] | None = None
+
+    def run(self, verb: str, *args: str, **options: object) -> str:
+        with self._session() as run:
+            return run(verb, *args, **options)
+
+    def commit(self, rev: str) -> str:
+        return self.run("rev-parse", "--verify", "--end-of-options", f"{rev}^{{commit}}").strip()
+
+    def tree(self, rev: str, path: str) -> str:
+        """The object id of ``path`` at ``rev`` ("" when absent)."""
+        listed = self.run("ls-tree", "--full-tree", rev, "--", path).strip()
+        return listed.split()[2] if listed else ""
+
+    def at(self, rev: str) -> Path:
+        """A directory holding the repository as of ``rev`` (read-only)."""
+        return self.trees(self.commit(rev))
+
+    def releases(self, env: str, app: str) -> Releases:
+        """The ledger's releases of ``app`` in ``env`` (``refs/notes/gitsync``, fetched from origin once)."""
+        if self._notes is None:
+            self._notes = clone_ledger(self.path).read()
+        return [(sha, e) for sha, entries in self._notes.items() for e in entries if e.env == env and e.app == app]
+
+    def released(self, pin: Pin) -> PinnedRelease:
+        """What the ledger knows ``pin`` by: its chart tree and promoted values."""
+        return PinnedRelease(pin.revision, self.tree(pin.revision, f"apps/{pin.app}"), values_hash(pin.values))
+
+
+def _promotion(root: Path, env: str) -> Promotion | None:
+    return load_environment(root, env).promotion
+
+
+def _report(result: WriteResult, subject: str, pushed: bool) -> None:
+    if result.written:
+        click.echo(f"{subject}: committed {result.commit[:12]} on {result.branch}" + (" and pushed" if pushed else ""))
+    else:
+        click.echo(f"{subject}: already in {result.branch} as {result.commit[:12]}; nothing written")
+
+
+def _pin_edit(env: str, pin: Pin) -> FileEdit:
+    edit = partial(
+        with_pin, app=pin.app, revision=pin.revision, from_env=pin.from_env, values=pin.values, override=pin.override
+    )
+    return FileEdit(f"environments/{env}/promoted.yaml", edit)
+
+
+@click.command("promote")
+@repo_option
+@env_option
+@app_option
+@click.option("--revision", default=None, help="Pin this upstream commit instead of the candidate from the ledger.")
+@push_option
+@click.option("--force", is_flag=True, help="Pin even though the upstream ledger does not verify it (needs --reason).")
+@click.option("--reason", default="", help="Why a forced promotion is safe; recorded as Gitsync-Override.")
+def command(repo: Path, env: str, app: str, revision: str | None, push: bool, force: bool, reason: str) -> None:
+    """Pin APP in a receiving environment to a verified release of its upstream environment, as one commit."""
+    if force and not reason.strip():
+        fail("--force needs --reason TEXT (it is recorded in the commit)")
+    try:
+        clone = Clone(repo)
+        head = clone.at("HEAD")
+        settings = _promotion(head, env)
+        if settings is None:
+            fail(f"environments/{env}/env.yaml: {env} has no promotion: block; it follows the branch head")
+        upstream = clone.releases(settings.from_env, app)
+        current = load_pins(head, env).get(app)
+        if revision is None:
+            pinned = clone.released(current) if current is not None else None
+            found = candidate(upstream, pinned, settings.soak_seconds, SystemClock().now())
+            if found is None:
+                fail(f"{app}@{env}: no candidate in {settings.from_env}: nothing newer has succeeded and soaked")
+            revision = found.revision
+        revision = clone.commit(revision)
+        source_values = render_app(clone.at(revision), settings.from_env, app, trees=clone.trees).values
+        override = " ".join(reason.split()) if force else ""
+        pin = Pin(app, revision, settings.from_env, promoted_values(source_values, settings.values), override)
+        verdict = _verify(clone, pin, upstream)
+        if not isinstance(verdict, Verified):
+            fail(f"{app}@{env}: {verdict.reason}; use --force --reason TEXT to promote it anyway")
+        pin = replace(pin, override=verdict.override)  # a forced pin the ledger verifies anyway is not forced
+        entry = verdict.evidence[1] if verdict.evidence else None
+        source = f"{settings.from_env}@{revision}"
+        message = promotion_message(
+            app,
+            env,
+            source,
+            pin_change(head, env, app, pin, clone.trees),
+            digest=entry.digest if entry else "",
+            evidence=evidence(entry, settings.soak_seconds) if entry else "none: forced",
+            override=verdict.override,
+        )
+        request = CommitRequest((_pin_edit(env, pin),), message, promotion_identity(app, env, source))
+        result = LocalWriter(repo, push=push).write(request)
+    except GitsyncError as e:
+        fail(str(e))
+    _report(result, message.partition("\n")[0], push)
+
+
+def _verify(clone: Clone, pin: Pin, upstream: Releases) -> Verified | Blocked:
+    """The agent's guard on ``pin`` as this clone holds it: verified by the upstream ledger, or forced (its
+    ``override`` reason)."""
+    return verify_pin(clone.released(pin), upstream, override=pin.override)
+
+
+@click.command("rollback")
+@repo_option
+@env_option
+@app_option
+@click.option("--to", "to", default=None, help="Restore this revision (default: the last verified or Succeeded one).")
+@push_option
+def rollback(repo: Path, env: str, app: str, to: str | None, push: bool) -> None:
+    """Write a commit that puts APP in ENV back to its last good release."""
+    try:
+        clone = Clone(repo)
+        settings = _promotion(clone.at("HEAD"), env)
+        if settings is None:
+            request = _restore_head_following(clone, env, app, to)
+        else:
+            request = _repin(clone, env, app, settings, to)
+        result = LocalWriter(repo, push=push).write(request)
+    except GitsyncError as e:
+        fail(str(e))
+    _report(result, request.message.partition("\n")[0], push)
+
+
+def _repin(clone: Clone, env: str, app: str, settings: Promotion, to: str | None) -> CommitRequest:
+    """Re-pin the pin of ``env``'s own last Succeeded release of ``app`` pinned elsewhere than now, or, when the
+    ledger holds no release of the app in ``env``, the newest earlier pin in ``promoted.yaml``'s history; either
+    must pass the agent's guard (verified by the upstream ledger, or forced with a reason, which it keeps).
+    ``to`` picks the pinned revision instead of the newest."""
+    promoted = f"environments/{env}/promoted.yaml"
+    head = clone.at("HEAD")
+    current = load_pins(head, env).get(app)
+    if current is None:
+        fail(f"{promoted}: {app} is not pinned; nothing to roll back")
+    upstream = clone.releases(settings.from_env, app)
+    own = sorted(clone.releases(env, app), key=lambda pair: pair[1].finished_at, reverse=True)
+    history = clone.run("log", "--format=%H", "--end-of-options", "HEAD", "--", promoted).split()
+    if own:  # what ran here and Succeeded, newest first
+        commits, where = [sha for sha, e in own if e.outcome is ReleaseOutcome.SUCCEEDED], f"{env}'s ledger"
+    else:
+        commits, where = history, f"{promoted}'s history"
+    wanted = clone.commit(to) if to else None
+    for sha in commits:
+        earlier = _pin_at(clone, sha, env, app)
+        if earlier is None or earlier.revision == current.revision or (wanted and earlier.revision != wanted):
+            continue
+        if not isinstance(_verify(clone, earlier, upstream), Verified):
+            continue
+        rollback_of = _pinned_by(clone, history, env, current)
+        failed = own[0][1] if own and own[0][1].outcome is not ReleaseOutcome.SUCCEEDED else None
+        message = rollback_message(
+            app,
+            env,
+            rollback_of=rollback_of,
+            restored=earlier.revision,
+            change=pin_change(head, env, app, earlier, clone.trees),
+            failed=failed,
+        )
+        return CommitRequest((_pin_edit(env, earlier),), message, rollback_identity(app, env, rollback_of))
+    at = f" at {to}" if to else ""
+    fail(f"{promoted}: {app}: no earlier pin{at} in {where} is verified by {settings.from_env}'s ledger or forced")
+
+
+def _pin_at(clone: Clone, sha: str, env: str, app: str) -> Pin | None:
+    """The pin of ``app`` in ``env`` at commit ``sha``; None when there is none, or the clone cannot read it
+    there (a commit it lacks, a file that was broken then: neither is something to roll back to)."""
+    try:
+        return load_pins(clone.at(sha), env).get(app)
+    except GitsyncError:
+        return None
+
+
+def _pinned_by(clone: Clone, history: list[str], env: str, current: Pin) -> str:
+    """The commit that set the current pin: the oldest of the newest run of ``history`` holding it."""
+    found = ""
+    for sha in history:
+        pinned = _pin_at(clone, sha, env, current.app)
+        if pinned is None or pinned.revision != current.revision:
+            break
+        found = sha
+    return found
+
+
+def _restore_head_following(clone: Clone, env: str, app: str, to: str | None) -> CommitRequest:
+    """Restore the app's chart and the environment's values file as of the last Succeeded release (or ``to``)."""
+    paths = (f"apps/{app}", f"environments/{env}/values/{app}.yaml")
+    head = tuple(clone.tree("HEAD", p) for p in paths)
+    releases = sorted(clone.releases(env, app), key=lambda pair: pair[1].finished_at, reverse=True)
+    target = clone.commit(to) if to else ""
+    if not target:
+        for sha, entry in releases:
+            ok = entry.outcome is ReleaseOutcome.SUCCEEDED and _present(clone, sha)
+            if ok and tuple(clone.tree(sha, p) for p in paths) != head:
+                target = sha
+                break
+    if not target:
+        fail(f"{app}@{env}: no Succeeded release in the ledger differs from HEAD; nothing to roll back")
+    if tuple(clone.tree(target, p) for p in paths) == head:
+        fail(f"{app}@{env}: HEAD already holds {target[:12]}'s chart and values")
+    undone = releases[0][0] if releases else clone.commit("HEAD")
+    failed = releases[0][1] if releases and releases[0][1].outcome is not ReleaseOutcome.SUCCEEDED else None
+    message = rollback_message(app, env, rollback_of=undone, restored=target, change=RenderedChange(), failed=failed)
+    edits = tuple(PathRestore(p, target) for p in paths)
+    return CommitRequest(edits, message, rollback_identity(app, env, undone))
+
+
+def _present(clone: Clone, sha: str) -> bool:
+    try:
+        clone.commit(sha)
+    except GitsyncError:
+        return False
+    return True

@@ -1,0 +1,164 @@
+"""The release ledger: one JSON line per finished release, kept in the git note of the deployed commit.
+
+Contract: pure, no I/O. ``LedgerEntry.to_line`` is deterministic (field order fixed, compact separators, times
+as whole UTC seconds), so writing the same release twice yields the same line and the notes adapter can drop the
+second one. Only the fields below ever reach a note: numbers, commit ids, hashes and step names, never a
+rendered value or a message from the cluster, so nothing secret can enter. ``parse_note`` reads what any version
+wrote: a line it cannot read is skipped and reported, keys it does not know are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["NOTES_REF", "AnalysisResult", "LedgerEntry", "ReleaseOutcome", "parse_note"]
+
+NOTES_REF = "refs/notes/gitsync"
+"""Where the ledger lives; ``git log --notes=gitsync`` shows it."""
+
+
+class ReleaseOutcome(StrEnum):
+    """How a release ended; the values are the wire format."""
+
+    SUCCEEDED = "Succeeded"
+    ROLLED_BACK = "RolledBack"
+    FAILED = "Failed"
+    SUPERSEDED = "Superseded"
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisResult:
+    """One analysis check as it ended: the value last measured (None: no data), the condition it had to meet
+    (``result < 0.05``) and the verdict (``gitsync.analysis.run.Verdict`` values)."""
+
+    name: str
+    value: float | None
+    condition: str
+    verdict: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "condition": self.condition, "verdict": self.verdict}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> AnalysisResult:
+        value = raw.get("value")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"analysis {raw.get('name')!r}: value must be a number or null")
+        return cls(
+            _text(raw, "name"), None if value is None else float(value), _text(raw, "condition"), _text(raw, "verdict")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One release of one app in one environment, as its note line records it.
+
+    ``revision`` is the deployed commit (the note's own commit; repeated so a line read alone still says it).
+    ``chart_tree`` is the Git tree id of ``apps/<app>`` at that commit and ``values_hash`` the hash of the
+    promoted values (see ``renderers.promotion.values_hash``): together they identify what a receiving
+    environment may pin. ``promotion_commit``/``rollback_commit`` name the commit gitsync wrote for this release.
+    """
+
+    env: str
+    app: str
+    revision: str
+    digest: str
+    chart_tree: str
+    values_hash: str
+    outcome: ReleaseOutcome
+    started_at: float
+    finished_at: float
+    steps: tuple[str, ...] = ()
+    analysis: tuple[AnalysisResult, ...] = ()
+    agent: str = ""
+    promotion_commit: str = ""
+    rollback_commit: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "app": self.app,
+            "revision": self.revision,
+            "digest": self.digest,
+            "chartTree": self.chart_tree,
+            "valuesHash": self.values_hash,
+            "outcome": self.outcome.value,
+            "startedAt": _iso(self.started_at),
+            "finishedAt": _iso(self.finished_at),
+            "steps": list(self.steps),
+            "analysis": [a.to_json() for a in self.analysis],
+            "agent": self.agent,
+            "promotionCommit": self.promotion_commit,
+            "rollbackCommit": self.rollback_commit,
+        }
+
+    def to_line(self) -> str:
+        """The note line: compact JSON, keys in the order above, no newline inside."""
+        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> LedgerEntry:
+        steps = raw.get("steps", [])
+        analysis = raw.get("analysis", [])
+        if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+            raise ValueError("steps must be a list of strings")
+        if not isinstance(analysis, list) or not all(isinstance(a, dict) for a in analysis):
+            raise ValueError("analysis must be a list of objects")
+        return cls(
+            env=_text(raw, "env", required=True),
+            app=_text(raw, "app", required=True),
+            revision=_text(raw, "revision"),
+            digest=_text(raw, "digest"),
+            chart_tree=_text(raw, "chartTree"),
+            values_hash=_text(raw, "valuesHash"),
+            outcome=ReleaseOutcome(_text(raw, "outcome", required=True)),
+            started_at=_epoch(raw, "startedAt"),
+            finished_at=_epoch(raw, "finishedAt"),
+            steps=tuple(steps),
+            analysis=tuple(AnalysisResult.from_json(a) for a in analysis),
+            agent=_text(raw, "agent"),
+            promotion_commit=_text(raw, "promotionCommit"),
+            rollback_commit=_text(raw, "rollbackCommit"),
+        )
+
+
+def parse_note(text: str, report: Callable[[str], None] | None = None) -> tuple[LedgerEntry, ...]:
+    """Every entry of a note, in note order. A line that is not a ledger entry (hand-written text, a damaged or
+    future line) is skipped and passed to ``report`` as ``line N: problem``; blank lines are ignored."""
+    entries: list[LedgerEntry] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            entries.append(LedgerEntry.from_json(raw))
+        except (ValueError, KeyError, TypeError) as e:
+            if report is not None:
+                report(f"line {number}: not a ledger entry: {e}")
+    return tuple(entries)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(math.floor(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _epoch(raw: Mapping[str, Any], key: str) -> float:
+    value = raw.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a UTC time like 2025-01-31T12:00:00Z")
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def _text(raw: Mapping[str, Any], key: str, *, required: bool = False) -> str:
+    value = raw.get(key, "")
+    if not isinstance(value, str) or (required and not value):
+        raise ValueError(f"{key} must be a {'non-empty ' if required else ''}string")
+    return value

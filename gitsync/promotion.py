@@ -1,0 +1,442 @@
+"""The promote stage and the pin guard: how a release moves from one environment to the next through Git.
+
+- ``Promotions.guard`` (before anything of a pinned app is applied): the pin must be verified by the upstream
+  environment's ledger, a Succeeded release with the same chart tree and promoted values, or carry the reason it
+  was forced (``override`` in ``promoted.yaml``). A verified pin is remembered (the ledger only grows), so a
+  reconcile of an unchanged pin reads no notes.
+- ``Promotions.step`` (after verify, in a receiving environment): in ``auto`` and ``pull-request`` mode the newest
+  upstream release that Succeeded and then stayed unchanged and healthy for ``soak`` becomes the app's pin, by one
+  commit on the tracked branch (auto) or on ``gitsync/promote/<env>/<app>`` (pull-request; merging it promotes);
+  ``manual`` only reports the candidate. When a rollout of a pinned app aborts, a commit puts the previous verified
+  pin back (``Gitsync-Rollback-Of``), by the same mode, so Git again says what runs.
+- ``Promotions.note`` (the record sink's helper): the ledger line of a finished release.
+
+Exactly once: every commit carries identifying trailers and the writer (``ports.GitWriter``) returns an existing
+commit with them instead of writing again, so a killed agent, a retry or two replicas give one commit.
+
+I/O only through ports: the ledger, the writer, the trees of commits and their tree ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from gitsync import log as logging
+from gitsync.errors import GitsyncError, TerminalError
+from gitsync.history import Result, Status
+from gitsync.ledger import AnalysisResult, LedgerEntry
+from gitsync.ledger import ReleaseOutcome as LedgerOutcome
+from gitsync.model import AppEnv
+from gitsync.ports import CommitRequest, FileEdit, GitWriter, Ledger, RenderedApp
+from gitsync.promote import (
+    Blocked,
+    PinnedRelease,
+    candidate,
+    evidence,
+    pin_change,
+    promotion_identity,
+    promotion_message,
+    rollback_identity,
+    rollback_message,
+    verify_pin,
+)
+from gitsync.promoted_file import with_pin
+from renderers.promotion import Pin
+
+__all__ = ["PromotionAction", "PromotionStep", "Promotions", "Topology", "Upstream", "topology"]
+
+log = logging.get("gitsync.promotion")
+
+_ENDED = {
+    Result.SUCCEEDED: LedgerOutcome.SUCCEEDED,
+    Result.ROLLED_BACK: LedgerOutcome.ROLLED_BACK,
+    Result.FAILED: LedgerOutcome.FAILED,
+    Result.SUPERSEDED: LedgerOutcome.SUPERSEDED,
+}
+"""Release outcomes that end a release, and their ledger form."""
+BLOCKED_RECHECK = 30.0
+"""Seconds before a blocked pin is checked again (the upstream release may still be on its way)."""
+
+
+class PromotionAction(StrEnum):
+    """What the promote stage did; the wire format of status and log fields."""
+
+    NONE = "none"
+    SOAKING = "soaking"
+    """A candidate succeeded upstream and soaks; the stage looks again when the soak ends."""
+    CANDIDATE = "candidate"
+    """Manual mode: a candidate is ready for ``gitsync promote``."""
+    PROMOTED = "promoted"
+    """A promotion commit is on the tracked branch (auto mode)."""
+    PROPOSED = "proposed"
+    """A promotion commit is on ``gitsync/promote/<env>/<app>`` for review (pull-request mode)."""
+    ROLLED_BACK = "rolled-back"
+    """A commit restoring the previous verified pin was written."""
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionStep:
+    action: PromotionAction
+    message: str = ""
+    commit: str = ""
+    branch: str = ""
+    written: bool = False
+    requeue_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """What the stage knows of a receiving environment (``renderers.environment.Promotion``) and its source."""
+
+    from_env: str
+    mode: str
+    soak_seconds: float
+    values: tuple[str, ...]
+    upstream_namespace: str
+    """Where the upstream environment keeps its status (its health must hold through the soak)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Who promotes from whom, as the environments' env.yaml files say at one commit."""
+
+    upstream: Mapping[str, Upstream]
+    """Receiving environment -> where it takes its releases from."""
+    downstream: Mapping[str, tuple[str, ...]]
+    """Environment -> the environments that receive its releases."""
+    promoted_paths: Mapping[str, tuple[str, ...]]
+    """Environment -> the value paths its receivers promote (they identify its releases in the ledger)."""
+
+
+def topology(repo: Path) -> Topology:
+    """Read every ``environments/*/env.yaml`` at a snapshot; an environment whose file does not load promotes
+    nothing (its own reconcile reports the error)."""
+    from renderers import RenderError, load_environment
+
+    environments = {}
+    for folder in sorted((repo / "environments").glob("*/")):
+        try:
+            environments[folder.name] = load_environment(repo, folder.name)
+        except RenderError:
+            continue
+    upstream: dict[str, Upstream] = {}
+    downstream: dict[str, list[str]] = {}
+    paths: dict[str, list[str]] = {}
+    for name, environment in environments.items():
+        promotion = environment.promotion
+        if promotion is None or promotion.from_env not in environments:
+            continue
+        upstream[name] = Upstream(
+            promotion.from_env,
+            str(promotion.mode),
+            promotion.soak_seconds,
+            promotion.values,
+            environments[promotion.from_env].namespace,
+        )
+        downstream.setdefault(promotion.from_env, []).append(name)
+        found = paths.setdefault(promotion.from_env, [])
+        found.extend(path for path in promotion.values if path not in found)
+    return Topology(
+        upstream,
+        {env: tuple(names) for env, names in downstream.items()},
+        {env: tuple(listed) for env, listed in paths.items()},
+    )
+
+
+def _chart_path(app: str) -> str:
+    return f"apps/{app}"
+
+
+def _values_hash(values: Mapping[str, Any]) -> str:
+    from renderers.promotion import values_hash
+
+    return values_hash(values)
+
+
+class Promotions:
+    def __init__(
+        self,
+        ledger: Ledger,
+        writer: GitWriter,
+        *,
+        tree: Callable[[str], Path],
+        tree_id: Callable[[str, str], str],
+        status: Callable[[AppEnv, str], Status],
+        branch: str,
+        agent: str = "",
+    ) -> None:
+        """``tree``: a directory holding a commit's tree; ``tree_id(sha, path)``: the Git tree id of a path at a
+        commit; ``status``: an app-env's recorded status (the upstream's health during the soak)."""
+        self._ledger = ledger
+        self._writer = writer
+        self._tree = tree
+        self._tree_id = tree_id
+        self._status = status
+        self._branch = branch
+        self._agent = agent
+        self._verified: set[tuple[str, str, str]] = set()
+
+    # -- the guard --------------------------------------------------------------------------------------------
+
+    def guard(self, rendered: RenderedApp) -> str:
+        """ "" when the rendered app may be applied; otherwise why its pin is blocked (one line)."""
+        pin = getattr(rendered, "pin", None)
+        if pin is None:
+            return ""
+        app = rendered.app_env.app
+        release = PinnedRelease(pin.revision, self._tree_id(pin.revision, _chart_path(app)), _values_hash(pin.values))
+        memo = (release.revision, release.chart_tree, release.values_hash)
+        if memo in self._verified:
+            return ""
+        verdict = verify_pin(release, self._upstream(pin.from_env, app), override=pin.override)
+        if isinstance(verdict, Blocked):
+            return f"environments/{rendered.app_env.env}/promoted.yaml: {app}: {verdict.reason}"
+        self._verified.add(memo)
+        return ""
+
+    # -- the promote stage ------------------------------------------------------------------------------------
+
+    def step(
+        self,
+        key: AppEnv,
+        upstream: Upstream,
+        snapshot: Path,
+        rendered: RenderedApp | None,
+        outcome: Result | None,
+        previous: Status | None,
+        now: float,
+    ) -> PromotionStep:
+        """Promote or roll back ``key`` by at most one commit (see the module doc); never raises."""
+        try:
+            aborted_now = previous is not None and (previous.result, previous.last_applied_revision) != (
+                Result.ROLLED_BACK.value,
+                rendered.revision if rendered is not None else "",
+            )
+            if outcome is Result.ROLLED_BACK and rendered is not None and aborted_now:
+                return self._roll_back(key, upstream, snapshot, rendered)
+            if outcome in (Result.PROGRESSING, Result.PAUSED):
+                return PromotionStep(PromotionAction.NONE, "waiting for the running rollout")
+            return self._promote(key, upstream, snapshot, rendered, now)
+        except GitsyncError as e:
+            log.warning("promotion.failed", app=key.app, env=key.env, error=str(e))
+            return PromotionStep(PromotionAction.FAILED, str(e))
+
+    def _promote(
+        self, key: AppEnv, upstream: Upstream, snapshot: Path, rendered: RenderedApp | None, now: float
+    ) -> PromotionStep:
+        pin = getattr(rendered, "pin", None) if rendered is not None else None
+        current = None
+        if pin is not None:
+            current = PinnedRelease(
+                pin.revision, self._tree_id(pin.revision, _chart_path(key.app)), _values_hash(pin.values)
+            )
+        releases = self._upstream(upstream.from_env, key.app)
+        found = candidate(releases, current, upstream.soak_seconds, now)
+        if found is None:
+            return self._soaking(releases, current, upstream, now)
+        rolled_back = {
+            (entry.chart_tree, entry.values_hash)
+            for _, entry in self._upstream(key.env, key.app)
+            if entry.outcome is LedgerOutcome.ROLLED_BACK
+        }
+        if (found.entry.chart_tree, found.entry.values_hash) in rolled_back:
+            # As a failed template is not retried: what was rolled back here is not promoted again until it changes.
+            return PromotionStep(
+                PromotionAction.NONE,
+                f"{found.source} was rolled back in {key.env}: not promoted again until it changes",
+            )
+        health = self._status(AppEnv(key.app, upstream.from_env), upstream.upstream_namespace).health
+        if health != "Healthy":
+            return PromotionStep(
+                PromotionAction.SOAKING, f"{upstream.from_env} is {health}: not promoted", requeue_after=30.0
+            )
+        source = found.source
+        if upstream.mode == "manual":
+            return PromotionStep(PromotionAction.CANDIDATE, f"{source} is ready: run gitsync promote")
+        values = self._promoted_values(found.revision, upstream, key.app)
+        change = pin_change(
+            snapshot, key.env, key.app, Pin(key.app, found.revision, upstream.from_env, values), self._tree
+        )
+        message = promotion_message(
+            key.app,
+            key.env,
+            source,
+            change,
+            digest=found.entry.digest,
+            evidence=evidence(found.entry, upstream.soak_seconds),
+        )
+        review = upstream.mode == "pull-request"
+        written = self._writer.write(
+            CommitRequest(
+                edits=(
+                    FileEdit(
+                        f"environments/{key.env}/promoted.yaml",
+                        lambda text: with_pin(text, key.app, found.revision, upstream.from_env, values),
+                    ),
+                ),
+                message=message,
+                identity=promotion_identity(key.app, key.env, source),
+                branch=f"gitsync/promote/{key.env}/{key.app}" if review else "",
+            )
+        )
+        action = PromotionAction.PROPOSED if review and written.branch != self._branch else PromotionAction.PROMOTED
+        log.info(
+            "promotion.written" if written.written else "promotion.exists",
+            app=key.app,
+            env=key.env,
+            source=source,
+            commit=written.commit,
+            branch=written.branch,
+        )
+        return PromotionStep(action, f"{source} -> {key.env}", written.commit, written.branch, written.written)
+
+    def _soaking(
+        self,
+        releases: Sequence[tuple[str, LedgerEntry]],
+        current: PinnedRelease | None,
+        upstream: Upstream,
+        now: float,
+    ) -> PromotionStep:
+        """No candidate yet: when the newest upstream release succeeded with content the pin lacks, it soaks."""
+        if not releases:
+            return PromotionStep(PromotionAction.NONE, f"no release of {upstream.from_env} recorded yet")
+        _, newest = max(releases, key=lambda pair: pair[1].finished_at)
+        differs = current is None or (current.chart_tree, current.values_hash) != (
+            newest.chart_tree,
+            newest.values_hash,
+        )
+        if newest.outcome is LedgerOutcome.SUCCEEDED and differs:
+            remaining = max(newest.finished_at + upstream.soak_seconds - now, 0.0)
+            return PromotionStep(
+                PromotionAction.SOAKING,
+                f"{upstream.from_env}@{newest.revision[:12]} soaks, {remaining:.0f}s left",
+                requeue_after=remaining + 0.5,
+            )
+        return PromotionStep(PromotionAction.NONE)
+
+    def _promoted_values(self, revision: str, upstream: Upstream, app: str) -> dict[str, Any]:
+        """The promoted value paths as the upstream environment merged them at ``revision``."""
+        from renderers import render_app
+        from renderers.promotion import promoted_values
+
+        rendered = render_app(self._tree(revision), upstream.from_env, app, revision=revision, trees=self._tree)
+        return dict(promoted_values(rendered.values, upstream.values))
+
+    def _roll_back(self, key: AppEnv, upstream: Upstream, snapshot: Path, rendered: RenderedApp) -> PromotionStep:
+        """The rollout of the pin aborted: put the previous verified pin back by a commit."""
+        from renderers.promotion import load_pins
+
+        pin = getattr(rendered, "pin", None)
+        if pin is None:
+            return PromotionStep(PromotionAction.NONE)
+        failed_tree = self._tree_id(pin.revision, _chart_path(key.app))
+        mine = self._upstream(key.env, key.app)
+        good = [
+            (sha, entry)
+            for sha, entry in mine
+            if entry.outcome is LedgerOutcome.SUCCEEDED and entry.chart_tree != failed_tree
+        ]
+        if not good:
+            return PromotionStep(PromotionAction.FAILED, f"no earlier verified release of {key} to roll back to")
+        sha, last = max(good, key=lambda pair: pair[1].finished_at)
+        before = load_pins(self._tree(sha), key.env).get(key.app)
+        if before is None:
+            raise TerminalError(f"environments/{key.env}/promoted.yaml at {sha[:12]}: no pin of {key.app}")
+        rollback_of = rendered.revision or ""
+        message = rollback_message(
+            key.app,
+            key.env,
+            rollback_of=rollback_of,
+            restored=before.revision,
+            change=pin_change(snapshot, key.env, key.app, before, self._tree),
+            failed=None,
+        )
+        review = upstream.mode == "pull-request"
+        written = self._writer.write(
+            CommitRequest(
+                edits=(
+                    FileEdit(
+                        f"environments/{key.env}/promoted.yaml",
+                        lambda text: with_pin(
+                            text, key.app, before.revision, before.from_env, before.values, override=before.override
+                        ),
+                    ),
+                ),
+                message=message,
+                identity=rollback_identity(key.app, key.env, rollback_of),
+                branch=f"gitsync/rollback/{key.env}/{key.app}" if review else "",
+            )
+        )
+        log.info("rollback.written", app=key.app, env=key.env, commit=written.commit, restored=before.revision)
+        return PromotionStep(
+            PromotionAction.ROLLED_BACK,
+            f"{key} back to {before.from_env}@{before.revision[:12]} (last good {last.revision[:12]})",
+            written.commit,
+            written.branch,
+            written.written,
+        )
+
+    # -- the ledger -------------------------------------------------------------------------------------------
+
+    def note(
+        self,
+        key: AppEnv,
+        rendered_revision: str,
+        deployed: str,
+        digest: str,
+        outcome: Result,
+        started: float,
+        finished: float,
+        *,
+        promoted_paths: Sequence[str],
+        values: Mapping[str, Any],
+        pin_revision: str = "",
+        steps: Sequence[str] = (),
+        analysis: Sequence[AnalysisResult] = (),
+        promotion_commit: str = "",
+        rollback_commit: str = "",
+    ) -> None:
+        """Append the ledger line of a release of ``key`` that ended with ``outcome`` at commit ``deployed``.
+        ``pin_revision``: a pinned app's chart revision (its chart tree is read there); ``values``: the merged
+        values, of which ``promoted_paths`` identify the release for a receiving environment."""
+        ended = _ENDED.get(outcome)
+        if ended is None or not deployed:
+            return
+        from renderers.promotion import promoted_values
+
+        chart_at = pin_revision or rendered_revision or deployed
+        try:
+            promoted = promoted_values(values, promoted_paths) if promoted_paths else {}
+        except GitsyncError:
+            promoted = {}
+        entry = LedgerEntry(
+            env=key.env,
+            app=key.app,
+            revision=deployed,
+            digest=digest,
+            chart_tree=self._tree_id(chart_at, _chart_path(key.app)),
+            values_hash=_values_hash(promoted),
+            outcome=ended,
+            started_at=started,
+            finished_at=finished,
+            steps=tuple(steps),
+            analysis=tuple(analysis),
+            agent=self._agent,
+            promotion_commit=promotion_commit,
+            rollback_commit=rollback_commit,
+        )
+        self._ledger.append(deployed, entry)
+        log.info("ledger.noted", app=key.app, env=key.env, revision=deployed, outcome=ended.value)
+
+    def _upstream(self, env: str, app: str) -> list[tuple[str, LedgerEntry]]:
+        return [
+            (sha, entry)
+            for sha, entries in self._ledger.read().items()
+            for entry in entries
+            if entry.env == env and entry.app == app
+        ]

@@ -1,0 +1,444 @@
+"""The record stage: the one writer of what a reconcile did. Every sink is fed the same ``ReconcileResult``.
+
+Sinks, in the order they are written (status last: an agent killed while recording does the reconcile again,
+because the status still says the revision was not applied, and history folds a repeated release into one entry):
+- ``LogSink``: one structured log event per reconcile (``reconcile.done``, ``reconcile.failed``, ...);
+- ``MetricsSink``: the reconcile duration, result counter and last-success gauge (``gitsync.metrics``);
+- ``HistorySink``: the release history in the cluster (``gitsync.history``);
+- ``EventSink``: Kubernetes Events about the app-env (``gitsync.events``);
+- ``StatusSink``: the app-env's status document (``gitsync.history.Status``).
+
+Which sinks a caller uses is its choice (the CLI records no metrics). A sink never raises for a best-effort record
+(Events); status and history writes raise ``GitsyncError`` for the caller to retry the whole reconcile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Protocol
+
+from gitsync import log as logging
+from gitsync.drift import DRIFT_HEALED
+from gitsync.errors import GitsyncError
+from gitsync.events import EventSink as Events
+from gitsync.events import Reason
+from gitsync.history import History, Release, Result, Status, first_line
+from gitsync.ledger import AnalysisResult
+from gitsync.metrics import observe_reconcile
+from gitsync.model import ANNOTATION_PRUNE, HealthStatus, SyncAction, SyncState
+from gitsync.ports import StateStore
+from gitsync.promotion import PromotionAction, Promotions
+from gitsync.result import Kind, ReconcileResult
+
+__all__ = [
+    "EventSink",
+    "HistorySink",
+    "LedgerSink",
+    "LogSink",
+    "MetricsSink",
+    "Recorder",
+    "Sink",
+    "StatusSink",
+    "default_sinks",
+]
+
+log = logging.get("gitsync.reconcile")
+
+_FAILURES = frozenset({Result.FAILED.value, Result.RENDER_ERROR.value, Result.REFUSED.value})
+_FAILED_REASON = {Result.RENDER_ERROR: Reason.RENDER_FAILED, Result.REFUSED: Reason.SIGNATURE_REFUSED}
+
+
+class Sink(Protocol):
+    def write(self, result: ReconcileResult) -> None: ...
+
+
+class Recorder:
+    """Feeds each result to every sink, in order."""
+
+    def __init__(self, sinks: Sequence[Sink]) -> None:
+        self._sinks = tuple(sinks)
+
+    def record(self, result: ReconcileResult) -> None:
+        for sink in self._sinks:
+            sink.write(result)
+
+
+def default_sinks(
+    history: History, events: Events, *, metrics: bool = True, ledger: LedgerSink | None = None
+) -> tuple[Sink, ...]:
+    """The sinks of the agent (``metrics``, the Git ``ledger``) and of ``gitsync sync`` (neither: a one-shot
+    process from a laptop writes no notes)."""
+    head: tuple[Sink, ...] = (LogSink(), MetricsSink()) if metrics else (LogSink(),)
+    notes: tuple[Sink, ...] = (ledger,) if ledger is not None else ()
+    return (*head, HistorySink(history), *notes, EventSink(events), StatusSink(history))
+
+
+def _removed_message(result: ReconcileResult) -> str:
+    n = result.counts()
+    kept = len(result.sync.plan.orphaned) if result.sync is not None else 0
+    message = (
+        f"removed from environment {result.key.env} at {result.revision[:12]}: "
+        f"{n.get(SyncAction.DELETED, 0)} objects deleted"
+    )
+    return message + (f", {kept} kept ({ANNOTATION_PRUNE}: false)" if kept else "")
+
+
+def _orphaned_message(result: ReconcileResult) -> str:
+    return (
+        f"{result.key.app} is no longer listed in environments/{result.key.env}/env.yaml and pruning is off: "
+        f"its {result.kept} objects stay in the cluster, no longer managed"
+    )
+
+
+class LogSink:
+    def write(self, r: ReconcileResult) -> None:
+        seconds = r.seconds
+        if _repaired(r) and r.sync is not None:
+            log.info("drift.healed", summary=r.sync.summary())
+        if r.kind is Kind.RELEASE and r.health is not None:
+            log.info(
+                "reconcile.done",
+                result=str(r.outcome),
+                health=r.health.status.value,
+                health_reason=r.health.reason,
+                rollout=str(r.rollout.phase) if r.rollout is not None else "",
+                seconds=seconds,
+            )
+        elif r.kind is Kind.FAILED:
+            event = "git.fetch_failed" if r.snapshot is None else "reconcile.failed"
+            if r.kind is Kind.FAILED and r.target is not None and r.target.removed:
+                event = "app.remove_failed"
+            result = str(r.outcome) if r.outcome is not None else ""
+            log.warning(event, result=result, error=r.error, revision=r.revision, attempt_seconds=seconds)
+        elif r.kind is Kind.DRIFT_CHECKED and r.sync is not None:
+            log.info("reconcile.drift_checked", drifted=r.sync.plan.has_changes, seconds=seconds)
+        elif r.kind is Kind.REMOVED:
+            kept = len(r.sync.plan.orphaned) if r.sync is not None else 0
+            log.info("app.removed", deleted=r.counts().get(SyncAction.DELETED, 0), kept=kept)
+        elif r.kind is Kind.ORPHANED:
+            log.warning("app.orphaned", objects=r.kept, reason="pruning is off")
+        elif r.kind is Kind.GONE:
+            log.info("reconcile.gone", reason="app-env no longer in the environment at this revision")
+
+
+def _repaired(r: ReconcileResult) -> bool:
+    """A drift trigger changed objects of a release already applied: self-heal took them back."""
+    return r.kind is Kind.RELEASE and r.changed and "drift" in r.reasons and not r.new_release
+
+
+class MetricsSink:
+    def write(self, r: ReconcileResult) -> None:
+        if _repaired(r):
+            n = r.counts()
+            DRIFT_HEALED.labels(r.key.app, r.key.env).inc(
+                n.get(SyncAction.CREATED, 0) + n.get(SyncAction.CONFIGURED, 0)
+            )
+        if r.outcome is None or r.kind not in (Kind.RELEASE, Kind.FAILED):
+            return
+        observe_reconcile(
+            r.key, r.seconds, r.outcome.value.lower(), r.finished_at, success=r.outcome is Result.SUCCEEDED
+        )
+
+
+class HistorySink:
+    """A release is one revision + digest: retries and repairs of it fold into one entry (``History.record``)."""
+
+    def __init__(self, history: History) -> None:
+        self._history = history
+
+    def write(self, r: ReconcileResult) -> None:
+        if r.target is None or r.snapshot is None or r.outcome is None:
+            return
+        if r.kind is Kind.RELEASE:
+            before = r.previous
+            if r.changed or r.new_release:
+                self._add(r, r.digest)
+            elif before is not None and before.result != r.outcome.value:
+                self._history.settle(r.key, r.namespace, r.revision, r.digest, r.outcome.value, r.finished_at)
+        elif r.kind is Kind.FAILED and r.outcome in (Result.RENDER_ERROR, Result.FAILED):
+            self._add(r, r.digest)
+        elif r.kind is Kind.REMOVED:
+            self._add(r, "")
+
+    def _add(self, r: ReconcileResult, digest: str) -> None:
+        assert r.snapshot is not None and r.outcome is not None
+        counts = r.counts()
+        self._history.record(
+            r.key,
+            r.namespace,
+            Release(
+                revision=r.revision,
+                digest=digest,
+                author=r.snapshot.commit.author,
+                message=first_line(r.snapshot.commit.message),
+                started_at=r.started_at,
+                finished_at=r.finished_at,
+                result=r.outcome.value,
+                created=counts.get(SyncAction.CREATED, 0),
+                configured=counts.get(SyncAction.CONFIGURED, 0),
+                deleted=counts.get(SyncAction.DELETED, 0),
+                unchanged=counts.get(SyncAction.UNCHANGED, 0),
+                failed=counts.get(SyncAction.FAILED, 0),
+                error=r.error,
+            ),
+        )
+
+
+class EventSink:
+    """Kubernetes Events about changes people act on: a release synced, a failure, degraded, recovered, drift."""
+
+    def __init__(self, events: Events) -> None:
+        self._events = events
+
+    def write(self, r: ReconcileResult) -> None:
+        if r.target is None:
+            return
+
+        def emit(reason: Reason, message: str) -> None:
+            self._events.emit(r.key, r.namespace, reason, message)
+
+        before = r.previous or Status(r.key.app, r.key.env)
+        self._promotion(r, before, emit)
+        if r.kind is Kind.BLOCKED and (before.result, before.last_error) != (Result.BLOCKED.value, r.error):
+            emit(Reason.PROMOTION_BLOCKED, r.error)
+        elif r.kind is Kind.FAILED and r.outcome is not None:
+            emit(_FAILED_REASON.get(r.outcome, Reason.SYNC_FAILED), f"{r.revision[:12]}: {r.error}")
+        elif r.kind is Kind.REMOVED:
+            emit(Reason.APP_REMOVED, _removed_message(r))
+        elif r.kind is Kind.DRIFT_CHECKED and r.sync is not None:
+            drifted = r.sync.plan.has_changes
+            state = SyncState.OUT_OF_SYNC if drifted else SyncState.SYNCED
+            if drifted and before.sync_state != state.value:
+                emit(Reason.DRIFT_DETECTED, r.sync.plan.summary())
+        elif r.kind is Kind.RELEASE and r.health is not None and r.sync is not None:
+            self._release(r, before, emit)
+
+    @staticmethod
+    def _promotion(r: ReconcileResult, before: Status, emit: Callable[[Reason, str], None]) -> None:
+        step = r.promotion
+        if step is None:
+            return
+        if step.written and step.action in (PromotionAction.PROMOTED, PromotionAction.PROPOSED):
+            where = f" on {step.branch}" if step.action is PromotionAction.PROPOSED else ""
+            emit(Reason.PROMOTED, f"{step.message}: commit {step.commit[:12]}{where}")
+        elif step.written and step.action is PromotionAction.ROLLED_BACK:
+            emit(Reason.ROLLBACK_WRITTEN, f"{step.message}: commit {step.commit[:12]}")
+        elif step.action is PromotionAction.FAILED and not before.promotion.endswith(step.message):
+            emit(Reason.PROMOTION_FAILED, step.message)
+
+    @staticmethod
+    def _release(r: ReconcileResult, before: Status, emit: Callable[[Reason, str], None]) -> None:
+        assert r.health is not None and r.sync is not None
+        health = r.health.status
+        recovered = before.result in _FAILURES
+        if (r.new_release or recovered) and r.outcome is not Result.ROLLED_BACK:
+            emit(Reason.SYNC_SUCCEEDED, f"synced {r.revision[:12]}: {r.sync.summary()}")
+        if _repaired(r):
+            emit(Reason.DRIFT_DETECTED, f"repaired: {r.sync.summary()}")
+        if health in (HealthStatus.DEGRADED, HealthStatus.MISSING) and before.health != health.value:
+            emit(Reason.DEGRADED, r.health.reason or health.value)
+        if health is HealthStatus.HEALTHY and before.health in (HealthStatus.DEGRADED, HealthStatus.MISSING):
+            emit(Reason.RECOVERED, f"healthy again at {r.revision[:12]}")
+        if recovered:
+            emit(Reason.RECOVERED, f"{r.revision[:12]} deployed after a failure")
+
+
+class LedgerSink:
+    """The release ledger in Git: one note line on the deployed commit when a release ends (Succeeded, RolledBack,
+    Failed, or Superseded by the next one), with its steps and analysis values as evidence. Written before the
+    status, so a killed agent notes again; the ledger drops a line it already holds."""
+
+    def __init__(self, promotions: Promotions, history: History, store: StateStore) -> None:
+        self._promotions = promotions
+        self._history = history
+        self._store = store
+
+    def write(self, r: ReconcileResult) -> None:
+        if r.target is None or r.rendered is None or r.outcome is None:
+            return
+        before = r.previous or Status(r.key.app, r.key.env)
+        healthy = r.health is not None and r.health.status is HealthStatus.HEALTHY
+        # A release that "succeeded" with Degraded workloads (a crash-looping rolling update) has not ended well:
+        # it is noted only once healthy, so it is never a candidate for promotion.
+        ended = r.kind is Kind.RELEASE and (
+            r.outcome is Result.ROLLED_BACK or (r.outcome is Result.SUCCEEDED and healthy)
+        )
+        failed = r.kind is Kind.FAILED and r.outcome is Result.FAILED
+        # A release is a digest: a commit that does not change the app's render (a promotion commit seen from
+        # staging, any commit seen from a pinned prod) continues the release that runs, and is noted on the commit
+        # that brought it (``Status.release_revision``).
+        changed = r.digest != before.last_applied_digest
+        if changed and before.last_applied_digest and before.result in (Result.PROGRESSING.value, Result.PAUSED.value):
+            superseded = before.release_revision or before.last_applied_revision
+            self._note(r, superseded, before.last_applied_digest, Result.SUPERSEDED, 0.0, ())
+        unchanged = (before.result, before.health) == (r.outcome.value, _health(r)) and not changed
+        if not (ended or failed) or unchanged:
+            return
+        if failed and before.last_attempted_revision == r.revision and before.result == Result.FAILED.value:
+            return
+        deployed = r.revision if changed else (before.release_revision or r.revision)
+        releases = self._history.releases(r.key, r.namespace)
+        started = next((e.started_at for e in releases if e.revision == deployed), r.started_at)
+        self._note(r, deployed, r.digest, r.outcome, started, _evidence(r, self._store))
+
+    def _note(
+        self,
+        r: ReconcileResult,
+        revision: str,
+        digest: str,
+        outcome: Result,
+        started: float,
+        evidence: tuple[tuple[str, ...], tuple[AnalysisResult, ...]] | tuple[()],
+    ) -> None:
+        assert r.target is not None and r.rendered is not None
+        if not revision or revision.endswith("-dirty"):
+            return
+        steps, analysis = evidence if evidence else ((), ())
+        pin = getattr(r.rendered, "pin", None)
+        current = revision == r.revision
+        step = r.promotion
+        self._promotions.note(
+            r.key,
+            r.rendered.revision or revision,
+            revision,
+            digest,
+            outcome,
+            started or r.started_at,
+            r.finished_at,
+            # A receiving environment's release is identified by the values it was promoted with.
+            promoted_paths=(r.target.upstream.values if r.target.upstream else r.target.promoted_paths)
+            if current
+            else (),
+            values=r.rendered.values if current else {},
+            pin_revision=pin.revision if pin is not None and current else "",
+            steps=steps,
+            analysis=analysis,
+            rollback_commit=step.commit if step is not None and step.action is PromotionAction.ROLLED_BACK else "",
+        )
+
+
+def _health(r: ReconcileResult) -> str:
+    return r.health.status.value if r.health is not None else ""
+
+
+def _evidence(r: ReconcileResult, store: StateStore) -> tuple[tuple[str, ...], tuple[AnalysisResult, ...]]:
+    """The rollout's steps and the last value of each analysis check (a canary or blue-green release)."""
+    if r.rendered is None or r.rollout is None or not r.rollout.exclude:
+        return (), ()
+    from gitsync.strategy.control import describe_rollout
+    from gitsync.strategy.executor import policy_of
+
+    try:
+        policy = policy_of(r.rendered)
+    except GitsyncError:
+        return (), ()
+    if policy.blue_green is not None:
+        steps: tuple[str, ...] = ("preview", "prePromotionAnalysis", "switch", "postPromotionAnalysis", "scaleDown")
+    else:
+        steps = tuple(step.describe() for step in policy.canary.steps)
+    conditions = {
+        check.name: check.success_condition.text if check.success_condition is not None else ""
+        for spec in policy.analyses()
+        for check in spec.checks
+    }
+    described = describe_rollout(store, r.key, r.namespace).get("analysis", [])
+    analysis = tuple(
+        AnalysisResult(
+            str(m["check"]),
+            float(m["value"]) if isinstance(m.get("value"), int | float) else None,
+            conditions.get(str(m["check"]), ""),
+            str(m["verdict"]),
+        )
+        for m in described
+    )
+    return steps, analysis
+
+
+class StatusSink:
+    """The status document: what runs now and how the last attempt went (``gitsync status`` reads it)."""
+
+    def __init__(self, history: History) -> None:
+        self._history = history
+
+    def write(self, r: ReconcileResult) -> None:
+        change = self._change(r)
+        step = r.promotion
+        if step is not None and step.action is not PromotionAction.NONE:
+            line = f"{step.action}: {step.message}" + (f" ({step.commit[:12]})" if step.commit else "")
+            first = change
+
+            def change(s: Status) -> Status:
+                return replace(first(s) if first is not None else s, promotion=line, updated_at=r.finished_at)
+
+        if change is not None and r.target is not None:
+            self._history.set_status(r.key, r.namespace, change)
+
+    @staticmethod
+    def _change(r: ReconcileResult) -> Callable[[Status], Status] | None:
+        now, revision = r.finished_at, r.revision
+        if r.kind is Kind.RELEASE and r.health is not None and r.outcome is not None:
+            health, outcome = r.health, r.outcome
+            # After a rollback the workload runs the stable version, not this revision's: say so.
+            state = SyncState.OUT_OF_SYNC if outcome is Result.ROLLED_BACK else SyncState.SYNCED
+            return lambda s: replace(
+                s,
+                release_revision=(revision if r.digest != s.last_applied_digest else (s.release_revision or revision)),
+                last_applied_revision=revision,
+                last_applied_digest=r.digest,
+                last_attempted_revision=revision,
+                sync_state=state.value,
+                health=health.status.value,
+                health_reason=health.reason,
+                last_error=r.error,
+                result=outcome.value,
+                last_synced_at=now,
+                updated_at=now,
+            )
+        if r.kind is Kind.FAILED and r.outcome is not None:
+            failed = r.outcome
+            return lambda s: replace(
+                s,
+                last_attempted_revision=revision,
+                last_error=r.error,
+                result=failed.value,
+                sync_state=SyncState.OUT_OF_SYNC.value,
+                updated_at=now,
+            )
+        if r.kind in (Kind.AWAITING, Kind.BLOCKED) and r.outcome is not None:
+            waiting = r.outcome
+            return lambda s: replace(
+                s,
+                last_attempted_revision=revision,
+                result=waiting.value,
+                last_error=r.error,
+                sync_state=SyncState.OUT_OF_SYNC.value,
+                updated_at=now,
+            )
+        if r.kind is Kind.DRIFT_CHECKED and r.sync is not None:
+            drift = SyncState.OUT_OF_SYNC if r.sync.plan.has_changes else SyncState.SYNCED
+            return lambda s: replace(s, sync_state=drift.value, updated_at=now)
+        if r.kind is Kind.REMOVED:
+            return lambda s: replace(
+                s,
+                last_attempted_revision=revision,
+                result=Result.REMOVED.value,
+                sync_state=SyncState.UNKNOWN.value,
+                health=HealthStatus.UNKNOWN.value,
+                health_reason="",
+                last_error="",
+                updated_at=now,
+            )
+        if r.kind is Kind.ORPHANED:
+            message = _orphaned_message(r)
+            before = r.previous
+            if before is not None and (before.result, before.last_error) == (Result.ORPHANED.value, message):
+                return None  # said once
+            return lambda s: replace(
+                s,
+                result=Result.ORPHANED.value,
+                last_error=message,
+                sync_state=SyncState.OUT_OF_SYNC.value,
+                updated_at=now,
+            )
+        return None

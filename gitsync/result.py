@@ -1,0 +1,135 @@
+"""What one reconcile did: the ``ReconcileResult`` every sink of ``gitsync.record`` reads and the agent schedules
+from, with its vocabulary (stages, kinds, error classes) and the ``Target`` it ran against. Pure data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gitsync.errors import Retry
+from gitsync.health import Health
+from gitsync.history import Result, Status
+from gitsync.model import AppEnv, SyncAction
+from gitsync.ports import RenderedApp, RolloutProgress, Snapshot
+from gitsync.promotion import PromotionStep, Upstream
+from gitsync.sync import SyncResult
+
+__all__ = ["Kind", "ReconcileResult", "Stage", "Target"]
+
+
+class Stage(StrEnum):
+    """The stages of the line, in order; the keys of ``ReconcileResult.timings``."""
+
+    SOURCE = "source"
+    RENDER = "render"
+    STRATEGY = "strategy"
+    GUARD = "guard"
+    SYNC = "sync"
+    VERIFY = "verify"
+    PROMOTE = "promote"
+
+
+class Kind(StrEnum):
+    """What a reconcile amounted to; ``record`` writes each kind its own way."""
+
+    UP_TO_DATE = "up-to-date"
+    """The revision is applied, Succeeded and watched: nothing was done and nothing is recorded."""
+    GONE = "gone"
+    """The app-env is not in its environment at this revision and holds nothing to prune."""
+    RELEASE = "release"
+    """Rendered, synced and verified (the outcome says how the release stands)."""
+    DRIFT_CHECKED = "drift-checked"
+    """Self-heal is off and the trigger was drift: a dry-run compared the cluster with Git, nothing changed."""
+    FAILED = "failed"
+    """A stage failed; ``error`` and ``error_class`` say how; the running release is left alone."""
+    REMOVED = "removed"
+    """The app left its environment and its whole inventory was pruned."""
+    ORPHANED = "orphaned"
+    """The app left its environment with pruning off: its objects stay, no longer managed."""
+    AWAITING = "awaiting-promotion"
+    """An app of a pinned environment with no pin yet: nothing is deployed until a promotion pins it."""
+    BLOCKED = "blocked"
+    """The app's pin is not verified by the upstream environment's ledger: nothing of it is applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a key lives and how it syncs, as its environment file says at the current snapshot."""
+
+    namespace: str
+    prune: bool
+    self_heal: bool
+    removed: bool = False
+    """The app left its environment's ``env.yaml`` while its inventory is still in the cluster."""
+    upstream: Upstream | None = None
+    """A receiving environment (``promotion:`` in its env.yaml): where its releases are promoted from."""
+    promoted_paths: tuple[str, ...] = ()
+    """The value paths receiving environments take from this one: they identify a release in the ledger."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileResult:
+    """Everything one reconcile did: what ``record`` writes and what the caller schedules from."""
+
+    key: AppEnv
+    kind: Kind
+    reasons: tuple[str, ...]
+    started_at: float
+    finished_at: float
+    snapshot: Snapshot | None = None
+    target: Target | None = None
+    previous: Status | None = None
+    """The status before this reconcile (events are about changes of it)."""
+    outcome: Result | None = None
+    rendered: RenderedApp | None = None
+    sync: SyncResult | None = None
+    health: Health | None = None
+    rollout: RolloutProgress | None = None
+    error: str = ""
+    error_class: Retry | None = None
+    """Terminal (wait for a new revision) or transient (back off); None: nothing failed."""
+    retry_after: float | None = None
+    requeue_after: float | None = None
+    """Look again after this many seconds (0: at once); None: done until a trigger."""
+    timings: tuple[tuple[Stage, float], ...] = ()
+    dry_run: bool = False
+    kept: int = 0
+    """An orphaned app: the objects it leaves in the cluster."""
+    promotion: PromotionStep | None = None
+    """What the promote stage did (a receiving environment)."""
+
+    @property
+    def revision(self) -> str:
+        return self.snapshot.revision if self.snapshot is not None else ""
+
+    @property
+    def namespace(self) -> str:
+        return self.target.namespace if self.target is not None else ""
+
+    @property
+    def digest(self) -> str:
+        return self.rendered.digest if self.rendered is not None else ""
+
+    @property
+    def seconds(self) -> float:
+        return round(sum(t for _, t in self.timings), 3)
+
+    def counts(self) -> Mapping[SyncAction, int]:
+        return self.sync.counts() if self.sync is not None else {}
+
+    @property
+    def changed(self) -> bool:
+        """Objects were created, configured or deleted."""
+        n = self.counts()
+        return any(n.get(a, 0) for a in (SyncAction.CREATED, SyncAction.CONFIGURED, SyncAction.DELETED))
+
+    @property
+    def new_release(self) -> bool:
+        """The revision or digest differs from what was applied before."""
+        before = self.previous
+        return before is None or (before.last_applied_revision, before.last_applied_digest) != (
+            self.revision,
+            self.digest,
+        )

@@ -1,0 +1,206 @@
+"""The names and bodies of a rendered workload's tracks: ``<name>`` (stable), ``<name>-canary``, ``<name>-blue``
+and ``<name>-green``, the Services pointed at them and the HPA aimed at the serving one.
+
+Contract: pure, no I/O. Canary pods and selectors carry ``gitsync.dev/track: canary``; the rendered Service selects
+the app's labels and so spans both tracks. Blue-green pods and selectors carry ``gitsync.dev/color``; the active and
+preview Services get that label in their selectors. Each Deployment the executor applies carries the hash of its
+pod template (``gitsync.dev/template-hash``), which is how a resumed agent knows what runs where.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from gitsync.model import Json, Manifest, ObjectId
+from gitsync.ports import RenderedApp
+from gitsync.strategy.model import ServiceRole, Track
+from gitsync.strategy.policy import PolicyError, RolloutPolicy, Strategy
+
+__all__ = [
+    "ANNOTATION_SPEC_HASH",
+    "ANNOTATION_TEMPLATE_HASH",
+    "LABEL_COLOR",
+    "LABEL_TRACK",
+    "Layout",
+    "autoscalers_of",
+    "digest",
+    "services_of",
+    "spec_hash",
+    "template_hash",
+    "track_ref",
+    "workload_of",
+]
+
+LABEL_TRACK = "gitsync.dev/track"
+LABEL_COLOR = "gitsync.dev/color"
+ANNOTATION_TEMPLATE_HASH = "gitsync.dev/template-hash"
+ANNOTATION_SPEC_HASH = "gitsync.dev/spec-hash"
+
+
+def template_hash(body: Mapping[str, Any]) -> str:
+    """Hash of a Deployment's pod template: what identifies a release of it (a config-only change moves it
+    through the renderer's config-hash annotation on the template)."""
+    template = (body.get("spec") or {}).get("template") or {}
+    return digest(template)
+
+
+def spec_hash(body: Mapping[str, Any]) -> str:
+    """Hash of a Deployment minus its replicas: a change of it without a template change needs no rollout."""
+    trimmed = copy.deepcopy(dict(body))
+    (trimmed.get("spec") or {}).pop("replicas", None)
+    return digest(trimmed)
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def workload_of(rendered: RenderedApp, policy: RolloutPolicy) -> Manifest:
+    deployments = [m for m in rendered.manifests if m.id.kind == "Deployment"]
+    if policy.workload:
+        deployments = [m for m in deployments if m.id.name == policy.workload]
+    if len(deployments) != 1:
+        found = ", ".join(m.id.name for m in deployments) or "none"
+        raise PolicyError(
+            f"{rendered.app_env}: values: rollout.workload: {policy.strategy.value} needs exactly one Deployment "
+            f"(found: {found}); name it in rollout.workload"
+        )
+    return deployments[0]
+
+
+def services_of(rendered: RenderedApp, policy: RolloutPolicy) -> dict[ServiceRole, Manifest]:
+    bg = policy.blue_green
+    if policy.strategy is not Strategy.BLUE_GREEN or bg is None:
+        return {}
+    by_name = {m.id.name: m for m in rendered.manifests if m.id.kind == "Service"}
+    out: dict[ServiceRole, Manifest] = {}
+    for role, name, field_name in (
+        (ServiceRole.ACTIVE, bg.active_service or workload_of(rendered, policy).id.name, "activeService"),
+        (ServiceRole.PREVIEW, bg.preview_service, "previewService"),
+    ):
+        if not name:
+            continue
+        if name not in by_name:
+            raise PolicyError(
+                f"{rendered.app_env}: values: rollout.blueGreen.{field_name}: no Service {name!r} rendered"
+            )
+        out[role] = by_name[name]
+    return out
+
+
+class Layout:
+    """The names and bodies of the tracks of one rendered workload (the policy's ``rollout.workload``)."""
+
+    def __init__(self, rendered: RenderedApp, policy: RolloutPolicy, workload: Manifest | None = None) -> None:
+        self.rendered = rendered
+        self.policy = policy
+        self.workload = workload or workload_of(rendered, policy)
+        self.services = services_of(rendered, policy)
+        self.autoscalers = autoscalers_of(rendered, self.workload) if policy.strategy is Strategy.BLUE_GREEN else ()
+        self.namespace = self.workload.id.namespace or rendered.namespace
+        spec = self.workload.body.get("spec") or {}
+        self.total = int(spec.get("replicas", 1))
+        self.replicas_rendered = "replicas" in spec
+        """False when the chart leaves replicas to an HPA (Helm's ``if not .Values.autoscaling.enabled``)."""
+        self.selector: dict[str, str] = dict((spec.get("selector") or {}).get("matchLabels") or {})
+
+    def owned(self) -> frozenset[ObjectId]:
+        """What sync must leave to the executor: the rendered objects it applies itself (the workload, the
+        Services it points, the HPA it aims) and the tracks it made (``track_refs``)."""
+        rendered = {self.workload.id, *(m.id for m in self.services.values()), *(m.id for m in self.autoscalers)}
+        return frozenset(rendered) | self.track_refs()
+
+    def track_refs(self) -> frozenset[ObjectId]:
+        """The canary and colour Deployments of this workload, whichever exist: the executor's own, in the app's
+        inventory so that removing the app removes them, and never pruned by sync (they are not rendered)."""
+        rendered = {m.id for m in self.rendered.manifests}
+        return frozenset(self.ref(t) for t in (Track.CANARY, Track.BLUE, Track.GREEN)) - rendered
+
+    def track_label(self, track: Track) -> tuple[str, str] | None:
+        if track is Track.CANARY:
+            return LABEL_TRACK, track.value
+        if track in (Track.BLUE, Track.GREEN):
+            return LABEL_COLOR, track.value
+        return None
+
+    def ref(self, track: Track) -> ObjectId:
+        return track_ref(self.namespace, self.workload.id.name, track)
+
+    def selector_of(self, track: Track) -> str:
+        labels = dict(self.selector)
+        extra = self.track_label(track)
+        if extra:
+            labels[extra[0]] = extra[1]
+        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+    def body(self, track: Track, replicas: int) -> Json:
+        """The rendered Deployment as ``track`` runs it."""
+        body = copy.deepcopy(self.workload.body)
+        annotations = body.setdefault("metadata", {}).setdefault("annotations", {})
+        annotations[ANNOTATION_TEMPLATE_HASH] = template_hash(self.workload.body)
+        annotations[ANNOTATION_SPEC_HASH] = spec_hash(self.workload.body)
+        body.setdefault("spec", {})["replicas"] = replicas
+        return self.coloured(body, track)
+
+    def coloured(self, body: Json, track: Track) -> Json:
+        """``body`` (a Deployment of this workload) named and labelled as ``track``'s; changed in place."""
+        meta = body.setdefault("metadata", {})
+        meta["name"] = self.ref(track).name
+        meta["namespace"] = self.namespace
+        spec = body.setdefault("spec", {})
+        extra = self.track_label(track)
+        if extra:
+            key, value = extra
+            spec.setdefault("selector", {}).setdefault("matchLabels", {})[key] = value
+            spec.setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {})[key] = value
+            meta.setdefault("labels", {})[key] = value
+        return body
+
+    def service_hash(self, role: ServiceRole) -> str:
+        return digest(self.services[role].body)
+
+    def service_body(self, role: ServiceRole, track: Track) -> Json | None:
+        manifest = self.services.get(role)
+        if manifest is None:
+            return None
+        body = copy.deepcopy(manifest.body)
+        meta = body.setdefault("metadata", {})
+        meta["namespace"] = manifest.id.namespace or self.namespace
+        meta.setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = self.service_hash(role)
+        selector = dict((body.setdefault("spec", {}).get("selector")) or self.selector)
+        extra = self.track_label(track)
+        if extra:
+            selector[extra[0]] = extra[1]
+        body["spec"]["selector"] = selector
+        return body
+
+    def autoscaler_body(self, manifest: Manifest, track: Track) -> Json:
+        """A rendered HPA of the workload, aimed at ``track``'s Deployment (under blue-green the rendered one is
+        at zero, and an HPA does not scale a Deployment at zero)."""
+        body = copy.deepcopy(manifest.body)
+        meta = body.setdefault("metadata", {})
+        meta["namespace"] = manifest.id.namespace or self.namespace
+        meta.setdefault("annotations", {})[ANNOTATION_SPEC_HASH] = digest(manifest.body)
+        body.setdefault("spec", {}).setdefault("scaleTargetRef", {})["name"] = self.ref(track).name
+        return body
+
+
+def autoscalers_of(rendered: RenderedApp, workload: Manifest) -> tuple[Manifest, ...]:
+    """The rendered HorizontalPodAutoscalers that scale ``workload``."""
+    namespace = workload.id.namespace or rendered.namespace
+    return tuple(
+        m
+        for m in rendered.manifests
+        if m.id.kind == "HorizontalPodAutoscaler"
+        and (m.id.namespace or rendered.namespace) == namespace
+        and ((m.body.get("spec") or {}).get("scaleTargetRef") or {}).get("kind") == "Deployment"
+        and ((m.body.get("spec") or {}).get("scaleTargetRef") or {}).get("name") == workload.id.name
+    )
+
+
+def track_ref(namespace: str, workload: str, track: Track) -> ObjectId:
+    return ObjectId("apps", "Deployment", namespace, workload if track is Track.STABLE else f"{workload}-{track.value}")

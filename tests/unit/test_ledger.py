@@ -1,0 +1,64 @@
+"""Ledger lines: what a note holds, read back by any version, damaged lines skipped and reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gitsync.ledger import AnalysisResult, LedgerEntry, ReleaseOutcome, parse_note
+
+SHA = "a" * 40
+
+
+def entry(**changes: object) -> LedgerEntry:
+    fields: dict[str, object] = {
+        "env": "staging",
+        "app": "podinfo",
+        "revision": SHA,
+        "digest": "sha256:" + "d" * 64,
+        "chart_tree": "c" * 40,
+        "values_hash": "sha256:" + "v" * 64,
+        "outcome": ReleaseOutcome.SUCCEEDED,
+        "started_at": 1_700_000_000.0,
+        "finished_at": 1_700_000_090.0,
+        "steps": ("setWeight 25", "analysis", "setWeight 100"),
+        "analysis": (AnalysisResult("error-rate", 0.012, "result < 0.05", "Successful"),),
+        "agent": "gitsync-0/agent-7f9c",
+    }
+    fields.update(changes)
+    return LedgerEntry(**fields)  # type: ignore[arg-type]
+
+
+def test_a_line_is_compact_ordered_and_round_trips() -> None:
+    line = entry().to_line()
+    assert "\n" not in line and ", " not in line
+    assert list(json.loads(line))[:3] == ["env", "app", "revision"]
+    assert json.loads(line)["finishedAt"] == "2023-11-14T22:14:50Z"
+    assert parse_note(line) == (entry(),)
+    assert entry().to_line() == line, "the same release is the same line (so appending it twice is a no-op)"
+
+
+def test_only_the_ledger_fields_are_written() -> None:
+    assert set(json.loads(entry().to_line())) == {
+        "env", "app", "revision", "digest", "chartTree", "valuesHash", "outcome", "startedAt", "finishedAt",
+        "steps", "analysis", "agent", "promotionCommit", "rollbackCommit",
+    }  # fmt: skip
+
+
+def test_unreadable_lines_are_skipped_and_reported() -> None:
+    good = entry().to_line()
+    future = json.dumps({**json.loads(good), "newField": 1})  # a newer agent's line: extra keys are ignored
+    note = "\n".join(
+        [good, "hand-written remark", '{"env": "prod"}', "", future, '{"env":"x","app":"y","outcome":"Exploded"}']
+    )
+    problems: list[str] = []
+    assert parse_note(note, problems.append) == (entry(), entry())
+    assert [p.split(":")[0] for p in problems] == ["line 2", "line 3", "line 6"]
+
+
+@pytest.mark.parametrize("value", [True, "0.1", [1]])
+def test_analysis_values_are_numbers_only(value: object) -> None:
+    raw = json.loads(entry().to_line())
+    raw["analysis"][0]["value"] = value
+    assert parse_note(json.dumps(raw)) == ()

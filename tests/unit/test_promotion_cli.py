@@ -1,0 +1,232 @@
+"""gitsync audit, promote and rollback on real clones: what an auditor and an operator see, no cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from gitrepos import Server, git
+from test_ledger import entry
+
+from gitsync.adapters.git import GitRepository
+from gitsync.adapters.gitwrite import Identity
+from gitsync.adapters.notes import NotesLedger
+from gitsync.cli import main
+from gitsync.ledger import AnalysisResult, ReleaseOutcome
+from renderers.promotion import promoted_values, values_hash
+
+CHART = {
+    "apps/podinfo/chart.yaml": "name: podinfo\nversion: 1.0.0\n",
+    "apps/podinfo/values.yaml": 'image:\n  tag: "6.6.0"\n',
+    "apps/podinfo/templates/cm.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: podinfo\ndata:\n  tag: {{ values.image.tag | quote }}\n"
+    ),
+    "apps/podinfo/templates/deployment.yaml": (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\nspec:\n"
+        "  selector: {matchLabels: {app: podinfo}}\n  template:\n    metadata: {labels: {app: podinfo}}\n"
+        "    spec:\n      containers:\n        - name: podinfo\n"
+        '          image: "ghcr.io/stefanprodan/podinfo:{{ values.image.tag }}"\n'
+    ),
+    "environments/staging/env.yaml": "namespace: podinfo-staging\napps: [podinfo]\n",
+    "environments/prod/env.yaml": (
+        "namespace: podinfo-prod\napps: [podinfo]\n"
+        "promotion: {from: staging, mode: manual, soak: 0s, values: [image.tag]}\n"
+    ),
+}
+T0 = 1_700_000_000.0
+
+
+class Scenario:
+    """A repository with staging releases noted by an agent (its own cache) and an operator's clone."""
+
+    def __init__(self, root: Path) -> None:
+        self.server = Server(root / "server")
+        self.root = root
+        self.agent = NotesLedger(
+            GitRepository(self.server.url, "main", root / "agent-cache").cache,
+            self.server.url,
+            identity=Identity("gitsync", "gitsync@example.com"),
+        )
+
+    def release(self, sha: str, env: str, outcome: ReleaseOutcome, at: float, tag: str, **changes: object) -> None:
+        tree = git(self.server.bare, "rev-parse", f"{sha}:apps/podinfo")
+        self.agent.append(
+            sha,
+            entry(
+                env=env,
+                revision=sha,
+                outcome=outcome,
+                started_at=at - 60,
+                finished_at=at,
+                chart_tree=tree,
+                values_hash=values_hash(promoted_values({"image": {"tag": tag}}, ("image.tag",))),
+                **changes,
+            ),
+        )
+
+    def cli(self, *args: str, clone: Path | None = None) -> tuple[int, str]:
+        result = CliRunner().invoke(main, [*args[:1], "--repo", str(clone or self.server.work), *args[1:]])
+        return result.exit_code, result.output
+
+
+@pytest.fixture
+def scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Scenario:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # LocalTrees extracts pinned trees there
+    return Scenario(tmp_path)
+
+
+IMAGE = "ghcr.io/stefanprodan/podinfo"
+OBJECTS = "ConfigMap/podinfo-prod/podinfo, Deployment.apps/podinfo-prod/podinfo"
+
+
+def test_audit_json_on_a_fresh_clone_lists_releases_with_pr_numbers_and_evidence(scenario: Scenario) -> None:
+    server = scenario.server
+    first = server.commit(CHART, "Merge pull request #12 from ada/podinfo\n\nAdd podinfo")
+    squash = server.commit({"apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "Bump podinfo (#13)")
+    gitlab = server.commit(
+        {"README.md": "x\n"}, "Merge branch 'docs' into 'main'\n\nDocs\n\nSee merge request platform/deploy!14"
+    )
+    gitea = server.commit({"README.md": "y\n"}, "Merge pull request 'more docs' (#15) from docs into main")
+    scenario.release(first, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
+    analysis = (AnalysisResult("error-rate", 0.5, "result < 0.05", "Failed"),)
+    scenario.release(squash, "staging", ReleaseOutcome.ROLLED_BACK, T0 + 100, "6.7.0", analysis=analysis)
+    scenario.release(gitlab, "staging", ReleaseOutcome.SUCCEEDED, T0 + 200, "6.6.0")
+    scenario.release(gitea, "staging", ReleaseOutcome.SUCCEEDED, T0 + 300, "6.6.0")
+
+    fresh = scenario.root / "auditor"
+    git(scenario.root, "clone", "-q", server.url, str(fresh))
+    code, out = scenario.cli("audit", "-o", "json", clone=fresh)
+    assert code == 0, out
+    rows = json.loads(out)
+    assert [(r["commit"], r["pullRequest"], r["outcome"]) for r in rows] == [
+        (gitea, 15, "Succeeded"),
+        (gitlab, 14, "Succeeded"),
+        (squash, 13, "RolledBack"),
+        (first, 12, "Succeeded"),
+    ]
+    assert rows[2]["evidence"] == "RolledBack; error-rate=0.5 (result < 0.05) Failed"
+    assert rows[2]["subject"] == "Bump podinfo (#13)" and rows[2]["author"] == "Ada <ada@example.com>"
+    assert rows[2]["mergedBy"] == "Ada <ada@example.com>", "a squashed pull request was merged by its committer"
+    assert rows[3]["time"] == "2023-11-14T22:13:20Z" and rows[3]["analysis"][0]["name"] == "error-rate"
+
+    code, out = scenario.cli("audit", "-o", "csv", "--since", "2023-11-14T22:15:00Z", clone=fresh)
+    assert code == 0 and out.splitlines()[0].startswith("time,env,app,commit,subject,pullRequest")
+    assert len(out.splitlines()) == 1 + 3
+
+
+def test_promote_refuses_unverified_records_forced_and_writes_once(scenario: Scenario) -> None:
+    server = scenario.server
+    good = server.commit({**CHART, "apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "podinfo 6.7.0")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.7.0")
+    bad = server.commit({"apps/podinfo/values.yaml": 'image:\n  tag: "6.8.0"\n'}, "podinfo 6.8.0")
+    scenario.release(bad, "staging", ReleaseOutcome.ROLLED_BACK, T0 + 100, "6.8.0")
+
+    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo")
+    assert code == 2 and "no candidate in staging" in out, "the newest staging release failed: nothing to promote"
+
+    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", bad)
+    assert code == 2 and f"pin {bad[:12]} is not verified" in out and "--force --reason" in out
+
+    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", good, "--push")
+    assert code == 0 and out.startswith(f"promote podinfo to prod (staging@{good[:7]}): committed"), out
+    pins = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))
+    assert pins == {"podinfo": {"revision": good, "from": "staging", "values": {"image": {"tag": "6.7.0"}}}}
+    body = server.log("-1", "--format=%B")
+    assert f"Rendered change in prod:\n  added: {OBJECTS}\n  image: (none) -> {IMAGE}:6.7.0\n" in body, body
+    assert "  image.tag: (none) -> 6.7.0\n" in body
+    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", good, "--push")
+    assert code == 0 and "nothing written" in out
+
+    code, out = scenario.cli(
+        "promote",
+        "--env",
+        "prod",
+        "--app",
+        "podinfo",
+        "--revision",
+        bad,
+        "--force",
+        "--reason",
+        "INC-7 hotfix",
+        "--push",
+    )
+    assert code == 0, out
+    trailers = git(server.bare, "show", "-s", "--format=%(trailers:only,unfold)", "main").splitlines()
+    assert "Gitsync-Override: INC-7 hotfix" in trailers and f"Gitsync-Promoted-From: staging@{bad}" in trailers
+    assert len(server.log("--format=%s", "--grep=^promote ").splitlines()) == 2
+    forced = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))["podinfo"]
+    assert (forced["revision"], forced["override"]) == (bad, "INC-7 hotfix"), "the agent's guard reads the reason"
+    body = server.log("-1", "--format=%B")
+    assert f"  changed: {OBJECTS}\n  image: {IMAGE}:6.7.0 -> {IMAGE}:6.8.0\n  image.tag: 6.7.0 -> 6.8.0\n" in body
+
+    code, out = scenario.cli("rollback", "--env", "prod", "--app", "podinfo", "--push")
+    assert code == 0 and out.startswith(f"roll back podinfo in prod to {good[:7]}: committed"), out
+    pins = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))
+    assert pins["podinfo"]["revision"] == good
+    assert f"  image: {IMAGE}:6.8.0 -> {IMAGE}:6.7.0\n" in server.log("-1", "--format=%B")
+    assert git(server.bare, "show", "-s", "--format=%(trailers:key=Gitsync-Rollback-Of,valueonly)", "main") == git(
+        server.bare, "rev-parse", "main~1"
+    )
+
+
+def test_rollback_of_a_pinned_environment_takes_its_own_last_succeeded_release(scenario: Scenario) -> None:
+    """prod's ledger, not promoted.yaml's history: the pin before the current one was rolled back in prod."""
+    server = scenario.server
+    shas = {}
+    for at, tag in enumerate(("6.7.0", "6.8.0", "6.9.0")):
+        shas[tag] = server.commit({**CHART, "apps/podinfo/values.yaml": f'image:\n  tag: "{tag}"\n'}, tag)
+        scenario.release(shas[tag], "staging", ReleaseOutcome.SUCCEEDED, T0 + at, tag)
+    for at, (tag, outcome) in enumerate(
+        (("6.7.0", ReleaseOutcome.SUCCEEDED), ("6.8.0", ReleaseOutcome.ROLLED_BACK), ("6.9.0", ReleaseOutcome.FAILED))
+    ):
+        code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", shas[tag], "--push")
+        assert code == 0, out
+        scenario.release(server.head(), "prod", outcome, T0 + 100 + at, tag)
+    promoted_69 = server.head()
+
+    code, out = scenario.cli("rollback", "--env", "prod", "--app", "podinfo", "--push")
+    assert code == 0 and out.startswith(f"roll back podinfo in prod to {shas['6.7.0'][:7]}: committed"), out
+    pins = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))
+    assert pins["podinfo"] == {"revision": shas["6.7.0"], "from": "staging", "values": {"image": {"tag": "6.7.0"}}}
+    message = server.log("-1", "--format=%B")
+    assert f"Gitsync-Rollback-Of: {promoted_69}" in message
+    assert "Gitsync-Evidence: Failed" in message and f"  image: {IMAGE}:6.9.0 -> {IMAGE}:6.7.0\n" in message
+
+
+def test_rollback_to_a_forced_pin_keeps_its_reason(scenario: Scenario) -> None:
+    server = scenario.server
+    good = server.commit({**CHART, "apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "6.7.0")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.7.0")
+    hotfix = server.commit({"apps/podinfo/values.yaml": 'image:\n  tag: "6.7.1"\n'}, "6.7.1, straight to prod")
+    forced = ("--force", "--reason", "INC-9 outage")
+    for at, (revision, options, outcome) in enumerate(
+        ((hotfix, forced, ReleaseOutcome.SUCCEEDED), (good, (), ReleaseOutcome.ROLLED_BACK))
+    ):
+        code, out = scenario.cli(
+            "promote", "--env", "prod", "--app", "podinfo", "--revision", revision, *options, "--push"
+        )
+        assert code == 0, out
+        scenario.release(server.head(), "prod", outcome, T0 + 100 + at, "")
+
+    code, out = scenario.cli("rollback", "--env", "prod", "--app", "podinfo", "--push")
+    assert code == 0 and out.startswith(f"roll back podinfo in prod to {hotfix[:7]}: committed"), out
+    pin = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))["podinfo"]
+    assert (pin["revision"], pin["override"]) == (hotfix, "INC-9 outage"), "the agent's guard still applies it"
+
+
+def test_rollback_of_a_head_following_environment_restores_chart_and_values(scenario: Scenario) -> None:
+    server = scenario.server
+    good = server.commit({**CHART, "environments/staging/values/podinfo.yaml": "replicas: 2\n"}, "podinfo")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
+    bad = server.commit(
+        {"apps/podinfo/values.yaml": 'image:\n  tag: "6.9.9"\n', "environments/staging/values/podinfo.yaml": "x: 1\n"},
+        "podinfo 6.9.9",
+    )
+    scenario.release(bad, "staging", ReleaseOutcome.ROLLED_BACK, T0 + 100, "6.9.9")
+    code, out = scenario.cli("rollback", "--env", "staging", "--app", "podinfo", "--push")
+    assert code == 0 and out.startswith(f"roll back podinfo in staging to {good[:7]}: committed"), out
+    assert git(server.bare, "diff", "--stat", good, "main", "--", "apps", "environments") == ""
+    assert f"Gitsync-Rollback-Of: {bad}" in server.log("-1", "--format=%B")

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The Debian packages the tests and the demo run for real (make deps; .ci/run): git, Prometheus for the analysis
+# tests, podman/runc/debootstrap/slirp4netns for the agent image. Installs only what is missing; needs root (or sudo).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+need=()
+command -v git >/dev/null || need+=(git)
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v slirp4netns >/dev/null || need+=(slirp4netns)  # the image test gives the container its own network
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "make deps: installing ${need[*]} needs root (or sudo)" >&2; exit 1; }
+  sudo=sudo
+fi
+echo "make deps: installing ${need[*]}"
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
