@@ -121,7 +121,8 @@ def topology(repo: Path) -> Topology:
     environments = {}
     for folder in sorted((repo / "environments").glob("*/")):
         try:
-            environments[folder.name] = load_environment(repo, folder.name)
+            # Only who promotes from whom is read here; each environment's own reconcile checks its namespace.
+            environments[folder.name] = load_environment(repo, folder.name, protected=frozenset())
         except RenderError:
             continue
     upstream: dict[str, Upstream] = {}

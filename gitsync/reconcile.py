@@ -49,6 +49,7 @@ from gitsync.ports import (
     StateStore,
 )
 from gitsync.promotion import BLOCKED_RECHECK, PromotionAction, Promotions
+from gitsync.redact import scrub, secret_values_of
 from gitsync.result import Kind, ReconcileResult, Stage, Target
 from gitsync.source import RevisionRefused
 from gitsync.strategy.state import Phase
@@ -188,6 +189,10 @@ class _Line:
         self.timings.append((stage, time.monotonic() - t0))
 
     def result(self, kind: Kind, **fields: Any) -> ReconcileResult:
+        error = fields.get("error")
+        if error and self.rendered is not None:
+            # A second guard behind the Kubernetes adapter's: no rendered secret value leaves in an error.
+            fields["error"] = scrub(error, secret_values_of(m.body for m in self.rendered.manifests))
         return ReconcileResult(
             key=self.r.key,
             kind=kind,

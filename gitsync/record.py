@@ -294,6 +294,23 @@ class LedgerSink:
         assert r.target is not None and r.rendered is not None
         if not revision or revision.endswith("-dirty"):
             return
+        try:
+            self._append(r, revision, digest, outcome, started, evidence)
+        except GitsyncError as e:
+            # The release stands; only its line is missing, and a receiving environment will not promote it
+            # without one. Logged, never a reason to redo the reconcile (no hot loop on a read-only remote).
+            log.warning("ledger.write_failed", revision=revision, outcome=str(outcome), error=str(e))
+
+    def _append(
+        self,
+        r: ReconcileResult,
+        revision: str,
+        digest: str,
+        outcome: Result,
+        started: float,
+        evidence: tuple[tuple[str, ...], tuple[AnalysisResult, ...]] | tuple[()],
+    ) -> None:
+        assert r.target is not None and r.rendered is not None
         steps, analysis = evidence if evidence else ((), ())
         pin = getattr(r.rendered, "pin", None)
         current = revision == r.revision

@@ -55,7 +55,7 @@ class Install:
 
 
 # Names that are cluster-wide (or namespaces) in deploy/manifests; each gets the install's suffix.
-_RENAMED = ("gitsync-system", "gitsync-agent", "podinfo-staging")
+_RENAMED = ("gitsync-system", "gitsync-agent", "podinfo-staging", "podinfo-prod")
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def installed(kubelab: Any) -> Iterator[Install]:
 def bind_environment(kubeconfig: Path, install: Install, namespace: str) -> None:
     """What the platform team does for each environment namespace: 05-environment.yaml's RoleBinding there."""
     docs = list(yaml.safe_load_all(install.text))
-    (binding,) = [d for d in docs if d and d["kind"] == "RoleBinding" and d["roleRef"]["kind"] == "ClusterRole"]
+    binding = next(d for d in docs if d and d["kind"] == "RoleBinding" and d["roleRef"]["kind"] == "ClusterRole")
     binding["metadata"]["namespace"] = namespace
     kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump(binding))
 

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 import structlog
@@ -52,7 +53,7 @@ from gitsync.runtime.leader import LeaderElector
 from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
 from gitsync.source import Source
 from gitsync.sync import ensure_namespace
-from renderers import RenderError, load_environment
+from renderers import RenderedApp, RenderError, load_environment, render_app
 
 __all__ = ["Agent", "AgentCluster"]
 
@@ -110,6 +111,7 @@ class Agent:
             ensure_namespace=self._ensure_namespace,
             before_apply=self._before_apply,
             promotions=promotions,
+            render=self._render,
         )
         self._downstream: dict[str, tuple[str, ...]] = {}
         """Environment -> the environments that take their releases from it (``promotion.from``)."""
@@ -234,7 +236,9 @@ class Agent:
         complete = True
         for selection in self.config.environments:
             try:
-                environment = load_environment(snapshot.path, selection.name)
+                environment = load_environment(
+                    snapshot.path, selection.name, protected=self.config.protected_namespaces
+                )
             except RenderError as e:
                 log.error("environment.invalid", env=selection.name, revision=snapshot.revision, error=str(e))
                 with self._lock:
@@ -283,6 +287,12 @@ class Agent:
             self._discover(snapshot)
         with self._lock:
             return self._targets.get(key) or self._removed.get(key)
+
+    def _render(self, path: Path, key: AppEnv, revision: str, trees: Callable[[str], Path]) -> RenderedApp:
+        """``Stages.render``: the namespaces the operator protects (agent.yaml) are refused."""
+        return render_app(
+            path, key.env, key.app, revision=revision or None, trees=trees, protected=self.config.protected_namespaces
+        )
 
     def _ensure_namespace(self, namespace: str) -> None:
         """Create the environment's namespace once if it is missing (status and objects live there)."""
