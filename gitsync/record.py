@@ -65,11 +65,11 @@ class Recorder:
 
 
 def default_sinks(
-    history: History, events: Events, *, metrics: bool = True, ledger: LedgerSink | None = None
+    history: History, events: Events, *, agent: bool = True, ledger: LedgerSink | None = None
 ) -> tuple[Sink, ...]:
-    """The sinks of the agent (``metrics``, the Git ``ledger``) and of ``gitsync sync`` (neither: a one-shot
-    process from a laptop writes no notes)."""
-    head: tuple[Sink, ...] = (LogSink(), MetricsSink()) if metrics else (LogSink(),)
+    """The sinks of the agent (log lines, metrics, the Git ``ledger``) and of ``gitsync sync`` (none of those: a
+    one-shot command prints its own summary and errors, and a laptop writes no notes)."""
+    head: tuple[Sink, ...] = (LogSink(), MetricsSink()) if agent else ()
     notes: tuple[Sink, ...] = (ledger,) if ledger is not None else ()
     return (*head, HistorySink(history), *notes, EventSink(events), StatusSink(history))
 

@@ -255,7 +255,7 @@ def command(
     store = ConfigMapStateStore(cluster)
     clock = SystemClock()
     history = History(store)
-    recorder = Recorder(default_sinks(history, EventSink(cluster, clock), metrics=False))
+    recorder = Recorder(default_sinks(history, EventSink(cluster, clock), agent=False))
     rollouts = RolloutExecutor(cluster, store, measurer=Measurer(PrometheusClient(), HttpClient()))
     retries: list[Retry | None] = []
     for rendered in targets:
@@ -285,7 +285,7 @@ def command(
             )
             result = reconcile(stages, request)
         if result.sync is None:
-            click.echo(f"error: {rendered.app_env}: {result.error}", err=True)
+            click.echo(f"error: {result.error}", err=True)
             retries.append(result.error_class or Retry.TERMINAL)
             continue
         click.echo(result.sync.summary())

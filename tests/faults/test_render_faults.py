@@ -54,7 +54,7 @@ NAMESPACES = [
             "metadata:\n  name: c\n  namespace: kube-system\n"
         },
         f"{CHART}/templates/cm.yaml:1: ConfigMap/c is in namespace 'kube-system', outside environment dev's namespace "
-        "'web-dev' (list it in env.yaml allowed_namespaces to allow it)",
+        "'web-dev' (list it in env.yaml allowedNamespaces to allow it)",
     ),
 ]
 
@@ -132,7 +132,7 @@ HOSTILE = [
     Fault(
         "too-many-values",
         {
-            CM: "{% for i in range(3000) %}\n---\napiVersion: v1\nkind: List\nmetadata:\n  name: l{{ i }}\n"
+            CM: "{% for i in range(3000) %}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: l{{ i }}\n"
             "items: {{ [0] * 100 }}\n{% endfor %}\n"
         },
         f"{CM}:7: invalid YAML in rendered output (output line 11322): more than 200000 values in all documents",
