@@ -177,3 +177,41 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
     prod_rows = [r for r in rows if r["env"] == "prod" and r["outcome"] == "Succeeded"]
     assert any(r.get("promotedFrom", "").startswith("staging@") for r in prod_rows), prod_rows
     assert doomed and bad
+
+
+def test_pull_request_mode_proposes_on_a_branch_and_merging_it_promotes(
+    agents: Agents, upstream: Upstream, namespace: str, prod_namespace: str, core: client.CoreV1Api,
+    kube_api: client.ApiClient,
+) -> None:  # fmt: skip
+    apps = client.AppsV1Api(kube_api)
+    prod = upstream.work / "environments/prod"
+    env = yaml.safe_load((prod / "env.yaml").read_text())
+    env["namespace"] = prod_namespace
+    env["promotion"] = {"from": "staging", "mode": "pull-request", "soak": "1s", "values": ["image.tag"]}
+    values = yaml.safe_load((prod / "values/podinfo.yaml").read_text())
+    values["rollout"] = {"strategy": "rolling"}
+    upstream.commit(
+        "prod: promoted by pull request",
+        {
+            "environments/prod/env.yaml": yaml.safe_dump(env),
+            "environments/prod/values/podinfo.yaml": yaml.safe_dump(values),
+        },
+    )
+    agents.start(environments=["staging", "prod"], pollInterval="1s")
+    branch = "gitsync/promote/prod/podinfo"
+
+    def proposed() -> str:
+        return git(upstream.bare, "for-each-ref", "--format=%(objectname)", f"refs/heads/{branch}")
+
+    head = wait_for("the promotion branch", proposed, 40)
+    assert promotions(upstream) == [], "nothing is promoted on main before the pull request is merged"
+    assert status_of(core, prod_namespace, env="prod").get("result") == "AwaitingPromotion"
+    trailers = git(upstream.bare, "log", "-1", "--format=%(trailers:unfold)", head)
+    assert "Gitsync-Promoted-From: staging@" in trailers and "Gitsync-Env: prod" in trailers
+
+    git(upstream.work, "fetch", "-q", "origin", branch)
+    git(upstream.work, "merge", "-q", "--ff-only", "FETCH_HEAD")
+    git(upstream.work, "push", "-q", "origin", "main")
+    wait_for("prod live after the merge", lambda: image_of(apps, prod_namespace) == "6.7.1", 40)
+    wait_for("prod settled", lambda: status_of(core, prod_namespace, env="prod").get("result") == "Succeeded", 40)
+    assert [p["sha"] for p in promotions(upstream)] == [head], "the merged commit is the promotion, written once"
