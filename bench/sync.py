@@ -39,8 +39,8 @@ from gitsync import log  # noqa: E402
 from gitsync.adapters.kube import KubeCluster  # noqa: E402
 from gitsync.adapters.state import ConfigMapStateStore  # noqa: E402
 from gitsync.cache import WatchCache  # noqa: E402
+from gitsync.memo import DryRunMemo  # noqa: E402
 from gitsync.model import ObjectId  # noqa: E402
-from gitsync.plan import DryRunMemo  # noqa: E402
 from gitsync.sync import sync_app  # noqa: E402
 from renderers import render_app  # noqa: E402
 

@@ -25,8 +25,9 @@ from itertools import groupby
 
 from gitsync import log as logging
 from gitsync.errors import GitsyncError, Retry, StaleError, retry_of
+from gitsync.memo import DryRunMemo
 from gitsync.model import Json, ObjectId, SyncAction, kind_rank
-from gitsync.plan import PARENT_KINDS, DryRunMemo, Plan, PlanAction, PlannedChange
+from gitsync.plan import PARENT_KINDS, Plan, PlanAction, PlannedChange
 from gitsync.ports import Cluster
 from gitsync.served import PARENT_WAIT_SECONDS, POLL_SECONDS, NotReadyError, wait_ready, when_served
 

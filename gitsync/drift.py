@@ -37,7 +37,8 @@ from gitsync.cache import Change, WatchCache
 from gitsync.errors import FieldConflictError, GitsyncError
 from gitsync.events import Reason
 from gitsync.model import MANAGER, AppEnv, Json, Manifest, ObjectId
-from gitsync.plan import ignored_pointers, normalise, wants_force
+from gitsync.normalise import ignored_pointers, normalise
+from gitsync.plan import wants_force
 from gitsync.ports import Clock, Cluster, WatchEventType
 
 __all__ = [

@@ -24,7 +24,7 @@ class Inventory:
     revision: str = ""
     digest: str = ""
     memo: Mapping[str, str] = field(default_factory=dict)
-    """``plan.DryRunMemo`` entries of the inventory's objects, so even a one-shot ``gitsync diff`` skips the
+    """``memo.DryRunMemo`` entries of the inventory's objects, so even a one-shot ``gitsync diff`` skips the
     dry-runs of objects nobody touched since gitsync applied them."""
     version: str = ""
     """The store's version of the document this was loaded from ("" when new); used for optimistic writes."""

@@ -45,7 +45,7 @@ def is_kubectl(manager: str) -> bool:
 
 def takes_over(conflict: FieldConflictError, ignore: Sequence[str] = ()) -> bool:
     """Whether an apply may force ``conflict``: only kubectl managers, no field under the object's ``ignore``
-    pointers (``plan.ignored_pointers``)."""
+    pointers (``normalise.ignored_pointers``)."""
     if not conflict.managers or not all(is_kubectl(m) for m in conflict.managers):
         return False
     ignored = [_dotted(p) for p in ignore]

@@ -9,31 +9,23 @@ Contract:
 - ``plan`` only reads and dry-runs: it never writes. A dry-run that fails terminally puts an ``error`` on its
   change, and a plan with errors must apply nothing (``Plan.errors``); a transient failure (network, 429, 5xx)
   raises ``TransientError`` out of ``plan``, for the caller to retry after its backoff.
-- ``normalise`` and ``diff_text`` are pure; Secret values never appear in a diff, only a keyed hash per key so a
-  change stays visible.
-- A ``DryRunMemo`` skips the dry-run of an object whose manifest and normalised live content are those of the
-  last dry-run (or apply) that left nothing to change: with a watch-fed ``LiveReader`` a no-op plan makes no API
-  request, and with the memo kept in the inventory a one-shot ``gitsync diff`` makes a handful of LISTs.
+- ``gitsync.normalise`` gives the comparison form and the diff text (Secret values never appear in a diff, only a
+  keyed hash per key so a change stays visible).
+- A ``DryRunMemo`` (``gitsync.memo``) skips the dry-run of an object whose manifest and normalised live content
+  are those of the last dry-run (or apply) that left nothing to change: with a watch-fed ``LiveReader`` a no-op
+  plan makes no API request, and with the memo kept in the inventory a one-shot ``gitsync diff`` makes a handful
+  of LISTs.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import copy
-import difflib
 import gc
-import hashlib
-import hmac
-import os
 import threading
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
-
-import yaml
 
 from gitsync import log as logging
 from gitsync.errors import (
@@ -46,55 +38,33 @@ from gitsync.errors import (
     TerminalError,
     retry_of,
 )
+from gitsync.memo import DryRunMemo
 from gitsync.model import (
     ANNOTATION_FORCE,
-    ANNOTATION_IGNORE,
     ANNOTATION_PRUNE,
     ANNOTATION_RECREATE,
     Json,
     Manifest,
     ObjectId,
     apply_order,
-    canonical,
-    fingerprint,
 )
+from gitsync.normalise import diff_text, ignored_pointers, normalise
 from gitsync.ownership import takes_over
 from gitsync.ports import Cluster, LiveReader
 from gitsync.served import when_served
 
 __all__ = [
     "PARENT_KINDS",
-    "DryRunMemo",
     "ListSnapshot",
     "Plan",
     "PlanAction",
     "PlannedChange",
     "defined_kind",
-    "diff_text",
-    "mask_secret",
-    "normalise",
     "plan",
 ]
 
-SERVER_OWNED_METADATA = (
-    "managedFields",
-    "resourceVersion",
-    "generation",
-    "uid",
-    "creationTimestamp",
-    "selfLink",
-)
-SERVER_OWNED_ANNOTATIONS = (
-    "kubectl.kubernetes.io/last-applied-configuration",
-    "deployment.kubernetes.io/revision",
-)
-MASK = "*** (masked)"
 DRY_RUN_WORKERS = 8
 """Concurrent dry-runs; the API server handles them in parallel, and 1,000 objects one by one take too long."""
-
-_MASK_KEY = os.urandom(16)
-"""Per-process key for the Secret value hashes in diffs: a change stays visible, but a short password cannot be
-found by hashing guesses, and hashes cannot be compared across runs."""
 
 
 class PlanAction(StrEnum):
@@ -178,259 +148,7 @@ class Plan:
         )
 
 
-class DryRunMemo:
-    """Remembers, per object, what the last dry-run or apply that left nothing to change saw: the manifest's
-    fingerprint, a hash of the normalised live object and its resourceVersion (and, for workload kinds, its
-    generation and a hash of its normalised metadata). While the manifest and live content stay the same, a new
-    dry-run would find nothing either, so it is skipped.
-
-    The resourceVersion is the fast path: the server changes it on every write, so a live object still at the
-    remembered one has the remembered content and needs no normalising or hashing. When it moved, the normalised
-    content decides, so a controller writing ``status`` does not force a dry-run; the new resourceVersion is then
-    known in this process only, as changing the exported entries would make a no-op sync write its inventory
-    (``settle`` folds them in when the inventory is written anyway). For the kinds in ``GENERATION_KINDS`` the
-    server bumps ``metadata.generation`` on every change outside metadata and status, so an unchanged generation
-    plus unchanged metadata is unchanged content: decided from a metadata list, without fetching the object.
-    Persisted with the inventory (``export``) so one-shot commands benefit too; older, shorter entries still read.
-    Safe to share between threads: entries are replaced whole under a lock. Secrets are never memoised: a hash of
-    their content would be stored in a ConfigMap, and a short password can be guessed from it.
-    """
-
-    def __init__(self, entries: Mapping[str, str] | None = None) -> None:
-        self._seen: dict[str, str] = dict(entries or {})
-        self._moved: dict[str, str] = {}
-        """resourceVersions found, by content, to be as good as the one in the entry of the same key."""
-        self._lock = threading.Lock()
-
-    def unchanged(self, ref: ObjectId, manifest: Manifest, live: Json) -> bool:
-        entry = self._entry(ref, manifest)
-        if entry is None:
-            return False
-        current = _resource_version(live)
-        if current and current in (entry.version, entry.moved):
-            return True
-        if entry.live != _live_digest(manifest, live):
-            return False
-        self._moved_to(ref, entry, current)
-        return True
-
-    def unchanged_meta(self, ref: ObjectId, manifest: Manifest, meta: Json | None) -> bool:
-        """Like ``unchanged`` for a caller that has only the object's metadata (a metadata list item): true at the
-        remembered resourceVersion, or, for ``GENERATION_KINDS``, at the remembered generation and metadata."""
-        entry = self._entry(ref, manifest)
-        if entry is None or meta is None:
-            return False
-        current = _resource_version(meta)
-        if current and current in (entry.version, entry.moved):
-            return True
-        if not entry.generation or _generation(meta) != entry.generation:
-            return False
-        if entry.metadata != _metadata_digest(manifest, meta):
-            return False
-        self._moved_to(ref, entry, current)
-        return True
-
-    def _moved_to(self, ref: ObjectId, entry: _MemoEntry, current: str) -> None:
-        if not current:
-            return
-        with self._lock:
-            if self._seen.get(str(ref)) == entry.text:  # not replaced meanwhile by a dry-run or apply of it
-                if entry.version:
-                    self._moved[str(ref)] = current
-                else:  # written before resourceVersions were kept: upgraded once, the next sync saves it
-                    self._seen[str(ref)] = entry.at(current).text
-
-    def _entry(self, ref: ObjectId, manifest: Manifest) -> _MemoEntry | None:
-        """The entry of ``ref`` when ``manifest`` is the remembered one."""
-        if _is_secret(ref):
-            return None
-        with self._lock:
-            text, moved = self._seen.get(str(ref)), self._moved.get(str(ref))
-        if text is None:
-            return None
-        entry = _MemoEntry.parse(text, moved)
-        return entry if entry.manifest == manifest.fingerprint else None
-
-    def remember(self, ref: ObjectId, manifest: Manifest, live: Json) -> None:
-        if _is_secret(ref):
-            return
-        generation = _generation(live) if ref.kind in GENERATION_KINDS else ""
-        entry = _MemoEntry(
-            manifest=manifest.fingerprint,
-            live=_live_digest(manifest, live),
-            version=_resource_version(live),
-            generation=generation,
-            metadata=_metadata_digest(manifest, live) if generation else "",
-        )
-        with self._lock:
-            self._seen[str(ref)] = entry.text
-            self._moved.pop(str(ref), None)
-
-    def forget(self, ref: ObjectId) -> None:
-        with self._lock:
-            self._seen.pop(str(ref), None)
-            self._moved.pop(str(ref), None)
-
-    def settle(self) -> None:
-        """Make the resourceVersions found by content since the last export part of the entries: done when the
-        inventory is written anyway, so the next one-shot command takes the fast path at no extra write."""
-        with self._lock:
-            for key, current in self._moved.items():
-                text = self._seen.get(key)
-                if text is not None:
-                    self._seen[key] = _MemoEntry.parse(text).at(current).text
-            self._moved.clear()
-
-    def export(self, refs: Collection[ObjectId]) -> dict[str, str]:
-        """The entries of ``refs`` as JSON-ready text
-        (``<manifest>:<live>:<resourceVersion>[:<generation>:<metadata>]``)."""
-        wanted = {str(ref) for ref in refs}
-        with self._lock:
-            return {k: v for k, v in sorted(self._seen.items()) if k in wanted}
-
-
-GENERATION_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"})
-"""Workload kinds, whose ``status`` moves long after an apply, and whose API strategies bump
-``metadata.generation`` on every spec change (a Deployment's also on annotation changes). Kinds without a
-generation (ConfigMap, Service) or not known to bump it on every change are decided by content."""
-
-
-@dataclass(frozen=True, slots=True)
-class _MemoEntry:
-    manifest: str
-    live: str
-    version: str = ""
-    generation: str = ""
-    metadata: str = ""
-    moved: str | None = field(default=None, compare=False)
-    """A resourceVersion known in this process to hold the same content (not persisted)."""
-
-    @classmethod
-    def parse(cls, text: str, moved: str | None = None) -> _MemoEntry:
-        manifest, live, version, generation, metadata = (text.split(":") + [""] * 5)[:5]
-        return cls(manifest, live, version, generation, metadata, moved)
-
-    @property
-    def text(self) -> str:
-        parts = [self.manifest, self.live, self.version, self.generation, self.metadata]
-        while len(parts) > 2 and not parts[-1]:  # older entries stay as short as they were written
-            parts.pop()
-        return ":".join(parts)
-
-    def at(self, version: str) -> _MemoEntry:
-        return _MemoEntry(self.manifest, self.live, version, self.generation, self.metadata)
-
-
-def _is_secret(ref: ObjectId) -> bool:
-    return ref.kind == "Secret" and not ref.group
-
-
-def _live_digest(manifest: Manifest, live: Json) -> str:
-    return fingerprint(canonical(normalise(live, ignored_pointers(manifest.body))))
-
-
-def _metadata_digest(manifest: Manifest, obj: Json) -> str:
-    """Hash of the normalised ``metadata`` of a full object or of a metadata list item (the same for both)."""
-    return fingerprint(canonical(normalise(obj, ignored_pointers(manifest.body)).get("metadata") or {}))
-
-
-def _resource_version(obj: Json) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
-
-
-def _generation(obj: Json) -> str:
-    generation = (obj.get("metadata") or {}).get("generation")
-    return str(generation) if generation else ""
-
-
 # -- pure parts ------------------------------------------------------------------------------------------------
-
-
-def ignored_pointers(obj: Mapping[str, Any]) -> tuple[str, ...]:
-    """JSON pointers listed in the ``gitsync.dev/ignore-differences`` annotation (comma- or newline-separated)."""
-    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_IGNORE, "")
-    return tuple(p.strip() for p in raw.replace("\n", ",").split(",") if p.strip())
-
-
-def normalise(obj: Json | None, ignore: Sequence[str] = ()) -> Json:
-    """``obj`` without what the server owns or the user asked to ignore; {} for None.
-
-    Shares nested values with ``obj`` (only the top level and ``metadata`` are copied, a deep copy only when
-    there are fields to ignore): this runs for every object of every plan, so treat the result as read-only.
-    """
-    if obj is None:
-        return {}
-    out = copy.deepcopy(obj) if ignore else dict(obj)
-    out.pop("status", None)
-    meta = dict(out.get("metadata") or {})
-    for key in SERVER_OWNED_METADATA:
-        meta.pop(key, None)
-    if "annotations" in meta:
-        annotations = {k: v for k, v in (meta["annotations"] or {}).items() if k not in SERVER_OWNED_ANNOTATIONS}
-        if annotations:
-            meta["annotations"] = annotations
-        else:
-            del meta["annotations"]
-    out["metadata"] = meta
-    for pointer in ignore:
-        _remove_pointer(out, pointer)
-    return out
-
-
-def _remove_pointer(obj: Any, pointer: str) -> None:
-    """Delete the value at a JSON pointer (RFC 6901) if present; a missing path is not an error."""
-    if not pointer.startswith("/"):
-        return
-    parts = [p.replace("~1", "/").replace("~0", "~") for p in pointer[1:].split("/")]
-    for part in parts[:-1]:
-        if isinstance(obj, dict):
-            obj = obj.get(part)
-        elif isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
-            obj = obj[int(part)]
-        else:
-            return
-    last = parts[-1]
-    if isinstance(obj, dict):
-        obj.pop(last, None)
-    elif isinstance(obj, list) and last.isdigit() and int(last) < len(obj):
-        del obj[int(last)]
-
-
-def mask_secret(obj: Json) -> Json:
-    """A copy of a Secret whose ``data``/``stringData`` values are replaced by ``*** (masked) <hash>``.
-
-    ``stringData`` is hashed as its base64 form would be, so the same value hashes alike in both fields.
-    Non-Secrets are returned unchanged.
-    """
-    if not _is_secret(ObjectId.of(obj)):
-        return obj
-    out = dict(obj)
-    for key in ("data", "stringData"):
-        values = obj.get(key)
-        if isinstance(values, dict):
-            out[key] = {k: f"{MASK} {_value_hash(key, v)}" for k, v in values.items()}
-    return out
-
-
-def _value_hash(field_name: str, value: Any) -> str:
-    raw = str(value).encode() if field_name == "stringData" else base64.b64decode(str(value) or "", validate=False)
-    return hmac.new(_MASK_KEY, raw, hashlib.sha256).hexdigest()[:12]
-
-
-def diff_text(ref: ObjectId, before: Json | None, after: Json | None) -> str:
-    """A ``kubectl diff``-style unified diff of two normalised objects, Secret values masked."""
-    old = _yaml(mask_secret(before)) if before else []
-    new = _yaml(mask_secret(after)) if after else []
-    return "".join(difflib.unified_diff(old, new, f"live/{ref}", f"desired/{ref}", n=3))
-
-
-def _yaml(obj: Json) -> list[str]:
-    text: str = yaml.dump(obj, Dumper=_DUMPER, sort_keys=True, default_flow_style=False, allow_unicode=True)
-    return text.splitlines(keepends=True)
-
-
-_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-"""libyaml's emitter when PyYAML has it: the same text, a fraction of the pure-Python emitter's time."""
 
 
 def wants_force(manifest: Manifest, force: bool) -> bool:

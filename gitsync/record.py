@@ -255,6 +255,14 @@ class LedgerSink:
         self._store = store
 
     def write(self, r: ReconcileResult) -> None:
+        try:
+            self._write(r)
+        except GitsyncError as e:
+            # The release stands; only its line is missing, and a receiving environment will not promote it
+            # without one. Logged, never a reason to redo the reconcile (no hot loop on a read-only remote).
+            log.warning("ledger.write_failed", revision=r.revision, error=str(e))
+
+    def _write(self, r: ReconcileResult) -> None:
         if r.target is None or r.rendered is None or r.outcome is None:
             return
         before = r.previous or Status(r.key.app, r.key.env)
@@ -271,7 +279,7 @@ class LedgerSink:
         changed = r.digest != before.last_applied_digest
         if changed and before.last_applied_digest and before.result in (Result.PROGRESSING.value, Result.PAUSED.value):
             superseded = before.release_revision or before.last_applied_revision
-            self._note(r, superseded, before.last_applied_digest, Result.SUPERSEDED, 0.0, ())
+            self._note(r, superseded, before.last_applied_digest, Result.SUPERSEDED, 0.0, (), current=False)
         unchanged = (before.result, before.health) == (r.outcome.value, _health(r)) and not changed
         if not (ended or failed) or unchanged:
             return
@@ -280,7 +288,7 @@ class LedgerSink:
         deployed = r.revision if changed else (before.release_revision or r.revision)
         releases = self._history.releases(r.key, r.namespace)
         started = next((e.started_at for e in releases if e.revision == deployed), r.started_at)
-        self._note(r, deployed, r.digest, r.outcome, started, _evidence(r, self._store))
+        self._note(r, deployed, r.digest, r.outcome, started, _evidence(r, self._store), current=True)
 
     def _note(
         self,
@@ -290,30 +298,15 @@ class LedgerSink:
         outcome: Result,
         started: float,
         evidence: tuple[tuple[str, ...], tuple[AnalysisResult, ...]] | tuple[()],
+        *,
+        current: bool,
     ) -> None:
+        """``current``: the release this reconcile rendered (False: the one it superseded, whose values are gone)."""
         assert r.target is not None and r.rendered is not None
         if not revision or revision.endswith("-dirty"):
             return
-        try:
-            self._append(r, revision, digest, outcome, started, evidence)
-        except GitsyncError as e:
-            # The release stands; only its line is missing, and a receiving environment will not promote it
-            # without one. Logged, never a reason to redo the reconcile (no hot loop on a read-only remote).
-            log.warning("ledger.write_failed", revision=revision, outcome=str(outcome), error=str(e))
-
-    def _append(
-        self,
-        r: ReconcileResult,
-        revision: str,
-        digest: str,
-        outcome: Result,
-        started: float,
-        evidence: tuple[tuple[str, ...], tuple[AnalysisResult, ...]] | tuple[()],
-    ) -> None:
-        assert r.target is not None and r.rendered is not None
         steps, analysis = evidence if evidence else ((), ())
         pin = getattr(r.rendered, "pin", None)
-        current = revision == r.revision
         step = r.promotion
         self._promotions.note(
             r.key,

@@ -23,8 +23,9 @@ from gitsync import log as logging
 from gitsync.apply import ChangeSet, Progress, apply, failed
 from gitsync.errors import ForbiddenError, Retry, StaleError, retry_of_all
 from gitsync.inventory import Inventory
+from gitsync.memo import DryRunMemo
 from gitsync.model import LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId, SyncAction
-from gitsync.plan import PARENT_KINDS, DryRunMemo, ListSnapshot, Plan, PlanAction, plan
+from gitsync.plan import PARENT_KINDS, ListSnapshot, Plan, PlanAction, plan
 from gitsync.ports import Cluster, LiveReader, RenderedApp, StateStore
 from gitsync.prune import prune as prune_stage
 

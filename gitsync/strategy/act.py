@@ -19,7 +19,7 @@ from gitsync import log as logging
 from gitsync.errors import GitsyncError
 from gitsync.events import EventType, Reason
 from gitsync.model import AppEnv, Json, ObjectId
-from gitsync.plan import SERVER_OWNED_ANNOTATIONS, SERVER_OWNED_METADATA
+from gitsync.normalise import SERVER_OWNED_ANNOTATIONS, SERVER_OWNED_METADATA
 from gitsync.ports import Cluster, StateStore
 from gitsync.strategy.layout import ANNOTATION_TEMPLATE_HASH, Layout, track_ref
 from gitsync.strategy.model import Action, Clone, Deploy, Emit, Remove, Route, Scale, ServiceRole, Track

@@ -15,8 +15,9 @@ import pytest
 from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.cache import Change, WatchCache
+from gitsync.memo import DryRunMemo
 from gitsync.model import LABEL_MANAGED_BY, MANAGER, AppEnv, Manifest, ObjectId, SyncAction
-from gitsync.plan import DryRunMemo, PlanAction, plan
+from gitsync.plan import PlanAction, plan
 from gitsync.ports import WatchEventType
 from gitsync.sync import sync_app
 

@@ -13,6 +13,7 @@ from widgets import widget_crd
 
 from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import ConfigMapStateStore
+from gitsync.memo import DryRunMemo
 from gitsync.model import (
     ANNOTATION_FORCE,
     ANNOTATION_IGNORE,
@@ -27,7 +28,7 @@ from gitsync.model import (
     ObjectId,
     SyncAction,
 )
-from gitsync.plan import DryRunMemo, ListSnapshot, PlanAction
+from gitsync.plan import ListSnapshot, PlanAction
 from gitsync.sync import SyncResult, sync_app
 
 KEY = AppEnv("shop", "test")

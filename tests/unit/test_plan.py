@@ -7,19 +7,11 @@ from typing import Any
 
 import pytest
 
-from gitsync import plan as plan_module
+from gitsync import memo as memo_module
+from gitsync.memo import DryRunMemo
 from gitsync.model import Manifest, ObjectId
-from gitsync.plan import (
-    MASK,
-    DryRunMemo,
-    Plan,
-    PlanAction,
-    PlannedChange,
-    diff_text,
-    ignored_pointers,
-    mask_secret,
-    normalise,
-)
+from gitsync.normalise import MASK, diff_text, ignored_pointers, mask_secret, normalise
+from gitsync.plan import Plan, PlanAction, PlannedChange
 
 LIVE: dict[str, Any] = {
     "apiVersion": "apps/v1",
@@ -173,7 +165,7 @@ def test_memo_trusts_an_unmoved_resource_version_without_hashing_live(monkeypatc
     memo = DryRunMemo()
     memo.remember(ref, manifest, LIVE)
     normalised: list[object] = []
-    monkeypatch.setattr(plan_module, "normalise", lambda obj, ignore=(): normalised.append(obj) or normalise(obj))
+    monkeypatch.setattr(memo_module, "normalise", lambda obj, ignore=(): normalised.append(obj) or normalise(obj))
 
     assert memo.unchanged(ref, manifest, LIVE)
     assert normalised == [], "the live object is still at the remembered resourceVersion: nothing to hash"
