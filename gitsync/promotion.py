@@ -31,7 +31,7 @@ from gitsync.history import Result, Status
 from gitsync.ledger import AnalysisResult, LedgerEntry
 from gitsync.ledger import ReleaseOutcome as LedgerOutcome
 from gitsync.model import AppEnv
-from gitsync.ports import CommitRequest, FileEdit, GitWriter, Ledger, RenderedApp
+from gitsync.ports import CommitRequest, FileEdit, GitWriter, Ledger, RenderedApp, WriteResult
 from gitsync.promote import (
     Blocked,
     PinnedRelease,
@@ -271,20 +271,7 @@ class Promotions:
             digest=found.entry.digest,
             evidence=evidence(found.entry, upstream.soak_seconds),
         )
-        review = upstream.mode == "pull-request"
-        written = self._writer.write(
-            CommitRequest(
-                edits=(
-                    FileEdit(
-                        f"environments/{key.env}/promoted.yaml",
-                        lambda text: with_pin(text, key.app, found.revision, upstream.from_env, values),
-                    ),
-                ),
-                message=message,
-                identity=promotion_identity(key.app, key.env, source),
-                branch=f"gitsync/promote/{key.env}/{key.app}" if review else "",
-            )
-        )
+        written = self._write_pin(key, upstream, new_pin, message, promotion_identity(key.app, key.env, source))
         action = PromotionAction.PROPOSED if review and written.branch != self._branch else PromotionAction.PROMOTED
         log.info(
             "promotion.written" if written.written else "promotion.exists",
@@ -357,21 +344,8 @@ class Promotions:
             change=pin_change(snapshot, key.env, key.app, before, self._tree),
             failed=None,
         )
-        review = upstream.mode == "pull-request"
-        written = self._writer.write(
-            CommitRequest(
-                edits=(
-                    FileEdit(
-                        f"environments/{key.env}/promoted.yaml",
-                        lambda text: with_pin(
-                            text, key.app, before.revision, before.from_env, before.values, override=before.override
-                        ),
-                    ),
-                ),
-                message=message,
-                identity=rollback_identity(key.app, key.env, rollback_of),
-                branch=f"gitsync/rollback/{key.env}/{key.app}" if review else "",
-            )
+        written = self._write_pin(
+            key, upstream, before, message, rollback_identity(key.app, key.env, rollback_of), review="rollback"
         )
         log.info("rollback.written", app=key.app, env=key.env, commit=written.commit, restored=before.revision)
         return PromotionStep(
@@ -380,6 +354,35 @@ class Promotions:
             written.commit,
             written.branch,
             written.written,
+        )
+
+    def _write_pin(
+        self,
+        key: AppEnv,
+        upstream: Upstream,
+        pin: Pin,
+        message: str,
+        identity: tuple[tuple[str, str], ...],
+        *,
+        review: str = "promote",
+    ) -> WriteResult:
+        """One commit setting ``key``'s entry of ``promoted.yaml`` to ``pin``: on the tracked branch, or in
+        pull-request mode on ``gitsync/<review>/<env>/<app>`` (exactly once per ``identity``, ``ports.GitWriter``)."""
+        pull_request = upstream.mode == "pull-request"
+        return self._writer.write(
+            CommitRequest(
+                edits=(
+                    FileEdit(
+                        f"environments/{key.env}/promoted.yaml",
+                        lambda text: with_pin(
+                            text, key.app, pin.revision, pin.from_env, pin.values, override=pin.override
+                        ),
+                    ),
+                ),
+                message=message,
+                identity=identity,
+                branch=f"gitsync/{review}/{key.env}/{key.app}" if pull_request else "",
+            )
         )
 
     # -- the ledger -------------------------------------------------------------------------------------------

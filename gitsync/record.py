@@ -405,23 +405,14 @@ class StatusSink:
                 last_synced_at=now,
                 updated_at=now,
             )
-        if r.kind is Kind.FAILED and r.outcome is not None:
-            failed = r.outcome
+        if r.kind in (Kind.FAILED, Kind.AWAITING, Kind.BLOCKED) and r.outcome is not None:
+            # Nothing of this revision runs (a failure, no pin yet, a pin not verified): the last release stays.
+            attempted = r.outcome
             return lambda s: replace(
                 s,
                 last_attempted_revision=revision,
                 last_error=r.error,
-                result=failed.value,
-                sync_state=SyncState.OUT_OF_SYNC.value,
-                updated_at=now,
-            )
-        if r.kind in (Kind.AWAITING, Kind.BLOCKED) and r.outcome is not None:
-            waiting = r.outcome
-            return lambda s: replace(
-                s,
-                last_attempted_revision=revision,
-                result=waiting.value,
-                last_error=r.error,
+                result=attempted.value,
                 sync_state=SyncState.OUT_OF_SYNC.value,
                 updated_at=now,
             )
