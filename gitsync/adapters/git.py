@@ -7,8 +7,9 @@ as a Repo lives, which leaks processes in a daemon. Every call is time-bounded.
 Security contract:
 - refs and URLs from configuration come after ``--end-of-options`` (or as refspecs we build), never as options;
 - credentials travel only in the child's environment: an SSH key via ``GIT_SSH_COMMAND`` with
-  ``StrictHostKeyChecking=yes`` against the configured known_hosts, or an HTTPS token as an
-  ``http.extraHeader`` set through ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``; never argv, logs or errors;
+  ``StrictHostKeyChecking=yes`` against the configured known_hosts (a missing key or known_hosts file is named
+  before ssh runs), or an HTTPS token as an ``http.extraHeader`` set through
+  ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``; never argv, logs or errors;
 - every error message is scrubbed of ``user:password@`` in URLs and of the token itself.
 
 Layout of the cache directory: ``repo.git`` (bare, shallow, one branch) and ``snapshots/<sha>`` (the tree at a
@@ -125,6 +126,10 @@ class GitRepository:
         }
         config: list[tuple[str, str]] = [("protocol.ext.allow", "never")]
         if self._auth.ssh_key_file is not None:
+            self._check_readable(self._auth.ssh_key_file, "SSH key file (repo.auth.sshKeyFile)")
+            if self._auth.known_hosts_file is None:
+                raise GitError(f"{self.display_url}: an SSH key needs a known_hosts file (repo.auth.knownHostsFile)")
+            self._check_readable(self._auth.known_hosts_file, "known_hosts file (repo.auth.knownHostsFile)")
             ssh = [
                 "ssh",
                 "-i",
@@ -153,6 +158,25 @@ class GitRepository:
             env[f"GIT_CONFIG_VALUE_{index}"] = value
         return env
 
+    def _check_readable(self, path: Path, what: str) -> None:
+        """Fail before ssh runs, naming the file: ssh itself would only warn and then report "Permission denied"
+        or "Host key verification failed", which hides that the file is missing."""
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as e:
+            raise GitError(f"{self.display_url}: cannot read {what} {path}: {e.strerror}") from None
+
+    def _ssh_hint(self, detail: str) -> str:
+        """What to check when ssh refused: the files it was given (paths only; their contents never)."""
+        if self._auth.ssh_key_file is None:
+            return ""
+        if "host key verification failed" in detail.lower():
+            return f" (the server's host key is checked against {self._auth.known_hosts_file})"
+        if "permission denied (publickey" in detail.lower():
+            return f" (the server does not accept the key {self._auth.ssh_key_file} for this user)"
+        return ""
+
     def _secrets(self) -> tuple[str, ...]:
         token = self._token()
         if not token:
@@ -161,6 +185,7 @@ class GitRepository:
 
     def _fail(self, verb: str, error: GitCommandError | OSError, cls: type[GitError] = GitError) -> GitError:
         detail = _reason(error) if isinstance(error, GitCommandError) else error.strerror or str(error)
+        detail += self._ssh_hint(detail)
         return cls(scrub(f"{self.display_url}: git {verb} failed: {detail}", self._secrets()))
 
     def _run(self, git: Git, verb: str, *args: str, **kwargs: object) -> str:
@@ -340,18 +365,24 @@ class GitRepository:
 
 
 _USEFUL = ("fatal:", "error:", "remote:", "ssh:", "gpg:", "hint:")
+_SSH_REASON = re.compile(
+    r"host key verification failed|host key is known for|host key for .* has changed|permission denied \(",
+    re.IGNORECASE,
+)
+"""ssh's own words for a refused host key or client key, which carry no prefix of ``_USEFUL``."""
 MAX_REASON_LINES = 5
 MAX_REASON_CHARS = 600
 
 
 def _reason(error: GitCommandError) -> str:
     """Why git failed, on one line: its ``fatal:``/``error:``/``remote:`` lines (the server's own words are often
-    the reason: "remote: Repository not found"), or its last line when it printed none of those; bounded, so a
+    the reason: "remote: Repository not found") and ssh's refusals ("Host key verification failed."), or its last
+    line when it printed none of those; bounded, so a
     chatty remote cannot flood a log. Callers scrub credentials from it."""
     lines = [line.strip() for line in str(error.stderr or "").splitlines() if line.strip()]
     lines = [line.removeprefix("stderr: ").strip().strip("'").strip() for line in lines]
     lines = [line for line in lines if line]
-    useful = [line for line in lines if line.lower().startswith(_USEFUL)] or lines[-1:]
+    useful = [line for line in lines if line.lower().startswith(_USEFUL) or _SSH_REASON.search(line)] or lines[-1:]
     reason = " | ".join(dict.fromkeys(useful[-MAX_REASON_LINES:]))
     if len(reason) > MAX_REASON_CHARS:
         reason = reason[: MAX_REASON_CHARS - 1] + "…"
