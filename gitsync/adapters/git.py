@@ -287,10 +287,12 @@ class GitRepository:
                     kill_after_timeout=self._timeout,
                 )
             except GitCommandError as e:
+                # verify-commit prints nothing for a commit that carries no signature at all
+                reason = _reason(e) if str(e.stderr or "").strip() else "the commit is not signed"
                 raise SignatureError(
                     f"commit {sha[:12]}: signature not verified against the configured "
                     f"{'allowed signers' if self._verify.mode is VerifyMode.SSH else 'GPG keyring'}: "
-                    f"{scrub(_reason(e), self._secrets())}"
+                    f"{scrub(reason, self._secrets())}"
                 ) from None
 
     def _present(self, repo: Repo, sha: str) -> bool:
