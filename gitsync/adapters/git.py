@@ -28,6 +28,7 @@ import os
 import re
 import shlex
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -150,8 +151,6 @@ class GitRepository:
             config.append(("http.extraHeader", f"Authorization: Basic {basic}"))
         if self._verify.mode is VerifyMode.SSH:
             config.append(("gpg.ssh.allowedSignersFile", str(self._verify.allowed_signers_file)))
-        if self._verify.mode is VerifyMode.GPG:
-            env["GNUPGHOME"] = str(self._verify.gpg_keyring)
         env["GIT_CONFIG_COUNT"] = str(len(config))
         for index, (key, value) in enumerate(config):
             env[f"GIT_CONFIG_KEY_{index}"] = key
@@ -279,11 +278,11 @@ class GitRepository:
     def verify(self, sha: str) -> None:
         if self._verify.mode is VerifyMode.NONE:
             return
-        with self._lock, Repo(self._bare) as repo:
+        with self._lock, Repo(self._bare) as repo, self._gnupg_home() as gnupg:
             try:
                 repo.git.execute(
                     ["git", "verify-commit", "--end-of-options", sha],
-                    env={**os.environ, **self._env()},
+                    env={**os.environ, **self._env(), **gnupg},
                     kill_after_timeout=self._timeout,
                 )
             except GitCommandError as e:
@@ -294,6 +293,27 @@ class GitRepository:
                     f"{'allowed signers' if self._verify.mode is VerifyMode.SSH else 'GPG keyring'}: "
                     f"{scrub(reason, self._secrets())}"
                 ) from None
+
+    @contextmanager
+    def _gnupg_home(self) -> Iterator[dict[str, str]]:
+        """``GNUPGHOME`` for one GPG verification: a private copy of the configured keyring's files. gpg writes its
+        trust database and lock files into its home even to verify, and the keyring as deployed is a read-only
+        Secret volume (its files are links into ``..data``, which the copy follows and the hidden entries it
+        skips). Nothing for the other modes."""
+        if self._verify.mode is not VerifyMode.GPG or self._verify.gpg_keyring is None:
+            yield {}
+            return
+        keyring = self._verify.gpg_keyring
+        with tempfile.TemporaryDirectory(prefix="gitsync-gnupg-") as home:
+            try:
+                for entry in keyring.iterdir():
+                    if entry.is_file() and not entry.name.startswith("."):
+                        shutil.copyfile(entry, Path(home) / entry.name)
+            except OSError as e:
+                raise SignatureError(
+                    f"cannot read the GPG keyring (repo.verify.gpgKeyring) {keyring}: {e.strerror}"
+                ) from None
+            yield {"GNUPGHOME": home}
 
     def _present(self, repo: Repo, sha: str) -> bool:
         try:

@@ -135,3 +135,39 @@ def test_source_keeps_the_last_signed_snapshot_when_an_unsigned_head_arrives(
     assert (source.resolve().path / "a").read_text() == "good", "the refused head's files are never rendered"
     fixed = commit(server, {"a": "fixed"}, "signed by Ada again", keys.ada)
     assert source.resolve(fixed).revision == fixed
+
+
+def listing(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+
+
+def test_the_keyring_is_only_read_as_a_read_only_secret_volume_allows(
+    server: Server, keys: Keys, tmp_path: Path
+) -> None:
+    """gpg writes a trust database and locks into its home even to verify; a keyring mounted from a Secret is
+    read-only, so the agent must verify without writing there (as root the test would not notice a refused write:
+    it checks the directory instead)."""
+    mounted = tmp_path / "gpg-keyring"
+    mounted.mkdir()
+    shutil.copyfile(keys.keyring / "pubring.kbx", mounted / "pubring.kbx")
+    before = listing(mounted)
+    signed = commit(server, {"a": "1"}, "signed by Ada", keys.ada)
+    repo = GitRepository(
+        server.url, "main", tmp_path / "cache", verify=VerifyConfig(VerifyMode.GPG, gpg_keyring=mounted)
+    )
+    repo.fetch()
+    repo.verify(signed)
+    assert listing(mounted) == before
+
+
+def test_a_missing_keyring_is_named(server: Server, keys: Keys, tmp_path: Path) -> None:
+    signed = commit(server, {"a": "1"}, "signed by Ada", keys.ada)
+    absent = tmp_path / "not-mounted"
+    repo = GitRepository(
+        server.url, "main", tmp_path / "cache", verify=VerifyConfig(VerifyMode.GPG, gpg_keyring=absent)
+    )
+    repo.fetch()
+    with pytest.raises(
+        SignatureError, match=rf"^cannot read the GPG keyring \(repo\.verify\.gpgKeyring\) {absent}: No such file"
+    ):
+        repo.verify(signed)
