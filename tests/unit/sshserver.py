@@ -31,6 +31,7 @@ def keygen(path: Path) -> Path:
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for the servers the tests start: git daemon, sshd)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
