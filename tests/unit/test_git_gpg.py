@@ -138,7 +138,9 @@ def test_source_keeps_the_last_signed_snapshot_when_an_unsigned_head_arrives(
 
 
 def listing(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+    return {str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()} | {
+        f"{p.relative_to(directory)} ->": str(p.readlink()).encode() for p in directory.rglob("*") if p.is_symlink()
+    }
 
 
 def test_the_keyring_is_only_read_as_a_read_only_secret_volume_allows(
@@ -147,9 +149,11 @@ def test_the_keyring_is_only_read_as_a_read_only_secret_volume_allows(
     """gpg writes a trust database and locks into its home even to verify; a keyring mounted from a Secret is
     read-only, so the agent must verify without writing there (as root the test would not notice a refused write:
     it checks the directory instead)."""
-    mounted = tmp_path / "gpg-keyring"
-    mounted.mkdir()
-    shutil.copyfile(keys.keyring / "pubring.kbx", mounted / "pubring.kbx")
+    mounted = tmp_path / "gpg-keyring"  # laid out as the kubelet mounts a Secret: links into a hidden ..data
+    (mounted / "..2026_12_04_04_00_00.1").mkdir(parents=True)
+    shutil.copyfile(keys.keyring / "pubring.kbx", mounted / "..2026_12_04_04_00_00.1/pubring.kbx")
+    (mounted / "..data").symlink_to("..2026_12_04_04_00_00.1")
+    (mounted / "pubring.kbx").symlink_to("..data/pubring.kbx")
     before = listing(mounted)
     signed = commit(server, {"a": "1"}, "signed by Ada", keys.ada)
     repo = GitRepository(
