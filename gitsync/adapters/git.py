@@ -399,8 +399,8 @@ MAX_REASON_CHARS = 600
 def _reason(error: GitCommandError) -> str:
     """Why git failed, on one line: its ``fatal:``/``error:``/``remote:`` lines (the server's own words are often
     the reason: "remote: Repository not found") and ssh's refusals ("Host key verification failed."), or its last
-    line when it printed none of those; bounded, so a
-    chatty remote cannot flood a log. Callers scrub credentials from it."""
+    line when it printed none of those; bounded, so a chatty remote cannot flood a log. Callers scrub credentials
+    from it."""
     lines = [line.strip() for line in str(error.stderr or "").splitlines() if line.strip()]
     lines = [line.removeprefix("stderr: ").strip().strip("'").strip() for line in lines]
     lines = [line for line in lines if line]
