@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Debian packages the tests and the demo run for real (make deps; .ci/run): git, Prometheus for the analysis
-# tests, podman/runc/debootstrap/slirp4netns for the agent image. Installs only what is missing; needs root (or sudo).
+# tests, podman/runc/debootstrap/slirp4netns for the agent image, an SSH server and client and GnuPG for the Git auth
+# tests (tests/unit/test_git_ssh.py, test_git_gpg.py). Installs only what is missing; needs root (or sudo).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=()
@@ -10,6 +11,9 @@ command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v slirp4netns >/dev/null || need+=(slirp4netns)  # the image test gives the container its own network
+command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)  # sshd lives in /usr/sbin
+command -v ssh >/dev/null || need+=(openssh-client)
+command -v gpg >/dev/null || need+=(gnupg)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

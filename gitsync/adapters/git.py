@@ -7,8 +7,9 @@ as a Repo lives, which leaks processes in a daemon. Every call is time-bounded.
 Security contract:
 - refs and URLs from configuration come after ``--end-of-options`` (or as refspecs we build), never as options;
 - credentials travel only in the child's environment: an SSH key via ``GIT_SSH_COMMAND`` with
-  ``StrictHostKeyChecking=yes`` against the configured known_hosts, or an HTTPS token as an
-  ``http.extraHeader`` set through ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``; never argv, logs or errors;
+  ``StrictHostKeyChecking=yes`` against the configured known_hosts (a missing key or known_hosts file is named
+  before ssh runs), or an HTTPS token as an ``http.extraHeader`` set through
+  ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n``; never argv, logs or errors;
 - every error message is scrubbed of ``user:password@`` in URLs and of the token itself.
 
 Layout of the cache directory: ``repo.git`` (bare, shallow, one branch) and ``snapshots/<sha>`` (the tree at a
@@ -27,6 +28,7 @@ import os
 import re
 import shlex
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -125,6 +127,10 @@ class GitRepository:
         }
         config: list[tuple[str, str]] = [("protocol.ext.allow", "never")]
         if self._auth.ssh_key_file is not None:
+            self._check_readable(self._auth.ssh_key_file, "SSH key file (repo.auth.sshKeyFile)")
+            if self._auth.known_hosts_file is None:
+                raise GitError(f"{self.display_url}: an SSH key needs a known_hosts file (repo.auth.knownHostsFile)")
+            self._check_readable(self._auth.known_hosts_file, "known_hosts file (repo.auth.knownHostsFile)")
             ssh = [
                 "ssh",
                 "-i",
@@ -145,13 +151,30 @@ class GitRepository:
             config.append(("http.extraHeader", f"Authorization: Basic {basic}"))
         if self._verify.mode is VerifyMode.SSH:
             config.append(("gpg.ssh.allowedSignersFile", str(self._verify.allowed_signers_file)))
-        if self._verify.mode is VerifyMode.GPG:
-            env["GNUPGHOME"] = str(self._verify.gpg_keyring)
         env["GIT_CONFIG_COUNT"] = str(len(config))
         for index, (key, value) in enumerate(config):
             env[f"GIT_CONFIG_KEY_{index}"] = key
             env[f"GIT_CONFIG_VALUE_{index}"] = value
         return env
+
+    def _check_readable(self, path: Path, what: str) -> None:
+        """Fail before ssh runs, naming the file: ssh itself would only warn and then report "Permission denied"
+        or "Host key verification failed", which hides that the file is missing."""
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as e:
+            raise GitError(f"{self.display_url}: cannot read {what} {path}: {e.strerror}") from None
+
+    def _ssh_hint(self, detail: str) -> str:
+        """What to check when ssh refused: the files it was given (paths only; their contents never)."""
+        if self._auth.ssh_key_file is None:
+            return ""
+        if "host key verification failed" in detail.lower():
+            return f" (the server's host key is checked against {self._auth.known_hosts_file})"
+        if "permission denied (publickey" in detail.lower():
+            return f" (the server does not accept the key {self._auth.ssh_key_file} for this user)"
+        return ""
 
     def _secrets(self) -> tuple[str, ...]:
         token = self._token()
@@ -161,6 +184,7 @@ class GitRepository:
 
     def _fail(self, verb: str, error: GitCommandError | OSError, cls: type[GitError] = GitError) -> GitError:
         detail = _reason(error) if isinstance(error, GitCommandError) else error.strerror or str(error)
+        detail += self._ssh_hint(detail)
         return cls(scrub(f"{self.display_url}: git {verb} failed: {detail}", self._secrets()))
 
     def _run(self, git: Git, verb: str, *args: str, **kwargs: object) -> str:
@@ -254,19 +278,42 @@ class GitRepository:
     def verify(self, sha: str) -> None:
         if self._verify.mode is VerifyMode.NONE:
             return
-        with self._lock, Repo(self._bare) as repo:
+        with self._lock, Repo(self._bare) as repo, self._gnupg_home() as gnupg:
             try:
                 repo.git.execute(
                     ["git", "verify-commit", "--end-of-options", sha],
-                    env={**os.environ, **self._env()},
+                    env={**os.environ, **self._env(), **gnupg},
                     kill_after_timeout=self._timeout,
                 )
             except GitCommandError as e:
+                # verify-commit prints nothing for a commit that carries no signature at all
+                reason = _reason(e) if str(e.stderr or "").strip() else "the commit is not signed"
                 raise SignatureError(
                     f"commit {sha[:12]}: signature not verified against the configured "
                     f"{'allowed signers' if self._verify.mode is VerifyMode.SSH else 'GPG keyring'}: "
-                    f"{scrub(_reason(e), self._secrets())}"
+                    f"{scrub(reason, self._secrets())}"
                 ) from None
+
+    @contextmanager
+    def _gnupg_home(self) -> Iterator[dict[str, str]]:
+        """``GNUPGHOME`` for one GPG verification: a private copy of the configured keyring's files. gpg writes its
+        trust database and lock files into its home even to verify, and the keyring as deployed is a read-only
+        Secret volume (its files are links into ``..data``, which the copy follows and the hidden entries it
+        skips). Nothing for the other modes."""
+        if self._verify.mode is not VerifyMode.GPG or self._verify.gpg_keyring is None:
+            yield {}
+            return
+        keyring = self._verify.gpg_keyring
+        with tempfile.TemporaryDirectory(prefix="gitsync-gnupg-") as home:
+            try:
+                for entry in keyring.iterdir():
+                    if entry.is_file() and not entry.name.startswith("."):
+                        shutil.copyfile(entry, Path(home) / entry.name)
+            except OSError as e:
+                raise SignatureError(
+                    f"cannot read the GPG keyring (repo.verify.gpgKeyring) {keyring}: {e.strerror}"
+                ) from None
+            yield {"GNUPGHOME": home}
 
     def _present(self, repo: Repo, sha: str) -> bool:
         try:
@@ -340,18 +387,24 @@ class GitRepository:
 
 
 _USEFUL = ("fatal:", "error:", "remote:", "ssh:", "gpg:", "hint:")
+_SSH_REASON = re.compile(
+    r"host key verification failed|host key is known for|host key for .* has changed|permission denied \(",
+    re.IGNORECASE,
+)
+"""ssh's own words for a refused host key or client key, which carry no prefix of ``_USEFUL``."""
 MAX_REASON_LINES = 5
 MAX_REASON_CHARS = 600
 
 
 def _reason(error: GitCommandError) -> str:
     """Why git failed, on one line: its ``fatal:``/``error:``/``remote:`` lines (the server's own words are often
-    the reason: "remote: Repository not found"), or its last line when it printed none of those; bounded, so a
-    chatty remote cannot flood a log. Callers scrub credentials from it."""
+    the reason: "remote: Repository not found") and ssh's refusals ("Host key verification failed."), or its last
+    line when it printed none of those; bounded, so a chatty remote cannot flood a log. Callers scrub credentials
+    from it."""
     lines = [line.strip() for line in str(error.stderr or "").splitlines() if line.strip()]
     lines = [line.removeprefix("stderr: ").strip().strip("'").strip() for line in lines]
     lines = [line for line in lines if line]
-    useful = [line for line in lines if line.lower().startswith(_USEFUL)] or lines[-1:]
+    useful = [line for line in lines if line.lower().startswith(_USEFUL) or _SSH_REASON.search(line)] or lines[-1:]
     reason = " | ".join(dict.fromkeys(useful[-MAX_REASON_LINES:]))
     if len(reason) > MAX_REASON_CHARS:
         reason = reason[: MAX_REASON_CHARS - 1] + "…"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -12,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sshserver import free_port
 
 from gitsync.adapters.git import GC_EVERY, GC_SLACK, SNAPSHOTS_KEPT, GitError, GitRepository, SignatureError, scrub
 from gitsync.ports import GitAuth, VerifyConfig, VerifyMode
@@ -263,12 +263,6 @@ def test_source_deploys_the_head_even_when_a_webhook_names_an_older_commit(upstr
     assert source.resolve(old).revision == new
     assert source.resolve().revision == new
     assert len(fetches) == 1, "no second fetch while the head did not move"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
