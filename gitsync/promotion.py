@@ -260,9 +260,8 @@ class Promotions:
         if upstream.mode == "manual":
             return PromotionStep(PromotionAction.CANDIDATE, f"{source} is ready: run gitsync promote")
         values = self._promoted_values(found.revision, upstream, key.app)
-        change = pin_change(
-            snapshot, key.env, key.app, Pin(key.app, found.revision, upstream.from_env, values), self._tree
-        )
+        new_pin = Pin(key.app, found.revision, upstream.from_env, values)
+        change = pin_change(snapshot, key.env, key.app, new_pin, self._tree)
         message = promotion_message(
             key.app,
             key.env,
@@ -272,7 +271,8 @@ class Promotions:
             evidence=evidence(found.entry, upstream.soak_seconds),
         )
         written = self._write_pin(key, upstream, new_pin, message, promotion_identity(key.app, key.env, source))
-        action = PromotionAction.PROPOSED if review and written.branch != self._branch else PromotionAction.PROMOTED
+        proposed = upstream.mode == "pull-request" and written.branch != self._branch
+        action = PromotionAction.PROPOSED if proposed else PromotionAction.PROMOTED
         log.info(
             "promotion.written" if written.written else "promotion.exists",
             app=key.app,
