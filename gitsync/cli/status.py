@@ -167,6 +167,8 @@ def _table(env: str, rows: Sequence[AppStatus]) -> None:
         console = Console(width=_PIPE_WIDTH)
     console.print(table)
     for row in rows:
+        if row.agent.promotion:  # a receiving environment: what the promote stage last did
+            console.print(Text(f"{row.app}: promotion {row.agent.promotion}"))
         for line in _rollout_lines(row.rollout):
             console.print(Text(f"{row.app}: {line}"))
         for error in row.errors:
