@@ -16,7 +16,9 @@ import importlib.metadata as md, json, os, shutil, sys, sysconfig
 site = sysconfig.get_paths()["purelib"]
 print(json.dumps({
     "python": sys.executable,
-    "commands": {c: shutil.which(c) for c in ("gitsync", "git", "ssh", "tini", "pip", "gcc", "cc", "make")},
+    "commands": {
+        c: shutil.which(c) for c in ("gitsync", "git", "ssh", "ssh-keygen", "gpg", "tini", "pip", "gcc", "cc", "make")
+    },
     "distributions": sorted(d.metadata["Name"].lower() for d in md.distributions()),
     "site": sorted(os.listdir(site)),
     "git_dirs": [r for top in ("/opt", "/etc", "/usr/local", "/srv", "/home")
@@ -34,6 +36,7 @@ def test_the_image_holds_the_agent_and_no_build_leftovers(gitsync_image: str) ->
     assert found["python"] == "/opt/venv/bin/python"
     assert commands["gitsync"] == "/opt/venv/bin/gitsync"
     assert commands["git"] and commands["ssh"] and commands["tini"] == "/usr/bin/tini"
+    assert commands["ssh-keygen"] and commands["gpg"], "both kinds of signed commits can be verified (repo.verify)"
     assert not commands["gcc"] and not commands["cc"] and not commands["make"], "no compilers"
     assert commands["pip"] is None or not commands["pip"].startswith("/opt/venv"), "pip stays in the build stage"
     assert "gitsync" in found["distributions"]
