@@ -47,9 +47,10 @@ REQUEST_SECONDS = 10.0
 """Time for a request's line, headers and body to arrive, in all (an idle keep-alive connection too)."""
 MAX_CONNECTIONS = 128
 CONNECTIONS_PER_CLIENT = 16
-WEBHOOKS_PER_SECOND = 10.0
-"""Per sender address, after a burst of ``WEBHOOK_BURST``; a Git server sends one delivery per push."""
-WEBHOOK_BURST = 30
+WEBHOOKS_PER_SECOND = 20.0
+"""Per sender address, after a burst of ``WEBHOOK_BURST``; a Git server sends one delivery per push, and a bot
+pushing a hundred commits in a row (or a redelivery of them) stays inside the burst."""
+WEBHOOK_BURST = 150
 
 _STATUS = {
     Verdict.ACCEPTED: 202,
@@ -188,11 +189,13 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     """Listen backlog: a burst of deliveries (a bulk push, a redelivery) must queue, not be reset."""
 
-    def __init__(self, address: tuple[str, int], endpoints: Endpoints, request_seconds: float) -> None:
+    def __init__(
+        self, address: tuple[str, int], endpoints: Endpoints, request_seconds: float, rate: RateLimiter
+    ) -> None:
         self.endpoints = endpoints
         self.request_seconds = request_seconds
         self.slots = ConnectionSlots(MAX_CONNECTIONS, CONNECTIONS_PER_CLIENT)
-        self.rate = RateLimiter(WEBHOOKS_PER_SECOND, WEBHOOK_BURST)
+        self.rate = rate
         self.seen = SeenDeliveries()
         super().__init__(address, _Handler)
 
@@ -217,8 +220,18 @@ class _Server(ThreadingHTTPServer):
 class HttpServer:
     """Serves ``endpoints`` on ``host:port`` from a background thread (port 0 picks a free one)."""
 
-    def __init__(self, host: str, port: int, endpoints: Endpoints, *, request_seconds: float = REQUEST_SECONDS) -> None:
-        self._server = _Server((host, port), endpoints, request_seconds)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        endpoints: Endpoints,
+        *,
+        request_seconds: float = REQUEST_SECONDS,
+        webhook_burst: int = WEBHOOK_BURST,
+    ) -> None:
+        """``webhook_burst``: webhooks a sender may send at once before ``WEBHOOKS_PER_SECOND`` applies."""
+        rate = RateLimiter(WEBHOOKS_PER_SECOND, webhook_burst)
+        self._server = _Server((host, port), endpoints, request_seconds, rate)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
         )

@@ -32,7 +32,7 @@ def server(tmp_path: Path) -> Iterator[tuple[int, list[str]]]:
     secret.write_bytes(SECRET)
     pushes: list[str] = []
     endpoints = Endpoints("main", {Provider.GITHUB: secret}, lambda _p, rev: pushes.append(rev), lambda: (True, ""))
-    served = HttpServer("127.0.0.1", 0, endpoints, request_seconds=1.0)
+    served = HttpServer("127.0.0.1", 0, endpoints, request_seconds=1.0, webhook_burst=30)
     served.start()
     yield served.port, pushes
     served.stop()
