@@ -411,6 +411,36 @@ def test_with_prune_off_a_removed_app_is_reported_and_nothing_is_deleted(
     assert not agent.logs("app.removed")
 
 
+def test_apps_emptied_in_env_yaml_removes_nothing_unless_prune_allow_empty(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+) -> None:
+    agent = _both_apps_synced(agents, upstream, namespace, core)
+    before = {app: _managed(kube_api, namespace, app) for app in ("podinfo", "podtwo")}
+
+    upstream.set_environment("List no apps in staging", apps=[])
+    for app in ("podinfo", "podtwo"):
+        status = wait_for(
+            f"{app} reported orphaned",
+            lambda app=app: (s := status_of(core, namespace, app)).get("result") == "Orphaned" and s,
+            10,
+        )
+        assert status["lastError"] == (
+            f"{app} is no longer listed in environments/staging/env.yaml and the file lists no apps "
+            f"(set pruneAllowEmpty: true to remove them all): its {len(before[app])} objects stay in the cluster, "
+            "no longer managed"
+        )
+    [line] = agent.logs("environment.empty")[:1]
+    assert (line["env"], line["kept"]) == ("staging", 2)
+    time.sleep(2)
+    assert {app: _managed(kube_api, namespace, app) for app in ("podinfo", "podtwo")} == before, "nothing deleted"
+    assert not agent.logs("app.removed")
+
+    upstream.set_environment("Empty staging on purpose", apps=[], pruneAllowEmpty=True)
+    for app in ("podinfo", "podtwo"):
+        wait_for(f"{app} pruned", lambda app=app: not _managed(kube_api, namespace, app), 15)
+        assert status_of(core, namespace, app)["result"] == "Removed"
+
+
 def test_an_app_removed_mid_canary_takes_its_canary_deployment_with_it(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
 ) -> None:
