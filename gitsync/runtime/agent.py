@@ -211,8 +211,10 @@ class Agent:
             log.warning("git.poll_failed", error=str(e))
 
     def on_push(self, provider: Provider, revision: str) -> None:
-        """Webhook callback: reconcile every key now (the reconcile fetches; nothing waits for the poll)."""
-        if not self._targets:
+        """Webhook callback: a push naming its commit reconciles every key now (the reconcile fetches it). One
+        that names none (a generic sender's empty body: "look at the branch now") runs the poll at once, whose
+        ``ls-remote`` enqueues a moved head: an empty revision would only reconcile the snapshot already held."""
+        if not revision or not self._targets:
             self._scheduler.modify_job("poll", next_run_time=datetime.fromtimestamp(self._clock.now(), UTC))
             return
         self.enqueue_all(revision, reason=f"webhook:{provider}")

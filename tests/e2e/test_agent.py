@@ -86,6 +86,19 @@ def test_signed_webhook_deploys_at_once_and_a_bad_signature_changes_nothing(
     assert agent.metric('gitsync_webhook_requests_total{provider="github",result="unauthorized"}') == 2
 
 
+def test_an_empty_signed_generic_webhook_looks_at_the_branch_now(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
+) -> None:
+    secret = agents.root / "secret"
+    agent = agents.start(pollInterval="10m", webhooks={"generic": {"secretFile": str(secret)}})
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+
+    revision = upstream.set_message("via an empty webhook")
+    assert agent.webhook(b"", provider="generic") == 202
+    wait_for("the pushed commit live", lambda: configmap_value(core, namespace) == "via an empty webhook", 10)
+    settled(core, namespace, revision)
+
+
 def test_broken_template_keeps_the_previous_release_until_a_fix(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
 ) -> None:
