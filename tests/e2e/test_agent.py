@@ -500,6 +500,29 @@ def test_a_commit_that_drops_the_canary_mid_rollout_rolls_the_app_and_removes_th
     assert not agent.logs("reconcile.crashed")
 
 
+def test_a_commit_that_only_changes_canary_to_blue_green_hands_over_at_once(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+) -> None:
+    upstream.set_rollout("canary", canary={"steps": [{"setWeight": 50}, {"pause": {}}]})
+    first = upstream.commit("Canary policy")
+    agent = agents.start(pollInterval="1s")
+    settled(core, namespace, first, timeout=60)
+    apps = client.AppsV1Api(kube_api)
+
+    upstream.set_rollout("blueGreen", blueGreen={"scaleDownDelaySeconds": 1})
+    switched = upstream.commit("podinfo: blue-green, same template")
+    wait_for("the blue colour serving", lambda: _selected_colour(core, namespace) == "blue", 30)
+    settled(core, namespace, switched, timeout=60)
+    assert _exists(apps, "podinfo-blue", namespace)
+    assert apps.read_namespaced_deployment("podinfo-blue", namespace).status.ready_replicas == 2
+    assert not _exists(apps, "podinfo-canary", namespace)
+    assert not agent.logs("reconcile.crashed")
+
+
+def _selected_colour(core: client.CoreV1Api, namespace: str) -> str:
+    return str(core.read_namespaced_service("podinfo", namespace).spec.selector.get("gitsync.dev/color", ""))
+
+
 def test_blue_green_dropped_gives_the_service_back_to_the_rendered_deployment_and_removes_the_colours(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
 ) -> None:
