@@ -61,11 +61,11 @@ def prod_namespace(namespace: str, core: client.CoreV1Api) -> Iterator[str]:
             raise
 
 
-def kill_at(agent: AgentProcess, event: str, **fields: Any) -> None:
-    """SIGKILL ``agent`` as soon as it logs ``event`` (with ``fields``)."""
+def kill_at(agent: AgentProcess, event: str, nth: int = 1, **fields: Any) -> None:
+    """SIGKILL ``agent`` as soon as it logs ``event`` (with ``fields``) for the ``nth`` time."""
 
     def logged() -> bool:
-        return any(all(line.get(k) == v for k, v in fields.items()) for line in agent.logs(event))
+        return sum(all(line.get(k) == v for k, v in fields.items()) for line in agent.logs(event)) >= nth
 
     wait_for(f"{event} {fields or ''} logged", logged, 60, 0.005)
     agent.kill(signal.SIGKILL)
@@ -133,8 +133,22 @@ def test_kill_9_mid_prune_deletes_the_rest_after_restart(
     assert_recorded_once(core, namespace, revision)
 
 
-def test_kill_9_mid_canary_finishes_the_rollout_after_restart(
-    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+CANARY_POINTS = [
+    pytest.param("rollout.step", {"phase": "Progressing"}, id="canary-progressing"),
+    pytest.param("rollout.step", {"phase": "Progressing", "weight": 50}, id="canary-at-50"),
+    pytest.param("rollout.event", {"reason": "RolloutCompleted", "nth": 2}, id="canary-completed-before-recorded"),
+]
+
+
+@pytest.mark.parametrize(("event", "fields"), CANARY_POINTS)
+def test_kill_9_during_a_canary_finishes_the_rollout_after_restart(
+    agents: Agents,
+    upstream: Upstream,
+    namespace: str,
+    core: client.CoreV1Api,
+    kube_api: client.ApiClient,
+    event: str,
+    fields: dict[str, Any],
 ) -> None:
     upstream.set_rollout("canary", canary={"steps": [{"setWeight": 50}, {"pause": {"duration": "2s"}}]})
     settled_first = upstream.commit("Canary policy")
@@ -144,7 +158,7 @@ def test_kill_9_mid_canary_finishes_the_rollout_after_restart(
     values = yaml.safe_load(path.read_text())
     values["image"]["tag"] = "6.7.2"
     revision = upstream.commit("podinfo 6.7.2", {str(path.relative_to(upstream.work)): yaml.safe_dump(values)})
-    kill_at(first, "rollout.step", phase="Progressing")
+    kill_at(first, event, **fields)
 
     restart(agents)
     settled(core, namespace, revision, timeout=60)
