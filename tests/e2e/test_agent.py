@@ -474,13 +474,19 @@ def test_an_app_removed_mid_canary_takes_its_canary_deployment_with_it(
     assert _state_parts(core, namespace, "podtwo") == {"history", "status"}, "the rollout state is dropped"
 
 
-def test_a_commit_that_drops_the_canary_mid_rollout_rolls_the_app_and_removes_the_canary(
-    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
-) -> None:
+def _canary_settled(agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api) -> Any:
+    """An agent running podinfo under a canary policy (50%, then a pause for a human), its first release settled."""
     upstream.set_rollout("canary", canary={"steps": [{"setWeight": 50}, {"pause": {}}]})
     first = upstream.commit("Canary policy")
     agent = agents.start(pollInterval="1s")
     settled(core, namespace, first, timeout=60)
+    return agent
+
+
+def test_a_commit_that_drops_the_canary_mid_rollout_rolls_the_app_and_removes_the_canary(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+) -> None:
+    agent = _canary_settled(agents, upstream, namespace, core)
     path = upstream.work / "environments/staging/values/podinfo.yaml"
     values = yaml.safe_load(path.read_text())
     values["image"]["tag"] = "6.7.2"
@@ -503,10 +509,7 @@ def test_a_commit_that_drops_the_canary_mid_rollout_rolls_the_app_and_removes_th
 def test_a_commit_that_only_changes_canary_to_blue_green_hands_over_at_once(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
 ) -> None:
-    upstream.set_rollout("canary", canary={"steps": [{"setWeight": 50}, {"pause": {}}]})
-    first = upstream.commit("Canary policy")
-    agent = agents.start(pollInterval="1s")
-    settled(core, namespace, first, timeout=60)
+    agent = _canary_settled(agents, upstream, namespace, core)
     apps = client.AppsV1Api(kube_api)
 
     upstream.set_rollout("blueGreen", blueGreen={"scaleDownDelaySeconds": 1})

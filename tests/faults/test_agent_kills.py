@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,34 +30,6 @@ MANY = "".join(
     f'---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra-{n}\ndata:\n  n: "{n}"\n' for n in range(EXTRAS)
 )
 """Forty more objects, so that a sync has a middle to be killed in."""
-
-
-@pytest.fixture
-def upstream(tmp_path: Path, namespace: str) -> Upstream:
-    return Upstream(tmp_path / "git", namespace)
-
-
-@pytest.fixture
-def agents(tmp_path: Path, kubelab: Any, upstream: Upstream) -> Iterator[Agents]:
-    factory = Agents(tmp_path / "agents", kubelab.kubeconfig, upstream)
-    yield factory
-    factory.stop_all()
-
-
-@pytest.fixture
-def core(kube_api: client.ApiClient) -> client.CoreV1Api:
-    return client.CoreV1Api(kube_api)
-
-
-@pytest.fixture
-def prod_namespace(namespace: str, core: client.CoreV1Api) -> Iterator[str]:
-    name = f"{namespace}-prod"
-    yield name
-    try:
-        core.delete_namespace(name)
-    except client.ApiException as e:
-        if e.status != 404:
-            raise
 
 
 def kill_at(agent: AgentProcess, event: str, nth: int = 1, **fields: Any) -> None:
