@@ -98,6 +98,13 @@ class LedgerEntry:
             "rollbackCommit": self.rollback_commit,
         }
 
+    @property
+    def ending(self) -> tuple[str, str, str, str, ReleaseOutcome]:
+        """What the line records: this release (env, app, commit, digest) ended so. A line with the same ending
+        is a repeat (an agent killed after noting, before its status said so, notes again with a new
+        ``finished_at`` and ``agent``), and the ledger keeps the first."""
+        return (self.env, self.app, self.revision, self.digest, self.outcome)
+
     def to_line(self) -> str:
         """The note line: compact JSON, keys in the order above, no newline inside."""
         return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -86,9 +86,15 @@ def _removed_message(result: ReconcileResult) -> str:
 
 def _orphaned_message(result: ReconcileResult) -> str:
     return (
-        f"{result.key.app} is no longer listed in environments/{result.key.env}/env.yaml and pruning is off: "
+        f"{result.key.app} is no longer listed in environments/{result.key.env}/env.yaml and {_kept_because(result)}: "
         f"its {result.kept} objects stay in the cluster, no longer managed"
     )
+
+
+def _kept_because(result: ReconcileResult) -> str:
+    if result.target is not None and result.target.emptied:
+        return "the file lists no apps (set pruneAllowEmpty: true to remove them all)"
+    return "pruning is off"
 
 
 class LogSink:
@@ -117,7 +123,7 @@ class LogSink:
             kept = len(r.sync.plan.orphaned) if r.sync is not None else 0
             log.info("app.removed", deleted=r.counts().get(SyncAction.DELETED, 0), kept=kept)
         elif r.kind is Kind.ORPHANED:
-            log.warning("app.orphaned", objects=r.kept, reason="pruning is off")
+            log.warning("app.orphaned", objects=r.kept, reason=_kept_because(r))
         elif r.kind is Kind.GONE:
             log.info("reconcile.gone", reason="app-env no longer in the environment at this revision")
 

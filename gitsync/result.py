@@ -63,6 +63,9 @@ class Target:
     self_heal: bool
     removed: bool = False
     """The app left its environment's ``env.yaml`` while its inventory is still in the cluster."""
+    emptied: bool = False
+    """A removal because ``env.yaml`` lists no apps at all (``apps: []``) without ``pruneAllowEmpty: true``: the
+    empty-render guard of the whole environment, so the app is only reported (``prune`` is False), never pruned."""
     upstream: Upstream | None = None
     """A receiving environment (``promotion:`` in its env.yaml): where its releases are promoted from."""
     promoted_paths: tuple[str, ...] = ()

@@ -6,8 +6,9 @@ Implements ``ports.Ledger`` in the agent's bare cache (``GitRepository.cache``) 
   merged with ``git notes merge -s cat_sort_uniq`` (the union of both notes' lines) before anything is added or
   pushed, and the push is never forced; a push refused because the remote moved is merged and tried again, up to
   ``ATTEMPTS`` times; refused while it did not move is ``WriteAccessError``;
-- idempotent: a line already in the note (after the merge) is not added again, so a process killed between the
-  append and the push leaves one line, pushed by the next call;
+- idempotent: a line whose release ending (``LedgerEntry.ending``) the note already holds (after the merge) is not
+  added again, so a process killed between the append and the push leaves one line, pushed by the next call, and
+  one killed after the push but before its status said so notes nothing twice;
 - the notes themselves are tiny blobs keyed by commit id: the noted commit need not be present locally.
 """
 
@@ -48,7 +49,7 @@ class NotesLedger:
             for _ in range(self._attempts):
                 remote = self._pull(run)
                 current = _note(run, sha)
-                if line not in current.splitlines():
+                if entry.ending not in {held.ending for held in parse_note(current)}:
                     note = Path(scratch) / "note"
                     note.write_text(current + ("\n" if current and not current.endswith("\n") else "") + line + "\n")
                     run("notes", "--ref", NOTES_REF, "add", "--force", "-F", str(note), sha)

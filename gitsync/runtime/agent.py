@@ -12,7 +12,9 @@ terminal parking), keeps the drift watchers, and discovers the app-envs of the c
 An app that leaves its environment's ``env.yaml`` while its inventory is still in the cluster is a removal
 (Flux's prune of a deleted Kustomization, Argo CD's resources finalizer): its key stays in the queue until a
 reconcile has pruned its whole inventory (``reconcile`` with a removed ``Target``). An environment whose
-``env.yaml`` does not load removes nothing, and an agent configured with an explicit app list never removes an app.
+``env.yaml`` does not load removes nothing, one that lists no apps (``apps: []``) without ``pruneAllowEmpty: true``
+only reports its apps as orphaned (Argo CD's and Flux's guard against an empty source), and an agent configured
+with an explicit app list never removes an app.
 
 High availability: with leader election only the leader's workers take work. Followers verify and enqueue
 webhooks and keep polling, so a new leader starts with the triggers it saw, then enqueues every key anyway.
@@ -209,8 +211,10 @@ class Agent:
             log.warning("git.poll_failed", error=str(e))
 
     def on_push(self, provider: Provider, revision: str) -> None:
-        """Webhook callback: reconcile every key now (the reconcile fetches; nothing waits for the poll)."""
-        if not self._targets:
+        """Webhook callback: a push naming its commit reconciles every key now (the reconcile fetches it). One
+        that names none (a generic sender's empty body: "look at the branch now") runs the poll at once, whose
+        ``ls-remote`` enqueues a moved head: an empty revision would only reconcile the snapshot already held."""
+        if not revision or not self._targets:
             self._scheduler.modify_job("poll", next_run_time=datetime.fromtimestamp(self._clock.now(), UTC))
             return
         self.enqueue_all(revision, reason=f"webhook:{provider}")
@@ -264,7 +268,13 @@ class Agent:
                 with self._lock:
                     removed.update({k: t for k, t in self._removed.items() if k.env == selection.name})
                 continue
-            removed.update({key: replace(target, removed=True) for key in inventoried - set(found)})
+            left = inventoried - set(found)
+            if left and not environment.apps and not environment.prune_allow_empty:
+                # The empty-render guard of a whole environment: ``apps: []`` is reported, never pruned.
+                log.warning("environment.empty", env=selection.name, revision=snapshot.revision, kept=len(left))
+                removed.update({key: replace(target, removed=True, prune=False, emptied=True) for key in left})
+                continue
+            removed.update({key: replace(target, removed=True) for key in left})
         with self._lock:
             new = set(found) - set(self._targets)
             gone = (set(removed) - set(self._removed)) | (set(self._targets) - set(found) - set(removed))

@@ -7,7 +7,7 @@ time), before the body is parsed at all. What each provider sends:
 - GitLab: ``X-Gitlab-Token: <the shared secret>`` (no signature), event in ``X-Gitlab-Event`` (``Push Hook``);
 - Gitea / Forgejo: ``X-Gitea-Signature`` or ``X-Forgejo-Signature: <hex HMAC-SHA256>``, event in ``X-Gitea-Event``;
 - generic: ``X-Gitsync-Signature: sha256=<hex HMAC-SHA256>``; the body may name ``ref`` and ``after`` or be empty
-  (then it means "look at the watched branch now").
+  (then it means "look at the watched branch now": the agent runs its poll at once, ``Agent.on_push``).
 """
 
 from __future__ import annotations

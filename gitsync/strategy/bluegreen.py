@@ -2,9 +2,9 @@
 
 Contract: pure, no I/O; the handlers ``decide.TABLE`` maps blue-green phases to. The steps are fixed (``STEPS``,
 numbered by ``BlueGreenStep``): bring up the preview, pre-promotion analysis, the promotion gate (switch the active
-Service), post-promotion analysis, and after the scale-down delay the old colour scaled to zero. An app's first
-blue-green rollout first copies its running plain Deployment to a colour (``_colour_the_stable``), so the active
-Service never takes in the preview's pods.
+Service), post-promotion analysis, and after the scale-down delay the old colour scaled to zero. An app that turns
+blue-green first copies its running plain Deployment to a colour (``_colour_the_stable``), at once whether or not
+its template changed, so the active Service never takes in the preview's pods.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def settled(d: Draft) -> Decision:
         stay_on_stable(d, stable)
         if not obs.services_current:
             d.actions += [Route(ServiceRole.ACTIVE, stable), Route(ServiceRole.PREVIEW, stable)]
+        if stable is Track.STABLE and obs.stable.exists and obs.new_pods.outcome is not CheckOutcome.FAILURE:
+            # A switch to blue-green with the template unchanged takes effect now, not at the next template change.
+            return _colour_the_stable(d, new)
         scale_new_down(d, new)
         return d.done()
     if holds_abort(d):
@@ -160,10 +163,10 @@ STEPS: dict[BlueGreenStep, Callable[[Draft, BlueGreenPolicy], Decision | None]] 
 
 
 def _colour_the_stable(d: Draft, colour: Track) -> Decision:
-    """Before an app's first blue-green rollout its plain Deployment serves, and the active Service's selector (the
-    app's labels) would take in the preview colour's pods too. So the plain Deployment is first copied, as it runs,
-    to a colour; once that is Ready the active Service selects it and the plain one is scaled to zero. Then the
-    rollout starts with the other colour as the preview."""
+    """Until an app that turned blue-green is coloured its plain Deployment serves, and the active Service's
+    selector (the app's labels) would take in the preview colour's pods too. So the plain Deployment is first
+    copied, as it runs, to a colour; once that is Ready the active Service selects it and the plain one is scaled
+    to zero. Then a rollout, if the template changed, starts with the other colour as the preview."""
     obs = d.obs
     copy = obs.new
     replicas = max(obs.total, obs.stable.replicas)  # an HPA may run more than the render says
@@ -187,7 +190,8 @@ def _colour_the_stable(d: Draft, colour: Track) -> Decision:
     d.state = replace(
         d.state, stable_color=colour.value, message=f"blue-green: the running version now serves from {colour}"
     )
-    d.emit(Reason.STABLE_COLOURED, f"the running version now serves from {colour}; the rollout starts next")
+    then = "" if on_stable(d) else "; the rollout starts next"
+    d.emit(Reason.STABLE_COLOURED, f"the running version now serves from {colour}{then}")
     return d.done(0.0)
 
 

@@ -173,7 +173,7 @@ def tracks(state: RolloutState, policy: RolloutPolicy) -> tuple[Track, Track]:
     """(stable track, new track) for the current state: the colours alternate from one rollout to the next."""
     if policy.strategy is Strategy.BLUE_GREEN:
         # Before the first colour exists the stable is the rendered Deployment itself (an app switching to
-        # blue-green keeps serving from it until the first switch).
+        # blue-green serves from it until its copy in a colour is Ready).
         stable = Track(state.stable_color) if state.stable_color else Track.STABLE
         return stable, Track.GREEN if stable is Track.BLUE else Track.BLUE
     return Track.STABLE, Track.CANARY

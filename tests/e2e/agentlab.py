@@ -4,7 +4,9 @@
 - ``Upstream``: a bare repo plus a working clone holding example-repo, with the staging environment pointed at
   the test's namespace; ``commit`` edits files and pushes.
 - ``Agents``: starts ``gitsync run --config ...`` processes (stopped at the end, by pid), with helpers to send
-  signed webhooks and to read their JSON log lines and metrics.
+  signed webhooks and to read their JSON log lines and metrics;
+- the fixtures ``upstream``, ``agents``, ``core`` and ``prod_namespace``, registered by the conftest of each folder
+  that runs agents (tests/e2e, tests/faults).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +252,35 @@ class Agents:
     def stop_all(self) -> None:
         for agent in self.started:
             agent.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def upstream(tmp_path: Path, namespace: str) -> Upstream:
+    return Upstream(tmp_path / "git", namespace)
+
+
+@pytest.fixture
+def agents(tmp_path: Path, kubelab: Any, upstream: Upstream) -> Iterator[Agents]:
+    factory = Agents(tmp_path / "agents", kubelab.kubeconfig, upstream)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture
+def core(kube_api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(kube_api)
+
+
+@pytest.fixture
+def prod_namespace(namespace: str, core: client.CoreV1Api) -> Iterator[str]:
+    """A second namespace for prod (staging's is ``namespace``), deleted at the end."""
+    name = f"{namespace}-prod"
+    yield name
+    try:
+        core.delete_namespace(name)
+    except client.ApiException as e:
+        if e.status != 404:
+            raise
 
 
 def service_account_token(kube_api: client.ApiClient, name: str, namespace: str) -> str:

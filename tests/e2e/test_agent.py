@@ -86,6 +86,19 @@ def test_signed_webhook_deploys_at_once_and_a_bad_signature_changes_nothing(
     assert agent.metric('gitsync_webhook_requests_total{provider="github",result="unauthorized"}') == 2
 
 
+def test_an_empty_signed_generic_webhook_looks_at_the_branch_now(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
+) -> None:
+    secret = agents.root / "secret"
+    agent = agents.start(pollInterval="10m", webhooks={"generic": {"secretFile": str(secret)}})
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+
+    revision = upstream.set_message("via an empty webhook")
+    assert agent.webhook(b"", provider="generic") == 202
+    wait_for("the pushed commit live", lambda: configmap_value(core, namespace) == "via an empty webhook", 10)
+    settled(core, namespace, revision)
+
+
 def test_broken_template_keeps_the_previous_release_until_a_fix(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
 ) -> None:
@@ -411,6 +424,36 @@ def test_with_prune_off_a_removed_app_is_reported_and_nothing_is_deleted(
     assert not agent.logs("app.removed")
 
 
+def test_apps_emptied_in_env_yaml_removes_nothing_unless_prune_allow_empty(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+) -> None:
+    agent = _both_apps_synced(agents, upstream, namespace, core)
+    before = {app: _managed(kube_api, namespace, app) for app in ("podinfo", "podtwo")}
+
+    upstream.set_environment("List no apps in staging", apps=[])
+    for app in ("podinfo", "podtwo"):
+        status = wait_for(
+            f"{app} reported orphaned",
+            lambda app=app: (s := status_of(core, namespace, app)).get("result") == "Orphaned" and s,
+            10,
+        )
+        assert status["lastError"] == (
+            f"{app} is no longer listed in environments/staging/env.yaml and the file lists no apps "
+            f"(set pruneAllowEmpty: true to remove them all): its {len(before[app])} objects stay in the cluster, "
+            "no longer managed"
+        )
+    [line] = agent.logs("environment.empty")[:1]
+    assert (line["env"], line["kept"]) == ("staging", 2)
+    time.sleep(2)
+    assert {app: _managed(kube_api, namespace, app) for app in ("podinfo", "podtwo")} == before, "nothing deleted"
+    assert not agent.logs("app.removed")
+
+    upstream.set_environment("Empty staging on purpose", apps=[], pruneAllowEmpty=True)
+    for app in ("podinfo", "podtwo"):
+        wait_for(f"{app} pruned", lambda app=app: not _managed(kube_api, namespace, app), 15)
+        assert status_of(core, namespace, app)["result"] == "Removed"
+
+
 def test_an_app_removed_mid_canary_takes_its_canary_deployment_with_it(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
 ) -> None:
@@ -431,13 +474,19 @@ def test_an_app_removed_mid_canary_takes_its_canary_deployment_with_it(
     assert _state_parts(core, namespace, "podtwo") == {"history", "status"}, "the rollout state is dropped"
 
 
-def test_a_commit_that_drops_the_canary_mid_rollout_rolls_the_app_and_removes_the_canary(
-    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
-) -> None:
+def _canary_settled(agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api) -> Any:
+    """An agent running podinfo under a canary policy (50%, then a pause for a human), its first release settled."""
     upstream.set_rollout("canary", canary={"steps": [{"setWeight": 50}, {"pause": {}}]})
     first = upstream.commit("Canary policy")
     agent = agents.start(pollInterval="1s")
     settled(core, namespace, first, timeout=60)
+    return agent
+
+
+def test_a_commit_that_drops_the_canary_mid_rollout_rolls_the_app_and_removes_the_canary(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+) -> None:
+    agent = _canary_settled(agents, upstream, namespace, core)
     path = upstream.work / "environments/staging/values/podinfo.yaml"
     values = yaml.safe_load(path.read_text())
     values["image"]["tag"] = "6.7.2"
@@ -455,6 +504,26 @@ def test_a_commit_that_drops_the_canary_mid_rollout_rolls_the_app_and_removes_th
     assert stable.spec.template.spec.containers[0].image.endswith(":6.7.2")
     assert stable.spec.replicas == values["replicas"], "the stable got back what the canary had taken"
     assert not agent.logs("reconcile.crashed")
+
+
+def test_a_commit_that_only_changes_canary_to_blue_green_hands_over_at_once(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
+) -> None:
+    agent = _canary_settled(agents, upstream, namespace, core)
+    apps = client.AppsV1Api(kube_api)
+
+    upstream.set_rollout("blueGreen", blueGreen={"scaleDownDelaySeconds": 1})
+    switched = upstream.commit("podinfo: blue-green, same template")
+    wait_for("the blue colour serving", lambda: _selected_colour(core, namespace) == "blue", 30)
+    settled(core, namespace, switched, timeout=60)
+    assert _exists(apps, "podinfo-blue", namespace)
+    assert apps.read_namespaced_deployment("podinfo-blue", namespace).status.ready_replicas == 2
+    assert not _exists(apps, "podinfo-canary", namespace)
+    assert not agent.logs("reconcile.crashed")
+
+
+def _selected_colour(core: client.CoreV1Api, namespace: str) -> str:
+    return str(core.read_namespaced_service("podinfo", namespace).spec.selector.get("gitsync.dev/color", ""))
 
 
 def test_blue_green_dropped_gives_the_service_back_to_the_rendered_deployment_and_removes_the_colours(

@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from agentlab import GITSYNC, IDENTITY, Agents, Upstream, configmap_value, event_reasons, status_of, wait_for
 from kubernetes import client
@@ -31,17 +29,6 @@ CRASH_IN_PROD = """\
 {% endif %}
 """
 """A chart change that passes staging and crash-loops only in prod (kwok reads the label)."""
-
-
-@pytest.fixture
-def prod_namespace(namespace: str, core: client.CoreV1Api) -> Iterator[str]:
-    name = f"{namespace}-prod"
-    yield name
-    try:
-        core.delete_namespace(name)
-    except client.ApiException as e:
-        if e.status != 404:
-            raise
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -97,6 +97,14 @@ def test_appending_again_after_a_kill_before_the_push_adds_nothing(server: Serve
     assert remote_note(server, sha) == [entry(revision=sha).to_line(), later.to_line()]
 
 
+def test_a_restarted_agent_noting_the_same_ending_again_adds_nothing(server: Server, tmp_path: Path) -> None:
+    sha = server.head()
+    ledger(server, tmp_path / "a").append(sha, entry(revision=sha, agent="gitsync-0/101"))
+    # Killed after the push and before its status: the restarted agent notes the same ending at a later time.
+    ledger(server, tmp_path / "b").append(sha, entry(revision=sha, agent="gitsync-0/202", finished_at=1_700_000_900.0))
+    assert remote_note(server, sha) == [entry(revision=sha, agent="gitsync-0/101").to_line()]
+
+
 def test_a_refused_push_is_a_write_access_error(server: Server, tmp_path: Path) -> None:
     hook = server.bare / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho 'notes are read-only here' >&2\nexit 1\n")

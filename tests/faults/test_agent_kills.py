@@ -1,0 +1,193 @@
+"""kill -9 of the agent process at points of sync, prune, rollout and promotion, and a Git remote that goes away.
+
+Each kill waits for a log line of the running agent (the kill point), SIGKILLs it there, starts a new agent on the
+same cache directory and asserts what a user would check: the cluster converged to the branch, the status is
+Succeeded at it, the release is in the history once (nothing recorded twice), the inventory lists no object twice,
+and a promotion is one commit. The kubelab API server is shared by every test, so it is not restarted here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+from agentlab import IDENTITY, AgentProcess, Agents, Upstream, configmap_value, settled, status_of, wait_for
+
+pytestmark = pytest.mark.e2e
+
+EXTRAS = 40
+MANY = "".join(
+    f'---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra-{n}\ndata:\n  n: "{n}"\n' for n in range(EXTRAS)
+)
+"""Forty more objects, so that a sync has a middle to be killed in."""
+
+
+def kill_at(agent: AgentProcess, event: str, nth: int = 1, **fields: Any) -> None:
+    """SIGKILL ``agent`` as soon as it logs ``event`` (with ``fields``) for the ``nth`` time."""
+
+    def logged() -> bool:
+        return sum(all(line.get(k) == v for k, v in fields.items()) for line in agent.logs(event)) >= nth
+
+    wait_for(f"{event} {fields or ''} logged", logged, 60, 0.005)
+    agent.kill(signal.SIGKILL)
+
+
+def restart(agents: Agents, **overrides: Any) -> AgentProcess:
+    """A new agent on the killed one's cache directory, as a restarted pod with its volume."""
+    return agents.start("second", cacheDir=str(agents.root / "cache-agent"), **overrides)
+
+
+def state(core: client.CoreV1Api, namespace: str, part: str, env: str = "staging") -> dict[str, Any]:
+    data = core.read_namespaced_config_map(f"gitsync.podinfo.{env}.{part}", namespace).data
+    return dict(json.loads(data[f"{part}.json"]))
+
+
+def assert_recorded_once(core: client.CoreV1Api, namespace: str, revision: str, env: str = "staging") -> None:
+    """The release at ``revision`` is one history entry, and the inventory holds each object once."""
+    revisions = [r["revision"] for r in state(core, namespace, "history", env)["releases"]]
+    assert revisions.count(revision) == 1, revisions
+    objects = state(core, namespace, "inventory", env)["objects"]
+    assert len(objects) == len(set(objects)), "an object twice in the inventory"
+
+
+def extras(core: client.CoreV1Api, namespace: str) -> set[str]:
+    listed = core.list_namespaced_config_map(namespace, label_selector="gitsync.dev/app=podinfo").items
+    return {c.metadata.name for c in listed if c.metadata.name.startswith("extra-")}
+
+
+SYNC_POINTS = [
+    pytest.param("git.head_moved", {}, id="head-seen"),
+    pytest.param("sync.object", {"action": "created"}, id="first-object-applied"),
+    pytest.param("sync.applied", {}, id="applied-before-recorded"),
+    pytest.param("reconcile.done", {"result": "Succeeded"}, id="logged-before-history-and-status"),
+]
+
+
+@pytest.mark.parametrize(("event", "fields"), SYNC_POINTS)
+def test_kill_9_during_a_sync_converges_and_records_once(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, event: str, fields: dict[str, Any]
+) -> None:
+    revision = upstream.commit("Forty more objects", {"apps/podinfo/templates/extra.yaml": MANY})
+    kill_at(agents.start(), event, **fields)
+
+    restart(agents)
+    settled(core, namespace, revision, timeout=30)
+    assert extras(core, namespace) == {f"extra-{n}" for n in range(EXTRAS)}
+    assert configmap_value(core, namespace) == "Hello from staging"
+    assert_recorded_once(core, namespace, revision)
+
+
+def test_kill_9_mid_prune_deletes_the_rest_after_restart(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
+) -> None:
+    upstream.commit("Forty more objects", {"apps/podinfo/templates/extra.yaml": MANY})
+    first = agents.start()
+    wait_for("forty objects live", lambda: len(extras(core, namespace)) == EXTRAS, 30)
+    (upstream.work / "apps/podinfo/templates/extra.yaml").unlink()
+    revision = upstream.commit("Drop the forty objects")
+    kill_at(first, "prune.object", action="deleted")
+
+    restart(agents)
+    settled(core, namespace, revision, timeout=30)
+    assert extras(core, namespace) == set()
+    assert not [o for o in state(core, namespace, "inventory")["objects"] if "/extra-" in o]
+    assert_recorded_once(core, namespace, revision)
+
+
+CANARY_POINTS = [
+    pytest.param("rollout.step", {"phase": "Progressing"}, id="canary-progressing"),
+    pytest.param("rollout.step", {"phase": "Progressing", "weight": 50}, id="canary-at-50"),
+    pytest.param("rollout.event", {"reason": "RolloutCompleted", "nth": 2}, id="canary-completed-before-recorded"),
+]
+
+
+@pytest.mark.parametrize(("event", "fields"), CANARY_POINTS)
+def test_kill_9_during_a_canary_finishes_the_rollout_after_restart(
+    agents: Agents,
+    upstream: Upstream,
+    namespace: str,
+    core: client.CoreV1Api,
+    kube_api: client.ApiClient,
+    event: str,
+    fields: dict[str, Any],
+) -> None:
+    upstream.set_rollout("canary", canary={"steps": [{"setWeight": 50}, {"pause": {"duration": "2s"}}]})
+    settled_first = upstream.commit("Canary policy")
+    first = agents.start()
+    settled(core, namespace, settled_first, timeout=60)
+    path = upstream.work / "environments/staging/values/podinfo.yaml"
+    values = yaml.safe_load(path.read_text())
+    values["image"]["tag"] = "6.7.2"
+    revision = upstream.commit("podinfo 6.7.2", {str(path.relative_to(upstream.work)): yaml.safe_dump(values)})
+    kill_at(first, event, **fields)
+
+    restart(agents)
+    settled(core, namespace, revision, timeout=60)
+    apps = client.AppsV1Api(kube_api)
+    stable = apps.read_namespaced_deployment("podinfo", namespace)
+    assert stable.spec.template.spec.containers[0].image.endswith(":6.7.2")
+    assert stable.spec.replicas == values["replicas"]
+    assert not [d for d in apps.list_namespaced_deployment(namespace).items if d.metadata.name == "podinfo-canary"]
+    assert_recorded_once(core, namespace, revision)
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, env={**IDENTITY, "PATH": "/usr/bin:/bin"}, capture_output=True,
+                          text=True, check=True, timeout=30)  # fmt: skip
+    return done.stdout.strip("\n")
+
+
+def promotion_commits(upstream: Upstream) -> list[str]:
+    out = git(upstream.bare, "log", "main", "--format=%(trailers:key=Gitsync-Promoted-From,valueonly)")
+    return [line for line in out.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("event", ["promotion.written", "ledger.noted"])
+def test_kill_9_around_a_promotion_writes_one_promotion_commit(
+    agents: Agents, upstream: Upstream, namespace: str, prod_namespace: str, core: client.CoreV1Api, event: str
+) -> None:
+    prod = upstream.work / "environments/prod"
+    env = yaml.safe_load((prod / "env.yaml").read_text())
+    env["namespace"] = prod_namespace
+    env["promotion"] = {"from": "staging", "mode": "auto", "soak": "1s", "values": ["image.tag"]}
+    first = upstream.commit("prod: promoted from staging", {"environments/prod/env.yaml": yaml.safe_dump(env)})
+    settings = {"environments": ["staging", "prod"]}
+    kill_at(agents.start(**settings), event)
+
+    restart(agents, **settings)
+    wait_for("prod live", lambda: configmap_value(core, prod_namespace) == "Hello from production", 60)
+    wait_for("prod settled", lambda: status_of(core, prod_namespace, env="prod").get("result") == "Succeeded", 60)
+    assert promotion_commits(upstream) == [f"staging@{first}"], "one promotion commit"
+    notes = git(upstream.bare, "notes", "--ref=gitsync", "show", first).splitlines()
+    assert len([n for n in notes if '"env":"staging"' in n]) == 1, "one ledger line for staging's release"
+
+
+def test_an_unreachable_remote_is_one_line_and_the_next_push_after_it_is_live(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
+) -> None:
+    agent = agents.start()
+    settled(core, namespace, timeout=30)
+    away = upstream.bare.with_name("moved.git")
+    shutil.move(upstream.bare, away)
+    [failed] = wait_for("a failed poll", lambda: agent.logs("git.poll_failed"), 10)[:1]
+    assert failed["error"] == (
+        f"file://{upstream.bare}: git ls-remote failed: "
+        f"fatal: '{upstream.bare}' does not appear to be a git repository | "
+        "fatal: Could not read from remote repository."
+    )
+    assert status_of(core, namespace)["result"] == "Succeeded", "what runs keeps running"
+
+    shutil.move(away, upstream.bare)
+    revision = upstream.set_message("after the outage")
+    wait_for("the next push live", lambda: configmap_value(core, namespace) == "after the outage", 15)
+    settled(core, namespace, revision)
