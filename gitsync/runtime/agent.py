@@ -198,7 +198,7 @@ class Agent:
         """The poll job: one ls-remote; every key is enqueued when the head moved (or none is known yet)."""
         try:
             head = self.source.check()
-            if head is None and self._targets:
+            if head is None and (self._targets or self._discovered):  # nothing new (known, or known to be empty)
                 GIT_POLLS.labels("unchanged").inc()
                 return
             GIT_POLLS.labels("moved").inc()

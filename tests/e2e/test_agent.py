@@ -171,9 +171,11 @@ def test_kill_9_mid_sync_then_restart_converges(
 def test_two_agents_with_leader_election_only_one_acts_and_the_other_takes_over(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
 ) -> None:
+    # The Lease lives in the environment's namespace here, which makes it the agent's own: the operator allows it.
     election = {"enabled": True, "namespace": namespace, "leaseDuration": "3s", "renewInterval": "1s"}
-    a = agents.start("a", pollInterval="1s", leaderElection={**election, "identity": "agent-a"})
-    b = agents.start("b", pollInterval="1s", leaderElection={**election, "identity": "agent-b"})
+    allow = {"allowProtectedNamespaces": [namespace]}
+    a = agents.start("a", pollInterval="1s", leaderElection={**election, "identity": "agent-a"}, **allow)
+    b = agents.start("b", pollInterval="1s", leaderElection={**election, "identity": "agent-b"}, **allow)
     wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
     lease = client.CoordinationV1Api(kube_api).read_namespaced_lease("gitsync-leader", namespace)
     leader, follower = (a, b) if lease.spec.holder_identity == "agent-a" else (b, a)
@@ -231,9 +233,10 @@ def test_sigterm_hands_the_lease_over_at_once(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
 ) -> None:
     election = {"enabled": True, "namespace": namespace, "leaseDuration": "15s", "renewInterval": "1s"}
-    first = agents.start("first", leaderElection={**election, "identity": "first"})
+    allow = {"allowProtectedNamespaces": [namespace]}  # the Lease's namespace is the agent's own (see above)
+    first = agents.start("first", leaderElection={**election, "identity": "first"}, **allow)
     wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
-    second = agents.start("second", leaderElection={**election, "identity": "second"})
+    second = agents.start("second", leaderElection={**election, "identity": "second"}, **allow)
     leases = client.CoordinationV1Api(kube_api)
     assert leases.read_namespaced_lease("gitsync-leader", namespace).spec.holder_identity == "first"
     first.kill(signal.SIGTERM)
