@@ -204,6 +204,15 @@ def test_agent_runs_from_the_image_as_the_manifests_deploy_it(
     # test pushing) is told to trust it.
     upstream = Upstream(tmp_path / "git", namespace)
     subprocess.run(["chown", "-R", f"{uid}:{uid}", str(upstream.bare)], check=True)
+    # staging's namespace is this test's: bind the agent there, as 05-environment.yaml does for podinfo-staging.
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "gitsync-agent", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": install.namespace},
+        "subjects": [{"kind": "ServiceAccount", "name": "gitsync", "namespace": install.namespace}],
+    }
+    client.RbacAuthorizationV1Api(kube_api).create_namespaced_role_binding(namespace, binding)
     (tmp_path / "gitconfig").write_text("[safe]\n\tdirectory = *\n")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "gitconfig"))
 
