@@ -454,7 +454,8 @@ def test_apps_emptied_in_env_yaml_removes_nothing_unless_prune_allow_empty(
     upstream.set_environment("Empty staging on purpose", apps=[], pruneAllowEmpty=True)
     for app in ("podinfo", "podtwo"):
         wait_for(f"{app} pruned", lambda app=app: not _managed(kube_api, namespace, app), 15)
-        assert status_of(core, namespace, app)["result"] == "Removed"
+        # The status is written last, just after the prune.
+        wait_for(f"{app} Removed", lambda app=app: status_of(core, namespace, app).get("result") == "Removed", 5)
 
 
 def test_an_app_removed_mid_canary_takes_its_canary_deployment_with_it(
