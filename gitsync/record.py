@@ -360,15 +360,17 @@ def _evidence(r: ReconcileResult, store: StateStore) -> tuple[tuple[str, ...], t
     }
     described = describe_rollout(store, r.key, r.namespace).get("analysis", [])
     analysis = tuple(
-        AnalysisResult(
-            str(m["check"]),
-            float(m["value"]) if isinstance(m.get("value"), int | float) else None,
-            conditions.get(str(m["check"]), ""),
-            str(m["verdict"]),
-        )
+        AnalysisResult(str(m["check"]), _number(m.get("value")), conditions.get(str(m["check"]), ""), str(m["verdict"]))
         for m in described
     )
     return steps, analysis
+
+
+def _number(value: object) -> float | None:
+    """A measurement's value as the ledger keeps it: a number (a query's single sample), or None (no data)."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class StatusSink:

@@ -31,7 +31,7 @@ def describe_rollout(store: StateStore, key: AppEnv, namespace: str) -> dict[str
         return {}
     state = RolloutState.from_json(doc.get("state") or {})
     analysis: list[Json] = []
-    for group, runs in (("step", state.checks), ("background", state.background)):
+    for group, runs in (("step", state.checks), ("background", state.background), ("passed", state.passed)):
         for run in runs:
             last = run.last
             analysis.append(

@@ -116,7 +116,8 @@ def pause(d: Draft, reason: str) -> None:
 
 
 def complete_step(d: Draft) -> None:
-    d.state = replace(d.state, step=d.state.step + 1, step_started_at=d.now, checks=())
+    s = d.state
+    d.state = replace(s, step=s.step + 1, step_started_at=d.now, checks=(), passed=(*s.passed, *s.checks))
 
 
 def abort(d: Draft, moves: Moves, reason: str, proof: tuple[str, ...]) -> None:
@@ -177,6 +178,7 @@ def start(d: Draft, *, retry: bool, background: AnalysisSpec | None = None, acti
         switched_at=0.0,
         checks=(),
         background=started(background, d.now) if background is not None else (),
+        passed=(),
         abort_reason="",
         evidence=(),
         warnings=(),

@@ -143,6 +143,9 @@ class RolloutState:
     checks: tuple[CheckRun, ...] = ()
     """Runs of the current step's analysis (canary analysis step, blue-green pre/post promotion)."""
     background: tuple[CheckRun, ...] = ()
+    passed: tuple[CheckRun, ...] = ()
+    """Runs of the analyses this rollout completed, kept as its evidence (the release ledger's analysis values)
+    until the next rollout starts."""
     abort_reason: str = ""
     evidence: tuple[str, ...] = ()
     history: tuple[HistoryEntry, ...] = field(default=())
@@ -177,6 +180,7 @@ class RolloutState:
             "switchedAt": self.switched_at,
             "checks": [run.to_json() for run in self.checks],
             "background": [run.to_json() for run in self.background],
+            "passed": [run.to_json() for run in self.passed],
             "abortReason": self.abort_reason,
             "evidence": list(self.evidence),
             "history": [entry.to_json() for entry in self.history],
@@ -208,6 +212,7 @@ class RolloutState:
             switched_at=float(raw.get("switchedAt", 0.0)),
             checks=tuple(CheckRun.from_json(r) for r in raw.get("checks") or ()),
             background=tuple(CheckRun.from_json(r) for r in raw.get("background") or ()),
+            passed=tuple(CheckRun.from_json(r) for r in raw.get("passed") or ()),
             abort_reason=str(raw.get("abortReason", "")),
             evidence=tuple(raw.get("evidence") or ()),
             history=tuple(HistoryEntry.from_json(e) for e in raw.get("history") or ()),

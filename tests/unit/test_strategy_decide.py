@@ -453,6 +453,21 @@ def test_canary_analysis_step(state, measurements, phase, step, verdict) -> None
     assert (d.state.checks[0].verdict.value if d.state.checks else None) == verdict
 
 
+def test_a_completed_analysis_step_is_kept_as_the_rollouts_evidence() -> None:
+    """What the release ledger notes as the analysis values of a release that succeeded."""
+    run = CheckRun("errors", NOW, taken=1, successes=1)
+    d = decide(
+        analysis_state(run),
+        obs(stable=w(3), new=w(1, 1, NEW), measurements=(m("errors", CheckOutcome.SUCCESS, [0.01]),)),
+        CANARY,
+        NOW,
+    )
+    assert d.state.step == 3 and d.state.checks == ()
+    [kept] = d.state.passed
+    assert (kept.name, kept.verdict.value, kept.last.value if kept.last else None) == ("errors", "Successful", [0.01])
+    assert RolloutState.from_json(d.state.to_json()).passed == d.state.passed
+
+
 def test_abort_records_reason_evidence_event_and_history() -> None:
     d = decide(
         analysis_state(CheckRun("errors", NOW)),
