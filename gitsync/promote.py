@@ -223,6 +223,9 @@ def evidence(entry: LedgerEntry, soak_seconds: float | None = None) -> str:
     """The one-line ``Gitsync-Evidence``: outcome, each analysis value against its condition, the soak."""
     parts = [entry.outcome.value]
     for check in entry.analysis:
+        if check.value is None and not check.condition:  # a check judged without a number (podHealth)
+            parts.append(f"{check.name} {check.verdict}")
+            continue
         value = "no data" if check.value is None else f"{check.value:g}"
         parts.append(f"{check.name}={value} ({check.condition}) {check.verdict}")
     if soak_seconds is not None:

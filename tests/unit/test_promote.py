@@ -198,3 +198,9 @@ def test_rollback_message_names_what_it_undoes() -> None:
         ("Gitsync-Env", "prod"),
         ("Gitsync-Evidence", "RolledBack"),
     ]
+
+
+def test_evidence_of_a_check_judged_without_a_number_names_its_verdict() -> None:
+    """A podHealth check has no value nor condition: the evidence says how it ended, not "no data ()"."""
+    pods = entry(analysis=(AnalysisResult("pods", None, "", "Successful"),))
+    assert evidence(pods, 15) == "Succeeded; pods Successful; soak 15s"
