@@ -36,8 +36,9 @@ from renderers.render import RenderedApp, Trees
 
 __all__ = ["Live", "plan_change"]
 
-Live = Callable[[RenderedApp], tuple[ObjectDiff, ...]]
-"""The head render of one app-env -> how it differs from the cluster (``gitsync.cli.plan`` dry-runs it)."""
+Live = Callable[[RenderedApp], tuple[tuple[ObjectDiff, ...], str]]
+"""The head render of one app-env -> how it differs from the cluster and the error of any object the server
+refused ("" for none): ``gitsync.cli.plan`` dry-runs it."""
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -130,7 +131,8 @@ class _Planner:
         if new.error:
             return plan
         if self.live is not None and new.rendered is not None:
-            plan = replace(plan, live=self.live(new.rendered))
+            live, refused = self.live(new.rendered)
+            plan = replace(plan, live=live, error=refused)
         objects = _diffs(old.manifests, new.manifests, ("base", "head"))
         plan = replace(plan, objects=objects, images=rendered_change(old.manifests, new.manifests).images)
         if objects:
