@@ -14,7 +14,7 @@ One push may move several branches: only the watched one counts.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = ["DELIVERY_HEADERS", "EVENT_HEADER", "PUSH_EVENTS", "SIGNATURE_HEADER", "branch_head"]
 
@@ -49,7 +49,7 @@ def _cloud(changes: Any, branch: str) -> str | None:
     return found
 
 
-def _is_branch(ref: Any, branch: str) -> bool:
+def _is_branch(ref: Any, branch: str) -> TypeGuard[Mapping[str, Any]]:
     return isinstance(ref, Mapping) and ref.get("type") == "branch" and ref.get("name") == branch
 
 
