@@ -81,7 +81,8 @@ def main() -> None:
         warm = LocalTrees(repo, cache_dir=root / "trees")
         comment = markdown(plan_change(warm, base, head))
         print(f"example-repo, {base[:7]}..{head[:7]}: comment of {len(comment):,} characters")
-        show("in-process plan_change + markdown, tree cache warm", timed(lambda: markdown(plan_change(warm, base, head))))
+        warm_run = timed(lambda: markdown(plan_change(warm, base, head)))
+        show("in-process plan_change + markdown, tree cache warm", warm_run)
         fresh = iter(range(RUNS))
 
         def cold() -> str:
