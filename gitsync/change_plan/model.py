@@ -67,12 +67,13 @@ class AppPlan:
     note: str = ""
     """Something a reviewer should know that is not an error (an app awaiting its first promotion)."""
     error: str = ""
-    """Why this app cannot be planned (a render error at ``head``, a dry-run the server refused): one line."""
+    """Why this app cannot be planned (a render error at ``head``, a dry-run the server refused): one line. With
+    ``app`` empty, the environment's env.yaml is what failed."""
 
     @property
     def key(self) -> str:
-        """``app@env``, as everywhere else in gitsync."""
-        return f"{self.app}@{self.env}"
+        """``app@env``, as everywhere else in gitsync; the environment alone for an error of its env.yaml."""
+        return f"{self.app}@{self.env}" if self.app else self.env
 
     def count(self, change: Change) -> int:
         return sum(1 for o in self.objects if o.change is change)

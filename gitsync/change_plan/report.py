@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from gitsync.change_plan.model import AppPlan, Change, ChangePlan, ObjectDiff
+from gitsync.change_plan.model import AppPlan, Change, ChangePlan, ObjectDiff, Rollout
 
 __all__ = ["COMMENT_LIMIT", "as_json", "markdown", "text"]
 
@@ -67,9 +67,7 @@ def _summary(plan: ChangePlan) -> str:
                 str(a.count(Change.REMOVED)),
                 "<br>".join(f"`{b or '∅'}` → `{c or '∅'}`" for b, c in a.images) or "—",
                 ":x: error" if a.error else str(a.rollout),
-                f"waits for promotion from {a.promotion_from} ({_objects(len(a.pending))}, then {a.pending_rollout})"
-                if a.waits_for_promotion
-                else "—",
+                _waits(a) if a.waits_for_promotion else "—",
             ]
             if live:
                 cells.append("—" if a.live is None else f"{_objects(len(a.live))} differ" if a.live else "in sync")
@@ -125,6 +123,12 @@ def _html(value: str) -> str:
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _waits(app: AppPlan) -> str:
+    """``waits for promotion from staging (2 objects, then canary)``; no rollout named when none will run."""
+    then = "" if app.pending_rollout is Rollout.NONE else f", then {app.pending_rollout}"
+    return f"waits for promotion from {app.promotion_from} ({_objects(len(app.pending))}{then})"
+
+
 def _objects(n: int) -> str:
     return f"{n} object" if n == 1 else f"{n} objects"
 
@@ -142,9 +146,7 @@ def text(plan: ChangePlan) -> str:
         ]
         parts += [f"image {b or '(none)'} -> {c or '(none)'}" for b, c in a.images]
         if a.waits_for_promotion:
-            parts.append(
-                f"waits for promotion from {a.promotion_from}: {_objects(len(a.pending))}, then {a.pending_rollout}"
-            )
+            parts.append(_waits(a))
         if a.live is not None:
             parts.append(f"live: {_objects(len(a.live))} differ" if a.live else "live: in sync")
         if a.note:
