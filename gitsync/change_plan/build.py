@@ -133,9 +133,12 @@ class _Planner:
         if self.live is not None and new.rendered is not None:
             live, refused = self.live(new.rendered)
             plan = replace(plan, live=live, error=refused)
-        objects = _diffs(old.manifests, new.manifests, ("base", "head"))
-        plan = replace(plan, objects=objects, images=rendered_change(old.manifests, new.manifests).images)
+        # An app awaiting its first promotion at the head is not deployed by the merge, and nothing of what runs
+        # is deleted for it either: its objects do not change.
+        objects = () if new.note else _diffs(old.manifests, new.manifests, ("base", "head"))
         if objects:
+            images = rendered_change(old.manifests, new.manifests).images
+            plan = replace(plan, objects=objects, images=images)
             try:
                 plan = replace(plan, rollout=_rollout(old.manifests, new.manifests, new.values, plan.key))
             except GitsyncError as e:

@@ -17,6 +17,7 @@ from gitrepos import git
 
 from gitsync.change_plan import Change, Rollout, as_json, markdown, plan_change, text
 from gitsync.cli import main
+from gitsync.promoted_file import with_pin
 
 Trees = Callable[[str], Path]
 
@@ -190,3 +191,35 @@ def test_the_command_exits_like_diff(
     )
     assert unreachable.exit_code == 3, unreachable.output  # worth retrying, as gitsync diff
     assert "not-a-real-token" not in unreachable.output
+
+
+def test_a_promotion_pull_request_deploys_the_pin_on_merge(example: tuple[Path, Trees, str]) -> None:
+    root, trees, _ = example
+    chart = commit(
+        root, edit(root, "apps/podinfo/templates/deployment.yaml", "revisionHistoryLimit: 5", "revisionHistoryLimit: 7")
+    )
+    pin = with_pin(
+        (root / "environments/prod/promoted.yaml").read_text(), "podinfo", chart, "staging", {"image": {"tag": "6.7.1"}}
+    )
+    promotion = commit(root, {"environments/prod/promoted.yaml": pin}, "promote podinfo to prod")
+
+    plan = plan_change(trees, chart, promotion)
+
+    (prod,) = plan.apps
+    assert prod.key == "podinfo@prod" and plan.unchanged == ("podinfo@staging",)
+    assert prod.images == (("ghcr.io/stefanprodan/podinfo:6.7.0", "ghcr.io/stefanprodan/podinfo:6.7.1"),)
+    assert prod.rollout is Rollout.BLUE_GREEN  # prod's own strategy runs when the pin lands
+    assert not prod.waits_for_promotion  # the pin is the promotion
+
+
+def test_an_app_awaiting_its_first_promotion_changes_nothing(example: tuple[Path, Trees, str]) -> None:
+    root, trees, base = example
+    (root / "environments/prod/promoted.yaml").unlink()
+    head = commit(root, {}, "unpin prod")
+
+    plan = plan_change(trees, base, head, "prod")
+
+    (prod,) = plan.apps
+    assert (prod.objects, prod.images, prod.error) == ((), (), "")
+    assert prod.note == "podinfo awaits promotion from staging (no pin yet)"
+    assert not plan.has_changes
