@@ -1,5 +1,5 @@
-"""Delivery of notifications: one background thread per agent with a bounded queue, so a receiver that is down,
-slow or never answers delays only other notifications, never a reconcile.
+"""Delivery of notifications: one background thread per receiver, each with a bounded queue, so a receiver that
+is down, slow or never answers delays only its own notifications, never a reconcile nor another receiver.
 
 ``Notifier.record`` is what the record stage calls (on the reconcile's thread): it writes the notices to the
 app-env's outbox in the cluster (``gitsync.notify.outbox``) and queues them without waiting. The first call for an
@@ -27,7 +27,7 @@ from gitsync.errors import GitsyncError
 from gitsync.model import AppEnv
 from gitsync.notify.formats import Format, Receiver, request
 from gitsync.notify.notices import Notification
-from gitsync.notify.outbox import Outbox
+from gitsync.notify.outbox import Due, Outbox
 from gitsync.ports import Clock, WebhookPoster
 
 __all__ = ["Delivery", "Notifier", "Policy", "retry_after"]
@@ -66,33 +66,27 @@ class Notifier:
         rng: random.Random | None = None,
     ) -> None:
         """``outbox`` None: nothing is remembered across restarts (tests of delivery alone)."""
-        self._receivers = tuple(receivers)
-        self._poster = poster
         self._outbox = outbox
-        self._clock = clock
-        self._policy = policy or Policy()
-        self._rng = rng or random.Random()
-        self._queue: queue.Queue[Delivery | None] = queue.Queue(self._policy.queue_size)
+        self._stopping = threading.Event()
+        policy = policy or Policy()
+        send = _Sender(poster, clock, policy, rng or random.Random(), self._stopping)
+        self._lanes = {r.name: _Lane(r, send, outbox, self._stopping, policy.queue_size) for r in receivers}
         self._resumed: set[AppEnv] = set()
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
-        self._thread.start()
+        for lane in self._lanes.values():
+            lane.start()
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop sending; whatever is still queued stays pending in the outbox for the next process."""
         self._stopping.set()
-        with contextlib.suppress(queue.Full):  # a full queue: the thread sees the stop flag after its delivery
-            self._queue.put_nowait(None)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for lane in self._lanes.values():
+            lane.stop(timeout)
 
     def record(self, key: AppEnv, namespace: str, notifications: Sequence[Notification]) -> None:
         """Remember and queue ``notifications`` of ``key``; never waits for a receiver."""
-        due = [(n, tuple(r.name for r in self._receivers if r.wants(n))) for n in notifications]
+        due = [(n, tuple(name for name, lane in self._lanes.items() if lane.receiver.wants(n))) for n in notifications]
         due = [(n, names) for n, names in due if names]
         with self._lock:
             first = key not in self._resumed
@@ -100,7 +94,7 @@ class Notifier:
         if not due and not first:
             return
         if self._outbox is None:
-            self._queue_all(key, due)
+            self._queue(key, due)
             return
         try:
             added, pending = self._outbox.claim(key, namespace, due)
@@ -109,40 +103,76 @@ class Notifier:
             log.warning("notify.outbox_failed", app=key.app, env=key.env, error=str(e))
             with self._lock:
                 self._resumed.discard(key)
-            self._queue_all(key, due)
+            self._queue(key, due)
             return
         fresh = {n.key for n, _ in added}
         # The first time: what an earlier process left pending, besides what this reconcile added.
-        self._queue_all(key, [(n, names) for n, names in pending if first or n.key in fresh])
+        self._queue(key, [(n, names) for n, names in pending if first or n.key in fresh])
 
-    def _queue_all(self, key: AppEnv, due: Sequence[tuple[Notification, tuple[str, ...]]]) -> None:
-        by_name = {r.name: r for r in self._receivers}
+    def _queue(self, key: AppEnv, due: Sequence[Due]) -> None:
         for n, names in due:
             for name in names:
-                receiver = by_name.get(name)
-                if receiver is None:
-                    continue  # removed from agent.yaml since
-                try:
-                    self._queue.put_nowait(Delivery(key, n, receiver))
-                    log.debug("notify.queued", receiver=name, notice=n.notice.value, key=n.key)
-                except queue.Full:
-                    log.warning("notify.dropped", receiver=name, notice=n.notice.value, key=n.key, reason="queue full")
+                lane = self._lanes.get(name)
+                if lane is not None:  # None: removed from agent.yaml since it was written to the outbox
+                    lane.put(key, n)
+
+
+class _Lane:
+    """One receiver's queue and thread: a receiver that hangs delays only its own notifications."""
+
+    def __init__(
+        self, receiver: Receiver, send: _Sender, outbox: Outbox | None, stopping: threading.Event, size: int
+    ) -> None:
+        self.receiver = receiver
+        self._send = send
+        self._outbox = outbox
+        self._stopping = stopping
+        self._queue: queue.Queue[Delivery | None] = queue.Queue(size)
+        self._thread = threading.Thread(target=self._run, name=f"notify-{receiver.name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        with contextlib.suppress(queue.Full):  # a full queue: the thread sees the stop flag after its delivery
+            self._queue.put_nowait(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def put(self, key: AppEnv, n: Notification) -> None:
+        fields = {"receiver": self.receiver.name, "notice": n.notice.value, "key": n.key}
+        try:
+            self._queue.put_nowait(Delivery(key, n, self.receiver))
+        except queue.Full:
+            log.warning("notify.dropped", **fields, reason="queue full; stays pending in the outbox")
 
     def _run(self) -> None:
         while not self._stopping.is_set():
             item = self._queue.get()
-            if item is None:
+            if item is None or not self._send(item):
                 return
-            done = self._deliver(item)
             n = item.notification
-            if done and self._outbox is not None:
+            if self._outbox is not None:
                 try:
-                    self._outbox.delivered(item.key, n.namespace, n.key, item.receiver.name)
+                    self._outbox.delivered(item.key, n.namespace, n.key, self.receiver.name)
                 except GitsyncError as e:
-                    log.warning("notify.outbox_failed", app=item.key.app, env=item.key.env, error=str(e))
+                    log.warning("notify.outbox_failed", app=n.app, env=n.env, error=str(e))
 
-    def _deliver(self, d: Delivery) -> bool:
-        """Send one delivery with retries; True when it is done (delivered or refused), False when stopped."""
+
+class _Sender:
+    """One delivery with its retries."""
+
+    def __init__(
+        self, poster: WebhookPoster, clock: Clock, policy: Policy, rng: random.Random, stopping: threading.Event
+    ) -> None:
+        self._poster = poster
+        self._clock = clock
+        self._policy = policy
+        self._rng = rng
+        self._stopping = stopping
+
+    def __call__(self, d: Delivery) -> bool:
+        """True when the delivery is done (delivered, refused or given up on), False when stopped."""
         n, receiver = d.notification, d.receiver
         fields = {"receiver": receiver.name, "notice": n.notice.value, "app": n.app, "env": n.env, "key": n.key}
         try:
