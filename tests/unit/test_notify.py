@@ -4,22 +4,19 @@ sent twice by an agent that restarts."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import random
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from notifylab import Receiving, signed
 
 from gitsync.adapters.clock import SystemClock
 from gitsync.adapters.webhook_post import WebhookPost
@@ -244,75 +241,6 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
 # -- a real receiver ---------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Delivery:
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def json(self) -> dict[str, Any]:
-        return dict(json.loads(self.body))
-
-
-@dataclass
-class Receiving:
-    """An HTTP receiver on 127.0.0.1: answers ``script`` in order (then 200), or hangs while ``hang`` is clear."""
-
-    port: int = 0
-    got: list[Delivery] = field(default_factory=list)
-    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
-    hang: threading.Event | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-    def wait(self, count: int, timeout: float = 20.0) -> list[Delivery]:
-        deadline = time.monotonic() + timeout
-        while len(self.got) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(self.got) >= count, f"the receiver got {len(self.got)} deliveries, expected {count}"
-        return self.got
-
-
-@pytest.fixture
-def receiving() -> Iterator[Callable[..., Receiving]]:
-    servers: list[tuple[ThreadingHTTPServer, Receiving]] = []
-
-    def start(script: list[tuple[int, dict[str, str]]] | None = None, hang: bool = False) -> Receiving:
-        state = Receiving(script=list(script or []), hang=threading.Event() if hang else None)
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                state.got.append(Delivery(dict(self.headers.items()), body))
-                if state.hang is not None:
-                    state.hang.wait(30)
-                status, headers = state.script.pop(0) if state.script else (200, {})
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        state.port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append((server, state))
-        return state
-
-    yield start
-    for server, state in servers:
-        if state.hang is not None:
-            state.hang.set()
-        server.shutdown()
-        server.server_close()
-
-
 class MemoryStore:
     """The StateStore port in memory, with its optimistic versions."""
 
@@ -355,11 +283,6 @@ def notifier(store: MemoryStore | None, *receivers: Receiver, policy: Policy = F
     return n
 
 
-def signed(d: Delivery) -> bool:
-    expected = "sha256=" + hmac.new(SECRET, d.body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(d.headers["X-Gitsync-Signature"], expected)
-
-
 FAILED = result(Kind.FAILED, Result.FAILED, error="Deployment/shop/podinfo: field is immutable", health=None)
 CANARY = result(outcome=Result.PAUSED, error="paused at step 1", rollout=rollout("Paused"))
 
@@ -377,7 +300,7 @@ def test_each_notice_reaches_the_receiver_once_signed(tmp_path: Path, receiving:
     finally:
         sender.stop()
     assert [d.json["event"] for d in hook.got] == ["sync-failed", "rollout-started", "rollout-paused"]
-    assert all(signed(d) for d in got)
+    assert all(signed(d, SECRET) for d in got)
     assert len({d.headers["Idempotency-Key"] for d in got}) == 3
     failure = got[0].json
     assert failure == {
