@@ -1,10 +1,12 @@
 """Notifications from the agent as a process: a release that succeeds and a commit that fails to render reach a
-receiver on 127.0.0.1, each once and signed, while another receiver hangs and a third refuses connections."""
+receiver on 127.0.0.1, each once and signed, while another receiver hangs and a third refuses connections; after a
+kill -9, the next agent sends what was still due and nothing twice."""
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +23,7 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_a_failure_and_a_success_reach_the_receiver_once_while_another_hangs(
+def test_a_failure_and_a_success_reach_the_receiver_once_while_another_hangs_and_a_restart_sends_nothing_twice(
     agents: Agents,
     upstream: Upstream,
     namespace: str,
@@ -76,6 +78,24 @@ def test_a_failure_and_a_success_reach_the_receiver_once_while_another_hangs(
     outbox = json.loads(
         core.read_namespaced_config_map("gitsync.podinfo.staging.notify", namespace).data["notify.json"]
     )
-    pending = {n["event"]: n["pending"] for n in outbox["notices"]}
-    assert {"succeeded", "sync-failed"} <= set(pending)
+    pending = {n["key"]: n["pending"] for n in outbox["notices"]}
+    assert {d.headers["Idempotency-Key"] for d in got} <= set(pending)
     assert all("ops" not in names and "hanging" in names for names in pending.values()), pending
+
+    # kill -9; the next agent has the hanging receiver's name pointed at one that answers: it gets what was due to
+    # it (with the keys ops got for the same events), ops gets nothing again, and "closed", no longer configured,
+    # is skipped.
+    agent.kill()
+    later = receiving()
+    agents.start(
+        "restarted",
+        notifications=[
+            {"name": "hanging", "url": later.url, **receiver},
+            {"name": "ops", "url": hook.url, "events": ["succeeded", "sync-failed"], **receiver},
+        ],
+    )
+    resent = later.wait(len(pending))
+    time.sleep(1.0)  # room for a wrong repeat to reach either receiver before counting
+    assert sorted(d.headers["Idempotency-Key"] for d in later.got) == sorted(pending)
+    assert all(signed(d, KEY) for d in resent)
+    assert len(hook.got) == 2, "nothing sent twice to ops"
