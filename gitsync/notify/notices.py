@@ -153,7 +153,7 @@ TABLE: tuple[Row, ...] = (
     (
         Notice.ROLLOUT_STARTED,
         lambda r, b: r.kind is Kind.RELEASE and str(r.outcome) in _ACTIVE and (_new(r, b) or b.result not in _ACTIVE),
-        lambda r: f"{_short(r)} rolling out: {r.rollout.message if r.rollout is not None else _summary(r)}",
+        lambda r: f"{_short(r)} rolling out: {(r.rollout.message if r.rollout is not None else '') or _summary(r)}",
     ),
     (
         Notice.ROLLOUT_PAUSED,

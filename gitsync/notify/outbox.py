@@ -13,6 +13,7 @@ The document keeps the newest ``LIMIT`` notices (delivered ones are the memory t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 from gitsync import log as logging
@@ -35,6 +36,9 @@ log = logging.get("gitsync.notify")
 class Outbox:
     def __init__(self, store: StateStore) -> None:
         self._store = store
+        self._lock = threading.Lock()
+        """The reconcile workers and every receiver's sender write these documents: one at a time in this process,
+        so they never race each other into a conflict (another process's write is retried)."""
 
     def claim(self, key: AppEnv, namespace: str, due: Sequence[Due]) -> tuple[tuple[Due, ...], tuple[Due, ...]]:
         """Add the notices of ``due`` (each with the receivers it is for) that are not here yet. Returns those
@@ -79,14 +83,15 @@ class Outbox:
 
     def _update(self, key: AppEnv, namespace: str, edit: Callable[[Json], Json | None]) -> None:
         """Read, ``edit`` (None: nothing to change, nothing written) and save; retried on a concurrent write."""
-        for attempt in range(3):
-            data, version = self._store.load(key, namespace, NOTIFY_PART)
-            changed = edit(data)
-            if changed is None:
-                return
-            try:
-                self._store.save(key, namespace, NOTIFY_PART, changed, version)
-                return
-            except TransientError:
-                if attempt == 2:
-                    raise
+        with self._lock:
+            for attempt in range(3):
+                data, version = self._store.load(key, namespace, NOTIFY_PART)
+                changed = edit(data)
+                if changed is None:
+                    return
+                try:
+                    self._store.save(key, namespace, NOTIFY_PART, changed, version)
+                    return
+                except TransientError:
+                    if attempt == 2:
+                        raise
