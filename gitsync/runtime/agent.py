@@ -45,6 +45,7 @@ from gitsync.events import EventSink
 from gitsync.history import History, Result
 from gitsync.metrics import GIT_FETCH_SECONDS, GIT_POLLS, LEADER
 from gitsync.model import AppEnv, HealthStatus, Json, Manifest
+from gitsync.notify import Notifier
 from gitsync.ports import Clock, Cluster, GitReader, Rollouts, Snapshot, StateStore
 from gitsync.promotion import Promotions, topology
 from gitsync.reconcile import NoRollouts, Request, Stages, reconcile
@@ -82,15 +83,18 @@ class Agent:
         rollouts: Rollouts | None = None,
         cache: WatchCache | None = None,
         promotions: Promotions | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         """``cache``: a watch-fed cache of managed objects; with it, plans read live objects from memory and a
         ``DriftWatcher`` per app-env notices edits within seconds (and enqueues a reconcile that heals them).
-        ``promotions``: the pin guard, the promote stage and the Git ledger (None: nothing is written to Git)."""
+        ``promotions``: the pin guard, the promote stage and the Git ledger (None: nothing is written to Git).
+        ``notifier``: sends the notifications of ``notifications:`` (started and stopped with the agent)."""
         self.config = config
         self._cluster = cluster
         self._store = store
         self._clock = clock
         self._elector = elector
+        self._notifier = notifier
         self._rollouts = rollouts or NoRollouts()
         self._cache = cache
         self._watchers: dict[AppEnv, DriftWatcher] = {}
@@ -106,7 +110,12 @@ class Agent:
             clock=clock,
             status=history,
             recorder=Recorder(
-                default_sinks(history, events, ledger=LedgerSink(promotions, history, store) if promotions else None)
+                default_sinks(
+                    history,
+                    events,
+                    ledger=LedgerSink(promotions, history, store) if promotions else None,
+                    notifier=notifier,
+                )
             ),
             rollouts=self._rollouts,
             live=cache,
@@ -153,6 +162,8 @@ class Agent:
             kwargs={"reason": "drift"},
         )
         self._scheduler.start()
+        if self._notifier is not None:
+            self._notifier.start()
         for n in range(self.config.workers):
             worker = threading.Thread(target=self._work, name=f"reconcile-{n}", daemon=True)
             worker.start()
@@ -181,6 +192,8 @@ class Agent:
             watcher.stop(timeout=1.0)
         if self._cache is not None:
             self._cache.stop()
+        if self._notifier is not None:
+            self._notifier.stop()
         if self._elector is not None:
             self._elector.stop()
         log.info("agent.stopped")
