@@ -314,8 +314,7 @@ _ROOT = ("apiVersion", "kind", "metadata")
 
 
 def _fits(value: Any, schema: Mapping[str, Any]) -> bool:
-    """``value`` is accepted by the structural ``schema`` (defaults applied by the server are valid by the CRD's
-    own validation); False also for anything not judged here."""
+    """``value`` is accepted by the structural ``schema``; False also for anything not judged here."""
     if not isinstance(schema, Mapping) or not set(schema) <= CRD_KEYWORDS:
         return False
     if value is None:
@@ -351,7 +350,8 @@ def _object(value: Any, schema: Mapping[str, Any]) -> bool:
                 return False
         elif not schema.get("x-kubernetes-preserve-unknown-fields"):
             return False  # an unknown field: server-side apply refuses it
-    return True
+    # the server fills absent fields with their defaults and validates what it filled in, rules included
+    return all(_fits(p["default"], p) for k, p in properties.items() if k not in value and "default" in p)
 
 
 def _array(value: Any, schema: Mapping[str, Any]) -> bool:
