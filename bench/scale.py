@@ -178,8 +178,8 @@ def fleet_render(work: Path, env: dict[str, str]) -> None:
         for e in FLEET_ENVS
         for app in apps
     )
-    row("nothing changed (cache warm)", warm, theirs, goal=3)
-    row("cache off (every app rendered)", cold, theirs, goal=3)
+    row("nothing changed (cache warm)", warm, theirs, goal=3, tool="helm")
+    row("cache off (every app rendered)", cold, theirs, goal=3, tool="helm")
 
 
 # -- 3. first apply --------------------------------------------------------------------------------------------

@@ -154,10 +154,10 @@ def timed(argv: list[str], ok: tuple[int, ...] = (0,), env: dict[str, str] | Non
     return elapsed
 
 
-def row(label: str, ours: float, theirs: float, goal: float) -> None:
+def row(label: str, ours: float, theirs: float, goal: float, tool: str = "kubectl") -> None:
     ratio = theirs / ours if ours else float("inf")
     verdict = "meets" if ratio >= goal else "misses"
-    print(f"{label:<34} gitsync {ours:7.2f}s   kubectl {theirs:7.2f}s   {ratio:5.1f}x  ({verdict} goal {goal:g}x)")
+    print(f"{label:<34} gitsync {ours:7.2f}s   {tool} {theirs:7.2f}s   {ratio:5.1f}x  ({verdict} goal {goal:g}x)")
 
 
 def start_lab(state: Path) -> Path:
