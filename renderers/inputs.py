@@ -2,7 +2,8 @@
 
 ``content_id`` is the Git object id of a file (a blob id) or a folder (a tree id) as Git computes it, over the
 content the renderer would read: symbolic links inside the repository are followed (the renderer follows them,
-so the id must change when their target does), hidden files count, empty folders do not (Git stores none). For a
+so the id must change when their target does), hidden files count, empty folders do not (Git stores none); a link out of the repository makes the inputs
+unkeyable (the render then runs uncached and reports it). For a
 folder of a commit without symbolic links it is exactly ``git rev-parse <commit>:<path>``, so the agent's
 snapshots and a local checkout key a chart the same way, and a folder that is not in Git at all still gets an id
 that changes exactly when its content does.
@@ -30,32 +31,52 @@ class Unkeyable(Exception):
     """The inputs cannot be reduced to an id (a link loop, a file vanishing mid-walk): render without the cache."""
 
 
-def content_id(path: Path) -> str:
-    """The Git id of ``path`` with links followed (see the module doc); ``""`` when nothing is there."""
+def content_id(path: Path, root: Path) -> str:
+    """The Git id of ``path`` with links followed (see the module doc); ``""`` when nothing is there.
+
+    ``Unkeyable`` for a link leading out of ``root`` (the repository): the renderer refuses to read through such
+    a link, and the key must not walk the file system behind it either."""
+    top = os.path.realpath(root)
     try:
         info = path.stat()
     except FileNotFoundError:
         return ""
     except OSError as e:  # a link loop, a permission problem: the render reports it, the cache keeps out of it
         raise Unkeyable(f"{path}: {e}") from None
+    _check_inside(path, top)
     if stat.S_ISDIR(info.st_mode):
-        found = _tree(path, frozenset())
+        found = _tree(path, top, frozenset())
         return found.hex() if found is not None else _EMPTY_TREE
-    return _blob(path).hex()
+    return _blob(path, info.st_size).hex()
 
 
 _EMPTY_TREE = hashlib.sha1(b"tree 0\x00", usedforsecurity=False).hexdigest()
+_CHUNK = 1 << 20
 
 
-def _blob(path: Path) -> bytes:
+def _check_inside(path: Path | str, top: str) -> None:
+    real = os.path.realpath(path)
+    if real != top and not real.startswith(top + os.sep):
+        raise Unkeyable(f"{path}: leads out of the repository")
+
+
+def _blob(path: Path | str, size: int) -> bytes:
+    """Read in chunks: a large file the renderer never reads costs time here, not memory."""
+    h = hashlib.sha1(b"blob %d\x00" % size, usedforsecurity=False)
+    seen = 0
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+                seen += len(chunk)
     except OSError as e:
         raise Unkeyable(f"{path}: {e}") from None
-    return hashlib.sha1(b"blob %d\x00" % len(data) + data, usedforsecurity=False).digest()
+    if seen != size:
+        raise Unkeyable(f"{path}: changed while read")
+    return h.digest()
 
 
-def _tree(path: Path, parents: frozenset[str]) -> bytes | None:
+def _tree(path: Path, top: str, parents: frozenset[str]) -> bytes | None:
     """The tree id of folder ``path`` (raw bytes), None for a folder holding no file at any depth."""
     real = os.path.realpath(path)
     if real in parents:
@@ -73,13 +94,15 @@ def _tree(path: Path, parents: frozenset[str]) -> bytes | None:
             info = entry.stat()  # follows links, as the renderer does
         except OSError as e:
             raise Unkeyable(f"{entry.path}: {e}") from None
+        if entry.is_symlink():
+            _check_inside(entry.path, top)
         if stat.S_ISDIR(info.st_mode):
-            sub = _tree(Path(entry.path), inner)
+            sub = _tree(Path(entry.path), top, inner)
             if sub is not None:
                 entries.append((name + b"/", _TREE, name + b"\x00" + sub))
         elif stat.S_ISREG(info.st_mode):
             mode = _EXECUTABLE if info.st_mode & stat.S_IXUSR else _FILE
-            entries.append((name, mode, name + b"\x00" + _blob(Path(entry.path))))
+            entries.append((name, mode, name + b"\x00" + _blob(entry.path, info.st_size)))
     if not entries:
         return None
     entries.sort(key=lambda e: e[0])  # Git orders a folder as if its name ended in "/"

@@ -150,7 +150,7 @@ def _render(
                 "(a pinned environment renders from Git history: pass trees)",
             )
         chart_root, promoted = trees(pin.revision), pin.values
-    key = _key(chart_root, override_file, environment, app, sets, revision, pin) if cache is not None else None
+    key = _key(repo, chart_root, override_file, environment, app, sets, revision, pin) if cache is not None else None
     output = cache.get(AppEnv(app, environment.name), key) if cache is not None and key is not None else None
     if output is None:
         try:
@@ -212,6 +212,7 @@ def _render_chart(
 
 
 def _key(
+    repo: Path,
     chart_root: Path,
     override_file: Path,
     environment: Environment,
@@ -224,9 +225,9 @@ def _key(
     chart, lib = chart_root / "apps" / app, chart_root / "lib"
     try:
         parts = {
-            "chart": content_id(chart),
-            "lib": content_id(lib),
-            "override": content_id(override_file),
+            "chart": content_id(chart, chart_root),
+            "lib": content_id(lib, chart_root),
+            "override": content_id(override_file, repo),
             "environment": environment,
             "app": app,
             "sets": sets,

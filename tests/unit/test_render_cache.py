@@ -18,7 +18,7 @@ from gitsync.model import canonical
 from gitsync.promoted_file import with_pin
 from renderers import RenderedApp, RenderError, render_app, render_env
 from renderers.cache import MemoryRenderCache, StoredRenderCache
-from renderers.inputs import content_id
+from renderers.inputs import Unkeyable, content_id
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example-repo"
 GITSYNC = str(Path(sys.executable).parent / "gitsync")
@@ -225,9 +225,24 @@ def test_content_ids_are_git_tree_ids(pinned_example: tuple[Path, Callable[[str]
         expected = subprocess.run(
             ["git", "rev-parse", f"HEAD:{path}"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
-        assert content_id(root / path) == expected, path
-    assert content_id(root / "no-such-folder") == ""
+        assert content_id(root / path, root) == expected, path
+    assert content_id(root / "no-such-folder", root) == ""
     # with_pin is what writes promoted.yaml: a changed pin is a changed blob
-    before = content_id(root / "environments/prod/promoted.yaml")
+    before = content_id(root / "environments/prod/promoted.yaml", root)
     (root / "environments/prod/promoted.yaml").write_text(with_pin(None, "podinfo", "f" * 40, "staging", {}))
-    assert content_id(root / "environments/prod/promoted.yaml") != before
+    assert content_id(root / "environments/prod/promoted.yaml", root) != before
+
+
+def test_a_link_out_of_the_repository_is_never_walked_and_the_render_reports_it(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    big_repo(repo, apps=1)
+    (repo / "apps/app0/templates/everything").symlink_to("/")  # hashing behind it would walk the whole disk
+    with pytest.raises(Unkeyable, match="out of the repository"):
+        content_id(repo / "apps/app0", repo)
+    cache = StoredRenderCache(DiskBlobs(tmp_path / "cache"))
+    # the renderer skips a linked folder: the render stands, uncached
+    assert exact(render_app(repo, "dev", "app0", cache=cache)) == exact(render_app(repo, "dev", "app0"))
+    assert not (tmp_path / "cache").exists()
+    (repo / "apps/app0/templates/stolen.yaml").symlink_to("/etc/hostname")
+    with pytest.raises(RenderError, match="symbolic link out of the repository"):
+        render_app(repo, "dev", "app0", cache=cache)
