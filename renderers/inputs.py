@@ -2,8 +2,8 @@
 
 ``content_id`` is the Git object id of a file (a blob id) or a folder (a tree id) as Git computes it, over the
 content the renderer would read: symbolic links inside the repository are followed (the renderer follows them,
-so the id must change when their target does), hidden files count, empty folders do not (Git stores none); a link out of the repository makes the inputs
-unkeyable (the render then runs uncached and reports it). For a
+so the id must change when their target does), hidden files count, empty folders do not (Git stores none); a
+link out of the repository makes the inputs unkeyable (the render then runs uncached and reports it). For a
 folder of a commit without symbolic links it is exactly ``git rev-parse <commit>:<path>``, so the agent's
 snapshots and a local checkout key a chart the same way, and a folder that is not in Git at all still gets an id
 that changes exactly when its content does.
@@ -65,7 +65,7 @@ def _blob(path: Path | str, size: int) -> bytes:
     h = hashlib.sha1(b"blob %d\x00" % size, usedforsecurity=False)
     seen = 0
     try:
-        with open(path, "rb") as f:
+        with Path(path).open("rb") as f:
             while chunk := f.read(_CHUNK):
                 h.update(chunk)
                 seen += len(chunk)
