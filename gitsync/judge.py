@@ -26,8 +26,9 @@ Costs, measured (``bench/scale.py``, kubelab on 2 loaded cores): a dry-run is on
 the API server spends about 2.4 ms of CPU on each (README: 2.4 s for 1,000 dry-run creates); judging costs about
 15 µs of client CPU per ConfigMap and 30 µs per small custom resource, plus, once per sync and only when a
 create is to be judged, 10 requests measured (5 lists: webhooks, policies, quotas; the namespace; two access
-reviews; two of discovery, refreshed once because the server does not serve ``MutatingAdmissionPolicy``). On bench/sync.py's 1,000 objects
-(400 ConfigMaps, 300 Services, 300 Deployments) a first apply made 1,615 requests instead of 2,005. The OpenAPI v3
+reviews; two of discovery, refreshed once because the server does not serve ``MutatingAdmissionPolicy``). On
+bench/sync.py's 1,000 objects (400 ConfigMaps, 300 Services, 300 Deployments) a first apply made 1,615 requests
+instead of 2,005. The OpenAPI v3
 documents (``/openapi/v3/...``, one per group-version, fetched and cached per server version) were considered and
 not used: for built-in kinds they cannot prove acceptance (above), and for custom resources the CRD is the exact
 schema the server validates with. Pure apart from the reads through ``ports.Cluster``; any read that fails (no
