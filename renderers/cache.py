@@ -64,6 +64,8 @@ class RenderOutput:
 
     values: Mapping[str, Any]
     manifests: tuple[Manifest, ...]
+    digest: str
+    """``renderers.manifests.digest`` of ``manifests``, kept so that a hit does not encode them all again."""
 
 
 class RenderCache(Protocol):
@@ -150,7 +152,11 @@ def encode(output: RenderOutput) -> bytes | None:
         [m.id.group, m.id.kind, m.id.namespace, m.id.name, m.source, m.fingerprint, m.body] for m in output.manifests
     ]
     try:
-        text = json.dumps({"values": values, "manifests": manifests}, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(
+            {"values": values, "manifests": manifests, "digest": output.digest},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
     except (TypeError, ValueError):
         return None
     return text.encode()
@@ -165,7 +171,9 @@ def decode(data: bytes) -> RenderOutput:
     )
     if not all(isinstance(m.body, dict) and m.fingerprint for m in manifests) or not isinstance(raw["values"], dict):
         raise ValueError("not a render output")
-    return RenderOutput(raw["values"], manifests)
+    if not isinstance(raw["digest"], str) or not raw["digest"].startswith("sha256:"):
+        raise ValueError("not a render output")
+    return RenderOutput(raw["values"], manifests, raw["digest"])
 
 
 def _jsonable(value: Any) -> Any:

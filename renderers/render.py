@@ -165,13 +165,12 @@ def _render(
             ) from e
         if cache is not None and key is not None:
             cache.put(AppEnv(app, environment.name), key, output)
-    values, manifests = output.values, output.manifests
     return RenderedApp(
         app_env=AppEnv(app, environment.name),
         namespace=environment.namespace,
-        manifests=manifests,
-        digest=digest(manifests),
-        values=values,
+        manifests=output.manifests,
+        digest=output.digest,
+        values=output.values,
         environment=environment,
         revision=revision,
         pin=pin,
@@ -208,7 +207,8 @@ def _render_chart(
             if body is not None:
                 manifests.extend(build_manifests(body, path, line, environment, app))
     check_unique(manifests)
-    return RenderOutput(values, ordered(manifests))
+    in_order = ordered(manifests)
+    return RenderOutput(values, in_order, digest(in_order))
 
 
 def _key(
