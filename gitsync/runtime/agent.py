@@ -57,6 +57,7 @@ from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
 from gitsync.source import Source
 from gitsync.sync import ensure_namespace
 from renderers import RenderedApp, RenderError, load_environment, render_app
+from renderers.cache import MemoryRenderCache
 
 __all__ = ["Agent", "AgentCluster"]
 
@@ -98,6 +99,8 @@ class Agent:
         self._rollouts = rollouts or NoRollouts()
         self._cache = cache
         self._watchers: dict[AppEnv, DriftWatcher] = {}
+        self._renders = MemoryRenderCache()
+        """The newest render of each app-env: a reconcile whose inputs did not change renders nothing."""
         self.source = Source(git, on_fetch=GIT_FETCH_SECONDS.observe)
         self.queue = ReconcileQueue(clock)
         history = History(store, config.history_limit)
@@ -312,9 +315,16 @@ class Agent:
             return self._targets.get(key) or self._removed.get(key)
 
     def _render(self, path: Path, key: AppEnv, revision: str, trees: Callable[[str], Path]) -> RenderedApp:
-        """``Stages.render``: the namespaces the operator protects (agent.yaml) are refused."""
+        """``Stages.render``: the namespaces the operator protects (agent.yaml) are refused; an app-env whose
+        inputs did not change since its last render comes from the render cache."""
         return render_app(
-            path, key.env, key.app, revision=revision or None, trees=trees, protected=self.config.protected_namespaces
+            path,
+            key.env,
+            key.app,
+            revision=revision or None,
+            trees=trees,
+            protected=self.config.protected_namespaces,
+            cache=self._renders,
         )
 
     def _ensure_namespace(self, namespace: str) -> None:
