@@ -24,7 +24,7 @@ from gitsync.adapters.gitwrite import Session
 from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import LABEL_STATE, ConfigMapStateStore, document
 from gitsync.audit import AuditRow, audit_rows
-from gitsync.dashboard.view import Cell, Grid, LiveView, build_cell, build_grid, build_live
+from gitsync.dashboard.view import Cell, Grid, LiveView, build_cell, build_grid, build_live, charted
 from gitsync.errors import GitsyncError
 from gitsync.health import WORKLOAD_KINDS, Health, assess, assess_workload
 from gitsync.history import HISTORY_PART, STATUS_PART, History, Release, Status
@@ -261,11 +261,11 @@ class Board:
         with self._lock:
             seen = self._series.setdefault(key, {})
             for check in rollout.get("analysis", []):
-                value = check.get("value")
-                if isinstance(value, int | float) and not isinstance(value, bool):
+                value = charted(check.get("value"))
+                if value is not None:
                     points = seen.setdefault(str(check["check"]), [])
                     if not points or points[-1][0] != check["measurements"]:
-                        points.append((int(check["measurements"]), float(value)))
+                        points.append((int(check["measurements"]), value))
                         del points[:-SERIES_LIMIT]
             series = {name: [v for _, v in points] for name, points in seen.items()}
         replicas: dict[str, int] = {}

@@ -31,6 +31,7 @@ __all__ = [
     "build_cell",
     "build_grid",
     "build_live",
+    "charted",
     "promotion_chains",
 ]
 
@@ -224,6 +225,8 @@ class CheckView:
     group: str
     verdict: str
     value: float | None
+    shown: str
+    """The last value in words: a number, ``2 of 3 pods ready`` (pod health), or ``-`` when none was seen."""
     condition: str
     threshold: float | None
     series: tuple[float, ...]
@@ -272,6 +275,25 @@ def threshold_of(condition: str) -> float | None:
     """The number a condition compares with (``result[0] < 0.05`` -> 0.05), drawn as the chart's line."""
     found = _NUMBER.findall(re.sub(r"\[\s*\d+\s*\]", "", condition))
     return float(found[-1]) if found else None
+
+
+def charted(value: Any) -> float | None:
+    """The number a check's chart draws: the value itself, or the ready pods of a pod-health measurement."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, Mapping) and isinstance(value.get("ready"), int):
+        return float(value["ready"])
+    return None
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:g}"
+    if isinstance(value, Mapping) and {"ready", "total"} <= set(value):
+        return f"{value['ready']} of {value['total']} pods ready"
+    return str(value)
 
 
 def _conditions(policy: RolloutPolicy | None) -> dict[str, str]:
@@ -335,7 +357,7 @@ def build_live(
     checks = []
     for check in rollout.get("analysis", []):
         value = check.get("value")
-        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        number = charted(value)
         condition = conditions.get(str(check["check"]), "")
         checks.append(
             CheckView(
@@ -343,6 +365,7 @@ def build_live(
                 group=str(check["group"]),
                 verdict=str(check["verdict"]),
                 value=number,
+                shown=_shown(value),
                 condition=condition,
                 threshold=threshold_of(condition) if condition and "restarts" not in condition else None,
                 series=tuple(series.get(str(check["check"]), ())),

@@ -20,6 +20,7 @@ Example::
     listen: 0.0.0.0:8080
     selfHeal: true
     prune: true
+    dashboard: {listen: 0.0.0.0:3100}   # optional: the read-only dashboard, bearer tokens required
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ class AgentConfig:
     workers: int = 4
     leader: LeaderElection = field(default_factory=LeaderElection)
     log_format: str = "auto"
+    dashboard_listen: str = ""
+    """``dashboard: {listen: host:port}``: serve the read-only dashboard there, behind bearer tokens reviewed by
+    the API server (``gitsync.dashboard.access``); empty: no dashboard."""
     allow_protected_namespaces: tuple[str, ...] = ()
     """Protected namespaces (the cluster's own, and the agent's) that environments may deploy to nevertheless.
     Only the operator sets this, never the repository; the RBAC must grant them too (deploy/cluster-wide)."""
@@ -246,6 +250,7 @@ _TOP = {
     "leaderElection",
     "logFormat",
     "allowProtectedNamespaces",
+    "dashboard",
 }
 
 
@@ -339,6 +344,11 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
     allow_protected = top.get("allowProtectedNamespaces") or []
     if not isinstance(allow_protected, list) or not all(isinstance(n, str) and n for n in allow_protected):
         raise r.fail("allowProtectedNamespaces", "expected a list of namespace names")
+    dashboard = r.mapping(top.get("dashboard"), "dashboard")
+    r.check_keys(dashboard, "dashboard", {"listen"})
+    dashboard_listen = r.string(dashboard, "listen", "dashboard", "0.0.0.0:3100") if top.get("dashboard") is not None else ""
+    if dashboard_listen and not re.fullmatch(r"[^\s:]*:\d{1,5}", dashboard_listen):
+        raise r.fail("dashboard.listen", "expected host:port like 0.0.0.0:3100")
     log_format = r.string(top, "logFormat", "", "auto")
     if log_format not in ("auto", "json", "console"):
         raise r.fail("logFormat", "expected auto, json or console")
@@ -360,6 +370,7 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
         leader=leader,
         log_format=log_format,
         allow_protected_namespaces=tuple(allow_protected),
+        dashboard_listen=dashboard_listen,
     )
 
 
