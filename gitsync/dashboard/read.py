@@ -228,11 +228,7 @@ class Board:
         for key, namespace in statuses.app_envs():
             status = History(statuses).status(key, namespace)
             releases = History(histories).releases(key, namespace)
-            cells.append(
-                build_cell(
-                    status, namespace, releases[0] if releases else None, describe_rollout(rollouts, key, namespace)
-                )
-            )
+            cells.append(build_cell(status, namespace, releases, describe_rollout(rollouts, key, namespace)))
             self._namespaces[key] = namespace
         return build_grid(cells, self.env_order)
 

@@ -149,15 +149,15 @@ class Cell:
         return self.revision[:7]
 
 
-def build_cell(status: Status, namespace: str, newest: Release | None, rollout: Mapping[str, Any]) -> Cell:
-    release = newest if newest is not None and newest.revision == status.release_revision else None
-    release = release or newest
+def build_cell(status: Status, namespace: str, releases: Sequence[Release], rollout: Mapping[str, Any]) -> Cell:
+    """``releases`` newest first; the one shown is the release of the running revision, else the newest."""
+    release = next((r for r in releases if r.revision == status.release_revision), releases[0] if releases else None)
     phase = str(rollout.get("phase", ""))
     in_flight = phase in ("Progressing", "Paused", "Promoting")
     line = ""
     if in_flight:
         strategy = rollout.get("strategy") or "rollout"
-        line = f"{strategy} {phase}, step {rollout.get('step', 0)}, {rollout.get('weight', 0)}%"
+        line = f"{strategy} {phase}, step {int(rollout.get('step', 0)) + 1}, {rollout.get('weight', 0)}%"
     elif phase == "Aborted":
         line = f"rolled back: {rollout.get('abortReason', '')}".rstrip(": ")
     awaiting = status.promotion

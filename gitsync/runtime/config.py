@@ -346,7 +346,8 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
         raise r.fail("allowProtectedNamespaces", "expected a list of namespace names")
     dashboard = r.mapping(top.get("dashboard"), "dashboard")
     r.check_keys(dashboard, "dashboard", {"listen"})
-    dashboard_listen = r.string(dashboard, "listen", "dashboard", "0.0.0.0:3100") if top.get("dashboard") is not None else ""
+    dashboard_on = top.get("dashboard") is not None
+    dashboard_listen = r.string(dashboard, "listen", "dashboard", "0.0.0.0:3100") if dashboard_on else ""
     if dashboard_listen and not re.fullmatch(r"[^\s:]*:\d{1,5}", dashboard_listen):
         raise r.fail("dashboard.listen", "expected host:port like 0.0.0.0:3100")
     log_format = r.string(top, "logFormat", "", "auto")
