@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from gitsync.dashboard.server import DashboardServer
     from gitsync.ports import StateStore
     from gitsync.promotion import Promotions
+    from gitsync.runtime.agent import Agent
     from gitsync.runtime.config import AgentConfig
 
 
@@ -51,7 +52,7 @@ def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Pr
     )
 
 
-def dashboard(config: AgentConfig, cluster: KubeCluster, git: GitRepository) -> DashboardServer:
+def dashboard(config: AgentConfig, cluster: KubeCluster, git: GitRepository, agent: Agent) -> DashboardServer:
     """The read-only dashboard on ``dashboard.listen``: the agent's view of the cluster and the Git ledger, shown
     only to bearers of a token allowed to read the state ConfigMaps (``gitsync.dashboard.access``)."""
     from gitsync.adapters.notes import NotesLedger
@@ -65,6 +66,7 @@ def dashboard(config: AgentConfig, cluster: KubeCluster, git: GitRepository) -> 
         env_order=[e.name for e in config.environments],
         ledger=LedgerRows(NotesLedger(git.cache, config.repo.url), git.cache),
         renders=Renders(git.snapshot),
+        scope=agent.namespaces,
     )
     host, _, port = config.dashboard_listen.rpartition(":")
     site = Site("<your clone>", Forge.of(config.repo.url), "served by the agent")
@@ -152,7 +154,7 @@ def command(config_path: Path, log_format: str | None) -> None:
         ),
     )
 
-    board = dashboard(config, cluster, git) if config.dashboard_listen else None
+    board = dashboard(config, cluster, git, agent) if config.dashboard_listen else None
 
     stop = threading.Event()
 

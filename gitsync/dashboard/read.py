@@ -202,8 +202,12 @@ class Board:
         env_order: Sequence[str] = (),
         ledger: Callable[[], Sequence[AuditRow]] | None = None,
         renders: Renders | None = None,
+        scope: Callable[[], Iterable[str]] | None = None,
     ) -> None:
+        """``scope``: the namespaces to read state from, for credentials that may not list ConfigMaps across
+        the cluster (the agent's least-privilege RBAC); None lists across all namespaces in one request."""
         self._cluster = cluster
+        self._scope = scope
         self.store = ConfigMapStateStore(cluster)
         self.env_order = tuple(env_order)
         self._ledger = ledger
@@ -219,7 +223,8 @@ class Board:
         selector = f"{LABEL_STATE}={part},{LABEL_MANAGED_BY}={MANAGER}"
         with self._lock:
             listed = _Listed(part, self._parsed.setdefault(part, {}))
-            listed.fill(self._cluster.list("", "ConfigMap", "", selector).items)
+            for namespace in sorted(self._scope()) if self._scope is not None else [""]:
+                listed.fill(self._cluster.list("", "ConfigMap", namespace, selector).items)
         return listed
 
     def grid(self) -> Grid:

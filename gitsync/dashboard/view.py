@@ -209,6 +209,8 @@ def build_grid(cells: Sequence[Cell], env_order: Sequence[str] = ()) -> Grid:
 class StepState(StrEnum):
     DONE = "done"
     CURRENT = "current"
+    STOPPED = "stopped"
+    """Where an aborted rollout stopped."""
     TODO = "todo"
 
 
@@ -316,12 +318,13 @@ def _steps(policy: RolloutPolicy | None, step: int, phase: str) -> tuple[StepVie
     if policy is None or policy.strategy is not Strategy.CANARY:
         return ()
     finished = phase in ("Healthy", "Promoting")
+    here = StepState.STOPPED if phase == "Aborted" else StepState.CURRENT
     steps: Sequence[Step] = policy.canary.steps
     return tuple(
         StepView(
             index + 1,
             s.describe(),
-            StepState.DONE if finished or index < step else StepState.CURRENT if index == step else StepState.TODO,
+            StepState.DONE if finished or index < step else here if index == step else StepState.TODO,
         )
         for index, s in enumerate(steps)
     )

@@ -36,10 +36,16 @@ stringData:
   token: {SECRET_VALUE}
 """
 CANARY = {
-    "analysis": {"interval": "1s", "checks": [{"name": "pods", "type": "podHealth", "maxRestarts": 0, "count": 0}]},
+    "analysis": {
+        "interval": "1s",
+        "checks": [
+            {"name": "pods", "type": "podHealth", "maxRestarts": 0},  # the chart's blue-green analysis names it
+            {"name": "pod-health", "type": "podHealth", "maxRestarts": 0, "count": 0},
+        ],
+    },
     "canary": {
         "steps": [{"setWeight": 25}, {"pause": {"duration": "3s"}}, {"setWeight": 50}, {"pause": {"duration": "3s"}}],
-        "analysis": {"checks": ["pods"]},
+        "analysis": {"checks": ["pod-health"]},
     },
 }
 """Staging's canary: four steps, with a pod-health check measured every second in the background."""
@@ -64,6 +70,8 @@ def _get(port: int, path: str, token: str | None, seconds: float = 10) -> tuple[
         return e.code, e.read().decode()
     except TimeoutError:
         return 200, ""
+    except OSError:  # nothing listens yet
+        return 0, ""
 
 
 def _service_account(kube_api: client.ApiClient, namespace: str, name: str, readable: list[str]) -> str:
@@ -177,8 +185,8 @@ def test_the_dashboard_shows_environments_rollouts_live_and_promotions_to_those_
     bad = _release(upstream, "6.8.0", {"gitsync.dev/fault": "crashloop"})
     page.wait_for_selector(".aborted", timeout=60_000)
     aborted = page.inner_text(".aborted")
-    assert "Rolled back" in aborted and "pods" in aborted, aborted
-    check = page.locator('.check[data-check="pods"]')
+    assert "Rolled back" in aborted and "CrashLoopBackOff" in aborted, aborted
+    check = page.locator('.check[data-check="pod-health"]')
     assert "Failed" in check.inner_text() and "pods ready" in check.inner_text(), check.inner_text()
     page.screenshot(path=str(shots / "rollback.png"), full_page=True)
     seen.append(page.content())
