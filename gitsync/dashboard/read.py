@@ -29,7 +29,7 @@ from gitsync.errors import GitsyncError
 from gitsync.health import WORKLOAD_KINDS, Health, assess, assess_workload
 from gitsync.history import HISTORY_PART, STATUS_PART, History, Release, Status
 from gitsync.ledger import LedgerEntry
-from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json
+from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId
 from gitsync.normalise import diff_text, normalise
 from gitsync.ports import Ledger
 from gitsync.promotion import topology
@@ -45,6 +45,7 @@ __all__ = ["Board", "LedgerRows", "Renders", "env_order"]
 LEDGER_SECONDS = 5.0
 """The ledger is fetched from the remote on a read; a page load within this of the last read reuses it."""
 SERIES_LIMIT = 60
+REREAD_ONE_BY_ONE = 10
 
 
 def env_order(repo: Path) -> tuple[str, ...]:
@@ -91,6 +92,9 @@ class _Listed:
     def load(self, key: AppEnv, namespace: str, part: str) -> tuple[Json, str]:
         return self._docs.get((key.app, key.env, namespace), ({}, ""))
 
+    def version(self, key: AppEnv, namespace: str) -> str:
+        return self.load(key, namespace, self.part)[1]
+
     def keys(self, env: str, namespace: str, part: str) -> frozenset[AppEnv]:
         return frozenset(key for key, ns in self.app_envs() if key.env == env and ns == namespace)
 
@@ -99,6 +103,19 @@ class _Listed:
 
     def delete(self, key: AppEnv, namespace: str, part: str) -> None:
         raise TypeError("the dashboard writes nothing")
+
+
+def _name(item: Json) -> tuple[str, str]:
+    return str(item["metadata"]["namespace"]), str(item["metadata"]["name"])
+
+
+def _ref(item: Json) -> ObjectId:
+    return ObjectId("", "ConfigMap", *_name(item))
+
+
+def _moved(item: Json, parsed: Mapping[tuple[str, str], tuple[str, Json]]) -> bool:
+    cached = parsed.get(_name(item))
+    return cached is None or cached[0] != str(item["metadata"]["resourceVersion"])
 
 
 class LedgerRows:
@@ -214,26 +231,42 @@ class Board:
         self.renders = renders
         self._parsed: dict[str, dict[tuple[str, str], tuple[str, Json]]] = {}
         self._namespaces: dict[AppEnv, str] = {}
+        self._cells: dict[AppEnv, tuple[tuple[str, ...], Cell]] = {}
         self._series: dict[AppEnv, dict[str, list[tuple[int, float]]]] = {}
         self._lock = threading.Lock()
 
     # -- the grid ----------------------------------------------------------------------------------------------
 
     def _listed(self, part: str) -> _Listed:
+        """One part's ConfigMaps: listed as metadata, then only those whose resourceVersion moved are read, one
+        by one, or all in one list when more than ``REREAD_ONE_BY_ONE`` moved (the first load)."""
         selector = f"{LABEL_STATE}={part},{LABEL_MANAGED_BY}={MANAGER}"
         with self._lock:
-            listed = _Listed(part, self._parsed.setdefault(part, {}))
+            parsed = self._parsed.setdefault(part, {})
+            listed = _Listed(part, parsed)
             for namespace in sorted(self._scope()) if self._scope is not None else [""]:
-                listed.fill(self._cluster.list("", "ConfigMap", namespace, selector).items)
+                heads = self._cluster.list("", "ConfigMap", namespace, selector, metadata_only=True).items
+                moved = [h for h in heads if _moved(h, parsed)]
+                if len(moved) > REREAD_ONE_BY_ONE:
+                    listed.fill(self._cluster.list("", "ConfigMap", namespace, selector).items)
+                    continue
+                fresh = {_name(h): self._cluster.get(_ref(h)) for h in moved}
+                items = (fresh.get(_name(h), h) for h in heads)  # unmoved: the metadata finds the parsed document
+                listed.fill(item for item in items if item is not None)
         return listed
 
     def grid(self) -> Grid:
         statuses, histories, rollouts = (self._listed(p) for p in (STATUS_PART, HISTORY_PART, ROLLOUT_PART))
         cells: list[Cell] = []
         for key, namespace in statuses.app_envs():
-            status = History(statuses).status(key, namespace)
-            releases = History(histories).releases(key, namespace)
-            cells.append(build_cell(status, namespace, releases, describe_rollout(rollouts, key, namespace)))
+            versions = (namespace, *(listed.version(key, namespace) for listed in (statuses, histories, rollouts)))
+            cached = self._cells.get(key)
+            if cached is None or cached[0] != versions:  # built again only when one of its documents moved
+                status = History(statuses).status(key, namespace)
+                releases = History(histories).releases(key, namespace)
+                cell = build_cell(status, namespace, releases, describe_rollout(rollouts, key, namespace))
+                cached = self._cells[key] = (versions, cell)
+            cells.append(cached[1])
             self._namespaces[key] = namespace
         return build_grid(cells, self.env_order)
 

@@ -27,12 +27,13 @@ from typing import Any
 from urllib.parse import unquote
 
 import jinja2
+from markupsafe import Markup
 
 from gitsync import log as logging
 from gitsync.dashboard.access import Access
 from gitsync.dashboard.charts import sparkline
 from gitsync.dashboard.read import Board
-from gitsync.dashboard.view import Forge, health_tone, promotion_chains, result_tone, sync_tone
+from gitsync.dashboard.view import Cell, Forge, health_tone, promotion_chains, result_tone, sync_tone
 from gitsync.errors import GitsyncError
 from gitsync.model import AppEnv
 
@@ -43,6 +44,7 @@ log = logging.get("gitsync.dashboard")
 LIVE_SECONDS = 0.25
 GRID_SECONDS = 2.0
 KEEPALIVE_SECONDS = 15.0
+CELL_CACHE = 5000
 _STATIC = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8"}
 _NAME = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _APP = re.compile(rf"/apps/(?P<env>{_NAME})/(?P<app>{_NAME})(?P<rest>/events|/diff/(?P<rev>[0-9a-f]{{7,40}}))?")
@@ -82,6 +84,7 @@ class Pages:
     def __init__(self, board: Board, site: Site) -> None:
         self.board = board
         self.site = site
+        self._cells: dict[Cell, Markup] = {}
         self._env = jinja2.Environment(
             loader=jinja2.PackageLoader("gitsync.dashboard", "templates"),
             autoescape=True,
@@ -104,7 +107,17 @@ class Pages:
 
     def grid(self, fragment: bool = False) -> str:
         grid = self.board.grid()
-        return self._render("grid.html", grid=grid, fragment=fragment)
+        return self._render("grid.html", grid=grid, fragment=fragment, cell_html=self._cell)
+
+    def _cell(self, cell: Cell) -> Markup:
+        """A cell's HTML, rendered once per state of it: a grid of 150 cells is mostly unchanged between loads."""
+        html = self._cells.get(cell)
+        if html is None:
+            html = Markup(self._render("cell.html", c=cell))  # noqa: S704 - an autoescaped template's output
+            if len(self._cells) >= CELL_CACHE:
+                self._cells.clear()
+            self._cells[cell] = html
+        return html
 
     def app(self, key: AppEnv, namespace: str) -> str:
         rows = [r for r in self.board.ledger() if r.entry.app == key.app and r.entry.env == key.env]
@@ -219,9 +232,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = True
         last, quiet_since = "", time.monotonic()
+        self.wfile.write(b": connected\n\n")
+        self.wfile.flush()
         try:
             for html in _changes(fragment, every, self.server.stopping):
-                if html != last:
+                if html and html != last:
                     self.wfile.write(f"event: {event}\ndata: {json.dumps({'html': html})}\n\n".encode())
                     last, quiet_since = html, time.monotonic()
                 elif time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
@@ -233,15 +248,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _changes(fragment: Callable[[], str], every: float, stopping: threading.Event) -> Iterator[str]:
-    """The fragment every ``every`` seconds (a read that fails repeats the last one) until ``stopping``."""
+    """The fragment every ``every`` seconds (a read that fails repeats the last one) until ``stopping``. The first
+    comes after one interval: the page that opened the stream was rendered just now, and reading again at once
+    would only compete with it for the CPU while it paints."""
     last = ""
-    while not stopping.is_set():
+    while not stopping.wait(every):
         try:
             last = fragment()
         except GitsyncError as e:
             log.warning("dashboard.read_failed", error=str(e))
         yield last
-        stopping.wait(every)
 
 
 class _Server(ThreadingHTTPServer):
@@ -269,7 +285,15 @@ class DashboardServer:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
+        """Serve, and read the grid once in the background so the first visitor finds the documents parsed."""
         self._thread.start()
+        threading.Thread(target=self._warm, name="dashboard-warm", daemon=True).start()
+
+    def _warm(self) -> None:
+        try:
+            self._server.pages.grid()
+        except GitsyncError as e:
+            log.warning("dashboard.read_failed", error=str(e))
 
     def stop(self) -> None:
         self._server.stopping.set()
