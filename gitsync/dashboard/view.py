@@ -302,7 +302,10 @@ def _conditions(policy: RolloutPolicy | None) -> dict[str, str]:
     if policy is None:
         return {}
     out = {}
-    for analysis in policy.analyses():
+    analyses = [*(step.analysis for step in policy.canary.steps), policy.canary.background]
+    if policy.blue_green is not None:  # ``analyses()`` gives only these when a chart has both blocks
+        analyses += [policy.blue_green.pre_promotion, policy.blue_green.post_promotion]
+    for analysis in analyses:
         for check in analysis.checks:
             condition = check.failure_condition or check.success_condition
             if condition is not None:

@@ -163,6 +163,7 @@ def test_the_dashboard_shows_environments_rollouts_live_and_promotions_to_those_
         timeout=30_000,
     )
     assert page.evaluate("window.sameDocument") is True, "the step moved by a reload"
+    page.screenshot(path=str(shots / "canary-advanced.png"))  # the README's picture (docs/img/dashboard.png)
     assert page.locator(".commands code").first.inner_text().startswith("gitsync rollout promote")
     seen.append(page.content())
     seen.append(_get(port, "/apps/staging/podinfo/events", viewer, seconds=2)[1])
@@ -188,6 +189,7 @@ def test_the_dashboard_shows_environments_rollouts_live_and_promotions_to_those_
     assert "Rolled back" in aborted and "CrashLoopBackOff" in aborted, aborted
     check = page.locator('.check[data-check="pod-health"]')
     assert "Failed" in check.inner_text() and "pods ready" in check.inner_text(), check.inner_text()
+    assert "restarts <= 0" in check.inner_text(), "the condition it was held to"
     page.screenshot(path=str(shots / "rollback.png"), full_page=True)
     seen.append(page.content())
     page.goto(f"http://127.0.0.1:{port}/apps/staging/podinfo/diff/{first}")
