@@ -95,7 +95,10 @@ class TokenAccess:
             return Decision(401, "the token is not valid (expired, revoked or from another cluster)")
         user = status.get("user") or {}
         name = str(user.get("username", ""))
-        for namespace in sorted(self._namespaces()):
+        namespaces = sorted(self._namespaces())
+        if not namespaces:  # nothing to authorise against yet: refuse rather than let anyone in for a while
+            return Decision(403, "no gitsync state in the cluster yet; try again once the agent recorded some", name)
+        for namespace in namespaces:
             answer = self._api.create(
                 {
                     "apiVersion": "authorization.k8s.io/v1",

@@ -46,6 +46,7 @@ LEDGER_SECONDS = 5.0
 """The ledger is fetched from the remote on a read; a page load within this of the last read reuses it."""
 SERIES_LIMIT = 60
 REREAD_ONE_BY_ONE = 10
+RENDERS_KEPT = 64
 
 
 def env_order(repo: Path) -> tuple[str, ...]:
@@ -163,6 +164,8 @@ class Renders:
                 )
             except (GitsyncError, OSError, ValueError):
                 rendered = None
+            if len(self._memo) >= RENDERS_KEPT:
+                self._memo.pop(next(iter(self._memo)))  # the oldest: pages look at recent releases
             self._memo[memo] = rendered
         return self._memo[memo]
 
