@@ -124,13 +124,13 @@ def test_the_dashboard_shows_environments_rollouts_live_and_promotions_to_those_
     )
     port = free_port()
     agents.start(environments=["staging", "prod"], dashboard={"listen": f"127.0.0.1:{port}"})
-    viewer = _service_account(kube_api, namespace, "dashboard-viewer", [namespace, prod_namespace])
-    stranger = _service_account(kube_api, namespace, "dashboard-stranger", [])
     wait_for(
         "prod's first release", lambda: status_of(core, prod_namespace, env="prod").get("result") == "Succeeded", 90
     )
 
     # Only those allowed to read the state ConfigMaps see anything.
+    viewer = _service_account(kube_api, namespace, "dashboard-viewer", [namespace, prod_namespace])
+    stranger = _service_account(kube_api, namespace, "dashboard-stranger", [])
     status, body = _get(port, "/", None)
     assert status == 401 and "bearer token is required" in body
     assert _get(port, "/apps/staging/podinfo/events", None)[0] == 401
