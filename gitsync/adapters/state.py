@@ -15,7 +15,7 @@ from gitsync.adapters.kube import KubeCluster
 from gitsync.errors import CorruptStateError
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId
 
-__all__ = ["LABEL_STATE", "ConfigMapStateStore"]
+__all__ = ["LABEL_STATE", "ConfigMapStateStore", "document"]
 
 LABEL_STATE = "gitsync.dev/state"
 
@@ -28,6 +28,23 @@ def corrupt(ref: ObjectId, problem: str) -> CorruptStateError:
     )
 
 
+def document(live: Json | None, part: str) -> tuple[Json, str]:
+    """The ``part`` document a state ConfigMap holds and its resourceVersion (``({}, "")`` for none): what
+    ``load`` returns, also for a ConfigMap taken from a list (the dashboard reads every app-env in one list)."""
+    if live is None:
+        return {}, ""
+    meta = live["metadata"]
+    ref = ObjectId("", "ConfigMap", str(meta.get("namespace", "")), str(meta.get("name", "")))
+    raw = (live.get("data") or {}).get(f"{part}.json") or "{}"
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise corrupt(ref, f"{part}.json is not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise corrupt(ref, f"{part}.json is not a JSON object")
+    return data, str(meta["resourceVersion"])
+
+
 class ConfigMapStateStore:
     def __init__(self, cluster: KubeCluster) -> None:
         self._cluster = cluster
@@ -38,18 +55,7 @@ class ConfigMapStateStore:
         return ObjectId("", "ConfigMap", namespace, f"{MANAGER}.{key.app}.{key.env}.{part}")
 
     def load(self, key: AppEnv, namespace: str, part: str) -> tuple[Json, str]:
-        live = self._cluster.get(self.ref(key, namespace, part))
-        if live is None:
-            return {}, ""
-        ref = self.ref(key, namespace, part)
-        raw = (live.get("data") or {}).get(f"{part}.json") or "{}"
-        try:
-            data = json.loads(raw)
-        except ValueError as e:
-            raise corrupt(ref, f"{part}.json is not JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise corrupt(ref, f"{part}.json is not a JSON object")
-        return data, str(live["metadata"]["resourceVersion"])
+        return document(self._cluster.get(self.ref(key, namespace, part)), part)
 
     def save(self, key: AppEnv, namespace: str, part: str, data: Json, version: str) -> str:
         ref = self.ref(key, namespace, part)
