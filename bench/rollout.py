@@ -356,17 +356,21 @@ class Gitsync(Tool):
         self.agent: AgentProcess = self.agents.start("gitsync", pollInterval="30s", selfHeal=True, prune=True)
         assert self.agent.process is not None
         self.pid = self.agent.process.pid
-        core_client = client.CoreV1Api(new_api(kubeconfig))
-        self.tracker = Tracker(
-            kubeconfig,
-            self.namespace,
-            core_client.list_namespaced_config_map,
-            self.namespace,
-            field_selector=f"metadata.name=gitsync.{APP}.staging.rollout",
-        )
-        settled(core, self.namespace, first, timeout=TIMEOUT)
-        self.tracker.wait("gitsync: first sync", lambda views, _: all_ready_on(GOOD_TAG)(views), None)
         self.revision = first
+        try:
+            driver = client.CoreV1Api(new_api(kubeconfig))
+            self.tracker = Tracker(
+                kubeconfig,
+                self.namespace,
+                driver.list_namespaced_config_map,
+                self.namespace,
+                field_selector=f"metadata.name=gitsync.{APP}.staging.rollout",
+            )
+            settled(core, self.namespace, first, timeout=TIMEOUT)
+            self.tracker.wait("gitsync: first sync", lambda views, _: all_ready_on(GOOD_TAG)(views), None)
+        except BaseException:
+            self.stop()
+            raise
 
     def _edit_values(self, **top: Any) -> None:
         path = self.upstream.work / "environments/staging/values/podinfo.yaml"
@@ -427,9 +431,14 @@ class Argo(Tool):
     agent_prefix = argo_rollouts.USER_AGENT_PREFIX
 
     def __init__(
-        self, work: Path, kubeconfig: Path, api: client.ApiClient, core: client.CoreV1Api, objects: list[dict[str, Any]]
+        self,
+        built: Path,
+        work: Path,
+        kubeconfig: Path,
+        api: client.ApiClient,
+        core: client.CoreV1Api,
+        objects: list[dict[str, Any]],
     ) -> None:
-        built = argo_rollouts.build()
         self.namespace = new_namespace(core, "ar-bench")
         self.custom = client.CustomObjectsApi(api)
         extensions = client.ApiextensionsV1Api(api)
@@ -459,6 +468,13 @@ class Argo(Tool):
                 stderr=subprocess.STDOUT,
             )
         self.pid = self.process.pid
+        try:
+            self._first_rollout(kubeconfig, deployment["spec"]["selector"])
+        except BaseException:
+            self.stop()
+            raise
+
+    def _first_rollout(self, kubeconfig: Path, selector: dict[str, Any]) -> None:
         rollout = {
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Rollout",
@@ -468,7 +484,7 @@ class Argo(Tool):
                 "progressDeadlineSeconds": 10,
                 "progressDeadlineAbort": True,
                 "revisionHistoryLimit": 5,
-                "selector": deployment["spec"]["selector"],
+                "selector": selector,
                 "template": self.template,
                 "strategy": {"canary": {"steps": STEPS}},
             },
@@ -645,7 +661,7 @@ def lab(state_dir: Path) -> Iterator[tuple[Path, Audit]]:
         )
 
 
-def run(work: Path, kubeconfig: Path, audit: Audit, rounds: int) -> None:
+def run(built: Path, work: Path, kubeconfig: Path, audit: Audit, rounds: int) -> None:
     api = new_api(kubeconfig)
     core = client.CoreV1Api(api)
     print("bench: starting gitsync (agent) and Argo Rollouts (controller)", flush=True)
@@ -654,7 +670,7 @@ def run(work: Path, kubeconfig: Path, audit: Audit, rounds: int) -> None:
     stop = threading.Event()
     rss: dict[str, list[float]] = {}
     try:
-        tools.insert(0, Argo(work, kubeconfig, api, core, render_podinfo(ours.upstream)))
+        tools.insert(0, Argo(built, work, kubeconfig, api, core, render_podinfo(ours.upstream)))
         sampler = threading.Thread(target=sample_rss, args=({t.name: t.pid for t in tools}, rss, stop), daemon=True)
         sampler.start()
         releases: list[Release] = []
@@ -688,11 +704,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one round")
     parser.add_argument("--state-dir", type=Path, help="kubelab state dir (default: a temporary one)")
     args = parser.parse_args()
+    built = argo_rollouts.build()  # before the cluster starts: the first build takes minutes
     with tempfile.TemporaryDirectory(prefix="gitsync-bench-rollout-") as tmp:
         work = Path(tmp)
         with lab(args.state_dir or work / "kubelab") as (kubeconfig, audit):
             try:
-                run(work, kubeconfig, audit, 1 if args.quick else args.rounds)
+                run(built, work, kubeconfig, audit, 1 if args.quick else args.rounds)
             except BenchError as e:
                 for log in sorted(work.rglob("*.log")):
                     tail = log.read_text(errors="replace").splitlines()[-15:]
