@@ -68,6 +68,9 @@ def progress(d: Draft) -> Decision:
     steps = d.policy.canary.steps
     for _ in range(len(steps) + 1):
         s = d.state
+        weighing = s.step >= len(steps) or steps[s.step].kind is StepKind.SET_WEIGHT
+        if weighing and any(isinstance(a, Deploy | Scale) for a in d.actions):
+            return d.await_change()  # the scale just asked for is not in this call's observation
         if s.step >= len(steps):
             d.state = replace(s, message=f"promoting: {FULL.describe()}")
             waiting = _set_weight(d, FULL)
@@ -75,7 +78,7 @@ def progress(d: Draft) -> Decision:
                 return waiting
             _enter_promoting(d)
             # The stable emptied in this very call: its controller has yet to see it.
-            return d.await_change() if d.actions else promoting(d)
+            return d.await_change() if any(isinstance(a, Scale) for a in d.actions) else promoting(d)
         step = steps[s.step]
         d.state = replace(s, message=f"step {s.step + 1}/{len(steps)}: {step.describe()}")
         waiting = STEPS[step.kind](d, step)
