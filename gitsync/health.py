@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gitsync.model import HEALTH_SEVERITY, HealthStatus, Json, ObjectId
+from gitsync.model import HEALTH_SEVERITY, LABEL_TRACK, HealthStatus, Json, ObjectId
 from gitsync.ports import Cluster, LiveReader, WorkloadReader
 
 POD_FAILURE_REASONS = frozenset(
@@ -241,7 +241,8 @@ def _generation_pending(obj: Json) -> Health | None:
 
 
 def _deployment(obj: Json) -> Health:
-    if _spec(obj).get("paused"):
+    # A canary Deployment is paused by the rollout that drives it (its ReplicaSet is the executor's): not Suspended.
+    if _spec(obj).get("paused") and _labels(obj).get(LABEL_TRACK) != "canary":
         return Health(HealthStatus.SUSPENDED, "rollout is paused")
     pending = _generation_pending(obj)
     if pending:

@@ -97,7 +97,7 @@ class Agent:
         self._watchers: dict[AppEnv, DriftWatcher] = {}
         self.source = Source(git, on_fetch=GIT_FETCH_SECONDS.observe)
         self.queue = ReconcileQueue(clock)
-        self._wakeups = Wakeups(self.queue.wake, cache)
+        self._wakeups = Wakeups(self.queue.wake, cache, clock.now)
         if cache is not None:
             cache.subscribe(self._wakeups.on_change)
         history = History(store, config.history_limit)

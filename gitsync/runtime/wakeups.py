@@ -45,11 +45,15 @@ _Name = tuple[str, str]
 class Wakeups:
     """Which app-envs wait for which workloads; thread-safe."""
 
-    def __init__(self, wake: Callable[[AppEnv], None], reader: LiveReader | None) -> None:
+    def __init__(self, wake: Callable[[AppEnv], None], reader: LiveReader | None, now: Callable[[], float]) -> None:
         """``wake``: ``ReconcileQueue.wake``; ``reader``: the watch cache the events come from (None: no watch,
-        the timers stand as returned)."""
+        the timers stand as returned); ``now``: the clock reconciles are timed by."""
         self._wake = wake
         self._reader = reader
+        self._now = now
+        self._changed: dict[_Name, float] = {}
+        """When a workload (or one of its pods) last changed: a change that came after a reconcile read the cache
+        but before it registered its wait (``requeue``) ends that wait at once."""
         self._lock = threading.Lock()
         self._rollouts: dict[_Name, set[AppEnv]] = {}
         self._settling: dict[_Name, set[AppEnv]] = {}
@@ -68,7 +72,11 @@ class Wakeups:
             return delay
         if rollout is not None and rollout.requeue_after is not None and rollout.serving:
             self.forget(key, waits=True)
-            self._register(self._rollouts, key, rollout.serving, rendered.namespace)
+            names = self._register(self._rollouts, key, rollout.serving, rendered.namespace)
+            with self._lock:
+                missed = any(self._changed.get(name, float("-inf")) >= result.started_at for name in names)
+            if missed:
+                return 0.0
             return max(delay, ON_CHANGE_FALLBACK) if rollout.on_change else delay
         if result.outcome is Result.PROGRESSING and health is not None and health.status is HealthStatus.PROGRESSING:
             refs = [m.id for m in rendered.manifests if m.id.kind in WORKLOAD_KINDS - {"Job"}]
@@ -106,6 +114,7 @@ class Wakeups:
             if deleted:
                 self._seen.pop(ref, None)
             name = (ref.namespace, _workload_of(obj) if ref.kind == "Pod" else ref.name)
+            self._changed[name] = self._now()
             rollouts = set(self._rollouts.get(name, ()))
             settling = set(self._settling.get(name, ()))
             refs = {key: self._refs.get(key, ()) for key in settling}
@@ -117,12 +126,16 @@ class Wakeups:
         for key in woken:
             self._wake(key)
 
-    def _register(self, table: dict[_Name, set[AppEnv]], key: AppEnv, refs: Iterable[ObjectId], namespace: str) -> None:
+    def _register(
+        self, table: dict[_Name, set[AppEnv]], key: AppEnv, refs: Iterable[ObjectId], namespace: str
+    ) -> list[_Name]:
         refs = tuple(refs)
+        names = [(ref.namespace or namespace, ref.name) for ref in refs]
         with self._lock:
             self._refs[key] = refs
-            for ref in refs:
-                table.setdefault((ref.namespace or namespace, ref.name), set()).add(key)
+            for name in names:
+                table.setdefault(name, set()).add(key)
+        return names
 
     def _settled(self, refs: Iterable[ObjectId]) -> bool:
         assert self._reader is not None

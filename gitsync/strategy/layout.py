@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from gitsync.model import Json, Manifest, ObjectId
+from gitsync.model import LABEL_TRACK, Json, Manifest, ObjectId
 from gitsync.ports import RenderedApp
 from gitsync.strategy.model import ServiceRole, Track
 from gitsync.strategy.policy import PolicyError, RolloutPolicy, Strategy
@@ -40,7 +40,6 @@ __all__ = [
     "workload_of",
 ]
 
-LABEL_TRACK = "gitsync.dev/track"
 LABEL_COLOR = "gitsync.dev/color"
 ANNOTATION_TEMPLATE_HASH = "gitsync.dev/template-hash"
 ANNOTATION_SPEC_HASH = "gitsync.dev/spec-hash"
