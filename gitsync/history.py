@@ -139,15 +139,19 @@ class History:
 
     def set_status(self, key: AppEnv, namespace: str, change: Callable[[Status], Status]) -> Status:
         """Apply ``change`` to the stored status (read-modify-write, retried once if someone wrote between). A
-        change of nothing but its timestamps is not written: a reconcile that waits on a rollout or on workloads
-        rolling out costs no write, and ``lastSyncedAt`` is when its outcome last changed."""
+        change of nothing but its timestamps is not written, nor, while health stays Progressing, one of the wording
+        of its reason (the counts of pods rolling out): a reconcile that waits on a rollout or on workloads rolling
+        out costs no write, and ``lastSyncedAt`` is when its outcome last changed."""
         updated: list[Status] = []
 
         def edit(data: Json) -> Json | None:
             before = Status.from_json(key, data)
             status = change(before)
             updated.append(status)
-            if data and replace(status, last_synced_at=before.last_synced_at, updated_at=before.updated_at) == before:
+            same = replace(status, last_synced_at=before.last_synced_at, updated_at=before.updated_at)
+            if same.health == before.health == HealthStatus.PROGRESSING.value:
+                same = replace(same, health_reason=before.health_reason)
+            if data and same == before:
                 return None
             return status.to_json()
 

@@ -102,21 +102,17 @@ def promoting(d: Draft) -> Decision:
         if not stable.paused or stable.replicas:
             d.actions.append(Scale(Track.STABLE, 0, pause=True))
             return d.await_change()
-        if not stable.observed or stable.pods:
-            d.state = replace(s, message="promoting: waiting for the stable's old pods to go")
+        if not stable.observed:
+            d.state = replace(s, message="promoting: waiting for the stable Deployment's controller to pause")
             return d.await_change()
         d.actions.append(Fold(FoldStage.HOLD, total))
         d.state = replace(s, message="promoting: the stable Deployment takes the canary's template")
         return d.await_change()
-    if stable.paused:
-        if not stable.observed:
-            return d.await_change()
-        if canary.pods:
+    if stable.paused and not (stable.observed and stable.pods >= total):
+        if stable.observed and canary.pods:
             d.actions.append(Fold(FoldStage.ADOPT, total))
             d.state = replace(s, message="promoting: the stable Deployment adopts the canary's pods")
-            return d.await_change()
-        if stable.pods < total:
-            return d.await_change()
+        return d.await_change()
     d.actions.append(Fold(FoldStage.RELEASE, total))
     return _promoted(d)
 

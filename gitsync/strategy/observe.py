@@ -63,7 +63,10 @@ def observe(
         namespace=layout.namespace,
         app=key.app,
         env=key.env,
-        workload=layout.ref(new_track).name,
+        # What the new version's pods are named after: the canary's ReplicaSet, or the colour's Deployment.
+        workload=layout.replica_set_ref(template_hash(layout.workload.body)).name
+        if new_track is Track.CANARY
+        else layout.ref(new_track).name,
         stable=layout.ref(stable_track).name,
         track=new_track.value,
         pods=new_pods,

@@ -311,9 +311,9 @@ CANARY_ROWS = [
         1.0,
     ),
     (
-        "promoting waits for the stable's old pods to go",
+        "promoting waits for the stable's controller to see it paused",
         running(5, Phase.PROMOTING),
-        obs(stable=w(0, 0, paused=True, pods=1), new=w(4, 4, NEW)),
+        obs(stable=replace(w(0, 0, paused=True, pods=1), observed=False), new=w(4, 4, NEW)),
         Phase.PROMOTING,
         5,
         [],
