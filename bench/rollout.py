@@ -26,9 +26,8 @@ figure is when the event arrived. A release is done when
 - bad: 4 Ready pods on the old tag, no pod on the new one, and the tool says aborted (gitsync: phase Aborted for
   that commit; Argo: ``status.abort``).
 Per release: change -> done; change -> first new-version pod; API requests (unique audit IDs of the tool's user
-agent received between change and done, and apart those of the 3 s after it: status, history, clean-up); new-version
-pods created; the fewest Ready pods seen. RSS of both
-processes is sampled every 0.5 s for the whole run.
+agent received between change and done, and apart those of the 3 s after it: status, history, clean-up);
+new-version pods created; the fewest Ready pods seen. RSS of both processes is sampled every 0.5 s for the whole run.
 """
 
 from __future__ import annotations
