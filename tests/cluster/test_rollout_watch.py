@@ -27,7 +27,7 @@ from gitsync.record import Recorder, default_sinks
 from gitsync.result import Target
 from gitsync.strategy.executor import StepOutcome, advance
 from gitsync.strategy.state import Phase
-from tests.cluster.test_rollout import KEY, REPLICAS, app, deployment, service
+from tests.cluster.test_rollout import KEY, REPLICAS, app, deployment, ready, service
 
 STEPS = {
     "strategy": "canary",
@@ -46,11 +46,6 @@ def cache(cluster: KubeCluster) -> Iterator[WatchCache]:
     cluster.on_write(cache.wrote)
     yield cache
     cache.stop()
-
-
-def ready(pod: Json) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 class PodLedger:
