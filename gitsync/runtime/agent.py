@@ -130,6 +130,7 @@ class Agent:
         self._namespaces: set[str] = set()
         """Namespaces known to exist (checked once per process)."""
         self._attempted: set[AppEnv] = set()
+        self._renders: dict[AppEnv, tuple[tuple[str, Path], RenderedApp]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -304,10 +305,17 @@ class Agent:
             return self._targets.get(key) or self._removed.get(key)
 
     def _render(self, path: Path, key: AppEnv, revision: str, trees: Callable[[str], Path]) -> RenderedApp:
-        """``Stages.render``: the namespaces the operator protects (agent.yaml) are refused."""
-        return render_app(
+        """``Stages.render``: the namespaces the operator protects (agent.yaml) are refused. The last render of each
+        app-env is kept: a render is pure and a revision's snapshot never changes, so the reconciles that wait on a
+        rollout step or on workloads (a hundred milliseconds of Jinja each) do not render it again."""
+        held = self._renders.get(key)
+        if revision and held is not None and held[0] == (revision, path):
+            return held[1]
+        rendered = render_app(
             path, key.env, key.app, revision=revision or None, trees=trees, protected=self.config.protected_namespaces
         )
+        self._renders[key] = ((revision, path), rendered)
+        return rendered
 
     def _ensure_namespace(self, namespace: str) -> None:
         """Create the environment's namespace once if it is missing (status and objects live there)."""

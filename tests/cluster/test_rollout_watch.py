@@ -24,10 +24,10 @@ from gitsync.model import HealthStatus, Json, Manifest, ObjectId
 from gitsync.ports import Commit, Snapshot, WatchEventType
 from gitsync.reconcile import Request, Stages, reconcile
 from gitsync.record import Recorder, default_sinks
-from gitsync.result import Target
+from gitsync.result import Kind, Target
 from gitsync.strategy.executor import StepOutcome, advance
 from gitsync.strategy.state import Phase
-from tests.cluster.test_rollout import KEY, REPLICAS, app, deployment, service
+from tests.cluster.test_rollout import KEY, REPLICAS, app, deployment, ready, service
 
 STEPS = {
     "strategy": "canary",
@@ -46,11 +46,6 @@ def cache(cluster: KubeCluster) -> Iterator[WatchCache]:
     cluster.on_write(cache.wrote)
     yield cache
     cache.stop()
-
-
-def ready(pod: Json) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 class PodLedger:
@@ -271,5 +266,10 @@ def test_a_waiting_reconcile_of_many_workloads_costs_a_handful_of_requests(
         waiting.append(sum(cluster.requests.values()) - before)
         assert result.outcome is Result.PROGRESSING and result.health is not None
         assert result.health.status is HealthStatus.PROGRESSING
-    print(f"\nrequests per waiting reconcile of 60 objects: {waiting}")
+    before = sum(cluster.requests.values())
+    drift = reconcile(stages, Request(key, "r1", ("drift",)))  # the drift timer's reconcile: a full one
+    drift_requests = sum(cluster.requests.values()) - before
+    assert drift.kind is Kind.RELEASE and drift.sync is not None and not drift.sync.plan.has_changes
+    print(f"\nrequests per waiting reconcile of 60 objects: {waiting}; per drift-timer reconcile: {drift_requests}")
     assert max(waiting) <= 10, waiting
+    assert drift_requests <= 10
