@@ -95,6 +95,15 @@ class LiveReader(Protocol):
     def get(self, ref: ObjectId) -> Json | None: ...
 
 
+class WorkloadReader(LiveReader, Protocol):
+    """Live objects plus every Pod and ReplicaSet of a namespace: what workload health and rollouts read. The
+    watch cache answers from memory; ``health.Listed`` with a GET per object and one LIST per kind and namespace."""
+
+    def pods(self, namespace: str) -> list[Json]: ...
+
+    def replica_sets(self, namespace: str) -> list[Json]: ...
+
+
 class StateStore(Protocol):
     """Per app-env state kept in the cluster, one document per ``part`` ("inventory", "status", "history",
     "rollout"), so a restarted agent resumes where the last one stopped.
@@ -289,6 +298,12 @@ class RolloutProgress(Protocol):
 
     @property
     def message(self) -> str: ...
+
+    @property
+    def on_change(self) -> bool:
+        """The wait ends on a change of the ``serving`` Deployments or their pods, which a watch sees at once;
+        ``requeue_after`` is only the look when nothing watches."""
+        ...
 
 
 class Rollouts(Protocol):

@@ -5,6 +5,11 @@ occur in app or env names, so two environments sharing a namespace never collide
 ``data["<part>.json"]`` and labelled with the ownership labels plus ``gitsync.dev/state: <part>``. Writes are
 optimistic (PUT with the resourceVersion read by ``load``): a concurrent writer makes ``save`` raise a transient
 ``StaleError`` instead of losing an update. These ConfigMaps are bookkeeping, never part of a render or inventory.
+
+With ``live`` (the agent's watch cache, which the adapter's writes go through) ``load`` reads from memory: a
+reconcile reads its state without a request, and a command another process wrote (``gitsync rollout promote``)
+arrives by the watch. A save refused as stale makes the next load of that ConfigMap a GET, so a cache a moment
+behind never refuses a write twice.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from __future__ import annotations
 import json
 
 from gitsync.adapters.kube import KubeCluster
-from gitsync.errors import CorruptStateError
+from gitsync.errors import CorruptStateError, StaleError
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId
+from gitsync.ports import LiveReader
 
 __all__ = ["LABEL_STATE", "ConfigMapStateStore", "document"]
 
@@ -46,8 +52,10 @@ def document(live: Json | None, part: str) -> tuple[Json, str]:
 
 
 class ConfigMapStateStore:
-    def __init__(self, cluster: KubeCluster) -> None:
+    def __init__(self, cluster: KubeCluster, live: LiveReader | None = None) -> None:
         self._cluster = cluster
+        self._live = live
+        self._stale: set[ObjectId] = set()
 
     @staticmethod
     def ref(key: AppEnv, namespace: str, part: str) -> ObjectId:
@@ -55,7 +63,10 @@ class ConfigMapStateStore:
         return ObjectId("", "ConfigMap", namespace, f"{MANAGER}.{key.app}.{key.env}.{part}")
 
     def load(self, key: AppEnv, namespace: str, part: str) -> tuple[Json, str]:
-        return document(self._cluster.get(self.ref(key, namespace, part)), part)
+        ref = self.ref(key, namespace, part)
+        reader: LiveReader = self._cluster if self._live is None or ref in self._stale else self._live
+        self._stale.discard(ref)
+        return document(reader.get(ref), part)
 
     def save(self, key: AppEnv, namespace: str, part: str, data: Json, version: str) -> str:
         ref = self.ref(key, namespace, part)
@@ -72,7 +83,11 @@ class ConfigMapStateStore:
             "metadata": metadata,
             "data": {f"{part}.json": json.dumps(data, sort_keys=True, separators=(",", ":"))},
         }
-        stored = self._cluster.replace(body) if version else self._cluster.create(body)
+        try:
+            stored = self._cluster.replace(body) if version else self._cluster.create(body)
+        except StaleError:
+            self._stale.add(ref)
+            raise
         return str(stored["metadata"]["resourceVersion"])
 
     def keys(self, env: str, namespace: str, part: str) -> frozenset[AppEnv]:

@@ -128,10 +128,12 @@ def command(config_path: Path, log_format: str | None) -> None:
     if config.leader.enabled:
         elector = LeaderElector(cluster, config.leader, clock, on_change=lambda leading: agent.on_leadership(leading))
     cache = WatchCache(cluster) if config.drift_watch else None
-    store = ConfigMapStateStore(cluster)
+    if cache is not None:
+        cluster.on_write(cache.wrote)  # what the agent writes it reads back from the cache at once
+    store = ConfigMapStateStore(cluster, live=cache)
     measurer = Measurer(PrometheusClient(), HttpClient())
     rollouts = RolloutExecutor(
-        cluster, store, measurer=measurer, events=EventSink(cluster, clock, config.leader.identity)
+        cluster, store, measurer=measurer, events=EventSink(cluster, clock, config.leader.identity), reader=cache
     )
     agent = Agent(
         config,

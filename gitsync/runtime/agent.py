@@ -54,6 +54,7 @@ from gitsync.result import Kind, ReconcileResult, Target
 from gitsync.runtime.config import AgentConfig, Provider
 from gitsync.runtime.leader import LeaderElector
 from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
+from gitsync.runtime.wakeups import Wakeups
 from gitsync.source import Source
 from gitsync.sync import ensure_namespace
 from renderers import RenderedApp, RenderError, load_environment, render_app
@@ -103,6 +104,9 @@ class Agent:
         """The newest render of each app-env: a reconcile whose inputs did not change renders nothing."""
         self.source = Source(git, on_fetch=GIT_FETCH_SECONDS.observe)
         self.queue = ReconcileQueue(clock)
+        self._wakeups = Wakeups(self.queue.wake, cache, clock.now)
+        if cache is not None:
+            cache.subscribe(self._wakeups.on_change)
         history = History(store, config.history_limit)
         events = EventSink(cluster, clock, elector.identity if elector else "")
         self._stages = Stages(
@@ -122,6 +126,7 @@ class Agent:
             ),
             rollouts=self._rollouts,
             live=cache,
+            workloads=cache,
             ensure_namespace=self._ensure_namespace,
             before_apply=self._before_apply,
             promotions=promotions,
@@ -392,16 +397,17 @@ class Agent:
             with self._lock:
                 self._attempted.add(item.key)
 
-    @staticmethod
-    def _schedule(result: ReconcileResult, item: WorkItem) -> tuple[Outcome, str, float | None]:
-        """What the queue does next with the key: the result's error class, or its requeue."""
+    def _schedule(self, result: ReconcileResult, item: WorkItem) -> tuple[Outcome, str, float | None]:
+        """What the queue does next with the key: the result's error class, or its requeue (ended early by the
+        watch, or backed off, ``runtime.wakeups``)."""
         revision = result.revision or item.revision
+        wait = self._wakeups.requeue(result)
         if result.error_class is Retry.TERMINAL:
             return Outcome.TERMINAL, revision, None
         if result.error_class is Retry.TRANSIENT:
             return Outcome.TRANSIENT, revision, result.retry_after
         if result.requeue_after is not None:
-            return Outcome.REQUEUE, revision, result.requeue_after
+            return Outcome.REQUEUE, revision, wait
         return Outcome.DONE, revision, None
 
     def _after(self, result: ReconcileResult) -> None:
