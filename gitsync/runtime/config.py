@@ -51,6 +51,8 @@ class Provider(StrEnum):
     GITHUB = "github"
     GITLAB = "gitlab"
     GITEA = "gitea"
+    BITBUCKET = "bitbucket"
+    """Bitbucket Cloud and Bitbucket Data Center (Server) alike (``gitsync.runtime.bitbucket``)."""
     GENERIC = "generic"
 
 
