@@ -497,7 +497,7 @@ def _state(r: ReconcileResult) -> tuple[CommitState | None, str]:
         if health.status is HealthStatus.HEALTHY:
             return CommitState.SUCCESS, f"deployed to {r.key.env} and healthy"
         return CommitState.FAILURE, f"{health.status.value}: {health.reason or 'not healthy'}"
-    if r.kind is Kind.FAILED:
+    if r.kind is Kind.FAILED and r.outcome is not None:
         transient = r.error_class is Retry.TRANSIENT
         return (CommitState.ERROR if transient else CommitState.FAILURE), f"{r.outcome.value}: {r.error}"
     if r.kind is Kind.BLOCKED:

@@ -2,13 +2,14 @@
 
 The three APIs agree on what gitsync needs and differ in shape:
 
-| | GitHub | Gitea / Forgejo | GitLab |
-|---|---|---|---|
-| API root | ``https://api.github.com`` (or ``<url>/api/v3``) | ``<url>/api/v1`` | ``<url>/api/v4`` |
-| token header | ``Authorization: Bearer`` | ``Authorization: token`` | ``PRIVATE-TOKEN`` |
-| commit status | ``POST repos/R/statuses/SHA`` | same | ``POST projects/ID/statuses/SHA``, ``name``, states ``running``/``failed`` |
-| PR comments | ``repos/R/issues/N/comments``, ``PATCH repos/R/issues/comments/ID`` | same | ``projects/ID/merge_requests/N/notes``, ``PUT .../notes/ID`` |
-| open PR of a branch | ``GET repos/R/pulls?head=OWNER:BRANCH&base=B`` | ``GET repos/R/pulls?state=open`` and filter | ``GET projects/ID/merge_requests?source_branch=&target_branch=`` |
+- API root: GitHub ``https://api.github.com`` (Enterprise ``<url>/api/v3``), Gitea ``<url>/api/v1``, GitLab
+  ``<url>/api/v4``; token header: ``Authorization: Bearer``, ``Authorization: token``, ``PRIVATE-TOKEN``;
+- commit status: ``POST repos/R/statuses/SHA`` on GitHub and Gitea; GitLab ``POST projects/ID/statuses/SHA`` with
+  ``name`` for the context and its own states (``running``, ``success``, ``failed``), refusing a repeated state;
+- pull-request comments: ``repos/R/issues/N/comments`` and ``PATCH repos/R/issues/comments/ID`` on GitHub and
+  Gitea; GitLab ``projects/ID/merge_requests/N/notes`` and ``PUT .../notes/ID``;
+- the open pull request of a branch: GitHub ``GET repos/R/pulls?head=OWNER:BRANCH&base=B``, Gitea lists the open
+  ones (its ``head`` filter does not exist), GitLab ``GET projects/ID/merge_requests?source_branch=&target_branch=``.
 
 Retries are bounded (``ATTEMPTS``): a 429, or a 403 that says it is a rate limit (GitHub's secondary limits send
 ``retry-after``; its primary limit ``x-ratelimit-remaining: 0`` with ``x-ratelimit-reset``), waits what the server
@@ -161,8 +162,8 @@ class ForgeClient:
             made = {"head": head, "base": base, "title": title, "body": body}
             found = self._call("POST", f"repos/{self.repo}/pulls", made).json()
         elif (found.get("title"), found.get("body")) != (title, body):
-            found = self._call("PATCH", f"repos/{self.repo}/pulls/{found['number']}", {"title": title, "body": body})
-            found = found.json()
+            path = f"repos/{self.repo}/pulls/{found['number']}"
+            found = self._call("PATCH", path, {"title": title, "body": body}).json()
         return PullRequest(int(found["number"]), str(found.get("html_url", "")), head, base)
 
     # -- shapes ------------------------------------------------------------------------------------------------
@@ -283,9 +284,10 @@ class ForgeClient:
             return None
         retry_after = headers.get("retry-after", "")
         if retry_after.strip().isdigit():
-            return float(retry_after)
+            return float(retry_after.strip())
         if headers.get("x-ratelimit-remaining") == "0" and headers.get("x-ratelimit-reset", "").isdigit():
-            return max(float(headers["x-ratelimit-reset"]) - self._clock.now(), 0.0) + 1.0
+            reset = float(headers["x-ratelimit-reset"])
+            return max(reset - self._clock.now(), 0.0) + 1.0
         if answer.status == 429:
             return 60.0  # a limit that does not say for how long: GitHub's advice is at least a minute
         return None
@@ -298,7 +300,7 @@ def _api_root(kind: ForgeKind, web: str) -> str:
 
 
 def _backoff(attempt: int) -> float:
-    return min(0.5 * 2 ** (attempt - 1), 8.0) * random.uniform(0.8, 1.2)  # noqa: S311 (jitter)
+    return min(0.5 * 2.0 ** (attempt - 1), 8.0) * random.uniform(0.8, 1.2)
 
 
 def _message(answer: Response) -> str:

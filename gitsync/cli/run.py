@@ -20,10 +20,18 @@ from gitsync import log as logging
 from gitsync.errors import GitsyncError
 
 if TYPE_CHECKING:
+    from gitsync.adapters.forge import ForgeClient
     from gitsync.adapters.git import GitRepository
-    from gitsync.ports import StateStore
+    from gitsync.ports import Clock, StateStore
     from gitsync.promotion import Promotions
-    from gitsync.runtime.config import AgentConfig
+    from gitsync.runtime.config import AgentConfig, ForgeConfig
+
+
+def forge_client(forge: ForgeConfig, clock: Clock) -> ForgeClient:
+    """The forge API client of ``forge:`` in agent.yaml (``gitsync plan --comment`` makes its own from flags)."""
+    from gitsync.adapters.forge import ForgeClient
+
+    return ForgeClient(forge.kind, forge.url, forge.repo, forge.token_file, clock=clock)
 
 
 def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Promotions:
@@ -117,6 +125,7 @@ def command(config_path: Path, log_format: str | None) -> None:
         cache=cache,
         rollouts=rollouts,
         promotions=promotions(config, git, store),
+        forge=forge_client(config.forge, clock) if config.forge is not None else None,
     )
     host, port = config.listen_host_port
     server = HttpServer(
@@ -127,6 +136,7 @@ def command(config_path: Path, log_format: str | None) -> None:
             secrets=config.webhook_secrets,
             on_push=agent.on_push,
             ready=agent.ready,
+            on_pull_request=agent.plan_comments.on_pull_request if agent.plan_comments is not None else None,
         ),
     )
 

@@ -45,13 +45,14 @@ from gitsync.events import EventSink
 from gitsync.history import History, Result
 from gitsync.metrics import GIT_FETCH_SECONDS, GIT_POLLS, LEADER
 from gitsync.model import AppEnv, HealthStatus, Json, Manifest
-from gitsync.ports import Clock, Cluster, GitReader, Rollouts, Snapshot, StateStore
+from gitsync.ports import Clock, Cluster, Forge, GitReader, Rollouts, Snapshot, StateStore
 from gitsync.promotion import Promotions, topology
 from gitsync.reconcile import NoRollouts, Request, Stages, reconcile
-from gitsync.record import LedgerSink, Recorder, default_sinks
+from gitsync.record import CommitStatusSink, LedgerSink, PullRequestSink, Recorder, default_sinks
 from gitsync.result import Kind, ReconcileResult, Target
 from gitsync.runtime.config import AgentConfig, Provider
 from gitsync.runtime.leader import LeaderElector
+from gitsync.runtime.plan_comments import PlanComments
 from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
 from gitsync.source import Source
 from gitsync.sync import ensure_namespace
@@ -82,10 +83,13 @@ class Agent:
         rollouts: Rollouts | None = None,
         cache: WatchCache | None = None,
         promotions: Promotions | None = None,
+        forge: Forge | None = None,
     ) -> None:
         """``cache``: a watch-fed cache of managed objects; with it, plans read live objects from memory and a
         ``DriftWatcher`` per app-env notices edits within seconds (and enqueues a reconcile that heals them).
-        ``promotions``: the pin guard, the promote stage and the Git ledger (None: nothing is written to Git)."""
+        ``promotions``: the pin guard, the promote stage and the Git ledger (None: nothing is written to Git).
+        ``forge``: commit statuses, the promotion and rollback pull requests, and the plan comment on pull-request
+        webhooks (``on_pull_request``) go through it; None: none of those."""
         self.config = config
         self._cluster = cluster
         self._store = store
@@ -98,6 +102,15 @@ class Agent:
         self.queue = ReconcileQueue(clock)
         history = History(store, config.history_limit)
         events = EventSink(cluster, clock, elector.identity if elector else "")
+        self._forge_sinks: tuple[CommitStatusSink, PullRequestSink] | tuple[()] = ()
+        self.plan_comments: PlanComments | None = None
+        if forge is not None:
+            target_url = config.forge.target_url if config.forge is not None else ""
+            self._forge_sinks = (
+                CommitStatusSink(forge, target_url=target_url),
+                PullRequestSink(forge, config.repo.branch),
+            )
+            self.plan_comments = PlanComments(forge, self.source.tree, git.remote_head)
         self._stages = Stages(
             source=self.source,
             locate=self._locate,
@@ -106,7 +119,12 @@ class Agent:
             clock=clock,
             status=history,
             recorder=Recorder(
-                default_sinks(history, events, ledger=LedgerSink(promotions, history, store) if promotions else None)
+                (
+                    *default_sinks(
+                        history, events, ledger=LedgerSink(promotions, history, store) if promotions else None
+                    ),
+                    *self._forge_sinks,
+                )
             ),
             rollouts=self._rollouts,
             live=cache,
@@ -183,6 +201,11 @@ class Agent:
             self._cache.stop()
         if self._elector is not None:
             self._elector.stop()
+        outboxes = [sink.outbox for sink in self._forge_sinks]
+        if self.plan_comments is not None:
+            outboxes.append(self.plan_comments.outbox)
+        for outbox in outboxes:
+            outbox.close(timeout=max(1.0, deadline - time.monotonic()))
         log.info("agent.stopped")
 
     def on_leadership(self, leading: bool) -> None:

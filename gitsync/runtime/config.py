@@ -393,7 +393,9 @@ def _forge(top: Mapping[str, Any], r: _Reader) -> ForgeConfig | None:
         raise r.fail("forge.kind", f"unknown forge {kind!r} (known: {', '.join(ForgeKind)})")
     url = r.string(forge, "url", "forge", "https://github.com" if kind == ForgeKind.GITHUB else None)
     if not re.fullmatch(r"https?://[^\s/@]+(/[^\s@]*)?", url):
-        raise r.fail("forge.url", f"expected an http(s) URL without credentials, like https://gitea.example.com: {url!r}")
+        raise r.fail(
+            "forge.url", f"expected an http(s) URL without credentials, like https://gitea.example.com: {url!r}"
+        )
     repo = r.string(forge, "repo", "forge")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+", repo):
         raise r.fail("forge.repo", f"expected owner/name: {repo!r}")

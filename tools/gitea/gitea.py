@@ -27,7 +27,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -77,7 +76,9 @@ def go_version() -> str:
 
 
 def build_stamp(go_line: str) -> str:
-    digest = hashlib.sha256(f"recipe {BUILD_RECIPE}\n{GITEA_MODULE}@{GITEA_VERSION}\n{BUILD_TAGS}\n{go_line}\n".encode())
+    digest = hashlib.sha256(
+        f"recipe {BUILD_RECIPE}\n{GITEA_MODULE}@{GITEA_VERSION}\n{BUILD_TAGS}\n{go_line}\n".encode()
+    )
     return f"{GITEA_VERSION}-{digest.hexdigest()[:12]}"
 
 
@@ -126,7 +127,9 @@ def module_dir(log: Path) -> Path:
         timeout=1800,
     )
     if done.returncode != 0:
-        raise GiteaError(f"go mod download {GITEA_MODULE}@{GITEA_VERSION}: exit {done.returncode}: {done.stderr.strip()}")
+        raise GiteaError(
+            f"go mod download {GITEA_MODULE}@{GITEA_VERSION}: exit {done.returncode}: {done.stderr.strip()}"
+        )
     info = json.loads(done.stdout)
     if info.get("Error") or not info.get("Dir"):
         raise GiteaError(f"go mod download {GITEA_MODULE}@{GITEA_VERSION}: {info.get('Error') or 'no Dir'}")
@@ -310,10 +313,12 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: f
         if process.poll() is not None:
             tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
             raise GiteaError(f"gitea web exited ({process.returncode}) before serving; log: {log}\n{tail}")
-        with contextlib.suppress(OSError, urllib.error.URLError):
-            with urllib.request.urlopen(f"{url}api/v1/version", timeout=2) as response:
-                if response.status == 200:
-                    return
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(f"{url}api/v1/version", timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
         time.sleep(0.2)
     raise GiteaError(f"gitea web did not answer {url}api/v1/version within {timeout:.0f} s; log: {log}")
 
