@@ -30,7 +30,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-pytest_plugins = ["prometheus_fixture", "deploylab"]  # fixtures: prometheus, metrics; installed
+pytest_plugins = ["prometheus_fixture", "deploylab", "forge_fixture"]  # fixtures: prometheus, metrics; installed; gitea
 
 REPO = Path(__file__).resolve().parent.parent
 KUBELAB = REPO / "tools" / "kubelab" / "kubelab.py"
