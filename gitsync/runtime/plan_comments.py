@@ -14,14 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gitsync import log as logging
-from gitsync.change_plan import COMMENT_LIMIT, markdown, plan_change
+from gitsync.change_plan import COMMENT_LIMIT, ChangePlan, markdown, plan_change
 from gitsync.errors import GitsyncError
 from gitsync.outbox import Outbox
 from gitsync.ports import Forge
 from gitsync.runtime.config import Provider
 from gitsync.runtime.pull_requests import PullRequestEvent
 
-__all__ = ["MARKER", "PlanComments", "comment_body"]
+__all__ = ["MARKER", "PlanComments", "comment_body", "comment_text"]
 
 log = logging.get("gitsync.forge")
 
@@ -29,15 +29,22 @@ MARKER = "<!-- gitsync:plan -->"
 """Identifies gitsync's plan comment among a pull request's comments (invisible on the rendered page)."""
 
 
-def comment_body(trees: Callable[[str], Path], base: str, head: str, base_ref: str) -> str:
-    """The comment for merging ``head`` into ``base`` (full commit ids); a plan that cannot be made (a commit
-    the repository does not have) says so in the comment instead."""
+def comment_text(plan: ChangePlan | GitsyncError, base: str, head: str, base_ref: str) -> str:
+    """The comment for merging ``head`` into ``base`` (full commit ids), within a comment's size limit; a plan
+    that could not be made (a commit the repository does not have) says so instead."""
     title = f"### gitsync plan: `{head[:12]}` into `{base_ref}` at `{base[:12]}`\n\n"
+    if isinstance(plan, GitsyncError):
+        return f"{MARKER}\n{title}gitsync could not plan this change: {plan}\n"
+    return f"{MARKER}\n{title}{markdown(plan, COMMENT_LIMIT - len(MARKER) - len(title) - 1)}"
+
+
+def comment_body(trees: Callable[[str], Path], base: str, head: str, base_ref: str) -> str:
+    """``comment_text`` of the plan of ``base..head`` rendered from ``trees`` (no cluster)."""
     try:
-        plan = markdown(plan_change(trees, base, head), COMMENT_LIMIT - len(MARKER) - len(title) - 1)
+        plan: ChangePlan | GitsyncError = plan_change(trees, base, head)
     except GitsyncError as e:
-        plan = f"gitsync could not plan this change: {e}\n"
-    return f"{MARKER}\n{title}{plan}"
+        plan = e
+    return comment_text(plan, base, head, base_ref)
 
 
 class PlanComments:

@@ -4,17 +4,30 @@ the promotion pull request opened once and updated, and a token that never shows
 from __future__ import annotations
 
 import base64
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from forge_fixture import Gitea, GiteaRepo
 
 from gitsync.adapters.clock import SystemClock
 from gitsync.adapters.forge import ForgeClient
+from gitsync.cli import main
 from gitsync.errors import TerminalError
 from gitsync.ports import CommitState, CommitStatus, ForgeKind
 
 MARKER = "<!-- gitsync:plan -->"
+EXAMPLE = Path(__file__).resolve().parents[2] / "example-repo"
+IDENTITY = {"GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com", "GIT_COMMITTER_NAME": "Ada",
+            "GIT_COMMITTER_EMAIL": "ada@example.com", "GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent"}  # fmt: skip
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, env={**IDENTITY, "PATH": "/usr/bin:/bin"}, check=True,
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    return done.stdout.strip()
 
 
 def client(gitea: Gitea, repo: str, token_file: Path | None = None) -> ForgeClient:
@@ -79,3 +92,31 @@ def test_a_refused_token_is_terminal_and_never_shown(gitea: Gitea, gitea_repo: G
         client(gitea, gitea_repo.name, tmp_path / "missing").set_status(
             CommitStatus(sha, "gitsync/staging/podinfo", CommitState.PENDING, "x")
         )
+
+
+def test_gitsync_plan_comment_posts_the_plan_on_a_pull_request(
+    gitea: Gitea, gitea_repo: GiteaRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seeded(gitea_repo)
+    pull = client(gitea, gitea_repo.name).open_pull_request("feature", "main", "change", "")
+    root = tmp_path / "deploy"
+    shutil.copytree(EXAMPLE, root)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "example-repo")
+    values = root / "environments/staging/values/podinfo.yaml"
+    values.write_text(values.read_text().replace('"6.7.1"', '"6.8.0"'))
+    git(root, "commit", "-q", "-am", "podinfo 6.8.0")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    flags = ["--forge", "gitea", "--forge-url", gitea.url, "--forge-repo", gitea_repo.name]
+    argv = ["plan", "--repo", str(root), "--base", "HEAD~1", "--comment", str(pull.number), *flags]
+
+    for _ in range(2):  # a CI job run twice (two pushes) leaves one comment
+        ran = CliRunner().invoke(main, [*argv, "--token-file", str(gitea.token_file)])
+        assert ran.exit_code == 1, ran.output  # changes, as gitsync diff
+    [comment] = [c for c in gitea_repo.comments(pull.number) if MARKER in c["body"]]
+    assert "6.8.0" in comment["body"] and "| staging | podinfo |" in comment["body"]
+    assert gitea.token not in ran.output
+
+    missing = CliRunner().invoke(main, argv)
+    assert missing.exit_code == 2 and "--comment needs --forge, --forge-repo and --token-file" in missing.output
