@@ -19,6 +19,7 @@ Which sinks a caller uses is its choice (the CLI records no metrics). A sink nev
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -533,11 +534,18 @@ class CommitStatusSink:
             self._sent.move_to_end(key)
             while len(self._sent) > self.SENT_KEPT:
                 self._sent.popitem(last=False)
-        self.outbox.put(key, lambda: self._send(status))
+        recorded = time.monotonic()
+        self.outbox.put(key, lambda: self._send(status, recorded))
 
-    def _send(self, status: CommitStatus) -> None:
+    def _send(self, status: CommitStatus, recorded: float) -> None:
         self._forge.set_status(status)
-        log.info("forge.status_set", context=status.context, state=str(status.state), sha=status.sha[:12])
+        log.info(
+            "forge.status_set",
+            context=status.context,
+            state=str(status.state),
+            sha=status.sha[:12],
+            seconds=round(time.monotonic() - recorded, 3),
+        )
 
     def _forget(self, key: str) -> None:
         """Not sent (dropped or failed): the next reconcile's status is sent even when it says the same."""

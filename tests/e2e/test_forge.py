@@ -118,6 +118,7 @@ def test_statuses_per_environment_and_the_plan_comment_of_a_pull_request(
     assert failed[0][1].startswith("rolled back: "), failed
     assert states(gitea_repo, bad, context)[0][0] == "pending", "it was rolling out before"
     assert status_of(core, namespace)["result"] == "RolledBack"
+    print(f"reconcile recorded -> status set: {[r['seconds'] for r in agent.logs('forge.status_set')]} s")
 
 
 def test_the_promotion_pull_request_is_opened_and_merging_it_promotes(
