@@ -172,7 +172,12 @@ def test_a_promotion_on_its_review_branch_opens_one_pull_request() -> None:
     sink.write(proposed)  # the next reconcile reports the same branch commit: already opened
     auto = PromotionStep(PromotionAction.PROMOTED, "staging -> prod", "c" * 40, "main", True)
     sink.write(result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, promotion=auto))
+    back = PromotionStep(
+        PromotionAction.ROLLED_BACK, "back to staging@abc", "d" * 40, "gitsync/rollback/staging/podinfo"
+    )
+    sink.write(result(Kind.RELEASE, Result.ROLLED_BACK, HealthStatus.HEALTHY, promotion=back))
     assert sink.outbox.idle(5)
     assert forge.pulls == [
-        ("gitsync/promote/prod/podinfo", "main", f"gitsync: promote podinfo in prod: staging@{SHA[:12]} -> prod")
+        ("gitsync/promote/prod/podinfo", "main", f"gitsync: promote podinfo in prod: staging@{SHA[:12]} -> prod"),
+        ("gitsync/rollback/staging/podinfo", "main", "gitsync: roll back podinfo in staging: back to staging@abc"),
     ]
