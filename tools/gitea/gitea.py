@@ -86,8 +86,17 @@ def binary(stamp_dir: Path) -> Path:
     return stamp_dir / "bin" / "gitea"
 
 
+ASSETS = ("options", "templates")
+"""Read from disk at run time by a build without the ``bindata`` tag (locales, mail and page templates): kept
+next to the binary, and named by ``[server] STATIC_ROOT_PATH``."""
+
+
 def is_complete(stamp_dir: Path) -> bool:
-    return (stamp_dir / "build.json").is_file() and os.access(binary(stamp_dir), os.X_OK)
+    return (
+        (stamp_dir / "build.json").is_file()
+        and os.access(binary(stamp_dir), os.X_OK)
+        and all((stamp_dir / name).is_dir() for name in ASSETS)
+    )
 
 
 @contextlib.contextmanager
@@ -177,6 +186,8 @@ def compile_into(final: Path, go_line: str) -> None:
     if done.returncode != 0:
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-20:])
         raise GiteaError(f"go build gitea: exit {done.returncode}; full log: {log_path}\n{tail}")
+    for name in ASSETS:
+        shutil.copytree(source / name, partial / name, symlinks=True)
     shutil.rmtree(source)
     record = {
         "gitea": GITEA_VERSION,
@@ -211,7 +222,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def app_ini(state: Path, port: int) -> str:
+def app_ini(state: Path, port: int, assets: Path) -> str:
     """Everything a headless Gitea needs; `I_AM_BEING_UNSAFE_RUNNING_AS_ROOT` must precede every section, since
     CI machines run as root and Gitea refuses to start as root without it."""
     return f"""I_AM_BEING_UNSAFE_RUNNING_AS_ROOT = true
@@ -226,6 +237,7 @@ HTTP_PORT = {port}
 DOMAIN = 127.0.0.1
 ROOT_URL = http://127.0.0.1:{port}/
 APP_DATA_PATH = {state}/data
+STATIC_ROOT_PATH = {assets}
 DISABLE_SSH = true
 OFFLINE_MODE = true
 LFS_START_SERVER = false
@@ -332,7 +344,7 @@ def up(state: Path, timeout: float = 120.0) -> Instance:
     (state / "log").mkdir()
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    (state / "custom" / "conf" / "app.ini").write_text(app_ini(state, port))
+    (state / "custom" / "conf" / "app.ini").write_text(app_ini(state, port, gitea.parent.parent))
     started = time.monotonic()
     run_gitea(gitea, state, "migrate")
     password = secrets.token_urlsafe(18)
