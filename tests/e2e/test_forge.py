@@ -6,6 +6,7 @@ No mock of the forge: what the tests read back is what Gitea's own API says.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import yaml
@@ -96,12 +97,16 @@ def test_statuses_per_environment_and_the_plan_comment_of_a_pull_request(
     assert f"`{head[:12]}` into `main`" in comment["body"]
     assert "staging" in comment["body"] and "podinfo" in comment["body"] and "6.7.2" in comment["body"]
     again = set_tag(upstream, "6.7.3", push=False)
+    pushed = time.monotonic()
     upstream._git(upstream.work, "push", "-q", "origin", "feature")
+    push_seconds = time.monotonic() - pushed
     [updated] = wait_for(
         "the plan comment updated",
         lambda: [c for c in plan_comments(gitea_repo, pull["number"]) if again[:12] in c["body"]],
         30,
     )
+    print(f"\ngit push to the pull request -> plan comment updated on Gitea: {time.monotonic() - pushed:.2f} s "
+          f"(the push itself: {push_seconds:.2f} s)")  # fmt: skip
     assert updated["id"] == comment["id"] and "6.7.3" in updated["body"]
     assert len(plan_comments(gitea_repo, pull["number"])) == 1, "one comment per pull request, not one per push"
     timings = [r["seconds"] for r in agent.logs("forge.plan_commented")]
