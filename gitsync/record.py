@@ -6,10 +6,12 @@ because the status still says the revision was not applied, and history folds a 
 - ``MetricsSink``: the reconcile duration, result counter and last-success gauge (``gitsync.metrics``);
 - ``HistorySink``: the release history in the cluster (``gitsync.history``);
 - ``EventSink``: Kubernetes Events about the app-env (``gitsync.events``);
+- ``NotifySink``: notifications to the receivers of agent.yaml's ``notifications:`` (``gitsync.notify``), queued
+  for a background sender, never waited for;
 - ``StatusSink``: the app-env's status document (``gitsync.history.Status``).
 
 With a forge configured (``forge:`` in agent.yaml) the agent adds two sinks that never block a reconcile (each
-sends from its own bounded ``gitsync.outbox.Outbox``): ``CommitStatusSink`` (a commit status per environment and
+sends from its own bounded ``gitsync.queue.Outbox``): ``CommitStatusSink`` (a commit status per environment and
 app, ``gitsync/<env>/<app>``) and ``PullRequestSink`` (the promotion and rollback pull requests).
 
 Which sinks a caller uses is its choice (the CLI records no metrics). A sink never raises for a best-effort record
@@ -30,11 +32,12 @@ from gitsync.drift import DRIFT_HEALED
 from gitsync.errors import GitsyncError, Retry
 from gitsync.events import EventSink as Events
 from gitsync.events import Reason
+from gitsync.forge_queue import ForgeQueue
 from gitsync.history import History, Release, Result, Status, first_line
 from gitsync.ledger import AnalysisResult
 from gitsync.metrics import observe_reconcile
 from gitsync.model import ANNOTATION_PRUNE, HealthStatus, SyncAction, SyncState
-from gitsync.outbox import Outbox
+from gitsync.notify import Notifier, notices
 from gitsync.ports import CommitState, CommitStatus, Forge, StateStore
 from gitsync.promotion import PromotionAction, Promotions
 from gitsync.result import Kind, ReconcileResult
@@ -46,6 +49,7 @@ __all__ = [
     "LedgerSink",
     "LogSink",
     "MetricsSink",
+    "NotifySink",
     "PullRequestSink",
     "Recorder",
     "Sink",
@@ -76,13 +80,19 @@ class Recorder:
 
 
 def default_sinks(
-    history: History, events: Events, *, agent: bool = True, ledger: LedgerSink | None = None
+    history: History,
+    events: Events,
+    *,
+    agent: bool = True,
+    ledger: LedgerSink | None = None,
+    notifier: Notifier | None = None,
 ) -> tuple[Sink, ...]:
-    """The sinks of the agent (log lines, metrics, the Git ``ledger``) and of ``gitsync sync`` (none of those: a
-    one-shot command prints its own summary and errors, and a laptop writes no notes)."""
+    """The sinks of the agent (log lines, metrics, the Git ``ledger``, notifications) and of ``gitsync sync`` (none
+    of those: a one-shot command prints its own summary and errors, and a laptop writes no notes)."""
     head: tuple[Sink, ...] = (LogSink(), MetricsSink()) if agent else ()
     notes: tuple[Sink, ...] = (ledger,) if ledger is not None else ()
-    return (*head, HistorySink(history), *notes, EventSink(events), StatusSink(history))
+    notify: tuple[Sink, ...] = (NotifySink(notifier),) if notifier is not None else ()
+    return (*head, HistorySink(history), *notes, EventSink(events), *notify, StatusSink(history))
 
 
 def _removed_message(result: ReconcileResult) -> str:
@@ -111,7 +121,7 @@ def _kept_because(result: ReconcileResult) -> str:
 class LogSink:
     def write(self, r: ReconcileResult) -> None:
         seconds = r.seconds
-        if _repaired(r) and r.sync is not None:
+        if r.repaired and r.sync is not None:
             log.info("drift.healed", summary=r.sync.summary())
         if r.kind is Kind.RELEASE and r.health is not None:
             log.info(
@@ -139,14 +149,9 @@ class LogSink:
             log.info("reconcile.gone", reason="app-env no longer in the environment at this revision")
 
 
-def _repaired(r: ReconcileResult) -> bool:
-    """A drift trigger changed objects of a release already applied: self-heal took them back."""
-    return r.kind is Kind.RELEASE and r.changed and "drift" in r.reasons and not r.new_release
-
-
 class MetricsSink:
     def write(self, r: ReconcileResult) -> None:
-        if _repaired(r):
+        if r.repaired:
             n = r.counts()
             DRIFT_HEALED.labels(r.key.app, r.key.env).inc(
                 n.get(SyncAction.CREATED, 0) + n.get(SyncAction.CONFIGURED, 0)
@@ -251,7 +256,7 @@ class EventSink:
         recovered = before.result in _FAILURES
         if (r.new_release or recovered) and r.outcome is not Result.ROLLED_BACK:
             emit(Reason.SYNC_SUCCEEDED, f"synced {r.revision[:12]}: {r.sync.summary()}")
-        if _repaired(r):
+        if r.repaired:
             emit(Reason.DRIFT_DETECTED, f"repaired: {r.sync.summary()}")
         if health in (HealthStatus.DEGRADED, HealthStatus.MISSING) and before.health != health.value:
             emit(Reason.DEGRADED, r.health.reason or health.value)
@@ -259,6 +264,18 @@ class EventSink:
             emit(Reason.RECOVERED, f"healthy again at {r.revision[:12]}")
         if recovered:
             emit(Reason.RECOVERED, f"{r.revision[:12]} deployed after a failure")
+
+
+class NotifySink:
+    """Notifications (``gitsync.notify.notices``: the table from a result to notices). Before the status, so a
+    reconcile done again after a kill derives the same notices, which the outbox then knows as already claimed."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+
+    def write(self, r: ReconcileResult) -> None:
+        if r.target is not None and not r.dry_run:
+            self._notifier.record(r.key, r.namespace, notices(r))
 
 
 class LedgerSink:
@@ -520,7 +537,7 @@ class CommitStatusSink:
         self._target_url = target_url
         self._sent: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._lock = threading.Lock()
-        self.outbox = Outbox("commit-statuses", capacity, on_failure=self._forget)
+        self.queue = ForgeQueue("commit-statuses", capacity, on_failure=self._forget)
 
     def write(self, r: ReconcileResult) -> None:
         status = commit_status(r, self._target_url)
@@ -535,7 +552,7 @@ class CommitStatusSink:
             while len(self._sent) > self.SENT_KEPT:
                 self._sent.popitem(last=False)
         recorded = time.monotonic()
-        self.outbox.put(key, lambda: self._send(status, recorded))
+        self.queue.put(key, lambda: self._send(status, recorded))
 
     def _send(self, status: CommitStatus, recorded: float) -> None:
         self._forge.set_status(status)
@@ -563,7 +580,7 @@ class PullRequestSink:
         self._branch = branch
         self._opened: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
-        self.outbox = Outbox("pull-requests", capacity, on_failure=self._forget)
+        self.queue = ForgeQueue("pull-requests", capacity, on_failure=self._forget)
 
     def write(self, r: ReconcileResult) -> None:
         step = r.promotion
@@ -584,7 +601,7 @@ class PullRequestSink:
             "The commit's trailers carry the evidence (`git log --notes=gitsync`)."
         )
         head = step.branch
-        self.outbox.put(f"{head}@{step.commit}", lambda: self._open(head, title, body))
+        self.queue.put(f"{head}@{step.commit}", lambda: self._open(head, title, body))
 
     def _open(self, head: str, title: str, body: str) -> None:
         pull = self._forge.open_pull_request(head, self._branch, title, body)

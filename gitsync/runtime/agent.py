@@ -45,6 +45,7 @@ from gitsync.events import EventSink
 from gitsync.history import History, Result
 from gitsync.metrics import GIT_FETCH_SECONDS, GIT_POLLS, LEADER
 from gitsync.model import AppEnv, HealthStatus, Json, Manifest
+from gitsync.notify import Notifier
 from gitsync.ports import Clock, Cluster, Forge, GitReader, Rollouts, Snapshot, StateStore
 from gitsync.promotion import Promotions, topology
 from gitsync.reconcile import NoRollouts, Request, Stages, reconcile
@@ -57,6 +58,7 @@ from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
 from gitsync.source import Source
 from gitsync.sync import ensure_namespace
 from renderers import RenderedApp, RenderError, load_environment, render_app
+from renderers.cache import MemoryRenderCache
 
 __all__ = ["Agent", "AgentCluster"]
 
@@ -84,20 +86,25 @@ class Agent:
         cache: WatchCache | None = None,
         promotions: Promotions | None = None,
         forge: Forge | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         """``cache``: a watch-fed cache of managed objects; with it, plans read live objects from memory and a
         ``DriftWatcher`` per app-env notices edits within seconds (and enqueues a reconcile that heals them).
         ``promotions``: the pin guard, the promote stage and the Git ledger (None: nothing is written to Git).
         ``forge``: commit statuses, the promotion and rollback pull requests, and the plan comment on pull-request
-        webhooks (``on_pull_request``) go through it; None: none of those."""
+        webhooks (``on_pull_request``) go through it; None: none of those.
+        ``notifier``: sends the notifications of ``notifications:`` (started and stopped with the agent)."""
         self.config = config
         self._cluster = cluster
         self._store = store
         self._clock = clock
         self._elector = elector
+        self._notifier = notifier
         self._rollouts = rollouts or NoRollouts()
         self._cache = cache
         self._watchers: dict[AppEnv, DriftWatcher] = {}
+        self._renders = MemoryRenderCache()
+        """The newest render of each app-env: a reconcile whose inputs did not change renders nothing."""
         self.source = Source(git, on_fetch=GIT_FETCH_SECONDS.observe)
         self.queue = ReconcileQueue(clock)
         history = History(store, config.history_limit)
@@ -121,7 +128,10 @@ class Agent:
             recorder=Recorder(
                 (
                     *default_sinks(
-                        history, events, ledger=LedgerSink(promotions, history, store) if promotions else None
+                        history,
+                        events,
+                        ledger=LedgerSink(promotions, history, store) if promotions else None,
+                        notifier=notifier,
                     ),
                     *self._forge_sinks,
                 )
@@ -171,6 +181,8 @@ class Agent:
             kwargs={"reason": "drift"},
         )
         self._scheduler.start()
+        if self._notifier is not None:
+            self._notifier.start()
         for n in range(self.config.workers):
             worker = threading.Thread(target=self._work, name=f"reconcile-{n}", daemon=True)
             worker.start()
@@ -199,13 +211,15 @@ class Agent:
             watcher.stop(timeout=1.0)
         if self._cache is not None:
             self._cache.stop()
+        if self._notifier is not None:
+            self._notifier.stop()
         if self._elector is not None:
             self._elector.stop()
-        outboxes = [sink.outbox for sink in self._forge_sinks]
+        queues = [sink.queue for sink in self._forge_sinks]
         if self.plan_comments is not None:
-            outboxes.append(self.plan_comments.outbox)
-        for outbox in outboxes:
-            outbox.close(timeout=max(1.0, deadline - time.monotonic()))
+            queues.append(self.plan_comments.queue)
+        for queue in queues:
+            queue.close(timeout=max(1.0, deadline - time.monotonic()))
         log.info("agent.stopped")
 
     def on_leadership(self, leading: bool) -> None:
@@ -322,9 +336,16 @@ class Agent:
             return self._targets.get(key) or self._removed.get(key)
 
     def _render(self, path: Path, key: AppEnv, revision: str, trees: Callable[[str], Path]) -> RenderedApp:
-        """``Stages.render``: the namespaces the operator protects (agent.yaml) are refused."""
+        """``Stages.render``: the namespaces the operator protects (agent.yaml) are refused; an app-env whose
+        inputs did not change since its last render comes from the render cache."""
         return render_app(
-            path, key.env, key.app, revision=revision or None, trees=trees, protected=self.config.protected_namespaces
+            path,
+            key.env,
+            key.app,
+            revision=revision or None,
+            trees=trees,
+            protected=self.config.protected_namespaces,
+            cache=self._renders,
         )
 
     def _ensure_namespace(self, namespace: str) -> None:

@@ -1,7 +1,7 @@
 """The plan comment on pull requests: one comment per pull request, updated in place on every push to it.
 
 A pull-request webhook (``gitsync.runtime.pull_requests``) hands its event here; the comment is made in the
-background (``gitsync.outbox.Outbox``, keyed by the pull request, so a burst of pushes plans only the newest head
+background (``gitsync.queue.Outbox``, keyed by the pull request, so a burst of pushes plans only the newest head
 still waiting) and never holds up the webhook's answer or a reconcile. The plan is ``gitsync plan``'s
 (``gitsync.change_plan``), rendered from the agent's own Git cache at both commits, no cluster involved. The
 comment carries the hidden ``MARKER``, by which the forge client finds it again (``ports.Forge.upsert_comment``).
@@ -16,7 +16,7 @@ from pathlib import Path
 from gitsync import log as logging
 from gitsync.change_plan import COMMENT_LIMIT, ChangePlan, markdown, plan_change
 from gitsync.errors import GitsyncError
-from gitsync.outbox import Outbox
+from gitsync.forge_queue import ForgeQueue
 from gitsync.ports import Forge
 from gitsync.runtime.config import Provider
 from gitsync.runtime.pull_requests import PullRequestEvent
@@ -58,11 +58,11 @@ class PlanComments:
         self._forge = forge
         self._trees = trees
         self._base_head = base_head
-        self.outbox = Outbox("plan-comments", capacity)
+        self.queue = ForgeQueue("plan-comments", capacity)
 
     def on_pull_request(self, provider: Provider, event: PullRequestEvent) -> None:
         received = time.monotonic()
-        self.outbox.put(f"{provider}#{event.number}", lambda: self._comment(event, received))
+        self.queue.put(f"{provider}#{event.number}", lambda: self._comment(event, received))
 
     def _comment(self, event: PullRequestEvent, received: float) -> None:
         base = event.base or self._base_head()

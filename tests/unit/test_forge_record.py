@@ -131,9 +131,9 @@ def test_each_status_is_sent_once() -> None:
     progressing = result(Kind.RELEASE, Result.PROGRESSING, HealthStatus.PROGRESSING)
     for reconciled in (progressing, progressing, result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY)):
         sink.write(reconciled)
-        assert sink.outbox.idle(5)
+        assert sink.queue.idle(5)
     sink.write(result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY))
-    assert sink.outbox.idle(5)
+    assert sink.queue.idle(5)
     assert [s.state for s in forge.statuses] == [CommitState.PENDING, CommitState.SUCCESS]
 
 
@@ -141,11 +141,11 @@ def test_a_forge_that_does_not_answer_never_holds_up_a_reconcile() -> None:
     stuck = threading.Event()
     sink = CommitStatusSink(Forge(stuck), capacity=4)
     started = time.monotonic()
-    for n in range(50):  # far more than the outbox holds: the oldest are dropped, nothing waits
+    for n in range(50):  # far more than the queue holds: the oldest are dropped, nothing waits
         sink.write(result(Kind.RELEASE, Result.PROGRESSING, HealthStatus.HEALTHY, rollout=RolloutStep(message=f"{n}")))
     assert time.monotonic() - started < 5, "writing statuses waited for the forge"
     stuck.set()
-    sink.outbox.close(5)
+    sink.queue.close(5)
 
 
 def test_a_status_that_failed_is_sent_again_next_time() -> None:
@@ -153,10 +153,10 @@ def test_a_status_that_failed_is_sent_again_next_time() -> None:
     sink = CommitStatusSink(forge)
     succeeded = result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY)
     sink.write(succeeded)
-    assert sink.outbox.idle(5) and forge.statuses == []
+    assert sink.queue.idle(5) and forge.statuses == []
     forge.fail = False
     sink.write(succeeded)
-    assert sink.outbox.idle(5) and [s.state for s in forge.statuses] == [CommitState.SUCCESS]
+    assert sink.queue.idle(5) and [s.state for s in forge.statuses] == [CommitState.SUCCESS]
 
 
 def test_a_promotion_on_its_review_branch_opens_one_pull_request() -> None:
@@ -176,7 +176,7 @@ def test_a_promotion_on_its_review_branch_opens_one_pull_request() -> None:
         PromotionAction.ROLLED_BACK, "back to staging@abc", "d" * 40, "gitsync/rollback/staging/podinfo"
     )
     sink.write(result(Kind.RELEASE, Result.ROLLED_BACK, HealthStatus.HEALTHY, promotion=back))
-    assert sink.outbox.idle(5)
+    assert sink.queue.idle(5)
     assert forge.pulls == [
         ("gitsync/promote/prod/podinfo", "main", f"gitsync: promote podinfo in prod: staging@{SHA[:12]} -> prod"),
         ("gitsync/rollback/staging/podinfo", "main", "gitsync: roll back podinfo in staging: back to staging@abc"),

@@ -1,4 +1,5 @@
-"""A bounded background queue for calls that must never hold up a reconcile (commit statuses, pull requests).
+"""A bounded background queue for forge calls that must never hold up a reconcile (commit statuses, pull
+requests, plan comments).
 
 Contract: ``put`` never blocks and never raises. Calls are keyed; a call put while another with the same key
 still waits replaces it (the newest status of a commit and context is the only one worth sending). When
@@ -16,12 +17,12 @@ from collections.abc import Callable
 from gitsync import log as logging
 from gitsync.errors import GitsyncError
 
-__all__ = ["Outbox"]
+__all__ = ["ForgeQueue"]
 
-log = logging.get("gitsync.outbox")
+log = logging.get("gitsync.forge")
 
 
-class Outbox:
+class ForgeQueue:
     def __init__(self, name: str, capacity: int = 256, on_failure: Callable[[str], None] | None = None) -> None:
         self.name = name
         self._capacity = capacity
@@ -30,7 +31,7 @@ class Outbox:
         self._busy = False
         self._closed = False
         self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name=f"outbox-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"forge-{name}", daemon=True)
         self._thread.start()
 
     def put(self, key: str, call: Callable[[], None]) -> None:
@@ -41,7 +42,7 @@ class Outbox:
             self._waiting[key] = call
             if len(self._waiting) > self._capacity:
                 dropped, _ = self._waiting.popitem(last=False)
-                log.warning("outbox.dropped", outbox=self.name, key=dropped, capacity=self._capacity)
+                log.warning("forge.dropped", queue=self.name, key=dropped, capacity=self._capacity)
                 self._on_failure(dropped)
             self._cond.notify_all()
 
@@ -69,10 +70,10 @@ class Outbox:
             try:
                 call()
             except GitsyncError as e:
-                log.warning("outbox.failed", outbox=self.name, key=key, error=str(e))
+                log.warning("forge.failed", queue=self.name, key=key, error=str(e))
                 self._on_failure(key)
             except Exception as e:  # noqa: BLE001 - a bug in one call must not stop every later one
-                log.error("outbox.crashed", outbox=self.name, key=key, error=repr(e))
+                log.error("forge.crashed", queue=self.name, key=key, error=repr(e))
                 self._on_failure(key)
             finally:
                 with self._cond:
