@@ -30,7 +30,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-pytest_plugins = ["prometheus_fixture", "deploylab", "notifylab"]  # fixtures: prometheus, metrics; installed; receiving
+# fixtures: prometheus, metrics; installed; receiving; gitea, gitea_repo
+pytest_plugins = ["prometheus_fixture", "deploylab", "notifylab", "forge_fixture"]
 
 REPO = Path(__file__).resolve().parent.parent
 KUBELAB = REPO / "tools" / "kubelab" / "kubelab.py"

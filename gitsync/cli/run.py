@@ -20,13 +20,21 @@ from gitsync import log as logging
 from gitsync.errors import GitsyncError
 
 if TYPE_CHECKING:
+    from gitsync.adapters.forge import ForgeClient
     from gitsync.adapters.git import GitRepository
     from gitsync.adapters.kube import KubeCluster
     from gitsync.dashboard.server import DashboardServer
-    from gitsync.ports import StateStore
+    from gitsync.ports import Clock, StateStore
     from gitsync.promotion import Promotions
     from gitsync.runtime.agent import Agent
-    from gitsync.runtime.config import AgentConfig
+    from gitsync.runtime.config import AgentConfig, ForgeConfig
+
+
+def forge_client(forge: ForgeConfig, clock: Clock) -> ForgeClient:
+    """The forge API client of ``forge:`` in agent.yaml (``gitsync plan --comment`` makes its own from flags)."""
+    from gitsync.adapters.forge import ForgeClient
+
+    return ForgeClient(forge.kind, forge.url, forge.repo, forge.token_file, clock=clock)
 
 
 def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Promotions:
@@ -145,6 +153,7 @@ def command(config_path: Path, log_format: str | None) -> None:
         cache=cache,
         rollouts=rollouts,
         promotions=promotions(config, git, store),
+        forge=forge_client(config.forge, clock) if config.forge is not None else None,
         notifier=Notifier(config.notifications, WebhookPost(), Outbox(store), clock) if config.notifications else None,
     )
     host, port = config.listen_host_port
@@ -156,6 +165,7 @@ def command(config_path: Path, log_format: str | None) -> None:
             secrets=config.webhook_secrets,
             on_push=agent.on_push,
             ready=agent.ready,
+            on_pull_request=agent.plan_comments.on_pull_request if agent.plan_comments is not None else None,
         ),
     )
 

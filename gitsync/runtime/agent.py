@@ -46,13 +46,14 @@ from gitsync.history import History, Result
 from gitsync.metrics import GIT_FETCH_SECONDS, GIT_POLLS, LEADER
 from gitsync.model import AppEnv, HealthStatus, Json, Manifest
 from gitsync.notify import Notifier
-from gitsync.ports import Clock, Cluster, GitReader, Rollouts, Snapshot, StateStore
+from gitsync.ports import Clock, Cluster, Forge, GitReader, Rollouts, Snapshot, StateStore
 from gitsync.promotion import Promotions, topology
 from gitsync.reconcile import NoRollouts, Request, Stages, reconcile
-from gitsync.record import LedgerSink, Recorder, default_sinks
+from gitsync.record import CommitStatusSink, LedgerSink, PullRequestSink, Recorder, default_sinks
 from gitsync.result import Kind, ReconcileResult, Target
 from gitsync.runtime.config import AgentConfig, Provider
 from gitsync.runtime.leader import LeaderElector
+from gitsync.runtime.plan_comments import PlanComments
 from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
 from gitsync.runtime.wakeups import Wakeups
 from gitsync.source import Source
@@ -85,11 +86,14 @@ class Agent:
         rollouts: Rollouts | None = None,
         cache: WatchCache | None = None,
         promotions: Promotions | None = None,
+        forge: Forge | None = None,
         notifier: Notifier | None = None,
     ) -> None:
         """``cache``: a watch-fed cache of managed objects; with it, plans read live objects from memory and a
         ``DriftWatcher`` per app-env notices edits within seconds (and enqueues a reconcile that heals them).
         ``promotions``: the pin guard, the promote stage and the Git ledger (None: nothing is written to Git).
+        ``forge``: commit statuses, the promotion and rollback pull requests, and the plan comment on pull-request
+        webhooks (``on_pull_request``) go through it; None: none of those.
         ``notifier``: sends the notifications of ``notifications:`` (started and stopped with the agent)."""
         self.config = config
         self._cluster = cluster
@@ -109,6 +113,15 @@ class Agent:
             cache.subscribe(self._wakeups.on_change)
         history = History(store, config.history_limit)
         events = EventSink(cluster, clock, elector.identity if elector else "")
+        self._forge_sinks: tuple[CommitStatusSink, PullRequestSink] | tuple[()] = ()
+        self.plan_comments: PlanComments | None = None
+        if forge is not None:
+            target_url = config.forge.target_url if config.forge is not None else ""
+            self._forge_sinks = (
+                CommitStatusSink(forge, target_url=target_url),
+                PullRequestSink(forge, config.repo.branch),
+            )
+            self.plan_comments = PlanComments(forge, self.source.tree, git.remote_head)
         self._stages = Stages(
             source=self.source,
             locate=self._locate,
@@ -117,11 +130,14 @@ class Agent:
             clock=clock,
             status=history,
             recorder=Recorder(
-                default_sinks(
-                    history,
-                    events,
-                    ledger=LedgerSink(promotions, history, store) if promotions else None,
-                    notifier=notifier,
+                (
+                    *default_sinks(
+                        history,
+                        events,
+                        ledger=LedgerSink(promotions, history, store) if promotions else None,
+                        notifier=notifier,
+                    ),
+                    *self._forge_sinks,
                 )
             ),
             rollouts=self._rollouts,
@@ -204,6 +220,11 @@ class Agent:
             self._notifier.stop()
         if self._elector is not None:
             self._elector.stop()
+        queues = [sink.queue for sink in self._forge_sinks]
+        if self.plan_comments is not None:
+            queues.append(self.plan_comments.queue)
+        for queue in queues:
+            queue.close(timeout=max(1.0, deadline - time.monotonic()))
         log.info("agent.stopped")
 
     def on_leadership(self, leading: bool) -> None:

@@ -17,6 +17,7 @@ Example::
       - {name: prod, apps: [podinfo]}
     pollInterval: 30s
     webhooks: {github: {secretFile: /etc/gitsync/webhook-secret}}
+    forge: {kind: github, url: https://github.com, repo: org/deploy, tokenFile: /etc/gitsync/forge-token}
     notifications:                    # docs/notifications.md
       - {name: ops, url: https://hooks.example.com/gitsync, secretFile: /etc/gitsync/notify-key}
       - {name: team, format: slack, urlFile: /etc/gitsync/slack-url, events: [sync-failed, rollout-aborted]}
@@ -41,7 +42,7 @@ import yaml
 from gitsync.errors import TerminalError
 from gitsync.model import parse_duration
 from gitsync.notify import Format, Notice, Receiver
-from gitsync.ports import GitAuth, VerifyConfig, VerifyMode
+from gitsync.ports import ForgeKind, GitAuth, VerifyConfig, VerifyMode
 from renderers.environment import SYSTEM_NAMESPACES
 
 
@@ -70,6 +71,20 @@ class WriteConfig:
     signing_key_file: Path | None = None
     """An SSH private key (mounted from a Secret): commits are signed with it (``gpg.format ssh``), so
     ``repo.verify`` with an allowed-signers file can require signed promotions."""
+
+
+@dataclass(frozen=True, slots=True)
+class ForgeConfig:
+    """The forge the repository lives on (``gitsync.adapters.forge``): commit statuses per environment and app,
+    the plan comment on pull requests, and the promotion and rollback pull requests go through its API."""
+
+    kind: ForgeKind
+    url: str
+    repo: str
+    """``owner/name`` (GitLab: the project's full path)."""
+    token_file: Path
+    target_url: str = ""
+    """The link every commit status carries (a dashboard); empty: none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +142,7 @@ class AgentConfig:
     workers: int = 4
     leader: LeaderElection = field(default_factory=LeaderElection)
     log_format: str = "auto"
+    forge: ForgeConfig | None = None
     notifications: tuple[Receiver, ...] = ()
     """Where notifications go (``gitsync.notify``); the URLs of Slack receivers and every key are file paths."""
     dashboard_listen: str = ""
@@ -258,6 +274,7 @@ _TOP = {
     "leaderElection",
     "logFormat",
     "allowProtectedNamespaces",
+    "forge",
     "notifications",
     "dashboard",
 }
@@ -379,9 +396,38 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
         workers=r.integer(top, "workers", "", 4),
         leader=leader,
         log_format=log_format,
+        forge=_forge(top, r),
         allow_protected_namespaces=tuple(allow_protected),
         notifications=_receivers(top.get("notifications"), r),
         dashboard_listen=dashboard_listen,
+    )
+
+
+def _forge(top: Mapping[str, Any], r: _Reader) -> ForgeConfig | None:
+    if top.get("forge") is None:
+        return None
+    forge = r.mapping(top.get("forge"), "forge")
+    r.check_keys(forge, "forge", {"kind", "url", "repo", "tokenFile", "targetUrl"})
+    kind = r.string(forge, "kind", "forge")
+    if kind not in set(ForgeKind):
+        raise r.fail("forge.kind", f"unknown forge {kind!r} (known: {', '.join(ForgeKind)})")
+    url = r.string(forge, "url", "forge", "https://github.com" if kind == ForgeKind.GITHUB else None)
+    if not re.fullmatch(r"https?://[^\s/@]+(/[^\s@]*)?", url):
+        raise r.fail(
+            "forge.url", f"expected an http(s) URL without credentials, like https://gitea.example.com: {url!r}"
+        )
+    repo = r.string(forge, "repo", "forge")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+", repo):
+        raise r.fail("forge.repo", f"expected owner/name: {repo!r}")
+    target_url = r.string(forge, "targetUrl", "forge", "")
+    if target_url and not re.fullmatch(r"https?://\S+", target_url):
+        raise r.fail("forge.targetUrl", f"expected an http(s) URL: {target_url!r}")
+    return ForgeConfig(
+        kind=ForgeKind(kind),
+        url=url.rstrip("/"),
+        repo=repo,
+        token_file=Path(r.string(forge, "tokenFile", "forge")),
+        target_url=target_url,
     )
 
 
