@@ -390,7 +390,8 @@ class StatusSink:
                 return replace(first(s) if first is not None else s, promotion=line, updated_at=r.finished_at)
 
         if change is not None and r.target is not None:
-            self._history.set_status(r.key, r.namespace, change)
+            cluster, inner = r.target.cluster, change
+            self._history.set_status(r.key, r.namespace, lambda s: replace(inner(s), cluster=cluster))
 
     @staticmethod
     def _change(r: ReconcileResult) -> Callable[[Status], Status] | None:

@@ -21,8 +21,12 @@ from gitsync.errors import GitsyncError
 
 if TYPE_CHECKING:
     from gitsync.adapters.git import GitRepository
+    from gitsync.adapters.kube import KubeCluster
+    from gitsync.history import Status
+    from gitsync.model import AppEnv
     from gitsync.ports import StateStore
     from gitsync.promotion import Promotions
+    from gitsync.runtime.clusters import Connected
     from gitsync.runtime.config import AgentConfig
 
 
@@ -38,12 +42,20 @@ def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Pr
 
     write = config.repo.write
     identity = Identity(write.author_name, write.author_email)
+    history = History(store)
+    served = {selection.name for selection in config.environments}
+
+    def status(key: AppEnv, namespace: str) -> Status | None:
+        """An upstream this agent deploys has its status here; another agent's (one per cluster) is judged by
+        its ledger in Git alone."""
+        return history.status(key, namespace) if key.env in served else None
+
     return Promotions(
         NotesLedger(git.cache, config.repo.url, identity=identity),
         CacheWriter(git, identity, signing_key=write.signing_key_file),
         tree=git.snapshot,
         tree_id=git.tree_id,
-        status=History(store).status,
+        status=status,
         branch=config.repo.branch,
         agent=config.leader.identity or socket.gethostname(),
     )
@@ -71,8 +83,10 @@ def command(config_path: Path, log_format: str | None) -> None:
     from gitsync.events import EventSink
     from gitsync.runtime import config as agent_config
     from gitsync.runtime.agent import Agent
+    from gitsync.runtime.clusters import HOME, Clusters
     from gitsync.runtime.http import Endpoints, HttpServer
     from gitsync.runtime.leader import LeaderElector
+    from gitsync.runtime.shards import ShardSet
     from gitsync.strategy.executor import RolloutExecutor
 
     try:
@@ -98,14 +112,30 @@ def command(config_path: Path, log_format: str | None) -> None:
         verify=config.repo.verify,
     )
     elector: LeaderElector | None = None
+    shards: ShardSet | None = None
     agent: Agent
-    if config.leader.enabled:
+    if config.sharding.shards:
+        shards = ShardSet(
+            cluster, config.leader, config.sharding.shards, clock, on_change=lambda s, held: agent.on_shard(s, held)
+        )
+    elif config.leader.enabled:
         elector = LeaderElector(cluster, config.leader, clock, on_change=lambda leading: agent.on_leadership(leading))
-    cache = WatchCache(cluster) if config.drift_watch else None
     store = ConfigMapStateStore(cluster)
     measurer = Measurer(PrometheusClient(), HttpClient())
-    rollouts = RolloutExecutor(
-        cluster, store, measurer=measurer, events=EventSink(cluster, clock, config.leader.identity)
+
+    def connected(name: str, target: KubeCluster) -> Connected:
+        """One cluster's client, watch cache and rollout executor; its records go to the home ``store``."""
+        events = EventSink(target, clock, config.leader.identity)
+        rollouts = RolloutExecutor(target, store, measurer=measurer, events=events)
+        return Connected(name, target, WatchCache(target) if config.drift_watch else None, rollouts)
+
+    home = connected(HOME, cluster)
+    clusters = Clusters(
+        home,
+        cluster,
+        config.leader.namespace,
+        config.clusters,
+        lambda name, kubeconfig: connected(name, KubeCluster(kubeconfig, name=name)),
     )
     agent = Agent(
         config,
@@ -114,9 +144,11 @@ def command(config_path: Path, log_format: str | None) -> None:
         git,
         clock,
         elector=elector,
-        cache=cache,
-        rollouts=rollouts,
+        cache=home.cache,
+        rollouts=home.rollouts,
         promotions=promotions(config, git, store),
+        clusters=clusters,
+        shards=shards,
     )
     host, port = config.listen_host_port
     server = HttpServer(
