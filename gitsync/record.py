@@ -110,6 +110,8 @@ class LogSink:
                 health_reason=r.health.reason,
                 rollout=str(r.rollout.phase) if r.rollout is not None else "",
                 seconds=seconds,
+                started_at=round(r.started_at, 3),
+                finished_at=round(r.finished_at, 3),
             )
         elif r.kind is Kind.FAILED:
             event = "git.fetch_failed" if r.snapshot is None else "reconcile.failed"

@@ -56,6 +56,10 @@ class Source:
         self._reported = head
         return head
 
+    def ledger(self) -> str:
+        """The ledger's notes ref as the last ``check`` saw it (the same ``ls-remote``)."""
+        return self._git.ledger_head()
+
     def tree(self, sha: str) -> Path:
         """The tree at ``sha`` for the renderer (its ``trees``): the current snapshot, or a revision pinned in
         ``promoted.yaml``, fetched by id. Not signature-checked itself: the verified head names it by its hash."""

@@ -21,12 +21,10 @@ from gitsync.errors import GitsyncError
 
 if TYPE_CHECKING:
     from gitsync.adapters.git import GitRepository
-    from gitsync.adapters.kube import KubeCluster
     from gitsync.history import Status
     from gitsync.model import AppEnv
     from gitsync.ports import StateStore
     from gitsync.promotion import Promotions
-    from gitsync.runtime.clusters import Connected
     from gitsync.runtime.config import AgentConfig
 
 
@@ -75,6 +73,7 @@ def command(config_path: Path, log_format: str | None) -> None:
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.git import GitRepository
     from gitsync.adapters.http_check import HttpClient
+    from gitsync.adapters.kube import KubeCluster
     from gitsync.adapters.prometheus import PrometheusClient
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.analysis.measure import Measurer
@@ -83,7 +82,7 @@ def command(config_path: Path, log_format: str | None) -> None:
     from gitsync.events import EventSink
     from gitsync.runtime import config as agent_config
     from gitsync.runtime.agent import Agent
-    from gitsync.runtime.clusters import HOME, Clusters
+    from gitsync.runtime.clusters import HOME, Clusters, Connected
     from gitsync.runtime.http import Endpoints, HttpServer
     from gitsync.runtime.leader import LeaderElector
     from gitsync.runtime.shards import ShardSet

@@ -126,6 +126,8 @@ class Agent:
         self._targets: dict[AppEnv, Target] = {}
         self._removed: dict[AppEnv, Target] = {}
         """App-envs gone from their environment whose inventory is still in the cluster (queued until pruned)."""
+        self._ledger = ""
+        """The ledger's notes ref as last polled."""
         self._discovered = ""
         """The revision whose environment files ``_targets`` reflects."""
         self._namespaces: set[tuple[str, str]] = set()
@@ -264,6 +266,7 @@ class Agent:
         """The poll job: one ls-remote; every key is enqueued when the head moved (or none is known yet)."""
         try:
             head = self.source.check()
+            self._ledger_moved(self.source.ledger())
             if head is None and (self._targets or self._discovered):  # nothing new (known, or known to be empty)
                 GIT_POLLS.labels("unchanged").inc()
                 return
@@ -275,6 +278,22 @@ class Agent:
         except GitsyncError as e:
             GIT_POLLS.labels("error").inc()
             log.warning("git.poll_failed", error=str(e))
+
+    def _ledger_moved(self, ledger: str) -> None:
+        """Another agent recorded a release (one agent per cluster): the environments this agent receives from
+        environments it does not deploy look at their upstream's ledger now, as ``_promote_next`` does for
+        environments both ends of which it deploys."""
+        with self._lock:
+            moved, self._ledger = ledger != self._ledger, ledger
+            served = {selection.name for selection in self.config.environments}
+            receivers = sorted(
+                key
+                for key, target in self._targets.items()
+                if target.upstream is not None and target.upstream.from_env not in served
+            )
+        if moved and ledger:
+            for key in receivers:
+                self._enqueue(key, "", "ledger")
 
     def on_push(self, provider: Provider, revision: str) -> None:
         """Webhook callback: a push naming its commit reconciles every key now (the reconcile fetches it). One
@@ -479,6 +498,8 @@ class Agent:
             target = self._targets.get(item.key) or self._removed.get(item.key)
         now = self._clock.now()
         log.warning("cluster.unconnected", app=item.key.app, env=item.key.env, error=str(error))
+        if target is not None:
+            self._ensure_namespace(self._clusters.home, target.namespace)
         self._stages_of(HOME).recorder.record(
             ReconcileResult(
                 item.key,
@@ -486,6 +507,7 @@ class Agent:
                 item.reasons,
                 now,
                 now,
+                snapshot=self.source.current,
                 target=target,
                 outcome=Result.FAILED,
                 error=str(error),
