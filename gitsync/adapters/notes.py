@@ -15,7 +15,9 @@ Implements ``ports.Ledger`` in the agent's bare cache (``GitRepository.cache``) 
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -32,6 +34,16 @@ REMOTE_COPY = "refs/notes/gitsync-remote"
 log = logging.get("gitsync.notes")
 
 
+@dataclass(slots=True)
+class _Ticket:
+    """One line waiting to be written by ``NotesLedger.append``."""
+
+    sha: str
+    entry: LedgerEntry
+    done: bool = False
+    error: Exception | None = None
+
+
 class NotesLedger:
     """The ledger of one repository; ``remote`` (a URL or remote name; empty for none) is where it is shared."""
 
@@ -42,17 +54,46 @@ class NotesLedger:
         self._remote = remote
         self._environment = identity.environment() if identity else {}
         self._attempts = attempts
+        self._waiting: list[_Ticket] = []
+        self._waiting_lock = threading.Lock()
+        self._writing = threading.Lock()
+        """Held by the one caller writing a batch; the others wait for it, then find their line written."""
 
     def append(self, sha: str, entry: LedgerEntry) -> None:
-        line = entry.to_line()
+        """Add ``entry`` to the note of ``sha`` and push it; returns once it is on the remote. Concurrent calls
+        are written together (a group commit: one fetch, merge and push for all the lines waiting), so many
+        app-envs finishing at once cost one push, not one each; each caller still returns only after its line
+        was pushed, or raises what the push raised."""
+        ticket = _Ticket(sha, entry)
+        with self._waiting_lock:
+            self._waiting.append(ticket)
+        with self._writing:
+            if not ticket.done:
+                with self._waiting_lock:
+                    batch, self._waiting = self._waiting, []
+                try:
+                    self._write(batch)
+                except Exception as e:  # every caller of the batch raises it, not only the one that wrote
+                    for waiting in batch:
+                        waiting.error = e
+                    raise
+                finally:
+                    for waiting in batch:
+                        waiting.done = True
+        if ticket.error is not None:
+            raise ticket.error
+
+    def _write(self, batch: list[_Ticket]) -> None:
         with tempfile.TemporaryDirectory(prefix="gitsync-note-") as scratch, self._session(**self._environment) as run:
             for _ in range(self._attempts):
                 remote = self._pull(run)
-                current = _note(run, sha)
-                if entry.ending not in {held.ending for held in parse_note(current)}:
-                    note = Path(scratch) / "note"
-                    note.write_text(current + ("\n" if current and not current.endswith("\n") else "") + line + "\n")
-                    run("notes", "--ref", NOTES_REF, "add", "--force", "-F", str(note), sha)
+                for ticket in batch:
+                    current = _note(run, ticket.sha)
+                    if ticket.entry.ending not in {held.ending for held in parse_note(current)}:
+                        note = Path(scratch) / "note"
+                        separator = "\n" if current and not current.endswith("\n") else ""
+                        note.write_text(current + separator + ticket.entry.to_line() + "\n")
+                        run("notes", "--ref", NOTES_REF, "add", "--force", "-F", str(note), ticket.sha)
                 if not self._remote or _ref(run, NOTES_REF) == remote:
                     return
                 try:
