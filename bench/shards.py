@@ -162,7 +162,7 @@ def main() -> None:
                 "listen": f"127.0.0.1:{free_port()}",
                 "kubeconfig": str(kubeconfig),
                 "cacheDir": str(work_root / f"cache-{name}"),
-                "workers": 8,
+                "workers": 32,
                 "sharding": {"shards": REPLICAS},
                 "leaderElection": {"namespace": agents_ns, "identity": name, "leaseDuration": f"{LEASE:g}s"},
             }

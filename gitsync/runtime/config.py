@@ -20,6 +20,9 @@ Example::
     listen: 0.0.0.0:8080
     selfHeal: true
     prune: true
+    clusters:                         # named target clusters (docs/scale.md); env.yaml or environments[].cluster
+      prod-eu: {kubeconfigSecret: prod-eu-kubeconfig/kubeconfig}   # or {kubeconfigFile: ...} or {home: true}
+    sharding: {shards: 3}             # every replica works on the app-envs of its shard Leases
 """
 
 from __future__ import annotations
