@@ -2,6 +2,7 @@
 """Sharding benchmark: 1,000 app-envs (one ConfigMap each) across three ``gitsync run`` replicas in kubelab.
 
     .venv/bin/python bench/shards.py          start a private kubelab (or reuse $KUBELAB_KUBECONFIG), run, print
+    .venv/bin/python bench/shards.py --apps 200     fewer app-envs (a machine too busy for 1,000)
 
 Three real agent processes follow one bare Git repository with ``sharding: {shards: 3}`` (default Lease timing:
 15 s lease, renewed every 5 s). Figures:
@@ -15,6 +16,7 @@ Three real agent processes follow one bare Git repository with ``sharding: {shar
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import os
@@ -55,8 +57,8 @@ def git(cwd: Path, *args: str) -> None:
                    capture_output=True, timeout=120)  # fmt: skip
 
 
-def write_apps(work: Path, namespace: str, value: str) -> None:
-    for i in range(APPS):
+def write_apps(work: Path, namespace: str, value: str, apps: int) -> None:
+    for i in range(apps):
         chart = work / "apps" / f"app{i:04d}"
         (chart / "templates").mkdir(parents=True, exist_ok=True)
         (chart / "chart.yaml").write_text(f"name: app{i:04d}\nversion: 0.1.0\n")
@@ -64,12 +66,12 @@ def write_apps(work: Path, namespace: str, value: str) -> None:
         (chart / "templates" / "cm.yaml").write_text(TEMPLATE)
     env = work / "environments" / "bench"
     env.mkdir(parents=True, exist_ok=True)
-    apps = [f"app{i:04d}" for i in range(APPS)]
-    (env / "env.yaml").write_text(yaml.safe_dump({"namespace": namespace, "apps": apps}))
+    names = [f"app{i:04d}" for i in range(apps)]
+    (env / "env.yaml").write_text(yaml.safe_dump({"namespace": namespace, "apps": names}))
 
 
-def commit(work: Path, namespace: str, value: str) -> None:
-    write_apps(work, namespace, value)
+def commit(work: Path, namespace: str, value: str, apps: int) -> None:
+    write_apps(work, namespace, value, apps)
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", f"every app says {value}")
     git(work, "push", "-q", "origin", "main")
@@ -126,6 +128,9 @@ def overlaps(runs: list[tuple[str, float, float, str]]) -> int:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apps", type=int, default=APPS, help="app-envs (one ConfigMap each)")
+    apps = parser.parse_args().apps
     reuse = os.environ.get("KUBELAB_KUBECONFIG")
     state = Path(tempfile.mkdtemp(prefix="bench-shards-lab-"))
     if reuse:
@@ -149,7 +154,7 @@ def main() -> None:
         work.mkdir()
         git(work, "init", "-q", "-b", "main")
         git(work, "remote", "add", "origin", str(bare))
-        commit(work, namespace, "v1")
+        commit(work, namespace, "v1", apps)
 
         logs = {}
         for n in range(REPLICAS):
@@ -174,13 +179,19 @@ def main() -> None:
                     [str(GITSYNC), "run", "--config", str(path), "--log-format", "json"], stdout=out,
                     stderr=subprocess.STDOUT,
                 ))  # fmt: skip
-        print(f"bench: {APPS} app-envs, {REPLICAS} replicas, lease {LEASE:g}s; kubelab {cluster.server}")
-        first = wait("the first sync", lambda: list(values(cluster, namespace).values()).count("v1") == APPS, 600)
-        commit(work, namespace, "v2")
-        touched = wait("the commit live", lambda: list(values(cluster, namespace).values()).count("v2") == APPS, 300)
+        print(f"bench: {apps} app-envs, {REPLICAS} replicas, lease {LEASE:g}s; kubelab {cluster.server}")
+
+        def live(value: str) -> bool:
+            count = list(values(cluster, namespace).values()).count(value)
+            print(f"\r  {count}/{apps} say {value}", end="", file=sys.stderr, flush=True)
+            return count == apps
+
+        first = wait("the first sync", lambda: live("v1"), 900)
+        commit(work, namespace, "v2", apps)
+        touched = wait("the commit live", lambda: live("v2"), 600)
         held = holders(cluster, agents_ns)
         runs = list(itertools.chain.from_iterable(reconciles(logs[r], r) for r in logs))
-        print(f"{'first sync, 1,000 app-envs':<46} {first:6.1f}s")
+        print(f"{f'first sync, {apps} app-envs':<46} {first:6.1f}s")
         verdict = "meets" if touched <= 60 else "misses"
         print(f"{'commit touching all -> all live':<46} {touched:6.1f}s  ({verdict} goal <= 60s)")
         print(f"{'shard Leases held by':<46} {', '.join(held)}")
@@ -188,7 +199,7 @@ def main() -> None:
 
         victim = held[0]
         lost = {i for i, holder in enumerate(held) if holder == victim}
-        keys = [f"app{i:04d}" for i in range(APPS) if shard_of(AppEnv(f"app{i:04d}", "bench"), REPLICAS) in lost]
+        keys = [f"app{i:04d}" for i in range(apps) if shard_of(AppEnv(f"app{i:04d}", "bench"), REPLICAS) in lost]
         process = processes[int(victim.rpartition("-")[2])]
         killed_at = time.time()
         process.send_signal(signal.SIGKILL)

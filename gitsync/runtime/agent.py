@@ -245,15 +245,16 @@ class Agent:
             self.enqueue_all(reason="leader")
 
     def on_shard(self, shard: int, held: bool) -> None:
-        """Shard-Lease callback: a shard gained reconciles its app-envs once; one lost stops their drift watchers
-        (the new holder watches them)."""
+        """Shard-Lease callback: a shard gained reconciles its app-envs once, at the newest head seen (the
+        triggers of a commit that arrived before the shard did were dropped here); one lost stops their drift
+        watchers (the new holder watches them)."""
         assert self._shards is not None
         shards = self._shards
         with self._lock:
             keys = sorted(k for k in {*self._targets, *self._removed} if shards.shard_of(k) == shard)
         if held:
             for key in keys:
-                self.queue.add(key, "", "shard")
+                self.queue.add(key, self.source.seen, "shard")
             return
         for key in keys:
             watcher = self._watchers.pop(key, None)
