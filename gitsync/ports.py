@@ -202,6 +202,11 @@ class GitReader(Protocol):
         """The branch's commit on the remote (``git ls-remote``), without fetching anything."""
         ...
 
+    def ledger_head(self) -> str:
+        """The ledger's notes ref on the remote as the last ``remote_head`` saw it ("" when none): it moves when
+        any agent records a release, which wakes the environments receiving from another agent's."""
+        ...
+
     def fetch(self) -> Commit:
         """Shallow-fetch the branch; the commit it points at (force-pushes included)."""
         ...

@@ -131,6 +131,8 @@ class LogSink:
                 health_reason=r.health.reason,
                 rollout=str(r.rollout.phase) if r.rollout is not None else "",
                 seconds=seconds,
+                started_at=round(r.started_at, 3),
+                finished_at=round(r.finished_at, 3),
             )
         elif r.kind is Kind.FAILED:
             event = "git.fetch_failed" if r.snapshot is None else "reconcile.failed"
@@ -418,7 +420,8 @@ class StatusSink:
                 return replace(first(s) if first is not None else s, promotion=line, updated_at=r.finished_at)
 
         if change is not None and r.target is not None:
-            self._history.set_status(r.key, r.namespace, change)
+            cluster, inner = r.target.cluster, change
+            self._history.set_status(r.key, r.namespace, lambda s: replace(inner(s), cluster=cluster))
 
     @staticmethod
     def _change(r: ReconcileResult) -> Callable[[Status], Status] | None:
