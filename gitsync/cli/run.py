@@ -176,8 +176,7 @@ def command(config_path: Path, log_format: str | None) -> None:
         return connected(name, target, watched(target))
 
     home = connected(HOME, cluster, home_cache)
-    clusters = Clusters(home, cluster, config.leader.namespace, config.clusters, connect_target
-    )
+    clusters = Clusters(home, cluster, config.leader.namespace, config.clusters, connect_target)
     agent = Agent(
         config,
         cluster,

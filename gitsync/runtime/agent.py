@@ -65,8 +65,8 @@ from gitsync.runtime.config import AgentConfig, Provider
 from gitsync.runtime.leader import LeaderElector
 from gitsync.runtime.plan_comments import PlanComments
 from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
-from gitsync.runtime.wakeups import Wakeups
 from gitsync.runtime.shards import ShardSet
+from gitsync.runtime.wakeups import Wakeups
 from gitsync.source import Source
 from gitsync.sync import ensure_namespace
 from renderers import RenderedApp, RenderError, load_environment, render_app

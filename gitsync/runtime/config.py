@@ -530,6 +530,8 @@ def _names(
     if unknown:
         raise r.fail(f"{path}.{key}", f"unknown event {unknown[0]!r} (known: {', '.join(vocabulary)})")
     return [vocabulary(v) for v in value]
+
+
 def _clusters(top: Mapping[str, Any], r: _Reader) -> dict[str, ClusterConfig]:
     """``clusters: {name: {kubeconfigFile: path} | {kubeconfigSecret: secret/key} | {home: true}}``."""
     out: dict[str, ClusterConfig] = {}
