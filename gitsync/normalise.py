@@ -124,11 +124,14 @@ def _value_hash(field_name: str, value: Any) -> str:
     return hmac.new(_MASK_KEY, raw, hashlib.sha256).hexdigest()[:12]
 
 
-def diff_text(ref: ObjectId, before: Json | None, after: Json | None) -> str:
-    """A ``kubectl diff``-style unified diff of two normalised objects, Secret values masked."""
+def diff_text(
+    ref: ObjectId, before: Json | None, after: Json | None, labels: tuple[str, str] = ("live", "desired")
+) -> str:
+    """A ``kubectl diff``-style unified diff of two normalised objects, Secret values masked. ``labels`` name the
+    two sides in the file headers (``gitsync plan`` compares two commits: ``base`` and ``head``)."""
     old = _yaml(mask_secret(before)) if before else []
     new = _yaml(mask_secret(after)) if after else []
-    return "".join(difflib.unified_diff(old, new, f"live/{ref}", f"desired/{ref}", n=3))
+    return "".join(difflib.unified_diff(old, new, f"{labels[0]}/{ref}", f"{labels[1]}/{ref}", n=3))
 
 
 def _yaml(obj: Json) -> list[str]:

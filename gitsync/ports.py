@@ -240,6 +240,15 @@ class HttpProbe(Protocol):
     def get(self, url: str, timeout: float) -> tuple[int, bytes]: ...
 
 
+class WebhookPoster(Protocol):
+    """One HTTP POST of a notification (``gitsync.adapters.webhook_post``): the status and the ``Retry-After``
+    header ("" when absent). Redirects are not followed (a 3xx is an answer). ``TransientError`` only when no
+    answer came (refused, timeout, DNS), with a message that never holds the URL (a Slack URL is a credential).
+    """
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> tuple[int, str]: ...
+
+
 class EnvironmentSettings(Protocol):
     @property
     def prune_allow_empty(self) -> bool: ...

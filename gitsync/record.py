@@ -6,6 +6,8 @@ because the status still says the revision was not applied, and history folds a 
 - ``MetricsSink``: the reconcile duration, result counter and last-success gauge (``gitsync.metrics``);
 - ``HistorySink``: the release history in the cluster (``gitsync.history``);
 - ``EventSink``: Kubernetes Events about the app-env (``gitsync.events``);
+- ``NotifySink``: notifications to the receivers of agent.yaml's ``notifications:`` (``gitsync.notify``), queued
+  for a background sender, never waited for;
 - ``StatusSink``: the app-env's status document (``gitsync.history.Status``).
 
 Which sinks a caller uses is its choice (the CLI records no metrics). A sink never raises for a best-effort record
@@ -27,6 +29,7 @@ from gitsync.history import History, Release, Result, Status, first_line
 from gitsync.ledger import AnalysisResult
 from gitsync.metrics import observe_reconcile
 from gitsync.model import ANNOTATION_PRUNE, HealthStatus, SyncAction, SyncState
+from gitsync.notify import Notifier, notices
 from gitsync.ports import StateStore
 from gitsync.promotion import PromotionAction, Promotions
 from gitsync.result import Kind, ReconcileResult
@@ -37,6 +40,7 @@ __all__ = [
     "LedgerSink",
     "LogSink",
     "MetricsSink",
+    "NotifySink",
     "Recorder",
     "Sink",
     "StatusSink",
@@ -65,13 +69,19 @@ class Recorder:
 
 
 def default_sinks(
-    history: History, events: Events, *, agent: bool = True, ledger: LedgerSink | None = None
+    history: History,
+    events: Events,
+    *,
+    agent: bool = True,
+    ledger: LedgerSink | None = None,
+    notifier: Notifier | None = None,
 ) -> tuple[Sink, ...]:
-    """The sinks of the agent (log lines, metrics, the Git ``ledger``) and of ``gitsync sync`` (none of those: a
-    one-shot command prints its own summary and errors, and a laptop writes no notes)."""
+    """The sinks of the agent (log lines, metrics, the Git ``ledger``, notifications) and of ``gitsync sync`` (none
+    of those: a one-shot command prints its own summary and errors, and a laptop writes no notes)."""
     head: tuple[Sink, ...] = (LogSink(), MetricsSink()) if agent else ()
     notes: tuple[Sink, ...] = (ledger,) if ledger is not None else ()
-    return (*head, HistorySink(history), *notes, EventSink(events), StatusSink(history))
+    notify: tuple[Sink, ...] = (NotifySink(notifier),) if notifier is not None else ()
+    return (*head, HistorySink(history), *notes, EventSink(events), *notify, StatusSink(history))
 
 
 def _removed_message(result: ReconcileResult) -> str:
@@ -100,7 +110,7 @@ def _kept_because(result: ReconcileResult) -> str:
 class LogSink:
     def write(self, r: ReconcileResult) -> None:
         seconds = r.seconds
-        if _repaired(r) and r.sync is not None:
+        if r.repaired and r.sync is not None:
             log.info("drift.healed", summary=r.sync.summary())
         if r.kind is Kind.RELEASE and r.health is not None:
             log.info(
@@ -128,14 +138,9 @@ class LogSink:
             log.info("reconcile.gone", reason="app-env no longer in the environment at this revision")
 
 
-def _repaired(r: ReconcileResult) -> bool:
-    """A drift trigger changed objects of a release already applied: self-heal took them back."""
-    return r.kind is Kind.RELEASE and r.changed and "drift" in r.reasons and not r.new_release
-
-
 class MetricsSink:
     def write(self, r: ReconcileResult) -> None:
-        if _repaired(r):
+        if r.repaired:
             n = r.counts()
             DRIFT_HEALED.labels(r.key.app, r.key.env).inc(
                 n.get(SyncAction.CREATED, 0) + n.get(SyncAction.CONFIGURED, 0)
@@ -240,7 +245,7 @@ class EventSink:
         recovered = before.result in _FAILURES
         if (r.new_release or recovered) and r.outcome is not Result.ROLLED_BACK:
             emit(Reason.SYNC_SUCCEEDED, f"synced {r.revision[:12]}: {r.sync.summary()}")
-        if _repaired(r):
+        if r.repaired:
             emit(Reason.DRIFT_DETECTED, f"repaired: {r.sync.summary()}")
         if health in (HealthStatus.DEGRADED, HealthStatus.MISSING) and before.health != health.value:
             emit(Reason.DEGRADED, r.health.reason or health.value)
@@ -248,6 +253,18 @@ class EventSink:
             emit(Reason.RECOVERED, f"healthy again at {r.revision[:12]}")
         if recovered:
             emit(Reason.RECOVERED, f"{r.revision[:12]} deployed after a failure")
+
+
+class NotifySink:
+    """Notifications (``gitsync.notify.notices``: the table from a result to notices). Before the status, so a
+    reconcile done again after a kill derives the same notices, which the outbox then knows as already claimed."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+
+    def write(self, r: ReconcileResult) -> None:
+        if r.target is not None and not r.dry_run:
+            self._notifier.record(r.key, r.namespace, notices(r))
 
 
 class LedgerSink:

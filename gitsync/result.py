@@ -129,6 +129,11 @@ class ReconcileResult:
         return any(n.get(a, 0) for a in (SyncAction.CREATED, SyncAction.CONFIGURED, SyncAction.DELETED))
 
     @property
+    def repaired(self) -> bool:
+        """A drift trigger changed objects of a release already applied: self-heal took them back."""
+        return self.kind is Kind.RELEASE and self.changed and "drift" in self.reasons and not self.new_release
+
+    @property
     def new_release(self) -> bool:
         """The revision or digest differs from what was applied before."""
         before = self.previous

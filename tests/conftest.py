@@ -30,7 +30,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-pytest_plugins = ["prometheus_fixture", "deploylab"]  # fixtures: prometheus, metrics; installed
+pytest_plugins = ["prometheus_fixture", "deploylab", "notifylab"]  # fixtures: prometheus, metrics; installed; receiving
 
 REPO = Path(__file__).resolve().parent.parent
 KUBELAB = REPO / "tools" / "kubelab" / "kubelab.py"

@@ -119,6 +119,13 @@ class LocalTrees:
             raise TerminalError(f"{self.repo}: git {args[0]} failed: {e}") from None
         return done.stdout.decode() if isinstance(done.stdout, bytes) else ""
 
+    def resolve(self, revision: str) -> str:
+        """The commit id ``revision`` (a branch, tag, ``HEAD~1``, a short id) names in this checkout."""
+        try:
+            return self._git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}").strip()
+        except TerminalError:
+            raise TerminalError(f"{self.repo}: {revision[:80]!r} is not a commit in this checkout") from None
+
     def __call__(self, sha: str) -> Path:
         if not _SHA.match(sha):
             raise TerminalError(f"{self.repo}: not a commit id: {sha[:80]!r}")

@@ -23,6 +23,7 @@ atexit.register(gc.freeze)
 COMMANDS: dict[str, str] = {
     # name: "module:attribute"
     "diff": "gitsync.cli.diff:command",
+    "plan": "gitsync.cli.plan:command",
     "render": "gitsync.cli.render:command",
     "sync": "gitsync.cli.sync:command",
     "status": "gitsync.cli.status:command",

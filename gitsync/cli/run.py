@@ -65,10 +65,12 @@ def command(config_path: Path, log_format: str | None) -> None:
     from gitsync.adapters.http_check import HttpClient
     from gitsync.adapters.prometheus import PrometheusClient
     from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.adapters.webhook_post import WebhookPost
     from gitsync.analysis.measure import Measurer
     from gitsync.cache import WatchCache
     from gitsync.cli.sync import connect
     from gitsync.events import EventSink
+    from gitsync.notify import Notifier, Outbox
     from gitsync.runtime import config as agent_config
     from gitsync.runtime.agent import Agent
     from gitsync.runtime.http import Endpoints, HttpServer
@@ -119,6 +121,7 @@ def command(config_path: Path, log_format: str | None) -> None:
         cache=cache,
         rollouts=rollouts,
         promotions=promotions(config, git, store),
+        notifier=Notifier(config.notifications, WebhookPost(), Outbox(store), clock) if config.notifications else None,
     )
     host, port = config.listen_host_port
     server = HttpServer(

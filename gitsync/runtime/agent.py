@@ -45,6 +45,7 @@ from gitsync.events import EventSink
 from gitsync.history import History, Result
 from gitsync.metrics import GIT_FETCH_SECONDS, GIT_POLLS, LEADER
 from gitsync.model import AppEnv, HealthStatus, Json, Manifest
+from gitsync.notify import Notifier
 from gitsync.ports import Clock, Cluster, GitReader, Rollouts, Snapshot, StateStore
 from gitsync.promotion import Promotions, topology
 from gitsync.reconcile import NoRollouts, Request, Stages, reconcile
@@ -57,6 +58,7 @@ from gitsync.runtime.wakeups import Wakeups
 from gitsync.source import Source
 from gitsync.sync import ensure_namespace
 from renderers import RenderedApp, RenderError, load_environment, render_app
+from renderers.cache import MemoryRenderCache
 
 __all__ = ["Agent", "AgentCluster"]
 
@@ -83,18 +85,23 @@ class Agent:
         rollouts: Rollouts | None = None,
         cache: WatchCache | None = None,
         promotions: Promotions | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         """``cache``: a watch-fed cache of managed objects; with it, plans read live objects from memory and a
         ``DriftWatcher`` per app-env notices edits within seconds (and enqueues a reconcile that heals them).
-        ``promotions``: the pin guard, the promote stage and the Git ledger (None: nothing is written to Git)."""
+        ``promotions``: the pin guard, the promote stage and the Git ledger (None: nothing is written to Git).
+        ``notifier``: sends the notifications of ``notifications:`` (started and stopped with the agent)."""
         self.config = config
         self._cluster = cluster
         self._store = store
         self._clock = clock
         self._elector = elector
+        self._notifier = notifier
         self._rollouts = rollouts or NoRollouts()
         self._cache = cache
         self._watchers: dict[AppEnv, DriftWatcher] = {}
+        self._renders = MemoryRenderCache()
+        """The newest render of each app-env: a reconcile whose inputs did not change renders nothing."""
         self.source = Source(git, on_fetch=GIT_FETCH_SECONDS.observe)
         self.queue = ReconcileQueue(clock)
         self._wakeups = Wakeups(self.queue.wake, cache, clock.now)
@@ -110,7 +117,12 @@ class Agent:
             clock=clock,
             status=history,
             recorder=Recorder(
-                default_sinks(history, events, ledger=LedgerSink(promotions, history, store) if promotions else None)
+                default_sinks(
+                    history,
+                    events,
+                    ledger=LedgerSink(promotions, history, store) if promotions else None,
+                    notifier=notifier,
+                )
             ),
             rollouts=self._rollouts,
             live=cache,
@@ -130,7 +142,6 @@ class Agent:
         self._namespaces: set[str] = set()
         """Namespaces known to exist (checked once per process)."""
         self._attempted: set[AppEnv] = set()
-        self._renders: dict[AppEnv, tuple[tuple[str, Path], RenderedApp]] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -159,6 +170,8 @@ class Agent:
             kwargs={"reason": "drift"},
         )
         self._scheduler.start()
+        if self._notifier is not None:
+            self._notifier.start()
         for n in range(self.config.workers):
             worker = threading.Thread(target=self._work, name=f"reconcile-{n}", daemon=True)
             worker.start()
@@ -187,6 +200,8 @@ class Agent:
             watcher.stop(timeout=1.0)
         if self._cache is not None:
             self._cache.stop()
+        if self._notifier is not None:
+            self._notifier.stop()
         if self._elector is not None:
             self._elector.stop()
         log.info("agent.stopped")
@@ -305,17 +320,17 @@ class Agent:
             return self._targets.get(key) or self._removed.get(key)
 
     def _render(self, path: Path, key: AppEnv, revision: str, trees: Callable[[str], Path]) -> RenderedApp:
-        """``Stages.render``: the namespaces the operator protects (agent.yaml) are refused. The last render of each
-        app-env is kept: a render is pure and a revision's snapshot never changes, so the reconciles that wait on a
-        rollout step or on workloads (a hundred milliseconds of Jinja each) do not render it again."""
-        held = self._renders.get(key)
-        if revision and held is not None and held[0] == (revision, path):
-            return held[1]
-        rendered = render_app(
-            path, key.env, key.app, revision=revision or None, trees=trees, protected=self.config.protected_namespaces
+        """``Stages.render``: the namespaces the operator protects (agent.yaml) are refused; an app-env whose
+        inputs did not change since its last render comes from the render cache."""
+        return render_app(
+            path,
+            key.env,
+            key.app,
+            revision=revision or None,
+            trees=trees,
+            protected=self.config.protected_namespaces,
+            cache=self._renders,
         )
-        self._renders[key] = ((revision, path), rendered)
-        return rendered
 
     def _ensure_namespace(self, namespace: str) -> None:
         """Create the environment's namespace once if it is missing (status and objects live there)."""

@@ -17,6 +17,9 @@ Example::
       - {name: prod, apps: [podinfo]}
     pollInterval: 30s
     webhooks: {github: {secretFile: /etc/gitsync/webhook-secret}}
+    notifications:                    # docs/notifications.md
+      - {name: ops, url: https://hooks.example.com/gitsync, secretFile: /etc/gitsync/notify-key}
+      - {name: team, format: slack, urlFile: /etc/gitsync/slack-url, events: [sync-failed, rollout-aborted]}
     listen: 0.0.0.0:8080
     selfHeal: true
     prune: true
@@ -36,6 +39,7 @@ import yaml
 
 from gitsync.errors import TerminalError
 from gitsync.model import parse_duration
+from gitsync.notify import Format, Notice, Receiver
 from gitsync.ports import GitAuth, VerifyConfig, VerifyMode
 from renderers.environment import SYSTEM_NAMESPACES
 
@@ -50,6 +54,8 @@ class Provider(StrEnum):
     GITHUB = "github"
     GITLAB = "gitlab"
     GITEA = "gitea"
+    BITBUCKET = "bitbucket"
+    """Bitbucket Cloud and Bitbucket Data Center (Server) alike (``gitsync.runtime.bitbucket``)."""
     GENERIC = "generic"
 
 
@@ -120,6 +126,8 @@ class AgentConfig:
     workers: int = 4
     leader: LeaderElection = field(default_factory=LeaderElection)
     log_format: str = "auto"
+    notifications: tuple[Receiver, ...] = ()
+    """Where notifications go (``gitsync.notify``); the URLs of Slack receivers and every key are file paths."""
     allow_protected_namespaces: tuple[str, ...] = ()
     """Protected namespaces (the cluster's own, and the agent's) that environments may deploy to nevertheless.
     Only the operator sets this, never the repository; the RBAC must grant them too (deploy/cluster-wide)."""
@@ -246,6 +254,7 @@ _TOP = {
     "leaderElection",
     "logFormat",
     "allowProtectedNamespaces",
+    "notifications",
 }
 
 
@@ -360,7 +369,68 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
         leader=leader,
         log_format=log_format,
         allow_protected_namespaces=tuple(allow_protected),
+        notifications=_receivers(top.get("notifications"), r),
     )
+
+
+def _receivers(raw: object, r: _Reader) -> tuple[Receiver, ...]:
+    """``notifications:``, a list of receivers. A Slack URL is a credential, so it only comes from ``urlFile``;
+    a generic receiver is always signed (``secretFile``)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise r.fail("notifications", "expected a list of receivers")
+    receivers: list[Receiver] = []
+    for index, item in enumerate(raw):
+        path = f"notifications.{index}"
+        entry = r.mapping(item, path)
+        r.check_keys(entry, path, {"name", "url", "urlFile", "format", "secretFile", "events", "envs", "apps"})
+        name = r.string(entry, "name", path)
+        if name in {x.name for x in receivers}:
+            raise r.fail(f"{path}.name", f"{name!r} is used by another receiver")
+        try:
+            kind = Format(r.string(entry, "format", path, Format.GENERIC.value))
+        except ValueError:
+            raise r.fail(f"{path}.format", f"expected one of {', '.join(Format)}") from None
+        url = r.string(entry, "url", path, "")
+        url_file = r.opt_path(entry, "urlFile", path)
+        if bool(url) == (url_file is not None):
+            raise r.fail(path, "set url or urlFile (one of them)")
+        if url and kind is Format.SLACK:
+            raise r.fail(f"{path}.url", "a Slack webhook URL is a credential: put it in a file and set urlFile")
+        if url and (not re.fullmatch(r"https?://[^\s@/]+(/\S*)?", url)):
+            raise r.fail(f"{path}.url", "expected an http(s) URL without credentials")
+        secret_file = r.opt_path(entry, "secretFile", path)
+        if kind is Format.GENERIC and secret_file is None:
+            raise r.fail(path, "a generic receiver needs secretFile (its HMAC-SHA256 signing key)")
+        receivers.append(
+            Receiver(
+                name=name,
+                format=kind,
+                url=url,
+                url_file=url_file,
+                secret_file=secret_file,
+                events=frozenset(_names(entry, "events", path, r, Notice)),
+                envs=frozenset(_names(entry, "envs", path, r)),
+                apps=frozenset(_names(entry, "apps", path, r)),
+            )
+        )
+    return tuple(receivers)
+
+
+def _names(
+    entry: Mapping[str, Any], key: str, path: str, r: _Reader, vocabulary: type[Notice] | None = None
+) -> list[Any]:
+    """A filter: a list of names (empty or absent: everything), each one of ``vocabulary`` when given."""
+    value = entry.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise r.fail(f"{path}.{key}", "expected a list of names")
+    if vocabulary is None:
+        return value
+    unknown = [v for v in value if v not in {e.value for e in vocabulary}]
+    if unknown:
+        raise r.fail(f"{path}.{key}", f"unknown event {unknown[0]!r} (known: {', '.join(vocabulary)})")
+    return [vocabulary(v) for v in value]
 
 
 # Environment overrides: variable -> dotted YAML path. Applied to the document before parsing,

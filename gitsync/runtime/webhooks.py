@@ -1,4 +1,4 @@
-"""Webhook verification and push parsing for GitHub, GitLab, Gitea/Forgejo and a generic HMAC sender.
+"""Webhook verification and push parsing for GitHub, GitLab, Gitea/Forgejo, Bitbucket and a generic HMAC sender.
 
 Contract: pure, no I/O. Signatures are checked over the raw body bytes with ``hmac.compare_digest`` (constant
 time), before the body is parsed at all. What each provider sends:
@@ -6,6 +6,8 @@ time), before the body is parsed at all. What each provider sends:
 - GitHub: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, body)>``, event in ``X-GitHub-Event``;
 - GitLab: ``X-Gitlab-Token: <the shared secret>`` (no signature), event in ``X-Gitlab-Event`` (``Push Hook``);
 - Gitea / Forgejo: ``X-Gitea-Signature`` or ``X-Forgejo-Signature: <hex HMAC-SHA256>``, event in ``X-Gitea-Event``;
+- Bitbucket Cloud and Data Center: ``X-Hub-Signature: sha256=<hex HMAC-SHA256>``, event in ``X-Event-Key``
+  (``repo:push``, ``repo:refs_changed``), their own push payloads (``gitsync.runtime.bitbucket``);
 - generic: ``X-Gitsync-Signature: sha256=<hex HMAC-SHA256>``; the body may name ``ref`` and ``after`` or be empty
   (then it means "look at the watched branch now": the agent runs its poll at once, ``Agent.on_push``).
 """
@@ -20,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gitsync.runtime import bitbucket
 from gitsync.runtime.config import Provider
 
 MAX_BODY = 1024 * 1024
@@ -62,6 +65,10 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return ""
 
 
+_SIGNATURE_HEADERS = {Provider.GITHUB: "X-Hub-Signature-256", Provider.BITBUCKET: bitbucket.SIGNATURE_HEADER}
+"""The ``sha256=<hex>`` headers; the generic sender's is ``X-Gitsync-Signature``."""
+
+
 def verify(provider: Provider, headers: Mapping[str, str], body: bytes, secret: bytes) -> bool:
     """True when the delivery carries a valid signature (or token) for ``secret``; False otherwise."""
     if not secret:
@@ -72,7 +79,7 @@ def verify(provider: Provider, headers: Mapping[str, str], body: bytes, secret: 
     if provider is Provider.GITEA:
         given = _header(headers, "X-Gitea-Signature") or _header(headers, "X-Forgejo-Signature")
     else:
-        header = "X-Hub-Signature-256" if provider is Provider.GITHUB else "X-Gitsync-Signature"
+        header = _SIGNATURE_HEADERS.get(provider, "X-Gitsync-Signature")
         prefix, _, given = _header(headers, header).partition("=")
         if prefix != "sha256":
             return False
@@ -86,6 +93,9 @@ def _event(provider: Provider, headers: Mapping[str, str]) -> str:
         return {"Push Hook": "push", "System Hook": "push"}.get(_header(headers, "X-Gitlab-Event"), "other")
     if provider is Provider.GITEA:
         return _header(headers, "X-Gitea-Event") or _header(headers, "X-Forgejo-Event")
+    if provider is Provider.BITBUCKET:
+        event = _header(headers, bitbucket.EVENT_HEADER)
+        return "push" if event in bitbucket.PUSH_EVENTS else event
     return "push"
 
 
@@ -93,6 +103,7 @@ _DELIVERY_HEADERS = {
     Provider.GITHUB: ("X-GitHub-Delivery",),
     Provider.GITLAB: ("X-Gitlab-Event-UUID", "Idempotency-Key"),
     Provider.GITEA: ("X-Gitea-Delivery", "X-Forgejo-Delivery"),
+    Provider.BITBUCKET: bitbucket.DELIVERY_HEADERS,
     Provider.GENERIC: ("X-Gitsync-Delivery",),
 }
 
@@ -127,13 +138,22 @@ def handle(provider: Provider, headers: Mapping[str, str], body: bytes, secret: 
         return Delivery(Verdict.BAD_REQUEST, detail="body is not JSON")
     if not isinstance(payload, dict):
         return Delivery(Verdict.BAD_REQUEST, detail="body is not a JSON object")
+    if provider is Provider.BITBUCKET:
+        head = bitbucket.branch_head(payload, branch)
+        if head is None:
+            return Delivery(Verdict.IGNORED, detail=f"push does not move refs/heads/{branch}")
+        return Delivery(Verdict.ACCEPTED, revision=_trusted(head))
     ref = payload.get("ref")
     if provider is Provider.GENERIC and ref is None:
         ref = f"refs/heads/{branch}"
     if ref != f"refs/heads/{branch}":
         return Delivery(Verdict.IGNORED, detail=f"push to {str(ref)[:200]!r}, watching refs/heads/{branch}")
-    after = payload.get("after") or payload.get("checkout_sha") or ""
-    if not isinstance(after, str) or (after and not _SHA.match(after)) or after == _ZERO:
-        # A branch deletion (all-zero sha) or garbage: still look at the branch, but trust no revision from it.
-        after = ""
-    return Delivery(Verdict.ACCEPTED, revision=after)
+    return Delivery(Verdict.ACCEPTED, revision=_trusted(payload.get("after") or payload.get("checkout_sha") or ""))
+
+
+def _trusted(revision: object) -> str:
+    """``revision`` when it is a commit id; "" for a branch deletion (all-zero sha) or garbage: the agent still
+    looks at the branch, but trusts no revision from the body."""
+    if not isinstance(revision, str) or not _SHA.match(revision) or revision == _ZERO:
+        return ""
+    return revision

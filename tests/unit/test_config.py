@@ -77,7 +77,7 @@ def test_environment_overrides_win(tmp_path: Path) -> None:
         ),
         (FULL.replace("  url: https://git.example.com/org/deploy.git\n", ""), "agent.yaml:1: url: required"),
         (FULL.replace("selfHeal: false", "selfHeal: maybe"), "agent.yaml:13: selfHeal: expected true or false"),
-        (FULL.replace("  github:", "  bitbucket:"), "agent.yaml:11: bitbucket: unknown provider"),
+        (FULL.replace("  github:", "  gogs:"), "agent.yaml:11: gogs: unknown provider"),
         (FULL.replace("historyLimit: 2000", "historyLimt: 2000"), "agent.yaml:14: historyLimt: unknown field"),
         (FULL.replace("branch: main", "branch: --upload-pack=evil"), "agent.yaml:3: branch: not a valid branch name"),
         (FULL.replace("listen: 127.0.0.1:9000", "listen: nine"), "agent.yaml:12: listen: expected host:port"),

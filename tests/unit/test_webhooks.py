@@ -15,7 +15,10 @@ SECRET = b"s3cret"
 SHA = "a" * 40
 
 
-def push(ref: str = "refs/heads/main", after: str = SHA) -> bytes:
+def push(ref: str = "refs/heads/main", after: str = SHA, provider: Provider = Provider.GITHUB) -> bytes:
+    if provider is Provider.BITBUCKET:  # Bitbucket Cloud's shape; both of Atlassian's: test_webhooks_bitbucket.py
+        branch = {"type": "branch", "name": ref.removeprefix("refs/heads/"), "target": {"hash": after}}
+        return json.dumps({"push": {"changes": [{"new": branch}]}}).encode()
     return json.dumps({"ref": ref, "after": after}).encode()
 
 
@@ -25,13 +28,14 @@ def signed(provider: Provider, body: bytes, secret: bytes = SECRET) -> dict[str,
         Provider.GITHUB: {"X-Hub-Signature-256": f"sha256={mac}", "X-GitHub-Event": "push"},
         Provider.GITLAB: {"X-Gitlab-Token": secret.decode(), "X-Gitlab-Event": "Push Hook"},
         Provider.GITEA: {"X-Gitea-Signature": mac, "X-Gitea-Event": "push"},
+        Provider.BITBUCKET: {"X-Hub-Signature": f"sha256={mac}", "X-Event-Key": "repo:push"},
         Provider.GENERIC: {"X-Gitsync-Signature": f"sha256={mac}"},
     }[provider]
 
 
 @pytest.mark.parametrize("provider", list(Provider))
 def test_valid_push_for_the_branch_is_accepted_with_its_revision(provider: Provider) -> None:
-    body = push()
+    body = push(provider=provider)
     delivery = handle(provider, signed(provider, body), body, SECRET, "main")
     assert (delivery.verdict, delivery.revision) == (Verdict.ACCEPTED, SHA)
 
@@ -47,11 +51,11 @@ BAD_SIGNATURES = [
 
 @pytest.mark.parametrize(("provider", "case"), BAD_SIGNATURES)
 def test_bad_or_missing_signature_is_unauthorized(provider: Provider, case: str) -> None:
-    body = push()
+    body = push(provider=provider)
     headers = {
         "wrong-secret": signed(provider, body, b"other"),
         "missing": {},
-        "tampered-body": signed(provider, push(after="b" * 40)),
+        "tampered-body": signed(provider, push(after="b" * 40, provider=provider)),
     }[case]
     assert handle(provider, headers, body, SECRET, "main").verdict is Verdict.UNAUTHORIZED
 
