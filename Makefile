@@ -1,5 +1,7 @@
 # The targets a newcomer and CI use. `make test` is exactly what .ci/run runs after installing system packages.
 PYTHON ?= python3
+# Playwright (a dev dependency for tests/browser) drives the system Chromium; it must never fetch a browser.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

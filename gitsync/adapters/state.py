@@ -21,7 +21,7 @@ from gitsync.errors import CorruptStateError, StaleError
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId
 from gitsync.ports import LiveReader
 
-__all__ = ["LABEL_STATE", "ConfigMapStateStore"]
+__all__ = ["LABEL_STATE", "ConfigMapStateStore", "document"]
 
 LABEL_STATE = "gitsync.dev/state"
 
@@ -32,6 +32,23 @@ def corrupt(ref: ObjectId, problem: str) -> CorruptStateError:
         f"{ref}: {problem}; reset it with `kubectl -n {ref.namespace} delete configmap {ref.name}` "
         "(the next sync writes it afresh)"
     )
+
+
+def document(live: Json | None, part: str) -> tuple[Json, str]:
+    """The ``part`` document a state ConfigMap holds and its resourceVersion (``({}, "")`` for none): what
+    ``load`` returns, also for a ConfigMap taken from a list (the dashboard reads every app-env in one list)."""
+    if live is None:
+        return {}, ""
+    meta = live["metadata"]
+    ref = ObjectId("", "ConfigMap", str(meta.get("namespace", "")), str(meta.get("name", "")))
+    raw = (live.get("data") or {}).get(f"{part}.json") or "{}"
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise corrupt(ref, f"{part}.json is not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise corrupt(ref, f"{part}.json is not a JSON object")
+    return data, str(meta["resourceVersion"])
 
 
 class ConfigMapStateStore:
@@ -49,17 +66,7 @@ class ConfigMapStateStore:
         ref = self.ref(key, namespace, part)
         reader: LiveReader = self._cluster if self._live is None or ref in self._stale else self._live
         self._stale.discard(ref)
-        live = reader.get(ref)
-        if live is None:
-            return {}, ""
-        raw = (live.get("data") or {}).get(f"{part}.json") or "{}"
-        try:
-            data = json.loads(raw)
-        except ValueError as e:
-            raise corrupt(ref, f"{part}.json is not JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise corrupt(ref, f"{part}.json is not a JSON object")
-        return data, str(live["metadata"]["resourceVersion"])
+        return document(reader.get(ref), part)
 
     def save(self, key: AppEnv, namespace: str, part: str, data: Json, version: str) -> str:
         ref = self.ref(key, namespace, part)

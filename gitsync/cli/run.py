@@ -21,8 +21,11 @@ from gitsync.errors import GitsyncError
 
 if TYPE_CHECKING:
     from gitsync.adapters.git import GitRepository
+    from gitsync.adapters.kube import KubeCluster
+    from gitsync.dashboard.server import DashboardServer
     from gitsync.ports import StateStore
     from gitsync.promotion import Promotions
+    from gitsync.runtime.agent import Agent
     from gitsync.runtime.config import AgentConfig
 
 
@@ -47,6 +50,27 @@ def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Pr
         branch=config.repo.branch,
         agent=config.leader.identity or socket.gethostname(),
     )
+
+
+def dashboard(config: AgentConfig, cluster: KubeCluster, git: GitRepository, agent: Agent) -> DashboardServer:
+    """The read-only dashboard on ``dashboard.listen``: the agent's view of the cluster and the Git ledger, shown
+    only to bearers of a token allowed to read the state ConfigMaps (``gitsync.dashboard.access``)."""
+    from gitsync.adapters.notes import NotesLedger
+    from gitsync.dashboard.access import TokenAccess
+    from gitsync.dashboard.read import Board, LedgerRows, Renders
+    from gitsync.dashboard.server import DashboardServer, Site
+    from gitsync.dashboard.view import Forge
+
+    board = Board(
+        cluster,
+        env_order=[e.name for e in config.environments],
+        ledger=LedgerRows(NotesLedger(git.cache, config.repo.url), git.cache),
+        renders=Renders(git.snapshot),
+        scope=agent.namespaces,
+    )
+    host, _, port = config.dashboard_listen.rpartition(":")
+    site = Site("<your clone>", Forge.of(config.repo.url), "served by the agent")
+    return DashboardServer(host or "0.0.0.0", int(port), board, site, TokenAccess(cluster, board.namespaces))  # noqa: S104
 
 
 @click.command("run")
@@ -135,6 +159,8 @@ def command(config_path: Path, log_format: str | None) -> None:
         ),
     )
 
+    board = dashboard(config, cluster, git, agent) if config.dashboard_listen else None
+
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -145,6 +171,9 @@ def command(config_path: Path, log_format: str | None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     log.info("http.listening", address=f"{host}:{server.port}")
+    if board is not None:
+        board.start()
+        log.info("dashboard.listening", address=config.dashboard_listen.rpartition(":")[0] + f":{board.port}")
     agent.start()
     try:
         while not stop.wait(1.0):
@@ -152,4 +181,6 @@ def command(config_path: Path, log_format: str | None) -> None:
     finally:
         agent.stop()
         server.stop()
+        if board is not None:
+            board.stop()
     sys.exit(0)

@@ -340,6 +340,11 @@ class Agent:
 
     # -- readiness ---------------------------------------------------------------------------------------------
 
+    def namespaces(self) -> frozenset[str]:
+        """Where the app-envs of the configured environments live (their state included), as last discovered."""
+        with self._lock:
+            return frozenset(target.namespace for target in (*self._targets.values(), *self._removed.values()))
+
     def ready(self) -> tuple[bool, str]:
         if self._elector is not None and not self._elector.is_leader:
             holder = self._elector.holder or "nobody yet"

@@ -23,6 +23,7 @@ Example::
     listen: 0.0.0.0:8080
     selfHeal: true
     prune: true
+    dashboard: {listen: 0.0.0.0:3100}   # optional: the read-only dashboard, bearer tokens required
 """
 
 from __future__ import annotations
@@ -128,6 +129,9 @@ class AgentConfig:
     log_format: str = "auto"
     notifications: tuple[Receiver, ...] = ()
     """Where notifications go (``gitsync.notify``); the URLs of Slack receivers and every key are file paths."""
+    dashboard_listen: str = ""
+    """``dashboard: {listen: host:port}``: serve the read-only dashboard there, behind bearer tokens reviewed by
+    the API server (``gitsync.dashboard.access``); empty: no dashboard."""
     allow_protected_namespaces: tuple[str, ...] = ()
     """Protected namespaces (the cluster's own, and the agent's) that environments may deploy to nevertheless.
     Only the operator sets this, never the repository; the RBAC must grant them too (deploy/cluster-wide)."""
@@ -255,6 +259,7 @@ _TOP = {
     "logFormat",
     "allowProtectedNamespaces",
     "notifications",
+    "dashboard",
 }
 
 
@@ -348,6 +353,12 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
     allow_protected = top.get("allowProtectedNamespaces") or []
     if not isinstance(allow_protected, list) or not all(isinstance(n, str) and n for n in allow_protected):
         raise r.fail("allowProtectedNamespaces", "expected a list of namespace names")
+    dashboard = r.mapping(top.get("dashboard"), "dashboard")
+    r.check_keys(dashboard, "dashboard", {"listen"})
+    dashboard_on = top.get("dashboard") is not None
+    dashboard_listen = r.string(dashboard, "listen", "dashboard", "0.0.0.0:3100") if dashboard_on else ""
+    if dashboard_listen and not re.fullmatch(r"[^\s:]*:\d{1,5}", dashboard_listen):
+        raise r.fail("dashboard.listen", "expected host:port like 0.0.0.0:3100")
     log_format = r.string(top, "logFormat", "", "auto")
     if log_format not in ("auto", "json", "console"):
         raise r.fail("logFormat", "expected auto, json or console")
@@ -370,6 +381,7 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
         log_format=log_format,
         allow_protected_namespaces=tuple(allow_protected),
         notifications=_receivers(top.get("notifications"), r),
+        dashboard_listen=dashboard_listen,
     )
 
 
