@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check deps kubelab image venv clean-kubelab
+.PHONY: demo test check deps kubelab gitea image venv clean-kubelab
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ deps:
 kubelab: venv
 	$(PY) tools/kubelab/kubelab.py build
 
+# Gitea from the Go module proxy (CGO, SQLite), for the forge tests; cached under ~/.cache/gitsync/gitea.
+gitea: venv
+	$(PY) tools/gitea/gitea.py build
+
 # The agent image (deploy/Dockerfile) built with podman from a local Debian base; cached per tree, prints its size.
 image: deps venv
 	$(PY) tools/image/image.py build
@@ -30,7 +34,7 @@ image: deps venv
 demo: deps venv kubelab
 	$(PY) tools/demo.py
 
-test: deps venv kubelab image
+test: deps venv kubelab gitea image
 	$(VENV)/bin/pytest
 
 check: venv

@@ -69,6 +69,8 @@ class Status:
     updated_at: float = 0.0
     promotion: str = ""
     """What the promote stage last did, one line (a receiving environment): soaking, promoted, rolled back."""
+    cluster: str = ""
+    """The named cluster the environment is applied to; "": the agent's home cluster."""
 
     def to_json(self) -> Json:
         return {_camel(k): v for k, v in asdict(self).items()}

@@ -202,6 +202,11 @@ class GitReader(Protocol):
         """The branch's commit on the remote (``git ls-remote``), without fetching anything."""
         ...
 
+    def ledger_head(self) -> str:
+        """The ledger's notes ref on the remote as the last ``remote_head`` saw it ("" when none): it moves when
+        any agent records a release, which wakes the environments receiving from another agent's."""
+        ...
+
     def fetch(self) -> Commit:
         """Shallow-fetch the branch; the commit it points at (force-pushes included)."""
         ...
@@ -397,3 +402,62 @@ class CommitInfo:
     committed_at: float
     message: str
     trailers: tuple[tuple[str, str], ...]
+
+
+class ForgeKind(StrEnum):
+    """The forge APIs ``gitsync.adapters.forge`` speaks (Forgejo speaks Gitea's)."""
+
+    GITHUB = "github"
+    GITEA = "gitea"
+    GITLAB = "gitlab"
+
+
+class CommitState(StrEnum):
+    """A commit status's state, as GitHub and Gitea name them (GitLab's names are mapped by the adapter)."""
+
+    PENDING = "pending"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitStatus:
+    """One status on a commit, e.g. context ``gitsync/staging/podinfo``, state ``pending``, description
+    ``canary step 2/4: setWeight 50``. A forge keeps the newest status per (commit, context)."""
+
+    sha: str
+    context: str
+    state: CommitState
+    description: str
+    target_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequest:
+    """An open pull (merge) request: its number on the forge, its web page, and its branches."""
+
+    number: int
+    url: str
+    head: str
+    base: str
+
+
+class Forge(Protocol):
+    """The forge's REST API as gitsync uses it (``gitsync.adapters.forge``: GitHub, Gitea/Forgejo, GitLab).
+
+    Every call is idempotent, so a retry or a repeated reconcile changes nothing twice. Errors: ``TransientError``
+    (unreachable, 5xx, rate limited after the bounded retries), ``TerminalError`` (refused: bad token, no access,
+    no such repository), each naming the forge, the call and the status, never the token.
+    """
+
+    def set_status(self, status: CommitStatus) -> None: ...
+
+    def upsert_comment(self, number: int, marker: str, body: str) -> str:
+        """The one comment of pull request ``number`` that holds ``marker`` (a hidden HTML comment) gets ``body``
+        (created when there is none); returns its URL."""
+        ...
+
+    def open_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
+        """Opens the pull request of ``head`` into ``base``, or updates the title and body of the open one."""
+        ...

@@ -355,7 +355,10 @@ class _Line:
             error_class = synced.retry or Retry.TERMINAL
             return self.result(Kind.FAILED, outcome=Result.FAILED, sync=synced, error=message, error_class=error_class)
         t0 = time.monotonic()
-        health = self._verify(rendered, step)
+        try:
+            health = self._verify(rendered, step)
+        except GitsyncError as e:  # the cluster went away after the sync (a target cluster down): say so, retry
+            return self.failed(Result.FAILED, e, sync=synced)
         self._timed(Stage.VERIFY, t0)
         return self._promote(self._verified(synced, health, step), target, previous)
 

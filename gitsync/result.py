@@ -70,6 +70,8 @@ class Target:
     """A receiving environment (``promotion:`` in its env.yaml): where its releases are promoted from."""
     promoted_paths: tuple[str, ...] = ()
     """The value paths receiving environments take from this one: they identify a release in the ledger."""
+    cluster: str = ""
+    """The named cluster the environment is applied to (``gitsync.runtime.clusters``); "": the agent's own."""
 
 
 @dataclass(frozen=True, slots=True)

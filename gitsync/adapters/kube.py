@@ -98,8 +98,11 @@ class KubeCluster:
         context: str | None = None,
         pool_size: int = 32,
         timeout: float = 30.0,
+        name: str = "",
     ) -> None:
         """``kubeconfig`` None means the in-cluster service account, or ``$KUBECONFIG``/``~/.kube/config`` outside.
+
+        ``name``: the cluster's name in the agent's ``clusters``, put in front of the server in errors.
 
         ``pool_size`` must cover the apply concurrency plus the watches the agent keeps open, or requests queue
         behind each other on a connection.
@@ -109,6 +112,7 @@ class KubeCluster:
         if connection is None:
             connection = client_connection(kubeconfig, context, pool_size, in_cluster)
         self._connection = connection
+        self.name = name
         self._timeout = timeout
         self._resources: dict[tuple[str, str], Resource] = {}
         self._discovered_at = float("-inf")
@@ -182,7 +186,7 @@ class KubeCluster:
             )
         except urllib3.exceptions.HTTPError as e:
             # The server is named: a TLS error (wrong CA) says nothing about where it went.
-            host = self._connection.host
+            host = f"cluster {self.name} at {self._connection.host}" if self.name else self._connection.host
             text = f"{subject}: {method} {host} failed: {type(e).__name__}: {e}"
             if isinstance(e, urllib3.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(e):
                 raise UntrustedServerError(text) from e
