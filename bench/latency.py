@@ -30,9 +30,11 @@ from agentlab import Agents, Upstream, configmap_value, settled, wait_for  # noq
 from kubernetes import client, config  # noqa: E402
 
 
-def start_lab(state: Path) -> Path:
+def start_lab(state: Path, *apiserver_args: str) -> Path:
+    """Starts a private kubelab in ``state`` (extra kube-apiserver flags given as ``--flag=value``); its kubeconfig."""
+    extra = [f"--apiserver-arg={arg}" for arg in apiserver_args]
     up = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "kubelab" / "kubelab.py"), "up", "--state-dir", str(state)],
+        [sys.executable, str(ROOT / "tools" / "kubelab" / "kubelab.py"), "up", "--state-dir", str(state), *extra],
         capture_output=True,
         text=True,
         timeout=300,

@@ -4,6 +4,8 @@
     kubelab.py build                  compile the upstream binaries (skipped when the cached build is complete)
     kubelab.py up --state-dir DIR     start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok,
                                       create fake Nodes; the last line of stdout is the admin kubeconfig path
+        [--apiserver-arg=--FLAG=VALUE]  extra kube-apiserver flags, repeatable (bench/rollout.py turns on the
+                                      audit log with them)
     kubelab.py down --state-dir DIR   stop every process `up` started, by recorded PID
     kubelab.py status --state-dir DIR which components run, their memory, and whether /readyz answers
 
@@ -579,7 +581,9 @@ class Launcher:
                 process.wait(timeout=5)
 
 
-def components(state: State, bin_dir: Path, etcd_port: int, peer_port: int, api_port: int) -> dict[str, Component]:
+def components(
+    state: State, bin_dir: Path, etcd_port: int, peer_port: int, api_port: int, apiserver_args: Sequence[str] = ()
+) -> dict[str, Component]:
     pki = state.pki
     etcd_url, peer_url = f"http://127.0.0.1:{etcd_port}", f"http://127.0.0.1:{peer_port}"
     return {
@@ -618,6 +622,7 @@ def components(state: State, bin_dir: Path, etcd_port: int, peer_port: int, api_
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
                 "--profiling=false",
+                *apiserver_args,
             ),
         ),
         "kube-controller-manager": Component(
@@ -689,9 +694,10 @@ def condition(obj: Any, kind: str) -> str | None:
     return None
 
 
-def up(state: State, timeout: float) -> Path:
+def up(state: State, timeout: float, apiserver_args: Sequence[str] = ()) -> Path:
     """Starts the cluster and returns the admin kubeconfig once a probe pod has been scheduled and turned Ready,
-    which proves every component works, not just that it runs."""
+    which proves every component works, not just that it runs. ``apiserver_args`` go after kube-apiserver's own
+    flags (a later flag wins)."""
     running = [name for name in BINARIES if running_pid(state, name)]
     if running:
         raise KubelabError(f"{state.root}: already running ({', '.join(running)}); run `down` first")
@@ -706,7 +712,7 @@ def up(state: State, timeout: float) -> Path:
     write_kubeconfig(state.kubeconfig, server, state.pki, "admin")
     for identity in IDENTITIES[1:]:
         write_kubeconfig(state.component_kubeconfig(identity.name), server, state.pki, identity.name)
-    plan = components(state, bin_dir, etcd_port, peer_port, api_port)
+    plan = components(state, bin_dir, etcd_port, peer_port, api_port, apiserver_args)
     api = Api(server, state.pki)
     launcher = Launcher(state)
     try:
@@ -817,6 +823,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--state-dir", type=Path, required=True, help="certificates, etcd data, logs and PIDs")
         if name in ("up", "down"):
             sub.add_argument("--timeout", type=float, default=120.0 if name == "up" else 15.0, help="seconds per wait")
+        if name == "up":
+            sub.add_argument(
+                "--apiserver-arg",
+                action="append",
+                default=[],
+                metavar="--FLAG=VALUE",
+                help="an extra kube-apiserver flag (repeatable), e.g. --apiserver-arg=--audit-log-path=FILE",
+            )
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
@@ -824,7 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         state = State(args.state_dir.resolve())
         if args.command == "up":
-            print(up(state, args.timeout))
+            print(up(state, args.timeout, args.apiserver_arg))
             return 0
         if args.command == "down":
             down(state, args.timeout)
