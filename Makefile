@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check deps kubelab image venv clean-kubelab
+.PHONY: demo test check deps kubelab image venv clean-kubelab flux
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ deps:
 
 kubelab: venv
 	$(PY) tools/kubelab/kubelab.py build
+
+# Flux's source- and kustomize-controller for bench/flux.py (not for the tests), cached like kubelab.
+flux: venv
+	$(PY) bench/flux.py --build-only
 
 # The agent image (deploy/Dockerfile) built with podman from a local Debian base; cached per tree, prints its size.
 image: deps venv

@@ -2,13 +2,13 @@
 """Flux benchmark: gitsync against Flux's source- and kustomize-controller on the same 1,000 objects, in one run.
 
     .venv/bin/python bench/flux.py             build Flux first if it is not in the cache (minutes, once), then run
-    .venv/bin/python bench/flux.py --build-only
+    .venv/bin/python bench/flux.py --build-only    (what `make flux` runs)
 
 Method: ../shared/research/flux-vs-gitsync.md; the rows of issue #19. Flux v1.9.6 (v1.10.x needs go >= 1.27) is
 built from its Go modules into ~/.cache/gitsync/flux/<stamp> (stamp = version, go.mod edits, recipe, `go version`),
 CGO off, GOTOOLCHAIN=local, with fluxcd/pkg/artifact v0.18.3 -> v0.18.0 in source-controller (the module proxy
-refuses the v0.18.3 zip). Both controllers run as local processes with the admin kubeconfig and their defaults,
-leader election off.
+refuses the v0.18.3 zip) and each controller's published `api` module in place of its `./api` replace. Both
+controllers run as local processes with the admin kubeconfig and their defaults, leader election off.
 
 One private kubelab (state in --state-dir, stopped after) runs with the apiserver's audit log on; requests are
 counted per user agent (gitsync/..., source-controller/..., kustomize-controller/...) as distinct audit IDs received
