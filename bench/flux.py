@@ -275,6 +275,7 @@ class Flux:
             extensions.create_custom_resource_definition(yaml.safe_load(crd.read_text()))
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "RUNTIME_NAMESPACE": FLUX_NAMESPACE}
         storage = f"127.0.0.1:{free_port()}"
+        (logs / "storage").mkdir()
         flags = {
             "source-controller": [
                 f"--storage-path={logs / 'storage'}",
