@@ -655,6 +655,7 @@ def main() -> int:
     if args.build_only:
         print(target)
         return 0
+    shutil.rmtree(args.state_dir, ignore_errors=True)  # a fresh cluster: kubelab keeps etcd's data in the state
     with tempfile.TemporaryDirectory(prefix="gitsync-bench-flux-") as tmp, lab(args.state_dir) as (kubeconfig, audit):
         try:
             figures = run(Path(tmp), target, kubeconfig, audit, args.idle, args.waiting)
