@@ -467,13 +467,20 @@ def run(work: Path, bin_dir: Path, kubeconfig: Path, audit: Audit, idle: float, 
     (work / "git").mkdir(exist_ok=True)
     ours, theirs = Repo(server, f"gitsync-{suffix}", work / "gitsync"), Repo(server, f"flux-{suffix}", work / "flux")
 
-    def both_commit(changed: str) -> tuple[str, str]:
+    def commit_ours(changed: str) -> str:
         write_repo(ours.work, gs_ns, changed)
-        (theirs.work / "bench").mkdir(exist_ok=True)
-        kubectl_file(ours.work, flux_ns, theirs.work / "bench" / "objects.yaml")
-        return ours.commit(f"bench: {changed}"), theirs.commit(f"bench: {changed}")
+        return ours.commit(f"bench: {changed}")
 
-    ours_sha, theirs_sha = both_commit("v1")
+    def commit_theirs(changed: str) -> str:
+        """The same objects as gitsync's chart renders with ``changed`` (rendered from a scratch copy, so gitsync's
+        repository is not touched before its own turn: its 1m poll would pick a change up early)."""
+        scratch = work / "render"
+        write_repo(scratch, gs_ns, changed)
+        (theirs.work / "bench").mkdir(exist_ok=True)
+        kubectl_file(scratch, flux_ns, theirs.work / "bench" / "objects.yaml")
+        return theirs.commit(f"bench: {changed}")
+
+    ours_sha, theirs_sha = commit_ours("v1"), commit_theirs("v1")
     (work / "flux-logs").mkdir()
     flux = Flux(bin_dir / "bin", bin_dir / "crds", kubeconfig, api, work / "flux-logs")
     agents = Agents(work / "agents", kubeconfig, ours)  # type: ignore[arg-type]  # only .url is read
@@ -519,7 +526,7 @@ def run(work: Path, bin_dir: Path, kubeconfig: Path, audit: Audit, idle: float, 
         requests(audit, (GITSYNC_AGENT,), exist + 0.5, settled, label, figures)
 
         print("bench: (b) one change", flush=True)
-        ours_sha, theirs_sha = both_commit("v2")
+        theirs_sha = commit_theirs("v2")
         start = time.time()
         flux.request("gitrepositories", "source.toolkit.fluxcd.io")
         wait_for("Flux: new value", lambda: value(api, flux_ns) == "v2", TIMEOUT, interval=0.05)
@@ -530,6 +537,7 @@ def run(work: Path, bin_dir: Path, kubeconfig: Path, audit: Audit, idle: float, 
             "flux",
             requests(audit, FLUX_AGENTS, start, time.time() + 0.5, "Flux one change", figures),
         )
+        ours_sha = commit_ours("v2")
         start = time.time()
         agent.push_webhook(ours_sha)
         wait_for("gitsync: new value", lambda: value(api, gs_ns) == "v2", TIMEOUT, interval=0.05)
