@@ -1,10 +1,12 @@
 # The targets a newcomer and CI use. `make test` is exactly what .ci/run runs after installing system packages.
 PYTHON ?= python3
+# Playwright (a dev dependency for tests/browser) drives the system Chromium; it must never fetch a browser.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check deps kubelab image venv clean-kubelab flux
+.PHONY: demo test check deps kubelab gitea image venv clean-kubelab flux
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +27,10 @@ kubelab: venv
 flux: venv
 	$(PY) bench/flux.py --build-only
 
+# Gitea from the Go module proxy (CGO, SQLite), for the forge tests; cached under ~/.cache/gitsync/gitea.
+gitea: venv
+	$(PY) tools/gitea/gitea.py build
+
 # The agent image (deploy/Dockerfile) built with podman from a local Debian base; cached per tree, prints its size.
 image: deps venv
 	$(PY) tools/image/image.py build
@@ -32,7 +38,7 @@ image: deps venv
 demo: deps venv kubelab
 	$(PY) tools/demo.py
 
-test: deps venv kubelab image
+test: deps venv kubelab gitea image
 	$(VENV)/bin/pytest
 
 check: venv

@@ -97,23 +97,40 @@ def latency(kubeconfig: Path, core: client.CoreV1Api, work: Path, pushes: int) -
         core.delete_namespace(namespace)
 
 
-def memory(kubeconfig: Path, core: client.CoreV1Api, work: Path, polls: int, objects: int) -> None:
+def memory(kubeconfig: Path, core: client.CoreV1Api, work: Path, polls: int, objects: int, apps: int = 1) -> None:
+    """``objects`` more ConfigMaps: in podinfo's chart (``apps`` 1), or spread over ``apps - 1`` more plain apps of
+    staging, so the agent serves ``apps`` app-envs."""
     namespace = new_namespace(core, "bench-memory")
     upstream = Upstream(work / "memory-git", namespace)
-    many = "".join(
-        f'---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bench-{n}\ndata:\n  n: "{n}"\n'
-        for n in range(objects)
-    )
-    upstream.commit(f"{objects} more objects", {"apps/podinfo/templates/bench.yaml": many})
+
+    def many(stem: str, count: int) -> str:
+        return "".join(
+            f'---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {stem}-{n}\ndata:\n  n: "{n}"\n'
+            for n in range(count)
+        )
+
+    if apps == 1:
+        upstream.commit(f"{objects} more objects", {"apps/podinfo/templates/bench.yaml": many("bench", objects)})
+    else:
+        bulk = [f"bulk-{i:02d}" for i in range(1, apps)]
+        share = objects // len(bulk)
+        upstream.commit(f"{objects} more objects", {f"apps/{a}/manifests/bulk.yaml": many(a, share) for a in bulk})
+        upstream.set_environment(f"{apps} apps", apps=["podinfo", *bulk])
     agents = Agents(work / "memory-agents", kubeconfig, upstream)
     try:
         started = time.monotonic()
         agent = agents.start("memory", pollInterval="100ms")
         settled(core, namespace, timeout=600)
+        wait_for(
+            f"{objects} ConfigMaps",
+            lambda: len(core.list_namespaced_config_map(namespace).items) >= objects,
+            600,
+            1,
+        )
         assert agent.process is not None
         pid = agent.process.pid
         print(
-            f"memory: first sync of {objects + 4} objects took {time.monotonic() - started:.1f} s; "
+            f"memory: first sync of {objects + 4} objects in {apps} app-envs took {time.monotonic() - started:.1f} s; "
             f"RSS {rss_mb(pid):.1f} MB"
         )
         base = agent.metric("gitsync_git_polls_total")
@@ -139,6 +156,7 @@ def main() -> None:
     parser.add_argument("--pushes", type=int, default=20)
     parser.add_argument("--polls", type=int, default=1000)
     parser.add_argument("--objects", type=int, default=1000)
+    parser.add_argument("--apps", type=int, default=1, help="app-envs the memory agent serves")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gitsync-bench-") as tmp:
@@ -149,7 +167,7 @@ def main() -> None:
             core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
             latency(kubeconfig, core, work, args.pushes)
             if not args.skip_memory:
-                memory(kubeconfig, core, work, args.polls, args.objects)
+                memory(kubeconfig, core, work, args.polls, args.objects, args.apps)
         finally:
             if not reuse:
                 subprocess.run(

@@ -189,7 +189,7 @@ spec:
 }
 
 
-def values_yaml() -> str:
+def values_yaml(services: int = SERVICES) -> str:
     lines = [
         "image:",
         "  repository: ghcr.io/example/app",
@@ -199,7 +199,7 @@ def values_yaml() -> str:
         "  limits: {memory: 128Mi}",
         "services:",
     ]
-    for i in range(SERVICES):
+    for i in range(services):
         lines += [
             f"  - name: svc-{i:03d}",
             f"    port: {8000 + i}",
@@ -208,34 +208,40 @@ def values_yaml() -> str:
             "    config:",
             f'      LOG_LEVEL: "{("info", "debug")[i % 2]}"',
             f'      FEATURE_X: "{str(i % 2 == 0).lower()}"',
-            f'      UPSTREAM: "http://svc-{(i + 1) % SERVICES:03d}"',
+            f'      UPSTREAM: "http://svc-{(i + 1) % services:03d}"',
         ]
     return "\n".join(lines) + "\n"
+
+
+def write_gitsync_chart(chart: Path, name: str = "bench", services: int = SERVICES) -> None:
+    """A gitsync chart of ``services`` x 4 objects (Jinja)."""
+    (chart / "templates").mkdir(parents=True)
+    (chart / "chart.yaml").write_text(f"name: {name}\nversion: 0.1.0\ndescription: benchmark chart\n")
+    (chart / "values.yaml").write_text(values_yaml(services))
+    (chart / "templates" / "_helpers.j2").write_text(GITSYNC_HELPERS)
+    for file, text in GITSYNC_TEMPLATES.items():
+        (chart / "templates" / file).write_text(text)
+
+
+def write_helm_chart(helm: Path, name: str = "bench", services: int = SERVICES) -> None:
+    """The equivalent Helm chart (Go templates, same loops, helpers and output)."""
+    (helm / "templates").mkdir(parents=True)
+    (helm / "Chart.yaml").write_text(f"apiVersion: v2\nname: {name}\nversion: 0.1.0\ndescription: benchmark chart\n")
+    (helm / "values.yaml").write_text(values_yaml(services))
+    (helm / "templates" / "_helpers.tpl").write_text(HELM_HELPERS)
+    for file, text in HELM_TEMPLATES.items():
+        (helm / "templates" / file).write_text(text)
 
 
 def write_repos(base: Path) -> tuple[Path, Path]:
     """The gitsync repository and the Helm chart, same values and same objects."""
     repo = base / "repo"
-    chart = repo / "apps" / "bench"
-    (chart / "templates").mkdir(parents=True)
-    (chart / "chart.yaml").write_text("name: bench\nversion: 0.1.0\ndescription: 200-object benchmark chart\n")
-    (chart / "values.yaml").write_text(values_yaml())
-    (chart / "templates" / "_helpers.j2").write_text(GITSYNC_HELPERS)
-    for name, text in GITSYNC_TEMPLATES.items():
-        (chart / "templates" / name).write_text(text)
+    write_gitsync_chart(repo / "apps" / "bench")
     env = repo / "environments" / "bench"
     env.mkdir(parents=True)
     (env / "env.yaml").write_text("namespace: bench\napps: [bench]\n")
-
     helm = base / "helm-chart"
-    (helm / "templates").mkdir(parents=True)
-    (helm / "Chart.yaml").write_text(
-        "apiVersion: v2\nname: bench\nversion: 0.1.0\ndescription: 200-object benchmark chart\n"
-    )
-    (helm / "values.yaml").write_text(values_yaml())
-    (helm / "templates" / "_helpers.tpl").write_text(HELM_HELPERS)
-    for name, text in HELM_TEMPLATES.items():
-        (helm / "templates" / name).write_text(text)
+    write_helm_chart(helm)
     return repo, helm
 
 

@@ -26,8 +26,8 @@ figure is when the event arrived. A release is done when
 - bad: 4 Ready pods on the old tag, no pod on the new one, and the tool says aborted (gitsync: phase Aborted for
   that commit; Argo: ``status.abort``).
 Per release: change -> done; change -> first new-version pod; API requests (unique audit IDs of the tool's user
-agent received between change and done); new-version pods created; the fewest Ready pods seen. RSS of both
-processes is sampled every 0.5 s for the whole run.
+agent received between change and done, and apart those of the 3 s after it: status, history, clean-up);
+new-version pods created; the fewest Ready pods seen. RSS of both processes is sampled every 0.5 s for the whole run.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ APP = "podinfo"
 GITSYNC_AGENT = "gitsync/"  # user-agent prefixes, as the audit log records them
 DRIVER_AGENT = "bench-driver"
 TIMEOUT = 120.0
+AFTER = 3.0  # seconds after a release ended whose requests are counted apart (status, history, clean-up)
 AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
@@ -192,6 +193,7 @@ class Release:
     ended_wall: float = 0.0
     requests: int = 0
     by_request: Counter[str] = field(default_factory=Counter)
+    requests_after: int = 0  # in the AFTER seconds after done: the tool's tidying up
 
 
 class Tracker:
@@ -265,8 +267,8 @@ class Audit:
 
     def count(self, agent_prefix: str, start: float, end: float) -> Counter[str]:
         """Requests by ``verb resource`` of user agents starting with ``agent_prefix``, received in [start, end];
-        waits out the apiserver's batching (1 s) first."""
-        time.sleep(1.5)
+        waits until ``end`` plus the apiserver's batching (1 s) first."""
+        time.sleep(max(0.0, end + 1.5 - time.time()))
         self._read()
         return Counter(
             what
@@ -328,6 +330,8 @@ class Tool:
         self.check_alive()
         release.by_request = audit.count(self.agent_prefix, release.started_wall, release.ended_wall)
         release.requests = sum(release.by_request.values())
+        after = audit.count(self.agent_prefix, release.ended_wall + 1e-6, release.ended_wall + AFTER)
+        release.requests_after = sum(after.values())
         return release
 
 
@@ -510,8 +514,9 @@ class Argo(Tool):
         template = json.loads(json.dumps(self.template))
         container = template["spec"]["containers"][0]
         container["image"] = f"{container['image'].rpartition(':')[0]}:{tag}"
-        template["metadata"]["labels"] = {**template["metadata"]["labels"], **labels}
-        patch = [{"op": "replace", "path": "/spec/template", "value": template}]
+        # A merge patch (what the client sends for custom objects): null removes the fault label of a bad release.
+        template["metadata"]["labels"] = {**template["metadata"]["labels"], **dict.fromkeys(FAULT), **labels}
+        patch = {"spec": {"template": template}}
         self.custom.patch_namespaced_custom_object("argoproj.io", "v1alpha1", self.namespace, "rollouts", APP, patch)
 
     def change(self, tag: str, labels: dict[str, str]) -> Release:
@@ -569,18 +574,20 @@ class Row:
     label: str
     kind: str  # which releases: good | bad
     value: Callable[[Release], float]
-    goal: str = ""  # "<= N" or "= N", for gitsync
+    goal: str = ""  # "<= N [unit]" or "= N", for gitsync
     unit: str = ""
 
 
 ROWS = (
     Row("good release: change -> fully promoted", "good", lambda r: r.took, unit="s"),
-    Row(f"  the same minus the {PAUSES} s of pauses", "good", lambda r: r.took - PAUSES, "<= 1", "s"),
-    Row("bad release: change -> stable fully restored", "bad", lambda r: r.took, "<= 1.5", "s"),
+    Row(f"  the same minus the {PAUSES} s of pauses", "good", lambda r: r.took - PAUSES, "<= 1 s", "s"),
+    Row("bad release: change -> stable fully restored", "bad", lambda r: r.took, "<= 1.5 s", "s"),
     Row("good: first new-version pod after the change", "good", lambda r: _or_nan(r.first_new), unit="s"),
     Row("bad: first new-version pod after the change", "bad", lambda r: _or_nan(r.first_new), unit="s"),
     Row("good: API requests per rollout", "good", lambda r: r.requests, "<= 60"),
+    Row(f"good: API requests in the {AFTER:g} s after", "good", lambda r: r.requests_after),
     Row("bad: API requests per rollout", "bad", lambda r: r.requests),
+    Row(f"bad: API requests in the {AFTER:g} s after", "bad", lambda r: r.requests_after),
     Row("good: new-version pods created", "good", lambda r: len(r.new_pods), f"= {REPLICAS}"),
     Row("bad: new-version pods created", "bad", lambda r: len(r.new_pods)),
     Row("good: fewest Ready pods during the canary", "good", lambda r: r.fewest_ready, f"= {REPLICAS}"),
@@ -601,10 +608,10 @@ def span(values: list[float], unit: str) -> str:
 
 
 def verdict(goal: str, values: list[float]) -> str:
-    """``goal: met`` when every run meets it (the worst run decides)."""
-    op, number = goal.split()
-    met = all(v <= float(number) if op == "<=" else v == float(number) for v in values)
-    return f"{goal}: {'met' if met else 'NOT met'}"
+    """``goal: met`` when every run meets it, else in how many runs it was."""
+    op, number = goal.split()[:2]
+    met = sum(v <= float(number) if op == "<=" else v == float(number) for v in values)
+    return f"{goal}: {'met' if met == len(values) else f'NOT met (met in {met} of {len(values)})'}"
 
 
 def report(releases: list[Release], rss: dict[str, list[float]], peaks: dict[str, float]) -> None:
@@ -684,12 +691,13 @@ def run(built: Path, work: Path, kubeconfig: Path, audit: Audit, rounds: int) ->
                     first = f"{release.first_new:.2f} s" if release.first_new is not None else "-"
                     print(
                         f"round {n + 1} {tool.name:<7} {kind:<4} {tag}: {release.took:6.2f} s, first new pod {first}, "
-                        f"{release.requests} requests, {len(release.new_pods)} new pods, "
-                        f"fewest Ready {release.fewest_ready}",
+                        f"{release.requests} requests (+{release.requests_after} after), "
+                        f"{len(release.new_pods)} new pods, fewest Ready {release.fewest_ready}",
                         flush=True,
                     )
                 tool.revert(new_good)
-        peaks = {t.name: peak_rss_mb(t.pid) for t in tools}
+        # VmHWM is updated lazily by the kernel, so a VmRSS sample can exceed it by a little.
+        peaks = {t.name: max([peak_rss_mb(t.pid), *rss.get(t.name, [])]) for t in tools}
         stop.set()
         report(releases, rss, peaks)
     finally:

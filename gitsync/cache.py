@@ -20,6 +20,10 @@ Contract:
   and their exceptions are logged, never propagated.
 - ``stop`` asks every thread to end and joins them for a bounded time: a thread blocked in a quiet watch ends at
   its next event or at the watch's ``timeout_seconds``; threads are daemons, so they never hold up exit.
+- Writes go through: ``wrote`` stores what a write of this process returned (``KubeCluster.on_write``), so a read
+  right after gitsync's own apply sees it (a Deployment's new generation, a state ConfigMap's new
+  resourceVersion) without waiting for its watch event; an event older than what is stored never replaces it.
+  That is what lets health, rollouts and the state store read from here instead of a GET after each write.
 """
 
 from __future__ import annotations
@@ -135,6 +139,21 @@ class WatchCache:
         """All Pods of a namespace, managed or not: workload health needs the pods a controller made."""
         return self.objects("", "Pod", namespace, all_objects=True)
 
+    def replica_sets(self, namespace: str) -> list[Json]:
+        """All ReplicaSets of a namespace: which of a Deployment's pods are of its newest revision."""
+        return self.objects("apps", "ReplicaSet", namespace, all_objects=True)
+
+    # -- write-through --------------------------------------------------------------------------------------
+
+    def wrote(self, ref: ObjectId, obj: Json | None) -> None:
+        """What a write of this process returned (``obj``; None: deleted), stored where the watch would store it,
+        unless the store already holds a newer version."""
+        for tracker in self._serving(ref):
+            if obj is None:
+                tracker.drop(ref)
+            elif tracker.all_objects or _labels(obj).get(LABEL_MANAGED_BY) == MANAGER:
+                tracker.put(ref, obj)
+
     def _serving(self, ref: ObjectId) -> list[_Tracker]:
         """Trackers whose store holds ``ref`` if it exists, unfiltered (authoritative) first."""
         with self._lock:
@@ -202,6 +221,18 @@ class _Tracker:
         with self.lock:
             return list(self.store.values())
 
+    def put(self, obj_id: ObjectId, obj: Json) -> bool:
+        """Store ``obj`` unless the store holds a newer version of it; True when stored."""
+        with self.lock:
+            if _newer(self.store.get(obj_id), obj):
+                return False
+            self.store[obj_id] = obj
+            return True
+
+    def drop(self, obj_id: ObjectId) -> None:
+        with self.lock:
+            self.store.pop(obj_id, None)
+
     def id_of(self, obj: Json) -> ObjectId:
         meta = obj.get("metadata") or {}
         return ObjectId(self.group, self.kind, str(meta.get("namespace") or ""), str(meta.get("name", "")))
@@ -264,13 +295,23 @@ class _Tracker:
         if kind is WatchEventType.BOOKMARK:
             return
         obj_id = self.id_of(obj)
-        with self.lock:
-            if kind is WatchEventType.DELETED:
-                self.store.pop(obj_id, None)
-            else:
-                self.store[obj_id] = obj
+        if kind is WatchEventType.DELETED:
+            self.drop(obj_id)
+        elif not self.put(obj_id, obj):
+            return  # older than what a write of this process already stored
         self.notify(Change(kind, obj_id, obj))
 
 
 def _version(obj: Json) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _newer(held: Json | None, obj: Json) -> bool:
+    """Whether ``held`` is a later version than ``obj``. resourceVersions are opaque to clients in general, but
+    the API server's are etcd revisions (integers); anything else is taken as not newer."""
+    a, b = _version(held or {}), _version(obj)
+    return a.isdigit() and b.isdigit() and int(a) > int(b)
+
+
+def _labels(obj: Json) -> Json:
+    return (obj.get("metadata") or {}).get("labels") or {}

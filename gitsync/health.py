@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gitsync.model import HEALTH_SEVERITY, HealthStatus, Json, ObjectId
-from gitsync.ports import Cluster, LiveReader
+from gitsync.model import HEALTH_SEVERITY, LABEL_TRACK, HealthStatus, Json, ObjectId
+from gitsync.ports import Cluster, LiveReader, WorkloadReader
 
 POD_FAILURE_REASONS = frozenset(
     {
@@ -241,7 +241,8 @@ def _generation_pending(obj: Json) -> Health | None:
 
 
 def _deployment(obj: Json) -> Health:
-    if _spec(obj).get("paused"):
+    # A canary Deployment is paused by the rollout that drives it (its ReplicaSet is the executor's): not Suspended.
+    if _spec(obj).get("paused") and _labels(obj).get(LABEL_TRACK) != "canary":
         return Health(HealthStatus.SUSPENDED, "rollout is paused")
     pending = _generation_pending(obj)
     if pending:
@@ -488,31 +489,56 @@ __all__ = [
     "POD_FAILURE_REASONS",
     "WORKLOAD_KINDS",
     "Health",
+    "Listed",
     "aggregate",
     "assess",
     "assess_app",
     "assess_workload",
     "current_pods",
+    "read_health",
     "selects",
 ]
 
 
-_WORKLOADS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"})
+class Listed:
+    """A ``WorkloadReader`` without a watch cache (one-shot commands, an agent without ``driftWatch``): a GET per
+    object, and the Pods and ReplicaSets of a namespace listed once for as long as this reader lives (one reconcile)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+        self._lists: dict[tuple[str, str], list[Json]] = {}
+
+    def get(self, ref: ObjectId) -> Json | None:
+        return self._cluster.get(ref)
+
+    def pods(self, namespace: str) -> list[Json]:
+        return self._listed("Pod", namespace)
+
+    def replica_sets(self, namespace: str) -> list[Json]:
+        return self._listed("ReplicaSet", namespace)
+
+    def _listed(self, kind: str, namespace: str) -> list[Json]:
+        key = (kind, namespace)
+        if key not in self._lists:
+            group = "apps" if kind == "ReplicaSet" else ""
+            self._lists[key] = list(self._cluster.list(group, kind, namespace).items)
+        return self._lists[key]
 
 
-def read_health(refs: Sequence[ObjectId], namespace: str, cluster: Cluster, cache: LiveReader | None) -> Health:
-    """The health of the objects ``refs``, read once: workloads fresh from the cluster (their status moves right
-    after an apply) with the namespace's pods listed once; anything else from the cache when there is one, which
-    answers an object it does not hold yet with a GET."""
-    pods: list[Json] | None = None
+def read_health(
+    refs: Sequence[ObjectId], namespace: str, workloads: WorkloadReader, others: LiveReader | None = None
+) -> Health:
+    """The health of the objects ``refs``, read once. Workloads through ``workloads``, judged with the Pods and
+    ReplicaSets of their namespace: the watch cache (no request; gitsync's own writes reach it at once, so a
+    Deployment just applied reads as not yet observed, never as its old healthy self) or ``Listed``. Other objects
+    through ``others`` when given (a list taken for the plan), else ``workloads``."""
     healths: list[tuple[ObjectId, Health]] = []
     for ref in refs:
-        reader: LiveReader = cluster if cache is None or ref.kind in _WORKLOADS else cache
-        live = reader.get(ref)
-        if ref.kind in _WORKLOADS and live is not None:
-            if pods is None:
-                pods = list(cluster.list("", "Pod", namespace).items)
-            healths.append((ref, assess_workload(live, pods)))
+        workload = ref.kind in WORKLOAD_KINDS - {"Job"}
+        live = (workloads if workload or others is None else others).get(ref)
+        if workload and live is not None:
+            where = ref.namespace or namespace
+            healths.append((ref, assess_workload(live, workloads.pods(where), workloads.replica_sets(where))))
         else:
             healths.append((ref, assess(live)))
     return aggregate(healths)

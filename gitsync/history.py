@@ -69,6 +69,8 @@ class Status:
     updated_at: float = 0.0
     promotion: str = ""
     """What the promote stage last did, one line (a receiving environment): soaking, promoted, rolled back."""
+    cluster: str = ""
+    """The named cluster the environment is applied to; "": the agent's home cluster."""
 
     def to_json(self) -> Json:
         return {_camel(k): v for k, v in asdict(self).items()}
@@ -138,12 +140,21 @@ class History:
         return Status.from_json(key, data)
 
     def set_status(self, key: AppEnv, namespace: str, change: Callable[[Status], Status]) -> Status:
-        """Apply ``change`` to the stored status (read-modify-write, retried once if someone wrote between)."""
+        """Apply ``change`` to the stored status (read-modify-write, retried once if someone wrote between). A
+        change of nothing but its timestamps is not written, nor, while health stays Progressing, one of the wording
+        of its reason (the counts of pods rolling out): a reconcile that waits on a rollout or on workloads rolling
+        out costs no write, and ``lastSyncedAt`` is when its outcome last changed."""
         updated: list[Status] = []
 
-        def edit(data: Json) -> Json:
-            status = change(Status.from_json(key, data))
+        def edit(data: Json) -> Json | None:
+            before = Status.from_json(key, data)
+            status = change(before)
             updated.append(status)
+            same = replace(status, last_synced_at=before.last_synced_at, updated_at=before.updated_at)
+            if same.health == before.health == HealthStatus.PROGRESSING.value:
+                same = replace(same, health_reason=before.health_reason)
+            if data and same == before:
+                return None
             return status.to_json()
 
         self._update(key, namespace, STATUS_PART, edit)
@@ -195,11 +206,15 @@ class History:
 
         self._update(key, namespace, HISTORY_PART, edit)
 
-    def _update(self, key: AppEnv, namespace: str, part: str, edit: Callable[[Json], Json]) -> None:
+    def _update(self, key: AppEnv, namespace: str, part: str, edit: Callable[[Json], Json | None]) -> None:
+        """Read, ``edit`` (None: nothing to write), write with the version read; retried on a concurrent write."""
         for attempt in range(3):
             data, version = self._store.load(key, namespace, part)
+            edited = edit(data)
+            if edited is None:
+                return
             try:
-                self._store.save(key, namespace, part, edit(data), version)
+                self._store.save(key, namespace, part, edited, version)
                 return
             except TransientError:
                 if attempt == 2:

@@ -20,6 +20,8 @@ MANAGER = "gitsync"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_APP = "gitsync.dev/app"
 LABEL_ENV = "gitsync.dev/env"
+LABEL_TRACK = "gitsync.dev/track"
+"""On a Deployment a rollout runs beside the stable one (``canary``): paused by design, it is judged by its pods."""
 
 ANNOTATION_WAVE = "gitsync.dev/wave"
 """Integer; lower waves are applied (and waited for) before higher ones. Default 0."""

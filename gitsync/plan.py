@@ -38,6 +38,7 @@ from gitsync.errors import (
     TerminalError,
     retry_of,
 )
+from gitsync.judge import Judge
 from gitsync.memo import DryRunMemo
 from gitsync.model import (
     ANNOTATION_FORCE,
@@ -86,6 +87,7 @@ class PlannedChange:
     which fails this object alone.
     ``compared``: the normalised (before, after) the ``diff`` is made of, on demand: only ``gitsync diff`` shows
     it, and printing 1,000 objects as YAML would cost a sync more than its requests.
+    ``judged``: a create the client proved acceptable (``gitsync.judge``), so it was not dry-run.
     """
 
     id: ObjectId
@@ -99,11 +101,12 @@ class PlannedChange:
     error: str | None = None
     retry: Retry | None = None
     conflict: bool = False
+    judged: bool = False
 
     @property
     def deferred(self) -> bool:
         """A create planned without a dry-run, because its Namespace or CRD is itself a create of this plan."""
-        return self.action is PlanAction.CREATE and self.result is None and self.error is None
+        return self.action is PlanAction.CREATE and self.result is None and self.error is None and not self.judged
 
     @property
     def diff(self) -> str:
@@ -259,6 +262,7 @@ def plan(
     workers: int = DRY_RUN_WORKERS,
     new_namespaces: Collection[str] = (),
     new_kinds: Collection[tuple[str, str]] = (),
+    judge: Judge | None = None,
 ) -> Plan:
     """Dry-run every manifest and compare with live; inventory entries no longer rendered become deletes.
 
@@ -268,6 +272,8 @@ def plan(
     creates before applying (the environment's own, as ``sync`` and the agent do): the same holds in them.
     ``new_kinds`` are (group, kind) pairs whose CRDs other apps of the environment render (``defined_kind``): a
     preview of the whole environment plans their objects as creates while those CRDs are not installed yet.
+    ``judge``: creates it proves acceptable are planned without a dry-run (``gitsync.judge``; a sync that applies,
+    not a preview, whose diff shows the server's defaults).
     """
     reader: LiveReader = live if live is not None else ListSnapshot(cluster)
     desired_ids = {m.id for m in manifests}
@@ -278,9 +284,9 @@ def plan(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         if isinstance(reader, ListSnapshot):
             reader.prefetch((m.id for m in manifests), pool)
-        changes = _plan_batch(parents, pool, cluster, reader, pending, force, memo)
+        changes = _plan_batch(parents, pool, cluster, reader, pending, force, memo, judge)
         pending.created = {c.id for c in changes if c.action is PlanAction.CREATE and c.error is None}
-        changes += _plan_batch(children, pool, cluster, reader, pending, force, memo)
+        changes += _plan_batch(children, pool, cluster, reader, pending, force, memo, judge)
 
     stale = sorted((ref for ref in inventory if ref not in desired_ids), key=apply_order)
     orphaned: list[ObjectId] = []
@@ -306,9 +312,11 @@ def _plan_batch(
     pending: _PendingParents,
     force: bool,
     memo: DryRunMemo | None,
+    judge: Judge | None = None,
 ) -> list[PlannedChange]:
-    """Memo hits are decided in this thread (pure CPU: threads would only contend for the GIL); the remaining
-    dry-runs go to the pool. The reader is expected to answer from memory (watch cache, ``ListSnapshot``)."""
+    """Memo hits and judged creates are decided in this thread (pure CPU: threads would only contend for the GIL);
+    the remaining dry-runs go to the pool. The reader is expected to answer from memory (watch cache,
+    ``ListSnapshot``)."""
     known: dict[ObjectId, PlannedChange] = {}
     todo: list[tuple[Manifest, Json | None]] = []
     versions = reader if isinstance(reader, ListSnapshot) and reader.versions_first else None
@@ -326,6 +334,14 @@ def _plan_batch(
             forced = wants_force(manifest, force)
             known[manifest.id] = PlannedChange(
                 manifest.id, PlanAction.UNCHANGED, manifest, current, current, force=forced
+            )
+        elif (
+            current is None and judge is not None and not pending.awaits_parent(manifest.id) and judge.accepts(manifest)
+        ):
+            compared = (None, normalise(manifest.body))
+            forced = wants_force(manifest, force)
+            known[manifest.id] = PlannedChange(
+                manifest.id, PlanAction.CREATE, manifest, None, None, compared, forced, judged=True
             )
         else:
             todo.append((manifest, current))

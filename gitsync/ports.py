@@ -95,6 +95,15 @@ class LiveReader(Protocol):
     def get(self, ref: ObjectId) -> Json | None: ...
 
 
+class WorkloadReader(LiveReader, Protocol):
+    """Live objects plus every Pod and ReplicaSet of a namespace: what workload health and rollouts read. The
+    watch cache answers from memory; ``health.Listed`` with a GET per object and one LIST per kind and namespace."""
+
+    def pods(self, namespace: str) -> list[Json]: ...
+
+    def replica_sets(self, namespace: str) -> list[Json]: ...
+
+
 class StateStore(Protocol):
     """Per app-env state kept in the cluster, one document per ``part`` ("inventory", "status", "history",
     "rollout"), so a restarted agent resumes where the last one stopped.
@@ -193,6 +202,11 @@ class GitReader(Protocol):
         """The branch's commit on the remote (``git ls-remote``), without fetching anything."""
         ...
 
+    def ledger_head(self) -> str:
+        """The ledger's notes ref on the remote as the last ``remote_head`` saw it ("" when none): it moves when
+        any agent records a release, which wakes the environments receiving from another agent's."""
+        ...
+
     def fetch(self) -> Commit:
         """Shallow-fetch the branch; the commit it points at (force-pushes included)."""
         ...
@@ -229,6 +243,15 @@ class HttpProbe(Protocol):
     """
 
     def get(self, url: str, timeout: float) -> tuple[int, bytes]: ...
+
+
+class WebhookPoster(Protocol):
+    """One HTTP POST of a notification (``gitsync.adapters.webhook_post``): the status and the ``Retry-After``
+    header ("" when absent). Redirects are not followed (a 3xx is an answer). ``TransientError`` only when no
+    answer came (refused, timeout, DNS), with a message that never holds the URL (a Slack URL is a credential).
+    """
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> tuple[int, str]: ...
 
 
 class EnvironmentSettings(Protocol):
@@ -280,6 +303,12 @@ class RolloutProgress(Protocol):
 
     @property
     def message(self) -> str: ...
+
+    @property
+    def on_change(self) -> bool:
+        """The wait ends on a change of the ``serving`` Deployments or their pods, which a watch sees at once;
+        ``requeue_after`` is only the look when nothing watches."""
+        ...
 
 
 class Rollouts(Protocol):
@@ -373,3 +402,62 @@ class CommitInfo:
     committed_at: float
     message: str
     trailers: tuple[tuple[str, str], ...]
+
+
+class ForgeKind(StrEnum):
+    """The forge APIs ``gitsync.adapters.forge`` speaks (Forgejo speaks Gitea's)."""
+
+    GITHUB = "github"
+    GITEA = "gitea"
+    GITLAB = "gitlab"
+
+
+class CommitState(StrEnum):
+    """A commit status's state, as GitHub and Gitea name them (GitLab's names are mapped by the adapter)."""
+
+    PENDING = "pending"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitStatus:
+    """One status on a commit, e.g. context ``gitsync/staging/podinfo``, state ``pending``, description
+    ``canary step 2/4: setWeight 50``. A forge keeps the newest status per (commit, context)."""
+
+    sha: str
+    context: str
+    state: CommitState
+    description: str
+    target_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequest:
+    """An open pull (merge) request: its number on the forge, its web page, and its branches."""
+
+    number: int
+    url: str
+    head: str
+    base: str
+
+
+class Forge(Protocol):
+    """The forge's REST API as gitsync uses it (``gitsync.adapters.forge``: GitHub, Gitea/Forgejo, GitLab).
+
+    Every call is idempotent, so a retry or a repeated reconcile changes nothing twice. Errors: ``TransientError``
+    (unreachable, 5xx, rate limited after the bounded retries), ``TerminalError`` (refused: bad token, no access,
+    no such repository), each naming the forge, the call and the status, never the token.
+    """
+
+    def set_status(self, status: CommitStatus) -> None: ...
+
+    def upsert_comment(self, number: int, marker: str, body: str) -> str:
+        """The one comment of pull request ``number`` that holds ``marker`` (a hidden HTML comment) gets ``body``
+        (created when there is none); returns its URL."""
+        ...
+
+    def open_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
+        """Opens the pull request of ``head`` into ``base``, or updates the title and body of the open one."""
+        ...

@@ -167,12 +167,13 @@ class Promotions:
         *,
         tree: Callable[[str], Path],
         tree_id: Callable[[str, str], str],
-        status: Callable[[AppEnv, str], Status],
+        status: Callable[[AppEnv, str], Status | None],
         branch: str,
         agent: str = "",
     ) -> None:
         """``tree``: a directory holding a commit's tree; ``tree_id(sha, path)``: the Git tree id of a path at a
-        commit; ``status``: an app-env's recorded status (the upstream's health during the soak)."""
+        commit; ``status``: an app-env's recorded status (the upstream's health during the soak), None when this
+        agent does not deploy that environment (one agent per cluster): the upstream ledger alone then decides."""
         self._ledger = ledger
         self._writer = writer
         self._tree = tree
@@ -251,7 +252,8 @@ class Promotions:
                 PromotionAction.NONE,
                 f"{found.source} was rolled back in {key.env}: not promoted again until it changes",
             )
-        health = self._status(AppEnv(key.app, upstream.from_env), upstream.upstream_namespace).health
+        status = self._status(AppEnv(key.app, upstream.from_env), upstream.upstream_namespace)
+        health = status.health if status is not None else "Healthy"
         if health != "Healthy":
             return PromotionStep(
                 PromotionAction.SOAKING, f"{upstream.from_env} is {health}: not promoted", requeue_after=30.0

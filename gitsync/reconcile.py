@@ -33,7 +33,7 @@ from gitsync import inventory as inventories
 from gitsync import removal
 from gitsync.apply import Progress
 from gitsync.errors import GitsyncError, Retry, TerminalError, TransientError
-from gitsync.health import Health, read_health
+from gitsync.health import Health, Listed, read_health
 from gitsync.history import Result, Status
 from gitsync.model import AppEnv, HealthStatus, Manifest, ObjectId
 from gitsync.ports import (
@@ -47,6 +47,7 @@ from gitsync.ports import (
     Snapshot,
     SnapshotSource,
     StateStore,
+    WorkloadReader,
 )
 from gitsync.promotion import BLOCKED_RECHECK, PromotionAction, Promotions
 from gitsync.redact import scrub, secret_values_of
@@ -111,6 +112,7 @@ class RolloutStep:
     serving: frozenset[ObjectId] = frozenset()
     phase: str = "Healthy"
     message: str = ""
+    on_change: bool = False
 
 
 class NoRollouts:
@@ -150,6 +152,9 @@ class Stages:
     rollouts: Rollouts = field(default_factory=NoRollouts)
     live: LiveReader | None = None
     """Where the plan and verify read live objects from (the watch cache); None: the cluster."""
+    workloads: WorkloadReader | None = None
+    """Where verify reads workloads, their Pods and ReplicaSets (the watch cache); None: ``health.Listed`` (a GET
+    per workload, one LIST of each per namespace)."""
     ensure_namespace: Callable[[str], None] = lambda _namespace: None
     before_apply: Callable[[AppEnv, Sequence[Manifest]], None] = lambda _key, _manifests: None
     """Told the bodies about to be applied (the agent's drift watcher), so gitsync's own writes are not drift."""
@@ -350,7 +355,10 @@ class _Line:
             error_class = synced.retry or Retry.TERMINAL
             return self.result(Kind.FAILED, outcome=Result.FAILED, sync=synced, error=message, error_class=error_class)
         t0 = time.monotonic()
-        health = self._verify(rendered, step)
+        try:
+            health = self._verify(rendered, step)
+        except GitsyncError as e:  # the cluster went away after the sync (a target cluster down): say so, retry
+            return self.failed(Result.FAILED, e, sync=synced)
         self._timed(Stage.VERIFY, t0)
         return self._promote(self._verified(synced, health, step), target, previous)
 
@@ -393,7 +401,8 @@ class _Line:
         """Health read once: every rendered object, except that objects a rollout applies itself are judged by
         the Deployments serving the app right now (stable and canary, or the live colour)."""
         ids = [m.id for m in rendered.manifests if not (step.serving and m.id in step.exclude)]
-        return read_health([*ids, *sorted(step.serving - set(ids))], rendered.namespace, self.s.cluster, self.s.live)
+        workloads = self.s.workloads if self.s.workloads is not None else Listed(self.s.cluster)
+        return read_health([*ids, *sorted(step.serving - set(ids))], rendered.namespace, workloads, self.s.live)
 
     def _verified(self, synced: SyncResult, health: Health, step: RolloutProgress) -> ReconcileResult:
         phase = str(step.phase)

@@ -6,7 +6,13 @@ because the status still says the revision was not applied, and history folds a 
 - ``MetricsSink``: the reconcile duration, result counter and last-success gauge (``gitsync.metrics``);
 - ``HistorySink``: the release history in the cluster (``gitsync.history``);
 - ``EventSink``: Kubernetes Events about the app-env (``gitsync.events``);
+- ``NotifySink``: notifications to the receivers of agent.yaml's ``notifications:`` (``gitsync.notify``), queued
+  for a background sender, never waited for;
 - ``StatusSink``: the app-env's status document (``gitsync.history.Status``).
+
+With a forge configured (``forge:`` in agent.yaml) the agent adds two sinks that never block a reconcile (each
+sends from its own bounded ``gitsync.queue.Outbox``): ``CommitStatusSink`` (a commit status per environment and
+app, ``gitsync/<env>/<app>``) and ``PullRequestSink`` (the promotion and rollback pull requests).
 
 Which sinks a caller uses is its choice (the CLI records no metrics). A sink never raises for a best-effort record
 (Events); status and history writes raise ``GitsyncError`` for the caller to retry the whole reconcile.
@@ -14,32 +20,41 @@ Which sinks a caller uses is its choice (the CLI records no metrics). A sink nev
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Protocol
 
 from gitsync import log as logging
 from gitsync.drift import DRIFT_HEALED
-from gitsync.errors import GitsyncError
+from gitsync.errors import GitsyncError, Retry
 from gitsync.events import EventSink as Events
 from gitsync.events import Reason
+from gitsync.forge_queue import ForgeQueue
 from gitsync.history import History, Release, Result, Status, first_line
 from gitsync.ledger import AnalysisResult
 from gitsync.metrics import observe_reconcile
 from gitsync.model import ANNOTATION_PRUNE, HealthStatus, SyncAction, SyncState
-from gitsync.ports import StateStore
+from gitsync.notify import Notifier, notices
+from gitsync.ports import CommitState, CommitStatus, Forge, StateStore
 from gitsync.promotion import PromotionAction, Promotions
 from gitsync.result import Kind, ReconcileResult
 
 __all__ = [
+    "CommitStatusSink",
     "EventSink",
     "HistorySink",
     "LedgerSink",
     "LogSink",
     "MetricsSink",
+    "NotifySink",
+    "PullRequestSink",
     "Recorder",
     "Sink",
     "StatusSink",
+    "commit_status",
     "default_sinks",
 ]
 
@@ -65,13 +80,19 @@ class Recorder:
 
 
 def default_sinks(
-    history: History, events: Events, *, agent: bool = True, ledger: LedgerSink | None = None
+    history: History,
+    events: Events,
+    *,
+    agent: bool = True,
+    ledger: LedgerSink | None = None,
+    notifier: Notifier | None = None,
 ) -> tuple[Sink, ...]:
-    """The sinks of the agent (log lines, metrics, the Git ``ledger``) and of ``gitsync sync`` (none of those: a
-    one-shot command prints its own summary and errors, and a laptop writes no notes)."""
+    """The sinks of the agent (log lines, metrics, the Git ``ledger``, notifications) and of ``gitsync sync`` (none
+    of those: a one-shot command prints its own summary and errors, and a laptop writes no notes)."""
     head: tuple[Sink, ...] = (LogSink(), MetricsSink()) if agent else ()
     notes: tuple[Sink, ...] = (ledger,) if ledger is not None else ()
-    return (*head, HistorySink(history), *notes, EventSink(events), StatusSink(history))
+    notify: tuple[Sink, ...] = (NotifySink(notifier),) if notifier is not None else ()
+    return (*head, HistorySink(history), *notes, EventSink(events), *notify, StatusSink(history))
 
 
 def _removed_message(result: ReconcileResult) -> str:
@@ -100,7 +121,7 @@ def _kept_because(result: ReconcileResult) -> str:
 class LogSink:
     def write(self, r: ReconcileResult) -> None:
         seconds = r.seconds
-        if _repaired(r) and r.sync is not None:
+        if r.repaired and r.sync is not None:
             log.info("drift.healed", summary=r.sync.summary())
         if r.kind is Kind.RELEASE and r.health is not None:
             log.info(
@@ -110,6 +131,8 @@ class LogSink:
                 health_reason=r.health.reason,
                 rollout=str(r.rollout.phase) if r.rollout is not None else "",
                 seconds=seconds,
+                started_at=round(r.started_at, 3),
+                finished_at=round(r.finished_at, 3),
             )
         elif r.kind is Kind.FAILED:
             event = "git.fetch_failed" if r.snapshot is None else "reconcile.failed"
@@ -128,14 +151,9 @@ class LogSink:
             log.info("reconcile.gone", reason="app-env no longer in the environment at this revision")
 
 
-def _repaired(r: ReconcileResult) -> bool:
-    """A drift trigger changed objects of a release already applied: self-heal took them back."""
-    return r.kind is Kind.RELEASE and r.changed and "drift" in r.reasons and not r.new_release
-
-
 class MetricsSink:
     def write(self, r: ReconcileResult) -> None:
-        if _repaired(r):
+        if r.repaired:
             n = r.counts()
             DRIFT_HEALED.labels(r.key.app, r.key.env).inc(
                 n.get(SyncAction.CREATED, 0) + n.get(SyncAction.CONFIGURED, 0)
@@ -240,7 +258,7 @@ class EventSink:
         recovered = before.result in _FAILURES
         if (r.new_release or recovered) and r.outcome is not Result.ROLLED_BACK:
             emit(Reason.SYNC_SUCCEEDED, f"synced {r.revision[:12]}: {r.sync.summary()}")
-        if _repaired(r):
+        if r.repaired:
             emit(Reason.DRIFT_DETECTED, f"repaired: {r.sync.summary()}")
         if health in (HealthStatus.DEGRADED, HealthStatus.MISSING) and before.health != health.value:
             emit(Reason.DEGRADED, r.health.reason or health.value)
@@ -248,6 +266,18 @@ class EventSink:
             emit(Reason.RECOVERED, f"healthy again at {r.revision[:12]}")
         if recovered:
             emit(Reason.RECOVERED, f"{r.revision[:12]} deployed after a failure")
+
+
+class NotifySink:
+    """Notifications (``gitsync.notify.notices``: the table from a result to notices). Before the status, so a
+    reconcile done again after a kill derives the same notices, which the outbox then knows as already claimed."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+
+    def write(self, r: ReconcileResult) -> None:
+        if r.target is not None and not r.dry_run:
+            self._notifier.record(r.key, r.namespace, notices(r))
 
 
 class LedgerSink:
@@ -390,7 +420,8 @@ class StatusSink:
                 return replace(first(s) if first is not None else s, promotion=line, updated_at=r.finished_at)
 
         if change is not None and r.target is not None:
-            self._history.set_status(r.key, r.namespace, change)
+            cluster, inner = r.target.cluster, change
+            self._history.set_status(r.key, r.namespace, lambda s: replace(inner(s), cluster=cluster))
 
     @staticmethod
     def _change(r: ReconcileResult) -> Callable[[Status], Status] | None:
@@ -451,3 +482,135 @@ class StatusSink:
                 updated_at=now,
             )
         return None
+
+
+# ------------------------------------------------------------------------------------------------ the forge
+
+
+def commit_status(r: ReconcileResult, target_url: str = "") -> CommitStatus | None:
+    """What the commit a reconcile ran at should say for its environment and app (None: nothing new to say).
+
+    pending while a rollout or the workloads' own rolling update progresses (the step in the description),
+    success once verified Healthy, failure with the reason when the release rolled back, degraded, or failed
+    terminally; error for a transient failure (it is retried, and the status follows).
+    """
+    if r.target is None or r.snapshot is None or r.outcome is None or r.dry_run or not r.revision:
+        return None
+    if r.revision.endswith("-dirty"):
+        return None
+    state, description = _state(r)
+    if state is None:
+        return None
+    context = f"gitsync/{r.key.env}/{r.key.app}"
+    return CommitStatus(r.revision, context, state, first_line(description), target_url)
+
+
+def _state(r: ReconcileResult) -> tuple[CommitState | None, str]:
+    step = r.rollout.message if r.rollout is not None else ""
+    if r.kind is Kind.RELEASE and r.health is not None:
+        health = r.health
+        if r.outcome is Result.ROLLED_BACK:
+            return CommitState.FAILURE, f"rolled back: {r.error or step}"
+        if r.outcome is Result.PAUSED:
+            return CommitState.PENDING, f"paused: {step or 'waiting for gitsync rollout promote'}"
+        if r.outcome is Result.PROGRESSING:
+            return CommitState.PENDING, f"rolling out: {step or health.reason or health.status.value}"
+        if health.status is HealthStatus.HEALTHY:
+            return CommitState.SUCCESS, f"deployed to {r.key.env} and healthy"
+        return CommitState.FAILURE, f"{health.status.value}: {health.reason or 'not healthy'}"
+    if r.kind is Kind.FAILED and r.outcome is not None:
+        transient = r.error_class is Retry.TRANSIENT
+        return (CommitState.ERROR if transient else CommitState.FAILURE), f"{r.outcome.value}: {r.error}"
+    if r.kind is Kind.BLOCKED:
+        return CommitState.FAILURE, f"not deployed: {r.error}"
+    if r.kind is Kind.AWAITING:
+        return CommitState.PENDING, "awaiting promotion"
+    return None, ""
+
+
+class CommitStatusSink:
+    """Commit statuses per environment and app, sent in the background; a status is sent once: the same state
+    and description for the same commit and context again (every requeue of a progressing rollout) is not."""
+
+    SENT_KEPT = 4096
+    """Recent (commit, context) pairs remembered, so memory stays bounded on a long-lived agent."""
+
+    def __init__(self, forge: Forge, *, target_url: str = "", capacity: int = 256) -> None:
+        self._forge = forge
+        self._target_url = target_url
+        self._sent: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.queue = ForgeQueue("commit-statuses", capacity, on_failure=self._forget)
+
+    def write(self, r: ReconcileResult) -> None:
+        status = commit_status(r, self._target_url)
+        if status is None:
+            return
+        key = f"{status.sha}/{status.context}"
+        with self._lock:
+            if self._sent.get(key) == (status.state, status.description):
+                return
+            self._sent[key] = (status.state, status.description)
+            self._sent.move_to_end(key)
+            while len(self._sent) > self.SENT_KEPT:
+                self._sent.popitem(last=False)
+        recorded = time.monotonic()
+        self.queue.put(key, lambda: self._send(status, recorded))
+
+    def _send(self, status: CommitStatus, recorded: float) -> None:
+        self._forge.set_status(status)
+        log.info(
+            "forge.status_set",
+            context=status.context,
+            state=str(status.state),
+            sha=status.sha[:12],
+            seconds=round(time.monotonic() - recorded, 3),
+        )
+
+    def _forget(self, key: str) -> None:
+        """Not sent (dropped or failed): the next reconcile's status is sent even when it says the same."""
+        with self._lock:
+            self._sent.pop(key, None)
+
+
+class PullRequestSink:
+    """The pull request of a promotion or rollback written to a review branch (``gitsync/promote/<env>/<app>``,
+    ``gitsync/rollback/<env>/<app>``), opened into the tracked branch, or updated when one is open; once per
+    commit of the branch, in the background."""
+
+    def __init__(self, forge: Forge, branch: str, *, capacity: int = 64) -> None:
+        self._forge = forge
+        self._branch = branch
+        self._opened: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        self.queue = ForgeQueue("pull-requests", capacity, on_failure=self._forget)
+
+    def write(self, r: ReconcileResult) -> None:
+        step = r.promotion
+        if step is None or not step.branch or step.branch == self._branch or not step.commit:
+            return
+        if step.action not in (PromotionAction.PROPOSED, PromotionAction.ROLLED_BACK):
+            return
+        with self._lock:
+            if (step.branch, step.commit) in self._opened:
+                return
+            self._opened.add((step.branch, step.commit))
+        rollback = step.action is PromotionAction.ROLLED_BACK
+        title = f"gitsync: {'roll back' if rollback else 'promote'} {r.key.app} in {r.key.env}: {step.message}"
+        body = (
+            f"{'Rollback' if rollback else 'Promotion'} written by gitsync: {step.message}.\n\n"
+            f"Commit `{step.commit}` on `{step.branch}` changes `environments/{r.key.env}/promoted.yaml`; "
+            f"merging this pull request {'rolls back' if rollback else 'promotes'} {r.key.app} in {r.key.env}. "
+            "The commit's trailers carry the evidence (`git log --notes=gitsync`)."
+        )
+        head = step.branch
+        self.queue.put(f"{head}@{step.commit}", lambda: self._open(head, title, body))
+
+    def _open(self, head: str, title: str, body: str) -> None:
+        pull = self._forge.open_pull_request(head, self._branch, title, body)
+        log.info("forge.pull_request", head=head, number=pull.number, url=pull.url)
+
+    def _forget(self, key: str) -> None:
+        head, _, commit = key.rpartition("@")
+        with self._lock:
+            self._opened.discard((head, commit))

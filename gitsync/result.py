@@ -70,6 +70,8 @@ class Target:
     """A receiving environment (``promotion:`` in its env.yaml): where its releases are promoted from."""
     promoted_paths: tuple[str, ...] = ()
     """The value paths receiving environments take from this one: they identify a release in the ledger."""
+    cluster: str = ""
+    """The named cluster the environment is applied to (``gitsync.runtime.clusters``); "": the agent's own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,11 @@ class ReconcileResult:
         """Objects were created, configured or deleted."""
         n = self.counts()
         return any(n.get(a, 0) for a in (SyncAction.CREATED, SyncAction.CONFIGURED, SyncAction.DELETED))
+
+    @property
+    def repaired(self) -> bool:
+        """A drift trigger changed objects of a release already applied: self-heal took them back."""
+        return self.kind is Kind.RELEASE and self.changed and "drift" in self.reasons and not self.new_release
 
     @property
     def new_release(self) -> bool:

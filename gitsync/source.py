@@ -39,6 +39,9 @@ class Source:
         self._current: Snapshot | None = None
         self._refused: RevisionRefused | None = None
         self._reported = ""
+        self.seen = ""
+        """The remote head as last seen (by ``check`` or ``resolve``): what a reconcile enqueued later (a shard
+        taken over) asks for, so it deploys that commit, not an older snapshot."""
         self._on_fetch = on_fetch
 
     @property
@@ -49,12 +52,17 @@ class Source:
         """The remote head when it is news: not the current snapshot, not refused, not reported before (the
         poller enqueues it once; the queue keeps it until a reconcile resolves it). None otherwise."""
         head = self._git.remote_head()
+        self.seen = head
         current = self._current
         known = {self._reported, current.revision if current else "", self._refused.revision if self._refused else ""}
         if head in known:
             return None
         self._reported = head
         return head
+
+    def ledger(self) -> str:
+        """The ledger's notes ref as the last ``check`` saw it (the same ``ls-remote``)."""
+        return self._git.ledger_head()
 
     def tree(self, sha: str) -> Path:
         """The tree at ``sha`` for the renderer (its ``trees``): the current snapshot, or a revision pinned in
@@ -71,6 +79,7 @@ class Source:
             if current is not None and wanted in ("", current.revision):
                 return current
             head = self._git.remote_head()
+            self.seen = head
             if current is not None and current.revision == head:
                 return current
             if self._refused is not None and self._refused.revision == head:

@@ -6,7 +6,8 @@ idempotent, unchanged objects still join the inventory, and deletes of objects a
 
 Contract: a render error never gets here (no ``RenderedApp``, no sync); a plan with a failed dry-run applies
 nothing (objects in a new Namespace or of a new CRD's kind are dry-run too, after their parents are created:
-only those parents may then have been applied); a failed apply prunes nothing; an empty render prunes nothing
+only those parents may then have been applied; creates the client proves acceptable, ``gitsync.judge``, are
+the only objects not dry-run); a failed apply prunes nothing; an empty render prunes nothing
 unless the environment allows it. Per-object failures are ``failed`` entries of the result, classified by
 ``SyncResult.retry``; ``TransientError`` (API unreachable while planning, a concurrent inventory write) is raised
 for the caller to retry with backoff.
@@ -23,6 +24,7 @@ from gitsync import log as logging
 from gitsync.apply import ChangeSet, Progress, apply, failed
 from gitsync.errors import ForbiddenError, Retry, StaleError, retry_of_all
 from gitsync.inventory import Inventory
+from gitsync.judge import Judge
 from gitsync.memo import DryRunMemo
 from gitsync.model import LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId, SyncAction
 from gitsync.plan import PARENT_KINDS, ListSnapshot, Plan, PlanAction, plan
@@ -100,6 +102,7 @@ def sync_app(
     before = inventories.load(store, key, namespace)
     manifests = [m for m in rendered.manifests if m.id not in exclude]
     memo = memo if memo is not None else DryRunMemo(before.memo)
+    judge = None if dry_run else Judge(cluster)  # a preview dry-runs every create: its diff shows server defaults
 
     def planned_now(reader: LiveReader | None) -> Plan:
         return plan(
@@ -111,6 +114,7 @@ def sync_app(
             memo=memo,
             new_namespaces=(namespace,) if new_namespace else (),
             new_kinds=new_kinds,
+            judge=judge,
         )
 
     planned = planned_now(live)

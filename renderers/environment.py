@@ -86,6 +86,18 @@ class Environment:
     """Drift timer: re-apply when the cluster drifted from Git; ``false`` only reports the drift."""
     promotion: Promotion | None = None
     """Render and promote stages: set when this environment receives its apps' charts by promotion."""
+    cluster: ClusterRef | None = None
+    """The agent (``gitsync.runtime.clusters``): the cluster to apply to; None: the agent's home cluster."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterRef:
+    """``cluster: <name>`` (defined in the agent's ``clusters``) or ``cluster: {kubeconfigSecret: secret/key}``
+    (a Secret in the agent's namespace; named after the Secret unless ``name`` is given). The agent's own
+    ``clusters`` entry of the same name wins, so one repository serves both topologies."""
+
+    name: str
+    kubeconfig_secret: str = ""
 
 
 # env.yaml spells keys in camelCase, like Kubernetes manifests and agent.yaml; the dataclass fields are snake_case.
@@ -95,7 +107,10 @@ _BOOL_KEYS = {
     "pruneAllowEmpty": "prune_allow_empty",
     "selfHeal": "self_heal",
 }
-_KNOWN = frozenset({"namespace", "apps", "labels", "allowedNamespaces", "clusterScopedKinds", "promotion", *_BOOL_KEYS})
+_KNOWN = frozenset(
+    {"namespace", "apps", "labels", "allowedNamespaces", "clusterScopedKinds", "promotion", "cluster", *_BOOL_KEYS}
+)
+_CLUSTER_KEYS = ("name", "kubeconfigSecret")
 _PROMOTION_KEYS = ("from", "mode", "soak", "values")
 
 
@@ -157,8 +172,26 @@ def load_environment(repo: Path, env: str, *, protected: frozenset[str] = PROTEC
         allowed_namespaces=allowed_namespaces,
         cluster_scoped_kinds=_names(data, "clusterScopedKinds", fail),
         promotion=_promotion(repo, env, data.get("promotion"), fail) if "promotion" in data else None,
+        cluster=_cluster(data["cluster"], fail) if "cluster" in data else None,
         **settings,
     )
+
+
+def _cluster(raw: Any, fail: Callable[[str, str], RenderError]) -> ClusterRef:
+    if isinstance(raw, str) and _DNS_LABEL.match(raw):
+        return ClusterRef(raw)
+    if not isinstance(raw, dict):
+        raise fail("cluster", f"cluster must be a cluster name or {{kubeconfigSecret: <secret>/<key>}}, got {raw!r}")
+    for key in raw:
+        if key not in _CLUSTER_KEYS:
+            raise fail(f"cluster.{key}", f"unknown key cluster.{key} (known: {', '.join(_CLUSTER_KEYS)})")
+    secret = raw.get("kubeconfigSecret", "")
+    if secret and (not isinstance(secret, str) or not re.fullmatch(r"[^/\s]+/[^/\s]+", secret)):
+        raise fail("cluster.kubeconfigSecret", f"cluster.kubeconfigSecret must be <secret>/<key>, got {secret!r}")
+    name = raw.get("name") or (secret.partition("/")[0] if secret else None)
+    if not isinstance(name, str) or not _DNS_LABEL.match(name):
+        raise fail("cluster.name" if "name" in raw else "cluster", f"cluster.name must be a DNS label, got {name!r}")
+    return ClusterRef(name, secret)
 
 
 def _protected_problem(namespace: str) -> str:

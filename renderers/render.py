@@ -24,9 +24,11 @@ from typing import Any
 
 from gitsync.model import AppEnv, Manifest
 from renderers import limits
+from renderers.cache import RenderCache, RenderOutput, render_key
 from renderers.chart import Chart, load_chart
 from renderers.environment import PROTECTED_NAMESPACES, Environment, Promotion, env_file, load_environment
 from renderers.errors import AwaitingPromotion, RenderError
+from renderers.inputs import Unkeyable, content_id, uses_revision
 from renderers.manifests import build_manifests, check_unique, digest, ordered
 from renderers.plain import plain_documents
 from renderers.promotion import Pin, pins_file, read_pins
@@ -69,6 +71,7 @@ def render_app(
     trees: Trees | None = None,
     pin: Pin | None = None,
     protected: frozenset[str] = PROTECTED_NAMESPACES,
+    cache: RenderCache | None = None,
 ) -> RenderedApp:
     """Render one app of environment ``env`` from the repository snapshot at ``repo``.
 
@@ -76,7 +79,7 @@ def render_app(
     has no pin yet raises ``AwaitingPromotion``. ``pin`` replaces the app's entry in ``promoted.yaml`` (what a
     proposed promotion or rollback would deploy; ``pin.app`` must be ``app``); it is a ``RenderError`` in an
     environment without ``promotion:``. ``protected``: namespaces the environment may not deploy to
-    (``renderers.environment``).
+    (``renderers.environment``). ``cache``: where outputs are kept by their inputs (``renderers.cache``).
     """
     environment = load_environment(repo, env, protected=protected)
     pins = _pins(repo, environment)
@@ -88,7 +91,7 @@ def render_app(
                 relative(repo, env_file(repo, env)), f"{app}: cannot render a pin: {env} has no promotion: block"
             )
         pins = {**pins, app: pin}
-    return _render(repo, environment, pins, app, sets, revision, trees)
+    return _render(repo, environment, pins, app, sets, revision, trees, cache)
 
 
 def render_env(
@@ -100,12 +103,15 @@ def render_env(
     revision: str | None = None,
     trees: Trees | None = None,
     protected: frozenset[str] = PROTECTED_NAMESPACES,
+    cache: RenderCache | None = None,
 ) -> tuple[RenderedApp, ...]:
     """Every app of ``env`` (in env.yaml order), or the named subset; the first error fails the whole call
     (``AwaitingPromotion`` included: render apps one by one to skip those)."""
     environment = load_environment(repo, env, protected=protected)
     pins = _pins(repo, environment)
-    return tuple(_render(repo, environment, pins, app, sets, revision, trees) for app in (apps or environment.apps))
+    return tuple(
+        _render(repo, environment, pins, app, sets, revision, trees, cache) for app in (apps or environment.apps)
+    )
 
 
 def _pins(repo: Path, environment: Environment) -> Mapping[str, Pin]:
@@ -121,6 +127,7 @@ def _render(
     sets: Sequence[str],
     revision: str | None,
     trees: Trees | None,
+    cache: RenderCache | None = None,
 ) -> RenderedApp:
     if app not in environment.apps:
         raise RenderError(
@@ -143,20 +150,27 @@ def _render(
                 "(a pinned environment renders from Git history: pass trees)",
             )
         chart_root, promoted = trees(pin.revision), pin.values
-    try:
-        with _RENDERING:
-            values, manifests = _render_chart(chart_root, environment, app, (promoted, overrides), sets, revision, pin)
-    except RenderError as e:
-        if pin is None:
-            raise
-        # The chart's paths and lines are those of the pinned commit, which may differ from the head's.
-        raise RenderError(e.path, f"{e.problem} (chart as of {pin.revision[:12]}, pinned in {where})", e.line) from e
+    key = _key(repo, chart_root, override_file, environment, app, sets, revision, pin) if cache is not None else None
+    output = cache.get(AppEnv(app, environment.name), key) if cache is not None and key is not None else None
+    if output is None:
+        try:
+            with _RENDERING:
+                output = _render_chart(chart_root, environment, app, (promoted, overrides), sets, revision, pin)
+        except RenderError as e:
+            if pin is None:
+                raise
+            # The chart's paths and lines are those of the pinned commit, which may differ from the head's.
+            raise RenderError(
+                e.path, f"{e.problem} (chart as of {pin.revision[:12]}, pinned in {where})", e.line
+            ) from e
+        if cache is not None and key is not None:
+            cache.put(AppEnv(app, environment.name), key, output)
     return RenderedApp(
         app_env=AppEnv(app, environment.name),
         namespace=environment.namespace,
-        manifests=manifests,
-        digest=digest(manifests),
-        values=values,
+        manifests=output.manifests,
+        digest=output.digest,
+        values=output.values,
         environment=environment,
         revision=revision,
         pin=pin,
@@ -171,7 +185,7 @@ def _render_chart(
     sets: Sequence[str],
     revision: str | None,
     pin: Pin | None,
-) -> tuple[Values, tuple[Manifest, ...]]:
+) -> RenderOutput:
     """The chart under ``chart_root`` rendered with ``layers`` on top of its values.yaml: values and manifests."""
     chart = load_chart(chart_root, app)
     values = layer((read_values_file(chart_root, chart.path / "values.yaml"), *layers), sets)
@@ -193,7 +207,36 @@ def _render_chart(
             if body is not None:
                 manifests.extend(build_manifests(body, path, line, environment, app))
     check_unique(manifests)
-    return values, ordered(manifests)
+    in_order = ordered(manifests)
+    return RenderOutput(values, in_order, digest(in_order))
+
+
+def _key(
+    repo: Path,
+    chart_root: Path,
+    override_file: Path,
+    environment: Environment,
+    app: str,
+    sets: Sequence[str],
+    revision: str | None,
+    pin: Pin | None,
+) -> str | None:
+    """The render cache key of an app-env (``renderers.cache``); None when its inputs cannot be keyed."""
+    chart, lib = chart_root / "apps" / app, chart_root / "lib"
+    try:
+        parts = {
+            "chart": content_id(chart, chart_root),
+            "lib": content_id(lib, chart_root),
+            "override": content_id(override_file, repo),
+            "environment": environment,
+            "app": app,
+            "sets": sets,
+            "pin": pin,
+            "revision": (revision or "") if uses_revision(chart / "templates", lib) else None,
+        }
+    except Unkeyable:
+        return None
+    return render_key(parts)
 
 
 def _check_not_overridden(repo: Path, override_file: Path, overrides: Values, promotion: Promotion) -> None:

@@ -4,6 +4,7 @@
   never pay for it. Set KUBELAB_KUBECONFIG to the admin kubeconfig of a cluster started by hand
   (`python tools/kubelab/kubelab.py up --state-dir DIR`) to reuse it across runs. It never skips: a cluster test
   that cannot get a cluster fails and says why.
+- `kubelab_b` (session): a second cluster for the multi-cluster tests, the same way (`KUBELAB_B_KUBECONFIG`).
 - `kube_api` (session): a kubernetes ApiClient for the admin kubeconfig.
 - `namespace` (function): a fresh namespace whose `default` ServiceAccount exists; deleted afterwards.
 - `gitsync_image` (session): the reference of the agent image for the current tree, built by `make image`'s code
@@ -30,7 +31,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-pytest_plugins = ["prometheus_fixture", "deploylab"]  # fixtures: prometheus, metrics; installed
+# fixtures: prometheus, metrics; installed; receiving; gitea, gitea_repo
+pytest_plugins = ["prometheus_fixture", "deploylab", "notifylab", "forge_fixture"]
 
 REPO = Path(__file__).resolve().parent.parent
 KUBELAB = REPO / "tools" / "kubelab" / "kubelab.py"
@@ -73,7 +75,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     wanted = {name for item in items for name in getattr(item, "fixturenames", ())}
     capture = config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        if "kubelab" in wanted and not os.environ.get("KUBELAB_KUBECONFIG"):
+        if ("kubelab" in wanted and not os.environ.get("KUBELAB_KUBECONFIG")) or (
+            "kubelab_b" in wanted and not os.environ.get("KUBELAB_B_KUBECONFIG")
+        ):
             error = build_tool("kubelab: checking the binaries (a first build takes several minutes)", KUBELAB).error
             if error:
                 config.stash[BUILD_ERROR] = error
@@ -103,14 +107,16 @@ def _server_of(kubeconfig: Path) -> str:
     return str(yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"])
 
 
-@pytest.fixture(scope="session")
-def kubelab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubelab]:
-    reuse = os.environ.get("KUBELAB_KUBECONFIG")
+def _kubelab(
+    variable: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Kubelab]:
+    """The cluster named by ``$variable`` (reused, never stopped), or one started for the session and stopped."""
+    reuse = os.environ.get(variable)
     if reuse:
         kubeconfig = Path(reuse).resolve()
         if not kubeconfig.is_file():
             pytest.fail(
-                f"KUBELAB_KUBECONFIG={reuse}: no such file; unset it or start kubelab with `{KUBELAB} up`",
+                f"{variable}={reuse}: no such file; unset it or start kubelab with `{KUBELAB} up`",
                 pytrace=False,
             )
         lab = Kubelab(kubeconfig, _server_of(kubeconfig), kubeconfig.parent)
@@ -119,7 +125,7 @@ def kubelab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
                 client.VersionApi(api).get_code(_request_timeout=5)
         except Exception as error:
             pytest.fail(
-                f"KUBELAB_KUBECONFIG={reuse}: {lab.server} does not answer ({error}); run `{KUBELAB} status`",
+                f"{variable}={reuse}: {lab.server} does not answer ({error}); run `{KUBELAB} status`",
                 pytrace=False,
             )
         yield lab
@@ -142,6 +148,18 @@ def kubelab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         stopped = run_kubelab("down", "--state-dir", str(state_dir), timeout=60)
         if stopped.returncode != 0:
             print(f"kubelab: down failed: {stopped.stderr}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def kubelab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubelab]:
+    yield from _kubelab("KUBELAB_KUBECONFIG", request, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def kubelab_b(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kubelab]:
+    """A second cluster (multi-cluster tests: prod's), started beside ``kubelab`` unless ``KUBELAB_B_KUBECONFIG``
+    names a running one."""
+    yield from _kubelab("KUBELAB_B_KUBECONFIG", request, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The Debian packages the tests and the demo run for real (make deps; .ci/run): git, Prometheus for the analysis
 # tests, podman/runc/debootstrap/slirp4netns for the agent image, an SSH server and client and GnuPG for the Git auth
-# tests (tests/unit/test_git_ssh.py, test_git_gpg.py). Installs only what is missing; needs root (or sudo).
+# tests (tests/unit/test_git_ssh.py, test_git_gpg.py), Chromium for the dashboard's browser tests (driven by Playwright,
+# which downloads no browser of its own), a C compiler for Gitea (tools/gitea). Installs only what is missing; needs
+# root (or sudo).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=()
@@ -14,6 +16,8 @@ command -v slirp4netns >/dev/null || need+=(slirp4netns)  # the image test gives
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)  # sshd lives in /usr/sbin
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v gpg >/dev/null || need+=(gnupg)
+command -v chromium >/dev/null || need+=(chromium)  # tests/browser: Playwright drives /usr/bin/chromium
+command -v gcc >/dev/null || need+=(gcc libc6-dev)  # cgo: Gitea's SQLite driver (tools/gitea)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -42,6 +42,7 @@ from git.exc import GitCommandError
 from gitsync import log as logging
 from gitsync.adapters.trees import extract_archive
 from gitsync.errors import TerminalError, TransientError
+from gitsync.ledger import NOTES_REF
 from gitsync.ports import Commit, GitAuth, VerifyConfig, VerifyMode
 
 __all__ = ["GitError", "GitRepository", "SignatureError", "scrub"]
@@ -102,6 +103,7 @@ class GitRepository:
         self._gc_baseline = 0
         self._head = ""
         """The last fetched head: its snapshot is never pruned (the source renders from it however old it is)."""
+        self._ledger_head = ""
         """Objects in ``repo.git`` after the last collection (0: none yet in this process)."""
 
     # -- environment and errors ------------------------------------------------------------------------------
@@ -216,12 +218,18 @@ class GitRepository:
     # -- ports.GitReader --------------------------------------------------------------------------------------
 
     def remote_head(self) -> str:
-        out = self._run(Git(), "ls-remote", "--end-of-options", self.url, f"refs/heads/{self.branch}")
-        for line in out.splitlines():
-            sha, _, ref = line.partition("\t")
-            if ref == f"refs/heads/{self.branch}" and _SHA.match(sha):
-                return sha
+        """The branch's head; the same ``ls-remote`` reads the ledger's notes ref (``ledger_head``), so a poll
+        costs one request whatever the number of app-envs and whether other agents write to the ledger."""
+        branch = f"refs/heads/{self.branch}"
+        out = self._run(Git(), "ls-remote", "--end-of-options", self.url, branch, NOTES_REF)
+        refs = {ref: sha for sha, _, ref in (line.partition("\t") for line in out.splitlines()) if _SHA.match(sha)}
+        self._ledger_head = refs.get(NOTES_REF, "")
+        if branch in refs:
+            return refs[branch]
         raise GitError(f"{self.display_url}: branch {self.branch} not found on the remote")
+
+    def ledger_head(self) -> str:
+        return self._ledger_head
 
     def fetch(self) -> Commit:
         with self._lock:

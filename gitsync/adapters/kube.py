@@ -12,6 +12,7 @@ Contract:
 - discovery (kind -> resource) is read once, lazily, and refreshed when a kind is unknown (a CRD just created):
   at once on a kind's first miss, then at most once a second;
 - ``requests`` counts API calls by verb, so tests and the benchmark can prove a no-op reconcile writes nothing;
+- ``on_write`` listeners get what every write returned (None for a delete), so a watch cache is current at once;
 - credentials never reach a log line or an error message.
 """
 
@@ -23,7 +24,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,8 +98,11 @@ class KubeCluster:
         context: str | None = None,
         pool_size: int = 32,
         timeout: float = 30.0,
+        name: str = "",
     ) -> None:
         """``kubeconfig`` None means the in-cluster service account, or ``$KUBECONFIG``/``~/.kube/config`` outside.
+
+        ``name``: the cluster's name in the agent's ``clusters``, put in front of the server in errors.
 
         ``pool_size`` must cover the apply concurrency plus the watches the agent keeps open, or requests queue
         behind each other on a connection.
@@ -108,6 +112,7 @@ class KubeCluster:
         if connection is None:
             connection = client_connection(kubeconfig, context, pool_size, in_cluster)
         self._connection = connection
+        self.name = name
         self._timeout = timeout
         self._resources: dict[tuple[str, str], Resource] = {}
         self._discovered_at = float("-inf")
@@ -117,6 +122,7 @@ class KubeCluster:
         self._discovery_lock = threading.Lock()
         self._counter: Counter[str] = Counter()
         self._counter_lock = threading.Lock()
+        self._write_listeners: list[Callable[[ObjectId, Json | None], None]] = []
 
     @property
     def server(self) -> str:
@@ -133,6 +139,14 @@ class KubeCluster:
     def _count(self, verb: str) -> None:
         with self._counter_lock:
             self._counter[verb] += 1
+
+    def on_write(self, listener: Callable[[ObjectId, Json | None], None]) -> None:
+        """Call ``listener`` with the object every apply, create or update returned, and None after a delete."""
+        self._write_listeners.append(listener)
+
+    def _wrote(self, ref: ObjectId, obj: Json | None) -> None:
+        for listener in self._write_listeners:
+            listener(ref, obj)
 
     # -- transport ------------------------------------------------------------------------------------------
 
@@ -172,7 +186,7 @@ class KubeCluster:
             )
         except urllib3.exceptions.HTTPError as e:
             # The server is named: a TLS error (wrong CA) says nothing about where it went.
-            host = self._connection.host
+            host = f"cluster {self.name} at {self._connection.host}" if self.name else self._connection.host
             text = f"{subject}: {method} {host} failed: {type(e).__name__}: {e}"
             if isinstance(e, urllib3.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(e):
                 raise UntrustedServerError(text) from e
@@ -285,7 +299,7 @@ class KubeCluster:
             query["dryRun"] = "All"
         version = str(body.get("apiVersion", "")).rpartition("/")[2]
         path = res.path(ref.namespace, ref.name, version)
-        return self._json(
+        applied = self._json(
             "dry-run" if dry_run else "apply",
             "PATCH",
             path,
@@ -294,6 +308,9 @@ class KubeCluster:
             body=body,
             content_type=_APPLY_CONTENT_TYPE,
         )
+        if not dry_run:
+            self._wrote(ref, applied)
+        return applied
 
     def delete(self, ref: ObjectId, *, propagation: str = "Background") -> bool:
         res = self.resource(ref.group, ref.kind)
@@ -301,7 +318,9 @@ class KubeCluster:
         try:
             self._request("delete", "DELETE", res.path(ref.namespace, ref.name), subject=str(ref), body=options)
         except NotFoundError:
+            self._wrote(ref, None)
             return False
+        self._wrote(ref, None)
         return True
 
     def create(self, body: Json, *, dry_run: bool = False) -> Json:
@@ -313,13 +332,18 @@ class KubeCluster:
         self._check_scope(ref, res)
         query = {"dryRun": "All", "fieldValidation": "Strict"} if dry_run else {}
         verb = "dry-run-create" if dry_run else "create"
-        return self._json(verb, "POST", res.path(ref.namespace), subject=str(ref), body=body, query=query)
+        created = self._json(verb, "POST", res.path(ref.namespace), subject=str(ref), body=body, query=query)
+        if not dry_run:
+            self._wrote(ref, created)
+        return created
 
     def replace(self, body: Json) -> Json:
         """PUT an object; with ``metadata.resourceVersion`` set, ``StaleError`` when someone wrote in between."""
         ref = ObjectId.of(body)
         res = self.resource(ref.group, ref.kind)
-        return self._json("update", "PUT", res.path(ref.namespace, ref.name), subject=str(ref), body=body)
+        updated = self._json("update", "PUT", res.path(ref.namespace, ref.name), subject=str(ref), body=body)
+        self._wrote(ref, updated)
+        return updated
 
     def watch(
         self,

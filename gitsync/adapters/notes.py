@@ -15,7 +15,9 @@ Implements ``ports.Ledger`` in the agent's bare cache (``GitRepository.cache``) 
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -32,6 +34,16 @@ REMOTE_COPY = "refs/notes/gitsync-remote"
 log = logging.get("gitsync.notes")
 
 
+@dataclass(slots=True)
+class _Ticket:
+    """One line waiting to be written by ``NotesLedger.append``."""
+
+    sha: str
+    entry: LedgerEntry
+    done: bool = False
+    error: Exception | None = None
+
+
 class NotesLedger:
     """The ledger of one repository; ``remote`` (a URL or remote name; empty for none) is where it is shared."""
 
@@ -42,17 +54,52 @@ class NotesLedger:
         self._remote = remote
         self._environment = identity.environment() if identity else {}
         self._attempts = attempts
+        self._waiting: list[_Ticket] = []
+        self._waiting_lock = threading.Lock()
+        self._writing = threading.Lock()
+        """Held by the one caller writing a batch; the others wait for it, then find their line written."""
 
     def append(self, sha: str, entry: LedgerEntry) -> None:
-        line = entry.to_line()
+        """Add ``entry`` to the note of ``sha`` and push it; returns once it is on the remote. Concurrent calls
+        are written together (a group commit: one fetch, merge and push for all the lines waiting), so many
+        app-envs finishing at once cost one push, not one each; each caller still returns only after its line
+        was pushed, or raises what the push raised."""
+        ticket = _Ticket(sha, entry)
+        with self._waiting_lock:
+            self._waiting.append(ticket)
+        with self._writing:
+            if not ticket.done:
+                with self._waiting_lock:
+                    batch, self._waiting = self._waiting, []
+                try:
+                    self._write(batch)
+                except Exception as e:  # every caller of the batch raises it, not only the one that wrote
+                    for waiting in batch:
+                        waiting.error = e
+                    raise
+                finally:
+                    for waiting in batch:
+                        waiting.done = True
+        if ticket.error is not None:
+            raise ticket.error
+
+    def _write(self, batch: list[_Ticket]) -> None:
+        """Merge the remote's notes, add the batch's new lines in one commit, push; a fixed number of git
+        processes whatever the batch size (the notes read by one ``cat-file --batch``, written by one
+        ``fast-import``, which keeps the notes tree's fan-out)."""
         with tempfile.TemporaryDirectory(prefix="gitsync-note-") as scratch, self._session(**self._environment) as run:
             for _ in range(self._attempts):
                 remote = self._pull(run)
-                current = _note(run, sha)
-                if entry.ending not in {held.ending for held in parse_note(current)}:
-                    note = Path(scratch) / "note"
-                    note.write_text(current + ("\n" if current and not current.endswith("\n") else "") + line + "\n")
-                    run("notes", "--ref", NOTES_REF, "add", "--force", "-F", str(note), sha)
+                notes = dict(_notes_of(run, {ticket.sha for ticket in batch}, Path(scratch)))
+                changed = set()
+                for ticket in batch:
+                    path, current = notes.get(ticket.sha, (ticket.sha, ""))
+                    if ticket.entry.ending not in {held.ending for held in parse_note(current)}:
+                        separator = "\n" if current and not current.endswith("\n") else ""
+                        notes[ticket.sha] = (path, current + separator + ticket.entry.to_line() + "\n")
+                        changed.add(ticket.sha)
+                if changed:
+                    self._commit(run, [notes[sha] for sha in sorted(changed)], Path(scratch))
                 if not self._remote or _ref(run, NOTES_REF) == remote:
                     return
                 try:
@@ -64,6 +111,25 @@ class NotesLedger:
                             f"{NOTES_REF}: push refused (no write access, or a hook or rule refused it): {e}"
                         ) from None
         raise GitError(f"{NOTES_REF}: the remote's notes moved under each of {self._attempts} pushes; retrying later")
+
+    def _commit(self, run: Run, notes: list[tuple[str, str]], scratch: Path) -> None:
+        """One commit on ``NOTES_REF`` writing each (path, text) of ``notes`` into the notes tree, as ``git notes
+        add`` would (by path, so the noted commit need not be present, as with ``git notes``)."""
+        name = self._environment.get("GIT_COMMITTER_NAME", "gitsync")
+        email = self._environment.get("GIT_COMMITTER_EMAIL", "gitsync@noreply.invalid")
+        message = f"Notes added by gitsync ({len(notes)})\n".encode()
+        stream = [f"commit {NOTES_REF}\ncommitter {name} <{email}> now\n".encode()]
+        stream.append(b"data %d\n%s" % (len(message), message))
+        parent = _ref(run, NOTES_REF)
+        if parent:
+            stream.append(f"from {parent}\n".encode())
+        for path, text in notes:
+            data = text.encode()
+            stream.append(f"M 100644 inline {path}\n".encode() + b"data %d\n%s\n" % (len(data), data))
+        request = scratch / "fast-import"
+        request.write_bytes(b"".join(stream) + b"\n")
+        with request.open("rb") as stdin:
+            run("fast-import", "--quiet", "--date-format=now", istream=stdin)
 
     def read(self, shas: Iterable[str] | None = None) -> Mapping[str, tuple[LedgerEntry, ...]]:
         wanted = None if shas is None else set(shas)
@@ -119,13 +185,19 @@ def _ref(run: Run, ref: str) -> str:
     return run("for-each-ref", "--format=%(objectname)", ref).strip()
 
 
-def _note(run: Run, sha: str) -> str:
-    """The note on ``sha`` ("" when none: ``notes list`` fails for a commit without one)."""
-    try:
-        blob = run("notes", "--ref", NOTES_REF, "list", "--end-of-options", sha).strip()
-    except GitError:
-        return ""
-    return run("cat-file", "blob", blob, strip_newline_in_stdout=False)
+def _notes_of(run: Run, shas: set[str], scratch: Path) -> Mapping[str, tuple[str, str]]:
+    """The notes on ``shas``: commit -> (its path in the notes tree, text); a commit without one is absent. One
+    ``ls-tree`` and one ``cat-file --batch``: the path keeps the tree's fan-out (``ab/cdef...``) when rewritten."""
+    if not _ref(run, NOTES_REF):
+        return {}
+    found = {}
+    for line in run("ls-tree", "-r", "--full-tree", "--end-of-options", NOTES_REF).splitlines():
+        meta, _, path = line.partition("\t")
+        commit = path.replace("/", "")
+        if commit in shas:
+            found[meta.split()[2]] = (commit, path)
+    texts = _blob_texts(run, list(found), scratch)
+    return {commit: (path, texts.get(blob, "")) for blob, (commit, path) in found.items()}
 
 
 def _blob_texts(run: Run, blobs: list[str], scratch: Path) -> dict[str, str]:

@@ -5,6 +5,11 @@ occur in app or env names, so two environments sharing a namespace never collide
 ``data["<part>.json"]`` and labelled with the ownership labels plus ``gitsync.dev/state: <part>``. Writes are
 optimistic (PUT with the resourceVersion read by ``load``): a concurrent writer makes ``save`` raise a transient
 ``StaleError`` instead of losing an update. These ConfigMaps are bookkeeping, never part of a render or inventory.
+
+With ``live`` (the agent's watch cache, which the adapter's writes go through) ``load`` reads from memory: a
+reconcile reads its state without a request, and a command another process wrote (``gitsync rollout promote``)
+arrives by the watch. A save refused as stale makes the next load of that ConfigMap a GET, so a cache a moment
+behind never refuses a write twice.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ from __future__ import annotations
 import json
 
 from gitsync.adapters.kube import KubeCluster
-from gitsync.errors import CorruptStateError
+from gitsync.errors import CorruptStateError, StaleError
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId
+from gitsync.ports import LiveReader
 
-__all__ = ["LABEL_STATE", "ConfigMapStateStore"]
+__all__ = ["LABEL_STATE", "ConfigMapStateStore", "document"]
 
 LABEL_STATE = "gitsync.dev/state"
 
@@ -28,9 +34,28 @@ def corrupt(ref: ObjectId, problem: str) -> CorruptStateError:
     )
 
 
+def document(live: Json | None, part: str) -> tuple[Json, str]:
+    """The ``part`` document a state ConfigMap holds and its resourceVersion (``({}, "")`` for none): what
+    ``load`` returns, also for a ConfigMap taken from a list (the dashboard reads every app-env in one list)."""
+    if live is None:
+        return {}, ""
+    meta = live["metadata"]
+    ref = ObjectId("", "ConfigMap", str(meta.get("namespace", "")), str(meta.get("name", "")))
+    raw = (live.get("data") or {}).get(f"{part}.json") or "{}"
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise corrupt(ref, f"{part}.json is not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise corrupt(ref, f"{part}.json is not a JSON object")
+    return data, str(meta["resourceVersion"])
+
+
 class ConfigMapStateStore:
-    def __init__(self, cluster: KubeCluster) -> None:
+    def __init__(self, cluster: KubeCluster, live: LiveReader | None = None) -> None:
         self._cluster = cluster
+        self._live = live
+        self._stale: set[ObjectId] = set()
 
     @staticmethod
     def ref(key: AppEnv, namespace: str, part: str) -> ObjectId:
@@ -38,18 +63,10 @@ class ConfigMapStateStore:
         return ObjectId("", "ConfigMap", namespace, f"{MANAGER}.{key.app}.{key.env}.{part}")
 
     def load(self, key: AppEnv, namespace: str, part: str) -> tuple[Json, str]:
-        live = self._cluster.get(self.ref(key, namespace, part))
-        if live is None:
-            return {}, ""
         ref = self.ref(key, namespace, part)
-        raw = (live.get("data") or {}).get(f"{part}.json") or "{}"
-        try:
-            data = json.loads(raw)
-        except ValueError as e:
-            raise corrupt(ref, f"{part}.json is not JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise corrupt(ref, f"{part}.json is not a JSON object")
-        return data, str(live["metadata"]["resourceVersion"])
+        reader: LiveReader = self._cluster if self._live is None or ref in self._stale else self._live
+        self._stale.discard(ref)
+        return document(reader.get(ref), part)
 
     def save(self, key: AppEnv, namespace: str, part: str, data: Json, version: str) -> str:
         ref = self.ref(key, namespace, part)
@@ -66,7 +83,11 @@ class ConfigMapStateStore:
             "metadata": metadata,
             "data": {f"{part}.json": json.dumps(data, sort_keys=True, separators=(",", ":"))},
         }
-        stored = self._cluster.replace(body) if version else self._cluster.create(body)
+        try:
+            stored = self._cluster.replace(body) if version else self._cluster.create(body)
+        except StaleError:
+            self._stale.add(ref)
+            raise
         return str(stored["metadata"]["resourceVersion"])
 
     def keys(self, env: str, namespace: str, part: str) -> frozenset[AppEnv]:

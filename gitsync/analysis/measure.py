@@ -5,7 +5,8 @@ already gathered); a provider error becomes an ERROR measurement, never an excep
 cannot stop the rollout's other decisions (the pod gate, a human abort).
 
 Queries and URLs may name the rollout's subjects as ``${namespace}``, ``${app}``, ``${env}``, ``${workload}``
-(the new version's Deployment), ``${stable}`` (the stable Deployment) and ``${track}``.
+(what the new version's pods are named after: the canary's ReplicaSet or the colour's Deployment), ``${stable}``
+(the stable Deployment) and ``${track}``.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "promote": "gitsync.cli.promote:command",
     "rollback": "gitsync.cli.promote:rollback",
     "rollout": "gitsync.cli.rollout:group",
+    "dashboard": "gitsync.cli.dashboard:command",
 }
 
 

@@ -31,6 +31,7 @@ from gitsync.change_plan import (
 )
 from gitsync.cli.sync import EXIT_ERROR, exit_status, fail_on, kubeconfig_option
 from gitsync.errors import GitsyncError, Retry, retry_of_all
+from gitsync.ports import ForgeKind
 
 if TYPE_CHECKING:
     from renderers import RenderedApp
@@ -59,22 +60,58 @@ EXIT_CHANGES = 1
     show_default=True,
     help="Markdown only: the most characters to print (a pull-request comment's limit); what is cut is said.",
 )
+@click.option(
+    "--comment",
+    "pull_request",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Also post the plan as the one gitsync comment of this pull request (updated in place), via --forge.",
+)
+@click.option("--forge", "forge_kind", type=click.Choice(["github", "gitea", "gitlab"]), envvar="GITSYNC_FORGE")
+@click.option("--forge-url", envvar="GITSYNC_FORGE_URL", default="https://github.com", show_default=True)
+@click.option("--forge-repo", envvar="GITSYNC_FORGE_REPO", help="owner/name (GitLab: the project path).")
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="GITSYNC_FORGE_TOKEN_FILE",
+    help="The forge API token, in a file (never on the command line).",
+)
 def command(
-    repo: Path, base: str, head: str, env: str | None, live: bool, kubeconfig: Path | None, output: str, limit: int
+    repo: Path,
+    base: str,
+    head: str,
+    env: str | None,
+    live: bool,
+    kubeconfig: Path | None,
+    output: str,
+    limit: int,
+    pull_request: int | None,
+    forge_kind: str | None,
+    forge_url: str,
+    forge_repo: str | None,
+    token_file: Path | None,
 ) -> None:
     """Show what merging HEAD into BASE changes in each environment, rendered from Git (no cluster needed).
 
     Per environment and app: objects added, changed and removed, image changes, the rollout that will run, and
     what waits for promotion (a chart change reaches a pinned environment only through its next promotion).
     Secret values are masked in every format; -o markdown is made for a pull-request comment.
+    With --comment N the markdown is also posted as pull request N's gitsync comment (the agent's, when it has a
+    forge configured: the same comment is updated), e.g. from a CI job.
     """
     logging.configure("auto", level="ERROR")
+    if pull_request is not None and not (forge_kind and forge_repo and token_file):
+        raise click.UsageError("--comment needs --forge, --forge-repo and --token-file (or GITSYNC_FORGE_*)")
     trees = LocalTrees(repo)
     retries: dict[str, Retry] = {}
     try:
-        plan = plan_change(
-            trees, trees.resolve(base), trees.resolve(head), env, live=_live(kubeconfig, retries) if live else None
-        )
+        base_sha, head_sha = trees.resolve(base), trees.resolve(head)
+        plan = plan_change(trees, base_sha, head_sha, env, live=_live(kubeconfig, retries) if live else None)
+        if pull_request is not None:
+            assert forge_kind and forge_repo and token_file
+            _comment(
+                plan, base_sha, head_sha, base, pull_request, ForgeKind(forge_kind), forge_url, forge_repo, token_file
+            )
     except GitsyncError as e:
         fail_on(e)
     if output == "json":
@@ -84,6 +121,26 @@ def command(
     else:
         click.echo(text(plan), nl=False)
     sys.exit(_status(plan, retries))
+
+
+def _comment(
+    plan: ChangePlan,
+    base_sha: str,
+    head_sha: str,
+    base: str,
+    number: int,
+    kind: ForgeKind,
+    url: str,
+    repo: str,
+    token_file: Path,
+) -> None:
+    from gitsync.adapters.clock import SystemClock
+    from gitsync.adapters.forge import ForgeClient
+    from gitsync.runtime.plan_comments import MARKER, comment_text
+
+    forge = ForgeClient(kind, url, repo, token_file, clock=SystemClock())
+    posted = forge.upsert_comment(number, MARKER, comment_text(plan, base_sha, head_sha, base.removeprefix("origin/")))
+    click.echo(f"plan comment: {posted}", err=True)
 
 
 def _status(plan: ChangePlan, retries: dict[str, Retry]) -> int:

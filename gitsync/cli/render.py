@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+from gitsync.adapters.render_cache import disk_blobs
 from gitsync.adapters.trees import LocalTrees
 from gitsync.errors import GitsyncError
 from renderers import AwaitingPromotion, RenderedApp, RenderError, load_environment, render_app
+from renderers.cache import StoredRenderCache
 
 if TYPE_CHECKING:  # imported when a values file has a rollout block: it costs a one-shot render 15 ms
     from gitsync.strategy.policy import PolicyError
@@ -31,12 +33,16 @@ def render_apps(
     repo: Path, env: str, apps: Sequence[str] = (), sets: Sequence[str] = (), revision: str | None = None
 ) -> tuple[RenderedApp, ...]:
     """Each app of ``env`` (or those named) rendered from the local checkout ``repo``, pinned charts from its Git
-    history. Apps awaiting promotion are left out, each with one line on stderr; any other error raises."""
+    history, each kept in the user's render cache (``gitsync.adapters.render_cache``) and rendered again only when
+    its inputs changed. Apps awaiting promotion are left out, each with one line on stderr; any other error
+    raises."""
     trees = LocalTrees(repo)
+    blobs = disk_blobs()
+    cache = StoredRenderCache(blobs) if blobs is not None else None
     rendered = []
     for app in apps or load_environment(repo, env).apps:
         try:
-            rendered.append(render_app(repo, env, app, sets=sets, revision=revision, trees=trees))
+            rendered.append(render_app(repo, env, app, sets=sets, revision=revision, trees=trees, cache=cache))
         except AwaitingPromotion as e:
             click.echo(str(e), err=True)
     return tuple(rendered)

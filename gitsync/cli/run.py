@@ -20,10 +20,23 @@ from gitsync import log as logging
 from gitsync.errors import GitsyncError
 
 if TYPE_CHECKING:
+    from gitsync.adapters.forge import ForgeClient
     from gitsync.adapters.git import GitRepository
-    from gitsync.ports import StateStore
+    from gitsync.adapters.kube import KubeCluster
+    from gitsync.dashboard.server import DashboardServer
+    from gitsync.history import Status
+    from gitsync.model import AppEnv
+    from gitsync.ports import Clock, StateStore
     from gitsync.promotion import Promotions
-    from gitsync.runtime.config import AgentConfig
+    from gitsync.runtime.agent import Agent
+    from gitsync.runtime.config import AgentConfig, ForgeConfig
+
+
+def forge_client(forge: ForgeConfig, clock: Clock) -> ForgeClient:
+    """The forge API client of ``forge:`` in agent.yaml (``gitsync plan --comment`` makes its own from flags)."""
+    from gitsync.adapters.forge import ForgeClient
+
+    return ForgeClient(forge.kind, forge.url, forge.repo, forge.token_file, clock=clock)
 
 
 def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Promotions:
@@ -38,15 +51,44 @@ def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Pr
 
     write = config.repo.write
     identity = Identity(write.author_name, write.author_email)
+    history = History(store)
+    served = {selection.name for selection in config.environments}
+
+    def status(key: AppEnv, namespace: str) -> Status | None:
+        """An upstream this agent deploys has its status here; another agent's (one per cluster) is judged by
+        its ledger in Git alone."""
+        return history.status(key, namespace) if key.env in served else None
+
     return Promotions(
         NotesLedger(git.cache, config.repo.url, identity=identity),
         CacheWriter(git, identity, signing_key=write.signing_key_file),
         tree=git.snapshot,
         tree_id=git.tree_id,
-        status=History(store).status,
+        status=status,
         branch=config.repo.branch,
         agent=config.leader.identity or socket.gethostname(),
     )
+
+
+def dashboard(config: AgentConfig, cluster: KubeCluster, git: GitRepository, agent: Agent) -> DashboardServer:
+    """The read-only dashboard on ``dashboard.listen``: the agent's view of the cluster and the Git ledger, shown
+    only to bearers of a token allowed to read the state ConfigMaps (``gitsync.dashboard.access``)."""
+    from gitsync.adapters.notes import NotesLedger
+    from gitsync.dashboard.access import TokenAccess
+    from gitsync.dashboard.read import Board, LedgerRows, Renders
+    from gitsync.dashboard.server import DashboardServer, Site
+    from gitsync.dashboard.view import Forge
+
+    board = Board(
+        cluster,
+        env_order=[e.name for e in config.environments],
+        ledger=LedgerRows(NotesLedger(git.cache, config.repo.url), git.cache),
+        renders=Renders(git.snapshot),
+        scope=agent.namespaces,
+    )
+    host, _, port = config.dashboard_listen.rpartition(":")
+    site = Site("<your clone>", Forge.of(config.repo.url), "served by the agent")
+    return DashboardServer(host or "0.0.0.0", int(port), board, site, TokenAccess(cluster, board.namespaces))  # noqa: S104
 
 
 @click.command("run")
@@ -63,16 +105,21 @@ def command(config_path: Path, log_format: str | None) -> None:
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.git import GitRepository
     from gitsync.adapters.http_check import HttpClient
+    from gitsync.adapters.kube import KubeCluster
     from gitsync.adapters.prometheus import PrometheusClient
     from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.adapters.webhook_post import WebhookPost
     from gitsync.analysis.measure import Measurer
     from gitsync.cache import WatchCache
     from gitsync.cli.sync import connect
     from gitsync.events import EventSink
+    from gitsync.notify import Notifier, Outbox
     from gitsync.runtime import config as agent_config
     from gitsync.runtime.agent import Agent
+    from gitsync.runtime.clusters import HOME, Clusters, Connected
     from gitsync.runtime.http import Endpoints, HttpServer
     from gitsync.runtime.leader import LeaderElector
+    from gitsync.runtime.shards import ShardSet
     from gitsync.strategy.executor import RolloutExecutor
 
     try:
@@ -98,15 +145,38 @@ def command(config_path: Path, log_format: str | None) -> None:
         verify=config.repo.verify,
     )
     elector: LeaderElector | None = None
+    shards: ShardSet | None = None
     agent: Agent
-    if config.leader.enabled:
+    if config.sharding.shards:
+        shards = ShardSet(
+            cluster, config.leader, config.sharding.shards, clock, on_change=lambda s, held: agent.on_shard(s, held)
+        )
+    elif config.leader.enabled:
         elector = LeaderElector(cluster, config.leader, clock, on_change=lambda leading: agent.on_leadership(leading))
-    cache = WatchCache(cluster) if config.drift_watch else None
-    store = ConfigMapStateStore(cluster)
     measurer = Measurer(PrometheusClient(), HttpClient())
-    rollouts = RolloutExecutor(
-        cluster, store, measurer=measurer, events=EventSink(cluster, clock, config.leader.identity)
-    )
+
+    def watched(target: KubeCluster) -> WatchCache | None:
+        """The cluster's watch cache; what the agent writes it reads back from the cache at once."""
+        cache = WatchCache(target) if config.drift_watch else None
+        if cache is not None:
+            target.on_write(cache.wrote)
+        return cache
+
+    home_cache = watched(cluster)
+    store = ConfigMapStateStore(cluster, live=home_cache)
+
+    def connected(name: str, target: KubeCluster, cache: WatchCache | None) -> Connected:
+        """One cluster's client, watch cache and rollout executor; its records go to the home ``store``."""
+        events = EventSink(target, clock, config.leader.identity)
+        rollouts = RolloutExecutor(target, store, measurer=measurer, events=events, reader=cache)
+        return Connected(name, target, cache, rollouts)
+
+    def connect_target(name: str, kubeconfig: Path) -> Connected:
+        target = KubeCluster(kubeconfig, name=name)
+        return connected(name, target, watched(target))
+
+    home = connected(HOME, cluster, home_cache)
+    clusters = Clusters(home, cluster, config.leader.namespace, config.clusters, connect_target)
     agent = Agent(
         config,
         cluster,
@@ -114,9 +184,13 @@ def command(config_path: Path, log_format: str | None) -> None:
         git,
         clock,
         elector=elector,
-        cache=cache,
-        rollouts=rollouts,
+        cache=home.cache,
+        rollouts=home.rollouts,
         promotions=promotions(config, git, store),
+        forge=forge_client(config.forge, clock) if config.forge is not None else None,
+        notifier=Notifier(config.notifications, WebhookPost(), Outbox(store), clock) if config.notifications else None,
+        clusters=clusters,
+        shards=shards,
     )
     host, port = config.listen_host_port
     server = HttpServer(
@@ -127,8 +201,11 @@ def command(config_path: Path, log_format: str | None) -> None:
             secrets=config.webhook_secrets,
             on_push=agent.on_push,
             ready=agent.ready,
+            on_pull_request=agent.plan_comments.on_pull_request if agent.plan_comments is not None else None,
         ),
     )
+
+    board = dashboard(config, cluster, git, agent) if config.dashboard_listen else None
 
     stop = threading.Event()
 
@@ -140,6 +217,9 @@ def command(config_path: Path, log_format: str | None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     log.info("http.listening", address=f"{host}:{server.port}")
+    if board is not None:
+        board.start()
+        log.info("dashboard.listening", address=config.dashboard_listen.rpartition(":")[0] + f":{board.port}")
     agent.start()
     try:
         while not stop.wait(1.0):
@@ -147,4 +227,6 @@ def command(config_path: Path, log_format: str | None) -> None:
     finally:
         agent.stop()
         server.stop()
+        if board is not None:
+            board.stop()
     sys.exit(0)

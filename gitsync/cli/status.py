@@ -5,7 +5,9 @@ change), the health of its worst object with the reason (workloads judged with t
 release shows as Degraded at once), and the revision and digest last applied (from the inventory). When the agent
 runs, it also keeps a ``status`` document per app-env (``gitsync.history.Status``: the last attempt's result and
 error); ``AppStatus.agent`` carries it whole into the JSON, and the table shows its result and error. A canary or
-blue-green rollout adds its phase, step, weight and latest analysis values (``AppStatus.rollout``).
+blue-green rollout adds its phase, step, weight and latest analysis values (``AppStatus.rollout``). An environment an
+agent applies to another cluster than its own (``cluster:``) is planned against ``--kubeconfig`` (that cluster)
+while the agent's records are read from ``--home-kubeconfig`` (the agent's cluster); the table names the cluster.
 Reads only: nothing is written, not even an inventory.
 
 Exit status 0 when the status could be read (whatever it says), 2 on an error (render error, no cluster).
@@ -85,14 +87,25 @@ class AppStatus:
 @env_option
 @app_option
 @kubeconfig_option
+@click.option(
+    "--home-kubeconfig",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The agent's own cluster, where it keeps its records, when it applies this environment to another one.",
+)
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, output: str) -> None:
+def command(
+    repo: Path, env: str, app: str | None, kubeconfig: Path | None, home_kubeconfig: Path | None, output: str
+) -> None:
     """Show sync state, health and the applied revision of each app of an environment."""
+    from gitsync.cli.sync import connect
+
     # stdout is the table; the command prints each error once itself (the warning event would repeat them as JSON)
     logging.configure("auto", level="ERROR")
     try:
         cluster, planned = previews(repo, env, app, kubeconfig, listed=False)
-        rows = [app_status(rendered, cluster, result) for rendered, result in planned]
+        home = connect(home_kubeconfig) if home_kubeconfig is not None else cluster
+        rows = [app_status(rendered, cluster, result, home) for rendered, result in planned]
     except GitsyncError as e:
         fail_on(e)
     if output == "json":
@@ -101,13 +114,16 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
         _table(env, rows)
 
 
-def app_status(rendered: RenderedApp, cluster: KubeCluster, result: SyncResult) -> AppStatus:
+def app_status(
+    rendered: RenderedApp, cluster: KubeCluster, result: SyncResult, home: KubeCluster | None = None
+) -> AppStatus:
     """Gather one app-env's status from its dry-run plan (``previews``): the live objects the plan read, pods and
-    ReplicaSets of their namespaces, the inventory and the agent's status document."""
+    ReplicaSets of their namespaces, the inventory and the agent's status document (read from ``home``, the
+    agent's cluster, when that is not ``cluster``)."""
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.strategy.control import describe_rollout
 
-    store = ConfigMapStateStore(cluster)
+    store = ConfigMapStateStore(home or cluster)
     live = {c.id: c.live for c in result.plan.changes if c.desired is not None}
     namespaces = sorted({ref.namespace for ref in live if ref.kind in WORKLOAD_KINDS and ref.namespace})
     pods = [p for ns in namespaces for p in cluster.list("", "Pod", ns).items]
@@ -167,6 +183,8 @@ def _table(env: str, rows: Sequence[AppStatus]) -> None:
         console = Console(width=_PIPE_WIDTH)
     console.print(table)
     for row in rows:
+        if row.agent.cluster:
+            console.print(Text(f"{row.app}: applied to cluster {row.agent.cluster}"))
         if row.agent.promotion:  # a receiving environment: what the promote stage last did
             console.print(Text(f"{row.app}: promotion {row.agent.promotion}"))
         for line in _rollout_lines(row.rollout):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
@@ -37,6 +38,8 @@ EXIT_ERROR = 2
 """Terminal: the input (repository, kubeconfig, a field another owner holds) must change first."""
 EXIT_RETRY = 3
 """Transient: the same command may succeed later (network, HTTP 5xx or 429, a parent not ready in time)."""
+PREVIEW_WORKERS = 4
+"""Apps previewed at once by ``diff`` and ``status`` (each plan has its own pool of dry-runs)."""
 
 repo_option = click.option(
     "--repo", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="GitOps repository."
@@ -150,19 +153,14 @@ def previews(
     cluster = connect(kubeconfig)
     missing = namespaces_to_create(cluster, targets)
     kinds = {k for r in targets for m in r.manifests if (k := defined_kind(m)) is not None}
-    return cluster, [
-        (
-            r,
-            preview(
-                r,
-                cluster,
-                live=snapshot(cluster) if listed else None,
-                new_namespace=r.namespace in missing,
-                new_kinds=kinds,
-            ),
-        )
-        for r in targets
-    ]
+    live = snapshot(cluster) if listed else None  # one list per kind for all apps: a preview writes nothing
+
+    def one(r: RenderedApp) -> tuple[RenderedApp, SyncResult]:
+        return r, preview(r, cluster, live=live, new_namespace=r.namespace in missing, new_kinds=kinds)
+
+    # Apps are previewed side by side, so their requests overlap instead of queueing app after app.
+    with ThreadPoolExecutor(max_workers=PREVIEW_WORKERS) as pool:
+        return cluster, list(pool.map(one, targets))
 
 
 def snapshot(cluster: KubeCluster) -> ListSnapshot:

@@ -16,6 +16,15 @@ reconcile has pruned its whole inventory (``reconcile`` with a removed ``Target`
 only reports its apps as orphaned (Argo CD's and Flux's guard against an empty source), and an agent configured
 with an explicit app list never removes an app.
 
+Clusters (``gitsync.runtime.clusters``): each environment is applied to its named cluster (or the home cluster)
+through a ``Stages`` of that cluster (its client, watch cache, rollouts and Events); records (status, history,
+inventory) stay in the home cluster's ``StateStore``, so a cluster that is down fails only its own app-envs, and
+their status, written at home, names it.
+
+Sharding (``gitsync.runtime.shards``): with shard Leases every replica works, each only on the app-envs of the
+shards it holds (triggers for the others are dropped: their holder sees the same poll); a shard gained enqueues
+its app-envs, a shard lost stops their drift watchers.
+
 High availability: with leader election only the leader's workers take work. Followers verify and enqueue
 webhooks and keep polling, so a new leader starts with the triggers it saw, then enqueues every key anyway.
 A reconcile in flight when leadership is lost finishes (state writes are optimistic, so it cannot overwrite a
@@ -40,22 +49,28 @@ from gitsync import log as logging
 from gitsync.adapters.git import scrub
 from gitsync.cache import WatchCache
 from gitsync.drift import DriftWatcher
-from gitsync.errors import GitsyncError, Retry
+from gitsync.errors import GitsyncError, Retry, TransientError
 from gitsync.events import EventSink
 from gitsync.history import History, Result
 from gitsync.metrics import GIT_FETCH_SECONDS, GIT_POLLS, LEADER
 from gitsync.model import AppEnv, HealthStatus, Json, Manifest
-from gitsync.ports import Clock, Cluster, GitReader, Rollouts, Snapshot, StateStore
+from gitsync.notify import Notifier
+from gitsync.ports import Clock, Cluster, Forge, GitReader, Rollouts, Snapshot, StateStore
 from gitsync.promotion import Promotions, topology
 from gitsync.reconcile import NoRollouts, Request, Stages, reconcile
-from gitsync.record import LedgerSink, Recorder, default_sinks
+from gitsync.record import CommitStatusSink, LedgerSink, PullRequestSink, Recorder, default_sinks
 from gitsync.result import Kind, ReconcileResult, Target
+from gitsync.runtime.clusters import HOME, Clusters, Connected
 from gitsync.runtime.config import AgentConfig, Provider
 from gitsync.runtime.leader import LeaderElector
+from gitsync.runtime.plan_comments import PlanComments
 from gitsync.runtime.queue import Outcome, ReconcileQueue, WorkItem
+from gitsync.runtime.shards import ShardSet
+from gitsync.runtime.wakeups import Wakeups
 from gitsync.source import Source
 from gitsync.sync import ensure_namespace
 from renderers import RenderedApp, RenderError, load_environment, render_app
+from renderers.cache import MemoryRenderCache
 
 __all__ = ["Agent", "AgentCluster"]
 
@@ -82,53 +97,114 @@ class Agent:
         rollouts: Rollouts | None = None,
         cache: WatchCache | None = None,
         promotions: Promotions | None = None,
+        forge: Forge | None = None,
+        notifier: Notifier | None = None,
+        clusters: Clusters | None = None,
+        shards: ShardSet | None = None,
     ) -> None:
-        """``cache``: a watch-fed cache of managed objects; with it, plans read live objects from memory and a
-        ``DriftWatcher`` per app-env notices edits within seconds (and enqueues a reconcile that heals them).
-        ``promotions``: the pin guard, the promote stage and the Git ledger (None: nothing is written to Git)."""
+        """``cluster``, ``cache`` and ``rollouts`` are the home cluster's; ``clusters`` connects the named target
+        clusters (None: every environment must be applied to the home cluster). ``cache``: a watch-fed cache of
+        managed objects; with it, plans read live objects from memory and a ``DriftWatcher`` per app-env notices
+        edits within seconds (and enqueues a reconcile that heals them). ``promotions``: the pin guard, the
+        promote stage and the Git ledger (None: nothing is written to Git). ``forge``: commit statuses, the
+        promotion and rollback pull requests, and the plan comment on pull-request webhooks (``on_pull_request``)
+        go through it; None: none of those. ``notifier``: sends the notifications of ``notifications:`` (started
+        and stopped with the agent). ``shards``: this replica's shard Leases (None: it works on every app-env,
+        alone or as the leader)."""
         self.config = config
         self._cluster = cluster
         self._store = store
         self._clock = clock
         self._elector = elector
+        self._notifier = notifier
+        self._shards = shards
         self._rollouts = rollouts or NoRollouts()
-        self._cache = cache
+        self._clusters = clusters or Clusters(
+            Connected(HOME, cluster, cache, self._rollouts), cluster, config.leader.namespace, {}, _no_targets
+        )
         self._watchers: dict[AppEnv, DriftWatcher] = {}
+        self._renders = MemoryRenderCache()
+        """The newest render of each app-env: a reconcile whose inputs did not change renders nothing."""
         self.source = Source(git, on_fetch=GIT_FETCH_SECONDS.observe)
         self.queue = ReconcileQueue(clock)
-        history = History(store, config.history_limit)
-        events = EventSink(cluster, clock, elector.identity if elector else "")
-        self._stages = Stages(
-            source=self.source,
-            locate=self._locate,
-            cluster=cluster,
-            store=store,
-            clock=clock,
-            status=history,
-            recorder=Recorder(
-                default_sinks(history, events, ledger=LedgerSink(promotions, history, store) if promotions else None)
-            ),
-            rollouts=self._rollouts,
-            live=cache,
-            ensure_namespace=self._ensure_namespace,
-            before_apply=self._before_apply,
-            promotions=promotions,
-            render=self._render,
-        )
+        self._wakeups: dict[str, Wakeups] = {}
+        """Cluster name -> which app-envs wait for which of its workloads (fed by that cluster's watch cache)."""
+        self._history = History(store, config.history_limit)
+        self._promotions = promotions
+        self._forge_sinks: tuple[CommitStatusSink, PullRequestSink] | tuple[()] = ()
+        self.plan_comments: PlanComments | None = None
+        if forge is not None:
+            target_url = config.forge.target_url if config.forge is not None else ""
+            self._forge_sinks = (
+                CommitStatusSink(forge, target_url=target_url),
+                PullRequestSink(forge, config.repo.branch),
+            )
+            self.plan_comments = PlanComments(forge, self.source.tree, git.remote_head)
+        self._stages: dict[str, Stages] = {}
+        """Cluster name -> the stages reconciling the environments applied there (made on first use)."""
+        self._env_clusters: dict[str, tuple[str, str]] = {}
+        """Environment -> (cluster name, the env.yaml's kubeconfigSecret), as discovered."""
         self._downstream: dict[str, tuple[str, ...]] = {}
         """Environment -> the environments that take their releases from it (``promotion.from``)."""
         self._targets: dict[AppEnv, Target] = {}
         self._removed: dict[AppEnv, Target] = {}
         """App-envs gone from their environment whose inventory is still in the cluster (queued until pruned)."""
+        self._ledger = ""
+        """The ledger's notes ref as last polled."""
         self._discovered = ""
         """The revision whose environment files ``_targets`` reflects."""
-        self._namespaces: set[str] = set()
-        """Namespaces known to exist (checked once per process)."""
+        self._namespaces: set[tuple[str, str]] = set()
+        """(cluster, namespace) known to exist (checked once per process)."""
         self._attempted: set[AppEnv] = set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
         self._scheduler = BackgroundScheduler(timezone=UTC)
+
+    def _stages_of(self, name: str) -> Stages:
+        """The stages of the environments applied to cluster ``name``, composed on first use: that cluster's
+        client, watch cache, rollouts and Events; the home cluster's records (status, history, the ledger)."""
+        with self._lock:
+            found = self._stages.get(name)
+            secret = next((s for c, s in self._env_clusters.values() if c == name and s), "")
+        if found is not None:
+            return found
+        target = self._clusters.get(name, secret)
+        events = EventSink(target.cluster, self._clock, self._identity)
+        promotions = self._promotions
+        ledger = LedgerSink(promotions, self._history, self._store) if promotions else None
+        stages = Stages(
+            source=self.source,
+            locate=lambda key, snapshot: self._locate_on(name, key, snapshot),
+            cluster=target.cluster,
+            store=self._store,
+            clock=self._clock,
+            status=self._history,
+            recorder=Recorder(
+                (*default_sinks(self._history, events, ledger=ledger, notifier=self._notifier), *self._forge_sinks)
+            ),
+            rollouts=target.rollouts or NoRollouts(),
+            live=target.cache,
+            workloads=target.cache,
+            ensure_namespace=lambda namespace: self._ensure_namespace(target, namespace),
+            before_apply=self._before_apply,
+            promotions=promotions,
+            render=self._render,
+        )
+        with self._lock:
+            kept = self._stages.setdefault(name, stages)
+            if kept is not stages:
+                return kept
+            wakeups = self._wakeups[name] = Wakeups(self.queue.wake, target.cache, self._clock.now)
+        if target.cache is not None:
+            target.cache.subscribe(wakeups.on_change)
+        return stages
+
+    @property
+    def _identity(self) -> str:
+        if self._elector is not None:
+            return self._elector.identity
+        return self._shards.identity if self._shards is not None else ""
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -153,6 +229,8 @@ class Agent:
             kwargs={"reason": "drift"},
         )
         self._scheduler.start()
+        if self._notifier is not None:
+            self._notifier.start()
         for n in range(self.config.workers):
             worker = threading.Thread(target=self._work, name=f"reconcile-{n}", daemon=True)
             worker.start()
@@ -161,12 +239,15 @@ class Agent:
             self._elector.start()
         else:
             LEADER.set(1)
+        if self._shards is not None:
+            self._shards.start()
         log.info(
             "agent.started",
             repo=scrub(self.config.repo.url),
             branch=self.config.repo.branch,
             environments=[e.name for e in self.config.environments],
             leader_election=self._elector is not None,
+            shards=self._shards.shards if self._shards is not None else 0,
         )
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -179,18 +260,47 @@ class Agent:
             worker.join(max(0.0, deadline - time.monotonic()))
         for watcher in list(self._watchers.values()):
             watcher.stop(timeout=1.0)
-        if self._cache is not None:
-            self._cache.stop()
+        for target in self._clusters.connected():
+            if target.cache is not None:
+                target.cache.stop()
+        if self._notifier is not None:
+            self._notifier.stop()
         if self._elector is not None:
             self._elector.stop()
+        if self._shards is not None:
+            self._shards.stop()
+        queues = [sink.queue for sink in self._forge_sinks]
+        if self.plan_comments is not None:
+            queues.append(self.plan_comments.queue)
+        for queue in queues:
+            queue.close(timeout=max(1.0, deadline - time.monotonic()))
         log.info("agent.stopped")
 
     def on_leadership(self, leading: bool) -> None:
         """Elector callback: a new leader reconciles everything once (its queue may be empty or stale)."""
         LEADER.set(1 if leading else 0)
         if leading:
-            self._rollouts.reset()
+            for target in self._clusters.connected():
+                if target.rollouts is not None:
+                    target.rollouts.reset()
             self.enqueue_all(reason="leader")
+
+    def on_shard(self, shard: int, held: bool) -> None:
+        """Shard-Lease callback: a shard gained reconciles its app-envs once, at the newest head seen (the
+        triggers of a commit that arrived before the shard did were dropped here); one lost stops their drift
+        watchers (the new holder watches them)."""
+        assert self._shards is not None
+        shards = self._shards
+        with self._lock:
+            keys = sorted(k for k in {*self._targets, *self._removed} if shards.shard_of(k) == shard)
+        if held:
+            for key in keys:
+                self.queue.add(key, self.source.seen, "shard")
+            return
+        for key in keys:
+            watcher = self._watchers.pop(key, None)
+            if watcher is not None:
+                watcher.stop(timeout=1.0)
 
     # -- triggers ----------------------------------------------------------------------------------------------
 
@@ -198,6 +308,7 @@ class Agent:
         """The poll job: one ls-remote; every key is enqueued when the head moved (or none is known yet)."""
         try:
             head = self.source.check()
+            self._ledger_moved(self.source.ledger())
             if head is None and (self._targets or self._discovered):  # nothing new (known, or known to be empty)
                 GIT_POLLS.labels("unchanged").inc()
                 return
@@ -209,6 +320,22 @@ class Agent:
         except GitsyncError as e:
             GIT_POLLS.labels("error").inc()
             log.warning("git.poll_failed", error=str(e))
+
+    def _ledger_moved(self, ledger: str) -> None:
+        """Another agent recorded a release (one agent per cluster): the environments this agent receives from
+        environments it does not deploy look at their upstream's ledger now, as ``_promote_next`` does for
+        environments both ends of which it deploys."""
+        with self._lock:
+            moved, self._ledger = ledger != self._ledger, ledger
+            served = {selection.name for selection in self.config.environments}
+            receivers = sorted(
+                key
+                for key, target in self._targets.items()
+                if target.upstream is not None and target.upstream.from_env not in served
+            )
+        if moved and ledger:
+            for key in receivers:
+                self._enqueue(key, "", "ledger")
 
     def on_push(self, provider: Provider, revision: str) -> None:
         """Webhook callback: a push naming its commit reconciles every key now (the reconcile fetches it). One
@@ -223,6 +350,11 @@ class Agent:
         with self._lock:
             keys = sorted({*self._targets, *self._removed})
         for key in keys:
+            self._enqueue(key, revision, reason)
+
+    def _enqueue(self, key: AppEnv, revision: str, reason: str) -> None:
+        """Add ``key`` to the queue, unless another replica holds its shard (it sees the same triggers)."""
+        if self._shards is None or self._shards.owns(key):
             self.queue.add(key, revision, reason)
 
     def _discover(self, snapshot: Snapshot) -> None:
@@ -249,12 +381,18 @@ class Agent:
                     found.update({k: t for k, t in self._targets.items() if k.env == selection.name})
                     removed.update({k: t for k, t in self._removed.items() if k.env == selection.name})
                 continue
+            declared = environment.cluster
+            cluster = selection.cluster or (declared.name if declared is not None else HOME)
+            secret = declared.kubeconfig_secret if declared is not None and declared.name == cluster else ""
+            with self._lock:
+                self._env_clusters[selection.name] = (cluster, secret)
             target = Target(
                 environment.namespace,
                 prune=self.config.prune and environment.prune,
                 self_heal=self.config.self_heal and environment.self_heal,
                 upstream=promotions.upstream.get(selection.name),
                 promoted_paths=promotions.promoted_paths.get(selection.name, ()),
+                cluster=cluster,
             )
             for app in selection.apps or environment.apps:
                 found[AppEnv(app, selection.name)] = target
@@ -285,7 +423,7 @@ class Agent:
         for key in sorted(gone):
             log.warning("app_env.removed", app=key.app, env=key.env, revision=snapshot.revision)
         for key in sorted(new | set(removed)):
-            self.queue.add(key, snapshot.revision, "removed" if key in removed else "discovered")
+            self._enqueue(key, snapshot.revision, "removed" if key in removed else "discovered")
 
     def _inventoried(self, env: str, namespace: str) -> frozenset[AppEnv]:
         """The app-envs of ``env`` that have an inventory in ``namespace`` (what gitsync applied and may prune)."""
@@ -298,19 +436,43 @@ class Agent:
         with self._lock:
             return self._targets.get(key) or self._removed.get(key)
 
+    def _locate_on(self, cluster: str, key: AppEnv, snapshot: Snapshot | None) -> Target | None:
+        """``_locate`` for the stages of ``cluster``: an environment that moved to another cluster at
+        ``snapshot`` is not applied here; the retry goes to the stages of its new cluster."""
+        target = self._locate(key, snapshot)
+        if target is not None and target.cluster != cluster:
+            raise TransientError(f"{key}: environment {key.env} is applied to cluster {target.cluster or 'home'} now")
+        return target
+
     def _render(self, path: Path, key: AppEnv, revision: str, trees: Callable[[str], Path]) -> RenderedApp:
-        """``Stages.render``: the namespaces the operator protects (agent.yaml) are refused."""
+        """``Stages.render``: the namespaces the operator protects (agent.yaml) are refused; an app-env whose
+        inputs did not change since its last render comes from the render cache."""
         return render_app(
-            path, key.env, key.app, revision=revision or None, trees=trees, protected=self.config.protected_namespaces
+            path,
+            key.env,
+            key.app,
+            revision=revision or None,
+            trees=trees,
+            protected=self.config.protected_namespaces,
+            cache=self._renders,
         )
 
-    def _ensure_namespace(self, namespace: str) -> None:
-        """Create the environment's namespace once if it is missing (status and objects live there)."""
-        if self.config.create_namespaces and namespace not in self._namespaces:
-            ensure_namespace(self._cluster, namespace)
-            self._namespaces.add(namespace)
+    def _ensure_namespace(self, target: Connected, namespace: str) -> None:
+        """Create the environment's namespace once if it is missing: in its cluster (its objects live there) and
+        in the home cluster (its status and history do)."""
+        if not self.config.create_namespaces:
+            return
+        for name, cluster in {(target.name, target.cluster), (HOME, self._cluster)}:
+            if (name, namespace) not in self._namespaces:
+                ensure_namespace(cluster, namespace)
+                self._namespaces.add((name, namespace))
 
     # -- readiness ---------------------------------------------------------------------------------------------
+
+    def namespaces(self) -> frozenset[str]:
+        """Where the app-envs of the configured environments live (their state included), as last discovered."""
+        with self._lock:
+            return frozenset(target.namespace for target in (*self._targets.values(), *self._removed.values()))
 
     def ready(self) -> tuple[bool, str]:
         if self._elector is not None and not self._elector.is_leader:
@@ -319,6 +481,8 @@ class Agent:
         with self._lock:
             keys = set(self._targets)
             waiting = keys - self._attempted
+        if self._shards is not None:
+            waiting = {key for key in waiting if self._shards.owns(key)}
         if not keys:
             return False, "no app-env discovered yet (first fetch pending)"
         if waiting:
@@ -334,23 +498,40 @@ class Agent:
             item = self.queue.get(timeout=1.0)
             if item is None:
                 continue
-            outcome, revision, delay = self._guarded(item)
+            if self._shards is None:
+                outcome, revision, delay = self._guarded(item)
+            else:
+                with self._shards.claim(item.key) as owned:
+                    # Not held (any more): left to the shard's holder, which saw the same trigger.
+                    outcome, revision, delay = self._guarded(item) if owned else (Outcome.DONE, item.revision, None)
             self.queue.done(item, outcome, revision=revision, retry_after=delay)
+
+    def _cluster_of(self, key: AppEnv) -> str:
+        with self._lock:
+            target = self._targets.get(key) or self._removed.get(key)
+        return target.cluster if target is not None else HOME
 
     def _guarded(self, item: WorkItem) -> tuple[Outcome, str, float | None]:
         try:
             with structlog.contextvars.bound_contextvars(app=item.key.app, env=item.key.env):
+                cluster = self._cluster_of(item.key)
+                try:
+                    stages = self._stages_of(cluster)
+                except GitsyncError as e:
+                    self._unconnected(item, e)
+                    return Outcome.TRANSIENT, item.revision, None
+                log.debug("reconcile.started", app=item.key.app, env=item.key.env, cluster=cluster or "home")
                 result = reconcile(
-                    self._stages,
+                    stages,
                     Request(
                         item.key,
                         item.revision,
                         item.reasons,
                         item.attempt,
-                        watched=self._cache is None or item.key in self._watchers,
+                        watched=stages.live is None or item.key in self._watchers,
                     ),
                 )
-                self._after(result)
+                self._after(result, stages)
                 self._promote_next(result)
                 return self._schedule(result, item)
         except GitsyncError as e:
@@ -364,19 +545,46 @@ class Agent:
             with self._lock:
                 self._attempted.add(item.key)
 
-    @staticmethod
-    def _schedule(result: ReconcileResult, item: WorkItem) -> tuple[Outcome, str, float | None]:
-        """What the queue does next with the key: the result's error class, or its requeue."""
+    def _unconnected(self, item: WorkItem, error: GitsyncError) -> None:
+        """A cluster whose credentials cannot be read: the app-env's status (at home) says so; retried with
+        backoff, as the Secret may appear later."""
+        with self._lock:
+            target = self._targets.get(item.key) or self._removed.get(item.key)
+        now = self._clock.now()
+        log.warning("cluster.unconnected", app=item.key.app, env=item.key.env, error=str(error))
+        if target is not None:
+            self._ensure_namespace(self._clusters.home, target.namespace)
+        self._stages_of(HOME).recorder.record(
+            ReconcileResult(
+                item.key,
+                Kind.FAILED,
+                item.reasons,
+                now,
+                now,
+                snapshot=self.source.current,
+                target=target,
+                outcome=Result.FAILED,
+                error=str(error),
+                error_class=Retry.TRANSIENT,
+            )
+        )
+
+    def _schedule(self, result: ReconcileResult, item: WorkItem) -> tuple[Outcome, str, float | None]:
+        """What the queue does next with the key: the result's error class, or its requeue (ended early by the
+        watch, or backed off, ``runtime.wakeups``)."""
         revision = result.revision or item.revision
+        with self._lock:
+            wakeups = self._wakeups.get(result.target.cluster if result.target is not None else HOME)
+        wait = wakeups.requeue(result) if wakeups is not None else result.requeue_after
         if result.error_class is Retry.TERMINAL:
             return Outcome.TERMINAL, revision, None
         if result.error_class is Retry.TRANSIENT:
             return Outcome.TRANSIENT, revision, result.retry_after
         if result.requeue_after is not None:
-            return Outcome.REQUEUE, revision, result.requeue_after
+            return Outcome.REQUEUE, revision, wait
         return Outcome.DONE, revision, None
 
-    def _after(self, result: ReconcileResult) -> None:
+    def _after(self, result: ReconcileResult, stages: Stages) -> None:
         """Keep the drift watchers in step: a removed app's watcher stops, a released app's starts once (its
         bodies are updated before each apply, ``_before_apply``)."""
         key = result.key
@@ -388,11 +596,11 @@ class Agent:
                 with self._lock:
                     self._removed.pop(key, None)
             return
-        if self._cache is None or result.kind is not Kind.RELEASE or result.rendered is None or result.dry_run:
+        if stages.live is None or result.kind is not Kind.RELEASE or result.rendered is None or result.dry_run:
             return
         if key not in self._watchers:
             excluded = result.rollout.exclude if result.rollout is not None else frozenset()
-            self._watch(key, [m for m in result.rendered.manifests if m.id not in excluded])
+            self._watch(key, [m for m in result.rendered.manifests if m.id not in excluded], stages)
 
     def _promote_next(self, result: ReconcileResult) -> None:
         """Promotion is scheduling too: a release that newly Succeeded wakes the environments that receive it
@@ -411,7 +619,7 @@ class Agent:
                 receivers = [AppEnv(result.key.app, env) for env in self._downstream.get(result.key.env, ())]
                 receivers = [key for key in receivers if key in self._targets]
             for key in receivers:
-                self.queue.add(key, "", "promotion")
+                self._enqueue(key, "", "promotion")
         step = result.promotion
         if step is not None and step.written and step.branch == self.config.repo.branch:
             self.enqueue_all(step.commit, reason="promotion")
@@ -421,16 +629,21 @@ class Agent:
         if watcher is not None:
             watcher.update(manifests)
 
-    def _watch(self, key: AppEnv, manifests: list[Manifest]) -> None:
+    def _watch(self, key: AppEnv, manifests: list[Manifest], stages: Stages) -> None:
         """Start noticing drift of ``key``'s objects (after its first successful sync in this process)."""
-        assert self._cache is not None
+        assert isinstance(stages.live, WatchCache)
         watcher = DriftWatcher(
             key,
             manifests,
-            self._cluster,
-            self._cache,
+            stages.cluster,
+            stages.live,
             self._clock,
-            on_drift=lambda drift: self.queue.add(drift.key, "", "drift"),
+            on_drift=lambda drift: self._enqueue(drift.key, "", "drift"),
         )
         watcher.start()
         self._watchers[key] = watcher
+
+
+def _no_targets(name: str, _kubeconfig: Path) -> Connected:
+    """The ``connect`` of an agent composed without target clusters (tests, ``Agent`` used alone)."""
+    raise TransientError(f"cluster {name}: this agent was composed without target clusters")

@@ -17,9 +17,17 @@ Example::
       - {name: prod, apps: [podinfo]}
     pollInterval: 30s
     webhooks: {github: {secretFile: /etc/gitsync/webhook-secret}}
+    forge: {kind: github, url: https://github.com, repo: org/deploy, tokenFile: /etc/gitsync/forge-token}
+    notifications:                    # docs/notifications.md
+      - {name: ops, url: https://hooks.example.com/gitsync, secretFile: /etc/gitsync/notify-key}
+      - {name: team, format: slack, urlFile: /etc/gitsync/slack-url, events: [sync-failed, rollout-aborted]}
     listen: 0.0.0.0:8080
     selfHeal: true
     prune: true
+    dashboard: {listen: 0.0.0.0:3100}   # optional: the read-only dashboard, bearer tokens required
+    clusters:                         # named target clusters (docs/scale.md); env.yaml or environments[].cluster
+      prod-eu: {kubeconfigSecret: prod-eu-kubeconfig/kubeconfig}   # or {kubeconfigFile: ...} or {home: true}
+    sharding: {shards: 3}             # every replica works on the app-envs of its shard Leases
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ import yaml
 
 from gitsync.errors import TerminalError
 from gitsync.model import parse_duration
-from gitsync.ports import GitAuth, VerifyConfig, VerifyMode
+from gitsync.notify import Format, Notice, Receiver
+from gitsync.ports import ForgeKind, GitAuth, VerifyConfig, VerifyMode
 from renderers.environment import SYSTEM_NAMESPACES
 
 
@@ -68,6 +77,20 @@ class WriteConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgeConfig:
+    """The forge the repository lives on (``gitsync.adapters.forge``): commit statuses per environment and app,
+    the plan comment on pull requests, and the promotion and rollback pull requests go through its API."""
+
+    kind: ForgeKind
+    url: str
+    repo: str
+    """``owner/name`` (GitLab: the project's full path)."""
+    token_file: Path
+    target_url: str = ""
+    """The link every commit status carries (a dashboard); empty: none."""
+
+
+@dataclass(frozen=True, slots=True)
 class RepoConfig:
     url: str
     branch: str = "main"
@@ -82,6 +105,30 @@ class EnvSelection:
 
     name: str
     apps: tuple[str, ...] = ()
+    cluster: str = ""
+    """A name from ``clusters`` the environment is applied to, overriding its ``env.yaml``'s ``cluster``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Where one named target cluster's credentials come from (``gitsync.runtime.clusters``): a kubeconfig file
+    (mounted from a Secret), a Secret in the agent's namespace read through the home cluster (``name/key``), or
+    the agent's home cluster itself (``home: true``: the agent per cluster runs there)."""
+
+    name: str
+    kubeconfig_file: Path | None = None
+    kubeconfig_secret: str = ""
+    home: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sharding:
+    """``shards`` > 0: every replica works on the app-envs of the shard Leases it holds
+    (``gitsync.runtime.shards``); 0: one replica works (alone, or as the elected leader). Set it to the
+    Deployment's replicas (``GITSYNC_SHARDS``) or higher; the Leases use ``leaderElection``'s namespace, name
+    prefix, identity and timing."""
+
+    shards: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +168,16 @@ class AgentConfig:
     """Releases kept per app-env (Argo CD keeps 10); ~300 bytes each, so 1000 fits a ConfigMap easily."""
     workers: int = 4
     leader: LeaderElection = field(default_factory=LeaderElection)
+    sharding: Sharding = field(default_factory=Sharding)
+    clusters: Mapping[str, ClusterConfig] = field(default_factory=dict)
+    """Named target clusters; an environment without one is applied to the home cluster (``kubeconfig``)."""
     log_format: str = "auto"
+    forge: ForgeConfig | None = None
+    notifications: tuple[Receiver, ...] = ()
+    """Where notifications go (``gitsync.notify``); the URLs of Slack receivers and every key are file paths."""
+    dashboard_listen: str = ""
+    """``dashboard: {listen: host:port}``: serve the read-only dashboard there, behind bearer tokens reviewed by
+    the API server (``gitsync.dashboard.access``); empty: no dashboard."""
     allow_protected_namespaces: tuple[str, ...] = ()
     """Protected namespaces (the cluster's own, and the agent's) that environments may deploy to nevertheless.
     Only the operator sets this, never the repository; the RBAC must grant them too (deploy/cluster-wide)."""
@@ -246,8 +302,13 @@ _TOP = {
     "historyLimit",
     "workers",
     "leaderElection",
+    "sharding",
+    "clusters",
     "logFormat",
     "allowProtectedNamespaces",
+    "forge",
+    "notifications",
+    "dashboard",
 }
 
 
@@ -303,11 +364,15 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
             envs.append(EnvSelection(item))
             continue
         entry = r.mapping(item, path)
-        r.check_keys(entry, path, {"name", "apps"})
+        r.check_keys(entry, path, {"name", "apps", "cluster"})
         apps = entry.get("apps") or []
         if not isinstance(apps, list) or not all(isinstance(a, str) for a in apps):
             raise r.fail(f"{path}.apps", "expected a list of app names")
-        envs.append(EnvSelection(r.string(entry, "name", path), tuple(apps)))
+        envs.append(EnvSelection(r.string(entry, "name", path), tuple(apps), r.string(entry, "cluster", path, "")))
+    clusters = _clusters(top, r)
+    for index, selection in enumerate(envs):
+        if selection.cluster and selection.cluster not in clusters:
+            raise r.fail(f"environments.{index}.cluster", f"{selection.cluster!r} is not defined in clusters")
 
     hooks = r.mapping(top.get("webhooks"), "webhooks")
     secrets: dict[Provider, Path] = {}
@@ -335,12 +400,21 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
     if leader.renew_interval >= leader.lease_duration:
         raise r.fail("leaderElection.renewInterval", "must be shorter than leaseDuration")
 
+    sharding = r.mapping(top.get("sharding"), "sharding")
+    r.check_keys(sharding, "sharding", {"shards"})
+
     listen = r.string(top, "listen", "", "0.0.0.0:8080")
     if not re.fullmatch(r"[^\s:]*:\d{1,5}", listen):
         raise r.fail("listen", "expected host:port like 0.0.0.0:8080")
     allow_protected = top.get("allowProtectedNamespaces") or []
     if not isinstance(allow_protected, list) or not all(isinstance(n, str) and n for n in allow_protected):
         raise r.fail("allowProtectedNamespaces", "expected a list of namespace names")
+    dashboard = r.mapping(top.get("dashboard"), "dashboard")
+    r.check_keys(dashboard, "dashboard", {"listen"})
+    dashboard_on = top.get("dashboard") is not None
+    dashboard_listen = r.string(dashboard, "listen", "dashboard", "0.0.0.0:3100") if dashboard_on else ""
+    if dashboard_listen and not re.fullmatch(r"[^\s:]*:\d{1,5}", dashboard_listen):
+        raise r.fail("dashboard.listen", "expected host:port like 0.0.0.0:3100")
     log_format = r.string(top, "logFormat", "", "auto")
     if log_format not in ("auto", "json", "console"):
         raise r.fail("logFormat", "expected auto, json or console")
@@ -360,9 +434,125 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
         history_limit=r.integer(top, "historyLimit", "", 1000),
         workers=r.integer(top, "workers", "", 4),
         leader=leader,
+        sharding=Sharding(r.integer(sharding, "shards", "sharding", 0, minimum=0)),
+        clusters=clusters,
         log_format=log_format,
+        forge=_forge(top, r),
         allow_protected_namespaces=tuple(allow_protected),
+        notifications=_receivers(top.get("notifications"), r),
+        dashboard_listen=dashboard_listen,
     )
+
+
+def _forge(top: Mapping[str, Any], r: _Reader) -> ForgeConfig | None:
+    if top.get("forge") is None:
+        return None
+    forge = r.mapping(top.get("forge"), "forge")
+    r.check_keys(forge, "forge", {"kind", "url", "repo", "tokenFile", "targetUrl"})
+    kind = r.string(forge, "kind", "forge")
+    if kind not in set(ForgeKind):
+        raise r.fail("forge.kind", f"unknown forge {kind!r} (known: {', '.join(ForgeKind)})")
+    url = r.string(forge, "url", "forge", "https://github.com" if kind == ForgeKind.GITHUB else None)
+    if not re.fullmatch(r"https?://[^\s/@]+(/[^\s@]*)?", url):
+        raise r.fail(
+            "forge.url", f"expected an http(s) URL without credentials, like https://gitea.example.com: {url!r}"
+        )
+    repo = r.string(forge, "repo", "forge")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+", repo):
+        raise r.fail("forge.repo", f"expected owner/name: {repo!r}")
+    target_url = r.string(forge, "targetUrl", "forge", "")
+    if target_url and not re.fullmatch(r"https?://\S+", target_url):
+        raise r.fail("forge.targetUrl", f"expected an http(s) URL: {target_url!r}")
+    return ForgeConfig(
+        kind=ForgeKind(kind),
+        url=url.rstrip("/"),
+        repo=repo,
+        token_file=Path(r.string(forge, "tokenFile", "forge")),
+        target_url=target_url,
+    )
+
+
+def _receivers(raw: object, r: _Reader) -> tuple[Receiver, ...]:
+    """``notifications:``, a list of receivers. A Slack URL is a credential, so it only comes from ``urlFile``;
+    a generic receiver is always signed (``secretFile``)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise r.fail("notifications", "expected a list of receivers")
+    receivers: list[Receiver] = []
+    for index, item in enumerate(raw):
+        path = f"notifications.{index}"
+        entry = r.mapping(item, path)
+        r.check_keys(entry, path, {"name", "url", "urlFile", "format", "secretFile", "events", "envs", "apps"})
+        name = r.string(entry, "name", path)
+        if name in {x.name for x in receivers}:
+            raise r.fail(f"{path}.name", f"{name!r} is used by another receiver")
+        try:
+            kind = Format(r.string(entry, "format", path, Format.GENERIC.value))
+        except ValueError:
+            raise r.fail(f"{path}.format", f"expected one of {', '.join(Format)}") from None
+        url = r.string(entry, "url", path, "")
+        url_file = r.opt_path(entry, "urlFile", path)
+        if bool(url) == (url_file is not None):
+            raise r.fail(path, "set url or urlFile (one of them)")
+        if url and kind is Format.SLACK:
+            raise r.fail(f"{path}.url", "a Slack webhook URL is a credential: put it in a file and set urlFile")
+        if url and (not re.fullmatch(r"https?://[^\s@/]+(/\S*)?", url)):
+            raise r.fail(f"{path}.url", "expected an http(s) URL without credentials")
+        secret_file = r.opt_path(entry, "secretFile", path)
+        if kind is Format.GENERIC and secret_file is None:
+            raise r.fail(path, "a generic receiver needs secretFile (its HMAC-SHA256 signing key)")
+        receivers.append(
+            Receiver(
+                name=name,
+                format=kind,
+                url=url,
+                url_file=url_file,
+                secret_file=secret_file,
+                events=frozenset(_names(entry, "events", path, r, Notice)),
+                envs=frozenset(_names(entry, "envs", path, r)),
+                apps=frozenset(_names(entry, "apps", path, r)),
+            )
+        )
+    return tuple(receivers)
+
+
+def _names(
+    entry: Mapping[str, Any], key: str, path: str, r: _Reader, vocabulary: type[Notice] | None = None
+) -> list[Any]:
+    """A filter: a list of names (empty or absent: everything), each one of ``vocabulary`` when given."""
+    value = entry.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise r.fail(f"{path}.{key}", "expected a list of names")
+    if vocabulary is None:
+        return value
+    unknown = [v for v in value if v not in {e.value for e in vocabulary}]
+    if unknown:
+        raise r.fail(f"{path}.{key}", f"unknown event {unknown[0]!r} (known: {', '.join(vocabulary)})")
+    return [vocabulary(v) for v in value]
+
+
+def _clusters(top: Mapping[str, Any], r: _Reader) -> dict[str, ClusterConfig]:
+    """``clusters: {name: {kubeconfigFile: path} | {kubeconfigSecret: secret/key} | {home: true}}``."""
+    out: dict[str, ClusterConfig] = {}
+    for name, value in r.mapping(top.get("clusters"), "clusters").items():
+        path = f"clusters.{name}"
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", str(name)):
+            raise r.fail(path, "a cluster name is lower-case letters, digits and '-'")
+        entry = r.mapping(value, path)
+        r.check_keys(entry, path, {"kubeconfigFile", "kubeconfigSecret", "home"})
+        cluster = ClusterConfig(
+            str(name),
+            kubeconfig_file=r.opt_path(entry, "kubeconfigFile", path),
+            kubeconfig_secret=r.string(entry, "kubeconfigSecret", path, ""),
+            home=r.boolean(entry, "home", path, False),
+        )
+        if sum((cluster.kubeconfig_file is not None, bool(cluster.kubeconfig_secret), cluster.home)) != 1:
+            raise r.fail(path, "set exactly one of kubeconfigFile, kubeconfigSecret or home: true")
+        if cluster.kubeconfig_secret and not re.fullmatch(r"[^/\s]+/[^/\s]+", cluster.kubeconfig_secret):
+            raise r.fail(f"{path}.kubeconfigSecret", "expected <secret name>/<key>")
+        out[str(name)] = cluster
+    return out
 
 
 # Environment overrides: variable -> dotted YAML path. Applied to the document before parsing,
@@ -382,9 +572,10 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "GITSYNC_LEADER_NAMESPACE": "leaderElection.namespace",
     "GITSYNC_IDENTITY": "leaderElection.identity",
     "GITSYNC_LOG_FORMAT": "logFormat",
+    "GITSYNC_SHARDS": "sharding.shards",
 }
 
-_TYPED_LEAVES = {"selfHeal", "prune", "historyLimit", "enabled"}
+_TYPED_LEAVES = {"selfHeal", "prune", "historyLimit", "enabled", "shards"}
 """Overrides parsed as YAML scalars (``true``, ``1000``); the others stay strings."""
 
 

@@ -2,7 +2,8 @@
 
 - ``POST /webhooks/{github,gitlab,gitea,generic}``: verified by ``gitsync.runtime.webhooks``; 401 and nothing
   else on a bad signature, 413 before reading a body over the cap (Content-Length is required, 411 without),
-  202 for an accepted or ignored delivery (the JSON body says which), 404 for a provider with no secret;
+  202 for an accepted or ignored delivery (the JSON body says which), 404 for a provider with no secret; a
+  pull-request event goes to ``Endpoints.on_pull_request`` (the plan comment), ignored when there is none;
 - ``GET /healthz``: the process serves requests (liveness);
 - ``GET /readyz``: 200 once every app-env had its first reconcile attempted (on the leader) or the replica
   follows a leader; 503 with the reason otherwise;
@@ -37,6 +38,7 @@ from gitsync import log as logging
 from gitsync.metrics import WEBHOOKS
 from gitsync.runtime.admission import ConnectionSlots, RateLimiter, SeenDeliveries
 from gitsync.runtime.config import Provider
+from gitsync.runtime.pull_requests import PullRequestEvent
 from gitsync.runtime.webhooks import MAX_BODY, Delivery, Verdict, delivery_id, handle
 
 __all__ = ["Endpoints", "HttpServer"]
@@ -68,8 +70,10 @@ class Endpoints:
     branch: str
     secrets: Mapping[Provider, Path]
     on_push: Callable[[Provider, str], None]
-    """Called with the provider and the pushed revision ("" if unknown) for every accepted delivery."""
+    """Called with the provider and the pushed revision ("" if unknown) for every accepted push."""
     ready: Callable[[], tuple[bool, str]]
+    on_pull_request: Callable[[Provider, PullRequestEvent], None] | None = None
+    """Called for every accepted pull-request event (a plan comment is due); None: such events are ignored."""
 
 
 class _Deadline(io.RawIOBase):
@@ -172,7 +176,12 @@ class _Handler(BaseHTTPRequestHandler):
         delivery = handle(provider, headers, body, secret, endpoints.branch)
         if delivery.verdict is Verdict.ACCEPTED and not self.server.seen.first_time(delivery_id(provider, headers)):
             delivery = Delivery(Verdict.IGNORED, delivery.revision, "delivery already received (a replay?)")
-        if delivery.verdict is Verdict.ACCEPTED:
+        if delivery.pull_request is not None and endpoints.on_pull_request is None:
+            delivery = Delivery(Verdict.IGNORED, delivery.revision, "pull request: no forge configured to comment")
+        if delivery.verdict is Verdict.ACCEPTED and delivery.pull_request is not None:
+            assert endpoints.on_pull_request is not None
+            endpoints.on_pull_request(provider, delivery.pull_request)
+        elif delivery.verdict is Verdict.ACCEPTED:
             endpoints.on_push(provider, delivery.revision)
         self._finish(provider, _STATUS[delivery.verdict], delivery.verdict, delivery.detail, delivery.revision)
 

@@ -49,8 +49,12 @@ class LeaderElector:
         config: LeaderElection,
         clock: Clock,
         on_change: Callable[[bool], None] | None = None,
+        *,
+        topic: str = "leader",
     ) -> None:
+        """``topic``: the prefix of its log events (``leader.elected``; a shard Lease's are ``shard.*``)."""
         self._backend = backend
+        self._topic = topic
         self._config = config
         self._clock = clock
         self._on_change = on_change
@@ -76,12 +80,16 @@ class LeaderElector:
 
     # -- one round ---------------------------------------------------------------------------------------------
 
-    def try_acquire_or_renew(self) -> bool:
-        """One election round; True when this replica holds the Lease afterwards."""
+    def try_acquire_or_renew(self, *, acquire: bool = True) -> bool:
+        """One election round; True when this replica holds the Lease afterwards. ``acquire`` False only observes
+        a Lease held by another (and renews one held by this replica), so the expiry clock keeps running for a
+        Lease this replica may want later (``gitsync.runtime.shards``)."""
         now = self._clock.now()
         try:
             lease = self._backend.get(self._ref)
             if lease is None:
+                if not acquire:
+                    return self._lost()
                 self._backend.create(self._body(None, now, transitions=0))
                 return self._won(now)
             spec = lease.get("spec") or {}
@@ -93,6 +101,8 @@ class LeaderElector:
             duration = float(spec.get("leaseDurationSeconds") or self._config.lease_duration)
             if holder and holder != self.identity and now < self._observed_at + duration:
                 return self._lost()
+            if not acquire and holder != self.identity:
+                return self._lost()
             transitions = int(spec.get("leaseTransitions") or 0) + (0 if holder == self.identity else 1)
             acquired = str(spec.get("acquireTime") or "") if holder == self.identity else ""
             self._backend.replace(self._body(lease, now, transitions, acquired))
@@ -100,10 +110,10 @@ class LeaderElector:
         except GitsyncError as e:
             # A lost race (StaleError) or an unreachable API server: keep leading only within the renew deadline.
             if self.is_leader and now - self._renewed_at < self._config.lease_duration * 2 / 3:
-                log.warning("leader.renew_failed", identity=self.identity, error=str(e))
+                log.warning(f"{self._topic}.renew_failed", identity=self.identity, error=str(e))
                 return True
             if self.is_leader:
-                log.error("leader.renew_deadline_passed", identity=self.identity, error=str(e))
+                log.error(f"{self._topic}.renew_deadline_passed", identity=self.identity, error=str(e))
             return self._lost()
 
     def _body(self, lease: Json | None, now: float, transitions: int, acquired: str = "") -> Json:
@@ -128,7 +138,7 @@ class LeaderElector:
         self.holder = self.identity
         if not self._leading.is_set():
             self._leading.set()
-            log.info("leader.elected", identity=self.identity, lease=str(self._ref))
+            log.info(f"{self._topic}.elected", identity=self.identity, lease=str(self._ref))
             if self._on_change:
                 self._on_change(True)
         return True
@@ -136,7 +146,7 @@ class LeaderElector:
     def _lost(self) -> bool:
         if self._leading.is_set():
             self._leading.clear()
-            log.warning("leader.lost", identity=self.identity, holder=self.holder)
+            log.warning(f"{self._topic}.lost", identity=self.identity, holder=self.holder, lease=str(self._ref))
             if self._on_change:
                 self._on_change(False)
         return False
@@ -153,9 +163,9 @@ class LeaderElector:
                 body["spec"]["holderIdentity"] = ""
                 body["spec"]["leaseDurationSeconds"] = 1
                 self._backend.replace(body)
-                log.info("leader.released", identity=self.identity)
+                log.info(f"{self._topic}.released", identity=self.identity, lease=str(self._ref))
         except GitsyncError as e:
-            log.warning("leader.release_failed", identity=self.identity, error=str(e))
+            log.warning(f"{self._topic}.release_failed", identity=self.identity, error=str(e))
         if self._on_change:
             self._on_change(False)
 

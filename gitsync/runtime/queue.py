@@ -10,7 +10,9 @@ Contract: pure threading, no I/O; time comes from an injected ``Clock`` and jitt
   backoff or parking that an older one earned, so a fix never waits behind a failing commit;
 - transient failures back off exponentially with jitter (or as the error's ``retry_after`` says);
 - terminal failures park the key until a different revision arrives;
-- ``requeue_after`` ("look again in N s": a rollout step or health still progressing) re-adds the key then.
+- ``requeue_after`` ("look again in N s": a rollout step or health still progressing) re-adds the key then, or
+  earlier on ``wake`` (a watch saw what it waits for); a wake while the key is being processed makes its requeue
+  immediate, so a change that came after the reconcile read the cache is never slept through.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ class _Entry:
     """Revision that failed terminally; the key sleeps until another revision is added."""
     seq: int = 0
     """Order of becoming dirty, so keys are served first come, first served."""
+    requeued: bool = False
+    """Waiting on a requeue (not a backoff): ``wake`` may end the wait."""
+    woken: bool = False
+    """Woken while being processed: its requeue, if any, is immediate."""
 
 
 class ReconcileQueue:
@@ -122,6 +128,8 @@ class ReconcileQueue:
                     entry = self._entries[key]
                     entry.dirty = False
                     entry.processing = True
+                    entry.requeued = False
+                    entry.woken = False
                     item = WorkItem(key, entry.revision, entry.reasons, entry.failures)
                     entry.reasons = ()
                     return item
@@ -159,7 +167,8 @@ class ReconcileQueue:
                 entry.failures = 0
             elif outcome is Outcome.REQUEUE:
                 entry.failures = 0
-                delay = max(retry_after or 0.0, 0.0)
+                delay = 0.0 if entry.woken else max(retry_after or 0.0, 0.0)
+                entry.requeued = True
             elif outcome is Outcome.TRANSIENT:
                 entry.failures += 1
                 delay = self._backoff(entry.failures, retry_after)
@@ -179,6 +188,19 @@ class ReconcileQueue:
                 self._mark_dirty(entry)
             self._cond.notify_all()
             return delay
+
+    def wake(self, key: AppEnv) -> None:
+        """A watch saw a change ``key``'s requeue waits for: run it now (a key backing off after a failure, parked,
+        or not waiting is left alone)."""
+        with self._cond:
+            entry = self._entries.get(key)
+            if entry is None:
+                return
+            if entry.processing:
+                entry.woken = True
+            elif entry.requeued and entry.dirty and entry.not_before > self._clock.now():
+                entry.not_before = 0.0
+                self._cond.notify_all()
 
     def _mark_dirty(self, entry: _Entry) -> None:
         if not entry.dirty:

@@ -8,6 +8,8 @@ time), before the body is parsed at all. What each provider sends:
 - Gitea / Forgejo: ``X-Gitea-Signature`` or ``X-Forgejo-Signature: <hex HMAC-SHA256>``, event in ``X-Gitea-Event``;
 - Bitbucket Cloud and Data Center: ``X-Hub-Signature: sha256=<hex HMAC-SHA256>``, event in ``X-Event-Key``
   (``repo:push``, ``repo:refs_changed``), their own push payloads (``gitsync.runtime.bitbucket``);
+- pull requests (GitHub, Gitea/Forgejo, GitLab): opened, reopened or pushed to, into the watched branch, they are
+  accepted with a ``PullRequestEvent`` (``gitsync.runtime.pull_requests``): the agent posts the plan comment;
 - generic: ``X-Gitsync-Signature: sha256=<hex HMAC-SHA256>``; the body may name ``ref`` and ``after`` or be empty
   (then it means "look at the watched branch now": the agent runs its poll at once, ``Agent.on_push``).
 """
@@ -24,6 +26,8 @@ from enum import StrEnum
 
 from gitsync.runtime import bitbucket
 from gitsync.runtime.config import Provider
+from gitsync.runtime.pull_requests import PullRequestEvent
+from gitsync.runtime.pull_requests import parse as parse_pull_request
 
 MAX_BODY = 1024 * 1024
 """Larger bodies are refused (413) before being read; GitHub caps its own payloads at 25 MB, pushes are small."""
@@ -50,6 +54,8 @@ class Delivery:
     verdict: Verdict
     revision: str = ""
     detail: str = ""
+    pull_request: PullRequestEvent | None = None
+    """An accepted pull-request event (a plan comment is due), not a push."""
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -90,7 +96,9 @@ def _event(provider: Provider, headers: Mapping[str, str]) -> str:
     if provider is Provider.GITHUB:
         return _header(headers, "X-GitHub-Event")
     if provider is Provider.GITLAB:
-        return {"Push Hook": "push", "System Hook": "push"}.get(_header(headers, "X-Gitlab-Event"), "other")
+        return {"Push Hook": "push", "System Hook": "push", "Merge Request Hook": "pull_request"}.get(
+            _header(headers, "X-Gitlab-Event"), "other"
+        )
     if provider is Provider.GITEA:
         return _header(headers, "X-Gitea-Event") or _header(headers, "X-Forgejo-Event")
     if provider is Provider.BITBUCKET:
@@ -128,7 +136,7 @@ def handle(provider: Provider, headers: Mapping[str, str], body: bytes, secret: 
     if not verify(provider, headers, body, secret):
         return Delivery(Verdict.UNAUTHORIZED, detail="missing or invalid signature")
     event = _event(provider, headers)
-    if event != "push":
+    if event not in ("push", "pull_request"):
         return Delivery(Verdict.IGNORED, detail=f"event {event or 'unknown'} is not a push")
     if provider is Provider.GENERIC and not body.strip():
         return Delivery(Verdict.ACCEPTED)
@@ -138,6 +146,11 @@ def handle(provider: Provider, headers: Mapping[str, str], body: bytes, secret: 
         return Delivery(Verdict.BAD_REQUEST, detail="body is not JSON")
     if not isinstance(payload, dict):
         return Delivery(Verdict.BAD_REQUEST, detail="body is not a JSON object")
+    if event == "pull_request":
+        pull = parse_pull_request(provider, payload, branch)
+        if isinstance(pull, str):
+            return Delivery(Verdict.IGNORED, detail=pull)
+        return Delivery(Verdict.ACCEPTED, revision=pull.head, pull_request=pull)
     if provider is Provider.BITBUCKET:
         head = bitbucket.branch_head(payload, branch)
         if head is None:

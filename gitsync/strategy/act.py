@@ -20,9 +20,28 @@ from gitsync.errors import GitsyncError
 from gitsync.events import EventType, Reason
 from gitsync.model import AppEnv, Json, ObjectId
 from gitsync.normalise import SERVER_OWNED_ANNOTATIONS, SERVER_OWNED_METADATA
-from gitsync.ports import Cluster, StateStore
-from gitsync.strategy.layout import ANNOTATION_TEMPLATE_HASH, Layout, track_ref
-from gitsync.strategy.model import Action, Clone, Deploy, Emit, Remove, Route, Scale, ServiceRole, Track
+from gitsync.ports import Cluster, StateStore, WorkloadReader
+from gitsync.strategy.layout import (
+    ANNOTATION_TEMPLATE_HASH,
+    LABEL_TRACK,
+    Layout,
+    controller_ref,
+    template_hash,
+    track_ref,
+)
+from gitsync.strategy.model import (
+    Action,
+    Clone,
+    Deploy,
+    Emit,
+    Fold,
+    FoldStage,
+    Remove,
+    Route,
+    Scale,
+    ServiceRole,
+    Track,
+)
 from gitsync.strategy.observe import view
 
 __all__ = ["HANDOVER_MANAGER", "Events", "Where", "hand_replicas_over", "keep_inventory", "perform"]
@@ -57,6 +76,7 @@ def perform(
     cluster: Cluster,
     live: Mapping[Track, Json | None],
     events: Events,
+    reader: WorkloadReader,
 ) -> str:
     key, namespace = where.key, where.namespace
     if isinstance(action, Remove):
@@ -75,12 +95,12 @@ def perform(
         return ""
     assert layout is not None, f"{action!r} needs the rendered workload"
     if isinstance(action, Deploy):
-        workload = layout.body(action.track, action.replicas)
-        stable = live.get(Track.STABLE)
-        if action.track is Track.CANARY and stable is not None:
-            owned_by(workload, stable)
-        cluster.apply(workload, force=True)
+        if action.track is Track.CANARY:
+            return _deploy_canary(action, layout, cluster, live, reader)
+        cluster.apply(layout.body(action.track, action.replicas), force=True)
         return f"deploy {layout.ref(action.track)} replicas={action.replicas}"
+    if isinstance(action, Fold):
+        return _fold(action, layout, cluster, live, reader)
     if isinstance(action, Clone):
         stable = live.get(Track.STABLE)
         if stable is None:
@@ -96,11 +116,15 @@ def perform(
         cluster.apply(layout.coloured(copied, action.track), force=True)
         return f"clone {layout.ref(Track.STABLE)} -> {layout.ref(action.track)} replicas={action.replicas}"
     if isinstance(action, Scale):
-        current = live.get(action.track, None) if action.track in live else cluster.get(layout.ref(action.track))
+        current = live.get(action.track, None) if action.track in live else reader.get(layout.ref(action.track))
         if current is None:
             return ""
-        cluster.apply(scaled(current, action.replicas), force=True)
-        return f"scale {layout.ref(action.track)} replicas={action.replicas}"
+        resized = scaled(current, action.replicas)
+        if action.track is Track.STABLE:
+            resized["spec"]["paused"] = action.pause
+        cluster.apply(resized, force=True)
+        paused = ", paused" if action.pause else ""
+        return f"scale {layout.ref(action.track)} replicas={action.replicas}{paused}"
     if isinstance(action, Route):
         body = layout.service_body(action.service, action.track)
         if body is None:
@@ -113,6 +137,93 @@ def perform(
                 done += f", {manifest.id} -> {layout.ref(action.track).name}"
         return done
     raise AssertionError(f"unknown action {action!r}")
+
+
+def _deploy_canary(
+    action: Deploy, layout: Layout, cluster: Cluster, live: Mapping[Track, Json | None], reader: WorkloadReader
+) -> str:
+    """The paused canary Deployment at ``action.replicas``, and its ReplicaSet (``Layout.replica_set``) when the
+    canary is new. A canary left by an earlier rollout (at zero after an abort or a supersede) is deleted first:
+    a paused Deployment given a new template would scale its old ReplicaSet up, not make a new one. So is one an
+    older agent made with ``gitsync.dev/track`` in its (immutable) selector."""
+    ref = layout.ref(Track.CANARY)
+    current = live.get(Track.CANARY)
+    wanted = layout.body(Track.CANARY, action.replicas)
+    if current is not None and (
+        view(current).template_hash != template_hash(layout.workload.body)
+        or (current.get("spec") or {}).get("selector") != wanted["spec"].get("selector")
+    ):
+        cluster.delete(ref)
+        current = None
+    stable = live.get(Track.STABLE)
+    if stable is not None:
+        owned_by(wanted, stable)
+    canary = cluster.apply(wanted, force=True)
+    replica_set = layout.replica_set(canary)
+    if current is None or reader.get(ObjectId.of(replica_set)) is None:
+        cluster.apply(replica_set, force=True)
+    return f"deploy {ref} replicas={action.replicas}"
+
+
+def _fold(
+    action: Fold, layout: Layout, cluster: Cluster, live: Mapping[Track, Json | None], reader: WorkloadReader
+) -> str:
+    """One stage of handing the canary's ReplicaSet to the stable Deployment (``model.FoldStage``)."""
+    stable_ref, canary_ref = layout.ref(Track.STABLE), layout.ref(Track.CANARY)
+    stable, canary = live.get(Track.STABLE), live.get(Track.CANARY)
+    if stable is None:
+        return ""
+    if action.stage is FoldStage.HOLD:
+        if canary is None:
+            return ""
+        dropped = [ObjectId.of(rs) for rs in reader.replica_sets(layout.namespace) if _controlled_by(rs, stable)]
+        for ref in dropped:
+            cluster.delete(ref)
+        body = scaled(canary, action.replicas)
+        meta = body["metadata"]
+        meta.pop("ownerReferences", None)
+        (meta.get("labels") or {}).pop(LABEL_TRACK, None)
+        meta["name"] = stable_ref.name
+        body["spec"]["paused"] = True
+        cluster.apply(body, force=True)
+        return f"hold {stable_ref} paused with the canary's template, dropped {len(dropped)} empty ReplicaSet(s)"
+    if action.stage is FoldStage.ADOPT:
+        owned = [rs for rs in reader.replica_sets(layout.namespace) if _controlled_by(rs, canary)]
+        for rs in owned:
+            meta = rs.get("metadata") or {}
+            spec = rs.get("spec") or {}
+            cluster.apply(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "metadata": {
+                        "name": meta.get("name"),
+                        "namespace": meta.get("namespace"),
+                        "labels": meta.get("labels") or {},
+                        "annotations": {
+                            k: v for k, v in (meta.get("annotations") or {}).items() if k == ANNOTATION_TEMPLATE_HASH
+                        },
+                        "ownerReferences": [controller_ref(stable)],
+                    },
+                    "spec": {"selector": spec.get("selector"), "template": spec.get("template")},
+                },
+                force=True,
+            )
+        return f"adopt {', '.join(str(ObjectId.of(rs)) for rs in owned)} into {stable_ref}"
+    resumed = scaled(stable, action.replicas)
+    resumed["spec"]["paused"] = False
+    cluster.apply(resumed, force=True)
+    cluster.delete(canary_ref)
+    return f"resume {stable_ref}, remove {canary_ref}"
+
+
+def _owners(obj: Json) -> list[Json]:
+    return list((obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def _controlled_by(obj: Json, owner: Json | None) -> bool:
+    uid = ((owner or {}).get("metadata") or {}).get("uid")
+    return bool(uid) and any(ref.get("uid") == uid and ref.get("controller") for ref in _owners(obj))
 
 
 def owned_by(body: Json, owner: Json) -> None:
@@ -174,6 +285,8 @@ def keep_inventory(
             made.update(where.refs(action.track))
         elif isinstance(action, Remove):
             removed.update(where.refs(action.track))
+        elif isinstance(action, Fold) and action.stage is FoldStage.RELEASE:
+            removed.update(where.refs(Track.CANARY))
     if not made and not removed:
         return
     before = inventories.load(store, where.key, namespace)

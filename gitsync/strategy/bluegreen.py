@@ -29,7 +29,6 @@ from gitsync.strategy.draft import (
     stay_on_stable,
 )
 from gitsync.strategy.model import (
-    POLL,
     BlueGreenStep,
     Clone,
     Decision,
@@ -61,7 +60,7 @@ def settled(d: Draft) -> Decision:
         return d.done()
     if holds_abort(d):
         _restore(d, switched=False)
-        return d.done(POLL if obs.stable.ready < obs.total or obs.new.replicas else None)
+        return d.await_change() if obs.stable.ready < obs.total or obs.new.replicas else d.done()
     if not obs.stable.exists:
         d.actions += [Deploy(new, obs.total), Route(ServiceRole.ACTIVE, new), Route(ServiceRole.PREVIEW, new)]
         d.state = replace(d.state, stable_color=new.value)
@@ -97,10 +96,10 @@ def _preview(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
     obs, new = d.obs, tracks(d.state, d.policy)[1]
     if obs.new.template_hash != d.state.target_hash or obs.new.replicas != obs.total:
         d.actions += [Deploy(new, obs.total), Route(ServiceRole.PREVIEW, new)]
-        return d.done(POLL)
+        return d.await_change()
     if not (obs.new.rolled and obs.new.ready >= obs.total):
         d.state = replace(d.state, message=f"preview {obs.new.ready}/{obs.total} Ready")
-        return d.done(POLL)
+        return d.await_change()
     d.state = replace(d.state, ready_at=d.now)
     return None
 
@@ -180,12 +179,12 @@ def _colour_the_stable(d: Draft, colour: Track) -> Decision:
         d.actions.append(Clone(colour, replicas))
         message = f"blue-green: copying the running version to {colour} before the first rollout"
         d.state = replace(d.state, message=message)
-        return d.done(POLL)
+        return d.await_change()
     if not (copy.rolled and copy.ready >= replicas):
         d.state = replace(
             d.state, message=f"blue-green: {colour} {copy.ready}/{replicas} Ready before the first rollout"
         )
-        return d.done(POLL)
+        return d.await_change()
     d.actions += [Route(ServiceRole.ACTIVE, colour), Route(ServiceRole.PREVIEW, colour), Scale(Track.STABLE, 0)]
     d.state = replace(
         d.state, stable_color=colour.value, message=f"blue-green: the running version now serves from {colour}"

@@ -4,8 +4,12 @@ Contract: pure, no I/O; the handlers ``decide.TABLE`` maps canary phases to. The
 and the new template runs as the ``canary`` track. The steps are the policy's (``policy.canary.steps``), each run
 by the handler for its kind (``STEPS``). A ``setWeight`` step scales the canary up first and shrinks the stable only
 once the canary pods are Ready (scaling back the other way round), so Ready capacity never drops below the desired
-replicas. After the last step the stable Deployment gets the new template at full replicas (``Promoting``); once it
-is rolled, the canary is removed.
+replicas; a step is complete once its last scale is asked for (pods going away need no waiting).
+
+Promotion starts each new pod once: after the last step the canary is brought to 100% (the stable to zero,
+paused), then its ReplicaSet is handed to the stable Deployment in three stages (``FoldStage``), each waiting for
+the Deployment controller to have observed the previous one. From the start of that hand-over (``Promoting``) the
+rollout is committed: a new template waits for it to end, and an abort is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from gitsync.strategy.draft import (
     start,
     stay_on_stable,
 )
-from gitsync.strategy.model import POLL, Decision, Deploy, Remove, Scale, Track
+from gitsync.strategy.model import Decision, Deploy, Fold, FoldStage, Scale, Track
 from gitsync.strategy.policy import Step, StepKind
 from gitsync.strategy.replicas import split
 from gitsync.strategy.state import Phase, RolloutOutcome
@@ -45,23 +49,36 @@ def settled(d: Draft) -> Decision:
         return d.done()
     if holds_abort(d):
         _restore(d)
-        return d.done(POLL if obs.stable.ready < obs.total or obs.new.replicas else None)
+        return d.await_change() if obs.stable.ready < obs.total or obs.new.replicas else d.done()
     if not obs.stable.exists:
         d.actions.append(Deploy(Track.STABLE, obs.total))
         first_deployed(d)
         return d.done()
     _begin(d, retrying(d))
-    return d.done(0.0)
+    return progress(d)
+
+
+FULL = Step(StepKind.SET_WEIGHT, weight=100)
+"""Where every canary ends before its promotion, whatever its last step: all pods are the canary's."""
 
 
 def progress(d: Draft) -> Decision:
-    """Progressing: run the steps; steps that need no waiting chain within one call, anything that waits returns."""
+    """Progressing: run the steps; steps that need no waiting chain within one call, anything that waits returns.
+    After the last one the canary is taken to 100% (``FULL``) and the promotion starts in the same call."""
     steps = d.policy.canary.steps
     for _ in range(len(steps) + 1):
         s = d.state
+        weighing = s.step >= len(steps) or steps[s.step].kind is StepKind.SET_WEIGHT
+        if weighing and any(isinstance(a, Deploy | Scale) for a in d.actions):
+            return d.await_change()  # the scale just asked for is not in this call's observation
         if s.step >= len(steps):
+            d.state = replace(s, message=f"promoting: {FULL.describe()}")
+            waiting = _set_weight(d, FULL)
+            if waiting is not None:
+                return waiting
             _enter_promoting(d)
-            return d.done(POLL)
+            # The stable emptied in this very call: its controller has yet to see it.
+            return d.await_change() if any(isinstance(a, Scale) for a in d.actions) else promoting(d)
         step = steps[s.step]
         d.state = replace(s, message=f"step {s.step + 1}/{len(steps)}: {step.describe()}")
         waiting = STEPS[step.kind](d, step)
@@ -72,16 +89,36 @@ def progress(d: Draft) -> Decision:
 
 
 def promoting(d: Draft) -> Decision:
-    """Promoting: the stable Deployment takes the new template at full replicas; once rolled, the canary goes."""
+    """Promoting: the canary's ReplicaSet, at full replicas, becomes the stable Deployment's (``FoldStage``); no
+    pod is started or stopped. Each stage waits until the Deployment controller has observed the one before, so
+    it never acts on a spec half-way through the hand-over."""
     s, obs = d.state, d.obs
-    stable = obs.stable
-    if stable.template_hash != s.target_hash or stable.replicas != obs.total:
-        d.actions.append(Deploy(Track.STABLE, obs.total))
-        return d.done(POLL)
-    if not (stable.rolled and stable.ready >= obs.total):
-        d.state = replace(s, message=f"promoting: stable {stable.ready}/{obs.total} Ready on the new version")
-        return d.done(POLL)
-    d.actions.append(Remove(Track.CANARY))
+    stable, canary = obs.stable, obs.new
+    total = obs.total
+    if stable.template_hash != s.target_hash:
+        if not canary.exists:  # the canary was deleted under the rollout: the stable rolls to the new template
+            d.actions.append(Deploy(Track.STABLE, total))
+            return _promoted(d)
+        if not stable.paused or stable.replicas:
+            d.actions.append(Scale(Track.STABLE, 0, pause=True))
+            return d.await_change()
+        if not stable.observed:
+            d.state = replace(s, message="promoting: waiting for the stable Deployment's controller to pause")
+            return d.await_change()
+        d.actions.append(Fold(FoldStage.HOLD, total))
+        d.state = replace(s, message="promoting: the stable Deployment takes the canary's template")
+        return d.await_change()
+    if stable.paused and not (stable.observed and stable.pods >= total):
+        if stable.observed and canary.pods:
+            d.actions.append(Fold(FoldStage.ADOPT, total))
+            d.state = replace(s, message="promoting: the stable Deployment adopts the canary's pods")
+        return d.await_change()
+    d.actions.append(Fold(FoldStage.RELEASE, total))
+    return _promoted(d)
+
+
+def _promoted(d: Draft) -> Decision:
+    s = d.state
     d.finish(RolloutOutcome.SUCCEEDED)
     d.state = replace(
         d.state,
@@ -101,7 +138,8 @@ def promoting(d: Draft) -> Decision:
 
 
 def _set_weight(d: Draft, step: Step) -> Decision | None:
-    """One action per call towards the split; complete once both tracks are at it and Ready."""
+    """Towards the split, waiting only for pods to become Ready; complete once the last scale is asked for, since
+    pods going away leave the capacity the other track already has Ready."""
     obs = d.obs
     target = split(obs.total, step.weight)
     if target.warning and target.warning not in d.state.warnings:
@@ -114,22 +152,22 @@ def _set_weight(d: Draft, step: Step) -> Decision | None:
         # Canary first: stable shrinks only when the canary's pods are Ready.
         if not canary_current or canary.replicas != target.canary:
             d.actions.append(Deploy(Track.CANARY, target.canary))
-            return d.done(POLL)
+            d.state = replace(d.state, message=f"{d.state.message}: canary 0/{target.canary} Ready")
+            return d.await_change()
         if canary.ready < target.canary:
             d.state = replace(d.state, message=f"{d.state.message}: canary {canary.ready}/{target.canary} Ready")
-            return d.done(POLL)
-        if stable.replicas != target.stable:
-            d.actions.append(Scale(Track.STABLE, target.stable))
-            return d.done(POLL)
+            return d.await_change()
+        if stable.replicas != target.stable or (target.stable == 0 and not stable.paused):
+            # At 100% the stable is paused as it empties: promotion hands the canary's pods to it (``promoting``).
+            d.actions.append(Scale(Track.STABLE, target.stable, pause=target.stable == 0))
     else:
         # Stable first: the canary shrinks only when the stable pods are back and Ready.
-        if stable.replicas < target.stable:
+        if stable.replicas < target.stable or stable.paused:
             d.actions.append(Scale(Track.STABLE, target.stable))
-            return d.done(POLL)
+            return d.await_change()
         if stable.ready < target.stable:
-            return d.done(POLL)
+            return d.await_change()
         d.actions.append(Deploy(Track.CANARY, target.canary))
-        return d.done(POLL)
     d.state = replace(d.state, weight=target.realised)
     return None
 
@@ -162,7 +200,6 @@ STEPS: dict[StepKind, Callable[[Draft, Step], Decision | None]] = {
 def _enter_promoting(d: Draft) -> None:
     steps = len(d.policy.canary.steps)
     d.state = replace(d.state, phase=Phase.PROMOTING, step=steps, step_started_at=d.now, checks=())
-    d.actions.append(Deploy(Track.STABLE, d.obs.total))
 
 
 def _restore(d: Draft) -> None:
@@ -176,7 +213,7 @@ def _restore(d: Draft) -> None:
 
 def _roll_back(d: Draft) -> bool:
     if d.state.phase is Phase.PROMOTING:
-        message = "abort ignored: the stable Deployment already takes the new template; revert the commit instead"
+        message = "abort ignored: the canary's pods are being handed to the stable Deployment; revert the commit"
         d.state = replace(d.state, message=message)
         d.emit(Reason.ABORT_IGNORED, message)
         return False
@@ -185,16 +222,9 @@ def _roll_back(d: Draft) -> bool:
 
 
 def _supersede(d: Draft) -> None:
-    """Promoting means the analysis passed and the stable already takes this template: it succeeded. Otherwise
-    traffic goes back to stable."""
-    s = d.state
-    if s.phase is Phase.PROMOTING:
-        d.finish(RolloutOutcome.SUCCEEDED, "superseded during promotion")
-        d.state = replace(d.state, stable_hash=s.target_hash, stable_revision=s.revision)
-        d.actions.append(Scale(Track.CANARY, 0))
-    else:
-        d.finish(RolloutOutcome.SUPERSEDED, f"superseded by {d.obs.revision or d.obs.target_hash}")
-        _restore(d)
+    """Traffic goes back to stable (a promoting canary is never superseded: ``committed``)."""
+    d.finish(RolloutOutcome.SUPERSEDED, f"superseded by {d.obs.revision or d.obs.target_hash}")
+    _restore(d)
 
 
 def _begin(d: Draft, retry: bool) -> None:
@@ -202,8 +232,9 @@ def _begin(d: Draft, retry: bool) -> None:
 
 
 def _promote_full(d: Draft) -> None:
+    """Skip the remaining steps: the canary goes to 100% and is promoted (``progress``)."""
     if d.state.phase is not Phase.PROMOTING:
-        _enter_promoting(d)
+        d.state = replace(d.state, phase=Phase.PROGRESSING, step=len(d.policy.canary.steps), step_started_at=d.now)
 
 
 def _passes_on_promote(d: Draft) -> bool:
@@ -219,4 +250,5 @@ MOVES = Moves(
     promote_full=_promote_full,
     passes_on_promote=_passes_on_promote,
     resumed=lambda d: Phase.PROGRESSING,
+    committed=lambda d: d.state.phase is Phase.PROMOTING,
 )

@@ -69,7 +69,7 @@ def _interrupt(d: Draft, moves: Moves) -> Decision | None:
     state, obs = d.state, d.obs
     command = obs.command.name if obs.command else None
     by = obs.command.by if obs.command and obs.command.by else "a user"
-    if obs.target_hash != state.target_hash:
+    if obs.target_hash != state.target_hash and not moves.committed(d):
         moves.supersede(d)
         d.emit(Reason.ROLLOUT_SUPERSEDED, f"{state.revision or state.target_hash}: superseded by a new revision")
         moves.begin(d, False)

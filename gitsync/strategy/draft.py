@@ -62,12 +62,18 @@ class Draft:
     requeue: float | None = None
     promoted: bool = False
     """``gitsync rollout promote`` was applied in this call (passes the blue-green gate)."""
+    on_change: bool = False
 
     def done(self, requeue: float | None = None) -> Decision:
         wait = soonest(self.requeue, requeue)
         if self.state.phase in ACTIVE_PHASES:
             wait = WATCH if wait is None else min(wait, WATCH)
-        return Decision(self.state, tuple(self.actions), wait)
+        return Decision(self.state, tuple(self.actions), wait, self.on_change and wait is not None)
+
+    def await_change(self) -> Decision:
+        """Wait for the cluster (pods Ready or gone, a controller observing a spec): see ``Decision.on_change``."""
+        self.on_change = True
+        return self.done(POLL)
 
     def emit(self, reason: Reason, message: str) -> None:
         self.actions.append(Emit(reason, message))
@@ -106,6 +112,9 @@ class Moves:
     """Whether ``gitsync rollout promote`` completes the current step (a pause, an analysis)."""
     resumed: Callable[[Draft], Phase]
     """The phase a paused rollout resumes in."""
+    committed: Callable[[Draft], bool] = lambda _d: False
+    """Past the point where a new template may interrupt it (a canary's pods being handed to the stable
+    Deployment): the new template waits until this rollout has finished."""
 
 
 def pause(d: Draft, reason: str) -> None:
@@ -138,6 +147,7 @@ def abort(d: Draft, moves: Moves, reason: str, proof: tuple[str, ...]) -> None:
     detail = f"; {proof[0]}" if proof else ""
     d.emit(Reason.ROLLOUT_ABORTED, f"{s.revision or s.target_hash}: {reason}{detail}")
     d.requeue = POLL
+    d.on_change = True
 
 
 def run_analysis(d: Draft, moves: Moves, spec: AnalysisSpec, what: str) -> bool | None:

@@ -2,9 +2,11 @@
 
 Contract: I/O only through the ports (``Cluster``, ``StateStore``, ``Clock``, the analysis ``Measurer``); every
 decision is ``decide.decide``'s (``handover.retire`` for a rolling app), every read ``observe``'s, every write
-``act``'s. One ``advance`` call costs a handful of API requests (load state, GET two Deployments, LIST the new
-version's pods, the actions, save state; the inventory when a step touches a track) and never sleeps: it returns
-when to look again. The agent calls it once per reconcile before ``sync_app``, which must skip
+``act``'s. Reads go through a ``WorkloadReader``: the agent's watch cache, where a step reads nothing from the API
+server and its requests are its writes (the actions, the state when it changed, the inventory when a track comes
+or goes); without one, ``health.Listed``. It never sleeps: it returns when to look again, and whether the wait
+ends on a change in the cluster (``StepOutcome.on_change``) that the agent's watch wakes it for. The agent calls it
+once per reconcile before ``sync_app``, which must skip
 ``StepOutcome.exclude``: the executor applies those objects itself (the Deployment under canary/blue-green, the
 Services it points, under blue-green the app's HPA) and owns its tracks (``<name>-canary``, ``<name>-blue``,
 ``<name>-green``: ``layout``), which are in the app's inventory but never pruned by sync. A rolling app costs one
@@ -18,8 +20,9 @@ from dataclasses import dataclass
 from gitsync import log as logging
 from gitsync.analysis.measure import Measurer
 from gitsync.events import EventSink
+from gitsync.health import Listed
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, Manifest, ObjectId
-from gitsync.ports import Clock, Cluster, RenderedApp, StateStore
+from gitsync.ports import Clock, Cluster, RenderedApp, StateStore, WorkloadReader
 from gitsync.strategy.act import Events, Where, hand_replicas_over, keep_inventory, perform
 from gitsync.strategy.decide import decide
 from gitsync.strategy.handover import retire
@@ -65,6 +68,9 @@ class StepOutcome:
     settled: bool = False
     """Rolling strategy with nothing of an earlier canary or blue-green left: nothing to look at again until
     the app's rollout values change."""
+    on_change: bool = False
+    """The step waits for the cluster (``Decision.on_change``): a change of the ``serving`` Deployments or their pods
+    ends the wait; ``requeue_after`` is the look when nothing watches them."""
 
 
 def policy_of(rendered: RenderedApp) -> RolloutPolicy:
@@ -119,25 +125,28 @@ def advance(
     measurer: Measurer | None = None,
     events: Events | None = None,
     policy: RolloutPolicy | None = None,
+    reader: WorkloadReader | None = None,
 ) -> StepOutcome:
     """Run one rollout step for ``rendered``; see the module docstring. ``measurer``: what measures the analysis
     checks (without one only podHealth checks can be measured); ``policy``: ``policy_of(rendered)`` when the
-    caller parsed it already. Raises ``PolicyError`` (terminal) for a bad ``values["rollout"]`` and
-    ``TransientError`` when the state or the inventory was written concurrently (call again)."""
+    caller parsed it already; ``reader``: the watch cache (None: ``health.Listed``). Raises ``PolicyError``
+    (terminal) for a bad ``values["rollout"]`` and ``TransientError`` when the state or the inventory was written
+    concurrently (call again)."""
     policy = policy if policy is not None else policy_of(rendered)
+    reader = reader if reader is not None else Listed(cluster)
     key = rendered.app_env
     doc, version = store.load(key, rendered.namespace, PART)
     state = RolloutState.from_json(doc.get("state") or {})
     if not policy.progressive:
-        return _rolling(rendered, policy, state, version, cluster, store, clock, events)
+        return _rolling(rendered, policy, state, version, cluster, store, clock, events, reader)
     layout = Layout(rendered, policy)
     command = Command.from_json(doc["command"]) if doc.get("command") else None
     now = clock.now()
-    seen = observe(rendered, layout, state, command, cluster, measurer or Measurer(), now)
+    seen = observe(rendered, layout, state, command, reader, measurer or Measurer(), now)
     decision = decide(state, seen.observation, policy, now)
     sink = events if events is not None else EventSink(cluster, clock)
     where = Where(key, layout.namespace, layout.workload.id.name)
-    performed = [(a, perform(a, layout, where, cluster, seen.live, sink)) for a in decision.actions]
+    performed = [(a, perform(a, layout, where, cluster, seen.live, sink, reader)) for a in decision.actions]
     done = tuple(d for _, d in performed if d)
     present = {layout.ref(track) for track, live in seen.live.items() if live is not None}
     keep_inventory(store, where, rendered.namespace, (a for a, d in performed if d), present & layout.track_refs())
@@ -154,6 +163,7 @@ def advance(
         done,
         exclude=layout.owned(),
         serving=frozenset(serving),
+        on_change=decision.on_change,
     )
     log.info(
         "rollout.step",
@@ -183,6 +193,7 @@ def _rolling(
     store: StateStore,
     clock: Clock,
     events: Events | None,
+    reader: WorkloadReader,
 ) -> StepOutcome:
     """The rolling strategy: nothing to do unless an earlier canary or blue-green left tracks (``handover.retire``).
     While they retire the executor applies the Deployment itself (excluded from sync), so it can tell when the
@@ -218,7 +229,7 @@ def _rolling(
     sink = events if events is not None else EventSink(cluster, clock)
     where = Where(key, namespace, name, refs)
     live = {Track.STABLE: stable_live}
-    performed = [(a, perform(a, layout, where, cluster, live, sink)) for a in decision.actions]
+    performed = [(a, perform(a, layout, where, cluster, live, sink, reader)) for a in decision.actions]
     done = tuple(d for _, d in performed if d)
     keep_inventory(store, where, rendered.namespace, (a for a, d in performed if d))
     if decision.state != state:
@@ -244,6 +255,7 @@ def _rolling(
         done,
         exclude=frozenset({layout.workload.id, *(ref for track in found for ref in where.refs(track))}),
         serving=frozenset({layout.ref(Track.STABLE)}),
+        on_change=decision.on_change,
     )
 
 
@@ -285,10 +297,19 @@ class RolloutExecutor:
     Composed with the ports it needs (``measurer`` built on the Prometheus and HTTP adapters, ``events``)."""
 
     def __init__(
-        self, cluster: Cluster, store: StateStore, *, measurer: Measurer | None = None, events: Events | None = None
+        self,
+        cluster: Cluster,
+        store: StateStore,
+        *,
+        measurer: Measurer | None = None,
+        events: Events | None = None,
+        reader: WorkloadReader | None = None,
     ) -> None:
+        """``reader``: the agent's watch cache, where steps read Deployments, Pods and ReplicaSets (None: the API
+        server, ``health.Listed``, once per step)."""
         self._cluster = cluster
         self._store = store
+        self._reader = reader
         self._measurer = measurer
         self._events = events
         self._settled: dict[AppEnv, float] = {}
@@ -310,6 +331,7 @@ class RolloutExecutor:
             measurer=self._measurer,
             events=self._events,
             policy=policy,
+            reader=self._reader,
         )
         if outcome.settled:
             self._settled[key] = now

@@ -13,7 +13,6 @@ from dataclasses import replace
 from gitsync.events import Reason
 from gitsync.strategy.draft import Draft
 from gitsync.strategy.model import (
-    POLL,
     TRACKS_OF,
     Action,
     Decision,
@@ -133,11 +132,11 @@ def retire(state: RolloutState, obs: Observation, now: float, present: frozenset
             d.actions.append(Deploy(Track.STABLE, obs.total))
             message = f"rolling update: {obs.workload} takes the rendered template before {leftovers} go"
             d.state = replace(d.state, message=message)
-            return d.done(POLL)
+            return d.await_change()
         if not (stable.rolled and stable.ready >= obs.total):
             message = f"rolling update: {obs.workload} {stable.ready}/{obs.total} Ready; then {leftovers} go"
             d.state = replace(d.state, message=message)
-            return d.done(POLL)
+            return d.await_change()
     actions, d.state = _removal(d.state)
     d.actions += actions
     message = f"rolling update: removed the {leftovers} track(s) of the old strategy"

@@ -1,10 +1,13 @@
 """The names and bodies of a rendered workload's tracks: ``<name>`` (stable), ``<name>-canary``, ``<name>-blue``
 and ``<name>-green``, the Services pointed at them and the HPA aimed at the serving one.
 
-Contract: pure, no I/O. Canary pods and selectors carry ``gitsync.dev/track: canary``; the rendered Service selects
-the app's labels and so spans both tracks. Blue-green pods and selectors carry ``gitsync.dev/color``; the active and
-preview Services get that label in their selectors. Each Deployment the executor applies carries the hash of its
-pod template (``gitsync.dev/template-hash``), which is how a resumed agent knows what runs where.
+Contract: pure, no I/O. The canary Deployment runs the rendered template and selector exactly (the Deployment itself
+is labelled ``gitsync.dev/track: canary``), paused: its pods belong to a ReplicaSet the executor makes,
+``<name>-<hash>`` (``replica_set``), so that at promotion that ReplicaSet can become the stable Deployment's own
+(same template, same selector, pod names of the stable's) without a pod started again. The rendered Service
+selects the app's labels and so spans both tracks. Blue-green pods and selectors carry ``gitsync.dev/color``; the
+active and preview Services get that label in their selectors. Each Deployment the executor applies carries the
+hash of its pod template (``gitsync.dev/template-hash``), which is how a resumed agent knows what runs where.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from gitsync.model import Json, Manifest, ObjectId
+from gitsync.model import LABEL_TRACK, Json, Manifest, ObjectId
 from gitsync.ports import RenderedApp
 from gitsync.strategy.model import ServiceRole, Track
 from gitsync.strategy.policy import PolicyError, RolloutPolicy, Strategy
@@ -25,8 +28,10 @@ __all__ = [
     "ANNOTATION_TEMPLATE_HASH",
     "LABEL_COLOR",
     "LABEL_TRACK",
+    "POD_TEMPLATE_HASH",
     "Layout",
     "autoscalers_of",
+    "controller_ref",
     "digest",
     "services_of",
     "spec_hash",
@@ -35,10 +40,11 @@ __all__ = [
     "workload_of",
 ]
 
-LABEL_TRACK = "gitsync.dev/track"
 LABEL_COLOR = "gitsync.dev/color"
 ANNOTATION_TEMPLATE_HASH = "gitsync.dev/template-hash"
 ANNOTATION_SPEC_HASH = "gitsync.dev/spec-hash"
+POD_TEMPLATE_HASH = "pod-template-hash"
+"""The label the Deployment controller tells its ReplicaSets' pods apart by; the canary's ReplicaSet sets its own."""
 
 
 def template_hash(body: Mapping[str, Any]) -> str:
@@ -130,24 +136,20 @@ class Layout:
     def ref(self, track: Track) -> ObjectId:
         return track_ref(self.namespace, self.workload.id.name, track)
 
-    def selector_of(self, track: Track) -> str:
-        labels = dict(self.selector)
-        extra = self.track_label(track)
-        if extra:
-            labels[extra[0]] = extra[1]
-        return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-
     def body(self, track: Track, replicas: int) -> Json:
-        """The rendered Deployment as ``track`` runs it."""
+        """The rendered Deployment as ``track`` runs it (the canary paused: its ReplicaSet is ``replica_set``)."""
         body = copy.deepcopy(self.workload.body)
         annotations = body.setdefault("metadata", {}).setdefault("annotations", {})
         annotations[ANNOTATION_TEMPLATE_HASH] = template_hash(self.workload.body)
         annotations[ANNOTATION_SPEC_HASH] = spec_hash(self.workload.body)
         body.setdefault("spec", {})["replicas"] = replicas
+        if track is Track.CANARY:
+            body["spec"]["paused"] = True
         return self.coloured(body, track)
 
     def coloured(self, body: Json, track: Track) -> Json:
-        """``body`` (a Deployment of this workload) named and labelled as ``track``'s; changed in place."""
+        """``body`` (a Deployment of this workload) named and labelled as ``track``'s; changed in place. A colour's
+        label goes on its selector and pods too; the canary's only on the Deployment (``replica_set``)."""
         meta = body.setdefault("metadata", {})
         meta["name"] = self.ref(track).name
         meta["namespace"] = self.namespace
@@ -155,10 +157,41 @@ class Layout:
         extra = self.track_label(track)
         if extra:
             key, value = extra
-            spec.setdefault("selector", {}).setdefault("matchLabels", {})[key] = value
-            spec.setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {})[key] = value
+            if track is not Track.CANARY:
+                spec.setdefault("selector", {}).setdefault("matchLabels", {})[key] = value
+                spec.setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {})[key] = value
             meta.setdefault("labels", {})[key] = value
         return body
+
+    def replica_set_ref(self, template: str) -> ObjectId:
+        """The canary's ReplicaSet for the pod template whose hash is ``template``: named as the stable Deployment's
+        own ReplicaSets are (``<name>-<hash>``), so its pods keep fitting names once it is the stable's."""
+        return ObjectId("apps", "ReplicaSet", self.namespace, f"{self.workload.id.name}-{template[:10]}")
+
+    def replica_set(self, canary: Json) -> Json:
+        """The canary's ReplicaSet, controlled by the live (paused) ``canary`` Deployment: the rendered template and
+        selector plus ``pod-template-hash``. Created at zero replicas, so its count belongs to the Deployment
+        controller from its first scale on (the hand-over then applies it without a count)."""
+        workload_hash = template_hash(self.workload.body)
+        pod_hash = workload_hash[:10]
+        spec = self.workload.body.get("spec") or {}
+        template = copy.deepcopy(spec.get("template") or {})
+        labels = template.setdefault("metadata", {}).setdefault("labels", {})
+        labels[POD_TEMPLATE_HASH] = pod_hash
+        selector = copy.deepcopy(spec.get("selector") or {})
+        selector.setdefault("matchLabels", {})[POD_TEMPLATE_HASH] = pod_hash
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": self.replica_set_ref(workload_hash).name,
+                "namespace": self.namespace,
+                "labels": dict(labels),
+                "annotations": {ANNOTATION_TEMPLATE_HASH: workload_hash},
+                "ownerReferences": [controller_ref(canary)],
+            },
+            "spec": {"replicas": 0, "selector": selector, "template": template},
+        }
 
     def service_hash(self, role: ServiceRole) -> str:
         return digest(self.services[role].body)
@@ -200,6 +233,18 @@ def autoscalers_of(rendered: RenderedApp, workload: Manifest) -> tuple[Manifest,
         and ((m.body.get("spec") or {}).get("scaleTargetRef") or {}).get("kind") == "Deployment"
         and ((m.body.get("spec") or {}).get("scaleTargetRef") or {}).get("name") == workload.id.name
     )
+
+
+def controller_ref(owner: Json) -> Json:
+    """An ownerReference making the live Deployment ``owner`` the controller of the object that carries it."""
+    meta = owner.get("metadata") or {}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": str(meta.get("name", "")),
+        "uid": str(meta.get("uid", "")),
+        "controller": True,
+    }
 
 
 def track_ref(namespace: str, workload: str, track: Track) -> ObjectId:

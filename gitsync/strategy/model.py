@@ -25,6 +25,8 @@ __all__ = [
     "Decision",
     "Deploy",
     "Emit",
+    "Fold",
+    "FoldStage",
     "Observation",
     "Remove",
     "Route",
@@ -36,7 +38,8 @@ __all__ = [
 ]
 
 POLL = 1.0
-"""Seconds between looks while waiting for pods to become Ready or be replaced."""
+"""Seconds between looks while waiting for pods to become Ready or be replaced, when nothing watches them (the CLI
+driving a step); the agent's watch wakes the app-env as soon as they change (``Decision.on_change``)."""
 WATCH = 5.0
 """Longest wait between looks while a rollout is active, so the pod gate sees a crash during a long pause."""
 
@@ -87,9 +90,34 @@ class Deploy:
 
 @dataclass(frozen=True, slots=True)
 class Scale:
-    """Set the replicas of ``track``, keeping whatever template it runs; nothing when it does not exist."""
+    """Set the replicas of ``track``, keeping whatever template it runs; nothing when it does not exist. ``pause``:
+    the stable Deployment's controller is paused too (its hand-over to the canary's pods, ``Fold``); any other
+    scale of it resumes it. The canary Deployment stays paused whatever this says."""
 
     track: Track
+    replicas: int
+    pause: bool = False
+
+
+class FoldStage(StrEnum):
+    """The canary's pods become the stable Deployment's, without a pod started or stopped (``Fold``)."""
+
+    HOLD = "hold"
+    """The paused stable Deployment drops its old (empty) ReplicaSets and takes the canary's template and the
+    full replicas: paused and owning no ReplicaSet, its controller does nothing with either."""
+    ADOPT = "adopt"
+    """The canary's ReplicaSet is handed to the stable Deployment (its controller reference), whose controller
+    finds it to be the ReplicaSet of its template at its replicas: nothing to scale."""
+    RELEASE = "release"
+    """The stable Deployment is resumed (its ReplicaSet is current and saturated: no rollout) and the empty
+    canary Deployment deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """One stage of promoting a canary by handing its ReplicaSet to the stable Deployment."""
+
+    stage: FoldStage
     replicas: int
 
 
@@ -126,7 +154,7 @@ class Emit:
         return self.reason.type
 
 
-Action = Deploy | Clone | Scale | Remove | Route | Emit
+Action = Deploy | Clone | Scale | Remove | Route | Emit | Fold
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +168,11 @@ class WorkloadView:
     spec_hash: str = ""
     rolled: bool = False
     """The controller observed the latest spec and every replica is updated and Ready, with no old pods left."""
+    paused: bool = False
+    observed: bool = False
+    """The controller has seen the latest spec (``status.observedGeneration``)."""
+    pods: int = 0
+    """Pods of the Deployment's ReplicaSets, as its controller last counted them (``status.replicas``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +200,9 @@ class Decision:
     state: RolloutState
     actions: tuple[Action, ...] = ()
     requeue_after: float | None = None
+    on_change: bool = False
+    """The step waits for the cluster (pods Ready, replaced, a controller observing a spec): a watch on the
+    rollout's Deployments and pods ends the wait, ``requeue_after`` is the look when nothing watches."""
 
 
 def tracks(state: RolloutState, policy: RolloutPolicy) -> tuple[Track, Track]:

@@ -1,8 +1,9 @@
 """Gathering what ``decide`` reads: the tracks' Deployments, the new version's pods, the analysis that is due.
 
-Contract: reads only, through ``ports.Cluster`` and the analysis ``Measurer``; nothing here writes. One progressive
-step costs two Deployment GETs, at most one pod LIST (only while the new version has pods) and, for a settled
-blue-green app, a GET per Service and HPA the executor points.
+Contract: reads only, through a ``ports.WorkloadReader`` and the analysis ``Measurer``; nothing here writes. With the
+agent's watch cache a step reads nothing from the API server; without one (``health.Listed``) it costs two
+Deployment GETs, a pod and a ReplicaSet LIST (only while the new version has pods) and, for a settled blue-green
+app, a GET per Service and HPA the executor points.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from gitsync.analysis.measure import CheckContext, Measurer
 from gitsync.analysis.pod_health import PodReport, inspect_pods
 from gitsync.health import current_pods
 from gitsync.model import Json, ObjectId
-from gitsync.ports import Cluster, RenderedApp
+from gitsync.ports import RenderedApp, WorkloadReader
 from gitsync.strategy.checks import checks_due
 from gitsync.strategy.layout import (
     ANNOTATION_SPEC_HASH,
@@ -43,26 +44,29 @@ def observe(
     layout: Layout,
     state: RolloutState,
     command: Command | None,
-    cluster: Cluster,
+    reader: WorkloadReader,
     measurer: Measurer,
     now: float,
 ) -> Observed:
     """What one canary or blue-green step of ``rendered`` sees, measured at ``now``."""
     policy, key = layout.policy, rendered.app_env
     stable_track, new_track = tracks(state, policy)
-    stable_live = cluster.get(layout.ref(stable_track))
-    new_live = cluster.get(layout.ref(new_track))
+    stable_live = reader.get(layout.ref(stable_track))
+    new_live = reader.get(layout.ref(new_track))
     pods = PodReport()
     new_pods: tuple[Json, ...] = ()
     if new_live is not None and int((new_live.get("status") or {}).get("replicas") or 0) > 0:
-        listed = cluster.list("", "Pod", layout.namespace, layout.selector_of(new_track)).items
-        new_pods = tuple(current_pods(new_live, listed))
+        namespace = layout.namespace
+        new_pods = tuple(current_pods(new_live, reader.pods(namespace), reader.replica_sets(namespace)))
         pods = inspect_pods(new_pods, policy.pod_health, now, new_live)
     ctx = CheckContext(
         namespace=layout.namespace,
         app=key.app,
         env=key.env,
-        workload=layout.ref(new_track).name,
+        # What the new version's pods are named after: the canary's ReplicaSet, or the colour's Deployment.
+        workload=layout.replica_set_ref(template_hash(layout.workload.body)).name
+        if new_track is Track.CANARY
+        else layout.ref(new_track).name,
         stable=layout.ref(stable_track).name,
         track=new_track.value,
         pods=new_pods,
@@ -75,7 +79,7 @@ def observe(
         spec_hash=spec_hash(layout.workload.body),
         total=layout.total
         if layout.replicas_rendered
-        else live_total(state, stable_live, *served_by(layout, state, cluster)),
+        else live_total(state, stable_live, *served_by(layout, state, reader)),
         stable=view(stable_live),
         new=view(new_live),
         new_pods=pods,
@@ -85,18 +89,18 @@ def observe(
         workload=layout.workload.id.name,
     )
     if policy.strategy is Strategy.BLUE_GREEN and state.phase not in ACTIVE_PHASES:
-        observation = replace(observation, services_current=services_current(layout, cluster))
+        observation = replace(observation, services_current=services_current(layout, reader))
     return Observed(observation, {stable_track: stable_live, new_track: new_live})
 
 
-def services_current(layout: Layout, cluster: Cluster) -> bool:
+def services_current(layout: Layout, reader: WorkloadReader) -> bool:
     """Whether every Service (and HPA) the executor points carries the hash of its rendered body (a render change
     to a port, a label or an HPA's bounds must reach the cluster even though sync leaves these to the executor)."""
     wanted = [(m, layout.service_hash(role)) for role, m in layout.services.items()]
     wanted += [(m, digest(m.body)) for m in layout.autoscalers]
     for manifest, wanted_hash in wanted:
         ref = manifest.id
-        live = cluster.get(ObjectId(ref.group, ref.kind, ref.namespace or layout.namespace, ref.name))
+        live = reader.get(ObjectId(ref.group, ref.kind, ref.namespace or layout.namespace, ref.name))
         annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
         if annotations.get(ANNOTATION_SPEC_HASH) != wanted_hash:
             return False
@@ -110,8 +114,9 @@ def view(live: Json | None) -> WorkloadView:
     meta, spec, status = live.get("metadata") or {}, live.get("spec") or {}, live.get("status") or {}
     replicas = int(spec.get("replicas", 1))
     ready = int(status.get("readyReplicas") or 0)
+    observed = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
     rolled = (
-        int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+        observed
         and int(status.get("updatedReplicas") or 0) == replicas
         and int(status.get("replicas") or 0) == replicas
         and ready >= replicas
@@ -127,6 +132,9 @@ def view(live: Json | None) -> WorkloadView:
         template_hash=str(hashed),
         spec_hash=str(annotations.get(ANNOTATION_SPEC_HASH, "")),
         rolled=rolled,
+        paused=bool(spec.get("paused")),
+        observed=observed,
+        pods=int(status.get("replicas") or 0),
     )
 
 
@@ -139,9 +147,9 @@ def live_total(state: RolloutState, *running: Json | None) -> int:
     return max(1, *(view(live).replicas for live in running))
 
 
-def served_by(layout: Layout, state: RolloutState, cluster: Cluster) -> tuple[Json | None, ...]:
+def served_by(layout: Layout, state: RolloutState, reader: WorkloadReader) -> tuple[Json | None, ...]:
     """The colour a blue-green state says serves, when the policy is no longer blue-green (one GET, only for a
     chart that leaves replicas to an HPA): its count is the app's."""
     if layout.policy.strategy is Strategy.BLUE_GREEN or not state.stable_color:
         return ()
-    return (cluster.get(layout.ref(Track(state.stable_color))),)
+    return (reader.get(layout.ref(Track(state.stable_color))),)

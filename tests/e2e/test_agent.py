@@ -306,7 +306,8 @@ def test_canary_advances_by_requeues_and_a_crashlooping_release_is_rolled_back(
     apps = client.AppsV1Api(kube_api)
     good = release("6.7.2", {})
     wait_for("the canary Deployment", lambda: _exists(apps, "podinfo-canary", namespace), 20, 0.05)
-    assert status_of(core, namespace)["result"] == "Progressing"
+    # The reconcile that starts the canary records the release as Progressing when it ends.
+    wait_for("the release Progressing", lambda: status_of(core, namespace).get("result") == "Progressing", 5, 0.05)
     settled(core, namespace, good, timeout=60)
     image = apps.read_namespaced_deployment("podinfo", namespace).spec.template.spec.containers[0].image
     assert image.endswith(":6.7.2"), "the stable Deployment runs the promoted version"

@@ -108,3 +108,44 @@ def test_protected_namespaces_are_the_clusters_and_the_agents_own_unless_allowed
     assert allowing.protected_namespaces == {"kube-public", "kube-node-lease", "gitsync-system"}
     with pytest.raises(ConfigError, match=r"agent.yaml:3: allowProtectedNamespaces: expected a list of namespace"):
         load(write(tmp_path, minimal + "allowProtectedNamespaces: kube-system\n"), environ={})
+
+
+CLUSTERS = """\
+repo: {url: https://git.example.com/org/deploy.git}
+environments:
+  - staging
+  - {name: prod, cluster: prod-eu}
+clusters:
+  prod-eu: {kubeconfigSecret: prod-eu-kubeconfig/kubeconfig}
+  staging: {home: true}
+  lab: {kubeconfigFile: /etc/gitsync/lab.kubeconfig}
+sharding: {shards: 3}
+"""
+
+
+def test_clusters_and_sharding_are_typed(tmp_path: Path) -> None:
+    config = load(write(tmp_path, CLUSTERS), environ={})
+    assert [(e.name, e.cluster) for e in config.environments] == [("staging", ""), ("prod", "prod-eu")]
+    assert config.clusters["prod-eu"].kubeconfig_secret == "prod-eu-kubeconfig/kubeconfig"
+    assert config.clusters["staging"].home
+    assert config.clusters["lab"].kubeconfig_file == Path("/etc/gitsync/lab.kubeconfig")
+    assert config.sharding.shards == 3
+    assert load(write(tmp_path, CLUSTERS), environ={"GITSYNC_SHARDS": "5"}).sharding.shards == 5
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("cluster: prod-eu", "cluster: nowhere"), "agent.yaml:4: cluster: 'nowhere' is not defined in clusters"),
+        (("{home: true}", "{home: true, kubeconfigFile: /x}"), "agent.yaml:7: staging: set exactly one of"),
+        (
+            ("prod-eu-kubeconfig/kubeconfig", "just-a-name"),
+            "agent.yaml:6: kubeconfigSecret: expected <secret name>/<key>",
+        ),
+        (("shards: 3", "shards: -1"), "agent.yaml:9: shards: expected an integer >= 0"),
+    ],
+)
+def test_cluster_and_sharding_errors_name_the_line(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load(write(tmp_path, CLUSTERS.replace(*edit)), environ={})
+    assert str(e.value).startswith(message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -114,3 +115,18 @@ def test_a_refused_push_is_a_write_access_error(server: Server, tmp_path: Path) 
         match=r"^refs/notes/gitsync: push refused \(no write access, or a hook or rule refused it\): .*server.git",
     ):
         ledger(server, tmp_path / "a").append(server.head(), entry())
+
+
+def test_lines_appended_at_once_go_out_together_and_git_reads_them(server: Server, tmp_path: Path) -> None:
+    """Many app-envs finishing at once (a commit touching all of them): every caller's line is on the remote when
+    it returns, under notes of as many commits, whichever caller wrote them; ``git notes`` reads them all."""
+    shas = [server.head()] + [server.commit({f"apps/a{i}/values.yaml": "x: 1\n"}, f"c{i}") for i in range(40)]
+    shared = ledger(server, tmp_path / "a")
+    lines = {sha: entry(revision=sha, app=f"a{i}") for i, sha in enumerate(shas)}
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda sha: shared.append(sha, lines[sha]), shas))
+    for sha in (shas[0], shas[20], shas[-1]):
+        assert remote_note(server, sha) == [lines[sha].to_line()]
+    assert ledger(server, tmp_path / "b").read() == {sha: (line,) for sha, line in lines.items()}
+    pushes = int(git(server.bare, "rev-list", "--count", "refs/notes/gitsync"))
+    assert pushes < len(shas), "lines waiting were written together"

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from renderers import RenderError, render_app
+from renderers import RenderError, load_environment, render_app
+from renderers.environment import ClusterRef
 
 DEPLOY_HEAD = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n"
 
@@ -216,10 +217,28 @@ def test_environment_settings_allow_other_namespaces_and_cluster_scoped_objects(
             "environments/dev/env.yaml:3: selfHeal must be true or false, got 'yes'",
         ),
         ("namespace: web-dev\napps: [other]\n", "environments/dev/env.yaml: app 'web' is not in environment dev"),
+        (
+            "namespace: web-dev\napps: [web]\ncluster: {kubeconfigSecret: nokey}\n",
+            "environments/dev/env.yaml:3: cluster.kubeconfigSecret must be <secret>/<key>, got 'nokey'",
+        ),
+        (
+            "namespace: web-dev\napps: [web]\ncluster:\n  server: https://x\n",
+            "environments/dev/env.yaml:4: unknown key cluster.server (known: name, kubeconfigSecret)",
+        ),
+        ("namespace: web-dev\napps: [web]\ncluster: Prod_EU\n", "environments/dev/env.yaml:3: cluster must be"),
     ],
 )
 def test_env_file_problems(tmp_path: Path, env: str, expected: str) -> None:
     assert render_error(make_repo(tmp_path, {"d.yaml": "a: 1\n"}, env=env)).startswith(expected)
+
+
+def test_an_environment_names_its_cluster(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, {"d.yaml": "a: 1\n"}, env="namespace: web-dev\napps: [web]\ncluster: prod-eu\n")
+    assert load_environment(repo, "dev").cluster == ClusterRef("prod-eu")
+    (repo / "environments" / "dev" / "env.yaml").write_text(
+        "namespace: web-dev\napps: [web]\ncluster: {kubeconfigSecret: prod-kubeconfig/config}\n"
+    )
+    assert load_environment(repo, "dev").cluster == ClusterRef("prod-kubeconfig", "prod-kubeconfig/config")
 
 
 def test_missing_files(tmp_path: Path) -> None:

@@ -1,0 +1,78 @@
+"""The plan comment on pull requests: one comment per pull request, updated in place on every push to it.
+
+A pull-request webhook (``gitsync.runtime.pull_requests``) hands its event here; the comment is made in the
+background (``gitsync.queue.Outbox``, keyed by the pull request, so a burst of pushes plans only the newest head
+still waiting) and never holds up the webhook's answer or a reconcile. The plan is ``gitsync plan``'s
+(``gitsync.change_plan``), rendered from the agent's own Git cache at both commits, no cluster involved. The
+comment carries the hidden ``MARKER``, by which the forge client finds it again (``ports.Forge.upsert_comment``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from gitsync import log as logging
+from gitsync.change_plan import COMMENT_LIMIT, ChangePlan, markdown, plan_change
+from gitsync.errors import GitsyncError
+from gitsync.forge_queue import ForgeQueue
+from gitsync.ports import Forge
+from gitsync.runtime.config import Provider
+from gitsync.runtime.pull_requests import PullRequestEvent
+
+__all__ = ["MARKER", "PlanComments", "comment_body", "comment_text"]
+
+log = logging.get("gitsync.forge")
+
+MARKER = "<!-- gitsync:plan -->"
+"""Identifies gitsync's plan comment among a pull request's comments (invisible on the rendered page)."""
+
+
+def comment_text(plan: ChangePlan | GitsyncError, base: str, head: str, base_ref: str) -> str:
+    """The comment for merging ``head`` into ``base`` (full commit ids), within a comment's size limit; a plan
+    that could not be made (a commit the repository does not have) says so instead."""
+    title = f"### gitsync plan: `{head[:12]}` into `{base_ref}` at `{base[:12]}`\n\n"
+    if isinstance(plan, GitsyncError):
+        return f"{MARKER}\n{title}gitsync could not plan this change: {plan}\n"
+    return f"{MARKER}\n{title}{markdown(plan, COMMENT_LIMIT - len(MARKER) - len(title) - 1)}"
+
+
+def comment_body(trees: Callable[[str], Path], base: str, head: str, base_ref: str) -> str:
+    """``comment_text`` of the plan of ``base..head`` rendered from ``trees`` (no cluster)."""
+    try:
+        plan: ChangePlan | GitsyncError = plan_change(trees, base, head)
+    except GitsyncError as e:
+        plan = e
+    return comment_text(plan, base, head, base_ref)
+
+
+class PlanComments:
+    """Posts or updates the plan comment of each pull-request event, in the background."""
+
+    def __init__(
+        self, forge: Forge, trees: Callable[[str], Path], base_head: Callable[[], str], capacity: int = 64
+    ) -> None:
+        """``trees``: commit id -> the repository's tree at it (fetched by id); ``base_head``: the watched branch's
+        head, for forges whose event names no base commit (GitLab)."""
+        self._forge = forge
+        self._trees = trees
+        self._base_head = base_head
+        self.queue = ForgeQueue("plan-comments", capacity)
+
+    def on_pull_request(self, provider: Provider, event: PullRequestEvent) -> None:
+        received = time.monotonic()
+        self.queue.put(f"{provider}#{event.number}", lambda: self._comment(event, received))
+
+    def _comment(self, event: PullRequestEvent, received: float) -> None:
+        base = event.base or self._base_head()
+        body = comment_body(self._trees, base, event.head, event.base_ref)
+        url = self._forge.upsert_comment(event.number, MARKER, body)
+        log.info(
+            "forge.plan_commented",
+            pull_request=event.number,
+            head=event.head[:12],
+            base=base[:12],
+            url=url,
+            seconds=round(time.monotonic() - received, 3),
+        )

@@ -1,0 +1,183 @@
+"""Commit statuses and promotion pull requests as record sinks: what a reconcile's outcome says on the commit,
+each said once, and never waited for (an unreachable forge costs a reconcile nothing)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gitsync.errors import Retry, TransientError
+from gitsync.health import Health
+from gitsync.history import Result
+from gitsync.model import AppEnv, HealthStatus
+from gitsync.ports import Commit, CommitState, CommitStatus, PullRequest, Snapshot
+from gitsync.promotion import PromotionAction, PromotionStep
+from gitsync.reconcile import RolloutStep
+from gitsync.record import CommitStatusSink, PullRequestSink, commit_status
+from gitsync.result import Kind, ReconcileResult, Target
+
+SHA = "a" * 40
+KEY = AppEnv("podinfo", "staging")
+
+
+def result(kind: Kind, outcome: Result | None, health: HealthStatus | None = None, **fields: object) -> ReconcileResult:
+    return ReconcileResult(
+        key=KEY,
+        kind=kind,
+        reasons=("poll",),
+        started_at=0.0,
+        finished_at=1.0,
+        snapshot=Snapshot(Commit(SHA, "Ada <ada@example.com>", "change", 0.0), Path("/nonexistent")),
+        target=Target("podinfo-staging", prune=True, self_heal=True),
+        outcome=outcome,
+        health=Health(health, "Deployment/podinfo-staging/podinfo: 1 of 2 updated replicas") if health else None,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("reconciled", "state", "description"),
+    [
+        (
+            result(Kind.RELEASE, Result.PROGRESSING, HealthStatus.PROGRESSING),
+            CommitState.PENDING,
+            "rolling out: Deployment/podinfo-staging/podinfo: 1 of 2 updated replicas",
+        ),
+        (
+            result(
+                Kind.RELEASE,
+                Result.PROGRESSING,
+                HealthStatus.HEALTHY,
+                rollout=RolloutStep(phase="Progressing", message="canary step 2/4: setWeight 50"),
+            ),
+            CommitState.PENDING,
+            "rolling out: canary step 2/4: setWeight 50",
+        ),
+        (
+            result(Kind.RELEASE, Result.PAUSED, HealthStatus.HEALTHY, rollout=RolloutStep(message="pause: promote")),
+            CommitState.PENDING,
+            "paused: pause: promote",
+        ),
+        (
+            result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY),
+            CommitState.SUCCESS,
+            "deployed to staging and healthy",
+        ),
+        (
+            result(Kind.RELEASE, Result.ROLLED_BACK, HealthStatus.HEALTHY, error="analysis pods failed: 3 restarts"),
+            CommitState.FAILURE,
+            "rolled back: analysis pods failed: 3 restarts",
+        ),
+        (
+            result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.DEGRADED),
+            CommitState.FAILURE,
+            "Degraded: Deployment/podinfo-staging/podinfo: 1 of 2 updated replicas",
+        ),
+        (
+            result(Kind.FAILED, Result.RENDER_ERROR, error="values.yaml:3: bad", error_class=Retry.TERMINAL),
+            CommitState.FAILURE,
+            "RenderError: values.yaml:3: bad",
+        ),
+        (
+            result(Kind.FAILED, Result.FAILED, error="cluster unreachable", error_class=Retry.TRANSIENT),
+            CommitState.ERROR,
+            "Failed: cluster unreachable",
+        ),
+        (result(Kind.AWAITING, Result.AWAITING_PROMOTION), CommitState.PENDING, "awaiting promotion"),
+    ],
+)
+def test_the_status_a_reconcile_puts_on_its_commit(
+    reconciled: ReconcileResult, state: CommitState, description: str
+) -> None:
+    status = commit_status(reconciled, "https://gitsync.example.com")
+    assert status == CommitStatus(SHA, "gitsync/staging/podinfo", state, description, "https://gitsync.example.com")
+
+
+def test_nothing_is_said_for_a_dry_run_or_a_drift_check() -> None:
+    assert commit_status(result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, dry_run=True)) is None
+    assert commit_status(result(Kind.DRIFT_CHECKED, None)) is None
+
+
+class Forge:
+    """A forge that records what it was asked, optionally stuck (a forge that does not answer)."""
+
+    def __init__(self, stuck: threading.Event | None = None, fail: bool = False) -> None:
+        self.statuses: list[CommitStatus] = []
+        self.pulls: list[tuple[str, str, str]] = []
+        self.stuck = stuck
+        self.fail = fail
+
+    def set_status(self, status: CommitStatus) -> None:
+        if self.stuck is not None:
+            self.stuck.wait(30)
+        if self.fail:
+            raise TransientError("gitea http://127.0.0.1:1: POST repos/o/r/statuses: unreachable")
+        self.statuses.append(status)
+
+    def upsert_comment(self, number: int, marker: str, body: str) -> str:
+        raise AssertionError("not used")
+
+    def open_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
+        self.pulls.append((head, base, title))
+        return PullRequest(7, "http://forge/pulls/7", head, base)
+
+
+def test_each_status_is_sent_once() -> None:
+    forge = Forge()
+    sink = CommitStatusSink(forge)
+    progressing = result(Kind.RELEASE, Result.PROGRESSING, HealthStatus.PROGRESSING)
+    for reconciled in (progressing, progressing, result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY)):
+        sink.write(reconciled)
+        assert sink.queue.idle(5)
+    sink.write(result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY))
+    assert sink.queue.idle(5)
+    assert [s.state for s in forge.statuses] == [CommitState.PENDING, CommitState.SUCCESS]
+
+
+def test_a_forge_that_does_not_answer_never_holds_up_a_reconcile() -> None:
+    stuck = threading.Event()
+    sink = CommitStatusSink(Forge(stuck), capacity=4)
+    started = time.monotonic()
+    for n in range(50):  # far more than the queue holds: the oldest are dropped, nothing waits
+        sink.write(result(Kind.RELEASE, Result.PROGRESSING, HealthStatus.HEALTHY, rollout=RolloutStep(message=f"{n}")))
+    assert time.monotonic() - started < 5, "writing statuses waited for the forge"
+    stuck.set()
+    sink.queue.close(5)
+
+
+def test_a_status_that_failed_is_sent_again_next_time() -> None:
+    forge = Forge(fail=True)
+    sink = CommitStatusSink(forge)
+    succeeded = result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY)
+    sink.write(succeeded)
+    assert sink.queue.idle(5) and forge.statuses == []
+    forge.fail = False
+    sink.write(succeeded)
+    assert sink.queue.idle(5) and [s.state for s in forge.statuses] == [CommitState.SUCCESS]
+
+
+def test_a_promotion_on_its_review_branch_opens_one_pull_request() -> None:
+    forge = Forge()
+    sink = PullRequestSink(forge, "main")
+    prod = AppEnv("podinfo", "prod")
+    step = PromotionStep(
+        PromotionAction.PROPOSED, f"staging@{SHA[:12]} -> prod", "b" * 40, "gitsync/promote/prod/podinfo", True
+    )
+    proposed = result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, promotion=step)
+    proposed = ReconcileResult(**{**{f: getattr(proposed, f) for f in proposed.__dataclass_fields__}, "key": prod})
+    sink.write(proposed)
+    sink.write(proposed)  # the next reconcile reports the same branch commit: already opened
+    auto = PromotionStep(PromotionAction.PROMOTED, "staging -> prod", "c" * 40, "main", True)
+    sink.write(result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, promotion=auto))
+    back = PromotionStep(
+        PromotionAction.ROLLED_BACK, "back to staging@abc", "d" * 40, "gitsync/rollback/staging/podinfo"
+    )
+    sink.write(result(Kind.RELEASE, Result.ROLLED_BACK, HealthStatus.HEALTHY, promotion=back))
+    assert sink.queue.idle(5)
+    assert forge.pulls == [
+        ("gitsync/promote/prod/podinfo", "main", f"gitsync: promote podinfo in prod: staging@{SHA[:12]} -> prod"),
+        ("gitsync/rollback/staging/podinfo", "main", "gitsync: roll back podinfo in staging: back to staging@abc"),
+    ]
