@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check deps kubelab gitea image venv clean-kubelab
+.PHONY: demo test check deps kubelab gitea image venv clean-kubelab flux
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ deps:
 
 kubelab: venv
 	$(PY) tools/kubelab/kubelab.py build
+
+# Flux's source- and kustomize-controller for bench/flux.py (not for the tests), cached like kubelab.
+flux: venv
+	$(PY) bench/flux.py --build-only
 
 # Gitea from the Go module proxy (CGO, SQLite), for the forge tests; cached under ~/.cache/gitsync/gitea.
 gitea: venv
