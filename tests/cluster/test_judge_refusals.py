@@ -75,7 +75,7 @@ def test_judged_creates_skip_the_dry_run_and_a_schema_invalid_object_still_appli
         deadline = time.monotonic() + 30
         while not any(
             c["type"] == "Established"
-            for c in (cluster.get(ObjectId.of(crd)) or {}).get("status", {}).get("conditions", [])
+            for c in ((cluster.get(ObjectId.of(crd)) or {}).get("status") or {}).get("conditions") or []
         ):
             assert time.monotonic() < deadline, "CRD not Established"
             time.sleep(0.1)
