@@ -1,5 +1,6 @@
-"""``gitsync rollout promote|abort|retry``: a human's hand on a running rollout (``gitsync promote`` is
-environment promotion, a different thing: it pins a release for a receiving environment in Git).
+"""``gitsync rollout promote``, ``gitsync rollout abort``, ``gitsync rollout retry``: a human's hand on a running
+rollout (``gitsync promote`` is environment promotion, a different thing: it pins a release for a receiving
+environment in Git).
 
 Each command writes its request into the app-env's rollout state (the agent applies it at its next step) and
 then, unless ``--no-advance``, runs that step itself, so the commands work without an agent too. Concurrent
