@@ -154,9 +154,12 @@ def test_the_dashboard_shows_environments_rollouts_live_and_promotions_to_those_
     page.goto(f"http://127.0.0.1:{port}/apps/staging/podinfo")
     page.evaluate("window.sameDocument = true")
     good = _release(upstream, "6.7.2")
-    page.wait_for_selector('.step.current[data-step="1"]', timeout=30_000)
+    # The setWeight steps end as soon as the watch sees the canary's pods Ready (a fraction of a second on kwok);
+    # the 3 s pauses (steps 2 and 4) are what a person sees long enough to read.
+    page.wait_for_selector('.step.current[data-step="2"]', timeout=30_000)
+    assert page.locator('.step.done[data-step="1"]').count() == 1
     page.screenshot(path=str(shots / "canary.png"), full_page=True)
-    page.wait_for_selector('.step.current[data-step="4"]', timeout=30_000)  # three steps later, same page
+    page.wait_for_selector('.step.current[data-step="4"]', timeout=30_000)  # two steps later, same page
     assert page.locator('.step.done[data-step="3"]').count() == 1
     assert page.evaluate("window.sameDocument") is True, "the step moved by a reload"
     page.screenshot(path=str(shots / "canary-advanced.png"))  # the README's picture (docs/img/dashboard.png)
