@@ -128,6 +128,8 @@ class Cell:
 
     key: AppEnv
     namespace: str
+    cluster: str
+    """The named cluster the environment is applied to (``cluster:`` in env.yaml); "" for the agent's own."""
     sync: str
     health: str
     reason: str
@@ -168,6 +170,7 @@ def build_cell(status: Status, namespace: str, releases: Sequence[Release], roll
     return Cell(
         key=AppEnv(status.app, status.env),
         namespace=namespace,
+        cluster=status.cluster,
         sync=status.sync_state,
         health=status.health,
         reason=status.health_reason,

@@ -148,9 +148,18 @@ def kubeconfig_secret(core: client.CoreV1Api, namespace: str, kubeconfig: Path, 
     return str(user.get("client-key-data") or user.get("token") or "")
 
 
+def dashboard_grid(kubeconfig: Path) -> str:
+    """The grid page of ``gitsync dashboard`` on the agent's cluster, as its server renders it."""
+    from gitsync.adapters.kube import KubeCluster
+    from gitsync.dashboard.read import Board
+    from gitsync.dashboard.server import Pages, Site
+
+    return Pages(Board(KubeCluster(kubeconfig)), Site(".", None, "local")).grid()
+
+
 def test_one_agent_applies_staging_to_a_and_prod_to_b_and_a_cluster_down_degrades_only_its_env(
     agents: Agents, upstream: Upstream, namespace: str, prod_in_b: str, core: client.CoreV1Api,
-    kube_api: client.ApiClient, cluster_b: client.ApiClient, kubelab_b: Any, agent_namespace: str,
+    kube_api: client.ApiClient, cluster_b: client.ApiClient, kubelab: Any, kubelab_b: Any, agent_namespace: str,
 ) -> None:  # fmt: skip
     proxy = Proxy(kubelab_b.server)
     proxy.start()
@@ -167,6 +176,8 @@ def test_one_agent_applies_staging_to_a_and_prod_to_b_and_a_cluster_down_degrade
         assert prod["cluster"] == "cluster-b", "prod's status, kept in the agent's cluster, names prod's cluster"
         assert status_of(core, namespace)["cluster"] == ""
         assert configmap_value(core, prod_in_b) is None, "nothing of prod is applied to cluster A"
+        grid = dashboard_grid(kubelab.kubeconfig)
+        assert grid.count("on cluster cluster-b") == 1, "the dashboard names prod's cluster, and only prod's"
 
         # Cluster B goes away for 30 s: staging keeps reconciling, prod fails naming its cluster.
         proxy.stop()
