@@ -267,6 +267,9 @@ class DriftWatcher:
 
     def _on_change(self, change: Change) -> None:
         """On a watch thread: enqueue a check when a desired object's spec or metadata changed."""
+        with self._lock:  # many app-envs may share a namespace: most events are of another app-env's objects
+            if change.id not in self._desired:
+                return
         fingerprint = "" if change.type is WatchEventType.DELETED else _fingerprint(change.object)
         with self._lock:
             if change.id not in self._desired or self._seen.get(change.id) == fingerprint:

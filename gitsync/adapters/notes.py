@@ -91,10 +91,13 @@ class NotesLedger:
             for _ in range(self._attempts):
                 remote = self._pull(run)
                 notes = dict(_notes_of(run, {ticket.sha for ticket in batch}, Path(scratch)))
+                endings = {sha: {held.ending for held in parse_note(text)} for sha, (_, text) in notes.items()}
                 changed = set()
-                for ticket in batch:
+                for ticket in batch:  # each note parsed once: one commit's note may hold a line per app-env
                     path, current = notes.get(ticket.sha, (ticket.sha, ""))
-                    if ticket.entry.ending not in {held.ending for held in parse_note(current)}:
+                    held = endings.setdefault(ticket.sha, set())
+                    if ticket.entry.ending not in held:
+                        held.add(ticket.entry.ending)
                         separator = "\n" if current and not current.endswith("\n") else ""
                         notes[ticket.sha] = (path, current + separator + ticket.entry.to_line() + "\n")
                         changed.add(ticket.sha)
