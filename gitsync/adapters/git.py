@@ -50,6 +50,8 @@ __all__ = ["GitError", "GitRepository", "SignatureError", "scrub"]
 _CREDENTIALS_IN_URL = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 SNAPSHOTS_KEPT = 5
+_TREE_LISTINGS = 64
+"""Folder listings ``tree_id`` keeps (a few commits of a repository's chart folders)."""
 SNAPSHOT_MIN_AGE = 60.0
 """Seconds a snapshot survives even when it is not among the newest: a render may still be reading it."""
 GC_EVERY = 10
@@ -98,6 +100,9 @@ class GitRepository:
         self._bare = cache_dir / "repo.git"
         self._snapshots = cache_dir / "snapshots"
         self._lock = threading.Lock()
+        self._listings_lock = threading.Lock()
+        self._tree_listings: dict[tuple[str, str], dict[str, str]] = {}
+        """(commit, folder) -> path -> object id, oldest first (``tree_id``)."""
         self.display_url = scrub(url)
         self._fetches = 0
         self._gc_baseline = 0
@@ -370,16 +375,34 @@ class GitRepository:
             return target
 
     def tree_id(self, sha: str, path: str) -> str:
+        """The object id of ``path`` at commit ``sha`` ("" when absent). Ids never change for a commit, so the
+        entries of the path's folder are listed once (one ``ls-tree`` for all the apps of ``apps/``) and kept
+        for the last ``_TREE_LISTINGS`` folders asked about: a commit touching 1,000 apps costs one git process,
+        not 1,000 serialised ones."""
         if not _SHA.match(sha):
             raise GitError(f"{self.display_url}: not a commit id: {sha[:80]!r}")
-        with self._lock, self._open() as repo:
-            self._ensure(repo, sha)
-            path = path.strip("/")
-            if not path:
+        path = path.strip("/")
+        if not path:
+            with self._lock, self._open() as repo:
+                self._ensure(repo, sha)
                 return self._run(repo.git, "rev-parse", "--verify", "--end-of-options", f"{sha}^{{tree}}").strip()
-            out = self._run(repo.git, "ls-tree", "--full-tree", "--end-of-options", sha, "--", path)
-        mode_type_id, _, name = out.partition("\t")
-        return mode_type_id.split()[2] if name.rstrip("\n") == path else ""
+        folder = path.rpartition("/")[0]
+        listing = self._tree_listings.get((sha, folder))
+        if listing is None:
+            with self._lock, self._open() as repo:
+                self._ensure(repo, sha)
+                where = ["--", f"{folder}/"] if folder else []
+                out = self._run(repo.git, "ls-tree", "-z", "--full-tree", "--end-of-options", sha, *where)
+            listing = {}
+            for entry in out.split("\0"):
+                mode_type_id, _, name = entry.partition("\t")
+                if name:
+                    listing[name] = mode_type_id.split()[2]
+            with self._listings_lock:
+                self._tree_listings[(sha, folder)] = listing
+                while len(self._tree_listings) > _TREE_LISTINGS:
+                    self._tree_listings.pop(next(iter(self._tree_listings)))
+        return listing.get(path, "")
 
     def _prune_snapshots(self, keep: str) -> None:
         now = time.time()

@@ -157,6 +157,7 @@ class Agent:
         """(cluster, namespace) known to exist (checked once per process)."""
         self._attempted: set[AppEnv] = set()
         self._lock = threading.Lock()
+        self._discovering = threading.Lock()
         self._stopping = threading.Event()
         self._workers: list[threading.Thread] = []
         self._scheduler = BackgroundScheduler(timezone=UTC)
@@ -362,10 +363,15 @@ class Agent:
         enqueued, and so are removals: apps with an inventory in the environment's namespace that its
         ``env.yaml`` no longer lists (see the module doc). An environment whose file does not load keeps its
         previous app-envs and removals; one whose inventories cannot be listed now is looked at again by the
-        next reconcile."""
-        with self._lock:
-            if self._discovered == snapshot.revision:
-                return
+        next reconcile. One discovery at a time: the workers that want the same revision wait for the first
+        (a commit touching 1,000 app-envs would otherwise list the inventories once per worker)."""
+        with self._discovering:
+            with self._lock:
+                if self._discovered == snapshot.revision:
+                    return
+            self._discover_at(snapshot)
+
+    def _discover_at(self, snapshot: Snapshot) -> None:
         found: dict[AppEnv, Target] = {}
         removed: dict[AppEnv, Target] = {}
         promotions = topology(snapshot.path)

@@ -311,6 +311,10 @@ def test_a_commit_behind_the_head_is_fetched_by_id_for_its_snapshot_and_tree_ids
     assert repo.tree_id(head, "lib") == repo.tree_id(pinned, "lib"), "an untouched folder keeps its id"
     assert repo.tree_id(pinned, "apps/none") == ""
     assert repo.tree_id(head, "") == git(upstream.work, "rev-parse", f"{head}^{{tree}}")
+    assert repo.tree_id(head, "apps/web/templates/a.yaml") == git(
+        upstream.work, "rev-parse", f"{head}:apps/web/templates/a.yaml"
+    )
+    assert repo.tree_id(head, "README") == git(upstream.work, "rev-parse", f"{head}:README"), "a top-level path"
 
 
 def test_tree_ids_survive_the_cache_collecting_a_pinned_commit(upstream: Upstream, tmp_path: Path) -> None:
@@ -327,7 +331,9 @@ def test_tree_ids_survive_the_cache_collecting_a_pinned_commit(upstream: Upstrea
     git(cache, "gc", "--prune=now", "--quiet")
     with pytest.raises(subprocess.CalledProcessError):
         git(cache, "cat-file", "-e", pinned)
-    assert repo.tree_id(pinned, "apps/web") == expected, "fetched again by id when collected"
+    assert repo.tree_id(pinned, "apps/web") == expected, "ids of a commit are kept once listed"
+    blob = git(upstream.work, "rev-parse", f"{pinned}:apps/web/a.yaml")
+    assert repo.tree_id(pinned, "apps/web/a.yaml") == blob, "a folder not listed yet: fetched again by id"
 
 
 def test_a_commit_the_remote_does_not_have_is_a_clear_error(upstream: Upstream, tmp_path: Path) -> None:
