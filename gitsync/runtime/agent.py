@@ -69,7 +69,7 @@ from gitsync.runtime.shards import ShardSet
 from gitsync.runtime.wakeups import Wakeups
 from gitsync.source import Source
 from gitsync.sync import ensure_namespace
-from renderers import RenderedApp, RenderError, load_environment, render_app
+from renderers import Environment, RenderedApp, RenderError, load_environment, render_app
 from renderers.cache import MemoryRenderCache
 
 __all__ = ["Agent", "AgentCluster"]
@@ -153,6 +153,8 @@ class Agent:
         """The ledger's notes ref as last polled."""
         self._discovered = ""
         """The revision whose environment files ``_targets`` reflects."""
+        self._environments: dict[tuple[Path, str], Environment] = {}
+        """(snapshot, env) -> its env.yaml as the last discovery loaded it, for every render of that snapshot."""
         self._namespaces: set[tuple[str, str]] = set()
         """(cluster, namespace) known to exist (checked once per process)."""
         self._attempted: set[AppEnv] = set()
@@ -376,11 +378,13 @@ class Agent:
         removed: dict[AppEnv, Target] = {}
         promotions = topology(snapshot.path)
         complete = True
+        environments: dict[tuple[Path, str], Environment] = {}
         for selection in self.config.environments:
             try:
                 environment = load_environment(
                     snapshot.path, selection.name, protected=self.config.protected_namespaces
                 )
+                environments[(snapshot.path, selection.name)] = environment
             except RenderError as e:
                 log.error("environment.invalid", env=selection.name, revision=snapshot.revision, error=str(e))
                 with self._lock:
@@ -424,6 +428,7 @@ class Agent:
             gone = (set(removed) - set(self._removed)) | (set(self._targets) - set(found) - set(removed))
             self._targets = found
             self._removed = removed
+            self._environments = environments
             self._downstream = dict(promotions.downstream)
             self._discovered = snapshot.revision if complete else ""
         for key in sorted(gone):
@@ -461,6 +466,7 @@ class Agent:
             trees=trees,
             protected=self.config.protected_namespaces,
             cache=self._renders,
+            environment=self._environments.get((path, key.env)),
         )
 
     def _ensure_namespace(self, target: Connected, namespace: str) -> None:

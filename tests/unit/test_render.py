@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -244,3 +245,12 @@ def test_render_is_deterministic_and_digest_changes_iff_output_changes(
         outputs.append((rendered.digest, "".join(renderers.yamlio.dump(m.body) for m in rendered.manifests)))
     assert outputs[0] == outputs[1]
     assert (outputs[0][0] == outputs[2][0]) == (outputs[0][1] == outputs[2][1])
+
+
+def test_an_environment_loaded_once_renders_every_app_as_loading_it_each_time() -> None:
+    """The agent loads each env.yaml once per revision and passes it to every render of that snapshot."""
+    staging = load_environment(EXAMPLE, "staging")
+    for app in staging.apps:
+        assert render_app(EXAMPLE, "staging", app, environment=staging) == render_app(EXAMPLE, "staging", app)
+    with pytest.raises(renderers.AwaitingPromotion):  # prod's own env.yaml, which takes promotions, was read
+        render_app(EXAMPLE, "prod", "podinfo", environment=staging, trees=lambda sha: EXAMPLE)
