@@ -63,6 +63,7 @@ class LeaderElector:
         self._stop = threading.Event()
         self._observed: tuple[str, str] | None = None
         self._observed_at = 0.0
+        self._expires_at: float | None = None
         self._renewed_at = 0.0
         self._thread: threading.Thread | None = None
         self.holder = ""
@@ -74,6 +75,12 @@ class LeaderElector:
     @property
     def is_leader(self) -> bool:
         return self._leading.is_set()
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the Lease, last seen held by another replica, expires on this replica's clock (it was not renewed
+        since it was first seen so); None when it is this replica's, free, or not seen yet."""
+        return self._expires_at
 
     def wait_leading(self, timeout: float) -> bool:
         return self._leading.wait(timeout)
@@ -99,7 +106,9 @@ class LeaderElector:
                 self._observed, self._observed_at = record, now
             self.holder = holder
             duration = float(spec.get("leaseDurationSeconds") or self._config.lease_duration)
-            if holder and holder != self.identity and now < self._observed_at + duration:
+            held_by_another = bool(holder) and holder != self.identity
+            self._expires_at = self._observed_at + duration if held_by_another else None
+            if held_by_another and now < self._observed_at + duration:
                 return self._lost()
             if not acquire and holder != self.identity:
                 return self._lost()

@@ -13,7 +13,8 @@ With ``sharding: {shards: N}`` every replica works, each on the app-envs of the 
   flight have finished. Since the fair shares add up to at least N, every shard always has a taker;
 - a replica that dies stops renewing: its member and shard Leases expire ``leaseDuration`` after their last
   renewal (measured on each observer's own clock, as in ``leader``), and the survivors, whose fair share grew, take
-  its shards at their next round: within ``leaseDuration`` plus two rounds (``renewInterval / 2`` each);
+  its shards as those expire (each replica times its next round for the soonest expiry it has seen): within
+  ``leaseDuration`` plus one round (the lag with which the last renewal was first seen);
 - an app-env is reconciled only while its replica holds its shard (``claim``); a replica that cannot renew stops
   claiming at 2/3 of ``leaseDuration`` (the elector's renew deadline), before anyone else may take the shard. A
   reconcile already in flight then finishes, as one of a leader that lost its Lease does (state writes are
@@ -49,6 +50,8 @@ log = logging.get("gitsync.shards")
 
 _FORGET_AFTER = 10
 """A member Lease not renewed for this many lease durations is deleted (a replica that went away for good)."""
+_EXPIRY_MARGIN = 0.05
+"""Seconds past a Lease's expiry (own clock) at which the round that takes it runs."""
 
 
 def shard_of(key: AppEnv, shards: int) -> int:
@@ -214,10 +217,19 @@ class ShardSet:
         self._thread = threading.Thread(target=self._run, name="shard-leases", daemon=True)
         self._thread.start()
 
+    def next_round_in(self) -> float:
+        """Seconds until the next round: half the renew interval, or less when a shard Lease held by another
+        replica expires sooner, so a dead replica's shard is taken as its Lease expires rather than up to a round
+        later (its member Lease, renewed just before its shards in each of its rounds, has expired by then too)."""
+        now = self._clock.now()
+        expiries = [e.expires_at for e in self._electors if not e.is_leader and e.expires_at is not None]
+        soonest = min((at - now + _EXPIRY_MARGIN for at in expiries if at > now), default=math.inf)
+        return max(_EXPIRY_MARGIN, min(self._config.renew_interval / 2, soonest))
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self.round()
-            self._stop.wait(self._config.renew_interval / 2)
+            self._stop.wait(self.next_round_in())
 
     def stop(self) -> None:
         """Release every shard and the member Lease (clean shutdown: the others take over at their next round).

@@ -112,6 +112,37 @@ def test_a_dead_replica_loses_its_shards_to_the_others_within_the_lease_duration
     assert lost <= a.held() | b.held()
 
 
+def test_a_dead_replicas_shard_is_taken_as_its_lease_expires_not_a_round_later() -> None:
+    """Each survivor's round takes ``work`` seconds, then it waits what ``next_round_in`` says (as the Lease thread
+    does): the shard is taken as the Lease expires on the survivor's clock (``leaseDuration`` after it first saw the
+    last renewal), not up to a round later."""
+    work = 0.4
+    leases, clock = Leases(), FakeClock()
+    replicas = {name: replica(leases, clock, name) for name in "abc"}
+    rounds(clock, list(replicas.values()), 6)
+    for victim, offset in (("c", 0.3), ("a", 1.1), ("b", 2.2), ("c", 2.8)):  # where in the rounds the kill falls
+        survivors = [r for name, r in replicas.items() if name != victim]
+        lost = replicas[victim].held()
+        clock.t += offset
+        dead_at = clock.t
+        due = dict.fromkeys(survivors, clock.t)
+        while any(h == victim for h in leases.holders(3)):
+            clock.t = min(due.values())
+            now = clock.t
+            for r in [r for r in survivors if due[r] <= now]:
+                r.round()
+                clock.t = now + work  # the round's requests took this long; then it asks when to run again
+                due[r] = clock.t + r.next_round_in()
+                clock.t = now
+            # The survivors first saw the victim's last renewal in their first round after the kill (dead_at).
+            assert clock.t - dead_at <= 15.0 + 0.05 + 0.01, f"{victim}'s shard not taken as its Lease expired"
+        held = [r.held() for r in survivors]
+        assert lost <= held[0] | held[1] and not (held[0] & held[1])
+        replicas[victim] = replica(leases, clock, victim)  # it comes back, a fresh process with the same identity
+        rounds(clock, list(replicas.values()), 12)
+        assert replicas[victim].held(), "the returning replica gets its share again"
+
+
 def test_no_two_replicas_ever_hold_a_shard_at_once() -> None:
     leases, clock = Leases(), FakeClock()
     replicas = [replica(leases, clock, n, shards=4) for n in "abc"]
