@@ -244,6 +244,8 @@ class Agent:
             LEADER.set(1)
         if self._shards is not None:
             self._shards.start()
+            if self._clusters.home.cache is not None:
+                self._shards.watch_announcements(self._clusters.home.cache, self.on_announced)
         log.info(
             "agent.started",
             repo=scrub(self.config.repo.url),
@@ -344,10 +346,20 @@ class Agent:
         """Webhook callback: a push naming its commit reconciles every key now (the reconcile fetches it). One
         that names none (a generic sender's empty body: "look at the branch now") runs the poll at once, whose
         ``ls-remote`` enqueues a moved head: an empty revision would only reconcile the snapshot already held."""
+        if self._shards is not None:  # the Service gave it to this replica: the others hear of it by their Leases
+            threading.Thread(target=self._shards.announce, args=(revision,), name="announce", daemon=True).start()
         if not revision or not self._targets:
-            self._scheduler.modify_job("poll", next_run_time=datetime.fromtimestamp(self._clock.now(), UTC))
+            self._poll_now()
             return
         self.enqueue_all(revision, reason=f"webhook:{provider}")
+
+    def on_announced(self, revision: str) -> None:
+        """Another replica received a webhook (sharding): look at the branch now, as an empty generic webhook
+        does, rather than trust a revision this replica has not fetched."""
+        self._poll_now()
+
+    def _poll_now(self) -> None:
+        self._scheduler.modify_job("poll", next_run_time=datetime.fromtimestamp(self._clock.now(), UTC))
 
     def enqueue_all(self, revision: str = "", reason: str = "") -> None:
         with self._lock:

@@ -65,6 +65,9 @@ class LeaderElector:
         self._observed_at = 0.0
         self._expires_at: float | None = None
         self._renewed_at = 0.0
+        self._annotations: dict[str, str] = {}
+        self._round = threading.Lock()
+        """One round at a time: the Lease thread's and an ``annotate`` from a request thread."""
         self._thread: threading.Thread | None = None
         self.holder = ""
 
@@ -87,10 +90,20 @@ class LeaderElector:
 
     # -- one round ---------------------------------------------------------------------------------------------
 
+    def annotate(self, key: str, value: str) -> None:
+        """Carry ``key: value`` in the Lease's annotations from now on, written at once by a renewal (how a
+        replica tells the others something through the Lease they watch: ``gitsync.runtime.shards``)."""
+        self._annotations[key] = value
+        self.try_acquire_or_renew()
+
     def try_acquire_or_renew(self, *, acquire: bool = True) -> bool:
         """One election round; True when this replica holds the Lease afterwards. ``acquire`` False only observes
         a Lease held by another (and renews one held by this replica), so the expiry clock keeps running for a
         Lease this replica may want later (``gitsync.runtime.shards``)."""
+        with self._round:
+            return self._try_acquire_or_renew(acquire)
+
+    def _try_acquire_or_renew(self, acquire: bool) -> bool:
         now = self._clock.now()
         try:
             lease = self._backend.get(self._ref)
@@ -127,6 +140,8 @@ class LeaderElector:
 
     def _body(self, lease: Json | None, now: float, transitions: int, acquired: str = "") -> Json:
         metadata: Json = {"name": self._ref.name, "namespace": self._ref.namespace}
+        if self._annotations:
+            metadata["annotations"] = dict(self._annotations)
         if lease is not None:
             metadata["resourceVersion"] = lease["metadata"]["resourceVersion"]
         return {

@@ -38,9 +38,10 @@ from functools import partial
 from typing import Protocol
 
 from gitsync import log as logging
+from gitsync.cache import Change, WatchCache
 from gitsync.errors import GitsyncError
 from gitsync.model import AppEnv, ObjectId
-from gitsync.ports import Clock, ObjectList
+from gitsync.ports import Clock, ObjectList, WatchEventType
 from gitsync.runtime.config import LeaderElection
 from gitsync.runtime.leader import LeaderElector, LeaseBackend
 
@@ -50,6 +51,8 @@ log = logging.get("gitsync.shards")
 
 _FORGET_AFTER = 10
 """A member Lease not renewed for this many lease durations is deleted (a replica that went away for good)."""
+PUSHED = "gitsync.dev/pushed"
+"""Member Lease annotation: the last push a webhook told this replica of (a commit, or ``now@<time>``)."""
 _EXPIRY_MARGIN = 0.05
 """Seconds past a Lease's expiry (own clock) at which the round that takes it runs."""
 
@@ -149,6 +152,40 @@ class ShardSet:
                 with self._cond:
                     self._inflight[shard] -= 1
                     self._cond.notify_all()
+
+    # -- webhooks reach one replica: it tells the others through its member Lease ------------------------------
+
+    def announce(self, revision: str) -> None:
+        """Tell the other replicas a webhook arrived (a Service delivers it to one of them): ``revision`` goes
+        into this replica's member Lease, which every replica watches (``watch_announcements``)."""
+        token = revision or f"now@{self._clock.now():.3f}"
+        try:
+            self._member.annotate(PUSHED, token)
+        except GitsyncError as e:  # the others still see the commit at their next poll
+            log.warning("shard.announce_failed", identity=self.identity, error=str(e))
+
+    def watch_announcements(self, cache: WatchCache, on_announced: Callable[[str], None]) -> None:
+        """Call ``on_announced(revision)`` when another replica's member Lease carries a new push (not for what
+        a Lease already said when first seen: that push was handled when it came)."""
+        seen: dict[str, str] = {}
+        lock = threading.Lock()
+
+        def changed(change: Change) -> None:
+            ref = change.id
+            if ref.kind != "Lease" or ref.namespace != self._config.namespace or not ref.name.startswith(self._prefix):
+                return
+            if ref.name == member_lease(self._config) or change.type is WatchEventType.DELETED:
+                return
+            pushed = str(((change.object.get("metadata") or {}).get("annotations") or {}).get(PUSHED) or "")
+            with lock:
+                first, before = ref.name not in seen, seen.get(ref.name, "")
+                seen[ref.name] = pushed
+            if pushed and not first and pushed != before:
+                log.info("shard.push_announced", identity=self.identity, by=ref.name, revision=pushed)
+                on_announced(pushed)
+
+        cache.subscribe(changed)
+        cache.ensure("coordination.k8s.io", "Lease", self._config.namespace, all_objects=True)
 
     # -- one round ---------------------------------------------------------------------------------------------
 

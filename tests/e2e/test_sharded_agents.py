@@ -85,3 +85,27 @@ def test_three_replicas_share_the_app_envs_and_take_over_a_killed_ones_shards(
             assert first == second or started >= finished, f"{app}@staging reconciled by {first} and {second} at once"
     survivors = [r for r in replicas if r is not victim]
     assert not any(r.logs("reconcile.crashed") for r in survivors)
+
+
+def test_a_webhook_to_one_replica_brings_every_shard_the_commit(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient,
+    agent_namespace: str,
+) -> None:  # fmt: skip
+    """A Service delivers a webhook to one replica; polling every 10 minutes, the others would wait that long."""
+    one_configmap_apps(upstream, "v1")
+    election = {"namespace": agent_namespace, "leaseDuration": "6s", "renewInterval": "2s"}
+    replicas = [
+        agents.start(
+            name, pollInterval="10m", sharding={"shards": SHARDS}, leaderElection={**election, "identity": name}
+        )
+        for name in ("a", "b", "c")
+    ]
+    wait_for("every app live", lambda: values(core, namespace) == dict.fromkeys(APPS, "v1"), 60)
+    wait_for("one shard per replica", lambda: sorted(holders(kube_api, agent_namespace)) == ["a", "b", "c"], 30)
+
+    revision = one_configmap_apps(upstream, "v2")
+    assert replicas[0].push_webhook(revision) == 202
+    wait_for("every app live from one webhook", lambda: values(core, namespace) == dict.fromkeys(APPS, "v2"), 30)
+    told = {r.name for r in replicas[1:] if r.logs("shard.push_announced")}
+    assert told == {"b", "c"}, "the other replicas heard of the push through replica a's member Lease"
+    assert not any(r.logs("reconcile.crashed") for r in replicas)
