@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gitsync.adapters.forge import ForgeClient
     from gitsync.adapters.git import GitRepository
     from gitsync.adapters.kube import KubeCluster
+    from gitsync.cache import WatchCache
     from gitsync.dashboard.server import DashboardServer
     from gitsync.history import Status
     from gitsync.model import AppEnv
@@ -70,9 +71,12 @@ def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Pr
     )
 
 
-def dashboard(config: AgentConfig, cluster: KubeCluster, git: GitRepository, agent: Agent) -> DashboardServer:
+def dashboard(
+    config: AgentConfig, cluster: KubeCluster, git: GitRepository, agent: Agent, cache: WatchCache | None
+) -> DashboardServer:
     """The read-only dashboard on ``dashboard.listen``: the agent's view of the cluster and the Git ledger, shown
-    only to bearers of a token allowed to read the state ConfigMaps (``gitsync.dashboard.access``)."""
+    only to bearers of a token allowed to read the state ConfigMaps (``gitsync.dashboard.access``). An app-env's
+    page reads its state and workloads from the agent's watch cache (``cache``), not from the API server."""
     from gitsync.adapters.notes import NotesLedger
     from gitsync.dashboard.access import TokenAccess
     from gitsync.dashboard.read import Board, LedgerRows, Renders
@@ -85,6 +89,7 @@ def dashboard(config: AgentConfig, cluster: KubeCluster, git: GitRepository, age
         ledger=LedgerRows(NotesLedger(git.cache, config.repo.url), git.cache),
         renders=Renders(git.snapshot),
         scope=agent.namespaces,
+        cache=cache,
     )
     host, _, port = config.dashboard_listen.rpartition(":")
     site = Site("<your clone>", Forge.of(config.repo.url), "served by the agent")
@@ -205,7 +210,7 @@ def command(config_path: Path, log_format: str | None) -> None:
         ),
     )
 
-    board = dashboard(config, cluster, git, agent) if config.dashboard_listen else None
+    board = dashboard(config, cluster, git, agent, home_cache) if config.dashboard_listen else None
 
     stop = threading.Event()
 

@@ -24,9 +24,10 @@ from gitsync.adapters.gitwrite import Session
 from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import LABEL_STATE, ConfigMapStateStore, document
 from gitsync.audit import AuditRow, audit_rows
+from gitsync.cache import WatchCache
 from gitsync.dashboard.view import Cell, Grid, LiveView, build_cell, build_grid, build_live, charted
 from gitsync.errors import GitsyncError
-from gitsync.health import WORKLOAD_KINDS, Health, assess, assess_workload
+from gitsync.health import WORKLOAD_KINDS, Health, Listed, assess, assess_workload
 from gitsync.history import HISTORY_PART, STATUS_PART, History, Release, Status
 from gitsync.ledger import LedgerEntry
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId
@@ -36,7 +37,7 @@ from gitsync.promotion import topology
 from gitsync.redact import scrub, secret_values_of
 from gitsync.strategy.control import describe_rollout
 from gitsync.strategy.executor import PART as ROLLOUT_PART
-from gitsync.strategy.executor import made_deployments
+from gitsync.strategy.executor import made_deployments, made_for
 from gitsync.strategy.policy import RolloutPolicy, parse_policy
 from renderers import RenderedApp, render_app
 
@@ -223,12 +224,14 @@ class Board:
         ledger: Callable[[], Sequence[AuditRow]] | None = None,
         renders: Renders | None = None,
         scope: Callable[[], Iterable[str]] | None = None,
+        cache: WatchCache | None = None,
     ) -> None:
         """``scope``: the namespaces to read state from, for credentials that may not list ConfigMaps across
         the cluster (the agent's least-privilege RBAC); None lists across all namespaces in one request."""
         self._cluster = cluster
         self._scope = scope
-        self.store = ConfigMapStateStore(cluster)
+        self._cache = cache
+        self.store = ConfigMapStateStore(cluster, cache)
         self.env_order = tuple(env_order)
         self._ledger = ledger
         self.renders = renders
@@ -306,7 +309,7 @@ class Board:
                         del points[:-SERIES_LIMIT]
             series = {name: [v for _, v in points] for name, points in seen.items()}
         replicas: dict[str, int] = {}
-        for deployment in made_deployments(self._cluster, key, namespace) if rollout else ():
+        for deployment in self._made(key, namespace) if rollout else ():
             name = str(deployment["metadata"]["name"])
             track = next((t for t in ("canary", "blue", "green") if name.endswith(f"-{t}")), "stable")
             replicas[track] = replicas.get(track, 0) + int((deployment.get("status") or {}).get("readyReplicas") or 0)
@@ -314,18 +317,22 @@ class Board:
         policy = self.renders.policy(key, revision) if self.renders is not None and revision else None
         return build_live(key, rollout, policy, replicas, series, repo)
 
+    def _made(self, key: AppEnv, namespace: str) -> tuple[Json, ...]:
+        """The rollout's Deployments: from the agent's watch cache when it serves the board, else listed."""
+        if self._cache is None:
+            return made_deployments(self._cluster, key, namespace)
+        return tuple(d for d in self._cache.objects("apps", "Deployment", namespace) if made_for(d, key))
+
     def objects(self, key: AppEnv, namespace: str) -> tuple[ObjectHealth, ...]:
         """Each object of the inventory with its health and reason (never its content)."""
         refs = sorted(inventories.load(self.store, key, namespace).objects, key=str)
-        pods: dict[str, tuple[Json, ...]] = {}
+        reader = Listed(self._cluster) if self._cache is None else self._cache
         out = []
         for ref in refs:
-            live = self._cluster.get(ref)
+            live = reader.get(ref)
             health: Health
             if ref.kind in WORKLOAD_KINDS and live is not None and ref.namespace:
-                if ref.namespace not in pods:
-                    pods[ref.namespace] = self._cluster.list("", "Pod", ref.namespace).items
-                health = assess_workload(live, pods[ref.namespace])
+                health = assess_workload(live, reader.pods(ref.namespace))
             else:
                 health = assess(live)
             out.append(ObjectHealth(str(ref), str(health.status), health.reason))

@@ -260,14 +260,18 @@ def _rolling(
 
 
 def made_deployments(cluster: Cluster, key: AppEnv, namespace: str) -> tuple[Json, ...]:
-    """The Deployments the executor made for ``key`` in ``namespace`` (stable, canary, colours): labelled as the
-    app's and carrying the template hash, which a rendered Deployment applied by sync does not."""
+    """The Deployments the executor made for ``key`` in ``namespace`` (stable, canary, colours), listed."""
     selector = f"{LABEL_APP}={key.app},{LABEL_ENV}={key.env},{LABEL_MANAGED_BY}={MANAGER}"
-    return tuple(
-        live
-        for live in cluster.list("apps", "Deployment", namespace, selector).items
-        if ANNOTATION_TEMPLATE_HASH in ((live.get("metadata") or {}).get("annotations") or {})
-    )
+    return tuple(live for live in cluster.list("apps", "Deployment", namespace, selector).items if made_for(live, key))
+
+
+def made_for(live: Json, key: AppEnv) -> bool:
+    """Whether the executor made the Deployment ``live`` for ``key``: labelled as the app's and carrying the
+    template hash, which a rendered Deployment applied by sync does not."""
+    metadata = live.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    ours = (labels.get(LABEL_APP), labels.get(LABEL_ENV), labels.get(LABEL_MANAGED_BY)) == (key.app, key.env, MANAGER)
+    return ours and ANNOTATION_TEMPLATE_HASH in (metadata.get("annotations") or {})
 
 
 def made_tracks(cluster: Cluster, key: AppEnv, namespace: str, keep: set[str]) -> dict[Track, tuple[Json, ...]]:
