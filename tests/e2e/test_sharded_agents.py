@@ -57,18 +57,27 @@ def agent_namespace(namespace: str, core: client.CoreV1Api) -> Iterator[str]:
     core.delete_namespace(name)
 
 
-def test_three_replicas_share_the_app_envs_and_take_over_a_killed_ones_shards(
+def three_replicas(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient,
-    agent_namespace: str,
-) -> None:  # fmt: skip
+    agent_namespace: str, **overrides: Any,
+) -> list[AgentProcess]:  # fmt: skip
+    """Replicas a, b and c sharding ``APPS`` (all saying v1, live) over ``SHARDS`` shards, one each."""
     one_configmap_apps(upstream, "v1")
     election = {"namespace": agent_namespace, "leaseDuration": "6s", "renewInterval": "2s"}
     replicas = [
-        agents.start(name, sharding={"shards": SHARDS}, leaderElection={**election, "identity": name})
+        agents.start(name, sharding={"shards": SHARDS}, leaderElection={**election, "identity": name}, **overrides)
         for name in ("a", "b", "c")
     ]
     wait_for("every app live", lambda: values(core, namespace) == dict.fromkeys(APPS, "v1"), 60)
     wait_for("one shard per replica", lambda: sorted(holders(kube_api, agent_namespace)) == ["a", "b", "c"], 30)
+    return replicas
+
+
+def test_three_replicas_share_the_app_envs_and_take_over_a_killed_ones_shards(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient,
+    agent_namespace: str,
+) -> None:  # fmt: skip
+    replicas = three_replicas(agents, upstream, namespace, core, kube_api, agent_namespace)
 
     victim = next(r for r in replicas if r.name == holders(kube_api, agent_namespace)[0])
     victim.kill()  # SIGKILL: no Lease is released
@@ -92,16 +101,7 @@ def test_a_webhook_to_one_replica_brings_every_shard_the_commit(
     agent_namespace: str,
 ) -> None:  # fmt: skip
     """A Service delivers a webhook to one replica; polling every 10 minutes, the others would wait that long."""
-    one_configmap_apps(upstream, "v1")
-    election = {"namespace": agent_namespace, "leaseDuration": "6s", "renewInterval": "2s"}
-    replicas = [
-        agents.start(
-            name, pollInterval="10m", sharding={"shards": SHARDS}, leaderElection={**election, "identity": name}
-        )
-        for name in ("a", "b", "c")
-    ]
-    wait_for("every app live", lambda: values(core, namespace) == dict.fromkeys(APPS, "v1"), 60)
-    wait_for("one shard per replica", lambda: sorted(holders(kube_api, agent_namespace)) == ["a", "b", "c"], 30)
+    replicas = three_replicas(agents, upstream, namespace, core, kube_api, agent_namespace, pollInterval="10m")
 
     revision = one_configmap_apps(upstream, "v2")
     assert replicas[0].push_webhook(revision) == 202
