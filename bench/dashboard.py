@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from agentlab import GITSYNC, free_port, wait_for  # noqa: E402
 from kubernetes import client, config  # noqa: E402
-from latency import new_namespace, start_lab  # noqa: E402
+from lab import start_lab  # noqa: E402
+from latency import new_namespace  # noqa: E402
 
 from gitsync.adapters.state import ConfigMapStateStore  # noqa: E402
 from gitsync.cli.sync import connect  # noqa: E402

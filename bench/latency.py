@@ -17,7 +17,6 @@ import argparse
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,21 +27,7 @@ sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
 from agentlab import Agents, Upstream, configmap_value, settled, wait_for  # noqa: E402
 from kubernetes import client, config  # noqa: E402
-
-
-def start_lab(state: Path, *apiserver_args: str) -> Path:
-    """Starts a private kubelab in ``state`` (extra kube-apiserver flags given as ``--flag=value``); its kubeconfig."""
-    extra = [f"--apiserver-arg={arg}" for arg in apiserver_args]
-    up = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "kubelab" / "kubelab.py"), "up", "--state-dir", str(state), *extra],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if up.returncode != 0:
-        sys.exit(f"bench: kubelab did not start: {up.stderr.strip()[-2000:]}")
-    return Path(up.stdout.strip().splitlines()[-1])
+from lab import start_lab, stop_lab  # noqa: E402
 
 
 def new_namespace(core: client.CoreV1Api, stem: str) -> str:
@@ -170,18 +155,7 @@ def main() -> None:
                 memory(kubeconfig, core, work, args.polls, args.objects, args.apps)
         finally:
             if not reuse:
-                subprocess.run(
-                    [
-                        sys.executable,
-                        str(ROOT / "tools" / "kubelab" / "kubelab.py"),
-                        "down",
-                        "--state-dir",
-                        str(work / "kubelab"),
-                    ],
-                    capture_output=True,
-                    timeout=120,
-                    check=False,
-                )
+                stop_lab(work / "kubelab")
 
 
 if __name__ == "__main__":

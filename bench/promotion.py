@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from agentlab import Agents, Upstream, status_of, wait_for  # noqa: E402
 from kubernetes import client, config  # noqa: E402
-from latency import new_namespace, start_lab  # noqa: E402
+from lab import start_lab, stop_lab  # noqa: E402
+from latency import new_namespace  # noqa: E402
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -68,11 +69,7 @@ def main() -> None:
             run(root, kube, args.rounds, args.soak)
         finally:
             if started:
-                subprocess.run(
-                    [sys.executable, str(ROOT / "tools/kubelab/kubelab.py"), "down", "--state-dir", str(root / "lab")],
-                    check=False,
-                    capture_output=True,
-                )
+                stop_lab(root / "lab")
 
 
 def run(root: Path, kubeconfig: Path, rounds: int, soak: float) -> None:

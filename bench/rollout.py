@@ -57,7 +57,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import argo_rollouts  # noqa: E402
 from agentlab import GITSYNC, AgentProcess, Agents, Upstream, free_port, settled  # noqa: E402
 from kubernetes import client, config, watch  # noqa: E402
-from latency import new_namespace, rss_mb, start_lab  # noqa: E402
+from lab import start_lab, stop_lab  # noqa: E402
+from latency import new_namespace, rss_mb  # noqa: E402
 
 REPLICAS = 4
 PAUSE = 5
@@ -660,12 +661,7 @@ def lab(state_dir: Path) -> Iterator[tuple[Path, Audit]]:
     try:
         yield kubeconfig, Audit(log)
     finally:
-        subprocess.run(
-            [sys.executable, str(ROOT / "tools/kubelab/kubelab.py"), "down", "--state-dir", str(state_dir)],
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
+        stop_lab(state_dir)
 
 
 def run(built: Path, work: Path, kubeconfig: Path, audit: Audit, rounds: int) -> None:

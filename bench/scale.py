@@ -29,7 +29,6 @@ import json
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import render  # noqa: E402
 import sync  # noqa: E402
-from sync import GITSYNC, kubectl_binaries, kubectl_file, row, start_lab, timed  # noqa: E402
+from lab import start_lab, stop_lab  # noqa: E402
+from sync import GITSYNC, kubectl_binaries, kubectl_file, row, timed  # noqa: E402
 
 from gitsync import log  # noqa: E402
 from gitsync.adapters.kube import KubeCluster  # noqa: E402
@@ -306,12 +306,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if not reuse:
-            subprocess.run(
-                [sys.executable, str(ROOT / "tools" / "kubelab" / "kubelab.py"), "down", "--state-dir", str(state)],
-                capture_output=True,
-                timeout=120,
-                check=False,
-            )
+            stop_lab(state)
             shutil.rmtree(state, ignore_errors=True)
 
 

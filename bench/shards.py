@@ -37,6 +37,9 @@ from gitsync.adapters.kube import KubeCluster
 from gitsync.model import AppEnv, ObjectId
 from gitsync.runtime.shards import shard_of
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lab import start_lab, stop_lab
+
 ROOT = Path(__file__).resolve().parent.parent
 GITSYNC = Path(sys.executable).with_name("gitsync")
 APPS = 1000
@@ -133,14 +136,7 @@ def main() -> None:
     apps = parser.parse_args().apps
     reuse = os.environ.get("KUBELAB_KUBECONFIG")
     state = Path(tempfile.mkdtemp(prefix="bench-shards-lab-"))
-    if reuse:
-        kubeconfig = Path(reuse)
-    else:
-        up = subprocess.run([sys.executable, str(ROOT / "tools/kubelab/kubelab.py"), "up", "--state-dir", str(state)],
-                            capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
-        if up.returncode != 0:
-            sys.exit(f"bench: kubelab did not start: {up.stderr.strip()[-2000:]}")
-        kubeconfig = Path(up.stdout.strip().splitlines()[-1])
+    kubeconfig = Path(reuse) if reuse else start_lab(state)
     work_root = Path(tempfile.mkdtemp(prefix="bench-shards-"))
     suffix = secrets.token_hex(3)
     namespace, agents_ns = f"bench-shards-{suffix}", f"bench-shards-agents-{suffix}"
@@ -244,8 +240,7 @@ def main() -> None:
             cluster.delete(ObjectId("", "Namespace", "", ns))
         shutil.rmtree(work_root, ignore_errors=True)
         if not reuse:
-            subprocess.run([sys.executable, str(ROOT / "tools/kubelab/kubelab.py"), "down", "--state-dir", str(state)],
-                           capture_output=True, timeout=120, check=False)  # fmt: skip
+            stop_lab(state)
         shutil.rmtree(state, ignore_errors=True)
 
 

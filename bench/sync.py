@@ -36,6 +36,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from lab import start_lab, stop_lab  # noqa: E402
+
 from gitsync import log  # noqa: E402
 from gitsync.adapters.kube import KubeCluster  # noqa: E402
 from gitsync.adapters.state import ConfigMapStateStore  # noqa: E402
@@ -160,20 +162,6 @@ def row(label: str, ours: float, theirs: float, goal: float, tool: str = "kubect
     print(f"{label:<34} gitsync {ours:7.2f}s   {tool} {theirs:7.2f}s   {ratio:5.1f}x  ({verdict} goal {goal:g}x)")
 
 
-def start_lab(state: Path) -> Path:
-    kubelab = ROOT / "tools" / "kubelab" / "kubelab.py"
-    up = subprocess.run(
-        [sys.executable, str(kubelab), "up", "--state-dir", str(state)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if up.returncode != 0:
-        sys.exit(f"bench: kubelab did not start: {up.stderr.strip()[-2000:]}")
-    return Path(up.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     log.configure("json", level="WARNING")
     # An installed package has its bytecode; a source tree run with PYTHONDONTWRITEBYTECODE would recompile per run.
@@ -238,12 +226,7 @@ def main() -> None:
             cluster.delete(ObjectId("", "Namespace", "", ns))
         shutil.rmtree(work, ignore_errors=True)
         if not reuse:
-            subprocess.run(
-                [sys.executable, str(ROOT / "tools" / "kubelab" / "kubelab.py"), "down", "--state-dir", str(state)],
-                capture_output=True,
-                timeout=120,
-                check=False,
-            )
+            stop_lab(state)
             shutil.rmtree(state, ignore_errors=True)
 
 
