@@ -270,9 +270,8 @@ class DriftWatcher:
         with self._lock:  # many app-envs may share a namespace: most events are of another app-env's objects
             if change.id not in self._desired:
                 return
-        fingerprint = "" if change.type is WatchEventType.DELETED else _fingerprint(change.object)
-        with self._lock:
-            if change.id not in self._desired or self._seen.get(change.id) == fingerprint:
+            fingerprint = "" if change.type is WatchEventType.DELETED else _fingerprint(change.object)
+            if self._seen.get(change.id) == fingerprint:
                 return
             self._seen[change.id] = fingerprint
         self._pending.put(change.id)

@@ -93,8 +93,9 @@ class LeaderElector:
     def annotate(self, key: str, value: str) -> None:
         """Carry ``key: value`` in the Lease's annotations from now on, written at once by a renewal (how a
         replica tells the others something through the Lease they watch: ``gitsync.runtime.shards``)."""
-        self._annotations[key] = value
-        self.try_acquire_or_renew()
+        with self._round:
+            self._annotations[key] = value
+            self._try_acquire_or_renew(True)
 
     def try_acquire_or_renew(self, *, acquire: bool = True) -> bool:
         """One election round; True when this replica holds the Lease afterwards. ``acquire`` False only observes
