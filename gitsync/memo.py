@@ -127,9 +127,13 @@ class DryRunMemo:
             return {k: v for k, v in sorted(self._seen.items()) if k in wanted}
 
 
-GENERATION_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"})
-"""Workload kinds, whose ``status`` moves long after an apply, and whose API strategies bump
-``metadata.generation`` on every spec change (a Deployment's also on annotation changes). Kinds without a
+GENERATION_KINDS = frozenset(
+    {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "CustomResourceDefinition"}
+)
+"""Kinds whose ``status`` moves after an apply and whose API strategies bump ``metadata.generation`` on every
+spec change (a Deployment's also on annotation changes): the workloads, and CRDs, whose status the API server
+writes just after creating them (names accepted, established), so the remembered resourceVersion of every new
+CRD is stale at once, and real operators' CRDs are hundreds of kilobytes each to fetch. Kinds without a
 generation (ConfigMap, Service) or not known to bump it on every change are decided by content."""
 
 

@@ -12,8 +12,6 @@ import re
 from collections.abc import Iterable, Mapping, Sized
 from typing import Any
 
-from jinja2.exceptions import SecurityError
-
 MAX_INPUT_BYTES = 1024 * 1024
 """Largest repository file the renderer reads (values, env.yaml, chart.yaml, a template or helper)."""
 MAX_VALUE_CHARS = 4 * 1024 * 1024
@@ -30,8 +28,10 @@ MAX_RENDER_SECONDS = 10.0
 _HUGE_WIDTH = re.compile(r"[{%][^{}%]*?\d{7,}")
 
 
-class OutputTooLarge(SecurityError):
-    """A value or the output of a template grew past the limits."""
+class OutputTooLarge(Exception):
+    """A value or the output of a template grew past the limits. Reported like the sandbox's ``SecurityError``
+    ("not allowed in templates"), without deriving from it: this module is imported by renders the cache answers,
+    which do not load Jinja."""
 
 
 def check_size(value: Any) -> Any:

@@ -17,25 +17,18 @@ cannot take more memory than that many hostile charts can.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gitsync.model import AppEnv, Manifest
-from renderers import limits
-from renderers.cache import RenderCache, RenderOutput, render_key
-from renderers.chart import Chart, load_chart
+from renderers.cache import RenderCache, render_key
 from renderers.environment import PROTECTED_NAMESPACES, Environment, Promotion, env_file, load_environment
 from renderers.errors import AwaitingPromotion, RenderError
 from renderers.inputs import Unkeyable, content_id, uses_revision
-from renderers.manifests import build_manifests, check_unique, digest, ordered
-from renderers.plain import plain_documents
 from renderers.promotion import Pin, pins_file, read_pins
-from renderers.sandbox import time_limit
-from renderers.templating import TemplateRun
-from renderers.values import Values, layer, read_values_file, read_yaml_file, relative, split_path
-from renderers.yamlio import node_budget
+from renderers.values import Values, read_values_file, read_yaml_file, relative, split_path
 
 Trees = Callable[[str], Path]
 """A commit sha -> a directory holding the repository's tree at that commit (read-only for the renderer)."""
@@ -158,9 +151,13 @@ def _render(
     key = _key(repo, chart_root, override_file, environment, app, sets, revision, pin) if cache is not None else None
     output = cache.get(AppEnv(app, environment.name), key) if cache is not None and key is not None else None
     if output is None:
+        # Jinja and the template machinery (about 25 ms of imports) are loaded by the first render that needs them,
+        # not by a command whose every render is a cache hit.
+        from renderers.chart_render import render_chart
+
         try:
             with _RENDERING:
-                output = _render_chart(chart_root, environment, app, (promoted, overrides), sets, revision, pin)
+                output = render_chart(chart_root, environment, app, (promoted, overrides), sets, revision, pin)
         except RenderError as e:
             if pin is None:
                 raise
@@ -180,40 +177,6 @@ def _render(
         revision=revision,
         pin=pin,
     )
-
-
-def _render_chart(
-    chart_root: Path,
-    environment: Environment,
-    app: str,
-    layers: tuple[Mapping[str, Any], ...],
-    sets: Sequence[str],
-    revision: str | None,
-    pin: Pin | None,
-) -> RenderOutput:
-    """The chart under ``chart_root`` rendered with ``layers`` on top of its values.yaml: values and manifests."""
-    chart = load_chart(chart_root, app)
-    values = layer((read_values_file(chart_root, chart.path / "values.yaml"), *layers), sets)
-    variables = {
-        "values": values,
-        "release": {
-            "app": app,
-            "name": app,
-            "env": environment.name,
-            "namespace": environment.namespace,
-            "revision": pin.revision if pin is not None else revision or "",
-        },
-        "chart": dict(chart.meta),
-        "env": {"name": environment.name, "namespace": environment.namespace, "labels": dict(environment.labels)},
-    }
-    manifests: list[Manifest] = []
-    with time_limit(limits.MAX_RENDER_SECONDS), node_budget(limits.MAX_RENDER_NODES):
-        for path, line, body in _documents(chart_root, chart, variables):
-            if body is not None:
-                manifests.extend(build_manifests(body, path, line, environment, app))
-    check_unique(manifests)
-    in_order = ordered(manifests)
-    return RenderOutput(values, in_order, digest(in_order))
 
 
 def _key(
@@ -262,15 +225,3 @@ def _check_not_overridden(repo: Path, override_file: Path, overrides: Values, pr
                     "so this environment's values may not set it",
                     lines.get(dotted, 1),
                 )
-
-
-def _documents(repo: Path, chart: Chart, variables: Mapping[str, Any]) -> Iterator[tuple[str, int, Any]]:
-    """``(path, line, data)`` of each document: a plain app's files as they are, or a chart's rendered templates."""
-    if chart.manifests:
-        yield from plain_documents(repo, chart)
-        return
-    run = TemplateRun(repo, chart, variables)
-    for name in chart.templates:
-        rendered = run.render(name)
-        for line, body in rendered.documents():
-            yield rendered.path, line, body

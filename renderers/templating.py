@@ -24,7 +24,7 @@ from renderers.chart import Chart
 from renderers.chartfiles import ChartFiles
 from renderers.errors import RenderError
 from renderers.filters import FilterError, RequiredValueMissing
-from renderers.limits import MAX_OUTPUT_CHARS
+from renderers.limits import MAX_OUTPUT_CHARS, OutputTooLarge
 from renderers.sandbox import TemplateUnreadable, bind_roots, chart_environment, stream, unbind_roots
 from renderers.syntax import explain
 from renderers.values import relative
@@ -257,7 +257,7 @@ def _problem(exc: BaseException) -> str:
         return f"required: {exc}"
     if isinstance(exc, jinja2.TemplateNotFound):
         return f"template not found: {exc.message}"
-    if isinstance(exc, SecurityError):
+    if isinstance(exc, SecurityError | OutputTooLarge):
         return f"not allowed in templates: {exc}"
     if isinstance(exc, FilterError):
         return str(exc)

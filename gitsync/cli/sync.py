@@ -40,6 +40,8 @@ EXIT_RETRY = 3
 """Transient: the same command may succeed later (network, HTTP 5xx or 429, a parent not ready in time)."""
 PREVIEW_WORKERS = 4
 """Apps previewed at once by ``diff`` and ``status`` (each plan has its own pool of dry-runs)."""
+LISTS = 8
+"""Lists of live objects ``diff`` and ``status`` run at once, for all the environment's apps."""
 
 repo_option = click.option(
     "--repo", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="GitOps repository."
@@ -158,8 +160,11 @@ def previews(
     def one(r: RenderedApp) -> tuple[RenderedApp, SyncResult]:
         return r, preview(r, cluster, live=live, new_namespace=r.namespace in missing, new_kinds=kinds)
 
-    # Apps are previewed side by side, so their requests overlap instead of queueing app after app.
-    with ThreadPoolExecutor(max_workers=PREVIEW_WORKERS) as pool:
+    # Apps are previewed side by side, so their requests overlap instead of queueing app after app; every kind
+    # of the environment is listed up front on one pool, not by each app's plan on a pool of its own.
+    with ThreadPoolExecutor(max_workers=PREVIEW_WORKERS) as pool, ThreadPoolExecutor(max_workers=LISTS) as lists:
+        if live is not None:
+            live.prefetch((m.id for r in targets for m in r.manifests), lists)
         return cluster, list(pool.map(one, targets))
 
 

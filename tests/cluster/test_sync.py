@@ -284,6 +284,39 @@ def test_diff_settles_a_workload_whose_status_moved_without_fetching_it(
     assert seen.plan.summary() == "0 to create, 0 to change, 0 to delete, 1 unchanged", "another manager's label"
 
 
+def test_diff_settles_a_crd_whose_status_moved_without_fetching_crds(
+    cluster: KubeCluster, store: ConfigMapStateStore, namespace: str, kubelab: Any
+) -> None:
+    """The API server writes a new CRD's status (NamesAccepted, Established) after the apply that created it, so
+    the resourceVersion the sync remembered is stale at once; a CRD's generation moves only with its spec. Real
+    operators' CRDs are large (hundreds of kilobytes each): a diff must not list them in full to find nothing."""
+    crd = owned(widget_crd(f"{namespace}.example.com"))
+    try:
+        synced = sync(cluster, store, namespace, crd)
+        remembered = synced.inventory.memo[str(crd.id)].split(":")[2]
+        deadline = time.monotonic() + 30
+        while cluster.get(crd.id)["metadata"]["resourceVersion"] == remembered:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the API server never wrote the CRD's status"
+            time.sleep(0.1)
+
+        fresh = KubeCluster(kubelab.kubeconfig)
+        quiet = sync(fresh, ConfigMapStateStore(fresh), namespace, crd, dry_run=True, live=versions_first(fresh))
+        assert quiet.plan.summary() == "0 to create, 0 to change, 0 to delete, 1 unchanged"
+        assert fresh.requests.get("list", 0) == 0, "same generation and metadata: the CRD is not fetched"
+        assert fresh.requests.get("dry-run", 0) == 0
+
+        # another manager takes a field of the spec gitsync sets: the generation moved; found
+        take_field(cluster, crd, "kubectl-edit", {"spec": {"names": {"singular": "wdg"}}})
+        again = KubeCluster(kubelab.kubeconfig)
+        found = sync(
+            again, ConfigMapStateStore(again), namespace, crd, dry_run=True, force=True, live=versions_first(again)
+        )
+        assert found.plan.summary() == "0 to create, 1 to change, 0 to delete, 0 unchanged"
+        assert "wdg" in found.plan.of(PlanAction.UPDATE)[0].diff
+    finally:
+        cluster.delete(crd.id)
+
+
 def versions_first(cluster: KubeCluster) -> ListSnapshot:
     return ListSnapshot(cluster, versions_first=True)
 
