@@ -26,6 +26,8 @@ from gitsync.model import Json
 
 __all__ = ["Connection", "client_connection", "static_connection"]
 
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's safe loader: a kubeconfig with inline certificates is parsed in a tenth of the pure-Python time."""
 _STATIC_CLUSTER_KEYS = frozenset(
     {"server", "certificate-authority", "certificate-authority-data", "insecure-skip-tls-verify", "tls-server-name"}
 )
@@ -52,7 +54,7 @@ def static_connection(kubeconfig: str | Path | None, context: str | None, pool_s
         return None  # a list of files to merge
     path = Path(name or "~/.kube/config").expanduser()
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)  # noqa: S506 (a safe loader)
     except (OSError, ValueError, yaml.YAMLError):
         return None
     if not isinstance(doc, dict):
