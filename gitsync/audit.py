@@ -82,6 +82,7 @@ class AuditRow:
             "startedAt": line["startedAt"],
             "finishedAt": line["finishedAt"],
             "chartTree": self.entry.chart_tree,
+            "libTree": self.entry.lib_tree,
             "valuesHash": self.entry.values_hash,
             "steps": line["steps"],
             "analysis": line["analysis"],
@@ -93,8 +94,8 @@ class AuditRow:
 
 COLUMNS = (
     "time", "env", "app", "commit", "subject", "pullRequest", "author", "mergedBy", "promotedFrom", "evidence",
-    "digest", "outcome", "rollbackOf", "startedAt", "finishedAt", "chartTree", "valuesHash", "steps", "analysis",
-    "agent", "promotionCommit", "rollbackCommit",
+    "digest", "outcome", "rollbackOf", "startedAt", "finishedAt", "chartTree", "libTree", "valuesHash", "steps",
+    "analysis", "agent", "promotionCommit", "rollbackCommit",
 )  # fmt: skip
 """The keys of ``AuditRow.to_json`` in order: the JSON schema's fields and the CSV header."""
 

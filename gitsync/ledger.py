@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["NOTES_REF", "AnalysisResult", "LedgerEntry", "ReleaseOutcome", "parse_note"]
+__all__ = ["NOTES_REF", "NO_LIB", "AnalysisResult", "LedgerEntry", "ReleaseContent", "ReleaseOutcome", "parse_note"]
 
 NOTES_REF = "refs/notes/gitsync"
 """Where the ledger lives; ``git log --notes=gitsync`` shows it."""
@@ -56,14 +56,39 @@ class AnalysisResult:
         )
 
 
+NO_LIB = "-"
+"""``lib_tree`` of a commit without a ``lib/`` folder."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseContent:
+    """What a release renders from, as a receiving environment pins it: the tree ids of ``apps/<app>`` and of
+    ``lib/`` (a change to the shared helpers alone changes what every chart renders, so it is promoted like a
+    chart change) and the hash of the promoted values.
+
+    A ``lib_tree`` of "" was not recorded (a ledger line written before it was): it matches any, so the
+    releases noted by an older gitsync keep verifying the pins they verified, and promote nothing again."""
+
+    chart_tree: str
+    lib_tree: str
+    values_hash: str
+
+    def same_as(self, other: ReleaseContent) -> bool:
+        if (self.chart_tree, self.values_hash) != (other.chart_tree, other.values_hash):
+            return False
+        return self.lib_tree == other.lib_tree or not self.lib_tree or not other.lib_tree
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
     """One release of one app in one environment, as its note line records it.
 
     ``revision`` is the deployed commit (the note's own commit; repeated so a line read alone still says it).
-    ``chart_tree`` is the Git tree id of ``apps/<app>`` at that commit and ``values_hash`` the hash of the
-    promoted values (see ``renderers.promotion.values_hash``): together they identify what a receiving
-    environment may pin. ``promotion_commit``/``rollback_commit`` name the commit gitsync wrote for this release.
+    ``chart_tree`` is the Git tree id of ``apps/<app>`` at that commit, ``lib_tree`` that of the shared ``lib/``
+    (``NO_LIB`` when there is none; "" on lines written before it was noted) and ``values_hash`` the hash of the
+    promoted values (see ``renderers.promotion.values_hash``): together (``content``) they identify what a
+    receiving environment may pin. ``promotion_commit``/``rollback_commit`` name the commit gitsync wrote for
+    this release.
     """
 
     env: str
@@ -80,6 +105,11 @@ class LedgerEntry:
     agent: str = ""
     promotion_commit: str = ""
     rollback_commit: str = ""
+    lib_tree: str = ""
+
+    @property
+    def content(self) -> ReleaseContent:
+        return ReleaseContent(self.chart_tree, self.lib_tree, self.values_hash)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +118,7 @@ class LedgerEntry:
             "revision": self.revision,
             "digest": self.digest,
             "chartTree": self.chart_tree,
+            "libTree": self.lib_tree,
             "valuesHash": self.values_hash,
             "outcome": self.outcome.value,
             "startedAt": _iso(self.started_at),
@@ -124,6 +155,7 @@ class LedgerEntry:
             revision=_text(raw, "revision"),
             digest=_text(raw, "digest"),
             chart_tree=_text(raw, "chartTree"),
+            lib_tree=_text(raw, "libTree"),
             values_hash=_text(raw, "valuesHash"),
             outcome=ReleaseOutcome(_text(raw, "outcome", required=True)),
             started_at=_epoch(raw, "startedAt"),

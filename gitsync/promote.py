@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gitsync.ledger import LedgerEntry, ReleaseOutcome
+from gitsync.ledger import NO_LIB, LedgerEntry, ReleaseContent, ReleaseOutcome
 from gitsync.model import Manifest, ObjectId, apply_order
 from renderers import AwaitingPromotion, RenderError, render_app
 from renderers.promotion import Pin
@@ -53,12 +53,18 @@ ROLLBACK_OF = "Gitsync-Rollback-Of"
 
 @dataclass(frozen=True, slots=True)
 class PinnedRelease:
-    """What a receiving environment runs for one app: the pinned commit, the Git tree id of ``apps/<app>`` there
-    and the hash of the promoted values (``renderers.promotion.values_hash``)."""
+    """What a receiving environment runs for one app: the pinned commit, the Git tree ids of ``apps/<app>`` and
+    of ``lib/`` there (``ledger.NO_LIB`` without one) and the hash of the promoted values
+    (``renderers.promotion.values_hash``)."""
 
     revision: str
     chart_tree: str
     values_hash: str
+    lib_tree: str = ""
+
+    @property
+    def content(self) -> ReleaseContent:
+        return ReleaseContent(self.chart_tree, self.lib_tree, self.values_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +170,7 @@ def pin_change(repo: Path, env: str, app: str, pin: Pin, trees: Trees) -> Render
 
 
 def _same_release(a: LedgerEntry, b: LedgerEntry) -> bool:
-    return (a.chart_tree, a.values_hash, a.digest) == (b.chart_tree, b.values_hash, b.digest)
+    return a.digest == b.digest and a.content.same_as(b.content)
 
 
 def candidate(
@@ -175,9 +181,9 @@ def candidate(
 
     The newest release must have Succeeded (a later failed, rolled-back or superseded release means the app
     changed since, so nothing before it is promoted), the app must have stayed unchanged for ``soak_seconds``
-    since it first succeeded with that content (newer successful releases of the same chart tree, values and
-    digest, from commits that did not touch the app, do not restart the soak), and its chart tree or promoted
-    values must differ from ``pin``."""
+    since it first succeeded with that content (newer successful releases of the same content and digest, from
+    commits that did not touch the app or ``lib/``, do not restart the soak), and its content (chart tree,
+    ``lib/`` tree, promoted values: ``ReleaseContent``) must differ from ``pin``'s."""
     if not upstream:
         return None
     releases = sorted(upstream, key=lambda pair: pair[1].finished_at, reverse=True)
@@ -191,7 +197,7 @@ def candidate(
         started = older.finished_at
     if started + soak_seconds > now:
         return None
-    if pin is not None and (pin.chart_tree, pin.values_hash) == (newest.chart_tree, newest.values_hash):
+    if pin is not None and pin.content.same_as(newest.content):
         return None
     return Candidate(revision, newest, started, soak_seconds)
 
@@ -199,13 +205,13 @@ def candidate(
 def verify_pin(
     pin: PinnedRelease, upstream: Sequence[tuple[str, LedgerEntry]], *, override: str = ""
 ) -> Verified | Blocked:
-    """The guard: a pin is verified by an upstream release that Succeeded with the same chart tree and promoted
-    values (the newest such release is the evidence), or by the ``Gitsync-Override`` reason recorded with it."""
+    """The guard: a pin is verified by an upstream release that Succeeded with the same content (chart and
+    ``lib/`` trees, promoted values; the newest such release is the evidence), or by the ``Gitsync-Override``
+    reason recorded with it."""
     matches = [
         (sha, entry)
         for sha, entry in upstream
-        if entry.outcome is ReleaseOutcome.SUCCEEDED
-        and (entry.chart_tree, entry.values_hash) == (pin.chart_tree, pin.values_hash)
+        if entry.outcome is ReleaseOutcome.SUCCEEDED and entry.content.same_as(pin.content)
     ]
     if matches:
         return Verified(max(matches, key=lambda pair: pair[1].finished_at))
@@ -215,8 +221,12 @@ def verify_pin(
     where = f"in {', '.join(envs)}" if envs else "upstream (no release recorded)"
     return Blocked(
         f"pin {pin.revision[:12]} is not verified: no Succeeded release {where} has chart tree "
-        f"{pin.chart_tree[:12]} with values {pin.values_hash.removeprefix('sha256:')[:12]}"
+        f"{pin.chart_tree[:12]}{_lib(pin.lib_tree)} with values {pin.values_hash.removeprefix('sha256:')[:12]}"
     )
+
+
+def _lib(lib_tree: str) -> str:
+    return f", lib/ {lib_tree[:12]}" if lib_tree and lib_tree != NO_LIB else ""
 
 
 def evidence(entry: LedgerEntry, soak_seconds: float | None = None) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 from gitsync import log as logging
 from gitsync.errors import GitsyncError, TerminalError
 from gitsync.history import Result, Status
-from gitsync.ledger import AnalysisResult, LedgerEntry
+from gitsync.ledger import NO_LIB, AnalysisResult, LedgerEntry, ReleaseContent
 from gitsync.ledger import ReleaseOutcome as LedgerOutcome
 from gitsync.model import AppEnv
 from gitsync.ports import CommitRequest, FileEdit, GitWriter, Ledger, RenderedApp, WriteResult
@@ -153,6 +153,10 @@ def _chart_path(app: str) -> str:
     return f"apps/{app}"
 
 
+_LIB = "lib"
+"""The helpers every chart may use (``renderers.chart``): part of what a release renders from."""
+
+
 def _values_hash(values: Mapping[str, Any]) -> str:
     from renderers.promotion import values_hash
 
@@ -181,7 +185,7 @@ class Promotions:
         self._status = status
         self._branch = branch
         self._agent = agent
-        self._verified: set[tuple[str, str, str]] = set()
+        self._verified: set[tuple[str, ReleaseContent]] = set()
 
     # -- the guard --------------------------------------------------------------------------------------------
 
@@ -191,8 +195,8 @@ class Promotions:
         if pin is None:
             return ""
         app = rendered.app_env.app
-        release = PinnedRelease(pin.revision, self._tree_id(pin.revision, _chart_path(app)), _values_hash(pin.values))
-        memo = (release.revision, release.chart_tree, release.values_hash)
+        release = self._pinned(app, pin.revision, pin.values)
+        memo = (release.revision, release.content)
         if memo in self._verified:
             return ""
         verdict = verify_pin(release, self._upstream(pin.from_env, app), override=pin.override)
@@ -200,6 +204,15 @@ class Promotions:
             return f"environments/{rendered.app_env.env}/promoted.yaml: {app}: {verdict.reason}"
         self._verified.add(memo)
         return ""
+
+    def _pinned(self, app: str, revision: str, values: Mapping[str, Any]) -> PinnedRelease:
+        """What a pin of ``app`` to ``revision`` with promoted ``values`` renders from."""
+        return PinnedRelease(
+            revision,
+            self._tree_id(revision, _chart_path(app)),
+            _values_hash(values),
+            self._tree_id(revision, _LIB) or NO_LIB,
+        )
 
     # -- the promote stage ------------------------------------------------------------------------------------
 
@@ -232,21 +245,15 @@ class Promotions:
         self, key: AppEnv, upstream: Upstream, snapshot: Path, rendered: RenderedApp | None, now: float
     ) -> PromotionStep:
         pin = getattr(rendered, "pin", None) if rendered is not None else None
-        current = None
-        if pin is not None:
-            current = PinnedRelease(
-                pin.revision, self._tree_id(pin.revision, _chart_path(key.app)), _values_hash(pin.values)
-            )
+        current = self._pinned(key.app, pin.revision, pin.values) if pin is not None else None
         releases = self._upstream(upstream.from_env, key.app)
         found = candidate(releases, current, upstream.soak_seconds, now)
         if found is None:
             return self._soaking(releases, current, upstream, now)
-        rolled_back = {
-            (entry.chart_tree, entry.values_hash)
-            for _, entry in self._upstream(key.env, key.app)
-            if entry.outcome is LedgerOutcome.ROLLED_BACK
-        }
-        if (found.entry.chart_tree, found.entry.values_hash) in rolled_back:
+        rolled_back = [
+            entry.content for _, entry in self._upstream(key.env, key.app) if entry.outcome is LedgerOutcome.ROLLED_BACK
+        ]
+        if any(found.entry.content.same_as(content) for content in rolled_back):
             # As a failed template is not retried: what was rolled back here is not promoted again until it changes.
             return PromotionStep(
                 PromotionAction.NONE,
@@ -296,10 +303,7 @@ class Promotions:
         if not releases:
             return PromotionStep(PromotionAction.NONE, f"no release of {upstream.from_env} recorded yet")
         _, newest = max(releases, key=lambda pair: pair[1].finished_at)
-        differs = current is None or (current.chart_tree, current.values_hash) != (
-            newest.chart_tree,
-            newest.values_hash,
-        )
+        differs = current is None or not current.content.same_as(newest.content)
         if newest.outcome is LedgerOutcome.SUCCEEDED and differs:
             remaining = max(newest.finished_at + upstream.soak_seconds - now, 0.0)
             return PromotionStep(
@@ -324,12 +328,12 @@ class Promotions:
         pin = getattr(rendered, "pin", None)
         if pin is None:
             return PromotionStep(PromotionAction.NONE)
-        failed_tree = self._tree_id(pin.revision, _chart_path(key.app))
+        failed = self._pinned(key.app, pin.revision, pin.values).content
         mine = self._upstream(key.env, key.app)
         good = [
             (sha, entry)
             for sha, entry in mine
-            if entry.outcome is LedgerOutcome.SUCCEEDED and entry.chart_tree != failed_tree
+            if entry.outcome is LedgerOutcome.SUCCEEDED and not entry.content.same_as(failed)
         ]
         if not good:
             return PromotionStep(PromotionAction.FAILED, f"no earlier verified release of {key} to roll back to")
@@ -426,6 +430,7 @@ class Promotions:
             revision=deployed,
             digest=digest,
             chart_tree=self._tree_id(chart_at, _chart_path(key.app)),
+            lib_tree=self._tree_id(chart_at, _LIB) or NO_LIB,
             values_hash=_values_hash(promoted),
             outcome=ended,
             started_at=started,

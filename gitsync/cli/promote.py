@@ -35,7 +35,7 @@ from gitsync.adapters.trees import LocalTrees
 from gitsync.cli.audit import clone_ledger
 from gitsync.cli.sync import env_option, fail, repo_option
 from gitsync.errors import GitsyncError
-from gitsync.ledger import LedgerEntry, ReleaseOutcome
+from gitsync.ledger import NO_LIB, LedgerEntry, ReleaseOutcome
 from gitsync.ports import CommitRequest, FileEdit, PathRestore, WriteResult
 from gitsync.promote import (
     Blocked,
@@ -96,8 +96,13 @@ class Clone:
         return [(sha, e) for sha, entries in self._notes.items() for e in entries if e.env == env and e.app == app]
 
     def released(self, pin: Pin) -> PinnedRelease:
-        """What the ledger knows ``pin`` by: its chart tree and promoted values."""
-        return PinnedRelease(pin.revision, self.tree(pin.revision, f"apps/{pin.app}"), values_hash(pin.values))
+        """What the ledger knows ``pin`` by: its chart and ``lib/`` trees and promoted values."""
+        return PinnedRelease(
+            pin.revision,
+            self.tree(pin.revision, f"apps/{pin.app}"),
+            values_hash(pin.values),
+            self.tree(pin.revision, "lib") or NO_LIB,
+        )
 
 
 def _promotion(root: Path, env: str) -> Promotion | None:

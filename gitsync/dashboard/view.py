@@ -418,13 +418,14 @@ class Promotion:
 
 
 def promotion_chains(rows: Sequence[AuditRow], env_order: Sequence[str]) -> tuple[Promotion, ...]:
-    """Group the ledger by app and version (chart tree + values hash: a promoted release in prod carries the
-    same pair as the staging release it came from), newest first; the last row per environment wins."""
-    groups: dict[tuple[str, str, str], dict[str, AuditRow]] = {}
-    subjects: dict[tuple[str, str, str], str] = {}
-    order: list[tuple[str, str, str]] = []
+    """Group the ledger by app and version (chart and ``lib/`` trees and values hash: a promoted release in prod
+    carries the same content as the staging release it came from), newest first; the last row per environment
+    wins."""
+    groups: dict[tuple[str, str, str, str], dict[str, AuditRow]] = {}
+    subjects: dict[tuple[str, str, str, str], str] = {}
+    order: list[tuple[str, str, str, str]] = []
     for row in rows:  # newest first
-        version = (row.entry.app, row.entry.chart_tree, row.entry.values_hash)
+        version = (row.entry.app, row.entry.chart_tree, row.entry.values_hash, row.entry.lib_tree)
         if version not in groups:
             groups[version] = {}
             order.append(version)

@@ -29,6 +29,12 @@ CRASH_IN_PROD = """\
 {% endif %}
 """
 """A chart change that passes staging and crash-loops only in prod (kwok reads the label)."""
+MOTTO = "{% macro motto() %}shared helpers v1{% endmacro %}\n"
+"""``lib/_shared.j2``: a helper every chart may use; the ConfigMap ``shared`` shows what it says."""
+SHARED = (
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\n"
+    'data:\n  PODINFO_UI_MESSAGE: {{ include("shared.motto") | quote }}\n'
+)
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -86,6 +92,8 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
     settings = {
         "environments/prod/env.yaml": yaml.safe_dump(env),
         "environments/prod/values/podinfo.yaml": yaml.safe_dump(values),
+        "lib/_shared.j2": MOTTO,
+        "apps/podinfo/templates/shared.yaml": SHARED,
     }
     first = upstream.commit("prod: promoted from staging", settings)
     agent = agents.start(environments=["staging", "prod"], pollInterval="1s")
@@ -112,6 +120,17 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
     assert image_of(apps, prod_namespace) == "6.7.1", "prod does not follow the branch head"
     wait_for("prod on 6.7.2", lambda: image_of(apps, prod_namespace) == "6.7.2", 90)
     assert [p["Gitsync-Promoted-From"] for p in promotions(upstream)].count(f"staging@{v2}") == 1
+
+    # 2b. A change to the shared lib/ alone, no file of the app touched: it changes what the chart renders, so
+    # staging takes it at once and prod by a promotion, as a chart change.
+    git(upstream.work, "pull", "-q", "--rebase", "origin", "main")
+    assert configmap_value(core, prod_namespace, "shared") == "shared helpers v1"
+    helpers = upstream.commit("lib: motto v2", {"lib/_shared.j2": MOTTO.replace("v1", "v2")})
+    wait_for("staging on lib v2", lambda: configmap_value(core, namespace, "shared") == "shared helpers v2", 30)
+    assert configmap_value(core, prod_namespace, "shared") == "shared helpers v1", "prod waits for the promotion"
+    wait_for("prod on lib v2", lambda: configmap_value(core, prod_namespace, "shared") == "shared helpers v2", 90)
+    assert [p["Gitsync-Promoted-From"] for p in promotions(upstream)].count(f"staging@{helpers}") == 1
+    assert image_of(apps, prod_namespace) == "6.7.2"
 
     # 3. A crash-looping release in staging is never promoted.
     git(upstream.work, "pull", "-q", "--rebase", "origin", "main")

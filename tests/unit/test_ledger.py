@@ -41,8 +41,8 @@ def test_a_line_is_compact_ordered_and_round_trips() -> None:
 
 def test_only_the_ledger_fields_are_written() -> None:
     assert set(json.loads(entry().to_line())) == {
-        "env", "app", "revision", "digest", "chartTree", "valuesHash", "outcome", "startedAt", "finishedAt",
-        "steps", "analysis", "agent", "promotionCommit", "rollbackCommit",
+        "env", "app", "revision", "digest", "chartTree", "libTree", "valuesHash", "outcome", "startedAt",
+        "finishedAt", "steps", "analysis", "agent", "promotionCommit", "rollbackCommit",
     }  # fmt: skip
 
 

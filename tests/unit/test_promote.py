@@ -29,7 +29,7 @@ OLD, NEW, FIX = "1" * 40, "2" * 40, "3" * 40
 
 
 def release(
-    sha: str, outcome: ReleaseOutcome, finished: float, tree: str = "t-new", values: str = "v1"
+    sha: str, outcome: ReleaseOutcome, finished: float, tree: str = "t-new", values: str = "v1", lib: str = ""
 ) -> tuple[str, LedgerEntry]:
     return sha, entry(
         revision=sha,
@@ -38,6 +38,7 @@ def release(
         finished_at=finished,
         chart_tree=tree,
         values_hash=values,
+        lib_tree=lib,
     )
 
 
@@ -104,6 +105,27 @@ PIN_OLD = PinnedRelease(OLD, "t-old", "v1")
             id="only the promoted values changed",
         ),
         pytest.param([release(NEW, Ended.SUPERSEDED, T0 + 100), OLD_OK], PIN_OLD, T0 + 9 * SOAK, None, id="superseded"),
+        pytest.param(
+            [release(NEW, Ended.SUCCEEDED, T0 + 100, tree="t-old", lib="l-2")],
+            PinnedRelease(OLD, "t-old", "v1", "l-1"),
+            T0 + 100 + SOAK,
+            NEW,
+            id="only lib/ changed",
+        ),
+        pytest.param(
+            [release(NEW, Ended.SUCCEEDED, T0 + 100, tree="t-old", lib="l-1")],
+            PinnedRelease(OLD, "t-old", "v1", "l-1"),
+            T0 + 100 + SOAK,
+            None,
+            id="same lib/: already pinned",
+        ),
+        pytest.param(
+            [release(NEW, Ended.SUCCEEDED, T0 + 100, tree="t-old", lib="")],
+            PinnedRelease(OLD, "t-old", "v1", "l-1"),
+            T0 + 100 + SOAK,
+            None,
+            id="a line written before lib/ was noted matches any lib/",
+        ),
     ],
 )
 def test_candidate(
@@ -131,6 +153,27 @@ def test_soak_starts_at_the_first_success_of_that_content() -> None:
         pytest.param(PinnedRelease(NEW, "t-new", "v1"), [release(NEW, Ended.FAILED, T0)], "", None, id="failed"),
         pytest.param(PinnedRelease(NEW, "t-bad", "v1"), [], "", None, id="nothing recorded"),
         pytest.param(PinnedRelease(NEW, "t-bad", "v1"), [], "hotfix, INC-12", "override", id="override"),
+        pytest.param(
+            PinnedRelease(NEW, "t-new", "v1", "l-2"),
+            [release(FIX, Ended.SUCCEEDED, T0, lib="l-1")],
+            "",
+            None,
+            id="lib/ staging never ran",
+        ),
+        pytest.param(
+            PinnedRelease(NEW, "t-new", "v1", "l-2"),
+            [release(FIX, Ended.SUCCEEDED, T0, lib="l-2"), release(OLD, Ended.SUCCEEDED, T0 - 60, lib="l-1")],
+            "",
+            FIX,
+            id="same lib/",
+        ),
+        pytest.param(
+            PinnedRelease(NEW, "t-new", "v1", "l-2"),
+            [release(FIX, Ended.SUCCEEDED, T0)],
+            "",
+            FIX,
+            id="noted before lib/ was",
+        ),
     ],
 )
 def test_verify_pin(
