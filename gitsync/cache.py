@@ -18,6 +18,11 @@ Contract:
 - Subscribers are called on the watch thread with a ``Change`` for every ADDED/MODIFIED/DELETED after the
   first LIST (a re-list after 410 reports what changed meanwhile). They must return quickly (enqueue work)
   and their exceptions are logged, never propagated.
+- Reachability: when a tracker's LIST or WATCH cannot reach the API server at all (``UnreachableError``), the
+  cluster is down or cut off and memory is no longer the cluster's state: reads raise that error (as a GET
+  would) until a tracker lists again, and ``on_reach`` listeners are told of both changes, so the agent reports
+  a cluster that went away with Git unchanged (its reconciles read only from here) and reconciles once it is
+  back. A tracker that lost its cluster lists again rather than resuming its watch.
 - ``stop`` asks every thread to end and joins them for a bounded time: a thread blocked in a quiet watch ends at
   its next event or at the watch's ``timeout_seconds``; threads are daemons, so they never hold up exit.
 - Writes go through: ``wrote`` stores what a write of this process returned (``KubeCluster.on_write``), so a read
@@ -34,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gitsync import log as logging
-from gitsync.errors import WatchExpired
+from gitsync.errors import UnreachableError, WatchExpired
 from gitsync.model import LABEL_MANAGED_BY, MANAGER, Json, ObjectId
 from gitsync.ports import Cluster, WatchEventType
 
@@ -80,6 +85,9 @@ class WatchCache:
         self._lock = threading.Lock()
         self._trackers: dict[_Key, _Tracker] = {}
         self._listeners: list[Listener] = []
+        self._reach_listeners: list[Callable[[str], None]] = []
+        self._unreachable = ""
+        """The error that showed the cluster unreachable, "" while it answers."""
         self._stopping = threading.Event()
 
     # -- tracking -------------------------------------------------------------------------------------------
@@ -118,6 +126,7 @@ class WatchCache:
 
     def get(self, ref: ObjectId) -> Json | None:
         """The live object from memory (see the module contract for the rare fallback GET)."""
+        self._check_reachable()
         for tracker in self._serving(ref):
             if not tracker.listed.is_set():
                 continue
@@ -132,6 +141,7 @@ class WatchCache:
 
     def objects(self, group: str, kind: str, namespace: str, *, all_objects: bool = False) -> list[Json]:
         """Every cached object of a tracked key (tracking it first if needed), e.g. the Pods of a namespace."""
+        self._check_reachable()
         self.ensure(group, kind, namespace, all_objects=all_objects)
         return self._trackers[(group, kind, namespace, all_objects)].snapshot()
 
@@ -163,6 +173,41 @@ class WatchCache:
                 for namespace in dict.fromkeys((ref.namespace, ""))
             ]
             return [self._trackers[k] for k in keys if k in self._trackers]
+
+    # -- reachability ---------------------------------------------------------------------------------------
+
+    @property
+    def unreachable(self) -> str:
+        """Why the cluster is unreachable (the error that showed it), or "" while it answers."""
+        with self._lock:
+            return self._unreachable
+
+    def on_reach(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener`` with the error when the cluster becomes unreachable, and with "" when it answers
+        again; on a watch thread, so it must return quickly."""
+        with self._lock:
+            self._reach_listeners.append(listener)
+
+    def _check_reachable(self) -> None:
+        error = self.unreachable
+        if error:
+            raise UnreachableError(error)
+
+    def _reach(self, error: str) -> None:
+        """Record that the cluster answered ("") or could not be reached (``error``); listeners hear changes."""
+        with self._lock:
+            changed = bool(self._unreachable) != bool(error)
+            self._unreachable = error if error else ""
+            listeners = list(self._reach_listeners) if changed else []
+        if changed and error:
+            log.warning("cache.unreachable", error=error)
+        elif changed:
+            log.info("cache.reachable")
+        for listener in listeners:
+            try:
+                listener(error)
+            except Exception as e:  # noqa: BLE001 - a subscriber's bug must not stop the watch
+                log.error("cache.listener_failed", error=f"{type(e).__name__}: {e}")
 
     # -- notifications --------------------------------------------------------------------------------------
 
@@ -197,6 +242,7 @@ class _Tracker:
         self.watch_timeout = cache._watch_timeout
         self.backoff = cache._backoff
         self.notify = cache._notify
+        self.reach = cache._reach
         self.group, self.kind, self.namespace, self.all_objects = key
         self.selector = "" if self.all_objects else MANAGED_SELECTOR
         self.store: dict[ObjectId, Json] = {}
@@ -257,6 +303,14 @@ class _Tracker:
                 log.info("cache.relist", reason="resourceVersion expired", **fields)
                 self.listed.clear()
                 self.resource_version = ""
+            except UnreachableError as e:
+                if self.stopping.is_set():
+                    return
+                self.reach(str(e))
+                self.resource_version = ""  # what changed while it was away is learnt by a LIST once it answers
+                self.tried.set()
+                self.stopping.wait(delay)
+                delay = min(delay * 2, longest)
             except Exception as e:  # noqa: BLE001 - keep watching whatever the failure; it is logged
                 if self.stopping.is_set():  # the stream broke because its cluster went away after stop()
                     return
@@ -276,6 +330,7 @@ class _Tracker:
         self.lists += 1
         self.listed.set()
         self.tried.set()
+        self.reach("")
         if not relisting:
             return
         for obj_id, obj in fresh.items():

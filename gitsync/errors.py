@@ -123,6 +123,12 @@ class UnavailableError(KubeError, TransientError):
     """Network failure, HTTP 429 or 5xx; ``retry_after`` carries the server's Retry-After when it sent one."""
 
 
+class UnreachableError(UnavailableError):
+    """The API server could not be reached at all (connection refused or reset, timed out, name not resolved):
+    the cluster is down or cut off, not merely busy. A watch cache that meets it stops answering from memory
+    until its cluster answers again (``gitsync.cache``)."""
+
+
 class WatchExpired(KubeError, TransientError):
     """The watch's resourceVersion is too old (HTTP 410 Gone): list again and watch from the list's version."""
 

@@ -66,6 +66,9 @@ __all__ = [
     "reconcile",
 ]
 
+LIVE_TRIGGERS = frozenset({"drift", "cluster"})
+"""Reasons that say the cluster changed rather than Git: a drift watcher or timer saw an edit, or the app-env's
+cluster became unreachable or answered again (``cache.WatchCache.on_reach``)."""
 PROGRESSING_REQUEUE = 2.0
 """Seconds before looking again at an app-env whose workloads are still rolling out (nothing sleeps)."""
 
@@ -283,7 +286,7 @@ class _Line:
         return self.failed(Result.REFUSED, error)
 
     def _current(self, status: Status) -> bool:
-        drift = "drift" in self.r.reasons
+        drift = self._live_moved
         return (
             self.r.skip_current
             and not drift
@@ -292,6 +295,12 @@ class _Line:
             and status.last_attempted_revision == self.snapshot_revision
             and self.r.watched
         )
+
+    @property
+    def _live_moved(self) -> bool:
+        """Triggered because the cluster, not Git, changed: an up-to-date revision is looked at again (and, with
+        self-heal off, only compared)."""
+        return not LIVE_TRIGGERS.isdisjoint(self.r.reasons)
 
     @property
     def snapshot_revision(self) -> str:
@@ -316,7 +325,7 @@ class _Line:
         if blocked:
             result = self.result(Kind.BLOCKED, outcome=Result.BLOCKED, error=blocked, requeue_after=BLOCKED_RECHECK)
             return self._promote(result, target, previous)
-        drift = "drift" in self.r.reasons
+        drift = self._live_moved
         # Self-heal off: a drift trigger on an applied revision only compares (a dry-run), changing nothing.
         heal = target.self_heal or not drift or previous.last_applied_revision != revision
         try:

@@ -282,8 +282,8 @@ class NotifySink:
 
 class LedgerSink:
     """The release ledger in Git: one note line on the deployed commit when a release ends (Succeeded, RolledBack,
-    Failed, or Superseded by the next one), with its steps and analysis values as evidence. Written before the
-    status, so a killed agent notes again; the ledger drops a line it already holds."""
+    Failed terminally, or Superseded by the next one), with its steps and analysis values as evidence. Written
+    before the status, so a killed agent notes again; the ledger drops a line it already holds."""
 
     def __init__(self, promotions: Promotions, history: History, store: StateStore) -> None:
         self._promotions = promotions
@@ -308,7 +308,10 @@ class LedgerSink:
         ended = r.kind is Kind.RELEASE and (
             r.outcome is Result.ROLLED_BACK or (r.outcome is Result.SUCCEEDED and healthy)
         )
-        failed = r.kind is Kind.FAILED and r.outcome is Result.FAILED
+        # A transient failure (the cluster unreachable, a write conflict) is retried: the release has not ended.
+        # Noting it would tell an auditor that a release which ran, and runs on, failed whenever its cluster
+        # was away for a moment.
+        failed = r.kind is Kind.FAILED and r.outcome is Result.FAILED and r.error_class is not Retry.TRANSIENT
         # A release is a digest: a commit that does not change the app's render (a promotion commit seen from
         # staging, any commit seen from a pinned prod) continues the release that runs, and is noted on the commit
         # that brought it (``Status.release_revision``).

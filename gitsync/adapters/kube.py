@@ -42,6 +42,7 @@ from gitsync.errors import (
     NotFoundError,
     StaleError,
     UnavailableError,
+    UnreachableError,
     UntrustedServerError,
     WatchExpired,
 )
@@ -190,7 +191,9 @@ class KubeCluster:
             text = f"{subject}: {method} {host} failed: {type(e).__name__}: {e}"
             if isinstance(e, urllib3.exceptions.SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(e):
                 raise UntrustedServerError(text) from e
-            raise UnavailableError(text) from e
+            if isinstance(e, urllib3.exceptions.ReadTimeoutError):  # it answered the connection: slow, not away
+                raise UnavailableError(text) from e
+            raise UnreachableError(text) from e
         if resp.status >= 300:
             data = resp.read() if stream else resp.data
             if stream:

@@ -201,7 +201,21 @@ class Agent:
             wakeups = self._wakeups[name] = Wakeups(self.queue.wake, target.cache, self._clock.now)
         if target.cache is not None:
             target.cache.subscribe(wakeups.on_change)
+            target.cache.on_reach(lambda error: self._reach_changed(name, error))
         return stages
+
+    def _reach_changed(self, name: str, error: str) -> None:
+        """Cluster ``name`` went away or came back (its watch cache says so): reconcile its app-envs now, so their
+        status names the cluster that is down even when Git did not change (their reconciles read that cache),
+        and heals once it answers, instead of at the next drift timer."""
+        with self._lock:
+            keys = sorted(k for k, t in {**self._removed, **self._targets}.items() if t.cluster == name)
+        log.info("agent.cluster_reach", cluster=name, reachable=not error, app_envs=len(keys))
+        for key in keys:
+            self._enqueue(key, "", "cluster")
+            self.queue.wake(key)  # one waiting out a requeue (a rollout's health check) runs now too
+            if not error:
+                self.queue.retry_now(key)  # and one backing off after failing on the cluster that is back
 
     @property
     def _identity(self) -> str:

@@ -202,6 +202,16 @@ class ReconcileQueue:
                 entry.not_before = 0.0
                 self._cond.notify_all()
 
+    def retry_now(self, key: AppEnv) -> None:
+        """What ``key`` failed on is gone (its cluster answers again): a key backing off after transient failures
+        runs now, not when its backoff ends. Rare by nature (once per outage), so it cannot make a hot loop."""
+        with self._cond:
+            entry = self._entries.get(key)
+            if entry is None or entry.processing or not entry.dirty or entry.failures == 0:
+                return
+            entry.not_before = 0.0
+            self._cond.notify_all()
+
     def _mark_dirty(self, entry: _Entry) -> None:
         if not entry.dirty:
             entry.dirty = True

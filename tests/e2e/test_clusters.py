@@ -179,24 +179,29 @@ def test_one_agent_applies_staging_to_a_and_prod_to_b_and_a_cluster_down_degrade
         grid = dashboard_grid(kubelab.kubeconfig)
         assert grid.count("on cluster cluster-b") == 1, "the dashboard names prod's cluster, and only prod's"
 
-        # Cluster B goes away for 30 s: staging keeps reconciling, prod fails naming its cluster.
+        # Cluster B goes away for 30 s: with Git unchanged, prod's status says so within seconds (its watches
+        # broke; the drift timer is minutes away); staging keeps reconciling a new release, prod fails naming B.
         proxy.stop()
         down_at = time.monotonic()
-        release(upstream, "6.7.2")
-        wait_for("staging on 6.7.2 while B is down", lambda: image_of(kube_api, namespace) == "6.7.2", 30)
 
         def prod_failed() -> str:
             status = status_of(core, prod_in_b, env="prod")
             return str(status.get("lastError", "")) if "cluster cluster-b at" in status.get("lastError", "") else ""
 
-        error = wait_for("prod's status to name the cluster that is down", prod_failed, 30)
+        error = wait_for("prod's status to name the cluster that is down, Git unchanged", prod_failed, 15)
         assert "cluster cluster-b at https://127.0.0.1:" in error
+        assert status_of(core, namespace).get("lastError") == "", "staging, on cluster A, is not touched"
+        release(upstream, "6.7.2")
+        wait_for("staging on 6.7.2 while B is down", lambda: image_of(kube_api, namespace) == "6.7.2", 30)
+        assert "cluster cluster-b at https://127.0.0.1:" in wait_for("prod still failing", prod_failed, 30)
         time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
         assert image_of(kube_api, namespace) == "6.7.2"
 
         proxy.start()
         wait_for("prod on 6.7.2 once B is back", lambda: image_of(cluster_b, prod_in_b) == "6.7.2", 90)
         wait_for("prod's error cleared", lambda: status_of(core, prod_in_b, env="prod").get("lastError") == "", 30)
+        notes = git(upstream.bare, "log", "--notes=gitsync", "--format=%N", "main")
+        assert '"env":"prod"' in notes and '"outcome":"Failed"' not in notes, "an outage is retried, not a release"
     finally:
         proxy.stop()
     assert not agent.logs("reconcile.crashed")

@@ -106,6 +106,23 @@ def test_new_revision_cancels_backoff() -> None:
     assert fixed is not None and fixed.revision == "fix" and fixed.attempt == 0
 
 
+def test_retry_now_ends_a_backoff_once_what_failed_is_back_and_touches_nothing_else() -> None:
+    q, _ = make()
+    q.add(A, "r1")
+    item = q.get(timeout=0)
+    assert item is not None
+    q.done(item, Outcome.TRANSIENT, retry_after=300)  # its cluster was unreachable
+    assert q.get(timeout=0) is None
+    q.retry_now(A)  # the cluster answers again
+    again = q.get(timeout=0)
+    assert again is not None and again.revision == "r1" and again.attempt == 1
+    q.done(again, Outcome.DONE)
+    q.retry_now(A)
+    assert q.get(timeout=0) is None, "a key that is not failing is not run by it"
+    q.retry_now(B)
+    assert q.get(timeout=0) is None, "nor one the queue does not know"
+
+
 def test_terminal_failure_parks_until_a_different_revision() -> None:
     q, clock = make()
     q.add(A, "broken")
