@@ -4,18 +4,22 @@
 too). ``LocalTrees`` is the ``trees`` callable of the command line (``renderers.render.Trees``): it reads commits
 from the local checkout that holds ``--repo`` (a folder inside a larger checkout works: only that folder is
 extracted) and caches each tree outside the checkout, under ``$XDG_CACHE_HOME/gitsync/trees/<tree id>``, keyed by
-the Git id of the extracted tree, so the cache is content-addressed and never stale. Uses the ``git`` command
-directly (no GitPython): ``gitsync render`` stays quick to start.
+the Git id of the extracted tree, so the cache is content-addressed and never stale. It is bounded: a use
+refreshes a tree's modification time, and after an extraction the least recently used trees past ``MAX_TREES``
+are removed, unless used in the last ``IN_USE_SECONDS`` (another command may be reading one). Uses the ``git``
+command directly (no GitPython): ``gitsync render`` stays quick to start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +30,10 @@ __all__ = ["LocalTrees", "extract_archive", "user_cache_dir"]
 
 _SHA = re.compile(r"[0-9a-f]{40}\Z")
 _GIT_TIMEOUT = 60.0
+MAX_TREES = 64
+"""Trees ``LocalTrees`` keeps: the pinned commits and pull-request bases and heads a checkout's commands read."""
+IN_USE_SECONDS = 600.0
+"""A tree used this recently is never removed, whatever the count."""
 
 
 def extract_archive(write: Callable[[BinaryIO], object], target: Path, subject: str = "") -> None:
@@ -138,8 +146,26 @@ class LocalTrees:
                 "git fetch it first"
             ) from None
         target = self.cache_dir / tree
-        if not target.is_dir():
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            # From the top: in a subfolder, git archive would only take what lies below the current directory.
-            extract_archive(lambda out: self._git("archive", "--format=tar", tree, cwd=top, stdout=out), target)
+        if target.is_dir():
+            with contextlib.suppress(OSError):
+                os.utime(target)
+            return target
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        # From the top: in a subfolder, git archive would only take what lies below the current directory.
+        extract_archive(lambda out: self._git("archive", "--format=tar", tree, cwd=top, stdout=out), target)
+        self._bound(keep=target)
         return target
+
+    def _bound(self, keep: Path) -> None:
+        """Remove the least recently used trees past ``MAX_TREES`` that no command used lately."""
+        trees: list[tuple[float, Path]] = []
+        for entry in self.cache_dir.iterdir():
+            if entry.name.startswith(".") or entry == keep:
+                continue
+            with contextlib.suppress(OSError):
+                trees.append((entry.stat().st_mtime, entry))
+        trees.sort(reverse=True)  # newest first
+        stale_before = time.time() - IN_USE_SECONDS
+        for used, entry in trees[MAX_TREES - 1 :]:
+            if used < stale_before:
+                shutil.rmtree(entry, ignore_errors=True)

@@ -251,12 +251,7 @@ def test_diff_settles_a_workload_whose_status_moved_without_fetching_it(
     cluster: KubeCluster, store: ConfigMapStateStore, namespace: str, kubelab: Any
 ) -> None:
     web = deployment(namespace)
-    synced = sync(cluster, store, namespace, web)
-    remembered = synced.inventory.memo[str(web.id)].split(":")[2]
-    deadline = time.monotonic() + 30
-    while cluster.get(web.id)["metadata"]["resourceVersion"] == remembered:  # type: ignore[index]
-        assert time.monotonic() < deadline, "the Deployment controller never wrote status"
-        time.sleep(0.1)
+    synced_until_status_moved(cluster, store, namespace, web, "the Deployment controller never wrote status")
 
     fresh = KubeCluster(kubelab.kubeconfig)  # a new `gitsync diff`: its status moved since the sync remembered it
     quiet = sync(fresh, ConfigMapStateStore(fresh), namespace, web, dry_run=True, live=versions_first(fresh))
@@ -292,12 +287,7 @@ def test_diff_settles_a_crd_whose_status_moved_without_fetching_crds(
     operators' CRDs are large (hundreds of kilobytes each): a diff must not list them in full to find nothing."""
     crd = owned(widget_crd(f"{namespace}.example.com"))
     try:
-        synced = sync(cluster, store, namespace, crd)
-        remembered = synced.inventory.memo[str(crd.id)].split(":")[2]
-        deadline = time.monotonic() + 30
-        while cluster.get(crd.id)["metadata"]["resourceVersion"] == remembered:  # type: ignore[index]
-            assert time.monotonic() < deadline, "the API server never wrote the CRD's status"
-            time.sleep(0.1)
+        synced_until_status_moved(cluster, store, namespace, crd, "the API server never wrote the CRD's status")
 
         fresh = KubeCluster(kubelab.kubeconfig)
         quiet = sync(fresh, ConfigMapStateStore(fresh), namespace, crd, dry_run=True, live=versions_first(fresh))
@@ -315,6 +305,19 @@ def test_diff_settles_a_crd_whose_status_moved_without_fetching_crds(
         assert "wdg" in found.plan.of(PlanAction.UPDATE)[0].diff
     finally:
         cluster.delete(crd.id)
+
+
+def synced_until_status_moved(
+    cluster: KubeCluster, store: ConfigMapStateStore, ns: str, manifest: Manifest, never: str
+) -> None:
+    """Sync ``manifest``, then wait until a controller wrote its status (its resourceVersion moved past the one
+    the sync remembered): what a later `gitsync diff` finds."""
+    synced = sync(cluster, store, ns, manifest)
+    remembered = synced.inventory.memo[str(manifest.id)].split(":")[2]
+    deadline = time.monotonic() + 30
+    while cluster.get(manifest.id)["metadata"]["resourceVersion"] == remembered:  # type: ignore[index]
+        assert time.monotonic() < deadline, never
+        time.sleep(0.1)
 
 
 def versions_first(cluster: KubeCluster) -> ListSnapshot:

@@ -18,7 +18,8 @@ PROD_TAG = "6.7.0"
 """The image tag prod was promoted with (staging has moved on to 6.7.1)."""
 
 
-def _git(root: Path, *args: str) -> str:
+def git(root: Path, *args: str) -> str:
+    """Run git in ``root`` as a fixed identity, with no system or user configuration."""
     identity = {
         "GIT_AUTHOR_NAME": "A",
         "GIT_AUTHOR_EMAIL": "a@x",
@@ -37,12 +38,12 @@ def pinned_example(tmp_path: Path) -> tuple[Path, Callable[[str], Path]]:
     image tag ``PROD_TAG``, as the first promotion writes it; and the ``trees`` to render it with."""
     root = tmp_path / "example"
     shutil.copytree(EXAMPLE, root)
-    _git(root, "init", "-q", "-b", "main")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "example-repo")
-    first = _git(root, "rev-parse", "HEAD")
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "example-repo")
+    first = git(root, "rev-parse", "HEAD")
     pinned = with_pin(None, "podinfo", first, "staging", {"image": {"tag": PROD_TAG}})
     (root / "environments/prod/promoted.yaml").write_text(pinned)
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "promote podinfo to prod")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "promote podinfo to prod")
     return root, LocalTrees(root, cache_dir=tmp_path / "trees")
