@@ -86,3 +86,25 @@ def test_an_open_app_env_page_reads_the_agents_watch_cache_not_the_api_server(
     local = KubeCluster(kubelab.kubeconfig)  # `gitsync dashboard`: the person's own kubeconfig, no cache
     Board(local).live(KEY, rolling, "repo")
     assert sum(local.requests.values()) > 0
+
+
+def test_the_open_grid_reads_the_agents_watch_cache_and_sees_a_new_status(
+    rolling: str, cached: tuple[KubeCluster, WatchCache], kubelab: Any
+) -> None:
+    cluster, cache = cached
+    board = Board(cluster, cache=cache, scope=lambda: [rolling])
+    assert board.grid().cells[KEY].result == "Progressing"
+    warm = cluster.requests
+    for _ in range(4):  # the grid page polls every two seconds
+        board.grid()
+    assert cluster.requests == warm, "the grid was served from the watch cache"
+
+    writer = KubeCluster(kubelab.kubeconfig)
+    History(ConfigMapStateStore(writer)).set_status(
+        KEY, rolling, lambda s: Status(KEY.app, KEY.env, result="Succeeded")
+    )
+
+    deadline = time.monotonic() + 10
+    while board.grid().cells[KEY].result != "Succeeded":
+        assert time.monotonic() < deadline, "the grid never showed the new status"
+        time.sleep(0.1)
