@@ -11,10 +11,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from gitsync.ledger import LedgerEntry
 from gitsync.model import MANAGER, AppEnv, Json, Manifest, ObjectId
+
+if TYPE_CHECKING:  # only named in a Protocol: a one-shot command need not import the ledger
+    from gitsync.ledger import LedgerEntry
 
 
 class Clock(Protocol):
