@@ -21,7 +21,7 @@ from gitsync.events import EventSink
 from gitsync.health import Listed, read_health
 from gitsync.history import History, Result
 from gitsync.model import HealthStatus, Json, Manifest, ObjectId
-from gitsync.ports import Commit, Snapshot, WatchEventType
+from gitsync.ports import Commit, Snapshot
 from gitsync.reconcile import Request, Stages, reconcile
 from gitsync.record import Recorder, default_sinks
 from gitsync.result import Kind, Target
@@ -49,30 +49,48 @@ def cache(cluster: KubeCluster) -> Iterator[WatchCache]:
 
 
 class PodLedger:
-    """Every pod the watch saw: the new version's pods ever created, and the fewest Ready pods at any event."""
+    """The new version's pods ever created, from the watch (a pod started twice would show up as two)."""
 
     def __init__(self, version: str) -> None:
         self.version = version
         self.created: set[str] = set()
-        self.ready: set[str] = set()
-        self.fewest_ready: int | None = None
         self._lock = threading.Lock()
 
     def __call__(self, change: Change) -> None:
         if change.id.kind != "Pod":
             return
         labels = (change.object.get("metadata") or {}).get("labels") or {}
-        terminating = bool((change.object.get("metadata") or {}).get("deletionTimestamp"))
         with self._lock:
             if labels.get("version") == self.version:
                 self.created.add(change.id.name)
-            if change.type is WatchEventType.DELETED or terminating or not ready(change.object):
-                self.ready.discard(change.id.name)
-            else:
-                self.ready.add(change.id.name)
-            if self.fewest_ready is not None or len(self.ready) >= REPLICAS:
-                count = len(self.ready)
-                self.fewest_ready = count if self.fewest_ready is None else min(self.fewest_ready, count)
+
+
+class Capacity:
+    """The fewest Ready pods, not terminating, in any of the namespace's pod lists taken every 20 ms while it runs.
+    Each list is one consistent snapshot of the cluster; watch events of pods and of Deployments arrive on separate
+    streams, so counting from events can see a pod go before seeing another become Ready when both happened in the
+    other order."""
+
+    def __init__(self, cluster: KubeCluster, namespace: str) -> None:
+        self._cluster, self._namespace = cluster, namespace
+        self.fewest: int | None = None
+        self.looks = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Capacity:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            count = sum(1 for pod in live_pods(self._cluster, self._namespace) if ready(pod))
+            self.fewest = count if self.fewest is None else min(self.fewest, count)
+            self.looks += 1
 
 
 def drive(
@@ -97,21 +115,26 @@ def test_a_canary_starts_each_new_pod_once_and_never_drops_below_its_replicas(
     store = ConfigMapStateStore(cluster, live=cache)
     cluster.apply(service(namespace, "web"))
     v1 = app(namespace, "v1", STEPS)
-    drive(v1, cluster, store, cache, Phase.HEALTHY)
+    drive(v1, cluster, store, cache, Phase.HEALTHY)  # a first deployment is Healthy at once: wait for its pods
+    deadline = time.monotonic() + 30
+    while sum(1 for pod in live_pods(cluster, namespace) if ready(pod)) < REPLICAS:
+        assert time.monotonic() < deadline, "v1's pods never became Ready"
+        time.sleep(0.1)
     cache.pods(namespace)
     ledger = PodLedger("v2")
     unsubscribe = cache.subscribe(ledger)
     try:
-        outcomes = drive(app(namespace, "v2", STEPS), cluster, store, cache, Phase.HEALTHY)
-        deadline = time.monotonic() + 30
-        while {pod["metadata"]["labels"]["version"] for pod in live_pods(cluster, namespace)} != {"v2"}:
-            assert time.monotonic() < deadline, "old pods never went"
-            time.sleep(0.1)
+        with Capacity(cluster, namespace) as capacity:
+            outcomes = drive(app(namespace, "v2", STEPS), cluster, store, cache, Phase.HEALTHY)
+            deadline = time.monotonic() + 30
+            while {pod["metadata"]["labels"]["version"] for pod in live_pods(cluster, namespace)} != {"v2"}:
+                assert time.monotonic() < deadline, "old pods never went"
+                time.sleep(0.1)
     finally:
         unsubscribe()
     assert outcomes[-1].message == "rollout completed"
     assert len(ledger.created) == REPLICAS, f"new-version pods created: {sorted(ledger.created)}"
-    assert ledger.fewest_ready is not None and ledger.fewest_ready >= REPLICAS
+    assert capacity.looks > 10 and capacity.fewest is not None and capacity.fewest >= REPLICAS, capacity.fewest
     web = cluster.get(ObjectId("apps", "Deployment", namespace, "web"))
     assert web is not None and not web["spec"].get("paused")
     assert web["spec"]["template"]["metadata"]["labels"]["version"] == "v2"
