@@ -14,7 +14,7 @@ new one, and like the render stage reads nothing but the snapshot and the pinned
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from gitsync.ledger import NO_LIB, LedgerEntry, ReleaseContent, ReleaseOutcome
 from gitsync.model import Manifest, ObjectId, apply_order
 from renderers import AwaitingPromotion, RenderError, render_app
-from renderers.promotion import Pin
+from renderers.promotion import Pin, values_hash
 from renderers.render import Trees
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "candidate",
     "evidence",
     "pin_change",
+    "pinned_release",
     "promotion_identity",
     "promotion_message",
     "rendered_change",
@@ -65,6 +66,16 @@ class PinnedRelease:
     @property
     def content(self) -> ReleaseContent:
         return ReleaseContent(self.chart_tree, self.lib_tree, self.values_hash)
+
+
+def pinned_release(
+    tree_id: Callable[[str, str], str], app: str, revision: str, values: Mapping[str, Any]
+) -> PinnedRelease:
+    """What ``app`` at ``revision`` with promoted ``values`` renders from, as the ledger notes and the guard
+    compares it: the ids ``tree_id(sha, path)`` gives ("" when absent) of ``apps/<app>`` and ``lib/`` there, and
+    the values' hash."""
+    chart, lib = tree_id(revision, f"apps/{app}"), tree_id(revision, "lib")
+    return PinnedRelease(revision, chart, values_hash(values), lib or NO_LIB)
 
 
 @dataclass(frozen=True, slots=True)

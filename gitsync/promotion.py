@@ -28,7 +28,7 @@ from typing import Any
 from gitsync import log as logging
 from gitsync.errors import GitsyncError, TerminalError
 from gitsync.history import Result, Status
-from gitsync.ledger import NO_LIB, AnalysisResult, LedgerEntry, ReleaseContent
+from gitsync.ledger import AnalysisResult, LedgerEntry, ReleaseContent
 from gitsync.ledger import ReleaseOutcome as LedgerOutcome
 from gitsync.model import AppEnv
 from gitsync.ports import CommitRequest, FileEdit, GitWriter, Ledger, RenderedApp, WriteResult
@@ -38,6 +38,7 @@ from gitsync.promote import (
     candidate,
     evidence,
     pin_change,
+    pinned_release,
     promotion_identity,
     promotion_message,
     rollback_identity,
@@ -149,20 +150,6 @@ def topology(repo: Path) -> Topology:
     )
 
 
-def _chart_path(app: str) -> str:
-    return f"apps/{app}"
-
-
-_LIB = "lib"
-"""The helpers every chart may use (``renderers.chart``): part of what a release renders from."""
-
-
-def _values_hash(values: Mapping[str, Any]) -> str:
-    from renderers.promotion import values_hash
-
-    return values_hash(values)
-
-
 class Promotions:
     def __init__(
         self,
@@ -206,13 +193,7 @@ class Promotions:
         return ""
 
     def _pinned(self, app: str, revision: str, values: Mapping[str, Any]) -> PinnedRelease:
-        """What a pin of ``app`` to ``revision`` with promoted ``values`` renders from."""
-        return PinnedRelease(
-            revision,
-            self._tree_id(revision, _chart_path(app)),
-            _values_hash(values),
-            self._tree_id(revision, _LIB) or NO_LIB,
-        )
+        return pinned_release(self._tree_id, app, revision, values)
 
     # -- the promote stage ------------------------------------------------------------------------------------
 
@@ -424,14 +405,15 @@ class Promotions:
             promoted = promoted_values(values, promoted_paths) if promoted_paths else {}
         except GitsyncError:
             promoted = {}
+        content = self._pinned(key.app, chart_at, promoted)
         entry = LedgerEntry(
             env=key.env,
             app=key.app,
             revision=deployed,
             digest=digest,
-            chart_tree=self._tree_id(chart_at, _chart_path(key.app)),
-            lib_tree=self._tree_id(chart_at, _LIB) or NO_LIB,
-            values_hash=_values_hash(promoted),
+            chart_tree=content.chart_tree,
+            lib_tree=content.lib_tree,
+            values_hash=content.values_hash,
             outcome=ended,
             started_at=started,
             finished_at=finished,

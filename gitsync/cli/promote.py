@@ -35,7 +35,7 @@ from gitsync.adapters.trees import LocalTrees
 from gitsync.cli.audit import clone_ledger
 from gitsync.cli.sync import env_option, fail, repo_option
 from gitsync.errors import GitsyncError
-from gitsync.ledger import NO_LIB, LedgerEntry, ReleaseOutcome
+from gitsync.ledger import LedgerEntry, ReleaseOutcome
 from gitsync.ports import CommitRequest, FileEdit, PathRestore, WriteResult
 from gitsync.promote import (
     Blocked,
@@ -45,6 +45,7 @@ from gitsync.promote import (
     candidate,
     evidence,
     pin_change,
+    pinned_release,
     promotion_identity,
     promotion_message,
     rollback_identity,
@@ -54,7 +55,7 @@ from gitsync.promote import (
 from gitsync.promoted_file import with_pin
 from renderers import load_environment, render_app
 from renderers.environment import Promotion
-from renderers.promotion import Pin, load_pins, promoted_values, values_hash
+from renderers.promotion import Pin, load_pins, promoted_values
 
 app_option = click.option("--app", "app", required=True, help="The app to promote or roll back.")
 push_option = click.option("--push", is_flag=True, help="Push the commit to origin (never by force).")
@@ -97,12 +98,7 @@ class Clone:
 
     def released(self, pin: Pin) -> PinnedRelease:
         """What the ledger knows ``pin`` by: its chart and ``lib/`` trees and promoted values."""
-        return PinnedRelease(
-            pin.revision,
-            self.tree(pin.revision, f"apps/{pin.app}"),
-            values_hash(pin.values),
-            self.tree(pin.revision, "lib") or NO_LIB,
-        )
+        return pinned_release(self.tree, pin.app, pin.revision, pin.values)
 
 
 def _promotion(root: Path, env: str) -> Promotion | None:
