@@ -189,7 +189,8 @@ class WatchCache:
             self._reach_listeners.append(listener)
 
     def _check_reachable(self) -> None:
-        error = self.unreachable
+        """On every read (a reconcile makes one per object): one attribute read, no lock (a str is replaced whole)."""
+        error = self._unreachable
         if error:
             raise UnreachableError(error)
 
