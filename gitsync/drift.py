@@ -9,8 +9,9 @@ or vanished without a change of owner), or the object is gone. Fields gitsync do
 
 The seam, for the long-running agent:
 - ``DriftWatcher`` is started per app-env with the bodies gitsync last applied (the rendered manifests, or what a
-  rollout step applied), listens to the ``WatchCache`` and checks an object only when its spec or metadata
-  changed (status-only updates cost nothing). It reports every drift (log ``drift.detected``, the metrics
+  rollout step applied); the cluster's ``DriftHub`` (one subscription to the ``WatchCache``, one thread, whatever
+  the number of app-envs) routes it the changes of its objects, and it checks an object only when its spec or
+  metadata changed (status-only updates cost nothing). It reports every drift (log ``drift.detected``, the metrics
   below, a Kubernetes Event ``DriftDetected`` on the object) and hands it to ``on_drift``, where the agent
   enqueues a reconcile of the key (triggers only enqueue).
 - Reverting is not the watcher's job: with self-heal, the agent's reconcile of the key (a drift trigger) takes the
@@ -25,7 +26,9 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +49,7 @@ __all__ = [
     "DRIFT_HEALED",
     "DRIFT_OBJECTS",
     "Drift",
+    "DriftHub",
     "DriftWatcher",
     "detect",
 ]
@@ -167,10 +171,89 @@ def drift_event(drift: Drift, live: Json | None, now: float) -> Json:
     }
 
 
-class DriftWatcher:
-    """Watches one app-env's managed objects through the cache; reports drift and hands it to ``on_drift``.
+class DriftHub:
+    """The drift checks of every app-env on one cluster: one subscription to its ``WatchCache`` and one thread.
 
-    Checks run on one worker thread, so the cache's watch threads only enqueue. At most ``heal_limit`` drifts of
+    A change is routed by object id to the watchers that declare the object (an index, not a callback per
+    app-env: with a thousand app-envs a change costs one dictionary lookup, not a thousand calls), and checks run
+    on a small pool (each is a dry-run request). A burst of changes (an edit, then the controllers' reactions)
+    settles into one check per object: the batch closes after ``settle`` seconds without a new change, or after
+    ``MAX_BATCH_SETTLES`` settles in all, so a steady stream of other app-envs' changes cannot hold a check back.
+    """
+
+    MAX_BATCH_SETTLES = 5
+    CHECKERS = 4
+
+    def __init__(self, cache: WatchCache, *, settle: float = 0.2) -> None:
+        self.cache = cache
+        self._settle = settle
+        self._lock = threading.Lock()
+        self._index: dict[ObjectId, set[DriftWatcher]] = {}
+        self._pending: queue.Queue[tuple[DriftWatcher, ObjectId] | None] = queue.Queue()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._worker: threading.Thread | None = None
+
+    def watch(self, watcher: DriftWatcher, before: Iterable[ObjectId], after: Iterable[ObjectId]) -> None:
+        """Route changes of ``after`` (no longer of ``before``) to ``watcher``; starts the hub on first use."""
+        with self._lock:
+            for obj_id in before:
+                watchers = self._index.get(obj_id)
+                if watchers is not None:
+                    watchers.discard(watcher)
+                    if not watchers:
+                        del self._index[obj_id]
+            for obj_id in after:
+                self._index.setdefault(obj_id, set()).add(watcher)
+            if self._worker is None:
+                self._unsubscribe = self.cache.subscribe(self._on_change)
+                self._worker = threading.Thread(target=self._run, name="drift-checks", daemon=True)
+                self._worker.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._pending.put(None)
+        if self._worker is not None and self._worker.is_alive():
+            self._worker.join(timeout)
+
+    def _on_change(self, change: Change) -> None:
+        """On a watch thread: queue a check for each watcher whose object's spec or metadata changed."""
+        with self._lock:  # most changes are of objects no app-env declares (pods, events, status writes)
+            watchers = list(self._index.get(change.id, ()))
+        for watcher in watchers:
+            if watcher.changed(change):
+                self._pending.put((watcher, change.id))
+
+    def _run(self) -> None:
+        with ThreadPoolExecutor(max_workers=self.CHECKERS, thread_name_prefix="drift-check") as pool:
+            while True:
+                first = self._pending.get()
+                if first is None:
+                    return
+                batch, stopping = self._batch(first)
+                list(pool.map(lambda item: item[0].check(item[1]), batch))
+                if stopping:
+                    return
+
+    def _batch(self, first: tuple[DriftWatcher, ObjectId]) -> tuple[list[tuple[DriftWatcher, ObjectId]], bool]:
+        """``first`` and what follows it until the changes settle; True when the hub was told to stop."""
+        batch = {first: None}
+        deadline = time.monotonic() + self._settle * self.MAX_BATCH_SETTLES
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                more = self._pending.get(timeout=min(self._settle, left))
+            except queue.Empty:
+                break
+            if more is None:
+                return list(batch), True
+            batch[more] = None
+        return list(batch), False
+
+
+class DriftWatcher:
+    """One app-env's managed objects: reports drift and hands it to ``on_drift``.
+
+    Changes reach it through the cluster's ``DriftHub``, which runs the checks. At most ``heal_limit`` drifts of
     one object per ``heal_window`` seconds reach ``on_drift``: a controller fighting gitsync gets reported, not
     fought in a tight loop.
     """
@@ -180,20 +263,19 @@ class DriftWatcher:
         key: AppEnv,
         manifests: Iterable[Manifest],
         cluster: Cluster,
-        cache: WatchCache,
+        hub: DriftHub,
         clock: Clock,
         *,
         on_drift: Callable[[Drift], None] | None = None,
-        settle: float = 0.2,
         heal_limit: int = 3,
         heal_window: float = 60.0,
     ) -> None:
         self.key = key
         self._cluster = cluster
-        self._cache = cache
+        self._hub = hub
+        self._cache = hub.cache
         self._clock = clock
         self._on_drift = on_drift
-        self._settle = settle
         self._heal_limit = heal_limit
         self._heal_window = heal_window
         self._lock = threading.Lock()
@@ -201,9 +283,7 @@ class DriftWatcher:
         self._seen: dict[ObjectId, str] = {}
         self._drifted: set[ObjectId] = set()
         self._heals: dict[ObjectId, list[float]] = {}
-        self._pending: queue.Queue[ObjectId | None] = queue.Queue()
-        self._unsubscribe: Callable[[], None] | None = None
-        self._worker = threading.Thread(target=self._run, name=f"drift-{key}", daemon=True)
+        self._stopped = False
 
     @property
     def drifted(self) -> frozenset[ObjectId]:
@@ -214,34 +294,39 @@ class DriftWatcher:
         """Track the kinds of the desired objects (blocking until listed) and start reacting to changes."""
         for group, kind, namespace in sorted({(i.group, i.kind, i.namespace) for i in self._desired}):
             self._cache.ensure(group, kind, namespace)
-        self._unsubscribe = self._cache.subscribe(self._on_change)
         with self._lock:
-            self._seen = {obj_id: _fingerprint(self._cache.get(obj_id)) for obj_id in self._desired}
-        self._worker.start()
-        log.info("drift.watching", app=self.key.app, env=self.key.env, objects=len(self._desired))
+            desired = list(self._desired)
+        self._hub.watch(self, (), desired)  # before reading what is live, so no change falls in between
+        with self._lock:
+            self._seen = {obj_id: _fingerprint(self._cache.get(obj_id)) for obj_id in desired}
+        log.info("drift.watching", app=self.key.app, env=self.key.env, objects=len(desired))
 
     def update(self, manifests: Iterable[Manifest]) -> None:
         """New desired bodies; call before applying them, so gitsync's own writes are never taken for drift."""
         desired = {m.id: m for m in manifests}
         with self._lock:
+            before = list(self._desired)
             self._desired = desired
             self._drifted &= set(desired)
             count = len(self._drifted)
+            stopped = self._stopped
         DRIFT_OBJECTS.labels(self.key.app, self.key.env).set(count)
         for group, kind, namespace in sorted({(i.group, i.kind, i.namespace) for i in desired}):
             self._cache.ensure(group, kind, namespace)
+        if not stopped:
+            self._hub.watch(self, before, desired)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-        self._pending.put(None)
-        if self._worker.is_alive():
-            self._worker.join(timeout)
+    def stop(self) -> None:
+        """No more checks; a check already queued for this watcher is dropped."""
+        with self._lock:
+            self._stopped = True
+            before = list(self._desired)
+        self._hub.watch(self, before, ())
 
     def check(self, obj_id: ObjectId) -> Drift | None:
         """Check one desired object now (from the cache's copy of it); report it when it drifted."""
         with self._lock:
-            manifest = self._desired.get(obj_id)
+            manifest = None if self._stopped else self._desired.get(obj_id)
         if manifest is None:
             return None
         live = self._cache.get(obj_id)
@@ -263,39 +348,18 @@ class DriftWatcher:
         self._report(drift, live)
         return drift
 
-    # -- internals ------------------------------------------------------------------------------------------
-
-    def _on_change(self, change: Change) -> None:
-        """On a watch thread: enqueue a check when a desired object's spec or metadata changed."""
-        with self._lock:  # many app-envs may share a namespace: most events are of another app-env's objects
-            if change.id not in self._desired:
-                return
+    def changed(self, change: Change) -> bool:
+        """Whether ``change`` moved a desired object's spec or metadata since this watcher last saw it."""
+        with self._lock:
+            if self._stopped or change.id not in self._desired:
+                return False
             fingerprint = "" if change.type is WatchEventType.DELETED else _fingerprint(change.object)
             if self._seen.get(change.id) == fingerprint:
-                return
+                return False
             self._seen[change.id] = fingerprint
-        self._pending.put(change.id)
+        return True
 
-    def _run(self) -> None:
-        while True:
-            first = self._pending.get()
-            if first is None:
-                return
-            batch = {first: None}
-            stopping = False
-            try:  # let a burst of events (an edit, then the controllers' reactions) settle into one check
-                while True:
-                    more = self._pending.get(timeout=self._settle)
-                    if more is None:
-                        stopping = True
-                        break
-                    batch[more] = None
-            except queue.Empty:
-                pass
-            for obj_id in batch:
-                self.check(obj_id)
-            if stopping:
-                return
+    # -- internals ------------------------------------------------------------------------------------------
 
     def _report(self, drift: Drift, live: Json | None) -> None:
         app, env = self.key.app, self.key.env

@@ -48,7 +48,7 @@ from gitsync import inventory as inventories
 from gitsync import log as logging
 from gitsync.adapters.git import scrub
 from gitsync.cache import WatchCache
-from gitsync.drift import DriftWatcher
+from gitsync.drift import DriftHub, DriftWatcher
 from gitsync.errors import GitsyncError, Retry, TransientError
 from gitsync.events import EventSink
 from gitsync.history import History, Result
@@ -123,6 +123,8 @@ class Agent:
             Connected(HOME, cluster, cache, self._rollouts), cluster, config.leader.namespace, {}, _no_targets
         )
         self._watchers: dict[AppEnv, DriftWatcher] = {}
+        self._drift_hubs: dict[WatchCache, DriftHub] = {}
+        """One per target cluster's watch cache: its drift checks, whatever the number of app-envs."""
         self._renders = MemoryRenderCache()
         """The newest render of each app-env: a reconcile whose inputs did not change renders nothing."""
         self.source = Source(git, on_fetch=GIT_FETCH_SECONDS.observe)
@@ -278,7 +280,9 @@ class Agent:
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
         for watcher in list(self._watchers.values()):
-            watcher.stop(timeout=1.0)
+            watcher.stop()
+        for hub in list(self._drift_hubs.values()):
+            hub.stop(timeout=1.0)
         for target in self._clusters.connected():
             if target.cache is not None:
                 target.cache.stop()
@@ -319,7 +323,7 @@ class Agent:
         for key in keys:
             watcher = self._watchers.pop(key, None)
             if watcher is not None:
-                watcher.stop(timeout=1.0)
+                watcher.stop()
 
     # -- triggers ----------------------------------------------------------------------------------------------
 
@@ -629,7 +633,7 @@ class Agent:
         if result.target is not None and result.target.removed:
             watcher = self._watchers.pop(key, None)
             if watcher is not None:
-                watcher.stop(timeout=1.0)
+                watcher.stop()
             if result.kind is Kind.REMOVED:
                 with self._lock:
                     self._removed.pop(key, None)
@@ -670,11 +674,15 @@ class Agent:
     def _watch(self, key: AppEnv, manifests: list[Manifest], stages: Stages) -> None:
         """Start noticing drift of ``key``'s objects (after its first successful sync in this process)."""
         assert isinstance(stages.live, WatchCache)
+        with self._lock:
+            hub = self._drift_hubs.get(stages.live)
+            if hub is None:
+                hub = self._drift_hubs[stages.live] = DriftHub(stages.live)
         watcher = DriftWatcher(
             key,
             manifests,
             stages.cluster,
-            stages.live,
+            hub,
             self._clock,
             on_drift=lambda drift: self._enqueue(drift.key, "", "drift"),
         )

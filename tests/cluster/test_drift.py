@@ -8,6 +8,7 @@ import os
 import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from gitsync.adapters.clock import SystemClock
 from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.cache import WatchCache
-from gitsync.drift import Drift, DriftWatcher
+from gitsync.drift import Drift, DriftHub, DriftWatcher
 from gitsync.history import History
 from gitsync.model import LABEL_MANAGED_BY, MANAGER, AppEnv, Manifest, ObjectId
 from gitsync.ports import Commit, Snapshot
@@ -61,6 +62,13 @@ def cache(cluster: KubeCluster) -> Iterator[WatchCache]:
 
 
 @pytest.fixture
+def hub(cache: WatchCache) -> Iterator[DriftHub]:
+    hub = DriftHub(cache)
+    yield hub
+    hub.stop()
+
+
+@pytest.fixture
 def logged(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
     monkeypatch.setattr(drift_module, "log", recorder)
@@ -72,11 +80,11 @@ def kubectl(kubelab: Any, *args: str) -> None:
     subprocess.run([str(KUBECTL), *args], check=True, capture_output=True, env=env, timeout=30)
 
 
-def deployment(namespace: str, replicas: int | None = 2) -> Manifest:
+def deployment(namespace: str, replicas: int | None = 2, name: str = "web") -> Manifest:
     spec: dict[str, Any] = {
-        "selector": {"matchLabels": {"app": "web"}},
+        "selector": {"matchLabels": {"app": name}},
         "template": {
-            "metadata": {"labels": {"app": "web"}},
+            "metadata": {"labels": {"app": name}},
             "spec": {"containers": [{"name": "app", "image": "registry.example/web:1"}]},
         },
     }
@@ -85,7 +93,7 @@ def deployment(namespace: str, replicas: int | None = 2) -> Manifest:
     body = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": namespace, "labels": {LABEL_MANAGED_BY: MANAGER}},
+        "metadata": {"name": name, "namespace": namespace, "labels": {LABEL_MANAGED_BY: MANAGER}},
         "spec": spec,
     }
     return Manifest(ObjectId.of(body), body)
@@ -110,19 +118,19 @@ def drift_events(cluster: KubeCluster, namespace: str) -> list[dict[str, Any]]:
 
 
 def start(
-    key: AppEnv, manifests: list[Manifest], cluster: KubeCluster, cache: WatchCache, *, self_heal: bool
+    key: AppEnv, manifests: list[Manifest], cluster: KubeCluster, hub: DriftHub, *, self_heal: bool
 ) -> tuple[DriftWatcher, queue.Queue[Drift]]:
     """A watcher whose drifts are queued for the test; with ``self_heal`` each is also handed to the reconcile
     line as the agent does (a ``drift`` trigger), which takes the edit back."""
     drifts: queue.Queue[Drift] = queue.Queue()
-    heal = healer(key, manifests, cluster, cache) if self_heal else None
+    heal = healer(key, manifests, cluster, hub.cache) if self_heal else None
 
     def on_drift(drift: Drift) -> None:
         drifts.put(drift)
         if heal is not None:
             heal()
 
-    watcher = DriftWatcher(key, manifests, cluster, cache, SystemClock(), on_drift=on_drift)
+    watcher = DriftWatcher(key, manifests, cluster, hub, SystemClock(), on_drift=on_drift)
     watcher.start()
     return watcher, drifts
 
@@ -156,12 +164,12 @@ def healer(key: AppEnv, manifests: list[Manifest], cluster: KubeCluster, cache: 
 
 
 def test_a_kubectl_edit_is_reported_within_seconds(
-    kubelab: Any, cluster: KubeCluster, cache: WatchCache, namespace: str, logged: Recorder
+    kubelab: Any, cluster: KubeCluster, hub: DriftHub, namespace: str, logged: Recorder
 ) -> None:
     key = AppEnv("web", f"report-{namespace[-6:]}")
     manifest = deployment(namespace)
     cluster.apply(manifest.body)
-    watcher, drifts = start(key, [manifest], cluster, cache, self_heal=False)
+    watcher, drifts = start(key, [manifest], cluster, hub, self_heal=False)
     try:
         edited = time.monotonic()
         kubectl(kubelab, "-n", namespace, "scale", "deployment/web", "--replicas=5")
@@ -194,12 +202,12 @@ def test_a_kubectl_edit_is_reported_within_seconds(
 
 
 def test_self_heal_through_the_reconcile_reverts_an_edit_and_a_deletion(
-    kubelab: Any, cluster: KubeCluster, cache: WatchCache, namespace: str, logged: Recorder
+    kubelab: Any, cluster: KubeCluster, hub: DriftHub, namespace: str, logged: Recorder
 ) -> None:
     key = AppEnv("web", f"heal-{namespace[-6:]}")
     manifest = deployment(namespace)
     cluster.apply(manifest.body)
-    watcher, drifts = start(key, [manifest], cluster, cache, self_heal=True)
+    watcher, drifts = start(key, [manifest], cluster, hub, self_heal=True)
     try:
         edited = time.monotonic()
         kubectl(kubelab, "-n", namespace, "patch", "deployment/web", "--type=merge", "-p", '{"spec":{"replicas":7}}')
@@ -217,12 +225,12 @@ def test_self_heal_through_the_reconcile_reverts_an_edit_and_a_deletion(
 
 
 def test_replicas_owned_by_an_hpa_are_not_drift(
-    cluster: KubeCluster, cache: WatchCache, namespace: str, logged: Recorder
+    cluster: KubeCluster, hub: DriftHub, namespace: str, logged: Recorder
 ) -> None:
     key = AppEnv("web", f"hpa-{namespace[-6:]}")
     manifest = deployment(namespace, replicas=None)  # the HPA owns replicas, so the manifest leaves them out
     cluster.apply(manifest.body)
-    watcher, drifts = start(key, [manifest], cluster, cache, self_heal=True)
+    watcher, drifts = start(key, [manifest], cluster, hub, self_heal=True)
     try:
         cluster.apply(
             {
@@ -256,7 +264,7 @@ def test_replicas_owned_by_an_hpa_are_not_drift(
 
 
 def test_removing_a_declared_field_is_drift_too(
-    kubelab: Any, cluster: KubeCluster, cache: WatchCache, namespace: str, logged: Recorder
+    kubelab: Any, cluster: KubeCluster, hub: DriftHub, namespace: str, logged: Recorder
 ) -> None:
     """An edit that only removes a field leaves no other manager behind; the dry-run still puts it back."""
     key = AppEnv("web", f"removal-{namespace[-6:]}")
@@ -268,7 +276,7 @@ def test_removing_a_declared_field_is_drift_too(
     }
     manifest = Manifest(ObjectId.of(body), body)
     cluster.apply(body)
-    watcher, drifts = start(key, [manifest], cluster, cache, self_heal=True)
+    watcher, drifts = start(key, [manifest], cluster, hub, self_heal=True)
     try:
         remove = '[{"op": "remove", "path": "/data/size"}]'
         kubectl(kubelab, "-n", namespace, "patch", "configmap/settings", "--type=json", "-p", remove)
@@ -277,3 +285,31 @@ def test_removing_a_declared_field_is_drift_too(
         wait_for("size restored", lambda: (cluster.get(manifest.id) or {})["data"] == {"color": "blue", "size": "L"})
     finally:
         watcher.stop()
+
+
+def test_many_app_envs_share_one_drift_thread_and_an_edit_drifts_only_its_own(
+    kubelab: Any, cluster: KubeCluster, hub: DriftHub, namespace: str, logged: Recorder
+) -> None:
+    """A platform's agent serves hundreds of app-envs: their drift checks run on the cluster's hub (one thread
+    and a small checking pool), not on a thread each, and a change reaches only the app-env declaring it."""
+    before = {t.name for t in threading.enumerate()}
+    started = []
+    for n in range(20):
+        key = AppEnv(f"web{n}", f"many-{namespace[-6:]}")
+        manifest = deployment(namespace, name=f"web{n}")
+        cluster.apply(manifest.body)
+        started.append(start(key, [manifest], cluster, hub, self_heal=False))
+    try:
+        kubectl(kubelab, "-n", namespace, "scale", "deployment/web7", "--replicas=4")
+        drift = started[7][1].get(timeout=WITHIN)
+        assert drift.key.app == "web7" and drift.fields == (".spec.replicas",)
+        time.sleep(1)  # any misrouted check would have been made by now
+        assert [n for n, (_, drifts) in enumerate(started) if not drifts.empty()] == []
+        assert [w.key.app for w, _ in started if w.drifted] == ["web7"]
+        new = {t.name for t in threading.enumerate()} - before
+        assert {name for name in new if name.startswith("drift")} <= {"drift-checks"} | {
+            f"drift-check_{i}" for i in range(DriftHub.CHECKERS)
+        }
+    finally:
+        for watcher, _ in started:
+            watcher.stop()
