@@ -456,8 +456,8 @@ class Forge(Protocol):
     def set_status(self, status: CommitStatus) -> None: ...
 
     def upsert_comment(self, number: int, marker: str, body: str) -> str:
-        """The one comment of pull request ``number`` that holds ``marker`` (a hidden HTML comment) gets ``body``
-        (created when there is none); returns its URL."""
+        """The one comment of pull request ``number`` that starts with ``marker`` (a hidden HTML comment) gets
+        ``body`` (created when there is none; duplicates left by a race are deleted); returns its URL."""
         ...
 
     def open_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:

@@ -126,7 +126,7 @@ class ForgeClient:
             if status.target_url:
                 body["target_url"] = status.target_url
             path = f"{self._project}/statuses/{status.sha}"
-            answer = self._call("POST", path, body, ok_conflict=True)
+            answer = self._call("POST", path, body, accept=(400,))
             # GitLab refuses to set a state the status already has ("Cannot transition status via :run from
             # :running"): the status then already says it.
             if answer.status == 400 and b"Cannot transition status" not in answer.body:
@@ -138,15 +138,21 @@ class ForgeClient:
         self._call("POST", f"repos/{self.repo}/statuses/{status.sha}", body)
 
     def upsert_comment(self, number: int, marker: str, body: str) -> str:
-        text = body if marker in body else f"{marker}\n{body}"
-        for comment in self._comments(number):
-            if marker in str(comment.get("body") or ""):
-                if comment.get("body") != text:
-                    method = "PUT" if self.kind is ForgeKind.GITLAB else "PATCH"
-                    self._call(method, self._comment(number, comment), {"body": text})
-                return self._comment_url(number, comment)
-        created = self._call("POST", self._comments_path(number), {"body": text}).json()
-        return self._comment_url(number, created)
+        """The comment starting with ``marker`` updated to ``body`` (created when there is none). Two agents that
+        create it at the same moment (two replicas, two events) both see two afterwards: each keeps the oldest and
+        deletes the others, so a pull request ends with one plan comment."""
+        text = body if body.startswith(marker) else f"{marker}\n{body}"
+        ours = self._marked(number, marker)
+        if not ours:
+            created = self._call("POST", self._comments_path(number), {"body": text}).json()
+            ours = self._marked(number, marker) or [created]
+        keep, *extra = ours
+        for comment in extra:
+            self._call("DELETE", self._comment(number, comment), accept=(404,))  # 404: the other agent did
+        if keep.get("body") != text:
+            method = "PUT" if self.kind is ForgeKind.GITLAB else "PATCH"
+            self._call(method, self._comment(number, keep), {"body": text})
+        return self._comment_url(number, keep)
 
     def open_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
         found = self._open_pull(head, base)
@@ -187,8 +193,10 @@ class ForgeClient:
             return f"{self._web}/{self.repo}/-/merge_requests/{number}#note_{comment['id']}"
         return str(comment.get("html_url", ""))
 
-    def _comments(self, number: int) -> Iterator[Mapping[str, Any]]:
-        yield from self._pages(self._comments_path(number), {})
+    def _marked(self, number: int, marker: str) -> list[Mapping[str, Any]]:
+        """The pull request's comments that start with ``marker`` (gitsync's own), oldest first."""
+        comments = self._pages(self._comments_path(number), {})
+        return sorted((c for c in comments if str(c.get("body") or "").startswith(marker)), key=lambda c: c["id"])
 
     def _open_pull(self, head: str, base: str) -> Mapping[str, Any] | None:
         if self.kind is ForgeKind.GITLAB:
@@ -243,10 +251,10 @@ class ForgeClient:
         body: Mapping[str, Any] | None = None,
         *,
         query: Mapping[str, str] | None = None,
-        ok_conflict: bool = False,
+        accept: tuple[int, ...] = (),
     ) -> Response:
-        """One API call with the bounded retries of the module docstring; a 2xx answer (or, with
-        ``ok_conflict``, a 400 the caller reads) is returned, anything else raised."""
+        """One API call with the bounded retries of the module docstring; a 2xx answer (or one whose status is
+        in ``accept``, for the caller to read) is returned, anything else raised."""
         url = f"{self._api}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
         data = json.dumps(body).encode() if body is not None else None
         where = self._where(method, path)
@@ -257,7 +265,7 @@ class ForgeClient:
             except OSError as e:
                 problem, wait = f"unreachable: {e}", _backoff(attempt)
             else:
-                if 200 <= answer.status < 300 or (ok_conflict and answer.status == 400):
+                if 200 <= answer.status < 300 or answer.status in accept:
                     seconds = round(time.monotonic() - started, 3)
                     log.debug("forge.call", call=where, status=answer.status, seconds=seconds)
                     return answer

@@ -78,6 +78,23 @@ def test_statuses_comments_and_pull_requests_on_gitea(gitea: Gitea, gitea_repo: 
     assert len(gitea_repo.comments(pull.number)) == 2, "the reviewer's comment is left alone"
 
 
+def test_two_plan_comments_left_by_a_race_become_one(gitea: Gitea, gitea_repo: GiteaRepo) -> None:
+    """Two replicas that got two events of one pull request at the same moment each found no plan comment and
+    posted one: the next update keeps the oldest, with the newest plan, and deletes the other."""
+    seeded(gitea_repo)
+    forge = client(gitea, gitea_repo.name)
+    pull = forge.open_pull_request("feature", "main", "a change", "body")
+    path = f"repos/{gitea_repo.name}/issues/{pull.number}/comments"
+    gitea.api("POST", path, {"body": "a reviewer's comment"})
+    first = gitea.api("POST", path, {"body": f"{MARKER}\nplan at abc"})
+    gitea.api("POST", path, {"body": f"{MARKER}\nplan at def"})
+
+    url = forge.upsert_comment(pull.number, MARKER, f"{MARKER}\nplan at 123")
+
+    assert [c["body"] for c in gitea_repo.comments(pull.number)] == ["a reviewer's comment", f"{MARKER}\nplan at 123"]
+    assert url == first["html_url"]
+
+
 def test_a_refused_token_is_terminal_and_never_shown(gitea: Gitea, gitea_repo: GiteaRepo, tmp_path: Path) -> None:
     sha = seeded(gitea_repo)
     wrong = tmp_path / "token"
