@@ -12,7 +12,7 @@ import fnmatch
 from pathlib import Path
 
 from renderers.chart import list_files
-from renderers.errors import NotUtf8, read_utf8
+from renderers.errors import UnreadableText, read_utf8
 from renderers.filters import FilterError
 from renderers.limits import MAX_VALUE_CHARS, bounded_join
 
@@ -66,5 +66,5 @@ class ChartFiles:
             raise FilterError(f"file: {self.shown}{name} is larger than {MAX_VALUE_CHARS} bytes")
         try:
             return read_utf8(path)
-        except NotUtf8 as exc:
+        except UnreadableText as exc:  # not UTF-8 (the size was checked above)
             raise FilterError(f"file: {self.shown}{name}:{exc.line}: {exc.problem}") from None

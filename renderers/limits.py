@@ -12,8 +12,10 @@ import re
 from collections.abc import Iterable, Mapping, Sized
 from typing import Any
 
-MAX_INPUT_BYTES = 1024 * 1024
-"""Largest repository file the renderer reads (values, env.yaml, chart.yaml, a template or helper)."""
+MAX_INPUT_BYTES = 4 * 1024 * 1024
+"""Largest repository file the renderer reads (values, env.yaml, chart.yaml, a template, a helper or a plain
+manifest): single-file upstream installs fit (Argo CD's ``install.yaml`` is about 1.9 MB), as do ``file()``'s
+``MAX_VALUE_CHARS``."""
 MAX_VALUE_CHARS = 4 * 1024 * 1024
 """Largest string or container (as written out) an operator, filter, call, literal or values file may build."""
 MAX_OUTPUT_CHARS = 8 * 1024 * 1024

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from renderers.chart import Chart
-from renderers.errors import NotUtf8, RenderError, read_utf8
+from renderers.errors import RenderError, UnreadableText, read_utf8
 from renderers.values import relative
 from renderers.yamlio import YamlError, load_manifests
 
@@ -28,7 +28,7 @@ def plain_documents(repo: Path, chart: Chart) -> Iterator[tuple[str, int, Any]]:
             raise RenderError(rel, "is a symlink to outside the manifests/ folder")
         try:
             text = read_utf8(path)
-        except NotUtf8 as exc:
+        except UnreadableText as exc:  # not UTF-8, or too large
             raise RenderError(rel, exc.problem, exc.line) from None
         except OSError as exc:
             raise RenderError(rel, f"cannot read manifest: {exc}") from exc

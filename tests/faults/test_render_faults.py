@@ -69,7 +69,8 @@ LAUGHS = (
     + "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]\n" for i in range(1, 7))
 )
 TOO_LARGE = "value too large: more than 4194304 characters when written out"
-LARGE_FILE = "larger than 1024 KiB, the most the renderer reads from a file"
+LARGE_FILE = "larger than 4 MiB, the most the renderer reads from a file"
+OVER_INPUT = (4 << 20) + 1
 
 # Memory and time: each fails while it is being built, long before it could take the agent's memory
 # (test_hostile_renders_stay_small measures the peak).
@@ -117,13 +118,13 @@ HOSTILE = [
         },
         f"{CM}:7: fromYaml: line 1: document too large when its aliases are expanded",
     ),
-    Fault("values-file-too-large", {VALUES: "big: " + "y" * (1 << 20) + "\n"}, f"{VALUES}: values file: {LARGE_FILE}"),
+    Fault("values-file-too-large", {VALUES: "big: " + "y" * OVER_INPUT + "\n"}, f"{VALUES}: values file: {LARGE_FILE}"),
     Fault(
         "env-file-too-large",
-        {ENV_YAML: "namespace: web-dev\napps: [web]\n" + "#" * (1 << 20) + "\n"},
+        {ENV_YAML: "namespace: web-dev\napps: [web]\n" + "#" * OVER_INPUT + "\n"},
         f"{ENV_YAML}: environment file: {LARGE_FILE}",
     ),
-    Fault("template-too-large", {CM: HEAD + "#" * (1 << 20) + "\n"}, f"{CM}:1: {LARGE_FILE}"),
+    Fault("template-too-large", {CM: HEAD + "#" * OVER_INPUT + "\n"}, f"{CM}:1: {LARGE_FILE}"),
     Fault(
         "output-too-large",
         {CM: HEAD + '{% set s = "x" * 4000000 %}' + "    {{ s }}\n" * 3},

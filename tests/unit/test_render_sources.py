@@ -143,10 +143,24 @@ def test_a_plain_manifests_app_is_taken_verbatim_and_owned_placed_ordered_like_a
             "apps/web: no templates/ folder (Jinja templates) or manifests/ folder (plain YAML)",
             id="no-folder",
         ),
+        pytest.param(
+            {"manifests/a.yaml": "# " + "x" * (4 << 20) + "\n"},
+            "apps/web/manifests/a.yaml: larger than 4 MiB, the most the renderer reads from a file",
+            id="too-large",
+        ),
     ],
 )
 def test_plain_manifest_errors_name_file_and_line(tmp_path: Path, files: dict[str, str], expected: str) -> None:
     assert error(make_app(tmp_path, files)).startswith(expected)
+
+
+def test_a_single_file_upstream_install_of_two_megabytes_renders(tmp_path: Path) -> None:
+    """Projects publish their install as one file (Argo CD's install.yaml is about 1.9 MB); it renders whole."""
+    document = "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c{n}\ndata:\n  x: " + "y" * 5000 + "\n"
+    install = "".join(document.format(n=n) for n in range(400))
+    assert len(install) > 2_000_000
+    root = make_app(tmp_path, {"manifests/install.yaml": install})
+    assert len(ids(root)) == 400
 
 
 def test_templates_in_subfolders_are_rendered_as_helm_does(tmp_path: Path) -> None:
