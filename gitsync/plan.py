@@ -117,7 +117,8 @@ class PlannedChange:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """All changes of one app-env, in apply order; ``stale`` lists inventory entries no longer rendered (deleted
-    or already gone), ``orphaned`` the stale ones kept because they carry ``gitsync.dev/prune: "false"``."""
+    or already gone), ``orphaned`` the stale ones kept: they carry ``gitsync.dev/prune: "false"``, or the caller
+    keeps them (the environment's own namespace)."""
 
     changes: tuple[PlannedChange, ...]
     stale: tuple[ObjectId, ...] = ()
@@ -270,6 +271,7 @@ def plan(
     new_namespaces: Collection[str] = (),
     new_kinds: Collection[tuple[str, str]] = (),
     judge: Judge | None = None,
+    keep: Collection[ObjectId] = (),
 ) -> Plan:
     """Dry-run every manifest and compare with live; inventory entries no longer rendered become deletes.
 
@@ -280,7 +282,8 @@ def plan(
     ``new_kinds`` are (group, kind) pairs whose CRDs other apps of the environment render (``defined_kind``): a
     preview of the whole environment plans their objects as creates while those CRDs are not installed yet.
     ``judge``: creates it proves acceptable are planned without a dry-run (``gitsync.judge``; a sync that applies,
-    not a preview, whose diff shows the server's defaults).
+    not a preview, whose diff shows the server's defaults). ``keep``: inventory entries never deleted when they
+    leave the render (released from the inventory as orphaned instead).
     """
     reader: LiveReader = live if live is not None else ListSnapshot(cluster)
     desired_ids = {m.id for m in manifests}
@@ -304,7 +307,7 @@ def plan(
             obj = None  # the kind itself is gone (its CRD was deleted): nothing left to delete
         if obj is None:
             continue
-        if ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_PRUNE) == "false":
+        if ref in keep or ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_PRUNE) == "false":
             orphaned.append(ref)
             continue
         changes.append(PlannedChange(ref, PlanAction.DELETE, live=obj, compared=(normalise(obj), None)))

@@ -102,7 +102,7 @@ def _removed_message(result: ReconcileResult) -> str:
         f"removed from environment {result.key.env} at {result.revision[:12]}: "
         f"{n.get(SyncAction.DELETED, 0)} objects deleted"
     )
-    return message + (f", {kept} kept ({ANNOTATION_PRUNE}: false)" if kept else "")
+    return message + (f", {kept} kept ({ANNOTATION_PRUNE}: false, or the environment's namespace)" if kept else "")
 
 
 def _orphaned_message(result: ReconcileResult) -> str:

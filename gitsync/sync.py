@@ -115,6 +115,9 @@ def sync_app(
             new_namespaces=(namespace,) if new_namespace else (),
             new_kinds=new_kinds,
             judge=judge,
+            # an app that stops rendering the environment's own Namespace (upstream files often carry it) must not
+            # delete it: every object of the environment, and gitsync's records, live in it
+            keep=(ObjectId("", "Namespace", "", namespace),),
         )
 
     planned = planned_now(live)

@@ -347,6 +347,24 @@ def test_prune_deletes_what_left_the_render_and_keeps_what_asks(
     assert result.inventory.objects == {ObjectId("", "ConfigMap", namespace, "a")}
 
 
+def test_an_app_that_stops_rendering_the_environments_namespace_never_deletes_it(
+    cluster: KubeCluster, store: ConfigMapStateStore, namespace: str
+) -> None:
+    """Upstream files often ship the Namespace they install into; removing that document from the app must not
+    delete the namespace, with every object of the environment and gitsync's own records in it."""
+    own = owned({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    sync(cluster, store, namespace, own, configmap(namespace, "a"))
+
+    result = sync(cluster, store, namespace, configmap(namespace, "a"))
+
+    assert actions(result) == {f"ConfigMap/{namespace}/a": "unchanged", f"Namespace/{namespace}": "skipped"}
+    assert result.plan.orphaned == (own.id,)
+    live = cluster.get(own.id)
+    assert live is not None and not live.get("metadata", {}).get("deletionTimestamp")
+    assert cluster.get(ObjectId("", "ConfigMap", namespace, "a")) is not None
+    assert result.inventory.objects == {ObjectId("", "ConfigMap", namespace, "a")}, "no longer gitsync's to prune"
+
+
 def test_empty_render_never_prunes_unless_allowed(
     cluster: KubeCluster, store: ConfigMapStateStore, namespace: str
 ) -> None:
