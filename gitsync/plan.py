@@ -52,7 +52,7 @@ from gitsync.model import (
 from gitsync.normalise import diff_text, ignored_pointers, normalise
 from gitsync.ownership import takes_over
 from gitsync.ports import Cluster, LiveReader
-from gitsync.served import when_served
+from gitsync.served import when_schema_current, when_served
 
 __all__ = [
     "PARENT_KINDS",
@@ -88,6 +88,8 @@ class PlannedChange:
     ``compared``: the normalised (before, after) the ``diff`` is made of, on demand: only ``gitsync diff`` shows
     it, and printing 1,000 objects as YAML would cost a sync more than its requests.
     ``judged``: a create the client proved acceptable (``gitsync.judge``), so it was not dry-run.
+    ``deferred``: not validated yet, because its Namespace or CRD is itself created or changed by this plan: the
+    caller applies those parents first and plans again (``gitsync.sync``).
     """
 
     id: ObjectId
@@ -102,11 +104,7 @@ class PlannedChange:
     retry: Retry | None = None
     conflict: bool = False
     judged: bool = False
-
-    @property
-    def deferred(self) -> bool:
-        """A create planned without a dry-run, because its Namespace or CRD is itself a create of this plan."""
-        return self.action is PlanAction.CREATE and self.result is None and self.error is None and not self.judged
+    deferred: bool = False
 
     @property
     def diff(self) -> str:
@@ -272,6 +270,7 @@ def plan(
     new_kinds: Collection[tuple[str, str]] = (),
     judge: Judge | None = None,
     keep: Collection[ObjectId] = (),
+    settling_kinds: Collection[tuple[str, str]] = (),
 ) -> Plan:
     """Dry-run every manifest and compare with live; inventory entries no longer rendered become deletes.
 
@@ -284,10 +283,15 @@ def plan(
     ``judge``: creates it proves acceptable are planned without a dry-run (``gitsync.judge``; a sync that applies,
     not a preview, whose diff shows the server's defaults). ``keep``: inventory entries never deleted when they
     leave the render (released from the inventory as orphaned instead).
+
+    A custom resource whose CRD this plan changes is validated by the CRD it will have: its dry-run is not
+    trusted now, and one the current schema refuses (a field the new version adds) is ``deferred``, not an
+    error. ``settling_kinds`` are (group, kind) pairs whose CRDs the caller has just changed (that second
+    plan): a refusal of theirs is asked again for a moment (``served.when_schema_current``).
     """
     reader: LiveReader = live if live is not None else ListSnapshot(cluster)
     desired_ids = {m.id for m in manifests}
-    pending = _PendingParents(manifests, new_namespaces, new_kinds)
+    pending = _PendingParents(manifests, new_namespaces, new_kinds, settling_kinds)
     ordered = sorted(manifests, key=lambda m: apply_order(m.id))
     parents = [m for m in ordered if m.id.kind in PARENT_KINDS]
     children = [m for m in ordered if m.id.kind not in PARENT_KINDS]
@@ -296,6 +300,7 @@ def plan(
             reader.prefetch((m.id for m in manifests), pool)
         changes = _plan_batch(parents, pool, cluster, reader, pending, force, memo, judge)
         pending.created = {c.id for c in changes if c.action is PlanAction.CREATE and c.error is None}
+        pending.changed = {c.id for c in changes if c.action is PlanAction.UPDATE and c.error is None}
         changes += _plan_batch(children, pool, cluster, reader, pending, force, memo, judge)
 
     stale = sorted((ref for ref in inventory if ref not in desired_ids), key=apply_order)
@@ -346,7 +351,11 @@ def _plan_batch(
                 manifest.id, PlanAction.UNCHANGED, manifest, current, current, force=forced
             )
         elif (
-            current is None and judge is not None and not pending.awaits_parent(manifest.id) and judge.accepts(manifest)
+            current is None
+            and judge is not None
+            and not pending.awaits_parent(manifest.id)
+            and not pending.schema_changes(manifest.id)  # the judge reads the CRD as it is, not as it will be
+            and judge.accepts(manifest)
         ):
             compared = (None, normalise(manifest.body))
             forced = wants_force(manifest, force)
@@ -384,8 +393,11 @@ def _dry_run(
     try:
         try:
 
-            def dry_run() -> Json:
+            def request() -> Json:
                 return cluster.apply(manifest.body, dry_run=True, force=forced)
+
+            def dry_run() -> Json:
+                return when_schema_current(request) if pending.schema_settling(ref) else request()
 
             # A kind whose CRD this plan creates cannot be served yet; any other may be about to be (served.py).
             result = dry_run() if pending.awaits_parent(ref) else when_served(ref, dry_run, cluster)
@@ -395,12 +407,14 @@ def _dry_run(
             forced = True  # a person's kubectl edit: drift to take back (ownership module)
             result = cluster.apply(manifest.body, dry_run=True, force=True)
     except InvalidObjectError as e:
+        if pending.schema_changes(ref):  # refused by the schema its CRD is about to lose
+            return _deferred(manifest, current, forced, ignore)
         if e.immutable and current is not None and manifest.annotations.get(ANNOTATION_RECREATE) == "true":
             return _replacement(manifest, current, cluster, forced)
         return _failed(manifest, current, forced, e)
     except NotFoundError as e:
         if current is None and pending.awaits_parent(ref):
-            return PlannedChange(ref, PlanAction.CREATE, manifest, None, None, (None, manifest.body))
+            return _deferred(manifest, None, forced, ignore)
         return _failed(manifest, current, forced, e)
     except TerminalError as e:  # transient errors propagate: the caller retries the whole plan later
         return _failed(manifest, current, forced, e)
@@ -414,6 +428,14 @@ def _dry_run(
     if memo is not None:
         memo.forget(ref)
     return PlannedChange(ref, PlanAction.UPDATE, manifest, current, result, (before, after), forced)
+
+
+def _deferred(manifest: Manifest, current: Json | None, forced: bool, ignore: Sequence[str]) -> PlannedChange:
+    """A change that cannot be validated before its parent is applied; its diff is against the body as written."""
+    action = PlanAction.CREATE if current is None else PlanAction.UPDATE
+    before = None if current is None else normalise(current, ignore)
+    compared = (before, normalise(manifest.body, ignore))
+    return PlannedChange(manifest.id, action, manifest, current, None, compared, forced, deferred=True)
 
 
 def _replacement(manifest: Manifest, current: Json, cluster: Cluster, forced: bool) -> PlannedChange:
@@ -473,16 +495,29 @@ class _PendingParents:
         manifests: Iterable[Manifest],
         new_namespaces: Collection[str] = (),
         new_kinds: Collection[tuple[str, str]] = (),
+        settling_kinds: Collection[tuple[str, str]] = (),
     ) -> None:
         self._namespaces = {m.id.name for m in manifests if m.id.kind == "Namespace" and not m.id.group}
         self._new_namespaces = frozenset(new_namespaces)
         self._new_kinds = frozenset(new_kinds)
+        self._settling = frozenset(settling_kinds)
         self._kinds: dict[tuple[str, str], ObjectId] = {}
         for m in manifests:
             defined = defined_kind(m)
             if defined is not None:
                 self._kinds[defined] = m.id
         self.created: set[ObjectId] = set()
+        self.changed: set[ObjectId] = set()
+        """Parents this plan updates (planned first): a CRD among them changes its custom resources' schema."""
+
+    def schema_changes(self, ref: ObjectId) -> bool:
+        """``ref`` is a custom resource whose CRD this plan updates."""
+        crd = self._kinds.get((ref.group, ref.kind))
+        return crd is not None and crd in self.changed
+
+    def schema_settling(self, ref: ObjectId) -> bool:
+        """``ref``'s CRD was changed by the caller a moment ago (``plan``'s ``settling_kinds``)."""
+        return (ref.group, ref.kind) in self._settling
 
     def awaits_parent(self, ref: ObjectId) -> bool:
         crd = self._kinds.get((ref.group, ref.kind))

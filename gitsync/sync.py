@@ -27,7 +27,7 @@ from gitsync.inventory import Inventory
 from gitsync.judge import Judge
 from gitsync.memo import DryRunMemo
 from gitsync.model import LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId, SyncAction
-from gitsync.plan import PARENT_KINDS, ListSnapshot, Plan, PlanAction, plan
+from gitsync.plan import PARENT_KINDS, ListSnapshot, Plan, PlanAction, defined_kind, plan
 from gitsync.ports import Cluster, LiveReader, RenderedApp, StateStore
 from gitsync.prune import prune as prune_stage
 
@@ -104,7 +104,9 @@ def sync_app(
     memo = memo if memo is not None else DryRunMemo(before.memo)
     judge = None if dry_run else Judge(cluster)  # a preview dry-runs every create: its diff shows server defaults
 
-    def planned_now(reader: LiveReader | None) -> Plan:
+    def planned_now(
+        reader: LiveReader | None, judge: Judge | None = judge, settling: frozenset[tuple[str, str]] = frozenset()
+    ) -> Plan:
         return plan(
             manifests,
             cluster,
@@ -118,16 +120,19 @@ def sync_app(
             # an app that stops rendering the environment's own Namespace (upstream files often carry it) must not
             # delete it: every object of the environment, and gitsync's records, live in it
             keep=(ObjectId("", "Namespace", "", namespace),),
+            settling_kinds=settling,
         )
 
     planned = planned_now(live)
     first: ChangeSet = ()
-    if not dry_run and not planned.errors and any(c.deferred for c in planned.changes):
-        # Objects in a new Namespace or of a new CRD's kind could not be dry-run: create those parents (applied and
-        # waited for), then plan again, so every object is validated by the server before any of them is applied.
+    schemas = _schema_changes(planned)
+    if not dry_run and not planned.errors and (schemas or any(c.deferred for c in planned.changes)):
+        # Objects in a new Namespace, of a new CRD's kind, or of a CRD this commit changes could not be validated
+        # yet: apply those parents (waited for), then plan again, so every object is validated by the server as
+        # it will be before any of them is applied (the judge reads the CRDs again).
         first = apply(_parents(planned), cluster, progress=progress, memo=memo)
         if not failed(first):
-            planned = planned_now(_fresh(live, cluster))
+            planned = planned_now(_fresh(live, cluster), None if judge is None else Judge(cluster), schemas)
     if dry_run or planned.errors or failed(first):
         refused = apply(planned, cluster) if planned.errors and not failed(first) else ()
         changes = _merged(first, refused)
@@ -165,6 +170,12 @@ def sync_app(
     result = SyncResult(key, revision, rendered.digest, planned, applied + pruned, stored)
     _log(result)
     return result
+
+
+def _schema_changes(planned: Plan) -> frozenset[tuple[str, str]]:
+    """The (group, kind) pairs whose CRDs the plan updates."""
+    updates = (c.desired for c in planned.of(PlanAction.UPDATE) if c.error is None and c.desired is not None)
+    return frozenset(kind for m in updates if (kind := defined_kind(m)) is not None)
 
 
 def _parents(planned: Plan) -> Plan:

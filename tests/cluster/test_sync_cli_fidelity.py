@@ -118,6 +118,58 @@ def test_an_invalid_custom_resource_of_a_new_crd_applies_nothing_else(
     assert KubeCluster(kubelab.kubeconfig).get(ObjectId("", "ConfigMap", namespace, "settings")) is None
 
 
+def upgraded(crd: str, *, maximum: int = 10) -> str:
+    """The CRD's next version: a ``color`` field, and ``size``'s maximum as given."""
+    return crd.replace("maximum: 10}", f"maximum: {maximum}}}\n                color: {{type: string}}")
+
+
+def test_a_crd_upgrade_and_a_resource_using_its_new_field_sync_in_one_commit(
+    tmp_path: Path, namespace: str, group: str, kubelab: Any
+) -> None:
+    """An operator's upgrade: its CRD gains a field and a resource uses it in the same commit. The resource is
+    validated by the CRD it will have, not refused by the one it has (kubectl apply takes both too)."""
+    root = tmp_path / "repo"
+    chart(root, "gadgets", {"crd.yaml": CRD.format(group=group), "gadget.yaml": GADGET.format(group=group, size=3)})
+    environment(root, namespace, ["gadgets"])
+    args = ("--repo", str(root), "--env", "test")
+    assert gitsync("sync", *args, kubeconfig=kubelab.kubeconfig).returncode == 0
+
+    crd = upgraded(CRD.format(group=group))
+    chart(root, "gadgets", {"crd.yaml": crd, "gadget.yaml": GADGET.format(group=group, size=3) + "  color: red\n"})
+    shown = gitsync("diff", *args, kubeconfig=kubelab.kubeconfig)
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    assert "0 to create, 2 to change" in shown.stdout and "+  color: red" in shown.stdout
+    synced = gitsync("sync", *args, kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    live = KubeCluster(kubelab.kubeconfig).get(ObjectId(group, "Gadget", namespace, "g1"))
+    assert live is not None and live["spec"] == {"size": 3, "color": "red"}
+    assert gitsync("diff", *args, kubeconfig=kubelab.kubeconfig).returncode == 0
+
+
+def test_a_resource_the_upgraded_crd_refuses_applies_nothing_but_the_crd(
+    tmp_path: Path, namespace: str, group: str, kubelab: Any
+) -> None:
+    """The old schema would take the resource, the new one does not: it is judged by the new one, so the
+    commit's other changes are not applied (the CRD, a parent, goes first, as a new CRD does)."""
+    root = tmp_path / "repo"
+    config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  v: '{v}'\n"
+    crd = CRD.format(group=group)
+    templates = {"crd.yaml": crd, "gadget.yaml": GADGET.format(group=group, size=3), "configmap.yaml": config}
+    chart(root, "gadgets", {**templates, "configmap.yaml": config.format(v=1)})
+    environment(root, namespace, ["gadgets"])
+    args = ("--repo", str(root), "--env", "test")
+    assert gitsync("sync", *args, kubeconfig=kubelab.kubeconfig).returncode == 0
+
+    changed = {"crd.yaml": upgraded(crd, maximum=5), "configmap.yaml": config.format(v=2)}
+    chart(root, "gadgets", {**changed, "gadget.yaml": GADGET.format(group=group, size=7)})
+    refused = gitsync("sync", *args, kubeconfig=kubelab.kubeconfig)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"Gadget.{group}/{namespace}/g1: invalid" in refused.stderr
+    cluster = KubeCluster(kubelab.kubeconfig)
+    assert cluster.get(ObjectId("", "ConfigMap", namespace, "settings"))["data"] == {"v": "1"}  # type: ignore[index]
+    assert cluster.get(ObjectId(group, "Gadget", namespace, "g1"))["spec"] == {"size": 3}  # type: ignore[index]
+
+
 def kubectl(kubelab: Any, *args: str, editor: str = "") -> None:
     env = {**os.environ, "KUBECONFIG": str(kubelab.kubeconfig)}
     if editor:
