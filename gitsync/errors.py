@@ -88,10 +88,21 @@ class InvalidObjectError(KubeError, TerminalError):
         self.immutable = immutable
 
 
+TERMINATING = "because it is being terminated"
+"""How the API server ends the 403 it answers for a create in a namespace being deleted (NamespaceLifecycle)."""
+
+
 class ForbiddenError(KubeError, TerminalError):
     """RBAC denies the request (HTTP 403, or 401)."""
 
     status = 403
+
+
+class NamespaceTerminatingError(ForbiddenError, TransientError):
+    """The object's namespace is being deleted (Terminating): the API server refuses every create in it until the
+    deletion finishes (HTTP 403 whose message ends ``TERMINATING``: no permission problem). Transient, unlike other
+    403s: once the namespace is gone, the next sync creates it anew; ``retry_of`` and every ``TransientError``
+    check see it as such."""
 
 
 class NotFoundError(KubeError, TransientError):

@@ -12,7 +12,7 @@ its controller has not observed the latest generation or its replicas are not al
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -526,16 +526,23 @@ class Listed:
 
 
 def read_health(
-    refs: Sequence[ObjectId], namespace: str, workloads: WorkloadReader, others: LiveReader | None = None
+    refs: Sequence[ObjectId],
+    namespace: str,
+    workloads: WorkloadReader,
+    others: LiveReader | None = None,
+    *,
+    written: Collection[ObjectId] = (),
 ) -> Health:
     """The health of the objects ``refs``, read once. Workloads through ``workloads``, judged with the Pods and
     ReplicaSets of their namespace: the watch cache (no request; gitsync's own writes reach it at once, so a
     Deployment just applied reads as not yet observed, never as its old healthy self) or ``Listed``. Other objects
-    through ``others`` when given (a list taken for the plan), else ``workloads``."""
+    through ``others`` when given (a list taken for the plan), else ``workloads``; but the objects in ``written``
+    (those the sync just created or changed) always through ``workloads``: a list taken before the apply holds
+    them as they were, so an object the sync re-created after someone deleted it would read as missing."""
     healths: list[tuple[ObjectId, Health]] = []
     for ref in refs:
         workload = ref.kind in WORKLOAD_KINDS - {"Job"}
-        live = (workloads if workload or others is None else others).get(ref)
+        live = (workloads if workload or others is None or ref in written else others).get(ref)
         if workload and live is not None:
             where = ref.namespace or namespace
             healths.append((ref, assess_workload(live, workloads.pods(where), workloads.replica_sets(where))))

@@ -36,6 +36,17 @@ ANNOTATION_FORCE = "gitsync.dev/force-conflicts"
 ANNOTATION_CONFIG_HASH = "gitsync.dev/config-hash"
 """Set on pod templates by the renderer's ``config_hash`` helper so a config-only change rolls the workload."""
 
+SERVER_OWNED_METADATA = (
+    "managedFields",
+    "resourceVersion",
+    "generation",
+    "uid",
+    "creationTimestamp",
+    "selfLink",
+)
+"""``metadata`` fields the API server writes: the record of one stored object, never intent. The renderer drops them
+from every manifest (one copied from ``kubectl get -o yaml`` carries them), and drift comparison ignores them."""
+
 Json = dict[str, Any]
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from gitsync.model import ANNOTATION_IGNORE, Json, ObjectId
+from gitsync.model import ANNOTATION_IGNORE, SERVER_OWNED_METADATA, Json, ObjectId
 
 __all__ = [
     "MASK",
@@ -34,14 +34,6 @@ __all__ = [
     "normalise",
 ]
 
-SERVER_OWNED_METADATA = (
-    "managedFields",
-    "resourceVersion",
-    "generation",
-    "uid",
-    "creationTimestamp",
-    "selfLink",
-)
 SERVER_OWNED_ANNOTATIONS = (
     "kubectl.kubernetes.io/last-applied-configuration",
     "deployment.kubernetes.io/revision",

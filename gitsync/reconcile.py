@@ -35,7 +35,7 @@ from gitsync.apply import Progress
 from gitsync.errors import GitsyncError, Retry, TerminalError, TransientError
 from gitsync.health import Health, Listed, read_health
 from gitsync.history import Result, Status
-from gitsync.model import AppEnv, HealthStatus, Manifest, ObjectId
+from gitsync.model import AppEnv, HealthStatus, Manifest, ObjectId, SyncAction
 from gitsync.ports import (
     Clock,
     Cluster,
@@ -365,7 +365,7 @@ class _Line:
             return self.result(Kind.FAILED, outcome=Result.FAILED, sync=synced, error=message, error_class=error_class)
         t0 = time.monotonic()
         try:
-            health = self._verify(rendered, step)
+            health = self._verify(rendered, step, synced)
         except GitsyncError as e:  # the cluster went away after the sync (a target cluster down): say so, retry
             return self.failed(Result.FAILED, e, sync=synced)
         self._timed(Stage.VERIFY, t0)
@@ -406,12 +406,16 @@ class _Line:
         owned = self.s.preview(rendered) if self.s.preview is not None else frozenset()
         return RolloutStep(exclude=owned)
 
-    def _verify(self, rendered: RenderedApp, step: RolloutProgress) -> Health:
-        """Health read once: every rendered object, except that objects a rollout applies itself are judged by
-        the Deployments serving the app right now (stable and canary, or the live colour)."""
+    def _verify(self, rendered: RenderedApp, step: RolloutProgress, synced: SyncResult) -> Health:
+        """Health read once, after the apply: every rendered object, except that objects a rollout applies itself
+        are judged by the Deployments serving the app right now (stable and canary, or the live colour). What the
+        sync wrote is read as the apply left it (the write-through watch cache, or a GET), never from the list the
+        plan read before the apply (``gitsync sync``'s), which would show an object it re-created as missing."""
         ids = [m.id for m in rendered.manifests if not (step.serving and m.id in step.exclude)]
         workloads = self.s.workloads if self.s.workloads is not None else Listed(self.s.cluster)
-        return read_health([*ids, *sorted(step.serving - set(ids))], rendered.namespace, workloads, self.s.live)
+        written = {e.id for e in synced.changes if e.action in (SyncAction.CREATED, SyncAction.CONFIGURED)}
+        refs = [*ids, *sorted(step.serving - set(ids))]
+        return read_health(refs, rendered.namespace, workloads, self.s.live, written=written)
 
     def _verified(self, synced: SyncResult, health: Health, step: RolloutProgress) -> ReconcileResult:
         phase = str(step.phase)

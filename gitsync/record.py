@@ -36,11 +36,11 @@ from gitsync.forge_queue import ForgeQueue
 from gitsync.history import History, Release, Result, Status, first_line
 from gitsync.ledger import AnalysisResult
 from gitsync.metrics import observe_reconcile
-from gitsync.model import ANNOTATION_PRUNE, HealthStatus, SyncAction, SyncState
+from gitsync.model import ANNOTATION_PRUNE, AppEnv, HealthStatus, SyncAction, SyncState
 from gitsync.notify import Notifier, notices
 from gitsync.ports import CommitState, CommitStatus, Forge, StateStore
 from gitsync.promotion import PromotionAction, Promotions
-from gitsync.result import Kind, ReconcileResult
+from gitsync.result import Kind, ReconcileResult, Target
 
 __all__ = [
     "CommitStatusSink",
@@ -56,6 +56,7 @@ __all__ = [
     "StatusSink",
     "commit_status",
     "default_sinks",
+    "orphaned_message",
 ]
 
 log = logging.get("gitsync.reconcile")
@@ -105,15 +106,17 @@ def _removed_message(result: ReconcileResult) -> str:
     return message + (f", {kept} kept ({ANNOTATION_PRUNE}: false, or the environment's namespace)" if kept else "")
 
 
-def _orphaned_message(result: ReconcileResult) -> str:
+def orphaned_message(key: AppEnv, target: Target | None, kept: int) -> str:
+    """What an app that left its environment with pruning off says: the status's error, and ``gitsync sync``'s
+    line for it."""
     return (
-        f"{result.key.app} is no longer listed in environments/{result.key.env}/env.yaml and {_kept_because(result)}: "
-        f"its {result.kept} objects stay in the cluster, no longer managed"
+        f"{key.app} is no longer listed in environments/{key.env}/env.yaml and {_kept_because(target)}: "
+        f"its {kept} objects stay in the cluster, no longer managed"
     )
 
 
-def _kept_because(result: ReconcileResult) -> str:
-    if result.target is not None and result.target.emptied:
+def _kept_because(target: Target | None) -> str:
+    if target is not None and target.emptied:
         return "the file lists no apps (set pruneAllowEmpty: true to remove them all)"
     return "pruning is off"
 
@@ -146,7 +149,7 @@ class LogSink:
             kept = len(r.sync.plan.orphaned) if r.sync is not None else 0
             log.info("app.removed", deleted=r.counts().get(SyncAction.DELETED, 0), kept=kept)
         elif r.kind is Kind.ORPHANED:
-            log.warning("app.orphaned", objects=r.kept, reason=_kept_because(r))
+            log.warning("app.orphaned", objects=r.kept, reason=_kept_because(r.target))
         elif r.kind is Kind.GONE:
             log.info("reconcile.gone", reason="app-env no longer in the environment at this revision")
 
@@ -473,7 +476,7 @@ class StatusSink:
                 updated_at=now,
             )
         if r.kind is Kind.ORPHANED:
-            message = _orphaned_message(r)
+            message = orphaned_message(r.key, r.target, r.kept)
             before = r.previous
             if before is not None and (before.result, before.last_error) == (Result.ORPHANED.value, message):
                 return None  # said once

@@ -1,13 +1,16 @@
 """Removing an app that left its environment's ``env.yaml``: the reconcile line's empty render.
 
-Its whole inventory goes through the one prune stage (``sync_app`` of nothing, with an empty render allowed), so
-every guard holds: reverse apply order, ``gitsync.dev/prune: "false"`` kept, failed deletions kept and retried.
-Its rollout state and inventory are dropped only after the removal is recorded; status and history stay.
+Which apps left (``departed``) is read from the cluster, the same way by the agent's discovery and by ``gitsync
+sync`` and ``gitsync diff``: the app-envs of the environment that gitsync holds an inventory for in its namespace
+and whose app ``env.yaml`` no longer lists. Each one's whole inventory goes through the one prune stage
+(``sync_app`` of nothing, with an empty render allowed), so every guard holds: reverse apply order,
+``gitsync.dev/prune: "false"`` kept, failed deletions kept and retried. Its rollout state and inventory are dropped
+only after the removal is recorded; status and history stay.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +21,13 @@ from gitsync.strategy.executor import PART as ROLLOUT_PART
 from gitsync.strategy.executor import made_deployments
 from gitsync.sync import SyncResult, sync_app
 
-__all__ = ["forget", "prune_all"]
+__all__ = ["departed", "forget", "preview", "prune_all"]
+
+
+def departed(store: StateStore, env: str, namespace: str, listed: Collection[str]) -> frozenset[AppEnv]:
+    """The app-envs of ``env`` that have an inventory in ``namespace`` (what gitsync applied there and may prune)
+    but whose app ``listed`` (``env.yaml``'s ``apps:``) no longer names."""
+    return frozenset(key for key in store.keys(env, namespace, inventories.PART) if key.app not in listed)
 
 
 def prune_all(
@@ -30,6 +39,12 @@ def prune_all(
         # Tracks made by an agent from before tracks were inventoried: inventory them so they go too.
         inventories.save(store, key, namespace, before.adding(made), before)
     return sync_app(_Emptied(key, namespace, revision), cluster, store, prune=True, dry_run=False)
+
+
+def preview(cluster: Cluster, store: StateStore, key: AppEnv, namespace: str, revision: str) -> SyncResult:
+    """What ``prune_all`` would delete, planned by a dry run that writes nothing (``gitsync diff``, ``sync
+    --dry-run``): the inventory's objects as deletes, those it keeps (``gitsync.dev/prune: "false"``) as orphaned."""
+    return sync_app(_Emptied(key, namespace, revision), cluster, store, prune=True, dry_run=True)
 
 
 def _rollout_workloads(cluster: Cluster, key: AppEnv, inventory: frozenset[ObjectId]) -> frozenset[ObjectId]:

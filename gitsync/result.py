@@ -4,8 +4,8 @@ from, with its vocabulary (stages, kinds, error classes) and the ``Target`` it r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from gitsync.errors import Retry
@@ -72,6 +72,13 @@ class Target:
     """The value paths receiving environments take from this one: they identify a release in the ledger."""
     cluster: str = ""
     """The named cluster the environment is applied to (``gitsync.runtime.clusters``); "": the agent's own."""
+
+    def removed_from(self, listed: Collection[str], *, prune_allow_empty: bool) -> Target:
+        """This target for an app that left its environment, whose ``env.yaml`` now lists ``listed``: pruned as
+        ``prune`` says, except that a file listing no apps at all without ``pruneAllowEmpty: true`` only reports
+        them (``emptied``: the empty-render guard of a whole environment, Argo CD's and Flux's)."""
+        emptied = not listed and not prune_allow_empty
+        return replace(self, removed=True, prune=self.prune and not emptied, emptied=emptied)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,9 @@ def read_utf8(path: Path) -> str:
     with path.open("rb") as file:
         data = file.read(MAX_INPUT_BYTES + 1)
     if len(data) > MAX_INPUT_BYTES:
-        raise UnreadableText(f"larger than {MAX_INPUT_BYTES // 1024 // 1024} MiB, the most the renderer reads from a file")
+        raise UnreadableText(
+            f"larger than {MAX_INPUT_BYTES // 1024 // 1024} MiB, the most the renderer reads from a file"
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

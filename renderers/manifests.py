@@ -1,6 +1,10 @@
 """From rendered documents to the app's manifests: checked, owned, placed, ordered, and digested. Pure.
 
-Every object gets the ownership labels and, when namespaced, the environment's namespace. Identity is
+Every object gets the ownership labels and, when namespaced, the environment's namespace, and loses the metadata
+the API server writes (``SERVER_OWNED_METADATA``: ``resourceVersion``, ``uid``, ``creationTimestamp`` ...), which a
+manifest copied from ``kubectl get -o yaml`` carries: sent back, a stale ``resourceVersion`` or a ``uid`` is a
+precondition the server refuses (HTTP 409) and ``managedFields`` a request it rejects (400). Dropped here, the
+render digest, the diff and the apply all see the same object. Identity is
 ``gitsync.model.ObjectId``; order is ``gitsync.model.apply_order``; the digest is SHA-256 over the canonical
 JSON (sorted keys, compact) of the ordered objects, the same form ``gitsync render`` prints, so the digest
 changes exactly when the output does.
@@ -17,6 +21,7 @@ from gitsync.model import (
     LABEL_ENV,
     LABEL_MANAGED_BY,
     MANAGER,
+    SERVER_OWNED_METADATA,
     Manifest,
     ObjectId,
     apply_order,
@@ -127,6 +132,8 @@ def _build_manifest(body: Any, path: str, line: int, environment: Environment, a
             f"{kind}/{meta['name']} is in namespace {namespace!r}, outside environment {environment.name}'s "
             f"namespace {environment.namespace!r} (list it in env.yaml allowedNamespaces to allow it)"
         )
+    for field in SERVER_OWNED_METADATA:
+        meta.pop(field, None)
     labels = meta.get("labels")
     if labels is None:
         labels = meta["labels"] = {}

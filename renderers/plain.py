@@ -2,8 +2,8 @@
 
 What most teams start with and what upstream projects publish: the files are taken verbatim, so ``{{ }}`` in a
 PrometheusRule or a Grafana dashboard needs no escaping. The environment still adds the ownership labels and
-its ``labels`` and places namespaced objects in its namespace (``renderers.manifests``). Pure apart from reading
-the files.
+its ``labels``, places namespaced objects in its namespace and drops the metadata the API server writes
+(``resourceVersion``, ``uid`` ...: ``renderers.manifests``). Pure apart from reading the files.
 """
 
 from __future__ import annotations

@@ -34,11 +34,13 @@ import urllib3
 
 from gitsync.adapters.kubeconfig import client_connection, static_connection
 from gitsync.errors import (
+    TERMINATING,
     FieldConflictError,
     ForbiddenError,
     InvalidObjectError,
     KindNotServedError,
     KubeError,
+    NamespaceTerminatingError,
     NotFoundError,
     StaleError,
     UnavailableError,
@@ -61,6 +63,9 @@ _DISCOVERY_ACCEPT = (
 _METADATA_LIST_ACCEPT = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 _LIST_PAGE = 500
 _CONFLICT_MANAGER = re.compile(r'conflict with "([^"]+)"')
+_FIELD_MANAGER_CONFLICT = "FieldManagerConflict"
+"""The cause a server-side apply's 409 lists per field another manager owns. A 409 without one is a failed
+precondition (a ``resourceVersion`` or ``uid`` in the body that is not the stored object's): ``StaleError``."""
 _REFRESH_INTERVAL = 1.0
 """Seconds between discovery refreshes triggered by a kind already found unknown, so a typo in a kind does not
 hammer /apis."""
@@ -444,7 +449,7 @@ def _error(subject: str, method: str, status: int, data: bytes, retry_after: str
     reason = str(doc.get("reason", ""))
     causes = (doc.get("details") or {}).get("causes") or []
     fields = tuple(str(c["field"]) for c in causes if c.get("field"))
-    if status == 409 and method == "PATCH":
+    if status == 409 and method == "PATCH" and any(c.get("reason") == _FIELD_MANAGER_CONFLICT for c in causes):
         managers = tuple(dict.fromkeys(m for c in causes for m in _CONFLICT_MANAGER.findall(str(c.get("message", "")))))
         owners = ", ".join(managers) or "another field manager"
         return FieldConflictError(
@@ -458,10 +463,11 @@ def _error(subject: str, method: str, status: int, data: bytes, retry_after: str
     if status in (400, 422) or (status == 500 and _TYPED_PATCH in message):
         immutable = "immutable" in message or any("immutable" in str(c.get("message", "")) for c in causes)
         what = "field is immutable" if immutable else "invalid"
-        detail = ", ".join(fields) if fields else message
-        return InvalidObjectError(f"{subject}: {what}: {detail} ({message})", fields=fields, immutable=immutable)
+        detail = f"{', '.join(fields)} ({message})" if fields else message
+        return InvalidObjectError(f"{subject}: {what}: {' '.join(detail.split())}", fields=fields, immutable=immutable)
     if status in (401, 403):
-        return ForbiddenError(f"{subject}: forbidden: {message}")
+        forbidden = NamespaceTerminatingError if TERMINATING in message else ForbiddenError
+        return forbidden(f"{subject}: forbidden: {message}")
     if status == 404:
         return NotFoundError(f"{subject}: not found: {message}")
     if status == 410:

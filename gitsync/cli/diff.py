@@ -3,7 +3,9 @@
 Exit status follows kubectl: 0 no changes, 1 changes (a person's ``kubectl edit`` of a declared field included:
 drift that ``sync`` takes back), 2 error (render error, a dry-run the server refused, a conflict with fields a
 controller owns), 3 an error that may pass on a retry (cluster unreachable, HTTP 5xx or 429): the rule of
-``gitsync.cli.sync.exit_status``. Secret values are masked in every format. ``-o json`` is for machines,
+``gitsync.cli.sync.exit_status``. An app no longer listed in ``env.yaml`` whose objects gitsync still holds shows
+as their deletes when the environment prunes (as ``sync`` removes them), or as a line saying they stay. Secret
+values are masked in every format. ``-o json`` is for machines,
 ``-o markdown`` for a pull request comment.
 """
 
@@ -21,10 +23,12 @@ import click
 from gitsync import log as logging
 from gitsync.cli.sync import (
     app_option,
+    departures,
     env_option,
     exit_status,
     fail_on,
     kubeconfig_option,
+    preview_departure,
     previews,
     repo_option,
 )
@@ -46,9 +50,21 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
     # stdout is the diff; the command prints each error once itself (the warning event would repeat them as JSON)
     logging.configure("auto", level="ERROR")
     try:
-        results = [result for _, result in previews(repo, env, app, kubeconfig, listed=True)[1]]
+        cluster, previewed = previews(repo, env, app, kubeconfig, listed=True)
+        results = [result for _, result in previewed]
+        # apps no longer listed, as sync removes them (a whole environment only): deletes, or a note they stay
+        departed = departures(cluster, repo, env, None) if not app else []
+        removals = [preview_departure(cluster, key, target, "") for key, target in departed]
     except GitsyncError as e:
         fail_on(e)
+    for removal in removals:
+        if isinstance(removal, str):
+            click.echo(removal, err=True)
+            continue
+        results.append(removal)
+        deletes = removal.plan.counts()[PlanAction.DELETE]
+        listed = f"environments/{removal.app_env.env}/env.yaml"
+        click.echo(f"{removal.app_env}: no longer listed in {listed}: sync deletes its {deletes} objects", err=True)
     total = Plan(tuple(chain.from_iterable(r.plan.changes for r in results)))
     if output == "json":
         click.echo(json.dumps(_json(env, results, total), indent=2))

@@ -1,12 +1,15 @@
 """``gitsync sync``: render an environment (or one app) and apply it to the cluster, once.
 
-Creates the environment's namespace when it is missing, as the agent does; apps that install Namespaces or CRDs
-go first, so another app's custom resources find their kind served. Progress bars on a terminal, structured log
-events otherwise, and a one-line summary per app. Exit status, the rule of every command that talks to a cluster
-(``exit_status``): 0 when every object synced, 2 when something needs a change of input (render error, an
-object the server refuses, a conflict with another owner, forbidden), 3 when trying again may succeed (cluster
-unreachable, HTTP 5xx or 429, a CRD not Established in time); ``diff`` adds 1 for "changes found". Also home of
-what ``gitsync diff`` shares with it: rendering the targets and connecting to the cluster.
+Creates the environment's namespace when it is missing, as the agent does, and refuses one being deleted (every
+create in it would fail until it is gone: exit 3); apps that install Namespaces or CRDs go first, so another app's
+custom resources find their kind served. Apps that left the environment's ``env.yaml`` while gitsync still holds
+their objects are then removed as the agent removes them (``departures``), or reported when not pruned. Progress
+bars on a terminal, structured log events otherwise, and a one-line summary per app. Exit status, the rule of every
+command that talks to a cluster (``exit_status``): 0 when every object synced, 2 when something needs a change of
+input (render error, an object the server refuses, a conflict with another owner, forbidden), 3 when trying again
+may succeed (cluster unreachable, HTTP 5xx or 429, a CRD not Established in time, a namespace being deleted);
+``diff`` adds 1 for "changes found". Also home of what ``gitsync diff`` shares with it: rendering the targets,
+connecting to the cluster, and the apps that left the environment.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import sys
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
@@ -23,13 +27,15 @@ import click
 
 from gitsync import log as logging
 from gitsync.apply import ChangeSetEntry
-from gitsync.errors import GitsyncError, Retry, TerminalError, retry_of, retry_of_all
+from gitsync.errors import GitsyncError, NamespaceTerminatingError, Retry, TerminalError, retry_of, retry_of_all
 
 if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the Kubernetes client
     from gitsync.adapters.kube import KubeCluster
-    from gitsync.model import ObjectId
+    from gitsync.model import AppEnv, ObjectId
     from gitsync.plan import ListSnapshot
     from gitsync.ports import LiveReader
+    from gitsync.reconcile import Request
+    from gitsync.result import ReconcileResult, Target
     from gitsync.sync import SyncResult
     from renderers import RenderedApp
 
@@ -104,6 +110,63 @@ def namespaces_to_create(cluster: KubeCluster, targets: Sequence[RenderedApp]) -
     from gitsync.sync import namespace_exists
 
     return frozenset(ns for ns in {r.namespace for r in targets} if not namespace_exists(cluster, ns))
+
+
+def refuse_terminating(cluster: KubeCluster, namespaces: Collection[str]) -> None:
+    """A ``NamespaceTerminatingError`` (transient) for the first of ``namespaces`` being deleted: the API server
+    refuses every create in it until its deletion finishes, which may wait on finalizers for long. Refused before
+    anything is applied, in one line; once it is gone, the next sync creates it anew. Without permission to read
+    namespaces, left to the creates to say."""
+    from gitsync.errors import ForbiddenError
+    from gitsync.model import ObjectId
+
+    for namespace in sorted(namespaces):
+        ref = ObjectId("", "Namespace", "", namespace)
+        try:
+            live = cluster.get(ref)
+        except ForbiddenError:
+            continue
+        since = (live or {}).get("metadata", {}).get("deletionTimestamp")
+        if since:
+            raise NamespaceTerminatingError(
+                f"{ref}: being deleted (Terminating since {since}): nothing can be created in it until the deletion "
+                "finishes; sync again then, and the namespace is created anew"
+            )
+
+
+def departures(cluster: KubeCluster, repo: Path, env: str, prune: bool | None) -> list[tuple[AppEnv, Target]]:
+    """The app-envs gitsync holds state for in the environment's namespace whose app ``env.yaml`` no longer lists
+    (found as the agent finds them, ``removal.departed``), each with its removal target: pruned as ``env.yaml``'s
+    ``prune`` says, or ``prune`` (``--prune/--no-prune``) when given, but never when the file lists no apps at all
+    without ``pruneAllowEmpty: true`` (``Target.removed_from``)."""
+    from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.removal import departed
+    from gitsync.result import Target
+    from renderers import load_environment
+
+    environment = load_environment(repo, env)
+    target = Target(
+        environment.namespace,
+        prune=environment.prune if prune is None else prune,
+        self_heal=environment.self_heal,
+    ).removed_from(environment.apps, prune_allow_empty=environment.prune_allow_empty)
+    left = departed(ConfigMapStateStore(cluster), env, environment.namespace, environment.apps)
+    return [(key, target) for key in sorted(left)]
+
+
+def preview_departure(cluster: KubeCluster, key: AppEnv, target: Target, revision: str) -> SyncResult | str:
+    """What a sync does to an app that left its environment: a dry run of its removal (its objects as deletes),
+    or, when it is not pruned, the line that says its objects stay (``record.orphaned_message``)."""
+    from gitsync import inventory as inventories
+    from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.record import orphaned_message
+    from gitsync.removal import preview as preview_removal
+
+    store = ConfigMapStateStore(cluster)
+    if target.prune:
+        return preview_removal(cluster, store, key, target.namespace, revision)
+    kept = len(inventories.load(store, key, target.namespace).objects)
+    return f"{key}: {orphaned_message(key, target, kept)}"
 
 
 def preview(
@@ -213,7 +276,11 @@ def always(value: T) -> Callable[..., T]:
 @repo_option
 @env_option
 @app_option
-@click.option("--prune/--no-prune", default=None, help="Delete objects that left the render (default: the env's).")
+@click.option(
+    "--prune/--no-prune",
+    default=None,
+    help="Delete objects that left the render, and apps no longer listed in env.yaml (default: the env's prune).",
+)
 @click.option("--dry-run", is_flag=True, help="Plan with server-side dry-run; change nothing.")
 @click.option("--force", is_flag=True, help="Take over fields owned by other field managers.")
 @kubeconfig_option
@@ -224,7 +291,10 @@ def command(
 
     Each app goes through the agent's own reconcile (``gitsync.reconcile``) and is recorded like the agent records
     it (status, history, Events), so `gitsync status` shows what this sync did. A canary or blue-green workload
-    advances one rollout step per run, as in the agent; run again (or `gitsync rollout promote`) to go on."""
+    advances one rollout step per run, as in the agent; run again (or `gitsync rollout promote`) to go on.
+
+    Without --app, an app no longer listed in env.yaml whose objects gitsync still holds is removed as the agent
+    removes it: its objects deleted when the environment prunes, else reported as orphaned."""
     from gitsync.adapters.checkout import LocalCheckout
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.http_check import HttpClient
@@ -248,6 +318,9 @@ def command(
         # all or nothing: a render error anywhere touches no cluster; apps with Namespaces or CRDs go first
         targets = sorted(render(repo, env, app, revision), key=installs_parents, reverse=True)  # else env.yaml order
         cluster = connect(kubeconfig)
+        # apps no longer listed (a whole-environment sync only), removed after the listed ones are synced
+        left = departures(cluster, repo, env, prune) if app is None else []
+        refuse_terminating(cluster, {r.namespace for r in targets} | {t.namespace for _, t in left})
         missing = namespaces_to_create(cluster, targets) if dry_run else frozenset()
         if not dry_run:  # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
             for namespace in sorted({rendered.namespace for rendered in targets}):
@@ -261,8 +334,10 @@ def command(
     recorder = Recorder(default_sinks(history, EventSink(cluster, clock), agent=False))
     rollouts = RolloutExecutor(cluster, store, measurer=Measurer(PrometheusClient(), HttpClient()))
     retries: list[Retry | None] = []
-    for rendered in targets:
-        target = Target(rendered.namespace, prune=rendered.environment.prune, self_heal=rendered.environment.self_heal)
+
+    def run(target: Target, request: Request, rendered: RenderedApp | None = None) -> ReconcileResult | None:
+        """The agent's reconcile of one app-env (an app that left its environment renders nothing); a failure
+        to record it is one line and its class, as for the agent."""
         stages = Stages(
             source=source,
             locate=always(target),
@@ -273,9 +348,17 @@ def command(
             recorder=recorder,
             rollouts=rollouts,
             live=snapshot(cluster),
-            render=always(rendered),
             preview=owned,
         )
+        try:
+            return reconcile(replace(stages, render=always(rendered)) if rendered else stages, request)
+        except GitsyncError as e:  # recording it failed (the API went away, the namespace is being deleted)
+            click.echo(f"error: {e}", err=True)
+            retries.append(retry_of(e))
+            return None
+
+    for rendered in targets:
+        target = Target(rendered.namespace, prune=rendered.environment.prune, self_heal=rendered.environment.self_heal)
         with progress_for(str(rendered.app_env), interactive and not dry_run) as tick:
             request = Request(
                 rendered.app_env,
@@ -286,7 +369,9 @@ def command(
                 new_namespace=rendered.namespace in missing,
                 progress=tick,
             )
-            result = reconcile(stages, request)
+            result = run(target, request, rendered)
+        if result is None:
+            continue
         if result.sync is None:
             click.echo(f"error: {result.error}", err=True)
             retries.append(result.error_class or Retry.TERMINAL)
@@ -297,9 +382,53 @@ def command(
         retries.append(result.sync.retry)
         if result.kind is Kind.RELEASE and result.rollout is not None and result.rollout.exclude and not dry_run:
             click.echo(f"{rendered.app_env}: rollout {result.rollout.phase}: {result.rollout.message}")
+    for key, target in left:
+        retries.append(_remove(key, target, run, cluster, revision or "", dry_run=dry_run))
     retry = retry_of_all(retries)
     if retry is not None:
         sys.exit(exit_status(retry))
+
+
+def _remove(
+    key: AppEnv,
+    target: Target,
+    run: Callable[[Target, Request], ReconcileResult | None],
+    cluster: KubeCluster,
+    revision: str,
+    *,
+    dry_run: bool,
+) -> Retry | None:
+    """Sync an app that left its environment as the agent does (``Kind.REMOVED``: its whole inventory pruned with
+    every guard, and recorded; or only reported when it is not pruned), printing one line; a dry run plans it."""
+    from gitsync.reconcile import Request
+    from gitsync.result import Kind
+
+    listed = f"no longer listed in environments/{key.env}/env.yaml"
+    if dry_run:
+        try:
+            planned = preview_departure(cluster, key, target, revision)
+        except GitsyncError as e:
+            click.echo(f"error: {e}", err=True)
+            return retry_of(e)
+        click.echo(planned if isinstance(planned, str) else f"{planned.summary()} ({listed})")
+        return None
+    result = run(target, Request(key, skip_current=False))
+    if result is None:
+        return None  # said by run
+    if result.kind is Kind.ORPHANED:
+        from gitsync.record import orphaned_message
+
+        click.echo(f"{key}: {orphaned_message(key, target, result.kept)}")
+        return None
+    if result.sync is not None:
+        click.echo(f"{result.sync.summary()} ({listed})")
+        for entry in result.sync.failures:
+            click.echo(f"  {entry.error}", err=True)
+    if result.kind is Kind.FAILED:
+        if result.sync is None:
+            click.echo(f"error: {key}: {listed}, its removal failed: {result.error}", err=True)
+        return result.error_class or Retry.TERMINAL
+    return None
 
 
 def installs_parents(rendered: RenderedApp) -> bool:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -44,8 +43,8 @@ from typing import Protocol
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from gitsync import inventory as inventories
 from gitsync import log as logging
+from gitsync import removal
 from gitsync.adapters.git import scrub
 from gitsync.cache import WatchCache
 from gitsync.drift import DriftHub, DriftWatcher
@@ -439,20 +438,18 @@ class Agent:
             if selection.apps:
                 continue
             try:
-                inventoried = self._inventoried(selection.name, environment.namespace)
+                left = removal.departed(self._store, selection.name, environment.namespace, environment.apps)
             except GitsyncError as e:
                 log.warning("environment.inventories_unlisted", env=selection.name, error=str(e))
                 complete = False
                 with self._lock:
                     removed.update({k: t for k, t in self._removed.items() if k.env == selection.name})
                 continue
-            left = inventoried - set(found)
-            if left and not environment.apps and not environment.prune_allow_empty:
+            leaving = target.removed_from(environment.apps, prune_allow_empty=environment.prune_allow_empty)
+            if left and leaving.emptied:
                 # The empty-render guard of a whole environment: ``apps: []`` is reported, never pruned.
                 log.warning("environment.empty", env=selection.name, revision=snapshot.revision, kept=len(left))
-                removed.update({key: replace(target, removed=True, prune=False, emptied=True) for key in left})
-                continue
-            removed.update({key: replace(target, removed=True) for key in left})
+            removed.update(dict.fromkeys(left, leaving))
         with self._lock:
             new = set(found) - set(self._targets)
             gone = (set(removed) - set(self._removed)) | (set(self._targets) - set(found) - set(removed))
@@ -465,10 +462,6 @@ class Agent:
             log.warning("app_env.removed", app=key.app, env=key.env, revision=snapshot.revision)
         for key in sorted(new | set(removed)):
             self._enqueue(key, snapshot.revision, "removed" if key in removed else "discovered")
-
-    def _inventoried(self, env: str, namespace: str) -> frozenset[AppEnv]:
-        """The app-envs of ``env`` that have an inventory in ``namespace`` (what gitsync applied and may prune)."""
-        return self._store.keys(env, namespace, inventories.PART)
 
     def _locate(self, key: AppEnv, snapshot: Snapshot | None) -> Target | None:
         """``Stages.locate``: discover the app-envs at ``snapshot`` (once per revision), then where ``key`` lives."""
@@ -508,6 +501,16 @@ class Agent:
             if (name, namespace) not in self._namespaces:
                 ensure_namespace(cluster, namespace)
                 self._namespaces.add((name, namespace))
+
+    def _look_for_namespace(self, key: AppEnv) -> None:
+        """After a failure worth retrying: the next reconcile of ``key`` checks its namespace again, as it may
+        have been deleted (or be Terminating, which refuses every create until it is gone), so that once it is
+        gone ``_ensure_namespace`` creates it anew instead of every retry failing on a namespace not found."""
+        with self._lock:
+            target = self._targets.get(key) or self._removed.get(key)
+        if target is not None:
+            for name in {target.cluster, HOME}:
+                self._namespaces.discard((name, target.namespace))
 
     # -- readiness ---------------------------------------------------------------------------------------------
 
@@ -575,10 +578,13 @@ class Agent:
                 )
                 self._after(result, stages)
                 self._promote_next(result)
+                if result.error_class is Retry.TRANSIENT:
+                    self._look_for_namespace(item.key)
                 return self._schedule(result, item)
         except GitsyncError as e:
-            # Recording failed (API down, namespace gone): retry the whole reconcile.
+            # Recording failed (API down, namespace gone or being deleted): retry the whole reconcile.
             log.warning("reconcile.failed", app=item.key.app, env=item.key.env, error=str(e), attempt=item.attempt)
+            self._look_for_namespace(item.key)
             return Outcome.TRANSIENT, item.revision, getattr(e, "retry_after", None)
         except Exception as e:  # a bug in one reconcile must not kill the worker thread
             log.exception("reconcile.crashed", app=item.key.app, env=item.key.env, error=str(e))

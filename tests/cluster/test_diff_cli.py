@@ -14,6 +14,7 @@ from gitsync.adapters.kube import KubeCluster
 from gitsync.model import ObjectId
 
 GITSYNC = Path(sys.executable).parent / "gitsync"
+KUBECTL = Path(sys.executable).parent / "kubectl"
 
 TEMPLATES = {
     "configmap.yaml": """\
@@ -206,6 +207,41 @@ def test_sync_creates_the_environment_namespace_on_a_fresh_cluster(
         assert again.returncode == 0, again.stderr
     finally:
         cluster.delete(ObjectId("", "Namespace", "", fresh))
+
+
+def test_a_manifest_copied_from_kubectl_get_keeps_syncing(tmp_path: Path, namespace: str, kubelab: Any) -> None:
+    """``kubectl get -o yaml`` pasted into the repo carries what the server wrote (resourceVersion, uid,
+    creationTimestamp). gitsync drops it: every later change syncs, where a stale resourceVersion sent back is
+    refused with HTTP 409 from the first change after the copy on."""
+    repo = write_repo(tmp_path / "repo", namespace)
+    synced = gitsync("sync", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stderr
+    copied = subprocess.run(
+        [str(KUBECTL), "--kubeconfig", str(kubelab.kubeconfig), "-n", namespace, "get", "configmap/shop", "-o", "yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "resourceVersion:" in copied and "uid:" in copied and "creationTimestamp:" in copied
+    template = repo / "apps" / "shop" / "templates" / "configmap.yaml"
+    cluster = KubeCluster(kubelab.kubeconfig)
+    for color in ("green", "red"):
+        template.write_text(copied.replace("color: blue", f"color: {color}"))
+        synced = gitsync("sync", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+        assert synced.returncode == 0, synced.stderr
+        assert synced.stdout.splitlines() == ["shop@test: 1 configured, 2 unchanged"], synced.stdout
+        live = cluster.get(ObjectId("", "ConfigMap", namespace, "shop"))
+        assert live is not None and live["data"] == {"color": color}
+
+    rendered = subprocess.run(
+        [str(GITSYNC), "render", "--repo", str(repo), "--env", "test"], capture_output=True, text=True, check=False
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    for field in ("resourceVersion", "uid", "creationTimestamp"):
+        assert field not in rendered.stdout
+    diff = gitsync("diff", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert diff.returncode == 0, diff.stdout
 
 
 def test_history_prints_commit_messages_and_errors_as_written(namespace: str, kubelab: Any) -> None:

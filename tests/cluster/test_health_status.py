@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 GITSYNC = Path(sys.executable).parent / "gitsync"
 
@@ -124,3 +125,26 @@ def test_status_of_a_broken_repo_exits_2_with_one_line(kubelab: Any, namespace: 
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "configmap.yaml" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.timeout(240)
+def test_a_sync_that_recreates_a_deleted_object_records_it_healthy(
+    kubelab: Any, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """The health a sync records is read after its apply: an object it has just re-created is not Missing."""
+    repo = write_repo(tmp_path / "repo", namespace)
+    synced = gitsync("sync", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stderr
+    assert status_until(repo, kubelab.kubeconfig, "Healthy")["health"] == "Healthy"
+
+    client.CoreV1Api(kube_api).delete_namespaced_config_map("shop", namespace)  # a person's kubectl delete
+    synced = gitsync("sync", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stderr
+    assert "1 created" in synced.stdout, synced.stdout
+
+    recorded = status(repo, kubelab.kubeconfig)["agent"]
+    assert (recorded["health"], recorded["healthReason"]) == ("Healthy", "")
+    shown = gitsync("history", "--env", "test", "-o", "json", kubeconfig=kubelab.kubeconfig)
+    assert shown.returncode == 0, shown.stderr
+    [entry] = [e for e in json.loads(shown.stdout) if e["namespace"] == namespace]
+    assert (entry["status"]["health"], entry["status"]["healthReason"]) == ("Healthy", "")

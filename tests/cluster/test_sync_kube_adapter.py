@@ -128,6 +128,21 @@ def test_conflict_names_fields_and_manager_and_force_takes_over(cluster: KubeClu
     assert taken["spec"]["replicas"] == 1
 
 
+def test_a_stale_resource_version_is_stale_not_a_field_conflict(cluster: KubeCluster, namespace: str) -> None:
+    """A 409 on an apply without a field-manager conflict is the server refusing a precondition: no fields, no
+    owner and no force-conflicts advice, which could not help."""
+    applied = cluster.apply(configmap(namespace, "c", a="1"))
+    cluster.apply(configmap(namespace, "c", a="2"))
+    stale = configmap(namespace, "c", a="3")
+    stale["metadata"]["resourceVersion"] = applied["metadata"]["resourceVersion"]
+    with pytest.raises(StaleError) as err:
+        cluster.apply(stale)
+    assert not isinstance(err.value, FieldConflictError)
+    assert str(err.value).startswith(f"ConfigMap/{namespace}/c: Conflict: ")
+    assert "the object has been modified" in str(err.value)
+    assert "force-conflicts" not in str(err.value) and "\n" not in str(err.value)
+
+
 def test_immutable_field_is_a_terminal_error_naming_the_field(cluster: KubeCluster, namespace: str) -> None:
     cluster.apply(deployment(namespace, "web"))
     with pytest.raises(InvalidObjectError) as err:

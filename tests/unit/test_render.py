@@ -130,6 +130,32 @@ def test_every_object_is_owned_labelled_and_placed(tmp_path: Path) -> None:
     assert manifest.source == "apps/web/templates/configmap.yaml:1"
 
 
+def test_metadata_the_server_writes_is_dropped_from_a_copied_manifest(tmp_path: Path) -> None:
+    """What ``kubectl get -o yaml`` adds is not intent: a stale resourceVersion or a uid sent back is refused (409),
+    managedFields too (400). The output and its digest are those of the object without it."""
+    copied = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: web-dev
+  resourceVersion: "4711"
+  uid: 8a65bfec-4e62-404e-bc96-06b812bef02a
+  creationTimestamp: "2026-01-02T03:04:05Z"
+  generation: 3
+  selfLink: /api/v1/namespaces/web-dev/configmaps/settings
+  managedFields: [{manager: kubectl, operation: Update, apiVersion: v1}]
+data: {a: "1"}
+"""
+    plain = make_repo(tmp_path / "plain", "data: {a: '1'}\n")
+    copy = make_repo(tmp_path / "copy", "data: {}\n")
+    (copy / "apps" / "web" / "templates" / "configmap.yaml").write_text(copied)
+    expected, rendered = render_app(plain, "dev", "web"), render_app(copy, "dev", "web")
+    assert [m.body for m in rendered.manifests] == [m.body for m in expected.manifests]
+    assert set(rendered.manifests[0].body["metadata"]) == {"name", "namespace", "labels"}
+    assert rendered.digest == expected.digest
+
+
 def test_load_environment_reads_settings_with_defaults() -> None:
     env = load_environment(EXAMPLE, "staging")
     assert (env.name, env.namespace, env.apps) == ("staging", "podinfo-staging", ("podinfo",))
