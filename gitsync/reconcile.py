@@ -450,9 +450,12 @@ class _Line:
             return self.result(Kind.ORPHANED, outcome=Result.ORPHANED, kept=len(before.objects))
         t0 = time.monotonic()
         try:
-            synced = removal.prune_all(
-                self.s.cluster, self.s.store, key, target.namespace, self.snapshot_revision, before
-            )
+            if self.r.apply:
+                synced = removal.prune_all(
+                    self.s.cluster, self.s.store, key, target.namespace, self.snapshot_revision, before
+                )
+            else:  # a dry run deletes nothing: what the removal would delete
+                synced = removal.preview(self.s.cluster, self.s.store, key, target.namespace, self.snapshot_revision)
         except GitsyncError as e:
             return self.result(Kind.FAILED, error=str(e), error_class=Retry.TRANSIENT)
         self._timed(Stage.SYNC, t0)

@@ -383,20 +383,14 @@ def command(
         if result.kind is Kind.RELEASE and result.rollout is not None and result.rollout.exclude and not dry_run:
             click.echo(f"{rendered.app_env}: rollout {result.rollout.phase}: {result.rollout.message}")
     for key, target in left:
-        retries.append(_remove(key, target, run, cluster, revision or "", dry_run=dry_run))
+        retries.append(_remove(key, target, run, dry_run=dry_run))
     retry = retry_of_all(retries)
     if retry is not None:
         sys.exit(exit_status(retry))
 
 
 def _remove(
-    key: AppEnv,
-    target: Target,
-    run: Callable[[Target, Request], ReconcileResult | None],
-    cluster: KubeCluster,
-    revision: str,
-    *,
-    dry_run: bool,
+    key: AppEnv, target: Target, run: Callable[[Target, Request], ReconcileResult | None], *, dry_run: bool
 ) -> Retry | None:
     """Sync an app that left its environment as the agent does (``Kind.REMOVED``: its whole inventory pruned with
     every guard, and recorded; or only reported when it is not pruned), printing one line; a dry run plans it."""
@@ -404,15 +398,7 @@ def _remove(
     from gitsync.result import Kind
 
     listed = f"no longer listed in environments/{key.env}/env.yaml"
-    if dry_run:
-        try:
-            planned = preview_departure(cluster, key, target, revision)
-        except GitsyncError as e:
-            click.echo(f"error: {e}", err=True)
-            return retry_of(e)
-        click.echo(planned if isinstance(planned, str) else f"{planned.summary()} ({listed})")
-        return None
-    result = run(target, Request(key, skip_current=False))
+    result = run(target, Request(key, skip_current=False, apply=not dry_run))
     if result is None:
         return None  # said by run
     if result.kind is Kind.ORPHANED:

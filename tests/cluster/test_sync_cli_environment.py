@@ -118,6 +118,11 @@ def test_an_app_removed_from_env_yaml_is_shown_by_diff_and_pruned_by_sync(
     assert planned.stdout.rstrip().endswith("0 to create, 0 to change, 1 to delete, 1 unchanged")
     assert "b@test: no longer listed in environments/test/env.yaml" in planned.stderr
 
+    dry = gitsync("sync", *args, "--dry-run", kubeconfig=kubelab.kubeconfig)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "(no longer listed in environments/test/env.yaml)" in dry.stdout
+    assert configmaps(kubelab, namespace) == {"from-a", "from-b", "b-kept"}, "a dry run deletes nothing"
+
     synced = gitsync("sync", *args, kubeconfig=kubelab.kubeconfig)
     assert synced.returncode == 0, synced.stdout + synced.stderr
     assert "b@test: 1 deleted, 1 skipped (no longer listed in environments/test/env.yaml)" in synced.stdout
