@@ -92,8 +92,8 @@ def detect(key: AppEnv, manifest: Manifest, live: Json | None, cluster: Cluster)
     ``manifest`` must be what gitsync last applied: the live state cannot tell gitsync's own newer write from an
     edit (an edit that only removes a declared field leaves no other manager in managedFields).
     """
-    if live is None:
-        return Drift(key, manifest.id, missing=True)
+    if live is None:  # a Job that runs once is removed by its TTL when it finished: not drift
+        return None if manifest.runs_once else Drift(key, manifest.id, missing=True)
     try:
         predicted = cluster.apply(manifest.body, dry_run=True, force=wants_force(manifest, False))
     except FieldConflictError as e:

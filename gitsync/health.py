@@ -191,14 +191,21 @@ def aggregate(healths: Iterable[tuple[ObjectId, Health]]) -> Health:
 
 
 def assess_app(
-    live: Mapping[ObjectId, Json | None], pods: Sequence[Json] = (), replica_sets: Sequence[Json] = ()
+    live: Mapping[ObjectId, Json | None],
+    pods: Sequence[Json] = (),
+    replica_sets: Sequence[Json] = (),
+    finished: Collection[ObjectId] = (),
 ) -> Health:
     """The health of an app-env: each desired object as read (None when missing), workloads with their pods
-    (``pods`` and ``replica_sets`` of the app's namespaces, unfiltered), folded by ``aggregate``."""
-    return aggregate(
-        (obj_id, assess_workload(obj, pods, replica_sets) if obj_id.kind in WORKLOAD_KINDS else assess(obj))
-        for obj_id, obj in sorted(live.items())
-    )
+    (``pods`` and ``replica_sets`` of the app's namespaces, unfiltered), folded by ``aggregate``; ``finished`` as
+    for ``read_health``."""
+
+    def one(obj_id: ObjectId, obj: Json | None) -> Health:
+        if obj is None and obj_id in finished:
+            return HEALTHY
+        return assess_workload(obj, pods, replica_sets) if obj_id.kind in WORKLOAD_KINDS else assess(obj)
+
+    return aggregate((obj_id, one(obj_id, obj)) for obj_id, obj in sorted(live.items()))
 
 
 # --- one rule per kind -----------------------------------------------------------------------------------------
@@ -532,13 +539,16 @@ def read_health(
     others: LiveReader | None = None,
     *,
     written: Collection[ObjectId] = (),
+    finished: Collection[ObjectId] = (),
 ) -> Health:
     """The health of the objects ``refs``, read once. Workloads through ``workloads``, judged with the Pods and
     ReplicaSets of their namespace: the watch cache (no request; gitsync's own writes reach it at once, so a
     Deployment just applied reads as not yet observed, never as its old healthy self) or ``Listed``. Other objects
     through ``others`` when given (a list taken for the plan), else ``workloads``; but the objects in ``written``
     (those the sync just created or changed) always through ``workloads``: a list taken before the apply holds
-    them as they were, so an object the sync re-created after someone deleted it would read as missing."""
+    them as they were, so an object the sync re-created after someone deleted it would read as missing.
+    ``finished``: Jobs that run once (``Manifest.runs_once``) the plan found applied: absent, they finished and
+    their TTL removed them, which is healthy."""
     healths: list[tuple[ObjectId, Health]] = []
     for ref in refs:
         workload = ref.kind in WORKLOAD_KINDS - {"Job"}
@@ -547,5 +557,5 @@ def read_health(
             where = ref.namespace or namespace
             healths.append((ref, assess_workload(live, workloads.pods(where), workloads.replica_sets(where))))
         else:
-            healths.append((ref, assess(live)))
+            healths.append((ref, HEALTHY if live is None and ref in finished else assess(live)))
     return aggregate(healths)

@@ -68,6 +68,11 @@ class DryRunMemo:
         self._moved_to(ref, entry, current)
         return True
 
+    def applied(self, ref: ObjectId, manifest: Manifest) -> bool:
+        """Whether this very manifest was applied or found settled (its entry is remembered), whatever is live now:
+        what tells a finished Job its TTL removed (``Manifest.runs_once``) from one never created."""
+        return self._entry(ref, manifest) is not None
+
     def _moved_to(self, ref: ObjectId, entry: _MemoEntry, current: str) -> None:
         if not current:
             return

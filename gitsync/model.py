@@ -165,6 +165,15 @@ class Manifest:
         return self.body.get("metadata", {}).get("annotations") or {}
 
     @property
+    def runs_once(self) -> bool:
+        """A Job that removes itself when done (``spec.ttlSecondsAfterFinished``), as upstream installs ship their
+        setup Jobs (ingress-nginx's admission certificate Jobs): it runs once per body. Once gitsync applied this
+        body, its absence is the TTL controller's doing, not drift, and it is not created again until the body
+        changes (Helm's and Argo CD's hooks give such Jobs the same once-per-change life)."""
+        spec = self.body.get("spec") or {}
+        return self.id.group == "batch" and self.id.kind == "Job" and spec.get("ttlSecondsAfterFinished") is not None
+
+    @property
     def wave(self) -> int:
         """The object's apply wave (``gitsync.dev/wave``); 0 when absent."""
         raw = self.annotations.get(ANNOTATION_WAVE, "0")

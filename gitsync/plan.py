@@ -139,6 +139,13 @@ class Plan:
     def has_changes(self) -> bool:
         return any(c.action is not PlanAction.UNCHANGED for c in self.changes)
 
+    @property
+    def finished_jobs(self) -> frozenset[ObjectId]:
+        """Jobs that run once (``Manifest.runs_once``) planned unchanged: absent, their TTL removed them after
+        they finished, which health reads as healthy."""
+        unchanged = self.of(PlanAction.UNCHANGED)
+        return frozenset(c.id for c in unchanged if c.desired is not None and c.desired.runs_once)
+
     def counts(self) -> dict[PlanAction, int]:
         return {action: len(self.of(action)) for action in PlanAction}
 
@@ -345,7 +352,12 @@ def _plan_batch(
             current = reader.get(manifest.id)
         except NotFoundError:
             current = None  # the kind is not served yet: its CRD may be in this very render
-        if current is not None and memo is not None and memo.unchanged(manifest.id, manifest, current):
+        if current is None and manifest.runs_once and memo is not None and memo.applied(manifest.id, manifest):
+            # it ran, and its TTL removed it: not created again until its body changes
+            known[manifest.id] = PlannedChange(
+                manifest.id, PlanAction.UNCHANGED, manifest, force=wants_force(manifest, force)
+            )
+        elif current is not None and memo is not None and memo.unchanged(manifest.id, manifest, current):
             forced = wants_force(manifest, force)
             known[manifest.id] = PlannedChange(
                 manifest.id, PlanAction.UNCHANGED, manifest, current, current, force=forced

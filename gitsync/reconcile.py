@@ -415,7 +415,8 @@ class _Line:
         workloads = self.s.workloads if self.s.workloads is not None else Listed(self.s.cluster)
         written = {e.id for e in synced.changes if e.action in (SyncAction.CREATED, SyncAction.CONFIGURED)}
         refs = [*ids, *sorted(step.serving - set(ids))]
-        return read_health(refs, rendered.namespace, workloads, self.s.live, written=written)
+        finished = synced.plan.finished_jobs
+        return read_health(refs, rendered.namespace, workloads, self.s.live, written=written, finished=finished)
 
     def _verified(self, synced: SyncResult, health: Health, step: RolloutProgress) -> ReconcileResult:
         phase = str(step.phase)

@@ -4,8 +4,10 @@ two apps of one environment sync at the first try, and a person's `kubectl edit`
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +243,70 @@ def test_a_field_a_controller_holds_fails_that_object_alone(tmp_path: Path, name
     assert "shop@test: 1 created, 2 unchanged, 1 failed" in synced.stdout
     assert cluster.get(ObjectId("apps", "Deployment", namespace, "shop"))["spec"]["replicas"] == 5  # type: ignore[index]
     assert cluster.get(ObjectId("", "Service", namespace, "shop")) is not None, "the conflict blocked the Service"
+
+
+JOB = """\
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {name}
+spec:
+  {ttl}template:
+    spec:
+      restartPolicy: Never
+      containers: [{{name: run, image: "registry.example/setup:{tag}"}}]
+"""
+
+
+def test_a_job_that_removes_itself_runs_once_per_change_not_on_every_sync(
+    tmp_path: Path, namespace: str, kubelab: Any
+) -> None:
+    """Upstream installs ship setup Jobs with ttlSecondsAfterFinished (ingress-nginx's admission Jobs): once one
+    finished and its TTL removed it, that is not drift to re-run on every sync; a changed Job runs again. A Job
+    without a TTL that someone deletes is still put back."""
+    root = tmp_path / "repo"
+
+    def write(tag: str) -> None:
+        chart(
+            root,
+            "setup",
+            {
+                "once.yaml": JOB.format(name="once", ttl="ttlSecondsAfterFinished: 0\n  ", tag=tag),
+                "kept.yaml": JOB.format(name="kept", ttl="", tag="1"),
+            },
+        )
+
+    write("1")
+    environment(root, namespace, ["setup"])
+    args = ("--repo", str(root), "--env", "test")
+    assert gitsync("sync", *args, kubeconfig=kubelab.kubeconfig).returncode == 0
+    cluster = KubeCluster(kubelab.kubeconfig)
+    once, kept = (ObjectId("batch", "Job", namespace, name) for name in ("once", "kept"))
+    for job in (once, kept):  # as the TTL controller does for the first, a person for the second
+        cluster.delete(job, propagation="Background")
+        wait_gone(cluster, job)
+
+    shown = gitsync("diff", *args, kubeconfig=kubelab.kubeconfig)
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    assert "1 to create, 0 to change, 0 to delete, 1 unchanged" in shown.stdout
+    assert f"+++ desired/Job.batch/{namespace}/kept" in shown.stdout
+    synced = gitsync("sync", *args, kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert cluster.get(once) is None and cluster.get(kept) is not None
+    history = gitsync("history", "--env", "test", "-n", namespace, "-o", "json", kubeconfig=kubelab.kubeconfig)
+    [record] = json.loads(history.stdout)
+    assert record["status"]["health"] != "Missing", record["status"]
+    assert gitsync("diff", *args, kubeconfig=kubelab.kubeconfig).returncode == 0
+
+    write("2")  # a new version of the setup Job runs again
+    changed = gitsync("diff", *args, kubeconfig=kubelab.kubeconfig)
+    assert changed.returncode == 1 and f"+++ desired/Job.batch/{namespace}/once" in changed.stdout
+    assert gitsync("sync", *args, kubeconfig=kubelab.kubeconfig).returncode == 0
+    assert cluster.get(once) is not None
+
+
+def wait_gone(cluster: KubeCluster, ref: ObjectId) -> None:
+    deadline = time.monotonic() + 30
+    while cluster.get(ref) is not None:
+        assert time.monotonic() < deadline, f"{ref} still there"
+        time.sleep(0.1)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from gitsync.drift import Drift, changed_paths, drift_event
-from gitsync.model import AppEnv, ObjectId
+from gitsync.drift import Drift, changed_paths, detect, drift_event
+from gitsync.model import AppEnv, Manifest, ObjectId
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,14 @@ def test_events_about_cluster_scoped_objects_go_to_default() -> None:
     assert event["metadata"]["namespace"] == "default"
     assert "namespace" not in event["involvedObject"]
     assert event["metadata"]["name"] == "widgets.example.com.drift-gone"
+
+
+@pytest.mark.parametrize(("ttl", "drifted"), [(None, True), (0, False), (3600, False)])
+def test_a_missing_job_that_removes_itself_is_not_drift(ttl: int | None, drifted: bool) -> None:
+    spec: dict[str, Any] = {"template": {"spec": {"restartPolicy": "Never", "containers": []}}}
+    if ttl is not None:
+        spec["ttlSecondsAfterFinished"] = ttl
+    body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "setup", "namespace": "shop"}, "spec": spec}
+    job = Manifest(ObjectId.of(body), body)
+    found = detect(AppEnv("web", "prod"), job, None, cluster=None)  # type: ignore[arg-type]  # never asked
+    assert (found is not None and found.missing) is drifted
