@@ -27,7 +27,8 @@ Contract:
   its next event or at the watch's ``timeout_seconds``; threads are daemons, so they never hold up exit.
 - Writes go through: ``wrote`` stores what a write of this process returned (``KubeCluster.on_write``), so a read
   right after gitsync's own apply sees it (a Deployment's new generation, a state ConfigMap's new
-  resourceVersion) without waiting for its watch event; an event older than what is stored never replaces it.
+  resourceVersion) without waiting for its watch event; an event older than what is stored never replaces it,
+  nor does a late DELETED remove a version stored after it (gitsync's own re-create of a deleted object).
   That is what lets health, rollouts and the state store read from here instead of a GET after each write.
 """
 
@@ -276,9 +277,14 @@ class _Tracker:
             self.store[obj_id] = obj
             return True
 
-    def drop(self, obj_id: ObjectId) -> None:
+    def drop(self, obj_id: ObjectId, deleted: Json | None = None) -> bool:
+        """Forget ``obj_id``, unless ``deleted`` (a DELETED event's last state) is older than what the store holds:
+        a version written after that deletion, as a re-create by this process; True when dropped."""
         with self.lock:
+            if deleted is not None and _newer(self.store.get(obj_id), deleted):
+                return False
             self.store.pop(obj_id, None)
+            return True
 
     def id_of(self, obj: Json) -> ObjectId:
         meta = obj.get("metadata") or {}
@@ -351,9 +357,8 @@ class _Tracker:
         if kind is WatchEventType.BOOKMARK:
             return
         obj_id = self.id_of(obj)
-        if kind is WatchEventType.DELETED:
-            self.drop(obj_id)
-        elif not self.put(obj_id, obj):
+        taken = self.drop(obj_id, obj) if kind is WatchEventType.DELETED else self.put(obj_id, obj)
+        if not taken:
             return  # older than what a write of this process already stored
         self.notify(Change(kind, obj_id, obj))
 

@@ -7,13 +7,13 @@ retried). Stored through ``ports.StateStore`` as part ``"inventory"``; the id fo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from gitsync.model import AppEnv, ObjectId
 from gitsync.ports import StateStore
 
-__all__ = ["PART", "Inventory", "load", "save"]
+__all__ = ["PART", "Inventory", "departed", "load", "save"]
 
 PART = "inventory"
 
@@ -73,3 +73,10 @@ def save(store: StateStore, key: AppEnv, namespace: str, inventory: Inventory, p
     }
     version = store.save(key, namespace, PART, data, previous.version)
     return replace(inventory, version=version)
+
+
+def departed(store: StateStore, env: str, namespace: str, listed: Collection[str]) -> frozenset[AppEnv]:
+    """The app-envs of ``env`` that have an inventory in ``namespace`` (what gitsync applied there and may prune)
+    but whose app ``listed`` (``env.yaml``'s ``apps:``) no longer names: the apps that left their environment,
+    found alike by the agent's discovery and by ``gitsync sync`` and ``diff`` (``gitsync.removal`` removes them)."""
+    return frozenset(key for key in store.keys(env, namespace, PART) if key.app not in listed)

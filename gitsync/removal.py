@@ -1,8 +1,8 @@
 """Removing an app that left its environment's ``env.yaml``: the reconcile line's empty render.
 
-Which apps left (``departed``) is read from the cluster, the same way by the agent's discovery and by ``gitsync
-sync`` and ``gitsync diff``: the app-envs of the environment that gitsync holds an inventory for in its namespace
-and whose app ``env.yaml`` no longer lists. Each one's whole inventory goes through the one prune stage
+Which apps left (``inventory.departed``) is read from the cluster, the same way by the agent's discovery and by
+``gitsync sync`` and ``gitsync diff``: the app-envs of the environment that gitsync holds an inventory for in its
+namespace and whose app ``env.yaml`` no longer lists. Each one's whole inventory goes through the one prune stage
 (``sync_app`` of nothing, with an empty render allowed), so every guard holds: reverse apply order,
 ``gitsync.dev/prune: "false"`` kept, failed deletions kept and retried. Its rollout state and inventory are dropped
 only after the removal is recorded; status and history stay.
@@ -10,7 +10,7 @@ only after the removal is recorded; status and history stay.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,13 +21,7 @@ from gitsync.strategy.executor import PART as ROLLOUT_PART
 from gitsync.strategy.executor import made_deployments
 from gitsync.sync import SyncResult, sync_app
 
-__all__ = ["departed", "forget", "preview", "prune_all"]
-
-
-def departed(store: StateStore, env: str, namespace: str, listed: Collection[str]) -> frozenset[AppEnv]:
-    """The app-envs of ``env`` that have an inventory in ``namespace`` (what gitsync applied there and may prune)
-    but whose app ``listed`` (``env.yaml``'s ``apps:``) no longer names."""
-    return frozenset(key for key in store.keys(env, namespace, inventories.PART) if key.app not in listed)
+__all__ = ["forget", "preview", "prune_all"]
 
 
 def prune_all(

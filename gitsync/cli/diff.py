@@ -6,7 +6,8 @@ controller owns), 3 an error that may pass on a retry (cluster unreachable, HTTP
 ``gitsync.cli.sync.exit_status``. An app no longer listed in ``env.yaml`` whose objects gitsync still holds shows
 as their deletes when the environment prunes (as ``sync`` removes them), or as a line saying they stay. Secret
 values are masked in every format. ``-o json`` is for machines,
-``-o markdown`` for a pull request comment.
+``-o markdown`` for a pull request comment; both name the checkout's revision (its ``HEAD``, ``-dirty`` with
+uncommitted changes, as ``sync`` records it), which the plain diff does not look up.
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
         click.echo(f"{removal.app_env}: no longer listed in {listed}: sync deletes its {deletes} objects", err=True)
     total = Plan(tuple(chain.from_iterable(r.plan.changes for r in results)))
     if output == "json":
-        click.echo(json.dumps(_json(env, results, total), indent=2))
+        click.echo(json.dumps(_json(env, results, total, _revision(repo)), indent=2))
     elif output == "markdown":
-        click.echo(_markdown(env, results, total))
+        click.echo(_markdown(env, results, total, _revision(repo)))
     else:
         for change in total.changes:
             text = change.diff
@@ -85,11 +86,19 @@ def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, outp
         sys.exit(EXIT_CHANGES)
 
 
+def _revision(repo: Path) -> str:
+    """The revision ``sync`` would record for this checkout: ``HEAD``, ``-dirty`` with uncommitted changes, "" out
+    of a Git work tree. Two ``git`` runs, so only the formats that show it ask (a plain diff is timed)."""
+    from gitsync.adapters.checkout import LocalCheckout
+
+    return LocalCheckout(repo).resolve().revision
+
+
 def _counts(plan: Plan) -> dict[str, int]:
     return {str(action): n for action, n in plan.counts().items()}
 
 
-def _json(env: str, results: Sequence[SyncResult], total: Plan) -> dict[str, Any]:
+def _json(env: str, results: Sequence[SyncResult], total: Plan, revision: str) -> dict[str, Any]:
     return {
         "env": env,
         "summary": _counts(total),
@@ -97,7 +106,7 @@ def _json(env: str, results: Sequence[SyncResult], total: Plan) -> dict[str, Any
             {
                 "app": r.app_env.app,
                 "env": r.app_env.env,
-                "revision": r.revision,
+                "revision": revision,
                 "digest": r.digest,
                 "summary": _counts(r.plan),
                 "changes": [
@@ -109,8 +118,9 @@ def _json(env: str, results: Sequence[SyncResult], total: Plan) -> dict[str, Any
     }
 
 
-def _markdown(env: str, results: Sequence[SyncResult], total: Plan) -> str:
-    lines = [f"### gitsync plan for `{env}`", "", f"**{total.summary()}**", ""]
+def _markdown(env: str, results: Sequence[SyncResult], total: Plan, revision: str) -> str:
+    at = f" at `{revision}`" if revision else ""
+    lines = [f"### gitsync plan for `{env}`{at}", "", f"**{total.summary()}**", ""]
     for r in results:
         lines += [f"#### `{r.app_env}`: {r.plan.summary()}", ""]
         for c in r.plan.changes:

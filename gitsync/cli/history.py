@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from gitsync.cli.sync import connect, fail, fail_on, kubeconfig_option
+from gitsync.cli.sync import connect, fail, fail_on, kubeconfig_option, table_console
 
 
 def _when(epoch: float) -> str:
@@ -29,7 +29,6 @@ def _when(epoch: float) -> str:
 @click.option("--limit", type=int, default=20, show_default=True, help="Releases shown per app (table only).")
 def command(env: str, app: str | None, namespace: str, kubeconfig: Path | None, output: str, limit: int) -> None:
     """Show each app's status and its releases, newest first."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
@@ -67,13 +66,14 @@ def command(env: str, app: str | None, namespace: str, kubeconfig: Path | None, 
         ]
         click.echo(json.dumps(doc, indent=2))
         return
-    console = Console()
+    console = table_console()
     for key, namespace, status, releases in records:
         # Commit messages, authors and errors are user data: never read as markup ("[/]" would crash the table).
         console.print(
             f"[bold]{key}[/] in {namespace}: {status.result or 'unknown'}, {status.sync_state}, {status.health}"
             f" at {status.last_applied_revision[:12] or '-'}"
-            + (f"\n  [red]last error:[/] {escape(status.last_error)}" if status.last_error else "")
+            + (f"\n  [red]last error:[/] {escape(status.last_error)}" if status.last_error else ""),
+            soft_wrap=True,  # lines of their own, whatever their length: the table below may fold its cells
         )
         table = Table(box=None, pad_edge=False)
         for column in ("ID", "REVISION", "RESULT", "FINISHED", "CHANGES", "AUTHOR", "MESSAGE"):

@@ -10,12 +10,18 @@ agent applies to another cluster than its own (``cluster:``) is planned against 
 while the agent's records are read from ``--home-kubeconfig`` (the agent's cluster); the table names the cluster.
 Reads only: nothing is written, not even an inventory.
 
-Exit status 0 when the status could be read (whatever it says), 2 on an error (render error, no cluster).
+Degrades per app, as Argo CD's app list does: an app whose preview fails (a dry-run the API server could not
+answer, such as an admission webhook it could not call) still gets its row, SYNC and HEALTH Unknown, with what
+gitsync recorded of it (the applied revision, the agent's last result) and its error on a line under the table
+(``-o json``: in its ``errors``). Exit status 0 when every app's status could be read (whatever it says); after
+the table, 3 when an app's preview failed in a way worth retrying, else 2; 2 (one line, no table) when nothing
+can be shown: a render error, no cluster.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,22 +33,24 @@ from gitsync import log as logging
 from gitsync.cli.sync import (
     app_option,
     env_option,
+    exit_status,
     fail_on,
     kubeconfig_option,
-    previews,
+    previews_each,
     repo_option,
+    table_console,
 )
-from gitsync.errors import GitsyncError
+from gitsync.errors import GitsyncError, retry_of, retry_of_all
 from gitsync.health import WORKLOAD_KINDS, Health, assess_app
 from gitsync.history import History, Status
-from gitsync.model import Json, SyncState
+from gitsync.model import HealthStatus, Json, SyncState
 
 if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the Kubernetes client
     from gitsync.adapters.kube import KubeCluster
     from gitsync.sync import SyncResult
     from renderers import RenderedApp
 
-__all__ = ["AppStatus", "app_status", "command", "sync_state"]
+__all__ = ["AppStatus", "app_status", "command", "sync_state", "unplanned_status"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +111,32 @@ def command(
     # stdout is the table; the command prints each error once itself (the warning event would repeat them as JSON)
     logging.configure("auto", level="ERROR")
     try:
-        cluster, planned = previews(repo, env, app, kubeconfig, listed=False)
+        cluster, planned = previews_each(repo, env, app, kubeconfig, listed=False)
         home = connect(home_kubeconfig) if home_kubeconfig is not None else cluster
-        rows = [app_status(rendered, cluster, result, home) for rendered, result in planned]
     except GitsyncError as e:
         fail_on(e)
+    failures: list[GitsyncError] = []
+
+    def status_of(rendered: RenderedApp, result: SyncResult | GitsyncError) -> AppStatus:
+        """The app's status, or the row that says why it could not be gathered: every app gets one."""
+        if isinstance(result, GitsyncError):
+            error = result
+        else:
+            try:
+                return app_status(rendered, cluster, result, home)
+            except GitsyncError as e:
+                error = e
+        failures.append(error)
+        return unplanned_status(rendered, cluster, error, home)
+
+    rows = [status_of(rendered, result) for rendered, result in planned]
     if output == "json":
         click.echo(json.dumps({"env": env, "apps": [row.to_json() for row in rows]}, indent=2))
     else:
         _table(env, rows)
+    retry = retry_of_all(retry_of(e) for e in failures)
+    if retry is not None:
+        sys.exit(exit_status(retry))
 
 
 def app_status(
@@ -144,6 +169,40 @@ def app_status(
     )
 
 
+def unplanned_status(
+    rendered: RenderedApp, cluster: KubeCluster, error: GitsyncError, home: KubeCluster | None = None
+) -> AppStatus:
+    """The row of an app whose status could not be gathered (its preview failed): sync and health Unknown, as
+    nothing was compared, ``error`` in one line, and what gitsync recorded of the app (the applied revision and
+    digest, the agent's status, the rollout) when those records can still be read."""
+    from gitsync import inventory as inventories
+    from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.strategy.control import describe_rollout
+
+    key, namespace = rendered.app_env, rendered.namespace
+    store = ConfigMapStateStore(home or cluster)
+    try:
+        applied = inventories.load(ConfigMapStateStore(cluster), key, namespace)
+        revision, digest = applied.revision, applied.digest
+        agent, rollout = History(store).status(key, namespace), describe_rollout(store, key, namespace)
+    except GitsyncError:  # the error the row shows says enough
+        revision, digest, agent, rollout = "", "", Status(key.app, key.env), {}
+    return AppStatus(
+        app=key.app,
+        env=key.env,
+        namespace=namespace,
+        sync=SyncState.UNKNOWN,
+        health=Health(HealthStatus.UNKNOWN),
+        revision=revision,
+        digest=digest,
+        rendered_digest=rendered.digest,
+        changes="",
+        errors=(" ".join(str(error).split()),),
+        agent=agent,
+        rollout=rollout,
+    )
+
+
 def sync_state(result: SyncResult) -> SyncState:
     """Unknown when the plan could not be made for some object, else OutOfSync when anything would change."""
     if result.plan.errors:
@@ -151,13 +210,11 @@ def sync_state(result: SyncResult) -> SyncState:
     return SyncState.OUT_OF_SYNC if result.plan.has_changes else SyncState.SYNCED
 
 
-_PIPE_WIDTH = 240
 _HEALTH_STYLE = {"Healthy": "green", "Progressing": "cyan", "Suspended": "blue", "Missing": "yellow"}
 _SYNC_STYLE = {SyncState.SYNCED: "green", SyncState.OUT_OF_SYNC: "yellow"}
 
 
 def _table(env: str, rows: Sequence[AppStatus]) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -171,26 +228,25 @@ def _table(env: str, rows: Sequence[AppStatus]) -> None:
         table.add_row(
             row.app,
             row.namespace,
-            f"[{sync_style}]{row.sync}[/]" + ("" if row.sync is SyncState.SYNCED else f"\n{row.changes}"),
+            f"[{sync_style}]{row.sync}[/]"
+            + (f"\n{row.changes}" if row.changes and row.sync is not SyncState.SYNCED else ""),
             f"[{health_style}]{row.health.status}[/]",
             Text(row.health.reason or "-"),  # user data: never read as markup
             row.revision[:12] or "-",
             row.digest.removeprefix("sha256:")[:12] or "-",
             Text(last or "-"),
         )
-    console = Console()
-    if not console.is_terminal:  # piped or captured: long reasons stay on one line for grep
-        console = Console(width=_PIPE_WIDTH)
+    console = table_console()
     console.print(table)
-    for row in rows:
+    for row in rows:  # each a line of its own, never folded (soft_wrap), whatever its length: one grep finds it
         if row.agent.cluster:
-            console.print(Text(f"{row.app}: applied to cluster {row.agent.cluster}"))
+            console.print(Text(f"{row.app}: applied to cluster {row.agent.cluster}"), soft_wrap=True)
         if row.agent.promotion:  # a receiving environment: what the promote stage last did
-            console.print(Text(f"{row.app}: promotion {row.agent.promotion}"))
+            console.print(Text(f"{row.app}: promotion {row.agent.promotion}"), soft_wrap=True)
         for line in _rollout_lines(row.rollout):
-            console.print(Text(f"{row.app}: {line}"))
+            console.print(Text(f"{row.app}: {line}"), soft_wrap=True)
         for error in row.errors:
-            console.print(Text(f"{row.app}: {error}", style="red"))
+            console.print(Text(f"{row.app}: {error}", style="red"), soft_wrap=True)
 
 
 def _rollout_lines(rollout: Json) -> list[str]:

@@ -9,7 +9,8 @@ command that talks to a cluster (``exit_status``): 0 when every object synced, 2
 input (render error, an object the server refuses, a conflict with another owner, forbidden), 3 when trying again
 may succeed (cluster unreachable, HTTP 5xx or 429, a CRD not Established in time, a namespace being deleted);
 ``diff`` adds 1 for "changes found". Also home of what ``gitsync diff`` shares with it: rendering the targets,
-connecting to the cluster, and the apps that left the environment.
+connecting to the cluster, and the apps that left the environment; and of what every command that talks to a
+cluster shares: the one-line failure, the exit rule, the console tables are printed to.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from gitsync.apply import ChangeSetEntry
 from gitsync.errors import GitsyncError, NamespaceTerminatingError, Retry, TerminalError, retry_of, retry_of_all
 
 if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the Kubernetes client
+    from rich.console import Console
+
     from gitsync.adapters.kube import KubeCluster
     from gitsync.model import AppEnv, ObjectId
     from gitsync.plan import ListSnapshot
@@ -67,6 +70,19 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     """One line on stderr and the exit status; never a traceback for an error a user can fix."""
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+PIPE_WIDTH = 240
+"""Columns of a table printed anywhere but a terminal, where rich would assume 80 and wrap."""
+
+
+def table_console() -> Console:
+    """The console a command prints its tables to: the terminal's width on a terminal; piped or captured, a wide
+    one, so a long reason, name or revision stays on its line for grep and scripts instead of folding at 80."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPE_WIDTH)
 
 
 def exit_status(retry: Retry) -> int:
@@ -136,21 +152,24 @@ def refuse_terminating(cluster: KubeCluster, namespaces: Collection[str]) -> Non
 
 def departures(cluster: KubeCluster, repo: Path, env: str, prune: bool | None) -> list[tuple[AppEnv, Target]]:
     """The app-envs gitsync holds state for in the environment's namespace whose app ``env.yaml`` no longer lists
-    (found as the agent finds them, ``removal.departed``), each with its removal target: pruned as ``env.yaml``'s
+    (found as the agent finds them, ``inventory.departed``), each with its removal target: pruned as ``env.yaml``'s
     ``prune`` says, or ``prune`` (``--prune/--no-prune``) when given, but never when the file lists no apps at all
     without ``pruneAllowEmpty: true`` (``Target.removed_from``)."""
     from gitsync.adapters.state import ConfigMapStateStore
-    from gitsync.removal import departed
-    from gitsync.result import Target
+    from gitsync.inventory import departed
     from renderers import load_environment
 
     environment = load_environment(repo, env)
+    left = departed(ConfigMapStateStore(cluster), env, environment.namespace, environment.apps)
+    if not left:
+        return []  # the common case, without importing the reconcile's vocabulary (~50 ms of a no-op diff)
+    from gitsync.result import Target
+
     target = Target(
         environment.namespace,
         prune=environment.prune if prune is None else prune,
         self_heal=environment.self_heal,
     ).removed_from(environment.apps, prune_allow_empty=environment.prune_allow_empty)
-    left = departed(ConfigMapStateStore(cluster), env, environment.namespace, environment.apps)
     return [(key, target) for key in sorted(left)]
 
 
@@ -211,7 +230,23 @@ def previews(
     repo: Path, env: str, app: str | None, kubeconfig: Path | None, *, listed: bool
 ) -> tuple[KubeCluster, list[tuple[RenderedApp, SyncResult]]]:
     """Render the environment (or one app) and ``preview`` each app against the cluster, planning an environment
-    whose namespace is missing as creates. ``listed``: read live objects from lists (``snapshot``), as diff does."""
+    whose namespace is missing as creates. ``listed``: read live objects from lists (``snapshot``), as diff does.
+    All or nothing, as ``kubectl diff``: the first app's error (in ``env.yaml`` order) is raised for all of them."""
+    cluster, previewed = previews_each(repo, env, app, kubeconfig, listed=listed)
+    results: list[tuple[RenderedApp, SyncResult]] = []
+    for rendered, result in previewed:
+        if isinstance(result, GitsyncError):
+            raise result
+        results.append((rendered, result))
+    return cluster, results
+
+
+def previews_each(
+    repo: Path, env: str, app: str | None, kubeconfig: Path | None, *, listed: bool
+) -> tuple[KubeCluster, list[tuple[RenderedApp, SyncResult | GitsyncError]]]:
+    """``previews``, but each app's own failure (a dry-run the API server could not answer: HTTP 5xx, a webhook
+    it could not call) is that app's answer instead of the environment's, so the others are still shown
+    (``status``). What concerns the whole environment (a render error, no cluster) is raised."""
     from gitsync.plan import defined_kind
 
     targets = render(repo, env, app)
@@ -220,8 +255,11 @@ def previews(
     kinds = {k for r in targets for m in r.manifests if (k := defined_kind(m)) is not None}
     live = snapshot(cluster) if listed else None  # one list per kind for all apps: a preview writes nothing
 
-    def one(r: RenderedApp) -> tuple[RenderedApp, SyncResult]:
-        return r, preview(r, cluster, live=live, new_namespace=r.namespace in missing, new_kinds=kinds)
+    def one(r: RenderedApp) -> tuple[RenderedApp, SyncResult | GitsyncError]:
+        try:
+            return r, preview(r, cluster, live=live, new_namespace=r.namespace in missing, new_kinds=kinds)
+        except GitsyncError as e:
+            return r, e
 
     # Apps are previewed side by side, so their requests overlap instead of queueing app after app; every kind
     # of the environment is listed up front on one pool, not by each app's plan on a pool of its own.

@@ -43,8 +43,8 @@ from typing import Protocol
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from gitsync import inventory as inventories
 from gitsync import log as logging
-from gitsync import removal
 from gitsync.adapters.git import scrub
 from gitsync.cache import WatchCache
 from gitsync.drift import DriftHub, DriftWatcher
@@ -438,7 +438,7 @@ class Agent:
             if selection.apps:
                 continue
             try:
-                left = removal.departed(self._store, selection.name, environment.namespace, environment.apps)
+                left = inventories.departed(self._store, selection.name, environment.namespace, environment.apps)
             except GitsyncError as e:
                 log.warning("environment.inventories_unlisted", env=selection.name, error=str(e))
                 complete = False

@@ -156,6 +156,25 @@ def test_diff_shows_changes_but_never_secret_values(repo: Path, namespace: str, 
             assert value not in output
 
 
+def test_diff_json_and_markdown_name_the_checkouts_revision(repo: Path, namespace: str, kubelab: Any) -> None:
+    git = ["git", "-C", str(repo), "-c", "user.name=Ada", "-c", "user.email=ada@example.org"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "shop: first release"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    args = ("--repo", str(repo), "--env", "test")
+
+    as_json = gitsync("diff", *args, "-o", "json", kubeconfig=kubelab.kubeconfig)
+    assert as_json.returncode == 1, as_json.stderr
+    assert [app["revision"] for app in json.loads(as_json.stdout)["apps"]] == [head]
+    markdown = gitsync("diff", *args, "-o", "markdown", kubeconfig=kubelab.kubeconfig)
+    assert markdown.stdout.splitlines()[0] == f"### gitsync plan for `test` at `{head}`"
+
+    write_repo(repo, namespace, color="green")  # uncommitted: what sync would record as {head}-dirty
+    dirty = gitsync("diff", *args, "-o", "json", kubeconfig=kubelab.kubeconfig)
+    assert [app["revision"] for app in json.loads(dirty.stdout)["apps"]] == [f"{head}-dirty"]
+
+
 def test_failed_render_never_prunes(repo: Path, namespace: str, kubelab: Any) -> None:
     args = ("--repo", str(repo), "--env", "test")
     assert gitsync("sync", *args, kubeconfig=kubelab.kubeconfig).returncode == 0
@@ -266,6 +285,29 @@ def test_history_prints_commit_messages_and_errors_as_written(namespace: str, ku
     nothing = gitsync("history", "--env", "test", "--app", "nope", "-n", namespace, kubeconfig=kubelab.kubeconfig)
     assert nothing.returncode == 2
     assert nothing.stderr.strip() == "error: no gitsync state for env test app nope in the cluster"
+
+
+def test_a_piped_history_keeps_each_header_line_whole(namespace: str, kubelab: Any) -> None:
+    """Captured, not a terminal: rich would fold at 80 columns and put the revision on a line of its own."""
+    from dataclasses import replace
+
+    from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.history import History, Release
+    from gitsync.model import AppEnv
+
+    key, revision = AppEnv("storefront-recommendations-backend-worker", "test"), "b" * 40
+    history = History(ConfigMapStateStore(KubeCluster(kubelab.kubeconfig)))
+    message = "storefront: move the recommendations worker to the new queue and raise its memory limit"
+    history.record(key, namespace, Release(revision, "sha256:1", "Ada", message, 1.0, 2.0, "Succeeded"))
+    history.set_status(key, namespace, lambda s: replace(s, result="Succeeded", last_applied_revision=revision))
+
+    shown = gitsync("history", "--env", "test", "-n", namespace, kubeconfig=kubelab.kubeconfig)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    header = f"{key} in {namespace}: Succeeded, Unknown, Unknown at {revision[:12]}"
+    assert len(header) > 80 and lines[0] == header, shown.stdout
+    [row] = [line for line in lines if line.startswith("1 ")]
+    assert row.split()[1:3] == [revision[:12], "Succeeded"] and row.rstrip().endswith(message), shown.stdout
 
 
 @pytest.mark.parametrize("strategy", ["canary", "blueGreen"])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 GITSYNC = Path(sys.executable).parent / "gitsync"
@@ -148,3 +149,97 @@ def test_a_sync_that_recreates_a_deleted_object_records_it_healthy(
     assert shown.returncode == 0, shown.stderr
     [entry] = [e for e in json.loads(shown.stdout) if e["namespace"] == namespace]
     assert (entry["status"]["health"], entry["status"]["healthReason"]) == ("Healthy", "")
+
+
+LEDGER = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: ledger
+  labels: {gitsync.test/admission: refuse}
+data:
+  currency: EUR
+"""
+
+
+def refusing_webhook(namespace: str) -> dict[str, Any]:
+    """Validates ConfigMaps labelled ``gitsync.test/admission: refuse`` in ``namespace`` only, through a Service
+    with no endpoints: the API server cannot call it, and with ``failurePolicy: Fail`` answers HTTP 500."""
+    return {
+        "metadata": {"name": f"refuse-{namespace}"},
+        "webhooks": [
+            {
+                "name": "refuse.gitsync.test",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "timeoutSeconds": 2,
+                "clientConfig": {"service": {"name": "nowhere", "namespace": namespace, "port": 443}},
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "objectSelector": {"matchLabels": {"gitsync.test/admission": "refuse"}},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["configmaps"],
+                    }
+                ],
+            }
+        ],
+    }
+
+
+@pytest.mark.timeout(120)
+def test_status_shows_every_app_when_one_apps_preview_fails(
+    kubelab: Any, kube_api: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """As Argo CD's app list: one app whose dry-run the API server cannot answer (a webhook it cannot call) is
+    marked Unknown with its error; the others are shown, and the exit status still says "try again"."""
+    repo = write_repo(tmp_path / "repo", namespace)
+    ledger = repo / "apps" / "ledger"
+    (ledger / "templates").mkdir(parents=True)
+    (ledger / "chart.yaml").write_text("name: ledger\nversion: 0.1.0\n")
+    (ledger / "values.yaml").write_text("{}\n")
+    (ledger / "templates" / "configmap.yaml").write_text(LEDGER)
+    (repo / "environments" / "test" / "env.yaml").write_text(f"namespace: {namespace}\napps:\n  - shop\n  - ledger\n")
+    synced = gitsync("sync", "--repo", str(repo), "--env", "test", "--app", "shop", kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stderr
+
+    core, admission = client.CoreV1Api(kube_api), client.AdmissionregistrationV1Api(kube_api)
+    core.create_namespaced_service(namespace, {"metadata": {"name": "nowhere"}, "spec": {"ports": [{"port": 443}]}})
+    webhook = refusing_webhook(namespace)
+    admission.create_validating_webhook_configuration(webhook)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the API server picks the configuration up within a moment
+            try:
+                core.create_namespaced_config_map(namespace, yaml.safe_load(LEDGER), dry_run="All")
+            except client.ApiException as e:
+                assert e.status == 500 and "failed calling webhook" in str(e.body), e.body
+                break
+            assert time.monotonic() < deadline, "the webhook configuration never took effect"
+            time.sleep(0.2)
+
+        table = gitsync("status", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+        assert table.returncode == 3, (table.stdout, table.stderr)
+        lines = table.stdout.splitlines()
+        cells = [[cell.strip() for cell in line.split("│")[1:5]] for line in lines if line.startswith("│")]
+        assert [row[:3] for row in cells] == [["shop", namespace, "Synced"], ["ledger", namespace, "Unknown"]]
+        assert cells[1][3] == "Unknown", table.stdout
+        [error] = [line for line in lines if line.startswith("ledger: ")]
+        assert error.startswith(f"ledger: ConfigMap/{namespace}/ledger: ") and "failed calling webhook" in error
+        assert lines[-1] == error and "Traceback" not in table.stderr
+
+        as_json = gitsync("status", "--repo", str(repo), "--env", "test", "-o", "json", kubeconfig=kubelab.kubeconfig)
+        assert as_json.returncode == 3, as_json.stderr
+        apps = {row["app"]: row for row in json.loads(as_json.stdout)["apps"]}
+        assert (apps["shop"]["sync"], apps["shop"]["errors"]) == ("Synced", [])
+        assert (apps["ledger"]["sync"], apps["ledger"]["health"]) == ("Unknown", "Unknown")
+        [reason] = apps["ledger"]["errors"]
+        assert "failed calling webhook" in reason and "\n" not in reason
+
+        diff = gitsync("diff", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+        assert diff.returncode == 3 and diff.stderr.count("\n") == 1, diff.stderr  # diff aborts, as kubectl diff
+    finally:
+        admission.delete_validating_webhook_configuration(webhook["metadata"]["name"])

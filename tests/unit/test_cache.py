@@ -14,7 +14,7 @@ import pytest
 
 from gitsync.cache import MANAGED_SELECTOR, Change, WatchCache
 from gitsync.errors import UnavailableError, WatchExpired
-from gitsync.model import Json, ObjectId
+from gitsync.model import LABEL_MANAGED_BY, MANAGER, Json, ObjectId
 from gitsync.ports import ObjectList, WatchEvent, WatchEventType
 
 ADDED, MODIFIED, DELETED, BOOKMARK = (
@@ -40,7 +40,8 @@ def ref(name: str) -> ObjectId:
 
 class Scripted:
     """Lists return the next scripted listing; each watch call replays the next scripted step (events, then an
-    exception or the end of the stream); with no step left, a watch blocks until the test ends."""
+    exception or the end of the stream; a ``threading.Event`` holds the stream until it is set); with no step
+    left, a watch blocks until the test ends."""
 
     def __init__(
         self, listings: list[list[Json]], watches: list[list[Any]], list_error: Exception | None = None
@@ -74,6 +75,9 @@ class Scripted:
             self.done.wait(5)
             return
         for step in self.watches.pop(0):
+            if isinstance(step, threading.Event):
+                step.wait(5)
+                continue
             if isinstance(step, Exception):
                 raise step
             yield step
@@ -118,6 +122,30 @@ def test_watch_events_update_the_store_and_notify_subscribers() -> None:
             ("watch", "ConfigMap", "1"),
             ("watch", "ConfigMap", "8"),
         ]
+    finally:
+        cluster.done.set()
+        cache.stop()
+
+
+def test_a_late_delete_event_keeps_the_object_this_process_wrote_since() -> None:
+    # gitsync deleted ConfigMap a (at resourceVersion 3) and created it again (5); the watch tells of the delete
+    # only afterwards. The re-created object is what the cluster holds: reads must keep seeing it.
+    written, read = threading.Event(), threading.Event()
+    late = [WatchEvent(DELETED, cm("a", "3")), WatchEvent(ADDED, cm("b", "4"))]
+    cluster = Scripted([[cm("a", "1")]], [[written, *late, read, WatchEvent(DELETED, cm("a", "6"))]])
+    recreated = cm("a", "5", k="recreated")
+    recreated["metadata"]["labels"] = {LABEL_MANAGED_BY: MANAGER}
+    cache = WatchCache(cluster, backoff=(0.01, 0.01))  # type: ignore[arg-type]
+    seen = changes_of(cache)
+    try:
+        assert cache.ensure("", "ConfigMap", "shop")
+        cache.wrote(ref("a"), recreated)
+        written.set()
+        assert next_changes(seen, 1) == [(ADDED, "b")]  # the stale delete is neither applied nor reported
+        assert cache.get(ref("a")) == recreated
+        read.set()
+        assert next_changes(seen, 1) == [(DELETED, "a")]  # a delete after the write still removes it
+        assert cache.get(ref("a")) is None
     finally:
         cluster.done.set()
         cache.stop()
