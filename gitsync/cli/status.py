@@ -158,7 +158,7 @@ def app_status(
         env=rendered.app_env.env,
         namespace=rendered.namespace,
         sync=sync_state(result),
-        health=assess_app(live, pods, replica_sets),
+        health=assess_app(live, pods, replica_sets, finished=result.plan.finished_jobs),
         revision=result.inventory.revision,
         digest=result.inventory.digest,
         rendered_digest=rendered.digest,

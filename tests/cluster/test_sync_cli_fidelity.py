@@ -296,6 +296,9 @@ def test_a_job_that_removes_itself_runs_once_per_change_not_on_every_sync(
     history = gitsync("history", "--env", "test", "-n", namespace, "-o", "json", kubeconfig=kubelab.kubeconfig)
     [record] = json.loads(history.stdout)
     assert record["status"]["health"] != "Missing", record["status"]
+    status = gitsync("status", *args, "-o", "json", kubeconfig=kubelab.kubeconfig)
+    [row] = json.loads(status.stdout)["apps"]
+    assert row["sync"] == "Synced" and row["health"] == "Healthy", row
     assert gitsync("diff", *args, kubeconfig=kubelab.kubeconfig).returncode == 0
 
     write("2")  # a new version of the setup Job runs again
