@@ -165,7 +165,10 @@ def advance(
         serving=frozenset(serving),
         on_change=decision.on_change,
     )
-    log.info(
+    # a step that did something, or a state that moved, is news; a waiting or settled rollout re-checked by every
+    # drift timer is not (it said the same every minute, forever)
+    moved = bool(done) or decision.state != state or command is not None
+    (log.info if moved else log.debug)(
         "rollout.step",
         app=key.app,
         env=key.env,
@@ -234,7 +237,7 @@ def _rolling(
     keep_inventory(store, where, rendered.namespace, (a for a, d in performed if d))
     if decision.state != state:
         store.save(key, rendered.namespace, PART, {"state": decision.state.to_json()}, version)
-    log.info(
+    (log.info if done or decision.state != state else log.debug)(
         "rollout.step",
         app=key.app,
         env=key.env,
