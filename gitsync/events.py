@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from gitsync import log as logging
 from gitsync.errors import GitsyncError
+from gitsync.history import STATUS_PART
 from gitsync.model import MANAGER, AppEnv, Json
 from gitsync.ports import Clock, Cluster
 
@@ -125,7 +126,7 @@ class EventSink:
             "involvedObject": {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "name": f"{MANAGER}-{key.app}-status",
+                "name": key.state_name(STATUS_PART),
                 "namespace": namespace,
             },
             "reason": str(reason),

@@ -1,10 +1,11 @@
 """The release ledger: one JSON line per finished release, kept in the git note of the deployed commit.
 
-Contract: pure, no I/O. ``LedgerEntry.to_line`` is deterministic (field order fixed, compact separators, times
-as whole UTC seconds), so writing the same release twice yields the same line and the notes adapter can drop the
-second one. Only the fields below ever reach a note: numbers, commit ids, hashes and step names, never a
-rendered value or a message from the cluster, so nothing secret can enter. ``parse_note`` reads what any version
-wrote: a line it cannot read is skipped and reported, keys it does not know are ignored.
+Contract: pure, no I/O. ``LedgerEntry.to_line`` is deterministic (field order fixed, compact separators, times as
+whole UTC seconds, the finish's milliseconds in ``finishedAtMs``), so writing the same release twice yields the same
+line and the notes adapter can drop the second one. Only the fields below ever reach a note: numbers, commit ids,
+hashes and step names, never a rendered value or a message from the cluster, so nothing secret can enter.
+``parse_note`` reads what any version wrote: a line it cannot read is skipped and reported, keys it does not know
+are ignored.
 """
 
 from __future__ import annotations
@@ -111,6 +112,15 @@ class LedgerEntry:
     def content(self) -> ReleaseContent:
         return ReleaseContent(self.chart_tree, self.lib_tree, self.values_hash)
 
+    @property
+    def recency(self) -> tuple[float, int]:
+        """Sort key, newest last: the finish time, then a Superseded release before any other. A release is
+        noted Superseded by the reconcile that renders the next one, which may end that release at the same
+        instant (lines written before ``finishedAtMs`` was noted even share whole seconds), so at equal times the
+        superseded one is the older. Sort with it rather than by ``finished_at`` alone, so that which release
+        is the newest does not depend on the order the lines are read in."""
+        return (self.finished_at, 0 if self.outcome is ReleaseOutcome.SUPERSEDED else 1)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "env": self.env,
@@ -128,6 +138,7 @@ class LedgerEntry:
             "agent": self.agent,
             "promotionCommit": self.promotion_commit,
             "rollbackCommit": self.rollback_commit,
+            "finishedAtMs": _millis(self.finished_at),
         }
 
     @property
@@ -159,7 +170,7 @@ class LedgerEntry:
             values_hash=_text(raw, "valuesHash"),
             outcome=ReleaseOutcome(_text(raw, "outcome", required=True)),
             started_at=_epoch(raw, "startedAt"),
-            finished_at=_epoch(raw, "finishedAt"),
+            finished_at=_finished(raw),
             steps=tuple(steps),
             analysis=tuple(AnalysisResult.from_json(a) for a in analysis),
             agent=_text(raw, "agent"),
@@ -188,6 +199,22 @@ def parse_note(text: str, report: Callable[[str], None] | None = None) -> tuple[
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(math.floor(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _millis(epoch: float) -> int:
+    """Epoch milliseconds within ``_iso(epoch)``'s second (never rounded into the next one)."""
+    second = math.floor(epoch)
+    return second * 1000 + min(999, int((epoch - second) * 1000))
+
+
+def _finished(raw: Mapping[str, Any]) -> float:
+    """``finishedAt`` to the millisecond when the line has ``finishedAtMs`` within that second; lines written
+    before it was noted (or with one that does not match) read as whole seconds."""
+    whole = _epoch(raw, "finishedAt")
+    millis = raw.get("finishedAtMs")
+    if isinstance(millis, int) and not isinstance(millis, bool) and millis // 1000 == int(whole):
+        return millis / 1000
+    return whole
 
 
 _UTC_SECOND = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")

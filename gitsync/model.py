@@ -96,6 +96,11 @@ class AppEnv:
     def __str__(self) -> str:
         return f"{self.app}@{self.env}"
 
+    def state_name(self, part: str) -> str:
+        """The name of the ConfigMap holding ``part`` of this app-env's state (``gitsync.podinfo.staging.status``):
+        the state store writes it, Events name it as their object. Wire format: never changes."""
+        return f"{MANAGER}.{self.app}.{self.env}.{part}"
+
 
 # Apply order by kind: what others depend on comes first (Helm's install order, trimmed to what matters).
 _KIND_ORDER = (

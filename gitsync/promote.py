@@ -73,7 +73,9 @@ def pinned_release(
 ) -> PinnedRelease:
     """What ``app`` at ``revision`` with promoted ``values`` renders from, as the ledger notes and the guard
     compares it: the ids ``tree_id(sha, path)`` gives ("" when absent) of ``apps/<app>`` and ``lib/`` there, and
-    the values' hash."""
+    the values' hash. The ledger line of a release, the guard and the promote stage all take a release's content
+    from here, with ``values`` from ``renderers.promotion.promoted_values``, so a pin the agent writes is one its
+    guard can verify."""
     chart, lib = tree_id(revision, f"apps/{app}"), tree_id(revision, "lib")
     return PinnedRelease(revision, chart, values_hash(values), lib or NO_LIB)
 
@@ -188,7 +190,7 @@ def candidate(
     upstream: Sequence[tuple[str, LedgerEntry]], pin: PinnedRelease | None, soak_seconds: float, now: float
 ) -> Candidate | None:
     """The release to promote next, or None. ``upstream`` holds the upstream environment's releases of the app
-    as (noted commit, entry), in any order.
+    as (noted commit, entry), in any order (``LedgerEntry.recency`` orders them, so the order does not matter).
 
     The newest release must have Succeeded (a later failed, rolled-back or superseded release means the app
     changed since, so nothing before it is promoted), the app must have stayed unchanged for ``soak_seconds``
@@ -197,7 +199,7 @@ def candidate(
     ``lib/`` tree, promoted values: ``ReleaseContent``) must differ from ``pin``'s."""
     if not upstream:
         return None
-    releases = sorted(upstream, key=lambda pair: pair[1].finished_at, reverse=True)
+    releases = sorted(upstream, key=lambda pair: pair[1].recency, reverse=True)
     revision, newest = releases[0]
     if newest.outcome is not ReleaseOutcome.SUCCEEDED:
         return None
@@ -225,7 +227,7 @@ def verify_pin(
         if entry.outcome is ReleaseOutcome.SUCCEEDED and entry.content.same_as(pin.content)
     ]
     if matches:
-        return Verified(max(matches, key=lambda pair: pair[1].finished_at))
+        return Verified(max(matches, key=lambda pair: pair[1].recency))
     if override:
         return Verified(None, override=override)
     envs = sorted({entry.env for _, entry in upstream})

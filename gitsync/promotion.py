@@ -20,7 +20,7 @@ I/O only through ports: the ledger, the writer, the trees of commits and their t
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -249,8 +249,14 @@ class Promotions:
         source = found.source
         if upstream.mode == "manual":
             return PromotionStep(PromotionAction.CANDIDATE, f"{source} is ready: run gitsync promote")
-        values = self._promoted_values(found.revision, upstream, key.app)
+        values = self._promoted_values(found.revision, upstream, key, snapshot)
         new_pin = Pin(key.app, found.revision, upstream.from_env, values)
+        verdict = verify_pin(self._pinned(key.app, new_pin.revision, new_pin.values), releases)
+        if isinstance(verdict, Blocked):
+            # The release was noted with other promoted values (env.yaml's promotion.values changed since, or they
+            # could not be taken then): the guard would block this pin, so it is not written. The app's next
+            # release upstream is noted with the paths listed now.
+            return PromotionStep(PromotionAction.NONE, f"{source} not promoted: {verdict.reason}")
         change = pin_change(snapshot, key.env, key.app, new_pin, self._tree)
         message = promotion_message(
             key.app,
@@ -283,7 +289,7 @@ class Promotions:
         """No candidate yet: when the newest upstream release succeeded with content the pin lacks, it soaks."""
         if not releases:
             return PromotionStep(PromotionAction.NONE, f"no release of {upstream.from_env} recorded yet")
-        _, newest = max(releases, key=lambda pair: pair[1].finished_at)
+        _, newest = max(releases, key=lambda pair: pair[1].recency)
         differs = current is None or not current.content.same_as(newest.content)
         if newest.outcome is LedgerOutcome.SUCCEEDED and differs:
             remaining = max(newest.finished_at + upstream.soak_seconds - now, 0.0)
@@ -294,13 +300,15 @@ class Promotions:
             )
         return PromotionStep(PromotionAction.NONE)
 
-    def _promoted_values(self, revision: str, upstream: Upstream, app: str) -> dict[str, Any]:
-        """The promoted value paths as the upstream environment merged them at ``revision``."""
+    def _promoted_values(self, revision: str, upstream: Upstream, key: AppEnv, snapshot: Path) -> dict[str, Any]:
+        """The promoted value paths as the upstream environment merged them at ``revision`` (a path the app does
+        not set is not carried); a path that cannot be taken is an error at its line of ``key.env``'s env.yaml
+        in ``snapshot``."""
         from renderers import render_app
-        from renderers.promotion import promoted_values
+        from renderers.promotion import env_yaml_errors, promoted_values
 
-        rendered = render_app(self._tree(revision), upstream.from_env, app, revision=revision, trees=self._tree)
-        return dict(promoted_values(rendered.values, upstream.values))
+        rendered = render_app(self._tree(revision), upstream.from_env, key.app, revision=revision, trees=self._tree)
+        return dict(promoted_values(rendered.values, upstream.values, env_yaml_errors(snapshot, key.env)))
 
     def _roll_back(self, key: AppEnv, upstream: Upstream, snapshot: Path, rendered: RenderedApp) -> PromotionStep:
         """The rollout of the pin aborted: put the previous verified pin back by a commit."""
@@ -318,7 +326,7 @@ class Promotions:
         ]
         if not good:
             return PromotionStep(PromotionAction.FAILED, f"no earlier verified release of {key} to roll back to")
-        sha, last = max(good, key=lambda pair: pair[1].finished_at)
+        sha, last = max(good, key=lambda pair: pair[1].recency)
         before = load_pins(self._tree(sha), key.env).get(key.app)
         if before is None:
             raise TerminalError(f"environments/{key.env}/promoted.yaml at {sha[:12]}: no pin of {key.app}")
@@ -377,7 +385,6 @@ class Promotions:
     def note(
         self,
         key: AppEnv,
-        rendered_revision: str,
         deployed: str,
         digest: str,
         outcome: Result,
@@ -394,18 +401,30 @@ class Promotions:
     ) -> None:
         """Append the ledger line of a release of ``key`` that ended with ``outcome`` at commit ``deployed``.
         ``pin_revision``: a pinned app's chart revision (its chart tree is read there); ``values``: the merged
-        values, of which ``promoted_paths`` identify the release for a receiving environment."""
+        values, of which ``promoted_paths`` identify the release for a receiving environment.
+
+        The line describes the release at ``deployed``, the commit a receiving environment pins, so its trees are
+        read there (not at the commit the reconcile rendered, newer when the release is Superseded by it or
+        continued by a commit that did not change its render): a pinned app's at its pin, that of a Superseded
+        one (``pin_revision`` is not known) as ``promoted.yaml`` held it at ``deployed``. Promoted values that
+        cannot be taken are noted as ``valuesHash`` "" (not known), which verifies no pin, never as the hash of
+        no values."""
         ended = _ENDED.get(outcome)
         if ended is None or not deployed:
             return
         from renderers.promotion import promoted_values
 
-        chart_at = pin_revision or rendered_revision or deployed
+        if not pin_revision and ended is LedgerOutcome.SUPERSEDED:
+            pin_revision = self._pin_at(key, deployed)
+        chart_at = pin_revision or deployed
         try:
-            promoted = promoted_values(values, promoted_paths) if promoted_paths else {}
-        except GitsyncError:
-            promoted = {}
-        content = self._pinned(key.app, chart_at, promoted)
+            promoted: Mapping[str, Any] | None = promoted_values(values, promoted_paths) if promoted_paths else {}
+        except GitsyncError as e:
+            log.warning("ledger.values_unknown", app=key.app, env=key.env, revision=deployed, error=str(e))
+            promoted = None
+        content = self._pinned(key.app, chart_at, promoted or {})
+        if promoted is None:
+            content = replace(content, values_hash="")
         entry = LedgerEntry(
             env=key.env,
             app=key.app,
@@ -425,6 +444,17 @@ class Promotions:
         )
         self._ledger.append(deployed, entry)
         log.info("ledger.noted", app=key.app, env=key.env, revision=deployed, outcome=ended.value)
+
+    def _pin_at(self, key: AppEnv, revision: str) -> str:
+        """The revision ``promoted.yaml`` pinned ``key.app`` to at ``revision`` ("" when none: the environment
+        follows the branch head, or the file does not read)."""
+        from renderers.promotion import load_pins
+
+        try:
+            pin = load_pins(self._tree(revision), key.env).get(key.app)
+        except GitsyncError:
+            return ""
+        return pin.revision if pin is not None else ""
 
     def _upstream(self, env: str, app: str) -> list[tuple[str, LedgerEntry]]:
         return [

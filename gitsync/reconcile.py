@@ -49,7 +49,7 @@ from gitsync.ports import (
     StateStore,
     WorkloadReader,
 )
-from gitsync.promotion import BLOCKED_RECHECK, PromotionAction, Promotions
+from gitsync.promotion import BLOCKED_RECHECK, Promotions
 from gitsync.redact import scrub, secret_values_of
 from gitsync.result import Kind, ReconcileResult, Stage, Target
 from gitsync.source import RevisionRefused
@@ -172,8 +172,8 @@ def reconcile(stages: Stages, request: Request) -> ReconcileResult:
     """Reconcile ``request.key`` by at most one step and record it; never raises a ``GitsyncError``."""
     line = _Line(stages, request)
     result = line.run()
-    promoted = result.promotion is not None and result.promotion.action is not PromotionAction.NONE
-    if request.apply and (result.kind is not Kind.UP_TO_DATE or promoted):
+    # An up-to-date revision is recorded only for what the promote stage says that the status does not yet say.
+    if request.apply and (result.kind is not Kind.UP_TO_DATE or result.promotion_line is not None):
         stages.recorder.record(result)
         if result.kind is Kind.REMOVED:
             removal.forget(stages.store, result.key, result.namespace)
@@ -358,8 +358,7 @@ class _Line:
         if not heal:
             return self.result(Kind.DRIFT_CHECKED, sync=synced, rollout=step)
         if not synced.ok:
-            errors = [c.error for c in synced.plan.errors if c.error] + [c.error or "" for c in synced.failures]
-            message = "; ".join(e for e in errors[:3] if e) or synced.summary()
+            message = "; ".join(synced.errors[:3]) or synced.summary()
             # Content errors (a refused body, an immutable field, a controller's conflict) wait for a new revision.
             error_class = synced.retry or Retry.TERMINAL
             return self.result(Kind.FAILED, outcome=Result.FAILED, sync=synced, error=message, error_class=error_class)
@@ -461,6 +460,7 @@ class _Line:
             return self.result(Kind.FAILED, error=str(e), error_class=Retry.TRANSIENT)
         self._timed(Stage.SYNC, t0)
         if not synced.ok:
-            errors = [e.error for e in synced.failures if e.error]
-            return self.result(Kind.FAILED, sync=synced, error="; ".join(errors[:3]), error_class=Retry.TRANSIENT)
+            return self.result(
+                Kind.FAILED, sync=synced, error="; ".join(synced.errors[:3]), error_class=Retry.TRANSIENT
+            )
         return self.result(Kind.REMOVED, outcome=Result.REMOVED, sync=synced)

@@ -259,7 +259,10 @@ class EventSink:
         assert r.health is not None and r.sync is not None
         health = r.health.status
         recovered = before.result in _FAILURES
-        if (r.new_release or recovered) and r.outcome is not Result.ROLLED_BACK:
+        # A new revision that changed no object and left the result as it was (a commit to another app, a README)
+        # happened to nothing a user watches: no Event, as Argo CD and Flux say nothing for it.
+        news = r.new_release and (r.changed or before.result != str(r.outcome))
+        if (news or recovered) and r.outcome is not Result.ROLLED_BACK:
             emit(Reason.SYNC_SUCCEEDED, f"synced {r.revision[:12]}: {r.sync.summary()}")
         if r.repaired:
             emit(Reason.DRIFT_DETECTED, f"repaired: {r.sync.summary()}")
@@ -352,7 +355,6 @@ class LedgerSink:
         step = r.promotion
         self._promotions.note(
             r.key,
-            r.rendered.revision or revision,
             revision,
             digest,
             outcome,
@@ -417,9 +419,8 @@ class StatusSink:
 
     def write(self, r: ReconcileResult) -> None:
         change = self._change(r)
-        step = r.promotion
-        if step is not None and step.action is not PromotionAction.NONE:
-            line = f"{step.action}: {step.message}" + (f" ({step.commit[:12]})" if step.commit else "")
+        line = r.promotion_line
+        if line is not None:
             first = change
 
             def change(s: Status) -> Status:

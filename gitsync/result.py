@@ -13,10 +13,12 @@ from gitsync.health import Health
 from gitsync.history import Result, Status
 from gitsync.model import AppEnv, SyncAction
 from gitsync.ports import RenderedApp, RolloutProgress, Snapshot
-from gitsync.promotion import PromotionStep, Upstream
+from gitsync.promotion import PromotionAction, PromotionStep, Upstream
 from gitsync.sync import SyncResult
 
 __all__ = ["Kind", "ReconcileResult", "Stage", "Target"]
+
+_WRITTEN = frozenset({PromotionAction.PROMOTED, PromotionAction.PROPOSED, PromotionAction.ROLLED_BACK})
 
 
 class Stage(StrEnum):
@@ -141,6 +143,23 @@ class ReconcileResult:
     def repaired(self) -> bool:
         """A drift trigger changed objects of a release already applied: self-heal took them back."""
         return self.kind is Kind.RELEASE and self.changed and "drift" in self.reasons and not self.new_release
+
+    @property
+    def promotion_line(self) -> str | None:
+        """The status's promotion line after this reconcile (``<action>: <message>``); None: the stored one stays
+        true. A step that did something says so. A step with nothing to do replaces any stored line but a commit's
+        (promoted, proposed, rolled back): a soak, a candidate or a failure it no longer sees is over, also when
+        the write that should have said so failed (the API unreachable right after a promotion commit)."""
+        step = self.promotion
+        if step is None:
+            return None
+        if step.action is not PromotionAction.NONE:
+            return f"{step.action}: {step.message}" + (f" ({step.commit[:12]})" if step.commit else "")
+        stored = self.previous.promotion if self.previous is not None else ""
+        if stored.partition(":")[0] in _WRITTEN:
+            return None
+        line = f"{step.action}: {step.message}" if step.message else ""
+        return line if line != stored else None
 
     @property
     def new_release(self) -> bool:

@@ -66,6 +66,13 @@ class SyncResult:
             return None
         return retry_of_all([c.retry for c in self.plan.errors] + [e.retry for e in self.failures]) or Retry.TERMINAL
 
+    @property
+    def errors(self) -> tuple[str, ...]:
+        """Each distinct error of the plan and of the apply once, in that order: an object the dry-run refused is
+        also a failure of the refused apply, with the same message, and a user must read it once."""
+        found = [c.error for c in self.plan.errors] + [e.error for e in self.failures]
+        return tuple(dict.fromkeys(e for e in found if e))
+
     def counts(self) -> dict[SyncAction, int]:
         counted = Counter(e.action for e in self.changes)
         return {action: counted[action] for action in SyncAction}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -130,26 +130,66 @@ def _undeclared(values: Mapping[str, Any], declared: Sequence[str], prefix: tupl
     return ""
 
 
-def promoted_values(values: Mapping[str, Any], paths: Sequence[str]) -> Values:
+PathError = Callable[[int, str], RenderError]
+"""Makes the error of the ``index``-th listed promotion path (``env_yaml_errors`` places it at its env.yaml line)."""
+
+
+def promoted_values(values: Mapping[str, Any], paths: Sequence[str], fail: PathError | None = None) -> Values:
     """The subset of ``values`` at ``paths``, nested as in a values file: what a pin records. Pure.
 
-    A path the values do not hold is a ``RenderError`` naming it (the environment promotes a value its upstream
-    does not set).
+    ``promotion.values`` is one list for every app of the environment, and each app carries what it has: a path
+    an app's values do not set (a plain-manifests app sets none) is not carried for that app, as there is
+    nothing to promote there. A path that runs into a value that is not a mapping (``image.tag`` where ``image``
+    is a string) is a mistake to fix: a ``RenderError`` from ``fail(index of the path, problem)`` (by default
+    one naming only ``promotion.values``).
     """
     result: Values = {}
-    for path in paths:
+    for index, path in enumerate(paths):
         keys = split_path(path)
         node: Any = values
         for depth, key in enumerate(keys):
-            if not isinstance(node, Mapping) or key not in node:
-                missing = ".".join(keys[: depth + 1])
-                raise RenderError("promotion.values", f"{path}: not set in the values it is promoted from ({missing})")
+            if not isinstance(node, Mapping):
+                parent = ".".join(keys[:depth])
+                problem = f"{path}: {parent} is {_kind(node)} in the values it is promoted from, not a mapping"
+                raise (fail or _unplaced)(index, problem)
+            if key not in node:
+                break
             node = node[key]
-        target = result
-        for key in keys[:-1]:
-            target = target.setdefault(key, {})
-        target[keys[-1]] = node
+        else:
+            target = result
+            for key in keys[:-1]:
+                target = target.setdefault(key, {})
+            target[keys[-1]] = node
     return result
+
+
+def _unplaced(index: int, problem: str) -> RenderError:
+    return RenderError("promotion.values", problem)
+
+
+def _kind(node: Any) -> str:
+    if isinstance(node, str):
+        return f"the string {node!r}"
+    if isinstance(node, list):
+        return "a list"
+    return f"{node!r}"
+
+
+def env_yaml_errors(repo: Path, env: str) -> PathError:
+    """``fail`` for ``promoted_values`` with ``env``'s own ``promotion.values``: the error reads
+    ``environments/<env>/env.yaml:<line>: promotion.values: ...`` at the listed path's line (env.yaml is read only
+    when there is an error)."""
+
+    def fail(index: int, problem: str) -> RenderError:
+        path = repo / "environments" / env / "env.yaml"
+        try:
+            _, lines = read_yaml_file(repo, path, what="env.yaml", required=False, nested=True)
+        except RenderError:
+            lines = {}
+        line = lines.get(f"promotion.values.{index}") or lines.get("promotion.values") or lines.get("promotion")
+        return RenderError(relative(repo, path), f"promotion.values: {problem}", line)
+
+    return fail
 
 
 def values_hash(values: Mapping[str, Any]) -> str:

@@ -60,7 +60,7 @@ class ConfigMapStateStore:
     @staticmethod
     def ref(key: AppEnv, namespace: str, part: str) -> ObjectId:
         """The ConfigMap holding ``part`` for ``key``."""
-        return ObjectId("", "ConfigMap", namespace, f"{MANAGER}.{key.app}.{key.env}.{part}")
+        return ObjectId("", "ConfigMap", namespace, key.state_name(part))
 
     def load(self, key: AppEnv, namespace: str, part: str) -> tuple[Json, str]:
         ref = self.ref(key, namespace, part)

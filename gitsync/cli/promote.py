@@ -55,7 +55,7 @@ from gitsync.promote import (
 from gitsync.promoted_file import with_pin
 from renderers import load_environment, render_app
 from renderers.environment import Promotion
-from renderers.promotion import Pin, load_pins, promoted_values
+from renderers.promotion import Pin, env_yaml_errors, load_pins, promoted_values
 
 app_option = click.option("--app", "app", required=True, help="The app to promote or roll back.")
 push_option = click.option("--push", is_flag=True, help="Push the commit to origin (never by force).")
@@ -148,7 +148,13 @@ def command(repo: Path, env: str, app: str, revision: str | None, push: bool, fo
         revision = clone.commit(revision)
         source_values = render_app(clone.at(revision), settings.from_env, app, trees=clone.trees).values
         override = " ".join(reason.split()) if force else ""
-        pin = Pin(app, revision, settings.from_env, promoted_values(source_values, settings.values), override)
+        pin = Pin(
+            app,
+            revision,
+            settings.from_env,
+            promoted_values(source_values, settings.values, env_yaml_errors(head, env)),
+            override,
+        )
         verdict = _verify(clone, pin, upstream)
         if not isinstance(verdict, Verified):
             fail(f"{app}@{env}: {verdict.reason}; use --force --reason TEXT to promote it anyway")
@@ -209,7 +215,7 @@ def _repin(clone: Clone, env: str, app: str, settings: Promotion, to: str | None
     if current is None:
         fail(f"{promoted}: {app} is not pinned; nothing to roll back")
     upstream = clone.releases(settings.from_env, app)
-    own = sorted(clone.releases(env, app), key=lambda pair: pair[1].finished_at, reverse=True)
+    own = sorted(clone.releases(env, app), key=lambda pair: pair[1].recency, reverse=True)
     history = clone.run("log", "--format=%H", "--end-of-options", "HEAD", "--", promoted).split()
     if own:  # what ran here and Succeeded, newest first
         commits, where = [sha for sha, e in own if e.outcome is ReleaseOutcome.SUCCEEDED], f"{env}'s ledger"
@@ -261,7 +267,7 @@ def _restore_head_following(clone: Clone, env: str, app: str, to: str | None) ->
     """Restore the app's chart and the environment's values file as of the last Succeeded release (or ``to``)."""
     paths = (f"apps/{app}", f"environments/{env}/values/{app}.yaml")
     head = tuple(clone.tree("HEAD", p) for p in paths)
-    releases = sorted(clone.releases(env, app), key=lambda pair: pair[1].finished_at, reverse=True)
+    releases = sorted(clone.releases(env, app), key=lambda pair: pair[1].recency, reverse=True)
     target = clone.commit(to) if to else ""
     if not target:
         for sha, entry in releases:

@@ -224,6 +224,7 @@ def test_the_reconcile_parks_a_refused_body_and_retries_a_missing_namespace(
     refused = healer(key, [configmap(namespace, "good"), owned(service)], cluster, ListSnapshot(cluster))()
     assert refused.error_class is Retry.TERMINAL, refused.error
     assert refused.error.startswith(f"Service/{namespace}/web: invalid")
+    assert refused.error.count(f"Service/{namespace}/web:") == 1, f"said once: {refused.error}"
 
     elsewhere = configmap(f"{namespace}-later", "x")
     waiting = healer(key, [configmap(namespace, "good"), elsewhere], cluster, ListSnapshot(cluster))()

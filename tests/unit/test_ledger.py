@@ -42,7 +42,7 @@ def test_a_line_is_compact_ordered_and_round_trips() -> None:
 def test_only_the_ledger_fields_are_written() -> None:
     assert set(json.loads(entry().to_line())) == {
         "env", "app", "revision", "digest", "chartTree", "libTree", "valuesHash", "outcome", "startedAt",
-        "finishedAt", "steps", "analysis", "agent", "promotionCommit", "rollbackCommit",
+        "finishedAt", "steps", "analysis", "agent", "promotionCommit", "rollbackCommit", "finishedAtMs",
     }  # fmt: skip
 
 
@@ -62,3 +62,15 @@ def test_analysis_values_are_numbers_only(value: object) -> None:
     raw = json.loads(entry().to_line())
     raw["analysis"][0]["value"] = value
     assert parse_note(json.dumps(raw)) == ()
+
+
+def test_finish_times_keep_milliseconds_and_old_whole_second_lines_still_read() -> None:
+    line = entry(finished_at=1_700_000_000.25).to_line()
+    raw = json.loads(line)
+    assert raw["finishedAt"] == "2023-11-14T22:13:20Z", "finishedAt stays whole seconds for older readers"
+    assert raw["finishedAtMs"] == 1_700_000_000_250
+    assert LedgerEntry.from_json(raw).finished_at == 1_700_000_000.25
+    del raw["finishedAtMs"]
+    assert LedgerEntry.from_json(raw).finished_at == 1_700_000_000.0, "a line written before finishedAtMs"
+    raw["finishedAtMs"] = 1_600_000_000_000
+    assert LedgerEntry.from_json(raw).finished_at == 1_700_000_000.0, "a finishedAtMs of another second is ignored"

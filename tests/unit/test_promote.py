@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -247,3 +248,23 @@ def test_evidence_of_a_check_judged_without_a_number_names_its_verdict() -> None
     """A podHealth check has no value nor condition: the evidence says how it ended, not "no data ()"."""
     pods = entry(analysis=(AnalysisResult("pods", None, "", "Successful"),))
     assert evidence(pods, 15) == "Succeeded; pods Successful; soak 15s"
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["superseded line first", "succeeded line first"])
+def test_a_superseded_release_noted_in_the_same_second_never_hides_the_candidate(reverse: bool) -> None:
+    # One reconcile supersedes OLD and ends NEW: both lines carry the same finish time.
+    superseded = release(OLD, Ended.SUPERSEDED, T0, tree="t-old")
+    succeeded = release(NEW, Ended.SUCCEEDED, T0)
+    upstream = [succeeded, superseded] if reverse else [superseded, succeeded]
+    found = candidate(upstream, PIN_OLD, SOAK, T0 + SOAK)
+    assert found is not None and found.revision == NEW
+
+
+def test_sub_second_finish_times_order_releases_of_the_same_second() -> None:
+    failed = release(OLD, Ended.FAILED, T0 + 0.2)
+    fixed = release(NEW, Ended.SUCCEEDED, T0 + 0.7)
+    read = [(sha, LedgerEntry.from_json(json.loads(e.to_line()))) for sha, e in (fixed, failed)]
+    assert [e.finished_at for _, e in read] == [T0 + 0.7, T0 + 0.2], "finishedAtMs read back"
+    for upstream in (read, read[::-1]):
+        found = candidate(upstream, PIN_OLD, SOAK, T0 + 1 + SOAK)
+        assert found is not None and found.revision == NEW

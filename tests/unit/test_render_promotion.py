@@ -15,7 +15,7 @@ from gitsync.adapters.trees import LocalTrees
 from gitsync.promoted_file import with_pin
 from renderers import AwaitingPromotion, RenderedApp, RenderError, load_environment, render_app, render_env
 from renderers.environment import Promotion, PromotionMode
-from renderers.promotion import Pin, load_pins, promoted_values, values_hash
+from renderers.promotion import Pin, env_yaml_errors, load_pins, promoted_values, values_hash
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example-repo"
 GITSYNC = str(Path(sys.executable).parent / "gitsync")
@@ -191,9 +191,10 @@ def test_promoted_yaml_errors_point_at_their_line(repo: Repo, entry: str, line: 
 def test_promoted_values_are_the_nested_subset_and_hash_canonically() -> None:
     merged = {"image": {"repository": "r", "tag": "1.1"}, "config": {"A": "1", "B": "2"}, "replicas": 2}
     assert promoted_values(merged, ["image.tag", "config"]) == {"image": {"tag": "1.1"}, "config": {"A": "1", "B": "2"}}
-    with pytest.raises(RenderError, match=r"image\.digest: not set in the values it is promoted from"):
-        promoted_values(merged, ["image.digest"])
-    with pytest.raises(RenderError, match=r"replicas\.max: not set"):
+    # Each app carries what it has: a path its values do not set is not carried (nothing to promote there).
+    assert promoted_values(merged, ["image.tag", "image.digest", "controller.image.tag"]) == {"image": {"tag": "1.1"}}
+    assert promoted_values({}, ["image.tag"]) == {}, "a plain-manifests app has no values and promotes none"
+    with pytest.raises(RenderError, match=r"replicas\.max: replicas is 2 in the values it is promoted from"):
         promoted_values(merged, ["replicas.max"])
     first = values_hash({"image": {"tag": "1.1"}, "a": 1})
     assert first == values_hash({"a": 1, "image": {"tag": "1.1"}})
@@ -356,4 +357,19 @@ def test_an_error_in_a_pinned_chart_names_the_pinned_commit(repo: Repo) -> None:
     assert str(e.value) == (
         "apps/web/templates/configmap.yaml:7: undefined value values.image.repository "
         f"(chart as of {repo.first[:12]}, pinned in environments/prod/promoted.yaml)"
+    )
+
+
+def test_a_path_that_cannot_be_taken_is_an_error_at_its_env_yaml_line(tmp_path: Path) -> None:
+    env_yaml = tmp_path / "environments" / "prod" / "env.yaml"
+    env_yaml.parent.mkdir(parents=True)
+    env_yaml.write_text(
+        "namespace: prod\napps: [web]\npromotion:\n  from: staging\n  values:\n"
+        "    - image.tag\n    - image.repository\n"
+    )
+    with pytest.raises(RenderError) as e:
+        promoted_values({"image": "nginx:1.27"}, ["image.tag", "image.repository"], env_yaml_errors(tmp_path, "prod"))
+    assert str(e.value) == (
+        "environments/prod/env.yaml:6: promotion.values: image.tag: image is the string 'nginx:1.27' in the values"
+        " it is promoted from, not a mapping"
     )

@@ -1,0 +1,93 @@
+"""The ledger line the promote stage notes for a release, against a real Git repository."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from gitrepos import Server, git
+
+from gitsync.history import Result
+from gitsync.ledger import LedgerEntry, ReleaseOutcome
+from gitsync.model import AppEnv
+from gitsync.promote import pinned_release, verify_pin
+from gitsync.promotion import Promotions
+from renderers.promotion import values_hash
+
+
+class Notes:
+    def __init__(self) -> None:
+        self.notes: dict[str, tuple[LedgerEntry, ...]] = {}
+
+    def append(self, sha: str, entry: LedgerEntry) -> None:
+        self.notes[sha] = (*self.notes.get(sha, ()), entry)
+
+    def read(self) -> dict[str, tuple[LedgerEntry, ...]]:
+        return self.notes
+
+
+def promotions(server: Server, tmp_path: Path) -> tuple[Promotions, Notes]:
+    def tree_id(sha: str, path: str) -> str:
+        listed = git(server.work, "ls-tree", "--full-tree", sha, "--", path)
+        return listed.split()[2] if listed else ""
+
+    def tree(sha: str) -> Path:
+        out = tmp_path / "trees" / sha
+        if not out.exists():
+            out.mkdir(parents=True)
+            archive = subprocess.run(["git", "archive", sha], cwd=server.work, capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+        return out
+
+    notes = Notes()
+    return Promotions(notes, None, tree=tree, tree_id=tree_id, status=lambda *_: None, branch="main"), notes  # type: ignore[arg-type]
+
+
+def test_a_superseded_release_is_noted_with_the_chart_tree_of_its_own_commit(tmp_path: Path) -> None:
+    server = Server(tmp_path / "repo")
+    old = server.commit({"apps/ingress/deploy.yaml": "kind: ConfigMap # 1\n"}, "one")
+    new = server.commit({"apps/ingress/deploy.yaml": "kind: ConfigMap # 2\n"}, "two")
+    stage, notes = promotions(server, tmp_path)
+    key = AppEnv("ingress", "staging")
+    # The reconcile that rendered NEW notes OLD as Superseded: the line is of OLD, read at OLD.
+    stage.note(key, old, "sha256:d1", Result.SUPERSEDED, 0.0, 10.0, promoted_paths=(), values={})
+    (line,) = notes.notes[old]
+    assert line.chart_tree == git(server.work, "rev-parse", f"{old}:apps/ingress")
+    assert line.chart_tree != git(server.work, "rev-parse", f"{new}:apps/ingress")
+
+
+def test_promoted_values_that_cannot_be_taken_are_never_noted_as_no_values(tmp_path: Path) -> None:
+    server = Server(tmp_path / "repo")
+    sha = server.commit({"apps/web/values.yaml": "image: nginx\n"}, "one")
+    stage, notes = promotions(server, tmp_path)
+    key = AppEnv("web", "staging")
+    stage.note(
+        key, sha, "sha256:d", Result.SUCCEEDED, 0.0, 10.0, promoted_paths=("image.tag",), values={"image": "nginx"}
+    )
+    (line,) = notes.notes[sha]
+    assert line.outcome is ReleaseOutcome.SUCCEEDED
+    assert line.values_hash == "", "not known"
+    assert line.values_hash != values_hash({})
+    empty_pin = pinned_release(stage._tree_id, "web", sha, {})
+    assert not hasattr(verify_pin(empty_pin, [(sha, line)]), "evidence"), "verifies no pin"
+
+
+def test_the_values_hash_noted_is_the_one_the_guard_computes_for_the_pin(tmp_path: Path) -> None:
+    server = Server(tmp_path / "repo")
+    sha = server.commit({"apps/web/values.yaml": "image: {tag: '1.1'}\n", "apps/ksm/deploy.yaml": "kind: x\n"}, "one")
+    stage, notes = promotions(server, tmp_path)
+    paths = ("image.tag", "controller.image.tag")
+    for app, values in (("web", {"image": {"tag": "1.1"}, "replicas": 2}), ("ksm", {})):
+        stage.note(
+            AppEnv(app, "staging"),
+            sha,
+            "sha256:d",
+            Result.SUCCEEDED,
+            0.0,
+            10.0,
+            promoted_paths=paths,
+            values=values,
+        )
+    web, ksm = notes.notes[sha]
+    assert web.content == pinned_release(stage._tree_id, "web", sha, {"image": {"tag": "1.1"}}).content
+    assert ksm.content == pinned_release(stage._tree_id, "ksm", sha, {}).content, "a plain app carries no values"
