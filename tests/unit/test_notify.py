@@ -4,7 +4,6 @@ sent twice by an agent that restarts."""
 
 from __future__ import annotations
 
-import json
 import random
 import socket
 import time
@@ -15,17 +14,17 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import memstore
 import pytest
 from notifylab import Receiving, signed
 
 from gitsync.adapters.clock import SystemClock
 from gitsync.adapters.webhook_post import WebhookPost
 from gitsync.apply import ChangeSetEntry
-from gitsync.errors import TransientError
 from gitsync.health import Health
 from gitsync.history import Result, Status
 from gitsync.inventory import Inventory
-from gitsync.model import AppEnv, HealthStatus, Json, ObjectId, SyncAction, SyncState
+from gitsync.model import AppEnv, HealthStatus, ObjectId, SyncAction, SyncState
 from gitsync.notify import Format, Notice, Notifier, Outbox, Policy, Receiver, notices
 from gitsync.notify.outbox import NOTIFY_PART
 from gitsync.notify.sender import retry_after
@@ -241,28 +240,8 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
 # -- a real receiver ---------------------------------------------------------------------------------------------
 
 
-class MemoryStore:
-    """The StateStore port in memory, with its optimistic versions."""
-
-    def __init__(self) -> None:
-        self.docs: dict[tuple[AppEnv, str, str], tuple[Json, str]] = {}
-
-    def load(self, key: AppEnv, namespace: str, part: str) -> tuple[Json, str]:
-        data, version = self.docs.get((key, namespace, part), ({}, ""))
-        return json.loads(json.dumps(data)), version
-
-    def save(self, key: AppEnv, namespace: str, part: str, data: Json, version: str) -> str:
-        if self.docs.get((key, namespace, part), ({}, ""))[1] != version:
-            raise TransientError("conflict")
-        new = str(int(version or 0) + 1)
-        self.docs[(key, namespace, part)] = (json.loads(json.dumps(data)), new)
-        return new
-
-    def keys(self, env: str, namespace: str, part: str) -> frozenset[AppEnv]:
-        return frozenset(k for k, ns, p in self.docs if (k.env, ns, p) == (env, namespace, part))
-
-    def delete(self, key: AppEnv, namespace: str, part: str) -> None:
-        self.docs.pop((key, namespace, part), None)
+class MemoryStore(memstore.MemoryStore):
+    """The shared in-memory store, with the notification outbox's pending entries."""
 
     def pending(self) -> list[list[str]]:
         data, _ = self.load(KEY, "shop", NOTIFY_PART)

@@ -3,10 +3,10 @@ happened, and a promotion line that catches up after a status write failed."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from memstore import MemoryStore
 
 from gitsync.apply import ChangeSetEntry
 from gitsync.errors import Retry, TransientError
@@ -26,33 +26,6 @@ KEY = AppEnv("web", "prod")
 NS = "gs-prod"
 SERVICE = ObjectId("", "Service", NS, "ksm-bad")
 REFUSED = f"{SERVICE}: invalid: spec.ports[0].port (must be between 1 and 65535, inclusive: 70000)"
-
-
-class MemoryStore:
-    """The StateStore port in memory; ``down`` makes every call fail as an unreachable API server does."""
-
-    def __init__(self) -> None:
-        self.docs: dict[tuple[AppEnv, str, str], tuple[Json, str]] = {}
-        self.down = False
-
-    def load(self, key: AppEnv, namespace: str, part: str) -> tuple[Json, str]:
-        if self.down:
-            raise TransientError("ConfigMap: GET failed: connection refused")
-        data, version = self.docs.get((key, namespace, part), ({}, ""))
-        return json.loads(json.dumps(data)), version
-
-    def save(self, key: AppEnv, namespace: str, part: str, data: Json, version: str) -> str:
-        if self.down:
-            raise TransientError("ConfigMap: PUT failed: connection refused")
-        new = str(int(version or 0) + 1)
-        self.docs[(key, namespace, part)] = (json.loads(json.dumps(data)), new)
-        return new
-
-    def keys(self, env: str, namespace: str, part: str) -> frozenset[AppEnv]:
-        return frozenset(k for k, ns, p in self.docs if (k.env, ns, p) == (env, namespace, part))
-
-    def delete(self, key: AppEnv, namespace: str, part: str) -> None:
-        self.docs.pop((key, namespace, part), None)
 
 
 class Applied:
