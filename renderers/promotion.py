@@ -59,8 +59,9 @@ def pins_file(repo: Path, env: str) -> Path:
 def load_pins(repo: Path, env: str) -> Mapping[str, Pin]:
     """The pins of ``env`` by app (file order); empty when ``promoted.yaml`` does not exist.
 
-    Checks that each app is in env.yaml's ``apps``, each revision is a full commit id, and that the values hold
-    only the paths env.yaml's ``promotion.values`` lists.
+    Checks that each revision is a full commit id and that the values hold only the paths env.yaml's
+    ``promotion.values`` lists. The pin of an app env.yaml no longer lists is left out unread: removing an app
+    from ``apps`` is the intent, and its pin (written by gitsync) must not stop the environment's other apps.
     """
     return read_pins(repo, load_environment(repo, env))
 
@@ -85,8 +86,7 @@ def read_pins(repo: Path, environment: Environment) -> Mapping[str, Pin]:
     for app, entry in data.items():
         name = str(app)
         if name not in environment.apps:
-            apps = ", ".join(environment.apps) or "none"
-            raise fail(name, f"app {name!r} is not in environment {environment.name} (apps: {apps})")
+            continue  # an app removed from env.yaml: its pin pins nothing (removal.py prunes the app)
         if not isinstance(entry, dict):
             raise fail(name, f"{name}: expected a mapping with revision, from and values")
         for key in entry:

@@ -170,7 +170,6 @@ def test_pins_round_trip_and_an_absent_file_pins_nothing(repo: Repo) -> None:
         ("web:\n  revision: abc123\n  from: staging\n", 2, "web.revision must be a full 40-hex commit id"),
         ("web:\n  revision: {sha}\n  from: staging\n  note: hi\n", 4, "web: unknown key 'note'"),
         ("web:\n  revision: {sha}\n", 1, "web.from must name the environment it was promoted from"),
-        ("api:\n  revision: {sha}\n  from: staging\n", 1, "app 'api' is not in environment prod (apps: web)"),
         (
             "web:\n  revision: {sha}\n  from: staging\n  values:\n    image:\n      tag: '2'\n    replicas: 9\n",
             7,
@@ -186,6 +185,13 @@ def test_promoted_yaml_errors_point_at_their_line(repo: Repo, entry: str, line: 
         load_pins(repo.root, "prod")
     assert str(e.value).startswith(f"environments/prod/promoted.yaml:{line}: ")
     assert problem in str(e.value)
+
+
+def test_the_pin_of_an_app_removed_from_env_yaml_is_left_out(repo: Repo) -> None:
+    """Removing an app from prod's env.yaml while promoted.yaml still pins it must not stop prod's other apps."""
+    pins = f"web:\n  revision: {repo.first}\n  from: staging\napi:\n  revision: not-even-a-sha\n"
+    repo.write({"environments/prod/promoted.yaml": pins})
+    assert list(load_pins(repo.root, "prod")) == ["web"]
 
 
 def test_promoted_values_are_the_nested_subset_and_hash_canonically() -> None:
