@@ -40,6 +40,10 @@ COMMANDS: dict[str, str] = {
     "promote": "gitsync.cli.promote:command",
     "rollback": "gitsync.cli.promote:rollback",
     "rollout": "gitsync.cli.rollout:group",
+    # Argo Rollouts' verbs at the top as well (`kubectl argo rollouts abort|retry`); `promote` is taken by the
+    # promotion between environments, so the rollout's stays `gitsync rollout promote`
+    "abort": "gitsync.cli.rollout:abort",
+    "retry": "gitsync.cli.rollout:retry",
     "dashboard": "gitsync.cli.dashboard:command",
 }
 

@@ -20,6 +20,8 @@ COMMANDS = [
     pytest.param(("sync", *REPO_ARGS), id="sync"),
     pytest.param(("status", *REPO_ARGS), id="status"),
     pytest.param(("rollout", "promote", *REPO_ARGS, "--app", "podinfo"), id="rollout-promote"),
+    pytest.param(("abort", *REPO_ARGS, "--app", "podinfo"), id="abort"),
+    pytest.param(("retry", *REPO_ARGS, "--app", "podinfo"), id="retry"),
     pytest.param(("history", "--env", "staging"), id="history"),
 ]
 KUBECONFIGS = [
