@@ -179,6 +179,35 @@ CASES = [
         "apps/web/values.yaml:2: invalid YAML",
         id="values-invalid-yaml",
     ),
+    pytest.param(
+        {
+            "c.yaml": "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n"
+            "    gitsync.dev/wave: first\n"
+        },
+        "",
+        'apps/web/templates/c.yaml:2: ConfigMap/c: annotation gitsync.dev/wave must be a quoted integer like "1", got '
+        "'first'",
+        id="wave-not-an-integer",
+    ),
+    pytest.param(
+        {
+            "c.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n"
+            "    gitsync.dev/prune: 'no'\n"
+        },
+        "",
+        'apps/web/templates/c.yaml:1: ConfigMap/c: annotation gitsync.dev/prune must be "true" or "false", got \'no\'',
+        id="prune-neither-true-nor-false",
+    ),
+    pytest.param(
+        {
+            "c.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n"
+            "    gitsync.dev/ignore-differences: /data/a, .data.b\n"
+        },
+        "",
+        "apps/web/templates/c.yaml:1: ConfigMap/c: annotation gitsync.dev/ignore-differences: '.data.b' is not a JSON "
+        "pointer",
+        id="ignore-differences-not-a-pointer",
+    ),
 ]
 
 
