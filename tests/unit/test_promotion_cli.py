@@ -118,6 +118,12 @@ def test_audit_json_on_a_fresh_clone_lists_releases_with_pr_numbers_and_evidence
     assert len(out.splitlines()) == 1 + 3
 
 
+def test_audit_of_an_empty_ledger_says_so(scenario: Scenario) -> None:
+    scenario.server.commit(CHART, "podinfo")
+    code, out = scenario.cli("audit")
+    assert code == 0 and "no release in the ledger (refs/notes/gitsync" in out, out
+
+
 def test_promote_without_a_candidate_says_why(scenario: Scenario) -> None:
     server = scenario.server
     soaking = {**CHART, "environments/prod/env.yaml": CHART["environments/prod/env.yaml"].replace("0s", "1h")}
