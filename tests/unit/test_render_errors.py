@@ -255,6 +255,10 @@ def test_environment_settings_allow_other_namespaces_and_cluster_scoped_objects(
             "environments/dev/env.yaml:4: unknown key cluster.server (known: name, kubeconfigSecret)",
         ),
         ("namespace: web-dev\napps: [web]\ncluster: Prod_EU\n", "environments/dev/env.yaml:3: cluster must be"),
+        (
+            "namespace: web-dev\napps:\n  - web\n  - ../shared\n",
+            "environments/dev/env.yaml:2: apps: '../shared' is not a DNS label (the name of a folder under apps/)",
+        ),
     ],
 )
 def test_env_file_problems(tmp_path: Path, env: str, expected: str) -> None:
