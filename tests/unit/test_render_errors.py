@@ -285,6 +285,9 @@ def test_missing_files(tmp_path: Path) -> None:
 def test_bad_set_is_reported(tmp_path: Path) -> None:
     repo = make_repo(tmp_path, {"d.yaml": "a: 1\n"})
     assert render_error(repo, sets=["novalue"]).startswith("--set: expected key.path=value")
+    assert render_error(repo, sets=["env[0].name=x"]) == (
+        "--set: env[0].name: list indexes like 'env[0]' are not supported; set the whole list in a values file"
+    ), "Helm's list syntax is refused, not taken as a key nothing reads"
 
 
 def test_a_failing_template_fails_the_whole_render(tmp_path: Path) -> None:
