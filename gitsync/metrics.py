@@ -31,7 +31,7 @@ RECONCILE_SECONDS = Histogram(
 )
 SYNCS = Counter(
     "gitsync_syncs",
-    "Reconciles by result: synced, unchanged, progressing, failed, render_error, refused",
+    "Reconciles by release result, lower-case (succeeded, progressing, paused, rolledback, failed, rendererror, ...)",
     ["app", "env", "result"],
 )
 LAST_SUCCESS = Gauge(
@@ -51,7 +51,7 @@ GIT_POLLS = Counter(
 )
 WEBHOOKS = Counter(
     "gitsync_webhook_requests",
-    "Webhook deliveries by provider and verdict (accepted, ignored, unauthorized, too_large, bad_request)",
+    "Webhook deliveries by provider and verdict: accepted, ignored, unauthorized, too_large, bad_request, rate_limited",
     ["provider", "result"],
 )
 LEADER = Gauge("gitsync_leader", "1 while this replica holds the leader lease (or runs without election)")

@@ -151,6 +151,9 @@ def load_environment(repo: Path, env: str, *, protected: frozenset[str] = PROTEC
     apps = _names(data, "apps", fail, required=True)
     if len(set(apps)) != len(apps):
         raise fail("apps", "apps lists an app twice")
+    for app in apps:
+        if not _DNS_LABEL.match(app):  # a folder under apps/: no path, as in the app-env's names and labels
+            raise fail("apps", f"apps: {app!r} is not a DNS label (the name of a folder under apps/)")
     labels = data.get("labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise fail("labels", 'labels must map names to strings (quote values like "true" or "1.0")')

@@ -13,10 +13,16 @@ changes exactly when the output does.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from gitsync.model import (
+    ANNOTATION_FORCE,
+    ANNOTATION_IGNORE,
+    ANNOTATION_PRUNE,
+    ANNOTATION_RECREATE,
+    ANNOTATION_WAVE,
     LABEL_APP,
     LABEL_ENV,
     LABEL_MANAGED_BY,
@@ -132,6 +138,9 @@ def _build_manifest(body: Any, path: str, line: int, environment: Environment, a
             f"{kind}/{meta['name']} is in namespace {namespace!r}, outside environment {environment.name}'s "
             f"namespace {environment.namespace!r} (list it in env.yaml allowedNamespaces to allow it)"
         )
+    problem = _annotation_problem(meta.get("annotations"))
+    if problem:
+        raise fail(f"{kind}/{meta['name']}: {problem}")
     for field in SERVER_OWNED_METADATA:
         meta.pop(field, None)
     labels = meta.get("labels")
@@ -148,6 +157,36 @@ def _build_manifest(body: Any, path: str, line: int, environment: Environment, a
     except (TypeError, ValueError) as exc:
         raise fail(f"{kind}/{meta['name']}: value cannot be sent to Kubernetes as JSON: {exc}") from None
     return Manifest(ObjectId.of(body), body, f"{path}:{line}", fingerprint(text))
+
+
+_SWITCHES = (ANNOTATION_PRUNE, ANNOTATION_RECREATE, ANNOTATION_FORCE)
+"""gitsync's yes/no annotations: a value that is neither "true" nor "false" (``"no"``, ``False`` unquoted) would
+otherwise be read as the default, silently: an object meant to be kept would be pruned."""
+
+
+def _annotation_problem(annotations: object) -> str:
+    """What is wrong with the object's ``gitsync.dev/*`` annotations, or ""; the sync engine reads them later,
+    where a bad value would fail one object mid-sync (a wave) or be ignored (the others)."""
+    if not isinstance(annotations, dict):
+        return ""  # not ours to judge: the API server refuses annotations that are not a map of strings
+    wave = annotations.get(ANNOTATION_WAVE)
+    if wave is not None and not (isinstance(wave, str) and re.fullmatch(r"\s*[+-]?\d+\s*", wave)):
+        return f'annotation {ANNOTATION_WAVE} must be a quoted integer like "1", got {wave!r}'
+    for name in _SWITCHES:
+        value = annotations.get(name)
+        if value is not None and value not in ("true", "false"):
+            return f'annotation {name} must be "true" or "false", got {value!r}'
+    ignore = annotations.get(ANNOTATION_IGNORE)
+    if ignore is not None:
+        if not isinstance(ignore, str):
+            return f"annotation {ANNOTATION_IGNORE} must be a string of JSON pointers, got {ignore!r}"
+        for pointer in (p.strip() for p in ignore.replace("\n", ",").split(",")):
+            if pointer and not pointer.startswith("/"):
+                return (
+                    f"annotation {ANNOTATION_IGNORE}: {pointer!r} is not a JSON pointer "
+                    "(comma-separated, like /spec/replicas, /data/key)"
+                )
+    return ""
 
 
 def check_unique(manifests: Iterable[Manifest]) -> None:

@@ -68,6 +68,8 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> Values:
 
 
 _KEY_PART = re.compile(r"(?:\\.|[^.\\])+")
+_INDEX = re.compile(r"\[\d+\]$")
+"""Helm's ``--set list[0]=x``; gitsync's ``--set`` has no list syntax."""
 
 
 def split_path(path: str) -> tuple[str, ...]:
@@ -89,6 +91,11 @@ def parse_set(assignment: str) -> Values:
     keys = split_path(path)
     if not sep or not keys:
         raise RenderError("--set", f"expected key.path=value, got {assignment!r}")
+    indexed = next((key for key in keys if _INDEX.search(key)), None)
+    if indexed is not None:  # Helm's list index: taken as a key, it would add a value nothing reads
+        raise RenderError(
+            "--set", f"{path}: list indexes like {indexed!r} are not supported; set the whole list in a values file"
+        )
     try:
         value = load_values(raw) if raw.strip() else ""
     except YamlError as exc:

@@ -318,7 +318,7 @@ def main() -> None:
         demo.stop_agent()
         if args.keep:
             console.print(
-                f"kubelab keeps running: kubectl --kubeconfig {kubeconfig} ...; "
+                f"kubelab keeps running: {Path(sys.executable).with_name('kubectl')} --kubeconfig {kubeconfig} ...; "
                 f"stop it with: {sys.executable} tools/kubelab/kubelab.py down --state-dir {args.state_dir}"
             )
         else:

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The Debian packages the tests and the demo run for real (make deps; .ci/run): git, Prometheus for the analysis
-# tests, podman/runc/debootstrap/slirp4netns for the agent image, an SSH server and client and GnuPG for the Git auth
-# tests (tests/unit/test_git_ssh.py, test_git_gpg.py), Chromium for the dashboard's browser tests (driven by Playwright,
-# which downloads no browser of its own), a C compiler for Gitea (tools/gitea). Installs only what is missing; needs
-# root (or sudo).
+# The Debian packages the tests and the demo run for real (make deps; .ci/run): git, python3-venv (make venv),
+# Prometheus for the analysis tests, podman/runc/debootstrap/slirp4netns for the agent image, an SSH server and client
+# and GnuPG for the Git auth tests (tests/unit/test_git_ssh.py, test_git_gpg.py), Chromium for the dashboard's browser
+# tests (driven by Playwright, which downloads no browser of its own), a C compiler for Gitea (tools/gitea). Installs
+# only what is missing; needs root (or sudo). Go is not among them: Debian ships none new enough (README).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=()
 command -v git >/dev/null || need+=(git)
+python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)  # make venv: Debian splits venv's pip out
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null || need+=(runc)

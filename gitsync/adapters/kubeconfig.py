@@ -128,6 +128,14 @@ def _tls_context(cluster: Mapping[str, Any], user: Mapping[str, Any], base: Path
     return tls
 
 
+def _lookup_exists() -> bool:
+    """Whether the usual kubeconfig lookup names a file that exists (``$KUBECONFIG``'s files, else
+    ``~/.kube/config``): without one, the client's own message ("Invalid kube-config file. No configuration
+    found.") does not tell a newcomer what to do."""
+    names = [n for n in os.environ.get("KUBECONFIG", "").split(os.pathsep) if n] or ["~/.kube/config"]
+    return any(Path(n).expanduser().is_file() for n in names)
+
+
 def client_connection(
     kubeconfig: str | Path | None, context: str | None, pool_size: int, in_cluster: bool
 ) -> Connection:
@@ -149,6 +157,11 @@ def client_connection(
                 persist_config=False,
             )
     except (ConfigException, OSError) as e:
+        if kubeconfig is None and not in_cluster and not _lookup_exists():
+            raise TerminalError(
+                "kubeconfig: none found ($KUBECONFIG unset or naming no file, no ~/.kube/config, and not in a pod): "
+                "pass --kubeconfig FILE or set KUBECONFIG"
+            ) from e
         raise TerminalError(f"{kubeconfig or 'kubeconfig'}: cannot load cluster configuration: {e}") from e
     cfg.connection_pool_maxsize = pool_size
     pool: urllib3.PoolManager = rest.RESTClientObject(cfg).pool_manager

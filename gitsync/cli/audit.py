@@ -73,6 +73,12 @@ def command(repo: Path, env: str | None, app: str | None, since: str | None, out
         sys.stdout.write(out.getvalue())
     else:
         _table(rows)
+        if not notes:  # an empty table alone reads like a broken command
+            click.echo(
+                "no release in the ledger (refs/notes/gitsync, fetched from origin when the clone has it): "
+                "the agent (gitsync run) notes each release it finishes",
+                err=True,
+            )
 
 
 def _table(rows: list[dict[str, object]]) -> None:

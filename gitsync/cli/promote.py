@@ -141,9 +141,10 @@ def command(repo: Path, env: str, app: str, revision: str | None, push: bool, fo
         current = load_pins(head, env).get(app)
         if revision is None:
             pinned = clone.released(current) if current is not None else None
-            found = candidate(upstream, pinned, settings.soak_seconds, SystemClock().now())
+            now = SystemClock().now()
+            found = candidate(upstream, pinned, settings.soak_seconds, now)
             if found is None:
-                fail(f"{app}@{env}: no candidate in {settings.from_env}: nothing newer has succeeded and soaked")
+                fail(f"{app}@{env}: no candidate in {settings.from_env}: {_why_none(upstream, pinned, settings, now)}")
             revision = found.revision
         revision = clone.commit(revision)
         source_values = render_app(clone.at(revision), settings.from_env, app, trees=clone.trees).values
@@ -175,6 +176,22 @@ def command(repo: Path, env: str, app: str, revision: str | None, push: bool, fo
     except GitsyncError as e:
         fail(str(e))
     _report(result, message.partition("\n")[0], push)
+
+
+def _why_none(upstream: Releases, pinned: PinnedRelease | None, settings: Promotion, now: float) -> str:
+    """Why the ledger offers no candidate, in the words a person acts on: nothing noted yet (a laptop's `gitsync
+    sync` notes nothing: the agent does), a release still soaking, or nothing newer than the pin."""
+    if not upstream:
+        return (
+            "the ledger (refs/notes/gitsync) holds no release of the app there; the agent (gitsync run) notes each "
+            "release it finishes, gitsync sync does not (or pass --revision SHA with --force --reason TEXT)"
+        )
+    _, newest = max(upstream, key=lambda pair: pair[1].recency)
+    differs = pinned is None or not pinned.content.same_as(newest.content)
+    if newest.outcome is ReleaseOutcome.SUCCEEDED and differs:  # as the agent reports it (promotion.soaking)
+        left = max(newest.finished_at + settings.soak_seconds - now, 0.0)
+        return f"{settings.from_env}@{newest.revision[:12]} soaks, {left:.0f}s left"
+    return "nothing newer has succeeded and soaked"
 
 
 def _verify(clone: Clone, pin: Pin, upstream: Releases) -> Verified | Blocked:

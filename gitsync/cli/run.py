@@ -116,7 +116,7 @@ def command(config_path: Path, log_format: str | None) -> None:
     from gitsync.adapters.webhook_post import WebhookPost
     from gitsync.analysis.measure import Measurer
     from gitsync.cache import WatchCache
-    from gitsync.cli.sync import connect
+    from gitsync.cli.sync import connect, fail, fail_on
     from gitsync.events import EventSink
     from gitsync.notify import Notifier, Outbox
     from gitsync.runtime import config as agent_config
@@ -130,7 +130,7 @@ def command(config_path: Path, log_format: str | None) -> None:
     try:
         config = agent_config.load(config_path)
     except GitsyncError as e:
-        raise click.ClickException(str(e)) from None
+        fail_on(e)
     logging.configure(log_format or config.log_format)
     log = logging.get("gitsync.run")
 
@@ -138,10 +138,10 @@ def command(config_path: Path, log_format: str | None) -> None:
     try:
         cluster = connect(config.kubeconfig)
     except GitsyncError as e:
-        raise click.ClickException(str(e)) from None
+        fail_on(e)
     except Exception as e:  # noqa: BLE001 - in-cluster config and the client's loaders raise assorted errors
         where = config.kubeconfig or "in-cluster service account"
-        raise click.ClickException(f"{where}: cannot load cluster configuration: {e}") from None
+        fail(f"{where}: cannot load cluster configuration: {e}")
     git = GitRepository(
         config.repo.url,
         config.repo.branch,

@@ -415,8 +415,10 @@ def command(
             retries.append(result.error_class or Retry.TERMINAL)
             continue
         click.echo(result.sync.summary())
+        sources = {m.id: m.source for m in rendered.manifests}  # each refusal at its template's file:line
         for entry in result.sync.failures:
-            click.echo(f"  {entry.error}", err=True)
+            where = sources.get(entry.id)
+            click.echo(f"  {where}: {entry.error}" if where else f"  {entry.error}", err=True)
         retries.append(result.sync.retry)
         if result.kind is Kind.RELEASE and result.rollout is not None and result.rollout.exclude and not dry_run:
             click.echo(f"{rendered.app_env}: rollout {result.rollout.phase}: {result.rollout.message}")

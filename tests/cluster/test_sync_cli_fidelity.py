@@ -239,7 +239,8 @@ def test_a_field_a_controller_holds_fails_that_object_alone(tmp_path: Path, name
     synced = gitsync("sync", *args, kubeconfig=kubelab.kubeconfig)
     assert synced.returncode == 2, synced.stdout + synced.stderr
     (line,) = [text for text in synced.stderr.splitlines() if text.startswith("  ")]  # the rest are log events
-    assert line.strip().startswith(f"Deployment.apps/{namespace}/shop: conflict"), synced.stderr
+    where = "apps/shop/templates/deployment.yaml:1"  # the refused object at its template's file and line
+    assert line.strip().startswith(f"{where}: Deployment.apps/{namespace}/shop: conflict"), synced.stderr
     assert "shop@test: 1 created, 2 unchanged, 1 failed" in synced.stdout
     assert cluster.get(ObjectId("apps", "Deployment", namespace, "shop"))["spec"]["replicas"] == 5  # type: ignore[index]
     assert cluster.get(ObjectId("", "Service", namespace, "shop")) is not None, "the conflict blocked the Service"

@@ -57,6 +57,18 @@ def test_a_missing_kubeconfig_is_named(tmp_path: Path, args: tuple[str, ...]) ->
     assert result.stderr == f"error: {tmp_path / 'nope'}: kubeconfig file does not exist\n"
 
 
+@pytest.mark.parametrize("args", COMMANDS)
+def test_no_kubeconfig_at_all_says_what_to_pass(tmp_path: Path, args: tuple[str, ...]) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    env["HOME"] = str(tmp_path)  # no ~/.kube/config: a newcomer's first command on a fresh machine
+    result = subprocess.run([GITSYNC, *args], capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: kubeconfig: none found ($KUBECONFIG unset or naming no file, no ~/.kube/config, and not in a pod): "
+        "pass --kubeconfig FILE or set KUBECONFIG\n"
+    )
+
+
 @pytest.mark.parametrize("fmt", ["json", "console"])
 def test_a_logged_crash_never_shows_local_variables(fmt: str) -> None:
     program = f"""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,25 @@ def test_audit_json_on_a_fresh_clone_lists_releases_with_pr_numbers_and_evidence
     code, out = scenario.cli("audit", "-o", "csv", "--since", "2023-11-14T22:15:00Z", clone=fresh)
     assert code == 0 and out.splitlines()[0].startswith("time,env,app,commit,subject,pullRequest")
     assert len(out.splitlines()) == 1 + 3
+
+
+def test_audit_of_an_empty_ledger_says_so(scenario: Scenario) -> None:
+    scenario.server.commit(CHART, "podinfo")
+    code, out = scenario.cli("audit")
+    assert code == 0 and "no release in the ledger (refs/notes/gitsync" in out, out
+
+
+def test_promote_without_a_candidate_says_why(scenario: Scenario) -> None:
+    server = scenario.server
+    soaking = {**CHART, "environments/prod/env.yaml": CHART["environments/prod/env.yaml"].replace("0s", "1h")}
+    first = server.commit(soaking, "podinfo 6.6.0")
+    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo")
+    assert code == 2 and "the ledger (refs/notes/gitsync) holds no release of the app there" in out, out
+    assert "gitsync sync does not" in out, "a newcomer who synced staging by hand learns who writes the ledger"
+
+    scenario.release(first, "staging", ReleaseOutcome.SUCCEEDED, time.time(), "6.6.0")
+    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo")
+    assert code == 2 and f"no candidate in staging: staging@{first[:12]} soaks, " in out and "s left" in out, out
 
 
 def test_promote_refuses_unverified_records_forced_and_writes_once(scenario: Scenario) -> None:

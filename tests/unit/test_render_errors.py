@@ -179,6 +179,35 @@ CASES = [
         "apps/web/values.yaml:2: invalid YAML",
         id="values-invalid-yaml",
     ),
+    pytest.param(
+        {
+            "c.yaml": "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n"
+            "    gitsync.dev/wave: first\n"
+        },
+        "",
+        'apps/web/templates/c.yaml:2: ConfigMap/c: annotation gitsync.dev/wave must be a quoted integer like "1", got '
+        "'first'",
+        id="wave-not-an-integer",
+    ),
+    pytest.param(
+        {
+            "c.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n"
+            "    gitsync.dev/prune: 'no'\n"
+        },
+        "",
+        'apps/web/templates/c.yaml:1: ConfigMap/c: annotation gitsync.dev/prune must be "true" or "false", got \'no\'',
+        id="prune-neither-true-nor-false",
+    ),
+    pytest.param(
+        {
+            "c.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n"
+            "    gitsync.dev/ignore-differences: /data/a, .data.b\n"
+        },
+        "",
+        "apps/web/templates/c.yaml:1: ConfigMap/c: annotation gitsync.dev/ignore-differences: '.data.b' is not a JSON "
+        "pointer",
+        id="ignore-differences-not-a-pointer",
+    ),
 ]
 
 
@@ -226,6 +255,10 @@ def test_environment_settings_allow_other_namespaces_and_cluster_scoped_objects(
             "environments/dev/env.yaml:4: unknown key cluster.server (known: name, kubeconfigSecret)",
         ),
         ("namespace: web-dev\napps: [web]\ncluster: Prod_EU\n", "environments/dev/env.yaml:3: cluster must be"),
+        (
+            "namespace: web-dev\napps:\n  - web\n  - ../shared\n",
+            "environments/dev/env.yaml:2: apps: '../shared' is not a DNS label (the name of a folder under apps/)",
+        ),
     ],
 )
 def test_env_file_problems(tmp_path: Path, env: str, expected: str) -> None:
@@ -252,6 +285,9 @@ def test_missing_files(tmp_path: Path) -> None:
 def test_bad_set_is_reported(tmp_path: Path) -> None:
     repo = make_repo(tmp_path, {"d.yaml": "a: 1\n"})
     assert render_error(repo, sets=["novalue"]).startswith("--set: expected key.path=value")
+    assert render_error(repo, sets=["env[0].name=x"]) == (
+        "--set: env[0].name: list indexes like 'env[0]' are not supported; set the whole list in a values file"
+    ), "Helm's list syntax is refused, not taken as a key nothing reads"
 
 
 def test_a_failing_template_fails_the_whole_render(tmp_path: Path) -> None:

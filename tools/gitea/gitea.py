@@ -27,6 +27,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -47,6 +48,8 @@ GITEA_VERSION = "v1.26.0"
 BUILD_RECIPE = "1"
 BUILD_TAGS = "sqlite sqlite_unlock_notify"
 GO_ENV = {"CGO_ENABLED": "1", "GOTOOLCHAIN": "local"}
+MIN_GO = (1, 26, 2)
+"""The `go` line of Gitea v1.26.0's go.mod."""
 ADMIN_USER = "gitsync-admin"
 ADMIN_EMAIL = "admin@gitsync.test"
 
@@ -64,14 +67,20 @@ def cache_root() -> Path:
 
 
 def go_version() -> str:
+    """The `go version` line, after checking that Go exists and is as new as Gitea's go.mod asks: with
+    GOTOOLCHAIN=local an older Go would fail deep in the build instead of here, in one line."""
+    need = ".".join(map(str, MIN_GO))
     go = shutil.which("go")
     if go is None:
-        raise GiteaError("go: not found on PATH; install Go >= 1.25 (https://go.dev/dl/) to build Gitea")
+        raise GiteaError(f"go: not found on PATH; install Go >= {need} (https://go.dev/dl/) to build Gitea")
     out = subprocess.run(
         [go, "version"], env={**os.environ, **GO_ENV}, capture_output=True, text=True, check=False, timeout=60
     )
-    if out.returncode != 0:
+    found = re.search(r"go(\d+)\.(\d+)(?:\.(\d+))?", out.stdout)
+    if out.returncode != 0 or found is None:
         raise GiteaError(f"go version: failed ({out.returncode}): {(out.stderr or out.stdout).strip()}")
+    if (int(found[1]), int(found[2]), int(found[3] or 0)) < MIN_GO:
+        raise GiteaError(f"{go}: {out.stdout.strip()} is too old; Gitea {GITEA_VERSION} needs Go >= {need}")
     return out.stdout.strip()
 
 
