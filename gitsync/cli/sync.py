@@ -232,7 +232,7 @@ def previews(
     """Render the environment (or one app) and ``preview`` each app against the cluster, planning an environment
     whose namespace is missing as creates. ``listed``: read live objects from lists (``snapshot``), as diff does.
     All or nothing, as ``kubectl diff``: the first app's error (in ``env.yaml`` order) is raised for all of them."""
-    cluster, previewed = previews_each(repo, env, app, kubeconfig, listed=listed)
+    cluster, previewed = previews_each(render(repo, env, app), kubeconfig, listed=listed)
     results: list[tuple[RenderedApp, SyncResult]] = []
     for rendered, result in previewed:
         if isinstance(result, GitsyncError):
@@ -242,14 +242,13 @@ def previews(
 
 
 def previews_each(
-    repo: Path, env: str, app: str | None, kubeconfig: Path | None, *, listed: bool
+    targets: Sequence[RenderedApp], kubeconfig: Path | None, *, listed: bool
 ) -> tuple[KubeCluster, list[tuple[RenderedApp, SyncResult | GitsyncError]]]:
-    """``previews``, but each app's own failure (a dry-run the API server could not answer: HTTP 5xx, a webhook
-    it could not call) is that app's answer instead of the environment's, so the others are still shown
-    (``status``). What concerns the whole environment (a render error, no cluster) is raised."""
+    """``previews`` of rendered ``targets``, but each app's own failure (a dry-run the API server could not
+    answer: HTTP 5xx, a webhook it could not call) is that app's answer instead of the environment's, so the
+    others are still shown (``status``). What concerns the whole environment (no cluster) is raised."""
     from gitsync.plan import defined_kind
 
-    targets = render(repo, env, app)
     cluster = connect(kubeconfig)
     missing = namespaces_to_create(cluster, targets)
     kinds = {k for r in targets for m in r.manifests if (k := defined_kind(m)) is not None}
