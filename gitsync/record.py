@@ -169,7 +169,9 @@ class MetricsSink:
 
 
 class HistorySink:
-    """A release is one revision + digest: retries and repairs of it fold into one entry (``History.record``)."""
+    """A release is one revision + digest: retries and repairs of it fold into one entry (``History.record``). A
+    later commit that renders the app identically carries the release on (``ReconcileResult.release_revision``,
+    as the ledger credits it): its outcome settles the release's entry, never a new entry superseding it."""
 
     def __init__(self, history: History) -> None:
         self._history = history
@@ -179,10 +181,12 @@ class HistorySink:
             return
         if r.kind is Kind.RELEASE:
             before = r.previous
-            if r.changed or r.new_release:
+            release = r.release_revision
+            if release == r.revision and (r.changed or r.new_release):
                 self._add(r, r.digest)
             elif before is not None and before.result != r.outcome.value:
-                self._history.settle(r.key, r.namespace, r.revision, r.digest, r.outcome.value, r.finished_at)
+                outcome = r.outcome.value
+                self._history.settle(r.key, r.namespace, release, r.digest, outcome, r.finished_at, r.error)
         elif r.kind is Kind.FAILED and r.outcome in (Result.RENDER_ERROR, Result.FAILED):
             self._add(r, r.digest)
         elif r.kind is Kind.REMOVED:
@@ -330,7 +334,7 @@ class LedgerSink:
             return
         if failed and before.last_attempted_revision == r.revision and before.result == Result.FAILED.value:
             return
-        deployed = r.revision if changed else (before.release_revision or r.revision)
+        deployed = r.release_revision
         releases = self._history.releases(r.key, r.namespace)
         started = next((e.started_at for e in releases if e.revision == deployed), r.started_at)
         self._note(r, deployed, r.digest, r.outcome, started, _evidence(r, self._store), current=True)
