@@ -39,6 +39,12 @@ class Result(StrEnum):
     SUPERSEDED = "Superseded"
     """A newer release arrived before this one finished progressing."""
     FAILED = "Failed"
+    """The release failed in a way retrying cannot fix (a refused object, an immutable field): waits for a new
+    revision."""
+    RETRYING = "Retrying"
+    """A transient failure (the cluster unreachable, HTTP 5xx or 429, a write conflict, a namespace not there yet):
+    backed off and tried again. The release it attempted has not ended and did not fail, so it adds no history
+    entry and no ledger line; the status and the log say it is being retried."""
     RENDER_ERROR = "RenderError"
     REFUSED = "Refused"
     REMOVED = "Removed"

@@ -61,7 +61,7 @@ __all__ = [
 
 log = logging.get("gitsync.reconcile")
 
-_FAILURES = frozenset({Result.FAILED.value, Result.RENDER_ERROR.value, Result.REFUSED.value})
+_FAILURES = frozenset({Result.FAILED.value, Result.RETRYING.value, Result.RENDER_ERROR.value, Result.REFUSED.value})
 _FAILED_REASON = {Result.RENDER_ERROR: Reason.RENDER_FAILED, Result.REFUSED: Reason.SIGNATURE_REFUSED}
 
 
@@ -141,7 +141,9 @@ class LogSink:
             event = "git.fetch_failed" if r.snapshot is None else "reconcile.failed"
             if r.kind is Kind.FAILED and r.target is not None and r.target.removed:
                 event = "app.remove_failed"
-            result = str(r.outcome) if r.outcome is not None else ""
+            # A failure before anything could be attempted (Git or the state unreadable) is transient too.
+            transient = Result.RETRYING if r.error_class is Retry.TRANSIENT else ""
+            result = str(r.outcome) if r.outcome is not None else transient
             log.warning(event, result=result, error=r.error, revision=r.revision, attempt_seconds=seconds)
         elif r.kind is Kind.DRIFT_CHECKED and r.sync is not None:
             log.info("reconcile.drift_checked", drifted=r.sync.plan.has_changes, seconds=seconds)
@@ -318,10 +320,10 @@ class LedgerSink:
         ended = r.kind is Kind.RELEASE and (
             r.outcome is Result.ROLLED_BACK or (r.outcome is Result.SUCCEEDED and healthy)
         )
-        # A transient failure (the cluster unreachable, a write conflict) is retried: the release has not ended.
-        # Noting it would tell an auditor that a release which ran, and runs on, failed whenever its cluster
-        # was away for a moment.
-        failed = r.kind is Kind.FAILED and r.outcome is Result.FAILED and r.error_class is not Retry.TRANSIENT
+        # A transient failure (the cluster unreachable, a write conflict: ``Retrying``) is retried: the release has
+        # not ended. Noting it would tell an auditor that a release which ran, and runs on, failed whenever its
+        # cluster was away for a moment.
+        failed = r.kind is Kind.FAILED and r.outcome is Result.FAILED
         # A release is a digest: a commit that does not change the app's render (a promotion commit seen from
         # staging, any commit seen from a pinned prod) continues the release that runs, and is noted on the commit
         # that brought it (``Status.release_revision``).

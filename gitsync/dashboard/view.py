@@ -58,6 +58,7 @@ _RESULT_TONE = {
     Result.SUCCEEDED: Tone.GOOD,
     Result.PROGRESSING: Tone.BUSY,
     Result.PAUSED: Tone.WARN,
+    Result.RETRYING: Tone.WARN,
     Result.AWAITING_PROMOTION: Tone.IDLE,
     Result.SUPERSEDED: Tone.IDLE,
     Result.REMOVED: Tone.IDLE,

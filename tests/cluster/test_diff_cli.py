@@ -429,3 +429,26 @@ def test_a_readme_commit_during_a_canary_does_not_take_the_release_from_its_comm
     assert readme not in [entry["revision"] for entry in record["releases"]]
     assert "Superseded" not in [entry["result"] for entry in record["releases"]]
     assert record["status"]["lastAppliedRevision"] == readme  # what runs is at the head: nothing to apply
+
+
+def test_a_custom_resource_whose_crd_is_not_installed_yet_is_retried_not_a_failed_release(
+    tmp_path: Path, namespace: str, kubelab: Any
+) -> None:
+    """A Widget before its CRD: worth retrying (exit 3), recorded as Retrying, and no Failed release in the history
+    (the CRD may be on its way, from another app of the environment)."""
+    repo = write_repo(tmp_path / "repo", namespace)
+    (repo / "apps" / "shop" / "templates" / "widget.yaml").write_text(
+        "apiVersion: example.dev/v1\nkind: Widget\nmetadata:\n  name: shop\nspec: {}\n"
+    )
+    synced = gitsync("sync", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 3, (synced.stdout, synced.stderr)
+
+    shown = gitsync("history", "--env", "test", "-n", namespace, "-o", "json", kubeconfig=kubelab.kubeconfig)
+    assert shown.returncode == 0, shown.stderr
+    [record] = json.loads(shown.stdout)
+    assert record["releases"] == []
+    assert record["status"]["result"] == "Retrying"
+    assert (
+        record["status"]["lastError"]
+        == "Widget.example.dev: kind is not served by the API server (is its CRD installed?)"
+    )
