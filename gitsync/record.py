@@ -388,12 +388,14 @@ def _evidence(r: ReconcileResult, store: StateStore) -> tuple[tuple[str, ...], t
         return (), ()
     from gitsync.strategy.control import describe_rollout
     from gitsync.strategy.executor import policy_of
+    from gitsync.strategy.policy import Strategy
 
     try:
         policy = policy_of(r.rendered)
     except GitsyncError:
         return (), ()
-    if policy.blue_green is not None:
+    # The strategy the environment chose: a chart may carry both blocks (parsed, so both are checked).
+    if policy.strategy is Strategy.BLUE_GREEN:
         steps: tuple[str, ...] = ("preview", "prePromotionAnalysis", "switch", "postPromotionAnalysis", "scaleDown")
     else:
         steps = tuple(step.describe() for step in policy.canary.steps)

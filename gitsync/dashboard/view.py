@@ -307,7 +307,7 @@ def _conditions(policy: RolloutPolicy | None) -> dict[str, str]:
         return {}
     out = {}
     analyses = [*(step.analysis for step in policy.canary.steps), policy.canary.background]
-    if policy.blue_green is not None:  # ``analyses()`` gives only these when a chart has both blocks
+    if policy.blue_green is not None:  # both blocks of a chart: ``analyses()`` gives only the chosen strategy's
         analyses += [policy.blue_green.pre_promotion, policy.blue_green.post_promotion]
     for analysis in analyses:
         for check in analysis.checks:
