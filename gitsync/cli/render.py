@@ -52,7 +52,7 @@ def render_each(
 ) -> tuple[tuple[str, RenderedApp | RenderError], ...]:
     """``render_apps``, but each app's own render error (``AwaitingPromotion`` included) is that app's answer, as
     ``(app, rendered or error)`` in env.yaml order, so a command that reports per app (``status``) still shows the
-    others. An env.yaml that cannot be read concerns every app: it raises."""
+    others. An env.yaml that cannot be read, or an app it does not list, concerns the command: it raises."""
     trees = LocalTrees(repo)
     blobs = disk_blobs()
     cache = StoredRenderCache(blobs) if blobs is not None else None
@@ -64,6 +64,8 @@ def render_each(
                 repo, env, app, sets=sets, revision=revision, trees=trees, cache=cache, environment=environment
             )
         except RenderError as e:
+            if app not in environment.apps:
+                raise  # a name the command was given, not an app of the environment
             outcomes.append((app, e))
         else:
             outcomes.append((app, rendered))

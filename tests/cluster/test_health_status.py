@@ -165,6 +165,9 @@ def test_status_shows_every_app_when_one_does_not_render(kubelab: Any, namespace
 
 def test_status_of_a_broken_env_yaml_exits_2_with_one_line(kubelab: Any, namespace: str, tmp_path: Path) -> None:
     repo = write_repo(tmp_path / "repo", namespace)
+    unknown = gitsync("status", "--repo", str(repo), "--env", "test", "--app", "shop2", kubeconfig=kubelab.kubeconfig)
+    assert (unknown.returncode, unknown.stdout) == (2, "")
+    assert unknown.stderr == "error: environments/test/env.yaml: app 'shop2' is not in environment test (apps: shop)\n"
     (repo / "environments" / "test" / "env.yaml").write_text(f"namespace: {namespace}\napps: shop\n")
     done = gitsync("status", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
     assert done.returncode == 2
