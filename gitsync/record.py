@@ -447,7 +447,7 @@ class StatusSink:
             state = SyncState.OUT_OF_SYNC if outcome is Result.ROLLED_BACK else SyncState.SYNCED
             return lambda s: replace(
                 s,
-                release_revision=(revision if r.digest != s.last_applied_digest else (s.release_revision or revision)),
+                release_revision=r.release_revision,
                 last_applied_revision=revision,
                 last_applied_digest=r.digest,
                 last_attempted_revision=revision,
