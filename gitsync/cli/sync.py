@@ -359,8 +359,9 @@ def command(
         # all or nothing: a render error anywhere touches no cluster; apps with Namespaces or CRDs go first
         targets = [] if departed else sorted(render(repo, env, app, revision), key=installs_parents, reverse=True)
         cluster = connect(kubeconfig)
-        # apps no longer listed, removed after the listed ones are synced
-        left = [(k, t) for k, t in departures(cluster, repo, env, prune) if k.app == app or app is None]
+        # apps no longer listed (all of them, or the departed one named), removed after the listed ones are synced
+        left = departures(cluster, repo, env, prune) if app is None or departed else []
+        left = [(key, target) for key, target in left if app in (None, key.app)]
         if departed and not left:
             raise TerminalError(
                 f"environments/{env}/env.yaml: app {app!r} is not in environment {env}, "
