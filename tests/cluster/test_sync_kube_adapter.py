@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from relay import Relay
 from widgets import widget_crd
 
 from gitsync.adapters.kube import KubeCluster
@@ -22,6 +21,7 @@ from gitsync.errors import (
     StaleError,
     TerminalError,
     TransientError,
+    UnreachableError,
     WatchExpired,
 )
 from gitsync.model import AppEnv, ObjectId
@@ -210,46 +210,6 @@ def test_state_store_round_trip_and_optimistic_concurrency(cluster: KubeCluster,
     }
 
 
-class RestartingRelay:
-    """A TCP relay in front of the API server; ``restart()`` does to its clients what an API server restarting
-    (or upgraded) does: each connection open before it is closed, without an answer, when its next request comes."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.generation = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def restart(self) -> None:
-        self.generation += 1
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            born = self.generation
-            threading.Thread(target=self._pipe, args=(client, server, born), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, None), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, sink: socket.socket, born: int | None) -> None:
-        try:
-            while data := source.recv(65536):
-                if born is not None and born != self.generation:
-                    break  # a request on a connection of the server before the restart: closed unanswered
-                sink.sendall(data)
-        except OSError:
-            pass
-        for end in (source, sink):
-            end.close()
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 def test_a_get_on_a_connection_the_restarted_api_server_closed_is_sent_again(
     kubelab: Any, namespace: str, tmp_path: Path
 ) -> None:
@@ -257,8 +217,8 @@ def test_a_get_on_a_connection_the_restarted_api_server_closed_is_sent_again(
     sent again on a new connection, it is answered (before: "unreachable", which the agent logged as the cluster
     gone 14 s after it was back)."""
     config = yaml.safe_load(kubelab.kubeconfig.read_text())
-    server = urlsplit(config["clusters"][0]["cluster"]["server"])
-    relay = RestartingRelay((str(server.hostname), int(server.port or 443)))
+    relay = Relay(config["clusters"][0]["cluster"]["server"])
+    relay.start()
     try:
         config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{relay.port}"
         relayed = tmp_path / "relayed.kubeconfig"
@@ -268,6 +228,10 @@ def test_a_get_on_a_connection_the_restarted_api_server_closed_is_sent_again(
         assert cluster.get(ref) is not None  # a connection kept alive in the pool
         relay.restart()
         assert cluster.get(ref) is not None
-        assert cluster.list("", "ConfigMap", namespace).items is not None
+        relay.stop()  # gone: that is unreachable, at once
+        with pytest.raises(UnreachableError, match="Connection refused"):
+            cluster.get(ref)
+        relay.start()
+        assert cluster.get(ref) is not None
     finally:
-        relay.close()
+        relay.stop()
