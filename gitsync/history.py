@@ -39,6 +39,12 @@ class Result(StrEnum):
     SUPERSEDED = "Superseded"
     """A newer release arrived before this one finished progressing."""
     FAILED = "Failed"
+    """The release failed in a way retrying cannot fix (a refused object, an immutable field): waits for a new
+    revision."""
+    RETRYING = "Retrying"
+    """A transient failure (the cluster unreachable, HTTP 5xx or 429, a write conflict, a namespace not there yet):
+    backed off and tried again. The release it attempted has not ended and did not fail, so it adds no history
+    entry and no ledger line; the status and the log say it is being retried."""
     RENDER_ERROR = "RenderError"
     REFUSED = "Refused"
     REMOVED = "Removed"
@@ -194,15 +200,21 @@ class History:
         self._update(key, namespace, HISTORY_PART, edit)
         return stored[-1]
 
-    def settle(self, key: AppEnv, namespace: str, revision: str, digest: str, result: str, finished: float) -> None:
-        """Set the outcome of the newest release once its health settled (a Progressing release turned
-        Succeeded), keeping its counts and attempts; nothing happens if it is not the newest entry."""
+    def settle(
+        self, key: AppEnv, namespace: str, revision: str, digest: str, result: str, finished: float, error: str = ""
+    ) -> None:
+        """Set the outcome (and its error, "" once it succeeded) of the release ``revision``/``digest``, its newest
+        entry, once its health settled (a Progressing release turned Succeeded), also when a later commit that
+        renders the app identically (a README) carried it on: keeping its author, message, counts and attempts.
+        Entries after it are failures of other commits (a render error), which deployed nothing in its place."""
 
-        def edit(data: Json) -> Json:
+        def edit(data: Json) -> Json | None:
             entries = list(data.get("releases", []))
-            if entries and (entries[0].get("revision"), entries[0].get("digest")) == (revision, digest):
-                entries[0] = {**entries[0], "result": result, "finishedAt": finished}
-            return {"releases": entries}
+            for i, entry in enumerate(entries):
+                if (entry.get("revision"), entry.get("digest")) == (revision, digest):
+                    entries[i] = {**entry, "result": result, "finishedAt": finished, "error": error}
+                    return {"releases": entries}
+            return None
 
         self._update(key, namespace, HISTORY_PART, edit)
 

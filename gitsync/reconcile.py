@@ -217,10 +217,11 @@ class _Line:
         )
 
     def failed(self, outcome: Result, error: GitsyncError, **fields: Any) -> ReconcileResult:
+        """``outcome`` of a terminal ``error``; a transient one is its own outcome, ``Retrying``."""
         transient = isinstance(error, TransientError)
         return self.result(
             Kind.FAILED,
-            outcome=outcome,
+            outcome=Result.RETRYING if transient else outcome,
             error=str(error),
             error_class=Retry.TRANSIENT if transient else Retry.TERMINAL,
             retry_after=getattr(error, "retry_after", None),
@@ -361,7 +362,8 @@ class _Line:
             message = "; ".join(synced.errors[:3]) or synced.summary()
             # Content errors (a refused body, an immutable field, a controller's conflict) wait for a new revision.
             error_class = synced.retry or Retry.TERMINAL
-            return self.result(Kind.FAILED, outcome=Result.FAILED, sync=synced, error=message, error_class=error_class)
+            outcome = Result.RETRYING if error_class is Retry.TRANSIENT else Result.FAILED
+            return self.result(Kind.FAILED, outcome=outcome, sync=synced, error=message, error_class=error_class)
         t0 = time.monotonic()
         try:
             health = self._verify(rendered, step, synced)

@@ -61,7 +61,7 @@ __all__ = [
 
 log = logging.get("gitsync.reconcile")
 
-_FAILURES = frozenset({Result.FAILED.value, Result.RENDER_ERROR.value, Result.REFUSED.value})
+_FAILURES = frozenset({Result.FAILED.value, Result.RETRYING.value, Result.RENDER_ERROR.value, Result.REFUSED.value})
 _FAILED_REASON = {Result.RENDER_ERROR: Reason.RENDER_FAILED, Result.REFUSED: Reason.SIGNATURE_REFUSED}
 
 
@@ -141,7 +141,9 @@ class LogSink:
             event = "git.fetch_failed" if r.snapshot is None else "reconcile.failed"
             if r.kind is Kind.FAILED and r.target is not None and r.target.removed:
                 event = "app.remove_failed"
-            result = str(r.outcome) if r.outcome is not None else ""
+            # A failure before anything could be attempted (Git or the state unreadable) is transient too.
+            transient = Result.RETRYING if r.error_class is Retry.TRANSIENT else ""
+            result = str(r.outcome) if r.outcome is not None else transient
             log.warning(event, result=result, error=r.error, revision=r.revision, attempt_seconds=seconds)
         elif r.kind is Kind.DRIFT_CHECKED and r.sync is not None:
             log.info("reconcile.drift_checked", drifted=r.sync.plan.has_changes, seconds=seconds)
@@ -169,7 +171,9 @@ class MetricsSink:
 
 
 class HistorySink:
-    """A release is one revision + digest: retries and repairs of it fold into one entry (``History.record``)."""
+    """A release is one revision + digest: retries and repairs of it fold into one entry (``History.record``). A
+    later commit that renders the app identically carries the release on (``ReconcileResult.release_revision``,
+    as the ledger credits it): its outcome settles the release's entry, never a new entry superseding it."""
 
     def __init__(self, history: History) -> None:
         self._history = history
@@ -179,10 +183,12 @@ class HistorySink:
             return
         if r.kind is Kind.RELEASE:
             before = r.previous
-            if r.changed or r.new_release:
+            release = r.release_revision
+            if release == r.revision and (r.changed or r.new_release):
                 self._add(r, r.digest)
             elif before is not None and before.result != r.outcome.value:
-                self._history.settle(r.key, r.namespace, r.revision, r.digest, r.outcome.value, r.finished_at)
+                outcome = r.outcome.value
+                self._history.settle(r.key, r.namespace, release, r.digest, outcome, r.finished_at, r.error)
         elif r.kind is Kind.FAILED and r.outcome in (Result.RENDER_ERROR, Result.FAILED):
             self._add(r, r.digest)
         elif r.kind is Kind.REMOVED:
@@ -314,10 +320,10 @@ class LedgerSink:
         ended = r.kind is Kind.RELEASE and (
             r.outcome is Result.ROLLED_BACK or (r.outcome is Result.SUCCEEDED and healthy)
         )
-        # A transient failure (the cluster unreachable, a write conflict) is retried: the release has not ended.
-        # Noting it would tell an auditor that a release which ran, and runs on, failed whenever its cluster
-        # was away for a moment.
-        failed = r.kind is Kind.FAILED and r.outcome is Result.FAILED and r.error_class is not Retry.TRANSIENT
+        # A transient failure (the cluster unreachable, a write conflict: ``Retrying``) is retried: the release has
+        # not ended. Noting it would tell an auditor that a release which ran, and runs on, failed whenever its
+        # cluster was away for a moment.
+        failed = r.kind is Kind.FAILED and r.outcome is Result.FAILED
         # A release is a digest: a commit that does not change the app's render (a promotion commit seen from
         # staging, any commit seen from a pinned prod) continues the release that runs, and is noted on the commit
         # that brought it (``Status.release_revision``).
@@ -330,7 +336,7 @@ class LedgerSink:
             return
         if failed and before.last_attempted_revision == r.revision and before.result == Result.FAILED.value:
             return
-        deployed = r.revision if changed else (before.release_revision or r.revision)
+        deployed = r.release_revision
         releases = self._history.releases(r.key, r.namespace)
         started = next((e.started_at for e in releases if e.revision == deployed), r.started_at)
         self._note(r, deployed, r.digest, r.outcome, started, _evidence(r, self._store), current=True)
@@ -382,12 +388,14 @@ def _evidence(r: ReconcileResult, store: StateStore) -> tuple[tuple[str, ...], t
         return (), ()
     from gitsync.strategy.control import describe_rollout
     from gitsync.strategy.executor import policy_of
+    from gitsync.strategy.policy import Strategy
 
     try:
         policy = policy_of(r.rendered)
     except GitsyncError:
         return (), ()
-    if policy.blue_green is not None:
+    # The strategy the environment chose: a chart may carry both blocks (parsed, so both are checked).
+    if policy.strategy is Strategy.BLUE_GREEN:
         steps: tuple[str, ...] = ("preview", "prePromotionAnalysis", "switch", "postPromotionAnalysis", "scaleDown")
     else:
         steps = tuple(step.describe() for step in policy.canary.steps)
@@ -439,7 +447,7 @@ class StatusSink:
             state = SyncState.OUT_OF_SYNC if outcome is Result.ROLLED_BACK else SyncState.SYNCED
             return lambda s: replace(
                 s,
-                release_revision=(revision if r.digest != s.last_applied_digest else (s.release_revision or revision)),
+                release_revision=r.release_revision,
                 last_applied_revision=revision,
                 last_applied_digest=r.digest,
                 last_attempted_revision=revision,

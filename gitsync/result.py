@@ -162,6 +162,18 @@ class ReconcileResult:
         return line if line != stored else None
 
     @property
+    def release_revision(self) -> str:
+        """The commit credited with the release this reconcile ran: its own revision when it changed the app's
+        render (or nothing was applied before), else the commit that brought the running digest
+        (``Status.release_revision``). A later commit that renders the app identically (a README, another app's
+        change, a promotion commit seen from the upstream environment) carries that release on: it is not a new
+        release, in the history as in the ledger, and supersedes nothing."""
+        before = self.previous
+        if before is None or not before.last_applied_digest or before.last_applied_digest != self.digest:
+            return self.revision
+        return before.release_revision or before.last_applied_revision or self.revision
+
+    @property
     def new_release(self) -> bool:
         """The revision or digest differs from what was applied before."""
         before = self.previous

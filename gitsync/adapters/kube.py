@@ -180,8 +180,9 @@ class KubeCluster:
         """One HTTP request; non-2xx statuses become ``KubeError``s. The caller reads (and closes) a stream."""
         self._count(verb)
         url = self._connection.host + path + (f"?{urlencode(query)}" if query else "")
-        try:
-            resp = self._connection.pool.request(
+
+        def send() -> urllib3.BaseHTTPResponse:
+            return self._connection.pool.request(
                 method,
                 url,
                 body=json.dumps(body).encode() if body is not None else None,
@@ -190,6 +191,18 @@ class KubeCluster:
                 preload_content=not stream,
                 retries=False,
             )
+
+        try:
+            try:
+                resp = send()
+            except urllib3.exceptions.ProtocolError:
+                # A kept-alive connection the server closed without an answer (an API server shutting down for a
+                # restart or an upgrade, or closing it idle as the request went out) says nothing about the
+                # server: a GET goes once more, on a new connection, as client-go retries a GET on a reset. Not a
+                # write, which may have been applied.
+                if method != "GET":
+                    raise
+                resp = send()
         except urllib3.exceptions.HTTPError as e:
             # The server is named: a TLS error (wrong CA) says nothing about where it went.
             host = f"cluster {self.name} at {self._connection.host}" if self.name else self._connection.host

@@ -35,17 +35,41 @@ def render_apps(
     """Each app of ``env`` (or those named) rendered from the local checkout ``repo``, pinned charts from its Git
     history, each kept in the user's render cache (``gitsync.adapters.render_cache``) and rendered again only when
     its inputs changed. Apps awaiting promotion are left out, each with one line on stderr; any other error
-    raises."""
+    raises (the first in env.yaml order)."""
+    rendered = []
+    for _app, outcome in render_each(repo, env, apps, sets, revision):
+        if isinstance(outcome, AwaitingPromotion):
+            click.echo(str(outcome), err=True)
+        elif isinstance(outcome, RenderError):
+            raise outcome
+        else:
+            rendered.append(outcome)
+    return tuple(rendered)
+
+
+def render_each(
+    repo: Path, env: str, apps: Sequence[str] = (), sets: Sequence[str] = (), revision: str | None = None
+) -> tuple[tuple[str, RenderedApp | RenderError], ...]:
+    """``render_apps``, but each app's own render error (``AwaitingPromotion`` included) is that app's answer, as
+    ``(app, rendered or error)`` in env.yaml order, so a command that reports per app (``status``) still shows the
+    others. An env.yaml that cannot be read, or an app it does not list, concerns the command: it raises."""
     trees = LocalTrees(repo)
     blobs = disk_blobs()
     cache = StoredRenderCache(blobs) if blobs is not None else None
-    rendered = []
-    for app in apps or load_environment(repo, env).apps:
+    environment = load_environment(repo, env)
+    outcomes: list[tuple[str, RenderedApp | RenderError]] = []
+    for app in apps or environment.apps:
         try:
-            rendered.append(render_app(repo, env, app, sets=sets, revision=revision, trees=trees, cache=cache))
-        except AwaitingPromotion as e:
-            click.echo(str(e), err=True)
-    return tuple(rendered)
+            rendered = render_app(
+                repo, env, app, sets=sets, revision=revision, trees=trees, cache=cache, environment=environment
+            )
+        except RenderError as e:
+            if app not in environment.apps:
+                raise  # a name the command was given, not an app of the environment
+            outcomes.append((app, e))
+        else:
+            outcomes.append((app, rendered))
+    return tuple(outcomes)
 
 
 @click.command()

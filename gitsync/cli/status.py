@@ -10,12 +10,14 @@ agent applies to another cluster than its own (``cluster:``) is planned against 
 while the agent's records are read from ``--home-kubeconfig`` (the agent's cluster); the table names the cluster.
 Reads only: nothing is written, not even an inventory.
 
-Degrades per app, as Argo CD's app list does: an app whose preview fails (a dry-run the API server could not
-answer, such as an admission webhook it could not call) still gets its row, SYNC and HEALTH Unknown, with what
-gitsync recorded of it (the applied revision, the agent's last result) and its error on a line under the table
-(``-o json``: in its ``errors``). Exit status 0 when every app's status could be read (whatever it says); after
-the table, 3 when an app's preview failed in a way worth retrying, else 2; 2 (one line, no table) when nothing
-can be shown: a render error, no cluster.
+Degrades per app, as Argo CD's app list does: an app that does not render (a template error) or whose preview
+fails (a dry-run the API server could not answer, such as an admission webhook it could not call) still gets its
+row, SYNC and HEALTH Unknown, with what gitsync recorded of it (the applied revision, the agent's last result) and
+its error on a line under the table (``-o json``: in its ``errors``). An app of a receiving environment that awaits
+its first promotion gets its row too, the reason saying so, with the agent's promotion line under the table (why
+it is not promoted yet, or why its promotion failed). Exit status 0 when every app's status could be read
+(whatever it says); after the table, 3 when an app's preview failed in a way worth retrying, else 2; 2 (one line,
+no table) when nothing can be shown: an env.yaml that does not load, no cluster.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from gitsync.cli.sync import (
 from gitsync.errors import GitsyncError, retry_of, retry_of_all
 from gitsync.health import WORKLOAD_KINDS, Health, assess_app
 from gitsync.history import History, Status
-from gitsync.model import HealthStatus, Json, SyncState
+from gitsync.model import AppEnv, HealthStatus, Json, SyncState
 
 if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the Kubernetes client
     from gitsync.adapters.kube import KubeCluster
@@ -106,13 +108,18 @@ def command(
     repo: Path, env: str, app: str | None, kubeconfig: Path | None, home_kubeconfig: Path | None, output: str
 ) -> None:
     """Show sync state, health and the applied revision of each app of an environment."""
+    from gitsync.cli.render import render_each
     from gitsync.cli.sync import connect
+    from renderers import AwaitingPromotion, RenderedApp, load_environment
 
     # stdout is the table; the command prints each error once itself (the warning event would repeat them as JSON)
     logging.configure("auto", level="ERROR")
     try:
-        cluster, planned = previews_each(repo, env, app, kubeconfig, listed=False)
+        outcomes = render_each(repo, env, (app,) if app else ())
+        targets = [outcome for _, outcome in outcomes if isinstance(outcome, RenderedApp)]
+        cluster, planned = previews_each(targets, kubeconfig, listed=False)
         home = connect(home_kubeconfig) if home_kubeconfig is not None else cluster
+        namespace = load_environment(repo, env).namespace if len(targets) < len(outcomes) else ""
     except GitsyncError as e:
         fail_on(e)
     failures: list[GitsyncError] = []
@@ -127,9 +134,20 @@ def command(
             except GitsyncError as e:
                 error = e
         failures.append(error)
-        return unplanned_status(rendered, cluster, error, home)
+        return unplanned_status(rendered.app_env, rendered.namespace, cluster, error, home, digest=rendered.digest)
 
-    rows = [status_of(rendered, result) for rendered, result in planned]
+    def unrendered(name: str, error: GitsyncError) -> AppStatus:
+        """The row of an app that did not render: awaiting its first promotion (not a failure: nothing is due
+        yet), or its own render error (a failure, as it cannot be compared)."""
+        if not isinstance(error, AwaitingPromotion):
+            failures.append(error)
+        return unplanned_status(AppEnv(name, env), namespace, cluster, error, home)
+
+    previewed = iter(planned)
+    rows = [
+        unrendered(name, outcome) if isinstance(outcome, GitsyncError) else status_of(*next(previewed))
+        for name, outcome in outcomes
+    ]
     if output == "json":
         click.echo(json.dumps({"env": env, "apps": [row.to_json() for row in rows]}, indent=2))
     else:
@@ -170,34 +188,43 @@ def app_status(
 
 
 def unplanned_status(
-    rendered: RenderedApp, cluster: KubeCluster, error: GitsyncError, home: KubeCluster | None = None
+    key: AppEnv,
+    namespace: str,
+    cluster: KubeCluster,
+    error: GitsyncError,
+    home: KubeCluster | None = None,
+    *,
+    digest: str = "",
 ) -> AppStatus:
-    """The row of an app whose status could not be gathered (its preview failed): sync and health Unknown, as
-    nothing was compared, ``error`` in one line, and what gitsync recorded of the app (the applied revision and
-    digest, the agent's status, the rollout) when those records can still be read."""
+    """The row of an app whose status could not be gathered (it did not render, or its preview failed): sync and
+    health Unknown, as nothing was compared, ``error`` in one line, and what gitsync recorded of the app (the
+    applied revision and digest, the agent's status with its promotion line, the rollout) when those records can
+    still be read. An app awaiting its first promotion is no error: the reason column says so. ``digest``: the
+    render's, when there is one."""
     from gitsync import inventory as inventories
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.strategy.control import describe_rollout
+    from renderers import AwaitingPromotion
 
-    key, namespace = rendered.app_env, rendered.namespace
     store = ConfigMapStateStore(home or cluster)
     try:
         applied = inventories.load(ConfigMapStateStore(cluster), key, namespace)
-        revision, digest = applied.revision, applied.digest
+        revision, applied_digest = applied.revision, applied.digest
         agent, rollout = History(store).status(key, namespace), describe_rollout(store, key, namespace)
     except GitsyncError:  # the error the row shows says enough
-        revision, digest, agent, rollout = "", "", Status(key.app, key.env), {}
+        revision, applied_digest, agent, rollout = "", "", Status(key.app, key.env), {}
+    awaiting = error.problem if isinstance(error, AwaitingPromotion) else ""
     return AppStatus(
         app=key.app,
         env=key.env,
         namespace=namespace,
         sync=SyncState.UNKNOWN,
-        health=Health(HealthStatus.UNKNOWN),
+        health=Health(HealthStatus.UNKNOWN, awaiting),
         revision=revision,
-        digest=digest,
-        rendered_digest=rendered.digest,
+        digest=applied_digest,
+        rendered_digest=digest,
         changes="",
-        errors=(" ".join(str(error).split()),),
+        errors=() if awaiting else (" ".join(str(error).split()),),
         agent=agent,
         rollout=rollout,
     )

@@ -232,7 +232,7 @@ def previews(
     """Render the environment (or one app) and ``preview`` each app against the cluster, planning an environment
     whose namespace is missing as creates. ``listed``: read live objects from lists (``snapshot``), as diff does.
     All or nothing, as ``kubectl diff``: the first app's error (in ``env.yaml`` order) is raised for all of them."""
-    cluster, previewed = previews_each(repo, env, app, kubeconfig, listed=listed)
+    cluster, previewed = previews_each(render(repo, env, app), kubeconfig, listed=listed)
     results: list[tuple[RenderedApp, SyncResult]] = []
     for rendered, result in previewed:
         if isinstance(result, GitsyncError):
@@ -242,14 +242,13 @@ def previews(
 
 
 def previews_each(
-    repo: Path, env: str, app: str | None, kubeconfig: Path | None, *, listed: bool
+    targets: Sequence[RenderedApp], kubeconfig: Path | None, *, listed: bool
 ) -> tuple[KubeCluster, list[tuple[RenderedApp, SyncResult | GitsyncError]]]:
-    """``previews``, but each app's own failure (a dry-run the API server could not answer: HTTP 5xx, a webhook
-    it could not call) is that app's answer instead of the environment's, so the others are still shown
-    (``status``). What concerns the whole environment (a render error, no cluster) is raised."""
+    """``previews`` of rendered ``targets``, but each app's own failure (a dry-run the API server could not
+    answer: HTTP 5xx, a webhook it could not call) is that app's answer instead of the environment's, so the
+    others are still shown (``status``). What concerns the whole environment (no cluster) is raised."""
     from gitsync.plan import defined_kind
 
-    targets = render(repo, env, app)
     cluster = connect(kubeconfig)
     missing = namespaces_to_create(cluster, targets)
     kinds = {k for r in targets for m in r.manifests if (k := defined_kind(m)) is not None}
@@ -331,8 +330,9 @@ def command(
     it (status, history, Events), so `gitsync status` shows what this sync did. A canary or blue-green workload
     advances one rollout step per run, as in the agent; run again (or `gitsync rollout promote`) to go on.
 
-    Without --app, an app no longer listed in env.yaml whose objects gitsync still holds is removed as the agent
-    removes it: its objects deleted when the environment prunes, else reported as orphaned."""
+    An app no longer listed in env.yaml whose objects gitsync still holds (all such apps, or the one --app names)
+    is removed as the agent removes it: its objects deleted when the environment prunes (or with --prune), else
+    reported as orphaned."""
     from gitsync.adapters.checkout import LocalCheckout
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.http_check import HttpClient
@@ -346,6 +346,7 @@ def command(
     from gitsync.result import Kind, Target
     from gitsync.strategy.executor import RolloutExecutor, owned
     from gitsync.sync import ensure_namespace
+    from renderers import load_environment
 
     interactive = sys.stdout.isatty()
     # A terminal gets the progress bar and the summary; anything else (CI) a structured event per object.
@@ -353,11 +354,19 @@ def command(
     source = LocalCheckout(repo)
     revision = source.resolve().revision or None
     try:
+        # --app naming an app that left env.yaml: its removal, as a whole-environment sync would do it
+        departed = app is not None and app not in load_environment(repo, env).apps
         # all or nothing: a render error anywhere touches no cluster; apps with Namespaces or CRDs go first
-        targets = sorted(render(repo, env, app, revision), key=installs_parents, reverse=True)  # else env.yaml order
+        targets = [] if departed else sorted(render(repo, env, app, revision), key=installs_parents, reverse=True)
         cluster = connect(kubeconfig)
-        # apps no longer listed (a whole-environment sync only), removed after the listed ones are synced
-        left = departures(cluster, repo, env, prune) if app is None else []
+        # apps no longer listed (all of them, or the departed one named), removed after the listed ones are synced
+        left = departures(cluster, repo, env, prune) if app is None or departed else []
+        left = [(key, target) for key, target in left if app in (None, key.app)]
+        if departed and not left:
+            raise TerminalError(
+                f"environments/{env}/env.yaml: app {app!r} is not in environment {env}, "
+                f"and gitsync holds nothing of it in the cluster"
+            )
         refuse_terminating(cluster, {r.namespace for r in targets} | {t.namespace for _, t in left})
         missing = namespaces_to_create(cluster, targets) if dry_run else frozenset()
         if not dry_run:  # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
@@ -444,7 +453,8 @@ def _remove(
     if result.kind is Kind.ORPHANED:
         from gitsync.record import orphaned_message
 
-        click.echo(f"{key}: {orphaned_message(key, target, result.kept)}")
+        hint = "" if target.emptied else f" (gitsync sync --env {key.env} --app {key.app} --prune deletes them)"
+        click.echo(f"{key}: {orphaned_message(key, target, result.kept)}{hint}")
         return None
     if result.sync is not None:
         click.echo(f"{result.sync.summary()} ({listed})")

@@ -58,6 +58,7 @@ _RESULT_TONE = {
     Result.SUCCEEDED: Tone.GOOD,
     Result.PROGRESSING: Tone.BUSY,
     Result.PAUSED: Tone.WARN,
+    Result.RETRYING: Tone.WARN,
     Result.AWAITING_PROMOTION: Tone.IDLE,
     Result.SUPERSEDED: Tone.IDLE,
     Result.REMOVED: Tone.IDLE,
@@ -306,7 +307,7 @@ def _conditions(policy: RolloutPolicy | None) -> dict[str, str]:
         return {}
     out = {}
     analyses = [*(step.analysis for step in policy.canary.steps), policy.canary.background]
-    if policy.blue_green is not None:  # ``analyses()`` gives only these when a chart has both blocks
+    if policy.blue_green is not None:  # both blocks of a chart: ``analyses()`` gives only the chosen strategy's
         analyses += [policy.blue_green.pre_promotion, policy.blue_green.post_promotion]
     for analysis in analyses:
         for check in analysis.checks:

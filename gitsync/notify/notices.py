@@ -98,7 +98,7 @@ class Notification:
 
 
 _ACTIVE = (Result.PROGRESSING.value, Result.PAUSED.value)
-_FAILED = (Result.FAILED, Result.RENDER_ERROR, Result.REFUSED)
+_FAILED = (Result.FAILED, Result.RETRYING, Result.RENDER_ERROR, Result.REFUSED)
 
 Row = tuple[Notice, Callable[[ReconcileResult, Status], bool], Callable[[ReconcileResult], str]]
 

@@ -611,7 +611,7 @@ class Agent:
                 now,
                 snapshot=self.source.current,
                 target=target,
-                outcome=Result.FAILED,
+                outcome=Result.RETRYING,
                 error=str(error),
                 error_class=Retry.TRANSIENT,
             )

@@ -112,8 +112,9 @@ class RolloutPolicy:
         return self.strategy is not Strategy.ROLLING
 
     def analyses(self) -> tuple[AnalysisSpec, ...]:
-        """Every analysis the rollout may run (the canary's steps and background, or blue-green's two)."""
-        if self.blue_green is not None:
+        """Every analysis the rollout may run (the canary's steps and background, or blue-green's two): those of
+        ``strategy``, as a chart may carry both blocks and each environment pick one."""
+        if self.strategy is Strategy.BLUE_GREEN and self.blue_green is not None:
             return (self.blue_green.pre_promotion, self.blue_green.post_promotion)
         return (*(step.analysis for step in self.canary.steps), self.canary.background)
 

@@ -373,3 +373,82 @@ def test_status_and_history_after_a_cli_sync_say_what_it_did(tmp_path: Path, nam
     shown = gitsync("status", "--repo", str(repo), "--env", "test", "-o", "json", kubeconfig=kubelab.kubeconfig)
     [app] = json.loads(shown.stdout)["apps"]
     assert app["revision"] == f"{head}-dirty", "a sync of uncommitted changes never claims the commit"
+
+
+@pytest.mark.timeout(180)
+def test_a_readme_commit_during_a_canary_does_not_take_the_release_from_its_commit(
+    tmp_path: Path, namespace: str, kubelab: Any
+) -> None:
+    """Dana pushes shop:2, a canary pauses at 50 %; Olga commits a README. The history keeps the release on Dana's
+    commit, which ends Succeeded once promoted (as the ledger and `gitsync audit` say): Olga's commit is no release
+    of shop and supersedes nothing."""
+    repo = write_repo(tmp_path / "repo", namespace)
+    with (repo / "apps" / "shop" / "values.yaml").open("a") as values:
+        values.write("rollout:\n  strategy: canary\n  canary:\n    steps: [{setWeight: 50}, {pause: {}}]\n")
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+
+    def commit(author: str, message: str) -> str:
+        git = ["git", "-C", str(repo), "-c", f"user.name={author}", "-c", f"user.email={author.lower()}@example.org"]
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-qm", message], check=True)
+        return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+    def sync_until(phase: str) -> None:
+        for _ in range(60):
+            synced = gitsync("sync", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+            assert synced.returncode == 0, synced.stderr
+            if f"rollout {phase}" in synced.stdout:
+                return
+        raise AssertionError(f"the rollout never reached {phase}: {synced.stdout}")
+
+    commit("Dana", "shop 1")
+    sync_until("Healthy")
+    template = repo / "apps" / "shop" / "templates" / "deployment.yaml"
+    template.write_text(template.read_text().replace("shop:1", "shop:2"))
+    release = commit("Dana", "shop 2")
+    sync_until("Paused")
+    (repo / "README.md").write_text("# shop\n")
+    readme = commit("Olga", "docs: README")
+    sync_until("Paused")
+    promoted = gitsync(
+        "rollout", "promote", "--repo", str(repo), "--env", "test", "--app", "shop", kubeconfig=kubelab.kubeconfig
+    )
+    assert promoted.returncode == 0, promoted.stderr
+    sync_until("Healthy")
+
+    shown = gitsync("history", "--env", "test", "-n", namespace, "-o", "json", kubeconfig=kubelab.kubeconfig)
+    assert shown.returncode == 0, shown.stderr
+    [record] = json.loads(shown.stdout)
+    newest = record["releases"][0]
+    assert (newest["revision"], newest["author"], newest["result"], newest["error"]) == (
+        release,
+        "Dana <dana@example.org>",
+        "Succeeded",
+        "",
+    )
+    assert readme not in [entry["revision"] for entry in record["releases"]]
+    assert "Superseded" not in [entry["result"] for entry in record["releases"]]
+    assert record["status"]["lastAppliedRevision"] == readme  # what runs is at the head: nothing to apply
+
+
+def test_a_custom_resource_whose_crd_is_not_installed_yet_is_retried_not_a_failed_release(
+    tmp_path: Path, namespace: str, kubelab: Any
+) -> None:
+    """A Widget before its CRD: worth retrying (exit 3), recorded as Retrying, and no Failed release in the history
+    (the CRD may be on its way, from another app of the environment)."""
+    repo = write_repo(tmp_path / "repo", namespace)
+    (repo / "apps" / "shop" / "templates" / "widget.yaml").write_text(
+        "apiVersion: example.dev/v1\nkind: Widget\nmetadata:\n  name: shop\nspec: {}\n"
+    )
+    synced = gitsync("sync", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 3, (synced.stdout, synced.stderr)
+
+    shown = gitsync("history", "--env", "test", "-n", namespace, "-o", "json", kubeconfig=kubelab.kubeconfig)
+    assert shown.returncode == 0, shown.stderr
+    [record] = json.loads(shown.stdout)
+    assert record["releases"] == []
+    assert record["status"]["result"] == "Retrying"
+    assert (
+        record["status"]["lastError"]
+        == "Widget.example.dev: kind is not served by the API server (is its CRD installed?)"
+    )

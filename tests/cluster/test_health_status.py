@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -119,13 +120,94 @@ def test_status_follows_a_release_from_missing_to_healthy_to_degraded(
         assert text in table.stdout, table.stdout
 
 
-def test_status_of_a_broken_repo_exits_2_with_one_line(kubelab: Any, namespace: str, tmp_path: Path) -> None:
+def add_app(repo: Path, name: str, configmap: str) -> None:
+    """A second app of the environment: one ConfigMap template."""
+    chart = repo / "apps" / name
+    (chart / "templates").mkdir(parents=True)
+    (chart / "chart.yaml").write_text(f"name: {name}\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text("{}\n")
+    (chart / "templates" / "configmap.yaml").write_text(configmap)
+
+
+def table_cells(stdout: str) -> list[list[str]]:
+    """The rows of a status table: APP, NAMESPACE, SYNC, HEALTH, REASON."""
+    return [[cell.strip() for cell in line.split("│")[1:6]] for line in stdout.splitlines() if line.startswith("│")]
+
+
+@pytest.mark.timeout(120)
+def test_status_shows_every_app_when_one_does_not_render(kubelab: Any, namespace: str, tmp_path: Path) -> None:
+    """As Argo CD's app list: an app whose template is broken gets its row, Unknown, with its ``file:line`` error
+    under the table; the healthy apps are still shown, and the exit status says the input needs fixing."""
     repo = write_repo(tmp_path / "repo", namespace)
-    (repo / "apps" / "shop" / "templates" / "configmap.yaml").write_text("data: {{ values.nope }}\n")
+    add_app(repo, "ledger", LEDGER.replace("  labels: {gitsync.test/admission: refuse}\n", ""))
+    (repo / "environments" / "test" / "env.yaml").write_text(f"namespace: {namespace}\napps:\n  - shop\n  - ledger\n")
+    synced = gitsync("sync", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stderr
+    (repo / "apps" / "shop" / "templates" / "configmap.yaml").write_text("data: {{ values.image.registry }}\n")
+
+    table = gitsync("status", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
+    assert table.returncode == 2, (table.stdout, table.stderr)
+    assert [row[:4] for row in table_cells(table.stdout)] == [
+        ["shop", namespace, "Unknown", "Unknown"],
+        ["ledger", namespace, "Synced", "Healthy"],
+    ]
+    [error] = [line for line in table.stdout.splitlines() if line.startswith("shop: ")]
+    assert error == "shop: apps/shop/templates/configmap.yaml:1: undefined value values.image", table.stdout
+    assert table.stderr == ""
+
+    as_json = gitsync("status", "--repo", str(repo), "--env", "test", "-o", "json", kubeconfig=kubelab.kubeconfig)
+    assert as_json.returncode == 2, as_json.stderr
+    apps = {row["app"]: row for row in json.loads(as_json.stdout)["apps"]}
+    assert apps["shop"]["errors"] == ["apps/shop/templates/configmap.yaml:1: undefined value values.image"]
+    assert apps["shop"]["digest"].startswith("sha256:")  # what runs is still shown
+    assert (apps["ledger"]["sync"], apps["ledger"]["errors"]) == ("Synced", [])
+
+
+def test_status_of_a_broken_env_yaml_exits_2_with_one_line(kubelab: Any, namespace: str, tmp_path: Path) -> None:
+    repo = write_repo(tmp_path / "repo", namespace)
+    unknown = gitsync("status", "--repo", str(repo), "--env", "test", "--app", "shop2", kubeconfig=kubelab.kubeconfig)
+    assert (unknown.returncode, unknown.stdout) == (2, "")
+    assert unknown.stderr == "error: environments/test/env.yaml: app 'shop2' is not in environment test (apps: shop)\n"
+    (repo / "environments" / "test" / "env.yaml").write_text(f"namespace: {namespace}\napps: shop\n")
     done = gitsync("status", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
     assert done.returncode == 2
-    assert done.stderr.startswith("error: ") and "configmap.yaml" in done.stderr
+    assert done.stderr.startswith("error: environments/test/env.yaml:") and done.stdout == ""
     assert "Traceback" not in done.stderr
+
+
+def test_status_of_prod_shows_apps_awaiting_promotion_and_why(kubelab: Any, namespace: str, tmp_path: Path) -> None:
+    """A receiving environment before its first promotion: every app has its row saying it awaits one (not an
+    error: exit 0), and the agent's promotion line (here: why the promotion failed) is printed under the table."""
+    from gitsync.adapters.kube import KubeCluster
+    from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.history import History, Result
+    from gitsync.model import AppEnv
+
+    repo = write_repo(tmp_path / "repo", namespace)
+    prod = repo / "environments" / "prod"
+    prod.mkdir()
+    (prod / "env.yaml").write_text(
+        f"namespace: {namespace}\napps: [shop]\npromotion: {{from: test, mode: auto, soak: 1m, values: [tag]}}\n"
+    )
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+
+    table = gitsync("status", "--repo", str(repo), "--env", "prod", kubeconfig=kubelab.kubeconfig)
+    assert table.returncode == 0, (table.stdout, table.stderr)
+    assert table_cells(table.stdout) == [
+        ["shop", namespace, "Unknown", "Unknown", "shop awaits promotion from test (no pin yet)"]
+    ]
+
+    failed = "failed: promotion.values: tag: not set in the values it is promoted from"  # as the agent records it
+    key = AppEnv("shop", "prod")
+    History(ConfigMapStateStore(KubeCluster(kubelab.kubeconfig))).set_status(
+        key, namespace, lambda s: replace(s, result=Result.AWAITING_PROMOTION.value, promotion=failed)
+    )
+    table = gitsync("status", "--repo", str(repo), "--env", "prod", kubeconfig=kubelab.kubeconfig)
+    assert table.returncode == 0, (table.stdout, table.stderr)
+    assert f"shop: promotion {failed}" in table.stdout.splitlines(), table.stdout
+    as_json = gitsync("status", "--repo", str(repo), "--env", "prod", "-o", "json", kubeconfig=kubelab.kubeconfig)
+    [row] = json.loads(as_json.stdout)["apps"]
+    assert (row["agent"]["promotion"], row["errors"]) == (failed, [])
 
 
 @pytest.mark.timeout(240)
@@ -197,11 +279,7 @@ def test_status_shows_every_app_when_one_apps_preview_fails(
     """As Argo CD's app list: one app whose dry-run the API server cannot answer (a webhook it cannot call) is
     marked Unknown with its error; the others are shown, and the exit status still says "try again"."""
     repo = write_repo(tmp_path / "repo", namespace)
-    ledger = repo / "apps" / "ledger"
-    (ledger / "templates").mkdir(parents=True)
-    (ledger / "chart.yaml").write_text("name: ledger\nversion: 0.1.0\n")
-    (ledger / "values.yaml").write_text("{}\n")
-    (ledger / "templates" / "configmap.yaml").write_text(LEDGER)
+    add_app(repo, "ledger", LEDGER)
     (repo / "environments" / "test" / "env.yaml").write_text(f"namespace: {namespace}\napps:\n  - shop\n  - ledger\n")
     synced = gitsync("sync", "--repo", str(repo), "--env", "test", "--app", "shop", kubeconfig=kubelab.kubeconfig)
     assert synced.returncode == 0, synced.stderr

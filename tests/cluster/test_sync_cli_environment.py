@@ -154,3 +154,39 @@ def test_with_pruning_off_a_removed_app_is_reported_and_nothing_deleted(
     for app in ("a", "b"):
         assert f"{app} is no longer listed in environments/test/env.yaml and the file lists no apps" in emptied.stdout
     assert configmaps(kubelab, namespace) == {"from-a", "from-b", "b-kept"}
+
+
+def test_sync_app_of_an_app_removed_from_env_yaml_removes_it_as_a_whole_environment_sync_would(
+    two_apps: Path, namespace: str, kubelab: Any
+) -> None:
+    """`gitsync sync --app b` after b left env.yaml: the removal of b alone (previewed with --dry-run), its objects
+    kept and the command that deletes them named when pruning is off; a name gitsync never held is one line."""
+    args = ("--repo", str(two_apps), "--env", "test")
+    listing(two_apps, namespace, ["a"])
+
+    kept = gitsync("sync", *args, "--app", "b", "--no-prune", kubeconfig=kubelab.kubeconfig)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert kept.stdout.splitlines() == [
+        "b@test: b is no longer listed in environments/test/env.yaml and pruning is off: its 2 objects stay in the "
+        "cluster, no longer managed (gitsync sync --env test --app b --prune deletes them)"
+    ]
+    dry = gitsync("sync", *args, "--app", "b", "--prune", "--dry-run", kubeconfig=kubelab.kubeconfig)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert dry.stdout.splitlines() == [
+        "b@test: dry run: 0 to create, 0 to change, 1 to delete, 0 unchanged (no longer listed in "
+        "environments/test/env.yaml)"
+    ]
+    assert configmaps(kubelab, namespace) == {"from-a", "from-b", "b-kept"}
+
+    synced = gitsync("sync", *args, "--app", "b", "--prune", kubeconfig=kubelab.kubeconfig)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    assert "b@test: 1 deleted, 1 skipped (no longer listed in environments/test/env.yaml)" in synced.stdout
+    assert "a@test" not in synced.stdout, "only the app named"
+    assert configmaps(kubelab, namespace) == {"from-a", "b-kept"}
+
+    again = gitsync("sync", *args, "--app", "b", kubeconfig=kubelab.kubeconfig)
+    assert again.returncode == 2
+    assert messages(again.stderr) == [
+        "error: environments/test/env.yaml: app 'b' is not in environment test, and gitsync holds nothing of it in "
+        "the cluster"
+    ]

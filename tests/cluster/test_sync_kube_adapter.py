@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from relay import Relay
 from widgets import widget_crd
 
 from gitsync.adapters.kube import KubeCluster
@@ -18,6 +21,7 @@ from gitsync.errors import (
     StaleError,
     TerminalError,
     TransientError,
+    UnreachableError,
     WatchExpired,
 )
 from gitsync.model import AppEnv, ObjectId
@@ -204,3 +208,30 @@ def test_state_store_round_trip_and_optimistic_concurrency(cluster: KubeCluster,
         "gitsync.dev/env": "staging",
         "gitsync.dev/state": "inventory",
     }
+
+
+def test_a_get_on_a_connection_the_restarted_api_server_closed_is_sent_again(
+    kubelab: Any, namespace: str, tmp_path: Path
+) -> None:
+    """After an API server restart, the first GET on a kept-alive connection meets it closed without an answer:
+    sent again on a new connection, it is answered (before: "unreachable", which the agent logged as the cluster
+    gone 14 s after it was back)."""
+    config = yaml.safe_load(kubelab.kubeconfig.read_text())
+    relay = Relay(config["clusters"][0]["cluster"]["server"])
+    relay.start()
+    try:
+        config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{relay.port}"
+        relayed = tmp_path / "relayed.kubeconfig"
+        relayed.write_text(yaml.safe_dump(config))
+        cluster = KubeCluster(relayed)
+        ref = ObjectId("", "Namespace", "", namespace)
+        assert cluster.get(ref) is not None  # a connection kept alive in the pool
+        relay.restart()
+        assert cluster.get(ref) is not None
+        relay.stop()  # gone: that is unreachable, at once
+        with pytest.raises(UnreachableError, match="Connection refused"):
+            cluster.get(ref)
+        relay.start()
+        assert cluster.get(ref) is not None
+    finally:
+        relay.stop()

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,60 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
-from agentlab import IDENTITY, Agents, Upstream, configmap_value, free_port, status_of, wait_for
+from agentlab import IDENTITY, Agents, Upstream, configmap_value, status_of, wait_for
 from kubernetes import client, config
+from relay import Relay
 
 SOAK = 2.0
-
-
-class Proxy:
-    """A TCP forwarder to cluster B's API server on a port of its own: stopped, the port refuses connections (the
-    cluster is down for whoever uses it); started again, on the same port."""
-
-    def __init__(self, server: str) -> None:
-        host, _, port = server.removeprefix("https://").partition(":")
-        self.target = (host, int(port))
-        self.port = free_port()
-        self._listener: socket.socket | None = None
-        self._open: list[socket.socket] = []
-
-    def start(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                return
-            self._open += [conn, upstream]
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                sink.sendall(data)
-        for s in (source, sink):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-
-    def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        for s in self._open:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-        self._open.clear()
 
 
 @pytest.fixture
@@ -161,7 +110,7 @@ def test_one_agent_applies_staging_to_a_and_prod_to_b_and_a_cluster_down_degrade
     agents: Agents, upstream: Upstream, namespace: str, prod_in_b: str, core: client.CoreV1Api,
     kube_api: client.ApiClient, cluster_b: client.ApiClient, kubelab: Any, kubelab_b: Any, agent_namespace: str,
 ) -> None:  # fmt: skip
-    proxy = Proxy(kubelab_b.server)
+    proxy = Relay(kubelab_b.server)
     proxy.start()
     credential = kubeconfig_secret(core, agent_namespace, kubelab_b.kubeconfig, f"https://127.0.0.1:{proxy.port}")
     prod_on_cluster_b(upstream, prod_in_b)

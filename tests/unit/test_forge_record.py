@@ -82,9 +82,9 @@ def result(kind: Kind, outcome: Result | None, health: HealthStatus | None = Non
             "RenderError: values.yaml:3: bad",
         ),
         (
-            result(Kind.FAILED, Result.FAILED, error="cluster unreachable", error_class=Retry.TRANSIENT),
+            result(Kind.FAILED, Result.RETRYING, error="cluster unreachable", error_class=Retry.TRANSIENT),
             CommitState.ERROR,
-            "Failed: cluster unreachable",
+            "Retrying: cluster unreachable",
         ),
         (result(Kind.AWAITING, Result.AWAITING_PROMOTION), CommitState.PENDING, "awaiting promotion"),
     ],

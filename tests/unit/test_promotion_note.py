@@ -91,3 +91,50 @@ def test_the_values_hash_noted_is_the_one_the_guard_computes_for_the_pin(tmp_pat
     web, ksm = notes.notes[sha]
     assert web.content == pinned_release(stage._tree_id, "web", sha, {"image": {"tag": "1.1"}}).content
     assert ksm.content == pinned_release(stage._tree_id, "ksm", sha, {}).content, "a plain app carries no values"
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "example-repo"
+
+
+def test_a_canary_release_is_noted_with_the_canary_steps_though_the_chart_also_has_a_blue_green_block(
+    tmp_path: Path,
+) -> None:
+    """example-repo's podinfo chart carries both blocks; staging picks canary, prod blue-green. The ledger line of
+    staging's release lists the canary's steps and its analysis conditions, as `gitsync audit` shows them."""
+    from memstore import MemoryStore
+
+    from gitsync.health import Health
+    from gitsync.history import History
+    from gitsync.model import HealthStatus
+    from gitsync.ports import Commit, Snapshot
+    from gitsync.reconcile import RolloutStep
+    from gitsync.record import LedgerSink
+    from gitsync.result import Kind, ReconcileResult, Target
+    from gitsync.strategy.executor import owned, policy_of
+    from renderers import render_app
+
+    server = Server(tmp_path / "repo")
+    files = {str(p.relative_to(EXAMPLE)): p.read_text() for p in EXAMPLE.rglob("*") if p.is_file()}
+    sha = server.commit(files, "podinfo 6.7.1")
+    stage, notes = promotions(server, tmp_path)
+    rendered = render_app(server.work, "staging", "podinfo", revision=sha)
+    canary = policy_of(rendered).canary.steps
+    store = MemoryStore()
+    LedgerSink(stage, History(store), store).write(
+        ReconcileResult(
+            key=rendered.app_env,
+            kind=Kind.RELEASE,
+            reasons=("poll",),
+            started_at=0.0,
+            finished_at=10.0,
+            snapshot=Snapshot(Commit(sha, "Dana", "podinfo 6.7.1", 0.0), server.work),
+            target=Target("podinfo-staging", prune=True, self_heal=True, promoted_paths=("image.tag",)),
+            outcome=Result.SUCCEEDED,
+            rendered=rendered,
+            health=Health(HealthStatus.HEALTHY),
+            rollout=RolloutStep(exclude=owned(rendered)),
+        )
+    )
+    (line,) = notes.notes[sha]
+    assert line.steps == tuple(step.describe() for step in canary)
+    assert "preview" not in line.steps and "switch" not in line.steps

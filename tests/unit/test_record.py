@@ -3,6 +3,7 @@ happened, and a promotion line that catches up after a status write failed."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,36 @@ def test_a_promotion_commit_line_stays_while_nothing_is_left_to_promote() -> Non
         PromotionStep(PromotionAction.NONE, "waiting for the running rollout"),
     ):
         assert release("6" * 40, before, synced(), promotion=step).promotion_line is None
+
+
+def test_a_transient_failure_is_logged_and_recorded_as_retrying_not_as_a_failed_release(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The API server unreachable mid-release: the log line says Retrying (not Failed), the status says so, and the
+    history gains no Failed entry (the release has not ended)."""
+    from gitsync.record import HistorySink, LogSink
+
+    store = MemoryStore()
+    history = History(store)
+    before = Status(
+        KEY.app, KEY.env, last_applied_revision="a" * 40, last_applied_digest="sha256:a", result="Succeeded"
+    )
+    outage = (
+        f"ConfigMap/{NS}/gitsync.web.prod.inventory: PUT https://127.0.0.1:6443 failed: NewConnectionError: "
+        "[Errno 111] Connection refused"
+    )
+    failed = replace(
+        release("b" * 40, before, synced()),
+        kind=Kind.FAILED,
+        outcome=Result.RETRYING,
+        health=None,
+        error=outage,
+        error_class=Retry.TRANSIENT,
+    )
+    caplog.set_level("INFO")
+    for sink in (LogSink(), HistorySink(history), StatusSink(history)):
+        sink.write(failed)
+    [line] = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "reconcile.failed"]
+    assert (line["result"], line["error"]) == ("Retrying", outage)
+    assert history.releases(KEY, NS) == ()
+    assert (history.status(KEY, NS).result, history.status(KEY, NS).last_error) == ("Retrying", outage)
