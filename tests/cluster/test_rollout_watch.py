@@ -1,6 +1,6 @@
 """Rollouts and health read from the watch cache, as the agent runs them: each new pod started once, Ready capacity
-never below the replicas, health from the cache equal to health from GETs, and a waiting reconcile that costs a
-handful of requests however many objects the app has."""
+never below the replicas, health from the cache equal to health from GETs, a waiting reconcile that costs a
+handful of requests however many objects the app has, and a Job its TTL removed that costs none per reconcile."""
 
 from __future__ import annotations
 
