@@ -25,6 +25,11 @@ signed push webhook naming the commit); (c) a forced no-op reconcile (Flux: anno
 requestedAt) against gitsync's drift-timer reconcile, whose cost is taken from (d); (d) an idle window; (e) memory
 (VmRSS, peak VmHWM); (f) gitsync only: one more Deployment (replicas 1, a nodeSelector no node has, so it stays
 Progressing) and the requests the agent makes while it waits.
+
+`--ttl-jobs N` adds N setup Jobs with `ttlSecondsAfterFinished: 0` to both tools' objects, as ingress-nginx ships
+its admission Jobs: they run, finish on kwok and are deleted by the TTL controller, and the idle window then shows
+what a gone Job costs each drift-timer reconcile (gitsync runs such a Job once per body; Flux creates it again at
+every interval).
 """
 
 from __future__ import annotations
@@ -457,7 +462,9 @@ def requests(audit: Audit, prefixes: tuple[str, ...], start: float, end: float, 
 # ------------------------------------------------------------------------------------------------------- the run
 
 
-def run(work: Path, bin_dir: Path, kubeconfig: Path, audit: Audit, idle: float, waiting: float) -> Figures:
+def run(
+    work: Path, bin_dir: Path, kubeconfig: Path, audit: Audit, idle: float, waiting: float, ttl_jobs: int = 0
+) -> Figures:
     figures = Figures()
     api = new_api(kubeconfig)
     core = client.CoreV1Api(api)
@@ -469,6 +476,7 @@ def run(work: Path, bin_dir: Path, kubeconfig: Path, audit: Audit, idle: float, 
 
     def commit_ours(changed: str) -> str:
         write_repo(ours.work, gs_ns, changed)
+        write_jobs(ours.work, ttl_jobs)
         return ours.commit(f"bench: {changed}")
 
     def commit_theirs(changed: str) -> str:
@@ -476,6 +484,7 @@ def run(work: Path, bin_dir: Path, kubeconfig: Path, audit: Audit, idle: float, 
         repository is not touched before its own turn: its 1m poll would pick a change up early)."""
         scratch = work / "render"
         write_repo(scratch, gs_ns, changed)
+        write_jobs(scratch, ttl_jobs)
         (theirs.work / "bench").mkdir(exist_ok=True)
         kubectl_file(scratch, flux_ns, theirs.work / "bench" / "objects.yaml")
         return theirs.commit(f"bench: {changed}")
@@ -610,6 +619,29 @@ def run(work: Path, bin_dir: Path, kubeconfig: Path, audit: Audit, idle: float, 
     return figures
 
 
+def write_jobs(root: Path, count: int) -> None:
+    """``count`` setup Jobs that remove themselves once finished (``--ttl-jobs``), in the bench chart."""
+    if count:
+        path = root / "apps" / "bench" / "templates" / "setup-jobs.yaml"
+        path.write_text("".join(SETUP_JOB.format(n=n) for n in range(count)))
+
+
+SETUP_JOB = """\
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: setup-{n}
+spec:
+  ttlSecondsAfterFinished: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: setup
+          image: registry.example/setup:1
+"""
+
 WAITING = """\
 ---
 apiVersion: apps/v1
@@ -658,6 +690,7 @@ def main() -> int:
     parser.add_argument("--state-dir", type=Path, default=Path("/tmp/kubelab-flux"), help="the private kubelab's state")
     parser.add_argument("--idle", type=float, default=150.0, help="seconds of the idle window (d)")
     parser.add_argument("--waiting", type=float, default=60.0, help="seconds of the waiting window (f)")
+    parser.add_argument("--ttl-jobs", type=int, default=0, help="setup Jobs with ttlSecondsAfterFinished: 0 to add")
     args = parser.parse_args()
     target = build_flux()
     if args.build_only:
@@ -666,7 +699,7 @@ def main() -> int:
     shutil.rmtree(args.state_dir, ignore_errors=True)  # a fresh cluster: kubelab keeps etcd's data in the state
     with tempfile.TemporaryDirectory(prefix="gitsync-bench-flux-") as tmp, lab(args.state_dir) as (kubeconfig, audit):
         try:
-            figures = run(Path(tmp), target, kubeconfig, audit, args.idle, args.waiting)
+            figures = run(Path(tmp), target, kubeconfig, audit, args.idle, args.waiting, args.ttl_jobs)
         except BaseException:
             for log in sorted(Path(tmp).rglob("*.log")):
                 print(

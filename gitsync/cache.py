@@ -11,7 +11,16 @@ Contract:
   Namespace ``""`` means cluster-scoped kinds, or every namespace.
 - ``get`` answers from memory. It tracks the ref's kind on first use, and falls back to one GET only when the
   answer cannot come from memory: the kind could not be listed in time, or the store is label-filtered and the
-  object is absent (it may exist without gitsync's labels). A warm cache serving managed objects makes no call.
+  object is absent from it. A filtered list's scope is "objects carrying gitsync's label", so an object missing
+  from it may still exist without that label: one gitsync is about to adopt (made by kubectl or Helm before), or
+  one whose label someone removed (a selector watch reports that as DELETED, exactly like a deletion). That GET
+  is what keeps those right. A GET that finds nothing (404) is remembered, and later reads of that object are
+  answered "absent" without a request (a Job its TTL removed, read by every drift-timer reconcile and health
+  read), until something says otherwise: a watch event for it, a write of this process to it (labelled or not),
+  or a re-list of its kind. What no labelled watch can tell is an object created afterwards *without* gitsync's
+  label under that name: until one of those it reads as absent, so a plan takes it for a create, and the server-
+  side apply that follows adopts it (it is then labelled and watched). A warm cache serving managed objects, and
+  the objects it knows absent, makes no call.
 - One daemon thread per tracked key: LIST, then WATCH from the list's resourceVersion with bookmarks (the
   adapter resumes from the last resourceVersion it saw); a 410 (``WatchExpired``) re-lists, any other error
   reconnects from the last resourceVersion after an exponential backoff.
@@ -28,7 +37,9 @@ Contract:
 - Writes go through: ``wrote`` stores what a write of this process returned (``KubeCluster.on_write``), so a read
   right after gitsync's own apply sees it (a Deployment's new generation, a state ConfigMap's new
   resourceVersion) without waiting for its watch event; an event older than what is stored never replaces it,
-  nor does a late DELETED remove a version stored after it (gitsync's own re-create of a deleted object).
+  nor does a late DELETED remove a version stored after it (gitsync's own re-create of a deleted object), nor
+  does a re-list (after a 410) that was in flight while this process wrote: a stored version later than the
+  list's resourceVersion can only be such a write, and is kept over the listed one (or over its absence).
   That is what lets health, rollouts and the state store read from here instead of a GET after each write.
 """
 
@@ -128,17 +139,21 @@ class WatchCache:
     def get(self, ref: ObjectId) -> Json | None:
         """The live object from memory (see the module contract for the rare fallback GET)."""
         self._check_reachable()
-        for tracker in self._serving(ref):
-            if not tracker.listed.is_set():
-                continue
-            found = tracker.lookup(ref)
-            if found is not None or tracker.all_objects:
+        trackers = self._serving(ref)
+        if not trackers:
+            self.ensure(ref.group, ref.kind, ref.namespace)
+            trackers = self._serving(ref)
+        listed = [t for t in trackers if t.listed.is_set()]
+        for tracker in listed:
+            answered, found = tracker.answer(ref)
+            if answered:
                 return found
-        if not self._serving(ref) and self.ensure(ref.group, ref.kind, ref.namespace):
-            found = self._trackers[(ref.group, ref.kind, ref.namespace, False)].lookup(ref)
-            if found is not None:
-                return found
-        return self._cluster.get(ref)
+        marks = [(tracker, tracker.changes) for tracker in listed]
+        found = self._cluster.get(ref)
+        if found is None:
+            for tracker, mark in marks:
+                tracker.absent(ref, mark)
+        return found
 
     def objects(self, group: str, kind: str, namespace: str, *, all_objects: bool = False) -> list[Json]:
         """Every cached object of a tracked key (tracking it first if needed), e.g. the Pods of a namespace."""
@@ -164,6 +179,8 @@ class WatchCache:
                 tracker.drop(ref)
             elif tracker.all_objects or _labels(obj).get(LABEL_MANAGED_BY) == MANAGER:
                 tracker.put(ref, obj)
+            else:
+                tracker.outside(ref)
 
     def _serving(self, ref: ObjectId) -> list[_Tracker]:
         """Trackers whose store holds ``ref`` if it exists, unfiltered (authoritative) first."""
@@ -248,6 +265,10 @@ class _Tracker:
         self.group, self.kind, self.namespace, self.all_objects = key
         self.selector = "" if self.all_objects else MANAGED_SELECTOR
         self.store: dict[ObjectId, Json] = {}
+        self.missing: set[ObjectId] = set()
+        """Objects a GET found absent (404) since the last change to them: a filtered store's answer "absent"."""
+        self.changes = 0
+        """Counts every change to the store, so a 404 is not remembered over a change that came during its GET."""
         self.lock = threading.Lock()
         self.listed = threading.Event()
         self.tried = threading.Event()
@@ -261,9 +282,27 @@ class _Tracker:
     def start(self) -> None:
         self.thread.start()
 
-    def lookup(self, ref: ObjectId) -> Json | None:
+    def answer(self, ref: ObjectId) -> tuple[bool, Json | None]:
+        """(whether this store can answer for ``ref``, the object or None): an unfiltered store answers for every
+        object; a filtered one for those it holds and those a GET found absent since."""
         with self.lock:
-            return self.store.get(ref)
+            found = self.store.get(ref)
+            return found is not None or self.all_objects or ref in self.missing, found
+
+    def absent(self, ref: ObjectId, mark: int) -> None:
+        """Remember that a GET found ``ref`` absent, unless the store changed since ``mark`` (taken before that GET):
+        a watch event in between may have been about ``ref`` (created, then its label removed)."""
+        with self.lock:
+            if self.changes == mark and ref not in self.store:
+                self.missing.add(ref)
+
+    def outside(self, ref: ObjectId) -> None:
+        """``ref`` exists outside this filtered store (this process wrote it without gitsync's label): neither the
+        version held (if any) nor "absent" is true any more, so reads ask the API."""
+        with self.lock:
+            self.store.pop(ref, None)
+            self.missing.discard(ref)
+            self.changes += 1
 
     def snapshot(self) -> list[Json]:
         with self.lock:
@@ -272,6 +311,8 @@ class _Tracker:
     def put(self, obj_id: ObjectId, obj: Json) -> bool:
         """Store ``obj`` unless the store holds a newer version of it; True when stored."""
         with self.lock:
+            self.missing.discard(obj_id)
+            self.changes += 1
             if _newer(self.store.get(obj_id), obj):
                 return False
             self.store[obj_id] = obj
@@ -279,8 +320,11 @@ class _Tracker:
 
     def drop(self, obj_id: ObjectId, deleted: Json | None = None) -> bool:
         """Forget ``obj_id``, unless ``deleted`` (a DELETED event's last state) is older than what the store holds:
-        a version written after that deletion, as a re-create by this process; True when dropped."""
+        a version written after that deletion, as a re-create by this process; True when dropped. Not remembered as
+        absent: a filtered watch says DELETED also when the object lost gitsync's label, so the next read asks."""
         with self.lock:
+            self.missing.discard(obj_id)
+            self.changes += 1
             if deleted is not None and _newer(self.store.get(obj_id), deleted):
                 return False
             self.store.pop(obj_id, None)
@@ -331,7 +375,13 @@ class _Tracker:
         listing = self.cluster.list(self.group, self.kind, self.namespace, self.selector)
         fresh = {self.id_of(item): item for item in listing.items}
         with self.lock:
-            old, self.store = self.store, fresh
+            old = self.store
+            # The watch is not running while the list is in flight, so a version later than the list can only be
+            # what a write of this process stored meanwhile: the list holds it older, or not yet.
+            fresh |= {i: obj for i, obj in old.items() if _later(_version(obj), listing.resource_version)}
+            self.store = fresh
+            self.missing.clear()  # what happened outside the label's scope while the watch was gone is unknown
+            self.changes += 1
         self.resource_version = listing.resource_version
         relisting = self.lists > 0
         self.lists += 1
@@ -368,9 +418,14 @@ def _version(obj: Json) -> str:
 
 
 def _newer(held: Json | None, obj: Json) -> bool:
-    """Whether ``held`` is a later version than ``obj``. resourceVersions are opaque to clients in general, but
-    the API server's are etcd revisions (integers); anything else is taken as not newer."""
-    a, b = _version(held or {}), _version(obj)
+    """Whether ``held`` is a later version than ``obj``."""
+    return _later(_version(held or {}), _version(obj))
+
+
+def _later(a: str, b: str) -> bool:
+    """Whether resourceVersion ``a`` is later than ``b``. resourceVersions are opaque to clients in general, but
+    the API server's are etcd revisions (integers), objects' and lists' alike; anything else is taken as not
+    later."""
     return a.isdigit() and b.isdigit() and int(a) > int(b)
 
 

@@ -1,6 +1,6 @@
 """Rollouts and health read from the watch cache, as the agent runs them: each new pod started once, Ready capacity
-never below the replicas, health from the cache equal to health from GETs, and a waiting reconcile that costs a
-handful of requests however many objects the app has."""
+never below the replicas, health from the cache equal to health from GETs, a waiting reconcile that costs a
+handful of requests however many objects the app has, and a Job its TTL removed that costs none per reconcile."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from gitsync.cache import Change, WatchCache
 from gitsync.events import EventSink
 from gitsync.health import Listed, read_health
 from gitsync.history import History, Result
-from gitsync.model import HealthStatus, Json, Manifest, ObjectId
+from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, HealthStatus, Json, Manifest, ObjectId
 from gitsync.ports import Commit, Snapshot
 from gitsync.reconcile import Request, Stages, reconcile
 from gitsync.record import Recorder, default_sinks
@@ -256,29 +256,7 @@ def test_a_waiting_reconcile_of_many_workloads_costs_a_handful_of_requests(
             "data": {"n": str(n)},
         }
         manifests += [Manifest(ObjectId.of(body), body, "test"), Manifest(ObjectId.of(config), config, "test")]
-    rendered = SimpleNamespace(
-        app_env=key,
-        namespace=namespace,
-        manifests=tuple(manifests),
-        digest="sha256:many",
-        values={},
-        revision="r1",
-        environment=SimpleNamespace(prune_allow_empty=False),
-    )
-    store = ConfigMapStateStore(cluster, live=cache)
-    history = History(store)
-    stages = Stages(
-        source=SimpleNamespace(resolve=lambda wanted="": Snapshot(Commit("r1", "a", "m", 0.0), Path()), tree=Path),
-        locate=lambda _key, _snapshot: Target(namespace, prune=True, self_heal=True),
-        cluster=cluster,
-        store=store,
-        clock=SystemClock(),
-        status=history,
-        recorder=Recorder(default_sinks(history, EventSink(cluster, SystemClock()))),
-        live=cache,
-        workloads=cache,
-        render=lambda *_: rendered,
-    )
+    stages = agent_stages(cluster, cache, namespace, manifests)
     first = reconcile(stages, Request(key, "r1", ("poll",)))
     assert first.outcome is Result.PROGRESSING, first.error
     waiting = []
@@ -296,3 +274,83 @@ def test_a_waiting_reconcile_of_many_workloads_costs_a_handful_of_requests(
     print(f"\nrequests per waiting reconcile of 60 objects: {waiting}; per drift-timer reconcile: {drift_requests}")
     assert max(waiting) <= 10, waiting
     assert drift_requests <= 10
+
+
+def agent_stages(cluster: KubeCluster, cache: WatchCache, namespace: str, manifests: list[Manifest]) -> Stages:
+    """The stages as the agent composes them (every read through the watch cache) for app ``KEY`` rendering
+    ``manifests`` at revision r1."""
+    rendered = SimpleNamespace(
+        app_env=KEY,
+        namespace=namespace,
+        manifests=tuple(manifests),
+        digest="sha256:many",
+        values={},
+        revision="r1",
+        environment=SimpleNamespace(prune_allow_empty=False),
+    )
+    store = ConfigMapStateStore(cluster, live=cache)
+    history = History(store)
+    return Stages(
+        source=SimpleNamespace(resolve=lambda wanted="": Snapshot(Commit("r1", "a", "m", 0.0), Path()), tree=Path),
+        locate=lambda _key, _snapshot: Target(namespace, prune=True, self_heal=True),
+        cluster=cluster,
+        store=store,
+        clock=SystemClock(),
+        status=history,
+        recorder=Recorder(default_sinks(history, EventSink(cluster, SystemClock()))),
+        live=cache,
+        workloads=cache,
+        render=lambda *_: rendered,
+    )
+
+
+def test_drift_timer_reconciles_ask_nothing_about_a_job_its_ttl_removed(
+    cluster: KubeCluster, cache: WatchCache, namespace: str, kubelab: Any
+) -> None:
+    """ingress-nginx's admission Jobs (ttlSecondsAfterFinished) are gone once they ran: the drift timer's reconciles
+    and their health reads must not ask the API server about them each time; a Job created again is seen."""
+    labels = {"app": "web", LABEL_MANAGED_BY: MANAGER, LABEL_APP: KEY.app, LABEL_ENV: KEY.env}  # as rendered
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "admission-create", "namespace": namespace, "labels": labels},
+        "spec": {
+            "ttlSecondsAfterFinished": 0,
+            "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "setup:1"}]}},
+        },
+    }
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "web", "namespace": namespace, "labels": labels},
+    }
+    manifests = [Manifest(ObjectId.of(body), body, "test") for body in (job, config)]
+    ref = manifests[0].id
+    stages = agent_stages(cluster, cache, namespace, manifests)
+    first = reconcile(stages, Request(KEY, "r1", ("poll",)))
+    assert first.kind is Kind.RELEASE and not first.error, first.error
+    writer = KubeCluster(kubelab.kubeconfig)  # another client: the TTL controller, another gitsync
+    writer.delete(ref, propagation="Foreground")  # as the TTL controller does once the Job finished
+    deadline = time.monotonic() + 30
+    while cache.objects("batch", "Job", namespace) or writer.get(ref) is not None:
+        assert time.monotonic() < deadline, "the Job is still there"
+        time.sleep(0.1)
+
+    per_drift, gets = [], []
+    for _ in range(4):
+        before = cluster.requests
+        drift = reconcile(stages, Request(KEY, "r1", ("drift",)))  # the drift timer's reconcile: a full one
+        after = cluster.requests
+        assert drift.sync is not None and not drift.sync.plan.has_changes, drift
+        assert drift.health is not None and drift.health.status is HealthStatus.HEALTHY, drift.health
+        per_drift.append(sum(after.values()) - sum(before.values()))
+        gets.append(after.get("get", 0) - before.get("get", 0))
+    print(f"\nrequests per drift-timer reconcile with a TTL'd Job gone: {per_drift} (GETs {gets})")
+    assert sum(gets[1:]) == 0, gets  # at most the first asks once whether it is gone or only unlabelled
+    assert max(per_drift[1:]) == 0, per_drift
+
+    writer.apply(job)  # created again by another gitsync process (`gitsync sync` from a laptop): the watch tells
+    deadline = time.monotonic() + 30
+    while cache.get(ref) is None:
+        assert time.monotonic() < deadline, "the cache still says the re-created Job is absent"
+        time.sleep(0.05)

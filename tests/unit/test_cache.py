@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -51,6 +51,9 @@ class Scripted:
         self.watches = watches
         self.calls: list[tuple[str, ...]] = []
         self.done = threading.Event()
+        self.answers: dict[str, Json] = {}
+        """What a GET of an ObjectId's string form finds (an object without gitsync's label); None otherwise."""
+        self.on_get: Callable[[ObjectId], Json | None] | None = None
 
     def list(
         self, group: str, kind: str, namespace: str = "", label_selector: str = "", *, metadata_only: bool = False
@@ -84,7 +87,9 @@ class Scripted:
 
     def get(self, ref: ObjectId) -> Json | None:
         self.calls.append(("get", str(ref)))
-        return None
+        if self.on_get is not None:
+            return self.on_get(ref)
+        return self.answers.get(str(ref))
 
 
 def changes_of(cache: WatchCache) -> queue.Queue[Change]:
@@ -195,11 +200,127 @@ def test_get_answers_from_memory_and_falls_back_only_for_unlabelled_absentees() 
         assert cache.get(ref("a")) == cm("a", "1")  # first use lists the kind
         assert cache.get(ref("a")) == cm("a", "1")
         assert cache.get(ref("zz")) is None  # may exist without gitsync's label: asks the API once
-        assert [c[0] for c in cluster.calls].count("get") == 1
+        assert cache.get(ref("zz")) is None  # and remembers its answer
+        assert gets(cluster) == 1
         # An unfiltered store is authoritative: absent means absent.
         assert cache.objects("", "ConfigMap", "shop", all_objects=True) == []
-        assert cache.get(ref("zz")) is None
-        assert [c[0] for c in cluster.calls].count("get") == 1
+        assert cache.get(ref("yy")) is None
+        assert gets(cluster) == 1
+    finally:
+        cluster.done.set()
+        cache.stop()
+
+
+def gets(cluster: Scripted) -> int:
+    return [c[0] for c in cluster.calls].count("get")
+
+
+def labelled(obj: Json) -> Json:
+    obj["metadata"]["labels"] = {LABEL_MANAGED_BY: MANAGER}
+    return obj
+
+
+def test_an_absent_object_costs_one_get_until_something_says_it_came_back() -> None:
+    # A Job its TTL removed is read by every drift-timer reconcile and health read: one GET, not one per read.
+    # Whatever may have brought it back ends that: its watch event, this process writing it (labelled or not),
+    # a re-list of the kind; a DELETED (which a filtered watch also says when the label was removed) is asked again.
+    created, deleted, expired = threading.Event(), threading.Event(), threading.Event()
+    cluster = Scripted(
+        [[], []],
+        [
+            [
+                created,
+                WatchEvent(ADDED, labelled(cm("gone", "5"))),
+                deleted,
+                WatchEvent(DELETED, labelled(cm("gone", "6"))),
+                expired,
+                WatchExpired("resourceVersion expired"),
+            ]
+        ],
+    )
+    cache = WatchCache(cluster, backoff=(0.01, 0.01))  # type: ignore[arg-type]
+    seen = changes_of(cache)
+    try:
+        assert cache.ensure("", "ConfigMap", "shop")
+        for _ in range(5):
+            assert cache.get(ref("gone")) is None
+        assert gets(cluster) == 1
+
+        created.set()  # created again, with gitsync's label: the watch says so, and the store answers
+        assert next_changes(seen, 1) == [(ADDED, "gone")]
+        assert cache.get(ref("gone")) == labelled(cm("gone", "5"))
+        deleted.set()
+        assert next_changes(seen, 1) == [(DELETED, "gone")]
+        assert cache.get(ref("gone")) is None
+        assert cache.get(ref("gone")) is None
+        assert gets(cluster) == 2  # deleted, or only unlabelled: asked once, remembered again
+
+        # The kind is listed again after the 410: what was remembered is forgotten.
+        expired.set()
+        while [c[0] for c in cluster.calls].count("list") < 2:
+            time.sleep(0.01)
+        while not cache.synced():
+            time.sleep(0.01)
+        assert cache.get(ref("gone")) is None
+        assert gets(cluster) == 3
+
+        cache.wrote(ref("gone"), cm("gone", "20"))  # this process wrote it without gitsync's label
+        cluster.answers[str(ref("gone"))] = cm("gone", "20")
+        assert cache.get(ref("gone")) == cm("gone", "20")
+        assert gets(cluster) == 4
+    finally:
+        cluster.done.set()
+        cache.stop()
+
+
+def test_a_change_during_the_get_keeps_the_absence_unremembered() -> None:
+    # The GET found nothing, but the store changed while it was in flight (the object may have been created and
+    # its label removed meanwhile): its 404 proves nothing about now, so the next read asks again.
+    cluster = Scripted([[]], [])
+    cache = WatchCache(cluster)  # type: ignore[arg-type]
+
+    def racing(obj_id: ObjectId) -> Json | None:
+        cache.wrote(ref("other"), labelled(cm("other", "7")))
+        return None
+
+    try:
+        assert cache.ensure("", "ConfigMap", "shop")
+        cluster.on_get = racing
+        assert cache.get(ref("a")) is None
+        cluster.on_get = None
+        assert cache.get(ref("a")) is None
+        assert cache.get(ref("a")) is None
+        assert gets(cluster) == 2
+    finally:
+        cluster.done.set()
+        cache.stop()
+
+
+def test_a_relist_keeps_what_this_process_wrote_while_it_was_in_flight() -> None:
+    # The watch expired; while the new LIST (at resourceVersion 10) was in flight, gitsync applied Deployment-like
+    # object a (12) and created b (11). The list holds a's older version and no b: neither may go back.
+    class WritesDuringTheList(Scripted):
+        def list(self, *args: Any, **kwargs: Any) -> ObjectList:
+            listing = super().list(*args, **kwargs)
+            if len(self.listings) == 0:  # the re-list
+                cache.wrote(ref("a"), labelled(cm("a", "12", v="mine")))
+                cache.wrote(ref("b"), labelled(cm("b", "11", v="mine")))
+                return ObjectList(listing.items, "10")
+            return listing
+
+    cluster = WritesDuringTheList(
+        [[cm("a", "1"), cm("c", "1")], [cm("a", "9"), cm("c", "2")]],
+        [[WatchExpired("resourceVersion expired")]],
+    )
+    cache = WatchCache(cluster)  # type: ignore[arg-type]
+    seen = changes_of(cache)
+    try:
+        assert cache.ensure("", "ConfigMap", "shop")
+        assert next_changes(seen, 1) == [(MODIFIED, "c")]  # a and b: nothing the store did not hold already
+        assert (cache.get(ref("a")) or {})["data"] == {"v": "mine"}
+        assert (cache.get(ref("b")) or {})["data"] == {"v": "mine"}
+        assert cache.get(ref("c")) == cm("c", "2")
+        assert gets(cluster) == 0
     finally:
         cluster.done.set()
         cache.stop()
