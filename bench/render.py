@@ -352,7 +352,7 @@ def main() -> int:
         docs = out.count(b"\n---\n") + out.startswith(b"---\n")
         print(f"gitsync render (whole process): best of {args.runs} {ours * 1000:.0f} ms, {docs} objects")
         if helm is None:
-            print("helm: not built; run `.venv/bin/python bench/render.py --build-helm` (Go >= 1.26, a few minutes)")
+            print("helm: not built; run `.venv/bin/python bench/render.py --build-helm` (a few minutes)")
             return 0
         theirs, out = best_of(args.runs, [str(helm), "template", "bench", str(helm_chart)], Path(tmp))
         docs = out.count(b"\n---\n") + out.startswith(b"---\n")

@@ -79,6 +79,6 @@ def select(minimum: tuple[int, ...], needs: str, environ: Mapping[str, str], say
     fetched = f"go{dotted(FETCHED)}"
     if minimum > FETCHED:
         raise GoToolchainError(f"{needs} needs Go >= {want}, newer than {fetched} (FETCHED in tools/gotoolchain.py)")
-    say(f"{go} is go{dotted(found)}, older than {needs} needs ({want}): building with {fetched}, fetched once")
+    say(f"{go} is go{dotted(found)}, older than {needs} needs ({want}): using {fetched} from the Go module proxy")
     env = {"GOTOOLCHAIN": fetched}
     return Toolchain(go_version(go, {**environ, **env})[0], env)
