@@ -335,7 +335,10 @@ def main() -> int:
     for package in ("gitsync", "renderers"):
         compileall.compile_dir(ROOT / package, quiet=1)
     if helm is None and args.build_helm:
-        helm = build_helm()
+        try:
+            helm = build_helm()
+        except GoToolchainError as error:
+            sys.exit(f"bench: {error}")
 
     with tempfile.TemporaryDirectory(prefix="gitsync-bench-") as tmp:
         repo, helm_chart = write_repos(Path(tmp))
