@@ -5,14 +5,16 @@ controller run as a local process against kubelab (namespaced, no leader electio
 
 The build follows ../shared/research/rollouts-vs-gitsync.md: ``go mod download`` of the module at VERSION, a copy
 of the module's directory (so its own go.mod and its ``replace`` directives apply), one source edit made on that
-copy, ``go build`` with CGO off and the local toolchain. The binary and the CRDs it ships with are cached under
-~/.cache/gitsync/argo-rollouts/<VERSION>/ (stamped with ``go version`` and RECIPE); the Go module cache keeps the
-downloaded sources. The one edit: the controller binds its metrics and healthz servers to 0.0.0.0 with no flag to
-change it, so the copy binds them to 127.0.0.1 like every other kubelab component.
+copy, ``go build`` with CGO off and the local Go (or, when it is older than the module's go line, the Go that
+tools/gotoolchain.py fetches). The binary and the CRDs it ships with are cached under
+~/.cache/gitsync/argo-rollouts/<VERSION>/ (stamped with the building Go's ``go version`` and RECIPE); the Go module
+cache keeps the downloaded sources. The one edit: the controller binds its metrics and healthz servers to 0.0.0.0
+with no flag to change it, so the copy binds them to 127.0.0.1 like every other kubelab component.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -25,10 +27,14 @@ from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from gotoolchain import GoToolchainError, Toolchain, select  # tools/gotoolchain.py
+
 MODULE = "github.com/argoproj/argo-rollouts"
 VERSION = "v1.10.1"
+MIN_GO = (1, 26, 1)  # the go line of VERSION's go.mod
 RECIPE = "1"  # bump when the build below changes
-GO_ENV = {"CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
+GO_ENV = {"CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}  # plus the toolchain's GOTOOLCHAIN
 LISTEN_FILE = "controller/controller.go"
 LISTEN_FROM = 'listenAddr                         = "0.0.0.0:%d"'
 LISTEN_TO = 'listenAddr                         = "127.0.0.1:%d"'
@@ -36,9 +42,22 @@ USER_AGENT_PREFIX = "rollouts-controller/"  # client-go's default: the binary's 
 CACHE = Path.home() / ".cache" / "gitsync" / "argo-rollouts" / VERSION
 
 
+@functools.cache
+def _toolchain() -> Toolchain:
+    try:
+        return select(MIN_GO, f"Argo Rollouts {VERSION}", os.environ, lambda line: print(f"bench: {line}"))
+    except GoToolchainError as error:
+        sys.exit(f"bench: {error}")
+
+
 def _go(*args: str, cwd: Path | None = None) -> str:
     done = subprocess.run(
-        ["go", *args], cwd=cwd, env={**os.environ, **GO_ENV}, capture_output=True, text=True, check=False
+        ["go", *args],
+        cwd=cwd,
+        env={**os.environ, **GO_ENV, **_toolchain().env},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         sys.exit(f"bench: go {' '.join(args[:3])}: exit {done.returncode}: {(done.stderr or done.stdout)[-2000:]}")
@@ -46,7 +65,7 @@ def _go(*args: str, cwd: Path | None = None) -> str:
 
 
 def _stamp() -> str:
-    return f"recipe {RECIPE}; {_go('version').strip()}"
+    return f"recipe {RECIPE}; {_toolchain().version}"
 
 
 def build() -> Path:

@@ -6,9 +6,11 @@
 
 Method: ../shared/research/flux-vs-gitsync.md; the rows of issue #19. Flux v1.9.6 (v1.10.x needs go >= 1.27) is
 built from its Go modules into ~/.cache/gitsync/flux/<stamp> (stamp = version, go.mod edits, recipe, `go version`),
-CGO off, GOTOOLCHAIN=local, with fluxcd/pkg/artifact v0.18.3 -> v0.18.0 in source-controller (the module proxy
-refuses the v0.18.3 zip) and each controller's published `api` module in place of its `./api` replace. Both
-controllers run as local processes with the admin kubeconfig and their defaults, leader election off.
+CGO off, GOTOOLCHAIN=local: the installed Go (go1.26.8), never one a go.mod's go line would fetch. Only a Go older
+than v1.9.6's go line (1.26) fetches one, go1.26.8 by name (tools/gotoolchain.py), so the stamp still names the Go
+that builds. fluxcd/pkg/artifact v0.18.3 -> v0.18.0 in source-controller (the module proxy refuses the v0.18.3 zip)
+and each controller's published `api` module in place of its `./api` replace. Both controllers run as local
+processes with the admin kubeconfig and their defaults, leader election off.
 
 One private kubelab (state in --state-dir, stopped after) runs with the apiserver's audit log on; requests are
 counted per user agent (gitsync/..., source-controller/..., kustomize-controller/...) as distinct audit IDs received
@@ -38,6 +40,7 @@ import argparse
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -68,8 +71,12 @@ from latency import new_namespace, rss_mb  # noqa: E402
 from rollout import Audit, lab, new_api, peak_rss_mb  # noqa: E402
 from sync import CONFIGMAPS, DEPLOYMENTS, SERVICES, kubectl_file, write_repo  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tools"))
+from gotoolchain import GoToolchainError, Toolchain, select  # noqa: E402  (tools/gotoolchain.py)
+
 FLUX_VERSION = "v1.9.6"  # v1.10.x needs go >= 1.27; the machine has go 1.26.8
-GO_ENV = {"CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
+MIN_GO = (1, 26)  # the go line of both controllers' go.mod at FLUX_VERSION
+GO_ENV = {"CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}  # plus the toolchain's GOTOOLCHAIN: local, or go1.26.8
 BUILD_RECIPE = "1"
 
 
@@ -98,14 +105,17 @@ def say(message: str) -> None:
     print(f"flux: {message}", file=sys.stderr, flush=True)
 
 
-def go_version() -> str:
-    done = subprocess.run(["go", "version"], env={**os.environ, **GO_ENV}, capture_output=True, text=True, check=True)
-    return done.stdout.strip()
+@functools.cache
+def toolchain() -> Toolchain:
+    try:
+        return select(MIN_GO, f"Flux {FLUX_VERSION}", os.environ, say)
+    except GoToolchainError as error:
+        raise SystemExit(f"flux: {error}") from error
 
 
 def flux_dir() -> Path:
     """~/.cache/gitsync/flux/<stamp>: the stamp covers the version, the edits, the recipe and `go version`."""
-    recipe = json.dumps([FLUX_VERSION, BUILD_RECIPE, go_version(), [(c.name, c.replaces) for c in CONTROLLERS]])
+    recipe = json.dumps([FLUX_VERSION, BUILD_RECIPE, toolchain().version, [(c.name, c.replaces) for c in CONTROLLERS]])
     return Path.home() / ".cache" / "gitsync" / "flux" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
@@ -139,7 +149,11 @@ def build_flux() -> Path:
                 log.write(f"$ cd {cwd} && go {' '.join(argv)}\n")
                 log.flush()
                 done = subprocess.run(
-                    ["go", *argv], cwd=cwd, env={**os.environ, **GO_ENV}, capture_output=True, text=True
+                    ["go", *argv],
+                    cwd=cwd,
+                    env={**os.environ, **GO_ENV, **toolchain().env},
+                    capture_output=True,
+                    text=True,
                 )
                 log.write(done.stderr)
                 log.flush()
@@ -170,7 +184,9 @@ def build_flux() -> Path:
                     shutil.copy(crd, partial / "crds" / crd.name)
             shutil.rmtree(partial / "src")
         (partial / "build.json").write_text(
-            json.dumps({"version": FLUX_VERSION, "go": go_version(), "seconds": round(time.monotonic() - started)})
+            json.dumps(
+                {"version": FLUX_VERSION, "go": toolchain().version, "seconds": round(time.monotonic() - started)}
+            )
         )
         shutil.rmtree(target, ignore_errors=True)
         partial.rename(target)

@@ -8,13 +8,15 @@ The chart (generated in a temporary directory) has 50 services x (ServiceAccount
 Deployment) = 200 objects, written once as a gitsync chart (Jinja) and once as an equivalent Helm chart (Go
 templates, same loops, helpers and output). Whole-process timings include interpreter / binary start-up, since
 that is what a CI job or a repo-server pays per render. Helm is looked up in
-~/.cache/gitsync/helm/<stamp>/helm (stamp = go.sum + go version); without it the Helm half is skipped.
+~/.cache/gitsync/helm/<stamp>/helm (stamp = go.sum + the version of the Go that builds: the local one when it is
+>= 1.26, else the one tools/gotoolchain.py fetches); without it the Helm half is skipped.
 """
 
 from __future__ import annotations
 
 import argparse
 import compileall
+import functools
 import hashlib
 import os
 import statistics
@@ -25,7 +27,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from gotoolchain import GoToolchainError, Toolchain, select  # noqa: E402  (tools/gotoolchain.py)
+
 HELM_MODULE = ROOT / "tools" / "helm"
+HELM_MIN_GO = (1, 26)  # the go line of tools/helm/go.mod
 SERVICES = 50  # x 4 kinds = 200 objects
 
 GITSYNC_HELPERS = """\
@@ -245,8 +251,13 @@ def write_repos(base: Path) -> tuple[Path, Path]:
     return repo, helm
 
 
+@functools.cache
+def helm_toolchain() -> Toolchain:
+    return select(HELM_MIN_GO, "helm (tools/helm)", os.environ, print)
+
+
 def helm_stamp_dir() -> Path:
-    go_version = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
+    go_version = helm_toolchain().goversion
     digest = hashlib.sha256((HELM_MODULE / "go.sum").read_bytes() + go_version.encode()).hexdigest()[:16]
     return Path.home() / ".cache" / "gitsync" / "helm" / digest
 
@@ -254,16 +265,16 @@ def helm_stamp_dir() -> Path:
 def find_helm() -> Path | None:
     try:
         helm = helm_stamp_dir() / "helm"
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, GoToolchainError):
         return None
     return helm if os.access(helm, os.X_OK) else None
 
 
 def build_helm() -> Path:
-    """`go build` helm from tools/helm/go.mod into the stamped cache (static, no cgo, no toolchain download)."""
+    """`go build` helm from tools/helm/go.mod into the stamped cache (static, no cgo; the Go of helm_toolchain)."""
     target = helm_stamp_dir()
     target.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
+    env = {**os.environ, "CGO_ENABLED": "0", **helm_toolchain().env}
     start = time.monotonic()
     subprocess.run(
         ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(target / "helm.tmp"), "helm.sh/helm/v3/cmd/helm"],
@@ -324,7 +335,10 @@ def main() -> int:
     for package in ("gitsync", "renderers"):
         compileall.compile_dir(ROOT / package, quiet=1)
     if helm is None and args.build_helm:
-        helm = build_helm()
+        try:
+            helm = build_helm()
+        except GoToolchainError as error:
+            sys.exit(f"bench: {error}")
 
     with tempfile.TemporaryDirectory(prefix="gitsync-bench-") as tmp:
         repo, helm_chart = write_repos(Path(tmp))
@@ -341,7 +355,7 @@ def main() -> int:
         docs = out.count(b"\n---\n") + out.startswith(b"---\n")
         print(f"gitsync render (whole process): best of {args.runs} {ours * 1000:.0f} ms, {docs} objects")
         if helm is None:
-            print("helm: not built; run `.venv/bin/python bench/render.py --build-helm` (Go >= 1.26, a few minutes)")
+            print("helm: not built; run `.venv/bin/python bench/render.py --build-helm` (a few minutes)")
             return 0
         theirs, out = best_of(args.runs, [str(helm), "template", "bench", str(helm_chart)], Path(tmp))
         docs = out.count(b"\n---\n") + out.startswith(b"---\n")

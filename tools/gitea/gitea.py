@@ -12,10 +12,11 @@ module ignores them and fails). Gitea's SQLite driver needs cgo: with CGO_ENABLE
 database call fails, hence CGO_ENABLED=1 and the tags `sqlite sqlite_unlock_notify`. The web frontend's assets
 are not built: the tests use only the REST API, Git over HTTP and webhooks. The build is cached outside the work
 tree under ~/.cache/gitsync/gitea/<stamp> (stamp: Gitea version, `go version`, BUILD_RECIPE) and serialised by a
-lock file, like tools/kubelab/kubelab.py, so concurrent test sessions build it once.
+lock file, like tools/kubelab/kubelab.py, so concurrent test sessions build it once. The Go that compiles is the local
+one when it is >= MIN_GO, else one it fetches from the Go module proxy (tools/gotoolchain.py); the stamp names it.
 
 DIR/gitea.json holds the URL, the admin's name and password and the PID; tests create their own tokens with them.
-Dependencies: the standard library only.
+Dependencies: the standard library and tools/gotoolchain.py.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -42,12 +42,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from gotoolchain import GoToolchainError, Toolchain, select  # tools/gotoolchain.py
+
 GITEA_MODULE = "code.gitea.io/gitea"
 GITEA_VERSION = "v1.26.0"
 # Bump whenever what `build` produces changes (flags, tags): the cache stamp includes it.
 BUILD_RECIPE = "1"
 BUILD_TAGS = "sqlite sqlite_unlock_notify"
-GO_ENV = {"CGO_ENABLED": "1", "GOTOOLCHAIN": "local"}
+GO_ENV = {"CGO_ENABLED": "1"}  # plus the Toolchain's GOTOOLCHAIN
 MIN_GO = (1, 26, 2)
 """The `go` line of Gitea v1.26.0's go.mod."""
 ADMIN_USER = "gitsync-admin"
@@ -66,22 +69,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("GITEA_CACHE") or Path.home() / ".cache" / "gitsync" / "gitea").expanduser().resolve()
 
 
-def go_version() -> str:
-    """The `go version` line, after checking that Go exists and is as new as Gitea's go.mod asks: with
-    GOTOOLCHAIN=local an older Go would fail deep in the build instead of here, in one line."""
-    need = ".".join(map(str, MIN_GO))
-    go = shutil.which("go")
-    if go is None:
-        raise GiteaError(f"go: not found on PATH; install Go >= {need} (https://go.dev/dl/) to build Gitea")
-    out = subprocess.run(
-        [go, "version"], env={**os.environ, **GO_ENV}, capture_output=True, text=True, check=False, timeout=60
-    )
-    found = re.search(r"go(\d+)\.(\d+)(?:\.(\d+))?", out.stdout)
-    if out.returncode != 0 or found is None:
-        raise GiteaError(f"go version: failed ({out.returncode}): {(out.stderr or out.stdout).strip()}")
-    if (int(found[1]), int(found[2]), int(found[3] or 0)) < MIN_GO:
-        raise GiteaError(f"{go}: {out.stdout.strip()} is too old; Gitea {GITEA_VERSION} needs Go >= {need}")
-    return out.stdout.strip()
+def toolchain() -> Toolchain:
+    """The Go that compiles, checked first: one older than Gitea's go.mod asks would fail deep in the build."""
+    try:
+        return select(MIN_GO, f"Gitea {GITEA_VERSION}", os.environ, say)
+    except GoToolchainError as error:
+        raise GiteaError(str(error)) from error
 
 
 def build_stamp(go_line: str) -> str:
@@ -121,24 +114,24 @@ def locked(path: Path) -> Iterator[None]:
 
 def build() -> Path:
     """Returns the path of the gitea binary, compiling it first unless the stamp's build is complete."""
-    go_line = go_version()
+    go = toolchain()
     root = cache_root()
-    final = root / build_stamp(go_line)
+    final = root / build_stamp(go.version)
     if not is_complete(final):
         root.mkdir(parents=True, exist_ok=True)
         with locked(root / f"{final.name}.lock"):
             if not is_complete(final):
-                compile_into(final, go_line)
+                compile_into(final, go)
     else:
         say(f"binary up to date: {binary(final)}")
     return binary(final)
 
 
-def module_dir(log: Path) -> Path:
+def module_dir(log: Path, go: Toolchain) -> Path:
     """Downloads the module through the Go module proxy and returns its (read-only) directory in the module cache."""
     done = subprocess.run(
         ["go", "mod", "download", "-json", f"{GITEA_MODULE}@{GITEA_VERSION}"],
-        env={**os.environ, **GO_ENV},
+        env={**os.environ, **GO_ENV, **go.env},
         capture_output=True,
         text=True,
         check=False,
@@ -164,7 +157,7 @@ def writable_copy(source: Path, target: Path) -> None:
             path.chmod(path.stat().st_mode | stat.S_IWUSR)
 
 
-def compile_into(final: Path, go_line: str) -> None:
+def compile_into(final: Path, go: Toolchain) -> None:
     partial = final.with_name(final.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(final, ignore_errors=True)
@@ -173,7 +166,7 @@ def compile_into(final: Path, go_line: str) -> None:
     log_path.write_text("")
     started = time.monotonic()
     source = partial / "src"
-    writable_copy(module_dir(log_path), source)
+    writable_copy(module_dir(log_path, go), source)
     version = GITEA_VERSION.removeprefix("v")
     argv = [
         "go",
@@ -187,11 +180,13 @@ def compile_into(final: Path, go_line: str) -> None:
         str(binary(partial)),
         ".",
     ]
-    say(f"building Gitea {GITEA_VERSION} with {go_line}; takes minutes the first time (log: {log_path})")
+    say(f"building Gitea {GITEA_VERSION} with {go.version}; takes minutes the first time (log: {log_path})")
     with log_path.open("a") as log:
-        log.write(f"$ cd {source} && CGO_ENABLED=1 {' '.join(argv)}\n")
+        log.write(f"$ cd {source} && CGO_ENABLED=1 GOTOOLCHAIN={go.env['GOTOOLCHAIN']} {' '.join(argv)}\n")
         log.flush()
-        done = subprocess.run(argv, cwd=source, env={**os.environ, **GO_ENV}, stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            argv, cwd=source, env={**os.environ, **GO_ENV, **go.env}, stdout=log, stderr=subprocess.STDOUT
+        )
     if done.returncode != 0:
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-20:])
         raise GiteaError(f"go build gitea: exit {done.returncode}; full log: {log_path}\n{tail}")
@@ -200,7 +195,7 @@ def compile_into(final: Path, go_line: str) -> None:
     shutil.rmtree(source)
     record = {
         "gitea": GITEA_VERSION,
-        "go": go_line,
+        "go": go.version,
         "tags": BUILD_TAGS,
         "recipe": BUILD_RECIPE,
         "seconds": round(time.monotonic() - started, 1),

@@ -11,13 +11,16 @@
 
 The binaries are built from published Go modules (tools/kubelab/go.mod pins k8s.io/kubernetes, tools/kwok/go.mod
 pins kwok; no Go code of our own) into a cache outside the work tree, keyed by a stamp of both go.mod/go.sum pairs,
-`go version` and BUILD_RECIPE. A fresh clone on the same machine therefore reuses the binaries.
+`go version` and BUILD_RECIPE. A fresh clone on the same machine therefore reuses the binaries. The Go that compiles
+is the local one when it is >= MIN_GO, else one it fetches from the Go module proxy (tools/gotoolchain.py); the stamp
+names the one that compiles.
 
 Every component is its own OS process (two control-plane components in one Go process panic), listening on
 free loopback ports, logging to DIR/logs/<component>.log, with its PID in DIR/pids/<component>.pid. Progress goes to
 stderr; stdout carries only the kubeconfig path, so callers can take its last line.
 
-Dependencies: the standard library, cryptography and pyyaml, so it runs with the project's venv python.
+Dependencies: the standard library, cryptography, pyyaml and tools/gotoolchain.py, so it runs with the project's
+venv python.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 KUBELAB_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(KUBELAB_DIR.parent))
+from gotoolchain import GoToolchainError, Toolchain, select  # noqa: E402  (tools/gotoolchain.py)
+
 KWOK_DIR = KUBELAB_DIR.parent / "kwok"
 STAGES_FILE = KUBELAB_DIR / "kwok-stages.yaml"
 BIN_LINK = KUBELAB_DIR / "bin"
@@ -60,7 +66,7 @@ BIN_LINK = KUBELAB_DIR / "bin"
 # Bump whenever what `build` produces changes (packages, flags, binary names): the cache stamp includes it.
 BUILD_RECIPE = "1"
 MIN_GO = (1, 24)  # go.mod `tool` directives need Go 1.24
-GO_ENV = {"CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
+GO_ENV = {"CGO_ENABLED": "0"}  # plus the Toolchain's GOTOOLCHAIN
 GO_FLAGS = ("-trimpath", "-pgo=off")
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -122,22 +128,12 @@ def cache_root() -> Path:
     )
 
 
-def go_version() -> str:
-    """The `go version` line, after checking that Go exists and is new enough for the go.mod files."""
-    go = shutil.which("go")
-    if go is None:
-        raise KubelabError(
-            f"go: not found on PATH; install Go >= {MIN_GO[0]}.{MIN_GO[1]} (https://go.dev/dl/) to build kubelab"
-        )
-    out = subprocess.run(
-        [go, "version"], env={**os.environ, **GO_ENV}, capture_output=True, text=True, check=False, timeout=60
-    )
-    found = re.search(r"go(\d+)\.(\d+)", out.stdout)
-    if out.returncode != 0 or found is None:
-        raise KubelabError(f"go version: failed ({out.returncode}): {(out.stderr or out.stdout).strip()}")
-    if (int(found[1]), int(found[2])) < MIN_GO:
-        raise KubelabError(f"{go}: {out.stdout.strip()} is too old; kubelab needs Go >= {MIN_GO[0]}.{MIN_GO[1]}")
-    return out.stdout.strip()
+def toolchain() -> Toolchain:
+    """The Go that compiles, after checking that one exists that is (or fetches one) new enough for the go.mod files."""
+    try:
+        return select(MIN_GO, "kubelab", os.environ, say)
+    except GoToolchainError as error:
+        raise KubelabError(str(error)) from error
 
 
 def build_stamp(go_line: str) -> str:
@@ -203,22 +199,22 @@ def link_bin(bin_dir: Path) -> None:
 
 def build() -> Path:
     """Returns the directory holding BINARIES, compiling them first unless the stamp's build is complete."""
-    go_line = go_version()
-    stamp = build_stamp(go_line)
+    go = toolchain()
+    stamp = build_stamp(go.version)
     root = cache_root()
     final = root / stamp
     if not is_complete(final):
         root.mkdir(parents=True, exist_ok=True)
         with locked(root / f"{stamp}.lock"):
             if not is_complete(final):
-                compile_into(final, go_line)
+                compile_into(final, go)
     else:
         say(f"binaries up to date in {final / 'bin'}")
     link_bin(final / "bin")
     return final / "bin"
 
 
-def compile_into(final: Path, go_line: str) -> None:
+def compile_into(final: Path, go: Toolchain) -> None:
     k8s = kubernetes_version()
     partial = final.with_name(final.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -226,7 +222,7 @@ def compile_into(final: Path, go_line: str) -> None:
     bin_dir = partial / "bin"
     bin_dir.mkdir(parents=True)
     log_path = final.with_name(final.name + ".build.log")
-    say(f"building Kubernetes {k8s} + kwok with {go_line}; the first build takes minutes (log: {log_path})")
+    say(f"building Kubernetes {k8s} + kwok with {go.version}; the first build takes minutes (log: {log_path})")
     started = time.monotonic()
     timings: dict[str, float] = {}
     with log_path.open("w") as log:
@@ -240,7 +236,7 @@ def compile_into(final: Path, go_line: str) -> None:
             log.flush()
             step_started = time.monotonic()
             done = subprocess.run(
-                argv, cwd=step.module_dir, env={**os.environ, **GO_ENV}, stdout=log, stderr=subprocess.STDOUT
+                argv, cwd=step.module_dir, env={**os.environ, **GO_ENV, **go.env}, stdout=log, stderr=subprocess.STDOUT
             )
             if done.returncode != 0:
                 tail = "".join(log_path.read_text().splitlines(keepends=True)[-20:])
@@ -252,7 +248,7 @@ def compile_into(final: Path, go_line: str) -> None:
         raise KubelabError(f"build finished without {', '.join(missing)}; see {log_path}")
     record = {
         "kubernetes": k8s,
-        "go": go_line,
+        "go": go.version,
         "recipe": BUILD_RECIPE,
         "seconds": timings,
         "total_seconds": round(time.monotonic() - started, 1),
