@@ -128,6 +128,7 @@ def sync_app(
             # delete it: every object of the environment, and gitsync's records, live in it
             keep=(ObjectId("", "Namespace", "", namespace),),
             settling_kinds=settling,
+            owner=key,
         )
 
     planned = planned_now(live)

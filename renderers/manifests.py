@@ -8,6 +8,10 @@ render digest, the diff and the apply all see the same object. Identity is
 ``gitsync.model.ObjectId``; order is ``gitsync.model.apply_order``; the digest is SHA-256 over the canonical
 JSON (sorted keys, compact) of the ordered objects, the same form ``gitsync render`` prints, so the digest
 changes exactly when the output does.
+
+No object may be one of gitsync's own state records (a ConfigMap named ``gitsync.*``, or anything labelled
+``gitsync.dev/state``): a chart that wrote another app's inventory would make that app's prune delete whatever the
+forged inventory names, in any namespace.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ from gitsync.model import (
     LABEL_APP,
     LABEL_ENV,
     LABEL_MANAGED_BY,
+    LABEL_STATE,
     MANAGER,
+    RECORD_PREFIX,
     SERVER_OWNED_METADATA,
     Manifest,
     ObjectId,
     apply_order,
     canonical,
     fingerprint,
+    is_record,
 )
 from renderers.environment import Environment
 from renderers.errors import RenderError
@@ -139,6 +146,8 @@ def _build_manifest(body: Any, path: str, line: int, environment: Environment, a
         labels = meta["labels"] = {}
     elif not isinstance(labels, dict):
         raise fail(f"{kind}/{meta['name']}: metadata.labels must be a mapping")
+    if LABEL_STATE in labels:
+        raise fail(f"{kind}/{meta['name']}: label {LABEL_STATE} is reserved for gitsync's own state records")
     labels.update(environment.labels)
     labels[LABEL_MANAGED_BY] = MANAGER
     labels[LABEL_APP] = app
@@ -147,7 +156,13 @@ def _build_manifest(body: Any, path: str, line: int, environment: Environment, a
         text = canonical(body)
     except (TypeError, ValueError) as exc:
         raise fail(f"{kind}/{meta['name']}: value cannot be sent to Kubernetes as JSON: {exc}") from None
-    return Manifest(ObjectId.of(body), body, f"{path}:{line}", fingerprint(text))
+    ref = ObjectId.of(body)
+    if is_record(ref):
+        raise fail(
+            f"{ref}: ConfigMap names starting with {RECORD_PREFIX!r} are reserved for gitsync's own state records "
+            "(status, inventory, history, rollout); rename it"
+        )
+    return Manifest(ref, body, f"{path}:{line}", fingerprint(text))
 
 
 def check_unique(manifests: Iterable[Manifest]) -> None:

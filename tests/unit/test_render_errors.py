@@ -127,6 +127,23 @@ CASES = [
     ),
     pytest.param(
         {
+            "d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gitsync.other.dev.inventory\n"
+            "  annotations: {gitsync.dev/force-conflicts: 'true'}\n"
+            'data:\n  inventory.json: \'{"objects": ["Deployment.apps/prod/web"]}\'\n'
+        },
+        "",
+        "apps/web/templates/d.yaml:1: ConfigMap/web-dev/gitsync.other.dev.inventory: ConfigMap names starting with"
+        " 'gitsync.' are reserved for gitsync's own state records (status, inventory, history, rollout); rename it",
+        id="forged-state-record",
+    ),
+    pytest.param(
+        {"d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  labels: {gitsync.dev/state: status}\n"},
+        "",
+        "apps/web/templates/d.yaml:1: ConfigMap/c: label gitsync.dev/state is reserved for gitsync's own state records",
+        id="state-label",
+    ),
+    pytest.param(
+        {
             "d.yaml": "# two\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n"
             "  metadata: {name: a}\n- {apiVersion: v1, kind: ConfigMap, metadata: {}}\n"
         },
@@ -226,6 +243,10 @@ def test_environment_settings_allow_other_namespaces_and_cluster_scoped_objects(
             "environments/dev/env.yaml:4: unknown key cluster.server (known: name, kubeconfigSecret)",
         ),
         ("namespace: web-dev\napps: [web]\ncluster: Prod_EU\n", "environments/dev/env.yaml:3: cluster must be"),
+        (
+            "namespace: web-dev\napps: [web]\nlabels: {gitsync.dev/state: inventory}\n",
+            "environments/dev/env.yaml:3: labels: gitsync.dev/state is reserved for gitsync's own state records",
+        ),
     ],
 )
 def test_env_file_problems(tmp_path: Path, env: str, expected: str) -> None:
