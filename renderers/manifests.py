@@ -139,6 +139,11 @@ def _build_manifest(body: Any, path: str, line: int, environment: Environment, a
             f"{kind}/{meta['name']} is in namespace {namespace!r}, outside environment {environment.name}'s "
             f"namespace {environment.namespace!r} (list it in env.yaml allowedNamespaces to allow it)"
         )
+    if kind == "Secret" and api_version == "v1":
+        for field in ("data", "stringData"):
+            if body.get(field) is not None and not isinstance(body[field], dict):
+                # never quoted: its value is the secret, and masking (diffs, error scrubbing) goes key by key
+                raise fail(f"Secret/{meta['name']}: {field} must be a mapping of keys to values")
     for field in SERVER_OWNED_METADATA:
         meta.pop(field, None)
     labels = meta.get("labels")

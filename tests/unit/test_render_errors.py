@@ -137,6 +137,12 @@ CASES = [
         id="forged-state-record",
     ),
     pytest.param(
+        {"d.yaml": "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData: {{ values.pw | quote }}\n"},
+        "pw: hunter2-planted\n",
+        "apps/web/templates/d.yaml:1: Secret/s: stringData must be a mapping of keys to values",
+        id="secret-payload-not-a-mapping",
+    ),
+    pytest.param(
         {"d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  labels: {gitsync.dev/state: status}\n"},
         "",
         "apps/web/templates/d.yaml:1: ConfigMap/c: label gitsync.dev/state is reserved for gitsync's own state records",
