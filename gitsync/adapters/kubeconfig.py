@@ -148,7 +148,7 @@ def client_connection(
                 client_configuration=cfg,
                 persist_config=False,
             )
-    except (ConfigException, OSError) as e:
+    except (ConfigException, OSError, ValueError) as e:  # bad base64 in a *-data field is a ValueError
         raise TerminalError(f"{kubeconfig or 'kubeconfig'}: cannot load cluster configuration: {e}") from e
     cfg.connection_pool_maxsize = pool_size
     pool: urllib3.PoolManager = rest.RESTClientObject(cfg).pool_manager
