@@ -132,6 +132,12 @@ def _build_manifest(body: Any, path: str, line: int, environment: Environment, a
             )
         if namespace:
             raise fail(f"{kind}/{meta['name']} is cluster-scoped and must not set metadata.namespace")
+        if kind == "Namespace" and api_version == "v1" and meta["name"] not in _own_namespaces(environment):
+            # owning a Namespace is owning all in it: prune would delete another environment's (or kube-system)
+            raise fail(
+                f"Namespace/{meta['name']} is not environment {environment.name}'s: an environment declares only its "
+                f"namespace {environment.namespace!r} or one of its allowedNamespaces"
+            )
     elif not namespace:
         meta["namespace"] = environment.namespace
     elif namespace != environment.namespace and namespace not in environment.allowed_namespaces:
@@ -168,6 +174,10 @@ def _build_manifest(body: Any, path: str, line: int, environment: Environment, a
             "(status, inventory, history, rollout); rename it"
         )
     return Manifest(ref, body, f"{path}:{line}", fingerprint(text))
+
+
+def _own_namespaces(environment: Environment) -> frozenset[str]:
+    return frozenset((environment.namespace, *environment.allowed_namespaces))
 
 
 def check_unique(manifests: Iterable[Manifest]) -> None:

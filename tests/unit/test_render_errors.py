@@ -213,6 +213,22 @@ def test_error_names_file_line_and_problem(
     assert message.startswith(expected), message
 
 
+@pytest.mark.parametrize("name", ["kube-system", "shop-prod"])
+def test_an_environment_declares_only_namespaces_it_may_put_objects_in(tmp_path: Path, name: str) -> None:
+    """Owning a Namespace is owning everything in it (prune deletes it when it leaves the render), so even with
+    cluster-scoped objects allowed an environment declares only its own namespace and its allowedNamespaces."""
+    templates = {"ns.yaml": f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"}
+    env = "namespace: web-dev\napps: [web]\nallowedNamespaces: [monitoring]\nallowClusterScoped: true\n"
+    assert render_error(make_repo(tmp_path, templates, env=env)) == (
+        f"apps/web/templates/ns.yaml:1: Namespace/{name} is not environment dev's: an environment declares only its"
+        " namespace 'web-dev' or one of its allowedNamespaces"
+    )
+    for allowed in ("web-dev", "monitoring"):
+        templates["ns.yaml"] = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {allowed}\n"
+        rendered = render_app(make_repo(tmp_path / allowed, templates, env=env), "dev", "web")
+        assert [str(m.id) for m in rendered.manifests] == [f"Namespace/{allowed}"]
+
+
 def test_environment_settings_allow_other_namespaces_and_cluster_scoped_objects(tmp_path: Path) -> None:
     templates = {
         "d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: monitoring\n---\n"
