@@ -20,10 +20,12 @@ import json
 import math
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from functools import lru_cache
+from typing import Any, Protocol, cast
 
 import jinja2
+import re2
 from jinja2.exceptions import SecurityError
 
 from renderers.filters import FILTERS, FilterError, defined, plain
@@ -348,27 +350,45 @@ def url_parse(url: Any) -> dict[str, str]:
     }
 
 
-# ---- regular expressions (Go's RE2 syntax is, for what charts use, Python's) ------------------------------------
+# ---- regular expressions: RE2, as Go's regexp behind Helm's functions -------------------------------------------
+# Linear in the text, never backtracking: with Python's re, a chart's regexMatch("^(a+)+$") on 34 characters ran
+# for minutes inside one C call that the render's time limit cannot interrupt, holding the interpreter lock, so the
+# whole agent (probes, leases, every other app) stood still. RE2 also refuses what Go's regexp refuses
+# (backreferences, lookarounds), so a chart that renders here renders in Helm.
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the chart's error at its line, not a line on the agent's stderr
 
 
-def _regex(pattern: Any) -> re.Pattern[str]:
+class _Regex(Protocol):
+    """What the functions below use of a compiled RE2 program (google-re2 mirrors ``re.Pattern``)."""
+
+    def search(self, text: str) -> Any: ...
+    def finditer(self, text: str) -> Iterator[Any]: ...
+    def sub(self, replacement: Callable[[Any], str], text: str) -> str: ...
+    def split(self, text: str, maxsplit: int = 0) -> list[str]: ...
+
+
+@lru_cache(maxsize=256)
+def _regex(pattern: str) -> _Regex:
     try:
-        return re.compile(_s(pattern))
-    except re.error as exc:
-        raise FilterError(f"regex {pattern!r}: {exc}") from None
+        return cast(_Regex, re2.compile(pattern, _RE2_OPTIONS))
+    except re2.error as exc:
+        problem = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise FilterError(f"regex {pattern!r}: {problem}") from None
 
 
 def regex_match(pattern: Any, text: Any) -> bool:
-    return _regex(pattern).search(_s(text)) is not None
+    return _regex(_s(pattern)).search(_s(text)) is not None
 
 
 def regex_find(pattern: Any, text: Any) -> str:
-    found = _regex(pattern).search(_s(text))
+    found = _regex(_s(pattern)).search(_s(text))
     return found.group(0) if found else ""
 
 
 def regex_find_all(pattern: Any, text: Any, count: Any) -> list[str]:
-    found = [m.group(0) for m in _regex(pattern).finditer(_s(text))]
+    found = [m.group(0) for m in _regex(_s(pattern)).finditer(_s(text))]
     return found if to_int(count) < 0 else found[: to_int(count)]
 
 
@@ -379,7 +399,7 @@ def regex_replace_all(pattern: Any, text: Any, replacement: Any) -> str:
     """Go's ``ReplaceAllString``: ``$1``, ``${1}`` and ``${name}`` in ``replacement`` expand; ``$$`` is ``$``."""
     template = _s(replacement)
 
-    def expand(found: re.Match[str]) -> str:
+    def expand(found: Any) -> str:
         def group(m: re.Match[str]) -> str:
             name = m.group(1) or m.group(2)
             if name is None:
@@ -391,12 +411,12 @@ def regex_replace_all(pattern: Any, text: Any, replacement: Any) -> str:
 
         return _EXPAND.sub(group, template)
 
-    return check_size(_regex(pattern).sub(expand, _s(text)))  # type: ignore[no-any-return]
+    return check_size(_regex(_s(pattern)).sub(expand, _s(text)))  # type: ignore[no-any-return]
 
 
 def regex_replace_all_literal(pattern: Any, text: Any, replacement: Any) -> str:
     literal = _s(replacement)
-    return check_size(_regex(pattern).sub(lambda _m: literal, _s(text)))  # type: ignore[no-any-return]
+    return check_size(_regex(_s(pattern)).sub(lambda _m: literal, _s(text)))  # type: ignore[no-any-return]
 
 
 def regex_split(pattern: Any, text: Any, count: Any) -> list[str]:
@@ -404,7 +424,7 @@ def regex_split(pattern: Any, text: Any, count: Any) -> list[str]:
     n = to_int(count)
     if n == 0:
         return []
-    return _regex(pattern).split(_s(text), maxsplit=max(n - 1, 0))
+    return _regex(_s(pattern)).split(_s(text), maxsplit=max(n - 1, 0))
 
 
 # ---- semantic versions (Masterminds/semver v3, as Helm) ---------------------------------------------------------
@@ -447,6 +467,8 @@ def semver(version: Any) -> dict[str, Any]:
     }
 
 
+_RANGE = r"(\S+)\s+-\s+(\S+)"
+"""``1.2 - 1.4``; run by RE2 (``_regex``): with Python's re, one long word took time quadratic in its length."""
 _CONSTRAINT = re.compile(r"\s*(!=|>=|=>|<=|=<|>|<|=|~>|~|\^)?\s*(v?[0-9xX*][0-9A-Za-z.+*-]*)\s*,?")
 
 
@@ -457,7 +479,7 @@ def semver_compare(constraint: Any, version: Any) -> bool:
     subject = _Version(_s(version))
     groups = _s(constraint).split("||")
     for group in groups:
-        group = re.sub(r"(\S+)\s+-\s+(\S+)", r">= \1, <= \2", group.strip())
+        group = _regex(_RANGE).sub(lambda m: f">= {m.group(1)}, <= {m.group(2)}", group.strip())
         conditions = _conditions(group, constraint)
         if all(_check(op, target, subject) for op, target in conditions):
             return True

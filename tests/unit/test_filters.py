@@ -136,6 +136,24 @@ def test_sandbox_bounds_memory_and_blocks_escapes(tmp_path: Path, template: str,
     assert problem in str(err.value)
 
 
+@pytest.mark.timeout(30)
+def test_patterns_run_in_time_linear_in_the_text_as_gos_regexp(tmp_path: Path) -> None:
+    """A pattern that backtracks exponentially in Python's re (34 characters: minutes inside one C call that the
+    render's time limit cannot interrupt, the whole agent frozen) answers at once, as in Helm (Go's RE2); so does a
+    semver range over one long word (quadratic before)."""
+    hostile = "{{ regexMatch('^(a+)+$', values.text) }} {{ regexReplaceAll('(a|aa)+$', values.text, '') | length }}"
+    assert render_text(tmp_path, hostile, {"text": "a" * 50_000 + "b"}) == "false 50001"
+    with pytest.raises(RenderError, match="is not a semantic version"):
+        render_text(tmp_path / "range", "{{ semverCompare(values.c, '1.0.0') }}", {"c": ">=0.1 " + "x" * 200_000})
+
+
+def test_patterns_go_refuses_are_refused_in_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(RenderError) as err:
+        render_text(tmp_path, "{{ regexMatch('(a)\\\\1', 'aa') }}")
+    assert str(err.value) == "apps/demo/templates/out.yaml:1: regex '(a)\\\\1': invalid escape sequence: \\1"
+    assert capfd.readouterr().err == "", "a chart's bad pattern is not written to the agent's stderr"
+
+
 @pytest.mark.parametrize("name", ["../chart.yaml", "/etc/passwd", "lib/../../x", "./out.yaml"])
 def test_templates_cannot_reach_outside_the_chart(tmp_path: Path, name: str) -> None:
     with pytest.raises(RenderError, match=r"^apps/demo/templates/out\.yaml:1: template not found"):
