@@ -18,7 +18,7 @@ from typing import Any
 
 import jinja2
 
-from renderers.limits import bounded_join, check_format, check_size, check_width
+from renderers.limits import bounded_join, check_format, check_size, check_str_method, check_width
 from renderers.yamlio import YamlError, dump, load_values
 
 
@@ -153,8 +153,7 @@ def trim_suffix(value: Any, suffix: str) -> str:
 
 def replace(value: Any, old: str, new: str, count: int = -1) -> str:
     text = _text(value)
-    if old and len(new) > len(old):
-        check_width(len(text) + text.count(old) * (len(new) - len(old)))
+    check_str_method(text, "replace", (str(old), str(new)), {})
     return text.replace(str(old), str(new), count)
 
 
@@ -172,10 +171,28 @@ def center(value: Any, width: int = 80) -> str:
     return _text(value).center(width)
 
 
+@jinja2.pass_environment
+def wordwrap(
+    environment: jinja2.Environment,
+    value: Any,
+    width: int = 79,
+    break_long_words: bool = True,
+    wrapstring: str | None = None,
+    break_on_hyphens: bool = True,
+) -> str:
+    """Jinja's ``wordwrap``, refused before wrapping when the ``wrapstring`` put between the lines would make the
+    text too large (``wordwrap(1, true, s)`` puts all of ``s`` after each character)."""
+    text = _text(value)
+    between = environment.newline_sequence if wrapstring is None else str(wrapstring)
+    lines = len(text) // max(width, 1) + text.count("\n") + 1
+    check_width(len(text) + lines * len(between))
+    return jinja2.filters.do_wordwrap(environment, text, width, break_long_words, wrapstring, break_on_hyphens)
+
+
 def format_(value: Any, *args: Any, **kwargs: Any) -> str:
     """Jinja's ``format`` (printf-style) with the width limit."""
     text = _text(value)
-    check_format(text)
+    check_format(text, kwargs or args, each_once=not kwargs)
     return check_size(text % (kwargs or args))  # type: ignore[no-any-return]
 
 
@@ -200,6 +217,7 @@ FILTERS: Mapping[str, Callable[..., Any]] = {
     "sha256sum": sha256sum,
     "join": join,
     "center": center,
+    "wordwrap": wordwrap,
     "format": format_,
 }
 """Registered on every chart environment, replacing Jinja builtins of the same name."""

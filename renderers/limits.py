@@ -28,6 +28,7 @@ MAX_RENDER_SECONDS = 10.0
 """CPU time one app's render may take (``renderers.sandbox.time_limit``)."""
 
 _HUGE_WIDTH = re.compile(r"[{%][^{}%]*?\d{7,}")
+_WIDTH = re.compile(r"[{%][^{}%]*?(\d+)")
 
 
 class OutputTooLarge(Exception):
@@ -93,10 +94,40 @@ def check_width(*numbers: Any) -> None:
             raise OutputTooLarge(f"width or count {number} is too large (limit {MAX_VALUE_CHARS})")
 
 
-def check_format(text: str) -> None:
-    """Refuse ``%``/``format`` templates with a seven-digit width (``"%0999999999d"``)."""
+def check_format(text: str, values: Any = (), *, each_once: bool = False) -> None:
+    """Refuse a ``%``/``format``/``printf`` template with a seven-digit width (``"%0999999999d"``), or one whose
+    result could pass the limit, before the one C call that builds it: every field padded to the widest width
+    written, plus ``values`` (the arguments) printed once when ``each_once`` (positional ``%``: each field takes
+    the next one), else once per field (``("{0}" * 100000).format(s)``, ``%(name)s``)."""
     if _HUGE_WIDTH.search(text):
         raise OutputTooLarge("format width is too large")
+    fields = text.count("%") + text.count("{")
+    if fields:
+        widest = 10 ** max((len(digits) for digits in _WIDTH.findall(text)), default=0)
+        printed = expanded_size(values) * (1 if each_once else fields)
+        check_width(len(text) + fields * widest + printed)
+
+
+def check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """Refuse ``text.<name>(...)`` when its result could pass the limit, before it is built: ``replace``,
+    ``join``, ``expandtabs``, ``translate``, ``format`` and ``format_map`` grow a string in one C call that the
+    render's limits cannot stop midway (``s.replace("a", s)`` of 100,000 characters asks for 10 GB)."""
+    n = len(text)
+    if name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+        old, new = args[0], args[1]
+        check_width(n + text.count(old) * (len(new) - len(old)) if old else n + (n + 1) * len(new))
+    elif name == "join" and args and isinstance(args[0], list | tuple | str):
+        parts = args[0]
+        check_width(sum(len(p) for p in parts if isinstance(p, str)) + n * max(len(parts) - 1, 0))
+    elif name == "expandtabs":
+        size = args[0] if args else kwargs.get("tabsize", 8)
+        check_width(n + text.count("\t") * (size if isinstance(size, int) else 0))
+    elif name == "translate" and args:
+        table = args[0]
+        entries = table.values() if isinstance(table, Mapping) else table if isinstance(table, list | tuple) else ()
+        check_width(n * max((len(e) for e in entries if isinstance(e, str)), default=1))
+    elif name in ("format", "format_map"):
+        check_format(text, (args, dict(kwargs)))
 
 
 def bounded_join(parts: Iterable[Any], separator: str = "") -> str:

@@ -34,6 +34,7 @@ from renderers.limits import (
     bounded_join,
     check_format,
     check_size,
+    check_str_method,
     check_width,
 )
 from renderers.sprig import register
@@ -193,15 +194,19 @@ class ChartEnvironment(ImmutableSandboxedEnvironment):
             ):
                 raise OutputTooLarge(f"{left} ** {right} is too large")
         elif op == "%" and isinstance(left, str):
-            check_format(left)
+            check_format(left, right, each_once=not isinstance(right, Mapping))
         return check_size(super().call_binop(context, op, left, right))
 
     def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _charge()
         check_width(*args, *kwargs.values())
-        owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, str) and getattr(__obj, "__name__", "") in ("format", "format_map"):
-            check_format(owner)
+        # the sandbox hands out str.format and format_map wrapped (its safe formatter): the method is __wrapped__
+        owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(__obj, "__name__", "")
+            if name == "join" and args and not isinstance(args[0], list | tuple | str):
+                args = (tuple(args[0]), *args[1:])  # measured before joining: a generator cannot be
+            check_str_method(owner, name, args, kwargs)
         return check_size(super().call(__context, __obj, *args, **kwargs))
 
     def bounded_concat(self, parts: tuple[Any, ...]) -> str:

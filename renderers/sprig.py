@@ -81,7 +81,7 @@ def printf(fmt: Any, *args: Any) -> str:
     A wrong or missing argument prints as Go prints it (``%!d(string=x)``, ``%!s(MISSING)``).
     """
     text = str(defined(fmt))
-    check_format(text)
+    check_format(text, args, each_once="[" not in text)  # %[1]s prints an argument again
     out: list[str] = []
     position = 0
     index = 0
@@ -398,6 +398,7 @@ _EXPAND = re.compile(r"\$(?:\$|\{(\w+)\}|(\w+))")
 def regex_replace_all(pattern: Any, text: Any, replacement: Any) -> str:
     """Go's ``ReplaceAllString``: ``$1``, ``${1}`` and ``${name}`` in ``replacement`` expand; ``$$`` is ``$``."""
     template = _s(replacement)
+    produced = _Produced()
 
     def expand(found: Any) -> str:
         def group(m: re.Match[str]) -> str:
@@ -409,14 +410,29 @@ def regex_replace_all(pattern: Any, text: Any, replacement: Any) -> str:
             except IndexError:  # Go expands an unknown group to nothing
                 return ""
 
-        return _EXPAND.sub(group, template)
+        return produced.add(_EXPAND.sub(group, template))
 
     return check_size(_regex(_s(pattern)).sub(expand, _s(text)))  # type: ignore[no-any-return]
 
 
 def regex_replace_all_literal(pattern: Any, text: Any, replacement: Any) -> str:
-    literal = _s(replacement)
-    return check_size(_regex(_s(pattern)).sub(lambda _m: literal, _s(text)))  # type: ignore[no-any-return]
+    literal, produced = _s(replacement), _Produced()
+    return check_size(_regex(_s(pattern)).sub(lambda _m: produced.add(literal), _s(text)))  # type: ignore[no-any-return]
+
+
+class _Produced:
+    """The replacements made so far, counted as they are made: the result is joined from them in one C call
+    (``regexReplaceAll("", s, s)`` puts all of ``s`` at every position), so it is refused before that."""
+
+    __slots__ = ("chars",)
+
+    def __init__(self) -> None:
+        self.chars = 0
+
+    def add(self, replacement: str) -> str:
+        self.chars += len(replacement)
+        check_width(self.chars)
+        return replacement
 
 
 def regex_split(pattern: Any, text: Any, count: Any) -> list[str]:

@@ -136,6 +136,45 @@ def test_sandbox_bounds_memory_and_blocks_escapes(tmp_path: Path, template: str,
     assert problem in str(err.value)
 
 
+GROWS = "{% set s = 'a' * 2100 %}{% set t = '\\t' * 2100 %}"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ s.replace('a', s) }}",
+        "{{ s.replace('', s) }}",
+        "{{ s | replace('', s) }}",
+        "{{ s.join(s) }}",
+        "{{ s.join(s | list | map('upper')) }}",
+        "{{ t.expandtabs(2100) }}",
+        "{{ s.translate({97: s}) }}",
+        "{{ s | wordwrap(1, true, s) }}",
+        "{{ ('%(a)s' * 2100) | format(a=s) }}",
+        "{{ ('%(a)s' * 2100) % {'a': s} }}",
+        "{{ ('{0}' * 2100).format(s) }}",
+        "{{ ('{a}' * 2100).format_map({'a': s}) }}",
+        "{{ printf('%[1]s' * 2100, s) }}",
+        "{{ regexReplaceAll('', s, s) }}",
+        "{{ regexReplaceAllLiteral('', s, s) }}",
+    ],
+)
+def test_a_string_call_that_would_grow_past_the_limit_is_refused_before_it_is_built(
+    tmp_path: Path, template: str
+) -> None:
+    """Each of these builds its result in one C call (4.4 M characters here; 10 GB with 100,000 characters, past
+    any memory the agent has): refused from the arguments ("width or count"), not after building it ("value")."""
+    with pytest.raises(
+        RenderError, match=r"^apps/demo/templates/out\.yaml:1: not allowed in templates: width or count"
+    ):
+        render_text(tmp_path, GROWS + template)
+
+
+def test_a_format_width_is_refused_in_str_format_too(tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match="format width is too large"):
+        render_text(tmp_path, "{{ '{:09999999}'.format(1) }}")
+
+
 @pytest.mark.timeout(30)
 def test_patterns_run_in_time_linear_in_the_text_as_gos_regexp(tmp_path: Path) -> None:
     """A pattern that backtracks exponentially in Python's re (34 characters: minutes inside one C call that the
