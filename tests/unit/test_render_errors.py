@@ -229,6 +229,13 @@ def test_an_environment_declares_only_namespaces_it_may_put_objects_in(tmp_path:
         assert [str(m.id) for m in rendered.manifests] == [f"Namespace/{allowed}"]
 
 
+def test_a_problem_megabytes_long_is_cut_to_a_line_fit_for_a_status(tmp_path: Path) -> None:
+    """fail(), required() or a function quoting its input can carry megabytes; the agent writes the message to
+    ConfigMaps of 1 MiB at most and to Events."""
+    message = render_error(make_repo(tmp_path, {"d.yaml": "{{ fail('x' * 3000000) }}\n"}))
+    assert message == "apps/web/templates/d.yaml:1: fail: " + "x" * 994 + "... (2999006 more characters)"
+
+
 def test_environment_settings_allow_other_namespaces_and_cluster_scoped_objects(tmp_path: Path) -> None:
     templates = {
         "d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: monitoring\n---\n"
