@@ -24,9 +24,15 @@ produced; also the most characters one rendered document may expand to."""
 MAX_RENDER_NODES = 200_000
 """Most values (mapping entries, list items, scalars) all the objects of one app's render may hold: about
 2,000 Deployments, or 20,000 small ConfigMaps; about 60 MiB of Python objects at most."""
+MAX_ITEMS = MAX_RENDER_NODES
+"""Most items a list, mapping or sequence made while rendering may hold, counted as they are made: a Python
+object costs 50-100 bytes where its text costs a few characters, so ``"ab" * 2000000 | batch(1) | list``, inside
+``MAX_VALUE_CHARS``, peaked at 442 MiB before the size check saw the result."""
 MAX_RENDER_SECONDS = 10.0
 """CPU time one app's render may take (``renderers.sandbox.time_limit``)."""
 
+_WHITESPACE = dict.fromkeys(c for c in range(0x3001) if chr(c).isspace())
+"""What ``str.split()`` splits on (every whitespace code point is below U+3001), mapped to deletion."""
 _HUGE_WIDTH = re.compile(r"[{%][^{}%]*?\d{7,}")
 _WIDTH = re.compile(r"[{%][^{}%]*?(\d+)")
 
@@ -128,6 +134,20 @@ def check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: Mappin
         check_width(n * max((len(e) for e in entries if isinstance(e, str)), default=1))
     elif name in ("format", "format_map"):
         check_format(text, (args, dict(kwargs)))
+    elif name in ("split", "rsplit"):
+        separator = args[0] if args else kwargs.get("sep")
+        if isinstance(separator, str) and separator:
+            check_items(text.count(separator) + 1)
+        elif separator is None:  # runs of whitespace: at most one part more than there are whitespace characters
+            check_items(n - len(text.translate(_WHITESPACE)) + 1)
+    elif name == "splitlines":
+        check_items(text.count("\n") + text.count("\r") + 1)
+
+
+def check_items(count: int) -> None:
+    """Refuse making a list or mapping of ``count`` items when that is more than ``MAX_ITEMS``."""
+    if count > MAX_ITEMS:
+        raise OutputTooLarge(f"more than {MAX_ITEMS} items in one list or mapping")
 
 
 def bounded_join(parts: Iterable[Any], separator: str = "") -> str:

@@ -11,6 +11,7 @@ render's ``time_limit``, so nested loops fail with ``render took longer than N s
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from renderers.limits import (
     OutputTooLarge,
     bounded_join,
     check_format,
+    check_items,
     check_size,
     check_str_method,
     check_width,
@@ -320,8 +322,34 @@ def chart_environment(templates: Path, lib: Path) -> ChartEnvironment:
         env.globals.pop(name, None)
     env.filters.update(FILTERS)
     register(env.globals, env.filters)
+    env.filters = {name: _counted_filter(function) for name, function in env.filters.items()}
     env.globals["lookup"] = _lookup
     return env
+
+
+def _counted_filter(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` whose result, when it is made item by item (``map``, ``select``, ``batch``, ``unique``,
+    ``items`` are generators), is counted and charged as it is consumed, so ``s | batch(1) | list`` stops at
+    ``MAX_ITEMS`` instead of filling memory; a list or mapping it returns whole is checked by its length. (The
+    compiled template calls a filter directly, not through ``call``.)"""
+
+    @functools.wraps(function)  # keeps jinja_pass_arg: pass_environment and pass_context still apply
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        result = function(*args, **kwargs)
+        if isinstance(result, Iterator):
+            return _counted(result)
+        if isinstance(result, list | tuple | Mapping):
+            check_items(len(result))
+        return result
+
+    return counted
+
+
+def _counted(items: Iterator[Any]) -> Iterator[Any]:
+    for count, item in enumerate(items, 1):
+        check_items(count)
+        _charge()
+        yield item
 
 
 def bind_roots(roots: Mapping[str, Any]) -> Any:

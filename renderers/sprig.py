@@ -29,7 +29,7 @@ import re2
 from jinja2.exceptions import SecurityError
 
 from renderers.filters import FILTERS, FilterError, defined, plain
-from renderers.limits import bounded_join, check_format, check_size, check_width
+from renderers.limits import MAX_ITEMS, bounded_join, check_format, check_items, check_size, check_width
 from renderers.yamlio import YamlError, load_values
 
 # ---- Go's printing --------------------------------------------------------------------------------------------
@@ -286,6 +286,7 @@ def substr(start: Any, end: Any, text: Any) -> str:
 
 def split_list(separator: Any, text: Any) -> list[str]:
     sep, string = _s(separator), _s(text)
+    check_items(string.count(sep) + 1 if sep else len(string))
     return string.split(sep) if sep else list(string)
 
 
@@ -295,6 +296,7 @@ def split(separator: Any, text: Any) -> dict[str, str]:
 
 
 def splitn(separator: Any, count: Any, text: Any) -> dict[str, str]:
+    check_items(to_int(count))
     parts = _s(text).split(_s(separator), max(to_int(count) - 1, 0)) if to_int(count) > 0 else []
     return {f"_{i}": part for i, part in enumerate(parts)}
 
@@ -388,8 +390,14 @@ def regex_find(pattern: Any, text: Any) -> str:
 
 
 def regex_find_all(pattern: Any, text: Any, count: Any) -> list[str]:
-    found = [m.group(0) for m in _regex(_s(pattern)).finditer(_s(text))]
-    return found if to_int(count) < 0 else found[: to_int(count)]
+    limit = to_int(count)
+    found: list[str] = []
+    for match in _regex(_s(pattern)).finditer(_s(text)):
+        if 0 <= limit <= len(found):
+            break
+        found.append(match.group(0))
+        check_items(len(found))
+    return found
 
 
 _EXPAND = re.compile(r"\$(?:\$|\{(\w+)\}|(\w+))")
@@ -440,7 +448,10 @@ def regex_split(pattern: Any, text: Any, count: Any) -> list[str]:
     n = to_int(count)
     if n == 0:
         return []
-    return _regex(_s(pattern)).split(_s(text), maxsplit=max(n - 1, 0))
+    program, string = _regex(_s(pattern)), _s(text)
+    if n < 0 or n > MAX_ITEMS:  # counted before splitting: the parts are made in one call
+        check_items(sum(1 for _ in zip(program.finditer(string), range(MAX_ITEMS + 1), strict=False)) + 1)
+    return program.split(string, maxsplit=max(n - 1, 0))
 
 
 # ---- semantic versions (Masterminds/semver v3, as Helm) ---------------------------------------------------------
@@ -664,7 +675,7 @@ def go_slice(items: Any, *indices: Any) -> Any:
 
 def until(count: Any) -> list[int]:
     n = to_int(count)
-    check_width(abs(n))
+    check_items(abs(n))
     return list(range(n)) if n >= 0 else list(range(0, n, -1))
 
 

@@ -170,6 +170,30 @@ def test_a_string_call_that_would_grow_past_the_limit_is_refused_before_it_is_bu
         render_text(tmp_path, GROWS + template)
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ until(300000) | length }}",
+        "{{ splitList(',', 'a,' * 300000) | length }}",
+        "{{ split(',', 'a,' * 300000) | length }}",
+        "{{ regexFindAll('a', 'a' * 300000, -1) | length }}",
+        "{{ regexSplit(',', 'a,' * 300000, -1) | length }}",
+        "{{ ('a\\n' * 300000).splitlines() | length }}",
+        "{{ ('a ' * 300000).split() | length }}",
+        "{{ ('a,' * 300000).split(',') | length }}",
+        "{{ ('a' * 300000) | list | length }}",
+        "{{ ('a' * 300000) | batch(1) | list | length }}",
+        "{{ ('a' * 300000) | list | map('upper') | list | length }}",
+    ],
+)
+def test_a_list_of_more_items_than_any_chart_needs_is_refused_as_it_is_made(tmp_path: Path, template: str) -> None:
+    """Small as text, large as objects: 4 M characters split or batched into items took 130-440 MiB before the
+    size check saw the result, past the agent's 256Mi with two renders at once."""
+    with pytest.raises(RenderError, match=r"^apps/demo/templates/out\.yaml:1: .*more than 200000 items"):
+        render_text(tmp_path, template)
+    assert render_text(tmp_path / "fine", template.replace("300000", "1000")) in ("1000", "1001")  # a,a,: 1001
+
+
 def test_a_format_width_is_refused_in_str_format_too(tmp_path: Path) -> None:
     with pytest.raises(RenderError, match="format width is too large"):
         render_text(tmp_path, "{{ '{:09999999}'.format(1) }}")
