@@ -171,6 +171,11 @@ def center(value: Any, width: int = 80) -> str:
     return _text(value).center(width)
 
 
+MAX_WRAP_CHARS = 100_000
+"""Longest text ``wordwrap`` takes: Python's textwrap cuts a long word one line at a time, copying the rest each
+time, so one word of a million characters wrapped at width 1 took 23 s (under a second at this size)."""
+
+
 @jinja2.pass_environment
 def wordwrap(
     environment: jinja2.Environment,
@@ -183,6 +188,11 @@ def wordwrap(
     """Jinja's ``wordwrap``, refused before wrapping when the ``wrapstring`` put between the lines would make the
     text too large (``wordwrap(1, true, s)`` puts all of ``s`` after each character)."""
     text = _text(value)
+    if len(text) > MAX_WRAP_CHARS:
+        raise FilterError(
+            f"wordwrap: {len(text)} characters, more than the {MAX_WRAP_CHARS} it wraps (breaking a long word "
+            "takes time that grows with the square of its length, inside one call the time limit cannot stop)"
+        )
     between = environment.newline_sequence if wrapstring is None else str(wrapstring)
     lines = len(text) // max(width, 1) + text.count("\n") + 1
     check_width(len(text) + lines * len(between))

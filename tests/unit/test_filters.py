@@ -194,6 +194,13 @@ def test_a_list_of_more_items_than_any_chart_needs_is_refused_as_it_is_made(tmp_
     assert render_text(tmp_path / "fine", template.replace("300000", "1000")) in ("1000", "1001")  # a,a,: 1001
 
 
+def test_wordwrap_takes_texts_it_wraps_in_well_under_the_time_limit(tmp_path: Path) -> None:
+    """A single long word is cut one line at a time, each cut copying the rest: 1 M characters took 23 s."""
+    with pytest.raises(RenderError, match=r"^apps/demo/templates/out\.yaml:1: wordwrap: 300000 characters, more"):
+        render_text(tmp_path, "{{ ('a' * 300000) | wordwrap(1) }}")
+    assert render_text(tmp_path / "fine", "{{ 'aaaa bb' | wordwrap(3) }}") == "aaa\na\nbb"
+
+
 def test_a_format_width_is_refused_in_str_format_too(tmp_path: Path) -> None:
     with pytest.raises(RenderError, match="format width is too large"):
         render_text(tmp_path, "{{ '{:09999999}'.format(1) }}")
