@@ -41,6 +41,7 @@ from renderers.limits import (
 )
 from renderers.sprig import register
 from renderers.syntax import check_comments
+from renderers.watchdog import watching
 
 LIB_PREFIX = "lib/"
 """Template names starting with this prefix resolve in the repository's shared ``lib/`` folder."""
@@ -102,13 +103,18 @@ class _Budget:
     """What is left to one render: CPU time, charged by loop iterations and calls and checked every 256 charges,
     and output characters, charged as each chunk is produced."""
 
-    __slots__ = ("charges", "deadline", "output_left", "seconds")
+    __slots__ = ("charges", "deadline", "output_left", "seconds", "stalled")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.deadline = time.thread_time() + seconds
         self.charges = 0
         self.output_left = MAX_OUTPUT_CHARS
+        message = f"render took longer than {seconds:g} s"
+        # what the watchdog raises in the thread: a class, constructed without arguments, that says the same
+        self.stalled: type[RenderTooSlow] = type(
+            "RenderTooSlow", (RenderTooSlow,), {"__init__": lambda exc: RenderTooSlow.__init__(exc, message)}
+        )
 
 
 _BUDGET: ContextVar[_Budget | None] = ContextVar("gitsync_render_budget", default=None)
@@ -124,6 +130,18 @@ def time_limit(seconds: float) -> Iterator[None]:
         yield
     finally:
         _BUDGET.reset(token)
+
+
+@contextmanager
+def watched() -> Iterator[None]:
+    """Inside, the render's time limit holds even during one long call (``renderers.watchdog``): wrap a template's
+    rendering in it where every exception becomes the template's render error."""
+    budget = _BUDGET.get()
+    if budget is None:
+        yield
+        return
+    with watching(budget.deadline, budget.stalled):
+        yield
 
 
 def _charge() -> None:

@@ -11,6 +11,7 @@ import yaml
 
 from renderers import RenderError
 from renderers.chart import load_chart
+from renderers.sandbox import time_limit
 from renderers.templating import TemplateRun
 
 
@@ -612,3 +613,13 @@ def test_functions_that_change_a_dict_in_helm_leave_values_unchanged(tmp_path: P
         "{{ values.m | toString }} {{ d | toString }} {{ e | toString }}"
     )
     assert render_text(tmp_path, template, {"m": {"a": 1}}) == "map[a:1] map[a:1 b:2] map[a:1 c:3]"
+
+
+def test_the_time_limit_holds_inside_one_long_call(tmp_path: Path) -> None:
+    """Wrapping one long word at width 1 is a single filter call, running in Python, with no charge of the
+    template in it: without the watchdog it ran to its end however long it took."""
+    with time_limit(0.05), pytest.raises(RenderError) as err:
+        render_text(tmp_path, "{% set s = 'a' * 100000 %}\n{{ s | wordwrap(1) }}{{ s | wordwrap(1) }}")
+    assert str(err.value) == "apps/demo/templates/out.yaml:2: render took longer than 0.05 s"
+    with time_limit(5.0):
+        assert render_text(tmp_path / "quick", "{{ 'aaa' | wordwrap(1) }}") == "a\na\na"
