@@ -217,12 +217,19 @@ def namespace_exists(cluster: Cluster, namespace: str) -> bool:
         return True
 
 
+POD_SECURITY = {"pod-security.kubernetes.io/enforce": "baseline"}
+"""On a namespace gitsync creates: anyone who can merge writes the pods that run there, and a privileged pod or
+one mounting the node's disk (hostPath /) reads every service-account token on that node, the agent's and
+kube-system's included. Pod Security "baseline" refuses those and nothing an ordinary app needs."""
+
+
 def ensure_namespace(cluster: Cluster, namespace: str) -> bool:
     """Create the environment's namespace when it is missing (True when it did): the app's objects and its state
-    ConfigMaps live there, and every dry-run in a missing namespace fails. Labelled as gitsync's, never pruned."""
+    ConfigMaps live there, and every dry-run in a missing namespace fails. Labelled as gitsync's (and Pod Security
+    "baseline", ``POD_SECURITY``), never pruned; a namespace that exists is never relabelled."""
     if namespace_exists(cluster, namespace):
         return False
-    metadata: Json = {"name": namespace, "labels": {LABEL_MANAGED_BY: MANAGER}}
+    metadata: Json = {"name": namespace, "labels": {LABEL_MANAGED_BY: MANAGER, **POD_SECURITY}}
     try:  # create, never apply: an existing namespace is not ours to relabel (and RBAC needs no patch on it)
         cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata})
     except StaleError:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gitsync.adapters.kube import KubeCluster
+from gitsync.errors import GitsyncError
 from gitsync.model import ObjectId
 
 GITSYNC = Path(sys.executable).parent / "gitsync"
@@ -224,6 +225,20 @@ def test_sync_creates_the_environment_namespace_on_a_fresh_cluster(
         assert cluster.get(ObjectId("", "ConfigMap", fresh, "shop")) is not None
         again = gitsync("diff", "--repo", str(repo), "--env", "test", kubeconfig=kubelab.kubeconfig)
         assert again.returncode == 0, again.stderr
+        # anyone who can merge writes its pods: none may be privileged or mount the node (Pod Security "baseline")
+        labels = cluster.get(ObjectId("", "Namespace", "", fresh))["metadata"]["labels"]  # type: ignore[index]
+        assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+        node_root = {"name": "h", "hostPath": {"path": "/"}}
+        pod = {"containers": [{"name": "c", "image": "x", "volumeMounts": [{"name": "h", "mountPath": "/h"}]}]}
+        with pytest.raises(GitsyncError, match="violates PodSecurity"):
+            cluster.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": "p", "namespace": fresh},
+                    "spec": {**pod, "volumes": [node_root]},
+                }
+            )
     finally:
         cluster.delete(ObjectId("", "Namespace", "", fresh))
 
