@@ -22,6 +22,11 @@ LABEL_APP = "gitsync.dev/app"
 LABEL_ENV = "gitsync.dev/env"
 LABEL_TRACK = "gitsync.dev/track"
 """On a Deployment a rollout runs beside the stable one (``canary``): paused by design, it is judged by its pods."""
+LABEL_STATE = "gitsync.dev/state"
+"""On gitsync's own state ConfigMaps only: which part of an app-env's state one holds (``status``, ``inventory``)."""
+RECORD_PREFIX = f"{MANAGER}."
+"""Names of gitsync's own state ConfigMaps start with this (``gitsync.<app>.<env>.<part>``); no render may make
+one, since an inventory is what prune deletes from and a rollout's state what the executor acts on."""
 
 ANNOTATION_WAVE = "gitsync.dev/wave"
 """Integer; lower waves are applied (and waited for) before higher ones. Default 0."""
@@ -99,7 +104,23 @@ class AppEnv:
     def state_name(self, part: str) -> str:
         """The name of the ConfigMap holding ``part`` of this app-env's state (``gitsync.podinfo.staging.status``):
         the state store writes it, Events name it as their object. Wire format: never changes."""
-        return f"{MANAGER}.{self.app}.{self.env}.{part}"
+        return f"{RECORD_PREFIX}{self.app}.{self.env}.{part}"
+
+    def owns(self, live: Mapping[str, Any]) -> bool:
+        """Whether ``live`` carries this app-env's ownership labels: only such an object may be pruned for it, so an
+        inventory entry that names anything else (another environment's object, one another app took over, one a
+        forged record listed) never deletes it."""
+        labels = (live.get("metadata") or {}).get("labels") or {}
+        return (labels.get(LABEL_MANAGED_BY), labels.get(LABEL_APP), labels.get(LABEL_ENV)) == (
+            MANAGER,
+            self.app,
+            self.env,
+        )
+
+
+def is_record(ref: ObjectId) -> bool:
+    """Whether ``ref`` names one of gitsync's own state ConfigMaps (in any namespace)."""
+    return ref.group == "" and ref.kind == "ConfigMap" and ref.name.startswith(RECORD_PREFIX)
 
 
 # Apply order by kind: what others depend on comes first (Helm's install order, trimmed to what matters).

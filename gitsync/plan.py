@@ -44,6 +44,7 @@ from gitsync.model import (
     ANNOTATION_FORCE,
     ANNOTATION_PRUNE,
     ANNOTATION_RECREATE,
+    AppEnv,
     Json,
     Manifest,
     ObjectId,
@@ -63,6 +64,8 @@ __all__ = [
     "defined_kind",
     "plan",
 ]
+
+log = logging.get("gitsync.plan")
 
 DRY_RUN_WORKERS = 8
 """Concurrent dry-runs; the API server handles them in parallel, and 1,000 objects one by one take too long."""
@@ -278,6 +281,7 @@ def plan(
     judge: Judge | None = None,
     keep: Collection[ObjectId] = (),
     settling_kinds: Collection[tuple[str, str]] = (),
+    owner: AppEnv | None = None,
 ) -> Plan:
     """Dry-run every manifest and compare with live; inventory entries no longer rendered become deletes.
 
@@ -289,7 +293,9 @@ def plan(
     preview of the whole environment plans their objects as creates while those CRDs are not installed yet.
     ``judge``: creates it proves acceptable are planned without a dry-run (``gitsync.judge``; a sync that applies,
     not a preview, whose diff shows the server's defaults). ``keep``: inventory entries never deleted when they
-    leave the render (released from the inventory as orphaned instead).
+    leave the render (released from the inventory as orphaned instead). ``owner``: the app-env whose inventory
+    this is; a stale entry whose live object does not carry its ownership labels is never deleted but released
+    as orphaned (another app took it over, or the entry names what was never gitsync's to delete).
 
     A custom resource whose CRD this plan changes is validated by the CRD it will have: its dry-run is not
     trusted now, and one the current schema refuses (a field the new version adds) is ``deferred``, not an
@@ -320,6 +326,10 @@ def plan(
         if obj is None:
             continue
         if ref in keep or ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_PRUNE) == "false":
+            orphaned.append(ref)
+            continue
+        if owner is not None and not owner.owns(obj):
+            log.warning("prune.not_owned", app=owner.app, env=owner.env, object=str(ref))
             orphaned.append(ref)
             continue
         changes.append(PlannedChange(ref, PlanAction.DELETE, live=obj, compared=(normalise(obj), None)))

@@ -128,6 +128,7 @@ def sync_app(
             # delete it: every object of the environment, and gitsync's records, live in it
             keep=(ObjectId("", "Namespace", "", namespace),),
             settling_kinds=settling,
+            owner=key,
         )
 
     planned = planned_now(live)
@@ -218,7 +219,10 @@ def namespace_exists(cluster: Cluster, namespace: str) -> bool:
 
 def ensure_namespace(cluster: Cluster, namespace: str) -> bool:
     """Create the environment's namespace when it is missing (True when it did): the app's objects and its state
-    ConfigMaps live there, and every dry-run in a missing namespace fails. Labelled as gitsync's, never pruned."""
+    ConfigMaps live there, and every dry-run in a missing namespace fails. Labelled as gitsync's, never pruned; a
+    namespace that exists is never relabelled. No Pod Security label, as Argo CD's CreateNamespace: an app that
+    mounts its node (a log shipper, node-exporter) would see its pods refused with nothing in Git to say why; the
+    install's namespaces (deploy/manifests/05-environment.yaml) enforce "baseline", chosen there by the platform."""
     if namespace_exists(cluster, namespace):
         return False
     metadata: Json = {"name": namespace, "labels": {LABEL_MANAGED_BY: MANAGER}}

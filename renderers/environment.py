@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from gitsync.model import parse_duration
+from gitsync.model import LABEL_STATE, parse_duration
 from renderers.errors import RenderError
 from renderers.values import read_yaml_file, relative, split_path
 
@@ -157,6 +157,8 @@ def load_environment(repo: Path, env: str, *, protected: frozenset[str] = PROTEC
     labels = data.get("labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise fail("labels", 'labels must map names to strings (quote values like "true" or "1.0")')
+    if LABEL_STATE in labels:
+        raise fail("labels", f"labels: {LABEL_STATE} is reserved for gitsync's own state records")
     allowed_namespaces = _names(data, "allowedNamespaces", fail)
     for name in allowed_namespaces:
         if name in protected:

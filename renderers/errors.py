@@ -12,6 +12,11 @@ from pathlib import Path
 from gitsync.errors import TerminalError
 from renderers.limits import MAX_INPUT_BYTES
 
+MAX_PROBLEM_CHARS = 1000
+"""A problem longer than this is cut, saying how much was left out: a template's ``fail(s)`` or ``required``, or a
+function quoting its input, can put megabytes into the message, which the agent writes to its status and history
+ConfigMaps (1 MiB at most each) and to Events."""
+
 
 class RenderError(TerminalError):
     """A chart, environment or template that cannot produce a valid set of manifests."""
@@ -19,7 +24,10 @@ class RenderError(TerminalError):
     def __init__(self, path: str, problem: str, line: int | None = None) -> None:
         self.path = path
         self.line = line
-        self.problem = " ".join(problem.split())  # one line, always
+        problem = " ".join(problem.split())  # one line, always
+        if len(problem) > MAX_PROBLEM_CHARS:
+            problem = f"{problem[:MAX_PROBLEM_CHARS]}... ({len(problem) - MAX_PROBLEM_CHARS} more characters)"
+        self.problem = problem
         where = f"{path}:{line}" if line else path
         super().__init__(f"{where}: {self.problem}")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import jinja2
 
-from renderers.limits import bounded_join, check_format, check_size, check_width
+from renderers.limits import bounded_join, check_format, check_items, check_size, check_str_method, check_width
 from renderers.yamlio import YamlError, dump, load_values
 
 
@@ -153,8 +153,7 @@ def trim_suffix(value: Any, suffix: str) -> str:
 
 def replace(value: Any, old: str, new: str, count: int = -1) -> str:
     text = _text(value)
-    if old and len(new) > len(old):
-        check_width(len(text) + text.count(old) * (len(new) - len(old)))
+    check_str_method(text, "replace", (str(old), str(new)), {})
     return text.replace(str(old), str(new), count)
 
 
@@ -172,10 +171,55 @@ def center(value: Any, width: int = 80) -> str:
     return _text(value).center(width)
 
 
+MAX_WRAP_CHARS = 100_000
+"""Longest text ``wordwrap`` takes: Python's textwrap cuts a long word one line at a time, copying the rest each
+time, so one word of a million characters wrapped at width 1 took 23 s (under a second at this size)."""
+
+
+@jinja2.pass_environment
+def wordwrap(
+    environment: jinja2.Environment,
+    value: Any,
+    width: int = 79,
+    break_long_words: bool = True,
+    wrapstring: str | None = None,
+    break_on_hyphens: bool = True,
+) -> str:
+    """Jinja's ``wordwrap``, refused before wrapping when the ``wrapstring`` put between the lines would make the
+    text too large (``wordwrap(1, true, s)`` puts all of ``s`` after each character)."""
+    text = _text(value)
+    if len(text) > MAX_WRAP_CHARS:
+        raise FilterError(
+            f"wordwrap: {len(text)} characters, more than the {MAX_WRAP_CHARS} it wraps (breaking a long word "
+            "takes time that grows with the square of its length, inside one call the time limit cannot stop)"
+        )
+    between = environment.newline_sequence if wrapstring is None else str(wrapstring)
+    lines = len(text) // max(width, 1) + text.count("\n") + 1
+    check_width(len(text) + lines * len(between))
+    return jinja2.filters.do_wordwrap(environment, text, width, break_long_words, wrapstring, break_on_hyphens)
+
+
+@jinja2.pass_environment
+def sum_(environment: jinja2.Environment, iterable: Any, attribute: str | int | None = None, start: Any = 0) -> Any:
+    """Jinja's ``sum``; lists are added by extending one list, since Python's ``sum`` copies the total so far at
+    every item (100,000 one-item lists took 15 s inside one call the render's time limit cannot stop)."""
+    if attribute is not None:
+        iterable = map(jinja2.filters.make_attrgetter(environment, attribute), iterable)
+    if not isinstance(start, list):
+        return sum(iterable, start)
+    total = list(start)
+    for item in iterable:
+        if not isinstance(item, list):
+            raise TypeError(f'can only concatenate list (not "{type(item).__name__}") to list')
+        total.extend(item)
+        check_items(len(total))
+    return total
+
+
 def format_(value: Any, *args: Any, **kwargs: Any) -> str:
     """Jinja's ``format`` (printf-style) with the width limit."""
     text = _text(value)
-    check_format(text)
+    check_format(text, kwargs or args, each_once=not kwargs)
     return check_size(text % (kwargs or args))  # type: ignore[no-any-return]
 
 
@@ -200,6 +244,8 @@ FILTERS: Mapping[str, Callable[..., Any]] = {
     "sha256sum": sha256sum,
     "join": join,
     "center": center,
+    "wordwrap": wordwrap,
+    "sum": sum_,
     "format": format_,
 }
 """Registered on every chart environment, replacing Jinja builtins of the same name."""

@@ -24,10 +24,17 @@ produced; also the most characters one rendered document may expand to."""
 MAX_RENDER_NODES = 200_000
 """Most values (mapping entries, list items, scalars) all the objects of one app's render may hold: about
 2,000 Deployments, or 20,000 small ConfigMaps; about 60 MiB of Python objects at most."""
+MAX_ITEMS = MAX_RENDER_NODES
+"""Most items a list, mapping or sequence made while rendering may hold, counted as they are made: a Python
+object costs 50-100 bytes where its text costs a few characters, so ``"ab" * 2000000 | batch(1) | list``, inside
+``MAX_VALUE_CHARS``, peaked at 442 MiB before the size check saw the result."""
 MAX_RENDER_SECONDS = 10.0
 """CPU time one app's render may take (``renderers.sandbox.time_limit``)."""
 
+_WHITESPACE = dict.fromkeys(c for c in range(0x3001) if chr(c).isspace())
+"""What ``str.split()`` splits on (every whitespace code point is below U+3001), mapped to deletion."""
 _HUGE_WIDTH = re.compile(r"[{%][^{}%]*?\d{7,}")
+_WIDTH = re.compile(r"[{%][^{}%]*?(\d+)")
 
 
 class OutputTooLarge(Exception):
@@ -93,10 +100,54 @@ def check_width(*numbers: Any) -> None:
             raise OutputTooLarge(f"width or count {number} is too large (limit {MAX_VALUE_CHARS})")
 
 
-def check_format(text: str) -> None:
-    """Refuse ``%``/``format`` templates with a seven-digit width (``"%0999999999d"``)."""
+def check_format(text: str, values: Any = (), *, each_once: bool = False) -> None:
+    """Refuse a ``%``/``format``/``printf`` template with a seven-digit width (``"%0999999999d"``), or one whose
+    result could pass the limit, before the one C call that builds it: every field padded to the widest width
+    written, plus ``values`` (the arguments) printed once when ``each_once`` (positional ``%``: each field takes
+    the next one), else once per field (``("{0}" * 100000).format(s)``, ``%(name)s``)."""
     if _HUGE_WIDTH.search(text):
         raise OutputTooLarge("format width is too large")
+    fields = text.count("%") + text.count("{")
+    if fields:
+        widest = 10 ** max((len(digits) for digits in _WIDTH.findall(text)), default=0)
+        printed = expanded_size(values) * (1 if each_once else fields)
+        check_width(len(text) + fields * widest + printed)
+
+
+def check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """Refuse ``text.<name>(...)`` when its result could pass the limit, before it is built: ``replace``,
+    ``join``, ``expandtabs``, ``translate``, ``format`` and ``format_map`` grow a string in one C call that the
+    render's limits cannot stop midway (``s.replace("a", s)`` of 100,000 characters asks for 10 GB)."""
+    n = len(text)
+    if name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+        old, new = args[0], args[1]
+        check_width(n + text.count(old) * (len(new) - len(old)) if old else n + (n + 1) * len(new))
+    elif name == "join" and args and isinstance(args[0], list | tuple | str):
+        parts = args[0]
+        check_width(sum(len(p) for p in parts if isinstance(p, str)) + n * max(len(parts) - 1, 0))
+    elif name == "expandtabs":
+        size = args[0] if args else kwargs.get("tabsize", 8)
+        check_width(n + text.count("\t") * (size if isinstance(size, int) else 0))
+    elif name == "translate" and args:
+        table = args[0]
+        entries = table.values() if isinstance(table, Mapping) else table if isinstance(table, list | tuple) else ()
+        check_width(n * max((len(e) for e in entries if isinstance(e, str)), default=1))
+    elif name in ("format", "format_map"):
+        check_format(text, (args, dict(kwargs)))
+    elif name in ("split", "rsplit"):
+        separator = args[0] if args else kwargs.get("sep")
+        if isinstance(separator, str) and separator:
+            check_items(text.count(separator) + 1)
+        elif separator is None:  # runs of whitespace: at most one part more than there are whitespace characters
+            check_items(n - len(text.translate(_WHITESPACE)) + 1)
+    elif name == "splitlines":
+        check_items(text.count("\n") + text.count("\r") + 1)
+
+
+def check_items(count: int) -> None:
+    """Refuse making a list or mapping of ``count`` items when that is more than ``MAX_ITEMS``."""
+    if count > MAX_ITEMS:
+        raise OutputTooLarge(f"more than {MAX_ITEMS} items in one list or mapping")
 
 
 def bounded_join(parts: Iterable[Any], separator: str = "") -> str:

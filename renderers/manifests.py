@@ -8,6 +8,10 @@ render digest, the diff and the apply all see the same object. Identity is
 ``gitsync.model.ObjectId``; order is ``gitsync.model.apply_order``; the digest is SHA-256 over the canonical
 JSON (sorted keys, compact) of the ordered objects, the same form ``gitsync render`` prints, so the digest
 changes exactly when the output does.
+
+No object may be one of gitsync's own state records (a ConfigMap named ``gitsync.*``, or anything labelled
+``gitsync.dev/state``): a chart that wrote another app's inventory would make that app's prune delete whatever the
+forged inventory names, in any namespace.
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ from gitsync.model import (
     LABEL_APP,
     LABEL_ENV,
     LABEL_MANAGED_BY,
+    LABEL_STATE,
     MANAGER,
+    RECORD_PREFIX,
     SERVER_OWNED_METADATA,
     Manifest,
     ObjectId,
     apply_order,
     canonical,
     fingerprint,
+    is_record,
 )
 from renderers.environment import Environment
 from renderers.errors import RenderError
@@ -131,6 +138,12 @@ def _build_manifest(body: Any, path: str, line: int, environment: Environment, a
             )
         if namespace:
             raise fail(f"{kind}/{meta['name']} is cluster-scoped and must not set metadata.namespace")
+        if kind == "Namespace" and api_version == "v1" and meta["name"] not in _own_namespaces(environment):
+            # owning a Namespace is owning all in it: prune would delete another environment's (or kube-system)
+            raise fail(
+                f"Namespace/{meta['name']} is not environment {environment.name}'s: an environment declares only its "
+                f"namespace {environment.namespace!r} or one of its allowedNamespaces"
+            )
     elif not namespace:
         meta["namespace"] = environment.namespace
     elif namespace != environment.namespace and namespace not in environment.allowed_namespaces:
@@ -141,6 +154,11 @@ def _build_manifest(body: Any, path: str, line: int, environment: Environment, a
     problem = _annotation_problem(meta.get("annotations"))
     if problem:
         raise fail(f"{kind}/{meta['name']}: {problem}")
+    if kind == "Secret" and api_version == "v1":
+        for field in ("data", "stringData"):
+            if body.get(field) is not None and not isinstance(body[field], dict):
+                # never quoted: its value is the secret, and masking (diffs, error scrubbing) goes key by key
+                raise fail(f"Secret/{meta['name']}: {field} must be a mapping of keys to values")
     for field in SERVER_OWNED_METADATA:
         meta.pop(field, None)
     labels = meta.get("labels")
@@ -148,6 +166,8 @@ def _build_manifest(body: Any, path: str, line: int, environment: Environment, a
         labels = meta["labels"] = {}
     elif not isinstance(labels, dict):
         raise fail(f"{kind}/{meta['name']}: metadata.labels must be a mapping")
+    if LABEL_STATE in labels:
+        raise fail(f"{kind}/{meta['name']}: label {LABEL_STATE} is reserved for gitsync's own state records")
     labels.update(environment.labels)
     labels[LABEL_MANAGED_BY] = MANAGER
     labels[LABEL_APP] = app
@@ -156,7 +176,17 @@ def _build_manifest(body: Any, path: str, line: int, environment: Environment, a
         text = canonical(body)
     except (TypeError, ValueError) as exc:
         raise fail(f"{kind}/{meta['name']}: value cannot be sent to Kubernetes as JSON: {exc}") from None
-    return Manifest(ObjectId.of(body), body, f"{path}:{line}", fingerprint(text))
+    ref = ObjectId.of(body)
+    if is_record(ref):
+        raise fail(
+            f"{ref}: ConfigMap names starting with {RECORD_PREFIX!r} are reserved for gitsync's own state records "
+            "(status, inventory, history, rollout); rename it"
+        )
+    return Manifest(ref, body, f"{path}:{line}", fingerprint(text))
+
+
+def _own_namespaces(environment: Environment) -> frozenset[str]:
+    return frozenset((environment.namespace, *environment.allowed_namespaces))
 
 
 _SWITCHES = (ANNOTATION_PRUNE, ANNOTATION_RECREATE, ANNOTATION_FORCE)

@@ -11,6 +11,7 @@ render's ``time_limit``, so nested loops fail with ``render took longer than N s
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
@@ -33,11 +34,14 @@ from renderers.limits import (
     OutputTooLarge,
     bounded_join,
     check_format,
+    check_items,
     check_size,
+    check_str_method,
     check_width,
 )
 from renderers.sprig import register
 from renderers.syntax import check_comments
+from renderers.watchdog import watching
 
 LIB_PREFIX = "lib/"
 """Template names starting with this prefix resolve in the repository's shared ``lib/`` folder."""
@@ -99,13 +103,18 @@ class _Budget:
     """What is left to one render: CPU time, charged by loop iterations and calls and checked every 256 charges,
     and output characters, charged as each chunk is produced."""
 
-    __slots__ = ("charges", "deadline", "output_left", "seconds")
+    __slots__ = ("charges", "deadline", "output_left", "seconds", "stalled")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.deadline = time.thread_time() + seconds
         self.charges = 0
         self.output_left = MAX_OUTPUT_CHARS
+        message = f"render took longer than {seconds:g} s"
+        # what the watchdog raises in the thread: a class, constructed without arguments, that says the same
+        self.stalled: type[RenderTooSlow] = type(
+            "RenderTooSlow", (RenderTooSlow,), {"__init__": lambda exc: RenderTooSlow.__init__(exc, message)}
+        )
 
 
 _BUDGET: ContextVar[_Budget | None] = ContextVar("gitsync_render_budget", default=None)
@@ -121,6 +130,18 @@ def time_limit(seconds: float) -> Iterator[None]:
         yield
     finally:
         _BUDGET.reset(token)
+
+
+@contextmanager
+def watched() -> Iterator[None]:
+    """Inside, the render's time limit holds even during one long call (``renderers.watchdog``): wrap a template's
+    rendering in it where every exception becomes the template's render error."""
+    budget = _BUDGET.get()
+    if budget is None:
+        yield
+        return
+    with watching(budget.deadline, budget.stalled):
+        yield
 
 
 def _charge() -> None:
@@ -193,15 +214,19 @@ class ChartEnvironment(ImmutableSandboxedEnvironment):
             ):
                 raise OutputTooLarge(f"{left} ** {right} is too large")
         elif op == "%" and isinstance(left, str):
-            check_format(left)
+            check_format(left, right, each_once=not isinstance(right, Mapping))
         return check_size(super().call_binop(context, op, left, right))
 
     def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _charge()
         check_width(*args, *kwargs.values())
-        owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, str) and getattr(__obj, "__name__", "") in ("format", "format_map"):
-            check_format(owner)
+        # the sandbox hands out str.format and format_map wrapped (its safe formatter): the method is __wrapped__
+        owner = getattr(getattr(__obj, "__wrapped__", __obj), "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(__obj, "__name__", "")
+            if name == "join" and args and not isinstance(args[0], list | tuple | str):
+                args = (tuple(args[0]), *args[1:])  # measured before joining: a generator cannot be
+            check_str_method(owner, name, args, kwargs)
         return check_size(super().call(__context, __obj, *args, **kwargs))
 
     def bounded_concat(self, parts: tuple[Any, ...]) -> str:
@@ -315,8 +340,34 @@ def chart_environment(templates: Path, lib: Path) -> ChartEnvironment:
         env.globals.pop(name, None)
     env.filters.update(FILTERS)
     register(env.globals, env.filters)
+    env.filters = {name: _counted_filter(function) for name, function in env.filters.items()}
     env.globals["lookup"] = _lookup
     return env
+
+
+def _counted_filter(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` whose result, when it is made item by item (``map``, ``select``, ``batch``, ``unique``,
+    ``items`` are generators), is counted and charged as it is consumed, so ``s | batch(1) | list`` stops at
+    ``MAX_ITEMS`` instead of filling memory; a list or mapping it returns whole is checked by its length. (The
+    compiled template calls a filter directly, not through ``call``.)"""
+
+    @functools.wraps(function)  # keeps jinja_pass_arg: pass_environment and pass_context still apply
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        result = function(*args, **kwargs)
+        if isinstance(result, Iterator):
+            return _counted(result)
+        if isinstance(result, list | tuple | Mapping):
+            check_items(len(result))
+        return result
+
+    return counted
+
+
+def _counted(items: Iterator[Any]) -> Iterator[Any]:
+    for count, item in enumerate(items, 1):
+        check_items(count)
+        _charge()
+        yield item
 
 
 def bind_roots(roots: Mapping[str, Any]) -> Any:

@@ -20,14 +20,16 @@ import json
 import math
 import re
 import urllib.parse
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from functools import lru_cache
+from typing import Any, Protocol, cast
 
 import jinja2
+import re2
 from jinja2.exceptions import SecurityError
 
 from renderers.filters import FILTERS, FilterError, defined, plain
-from renderers.limits import bounded_join, check_format, check_size, check_width
+from renderers.limits import MAX_ITEMS, bounded_join, check_format, check_items, check_size, check_width
 from renderers.yamlio import YamlError, load_values
 
 # ---- Go's printing --------------------------------------------------------------------------------------------
@@ -79,7 +81,7 @@ def printf(fmt: Any, *args: Any) -> str:
     A wrong or missing argument prints as Go prints it (``%!d(string=x)``, ``%!s(MISSING)``).
     """
     text = str(defined(fmt))
-    check_format(text)
+    check_format(text, args, each_once="[" not in text)  # %[1]s prints an argument again
     out: list[str] = []
     position = 0
     index = 0
@@ -284,6 +286,7 @@ def substr(start: Any, end: Any, text: Any) -> str:
 
 def split_list(separator: Any, text: Any) -> list[str]:
     sep, string = _s(separator), _s(text)
+    check_items(string.count(sep) + 1 if sep else len(string))
     return string.split(sep) if sep else list(string)
 
 
@@ -293,6 +296,7 @@ def split(separator: Any, text: Any) -> dict[str, str]:
 
 
 def splitn(separator: Any, count: Any, text: Any) -> dict[str, str]:
+    check_items(to_int(count))
     parts = _s(text).split(_s(separator), max(to_int(count) - 1, 0)) if to_int(count) > 0 else []
     return {f"_{i}": part for i, part in enumerate(parts)}
 
@@ -348,28 +352,52 @@ def url_parse(url: Any) -> dict[str, str]:
     }
 
 
-# ---- regular expressions (Go's RE2 syntax is, for what charts use, Python's) ------------------------------------
+# ---- regular expressions: RE2, as Go's regexp behind Helm's functions -------------------------------------------
+# Linear in the text, never backtracking: with Python's re, a chart's regexMatch("^(a+)+$") on 34 characters ran
+# for minutes inside one C call that the render's time limit cannot interrupt, holding the interpreter lock, so the
+# whole agent (probes, leases, every other app) stood still. RE2 also refuses what Go's regexp refuses
+# (backreferences, lookarounds), so a chart that renders here renders in Helm.
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the chart's error at its line, not a line on the agent's stderr
 
 
-def _regex(pattern: Any) -> re.Pattern[str]:
+class _Regex(Protocol):
+    """What the functions below use of a compiled RE2 program (google-re2 mirrors ``re.Pattern``)."""
+
+    def search(self, text: str) -> Any: ...
+    def finditer(self, text: str) -> Iterator[Any]: ...
+    def sub(self, replacement: Callable[[Any], str], text: str) -> str: ...
+    def split(self, text: str, maxsplit: int = 0) -> list[str]: ...
+
+
+@lru_cache(maxsize=256)
+def _regex(pattern: str) -> _Regex:
     try:
-        return re.compile(_s(pattern))
-    except re.error as exc:
-        raise FilterError(f"regex {pattern!r}: {exc}") from None
+        return cast(_Regex, re2.compile(pattern, _RE2_OPTIONS))
+    except re2.error as exc:
+        problem = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise FilterError(f"regex {pattern!r}: {problem}") from None
 
 
 def regex_match(pattern: Any, text: Any) -> bool:
-    return _regex(pattern).search(_s(text)) is not None
+    return _regex(_s(pattern)).search(_s(text)) is not None
 
 
 def regex_find(pattern: Any, text: Any) -> str:
-    found = _regex(pattern).search(_s(text))
+    found = _regex(_s(pattern)).search(_s(text))
     return found.group(0) if found else ""
 
 
 def regex_find_all(pattern: Any, text: Any, count: Any) -> list[str]:
-    found = [m.group(0) for m in _regex(pattern).finditer(_s(text))]
-    return found if to_int(count) < 0 else found[: to_int(count)]
+    limit = to_int(count)
+    found: list[str] = []
+    for match in _regex(_s(pattern)).finditer(_s(text)):
+        if 0 <= limit <= len(found):
+            break
+        found.append(match.group(0))
+        check_items(len(found))
+    return found
 
 
 _EXPAND = re.compile(r"\$(?:\$|\{(\w+)\}|(\w+))")
@@ -378,8 +406,9 @@ _EXPAND = re.compile(r"\$(?:\$|\{(\w+)\}|(\w+))")
 def regex_replace_all(pattern: Any, text: Any, replacement: Any) -> str:
     """Go's ``ReplaceAllString``: ``$1``, ``${1}`` and ``${name}`` in ``replacement`` expand; ``$$`` is ``$``."""
     template = _s(replacement)
+    produced = _Produced()
 
-    def expand(found: re.Match[str]) -> str:
+    def expand(found: Any) -> str:
         def group(m: re.Match[str]) -> str:
             name = m.group(1) or m.group(2)
             if name is None:
@@ -389,14 +418,29 @@ def regex_replace_all(pattern: Any, text: Any, replacement: Any) -> str:
             except IndexError:  # Go expands an unknown group to nothing
                 return ""
 
-        return _EXPAND.sub(group, template)
+        return produced.add(_EXPAND.sub(group, template))
 
-    return check_size(_regex(pattern).sub(expand, _s(text)))  # type: ignore[no-any-return]
+    return check_size(_regex(_s(pattern)).sub(expand, _s(text)))  # type: ignore[no-any-return]
 
 
 def regex_replace_all_literal(pattern: Any, text: Any, replacement: Any) -> str:
-    literal = _s(replacement)
-    return check_size(_regex(pattern).sub(lambda _m: literal, _s(text)))  # type: ignore[no-any-return]
+    literal, produced = _s(replacement), _Produced()
+    return check_size(_regex(_s(pattern)).sub(lambda _m: produced.add(literal), _s(text)))  # type: ignore[no-any-return]
+
+
+class _Produced:
+    """The replacements made so far, counted as they are made: the result is joined from them in one C call
+    (``regexReplaceAll("", s, s)`` puts all of ``s`` at every position), so it is refused before that."""
+
+    __slots__ = ("chars",)
+
+    def __init__(self) -> None:
+        self.chars = 0
+
+    def add(self, replacement: str) -> str:
+        self.chars += len(replacement)
+        check_width(self.chars)
+        return replacement
 
 
 def regex_split(pattern: Any, text: Any, count: Any) -> list[str]:
@@ -404,7 +448,10 @@ def regex_split(pattern: Any, text: Any, count: Any) -> list[str]:
     n = to_int(count)
     if n == 0:
         return []
-    return _regex(pattern).split(_s(text), maxsplit=max(n - 1, 0))
+    program, string = _regex(_s(pattern)), _s(text)
+    if n < 0 or n > MAX_ITEMS:  # counted before splitting: the parts are made in one call
+        check_items(sum(1 for _ in zip(program.finditer(string), range(MAX_ITEMS + 1), strict=False)) + 1)
+    return program.split(string, maxsplit=max(n - 1, 0))
 
 
 # ---- semantic versions (Masterminds/semver v3, as Helm) ---------------------------------------------------------
@@ -447,6 +494,8 @@ def semver(version: Any) -> dict[str, Any]:
     }
 
 
+_RANGE = r"(\S+)\s+-\s+(\S+)"
+"""``1.2 - 1.4``; run by RE2 (``_regex``): with Python's re, one long word took time quadratic in its length."""
 _CONSTRAINT = re.compile(r"\s*(!=|>=|=>|<=|=<|>|<|=|~>|~|\^)?\s*(v?[0-9xX*][0-9A-Za-z.+*-]*)\s*,?")
 
 
@@ -457,7 +506,7 @@ def semver_compare(constraint: Any, version: Any) -> bool:
     subject = _Version(_s(version))
     groups = _s(constraint).split("||")
     for group in groups:
-        group = re.sub(r"(\S+)\s+-\s+(\S+)", r">= \1, <= \2", group.strip())
+        group = _regex(_RANGE).sub(lambda m: f">= {m.group(1)}, <= {m.group(2)}", group.strip())
         conditions = _conditions(group, constraint)
         if all(_check(op, target, subject) for op, target in conditions):
             return True
@@ -552,7 +601,7 @@ def concat(*lists: Any) -> list[Any]:
     out: list[Any] = []
     for items in lists:
         out.extend(_list(items, "concat"))
-        check_size(out)
+        check_items(len(out))  # its size as text is checked once, on the result (measuring it each time was quadratic)
     return out
 
 
@@ -574,16 +623,31 @@ def initial(items: Any) -> list[Any]:
     return _list(items, "initial")[:-1]
 
 
+def _identity(value: Any) -> Any:
+    """A hashable stand-in for ``value`` equal for equal values, so ``uniq`` and ``without`` run in linear time: a
+    comparison of every item with every other one took minutes for 300,000 items, inside one call that the
+    render's time limit cannot see."""
+    try:
+        hash(value)
+    except TypeError:
+        return (1, json.dumps(value, sort_keys=True, default=str))
+    return (0, value)
+
+
 def uniq(items: Any) -> list[Any]:
     out: list[Any] = []
+    seen: set[Any] = set()
     for value in _list(items, "uniq"):
-        if value not in out:
+        identity = _identity(value)
+        if identity not in seen:
+            seen.add(identity)
             out.append(value)
     return out
 
 
 def without(items: Any, *values: Any) -> list[Any]:
-    return [v for v in _list(items, "without") if v not in values]
+    dropped = {_identity(v) for v in values}
+    return [v for v in _list(items, "without") if _identity(v) not in dropped]
 
 
 def has(value: Any, items: Any) -> bool:
@@ -611,7 +675,7 @@ def go_slice(items: Any, *indices: Any) -> Any:
 
 def until(count: Any) -> list[int]:
     n = to_int(count)
-    check_width(abs(n))
+    check_items(abs(n))
     return list(range(n)) if n >= 0 else list(range(0, n, -1))
 
 

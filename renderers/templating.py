@@ -25,7 +25,7 @@ from renderers.chartfiles import ChartFiles
 from renderers.errors import RenderError
 from renderers.filters import FilterError, RequiredValueMissing
 from renderers.limits import MAX_OUTPUT_CHARS, OutputTooLarge
-from renderers.sandbox import TemplateUnreadable, bind_roots, chart_environment, stream, unbind_roots
+from renderers.sandbox import TemplateUnreadable, bind_roots, chart_environment, stream, unbind_roots, watched
 from renderers.syntax import explain
 from renderers.values import relative
 from renderers.yamlio import YamlError, load_manifests
@@ -123,7 +123,8 @@ class TemplateRun:
         """The output of template ``name``; every failure is a ``RenderError`` naming ``file:line``."""
         token = bind_roots(self.roots)
         try:
-            return self._render(name)
+            with watched():
+                return self._render(name)
         except RenderError:
             raise
         except Exception as exc:

@@ -156,7 +156,7 @@ def client_connection(
                 client_configuration=cfg,
                 persist_config=False,
             )
-    except (ConfigException, OSError) as e:
+    except (ConfigException, OSError, ValueError) as e:  # bad base64 in a *-data field is a ValueError
         if kubeconfig is None and not in_cluster and not _lookup_exists():
             raise TerminalError(
                 "kubeconfig: none found ($KUBECONFIG unset or naming no file, no ~/.kube/config, and not in a pod): "

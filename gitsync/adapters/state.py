@@ -18,12 +18,10 @@ import json
 
 from gitsync.adapters.kube import KubeCluster
 from gitsync.errors import CorruptStateError, StaleError
-from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId
+from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, LABEL_STATE, MANAGER, AppEnv, Json, ObjectId
 from gitsync.ports import LiveReader
 
 __all__ = ["LABEL_STATE", "ConfigMapStateStore", "document"]
-
-LABEL_STATE = "gitsync.dev/state"
 
 
 def corrupt(ref: ObjectId, problem: str) -> CorruptStateError:

@@ -14,6 +14,7 @@ Pages carry a Content-Security-Policy allowing only the dashboard's own script a
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import threading
@@ -177,6 +178,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        if not self.server.serves_host(self.headers.get("Host")):
+            self._refuse(403, "this dashboard answers only to localhost, 127.0.0.1 and [::1] (the Host header)")
+            return
         decision = self.server.access.check(self.headers.get("Authorization"))
         if decision.status != 200:
             self._refuse(decision.status, decision.reason)
@@ -268,7 +272,28 @@ class _Server(ThreadingHTTPServer):
         self.pages = pages
         self.access = access
         self.stopping = threading.Event()
+        self.loopback = _is_loopback(address[0])
         super().__init__(address, _Handler)
+
+    def serves_host(self, header: str | None) -> bool:
+        """On a loopback address only the loopback names: a web page whose own name an attacker's DNS points at
+        127.0.0.1 (DNS rebinding) is then refused, instead of reading the board with the user's kubeconfig, as
+        ``kubectl proxy --accept-hosts`` does. Elsewhere (the agent's, behind its token review) any name."""
+        if not self.loopback:
+            return True
+        name = (header or "").strip().lower()
+        name = name.partition("]")[0] + "]" if name.startswith("[") else name.partition(":")[0]
+        return name in _LOOPBACK_NAMES
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class DashboardServer:

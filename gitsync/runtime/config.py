@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from gitsync.adapters.git import scrub
 from gitsync.errors import TerminalError
 from gitsync.model import parse_duration
 from gitsync.notify import Format, Notice, Receiver
@@ -455,14 +456,15 @@ def _forge(top: Mapping[str, Any], r: _Reader) -> ForgeConfig | None:
     url = r.string(forge, "url", "forge", "https://github.com" if kind == ForgeKind.GITHUB else None)
     if not re.fullmatch(r"https?://[^\s/@]+(/[^\s@]*)?", url):
         raise r.fail(
-            "forge.url", f"expected an http(s) URL without credentials, like https://gitea.example.com: {url!r}"
+            "forge.url",
+            f"expected an http(s) URL without credentials, like https://gitea.example.com: {scrub(url)!r}",
         )
     repo = r.string(forge, "repo", "forge")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+", repo):
         raise r.fail("forge.repo", f"expected owner/name: {repo!r}")
     target_url = r.string(forge, "targetUrl", "forge", "")
     if target_url and not re.fullmatch(r"https?://\S+", target_url):
-        raise r.fail("forge.targetUrl", f"expected an http(s) URL: {target_url!r}")
+        raise r.fail("forge.targetUrl", f"expected an http(s) URL: {scrub(target_url)!r}")
     return ForgeConfig(
         kind=ForgeKind(kind),
         url=url.rstrip("/"),

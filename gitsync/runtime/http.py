@@ -156,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._finish(provider, 429, Verdict.RATE_LIMITED, "too many requests from this sender")
             return
         length_header = self.headers.get("Content-Length")
-        if length_header is None or not length_header.isdigit():
+        if length_header is None or not (length_header.isascii() and length_header.isdigit()):
             self.close_connection = True
             self._finish(provider, 411, Verdict.BAD_REQUEST, "Content-Length required")
             return

@@ -271,10 +271,7 @@ def made_deployments(cluster: Cluster, key: AppEnv, namespace: str) -> tuple[Jso
 def made_for(live: Json, key: AppEnv) -> bool:
     """Whether the executor made the Deployment ``live`` for ``key``: labelled as the app's and carrying the
     template hash, which a rendered Deployment applied by sync does not."""
-    metadata = live.get("metadata") or {}
-    labels = metadata.get("labels") or {}
-    ours = (labels.get(LABEL_APP), labels.get(LABEL_ENV), labels.get(LABEL_MANAGED_BY)) == (key.app, key.env, MANAGER)
-    return ours and ANNOTATION_TEMPLATE_HASH in (metadata.get("annotations") or {})
+    return key.owns(live) and ANNOTATION_TEMPLATE_HASH in ((live.get("metadata") or {}).get("annotations") or {})
 
 
 def made_tracks(cluster: Cluster, key: AppEnv, namespace: str, keep: set[str]) -> dict[Track, tuple[Json, ...]]:

@@ -204,3 +204,19 @@ def test_a_missing_kubeconfig_is_one_line_naming_the_file(tmp_path: Path) -> Non
     message = str(failed.value)
     assert message.startswith(f"{missing}: cannot load cluster configuration")
     assert "\n" not in message
+
+
+def test_credentials_that_are_not_base64_are_one_line_naming_the_file_without_them(tmp_path: Path) -> None:
+    """A user with a key but no certificate goes to the official client, which decodes the CA data itself."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1', certificate-authority-data: planted-ca}}]\n"
+        "users: [{name: u, user: {token: planted-token, client-key-data: planted-key}}]\n"
+        "contexts: [{name: x, context: {cluster: c, user: u}}]\n"
+    )
+    with pytest.raises(TerminalError) as failed:
+        KubeCluster(kubeconfig)
+    message = str(failed.value)
+    assert message.startswith(f"{kubeconfig}: cannot load cluster configuration")
+    assert "\n" not in message and "planted" not in message

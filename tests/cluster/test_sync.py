@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from widgets import widget_crd
 
+from gitsync import inventory as inventories
 from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.memo import DryRunMemo
@@ -363,6 +364,38 @@ def test_an_app_that_stops_rendering_the_environments_namespace_never_deletes_it
     assert live is not None and not live.get("metadata", {}).get("deletionTimestamp")
     assert cluster.get(ObjectId("", "ConfigMap", namespace, "a")) is not None
     assert result.inventory.objects == {ObjectId("", "ConfigMap", namespace, "a")}, "no longer gitsync's to prune"
+
+
+def test_prune_never_deletes_what_is_not_this_app_envs(
+    cluster: KubeCluster, store: ConfigMapStateStore, namespace: str
+) -> None:
+    """An inventory entry whose live object carries no ownership labels of this app-env (another environment's
+    object named by a forged inventory, or one another app took over) is released, never deleted."""
+    other_env = configmap(namespace, "prod-precious")
+    other_env.body["metadata"]["labels"][LABEL_ENV] = "prod"
+    taken_over = configmap(namespace, "moved")
+    taken_over.body["metadata"]["labels"][LABEL_APP] = "billing"
+    foreign = owned({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plain", "namespace": namespace}})
+    del foreign.body["metadata"]["labels"]
+    for manifest in (other_env, taken_over, foreign):
+        cluster.apply(manifest.body)
+    sync(cluster, store, namespace, configmap(namespace, "a"), configmap(namespace, "b"))
+    before = inventories.load(store, KEY, namespace)
+    forged = before.adding({other_env.id, taken_over.id, foreign.id})
+    inventories.save(store, KEY, namespace, forged, before)
+
+    result = sync(cluster, store, namespace, configmap(namespace, "a"))
+
+    assert actions(result) == {
+        f"ConfigMap/{namespace}/a": "unchanged",
+        f"ConfigMap/{namespace}/b": "deleted",
+        f"ConfigMap/{namespace}/prod-precious": "skipped",
+        f"ConfigMap/{namespace}/moved": "skipped",
+        f"ConfigMap/{namespace}/plain": "skipped",
+    }
+    for manifest in (other_env, taken_over, foreign):
+        assert cluster.get(manifest.id) is not None, f"{manifest.id} is not {KEY}'s to delete"
+    assert result.inventory.objects == {ObjectId("", "ConfigMap", namespace, "a")}
 
 
 def test_empty_render_never_prunes_unless_allowed(

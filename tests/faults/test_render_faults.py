@@ -144,6 +144,26 @@ HOSTILE = [
         f"{CM}:7: render took longer than 0.5 s",
     ),
     Fault(
+        "str-replace-of-itself",  # 10 GB, asked for in one C call
+        {CM: HEAD + '{% set s = "a" * 100000 %}    {{ s.replace("a", s) }}\n'},
+        f"{CM}:7: not allowed in templates: width or count 10000000000 is too large (limit 4194304)",
+    ),
+    Fault(
+        "format-repeating-an-argument",
+        {CM: HEAD + '{% set s = "a" * 100000 %}    {{ ("{0}" * 100000).format(s) }}\n'},
+        f"{CM}:7: not allowed in templates: width or count 10004300000 is too large (limit 4194304)",
+    ),
+    Fault(
+        "characters-batched-into-lists",  # 442 MiB as Python objects
+        {CM: HEAD + '    {{ ("ab" * 2000000) | batch(1) | list | length }}\n'},
+        f"{CM}:7: not allowed in templates: more than 200000 items in one list or mapping",
+    ),
+    Fault(
+        "until-millions",
+        {CM: HEAD + "    {{ until(4000000) | length }}\n"},
+        f"{CM}:7: not allowed in templates: more than 200000 items in one list or mapping",
+    ),
+    Fault(
         "recursive-macro",
         {CM: HEAD + "{% macro f(n) %}{{ f(n + 1) }}{{ f(n + 1) }}{% endmacro %}{% if false %}{% endif %}{{ f(0) }}\n"},
         f"{CM}:7: recursion too deep (does a helper or tpl call itself?)",

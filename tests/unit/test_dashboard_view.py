@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
+import http.client
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from gitsync.audit import AuditRow
+from gitsync.dashboard.access import Open
 from gitsync.dashboard.charts import sparkline
+from gitsync.dashboard.read import Board
+from gitsync.dashboard.server import DashboardServer, Site
 from gitsync.dashboard.view import Forge, Tone, build_cell, promotion_chains, threshold_of
+from gitsync.errors import GitsyncError
 from gitsync.history import Release, Status
 from gitsync.ledger import LedgerEntry, ReleaseOutcome
 from gitsync.runtime.config import ConfigError, load
@@ -88,3 +94,37 @@ def test_the_dashboard_setting_is_off_unless_asked_for(tmp_path: Path) -> None:
     assert load(tmp_path / "b.yaml", environ={}).dashboard_listen == "127.0.0.1:3100"
     with pytest.raises(ConfigError, match=r"c.yaml:3: listen: expected host:port like 0.0.0.0:3100"):
         load(tmp_path / "c.yaml", environ={})
+
+
+class _NoCluster:
+    """A board whose every read fails as an unreachable cluster would (the server's warm-up read logs it)."""
+
+    def __getattr__(self, name: str) -> object:
+        raise GitsyncError("no cluster in this test")
+
+
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("127.0.0.1:{port}", 200),
+        ("localhost:{port}", 200),
+        ("LOCALHOST", 200),
+        ("attacker.example:{port}", 403),
+        ("127.0.0.1.attacker.example", 403),
+        ("", 403),
+    ],
+)
+def test_the_local_dashboard_refuses_a_page_that_rebinds_its_own_name_to_127_0_0_1(host: str, status: int) -> None:
+    """DNS rebinding: a web page whose name resolves to 127.0.0.1 would otherwise read the board with the user's
+    kubeconfig; only the loopback names are served (the stylesheet needs no cluster, so no board is read)."""
+    server = DashboardServer("127.0.0.1", 0, cast(Board, _NoCluster()), Site(".", None, "local"), Open())
+    server.start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        connection.putrequest("GET", "/static/dashboard.css", skip_host=True)
+        if host:
+            connection.putheader("Host", host.format(port=server.port))
+        connection.endheaders()
+        assert connection.getresponse().status == status
+    finally:
+        server.stop()

@@ -145,3 +145,13 @@ def test_webhook_secrets_are_read_from_the_mounted_secret(pod: dict[str, Any], a
     for provider, settings in agent_yaml["webhooks"].items():
         path = PurePosixPath(settings["secretFile"])
         assert any(path.is_relative_to(mount) for mount in secret_mounts), f"webhooks.{provider}: {path}"
+
+
+def test_the_installs_environment_namespaces_refuse_privileged_pods() -> None:
+    """Anyone who can merge writes the pods of an environment namespace; the install's own namespaces enforce Pod
+    Security "baseline" (no privileged pod, no hostPath onto the node's service-account tokens)."""
+    documents = [d for d in yaml.safe_load_all((MANIFESTS / "05-environment.yaml").read_text()) if d]
+    namespaces = [d for d in documents if d["kind"] == "Namespace"]
+    assert namespaces
+    for namespace in namespaces:
+        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"

@@ -11,6 +11,7 @@ import yaml
 
 from renderers import RenderError
 from renderers.chart import load_chart
+from renderers.sandbox import time_limit
 from renderers.templating import TemplateRun
 
 
@@ -134,6 +135,118 @@ def test_sandbox_bounds_memory_and_blocks_escapes(tmp_path: Path, template: str,
     with pytest.raises(RenderError, match=r"^apps/demo/templates/out\.yaml:1: ") as err:
         render_text(tmp_path, template, {"items": [1]})
     assert problem in str(err.value)
+
+
+GROWS = "{% set s = 'a' * 2100 %}{% set t = '\\t' * 2100 %}"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ s.replace('a', s) }}",
+        "{{ s.replace('', s) }}",
+        "{{ s | replace('', s) }}",
+        "{{ s.join(s) }}",
+        "{{ s.join(s | list | map('upper')) }}",
+        "{{ t.expandtabs(2100) }}",
+        "{{ s.translate({97: s}) }}",
+        "{{ s | wordwrap(1, true, s) }}",
+        "{{ ('%(a)s' * 2100) | format(a=s) }}",
+        "{{ ('%(a)s' * 2100) % {'a': s} }}",
+        "{{ ('{0}' * 2100).format(s) }}",
+        "{{ ('{a}' * 2100).format_map({'a': s}) }}",
+        "{{ printf('%[1]s' * 2100, s) }}",
+        "{{ regexReplaceAll('', s, s) }}",
+        "{{ regexReplaceAllLiteral('', s, s) }}",
+    ],
+)
+def test_a_string_call_that_would_grow_past_the_limit_is_refused_before_it_is_built(
+    tmp_path: Path, template: str
+) -> None:
+    """Each of these builds its result in one C call (4.4 M characters here; 10 GB with 100,000 characters, past
+    any memory the agent has): refused from the arguments ("width or count"), not after building it ("value")."""
+    with pytest.raises(
+        RenderError, match=r"^apps/demo/templates/out\.yaml:1: not allowed in templates: width or count"
+    ):
+        render_text(tmp_path, GROWS + template)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ until(300000) | length }}",
+        "{{ splitList(',', 'a,' * 300000) | length }}",
+        "{{ split(',', 'a,' * 300000) | length }}",
+        "{{ regexFindAll('a', 'a' * 300000, -1) | length }}",
+        "{{ regexSplit(',', 'a,' * 300000, -1) | length }}",
+        "{{ ('a\\n' * 300000).splitlines() | length }}",
+        "{{ ('a ' * 300000).split() | length }}",
+        "{{ ('a,' * 300000).split(',') | length }}",
+        "{{ ('a' * 300000) | list | length }}",
+        "{{ ('a' * 300000) | batch(1) | list | length }}",
+        "{{ ('a' * 300000) | list | map('upper') | list | length }}",
+    ],
+)
+def test_a_list_of_more_items_than_any_chart_needs_is_refused_as_it_is_made(tmp_path: Path, template: str) -> None:
+    """Small as text, large as objects: 4 M characters split or batched into items took 130-440 MiB before the
+    size check saw the result, past the agent's 256Mi with two renders at once."""
+    with pytest.raises(RenderError, match=r"^apps/demo/templates/out\.yaml:1: .*more than 200000 items"):
+        render_text(tmp_path, template)
+    assert render_text(tmp_path / "fine", template.replace("300000", "1000")) in ("1000", "1001")  # a,a,: 1001
+
+
+def test_wordwrap_takes_texts_it_wraps_in_well_under_the_time_limit(tmp_path: Path) -> None:
+    """A single long word is cut one line at a time, each cut copying the rest: 1 M characters took 23 s."""
+    with pytest.raises(RenderError, match=r"^apps/demo/templates/out\.yaml:1: wordwrap: 300000 characters, more"):
+        render_text(tmp_path, "{{ ('a' * 300000) | wordwrap(1) }}")
+    assert render_text(tmp_path / "fine", "{{ 'aaaa bb' | wordwrap(3) }}") == "aaa\na\nbb"
+
+
+@pytest.mark.timeout(30)
+def test_lists_are_added_in_linear_time(tmp_path: Path) -> None:
+    """Python's sum copies the total so far at every item, as concat measured it: 100,000 lists took 15 s and
+    over a minute inside one call the time limit cannot see."""
+    many = "{% set l = [[1]] * 100000 %}{{ l | sum(start=[]) | length }} {{ concat(*l) | length }}"
+    assert render_text(tmp_path, many) == "100000 100000"
+    assert render_text(tmp_path / "same", "{{ [[1], [2, 3]] | sum(start=[0]) }} {{ [1, 2] | sum }}") == "[0, 1, 2, 3] 3"
+    with pytest.raises(RenderError, match=r'can only concatenate list \(not "int"\) to list'):
+        render_text(tmp_path / "int", "{{ [[1], 2] | sum(start=[]) }}")
+
+
+def test_a_format_width_is_refused_in_str_format_too(tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match="format width is too large"):
+        render_text(tmp_path, "{{ '{:09999999}'.format(1) }}")
+
+
+@pytest.mark.timeout(30)
+def test_uniq_and_without_run_in_linear_time_and_keep_their_results(tmp_path: Path) -> None:
+    """Comparing every item with every other one took minutes for 300,000 items, inside one call the render's
+    time limit cannot see."""
+    many = "{% set l = range(100000) | list %}{{ uniq(l + l + l) | length }} {{ without(l + l, *l) | length }}"
+    assert render_text(tmp_path, many) == "100000 0"
+    kinds = (
+        "{{ uniq([1, 1, 'a', {'b': [1]}, {'b': [1]}, [2], [2]]) | toJson }}"
+        " {{ without([1, 2, {'a': 1}, [3]], 2, [3]) | toJson }}"
+    )
+    assert render_text(tmp_path / "kinds", kinds) == '[1,"a",{"b":[1]},[2]] [1,{"a":1}]'
+
+
+@pytest.mark.timeout(30)
+def test_patterns_run_in_time_linear_in_the_text_as_gos_regexp(tmp_path: Path) -> None:
+    """A pattern that backtracks exponentially in Python's re (34 characters: minutes inside one C call that the
+    render's time limit cannot interrupt, the whole agent frozen) answers at once, as in Helm (Go's RE2); so does a
+    semver range over one long word (quadratic before)."""
+    hostile = "{{ regexMatch('^(a+)+$', values.text) }} {{ regexReplaceAll('(a|aa)+$', values.text, '') | length }}"
+    assert render_text(tmp_path, hostile, {"text": "a" * 50_000 + "b"}) == "false 50001"
+    with pytest.raises(RenderError, match=r"semver: 'x+\.\.\. \(\d+ more characters\)$"):
+        render_text(tmp_path / "range", "{{ semverCompare(values.c, '1.0.0') }}", {"c": ">=0.1 " + "x" * 200_000})
+
+
+def test_patterns_go_refuses_are_refused_in_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(RenderError) as err:
+        render_text(tmp_path, "{{ regexMatch('(a)\\\\1', 'aa') }}")
+    assert str(err.value) == "apps/demo/templates/out.yaml:1: regex '(a)\\\\1': invalid escape sequence: \\1"
+    assert capfd.readouterr().err == "", "a chart's bad pattern is not written to the agent's stderr"
 
 
 @pytest.mark.parametrize("name", ["../chart.yaml", "/etc/passwd", "lib/../../x", "./out.yaml"])
@@ -500,3 +613,13 @@ def test_functions_that_change_a_dict_in_helm_leave_values_unchanged(tmp_path: P
         "{{ values.m | toString }} {{ d | toString }} {{ e | toString }}"
     )
     assert render_text(tmp_path, template, {"m": {"a": 1}}) == "map[a:1] map[a:1 b:2] map[a:1 c:3]"
+
+
+def test_the_time_limit_holds_inside_one_long_call(tmp_path: Path) -> None:
+    """Wrapping one long word at width 1 is a single filter call, running in Python, with no charge of the
+    template in it: without the watchdog it ran to its end however long it took."""
+    with time_limit(0.05), pytest.raises(RenderError) as err:
+        render_text(tmp_path, "{% set s = 'a' * 100000 %}\n{{ s | wordwrap(1) }}{{ s | wordwrap(1) }}")
+    assert str(err.value) == "apps/demo/templates/out.yaml:2: render took longer than 0.05 s"
+    with time_limit(5.0):
+        assert render_text(tmp_path / "quick", "{{ 'aaa' | wordwrap(1) }}") == "a\na\na"

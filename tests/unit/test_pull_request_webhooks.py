@@ -96,7 +96,15 @@ def test_forge_settings(tmp_path: Path) -> None:
     [
         ("forge:\n  kind: bitbucket\n  repo: o/r\n  tokenFile: /t\n", "agent.yaml:4: kind: unknown forge 'bitbucket'"),
         ("forge:\n  kind: gitea\n  repo: o/r\n  tokenFile: /t\n", "agent.yaml:3: url: required"),
-        ("forge:\n  kind: gitlab\n  url: https://u:p@gitlab.com\n  repo: o/r\n  tokenFile: /t\n", "agent.yaml:5: url:"),
+        (
+            "forge:\n  kind: gitlab\n  url: https://u:glpat-planted@gitlab.com\n  repo: o/r\n  tokenFile: /t\n",
+            "agent.yaml:5: url: expected an http(s) URL without credentials, like https://gitea.example.com:"
+            " 'https://***@gitlab.com'",
+        ),
+        (
+            "forge:\n  kind: gitea\n  url: http://g\n  repo: o/r\n  tokenFile: /t\n  targetUrl: ftp://u:glpat-planted@x\n",
+            "agent.yaml:8: targetUrl: expected an http(s) URL: 'ftp://***@x'",
+        ),
         ("forge:\n  kind: github\n  repo: deploy\n  tokenFile: /t\n", "agent.yaml:5: repo: expected owner/name"),
         ("forge:\n  kind: github\n  repo: o/r\n", "agent.yaml:3: tokenFile: required"),
         ("forge:\n  kind: github\n  repo: o/r\n  tokenFile: /t\n  token: abc\n", "agent.yaml:7: token: unknown field"),
@@ -106,3 +114,4 @@ def test_forge_errors_name_the_line_and_field(tmp_path: Path, forge: str, error:
     with pytest.raises(ConfigError) as failed:
         load(write(tmp_path, forge), {})
     assert str(failed.value).startswith(error), str(failed.value)
+    assert "planted" not in str(failed.value), "a credential in a URL is never echoed"

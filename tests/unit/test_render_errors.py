@@ -127,6 +127,29 @@ CASES = [
     ),
     pytest.param(
         {
+            "d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gitsync.other.dev.inventory\n"
+            "  annotations: {gitsync.dev/force-conflicts: 'true'}\n"
+            'data:\n  inventory.json: \'{"objects": ["Deployment.apps/prod/web"]}\'\n'
+        },
+        "",
+        "apps/web/templates/d.yaml:1: ConfigMap/web-dev/gitsync.other.dev.inventory: ConfigMap names starting with"
+        " 'gitsync.' are reserved for gitsync's own state records (status, inventory, history, rollout); rename it",
+        id="forged-state-record",
+    ),
+    pytest.param(
+        {"d.yaml": "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData: {{ values.pw | quote }}\n"},
+        "pw: hunter2-planted\n",
+        "apps/web/templates/d.yaml:1: Secret/s: stringData must be a mapping of keys to values",
+        id="secret-payload-not-a-mapping",
+    ),
+    pytest.param(
+        {"d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  labels: {gitsync.dev/state: status}\n"},
+        "",
+        "apps/web/templates/d.yaml:1: ConfigMap/c: label gitsync.dev/state is reserved for gitsync's own state records",
+        id="state-label",
+    ),
+    pytest.param(
+        {
             "d.yaml": "# two\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n"
             "  metadata: {name: a}\n- {apiVersion: v1, kind: ConfigMap, metadata: {}}\n"
         },
@@ -219,6 +242,29 @@ def test_error_names_file_line_and_problem(
     assert message.startswith(expected), message
 
 
+@pytest.mark.parametrize("name", ["kube-system", "shop-prod"])
+def test_an_environment_declares_only_namespaces_it_may_put_objects_in(tmp_path: Path, name: str) -> None:
+    """Owning a Namespace is owning everything in it (prune deletes it when it leaves the render), so even with
+    cluster-scoped objects allowed an environment declares only its own namespace and its allowedNamespaces."""
+    templates = {"ns.yaml": f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"}
+    env = "namespace: web-dev\napps: [web]\nallowedNamespaces: [monitoring]\nallowClusterScoped: true\n"
+    assert render_error(make_repo(tmp_path, templates, env=env)) == (
+        f"apps/web/templates/ns.yaml:1: Namespace/{name} is not environment dev's: an environment declares only its"
+        " namespace 'web-dev' or one of its allowedNamespaces"
+    )
+    for allowed in ("web-dev", "monitoring"):
+        templates["ns.yaml"] = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {allowed}\n"
+        rendered = render_app(make_repo(tmp_path / allowed, templates, env=env), "dev", "web")
+        assert [str(m.id) for m in rendered.manifests] == [f"Namespace/{allowed}"]
+
+
+def test_a_problem_megabytes_long_is_cut_to_a_line_fit_for_a_status(tmp_path: Path) -> None:
+    """fail(), required() or a function quoting its input can carry megabytes; the agent writes the message to
+    ConfigMaps of 1 MiB at most and to Events."""
+    message = render_error(make_repo(tmp_path, {"d.yaml": "{{ fail('x' * 3000000) }}\n"}))
+    assert message == "apps/web/templates/d.yaml:1: fail: " + "x" * 994 + "... (2999006 more characters)"
+
+
 def test_environment_settings_allow_other_namespaces_and_cluster_scoped_objects(tmp_path: Path) -> None:
     templates = {
         "d.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: monitoring\n---\n"
@@ -258,6 +304,10 @@ def test_environment_settings_allow_other_namespaces_and_cluster_scoped_objects(
         (
             "namespace: web-dev\napps:\n  - web\n  - ../shared\n",
             "environments/dev/env.yaml:2: apps: '../shared' is not a DNS label (the name of a folder under apps/)",
+        ),
+        (
+            "namespace: web-dev\napps: [web]\nlabels: {gitsync.dev/state: inventory}\n",
+            "environments/dev/env.yaml:3: labels: gitsync.dev/state is reserved for gitsync's own state records",
         ),
     ],
 )

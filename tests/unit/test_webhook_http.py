@@ -82,6 +82,19 @@ def test_oversized_body_is_413_without_reading_it(served: tuple[int, Recorder]) 
     assert recorder.pushes == []
 
 
+@pytest.mark.parametrize("length", ["\u00b2", "-1", "1e3", ""])
+def test_a_content_length_that_is_not_a_number_is_411(served: tuple[int, Recorder], length: str) -> None:
+    """Superscript two is a digit to str.isdigit but not to int(): it must not crash the handler."""
+    port, recorder = served
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.putrequest("POST", "/webhooks/github")
+    conn.putheader("Content-Length", length)
+    conn.endheaders()
+    assert conn.getresponse().status == 411
+    conn.close()
+    assert recorder.pushes == []
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
