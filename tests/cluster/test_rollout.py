@@ -22,6 +22,7 @@ from gitsync.adapters.prometheus import PrometheusClient
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.analysis.measure import Measurer
 from gitsync.cli.status import _rollout_lines
+from gitsync.errors import InvalidObjectError
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, Manifest, ObjectId
 from gitsync.strategy import control
 from gitsync.strategy.executor import PART, RolloutExecutor, StepOutcome, advance
@@ -363,6 +364,21 @@ def test_new_commit_mid_rollout_supersedes_it(lab: Lab) -> None:
     control.request(lab.store, KEY, lab.namespace, CommandName.PROMOTE, lab.clock.now(), "test")
     lab.drive(v3, lambda o: o.phase is Phase.HEALTHY, timeout=60)
     lab.wait("only v3", lambda: lab.versions() == {"v3": REPLICAS})
+
+
+def test_canary_of_a_changed_selector_is_refused_before_anything_runs(lab: Lab) -> None:
+    """The stable Deployment's selector is immutable, so the canary could never be promoted to it: refused at once,
+    in one line naming the object and the field, instead of running every step and sticking in Promoting."""
+    released(lab, PAUSES)
+    v2 = app(lab.namespace, "v2", PAUSES)
+    body = v2.manifests[0].body
+    body["spec"]["selector"]["matchLabels"]["tier"] = "web"
+    body["spec"]["template"]["metadata"]["labels"]["tier"] = "web"
+    with pytest.raises(InvalidObjectError) as refused:
+        lab.step(v2)
+    assert str(refused.value).startswith(f"Deployment.apps/{lab.namespace}/web: field is immutable: spec.selector:")
+    assert refused.value.immutable and lab.deploy("web-canary") is None and lab.state()["phase"] == "Healthy"
+    assert lab.versions() == {"v1": REPLICAS}
 
 
 def blue_green(**extra: Any) -> dict[str, Any]:
