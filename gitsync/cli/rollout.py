@@ -41,6 +41,7 @@ advance_option = click.option(
 
 def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandName, advance: bool) -> None:
     import renderers
+    from gitsync.adapters.checkout import LocalCheckout
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.http_check import HttpClient
     from gitsync.adapters.prometheus import PrometheusClient
@@ -51,7 +52,10 @@ def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandN
 
     logging.configure("auto")
     try:
-        rendered = renderers.render_app(repo, env, app, trees=LocalTrees(repo))
+        # The checkout's revision, as `gitsync sync` records it: a rollout this step starts (a retry, a new
+        # template) names its commit, and a chart that puts the revision in the pod template renders the same.
+        revision = LocalCheckout(repo).resolve().revision or None
+        rendered = renderers.render_app(repo, env, app, revision=revision, trees=LocalTrees(repo))
         cluster = connect(kubeconfig)
         store = ConfigMapStateStore(cluster)
         clock = SystemClock()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -143,3 +144,29 @@ def test_cli_sync_leaves_a_canary_workload_to_the_rollout(repo: Path, kubelab, n
     after = cluster.get(stable)
     assert after is not None
     assert after["spec"]["template"] == before["spec"]["template"], "stable keeps the old release until promotion"
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def test_a_rollout_the_cli_restarts_names_the_commit_as_sync_does(repo: Path, kubelab, namespace: str) -> None:
+    """`gitsync rollout retry` runs the step that starts the rollout again: its state, history and events name the
+    checkout's commit, as `gitsync sync` does, not an empty revision (the template hash stood in for it)."""
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "v1")
+    args = ["--repo", str(repo), "--env", "staging", "--kubeconfig", str(kubelab.kubeconfig)]
+    assert CliRunner().invoke(main, ["sync", *args]).exit_code == 0
+    set_message(repo, "v2")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "v2")
+    head = git(repo, "rev-parse", "HEAD")
+    assert CliRunner().invoke(main, ["sync", *args]).exit_code == 0
+    for command in ("abort", "retry"):
+        result = CliRunner().invoke(main, ["rollout", command, *args, "--app", "podinfo"])
+        assert result.exit_code == 0, result.output
+    store = ConfigMapStateStore(KubeCluster(kubelab.kubeconfig))
+    status = control.describe_rollout(store, AppEnv("podinfo", "staging"), namespace)
+    assert (status["phase"], status["revision"]) == ("Progressing", head)
+    assert status["history"][-1]["revision"] == head
