@@ -109,16 +109,26 @@ def _pre_analysis(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
 
 
 def _gate(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
+    if d.promoted:
+        d.state = replace(d.state, promoted_at=d.now)
     s, new = d.state, tracks(d.state, d.policy)[1]
-    if not d.promoted and bg.auto_promotion_seconds > 0:
+    promoted = bool(s.promoted_at)
+    if not promoted and bg.auto_promotion_seconds > 0:
         remaining = s.step_started_at + bg.auto_promotion_seconds - d.now
         if remaining > 0:
             message = f"switching in {remaining:.0f}s (autoPromotionSeconds) or on gitsync rollout promote"
             d.state = replace(s, message=message)
             return d.done(remaining)
-    elif not d.promoted and not bg.auto_promotion:
+    elif not promoted and not bg.auto_promotion:
         pause(d, "autoPromotion is off: waiting for gitsync rollout promote")
         return d.done()
+    obs = d.obs
+    if not (obs.new.rolled and obs.new.ready >= obs.total):
+        # Ready when the preview came up, but a pod may have gone since (evicted, restarted, a failing probe): the
+        # active Service is switched only to a colour whose every pod is Ready, as Argo Rollouts switches only to
+        # a fully available ReplicaSet.
+        d.state = replace(d.state, message=f"switch waits for the preview: {obs.new.ready}/{obs.total} Ready")
+        return d.await_change()
     d.actions.append(Route(ServiceRole.ACTIVE, new))
     d.state = replace(d.state, phase=Phase.PROMOTING, switched_at=d.now)
     d.emit(Reason.ROLLOUT_SWITCHED, f"{s.revision or s.target_hash}: active Service now on {new}")

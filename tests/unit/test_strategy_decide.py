@@ -632,6 +632,24 @@ BG_ROWS = [
     ),
     ("autoPromotion off pauses before the switch", bg(2), obs(new=w(4, 4, NEW)), MANUAL_BG, Phase.PAUSED, 2, []),
     (
+        "the switch waits while a preview pod is not Ready",
+        bg(2),
+        obs(new=w(4, 3, NEW)),
+        BLUE_GREEN,
+        Phase.PROGRESSING,
+        2,
+        [],
+    ),
+    (
+        "... also when promoted by hand",
+        bg(2, Phase.PAUSED),
+        obs(new=w(4, 3, NEW), command=CommandName.PROMOTE),
+        MANUAL_BG,
+        Phase.PROGRESSING,
+        2,
+        [],
+    ),
+    (
         "promote switches",
         bg(2, Phase.PAUSED),
         obs(new=w(4, 4, NEW), command=CommandName.PROMOTE),
@@ -741,6 +759,13 @@ BG_ROWS = [
 def test_blue_green_transitions(state, observation, policy: RolloutPolicy, phase, step, actions) -> None:
     d = decide(state, observation, policy, NOW)
     assert (d.state.phase, d.state.step, kinds(d)) == (phase, step, actions)
+
+
+def test_blue_green_promoted_while_a_preview_pod_is_not_ready_switches_once_it_is() -> None:
+    waiting = decide(bg(2, Phase.PAUSED), obs(new=w(4, 3, NEW), command=CommandName.PROMOTE), MANUAL_BG, NOW)
+    assert kinds(waiting) == [] and waiting.state.message == "switch waits for the preview: 3/4 Ready"
+    later = decide(waiting.state, obs(new=w(4, 4, NEW)), MANUAL_BG, NOW + 1)  # the promote is not asked again
+    assert (later.state.phase, kinds(later)) == (Phase.PROMOTING, [Route(ServiceRole.ACTIVE, Track.GREEN)])
 
 
 def test_blue_green_completion_flips_the_stable_colour() -> None:
