@@ -31,13 +31,14 @@ from gitsync.strategy.draft import (
     scale_new_down,
     start,
     stay_on_stable,
+    wait_for_human,
 )
 from gitsync.strategy.model import Decision, Deploy, Fold, FoldStage, Scale, Track
 from gitsync.strategy.policy import Step, StepKind
 from gitsync.strategy.replicas import split
 from gitsync.strategy.state import Phase, RolloutOutcome
 
-__all__ = ["MOVES", "STEPS", "progress", "promoting", "settled"]
+__all__ = ["MOVES", "STEPS", "paused", "progress", "promoting", "settled"]
 
 
 def settled(d: Draft) -> Decision:
@@ -81,11 +82,21 @@ def progress(d: Draft) -> Decision:
             return d.await_change() if any(isinstance(a, Scale) for a in d.actions) else promoting(d)
         step = steps[s.step]
         d.state = replace(s, message=f"step {s.step + 1}/{len(steps)}: {step.describe()}")
+        waiting = _hold_weight(d) if step.kind is not StepKind.SET_WEIGHT else None
+        if waiting is not None:
+            return waiting
         waiting = STEPS[step.kind](d, step)
         if waiting is not None:
             return waiting
         complete_step(d)
     return d.done(0.0)
+
+
+def paused(d: Draft) -> Decision:
+    """Paused (an indefinite pause, inconclusive analysis): nothing moves on until a human says so, but the split
+    follows a change of the desired replicas (``_hold_weight``)."""
+    waiting = _hold_weight(d)
+    return waiting if waiting is not None else wait_for_human(d)
 
 
 def promoting(d: Draft) -> Decision:
@@ -170,6 +181,23 @@ def _set_weight(d: Draft, step: Step) -> Decision | None:
         d.actions.append(Deploy(Track.CANARY, target.canary))
     d.state = replace(d.state, weight=target.realised)
     return None
+
+
+def _hold_weight(d: Draft) -> Decision | None:
+    """Between setWeight steps (a pause, an analysis, waiting for a human) the tracks keep the weight reached at
+    the desired replicas: a commit that only scales the app is applied at once, as Argo Rollouts scales a paused
+    canary, not at the next setWeight (which may be behind an indefinite pause). None when the split holds."""
+    steps = d.policy.canary.steps
+    weight = next((steps[i].weight for i in range(d.state.step - 1, -1, -1) if steps[i].kind is StepKind.SET_WEIGHT), 0)
+    target = split(d.obs.total, weight)
+    if not weight or (d.obs.new.replicas, d.obs.stable.replicas) == (target.canary, target.stable):
+        return None
+    if any(isinstance(a, Deploy | Scale) for a in d.actions):  # the setWeight just done: not observed yet
+        return None
+    message = d.state.message
+    waiting = _set_weight(d, Step(StepKind.SET_WEIGHT, weight=weight))
+    d.state = replace(d.state, message=message if waiting is None else d.state.message)
+    return waiting
 
 
 def _pause(d: Draft, step: Step) -> Decision | None:

@@ -35,7 +35,7 @@ TABLE: Mapping[tuple[Phase, Strategy], Handler] = {
     (Phase.HEALTHY, Strategy.CANARY): canary.settled,
     (Phase.ABORTED, Strategy.CANARY): canary.settled,
     (Phase.PROGRESSING, Strategy.CANARY): canary.progress,
-    (Phase.PAUSED, Strategy.CANARY): wait_for_human,
+    (Phase.PAUSED, Strategy.CANARY): canary.paused,
     (Phase.PROMOTING, Strategy.CANARY): canary.promoting,
     (Phase.IDLE, Strategy.BLUE_GREEN): bluegreen.settled,
     (Phase.HEALTHY, Strategy.BLUE_GREEN): bluegreen.settled,

@@ -449,6 +449,42 @@ def test_canary_transitions(state, observation, phase, step, actions, requeue) -
     assert (d.state.phase, d.state.step, kinds(d), d.requeue_after) == (phase, step, actions, requeue)
 
 
+def scaled_to(total: int, observation: Observation) -> Observation:
+    return replace(observation, total=total)
+
+
+@pytest.mark.parametrize(
+    ("state", "observation", "actions"),
+    [
+        # CANARY's step 3 is `pause: {}` after setWeight 25: 1 canary + 3 stable of 4; the commit asks for 8.
+        (
+            running(3, Phase.PAUSED, weight=25),
+            scaled_to(8, obs(stable=w(3), new=w(1, 1, NEW))),
+            [Deploy(Track.CANARY, 2)],
+        ),
+        (
+            running(3, Phase.PAUSED, weight=25),
+            scaled_to(8, obs(stable=w(3), new=w(2, 2, NEW))),
+            [Scale(Track.STABLE, 6)],
+        ),
+        (running(1, weight=25), scaled_to(8, obs(stable=w(3), new=w(1, 1, NEW))), [Deploy(Track.CANARY, 2)]),
+        # scaled down: the stable shrinks, the canary after it (stable first on the way down)
+        (
+            running(3, Phase.PAUSED, weight=25),
+            scaled_to(2, obs(stable=w(3), new=w(1, 1, NEW))),
+            [Scale(Track.STABLE, 1)],
+        ),
+        (running(3, Phase.PAUSED, weight=25), obs(stable=w(3), new=w(1, 1, NEW)), []),
+    ],
+    ids=["paused: canary first", "paused: then stable", "timed pause: canary first", "scaled down", "unchanged"],
+)
+def test_a_scale_only_commit_mid_canary_is_applied_at_the_weight_reached(state, observation, actions) -> None:
+    """Argo Rollouts scales a paused canary at once; the split waited for the next setWeight, behind an
+    indefinite pause for as long as nobody promoted it."""
+    d = decide(state, observation, CANARY, NOW)
+    assert (d.state.phase, d.state.step, kinds(d)) == (state.phase, state.step, actions)
+
+
 def analysis_state(*runs: CheckRun) -> RolloutState:
     return running(2, checks=runs)
 
