@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -130,11 +130,12 @@ def command(
             error = result
         else:
             try:
-                return app_status(rendered, cluster, result, home)
+                return located(repo, rendered, app_status(rendered, cluster, result, home))
             except GitsyncError as e:
                 error = e
         failures.append(error)
-        return unplanned_status(rendered.app_env, rendered.namespace, cluster, error, home, digest=rendered.digest)
+        row = unplanned_status(rendered.app_env, rendered.namespace, cluster, error, home, digest=rendered.digest)
+        return located(repo, rendered, row)
 
     def unrendered(name: str, error: GitsyncError) -> AppStatus:
         """The row of an app that did not render: awaiting its first promotion (not a failure: nothing is due
@@ -155,6 +156,23 @@ def command(
     retry = retry_of_all(retry_of(e) for e in failures)
     if retry is not None:
         sys.exit(exit_status(retry))
+
+
+def located(repo: Path, rendered: RenderedApp, status: AppStatus) -> AppStatus:
+    """A check whose message starts with the field of the values at fault (a query Prometheus refused:
+    ``rollout.analysis.checks[1].query: ...``) names the values file and line instead, as a bad ``rollout:`` block
+    does: the agent that measured it had no checkout at hand."""
+    from gitsync.cli.render import policy_error_line
+    from gitsync.strategy.policy import PolicyError
+
+    checks = []
+    for check in status.rollout.get("analysis", []) if status.rollout else []:
+        field, sep, problem = str(check.get("message") or "").partition(": ")
+        if sep and field.startswith("rollout.") and " " not in field:
+            error = PolicyError(check["message"], field=field, problem=problem)
+            check = {**check, "message": policy_error_line(repo, rendered, error)}
+        checks.append(check)
+    return replace(status, rollout={**status.rollout, "analysis": checks}) if checks else status
 
 
 def app_status(
