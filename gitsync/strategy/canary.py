@@ -36,7 +36,7 @@ from gitsync.strategy.draft import (
 from gitsync.strategy.model import Decision, Deploy, Fold, FoldStage, Scale, Track
 from gitsync.strategy.policy import Step, StepKind
 from gitsync.strategy.replicas import split
-from gitsync.strategy.state import Phase, RolloutOutcome
+from gitsync.strategy.state import CommandName, Phase, RolloutOutcome
 
 __all__ = ["MOVES", "STEPS", "paused", "progress", "promoting", "settled"]
 
@@ -161,6 +161,12 @@ def _set_weight(d: Draft, step: Step) -> Decision | None:
     growing = target.canary >= canary.replicas or not canary_current
     if growing:
         # Canary first: stable shrinks only when the canary's pods are Ready.
+        if not canary_current and canary.ready and not _stable_back(d):
+            # A superseded canary still serving: the stable is back at full strength before it is replaced.
+            if stable.replicas < obs.total or stable.paused:
+                d.actions.append(Scale(Track.STABLE, obs.total))
+            d.state = replace(d.state, message=f"{d.state.message}: stable {stable.ready}/{obs.total} Ready first")
+            return d.await_change()
         if not canary_current or canary.replicas != target.canary:
             d.actions.append(Deploy(Track.CANARY, target.canary))
             d.state = replace(d.state, message=f"{d.state.message}: canary 0/{target.canary} Ready")
@@ -230,13 +236,23 @@ def _enter_promoting(d: Draft) -> None:
     d.state = replace(d.state, phase=Phase.PROMOTING, step=steps, step_started_at=d.now, checks=())
 
 
-def _restore(d: Draft) -> None:
-    """Traffic back to stable in one step; repeated while aborted, so a half-done restore is finished."""
+def _restore(d: Draft, *, at_once: bool = False) -> None:
+    """Traffic back to stable; repeated while aborted, so a half-done restore is finished. The stable grows first
+    and the canary's Ready pods go only once the stable's are Ready, so Ready capacity never drops below the
+    desired replicas (a human's abort, a new revision); ``at_once`` (failing pods, failed analysis) takes the
+    canary out in the same step, capacity or not: it is what the evidence says is broken."""
     obs = d.obs
     if obs.stable.replicas < obs.total:
         d.actions.append(Scale(Track.STABLE, obs.total))
-    if obs.new.replicas:
+    if obs.new.replicas and (at_once or not obs.new.ready or _stable_back(d)):
         d.actions.append(Scale(Track.CANARY, 0))
+
+
+def _stable_back(d: Draft) -> bool:
+    """The stable runs the desired replicas, all Ready, as its controller counted them after the latest scale (a
+    count read before the controller saw a scale-down still holds the pods it removed)."""
+    stable = d.obs.stable
+    return stable.replicas >= d.obs.total and stable.rolled and stable.ready >= d.obs.total
 
 
 def _roll_back(d: Draft) -> bool:
@@ -245,7 +261,8 @@ def _roll_back(d: Draft) -> bool:
         d.state = replace(d.state, message=message)
         d.emit(Reason.ABORT_IGNORED, message)
         return False
-    _restore(d)
+    # a human's abort keeps capacity; failing pods or failed analysis take the canary out at once
+    _restore(d, at_once=d.obs.command is None or d.obs.command.name is not CommandName.ABORT)
     return True
 
 
