@@ -417,6 +417,27 @@ def test_blue_green_switches_the_active_service_and_scales_down_after_the_delay(
     assert lab.state()["activeColor"] == "green"
 
 
+def test_blue_green_rolls_out_a_changed_selector_to_the_empty_colour(lab: Lab) -> None:
+    """A Deployment's selector is immutable, but blue-green runs the new version in the other colour, which sits at
+    zero: it is made again under the new selector, and the switch points the active Service at it."""
+    rollout = blue_green(scaleDownDelaySeconds=0)
+    services = ("web", "web-preview")
+    released(lab, rollout, services=services)
+    lab.drive(app(lab.namespace, "v2", rollout, services=services), lambda o: o.phase is Phase.HEALTHY)
+    assert lab.replicas("web-blue") == 0, "the old colour waits at zero"
+    v3 = app(lab.namespace, "v3", rollout, services=services)
+    for manifest in v3.manifests:
+        if manifest.id.kind == "Service":
+            manifest.body["spec"]["selector"]["tier"] = "web"
+        else:
+            manifest.body["spec"]["selector"]["matchLabels"]["tier"] = "web"
+            manifest.body["spec"]["template"]["metadata"]["labels"]["tier"] = "web"
+    lab.drive(v3, lambda o: o.phase is Phase.HEALTHY)
+    assert lab.selector("web") == {"app": "web", "tier": "web", "gitsync.dev/color": "blue"}
+    assert lab.deploy("web-blue")["spec"]["selector"]["matchLabels"]["tier"] == "web"  # type: ignore[index]
+    lab.wait("only v3 serves", lambda: lab.versions() == {"v3": REPLICAS})
+
+
 def test_blue_green_post_promotion_failure_switches_back(lab: Lab, metrics) -> None:
     rollout = blue_green(
         postPromotionAnalysis={
