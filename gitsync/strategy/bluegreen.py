@@ -105,6 +105,8 @@ def _preview(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
 
 
 def _pre_analysis(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
+    if d.state.full:
+        return None
     return None if run_analysis(d, MOVES, bg.pre_promotion, "prePromotionAnalysis") else d.done()
 
 
@@ -112,7 +114,7 @@ def _gate(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
     if d.promoted:
         d.state = replace(d.state, promoted_at=d.now)
     s, new = d.state, tracks(d.state, d.policy)[1]
-    promoted = bool(s.promoted_at)
+    promoted = bool(s.promoted_at) or s.full
     if not promoted and bg.auto_promotion_seconds > 0:
         remaining = s.step_started_at + bg.auto_promotion_seconds - d.now
         if remaining > 0:
@@ -136,6 +138,8 @@ def _gate(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
 
 
 def _post_analysis(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
+    if d.state.full:
+        return None
     return None if run_analysis(d, MOVES, bg.post_promotion, "postPromotionAnalysis") else d.done()
 
 
@@ -246,11 +250,14 @@ def _begin(d: Draft, retry: bool) -> None:
 
 
 def _promote_full(d: Draft) -> None:
-    """Switch now (unless switched already) and go straight to the scale-down."""
-    if d.state.step < BlueGreenStep.POST_ANALYSIS:
-        d.actions.append(Route(ServiceRole.ACTIVE, tracks(d.state, d.policy)[1]))
-        d.state = replace(d.state, switched_at=d.now)
-    d.state = replace(d.state, phase=Phase.PROMOTING, step=BlueGreenStep.SCALE_DOWN, step_started_at=d.now)
+    """Skip the analyses and the gate: switch as soon as every preview pod is Ready (``_gate``; at once when they
+    are), then the scale-down. Switching to a preview still coming up would send the active Service's traffic to
+    pods that are not Ready."""
+    s = d.state
+    if s.step < BlueGreenStep.POST_ANALYSIS:
+        d.state = replace(s, phase=Phase.PROGRESSING, full=True)
+    else:
+        d.state = replace(s, phase=Phase.PROMOTING, step=BlueGreenStep.SCALE_DOWN, step_started_at=d.now, full=True)
 
 
 def _passes_on_promote(d: Draft) -> bool:

@@ -187,6 +187,7 @@ def start(d: Draft, *, retry: bool, background: AnalysisSpec | None = None, acti
         ready_at=0.0,
         switched_at=0.0,
         promoted_at=0.0,
+        full=False,
         checks=(),
         background=started(background, d.now) if background is not None else (),
         passed=(),

@@ -840,6 +840,16 @@ def test_blue_green_promoted_while_a_preview_pod_is_not_ready_switches_once_it_i
     assert (later.state.phase, kinds(later)) == (Phase.PROMOTING, [Route(ServiceRole.ACTIVE, Track.GREEN)])
 
 
+def test_blue_green_promote_full_skips_the_analyses_but_switches_only_to_a_ready_preview() -> None:
+    asked = decide(bg(0), obs(new=w(4, 1, NEW), command=CommandName.PROMOTE_FULL), BLUE_GREEN, NOW)
+    assert Route(ServiceRole.ACTIVE, Track.GREEN) not in kinds(asked), "switched to a preview 1/4 Ready"
+    waiting = decide(asked.state, obs(new=w(4, 3, NEW)), BLUE_GREEN, NOW + 1)
+    assert (waiting.state.step, kinds(waiting)) == (0, [])
+    switched = decide(waiting.state, obs(new=w(4, 4, NEW)), BLUE_GREEN, NOW + 2)
+    assert kinds(switched) == [Route(ServiceRole.ACTIVE, Track.GREEN)], "prePromotionAnalysis was not skipped"
+    assert (switched.state.phase, switched.state.step) == (Phase.PROMOTING, 4), "postPromotionAnalysis ran"
+
+
 def test_blue_green_completion_flips_the_stable_colour() -> None:
     d = decide(bg(4, Phase.PROMOTING, switched_at=NOW - 5), obs(new=w(4, 4, NEW)), BLUE_GREEN, NOW)
     assert (d.state.stable_color, d.state.stable_hash) == ("green", NEW)
