@@ -159,6 +159,11 @@ def command(
 
 
 def located(repo: Path, rendered: RenderedApp, status: AppStatus) -> AppStatus:
+    """``status`` with its rollout's checks ``located_checks``."""
+    return replace(status, rollout=located_checks(repo, rendered, status.rollout)) if status.rollout else status
+
+
+def located_checks(repo: Path, rendered: RenderedApp, rollout: Json) -> Json:
     """A check whose message starts with the field of the values at fault (a query Prometheus refused:
     ``rollout.analysis.checks[1].query: ...``) names the values file and line instead, as a bad ``rollout:`` block
     does: the agent that measured it had no checkout at hand."""
@@ -166,13 +171,13 @@ def located(repo: Path, rendered: RenderedApp, status: AppStatus) -> AppStatus:
     from gitsync.strategy.policy import PolicyError
 
     checks = []
-    for check in status.rollout.get("analysis", []) if status.rollout else []:
+    for check in rollout.get("analysis", []):
         field, sep, problem = str(check.get("message") or "").partition(": ")
         if sep and field.startswith("rollout.") and " " not in field:
             error = PolicyError(check["message"], field=field, problem=problem)
             check = {**check, "message": policy_error_line(repo, rendered, error)}
         checks.append(check)
-    return replace(status, rollout={**status.rollout, "analysis": checks}) if checks else status
+    return {**rollout, "analysis": checks} if checks else rollout
 
 
 def app_status(
@@ -288,13 +293,13 @@ def _table(env: str, rows: Sequence[AppStatus]) -> None:
             console.print(Text(f"{row.app}: applied to cluster {row.agent.cluster}"), soft_wrap=True)
         if row.agent.promotion:  # a receiving environment: what the promote stage last did
             console.print(Text(f"{row.app}: promotion {row.agent.promotion}"), soft_wrap=True)
-        for line in _rollout_lines(row.rollout):
+        for line in rollout_lines(row.rollout):
             console.print(Text(f"{row.app}: {line}"), soft_wrap=True)
         for error in row.errors:
             console.print(Text(f"{row.app}: {error}", style="red"), soft_wrap=True)
 
 
-def _rollout_lines(rollout: Json) -> list[str]:
+def rollout_lines(rollout: Json) -> list[str]:
     """The rollout in a few lines: phase, step and weight, then each check's latest verdict and value."""
     if not rollout:
         return []

@@ -21,7 +21,7 @@ from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.prometheus import PrometheusClient
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.analysis.measure import Measurer
-from gitsync.cli.status import _rollout_lines
+from gitsync.cli.status import rollout_lines
 from gitsync.errors import InvalidObjectError
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, Manifest, ObjectId
 from gitsync.strategy import control
@@ -564,10 +564,10 @@ def test_blue_green_dropped_hands_over_to_the_rendered_deployment_and_removes_bo
     colours = {ObjectId("apps", "Deployment", lab.namespace, f"web-{colour}") for colour in ("blue", "green")}
     assert first.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")} | colours, "sync leaves them to it"
     assert lab.ready("web-green") == REPLICAS, "the active colour serves until `web` is Ready"
-    shown = _rollout_lines(lab.state())  # what `gitsync status` prints meanwhile
+    shown = rollout_lines(lab.state())  # what `gitsync status` prints meanwhile
     assert shown[0].startswith("rollout: rolling update: web ") and shown[1] == "  retiring: web-blue, web-green"
     lab.drive(v2, lambda o: o.settled)
-    assert _rollout_lines(lab.state()) == [], "a settled rolling app shows no rollout"
+    assert rollout_lines(lab.state()) == [], "a settled rolling app shows no rollout"
     assert lab.deploy("web-blue") is None and lab.deploy("web-green") is None
     assert not colours & inventories.load(lab.store, KEY, lab.namespace).objects, "removed tracks leave the inventory"
     assert lab.ready("web") == REPLICAS

@@ -166,6 +166,13 @@ def test_a_rollout_the_cli_restarts_names_the_commit_as_sync_does(repo: Path, ku
     for command in ("abort", "retry"):
         result = CliRunner().invoke(main, ["rollout", command, *args, "--app", "podinfo"])
         assert result.exit_code == 0, result.output
+        shown = CliRunner().invoke(main, ["rollout", "status", *args, "--app", "podinfo"])
+        if command == "abort":  # as `kubectl argo rollouts status` exits 1 for a Degraded rollout
+            assert shown.exit_code == 1 and "podinfo@staging: rollout Aborted" in shown.stdout, shown.output
+            assert "podinfo@staging:   aborted: aborted by gitsync rollout abort" in shown.stdout
+        else:
+            assert shown.exit_code == 0 and "podinfo@staging: rollout Progressing" in shown.stdout, shown.output
+        assert f"podinfo@staging:   history: aborted {head[:12]}: aborted by gitsync rollout abort" in shown.stdout
     store = ConfigMapStateStore(KubeCluster(kubelab.kubeconfig))
     status = control.describe_rollout(store, AppEnv("podinfo", "staging"), namespace)
     assert (status["phase"], status["revision"]) == ("Progressing", head)
