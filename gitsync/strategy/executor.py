@@ -145,7 +145,7 @@ def advance(
     command = Command.from_json(doc["command"]) if doc.get("command") else None
     now = clock.now()
     seen = observe(rendered, layout, state, command, reader, measurer or Measurer(), now)
-    if policy.strategy is Strategy.CANARY:
+    if policy.strategy is Strategy.CANARY and state.phase is not Phase.PROMOTING:  # a hand-over under way ends first
         refuse_selector_change(layout, seen.live.get(Track.STABLE))
     decision = decide(state, seen.observation, policy, now)
     sink = events if events is not None else EventSink(cluster, clock)

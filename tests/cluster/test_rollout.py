@@ -366,6 +366,9 @@ def test_new_commit_mid_rollout_supersedes_it(lab: Lab) -> None:
     lab.wait("only v3", lambda: lab.versions() == {"v3": REPLICAS})
 
 
+PROMOTE_AT_ONCE = {"strategy": "canary", "canary": {"steps": [{"setWeight": 50}]}}
+
+
 def test_canary_of_a_changed_selector_is_refused_before_anything_runs(lab: Lab) -> None:
     """The stable Deployment's selector is immutable, so the canary could never be promoted to it: refused at once,
     in one line naming the object and the field, instead of running every step and sticking in Promoting."""
@@ -379,6 +382,15 @@ def test_canary_of_a_changed_selector_is_refused_before_anything_runs(lab: Lab) 
     assert str(refused.value).startswith(f"Deployment.apps/{lab.namespace}/web: field is immutable: spec.selector:")
     assert refused.value.immutable and lab.deploy("web-canary") is None and lab.state()["phase"] == "Healthy"
     assert lab.versions() == {"v1": REPLICAS}
+    # pushed while a canary's pods are being handed to the stable Deployment: the hand-over ends first
+    lab.drive(app(lab.namespace, "v3", PROMOTE_AT_ONCE), lambda o: o.phase is Phase.PROMOTING)
+    v4 = app(lab.namespace, "v4", PROMOTE_AT_ONCE)
+    v4.manifests[0].body["spec"]["selector"] = body["spec"]["selector"]
+    v4.manifests[0].body["spec"]["template"]["metadata"]["labels"]["tier"] = "web"
+    lab.drive(v4, lambda o: o.phase is Phase.HEALTHY)
+    assert lab.state()["history"][-1]["revision"] == "v3"
+    with pytest.raises(InvalidObjectError):
+        lab.step(v4)
 
 
 def blue_green(**extra: Any) -> dict[str, Any]:
