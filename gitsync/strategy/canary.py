@@ -193,13 +193,18 @@ def _hold_weight(d: Draft) -> Decision | None:
     """Between setWeight steps (a pause, an analysis, waiting for a human) the tracks keep the weight reached at
     the desired replicas: a commit that only scales the app is applied at once, as Argo Rollouts scales a paused
     canary, not at the next setWeight (which may be behind an indefinite pause). None when the split holds."""
-    steps = d.policy.canary.steps
+    steps, obs = d.policy.canary.steps, d.obs
     weight = next((steps[i].weight for i in range(d.state.step - 1, -1, -1) if steps[i].kind is StepKind.SET_WEIGHT), 0)
-    target = split(d.obs.total, weight)
-    if not weight or (d.obs.new.replicas, d.obs.stable.replicas) == (target.canary, target.stable):
+    target = split(obs.total, weight)
+    if not weight or any(isinstance(a, Deploy | Scale) for a in d.actions):  # a setWeight just done: not observed yet
         return None
-    if any(isinstance(a, Deploy | Scale) for a in d.actions):  # the setWeight just done: not observed yet
+    if (obs.new.replicas, obs.stable.replicas) == (target.canary, target.stable):
+        if d.state.replicas != obs.total:
+            d.state = replace(d.state, replicas=obs.total)  # the rollout's count from now on
         return None
+    if obs.total == d.state.replicas:
+        return None  # Git asks for what the rollout started with: a count changed by others (an HPA) stands
+
     message = d.state.message
     waiting = _set_weight(d, Step(StepKind.SET_WEIGHT, weight=weight))
     d.state = replace(d.state, message=message if waiting is None else d.state.message)

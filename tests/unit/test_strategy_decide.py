@@ -511,8 +511,10 @@ def scaled_to(total: int, observation: Observation) -> Observation:
             [Scale(Track.STABLE, 1)],
         ),
         (running(3, Phase.PAUSED, weight=25), obs(stable=w(3), new=w(1, 1, NEW)), []),
+        # an HPA scaled the stable: Git asks for what the rollout started with, the HPA's count stands
+        (running(3, Phase.PAUSED, weight=25, replicas=4), obs(stable=w(5), new=w(1, 1, NEW)), []),
     ],
-    ids=["paused: canary first", "paused: then stable", "timed pause: canary first", "scaled down", "unchanged"],
+    ids=["paused: canary first", "paused: then stable", "timed pause: canary first", "scaled down", "unchanged", "hpa"],
 )
 def test_a_scale_only_commit_mid_canary_is_applied_at_the_weight_reached(state, observation, actions) -> None:
     """Argo Rollouts scales a paused canary at once; the split waited for the next setWeight, behind an
