@@ -56,6 +56,8 @@ def settled(d: Draft) -> Decision:
         if stable is Track.STABLE and obs.stable.exists and obs.new_pods.outcome is not CheckOutcome.FAILURE:
             # A switch to blue-green with the template unchanged takes effect now, not at the next template change.
             return _colour_the_stable(d, new)
+        if obs.new.replicas and obs.services_current:  # a preview reverted mid-rollout: the preview Service too
+            d.actions.append(Route(ServiceRole.PREVIEW, stable))
         scale_new_down(d, new)
         return d.done()
     if holds_abort(d):

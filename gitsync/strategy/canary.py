@@ -46,6 +46,8 @@ def settled(d: Draft) -> Decision:
     obs = d.obs
     if on_stable(d):
         stay_on_stable(d, Track.STABLE)
+        if obs.new.replicas and obs.new.ready and not _stable_back(d):
+            return d.await_change()  # a canary reverted mid-rollout serves until the stable is back (``_restore``)
         scale_new_down(d, Track.CANARY)
         return d.done()
     if holds_abort(d):

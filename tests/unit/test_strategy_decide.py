@@ -852,6 +852,27 @@ def test_blue_green_promote_full_skips_the_analyses_but_switches_only_to_a_ready
     assert (switched.state.phase, switched.state.step) == (Phase.PROMOTING, 4), "postPromotionAnalysis ran"
 
 
+def test_a_revert_to_the_stable_mid_canary_skips_every_step() -> None:
+    """Argo Rollouts skips the steps of an update back to the stable ReplicaSet; it rolled the stable's own
+    template out as a canary, through every pause."""
+    reverted = decide(running(3, Phase.PAUSED, weight=25), obs(stable=w(3), new=w(1, 1, NEW), target=OLD), CANARY, NOW)
+    assert (reverted.state.phase, kinds(reverted)) == (Phase.HEALTHY, [Scale(Track.STABLE, 4)])
+    assert reverted.state.history[-1].outcome == "superseded" and reverted.state.revision == "rev-old"
+    serving = decide(reverted.state, obs(stable=w(4, 3), new=w(1, 1, NEW), target=OLD), CANARY, NOW + 1)
+    assert kinds(serving) == [], "the canary's pods went before the stable was back"
+    back = decide(reverted.state, obs(stable=w(4), new=w(1, 1, NEW), target=OLD), CANARY, NOW + 2)
+    assert (back.state.phase, kinds(back)) == (Phase.HEALTHY, [Scale(Track.CANARY, 0)])
+
+
+def test_a_revert_to_the_stable_mid_blue_green_drops_the_preview() -> None:
+    reverted = decide(bg(2, Phase.PAUSED), obs(new=w(4, 4, NEW), target=OLD), MANUAL_BG, NOW)
+    assert (reverted.state.phase, kinds(reverted)) == (Phase.HEALTHY, [])
+    after = decide(reverted.state, obs(new=w(4, 4, NEW), target=OLD), MANUAL_BG, NOW + 1)
+    assert kinds(after) == [Route(ServiceRole.PREVIEW, Track.BLUE), Scale(Track.GREEN, 0)]
+    switched = decide(bg(3, Phase.PROMOTING), obs(new=w(4, 4, NEW), target=OLD), BLUE_GREEN, NOW)
+    assert (switched.state.phase, kinds(switched)) == (Phase.HEALTHY, [Route(ServiceRole.ACTIVE, Track.BLUE)])
+
+
 def test_blue_green_completion_flips_the_stable_colour() -> None:
     d = decide(bg(4, Phase.PROMOTING, switched_at=NOW - 5), obs(new=w(4, 4, NEW)), BLUE_GREEN, NOW)
     assert (d.state.stable_color, d.state.stable_hash) == ("green", NEW)
