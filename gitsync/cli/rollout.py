@@ -109,13 +109,17 @@ def status(repo: Path, env: str, app: str, kubeconfig: Path | None, output: str)
         rendered = renderers.render_app(repo, env, app, revision=revision, trees=LocalTrees(repo))
         store = ConfigMapStateStore(connect(kubeconfig))
         rollout = located_checks(repo, rendered, control.describe_rollout(store, rendered.app_env, rendered.namespace))
+        progressive = parse_policy(rendered.values, source=f"{rendered.app_env}: values").progressive
+    except PolicyError as e:
+        fail(policy_error_line(repo, rendered, e))
     except GitsyncError as e:
         fail_on(e)
     if output == "json":
         click.echo(json.dumps(rollout, indent=2))
     else:
         key = rendered.app_env
-        lines = rollout_lines(rollout) or [f"rollout {rollout.get('phase', Phase.IDLE.value)}: {_quiet(rollout)}"]
+        quiet = _quiet(rollout) if progressive else "the rolling strategy: Kubernetes rolls the Deployment"
+        lines = rollout_lines(rollout) or [f"rollout {rollout.get('phase', Phase.IDLE.value)}: {quiet}"]
         for entry in reversed(rollout.get("history", [])):
             reason = f": {entry['reason']}" if entry.get("reason") else ""
             lines.append(f"  history: {entry['outcome']} {entry['revision'][:12] or entry['targetHash']}{reason}")
@@ -126,8 +130,6 @@ def status(repo: Path, env: str, app: str, kubeconfig: Path | None, output: str)
 
 
 def _quiet(rollout: Json) -> str:
-    if not rollout or rollout.get("strategy") == "rolling":
-        return "no canary or blue-green rollout (the rolling strategy: Kubernetes rolls the Deployment)"
     return str(rollout.get("message") or "nothing rolled out yet")
 
 

@@ -75,6 +75,9 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
         assert refused.exit_code == 2, refused.output
         assert refused.stderr == f"error: podinfo@staging: nothing to {name}: the rollout is Healthy\n"
     assert "pendingCommand" not in control.describe_rollout(store, AppEnv("podinfo", "staging"), namespace)
+    shown = CliRunner().invoke(main, ["rollout", "status", *args])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith("podinfo@staging: rollout Healthy, step 0, weight 0%: first deployment"), shown
 
     set_message(repo, "config changed, image not")
     drive(repo, cluster, store, Phase.PAUSED)  # setWeight 50 done, waiting at `pause: {}`
