@@ -27,6 +27,7 @@ from gitsync.strategy.draft import (
     scale_new_down,
     start,
     stay_on_stable,
+    wait_for_human,
 )
 from gitsync.strategy.model import (
     BlueGreenStep,
@@ -42,7 +43,7 @@ from gitsync.strategy.model import (
 from gitsync.strategy.policy import BlueGreenPolicy
 from gitsync.strategy.state import Phase, RolloutOutcome
 
-__all__ = ["MOVES", "STEPS", "progress", "settled"]
+__all__ = ["MOVES", "STEPS", "paused", "progress", "settled"]
 
 
 def settled(d: Draft) -> Decision:
@@ -74,10 +75,18 @@ def settled(d: Draft) -> Decision:
     return d.done(0.0)
 
 
+def paused(d: Draft) -> Decision:
+    """Paused (the gate without autoPromotion, inconclusive analysis): nothing moves on until a human says so, but
+    both colours follow a change of the desired replicas (``_follow_scale``)."""
+    _follow_scale(d)
+    return wait_for_human(d)
+
+
 def progress(d: Draft) -> Decision:
     """Progressing or Promoting: run the steps; steps that need no waiting chain within one call."""
     bg = d.policy.blue_green
     assert bg is not None, "blueGreen strategy without its policy"
+    _follow_scale(d)
     for _ in range(len(STEPS) + 1):
         s = d.state
         step = BlueGreenStep(min(s.step, BlueGreenStep.SCALE_DOWN))
@@ -89,6 +98,22 @@ def progress(d: Draft) -> Decision:
         if d.state.step == BlueGreenStep.POST_ANALYSIS and d.state.phase is not Phase.PROMOTING:
             d.state = replace(d.state, phase=Phase.PROMOTING, switched_at=d.state.switched_at or d.now)
     return d.done(0.0)
+
+
+def _follow_scale(d: Draft) -> None:
+    """A commit that only changes the replicas reaches both colours at once, as Argo Rollouts scales the active and
+    the preview ReplicaSets: before the switch the active colour serves (and a preview left at the old count would
+    hold the switch for good); after it the new colour serves and the old one only waits to be scaled down. An
+    HPA's count (no replicas in the render) is the rollout's own."""
+    s, obs = d.state, d.obs
+    if obs.total == s.replicas:
+        return
+    stable, new = tracks(s, d.policy)
+    if s.step < BlueGreenStep.POST_ANALYSIS and obs.stable.replicas != obs.total:
+        d.actions.append(Scale(stable, obs.total))
+    if obs.new.replicas and obs.new.replicas != obs.total:
+        d.actions.append(Scale(new, obs.total))
+    d.state = replace(s, replicas=obs.total)
 
 
 # -- the steps: each returns the decision while it waits, None once it is complete ---------------------------------

@@ -22,7 +22,7 @@ from gitsync.analysis.spec import AnalysisSpec
 from gitsync.events import Reason
 from gitsync.strategy import bluegreen, canary
 from gitsync.strategy.checks import active_analyses, next_due, recorded, started
-from gitsync.strategy.draft import Draft, Handler, Moves, abort, complete_step, on_stable, pause, wait_for_human
+from gitsync.strategy.draft import Draft, Handler, Moves, abort, complete_step, on_stable, pause
 from gitsync.strategy.handover import adopt, retire_when_settled
 from gitsync.strategy.model import Decision, Observation, tracks
 from gitsync.strategy.policy import RolloutPolicy, Strategy
@@ -41,7 +41,7 @@ TABLE: Mapping[tuple[Phase, Strategy], Handler] = {
     (Phase.HEALTHY, Strategy.BLUE_GREEN): bluegreen.settled,
     (Phase.ABORTED, Strategy.BLUE_GREEN): bluegreen.settled,
     (Phase.PROGRESSING, Strategy.BLUE_GREEN): bluegreen.progress,
-    (Phase.PAUSED, Strategy.BLUE_GREEN): wait_for_human,
+    (Phase.PAUSED, Strategy.BLUE_GREEN): bluegreen.paused,
     (Phase.PROMOTING, Strategy.BLUE_GREEN): bluegreen.progress,
 }
 """Who takes the step, by the phase (after ``_interrupt``) and the strategy. The rolling strategy has no rollout

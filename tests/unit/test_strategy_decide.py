@@ -873,6 +873,23 @@ def test_a_revert_to_the_stable_mid_blue_green_drops_the_preview() -> None:
     assert (switched.state.phase, kinds(switched)) == (Phase.HEALTHY, [Route(ServiceRole.ACTIVE, Track.BLUE)])
 
 
+def test_a_scale_only_commit_reaches_both_colours_before_the_switch() -> None:
+    """A paused gate can last hours: the active colour serves meanwhile, and a preview left at the old count would
+    never satisfy the switch's readiness check."""
+    paused = decide(bg(2, Phase.PAUSED, replicas=4), replace(obs(new=w(4, 4, NEW)), total=6), MANUAL_BG, NOW)
+    assert (paused.state.phase, kinds(paused)) == (Phase.PAUSED, [Scale(Track.BLUE, 6), Scale(Track.GREEN, 6)])
+    assert paused.state.replicas == 6
+    again = decide(paused.state, replace(obs(stable=w(6), new=w(6, 6, NEW)), total=6), MANUAL_BG, NOW + 1)
+    assert kinds(again) == []
+    switched = decide(
+        bg(4, Phase.PROMOTING, replicas=4, switched_at=NOW - 1),
+        replace(obs(new=w(4, 4, NEW)), total=6),
+        BLUE_GREEN,
+        NOW,
+    )
+    assert kinds(switched) == [Scale(Track.GREEN, 6)], "the serving colour is not grown, or the old one is"
+
+
 def test_blue_green_completion_flips_the_stable_colour() -> None:
     d = decide(bg(4, Phase.PROMOTING, switched_at=NOW - 5), obs(new=w(4, 4, NEW)), BLUE_GREEN, NOW)
     assert (d.state.stable_color, d.state.stable_hash) == ("green", NEW)
