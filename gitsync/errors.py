@@ -50,6 +50,11 @@ class TransientError(GitsyncError):
         self.retry_after = retry_after
 
 
+class QueryRejectedError(TerminalError):
+    """A metrics provider refused the query itself (PromQL that does not parse: Prometheus answers HTTP 400
+    ``bad_data``): asking again cannot succeed until the values change."""
+
+
 class CorruptStateError(TerminalError):
     """Stored state (a state ConfigMap) cannot be read back; the message names it and how to reset it."""
 

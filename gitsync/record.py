@@ -275,7 +275,10 @@ class EventSink:
         if health in (HealthStatus.DEGRADED, HealthStatus.MISSING) and before.health != health.value:
             emit(Reason.DEGRADED, r.health.reason or health.value)
         if health is HealthStatus.HEALTHY and before.health in (HealthStatus.DEGRADED, HealthStatus.MISSING):
-            emit(Reason.RECOVERED, f"healthy again at {r.revision[:12]}")
+            if r.outcome is Result.ROLLED_BACK:  # healthy on the stable version, not on the revision rolled back
+                emit(Reason.RECOVERED, f"healthy again on the stable version ({r.revision[:12]} rolled back)")
+            else:
+                emit(Reason.RECOVERED, f"healthy again at {r.revision[:12]}")
         if recovered:
             emit(Reason.RECOVERED, f"{r.revision[:12]} deployed after a failure")
 

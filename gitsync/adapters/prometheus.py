@@ -1,9 +1,9 @@
 """``ports.MetricsQuery`` over Prometheus' HTTP API (``GET /api/v1/query``), with the standard library only.
 
 The result becomes a flat list of floats, one per series: a vector gives each sample, a scalar one value, a
-matrix the last sample of each series. Unreachable servers and rejected queries raise ``TransientError``
-with the address first; an empty result is an empty list (the analysis reports it as inconclusive, never as
-success).
+matrix the last sample of each series. Unreachable servers and failing requests raise ``TransientError`` with the
+address first, a query Prometheus cannot parse (HTTP 400 ``bad_data``) ``QueryRejectedError``; an empty result is
+an empty list (the analysis reports it as inconclusive, never as success).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import urllib.request
 from typing import Any
 
 from gitsync.adapters.http_check import checked_url
-from gitsync.errors import TransientError
+from gitsync.errors import QueryRejectedError, TransientError
 
 __all__ = ["PrometheusClient"]
 
@@ -28,7 +28,11 @@ class PrometheusClient:
             with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (scheme checked above)
                 document: Any = json.load(resp)
         except urllib.error.HTTPError as e:
-            raise TransientError(f"{address}: query {promql!r}: HTTP {e.code}: {_error_text(e)}") from e
+            kind, text = _error_of(e)
+            message = f"{address}: query {promql!r}: HTTP {e.code}: {text}"
+            if e.code == 400 and kind == "bad_data":  # the query does not parse: no retry can help
+                raise QueryRejectedError(message) from e
+            raise TransientError(message) from e
         except (urllib.error.URLError, TimeoutError, OSError, ValueError) as e:
             raise TransientError(f"{address}: query {promql!r}: {e}") from e
         if document.get("status") != "success":
@@ -47,8 +51,10 @@ def _values(data: dict[str, Any]) -> list[float]:
     return []
 
 
-def _error_text(e: urllib.error.HTTPError) -> str:
+def _error_of(e: urllib.error.HTTPError) -> tuple[str, str]:
+    """Prometheus' ``errorType`` and ``error`` of a refused request (the reason alone when the body is not its JSON)."""
     try:
-        return str(json.loads(e.read()).get("error", e.reason))
-    except (ValueError, OSError):
-        return str(e.reason)
+        document = json.loads(e.read())
+        return str(document.get("errorType", "")), str(document.get("error", e.reason))
+    except (ValueError, OSError, AttributeError):
+        return "", str(e.reason)

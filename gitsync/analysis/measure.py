@@ -18,7 +18,7 @@ from gitsync.analysis.judge import judge, judge_http
 from gitsync.analysis.pod_health import inspect_pods
 from gitsync.analysis.run import CheckOutcome, Measurement
 from gitsync.analysis.spec import CheckSpec, CheckType, PodHealthPolicy
-from gitsync.errors import TransientError
+from gitsync.errors import QueryRejectedError, TransientError
 from gitsync.model import Json
 from gitsync.ports import HttpProbe, MetricsQuery
 
@@ -77,5 +77,9 @@ class Measurer:
                 return Measurement(spec.name, CheckOutcome.ERROR, now, None, "no HTTP client configured")
             status, body = self._http.get(ctx.expand(spec.url), spec.timeout)
             return judge_http(spec, status, body, now)
+        except QueryRejectedError as e:
+            # A typo in the query: retrying cannot help, so it counts as inconclusive at once (the rollout pauses)
+            # and says which field of the values to fix.
+            return Measurement(spec.name, CheckOutcome.INCONCLUSIVE, now, None, f"{spec.path or spec.name}.query: {e}")
         except TransientError as e:
             return Measurement(spec.name, CheckOutcome.ERROR, now, None, str(e))

@@ -44,6 +44,9 @@ class CheckSpec:
     """podHealth: overrides ``rollout.podHealth.maxRestarts`` for this check."""
     progress_deadline: float | None = None
     """podHealth: overrides ``rollout.podHealth.progressDeadlineSeconds`` for this check."""
+    path: str = ""
+    """Where the check is declared in the values (``rollout.analysis.checks[1]``), so that a query the provider
+    refuses is reported at its field."""
 
 
 @dataclass(frozen=True, slots=True)

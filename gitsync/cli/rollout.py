@@ -1,17 +1,20 @@
-"""``gitsync rollout promote``, ``gitsync rollout abort``, ``gitsync rollout retry``: a human's hand on a running
-rollout (``gitsync promote`` is environment promotion, a different thing: it pins a release for a receiving
-environment in Git).
+"""``gitsync rollout status``, ``gitsync rollout promote``, ``gitsync rollout abort``, ``gitsync rollout retry``:
+what a rollout is doing, and a human's hand on a running rollout (``gitsync promote`` is environment promotion, a
+different thing: it pins a release for a receiving environment in Git).
 
-Each command writes its request into the app-env's rollout state (the agent applies it at its next step) and
-then, unless ``--no-advance``, runs that step itself, so the commands work without an agent too. Concurrent
-steps are safe: state writes are optimistic, and the loser of a race simply steps again later.
+Each of promote, abort and retry writes its request into the app-env's rollout state (the agent applies it at its
+next step) and then, unless ``--no-advance``, runs that step itself, so the commands work without an agent too.
+Concurrent steps are safe: state writes are optimistic, and the loser of a race simply steps again later.
 Exit status 0 on success, 2 when nothing could be done (render error, bad rollout values, no cluster, or no
 rollout in a phase where the command means something: promote and abort need a running one, retry an aborted one).
+``status`` only reads, and exits 1 for an aborted rollout.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
+import sys
 from pathlib import Path
 
 import click
@@ -20,6 +23,7 @@ from gitsync import log as logging
 from gitsync.cli.render import policy_error_line
 from gitsync.cli.sync import connect, env_option, fail, fail_on, kubeconfig_option, repo_option
 from gitsync.errors import GitsyncError
+from gitsync.model import Json
 from gitsync.strategy.policy import PolicyError, parse_policy
 from gitsync.strategy.state import ACTIVE_PHASES, CommandName, Phase
 
@@ -41,6 +45,7 @@ advance_option = click.option(
 
 def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandName, advance: bool) -> None:
     import renderers
+    from gitsync.adapters.checkout import LocalCheckout
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.http_check import HttpClient
     from gitsync.adapters.prometheus import PrometheusClient
@@ -51,7 +56,10 @@ def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandN
 
     logging.configure("auto")
     try:
-        rendered = renderers.render_app(repo, env, app, trees=LocalTrees(repo))
+        # The checkout's revision, as `gitsync sync` records it: a rollout this step starts (a retry, a new
+        # template) names its commit, and a chart that puts the revision in the pod template renders the same.
+        revision = LocalCheckout(repo).resolve().revision or None
+        rendered = renderers.render_app(repo, env, app, revision=revision, trees=LocalTrees(repo))
         cluster = connect(kubeconfig)
         store = ConfigMapStateStore(cluster)
         clock = SystemClock()
@@ -73,7 +81,56 @@ def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandN
 
 @click.group("rollout")
 def group() -> None:
-    """Act on a running canary or blue-green rollout: promote it a step, abort it, retry an aborted one."""
+    """Show a canary or blue-green rollout, or act on it: promote it a step, abort it, retry an aborted one."""
+
+
+@group.command("status")
+@repo_option
+@env_option
+@app_option
+@kubeconfig_option
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def status(repo: Path, env: str, app: str, kubeconfig: Path | None, output: str) -> None:
+    """Show the rollout: phase, step, weight, each check's latest value, why it aborted, and its last rollouts.
+
+    Exit status 0, or 1 when the rollout is Aborted (the new version is not running: as `kubectl argo rollouts
+    status` exits 1 for a Degraded rollout); 2 or 3 when it cannot be read.
+    """
+    import renderers
+    from gitsync.adapters.checkout import LocalCheckout
+    from gitsync.adapters.state import ConfigMapStateStore
+    from gitsync.adapters.trees import LocalTrees
+    from gitsync.cli.status import located_checks, rollout_lines
+    from gitsync.strategy import control
+
+    logging.configure("auto", level="ERROR")
+    try:
+        revision = LocalCheckout(repo).resolve().revision or None
+        rendered = renderers.render_app(repo, env, app, revision=revision, trees=LocalTrees(repo))
+        store = ConfigMapStateStore(connect(kubeconfig))
+        rollout = located_checks(repo, rendered, control.describe_rollout(store, rendered.app_env, rendered.namespace))
+        progressive = parse_policy(rendered.values, source=f"{rendered.app_env}: values").progressive
+    except PolicyError as e:
+        fail(policy_error_line(repo, rendered, e))
+    except GitsyncError as e:
+        fail_on(e)
+    if output == "json":
+        click.echo(json.dumps(rollout, indent=2))
+    else:
+        key = rendered.app_env
+        quiet = _quiet(rollout) if progressive else "the rolling strategy: Kubernetes rolls the Deployment"
+        lines = rollout_lines(rollout) or [f"rollout {rollout.get('phase', Phase.IDLE.value)}: {quiet}"]
+        for entry in reversed(rollout.get("history", [])):
+            reason = f": {entry['reason']}" if entry.get("reason") else ""
+            lines.append(f"  history: {entry['outcome']} {entry['revision'][:12] or entry['targetHash']}{reason}")
+        for line in lines:
+            click.echo(f"{key}: {line}")
+    if rollout.get("phase") == Phase.ABORTED.value:
+        sys.exit(1)
+
+
+def _quiet(rollout: Json) -> str:
+    return str(rollout.get("message") or "nothing rolled out yet")
 
 
 @group.command("promote")

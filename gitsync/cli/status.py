@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -130,11 +130,12 @@ def command(
             error = result
         else:
             try:
-                return app_status(rendered, cluster, result, home)
+                return located(repo, rendered, app_status(rendered, cluster, result, home))
             except GitsyncError as e:
                 error = e
         failures.append(error)
-        return unplanned_status(rendered.app_env, rendered.namespace, cluster, error, home, digest=rendered.digest)
+        row = unplanned_status(rendered.app_env, rendered.namespace, cluster, error, home, digest=rendered.digest)
+        return located(repo, rendered, row)
 
     def unrendered(name: str, error: GitsyncError) -> AppStatus:
         """The row of an app that did not render: awaiting its first promotion (not a failure: nothing is due
@@ -155,6 +156,28 @@ def command(
     retry = retry_of_all(retry_of(e) for e in failures)
     if retry is not None:
         sys.exit(exit_status(retry))
+
+
+def located(repo: Path, rendered: RenderedApp, status: AppStatus) -> AppStatus:
+    """``status`` with its rollout's checks ``located_checks``."""
+    return replace(status, rollout=located_checks(repo, rendered, status.rollout)) if status.rollout else status
+
+
+def located_checks(repo: Path, rendered: RenderedApp, rollout: Json) -> Json:
+    """A check whose message starts with the field of the values at fault (a query Prometheus refused:
+    ``rollout.analysis.checks[1].query: ...``) names the values file and line instead, as a bad ``rollout:`` block
+    does: the agent that measured it had no checkout at hand."""
+    from gitsync.cli.render import policy_error_line
+    from gitsync.strategy.policy import PolicyError
+
+    checks = []
+    for check in rollout.get("analysis", []):
+        field, sep, problem = str(check.get("message") or "").partition(": ")
+        if sep and field.startswith("rollout.") and " " not in field:
+            error = PolicyError(check["message"], field=field, problem=problem)
+            check = {**check, "message": policy_error_line(repo, rendered, error)}
+        checks.append(check)
+    return {**rollout, "analysis": checks} if checks else rollout
 
 
 def app_status(
@@ -270,13 +293,13 @@ def _table(env: str, rows: Sequence[AppStatus]) -> None:
             console.print(Text(f"{row.app}: applied to cluster {row.agent.cluster}"), soft_wrap=True)
         if row.agent.promotion:  # a receiving environment: what the promote stage last did
             console.print(Text(f"{row.app}: promotion {row.agent.promotion}"), soft_wrap=True)
-        for line in _rollout_lines(row.rollout):
+        for line in rollout_lines(row.rollout):
             console.print(Text(f"{row.app}: {line}"), soft_wrap=True)
         for error in row.errors:
             console.print(Text(f"{row.app}: {error}", style="red"), soft_wrap=True)
 
 
-def _rollout_lines(rollout: Json) -> list[str]:
+def rollout_lines(rollout: Json) -> list[str]:
     """The rollout in a few lines: phase, step and weight, then each check's latest verdict and value."""
     if not rollout:
         return []

@@ -97,7 +97,14 @@ def perform(
     if isinstance(action, Deploy):
         if action.track is Track.CANARY:
             return _deploy_canary(action, layout, cluster, live, reader)
-        cluster.apply(layout.body(action.track, action.replicas), force=True)
+        wanted = layout.body(action.track, action.replicas)
+        current = live.get(action.track)
+        if current is not None and _empty(current) and _selector(current) != _selector(wanted):
+            # A colour at zero (the old one after a scale-down, the new one after an abort) serves nothing: one
+            # made under an earlier selector, which is immutable, is made again, so blue-green can roll out a
+            # selector change (the switch then points the active Service at the new selector).
+            cluster.delete(layout.ref(action.track))
+        cluster.apply(wanted, force=True)
         return f"deploy {layout.ref(action.track)} replicas={action.replicas}"
     if isinstance(action, Fold):
         return _fold(action, layout, cluster, live, reader)
@@ -215,6 +222,15 @@ def _fold(
     cluster.apply(resumed, force=True)
     cluster.delete(canary_ref)
     return f"resume {stable_ref}, remove {canary_ref}"
+
+
+def _empty(deployment: Json) -> bool:
+    """Scaled to zero: whatever pods it still has are going, and no Service the executor points selects them."""
+    return not int((deployment.get("spec") or {}).get("replicas", 1))
+
+
+def _selector(deployment: Json) -> Json:
+    return dict((deployment.get("spec") or {}).get("selector") or {})
 
 
 def _owners(obj: Json) -> list[Json]:

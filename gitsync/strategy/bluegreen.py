@@ -27,6 +27,7 @@ from gitsync.strategy.draft import (
     scale_new_down,
     start,
     stay_on_stable,
+    wait_for_human,
 )
 from gitsync.strategy.model import (
     BlueGreenStep,
@@ -42,7 +43,7 @@ from gitsync.strategy.model import (
 from gitsync.strategy.policy import BlueGreenPolicy
 from gitsync.strategy.state import Phase, RolloutOutcome
 
-__all__ = ["MOVES", "STEPS", "progress", "settled"]
+__all__ = ["MOVES", "STEPS", "paused", "progress", "settled"]
 
 
 def settled(d: Draft) -> Decision:
@@ -56,6 +57,8 @@ def settled(d: Draft) -> Decision:
         if stable is Track.STABLE and obs.stable.exists and obs.new_pods.outcome is not CheckOutcome.FAILURE:
             # A switch to blue-green with the template unchanged takes effect now, not at the next template change.
             return _colour_the_stable(d, new)
+        if obs.new.replicas and obs.services_current:  # a preview reverted mid-rollout: the preview Service too
+            d.actions.append(Route(ServiceRole.PREVIEW, stable))
         scale_new_down(d, new)
         return d.done()
     if holds_abort(d):
@@ -72,10 +75,18 @@ def settled(d: Draft) -> Decision:
     return d.done(0.0)
 
 
+def paused(d: Draft) -> Decision:
+    """Paused (the gate without autoPromotion, inconclusive analysis): nothing moves on until a human says so, but
+    both colours follow a change of the desired replicas (``_follow_scale``)."""
+    _follow_scale(d)
+    return wait_for_human(d)
+
+
 def progress(d: Draft) -> Decision:
     """Progressing or Promoting: run the steps; steps that need no waiting chain within one call."""
     bg = d.policy.blue_green
     assert bg is not None, "blueGreen strategy without its policy"
+    _follow_scale(d)
     for _ in range(len(STEPS) + 1):
         s = d.state
         step = BlueGreenStep(min(s.step, BlueGreenStep.SCALE_DOWN))
@@ -87,6 +98,22 @@ def progress(d: Draft) -> Decision:
         if d.state.step == BlueGreenStep.POST_ANALYSIS and d.state.phase is not Phase.PROMOTING:
             d.state = replace(d.state, phase=Phase.PROMOTING, switched_at=d.state.switched_at or d.now)
     return d.done(0.0)
+
+
+def _follow_scale(d: Draft) -> None:
+    """A commit that only changes the replicas reaches both colours at once, as Argo Rollouts scales the active and
+    the preview ReplicaSets: before the switch the active colour serves (and a preview left at the old count would
+    hold the switch for good); after it the new colour serves and the old one only waits to be scaled down. An
+    HPA's count (no replicas in the render) is the rollout's own."""
+    s, obs = d.state, d.obs
+    if obs.total == s.replicas:
+        return
+    stable, new = tracks(s, d.policy)
+    if s.step < BlueGreenStep.POST_ANALYSIS and obs.stable.replicas != obs.total:
+        d.actions.append(Scale(stable, obs.total))
+    if obs.new.replicas and obs.new.replicas != obs.total:
+        d.actions.append(Scale(new, obs.total))
+    d.state = replace(s, replicas=obs.total)
 
 
 # -- the steps: each returns the decision while it waits, None once it is complete ---------------------------------
@@ -105,20 +132,32 @@ def _preview(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
 
 
 def _pre_analysis(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
+    if d.state.full:
+        return None
     return None if run_analysis(d, MOVES, bg.pre_promotion, "prePromotionAnalysis") else d.done()
 
 
 def _gate(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
+    if d.promoted:
+        d.state = replace(d.state, promoted_at=d.now)
     s, new = d.state, tracks(d.state, d.policy)[1]
-    if not d.promoted and bg.auto_promotion_seconds > 0:
+    promoted = bool(s.promoted_at) or s.full
+    if not promoted and bg.auto_promotion_seconds > 0:
         remaining = s.step_started_at + bg.auto_promotion_seconds - d.now
         if remaining > 0:
             message = f"switching in {remaining:.0f}s (autoPromotionSeconds) or on gitsync rollout promote"
             d.state = replace(s, message=message)
             return d.done(remaining)
-    elif not d.promoted and not bg.auto_promotion:
+    elif not promoted and not bg.auto_promotion:
         pause(d, "autoPromotion is off: waiting for gitsync rollout promote")
         return d.done()
+    obs = d.obs
+    if not (obs.new.rolled and obs.new.ready >= obs.total):
+        # Ready when the preview came up, but a pod may have gone since (evicted, restarted, a failing probe): the
+        # active Service is switched only to a colour whose every pod is Ready, as Argo Rollouts switches only to
+        # a fully available ReplicaSet.
+        d.state = replace(d.state, message=f"switch waits for the preview: {obs.new.ready}/{obs.total} Ready")
+        return d.await_change()
     d.actions.append(Route(ServiceRole.ACTIVE, new))
     d.state = replace(d.state, phase=Phase.PROMOTING, switched_at=d.now)
     d.emit(Reason.ROLLOUT_SWITCHED, f"{s.revision or s.target_hash}: active Service now on {new}")
@@ -126,6 +165,8 @@ def _gate(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
 
 
 def _post_analysis(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
+    if d.state.full:
+        return None
     return None if run_analysis(d, MOVES, bg.post_promotion, "postPromotionAnalysis") else d.done()
 
 
@@ -236,11 +277,14 @@ def _begin(d: Draft, retry: bool) -> None:
 
 
 def _promote_full(d: Draft) -> None:
-    """Switch now (unless switched already) and go straight to the scale-down."""
-    if d.state.step < BlueGreenStep.POST_ANALYSIS:
-        d.actions.append(Route(ServiceRole.ACTIVE, tracks(d.state, d.policy)[1]))
-        d.state = replace(d.state, switched_at=d.now)
-    d.state = replace(d.state, phase=Phase.PROMOTING, step=BlueGreenStep.SCALE_DOWN, step_started_at=d.now)
+    """Skip the analyses and the gate: switch as soon as every preview pod is Ready (``_gate``; at once when they
+    are), then the scale-down. Switching to a preview still coming up would send the active Service's traffic to
+    pods that are not Ready."""
+    s = d.state
+    if s.step < BlueGreenStep.POST_ANALYSIS:
+        d.state = replace(s, phase=Phase.PROGRESSING, full=True)
+    else:
+        d.state = replace(s, phase=Phase.PROMOTING, step=BlueGreenStep.SCALE_DOWN, step_started_at=d.now, full=True)
 
 
 def _passes_on_promote(d: Draft) -> bool:

@@ -31,13 +31,14 @@ from gitsync.strategy.draft import (
     scale_new_down,
     start,
     stay_on_stable,
+    wait_for_human,
 )
 from gitsync.strategy.model import Decision, Deploy, Fold, FoldStage, Scale, Track
 from gitsync.strategy.policy import Step, StepKind
 from gitsync.strategy.replicas import split
-from gitsync.strategy.state import Phase, RolloutOutcome
+from gitsync.strategy.state import CommandName, Phase, RolloutOutcome
 
-__all__ = ["MOVES", "STEPS", "progress", "promoting", "settled"]
+__all__ = ["MOVES", "STEPS", "paused", "progress", "promoting", "settled"]
 
 
 def settled(d: Draft) -> Decision:
@@ -45,6 +46,8 @@ def settled(d: Draft) -> Decision:
     obs = d.obs
     if on_stable(d):
         stay_on_stable(d, Track.STABLE)
+        if obs.new.replicas and obs.new.ready and not _stable_back(d):
+            return d.await_change()  # a canary reverted mid-rollout serves until the stable is back (``_restore``)
         scale_new_down(d, Track.CANARY)
         return d.done()
     if holds_abort(d):
@@ -81,11 +84,21 @@ def progress(d: Draft) -> Decision:
             return d.await_change() if any(isinstance(a, Scale) for a in d.actions) else promoting(d)
         step = steps[s.step]
         d.state = replace(s, message=f"step {s.step + 1}/{len(steps)}: {step.describe()}")
+        waiting = _hold_weight(d) if step.kind is not StepKind.SET_WEIGHT else None
+        if waiting is not None:
+            return waiting
         waiting = STEPS[step.kind](d, step)
         if waiting is not None:
             return waiting
         complete_step(d)
     return d.done(0.0)
+
+
+def paused(d: Draft) -> Decision:
+    """Paused (an indefinite pause, inconclusive analysis): nothing moves on until a human says so, but the split
+    follows a change of the desired replicas (``_hold_weight``)."""
+    waiting = _hold_weight(d)
+    return waiting if waiting is not None else wait_for_human(d)
 
 
 def promoting(d: Draft) -> Decision:
@@ -150,6 +163,12 @@ def _set_weight(d: Draft, step: Step) -> Decision | None:
     growing = target.canary >= canary.replicas or not canary_current
     if growing:
         # Canary first: stable shrinks only when the canary's pods are Ready.
+        if not canary_current and canary.ready and not _stable_back(d):
+            # A superseded canary still serving: the stable is back at full strength before it is replaced.
+            if stable.replicas < obs.total or stable.paused:
+                d.actions.append(Scale(Track.STABLE, obs.total))
+            d.state = replace(d.state, message=f"{d.state.message}: stable {stable.ready}/{obs.total} Ready first")
+            return d.await_change()
         if not canary_current or canary.replicas != target.canary:
             d.actions.append(Deploy(Track.CANARY, target.canary))
             d.state = replace(d.state, message=f"{d.state.message}: canary 0/{target.canary} Ready")
@@ -170,6 +189,28 @@ def _set_weight(d: Draft, step: Step) -> Decision | None:
         d.actions.append(Deploy(Track.CANARY, target.canary))
     d.state = replace(d.state, weight=target.realised)
     return None
+
+
+def _hold_weight(d: Draft) -> Decision | None:
+    """Between setWeight steps (a pause, an analysis, waiting for a human) the tracks keep the weight reached at
+    the desired replicas: a commit that only scales the app is applied at once, as Argo Rollouts scales a paused
+    canary, not at the next setWeight (which may be behind an indefinite pause). None when the split holds."""
+    steps, obs = d.policy.canary.steps, d.obs
+    weight = next((steps[i].weight for i in range(d.state.step - 1, -1, -1) if steps[i].kind is StepKind.SET_WEIGHT), 0)
+    target = split(obs.total, weight)
+    if not weight or any(isinstance(a, Deploy | Scale) for a in d.actions):  # a setWeight just done: not observed yet
+        return None
+    if (obs.new.replicas, obs.stable.replicas) == (target.canary, target.stable):
+        if d.state.replicas != obs.total:
+            d.state = replace(d.state, replicas=obs.total)  # the rollout's count from now on
+        return None
+    if obs.total == d.state.replicas:
+        return None  # Git asks for what the rollout started with: a count changed by others (an HPA) stands
+
+    message = d.state.message
+    waiting = _set_weight(d, Step(StepKind.SET_WEIGHT, weight=weight))
+    d.state = replace(d.state, message=message if waiting is None else d.state.message)
+    return waiting
 
 
 def _pause(d: Draft, step: Step) -> Decision | None:
@@ -202,13 +243,23 @@ def _enter_promoting(d: Draft) -> None:
     d.state = replace(d.state, phase=Phase.PROMOTING, step=steps, step_started_at=d.now, checks=())
 
 
-def _restore(d: Draft) -> None:
-    """Traffic back to stable in one step; repeated while aborted, so a half-done restore is finished."""
+def _restore(d: Draft, *, at_once: bool = False) -> None:
+    """Traffic back to stable; repeated while aborted, so a half-done restore is finished. The stable grows first
+    and the canary's Ready pods go only once the stable's are Ready, so Ready capacity never drops below the
+    desired replicas (a human's abort, a new revision); ``at_once`` (failing pods, failed analysis) takes the
+    canary out in the same step, capacity or not: it is what the evidence says is broken."""
     obs = d.obs
     if obs.stable.replicas < obs.total:
         d.actions.append(Scale(Track.STABLE, obs.total))
-    if obs.new.replicas:
+    if obs.new.replicas and (at_once or not obs.new.ready or _stable_back(d)):
         d.actions.append(Scale(Track.CANARY, 0))
+
+
+def _stable_back(d: Draft) -> bool:
+    """The stable runs the desired replicas, all Ready, as its controller counted them after the latest scale (a
+    count read before the controller saw a scale-down still holds the pods it removed)."""
+    stable = d.obs.stable
+    return stable.replicas >= d.obs.total and stable.rolled and stable.ready >= d.obs.total
 
 
 def _roll_back(d: Draft) -> bool:
@@ -217,7 +268,8 @@ def _roll_back(d: Draft) -> bool:
         d.state = replace(d.state, message=message)
         d.emit(Reason.ABORT_IGNORED, message)
         return False
-    _restore(d)
+    # a human's abort keeps capacity; failing pods or failed analysis take the canary out at once
+    _restore(d, at_once=d.obs.command is None or d.obs.command.name is not CommandName.ABORT)
     return True
 
 

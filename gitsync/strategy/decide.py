@@ -22,7 +22,7 @@ from gitsync.analysis.spec import AnalysisSpec
 from gitsync.events import Reason
 from gitsync.strategy import bluegreen, canary
 from gitsync.strategy.checks import active_analyses, next_due, recorded, started
-from gitsync.strategy.draft import Draft, Handler, Moves, abort, complete_step, pause, wait_for_human
+from gitsync.strategy.draft import Draft, Handler, Moves, abort, complete_step, on_stable, pause
 from gitsync.strategy.handover import adopt, retire_when_settled
 from gitsync.strategy.model import Decision, Observation, tracks
 from gitsync.strategy.policy import RolloutPolicy, Strategy
@@ -35,13 +35,13 @@ TABLE: Mapping[tuple[Phase, Strategy], Handler] = {
     (Phase.HEALTHY, Strategy.CANARY): canary.settled,
     (Phase.ABORTED, Strategy.CANARY): canary.settled,
     (Phase.PROGRESSING, Strategy.CANARY): canary.progress,
-    (Phase.PAUSED, Strategy.CANARY): wait_for_human,
+    (Phase.PAUSED, Strategy.CANARY): canary.paused,
     (Phase.PROMOTING, Strategy.CANARY): canary.promoting,
     (Phase.IDLE, Strategy.BLUE_GREEN): bluegreen.settled,
     (Phase.HEALTHY, Strategy.BLUE_GREEN): bluegreen.settled,
     (Phase.ABORTED, Strategy.BLUE_GREEN): bluegreen.settled,
     (Phase.PROGRESSING, Strategy.BLUE_GREEN): bluegreen.progress,
-    (Phase.PAUSED, Strategy.BLUE_GREEN): wait_for_human,
+    (Phase.PAUSED, Strategy.BLUE_GREEN): bluegreen.paused,
     (Phase.PROMOTING, Strategy.BLUE_GREEN): bluegreen.progress,
 }
 """Who takes the step, by the phase (after ``_interrupt``) and the strategy. The rolling strategy has no rollout
@@ -72,7 +72,21 @@ def _interrupt(d: Draft, moves: Moves) -> Decision | None:
     if obs.target_hash != state.target_hash and not moves.committed(d):
         moves.supersede(d)
         d.emit(Reason.ROLLOUT_SUPERSEDED, f"{state.revision or state.target_hash}: superseded by a new revision")
-        moves.begin(d, False)
+        if on_stable(d):
+            # A revert to what the stable runs: nothing to roll out (as Argo Rollouts skips the steps of an update
+            # back to the stable ReplicaSet). The settled handler takes the new version's pods away next.
+            d.state = replace(
+                d.state,
+                phase=Phase.HEALTHY,
+                target_hash=obs.target_hash,
+                revision=obs.revision,
+                weight=0,
+                checks=(),
+                background=(),
+                message="back on the stable version: the new revision runs what the stable runs",
+            )
+        else:
+            moves.begin(d, False)
         return d.done(0.0)
     if command is CommandName.ABORT:
         abort(d, moves, "aborted by gitsync rollout abort", (f"requested by {by}",))

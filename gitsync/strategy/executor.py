@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from gitsync import log as logging
 from gitsync.analysis.measure import Measurer
+from gitsync.errors import InvalidObjectError
 from gitsync.events import EventSink
 from gitsync.health import Listed
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, Manifest, ObjectId
@@ -42,6 +43,7 @@ __all__ = [
     "made_deployments",
     "owned",
     "policy_of",
+    "refuse_selector_change",
 ]
 
 log = logging.get("gitsync.strategy")
@@ -143,6 +145,8 @@ def advance(
     command = Command.from_json(doc["command"]) if doc.get("command") else None
     now = clock.now()
     seen = observe(rendered, layout, state, command, reader, measurer or Measurer(), now)
+    if policy.strategy is Strategy.CANARY and state.phase is not Phase.PROMOTING:  # a hand-over under way ends first
+        refuse_selector_change(layout, seen.live.get(Track.STABLE))
     decision = decide(state, seen.observation, policy, now)
     sink = events if events is not None else EventSink(cluster, clock)
     where = Where(key, layout.namespace, layout.workload.id.name)
@@ -180,6 +184,31 @@ def advance(
         message=result.message,
     )
     return result
+
+
+def refuse_selector_change(layout: Layout, stable: Json | None) -> None:
+    """A canary ends by giving its template to the stable Deployment, whose ``spec.selector`` is immutable: a
+    render that changes it could run every step and then never promote (stuck in ``Promoting``, where abort is
+    refused and a new revision waits). So it is refused before anything is applied, as sync refuses a rolling
+    Deployment's (``InvalidObjectError``, terminal: the app waits for a commit that restores the selector)."""
+    if stable is None:
+        return
+    live = (stable.get("spec") or {}).get("selector") or {}
+    wanted = (layout.workload.body.get("spec") or {}).get("selector") or {}
+    if live != wanted:
+        raise InvalidObjectError(
+            f"{layout.ref(Track.STABLE)}: field is immutable: spec.selector: the canary's template would be promoted "
+            f"to this Deployment, whose selector is {_labels(live)}, not the rendered {_labels(wanted)}; keep the "
+            "selector, or give the Deployment a new name",
+            fields=("spec.selector",),
+            immutable=True,
+        )
+
+
+def _labels(selector: Json) -> str:
+    match = selector.get("matchLabels") or {}
+    rest = " + matchExpressions" if selector.get("matchExpressions") else ""
+    return "{" + ", ".join(f"{k}={v}" for k, v in sorted(match.items())) + "}" + rest
 
 
 _ROLLING = "rolling update: Kubernetes rolls the Deployment"

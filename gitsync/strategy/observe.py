@@ -55,10 +55,18 @@ def observe(
     new_live = reader.get(layout.ref(new_track))
     pods = PodReport()
     new_pods: tuple[Json, ...] = ()
+    stable = view(stable_live)
     if new_live is not None and int((new_live.get("status") or {}).get("replicas") or 0) > 0:
         namespace = layout.namespace
-        new_pods = tuple(current_pods(new_live, reader.pods(namespace), reader.replica_sets(namespace)))
+        listed, replica_sets = reader.pods(namespace), reader.replica_sets(namespace)
+        new_pods = tuple(current_pods(new_live, listed, replica_sets))
         pods = inspect_pods(new_pods, policy.pod_health, now, new_live)
+        if stable_live is not None:
+            # While the new version serves, the stable's Ready count decides when the new version's pods may go
+            # (an abort, a new revision): counted from its pods, since a Deployment's status read just after a
+            # scale still counts the pods the scale removed.
+            ready_pods = sum(1 for pod in current_pods(stable_live, listed, replica_sets) if _ready(pod))
+            stable = replace(stable, ready=min(stable.ready, ready_pods))
     ctx = CheckContext(
         namespace=layout.namespace,
         app=key.app,
@@ -80,7 +88,7 @@ def observe(
         total=layout.total
         if layout.replicas_rendered
         else live_total(state, stable_live, *served_by(layout, state, reader)),
-        stable=view(stable_live),
+        stable=stable,
         new=view(new_live),
         new_pods=pods,
         measurements=measurements,
@@ -91,6 +99,11 @@ def observe(
     if policy.strategy is Strategy.BLUE_GREEN and state.phase not in ACTIVE_PHASES:
         observation = replace(observation, services_current=services_current(layout, reader))
     return Observed(observation, {stable_track: stable_live, new_track: new_live})
+
+
+def _ready(pod: Json) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def services_current(layout: Layout, reader: WorkloadReader) -> bool:

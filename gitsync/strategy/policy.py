@@ -245,6 +245,7 @@ def _check(r: _Reader, raw: Any, path: str, defaults: _Defaults) -> CheckSpec:
         progress_deadline=None
         if spec.get("progressDeadlineSeconds") is None
         else r.duration(spec.get("progressDeadlineSeconds"), f"{path}.progressDeadlineSeconds", 0.0),
+        path=path,
     )
     if kind is CheckType.PROMETHEUS:
         if not check.query:

@@ -140,6 +140,12 @@ class RolloutState:
     """Blue-green: the colour (``blue``/``green``) the active Service selects."""
     ready_at: float = 0.0
     switched_at: float = 0.0
+    promoted_at: float = 0.0
+    """Blue-green: when ``gitsync rollout promote`` passed the promotion gate; the switch then waits only for every
+    preview pod to be Ready."""
+    full: bool = False
+    """Blue-green: ``gitsync rollout promote --full`` skips the analyses and the gate; the switch still waits for
+    every preview pod to be Ready."""
     checks: tuple[CheckRun, ...] = ()
     """Runs of the current step's analysis (canary analysis step, blue-green pre/post promotion)."""
     background: tuple[CheckRun, ...] = ()
@@ -178,6 +184,8 @@ class RolloutState:
             "stableColor": self.stable_color,
             "readyAt": self.ready_at,
             "switchedAt": self.switched_at,
+            "promotedAt": self.promoted_at,
+            "full": self.full,
             "checks": [run.to_json() for run in self.checks],
             "background": [run.to_json() for run in self.background],
             "passed": [run.to_json() for run in self.passed],
@@ -210,6 +218,8 @@ class RolloutState:
             stable_color=str(raw.get("stableColor", "")),
             ready_at=float(raw.get("readyAt", 0.0)),
             switched_at=float(raw.get("switchedAt", 0.0)),
+            promoted_at=float(raw.get("promotedAt", 0.0)),
+            full=bool(raw.get("full", False)),
             checks=tuple(CheckRun.from_json(r) for r in raw.get("checks") or ()),
             background=tuple(CheckRun.from_json(r) for r in raw.get("background") or ()),
             passed=tuple(CheckRun.from_json(r) for r in raw.get("passed") or ()),

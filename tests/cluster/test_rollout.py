@@ -21,7 +21,8 @@ from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.prometheus import PrometheusClient
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.analysis.measure import Measurer
-from gitsync.cli.status import _rollout_lines
+from gitsync.cli.status import rollout_lines
+from gitsync.errors import InvalidObjectError
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, Manifest, ObjectId
 from gitsync.strategy import control
 from gitsync.strategy.executor import PART, RolloutExecutor, StepOutcome, advance
@@ -365,6 +366,33 @@ def test_new_commit_mid_rollout_supersedes_it(lab: Lab) -> None:
     lab.wait("only v3", lambda: lab.versions() == {"v3": REPLICAS})
 
 
+PROMOTE_AT_ONCE = {"strategy": "canary", "canary": {"steps": [{"setWeight": 50}]}}
+
+
+def test_canary_of_a_changed_selector_is_refused_before_anything_runs(lab: Lab) -> None:
+    """The stable Deployment's selector is immutable, so the canary could never be promoted to it: refused at once,
+    in one line naming the object and the field, instead of running every step and sticking in Promoting."""
+    released(lab, PAUSES)
+    v2 = app(lab.namespace, "v2", PAUSES)
+    body = v2.manifests[0].body
+    body["spec"]["selector"]["matchLabels"]["tier"] = "web"
+    body["spec"]["template"]["metadata"]["labels"]["tier"] = "web"
+    with pytest.raises(InvalidObjectError) as refused:
+        lab.step(v2)
+    assert str(refused.value).startswith(f"Deployment.apps/{lab.namespace}/web: field is immutable: spec.selector:")
+    assert refused.value.immutable and lab.deploy("web-canary") is None and lab.state()["phase"] == "Healthy"
+    assert lab.versions() == {"v1": REPLICAS}
+    # pushed while a canary's pods are being handed to the stable Deployment: the hand-over ends first
+    lab.drive(app(lab.namespace, "v3", PROMOTE_AT_ONCE), lambda o: o.phase is Phase.PROMOTING)
+    v4 = app(lab.namespace, "v4", PROMOTE_AT_ONCE)
+    v4.manifests[0].body["spec"]["selector"] = body["spec"]["selector"]
+    v4.manifests[0].body["spec"]["template"]["metadata"]["labels"]["tier"] = "web"
+    lab.drive(v4, lambda o: o.phase is Phase.HEALTHY)
+    assert lab.state()["history"][-1]["revision"] == "v3"
+    with pytest.raises(InvalidObjectError):
+        lab.step(v4)
+
+
 def blue_green(**extra: Any) -> dict[str, Any]:
     return {
         "strategy": "blueGreen",
@@ -399,6 +427,27 @@ def test_blue_green_switches_the_active_service_and_scales_down_after_the_delay(
     assert colours <= inventories.load(lab.store, KEY, lab.namespace).objects, "the colours are inventoried"
     assert lab.replicas("web-blue") == 0 and lab.ready("web-green") == REPLICAS
     assert lab.state()["activeColor"] == "green"
+
+
+def test_blue_green_rolls_out_a_changed_selector_to_the_empty_colour(lab: Lab) -> None:
+    """A Deployment's selector is immutable, but blue-green runs the new version in the other colour, which sits at
+    zero: it is made again under the new selector, and the switch points the active Service at it."""
+    rollout = blue_green(scaleDownDelaySeconds=0)
+    services = ("web", "web-preview")
+    released(lab, rollout, services=services)
+    lab.drive(app(lab.namespace, "v2", rollout, services=services), lambda o: o.phase is Phase.HEALTHY)
+    assert lab.replicas("web-blue") == 0, "the old colour waits at zero"
+    v3 = app(lab.namespace, "v3", rollout, services=services)
+    for manifest in v3.manifests:
+        if manifest.id.kind == "Service":
+            manifest.body["spec"]["selector"]["tier"] = "web"
+        else:
+            manifest.body["spec"]["selector"]["matchLabels"]["tier"] = "web"
+            manifest.body["spec"]["template"]["metadata"]["labels"]["tier"] = "web"
+    lab.drive(v3, lambda o: o.phase is Phase.HEALTHY)
+    assert lab.selector("web") == {"app": "web", "tier": "web", "gitsync.dev/color": "blue"}
+    assert lab.deploy("web-blue")["spec"]["selector"]["matchLabels"]["tier"] == "web"  # type: ignore[index]
+    lab.wait("only v3 serves", lambda: lab.versions() == {"v3": REPLICAS})
 
 
 def test_blue_green_post_promotion_failure_switches_back(lab: Lab, metrics) -> None:
@@ -527,10 +576,10 @@ def test_blue_green_dropped_hands_over_to_the_rendered_deployment_and_removes_bo
     colours = {ObjectId("apps", "Deployment", lab.namespace, f"web-{colour}") for colour in ("blue", "green")}
     assert first.exclude == {ObjectId("apps", "Deployment", lab.namespace, "web")} | colours, "sync leaves them to it"
     assert lab.ready("web-green") == REPLICAS, "the active colour serves until `web` is Ready"
-    shown = _rollout_lines(lab.state())  # what `gitsync status` prints meanwhile
+    shown = rollout_lines(lab.state())  # what `gitsync status` prints meanwhile
     assert shown[0].startswith("rollout: rolling update: web ") and shown[1] == "  retiring: web-blue, web-green"
     lab.drive(v2, lambda o: o.settled)
-    assert _rollout_lines(lab.state()) == [], "a settled rolling app shows no rollout"
+    assert rollout_lines(lab.state()) == [], "a settled rolling app shows no rollout"
     assert lab.deploy("web-blue") is None and lab.deploy("web-green") is None
     assert not colours & inventories.load(lab.store, KEY, lab.namespace).objects, "removed tracks leave the inventory"
     assert lab.ready("web") == REPLICAS

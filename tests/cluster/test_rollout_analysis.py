@@ -14,7 +14,7 @@ from gitsync.analysis.condition import parse
 from gitsync.analysis.measure import CheckContext, Measurer
 from gitsync.analysis.run import CheckOutcome
 from gitsync.analysis.spec import CheckSpec, CheckType
-from gitsync.errors import TransientError
+from gitsync.errors import QueryRejectedError, TransientError
 
 CTX = CheckContext(namespace="shop", app="web", env="prod", workload="web-canary", stable="web", track="canary")
 
@@ -46,11 +46,24 @@ def test_prometheus_values_and_no_data(metrics) -> None:
     assert measurer.measure(missing, CTX, 1.0).outcome is CheckOutcome.INCONCLUSIVE
 
 
-def test_prometheus_errors_are_transient(metrics) -> None:
-    with pytest.raises(TransientError, match=r"bad_data|parse"):
-        PrometheusClient().query(metrics.address, "sum(", 5)
+def test_prometheus_down_is_transient_and_a_query_that_does_not_parse_is_not(metrics) -> None:
     with pytest.raises(TransientError, match=r"127\.0\.0\.1:1"):
         PrometheusClient().query("http://127.0.0.1:1", "up", 2)
+    with pytest.raises(QueryRejectedError, match=r"parse error"):
+        PrometheusClient().query(metrics.address, "sum(", 5)
+    # A typo is inconclusive at once (the rollout pauses) and names the field to fix; an outage is an error, five
+    # of which in a row are needed before it pauses.
+    typo = CheckSpec(
+        "errors",
+        CheckType.PROMETHEUS,
+        query='rate(errors{app="${app}"',
+        address=metrics.address,
+        success_condition=parse("result[0] < 0.05"),
+        path="rollout.analysis.checks[1]",
+    )
+    measured = Measurer(prometheus=PrometheusClient()).measure(typo, CTX, 1.0)
+    assert measured.outcome is CheckOutcome.INCONCLUSIVE
+    assert measured.message.startswith("rollout.analysis.checks[1].query: ") and "parse error" in measured.message
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -74,6 +75,9 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
         assert refused.exit_code == 2, refused.output
         assert refused.stderr == f"error: podinfo@staging: nothing to {name}: the rollout is Healthy\n"
     assert "pendingCommand" not in control.describe_rollout(store, AppEnv("podinfo", "staging"), namespace)
+    shown = CliRunner().invoke(main, ["rollout", "status", *args])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith("podinfo@staging: rollout Healthy, step 0, weight 0%: first deployment"), shown
 
     set_message(repo, "config changed, image not")
     drive(repo, cluster, store, Phase.PAUSED)  # setWeight 50 done, waiting at `pause: {}`
@@ -107,7 +111,11 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
     assert status["abortReason"] == "aborted by gitsync rollout abort"
     assert reconcile(repo, cluster, store).phase is Phase.ABORTED  # not retried on the next poll
     result = CliRunner().invoke(main, ["rollout", "retry", *args])
-    assert result.exit_code == 0 and "Progressing" in result.output, result.output
+    assert result.exit_code == 0, result.output
+    # started again: at its first step, or already at its pause when the canary's pods were still up (a human's
+    # abort keeps them until the stable is back at full strength)
+    status = control.describe_rollout(store, rendered.app_env, namespace)
+    assert status["phase"] in ("Progressing", "Paused") and "abortReason" not in status, status
 
 
 def test_cli_sync_leaves_a_canary_workload_to_the_rollout(repo: Path, kubelab, namespace: str) -> None:
@@ -143,3 +151,36 @@ def test_cli_sync_leaves_a_canary_workload_to_the_rollout(repo: Path, kubelab, n
     after = cluster.get(stable)
     assert after is not None
     assert after["spec"]["template"] == before["spec"]["template"], "stable keeps the old release until promotion"
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def test_a_rollout_the_cli_restarts_names_the_commit_as_sync_does(repo: Path, kubelab, namespace: str) -> None:
+    """`gitsync rollout retry` runs the step that starts the rollout again: its state, history and events name the
+    checkout's commit, as `gitsync sync` does, not an empty revision (the template hash stood in for it)."""
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "v1")
+    args = ["--repo", str(repo), "--env", "staging", "--kubeconfig", str(kubelab.kubeconfig)]
+    assert CliRunner().invoke(main, ["sync", *args]).exit_code == 0
+    set_message(repo, "v2")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "v2")
+    head = git(repo, "rev-parse", "HEAD")
+    assert CliRunner().invoke(main, ["sync", *args]).exit_code == 0
+    for command in ("abort", "retry"):
+        result = CliRunner().invoke(main, ["rollout", command, *args, "--app", "podinfo"])
+        assert result.exit_code == 0, result.output
+        shown = CliRunner().invoke(main, ["rollout", "status", *args, "--app", "podinfo"])
+        if command == "abort":  # as `kubectl argo rollouts status` exits 1 for a Degraded rollout
+            assert shown.exit_code == 1 and "podinfo@staging: rollout Aborted" in shown.stdout, shown.output
+            assert "podinfo@staging:   aborted: aborted by gitsync rollout abort" in shown.stdout
+        else:
+            assert shown.exit_code == 0 and "podinfo@staging: rollout Progressing" in shown.stdout, shown.output
+        assert f"podinfo@staging:   history: aborted {head[:12]}: aborted by gitsync rollout abort" in shown.stdout
+    store = ConfigMapStateStore(KubeCluster(kubelab.kubeconfig))
+    status = control.describe_rollout(store, AppEnv("podinfo", "staging"), namespace)
+    assert (status["phase"], status["revision"]) == ("Progressing", head)
+    assert status["history"][-1]["revision"] == head

@@ -25,8 +25,9 @@ from gitsync.ports import Commit, Snapshot
 from gitsync.reconcile import Request, Stages, reconcile
 from gitsync.record import Recorder, default_sinks
 from gitsync.result import Kind, Target
+from gitsync.strategy import control
 from gitsync.strategy.executor import StepOutcome, advance
-from gitsync.strategy.state import Phase
+from gitsync.strategy.state import CommandName, Phase
 from tests.cluster.test_rollout import KEY, REPLICAS, app, deployment, ready, service
 
 STEPS = {
@@ -144,6 +145,34 @@ def test_a_canary_starts_each_new_pod_once_and_never_drops_below_its_replicas(
     assert [rs["metadata"]["ownerReferences"][0]["name"] for rs in sets] == ["web"]
     assert {pod["metadata"]["name"] for pod in live_pods(cluster, namespace)} == ledger.created
     assert all(name.startswith("web-") and not name.startswith("web-canary") for name in ledger.created)
+
+
+HALF_AND_WAIT = {"strategy": "canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+
+
+def test_a_superseded_or_aborted_canary_serves_until_the_stable_is_back(
+    cluster: KubeCluster, cache: WatchCache, namespace: str
+) -> None:
+    """A new revision mid-canary and a human's abort take a healthy canary's pods away only once the stable's
+    replacements are Ready (they went in the same step: half the Ready pods, until the stable's new ones were up)."""
+    store = ConfigMapStateStore(cluster, live=cache)
+    drive(app(namespace, "v1", HALF_AND_WAIT), cluster, store, cache, Phase.HEALTHY)
+    deadline = time.monotonic() + 30
+    while sum(1 for pod in live_pods(cluster, namespace) if ready(pod)) < REPLICAS:
+        assert time.monotonic() < deadline, "v1's pods never became Ready"
+        time.sleep(0.1)
+    drive(app(namespace, "v2", HALF_AND_WAIT), cluster, store, cache, Phase.PAUSED)
+    v3 = app(namespace, "v3", HALF_AND_WAIT)
+    with Capacity(cluster, namespace) as capacity:
+        drive(v3, cluster, store, cache, Phase.PAUSED)  # v2 superseded, v3 at 50%
+        control.request(store, KEY, namespace, CommandName.ABORT, time.time(), "test")
+        drive(v3, cluster, store, cache, Phase.ABORTED)
+        deadline = time.monotonic() + 30
+        while {pod["metadata"]["labels"]["version"] for pod in live_pods(cluster, namespace)} != {"v1"}:
+            assert time.monotonic() < deadline, "the canary's pods never went"
+            advance(v3, cluster, store, SystemClock(), reader=cache)
+            time.sleep(0.05)
+    assert capacity.looks > 10 and capacity.fewest is not None and capacity.fewest >= REPLICAS, capacity.fewest
 
 
 def test_a_step_waiting_for_pods_ends_on_the_watch_not_a_poll(

@@ -129,6 +129,13 @@ def test_a_sync_succeeded_event_only_when_something_happened(
     assert [e["reason"] for e in events(release("b" * 40, previous, sync))] == reasons
 
 
+def test_healthy_again_after_a_rollback_names_the_stable_version_not_the_revision_rolled_back() -> None:
+    degraded = replace(APPLIED, health=HealthStatus.DEGRADED.value, result=Result.PROGRESSING.value)
+    rolled_back = replace(release("b" * 40, degraded, synced(SyncAction.UNCHANGED)), outcome=Result.ROLLED_BACK)
+    recovered = [e["message"] for e in events(rolled_back) if e["reason"] == "Recovered"]
+    assert recovered == [f"{KEY}: healthy again on the stable version ({'b' * 12} rolled back)"]
+
+
 def test_the_promotion_line_catches_up_after_a_status_write_failed() -> None:
     """The API server went away right after a promotion commit: the status kept ``soaking ... 19s left``. The next
     reconciles, with nothing left to promote, say so instead."""

@@ -275,11 +275,29 @@ CANARY_ROWS = [
         1.0,
     ),
     (
-        "abort command rolls back",
+        "abort command rolls back, the stable first",
         running(3, Phase.PAUSED),
         obs(stable=w(3), new=w(1, 1, NEW), command=CommandName.ABORT),
         Phase.ABORTED,
         3,
+        [Scale(Track.STABLE, 4)],
+        1.0,
+    ),
+    (
+        "... then the canary, once the stable is Ready",
+        replace(running(3), phase=Phase.ABORTED, failed_hash=NEW),
+        obs(stable=w(4), new=w(1, 1, NEW)),
+        Phase.ABORTED,
+        3,
+        [Scale(Track.CANARY, 0)],
+        1.0,
+    ),
+    (
+        "failing pods take the canary out at once",
+        running(1),
+        obs(stable=w(3), new=w(1, 1, NEW), pods=FAILING),
+        Phase.ABORTED,
+        1,
         [Scale(Track.STABLE, 4), Scale(Track.CANARY, 0)],
         1.0,
     ),
@@ -419,13 +437,31 @@ CANARY_ROWS = [
         None,
     ),
     (
-        "new revision mid-rollout supersedes",
+        "new revision mid-rollout supersedes: the stable grows first",
         running(1),
         obs(stable=w(3), new=w(1, 1, NEW), target=NEWER),
         Phase.PROGRESSING,
         0,
-        [Scale(Track.STABLE, 4), Scale(Track.CANARY, 0)],
+        [Scale(Track.STABLE, 4)],
         0.0,
+    ),
+    (
+        "... the superseded canary serves until the stable is Ready",
+        running(0, target_hash=NEWER),
+        obs(stable=w(4, 3), new=w(1, 1, NEW), target=NEWER),
+        Phase.PROGRESSING,
+        0,
+        [],
+        1.0,
+    ),
+    (
+        "... then the new canary replaces it",
+        running(0, target_hash=NEWER),
+        obs(stable=w(4), new=w(1, 1, NEW), target=NEWER),
+        Phase.PROGRESSING,
+        0,
+        [Deploy(Track.CANARY, 1)],
+        1.0,
     ),
     (
         "superseded step 0 redeploys the canary",
@@ -447,6 +483,44 @@ CANARY_ROWS = [
 def test_canary_transitions(state, observation, phase, step, actions, requeue) -> None:
     d = decide(state, observation, CANARY, NOW)
     assert (d.state.phase, d.state.step, kinds(d), d.requeue_after) == (phase, step, actions, requeue)
+
+
+def scaled_to(total: int, observation: Observation) -> Observation:
+    return replace(observation, total=total)
+
+
+@pytest.mark.parametrize(
+    ("state", "observation", "actions"),
+    [
+        # CANARY's step 3 is `pause: {}` after setWeight 25: 1 canary + 3 stable of 4; the commit asks for 8.
+        (
+            running(3, Phase.PAUSED, weight=25),
+            scaled_to(8, obs(stable=w(3), new=w(1, 1, NEW))),
+            [Deploy(Track.CANARY, 2)],
+        ),
+        (
+            running(3, Phase.PAUSED, weight=25),
+            scaled_to(8, obs(stable=w(3), new=w(2, 2, NEW))),
+            [Scale(Track.STABLE, 6)],
+        ),
+        (running(1, weight=25), scaled_to(8, obs(stable=w(3), new=w(1, 1, NEW))), [Deploy(Track.CANARY, 2)]),
+        # scaled down: the stable shrinks, the canary after it (stable first on the way down)
+        (
+            running(3, Phase.PAUSED, weight=25),
+            scaled_to(2, obs(stable=w(3), new=w(1, 1, NEW))),
+            [Scale(Track.STABLE, 1)],
+        ),
+        (running(3, Phase.PAUSED, weight=25), obs(stable=w(3), new=w(1, 1, NEW)), []),
+        # an HPA scaled the stable: Git asks for what the rollout started with, the HPA's count stands
+        (running(3, Phase.PAUSED, weight=25, replicas=4), obs(stable=w(5), new=w(1, 1, NEW)), []),
+    ],
+    ids=["paused: canary first", "paused: then stable", "timed pause: canary first", "scaled down", "unchanged", "hpa"],
+)
+def test_a_scale_only_commit_mid_canary_is_applied_at_the_weight_reached(state, observation, actions) -> None:
+    """Argo Rollouts scales a paused canary at once; the split waited for the next setWeight, behind an
+    indefinite pause for as long as nobody promoted it."""
+    d = decide(state, observation, CANARY, NOW)
+    assert (d.state.phase, d.state.step, kinds(d)) == (state.phase, state.step, actions)
 
 
 def analysis_state(*runs: CheckRun) -> RolloutState:
@@ -632,6 +706,24 @@ BG_ROWS = [
     ),
     ("autoPromotion off pauses before the switch", bg(2), obs(new=w(4, 4, NEW)), MANUAL_BG, Phase.PAUSED, 2, []),
     (
+        "the switch waits while a preview pod is not Ready",
+        bg(2),
+        obs(new=w(4, 3, NEW)),
+        BLUE_GREEN,
+        Phase.PROGRESSING,
+        2,
+        [],
+    ),
+    (
+        "... also when promoted by hand",
+        bg(2, Phase.PAUSED),
+        obs(new=w(4, 3, NEW), command=CommandName.PROMOTE),
+        MANUAL_BG,
+        Phase.PROGRESSING,
+        2,
+        [],
+    ),
+    (
         "promote switches",
         bg(2, Phase.PAUSED),
         obs(new=w(4, 4, NEW), command=CommandName.PROMOTE),
@@ -741,6 +833,61 @@ BG_ROWS = [
 def test_blue_green_transitions(state, observation, policy: RolloutPolicy, phase, step, actions) -> None:
     d = decide(state, observation, policy, NOW)
     assert (d.state.phase, d.state.step, kinds(d)) == (phase, step, actions)
+
+
+def test_blue_green_promoted_while_a_preview_pod_is_not_ready_switches_once_it_is() -> None:
+    waiting = decide(bg(2, Phase.PAUSED), obs(new=w(4, 3, NEW), command=CommandName.PROMOTE), MANUAL_BG, NOW)
+    assert kinds(waiting) == [] and waiting.state.message == "switch waits for the preview: 3/4 Ready"
+    later = decide(waiting.state, obs(new=w(4, 4, NEW)), MANUAL_BG, NOW + 1)  # the promote is not asked again
+    assert (later.state.phase, kinds(later)) == (Phase.PROMOTING, [Route(ServiceRole.ACTIVE, Track.GREEN)])
+
+
+def test_blue_green_promote_full_skips_the_analyses_but_switches_only_to_a_ready_preview() -> None:
+    asked = decide(bg(0), obs(new=w(4, 1, NEW), command=CommandName.PROMOTE_FULL), BLUE_GREEN, NOW)
+    assert Route(ServiceRole.ACTIVE, Track.GREEN) not in kinds(asked), "switched to a preview 1/4 Ready"
+    waiting = decide(asked.state, obs(new=w(4, 3, NEW)), BLUE_GREEN, NOW + 1)
+    assert (waiting.state.step, kinds(waiting)) == (0, [])
+    switched = decide(waiting.state, obs(new=w(4, 4, NEW)), BLUE_GREEN, NOW + 2)
+    assert kinds(switched) == [Route(ServiceRole.ACTIVE, Track.GREEN)], "prePromotionAnalysis was not skipped"
+    assert (switched.state.phase, switched.state.step) == (Phase.PROMOTING, 4), "postPromotionAnalysis ran"
+
+
+def test_a_revert_to_the_stable_mid_canary_skips_every_step() -> None:
+    """Argo Rollouts skips the steps of an update back to the stable ReplicaSet; it rolled the stable's own
+    template out as a canary, through every pause."""
+    reverted = decide(running(3, Phase.PAUSED, weight=25), obs(stable=w(3), new=w(1, 1, NEW), target=OLD), CANARY, NOW)
+    assert (reverted.state.phase, kinds(reverted)) == (Phase.HEALTHY, [Scale(Track.STABLE, 4)])
+    assert reverted.state.history[-1].outcome == "superseded" and reverted.state.revision == "rev-old"
+    serving = decide(reverted.state, obs(stable=w(4, 3), new=w(1, 1, NEW), target=OLD), CANARY, NOW + 1)
+    assert kinds(serving) == [], "the canary's pods went before the stable was back"
+    back = decide(reverted.state, obs(stable=w(4), new=w(1, 1, NEW), target=OLD), CANARY, NOW + 2)
+    assert (back.state.phase, kinds(back)) == (Phase.HEALTHY, [Scale(Track.CANARY, 0)])
+
+
+def test_a_revert_to_the_stable_mid_blue_green_drops_the_preview() -> None:
+    reverted = decide(bg(2, Phase.PAUSED), obs(new=w(4, 4, NEW), target=OLD), MANUAL_BG, NOW)
+    assert (reverted.state.phase, kinds(reverted)) == (Phase.HEALTHY, [])
+    after = decide(reverted.state, obs(new=w(4, 4, NEW), target=OLD), MANUAL_BG, NOW + 1)
+    assert kinds(after) == [Route(ServiceRole.PREVIEW, Track.BLUE), Scale(Track.GREEN, 0)]
+    switched = decide(bg(3, Phase.PROMOTING), obs(new=w(4, 4, NEW), target=OLD), BLUE_GREEN, NOW)
+    assert (switched.state.phase, kinds(switched)) == (Phase.HEALTHY, [Route(ServiceRole.ACTIVE, Track.BLUE)])
+
+
+def test_a_scale_only_commit_reaches_both_colours_before_the_switch() -> None:
+    """A paused gate can last hours: the active colour serves meanwhile, and a preview left at the old count would
+    never satisfy the switch's readiness check."""
+    paused = decide(bg(2, Phase.PAUSED, replicas=4), replace(obs(new=w(4, 4, NEW)), total=6), MANUAL_BG, NOW)
+    assert (paused.state.phase, kinds(paused)) == (Phase.PAUSED, [Scale(Track.BLUE, 6), Scale(Track.GREEN, 6)])
+    assert paused.state.replicas == 6
+    again = decide(paused.state, replace(obs(stable=w(6), new=w(6, 6, NEW)), total=6), MANUAL_BG, NOW + 1)
+    assert kinds(again) == []
+    switched = decide(
+        bg(4, Phase.PROMOTING, replicas=4, switched_at=NOW - 1),
+        replace(obs(new=w(4, 4, NEW)), total=6),
+        BLUE_GREEN,
+        NOW,
+    )
+    assert kinds(switched) == [Scale(Track.GREEN, 6)], "the serving colour is not grown, or the old one is"
 
 
 def test_blue_green_completion_flips_the_stable_colour() -> None:
