@@ -117,6 +117,18 @@ class AppEnv:
             self.env,
         )
 
+    def foreign(self, live: Mapping[str, Any] | None) -> str:
+        """Whose ``live`` is when it is labelled as another's ("" when it is this app-env's, unlabelled, or absent):
+        another app-env of gitsync, or another tool (``app.kubernetes.io/managed-by``). The rollout's tracks are
+        found by name (``<workload>-canary``), and a name is no proof of ownership."""
+        labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+        manager = labels.get(LABEL_MANAGED_BY)
+        if manager is None or (manager == MANAGER and self.owns(live or {})):
+            return ""
+        if manager == MANAGER:
+            return f"app {labels.get(LABEL_APP, '?')} in environment {labels.get(LABEL_ENV, '?')}"
+        return str(manager)
+
 
 def is_record(ref: ObjectId) -> bool:
     """Whether ``ref`` names one of gitsync's own state ConfigMaps (in any namespace)."""

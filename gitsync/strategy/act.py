@@ -80,9 +80,12 @@ def perform(
 ) -> str:
     key, namespace = where.key, where.namespace
     if isinstance(action, Remove):
-        for ref in where.refs(action.track):
+        refs = where.refs(action.track)
+        if not where.found.get(action.track):  # named, not found by its labels: a name is no proof of ownership
+            refs = tuple(ref for ref in refs if not _foreign(ref, key, reader))
+        for ref in refs:
             cluster.delete(ref)
-        return "remove " + ", ".join(str(ref) for ref in where.refs(action.track))
+        return "remove " + ", ".join(str(ref) for ref in refs) if refs else ""
     if isinstance(action, Emit):
         # EventSink builds the Event (name, involved object, timestamps, its type from the reason).
         event = events.event(key, namespace, action.reason, action.message)
@@ -231,6 +234,14 @@ def _empty(deployment: Json) -> bool:
 
 def _selector(deployment: Json) -> Json:
     return dict((deployment.get("spec") or {}).get("selector") or {})
+
+
+def _foreign(ref: ObjectId, key: AppEnv, reader: WorkloadReader) -> bool:
+    """Whether ``ref`` is labelled as another app's or tool's (kept, and said so in the log)."""
+    owner = key.foreign(reader.get(ref))
+    if owner:
+        log.warning("rollout.track_not_ours", app=key.app, env=key.env, object=str(ref), owner=owner)
+    return bool(owner)
 
 
 def _owners(obj: Json) -> list[Json]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 from gitsync.analysis.measure import CheckContext, Measurer
 from gitsync.analysis.pod_health import PodReport, inspect_pods
 from gitsync.health import current_pods
-from gitsync.model import Json, ObjectId
+from gitsync.errors import TerminalError
+from gitsync.model import AppEnv, Json, ObjectId
 from gitsync.ports import RenderedApp, WorkloadReader
 from gitsync.strategy.checks import checks_due
 from gitsync.strategy.layout import (
@@ -53,6 +54,8 @@ def observe(
     stable_track, new_track = tracks(state, policy)
     stable_live = reader.get(layout.ref(stable_track))
     new_live = reader.get(layout.ref(new_track))
+    for track, live in ((stable_track, stable_live), (new_track, new_live)):
+        _refuse_foreign(layout, key, track, live)
     pods = PodReport()
     new_pods: tuple[Json, ...] = ()
     stable = view(stable_live)
@@ -99,6 +102,19 @@ def observe(
     if policy.strategy is Strategy.BLUE_GREEN and state.phase not in ACTIVE_PHASES:
         observation = replace(observation, services_current=services_current(layout, reader))
     return Observed(observation, {stable_track: stable_live, new_track: new_live})
+
+
+def _refuse_foreign(layout: Layout, key: AppEnv, track: Track, live: Json | None) -> None:
+    """A track is found by its name (``<workload>-canary``, ``-blue``, ``-green``); one labelled as another app's
+    or another tool's is not ours to scale, retemplate or delete: the rollout stops before any action (terminal,
+    fixed by renaming one of the two)."""
+    ref = layout.ref(track)
+    owner = key.foreign(live) if ref != layout.ref(Track.STABLE) else ""
+    if owner:
+        raise TerminalError(
+            f"{ref}: the {track.value} track of {layout.workload.id.name} has this name, but it belongs to {owner}: "
+            "rename one of the two workloads"
+        )
 
 
 def _ready(pod: Json) -> bool:

@@ -22,7 +22,7 @@ from gitsync.adapters.prometheus import PrometheusClient
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.analysis.measure import Measurer
 from gitsync.cli.status import rollout_lines
-from gitsync.errors import InvalidObjectError
+from gitsync.errors import InvalidObjectError, TerminalError
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, Manifest, ObjectId
 from gitsync.strategy import control
 from gitsync.strategy.executor import PART, RolloutExecutor, StepOutcome, advance
@@ -391,6 +391,32 @@ def test_canary_of_a_changed_selector_is_refused_before_anything_runs(lab: Lab) 
     assert lab.state()["history"][-1]["revision"] == "v3"
     with pytest.raises(InvalidObjectError):
         lab.step(v4)
+
+
+def test_a_deployment_of_another_app_named_like_the_canary_is_never_touched(lab: Lab) -> None:
+    """Tracks are found by name (``web-canary``): another app's Deployment of that name is neither retemplated,
+    scaled nor deleted; the rollout stops in one line naming it and its owner."""
+    released(lab, PAUSES)
+    other = deployment(lab.namespace, "other", replicas=1)
+    other["spec"]["selector"] = {"matchLabels": {"app": "shop"}}
+    other["spec"]["template"]["metadata"]["labels"] = {"app": "shop", "version": "other"}
+    other["metadata"] = {
+        "name": "web-canary",
+        "namespace": lab.namespace,
+        "labels": {**OWNERSHIP, LABEL_APP: "shop"},
+    }
+    lab.cluster.apply(other, force=True)
+    before = lab.deploy("web-canary")
+    with pytest.raises(TerminalError) as refused:
+        lab.step(app(lab.namespace, "v2", PAUSES))
+    assert str(refused.value) == (
+        f"Deployment.apps/{lab.namespace}/web-canary: the canary track of web has this name, but it belongs to "
+        "app shop in environment test: rename one of the two workloads"
+    )
+    after = lab.deploy("web-canary")
+    assert after is not None and before is not None
+    assert after["metadata"]["generation"] == before["metadata"]["generation"] == 1
+    assert after["metadata"]["labels"][LABEL_APP] == "shop" and lab.versions() == {"v1": REPLICAS}
 
 
 def blue_green(**extra: Any) -> dict[str, Any]:
