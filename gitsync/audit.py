@@ -14,7 +14,7 @@ from typing import Any
 
 from gitsync.ledger import LedgerEntry
 from gitsync.ports import CommitInfo
-from gitsync.promote import EVIDENCE, PROMOTED_FROM, ROLLBACK_OF, evidence
+from gitsync.promote import EVIDENCE, OVERRIDE, PROMOTED_FROM, ROLLBACK_OF, evidence
 
 __all__ = ["COLUMNS", "AuditRow", "audit_rows", "merged_by", "pull_request"]
 
@@ -62,6 +62,8 @@ class AuditRow:
     promoted_from: str
     rollback_of: str
     evidence: str
+    override: str = ""
+    """``Gitsync-Override``: why a person forced an unverified pin (``gitsync promote --force --reason``)."""
 
     def to_json(self) -> dict[str, Any]:
         line = self.entry.to_json()
@@ -89,13 +91,14 @@ class AuditRow:
             "agent": self.entry.agent,
             "promotionCommit": self.entry.promotion_commit,
             "rollbackCommit": self.entry.rollback_commit,
+            "override": self.override,
         }
 
 
 COLUMNS = (
     "time", "env", "app", "commit", "subject", "pullRequest", "author", "mergedBy", "promotedFrom", "evidence",
     "digest", "outcome", "rollbackOf", "startedAt", "finishedAt", "chartTree", "libTree", "valuesHash", "steps",
-    "analysis", "agent", "promotionCommit", "rollbackCommit",
+    "analysis", "agent", "promotionCommit", "rollbackCommit", "override",
 )  # fmt: skip
 """The keys of ``AuditRow.to_json`` in order: the JSON schema's fields and the CSV header."""
 
@@ -108,9 +111,9 @@ def audit_rows(
     app: str | None = None,
     since: float | None = None,
 ) -> tuple[AuditRow, ...]:
-    """One row per ledger entry that matches, newest first. ``promotedFrom``, ``rollbackOf`` and ``evidence``
-    come from the trailers of the promotion or rollback commit the entry names, else of the noted commit; the
-    evidence falls back to the entry's own outcome and analysis."""
+    """One row per ledger entry that matches, newest first. ``promotedFrom``, ``rollbackOf``, ``evidence`` and
+    ``override`` come from the trailers of the promotion or rollback commit the entry names, else of the noted
+    commit; the evidence falls back to the entry's own outcome and analysis."""
     rows = []
     for sha, entries in notes.items():
         noted = commits.get(sha)
@@ -131,6 +134,7 @@ def audit_rows(
                     promoted_from=_trailer(written, PROMOTED_FROM),
                     rollback_of=_trailer(written, ROLLBACK_OF),
                     evidence=_trailer(written, EVIDENCE) or evidence(entry),
+                    override=_trailer(written, OVERRIDE),
                 )
             )
     return tuple(sorted(rows, key=lambda row: (row.entry.finished_at, row.commit), reverse=True))

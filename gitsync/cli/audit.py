@@ -102,6 +102,6 @@ def _table(rows: list[dict[str, object]]) -> None:
             + ("@" + str(row["promotedFrom"]).partition("@")[2][:7] if row["promotedFrom"] else ""),
             Text(str(row["author"])),
             Text(str(row["subject"])),
-            Text(str(row["evidence"])),
+            Text(f"forced: {row['override']}; {row['evidence']}" if row["override"] else str(row["evidence"])),
         )
     Console(width=200).print(table)

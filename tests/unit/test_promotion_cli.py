@@ -118,6 +118,25 @@ def test_audit_json_on_a_fresh_clone_lists_releases_with_pr_numbers_and_evidence
     assert len(out.splitlines()) == 1 + 3
 
 
+def test_audit_says_a_prod_release_was_forced_and_why(scenario: Scenario) -> None:
+    server = scenario.server
+    good = server.commit({**CHART, "apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "podinfo 6.7.0")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.7.0")
+    bad = server.commit({"apps/podinfo/values.yaml": 'image:\n  tag: "6.8.0"\n'}, "podinfo 6.8.0")
+    scenario.release(bad, "staging", ReleaseOutcome.ROLLED_BACK, T0 + 100, "6.8.0")
+    forced = ("--revision", bad, "--force", "--reason", "INC-7 hotfix", "--push")
+    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", *forced)
+    assert code == 0, out
+    scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 200, "6.8.0")
+
+    code, out = scenario.cli("audit", "--env", "prod", "-o", "json")
+    assert code == 0, out
+    [row] = json.loads(out)
+    assert (row["promotedFrom"], row["override"]) == (f"staging@{bad}", "INC-7 hotfix")
+    code, out = scenario.cli("audit", "--env", "prod")
+    assert "forced: INC-7 hotfix; " in out, out
+
+
 def test_audit_of_an_empty_ledger_says_so(scenario: Scenario) -> None:
     scenario.server.commit(CHART, "podinfo")
     code, out = scenario.cli("audit")
