@@ -110,6 +110,7 @@ def audit_rows(
     env: str | None = None,
     app: str | None = None,
     since: float | None = None,
+    until: float | None = None,
 ) -> tuple[AuditRow, ...]:
     """One row per ledger entry that matches, newest first. ``promotedFrom``, ``rollbackOf``, ``evidence`` and
     ``override`` come from the trailers of the promotion or rollback commit the entry names, else of the noted
@@ -120,7 +121,7 @@ def audit_rows(
         for entry in entries:
             if (env and entry.env != env) or (app and entry.app != app):
                 continue
-            if since is not None and entry.finished_at < since:
+            if (since is not None and entry.finished_at < since) or (until is not None and entry.finished_at > until):
                 continue
             written = commits.get(entry.promotion_commit or entry.rollback_commit) or noted
             rows.append(

@@ -30,13 +30,14 @@ def clone_ledger(repo: Path) -> NotesLedger:
     return NotesLedger(partial(local_session, repo), remote)
 
 
-def _since(text: str | None) -> float | None:
+def _moment(option: str, text: str | None) -> float | None:
+    """``--since``/``--until`` as epoch seconds: a date (its midnight) or a time, UTC unless an offset is given."""
     if text is None:
         return None
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        fail(f"--since: expected a date like 2025-01-31 or 2025-01-31T12:00:00Z, got {text!r}")
+        fail(f"{option}: expected a date like 2025-01-31 or 2025-01-31T12:00:00Z, got {text!r}")
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
@@ -45,15 +46,16 @@ def _since(text: str | None) -> float | None:
 @click.option("--env", "env", default=None, help="Only releases in this environment.")
 @click.option("--app", "app", default=None, help="Only releases of this app.")
 @click.option("--since", default=None, help="Only releases that finished at or after this date (UTC unless given).")
+@click.option("--until", default=None, help="Only releases that finished at or before this date (UTC unless given).")
 @click.option("-o", "--output", type=click.Choice(["table", "json", "csv"]), default="table")
-def command(repo: Path, env: str | None, app: str | None, since: str | None, output: str) -> None:
+def command(repo: Path, env: str | None, app: str | None, since: str | None, until: str | None, output: str) -> None:
     """List every release recorded in the repository's ledger, newest first, with its evidence."""
     from gitsync.adapters.commits import read_commits
     from gitsync.adapters.gitwrite import local_session
     from gitsync.audit import COLUMNS, audit_rows
     from gitsync.errors import GitsyncError
 
-    after = _since(since)
+    after, before = _moment("--since", since), _moment("--until", until)
     try:
         notes = clone_ledger(repo).read()
         named = {e.promotion_commit or e.rollback_commit for entries in notes.values() for e in entries}
@@ -61,7 +63,7 @@ def command(repo: Path, env: str | None, app: str | None, since: str | None, out
             commits = read_commits(run, (set(notes) | named) - {""})
     except GitsyncError as e:
         fail(str(e))
-    rows = [row.to_json() for row in audit_rows(notes, commits, env=env, app=app, since=after)]
+    rows = [row.to_json() for row in audit_rows(notes, commits, env=env, app=app, since=after, until=before)]
     if output == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     elif output == "csv":

@@ -118,7 +118,7 @@ def test_audit_json_on_a_fresh_clone_lists_releases_with_pr_numbers_and_evidence
     assert len(out.splitlines()) == 1 + 3
 
 
-def test_audit_says_a_prod_release_was_forced_and_why(scenario: Scenario) -> None:
+def test_audit_says_a_prod_release_was_forced_and_why_and_filters_a_time_window(scenario: Scenario) -> None:
     server = scenario.server
     good = server.commit({**CHART, "apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "podinfo 6.7.0")
     scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.7.0")
@@ -135,6 +135,12 @@ def test_audit_says_a_prod_release_was_forced_and_why(scenario: Scenario) -> Non
     assert (row["promotedFrom"], row["override"]) == (f"staging@{bad}", "INC-7 hotfix")
     code, out = scenario.cli("audit", "--env", "prod")
     assert "forced: INC-7 hotfix; " in out, out
+
+    window = ("--since", "2023-11-14T22:14:00Z", "--until", "2023-11-14T22:15:00Z", "-o", "json")
+    code, out = scenario.cli("audit", *window)
+    assert code == 0 and [r["outcome"] for r in json.loads(out)] == ["RolledBack"], "only T0 + 100 is in the window"
+    code, out = scenario.cli("audit", "--until", "yesterday")
+    assert code == 2 and "--until: expected a date like 2025-01-31" in out, out
 
 
 def test_audit_of_an_empty_ledger_says_so(scenario: Scenario) -> None:
