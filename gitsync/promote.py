@@ -243,8 +243,9 @@ def _lib(lib_tree: str) -> str:
 
 
 def evidence(entry: LedgerEntry, soak_seconds: float | None = None) -> str:
-    """The one-line ``Gitsync-Evidence``: outcome, each analysis value against its condition, the soak."""
-    parts = [entry.outcome.value]
+    """The one-line ``Gitsync-Evidence``: outcome (with why it was aborted), each analysis value against its
+    condition, the soak."""
+    parts = [f"{entry.outcome.value}: {entry.reason}" if entry.reason else entry.outcome.value]
     for check in entry.analysis:
         if check.value is None and not check.condition:  # a check judged without a number (podHealth)
             parts.append(f"{check.name} {check.verdict}")
