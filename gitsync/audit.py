@@ -62,6 +62,8 @@ class AuditRow:
     promoted_from: str
     rollback_of: str
     evidence: str
+    promotion_commit: str = ""
+    rollback_commit: str = ""
     override: str = ""
     """``Gitsync-Override``: why a person forced an unverified pin (``gitsync promote --force --reason``)."""
 
@@ -89,8 +91,8 @@ class AuditRow:
             "steps": line["steps"],
             "analysis": line["analysis"],
             "agent": self.entry.agent,
-            "promotionCommit": self.entry.promotion_commit,
-            "rollbackCommit": self.entry.rollback_commit,
+            "promotionCommit": self.promotion_commit,
+            "rollbackCommit": self.rollback_commit,
             "override": self.override,
         }
 
@@ -114,7 +116,9 @@ def audit_rows(
 ) -> tuple[AuditRow, ...]:
     """One row per ledger entry that matches, newest first. ``promotedFrom``, ``rollbackOf``, ``evidence`` and
     ``override`` come from the trailers of the promotion or rollback commit the entry names, else of the noted
-    commit; the evidence falls back to the entry's own outcome and analysis."""
+    commit; the evidence falls back to the entry's own outcome and analysis. ``promotionCommit`` and
+    ``rollbackCommit`` are the entry's, else found in the ledger (``_later``)."""
+    promoted_by, rolled_back_by = _later(notes, commits)
     rows = []
     for sha, entries in notes.items():
         noted = commits.get(sha)
@@ -135,7 +139,29 @@ def audit_rows(
                     promoted_from=_trailer(written, PROMOTED_FROM),
                     rollback_of=_trailer(written, ROLLBACK_OF),
                     evidence=_trailer(written, EVIDENCE) or evidence(entry),
+                    promotion_commit=entry.promotion_commit or promoted_by.get((f"{entry.env}@{sha}", entry.app), ""),
+                    rollback_commit=entry.rollback_commit or rolled_back_by.get((entry.env, entry.app, sha), ""),
                     override=_trailer(written, OVERRIDE),
                 )
             )
     return tuple(sorted(rows, key=lambda row: (row.entry.finished_at, row.commit), reverse=True))
+
+
+def _later(
+    notes: Mapping[str, Iterable[LedgerEntry]], commits: Mapping[str, CommitInfo]
+) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str, str], str]]:
+    """The commits that promoted or rolled back a release, found from the releases they made: a line is written
+    when its release ends, before anything promotes it or rolls it back, so the line itself cannot name them.
+    ``(env@sha, app)`` -> the first noted promotion commit whose ``Gitsync-Promoted-From`` is it, and ``(env, app,
+    sha)`` -> the first noted commit there whose ``Gitsync-Rollback-Of`` is ``sha``."""
+    promoted_by: dict[tuple[str, str], str] = {}
+    rolled_back_by: dict[tuple[str, str, str], str] = {}
+    ordered = sorted(((e.recency, sha, e) for sha, entries in notes.items() for e in entries), key=lambda t: t[:2])
+    for _, sha, entry in ordered:
+        commit = commits.get(sha)
+        source, undone = _trailer(commit, PROMOTED_FROM), _trailer(commit, ROLLBACK_OF)
+        if source:
+            promoted_by.setdefault((source, entry.app), sha)
+        if undone:
+            rolled_back_by.setdefault((entry.env, entry.app, undone), sha)
+    return promoted_by, rolled_back_by

@@ -124,17 +124,27 @@ def test_audit_says_a_prod_release_was_forced_and_why_and_filters_a_time_window(
     scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.7.0")
     bad = server.commit({"apps/podinfo/values.yaml": 'image:\n  tag: "6.8.0"\n'}, "podinfo 6.8.0")
     scenario.release(bad, "staging", ReleaseOutcome.ROLLED_BACK, T0 + 100, "6.8.0")
-    forced = ("--revision", bad, "--force", "--reason", "INC-7 hotfix", "--push")
-    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", *forced)
-    assert code == 0, out
-    scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 200, "6.8.0")
+    for revision, options, at in ((good, (), T0 + 150), (bad, ("--force", "--reason", "INC-7 hotfix"), T0 + 200)):
+        code, out = scenario.cli(
+            "promote", "--env", "prod", "--app", "podinfo", "--revision", revision, *options, "--push"
+        )
+        assert code == 0, out
+        scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, at, "")
 
     code, out = scenario.cli("audit", "--env", "prod", "-o", "json")
     assert code == 0, out
-    [row] = json.loads(out)
-    assert (row["promotedFrom"], row["override"]) == (f"staging@{bad}", "INC-7 hotfix")
+    forced, verified = json.loads(out)
+    assert (forced["promotedFrom"], forced["override"]) == (f"staging@{bad}", "INC-7 hotfix")
+    assert (verified["promotedFrom"], verified["override"]) == (f"staging@{good}", "")
     code, out = scenario.cli("audit", "--env", "prod")
     assert "forced: INC-7 hotfix; " in out, out
+    code, out = scenario.cli("rollback", "--env", "prod", "--app", "podinfo", "--push")
+    assert code == 0, out
+    scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 300, "")
+    code, out = scenario.cli("audit", "-o", "json")
+    links = {(r["env"], r["commit"]): (r["promotionCommit"], r["rollbackCommit"]) for r in json.loads(out)}
+    assert links[("staging", bad)] == (forced["commit"], ""), "the staging release links to what promoted it"
+    assert links[("prod", forced["commit"])] == ("", server.head()), "and prod's to the commit that rolled it back"
 
     window = ("--since", "2023-11-14T22:14:00Z", "--until", "2023-11-14T22:15:00Z", "-o", "json")
     code, out = scenario.cli("audit", *window)
