@@ -123,7 +123,7 @@ def test_audit_says_a_prod_release_was_forced_and_why_and_filters_a_time_window(
     good = server.commit({**CHART, "apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "podinfo 6.7.0")
     scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.7.0")
     bad = server.commit({"apps/podinfo/values.yaml": 'image:\n  tag: "6.8.0"\n'}, "podinfo 6.8.0")
-    scenario.release(bad, "staging", ReleaseOutcome.ROLLED_BACK, T0 + 100, "6.8.0")
+    scenario.release(bad, "staging", ReleaseOutcome.ROLLED_BACK, T0 + 100, "6.8.0", reason="analysis failed: pods")
     for revision, options, at in ((good, (), T0 + 150), (bad, ("--force", "--reason", "INC-7 hotfix"), T0 + 200)):
         code, out = scenario.cli(
             "promote", "--env", "prod", "--app", "podinfo", "--revision", revision, *options, "--push"
@@ -135,6 +135,8 @@ def test_audit_says_a_prod_release_was_forced_and_why_and_filters_a_time_window(
     assert code == 0, out
     forced, verified = json.loads(out)
     assert (forced["promotedFrom"], forced["override"]) == (f"staging@{bad}", "INC-7 hotfix")
+    overridden = "none: forced; staging noted RolledBack: analysis failed: pods; error-rate=0.012"
+    assert forced["evidence"].startswith(overridden), "what the override overrode"
     assert (verified["promotedFrom"], verified["override"]) == (f"staging@{good}", "")
     code, out = scenario.cli("audit", "--env", "prod")
     assert "forced: INC-7 hotfix; " in out, out
