@@ -338,6 +338,7 @@ class Promotions:
             restored=before.revision,
             change=pin_change(snapshot, key.env, key.app, before, self._tree),
             failed=None,
+            override=before.override,
         )
         written = self._write_pin(
             key, upstream, before, message, rollback_identity(key.app, key.env, rollback_of), review="rollback"

@@ -264,6 +264,7 @@ def _repin(clone: Clone, env: str, app: str, settings: Promotion, to: str | None
             restored=earlier.revision,
             change=pin_change(head, env, app, earlier, clone.trees),
             failed=failed,
+            override=earlier.override,
         )
         return CommitRequest((_pin_edit(env, earlier),), message, rollback_identity(app, env, rollback_of))
     at = f" at {to}" if to else ""

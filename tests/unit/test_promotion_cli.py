@@ -272,6 +272,7 @@ def test_rollback_to_a_forced_pin_keeps_its_reason(scenario: Scenario) -> None:
     assert code == 0 and out.startswith(f"roll back podinfo in prod to {hotfix[:7]}: committed"), out
     pin = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))["podinfo"]
     assert (pin["revision"], pin["override"]) == (hotfix, "INC-9 outage"), "the agent's guard still applies it"
+    assert "Gitsync-Override: INC-9 outage" in server.log("-1", "--format=%B"), "the audit shows it forced again"
 
 
 def test_rollback_of_a_head_following_environment_restores_chart_and_values(scenario: Scenario) -> None:
