@@ -16,7 +16,7 @@ from gitsync.ledger import LedgerEntry
 from gitsync.ports import CommitInfo
 from gitsync.promote import EVIDENCE, OVERRIDE, PROMOTED_FROM, ROLLBACK_OF, evidence
 
-__all__ = ["COLUMNS", "AuditRow", "audit_rows", "merged_by", "pull_request"]
+__all__ = ["COLUMNS", "AuditRow", "audit_rows", "merged_by", "promoted_commits", "pull_request"]
 
 _PULL_REQUEST = (
     re.compile(r"^Merge pull request #(\d+) from "),  # GitHub merge commit
@@ -66,6 +66,9 @@ class AuditRow:
     rollback_commit: str = ""
     override: str = ""
     """``Gitsync-Override``: why a person forced an unverified pin (``gitsync promote --force --reason``)."""
+    change: CommitInfo | None = None
+    """The commit the release's change was made in: for a promoted release the upstream commit it was promoted
+    from (the promotion commit's author is gitsync, or whoever ran ``gitsync promote``), else the noted one."""
 
     def to_json(self) -> dict[str, Any]:
         line = self.entry.to_json()
@@ -94,13 +97,17 @@ class AuditRow:
             "promotionCommit": self.promotion_commit,
             "rollbackCommit": self.rollback_commit,
             "override": self.override,
+            "changeAuthor": self.change.author if self.change else "",
+            "changeMergedBy": merged_by(self.change) if self.change else "",
+            "changePullRequest": pull_request(self.change.message) if self.change else None,
         }
 
 
 COLUMNS = (
     "time", "env", "app", "commit", "subject", "pullRequest", "author", "mergedBy", "promotedFrom", "evidence",
     "digest", "outcome", "rollbackOf", "startedAt", "finishedAt", "chartTree", "libTree", "valuesHash", "steps",
-    "analysis", "agent", "promotionCommit", "rollbackCommit", "override",
+    "analysis", "agent", "promotionCommit", "rollbackCommit", "override", "changeAuthor", "changeMergedBy",
+    "changePullRequest",
 )  # fmt: skip
 """The keys of ``AuditRow.to_json`` in order: the JSON schema's fields and the CSV header."""
 
@@ -128,6 +135,7 @@ def audit_rows(
             if (since is not None and entry.finished_at < since) or (until is not None and entry.finished_at > until):
                 continue
             written = commits.get(entry.promotion_commit or entry.rollback_commit) or noted
+            source = _trailer(written, PROMOTED_FROM)
             rows.append(
                 AuditRow(
                     entry=entry,
@@ -136,15 +144,22 @@ def audit_rows(
                     pull_request=pull_request(noted.message) if noted else None,
                     author=noted.author if noted else "",
                     merged_by=merged_by(noted) if noted else "",
-                    promoted_from=_trailer(written, PROMOTED_FROM),
+                    promoted_from=source,
                     rollback_of=_trailer(written, ROLLBACK_OF),
                     evidence=_trailer(written, EVIDENCE) or evidence(entry),
                     promotion_commit=entry.promotion_commit or promoted_by.get((f"{entry.env}@{sha}", entry.app), ""),
                     rollback_commit=entry.rollback_commit or rolled_back_by.get((entry.env, entry.app, sha), ""),
                     override=_trailer(written, OVERRIDE),
+                    change=commits.get(source.partition("@")[2]) if source else noted,
                 )
             )
     return tuple(sorted(rows, key=lambda row: (row.entry.finished_at, row.commit), reverse=True))
+
+
+def promoted_commits(commits: Iterable[CommitInfo]) -> set[str]:
+    """The upstream commits that ``commits`` promoted (their ``Gitsync-Promoted-From``), which ``audit_rows``
+    also needs: a forced promotion may name a commit no ledger line is on."""
+    return {_trailer(commit, PROMOTED_FROM).partition("@")[2] for commit in commits} - {""}
 
 
 def _later(

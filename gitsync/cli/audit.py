@@ -52,7 +52,7 @@ def command(repo: Path, env: str | None, app: str | None, since: str | None, unt
     """List every release recorded in the repository's ledger, newest first, with its evidence."""
     from gitsync.adapters.commits import read_commits
     from gitsync.adapters.gitwrite import local_session
-    from gitsync.audit import COLUMNS, audit_rows
+    from gitsync.audit import COLUMNS, audit_rows, promoted_commits
     from gitsync.errors import GitsyncError
 
     after, before = _moment("--since", since), _moment("--until", until)
@@ -61,6 +61,7 @@ def command(repo: Path, env: str | None, app: str | None, since: str | None, unt
         named = {e.promotion_commit or e.rollback_commit for entries in notes.values() for e in entries}
         with local_session(repo) as run:
             commits = read_commits(run, (set(notes) | named) - {""})
+            commits |= read_commits(run, promoted_commits(commits.values()) - set(commits))
     except GitsyncError as e:
         fail(str(e))
     rows = [row.to_json() for row in audit_rows(notes, commits, env=env, app=app, since=after, until=before)]
@@ -98,12 +99,25 @@ def _table(rows: list[dict[str, object]]) -> None:
             str(row["env"]),
             str(row["app"]),
             str(row["commit"])[:12],
-            f"#{row['pullRequest']}" if row["pullRequest"] is not None else "",
+            _pull_request(row),
             str(row["outcome"]),
             str(row["promotedFrom"]).partition("@")[0]
             + ("@" + str(row["promotedFrom"]).partition("@")[2][:7] if row["promotedFrom"] else ""),
-            Text(str(row["author"])),
+            Text(_author(row)),
             Text(str(row["subject"])),
             Text(f"forced: {row['override']}; {row['evidence']}" if row["override"] else str(row["evidence"])),
         )
     Console(width=200).print(table)
+
+
+def _author(row: dict[str, object]) -> str:
+    """Who made the change; for a promotion also who promoted it (gitsync, or the person who forced it)."""
+    if row["promotedFrom"] and row["changeAuthor"] and row["changeAuthor"] != row["author"]:
+        return f"{row['changeAuthor']}, promoted by {row['author']}"
+    return str(row["author"])
+
+
+def _pull_request(row: dict[str, object]) -> str:
+    """The deployed commit's pull request, else that of the change a promotion carried."""
+    number = row["pullRequest"] if row["pullRequest"] is not None else row["changePullRequest"]
+    return f"#{number}" if number is not None else ""

@@ -118,12 +118,17 @@ def test_audit_json_on_a_fresh_clone_lists_releases_with_pr_numbers_and_evidence
     assert len(out.splitlines()) == 1 + 3
 
 
-def test_audit_says_a_prod_release_was_forced_and_why_and_filters_a_time_window(scenario: Scenario) -> None:
+def test_audit_says_a_prod_release_was_forced_and_why_and_filters_a_time_window(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = scenario.server
-    good = server.commit({**CHART, "apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "podinfo 6.7.0")
+    good = server.commit({**CHART, "apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "podinfo 6.7.0 (#21)")
     scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.7.0")
     bad = server.commit({"apps/podinfo/values.yaml": 'image:\n  tag: "6.8.0"\n'}, "podinfo 6.8.0")
     scenario.release(bad, "staging", ReleaseOutcome.ROLLED_BACK, T0 + 100, "6.8.0", reason="analysis failed: pods")
+    for who in ("AUTHOR", "COMMITTER"):  # the operator's promote and rollback commits, not Ada's
+        monkeypatch.setenv(f"GIT_{who}_NAME", "Olga")
+        monkeypatch.setenv(f"GIT_{who}_EMAIL", "olga@example.com")
     for revision, options, at in ((good, (), T0 + 150), (bad, ("--force", "--reason", "INC-7 hotfix"), T0 + 200)):
         code, out = scenario.cli(
             "promote", "--env", "prod", "--app", "podinfo", "--revision", revision, *options, "--push"
@@ -138,8 +143,10 @@ def test_audit_says_a_prod_release_was_forced_and_why_and_filters_a_time_window(
     overridden = "none: forced; staging noted RolledBack: analysis failed: pods; error-rate=0.012"
     assert forced["evidence"].startswith(overridden), "what the override overrode"
     assert (verified["promotedFrom"], verified["override"]) == (f"staging@{good}", "")
+    change = (verified["author"], verified["changeAuthor"], verified["changeMergedBy"], verified["changePullRequest"])
+    assert change == ("Olga <olga@example.com>", "Ada <ada@example.com>", "Ada <ada@example.com>", 21)
     code, out = scenario.cli("audit", "--env", "prod")
-    assert "forced: INC-7 hotfix; " in out, out
+    assert "forced: INC-7 hotfix; " in out and "Ada <ada@example.com>, promoted by" in out, out
     code, out = scenario.cli("rollback", "--env", "prod", "--app", "podinfo", "--push")
     assert code == 0, out
     scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 300, "")
