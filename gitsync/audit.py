@@ -12,11 +12,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gitsync.ledger import LedgerEntry
+from gitsync.ledger import LedgerEntry, ReleaseOutcome
 from gitsync.ports import CommitInfo
-from gitsync.promote import EVIDENCE, OVERRIDE, PROMOTED_FROM, ROLLBACK_OF, evidence
+from gitsync.promote import APP, ENV, EVIDENCE, OVERRIDE, PROMOTED_FROM, ROLLBACK_OF, evidence
 
-__all__ = ["COLUMNS", "AuditRow", "audit_rows", "merged_by", "promoted_commits", "pull_request"]
+__all__ = ["COLUMNS", "AuditRow", "audit_rows", "inconsistencies", "merged_by", "promoted_commits", "pull_request"]
 
 _PULL_REQUEST = (
     re.compile(r"^Merge pull request #(\d+) from "),  # GitHub merge commit
@@ -180,3 +180,36 @@ def _later(
         if undone:
             rolled_back_by.setdefault((entry.env, entry.app, undone), sha)
     return promoted_by, rolled_back_by
+
+
+def inconsistencies(notes: Mapping[str, Iterable[LedgerEntry]], commits: Mapping[str, CommitInfo]) -> list[str]:
+    """What the ledger says that cannot all be true, one line each: one release noted with two outcomes (an edited
+    line merged with the agent's own copy), and a promotion without a forced reason whose content no Succeeded
+    release upstream has (a line removed or edited, or a pin written by hand: the agent's guard would not have
+    applied it). Not proof against tampering (nothing signs the notes), but what an edit leaves behind."""
+    found = []
+    outcomes: dict[tuple[str, str, str, str], set[str]] = {}
+    succeeded: dict[tuple[str, str], list[LedgerEntry]] = {}
+    for sha, entries in notes.items():
+        for entry in entries:
+            outcomes.setdefault((entry.env, entry.app, sha, entry.digest), set()).add(entry.outcome.value)
+            if entry.outcome is ReleaseOutcome.SUCCEEDED:
+                succeeded.setdefault((entry.env, entry.app), []).append(entry)
+    for (env, app, sha, _), seen in sorted(outcomes.items()):
+        if len(seen - {ReleaseOutcome.SUPERSEDED.value}) > 1:
+            found.append(f"{env} {app} at {sha[:12]}: one release noted as {' and '.join(sorted(seen))}")
+    for sha, entries in sorted(notes.items()):
+        commit = commits.get(sha)
+        source = _trailer(commit, PROMOTED_FROM)
+        if not source or _trailer(commit, OVERRIDE):
+            continue
+        from_env = source.partition("@")[0]
+        mine = [e for e in entries if (e.env, e.app) == (_trailer(commit, ENV), _trailer(commit, APP))]
+        upstream = succeeded.get((from_env, mine[0].app), []) if mine else []
+        if mine and not any(u.content.same_as(e.content) for e in mine for u in upstream):
+            found.append(
+                f"{mine[0].env} {mine[0].app} at {sha[:12]}: promoted from {source.partition('@')[0]}@"
+                f"{source.partition('@')[2][:12]} unforced, but {from_env}'s ledger holds no Succeeded release "
+                "of its content"
+            )
+    return found

@@ -52,7 +52,7 @@ def command(repo: Path, env: str | None, app: str | None, since: str | None, unt
     """List every release recorded in the repository's ledger, newest first, with its evidence."""
     from gitsync.adapters.commits import read_commits
     from gitsync.adapters.gitwrite import local_session
-    from gitsync.audit import COLUMNS, audit_rows, promoted_commits
+    from gitsync.audit import COLUMNS, audit_rows, inconsistencies, promoted_commits
     from gitsync.errors import GitsyncError
 
     after, before = _moment("--since", since), _moment("--until", until)
@@ -65,6 +65,8 @@ def command(repo: Path, env: str | None, app: str | None, since: str | None, unt
     except GitsyncError as e:
         fail(str(e))
     rows = [row.to_json() for row in audit_rows(notes, commits, env=env, app=app, since=after, until=before)]
+    for problem in inconsistencies(notes, commits):  # on stderr, so -o json and csv stay machine-readable
+        click.echo(f"ledger inconsistent: {problem}", err=True)
     if output == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     elif output == "csv":

@@ -162,6 +162,39 @@ def test_audit_says_a_prod_release_was_forced_and_why_and_filters_a_time_window(
     assert code == 2 and "--until: expected a date like 2025-01-31" in out, out
 
 
+def test_audit_reports_what_an_edited_ledger_leaves_behind(scenario: Scenario) -> None:
+    """Nothing signs the notes: a person can edit or remove a line and push. What cannot be hidden is a promotion
+    that no Succeeded release upstream verifies any more, and an edited line beside the agent's own copy of it."""
+    server = scenario.server
+    good = server.commit(CHART, "podinfo 6.6.0")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
+    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", good, "--push")
+    assert code == 0, out
+    scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 100, "6.6.0")
+    code, out = scenario.cli("audit", "-o", "json")
+    assert code == 0 and "inconsistent" not in out, out
+
+    scenario.release(good, "staging", ReleaseOutcome.ROLLED_BACK, T0, "6.6.0")  # the agent's merge keeps both
+    code, out = scenario.cli("audit", "-o", "json")
+    assert f"ledger inconsistent: staging podinfo at {good[:12]}: one release noted as RolledBack and Succeeded" in out
+
+    mallory = server.clone("mallory")
+    git(mallory, "fetch", "-q", "origin", "refs/notes/gitsync:refs/notes/gitsync")
+    git(mallory, "notes", "--ref", "gitsync", "remove", good)
+    git(mallory, "push", "-q", "--force", "origin", "refs/notes/gitsync")
+    fresh = scenario.root / "auditor"
+    git(scenario.root, "clone", "-q", server.url, str(fresh))
+    code, out = scenario.cli("audit", clone=fresh)
+    assert (
+        code == 0
+        and (
+            f"ledger inconsistent: prod podinfo at {server.head()[:12]}: promoted from staging@{good[:12]} unforced, "
+            "but staging's ledger holds no Succeeded release of its content"
+        )
+        in out
+    ), out
+
+
 def test_audit_of_an_empty_ledger_says_so(scenario: Scenario) -> None:
     scenario.server.commit(CHART, "podinfo")
     code, out = scenario.cli("audit")
