@@ -204,7 +204,12 @@ def inconsistencies(notes: Mapping[str, Iterable[LedgerEntry]], commits: Mapping
         if not source or _trailer(commit, OVERRIDE):
             continue
         from_env = source.partition("@")[0]
-        mine = [e for e in entries if (e.env, e.app) == (_trailer(commit, ENV), _trailer(commit, APP))]
+        mine = [  # a Superseded line's values are not known (its valuesHash is that of none)
+            e
+            for e in entries
+            if (e.env, e.app) == (_trailer(commit, ENV), _trailer(commit, APP))
+            and e.outcome is not ReleaseOutcome.SUPERSEDED
+        ]
         upstream = succeeded.get((from_env, mine[0].app), []) if mine else []
         if mine and not any(u.content.same_as(e.content) for e in mine for u in upstream):
             found.append(

@@ -52,8 +52,11 @@ class Scenario:
             identity=Identity("gitsync", "gitsync@example.com"),
         )
 
-    def release(self, sha: str, env: str, outcome: ReleaseOutcome, at: float, tag: str, **changes: object) -> None:
-        tree = git(self.server.bare, "rev-parse", f"{sha}:apps/podinfo")
+    def release(
+        self, sha: str, env: str, outcome: ReleaseOutcome, at: float, tag: str, pinned: str = "", **changes: object
+    ) -> None:
+        """A release noted on ``sha``; a pinned app's chart tree is its ``pinned`` revision's, as the agent notes it."""
+        tree = git(self.server.bare, "rev-parse", f"{pinned or sha}:apps/podinfo")
         self.agent.append(
             sha,
             entry(
@@ -129,12 +132,13 @@ def test_audit_says_a_prod_release_was_forced_and_why_and_filters_a_time_window(
     for who in ("AUTHOR", "COMMITTER"):  # the operator's promote and rollback commits, not Ada's
         monkeypatch.setenv(f"GIT_{who}_NAME", "Olga")
         monkeypatch.setenv(f"GIT_{who}_EMAIL", "olga@example.com")
-    for revision, options, at in ((good, (), T0 + 150), (bad, ("--force", "--reason", "INC-7 hotfix"), T0 + 200)):
+    forcing = ("--force", "--reason", "INC-7 hotfix")
+    for revision, options, at, tag in ((good, (), T0 + 150, "6.7.0"), (bad, forcing, T0 + 200, "6.8.0")):
         code, out = scenario.cli(
             "promote", "--env", "prod", "--app", "podinfo", "--revision", revision, *options, "--push"
         )
         assert code == 0, out
-        scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, at, "")
+        scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, at, tag, pinned=revision)
 
     code, out = scenario.cli("audit", "--env", "prod", "-o", "json")
     assert code == 0, out
@@ -170,7 +174,10 @@ def test_audit_reports_what_an_edited_ledger_leaves_behind(scenario: Scenario) -
     scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
     code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", good, "--push")
     assert code == 0, out
-    scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 100, "6.6.0")
+    scenario.release(server.head(), "prod", ReleaseOutcome.SUPERSEDED, T0 + 50, "", pinned=good)
+    code, out = scenario.cli("audit", "-o", "json")
+    assert code == 0 and "inconsistent" not in out, "a Superseded line has no values hash to compare"
+    scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 100, "6.6.0", pinned=good)
     code, out = scenario.cli("audit", "-o", "json")
     assert code == 0 and "inconsistent" not in out, out
 
