@@ -16,7 +16,16 @@ from gitsync.ledger import LedgerEntry, ReleaseOutcome
 from gitsync.ports import CommitInfo
 from gitsync.promote import APP, ENV, EVIDENCE, OVERRIDE, PROMOTED_FROM, ROLLBACK_OF, evidence
 
-__all__ = ["COLUMNS", "AuditRow", "audit_rows", "inconsistencies", "merged_by", "promoted_commits", "pull_request"]
+__all__ = [
+    "COLUMNS",
+    "AuditRow",
+    "audit_rows",
+    "inconsistencies",
+    "merged_by",
+    "merged_heads",
+    "promoted_commits",
+    "pull_request",
+]
 
 _PULL_REQUEST = (
     re.compile(r"^Merge pull request #(\d+) from "),  # GitHub merge commit
@@ -49,6 +58,22 @@ def _trailer(commit: CommitInfo | None, key: str) -> str:
     if commit is None:
         return ""
     return next((value for name, value in commit.trailers if name == key.lower()), "")
+
+
+def _written(sha: str, commits: Mapping[str, CommitInfo]) -> CommitInfo | None:
+    """The commit whose trailers tell what gitsync wrote at ``sha``: ``sha`` itself, or, for a merge commit
+    without them (a promotion or rollback pull request merged on the forge), the head it merged (its last parent),
+    when that one carries them."""
+    commit = commits.get(sha)
+    if commit is None or len(commit.parents) < 2 or _trailer(commit, APP):
+        return commit
+    merged = commits.get(commit.parents[-1])
+    return merged if _trailer(merged, APP) else commit
+
+
+def merged_heads(commits: Iterable[CommitInfo]) -> set[str]:
+    """The heads the merge commits among ``commits`` merged, which ``audit_rows`` reads trailers from."""
+    return {commit.parents[-1] for commit in commits if len(commit.parents) > 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +159,7 @@ def audit_rows(
                 continue
             if (since is not None and entry.finished_at < since) or (until is not None and entry.finished_at > until):
                 continue
-            written = commits.get(entry.promotion_commit or entry.rollback_commit) or noted
+            written = _written(entry.promotion_commit or entry.rollback_commit or sha, commits) or noted
             source = _trailer(written, PROMOTED_FROM)
             rows.append(
                 AuditRow(
@@ -173,7 +198,7 @@ def _later(
     rolled_back_by: dict[tuple[str, str, str], str] = {}
     ordered = sorted(((e.recency, sha, e) for sha, entries in notes.items() for e in entries), key=lambda t: t[:2])
     for _, sha, entry in ordered:
-        commit = commits.get(sha)
+        commit = _written(sha, commits)
         source, undone = _trailer(commit, PROMOTED_FROM), _trailer(commit, ROLLBACK_OF)
         if source:
             promoted_by.setdefault((source, entry.app), sha)
@@ -199,7 +224,7 @@ def inconsistencies(notes: Mapping[str, Iterable[LedgerEntry]], commits: Mapping
         if len(seen - {ReleaseOutcome.SUPERSEDED.value}) > 1:
             found.append(f"{env} {app} at {sha[:12]}: one release noted as {' and '.join(sorted(seen))}")
     for sha, entries in sorted(notes.items()):
-        commit = commits.get(sha)
+        commit = _written(sha, commits)
         source = _trailer(commit, PROMOTED_FROM)
         if not source or _trailer(commit, OVERRIDE):
             continue

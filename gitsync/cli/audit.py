@@ -52,7 +52,7 @@ def command(repo: Path, env: str | None, app: str | None, since: str | None, unt
     """List every release recorded in the repository's ledger, newest first, with its evidence."""
     from gitsync.adapters.commits import read_commits
     from gitsync.adapters.gitwrite import local_session
-    from gitsync.audit import COLUMNS, audit_rows, inconsistencies, promoted_commits
+    from gitsync.audit import COLUMNS, audit_rows, inconsistencies, merged_heads, promoted_commits
     from gitsync.errors import GitsyncError
 
     after, before = _moment("--since", since), _moment("--until", until)
@@ -61,6 +61,7 @@ def command(repo: Path, env: str | None, app: str | None, since: str | None, unt
         named = {e.promotion_commit or e.rollback_commit for entries in notes.values() for e in entries}
         with local_session(repo) as run:
             commits = read_commits(run, (set(notes) | named) - {""})
+            commits |= read_commits(run, merged_heads(commits.values()) - set(commits))
             commits |= read_commits(run, promoted_commits(commits.values()) - set(commits))
     except GitsyncError as e:
         fail(str(e))

@@ -202,6 +202,24 @@ def test_audit_reports_what_an_edited_ledger_leaves_behind(scenario: Scenario) -
     ), out
 
 
+def test_audit_reads_a_promotion_merged_as_a_pull_request_from_its_merged_head(scenario: Scenario) -> None:
+    """In pull-request mode prod's release is noted on the forge's merge commit, which carries no trailers."""
+    server = scenario.server
+    good = server.commit(CHART, "podinfo 6.6.0 (#4)")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
+    git(server.work, "checkout", "-q", "-b", "gitsync/promote/prod/podinfo")
+    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", good)
+    assert code == 0, out
+    git(server.work, "checkout", "-q", "main")
+    git(server.work, "merge", "-q", "--no-ff", "-m", "Merge pull request #5 from gitsync/promote/prod/podinfo", "-")
+    git(server.work, "push", "-q", "origin", "main")
+    scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 100, "6.6.0", pinned=good)
+    code, out = scenario.cli("audit", "--env", "prod", "-o", "json")
+    [row] = json.loads(out)
+    assert (row["pullRequest"], row["promotedFrom"], row["changePullRequest"]) == (5, f"staging@{good}", 4), row
+    assert row["evidence"].startswith("Succeeded") and row["promotionCommit"] == "", row
+
+
 def test_audit_of_an_empty_ledger_says_so(scenario: Scenario) -> None:
     scenario.server.commit(CHART, "podinfo")
     code, out = scenario.cli("audit")
