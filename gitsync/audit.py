@@ -12,11 +12,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gitsync.ledger import LedgerEntry
+from gitsync.ledger import LedgerEntry, ReleaseOutcome
 from gitsync.ports import CommitInfo
-from gitsync.promote import EVIDENCE, PROMOTED_FROM, ROLLBACK_OF, evidence
+from gitsync.promote import APP, ENV, EVIDENCE, OVERRIDE, PROMOTED_FROM, ROLLBACK_OF, evidence
 
-__all__ = ["COLUMNS", "AuditRow", "audit_rows", "merged_by", "pull_request"]
+__all__ = [
+    "COLUMNS",
+    "AuditRow",
+    "audit_rows",
+    "inconsistencies",
+    "merged_by",
+    "merged_heads",
+    "promoted_commits",
+    "pull_request",
+]
 
 _PULL_REQUEST = (
     re.compile(r"^Merge pull request #(\d+) from "),  # GitHub merge commit
@@ -51,6 +60,22 @@ def _trailer(commit: CommitInfo | None, key: str) -> str:
     return next((value for name, value in commit.trailers if name == key.lower()), "")
 
 
+def _written(sha: str, commits: Mapping[str, CommitInfo]) -> CommitInfo | None:
+    """The commit whose trailers tell what gitsync wrote at ``sha``: ``sha`` itself, or, for a merge commit
+    without them (a promotion or rollback pull request merged on the forge), the head it merged (its last parent),
+    when that one carries them."""
+    commit = commits.get(sha)
+    if commit is None or len(commit.parents) < 2 or _trailer(commit, APP):
+        return commit
+    merged = commits.get(commit.parents[-1])
+    return merged if _trailer(merged, APP) else commit
+
+
+def merged_heads(commits: Iterable[CommitInfo]) -> set[str]:
+    """The heads the merge commits among ``commits`` merged, which ``audit_rows`` reads trailers from."""
+    return {commit.parents[-1] for commit in commits if len(commit.parents) > 1}
+
+
 @dataclass(frozen=True, slots=True)
 class AuditRow:
     entry: LedgerEntry
@@ -62,6 +87,13 @@ class AuditRow:
     promoted_from: str
     rollback_of: str
     evidence: str
+    promotion_commit: str = ""
+    rollback_commit: str = ""
+    override: str = ""
+    """``Gitsync-Override``: why a person forced an unverified pin (``gitsync promote --force --reason``)."""
+    change: CommitInfo | None = None
+    """The commit the release's change was made in: for a promoted release the upstream commit it was promoted
+    from (the promotion commit's author is gitsync, or whoever ran ``gitsync promote``), else the noted one."""
 
     def to_json(self) -> dict[str, Any]:
         line = self.entry.to_json()
@@ -87,15 +119,20 @@ class AuditRow:
             "steps": line["steps"],
             "analysis": line["analysis"],
             "agent": self.entry.agent,
-            "promotionCommit": self.entry.promotion_commit,
-            "rollbackCommit": self.entry.rollback_commit,
+            "promotionCommit": self.promotion_commit,
+            "rollbackCommit": self.rollback_commit,
+            "override": self.override,
+            "changeAuthor": self.change.author if self.change else "",
+            "changeMergedBy": merged_by(self.change) if self.change else "",
+            "changePullRequest": pull_request(self.change.message) if self.change else None,
         }
 
 
 COLUMNS = (
     "time", "env", "app", "commit", "subject", "pullRequest", "author", "mergedBy", "promotedFrom", "evidence",
     "digest", "outcome", "rollbackOf", "startedAt", "finishedAt", "chartTree", "libTree", "valuesHash", "steps",
-    "analysis", "agent", "promotionCommit", "rollbackCommit",
+    "analysis", "agent", "promotionCommit", "rollbackCommit", "override", "changeAuthor", "changeMergedBy",
+    "changePullRequest",
 )  # fmt: skip
 """The keys of ``AuditRow.to_json`` in order: the JSON schema's fields and the CSV header."""
 
@@ -107,19 +144,23 @@ def audit_rows(
     env: str | None = None,
     app: str | None = None,
     since: float | None = None,
+    until: float | None = None,
 ) -> tuple[AuditRow, ...]:
-    """One row per ledger entry that matches, newest first. ``promotedFrom``, ``rollbackOf`` and ``evidence``
-    come from the trailers of the promotion or rollback commit the entry names, else of the noted commit; the
-    evidence falls back to the entry's own outcome and analysis."""
+    """One row per ledger entry that matches, newest first. ``promotedFrom``, ``rollbackOf``, ``evidence`` and
+    ``override`` come from the trailers of the promotion or rollback commit the entry names, else of the noted
+    commit; the evidence falls back to the entry's own outcome and analysis. ``promotionCommit`` and
+    ``rollbackCommit`` are the entry's, else found in the ledger (``_later``)."""
+    promoted_by, rolled_back_by = _later(notes, commits)
     rows = []
     for sha, entries in notes.items():
         noted = commits.get(sha)
         for entry in entries:
             if (env and entry.env != env) or (app and entry.app != app):
                 continue
-            if since is not None and entry.finished_at < since:
+            if (since is not None and entry.finished_at < since) or (until is not None and entry.finished_at > until):
                 continue
-            written = commits.get(entry.promotion_commit or entry.rollback_commit) or noted
+            written = _written(entry.promotion_commit or entry.rollback_commit or sha, commits) or noted
+            source = _trailer(written, PROMOTED_FROM)
             rows.append(
                 AuditRow(
                     entry=entry,
@@ -128,9 +169,77 @@ def audit_rows(
                     pull_request=pull_request(noted.message) if noted else None,
                     author=noted.author if noted else "",
                     merged_by=merged_by(noted) if noted else "",
-                    promoted_from=_trailer(written, PROMOTED_FROM),
+                    promoted_from=source,
                     rollback_of=_trailer(written, ROLLBACK_OF),
                     evidence=_trailer(written, EVIDENCE) or evidence(entry),
+                    promotion_commit=entry.promotion_commit or promoted_by.get((f"{entry.env}@{sha}", entry.app), ""),
+                    rollback_commit=entry.rollback_commit or rolled_back_by.get((entry.env, entry.app, sha), ""),
+                    override=_trailer(written, OVERRIDE),
+                    change=commits.get(source.partition("@")[2]) if source else noted,
                 )
             )
     return tuple(sorted(rows, key=lambda row: (row.entry.finished_at, row.commit), reverse=True))
+
+
+def promoted_commits(commits: Iterable[CommitInfo]) -> set[str]:
+    """The upstream commits that ``commits`` promoted (their ``Gitsync-Promoted-From``), which ``audit_rows``
+    also needs: a forced promotion may name a commit no ledger line is on."""
+    return {_trailer(commit, PROMOTED_FROM).partition("@")[2] for commit in commits} - {""}
+
+
+def _later(
+    notes: Mapping[str, Iterable[LedgerEntry]], commits: Mapping[str, CommitInfo]
+) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str, str], str]]:
+    """The commits that promoted or rolled back a release, found from the releases they made: a line is written
+    when its release ends, before anything promotes it or rolls it back, so the line itself cannot name them.
+    ``(env@sha, app)`` -> the first noted promotion commit whose ``Gitsync-Promoted-From`` is it, and ``(env, app,
+    sha)`` -> the first noted commit there whose ``Gitsync-Rollback-Of`` is ``sha``."""
+    promoted_by: dict[tuple[str, str], str] = {}
+    rolled_back_by: dict[tuple[str, str, str], str] = {}
+    ordered = sorted(((e.recency, sha, e) for sha, entries in notes.items() for e in entries), key=lambda t: t[:2])
+    for _, sha, entry in ordered:
+        commit = _written(sha, commits)
+        source, undone = _trailer(commit, PROMOTED_FROM), _trailer(commit, ROLLBACK_OF)
+        if source:
+            promoted_by.setdefault((source, entry.app), sha)
+        if undone:
+            rolled_back_by.setdefault((entry.env, entry.app, undone), sha)
+    return promoted_by, rolled_back_by
+
+
+def inconsistencies(notes: Mapping[str, Iterable[LedgerEntry]], commits: Mapping[str, CommitInfo]) -> list[str]:
+    """What the ledger says that cannot all be true, one line each: one release noted with two outcomes (an edited
+    line merged with the agent's own copy), and a promotion without a forced reason whose content no Succeeded
+    release upstream has (a line removed or edited, or a pin written by hand: the agent's guard would not have
+    applied it). Not proof against tampering (nothing signs the notes), but what an edit leaves behind."""
+    found = []
+    outcomes: dict[tuple[str, str, str, str], set[str]] = {}
+    succeeded: dict[tuple[str, str], list[LedgerEntry]] = {}
+    for sha, entries in notes.items():
+        for entry in entries:
+            outcomes.setdefault((entry.env, entry.app, sha, entry.digest), set()).add(entry.outcome.value)
+            if entry.outcome is ReleaseOutcome.SUCCEEDED:
+                succeeded.setdefault((entry.env, entry.app), []).append(entry)
+    for (env, app, sha, _), seen in sorted(outcomes.items()):
+        if len(seen - {ReleaseOutcome.SUPERSEDED.value}) > 1:
+            found.append(f"{env} {app} at {sha[:12]}: one release noted as {' and '.join(sorted(seen))}")
+    for sha, entries in sorted(notes.items()):
+        commit = _written(sha, commits)
+        source = _trailer(commit, PROMOTED_FROM)
+        if not source or _trailer(commit, OVERRIDE):
+            continue
+        from_env = source.partition("@")[0]
+        mine = [  # a Superseded line's values are not known (its valuesHash is that of none)
+            e
+            for e in entries
+            if (e.env, e.app) == (_trailer(commit, ENV), _trailer(commit, APP))
+            and e.outcome is not ReleaseOutcome.SUPERSEDED
+        ]
+        upstream = succeeded.get((from_env, mine[0].app), []) if mine else []
+        if mine and not any(u.content.same_as(e.content) for e in mine for u in upstream):
+            found.append(
+                f"{mine[0].env} {mine[0].app} at {sha[:12]}: promoted from {source.partition('@')[0]}@"
+                f"{source.partition('@')[2][:12]} unforced, but {from_env}'s ledger holds no Succeeded release "
+                "of its content"
+            )
+    return found

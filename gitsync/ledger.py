@@ -89,7 +89,9 @@ class LedgerEntry:
     (``NO_LIB`` when there is none; "" on lines written before it was noted) and ``values_hash`` the hash of the
     promoted values (see ``renderers.promotion.values_hash``): together (``content``) they identify what a
     receiving environment may pin. ``promotion_commit``/``rollback_commit`` name the commit gitsync wrote for
-    this release.
+    this release. ``reason`` is why a rolled-back release was aborted, in gitsync's own words (``new version's
+    pods are failing``, ``step analysis failed: error-rate``, ``aborted by gitsync rollout abort``: check names,
+    never a message from the cluster); "" otherwise, and then not written.
     """
 
     env: str
@@ -107,6 +109,7 @@ class LedgerEntry:
     promotion_commit: str = ""
     rollback_commit: str = ""
     lib_tree: str = ""
+    reason: str = ""
 
     @property
     def content(self) -> ReleaseContent:
@@ -122,7 +125,7 @@ class LedgerEntry:
         return (self.finished_at, 0 if self.outcome is ReleaseOutcome.SUPERSEDED else 1)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        line = {
             "env": self.env,
             "app": self.app,
             "revision": self.revision,
@@ -140,6 +143,7 @@ class LedgerEntry:
             "rollbackCommit": self.rollback_commit,
             "finishedAtMs": _millis(self.finished_at),
         }
+        return {**line, "reason": self.reason} if self.reason else line
 
     @property
     def ending(self) -> tuple[str, str, str, str, ReleaseOutcome]:
@@ -176,6 +180,7 @@ class LedgerEntry:
             agent=_text(raw, "agent"),
             promotion_commit=_text(raw, "promotionCommit"),
             rollback_commit=_text(raw, "rollbackCommit"),
+            reason=_text(raw, "reason"),
         )
 
 

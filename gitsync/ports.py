@@ -148,6 +148,9 @@ class VerifyMode(StrEnum):
     NONE = "none"
     SSH = "ssh"
     GPG = "gpg"
+    SSH_OR_GPG = "ssh+gpg"
+    """Both files: a team signing with GnuPG, and the agent's own promotion and rollback commits signed with its
+    SSH key (``repo.write.signingKeyFile``), which a keyring alone refuses."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -243,8 +243,9 @@ def _lib(lib_tree: str) -> str:
 
 
 def evidence(entry: LedgerEntry, soak_seconds: float | None = None) -> str:
-    """The one-line ``Gitsync-Evidence``: outcome, each analysis value against its condition, the soak."""
-    parts = [entry.outcome.value]
+    """The one-line ``Gitsync-Evidence``: outcome (with why it was aborted), each analysis value against its
+    condition, the soak."""
+    parts = [f"{entry.outcome.value}: {entry.reason}" if entry.reason else entry.outcome.value]
     for check in entry.analysis:
         if check.value is None and not check.condition:  # a check judged without a number (podHealth)
             parts.append(f"{check.name} {check.verdict}")
@@ -281,15 +282,26 @@ def rollback_identity(app: str, env: str, rollback_of: str) -> tuple[tuple[str, 
 
 
 def rollback_message(
-    app: str, env: str, *, rollback_of: str, restored: str, change: RenderedChange, failed: LedgerEntry | None
+    app: str,
+    env: str,
+    *,
+    rollback_of: str,
+    restored: str,
+    change: RenderedChange,
+    failed: LedgerEntry | None,
+    override: str = "",
 ) -> str:
     """``roll back podinfo in prod to abc1234``: undoes ``rollback_of`` (a promotion commit, or the failed
-    release's commit) by restoring what ``restored`` held; the evidence is the failed release's, when known."""
+    release's commit) by restoring what ``restored`` held; the evidence is the failed release's, when known.
+    ``override``: the restored pin was forced (its reason, kept in the pin), so the commit says so as the forced
+    promotion did, and the audit shows what runs after it as forced."""
     subject = f"roll back {app} in {env} to {restored[:7]}"
     body = [f"Restores {app} in {env} as of {restored[:12]}, undoing {rollback_of[:12]}.", _change(env, change)]
     trailers = list(rollback_identity(app, env, rollback_of))
     if failed is not None:
         trailers.append((EVIDENCE, evidence(failed)))
+    if override:
+        trailers.append((OVERRIDE, override))
     return _message(subject, body, trailers)
 
 

@@ -338,6 +338,7 @@ class Promotions:
             restored=before.revision,
             change=pin_change(snapshot, key.env, key.app, before, self._tree),
             failed=None,
+            override=before.override,
         )
         written = self._write_pin(
             key, upstream, before, message, rollback_identity(key.app, key.env, rollback_of), review="rollback"
@@ -398,6 +399,7 @@ class Promotions:
         analysis: Sequence[AnalysisResult] = (),
         promotion_commit: str = "",
         rollback_commit: str = "",
+        reason: str = "",
     ) -> None:
         """Append the ledger line of a release of ``key`` that ended with ``outcome`` at commit ``deployed``.
         ``pin_revision``: a pinned app's chart revision (its chart tree is read there); ``values``: the merged
@@ -441,6 +443,7 @@ class Promotions:
             agent=self._agent,
             promotion_commit=promotion_commit,
             rollback_commit=rollback_commit,
+            reason=reason,
         )
         self._ledger.append(deployed, entry)
         log.info("ledger.noted", app=key.app, env=key.env, revision=deployed, outcome=ended.value)

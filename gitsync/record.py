@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gitsync import log as logging
@@ -333,7 +333,7 @@ class LedgerSink:
         changed = r.digest != before.last_applied_digest
         if changed and before.last_applied_digest and before.result in (Result.PROGRESSING.value, Result.PAUSED.value):
             superseded = before.release_revision or before.last_applied_revision
-            self._note(r, superseded, before.last_applied_digest, Result.SUPERSEDED, 0.0, (), current=False)
+            self._note(r, superseded, before.last_applied_digest, Result.SUPERSEDED, 0.0, _Evidence(), current=False)
         unchanged = (before.result, before.health) == (r.outcome.value, _health(r)) and not changed
         if not (ended or failed) or unchanged:
             return
@@ -351,7 +351,7 @@ class LedgerSink:
         digest: str,
         outcome: Result,
         started: float,
-        evidence: tuple[tuple[str, ...], tuple[AnalysisResult, ...]] | tuple[()],
+        evidence: _Evidence,
         *,
         current: bool,
     ) -> None:
@@ -359,7 +359,6 @@ class LedgerSink:
         assert r.target is not None and r.rendered is not None
         if not revision or revision.endswith("-dirty"):
             return
-        steps, analysis = evidence if evidence else ((), ())
         pin = getattr(r.rendered, "pin", None)
         step = r.promotion
         self._promotions.note(
@@ -375,9 +374,10 @@ class LedgerSink:
             else (),
             values=r.rendered.values if current else {},
             pin_revision=pin.revision if pin is not None and current else "",
-            steps=steps,
-            analysis=analysis,
+            steps=evidence.steps,
+            analysis=evidence.analysis,
             rollback_commit=step.commit if step is not None and step.action is PromotionAction.ROLLED_BACK else "",
+            reason=evidence.reason if outcome is Result.ROLLED_BACK else "",
         )
 
 
@@ -385,10 +385,20 @@ def _health(r: ReconcileResult) -> str:
     return r.health.status.value if r.health is not None else ""
 
 
-def _evidence(r: ReconcileResult, store: StateStore) -> tuple[tuple[str, ...], tuple[AnalysisResult, ...]]:
-    """The rollout's steps and the last value of each analysis check (a canary or blue-green release)."""
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    """What a ledger line says about how a canary or blue-green release went: the strategy's steps, the last value
+    of each analysis check and, when it was rolled back, the rollout's own reason (``abortReason``)."""
+
+    steps: tuple[str, ...] = ()
+    analysis: tuple[AnalysisResult, ...] = ()
+    reason: str = ""
+
+
+def _evidence(r: ReconcileResult, store: StateStore) -> _Evidence:
+    """The evidence of the release ``r`` rendered (nothing for a rolling update)."""
     if r.rendered is None or r.rollout is None or not r.rollout.exclude:
-        return (), ()
+        return _Evidence()
     from gitsync.strategy.control import describe_rollout
     from gitsync.strategy.executor import policy_of
     from gitsync.strategy.policy import Strategy
@@ -396,7 +406,7 @@ def _evidence(r: ReconcileResult, store: StateStore) -> tuple[tuple[str, ...], t
     try:
         policy = policy_of(r.rendered)
     except GitsyncError:
-        return (), ()
+        return _Evidence()
     # The strategy the environment chose: a chart may carry both blocks (parsed, so both are checked).
     if policy.strategy is Strategy.BLUE_GREEN:
         steps: tuple[str, ...] = ("preview", "prePromotionAnalysis", "switch", "postPromotionAnalysis", "scaleDown")
@@ -407,12 +417,12 @@ def _evidence(r: ReconcileResult, store: StateStore) -> tuple[tuple[str, ...], t
         for spec in policy.analyses()
         for check in spec.checks
     }
-    described = describe_rollout(store, r.key, r.namespace).get("analysis", [])
+    described = describe_rollout(store, r.key, r.namespace)
     analysis = tuple(
         AnalysisResult(str(m["check"]), _number(m.get("value")), conditions.get(str(m["check"]), ""), str(m["verdict"]))
-        for m in described
+        for m in described.get("analysis", [])
     )
-    return steps, analysis
+    return _Evidence(steps, analysis, str(described.get("abortReason", "")))
 
 
 def _number(value: object) -> float | None:

@@ -79,6 +79,13 @@ def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
     return text
 
 
+_VERIFIED_BY = {
+    VerifyMode.SSH: "allowed signers",
+    VerifyMode.GPG: "GPG keyring",
+    VerifyMode.SSH_OR_GPG: "allowed signers or GPG keyring",
+}
+
+
 class GitRepository:
     """One branch of one remote, mirrored shallowly under ``cache_dir``. Thread-safe: calls are serialised."""
 
@@ -156,7 +163,7 @@ class GitRepository:
         if token:
             basic = base64.b64encode(f"{self._auth.username}:{token}".encode()).decode()
             config.append(("http.extraHeader", f"Authorization: Basic {basic}"))
-        if self._verify.mode is VerifyMode.SSH:
+        if self._verify.mode in (VerifyMode.SSH, VerifyMode.SSH_OR_GPG):
             config.append(("gpg.ssh.allowedSignersFile", str(self._verify.allowed_signers_file)))
         env["GIT_CONFIG_COUNT"] = str(len(config))
         for index, (key, value) in enumerate(config):
@@ -303,7 +310,7 @@ class GitRepository:
                 reason = _reason(e) if str(e.stderr or "").strip() else "the commit is not signed"
                 raise SignatureError(
                     f"commit {sha[:12]}: signature not verified against the configured "
-                    f"{'allowed signers' if self._verify.mode is VerifyMode.SSH else 'GPG keyring'}: "
+                    f"{_VERIFIED_BY[self._verify.mode]}: "
                     f"{scrub(reason, self._secrets())}"
                 ) from None
 
@@ -313,7 +320,7 @@ class GitRepository:
         trust database and lock files into its home even to verify, and the keyring as deployed is a read-only
         Secret volume (its files are links into ``..data``, which the copy follows and the hidden entries it
         skips). Nothing for the other modes."""
-        if self._verify.mode is not VerifyMode.GPG or self._verify.gpg_keyring is None:
+        if self._verify.mode not in (VerifyMode.GPG, VerifyMode.SSH_OR_GPG) or self._verify.gpg_keyring is None:
             yield {}
             return
         keyring = self._verify.gpg_keyring

@@ -102,10 +102,12 @@ def parse_trailers(block: str) -> list[tuple[str, str]]:
 
 
 def build_commit(
-    run: Run, parent: str, request: CommitRequest, scratch: Path, signing_key: Path | None = None
+    run: Run, parent: str, request: CommitRequest, scratch: Path, signing_key: Path | bool | None = None
 ) -> str | None:
     """A commit on ``parent`` with ``request``'s edits and message, built in the index ``GIT_INDEX_FILE`` names
-    (the caller's session sets it to a file in ``scratch``); None when the edits change nothing."""
+    (the caller's session sets it to a file in ``scratch``); None when the edits change nothing. Signed with
+    ``signing_key``, or with the repository's configured ``user.signingKey`` when it is True (``commit-tree``
+    signs only when asked: it does not read ``commit.gpgSign``)."""
     run("read-tree", "--end-of-options", parent)
     for edit in request.edits:
         if isinstance(edit, FileEdit):
@@ -126,7 +128,7 @@ def build_commit(
         return None
     message = scratch / "message"
     message.write_text(request.message, encoding="utf-8")
-    sign = [f"-S{signing_key}"] if signing_key is not None else []
+    sign = ["-S"] if signing_key is True else [f"-S{signing_key}"] if isinstance(signing_key, Path) else []
     return run("commit-tree", *sign, "-p", parent, "-F", str(message), tree).strip()
 
 
@@ -258,7 +260,10 @@ def local_session(path: Path, timeout: float = 60.0, **environment: str) -> Iter
 class LocalWriter:
     """``ports.GitWriter`` for a person's clone: the commit goes on the checked-out branch (fast-forwarded, so
     the work tree follows), and with ``push`` to the same branch of ``remote``, never by force. A refused push
-    leaves the commit in the clone and says so; ``request.branch`` is not used (check out the branch first)."""
+    leaves the commit in the clone and says so; ``request.branch`` is not used (check out the branch first).
+    Signed as ``git commit`` would sign it there (``commit.gpgSign``, with the person's ``user.signingKey`` and
+    ``gpg.format``), so an agent that verifies signatures (``repo.verify``) deploys a person's ``gitsync
+    promote`` or ``rollback`` commit."""
 
     def __init__(self, path: Path, *, push: bool = False, remote: str = "origin", depth: int = SEARCH_DEPTH) -> None:
         self._path = path
@@ -277,7 +282,7 @@ class LocalWriter:
                     tempfile.TemporaryDirectory(prefix="gitsync-write-") as scratch,
                     local_session(self._path, GIT_INDEX_FILE=str(Path(scratch) / "index")) as build,
                 ):
-                    commit = build_commit(build, head, request, Path(scratch))
+                    commit = build_commit(build, head, request, Path(scratch), _signs_commits(run))
                 if commit is not None:
                     run("merge", "--ff-only", "--quiet", commit)
                     result = WriteResult(commit, branch, written=True)
@@ -290,3 +295,11 @@ class LocalWriter:
             run("push", "--quiet", "--end-of-options", self._remote, f"HEAD:refs/heads/{branch}")
         except GitError as e:
             raise WriteAccessError(f"{e}; the commit stays in {self._path} (pull, then push it)") from None
+
+
+def _signs_commits(run: Run) -> bool:
+    """Whether ``git commit`` signs in this repository (``commit.gpgSign``; unset is false)."""
+    try:
+        return run("config", "--type=bool", "--get", "commit.gpgsign").strip() == "true"
+    except GitError:  # unset: exit status 1
+        return False

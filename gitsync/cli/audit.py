@@ -30,13 +30,14 @@ def clone_ledger(repo: Path) -> NotesLedger:
     return NotesLedger(partial(local_session, repo), remote)
 
 
-def _since(text: str | None) -> float | None:
+def _moment(option: str, text: str | None) -> float | None:
+    """``--since``/``--until`` as epoch seconds: a date (its midnight) or a time, UTC unless an offset is given."""
     if text is None:
         return None
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        fail(f"--since: expected a date like 2025-01-31 or 2025-01-31T12:00:00Z, got {text!r}")
+        fail(f"{option}: expected a date like 2025-01-31 or 2025-01-31T12:00:00Z, got {text!r}")
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
@@ -45,23 +46,28 @@ def _since(text: str | None) -> float | None:
 @click.option("--env", "env", default=None, help="Only releases in this environment.")
 @click.option("--app", "app", default=None, help="Only releases of this app.")
 @click.option("--since", default=None, help="Only releases that finished at or after this date (UTC unless given).")
+@click.option("--until", default=None, help="Only releases that finished at or before this date (UTC unless given).")
 @click.option("-o", "--output", type=click.Choice(["table", "json", "csv"]), default="table")
-def command(repo: Path, env: str | None, app: str | None, since: str | None, output: str) -> None:
+def command(repo: Path, env: str | None, app: str | None, since: str | None, until: str | None, output: str) -> None:
     """List every release recorded in the repository's ledger, newest first, with its evidence."""
     from gitsync.adapters.commits import read_commits
     from gitsync.adapters.gitwrite import local_session
-    from gitsync.audit import COLUMNS, audit_rows
+    from gitsync.audit import COLUMNS, audit_rows, inconsistencies, merged_heads, promoted_commits
     from gitsync.errors import GitsyncError
 
-    after = _since(since)
+    after, before = _moment("--since", since), _moment("--until", until)
     try:
         notes = clone_ledger(repo).read()
         named = {e.promotion_commit or e.rollback_commit for entries in notes.values() for e in entries}
         with local_session(repo) as run:
             commits = read_commits(run, (set(notes) | named) - {""})
+            commits |= read_commits(run, merged_heads(commits.values()) - set(commits))
+            commits |= read_commits(run, promoted_commits(commits.values()) - set(commits))
     except GitsyncError as e:
         fail(str(e))
-    rows = [row.to_json() for row in audit_rows(notes, commits, env=env, app=app, since=after)]
+    rows = [row.to_json() for row in audit_rows(notes, commits, env=env, app=app, since=after, until=before)]
+    for problem in inconsistencies(notes, commits):  # on stderr, so -o json and csv stay machine-readable
+        click.echo(f"ledger inconsistent: {problem}", err=True)
     if output == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     elif output == "csv":
@@ -96,12 +102,25 @@ def _table(rows: list[dict[str, object]]) -> None:
             str(row["env"]),
             str(row["app"]),
             str(row["commit"])[:12],
-            f"#{row['pullRequest']}" if row["pullRequest"] is not None else "",
+            _pull_request(row),
             str(row["outcome"]),
             str(row["promotedFrom"]).partition("@")[0]
             + ("@" + str(row["promotedFrom"]).partition("@")[2][:7] if row["promotedFrom"] else ""),
-            Text(str(row["author"])),
+            Text(_author(row)),
             Text(str(row["subject"])),
-            Text(str(row["evidence"])),
+            Text(f"forced: {row['override']}; {row['evidence']}" if row["override"] else str(row["evidence"])),
         )
     Console(width=200).print(table)
+
+
+def _author(row: dict[str, object]) -> str:
+    """Who made the change; for a promotion also who promoted it (gitsync, or the person who forced it)."""
+    if row["promotedFrom"] and row["changeAuthor"] and row["changeAuthor"] != row["author"]:
+        return f"{row['changeAuthor']}, promoted by {row['author']}"
+    return str(row["author"])
+
+
+def _pull_request(row: dict[str, object]) -> str:
+    """The deployed commit's pull request, else that of the change a promotion carried."""
+    number = row["pullRequest"] if row["pullRequest"] is not None else row["changePullRequest"]
+    return f"#{number}" if number is not None else ""

@@ -168,7 +168,7 @@ def command(repo: Path, env: str, app: str, revision: str | None, push: bool, fo
             source,
             pin_change(head, env, app, pin, clone.trees),
             digest=entry.digest if entry else "",
-            evidence=evidence(entry, settings.soak_seconds) if entry else "none: forced",
+            evidence=evidence(entry, settings.soak_seconds) if entry else _unverified(upstream, revision, source),
             override=verdict.override,
         )
         request = CommitRequest((_pin_edit(env, pin),), message, promotion_identity(app, env, source))
@@ -176,6 +176,16 @@ def command(repo: Path, env: str, app: str, revision: str | None, push: bool, fo
     except GitsyncError as e:
         fail(str(e))
     _report(result, message.partition("\n")[0], push)
+
+
+def _unverified(upstream: Releases, revision: str, source: str) -> str:
+    """``Gitsync-Evidence`` of a forced promotion: what the upstream ledger holds on the revision instead of a
+    verifying release (its newest line there: a rolled-back release, one still soaking), so the commit says
+    what was overridden."""
+    noted = [entry for sha, entry in upstream if sha == revision]
+    if not noted:
+        return f"none: forced; {source.partition('@')[0]} noted no release of it"
+    return f"none: forced; {source.partition('@')[0]} noted {evidence(max(noted, key=lambda e: e.recency))}"
 
 
 def _why_none(upstream: Releases, pinned: PinnedRelease | None, settings: Promotion, now: float) -> str:
@@ -254,6 +264,7 @@ def _repin(clone: Clone, env: str, app: str, settings: Promotion, to: str | None
             restored=earlier.revision,
             change=pin_change(head, env, app, earlier, clone.trees),
             failed=failed,
+            override=earlier.override,
         )
         return CommitRequest((_pin_edit(env, earlier),), message, rollback_identity(app, env, rollback_of))
     at = f" at {to}" if to else ""

@@ -10,7 +10,7 @@ Example::
       url: https://git.example.com/org/deploy.git
       branch: main
       auth: {tokenFile: /etc/gitsync/token}          # or {sshKeyFile: ..., knownHostsFile: ...}
-      verify: {allowedSignersFile: /etc/gitsync/allowed_signers}   # or {gpgKeyring: ...}
+      verify: {allowedSignersFile: /etc/gitsync/allowed_signers}   # and/or gpgKeyring: ...
       write: {authorName: gitsync, authorEmail: gitsync@example.com, signingKeyFile: /etc/gitsync/signing-key}
     environments:
       - name: staging                 # every app of the environment
@@ -332,9 +332,8 @@ def _parse(doc: object, r: _Reader) -> AgentConfig:
     r.check_keys(verify, "repo.verify", {"allowedSignersFile", "gpgKeyring"})
     signers = r.opt_path(verify, "allowedSignersFile", "repo.verify")
     keyring = r.opt_path(verify, "gpgKeyring", "repo.verify")
-    if signers and keyring:
-        raise r.fail("repo.verify", "set allowedSignersFile or gpgKeyring, not both")
-    mode = VerifyMode.SSH if signers else VerifyMode.GPG if keyring else VerifyMode.NONE
+    modes = {(True, True): VerifyMode.SSH_OR_GPG, (True, False): VerifyMode.SSH, (False, True): VerifyMode.GPG}
+    mode = modes.get((signers is not None, keyring is not None), VerifyMode.NONE)
     branch = r.string(repo, "branch", "repo", "main")
     if branch.startswith("-") or not re.fullmatch(r"[A-Za-z0-9._/-]+", branch) or ".." in branch:
         raise r.fail("repo.branch", f"not a valid branch name: {branch!r}")

@@ -39,6 +39,8 @@ def test_full_config_is_typed(tmp_path: Path) -> None:
     assert config.repo.url == "https://git.example.com/org/deploy.git"
     assert config.repo.auth.token_file == Path("/etc/gitsync/token")
     assert config.repo.verify.mode is VerifyMode.SSH
+    both = FULL.replace("{allowedSignersFile: /etc/gitsync/signers}", "{allowedSignersFile: /s, gpgKeyring: /g}")
+    assert load(write(tmp_path, both), environ={}).repo.verify.mode is VerifyMode.SSH_OR_GPG
     assert [(e.name, e.apps) for e in config.environments] == [("staging", ()), ("prod", ("podinfo",))]
     assert config.poll_interval == 30.0
     assert config.webhook_secrets == {Provider.GITHUB: Path("/etc/gitsync/gh")}

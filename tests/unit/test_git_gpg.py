@@ -175,3 +175,26 @@ def test_a_missing_keyring_is_named(server: Server, keys: Keys, tmp_path: Path) 
         SignatureError, match=rf"^cannot read the GPG keyring \(repo\.verify\.gpgKeyring\) {absent}: No such file"
     ):
         repo.verify(signed)
+
+
+def test_with_allowed_signers_too_the_agents_ssh_signed_promotion_is_deployed(
+    server: Server, keys: Keys, tmp_path: Path
+) -> None:
+    """A keyring alone refused every promotion and rollback commit the agent wrote (SSH-signed, or unsigned), and
+    with it every later head; with both files a head signed either way is accepted, any other still refused."""
+    key = tmp_path / "agent-key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(f"gitsync@example.com {key.with_suffix('.pub').read_text()}")
+    verify = VerifyConfig(VerifyMode.SSH_OR_GPG, allowed_signers_file=signers, gpg_keyring=keys.keyring)
+    repo = GitRepository(server.url, "main", tmp_path / "cache", verify=verify)
+    commit(server, {"a": "1"}, "signed by Ada", keys.ada)
+    repo.verify(repo.fetch().sha)
+    sign = ("-c", "gpg.format=ssh", "-c", f"user.signingkey={key}", "-c", "commit.gpgsign=true")
+    (server.work / "a").write_text("2")
+    git(server.work, *sign, "commit", "-q", "-am", "promote podinfo to prod (staging@abc1234)")
+    git(server.work, "push", "-q", "origin", "HEAD:main")
+    repo.verify(repo.fetch().sha)
+    commit(server, {"a": "3"}, "signed by Eve", keys.eve)
+    with pytest.raises(SignatureError, match="against the configured allowed signers or GPG keyring: "):
+        repo.verify(repo.fetch().sha)

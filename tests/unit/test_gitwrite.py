@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -160,8 +161,6 @@ def test_missing_write_access_is_terminal_and_one_line(server: Server, tmp_path:
 def test_signed_with_an_ssh_key(server: Server, tmp_path: Path) -> None:
     key = tmp_path / "signing"
     git(tmp_path, "-c", "x=y", "version")  # keeps the HOME-less helper happy
-    import subprocess
-
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "gitsync", "-f", str(key)], check=True)
     writer(server, tmp_path / "cache", signing_key=key).write(promotion())
     signers = tmp_path / "allowed_signers"
@@ -175,6 +174,20 @@ def test_a_local_clone_gets_the_commit_in_its_work_tree_and_pushes(server: Serve
     assert result.written and server.head() == result.commit
     assert "6.7.0" in (clone / PROMOTED).read_text(), "fast-forwarded: the work tree shows the commit"
     assert LocalWriter(clone, push=True).write(promotion()).written is False
+
+
+def test_a_local_clone_that_signs_its_commits_signs_the_promotion(server: Server, tmp_path: Path) -> None:
+    """``git commit-tree`` ignores ``commit.gpgSign``: a person's ``gitsync promote`` was unsigned, and an agent
+    verifying signatures refused it (and with it every later head) until someone signed a commit on top."""
+    key = tmp_path / "ada"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ada", "-f", str(key)], check=True)
+    clone = server.clone("operator")
+    for name, value in (("gpg.format", "ssh"), ("user.signingKey", str(key)), ("commit.gpgSign", "true")):
+        git(clone, "config", name, value)
+    LocalWriter(clone, push=True).write(promotion())
+    signers = tmp_path / "allowed_signers"
+    signers.write_text(f"ada@example.com {key.with_suffix('.pub').read_text()}")
+    git(server.bare, "-c", f"gpg.ssh.allowedSignersFile={signers}", "verify-commit", "main")
 
 
 def test_restoring_a_directory_and_a_file_to_an_earlier_commit(server: Server, tmp_path: Path) -> None:

@@ -37,6 +37,8 @@ def test_a_line_is_compact_ordered_and_round_trips() -> None:
     assert json.loads(line)["finishedAt"] == "2023-11-14T22:14:50Z"
     assert parse_note(line) == (entry(),)
     assert entry().to_line() == line, "the same release is the same line (so appending it twice is a no-op)"
+    aborted = entry(outcome=ReleaseOutcome.ROLLED_BACK, reason="step analysis failed: error-rate")
+    assert list(json.loads(aborted.to_line()))[-1] == "reason" and parse_note(aborted.to_line()) == (aborted,)
 
 
 def test_only_the_ledger_fields_are_written() -> None:

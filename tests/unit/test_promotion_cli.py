@@ -52,8 +52,11 @@ class Scenario:
             identity=Identity("gitsync", "gitsync@example.com"),
         )
 
-    def release(self, sha: str, env: str, outcome: ReleaseOutcome, at: float, tag: str, **changes: object) -> None:
-        tree = git(self.server.bare, "rev-parse", f"{sha}:apps/podinfo")
+    def release(
+        self, sha: str, env: str, outcome: ReleaseOutcome, at: float, tag: str, pinned: str = "", **changes: object
+    ) -> None:
+        """A release noted on ``sha``; a pinned app's chart tree is its ``pinned`` revision's, as the agent notes it."""
+        tree = git(self.server.bare, "rev-parse", f"{pinned or sha}:apps/podinfo")
         self.agent.append(
             sha,
             entry(
@@ -116,6 +119,105 @@ def test_audit_json_on_a_fresh_clone_lists_releases_with_pr_numbers_and_evidence
     code, out = scenario.cli("audit", "-o", "csv", "--since", "2023-11-14T22:15:00Z", clone=fresh)
     assert code == 0 and out.splitlines()[0].startswith("time,env,app,commit,subject,pullRequest")
     assert len(out.splitlines()) == 1 + 3
+
+
+def test_audit_says_a_prod_release_was_forced_and_why_and_filters_a_time_window(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = scenario.server
+    good = server.commit({**CHART, "apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "podinfo 6.7.0 (#21)")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.7.0")
+    bad = server.commit({"apps/podinfo/values.yaml": 'image:\n  tag: "6.8.0"\n'}, "podinfo 6.8.0")
+    scenario.release(bad, "staging", ReleaseOutcome.ROLLED_BACK, T0 + 100, "6.8.0", reason="analysis failed: pods")
+    for who in ("AUTHOR", "COMMITTER"):  # the operator's promote and rollback commits, not Ada's
+        monkeypatch.setenv(f"GIT_{who}_NAME", "Olga")
+        monkeypatch.setenv(f"GIT_{who}_EMAIL", "olga@example.com")
+    forcing = ("--force", "--reason", "INC-7 hotfix")
+    for revision, options, at, tag in ((good, (), T0 + 150, "6.7.0"), (bad, forcing, T0 + 200, "6.8.0")):
+        code, out = scenario.cli(
+            "promote", "--env", "prod", "--app", "podinfo", "--revision", revision, *options, "--push"
+        )
+        assert code == 0, out
+        scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, at, tag, pinned=revision)
+
+    code, out = scenario.cli("audit", "--env", "prod", "-o", "json")
+    assert code == 0, out
+    forced, verified = json.loads(out)
+    assert (forced["promotedFrom"], forced["override"]) == (f"staging@{bad}", "INC-7 hotfix")
+    overridden = "none: forced; staging noted RolledBack: analysis failed: pods; error-rate=0.012"
+    assert forced["evidence"].startswith(overridden), "what the override overrode"
+    assert (verified["promotedFrom"], verified["override"]) == (f"staging@{good}", "")
+    change = (verified["author"], verified["changeAuthor"], verified["changeMergedBy"], verified["changePullRequest"])
+    assert change == ("Olga <olga@example.com>", "Ada <ada@example.com>", "Ada <ada@example.com>", 21)
+    code, out = scenario.cli("audit", "--env", "prod")
+    assert "forced: INC-7 hotfix; " in out and "Ada <ada@example.com>, promoted by" in out, out
+    code, out = scenario.cli("rollback", "--env", "prod", "--app", "podinfo", "--push")
+    assert code == 0, out
+    scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 300, "")
+    code, out = scenario.cli("audit", "-o", "json")
+    links = {(r["env"], r["commit"]): (r["promotionCommit"], r["rollbackCommit"]) for r in json.loads(out)}
+    assert links[("staging", bad)] == (forced["commit"], ""), "the staging release links to what promoted it"
+    assert links[("prod", forced["commit"])] == ("", server.head()), "and prod's to the commit that rolled it back"
+
+    window = ("--since", "2023-11-14T22:14:00Z", "--until", "2023-11-14T22:15:00Z", "-o", "json")
+    code, out = scenario.cli("audit", *window)
+    assert code == 0 and [r["outcome"] for r in json.loads(out)] == ["RolledBack"], "only T0 + 100 is in the window"
+    code, out = scenario.cli("audit", "--until", "yesterday")
+    assert code == 2 and "--until: expected a date like 2025-01-31" in out, out
+
+
+def test_audit_reports_what_an_edited_ledger_leaves_behind(scenario: Scenario) -> None:
+    """Nothing signs the notes: a person can edit or remove a line and push. What cannot be hidden is a promotion
+    that no Succeeded release upstream verifies any more, and an edited line beside the agent's own copy of it."""
+    server = scenario.server
+    good = server.commit(CHART, "podinfo 6.6.0")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
+    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", good, "--push")
+    assert code == 0, out
+    scenario.release(server.head(), "prod", ReleaseOutcome.SUPERSEDED, T0 + 50, "", pinned=good)
+    code, out = scenario.cli("audit", "-o", "json")
+    assert code == 0 and "inconsistent" not in out, "a Superseded line has no values hash to compare"
+    scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 100, "6.6.0", pinned=good)
+    code, out = scenario.cli("audit", "-o", "json")
+    assert code == 0 and "inconsistent" not in out, out
+
+    scenario.release(good, "staging", ReleaseOutcome.ROLLED_BACK, T0, "6.6.0")  # the agent's merge keeps both
+    code, out = scenario.cli("audit", "-o", "json")
+    assert f"ledger inconsistent: staging podinfo at {good[:12]}: one release noted as RolledBack and Succeeded" in out
+
+    mallory = server.clone("mallory")
+    git(mallory, "fetch", "-q", "origin", "refs/notes/gitsync:refs/notes/gitsync")
+    git(mallory, "notes", "--ref", "gitsync", "remove", good)
+    git(mallory, "push", "-q", "--force", "origin", "refs/notes/gitsync")
+    fresh = scenario.root / "auditor"
+    git(scenario.root, "clone", "-q", server.url, str(fresh))
+    code, out = scenario.cli("audit", clone=fresh)
+    assert (
+        code == 0
+        and (
+            f"ledger inconsistent: prod podinfo at {server.head()[:12]}: promoted from staging@{good[:12]} unforced, "
+            "but staging's ledger holds no Succeeded release of its content"
+        )
+        in out
+    ), out
+
+
+def test_audit_reads_a_promotion_merged_as_a_pull_request_from_its_merged_head(scenario: Scenario) -> None:
+    """In pull-request mode prod's release is noted on the forge's merge commit, which carries no trailers."""
+    server = scenario.server
+    good = server.commit(CHART, "podinfo 6.6.0 (#4)")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
+    git(server.work, "checkout", "-q", "-b", "gitsync/promote/prod/podinfo")
+    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", good)
+    assert code == 0, out
+    git(server.work, "checkout", "-q", "main")
+    git(server.work, "merge", "-q", "--no-ff", "-m", "Merge pull request #5 from gitsync/promote/prod/podinfo", "-")
+    git(server.work, "push", "-q", "origin", "main")
+    scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 100, "6.6.0", pinned=good)
+    code, out = scenario.cli("audit", "--env", "prod", "-o", "json")
+    [row] = json.loads(out)
+    assert (row["pullRequest"], row["promotedFrom"], row["changePullRequest"]) == (5, f"staging@{good}", 4), row
+    assert row["evidence"].startswith("Succeeded") and row["promotionCommit"] == "", row
 
 
 def test_audit_of_an_empty_ledger_says_so(scenario: Scenario) -> None:
@@ -235,6 +337,7 @@ def test_rollback_to_a_forced_pin_keeps_its_reason(scenario: Scenario) -> None:
     assert code == 0 and out.startswith(f"roll back podinfo in prod to {hotfix[:7]}: committed"), out
     pin = yaml.safe_load(git(server.bare, "show", "main:environments/prod/promoted.yaml"))["podinfo"]
     assert (pin["revision"], pin["override"]) == (hotfix, "INC-9 outage"), "the agent's guard still applies it"
+    assert "Gitsync-Override: INC-9 outage" in server.log("-1", "--format=%B"), "the audit shows it forced again"
 
 
 def test_rollback_of_a_head_following_environment_restores_chart_and_values(scenario: Scenario) -> None:

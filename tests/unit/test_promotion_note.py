@@ -5,12 +5,13 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 from gitrepos import Server, git
 
 from gitsync.history import Result
 from gitsync.ledger import LedgerEntry, ReleaseOutcome
 from gitsync.model import AppEnv
-from gitsync.promote import pinned_release, verify_pin
+from gitsync.promote import evidence, pinned_release, verify_pin
 from gitsync.promotion import Promotions
 from renderers.promotion import values_hash
 
@@ -96,11 +97,13 @@ def test_the_values_hash_noted_is_the_one_the_guard_computes_for_the_pin(tmp_pat
 EXAMPLE = Path(__file__).resolve().parents[2] / "example-repo"
 
 
+@pytest.mark.parametrize("outcome", [Result.SUCCEEDED, Result.ROLLED_BACK])
 def test_a_canary_release_is_noted_with_the_canary_steps_though_the_chart_also_has_a_blue_green_block(
-    tmp_path: Path,
+    tmp_path: Path, outcome: Result
 ) -> None:
     """example-repo's podinfo chart carries both blocks; staging picks canary, prod blue-green. The ledger line of
-    staging's release lists the canary's steps and its analysis conditions, as `gitsync audit` shows them."""
+    staging's release lists the canary's steps and its analysis conditions, as `gitsync audit` shows them; a
+    rolled-back one also why the rollout aborted (its line said only "RolledBack" before)."""
     from memstore import MemoryStore
 
     from gitsync.health import Health
@@ -110,7 +113,8 @@ def test_a_canary_release_is_noted_with_the_canary_steps_though_the_chart_also_h
     from gitsync.reconcile import RolloutStep
     from gitsync.record import LedgerSink
     from gitsync.result import Kind, ReconcileResult, Target
-    from gitsync.strategy.executor import owned, policy_of
+    from gitsync.strategy.executor import PART, owned, policy_of
+    from gitsync.strategy.state import RolloutState
     from renderers import render_app
 
     server = Server(tmp_path / "repo")
@@ -120,6 +124,8 @@ def test_a_canary_release_is_noted_with_the_canary_steps_though_the_chart_also_h
     rendered = render_app(server.work, "staging", "podinfo", revision=sha)
     canary = policy_of(rendered).canary.steps
     store = MemoryStore()
+    aborted = RolloutState(abort_reason="new version's pods are failing", evidence=("podinfo-canary-x: CrashLoop",))
+    store.save(rendered.app_env, "podinfo-staging", PART, {"state": aborted.to_json()}, "")
     LedgerSink(stage, History(store), store).write(
         ReconcileResult(
             key=rendered.app_env,
@@ -129,7 +135,7 @@ def test_a_canary_release_is_noted_with_the_canary_steps_though_the_chart_also_h
             finished_at=10.0,
             snapshot=Snapshot(Commit(sha, "Dana", "podinfo 6.7.1", 0.0), server.work),
             target=Target("podinfo-staging", prune=True, self_heal=True, promoted_paths=("image.tag",)),
-            outcome=Result.SUCCEEDED,
+            outcome=outcome,
             rendered=rendered,
             health=Health(HealthStatus.HEALTHY),
             rollout=RolloutStep(exclude=owned(rendered)),
@@ -138,3 +144,7 @@ def test_a_canary_release_is_noted_with_the_canary_steps_though_the_chart_also_h
     (line,) = notes.notes[sha]
     assert line.steps == tuple(step.describe() for step in canary)
     assert "preview" not in line.steps and "switch" not in line.steps
+    if outcome is Result.ROLLED_BACK:
+        assert evidence(line) == "RolledBack: new version's pods are failing", "the pod names stay in the cluster"
+    else:
+        assert line.reason == "" and "reason" not in line.to_json(), "a line that needs no reason is as before"
