@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 
 from gitsync.analysis.measure import CheckContext, Measurer
 from gitsync.analysis.pod_health import PodReport, inspect_pods
-from gitsync.health import current_pods
 from gitsync.errors import TerminalError
+from gitsync.health import current_pods
 from gitsync.model import AppEnv, Json, ObjectId
 from gitsync.ports import RenderedApp, WorkloadReader
 from gitsync.strategy.checks import checks_due
