@@ -84,9 +84,13 @@ def git_archive(tree_ish: str, *, cwd: Path, env: Mapping[str, str], timeout: fl
     argv += ["archive", "--format=tar", "--end-of-options", tree_ish]
     expired = threading.Event()
     with tempfile.TemporaryFile() as errors:
-        with subprocess.Popen(
-            argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors
-        ) as process:
+        try:
+            started = subprocess.Popen(
+                argv, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors
+            )
+        except OSError as e:  # no git, or the folder vanished
+            raise ArchiveFailed(-1, f"cannot run git: {e.strerror or e}") from None
+        with started as process:
             assert process.stdout is not None
 
             def expire() -> None:
