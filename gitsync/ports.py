@@ -196,6 +196,14 @@ class SnapshotSource(Protocol):
         ...
 
 
+WHOLE_FILE_BYTES = 4 * 1024 * 1024
+"""Largest repository file a snapshot holds whole (``GitReader.snapshot``, the command line's pinned trees in
+``gitsync.adapters.trees``). A larger one is kept cut to its first ``WHOLE_FILE_BYTES + 1`` bytes: the renderer
+reads no more than this of any file (``renderers.limits.MAX_INPUT_BYTES`` is this), so whatever it reads is exact
+and a file past it still reads as too large, while a commit adding a 700 MB video to ``docs/`` costs a snapshot
+4 MiB, not 700 MB (the agent's cache volume is 1 GiB)."""
+
+
 class GitReader(Protocol):
     """Read access to the one branch the agent follows (``gitsync.adapters.git.GitRepository``).
 
@@ -222,7 +230,9 @@ class GitReader(Protocol):
 
     def snapshot(self, sha: str) -> Path:
         """A directory holding the tree at ``sha``, immutable for as long as the caller needs it. ``sha`` may be
-        any commit on the remote, not only the fetched head (a revision pinned in ``promoted.yaml``)."""
+        any commit on the remote, not only the fetched head (a revision pinned in ``promoted.yaml``). A file past
+        ``WHOLE_FILE_BYTES`` is cut to ``WHOLE_FILE_BYTES + 1`` bytes; Git ids come from ``tree_id``, never from
+        hashing these files."""
         ...
 
     def tree_id(self, sha: str, path: str) -> str:

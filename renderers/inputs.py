@@ -6,7 +6,9 @@ so the id must change when their target does), hidden files count, empty folders
 link out of the repository makes the inputs unkeyable (the render then runs uncached and reports it). For a
 folder of a commit without symbolic links it is exactly ``git rev-parse <commit>:<path>``, so the agent's
 snapshots and a local checkout key a chart the same way, and a folder that is not in Git at all still gets an id
-that changes exactly when its content does.
+that changes exactly when its content does. A file past ``MAX_INPUT_BYTES`` is an exception: snapshots keep it cut
+to one byte more (``gitsync.ports.WHOLE_FILE_BYTES``), so such a chart's id there differs from Git's. That key is
+still sound, as the render depends on no more than that: it reads none of the file, or fails at it either way.
 
 ``uses_revision`` says whether a chart's templates may read ``release.revision``: when they cannot, the commit
 being deployed is not an input of the render, and a commit that touched another app re-renders nothing here.

@@ -12,10 +12,13 @@ import re
 from collections.abc import Iterable, Mapping, Sized
 from typing import Any
 
-MAX_INPUT_BYTES = 4 * 1024 * 1024
+from gitsync.ports import WHOLE_FILE_BYTES
+
+MAX_INPUT_BYTES = WHOLE_FILE_BYTES
 """Largest repository file the renderer reads (values, env.yaml, chart.yaml, a template, a helper or a plain
 manifest): single-file upstream installs fit (Argo CD's ``install.yaml`` is about 1.9 MB), as do ``file()``'s
-``MAX_VALUE_CHARS``."""
+``MAX_VALUE_CHARS``. The largest file a snapshot keeps whole, by definition: snapshots cut larger files to one
+byte more (``gitsync.ports.WHOLE_FILE_BYTES``), so a render reading one fails at it as it would on the whole."""
 MAX_VALUE_CHARS = 4 * 1024 * 1024
 """Largest string or container (as written out) an operator, filter, call, literal or values file may build."""
 MAX_OUTPUT_CHARS = 8 * 1024 * 1024

@@ -13,7 +13,8 @@ Security contract:
 - every error message is scrubbed of ``user:password@`` in URLs and of the token itself.
 
 Layout of the cache directory: ``repo.git`` (bare, shallow, one branch) and ``snapshots/<sha>`` (the tree at a
-commit, extracted from ``git archive``; the fetched head's and the most recently used few are kept). A commit other
+commit, extracted from ``git archive`` as git writes it, files past ``ports.WHOLE_FILE_BYTES`` cut to one byte more:
+``gitsync.adapters.trees``; the fetched head's and the most recently used few are kept). A commit other
 than the fetched head (a revision pinned in ``promoted.yaml``) is fetched by its id, depth 1, when first needed.
 Every fetch leaves the previous head's objects unreachable (and one more line in ``shallow``), so every ``GC_EVERY``
 fetches the objects are counted (one cheap ``count-objects``) and, when they outgrow twice what the last collection
@@ -40,10 +41,10 @@ from git import Git, Repo
 from git.exc import GitCommandError
 
 from gitsync import log as logging
-from gitsync.adapters.trees import extract_archive
+from gitsync.adapters.trees import ArchiveFailed, extract_archive, git_archive
 from gitsync.errors import TerminalError, TransientError
 from gitsync.ledger import NOTES_REF
-from gitsync.ports import Commit, GitAuth, VerifyConfig, VerifyMode
+from gitsync.ports import WHOLE_FILE_BYTES, Commit, GitAuth, VerifyConfig, VerifyMode
 
 __all__ = ["GitError", "GitRepository", "SignatureError", "scrub"]
 
@@ -139,7 +140,12 @@ class GitRepository:
             "LC_ALL": "C",
             "GIT_CONFIG_NOSYSTEM": "1",
         }
-        config: list[tuple[str, str]] = [("protocol.ext.allow", "never")]
+        # A blob past WHOLE_FILE_BYTES is streamed (fetch, archive, gc), not inflated in memory: by default, up to
+        # 512 MiB, a 200 MB file cost git 196 MiB of heap when fetched, past the agent's 256 MiB limit for 300 MB.
+        config: list[tuple[str, str]] = [
+            ("protocol.ext.allow", "never"),
+            ("core.bigFileThreshold", str(WHOLE_FILE_BYTES)),
+        ]
         if self._auth.ssh_key_file is not None:
             self._check_readable(self._auth.ssh_key_file, "SSH key file (repo.auth.sshKeyFile)")
             if self._auth.known_hosts_file is None:
@@ -371,13 +377,13 @@ class GitRepository:
             self._snapshots.mkdir(parents=True, exist_ok=True)
             with self._open() as repo:
                 self._ensure(repo, sha)
-                extract_archive(
-                    lambda out: self._run(
-                        repo.git, "archive", "--format=tar", "--end-of-options", sha, output_stream=out
-                    ),
-                    target,
-                    f"{self.display_url}: commit {sha[:12]}",
-                )
+            archive = partial(
+                git_archive, sha, cwd=self._bare, env={**os.environ, **self._env()}, timeout=self._timeout
+            )
+            try:
+                extract_archive(archive, target, f"{self.display_url}: commit {sha[:12]}")
+            except ArchiveFailed as e:
+                raise self._fail("archive", GitCommandError(["git", "archive"], e.status, e.stderr)) from None
             self._prune_snapshots(keep=sha)
             return target
 
@@ -422,6 +428,11 @@ class GitRepository:
         for old in entries[SNAPSHOTS_KEPT - 1 :]:
             if now - old.stat().st_mtime > SNAPSHOT_MIN_AGE:
                 shutil.rmtree(old, ignore_errors=True)
+        # A staging folder older than git's time bound was left by an agent killed mid-extraction (an OOM kill, a
+        # restart): the extraction of this process runs under the lock, so none is under way here.
+        for staging in self._snapshots.glob(".tmp-*"):
+            if now - staging.stat().st_mtime > self._timeout:
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 _USEFUL = ("fatal:", "error:", "remote:", "ssh:", "gpg:", "hint:")
