@@ -97,7 +97,7 @@ def command(
         if shown.signature is not None and shown.signature is not Seal.VERIFIED:
             click.echo(
                 f"ledger line not trusted: {shown.entry.env} {shown.entry.app} at {shown.commit[:12]} "
-                f"({shown.entry.outcome.value}): {_SIGNATURE[shown.signature]}",
+                f"({shown.entry.outcome.value}): {_UNTRUSTED[shown.signature]}",
                 err=True,
             )
     if output == "json":
@@ -119,8 +119,7 @@ def command(
             )
 
 
-_SIGNATURE = {
-    Seal.VERIFIED: "verified",
+_UNTRUSTED = {
     Seal.UNSIGNED: "unsigned",
     Seal.BAD: "bad signature (not an allowed signer's, or the line changed after it was signed)",
 }

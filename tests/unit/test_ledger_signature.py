@@ -154,3 +154,41 @@ def test_an_agent_without_allowed_signers_trusts_every_line_as_before(lab: Lab) 
     action, message, blocked = decide(lab)
     assert action is PromotionAction.CANDIDATE, message
     assert blocked == ""
+
+
+def test_audit_marks_each_line_verified_unsigned_or_bad_and_warns_of_the_untrusted(lab: Lab) -> None:
+    from click.testing import CliRunner
+
+    from gitsync.cli import main
+
+    agent = lab.ledger("agent", lab.agent_key)
+    agent.append(lab.sha, lab.release())
+    agent.append(lab.sha, lab.release(ReleaseOutcome.FAILED, env="dev", finished_at=T0 + 1))
+    lab.edit_note('"outcome":"Failed"', '"outcome":"Succeeded"')
+    lab.ledger("mallory").append(lab.sha, lab.release(env="prod", finished_at=T0 + 2))
+
+    def audit(*args: str) -> tuple[str, str]:
+        result = CliRunner().invoke(main, ["audit", "--repo", str(lab.server.work), *args])
+        assert result.exit_code == 0, result.output
+        return result.stdout, result.stderr
+
+    out, err = audit("--allowed-signers", str(lab.allowed), "-o", "json")
+    marks = {row["env"]: (row["outcome"], row["signature"]) for row in json.loads(out)}
+    assert marks == {
+        "staging": ("Succeeded", "verified"),
+        "dev": ("Succeeded", "bad-signature"),
+        "prod": ("Succeeded", "unsigned"),
+    }
+    at = lab.sha[:12]
+    assert err.splitlines() == [  # newest first, as the rows
+        f"ledger line not trusted: prod podinfo at {at} (Succeeded): unsigned",
+        f"ledger line not trusted: dev podinfo at {at} (Succeeded): bad signature (not an allowed signer's, "
+        "or the line changed after it was signed)",
+    ]
+
+    out, _ = audit("--allowed-signers", str(lab.allowed))
+    assert "SIGNATURE" in out.splitlines()[0] and "bad-signature" in out and "unsigned" in out
+    out, err = audit("-o", "json")
+    assert {row["signature"] for row in json.loads(out)} == {None} and not err, "not checked unless asked"
+    out, _ = audit()
+    assert "SIGNATURE" not in out.splitlines()[0]
