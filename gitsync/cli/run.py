@@ -63,6 +63,12 @@ def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Pr
         return history.status(key, namespace) if key.env in served else None
 
     signers = config.repo.verify.allowed_signers_file
+    if signers and not write.signing_key_file:
+        logging.get("gitsync.run").warning(
+            "ledger.verify_without_signing",
+            problem="repo.verify.allowedSignersFile without repo.write.signingKeyFile: this agent's own ledger "
+            "lines are unsigned, so it does not trust them",
+        )
     return Promotions(
         NotesLedger(
             git.cache,

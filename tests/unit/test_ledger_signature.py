@@ -141,7 +141,7 @@ def test_a_forged_success_is_no_candidate_and_verifies_no_pin(
     caplog.set_level("WARNING")
     action, message, blocked = decide(lab, verifier=SshLedgerVerifier(lab.allowed))
     assert (action, message) == (PromotionAction.NONE, "no release of staging recorded yet"), "counted as absent"
-    assert blocked.startswith("environments/prod/promoted.yaml: podinfo: "), blocked
+    assert blocked.startswith(f"environments/prod/promoted.yaml: podinfo: pin {lab.sha[:12]} is not verified"), blocked
     events = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "ledger.untrusted"]
     expected = "unsigned" if how == "unsigned" else "bad-signature"
     assert [(e["env"], e["app"], e["revision"], e["signature"]) for e in events] == [
