@@ -192,3 +192,33 @@ def test_audit_marks_each_line_verified_unsigned_or_bad_and_warns_of_the_untrust
     assert {row["signature"] for row in json.loads(out)} == {None} and not err, "not checked unless asked"
     out, _ = audit()
     assert "SIGNATURE" not in out.splitlines()[0]
+
+
+def test_an_agent_configured_with_both_files_signs_its_lines_and_promotes_from_them(lab: Lab) -> None:
+    """What ``gitsync run`` composes from agent.yaml: the ledger signs with ``repo.write.signingKeyFile`` and the
+    stage trusts ``repo.verify.allowedSignersFile``, so the agent promotes from its own signed lines."""
+    from memstore import MemoryStore
+
+    from gitsync.adapters.git import GitRepository
+    from gitsync.cli.run import promotions as compose
+    from gitsync.history import Result
+    from gitsync.runtime.config import load
+
+    agent_yaml = lab.root / "agent.yaml"
+    agent_yaml.write_text(
+        f"repo:\n  url: {lab.server.url}\n  verify: {{allowedSignersFile: {lab.allowed}}}\n"
+        f"  write: {{signingKeyFile: {lab.agent_key}}}\n"
+        "environments: [{name: prod}]\n"  # staging's health is another agent's: its ledger alone decides
+    )
+    config = load(agent_yaml, environ={})
+    repo = GitRepository(config.repo.url, config.repo.branch, lab.root / "caches" / "run", verify=config.repo.verify)
+    repo.fetch()
+    stage = compose(config, repo, MemoryStore())
+    stage.note(
+        AppEnv("podinfo", "staging"), lab.sha, "sha256:d", Result.SUCCEEDED, T0 - 60, T0,
+        promoted_paths=("image.tag",), values=TAG,
+    )  # fmt: skip
+    [line] = lab.note()
+    assert '"sig":"' in line
+    step = stage.step(AppEnv("podinfo", "prod"), PROD, lab.root, None, None, None, T0 + 600)
+    assert step.action is PromotionAction.CANDIDATE, step.message
