@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +20,7 @@ from gitsync.adapters.git import GitRepository
 from gitsync.adapters.gitwrite import Identity
 from gitsync.adapters.ledger_signature import SshLedgerVerifier, SshLineSigner
 from gitsync.adapters.notes import NotesLedger
-from gitsync.ledger import LedgerEntry, ReleaseOutcome, Seal
+from gitsync.ledger import LedgerEntry, ReleaseOutcome, Seal, parse_note, with_signature
 from gitsync.model import AppEnv
 from gitsync.promotion import PromotionAction, Upstream
 from renderers.promotion import Pin, promoted_values, values_hash
@@ -104,6 +105,23 @@ def test_a_release_noted_again_after_a_kill_keeps_one_line_signed_or_not(lab: La
     lab.ledger("before-signing").append(lab.sha, failed)
     lab.ledger("after-signing", lab.agent_key).append(lab.sha, lab.release(ReleaseOutcome.FAILED, finished_at=T0 + 9))
     assert lab.note()[1:] == [failed.to_line()], "noted unsigned, then again once signing was on: the first stays"
+
+
+@pytest.mark.parametrize(
+    ("change", "seal"),
+    [
+        (lambda line: line, Seal.VERIFIED),
+        (lambda line: line[:-1] + ',"outcome":"Succeeded"}', Seal.BAD),  # a key after the signature
+        (lambda line: line.replace(',"agent":', ',"sig":"x","agent":'), Seal.BAD),  # a second signature inside
+        (lambda line: line.replace('"Failed"', '"Succeeded"'), Seal.BAD),
+        (lambda line: line.partition(',"sig":')[0] + "}", Seal.UNSIGNED),
+    ],
+)
+def test_only_the_line_as_signed_verifies(lab: Lab, change: Callable[[str], str], seal: Seal) -> None:
+    line = entry(outcome=ReleaseOutcome.FAILED).to_line()
+    signed = with_signature(line, SshLineSigner(lab.agent_key)(line))
+    [read] = parse_note(change(signed))
+    assert SshLedgerVerifier(lab.allowed, report=None).seal(read) is seal
 
 
 def forged(lab: Lab, how: str) -> None:
