@@ -8,11 +8,11 @@ rollback commits. ``AuditRow.to_json`` is the documented schema (docs/promotion.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gitsync.ledger import LedgerEntry, ReleaseOutcome
+from gitsync.ledger import LedgerEntry, ReleaseOutcome, Seal
 from gitsync.ports import CommitInfo
 from gitsync.promote import APP, ENV, EVIDENCE, OVERRIDE, PROMOTED_FROM, ROLLBACK_OF, evidence
 
@@ -94,6 +94,9 @@ class AuditRow:
     change: CommitInfo | None = None
     """The commit the release's change was made in: for a promoted release the upstream commit it was promoted
     from (the promotion commit's author is gitsync, or whoever ran ``gitsync promote``), else the noted one."""
+    signature: Seal | None = None
+    """What the line's signature says against the allowed signers (``gitsync audit --allowed-signers``); None
+    when not checked."""
 
     def to_json(self) -> dict[str, Any]:
         line = self.entry.to_json()
@@ -125,6 +128,7 @@ class AuditRow:
             "changeAuthor": self.change.author if self.change else "",
             "changeMergedBy": merged_by(self.change) if self.change else "",
             "changePullRequest": pull_request(self.change.message) if self.change else None,
+            "signature": self.signature.value if self.signature else None,
         }
 
 
@@ -132,7 +136,7 @@ COLUMNS = (
     "time", "env", "app", "commit", "subject", "pullRequest", "author", "mergedBy", "promotedFrom", "evidence",
     "digest", "outcome", "rollbackOf", "startedAt", "finishedAt", "chartTree", "libTree", "valuesHash", "steps",
     "analysis", "agent", "promotionCommit", "rollbackCommit", "override", "changeAuthor", "changeMergedBy",
-    "changePullRequest",
+    "changePullRequest", "signature",
 )  # fmt: skip
 """The keys of ``AuditRow.to_json`` in order: the JSON schema's fields and the CSV header."""
 
@@ -145,11 +149,13 @@ def audit_rows(
     app: str | None = None,
     since: float | None = None,
     until: float | None = None,
+    seal: Callable[[LedgerEntry], Seal] | None = None,
 ) -> tuple[AuditRow, ...]:
     """One row per ledger entry that matches, newest first. ``promotedFrom``, ``rollbackOf``, ``evidence`` and
     ``override`` come from the trailers of the promotion or rollback commit the entry names, else of the noted
     commit; the evidence falls back to the entry's own outcome and analysis. ``promotionCommit`` and
-    ``rollbackCommit`` are the entry's, else found in the ledger (``_later``)."""
+    ``rollbackCommit`` are the entry's, else found in the ledger (``_later``). ``seal``: checks each shown line's
+    signature (``signature``)."""
     promoted_by, rolled_back_by = _later(notes, commits)
     rows = []
     for sha, entries in notes.items():
@@ -176,6 +182,7 @@ def audit_rows(
                     rollback_commit=entry.rollback_commit or rolled_back_by.get((entry.env, entry.app, sha), ""),
                     override=_trailer(written, OVERRIDE),
                     change=commits.get(source.partition("@")[2]) if source else noted,
+                    signature=seal(entry) if seal is not None else None,
                 )
             )
     return tuple(sorted(rows, key=lambda row: (row.entry.finished_at, row.commit), reverse=True))

@@ -6,6 +6,10 @@ line and the notes adapter can drop the second one. Only the fields below ever r
 hashes and step names, never a rendered value or a message from the cluster, so nothing secret can enter.
 ``parse_note`` reads what any version wrote: a line it cannot read is skipped and reported, keys it does not know
 are ignored.
+
+A line may end with a signature of itself (``SIGNATURE_KEY``, written by an agent with a signing key): always the
+last key, over the exact bytes of the line without it (``split_signature``), so readers that do not check it
+ignore it like any unknown key, and the line stays compact JSON in the documented key order.
 """
 
 from __future__ import annotations
@@ -14,15 +18,42 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["NOTES_REF", "NO_LIB", "AnalysisResult", "LedgerEntry", "ReleaseContent", "ReleaseOutcome", "parse_note"]
+__all__ = [
+    "NOTES_REF",
+    "NO_LIB",
+    "SIGNATURE_KEY",
+    "SIGNATURE_NAMESPACE",
+    "AnalysisResult",
+    "LedgerEntry",
+    "ReleaseContent",
+    "ReleaseOutcome",
+    "Seal",
+    "parse_note",
+    "split_signature",
+    "with_signature",
+]
 
 NOTES_REF = "refs/notes/gitsync"
 """Where the ledger lives; ``git log --notes=gitsync`` shows it."""
+SIGNATURE_KEY = "sig"
+"""The last key of a signed line: the SSH signature of the line without it, armor stripped (its base64 body)."""
+SIGNATURE_NAMESPACE = "gitsync-ledger"
+"""The ``ssh-keygen -Y`` namespace of a line's signature: a commit signature (namespace ``git``) is no line's."""
+
+
+class Seal(StrEnum):
+    """What a line's signature says, checked against the allowed signers; the values are the wire format
+    (``gitsync audit``'s ``signature``)."""
+
+    VERIFIED = "verified"
+    UNSIGNED = "unsigned"
+    BAD = "bad-signature"
+    """Signed, but not by an allowed signer, or the line was changed after it was signed."""
 
 
 class ReleaseOutcome(StrEnum):
@@ -110,6 +141,9 @@ class LedgerEntry:
     rollback_commit: str = ""
     lib_tree: str = ""
     reason: str = ""
+    line: str = field(default="", compare=False, repr=False)
+    """The note line as read ("" for an entry made here): what a signature covers (``split_signature``). Not
+    part of what the entry is, so a line read back equals the entry it was written from."""
 
     @property
     def content(self) -> ReleaseContent:
@@ -149,7 +183,8 @@ class LedgerEntry:
     def ending(self) -> tuple[str, str, str, str, ReleaseOutcome]:
         """What the line records: this release (env, app, commit, digest) ended so. A line with the same ending
         is a repeat (an agent killed after noting, before its status said so, notes again with a new
-        ``finished_at`` and ``agent``), and the ledger keeps the first."""
+        ``finished_at`` and ``agent``), and the ledger keeps the first. A signature is no part of it: a release
+        noted unsigned and then again by an agent given a signing key since keeps its one (unsigned) line."""
         return (self.env, self.app, self.revision, self.digest, self.outcome)
 
     def to_line(self) -> str:
@@ -157,7 +192,7 @@ class LedgerEntry:
         return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
     @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> LedgerEntry:
+    def from_json(cls, raw: Mapping[str, Any], *, line: str = "") -> LedgerEntry:
         steps = raw.get("steps", [])
         analysis = raw.get("analysis", [])
         if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
@@ -181,6 +216,7 @@ class LedgerEntry:
             promotion_commit=_text(raw, "promotionCommit"),
             rollback_commit=_text(raw, "rollbackCommit"),
             reason=_text(raw, "reason"),
+            line=line,
         )
 
 
@@ -195,11 +231,36 @@ def parse_note(text: str, report: Callable[[str], None] | None = None) -> tuple[
             raw = json.loads(line)
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
-            entries.append(LedgerEntry.from_json(raw))
+            entries.append(LedgerEntry.from_json(raw, line=line))
         except (ValueError, KeyError, TypeError) as e:
             if report is not None:
                 report(f"line {number}: not a ledger entry: {e}")
     return tuple(entries)
+
+
+def with_signature(line: str, signature: str) -> str:
+    """``line`` (compact JSON, as ``LedgerEntry.to_line`` writes it) with ``signature`` as its last key."""
+    return f"{line[:-1]},{json.dumps(SIGNATURE_KEY)}:{json.dumps(signature)}}}"
+
+
+_SIGNED = f",{json.dumps(SIGNATURE_KEY)}:"
+
+
+def split_signature(line: str) -> tuple[str, str]:
+    """(the bytes a signature covers, the signature) of a note line; the signature is "" when the line has none.
+    ``ValueError`` when the line carries one anywhere but as its last key, exactly as ``with_signature`` writes
+    it: such a line was changed after it was signed, or never signed by gitsync."""
+    raw = json.loads(line)
+    if not isinstance(raw, dict) or SIGNATURE_KEY not in raw:
+        return line, ""
+    signature = raw[SIGNATURE_KEY]
+    at = line.rfind(_SIGNED)
+    if not isinstance(signature, str) or at < 0 or line[at:] != f"{_SIGNED}{json.dumps(signature)}}}":
+        raise ValueError(f"{SIGNATURE_KEY} is not the line's last key")
+    payload = line[:at] + "}"
+    if SIGNATURE_KEY in json.loads(payload):
+        raise ValueError(f"{SIGNATURE_KEY} appears twice")
+    return payload, signature
 
 
 def _iso(epoch: float) -> str:

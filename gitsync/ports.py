@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gitsync.model import MANAGER, AppEnv, Json, Manifest, ObjectId
 
 if TYPE_CHECKING:  # only named in a Protocol: a one-shot command need not import the ledger
-    from gitsync.ledger import LedgerEntry
+    from gitsync.ledger import LedgerEntry, Seal
 
 
 class Clock(Protocol):
@@ -352,6 +352,13 @@ class Ledger(Protocol):
     def read(self, shas: Iterable[str] | None = None) -> Mapping[str, tuple[LedgerEntry, ...]]:
         """The entries noted on each of ``shas`` (all noted commits when None); commits without a note are absent."""
         ...
+
+
+class LedgerVerifier(Protocol):
+    """Whether a ledger line read back was signed by an allowed key (``gitsync.adapters.ledger_signature``):
+    the agent with ``repo.verify.allowedSignersFile`` trusts only verified lines for promotion and the guard."""
+
+    def seal(self, entry: LedgerEntry) -> Seal: ...
 
 
 @dataclass(frozen=True, slots=True)

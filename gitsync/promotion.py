@@ -4,6 +4,9 @@
   environment's ledger, a Succeeded release with the same chart tree and promoted values, or carry the reason it
   was forced (``override`` in ``promoted.yaml``). A verified pin is remembered (the ledger only grows), so a
   reconcile of an unchanged pin reads no notes.
+- Trust: with a ``verifier`` (``repo.verify.allowedSignersFile``) only ledger lines an allowed key signed count,
+  for the guard, the candidates, the soak and the rollback alike; any other line is as if absent (the verifier
+  reports it once). Without one every line counts, as before lines were signed.
 - ``Promotions.step`` (after verify, in a receiving environment): in ``auto`` and ``pull-request`` mode the newest
   upstream release that Succeeded and then stayed unchanged and healthy for ``soak`` becomes the app's pin, by one
   commit on the tracked branch (auto) or on ``gitsync/promote/<env>/<app>`` (pull-request; merging it promotes);
@@ -28,10 +31,10 @@ from typing import Any
 from gitsync import log as logging
 from gitsync.errors import GitsyncError, TerminalError
 from gitsync.history import Result, Status
-from gitsync.ledger import AnalysisResult, LedgerEntry, ReleaseContent
+from gitsync.ledger import AnalysisResult, LedgerEntry, ReleaseContent, Seal
 from gitsync.ledger import ReleaseOutcome as LedgerOutcome
 from gitsync.model import AppEnv
-from gitsync.ports import CommitRequest, FileEdit, GitWriter, Ledger, RenderedApp, WriteResult
+from gitsync.ports import CommitRequest, FileEdit, GitWriter, Ledger, LedgerVerifier, RenderedApp, WriteResult
 from gitsync.promote import (
     Blocked,
     PinnedRelease,
@@ -161,10 +164,12 @@ class Promotions:
         status: Callable[[AppEnv, str], Status | None],
         branch: str,
         agent: str = "",
+        verifier: LedgerVerifier | None = None,
     ) -> None:
         """``tree``: a directory holding a commit's tree; ``tree_id(sha, path)``: the Git tree id of a path at a
         commit; ``status``: an app-env's recorded status (the upstream's health during the soak), None when this
-        agent does not deploy that environment (one agent per cluster): the upstream ledger alone then decides."""
+        agent does not deploy that environment (one agent per cluster): the upstream ledger alone then decides;
+        ``verifier``: when set, only the ledger lines it verifies are read (see the module doc)."""
         self._ledger = ledger
         self._writer = writer
         self._tree = tree
@@ -172,6 +177,7 @@ class Promotions:
         self._status = status
         self._branch = branch
         self._agent = agent
+        self._verifier = verifier
         self._verified: set[tuple[str, ReleaseContent]] = set()
 
     # -- the guard --------------------------------------------------------------------------------------------
@@ -460,9 +466,12 @@ class Promotions:
         return pin.revision if pin is not None else ""
 
     def _upstream(self, env: str, app: str) -> list[tuple[str, LedgerEntry]]:
+        """The ledger lines of ``app`` in ``env`` this agent trusts (only those are checked: each once)."""
         return [
             (sha, entry)
             for sha, entries in self._ledger.read().items()
             for entry in entries
-            if entry.env == env and entry.app == app
+            if entry.env == env
+            and entry.app == app
+            and (self._verifier is None or self._verifier.seal(entry) is Seal.VERIFIED)
         ]

@@ -9,14 +9,17 @@ Implements ``ports.Ledger`` in the agent's bare cache (``GitRepository.cache``) 
 - idempotent: a line whose release ending (``LedgerEntry.ending``) the note already holds (after the merge) is not
   added again, so a process killed between the append and the push leaves one line, pushed by the next call, and
   one killed after the push but before its status said so notes nothing twice;
-- the notes themselves are tiny blobs keyed by commit id: the noted commit need not be present locally.
+- the notes themselves are tiny blobs keyed by commit id: the noted commit need not be present locally;
+- with a ``sign`` function (the agent's ``repo.write.signingKeyFile``, ``gitsync.adapters.ledger_signature``)
+  each line it adds carries its signature as the last key (``gitsync.ledger.with_signature``), signed once,
+  when it is added; ``read`` returns every line (each entry keeps its text), what to trust is the reader's call.
 """
 
 from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -24,7 +27,7 @@ from pathlib import Path
 from gitsync import log as logging
 from gitsync.adapters.git import GitError
 from gitsync.adapters.gitwrite import ATTEMPTS, Identity, Run, Session, WriteAccessError
-from gitsync.ledger import NOTES_REF, LedgerEntry, parse_note
+from gitsync.ledger import NOTES_REF, LedgerEntry, parse_note, with_signature
 
 __all__ = ["REMOTE_COPY", "NotesLedger"]
 
@@ -40,6 +43,8 @@ class _Ticket:
 
     sha: str
     entry: LedgerEntry
+    line: str = ""
+    """The line as written (signed when the ledger signs), made when it is first added."""
     done: bool = False
     error: Exception | None = None
 
@@ -48,9 +53,17 @@ class NotesLedger:
     """The ledger of one repository; ``remote`` (a URL or remote name; empty for none) is where it is shared."""
 
     def __init__(
-        self, session: Session, remote: str, *, identity: Identity | None = None, attempts: int = ATTEMPTS
+        self,
+        session: Session,
+        remote: str,
+        *,
+        identity: Identity | None = None,
+        attempts: int = ATTEMPTS,
+        sign: Callable[[str], str] | None = None,
     ) -> None:
+        """``sign``: the signature of a line (unsigned lines when None)."""
         self._session = session
+        self._sign = sign
         self._remote = remote
         self._environment = identity.environment() if identity else {}
         self._attempts = attempts
@@ -99,7 +112,8 @@ class NotesLedger:
                     if ticket.entry.ending not in held:
                         held.add(ticket.entry.ending)
                         separator = "\n" if current and not current.endswith("\n") else ""
-                        notes[ticket.sha] = (path, current + separator + ticket.entry.to_line() + "\n")
+                        ticket.line = ticket.line or self._line(ticket.entry)
+                        notes[ticket.sha] = (path, current + separator + ticket.line + "\n")
                         changed.add(ticket.sha)
                 if changed:
                     self._commit(run, [notes[sha] for sha in sorted(changed)], Path(scratch))
@@ -114,6 +128,10 @@ class NotesLedger:
                             f"{NOTES_REF}: push refused (no write access, or a hook or rule refused it): {e}"
                         ) from None
         raise GitError(f"{NOTES_REF}: the remote's notes moved under each of {self._attempts} pushes; retrying later")
+
+    def _line(self, entry: LedgerEntry) -> str:
+        line = entry.to_line()
+        return with_signature(line, self._sign(line)) if self._sign is not None else line
 
     def _commit(self, run: Run, notes: list[tuple[str, str]], scratch: Path) -> None:
         """One commit on ``NOTES_REF`` writing each (path, text) of ``notes`` into the notes tree, as ``git notes

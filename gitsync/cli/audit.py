@@ -19,6 +19,7 @@ import click
 
 from gitsync.adapters.notes import NotesLedger
 from gitsync.cli.sync import fail, repo_option
+from gitsync.ledger import Seal
 
 
 def clone_ledger(repo: Path) -> NotesLedger:
@@ -47,11 +48,27 @@ def _moment(option: str, text: str | None) -> float | None:
 @click.option("--app", "app", default=None, help="Only releases of this app.")
 @click.option("--since", default=None, help="Only releases that finished at or after this date (UTC unless given).")
 @click.option("--until", default=None, help="Only releases that finished at or before this date (UTC unless given).")
+@click.option(
+    "--allowed-signers",
+    "allowed_signers",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Check each line's signature against this allowed signers file (the agent's repo.verify one).",
+)
 @click.option("-o", "--output", type=click.Choice(["table", "json", "csv"]), default="table")
-def command(repo: Path, env: str | None, app: str | None, since: str | None, until: str | None, output: str) -> None:
+def command(
+    repo: Path,
+    env: str | None,
+    app: str | None,
+    since: str | None,
+    until: str | None,
+    allowed_signers: Path | None,
+    output: str,
+) -> None:
     """List every release recorded in the repository's ledger, newest first, with its evidence."""
     from gitsync.adapters.commits import read_commits
     from gitsync.adapters.gitwrite import local_session
+    from gitsync.adapters.ledger_signature import SshLedgerVerifier
     from gitsync.audit import COLUMNS, audit_rows, inconsistencies, merged_heads, promoted_commits
     from gitsync.errors import GitsyncError
 
@@ -65,9 +82,24 @@ def command(repo: Path, env: str | None, app: str | None, since: str | None, unt
             commits |= read_commits(run, promoted_commits(commits.values()) - set(commits))
     except GitsyncError as e:
         fail(str(e))
-    rows = [row.to_json() for row in audit_rows(notes, commits, env=env, app=app, since=after, until=before)]
+    # The audit says what it found itself (below), so the verifier reports nothing to the log.
+    verifier = SshLedgerVerifier(allowed_signers, report=None) if allowed_signers else None
+    try:
+        found = audit_rows(
+            notes, commits, env=env, app=app, since=after, until=before, seal=verifier.seal if verifier else None
+        )
+    except GitsyncError as e:
+        fail(str(e))
+    rows = [row.to_json() for row in found]
     for problem in inconsistencies(notes, commits):  # on stderr, so -o json and csv stay machine-readable
         click.echo(f"ledger inconsistent: {problem}", err=True)
+    for shown in found:
+        if shown.signature is not None and shown.signature is not Seal.VERIFIED:
+            click.echo(
+                f"ledger line not trusted: {shown.entry.env} {shown.entry.app} at {shown.commit[:12]} "
+                f"({shown.entry.outcome.value}): {_UNTRUSTED[shown.signature]}",
+                err=True,
+            )
     if output == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     elif output == "csv":
@@ -78,7 +110,7 @@ def command(repo: Path, env: str | None, app: str | None, since: str | None, unt
             writer.writerow({**row, "steps": "; ".join(row["steps"]), "analysis": json.dumps(row["analysis"])})
         sys.stdout.write(out.getvalue())
     else:
-        _table(rows)
+        _table(rows, signatures=verifier is not None)
         if not notes:  # an empty table alone reads like a broken command
             click.echo(
                 "no release in the ledger (refs/notes/gitsync, fetched from origin when the clone has it): "
@@ -87,13 +119,21 @@ def command(repo: Path, env: str | None, app: str | None, since: str | None, unt
             )
 
 
-def _table(rows: list[dict[str, object]]) -> None:
+_UNTRUSTED = {
+    Seal.UNSIGNED: "unsigned",
+    Seal.BAD: "bad signature (not an allowed signer's, or the line changed after it was signed)",
+}
+
+
+def _table(rows: list[dict[str, object]], *, signatures: bool) -> None:
+    """The rows as a table; with ``signatures`` (``--allowed-signers``) a SIGNATURE column."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     table = Table(box=None, pad_edge=False)
-    for column in ("TIME", "ENV", "APP", "COMMIT", "PR", "OUTCOME", "FROM", "AUTHOR", "SUBJECT", "EVIDENCE"):
+    columns = ("TIME", "ENV", "APP", "COMMIT", "PR", "OUTCOME", "FROM", "AUTHOR", "SUBJECT", "EVIDENCE")
+    for column in (*columns, "SIGNATURE") if signatures else columns:
         table.add_column(column)
     for row in rows:
         # Subjects, authors and evidence are user data: never read as markup.
@@ -109,6 +149,7 @@ def _table(rows: list[dict[str, object]]) -> None:
             Text(_author(row)),
             Text(str(row["subject"])),
             Text(f"forced: {row['override']}; {row['evidence']}" if row["override"] else str(row["evidence"])),
+            *([str(row["signature"])] if signatures else []),
         )
     Console(width=200).print(table)
 

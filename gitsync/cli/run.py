@@ -42,10 +42,12 @@ def forge_client(forge: ForgeConfig, clock: Clock) -> ForgeClient:
 
 def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Promotions:
     """The pin guard, the promote stage and the ledger, writing to the followed repository with the read
-    credentials as ``repo.write`` says (author, optional SSH signing key)."""
+    credentials as ``repo.write`` says (author, optional SSH signing key: it signs the commits and the ledger
+    lines); with ``repo.verify.allowedSignersFile`` only ledger lines signed by one of its keys are trusted."""
     import socket
 
     from gitsync.adapters.gitwrite import CacheWriter, Identity
+    from gitsync.adapters.ledger_signature import SshLedgerVerifier, SshLineSigner
     from gitsync.adapters.notes import NotesLedger
     from gitsync.history import History
     from gitsync.promotion import Promotions
@@ -60,14 +62,27 @@ def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Pr
         its ledger in Git alone."""
         return history.status(key, namespace) if key.env in served else None
 
+    signers = config.repo.verify.allowed_signers_file
+    if signers and not write.signing_key_file:
+        logging.get("gitsync.run").warning(
+            "ledger.verify_without_signing",
+            problem="repo.verify.allowedSignersFile without repo.write.signingKeyFile: this agent's own ledger "
+            "lines are unsigned, so it does not trust them",
+        )
     return Promotions(
-        NotesLedger(git.cache, config.repo.url, identity=identity),
+        NotesLedger(
+            git.cache,
+            config.repo.url,
+            identity=identity,
+            sign=SshLineSigner(write.signing_key_file) if write.signing_key_file else None,
+        ),
         CacheWriter(git, identity, signing_key=write.signing_key_file),
         tree=git.snapshot,
         tree_id=git.tree_id,
         status=status,
         branch=config.repo.branch,
         agent=config.leader.identity or socket.gethostname(),
+        verifier=SshLedgerVerifier(signers) if signers else None,
     )
 
 

@@ -27,7 +27,9 @@ class Notes:
         return self.notes
 
 
-def promotions(server: Server, tmp_path: Path) -> tuple[Promotions, Notes]:
+def promotions(server: Server, tmp_path: Path, ledger: object = None, **options: object) -> tuple[Promotions, Notes]:
+    """The stage on ``server``'s commits, noting to an in-memory ``Notes`` unless given a ``ledger``."""
+
     def tree_id(sha: str, path: str) -> str:
         listed = git(server.work, "ls-tree", "--full-tree", sha, "--", path)
         return listed.split()[2] if listed else ""
@@ -41,7 +43,16 @@ def promotions(server: Server, tmp_path: Path) -> tuple[Promotions, Notes]:
         return out
 
     notes = Notes()
-    return Promotions(notes, None, tree=tree, tree_id=tree_id, status=lambda *_: None, branch="main"), notes  # type: ignore[arg-type]
+    stage = Promotions(
+        ledger or notes,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        tree=tree,
+        tree_id=tree_id,
+        status=lambda *_: None,
+        branch="main",
+        **options,  # type: ignore[arg-type]
+    )
+    return stage, notes
 
 
 def test_a_superseded_release_is_noted_with_the_chart_tree_of_its_own_commit(tmp_path: Path) -> None:

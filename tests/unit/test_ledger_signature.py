@@ -1,0 +1,242 @@
+"""Signed ledger lines with real Git repositories and real ``ssh-keygen`` keys: the agent signs what it notes, and
+an agent given allowed signers promotes and verifies pins only from lines an allowed key signed, so write access
+to ``refs/notes/gitsync`` alone no longer gets a release to prod."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from gitrepos import Server, git
+from test_ledger import entry
+from test_promotion_cli import CHART, T0
+from test_promotion_note import promotions
+
+from gitsync.adapters.git import GitRepository
+from gitsync.adapters.gitwrite import Identity
+from gitsync.adapters.ledger_signature import SshLedgerVerifier, SshLineSigner
+from gitsync.adapters.notes import NotesLedger
+from gitsync.ledger import LedgerEntry, ReleaseOutcome, Seal, parse_note, with_signature
+from gitsync.model import AppEnv
+from gitsync.promotion import PromotionAction, Upstream
+from renderers.promotion import Pin, promoted_values, values_hash
+
+TAG = {"image": {"tag": "6.6.0"}}
+PROD = Upstream("staging", "manual", 0.0, ("image.tag",), "podinfo-staging")
+
+
+def keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)], check=True)
+    return path
+
+
+class Lab:
+    """A repository with podinfo's chart at ``sha``; the agent's key and the allowed signers file that names it
+    (the agent's ``repo.verify.allowedSignersFile``), and mallory's key, which it does not name."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.server = Server(root / "server")
+        self.sha = self.server.commit(CHART, "podinfo 6.6.0")
+        (root / "keys").mkdir()
+        self.agent_key = keygen(root / "keys" / "agent")
+        self.mallory_key = keygen(root / "keys" / "mallory")
+        self.allowed = root / "keys" / "allowed_signers"
+        self.allowed.write_text(f"gitsync@agent {(root / 'keys' / 'agent.pub').read_text()}")
+
+    def ledger(self, name: str, key: Path | None = None) -> NotesLedger:
+        cache = GitRepository(self.server.url, "main", self.root / "caches" / name).cache
+        sign = SshLineSigner(key) if key else None
+        return NotesLedger(cache, self.server.url, identity=Identity(name, f"{name}@example.com"), sign=sign)
+
+    def release(self, outcome: ReleaseOutcome = ReleaseOutcome.SUCCEEDED, **changes: object) -> LedgerEntry:
+        """Staging's release of ``sha`` as the agent notes it: what a pin of ``sha`` with ``TAG`` verifies."""
+        tree = git(self.server.bare, "rev-parse", f"{self.sha}:apps/podinfo")
+        fields: dict[str, object] = {
+            "revision": self.sha,
+            "outcome": outcome,
+            "started_at": T0 - 60,
+            "finished_at": T0,
+            "chart_tree": tree,
+            "values_hash": values_hash(promoted_values(TAG, ("image.tag",))),
+        }
+        return entry(**{**fields, **changes})
+
+    def note(self) -> list[str]:
+        return git(self.server.bare, "notes", "--ref", "gitsync", "show", self.sha).splitlines()
+
+    def edit_note(self, old: str, new: str) -> None:
+        """Mallory edits the note by hand, as anyone who may push the notes ref can."""
+        clone = self.server.clone("mallory-edit")
+        git(clone, "fetch", "-q", "origin", "refs/notes/gitsync:refs/notes/gitsync")
+        text = git(clone, "notes", "--ref", "gitsync", "show", self.sha).replace(old, new)
+        (self.root / "edited").write_text(text + "\n")
+        git(clone, "notes", "--ref", "gitsync", "add", "-f", "-F", str(self.root / "edited"), self.sha)
+        git(clone, "push", "-q", "--force", "origin", "refs/notes/gitsync")
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Lab:
+    return Lab(tmp_path)
+
+
+def test_a_signed_line_keeps_its_format_with_the_signature_last_and_verifies(lab: Lab) -> None:
+    release = lab.release()
+    lab.ledger("agent", lab.agent_key).append(lab.sha, release)
+    [line] = lab.note()
+    unsigned = release.to_line()
+    assert line.startswith(unsigned[:-1] + ',"sig":"') and "\n" not in line
+    assert list(json.loads(line)) == [*json.loads(unsigned), "sig"], "the documented key order, sig last"
+    [read] = lab.ledger("reader").read()[lab.sha]
+    assert read == release, "a reader that does not check signatures reads the line as before"
+    assert SshLedgerVerifier(lab.allowed).seal(read) is Seal.VERIFIED
+
+
+def test_a_release_noted_again_after_a_kill_keeps_one_line_signed_or_not(lab: Lab) -> None:
+    lab.ledger("agent-0", lab.agent_key).append(lab.sha, lab.release(agent="gitsync-0/101"))
+    lab.ledger("agent-1", lab.agent_key).append(lab.sha, lab.release(agent="gitsync-0/202", finished_at=T0 + 9))
+    assert len(lab.note()) == 1, "a restarted signing agent notes the same ending again: one line"
+
+    failed = lab.release(ReleaseOutcome.FAILED)
+    lab.ledger("before-signing").append(lab.sha, failed)
+    lab.ledger("after-signing", lab.agent_key).append(lab.sha, lab.release(ReleaseOutcome.FAILED, finished_at=T0 + 9))
+    assert lab.note()[1:] == [failed.to_line()], "noted unsigned, then again once signing was on: the first stays"
+
+
+@pytest.mark.parametrize(
+    ("change", "seal"),
+    [
+        (lambda line: line, Seal.VERIFIED),
+        (lambda line: line[:-1] + ',"outcome":"Succeeded"}', Seal.BAD),  # a key after the signature
+        (lambda line: line.replace(',"agent":', ',"sig":"x","agent":'), Seal.BAD),  # a second signature inside
+        (lambda line: line.replace('"Failed"', '"Succeeded"'), Seal.BAD),
+        (lambda line: line.partition(',"sig":')[0] + "}", Seal.UNSIGNED),
+    ],
+)
+def test_only_the_line_as_signed_verifies(lab: Lab, change: Callable[[str], str], seal: Seal) -> None:
+    line = entry(outcome=ReleaseOutcome.FAILED).to_line()
+    signed = with_signature(line, SshLineSigner(lab.agent_key)(line))
+    [read] = parse_note(change(signed))
+    assert SshLedgerVerifier(lab.allowed, report=None).seal(read) is seal
+
+
+def forged(lab: Lab, how: str) -> None:
+    """A "staging Succeeded" line that no agent with the allowed key wrote."""
+    if how == "edited":  # the agent's own signed line of a failed release, its outcome changed by hand
+        lab.ledger("agent", lab.agent_key).append(lab.sha, lab.release(ReleaseOutcome.FAILED))
+        lab.edit_note('"outcome":"Failed"', '"outcome":"Succeeded"')
+    elif how == "unsigned":  # added by hand
+        lab.ledger("mallory").append(lab.sha, lab.release())
+    else:  # signed, but with a key the allowed signers file does not name
+        lab.ledger("mallory", lab.mallory_key).append(lab.sha, lab.release())
+
+
+def decide(lab: Lab, **options: object) -> tuple[PromotionAction, str, str]:
+    """What prod's agent makes of staging's ledger: the promote stage's action and message, and the guard's verdict
+    on a pin of ``sha`` (a person's promotion commit)."""
+    stage, _ = promotions(lab.server, lab.root, lab.ledger("prod-agent"), **options)
+    step = stage.step(AppEnv("podinfo", "prod"), PROD, lab.root, None, None, None, T0 + 600)
+    pinned = SimpleNamespace(pin=Pin("podinfo", lab.sha, "staging", TAG), app_env=AppEnv("podinfo", "prod"))
+    return step.action, step.message, stage.guard(pinned)  # type: ignore[arg-type]
+
+
+def test_a_signed_success_is_a_candidate_and_verifies_the_pin(lab: Lab) -> None:
+    lab.ledger("agent", lab.agent_key).append(lab.sha, lab.release())
+    action, message, blocked = decide(lab, verifier=SshLedgerVerifier(lab.allowed))
+    assert action is PromotionAction.CANDIDATE, message
+    assert blocked == ""
+
+
+@pytest.mark.parametrize("how", ["edited", "unsigned", "other-key"])
+def test_a_forged_success_is_no_candidate_and_verifies_no_pin(
+    lab: Lab, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    forged(lab, how)
+    caplog.set_level("WARNING")
+    action, message, blocked = decide(lab, verifier=SshLedgerVerifier(lab.allowed))
+    assert (action, message) == (PromotionAction.NONE, "no release of staging recorded yet"), "counted as absent"
+    assert blocked.startswith(f"environments/prod/promoted.yaml: podinfo: pin {lab.sha[:12]} is not verified"), blocked
+    events = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "ledger.untrusted"]
+    expected = "unsigned" if how == "unsigned" else "bad-signature"
+    assert [(e["env"], e["app"], e["revision"], e["signature"]) for e in events] == [
+        ("staging", "podinfo", lab.sha, expected)
+    ], "one event per line, however often the ledger is read"
+
+
+def test_an_agent_without_allowed_signers_trusts_every_line_as_before(lab: Lab) -> None:
+    forged(lab, "unsigned")
+    action, message, blocked = decide(lab)
+    assert action is PromotionAction.CANDIDATE, message
+    assert blocked == ""
+
+
+def test_audit_marks_each_line_verified_unsigned_or_bad_and_warns_of_the_untrusted(lab: Lab) -> None:
+    from click.testing import CliRunner
+
+    from gitsync.cli import main
+
+    agent = lab.ledger("agent", lab.agent_key)
+    agent.append(lab.sha, lab.release())
+    agent.append(lab.sha, lab.release(ReleaseOutcome.FAILED, env="dev", finished_at=T0 + 1))
+    lab.edit_note('"outcome":"Failed"', '"outcome":"Succeeded"')
+    lab.ledger("mallory").append(lab.sha, lab.release(env="prod", finished_at=T0 + 2))
+
+    def audit(*args: str) -> tuple[str, str]:
+        result = CliRunner().invoke(main, ["audit", "--repo", str(lab.server.work), *args])
+        assert result.exit_code == 0, result.output
+        return result.stdout, result.stderr
+
+    out, err = audit("--allowed-signers", str(lab.allowed), "-o", "json")
+    marks = {row["env"]: (row["outcome"], row["signature"]) for row in json.loads(out)}
+    assert marks == {
+        "staging": ("Succeeded", "verified"),
+        "dev": ("Succeeded", "bad-signature"),
+        "prod": ("Succeeded", "unsigned"),
+    }
+    at = lab.sha[:12]
+    assert err.splitlines() == [  # newest first, as the rows
+        f"ledger line not trusted: prod podinfo at {at} (Succeeded): unsigned",
+        f"ledger line not trusted: dev podinfo at {at} (Succeeded): bad signature (not an allowed signer's, "
+        "or the line changed after it was signed)",
+    ]
+
+    out, _ = audit("--allowed-signers", str(lab.allowed))
+    assert "SIGNATURE" in out.splitlines()[0] and "bad-signature" in out and "unsigned" in out
+    out, err = audit("-o", "json")
+    assert {row["signature"] for row in json.loads(out)} == {None} and not err, "not checked unless asked"
+    out, _ = audit()
+    assert "SIGNATURE" not in out.splitlines()[0]
+
+
+def test_an_agent_configured_with_both_files_signs_its_lines_and_promotes_from_them(lab: Lab) -> None:
+    """What ``gitsync run`` composes from agent.yaml: the ledger signs with ``repo.write.signingKeyFile`` and the
+    stage trusts ``repo.verify.allowedSignersFile``, so the agent promotes from its own signed lines."""
+    from memstore import MemoryStore
+
+    from gitsync.adapters.git import GitRepository
+    from gitsync.cli.run import promotions as compose
+    from gitsync.history import Result
+    from gitsync.runtime.config import load
+
+    agent_yaml = lab.root / "agent.yaml"
+    agent_yaml.write_text(
+        f"repo:\n  url: {lab.server.url}\n  verify: {{allowedSignersFile: {lab.allowed}}}\n"
+        f"  write: {{signingKeyFile: {lab.agent_key}}}\n"
+        "environments: [{name: prod}]\n"  # staging's health is another agent's: its ledger alone decides
+    )
+    config = load(agent_yaml, environ={})
+    repo = GitRepository(config.repo.url, config.repo.branch, lab.root / "caches" / "run", verify=config.repo.verify)
+    repo.fetch()
+    stage = compose(config, repo, MemoryStore())
+    stage.note(
+        AppEnv("podinfo", "staging"), lab.sha, "sha256:d", Result.SUCCEEDED, T0 - 60, T0,
+        promoted_paths=("image.tag",), values=TAG,
+    )  # fmt: skip
+    [line] = lab.note()
+    assert '"sig":"' in line
+    step = stage.step(AppEnv("podinfo", "prod"), PROD, lab.root, None, None, None, T0 + 600)
+    assert step.action is PromotionAction.CANDIDATE, step.message
