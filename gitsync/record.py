@@ -20,6 +20,7 @@ Which sinks a caller uses is its choice (the CLI records no metrics). A sink nev
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -54,7 +55,7 @@ __all__ = [
     "Recorder",
     "Sink",
     "StatusSink",
-    "commit_status",
+    "commit_statuses",
     "default_sinks",
     "orphaned_message",
 ]
@@ -502,22 +503,45 @@ class StatusSink:
 # ------------------------------------------------------------------------------------------------ the forge
 
 
-def commit_status(r: ReconcileResult, target_url: str = "") -> CommitStatus | None:
-    """What the commit a reconcile ran at should say for its environment and app (None: nothing new to say).
+def commit_statuses(r: ReconcileResult, target_url: str = "") -> tuple[CommitStatus, ...]:
+    """What the commits a reconcile concerns should say for its environment and app (empty: nothing to say).
 
-    pending while a rollout or the workloads' own rolling update progresses (the step in the description),
-    success once verified Healthy, failure with the reason when the release rolled back, degraded, or failed
-    terminally; error for a transient failure (it is retried, and the status follows).
+    The commit it ran at: pending while a rollout or the workloads' own rolling update progresses (the step in the
+    description), success once verified Healthy, failure with the reason when the release rolled back, degraded,
+    or failed terminally; error for a transient failure (it is retried, and the status follows).
+
+    A status must stay true after the branch moves on, so two earlier commits hear the outcome too:
+    - the commit credited with the running release (``ReconcileResult.release_revision``), when a later commit
+      renders the app identically: a promotion merged in prod, then a README commit on top, is verified at the
+      head, and the promotion's own commit would otherwise say ``pending`` for ever;
+    - the commit whose release was still rolling out when this one changed the render (Superseded in the
+      ledger): ``error``, superseded by this commit, since that release never finished on its own.
     """
     if r.target is None or r.snapshot is None or r.outcome is None or r.dry_run or not r.revision:
-        return None
+        return ()
     if r.revision.endswith("-dirty"):
-        return None
+        return ()
     state, description = _state(r)
     if state is None:
-        return None
+        return ()
     context = f"gitsync/{r.key.env}/{r.key.app}"
-    return CommitStatus(r.revision, context, state, first_line(description), target_url)
+    statuses = [CommitStatus(r.revision, context, state, first_line(description), target_url)]
+    credited = r.release_revision
+    if r.kind is Kind.RELEASE and credited not in ("", r.revision) and not credited.endswith("-dirty"):
+        statuses.append(CommitStatus(credited, context, state, first_line(description), target_url))
+    before = r.previous
+    if (
+        r.kind is Kind.RELEASE
+        and before is not None
+        and before.last_applied_digest
+        and before.last_applied_digest != r.digest
+        and before.result in (Result.PROGRESSING.value, Result.PAUSED.value)
+    ):
+        superseded = before.release_revision or before.last_applied_revision
+        if superseded and superseded != r.revision and not superseded.endswith("-dirty"):
+            said = f"superseded by {r.revision[:12]} before its rollout finished"
+            statuses.append(CommitStatus(superseded, context, CommitState.ERROR, said, target_url))
+    return tuple(statuses)
 
 
 def _state(r: ReconcileResult) -> tuple[CommitState | None, str]:
@@ -558,19 +582,17 @@ class CommitStatusSink:
         self.queue = ForgeQueue("commit-statuses", capacity, on_failure=self._forget)
 
     def write(self, r: ReconcileResult) -> None:
-        status = commit_status(r, self._target_url)
-        if status is None:
-            return
-        key = f"{status.sha}/{status.context}"
-        with self._lock:
-            if self._sent.get(key) == (status.state, status.description):
-                return
-            self._sent[key] = (status.state, status.description)
-            self._sent.move_to_end(key)
-            while len(self._sent) > self.SENT_KEPT:
-                self._sent.popitem(last=False)
         recorded = time.monotonic()
-        self.queue.put(key, lambda: self._send(status, recorded))
+        for status in commit_statuses(r, self._target_url):
+            key = f"{status.sha}/{status.context}"
+            with self._lock:
+                if self._sent.get(key) == (status.state, status.description):
+                    continue
+                self._sent[key] = (status.state, status.description)
+                self._sent.move_to_end(key)
+                while len(self._sent) > self.SENT_KEPT:
+                    self._sent.popitem(last=False)
+            self.queue.put(key, functools.partial(self._send, status, recorded))
 
     def _send(self, status: CommitStatus, recorded: float) -> None:
         self._forge.set_status(status)

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from gitsync.errors import Retry, TransientError
 from gitsync.health import Health
-from gitsync.history import Result
+from gitsync.history import Result, Status
 from gitsync.model import AppEnv, HealthStatus
 from gitsync.ports import Commit, CommitState, CommitStatus, PullRequest, Snapshot
 from gitsync.promotion import PromotionAction, PromotionStep
 from gitsync.reconcile import RolloutStep
-from gitsync.record import CommitStatusSink, PullRequestSink, commit_status
+from gitsync.record import CommitStatusSink, PullRequestSink, commit_statuses
 from gitsync.result import Kind, ReconcileResult, Target
 
 SHA = "a" * 40
@@ -92,13 +93,56 @@ def result(kind: Kind, outcome: Result | None, health: HealthStatus | None = Non
 def test_the_status_a_reconcile_puts_on_its_commit(
     reconciled: ReconcileResult, state: CommitState, description: str
 ) -> None:
-    status = commit_status(reconciled, "https://gitsync.example.com")
-    assert status == CommitStatus(SHA, "gitsync/staging/podinfo", state, description, "https://gitsync.example.com")
+    status = commit_statuses(reconciled, "https://gitsync.example.com")
+    assert status == (CommitStatus(SHA, "gitsync/staging/podinfo", state, description, "https://gitsync.example.com"),)
 
 
 def test_nothing_is_said_for_a_dry_run_or_a_drift_check() -> None:
-    assert commit_status(result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, dry_run=True)) is None
-    assert commit_status(result(Kind.DRIFT_CHECKED, None)) is None
+    assert commit_statuses(result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, dry_run=True)) == ()
+    assert commit_statuses(result(Kind.DRIFT_CHECKED, None)) == ()
+
+
+PROMOTED = "b" * 40
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The one thing of a render these statuses read."""
+
+    digest: str
+
+
+ROLLING = Status(
+    "podinfo",
+    "staging",
+    last_applied_revision=PROMOTED,
+    last_applied_digest="sha256:1",
+    release_revision=PROMOTED,
+    result=Result.PROGRESSING.value,
+)
+"""The release of commit PROMOTED, still rolling out."""
+
+
+def test_the_commit_that_brought_the_release_hears_its_outcome_when_a_later_commit_verifies_it() -> None:
+    """A promotion merged into prod rolls out; a README commit lands on top before it is healthy: the release is
+    verified at the README commit, and the promotion's own commit must not stay pending for ever."""
+    healthy = result(
+        Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, previous=ROLLING, rendered=Rendered("sha256:1")
+    )
+    said = [(s.sha, s.state, s.description) for s in commit_statuses(healthy)]
+    assert said == [
+        (SHA, CommitState.SUCCESS, "deployed to staging and healthy"),
+        (PROMOTED, CommitState.SUCCESS, "deployed to staging and healthy"),
+    ]
+
+
+def test_a_release_superseded_while_it_rolled_out_is_no_longer_pending() -> None:
+    newer = result(
+        Kind.RELEASE, Result.PROGRESSING, HealthStatus.PROGRESSING, previous=ROLLING, rendered=Rendered("sha256:2")
+    )
+    said = [(s.sha, s.state, s.description) for s in commit_statuses(newer)]
+    assert said[1:] == [(PROMOTED, CommitState.ERROR, f"superseded by {SHA[:12]} before its rollout finished")]
+    assert said[0][:2] == (SHA, CommitState.PENDING)
 
 
 class Forge:
