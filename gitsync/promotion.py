@@ -88,6 +88,9 @@ class PromotionStep:
     branch: str = ""
     written: bool = False
     requeue_after: float | None = None
+    commit_message: str = ""
+    """The promotion or rollback commit's message (subject, rendered change, evidence trailers): what a reviewer
+    of its pull request needs on the page, not behind a ``git log``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +280,9 @@ class Promotions:
             commit=written.commit,
             branch=written.branch,
         )
-        return PromotionStep(action, f"{source} -> {key.env}", written.commit, written.branch, written.written)
+        return PromotionStep(
+            action, f"{source} -> {key.env}", written.commit, written.branch, written.written, commit_message=message
+        )
 
     def _soaking(
         self,
@@ -349,6 +354,7 @@ class Promotions:
             written.commit,
             written.branch,
             written.written,
+            commit_message=message,
         )
 
     def _write_pin(

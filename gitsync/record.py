@@ -555,7 +555,11 @@ def _state(r: ReconcileResult) -> tuple[CommitState | None, str]:
         if r.outcome is Result.PROGRESSING:
             return CommitState.PENDING, f"rolling out: {step or health.reason or health.status.value}"
         if health.status is HealthStatus.HEALTHY:
-            return CommitState.SUCCESS, f"deployed to {r.key.env} and healthy"
+            # A pinned environment runs its pin, not what the commit changed upstream: a commit that brings a new
+            # image to staging must not read as "in prod" on its prod status.
+            pin = getattr(r.rendered, "pin", None)
+            pinned = f" (pinned to {pin.from_env}@{pin.revision[:12]})" if pin is not None else ""
+            return CommitState.SUCCESS, f"deployed to {r.key.env} and healthy{pinned}"
         return CommitState.FAILURE, f"{health.status.value}: {health.reason or 'not healthy'}"
     if r.kind is Kind.FAILED and r.outcome is not None:
         transient = r.error_class is Retry.TRANSIENT
@@ -633,13 +637,17 @@ class PullRequestSink:
                 return
             self._opened.add((step.branch, step.commit))
         rollback = step.action is PromotionAction.ROLLED_BACK
-        title = f"gitsync: {'roll back' if rollback else 'promote'} {r.key.app} in {r.key.env}: {step.message}"
+        subject, _, details = step.commit_message.partition("\n")
         body = (
             f"{'Rollback' if rollback else 'Promotion'} written by gitsync: {step.message}.\n\n"
             f"Commit `{step.commit}` on `{step.branch}` changes `environments/{r.key.env}/promoted.yaml`; "
-            f"merging this pull request {'rolls back' if rollback else 'promotes'} {r.key.app} in {r.key.env}. "
-            "The commit's trailers carry the evidence (`git log --notes=gitsync`)."
+            f"merging this pull request {'rolls back' if rollback else 'promotes'} {r.key.app} in {r.key.env}."
+            + ("" if rollback else " A newer candidate replaces the commit and updates this pull request.")
         )
+        if details.strip():
+            # The commit message's body: the rendered change and the evidence trailers (Gitsync-Evidence, -Digest).
+            body += f"\n\n```\n{details.strip()}\n```\n"
+        title = f"gitsync: {subject}"
         head = step.branch
         self.queue.put(f"{head}@{step.commit}", lambda: self._open(head, title, body))
 

@@ -145,15 +145,17 @@ def test_the_promotion_pull_request_is_opened_and_merging_it_promotes(
 
     [pull] = wait_for("the promotion pull request", gitea_repo.open_pulls, 60)
     assert pull["head"]["ref"] == "gitsync/promote/prod/podinfo" and pull["base"]["ref"] == "main"
-    assert pull["title"].startswith("gitsync: promote podinfo in prod: staging@")
+    assert pull["title"].startswith("gitsync: promote podinfo to prod (staging@")
+    assert "Gitsync-Evidence: Succeeded" in pull["body"], "the evidence is on the pull request's page"
     assert configmap_value(core, prod_namespace) is None, "nothing reaches prod before the merge"
 
     gitea.api("POST", f"repos/{gitea_repo.name}/pulls/{pull['number']}/merge", {"Do": "merge"})
     wait_for("prod live", lambda: configmap_value(core, prod_namespace) == "Hello from production", 60)
     wait_for("prod settled", lambda: status_of(core, prod_namespace, env="prod").get("result") == "Succeeded", 60)
     merged = gitea.api("GET", f"repos/{gitea_repo.name}/branches/main")["commit"]["id"]
-    wait_for(
+    [ok] = wait_for(
         "success for prod on the merge commit",
-        lambda: ("success", "deployed to prod and healthy") in states(gitea_repo, merged, "gitsync/prod/podinfo"),
+        lambda: [s for s in states(gitea_repo, merged, "gitsync/prod/podinfo") if s[0] == "success"],
         30,
     )
+    assert ok[1].startswith("deployed to prod and healthy (pinned to staging@"), ok

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -145,12 +145,33 @@ def test_a_release_superseded_while_it_rolled_out_is_no_longer_pending() -> None
     assert said[0][:2] == (SHA, CommitState.PENDING)
 
 
+@dataclass(frozen=True)
+class Pin:
+    revision: str
+    from_env: str
+
+
+@dataclass(frozen=True)
+class Pinned(Rendered):
+    pin: Pin
+
+
+def test_a_pinned_environment_says_which_pin_is_healthy_not_that_the_commit_is_deployed() -> None:
+    """A commit that changes staging's image is verified in prod too (prod runs its pin): its prod status must not
+    read as if the new image were in prod."""
+    prod = result(
+        Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, rendered=Pinned("sha256:1", Pin(PROMOTED, "staging"))
+    )
+    [status] = commit_statuses(replace(prod, key=AppEnv("podinfo", "prod")))
+    assert status.description == f"deployed to prod and healthy (pinned to staging@{PROMOTED[:12]})"
+
+
 class Forge:
     """A forge that records what it was asked, optionally stuck (a forge that does not answer)."""
 
     def __init__(self, stuck: threading.Event | None = None, fail: bool = False) -> None:
         self.statuses: list[CommitStatus] = []
-        self.pulls: list[tuple[str, str, str]] = []
+        self.pulls: list[tuple[str, str, str, str]] = []
         self.stuck = stuck
         self.fail = fail
 
@@ -165,7 +186,7 @@ class Forge:
         raise AssertionError("not used")
 
     def open_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
-        self.pulls.append((head, base, title))
+        self.pulls.append((head, base, title, body))
         return PullRequest(7, "http://forge/pulls/7", head, base)
 
 
@@ -203,25 +224,45 @@ def test_a_status_that_failed_is_sent_again_next_time() -> None:
     assert sink.queue.idle(5) and [s.state for s in forge.statuses] == [CommitState.SUCCESS]
 
 
-def test_a_promotion_on_its_review_branch_opens_one_pull_request() -> None:
+MESSAGE = f"""promote podinfo to prod (staging@{SHA[:7]})
+
+Pins podinfo in prod to staging@{SHA[:12]} (verified there).
+
+Gitsync-Promoted-From: staging@{SHA}
+Gitsync-Evidence: Succeeded; soak 10m
+"""
+
+
+def test_a_promotion_on_its_review_branch_opens_one_pull_request_with_its_evidence() -> None:
     forge = Forge()
     sink = PullRequestSink(forge, "main")
     prod = AppEnv("podinfo", "prod")
     step = PromotionStep(
-        PromotionAction.PROPOSED, f"staging@{SHA[:12]} -> prod", "b" * 40, "gitsync/promote/prod/podinfo", True
+        PromotionAction.PROPOSED,
+        f"staging@{SHA} -> prod",
+        "b" * 40,
+        "gitsync/promote/prod/podinfo",
+        True,
+        commit_message=MESSAGE,
     )
     proposed = result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, promotion=step)
-    proposed = ReconcileResult(**{**{f: getattr(proposed, f) for f in proposed.__dataclass_fields__}, "key": prod})
-    sink.write(proposed)
-    sink.write(proposed)  # the next reconcile reports the same branch commit: already opened
-    auto = PromotionStep(PromotionAction.PROMOTED, "staging -> prod", "c" * 40, "main", True)
+    sink.write(replace(proposed, key=prod))
+    sink.write(replace(proposed, key=prod))  # the next reconcile reports the same branch commit: already opened
+    auto = PromotionStep(PromotionAction.PROMOTED, "staging -> prod", "c" * 40, "main", True, commit_message=MESSAGE)
     sink.write(result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, promotion=auto))
     back = PromotionStep(
-        PromotionAction.ROLLED_BACK, "back to staging@abc", "d" * 40, "gitsync/rollback/staging/podinfo"
+        PromotionAction.ROLLED_BACK,
+        "back to staging@abc",
+        "d" * 40,
+        "gitsync/rollback/staging/podinfo",
+        commit_message="roll back podinfo in staging to abc1234\n\nGitsync-Rollback-Of: " + "e" * 40 + "\n",
     )
     sink.write(result(Kind.RELEASE, Result.ROLLED_BACK, HealthStatus.HEALTHY, promotion=back))
     assert sink.queue.idle(5)
-    assert forge.pulls == [
-        ("gitsync/promote/prod/podinfo", "main", f"gitsync: promote podinfo in prod: staging@{SHA[:12]} -> prod"),
-        ("gitsync/rollback/staging/podinfo", "main", "gitsync: roll back podinfo in staging: back to staging@abc"),
+    assert [pull[:3] for pull in forge.pulls] == [
+        ("gitsync/promote/prod/podinfo", "main", f"gitsync: promote podinfo to prod (staging@{SHA[:7]})"),
+        ("gitsync/rollback/staging/podinfo", "main", "gitsync: roll back podinfo in staging to abc1234"),
     ]
+    body = forge.pulls[0][3]
+    assert "merging this pull request promotes podinfo in prod" in body
+    assert f"Gitsync-Promoted-From: staging@{SHA}" in body and "Gitsync-Evidence: Succeeded; soak 10m" in body
