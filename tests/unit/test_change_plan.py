@@ -95,6 +95,37 @@ def test_a_pinned_envs_own_values_change_deploys_on_merge(example: tuple[Path, T
     assert [a.key for a in plan.apps] + list(plan.unchanged) == ["podinfo@prod"]  # --env prod: staging not shown
 
 
+def test_a_chart_that_stops_rendering_promises_prod_nothing(example: tuple[Path, Trees, str]) -> None:
+    """A release that does not render in staging can never be promoted: prod's row must not show its objects
+    removed "after promotion"."""
+    root, trees, base = example
+    head = commit(root, edit(root, "apps/podinfo/templates/configmap.yaml", '"helpers.name"', '"helpers.nme"'))
+
+    plan = plan_change(trees, base, head)
+
+    staging = next(a for a in plan.apps if a.key == "podinfo@staging")
+    assert "apps/podinfo/templates/configmap.yaml:4" in staging.error
+    assert "podinfo@prod" in plan.unchanged
+    assert ": removed</summary>" not in markdown(plan)
+
+
+def test_the_fix_of_a_broken_chart_shows_prod_what_it_brings_over_the_pin_it_runs(
+    example: tuple[Path, Trees, str],
+) -> None:
+    root, trees, _ = example
+    chart = "apps/podinfo/templates/configmap.yaml"
+    base = commit(root, edit(root, chart, '"helpers.name"', '"helpers.nme"'))
+    fixed = edit(root, chart, '"helpers.nme"', '"helpers.name"')
+    deployment = "apps/podinfo/templates/deployment.yaml"
+    head = commit(root, fixed | edit(root, deployment, "revisionHistoryLimit: 5", "revisionHistoryLimit: 7"))
+
+    prod = next(a for a in plan_change(trees, base, head).apps if a.key == "podinfo@prod")
+
+    # Compared with the pin prod runs (its older image tag included), as a broken base has no release to compare.
+    deployment_diff = next(o.diff for o in prod.pending if o.id == "Deployment.apps/podinfo-prod/podinfo")
+    assert "+  revisionHistoryLimit: 7" in deployment_diff and prod.promotion_from == "staging"
+
+
 SECRET_TEMPLATE = """\
 apiVersion: v1
 kind: Secret
