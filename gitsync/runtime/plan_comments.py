@@ -35,7 +35,9 @@ def comment_text(plan: ChangePlan | GitsyncError, base: str, head: str, base_ref
     title = f"### gitsync plan: `{head[:12]}` into `{base_ref}` at `{base[:12]}`\n\n"
     if isinstance(plan, GitsyncError):
         return f"{MARKER}\n{title}gitsync could not plan this change: {plan}\n"
-    return f"{MARKER}\n{title}{markdown(plan, COMMENT_LIMIT - len(MARKER) - len(title) - 1)}"
+    # The title replaces the plan's own heading (the same commits, without the branch).
+    body = markdown(plan, COMMENT_LIMIT - len(MARKER) - len(title) - 1).partition("\n")[2].lstrip("\n")
+    return f"{MARKER}\n{title}{body}"
 
 
 def comment_body(trees: Callable[[str], Path], base: str, head: str, base_ref: str) -> str:

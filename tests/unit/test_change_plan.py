@@ -18,6 +18,7 @@ from gitrepos import git
 from gitsync.change_plan import Change, Rollout, as_json, markdown, plan_change, text
 from gitsync.cli import main
 from gitsync.promoted_file import with_pin
+from gitsync.runtime.plan_comments import comment_text
 
 Trees = Callable[[str], Path]
 
@@ -254,3 +255,17 @@ def test_an_app_awaiting_its_first_promotion_changes_nothing(example: tuple[Path
     assert (prod.objects, prod.images, prod.error) == ((), (), "")
     assert prod.note == "podinfo awaits promotion from staging (no pin yet)"
     assert not plan.has_changes
+
+
+def test_the_pull_request_comment_reads_well_as_markdown(example: tuple[Path, Trees, str]) -> None:
+    """One heading (the comment's, naming the branch), and the unchanged app-envs as their own paragraph, not
+    folded into the last note's bullet."""
+    root, trees, base = example
+    (root / "environments/prod/promoted.yaml").unlink()
+    head = commit(root, edit(root, "environments/prod/values/podinfo.yaml", "replicas: 3", "replicas: 4"), "unpin")
+
+    comment = comment_text(plan_change(trees, base, head), base, head, "main")
+
+    assert comment.count("### gitsync plan") == 1 and f"`{head[:12]}` into `main` at `{base[:12]}`" in comment
+    note = "- :information_source: `podinfo@prod`: podinfo awaits promotion from staging (no pin yet)"
+    assert f"{note}\n\nUnchanged: `podinfo@staging`." in comment
