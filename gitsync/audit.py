@@ -16,7 +16,7 @@ from gitsync.ledger import LedgerEntry
 from gitsync.ports import CommitInfo
 from gitsync.promote import EVIDENCE, PROMOTED_FROM, ROLLBACK_OF, evidence
 
-__all__ = ["COLUMNS", "AuditRow", "audit_rows", "merged_by", "pull_request"]
+__all__ = ["COLUMNS", "AuditRow", "audit_rows", "merged_by", "merged_heads", "pull_request"]
 
 _PULL_REQUEST = (
     re.compile(r"^Merge pull request #(\d+) from "),  # GitHub merge commit
@@ -43,6 +43,22 @@ def merged_by(commit: CommitInfo) -> str:
     if len(commit.parents) < 2 and pull_request(commit.message) is None:
         return ""
     return commit.author if commit.committer.endswith(_WEB_COMMITTER) else commit.committer
+
+
+def merged_heads(commits: Mapping[str, CommitInfo]) -> set[str]:
+    """The merged branches' heads of the merge commits among ``commits`` that ``commits`` does not hold yet: where
+    a promotion or rollback merged as a pull request keeps its trailers (read them too, then call again)."""
+    return {parent for commit in commits.values() for parent in commit.parents[1:]} - set(commits)
+
+
+def _gitsync_commit(noted: CommitInfo | None, commits: Mapping[str, CommitInfo]) -> CommitInfo | None:
+    """The promotion or rollback commit a merge commit brought in (pull-request mode: the ledger notes the merge,
+    and the entry names no commit of its own, since the agent did not write to the branch itself)."""
+    for parent in noted.parents[1:] if noted is not None else ():
+        merged = commits.get(parent)
+        if merged is not None and (_trailer(merged, PROMOTED_FROM) or _trailer(merged, ROLLBACK_OF)):
+            return merged
+    return None
 
 
 def _trailer(commit: CommitInfo | None, key: str) -> str:
@@ -109,8 +125,9 @@ def audit_rows(
     since: float | None = None,
 ) -> tuple[AuditRow, ...]:
     """One row per ledger entry that matches, newest first. ``promotedFrom``, ``rollbackOf`` and ``evidence``
-    come from the trailers of the promotion or rollback commit the entry names, else of the noted commit; the
-    evidence falls back to the entry's own outcome and analysis."""
+    come from the trailers of the promotion or rollback commit the entry names, else of the one a noted merge
+    commit merged (a promotion pull request), else of the noted commit; the evidence falls back to the entry's
+    own outcome and analysis. ``commits`` holds the noted and named commits and their ``merged_heads``."""
     rows = []
     for sha, entries in notes.items():
         noted = commits.get(sha)
@@ -119,7 +136,8 @@ def audit_rows(
                 continue
             if since is not None and entry.finished_at < since:
                 continue
-            written = commits.get(entry.promotion_commit or entry.rollback_commit) or noted
+            named = commits.get(entry.promotion_commit or entry.rollback_commit)
+            written = named or _gitsync_commit(noted, commits) or noted
             rows.append(
                 AuditRow(
                     entry=entry,

@@ -50,7 +50,7 @@ def command(repo: Path, env: str | None, app: str | None, since: str | None, out
     """List every release recorded in the repository's ledger, newest first, with its evidence."""
     from gitsync.adapters.commits import read_commits
     from gitsync.adapters.gitwrite import local_session
-    from gitsync.audit import COLUMNS, audit_rows
+    from gitsync.audit import COLUMNS, audit_rows, merged_heads
     from gitsync.errors import GitsyncError
 
     after = _since(since)
@@ -59,6 +59,7 @@ def command(repo: Path, env: str | None, app: str | None, since: str | None, out
         named = {e.promotion_commit or e.rollback_commit for entries in notes.values() for e in entries}
         with local_session(repo) as run:
             commits = read_commits(run, (set(notes) | named) - {""})
+            commits |= read_commits(run, merged_heads(commits))
     except GitsyncError as e:
         fail(str(e))
     rows = [row.to_json() for row in audit_rows(notes, commits, env=env, app=app, since=after)]

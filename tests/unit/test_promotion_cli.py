@@ -118,6 +118,30 @@ def test_audit_json_on_a_fresh_clone_lists_releases_with_pr_numbers_and_evidence
     assert len(out.splitlines()) == 1 + 3
 
 
+def test_audit_credits_a_merged_promotion_pull_request_with_its_evidence(scenario: Scenario) -> None:
+    """Pull-request mode: the ledger notes the merge commit, whose own message has no trailers; the promotion
+    commit it merged has them, and the audit row shows them with who merged."""
+    server, work = scenario.server, scenario.server.work
+    server.commit(CHART, "podinfo")
+    git(work, "checkout", "-q", "-b", "gitsync/promote/prod/podinfo")
+    trailers = "Gitsync-Promoted-From: staging@" + "a" * 40 + "\nGitsync-Evidence: Succeeded; soak 5s"
+    server.commit({"environments/prod/promoted.yaml": "{}\n"}, f"promote podinfo to prod\n\n{trailers}", push=False)
+    git(work, "checkout", "-q", "main")
+    subject = "Merge pull request 'gitsync: promote podinfo to prod' (#8) from gitsync/promote/prod/podinfo into main"
+    git(work, "merge", "-q", "--no-ff", "-m", subject, "gitsync/promote/prod/podinfo")
+    git(work, "push", "-q", "origin", "main")
+    merge = git(work, "rev-parse", "HEAD")
+    scenario.release(merge, "prod", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
+
+    code, out = scenario.cli("audit", "-o", "json")
+
+    assert code == 0, out
+    [row] = json.loads(out)
+    assert (row["pullRequest"], row["mergedBy"]) == (8, "Ada <ada@example.com>")
+    assert row["promotedFrom"] == "staging@" + "a" * 40
+    assert row["evidence"] == "Succeeded; soak 5s"
+
+
 def test_audit_of_an_empty_ledger_says_so(scenario: Scenario) -> None:
     scenario.server.commit(CHART, "podinfo")
     code, out = scenario.cli("audit")
