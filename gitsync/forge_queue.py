@@ -4,8 +4,9 @@ requests, plan comments).
 Contract: ``put`` never blocks and never raises. Calls are keyed; a call put while another with the same key
 still waits replaces it (the newest status of a commit and context is the only one worth sending). When
 ``capacity`` keys wait, the oldest is dropped (logged): an unreachable forge costs memory bounded by the
-capacity, and reconciles carry on. One daemon thread runs the calls in order; a call that raises is logged and
-``on_failure`` is told its key (so a sink can forget what it believed was sent and send it again next time).
+capacity, and reconciles carry on. One daemon thread runs the calls in order; a call that raises is logged, and
+when the failure is transient ``on_failure`` is told its key (so a sink can forget what it believed was sent and
+send it again next time). A refused call (a 4xx: a token without the scope) is not repeated by every reconcile.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from gitsync import log as logging
-from gitsync.errors import GitsyncError
+from gitsync.errors import GitsyncError, TransientError
 
 __all__ = ["ForgeQueue"]
 
@@ -69,9 +70,13 @@ class ForgeQueue:
                 self._busy = True
             try:
                 call()
-            except GitsyncError as e:
+            except TransientError as e:
                 log.warning("forge.failed", queue=self.name, key=key, error=str(e))
                 self._on_failure(key)
+            except GitsyncError as e:
+                # Refused (a token without the scope, no access): the same call again would be refused the same
+                # way, so the next reconcile does not repeat it; the next different call is tried.
+                log.warning("forge.failed", queue=self.name, key=key, error=str(e), terminal=True)
             except Exception as e:  # noqa: BLE001 - a bug in one call must not stop every later one
                 log.error("forge.crashed", queue=self.name, key=key, error=repr(e))
                 self._on_failure(key)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gitsync.errors import Retry, TransientError
+from gitsync.errors import Retry, TerminalError, TransientError
 from gitsync.health import Health
 from gitsync.history import Result, Status
 from gitsync.model import AppEnv, HealthStatus
@@ -170,6 +170,8 @@ class Forge:
     """A forge that records what it was asked, optionally stuck (a forge that does not answer)."""
 
     def __init__(self, stuck: threading.Event | None = None, fail: bool = False) -> None:
+        self.calls = 0
+        self.refuse = False
         self.statuses: list[CommitStatus] = []
         self.pulls: list[tuple[str, str, str, str]] = []
         self.stuck = stuck
@@ -178,8 +180,11 @@ class Forge:
     def set_status(self, status: CommitStatus) -> None:
         if self.stuck is not None:
             self.stuck.wait(30)
+        self.calls += 1
         if self.fail:
             raise TransientError("gitea http://127.0.0.1:1: POST repos/o/r/statuses: unreachable")
+        if self.refuse:
+            raise TerminalError("gitea http://127.0.0.1:1: POST repos/o/r/statuses: HTTP 403: token scope")
         self.statuses.append(status)
 
     def upsert_comment(self, number: int, marker: str, body: str) -> str:
@@ -222,6 +227,20 @@ def test_a_status_that_failed_is_sent_again_next_time() -> None:
     forge.fail = False
     sink.write(succeeded)
     assert sink.queue.idle(5) and [s.state for s in forge.statuses] == [CommitState.SUCCESS]
+
+
+def test_a_status_the_forge_refuses_is_not_repeated_by_every_reconcile() -> None:
+    """A token without write scope: each status is tried once (and logged), not once per reconcile."""
+    forge = Forge()
+    forge.refuse = True
+    sink = CommitStatusSink(forge)
+    progressing = result(Kind.RELEASE, Result.PROGRESSING, HealthStatus.PROGRESSING)
+    for _ in range(3):
+        sink.write(progressing)
+        assert sink.queue.idle(5)
+    sink.write(result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY))
+    assert sink.queue.idle(5)
+    assert forge.calls == 2 and forge.statuses == []
 
 
 MESSAGE = f"""promote podinfo to prod (staging@{SHA[:7]})
