@@ -30,7 +30,7 @@ from typing import Protocol
 
 from gitsync import log as logging
 from gitsync.drift import DRIFT_HEALED
-from gitsync.errors import GitsyncError, Retry
+from gitsync.errors import GitsyncError, Retry, TransientError
 from gitsync.events import EventSink as Events
 from gitsync.events import Reason
 from gitsync.forge_queue import ForgeQueue
@@ -298,17 +298,26 @@ class LedgerSink:
     Failed terminally, or Superseded by the next one), with its steps and analysis values as evidence. Written
     before the status, so a killed agent notes again; the ledger drops a line it already holds."""
 
-    def __init__(self, promotions: Promotions, history: History, store: StateStore) -> None:
+    def __init__(
+        self, promotions: Promotions, history: History, store: StateStore, *, retry_after: float = 5.0
+    ) -> None:
         self._promotions = promotions
         self._history = history
         self._store = store
+        self.retries = ForgeQueue("ledger", 64, retry_after=retry_after)
+        """Lines the remote did not take (unreachable): written again in the background until it does."""
 
     def write(self, r: ReconcileResult) -> None:
         try:
             self._write(r)
-        except GitsyncError as e:
+        except TransientError as e:
             # The release stands; only its line is missing, and a receiving environment will not promote it
-            # without one. Logged, never a reason to redo the reconcile (no hot loop on a read-only remote).
+            # without one. No reconcile may follow (a release that ended stays quiet), so the line is written
+            # again in the background once the remote is back; never a reason to redo the reconcile.
+            log.warning("ledger.write_failed", revision=r.revision, error=str(e), retrying=True)
+            self.retries.put(f"{r.key}@{r.revision}", functools.partial(self._write, r))
+        except GitsyncError as e:
+            # Refused (a read-only remote): logged, not retried (no hot loop).
             log.warning("ledger.write_failed", revision=r.revision, error=str(e))
 
     def _write(self, r: ReconcileResult) -> None:
@@ -578,12 +587,12 @@ class CommitStatusSink:
     SENT_KEPT = 4096
     """Recent (commit, context) pairs remembered, so memory stays bounded on a long-lived agent."""
 
-    def __init__(self, forge: Forge, *, target_url: str = "", capacity: int = 256) -> None:
+    def __init__(self, forge: Forge, *, target_url: str = "", capacity: int = 256, retry_after: float = 5.0) -> None:
         self._forge = forge
         self._target_url = target_url
         self._sent: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._lock = threading.Lock()
-        self.queue = ForgeQueue("commit-statuses", capacity, on_failure=self._forget)
+        self.queue = ForgeQueue("commit-statuses", capacity, on_failure=self._forget, retry_after=retry_after)
 
     def write(self, r: ReconcileResult) -> None:
         recorded = time.monotonic()

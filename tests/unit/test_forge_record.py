@@ -218,15 +218,24 @@ def test_a_forge_that_does_not_answer_never_holds_up_a_reconcile() -> None:
     sink.queue.close(5)
 
 
-def test_a_status_that_failed_is_sent_again_next_time() -> None:
+def test_a_status_the_forge_could_not_take_is_sent_once_it_is_back_with_no_reconcile_after() -> None:
+    """The forge is down when a release ends: nothing reconciles again, and the final status must still arrive."""
     forge = Forge(fail=True)
-    sink = CommitStatusSink(forge)
-    succeeded = result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY)
-    sink.write(succeeded)
-    assert sink.queue.idle(5) and forge.statuses == []
+    sink = CommitStatusSink(forge, retry_after=0.05)
+    sink.write(result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY))
+    assert not sink.queue.idle(0.3) and forge.statuses == [], "still waiting to be sent"
     forge.fail = False
-    sink.write(succeeded)
-    assert sink.queue.idle(5) and [s.state for s in forge.statuses] == [CommitState.SUCCESS]
+    assert sink.queue.idle(10) and [s.state for s in forge.statuses] == [CommitState.SUCCESS]
+
+
+def test_a_newer_status_replaces_one_waiting_to_be_sent_again() -> None:
+    forge = Forge(fail=True)
+    sink = CommitStatusSink(forge, retry_after=0.05)
+    sink.write(result(Kind.RELEASE, Result.PROGRESSING, HealthStatus.PROGRESSING))
+    assert not sink.queue.idle(0.2)
+    sink.write(result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY))
+    forge.fail = False
+    assert sink.queue.idle(10) and [s.state for s in forge.statuses] == [CommitState.SUCCESS]
 
 
 def test_a_status_the_forge_refuses_is_not_repeated_by_every_reconcile() -> None:

@@ -10,6 +10,7 @@ from gitrepos import Server, git
 from gitsync.history import Result
 from gitsync.ledger import LedgerEntry, ReleaseOutcome
 from gitsync.model import AppEnv
+from gitsync.ports import Ledger
 from gitsync.promote import pinned_release, verify_pin
 from gitsync.promotion import Promotions
 from renderers.promotion import values_hash
@@ -26,7 +27,7 @@ class Notes:
         return self.notes
 
 
-def promotions(server: Server, tmp_path: Path) -> tuple[Promotions, Notes]:
+def promotions(server: Server, tmp_path: Path, ledger: Ledger | None = None) -> tuple[Promotions, Notes]:
     def tree_id(sha: str, path: str) -> str:
         listed = git(server.work, "ls-tree", "--full-tree", sha, "--", path)
         return listed.split()[2] if listed else ""
@@ -40,7 +41,8 @@ def promotions(server: Server, tmp_path: Path) -> tuple[Promotions, Notes]:
         return out
 
     notes = Notes()
-    return Promotions(notes, None, tree=tree, tree_id=tree_id, status=lambda *_: None, branch="main"), notes  # type: ignore[arg-type]
+    stage = Promotions(ledger or notes, None, tree=tree, tree_id=tree_id, status=lambda *_: None, branch="main")  # type: ignore[arg-type]
+    return stage, notes
 
 
 def test_a_superseded_release_is_noted_with_the_chart_tree_of_its_own_commit(tmp_path: Path) -> None:
@@ -138,3 +140,53 @@ def test_a_canary_release_is_noted_with_the_canary_steps_though_the_chart_also_h
     (line,) = notes.notes[sha]
     assert line.steps == tuple(step.describe() for step in canary)
     assert "preview" not in line.steps and "switch" not in line.steps
+
+
+def test_a_ledger_line_the_remote_did_not_take_is_written_once_it_is_back(tmp_path: Path) -> None:
+    """The forge is down for the moment a staging release ends: no reconcile follows a release that ended, so
+    without a retry the release would never be noted, and prod would never be offered it."""
+    from memstore import MemoryStore
+
+    from gitsync.adapters.git import GitRepository
+    from gitsync.adapters.gitwrite import Identity
+    from gitsync.adapters.notes import NotesLedger
+    from gitsync.health import Health
+    from gitsync.history import History
+    from gitsync.model import HealthStatus
+    from gitsync.ports import Commit, Snapshot
+    from gitsync.record import LedgerSink
+    from gitsync.result import Kind, ReconcileResult, Target
+    from renderers import render_app
+
+    server = Server(tmp_path / "repo")
+    files = {str(p.relative_to(EXAMPLE)): p.read_text() for p in EXAMPLE.rglob("*") if p.is_file()}
+    sha = server.commit(files, "podinfo 6.7.1")
+    cache = GitRepository(server.url, "main", tmp_path / "cache").cache
+    ledger = NotesLedger(cache, server.url, identity=Identity("gitsync", "gitsync@example.com"))
+    stage, _ = promotions(server, tmp_path, ledger)
+    rendered = render_app(server.work, "staging", "podinfo", revision=sha)
+    store = MemoryStore()
+    sink = LedgerSink(stage, History(store), store, retry_after=0.05)
+    away = server.bare.rename(tmp_path / "away")  # the remote is unreachable
+    sink.write(
+        ReconcileResult(
+            key=rendered.app_env,
+            kind=Kind.RELEASE,
+            reasons=("poll",),
+            started_at=0.0,
+            finished_at=10.0,
+            snapshot=Snapshot(Commit(sha, "Dana", "podinfo 6.7.1", 0.0), server.work),
+            target=Target("podinfo-staging", prune=True, self_heal=True, promoted_paths=("image.tag",)),
+            outcome=Result.SUCCEEDED,
+            rendered=rendered,
+            health=Health(HealthStatus.HEALTHY),
+        )
+    )
+    assert not sink.retries.idle(0.2), "the line waits to be written again"
+    away.rename(server.bare)  # back
+
+    assert sink.retries.idle(30)
+    noted = git(server.work, "fetch", "-q", "origin", "refs/notes/gitsync:refs/notes/gitsync") or git(
+        server.work, "notes", "--ref", "gitsync", "show", sha
+    )
+    assert '"outcome":"Succeeded"' in noted and '"env":"staging"' in noted
