@@ -463,3 +463,8 @@ class Forge(Protocol):
     def open_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
         """Opens the pull request of ``head`` into ``base``, or updates the title and body of the open one."""
         ...
+
+    def close_pull_request(self, head: str, base: str, comment: str) -> PullRequest | None:
+        """Closes the open pull request of ``head`` into ``base`` unmerged, after commenting ``comment`` (why);
+        None when none is open."""
+        ...

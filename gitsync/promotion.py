@@ -48,7 +48,7 @@ from gitsync.promote import (
 from gitsync.promoted_file import with_pin
 from renderers.promotion import Pin
 
-__all__ = ["PromotionAction", "PromotionStep", "Promotions", "Topology", "Upstream", "topology"]
+__all__ = ["PromotionAction", "PromotionStep", "Promotions", "Topology", "Upstream", "review_branch", "topology"]
 
 log = logging.get("gitsync.promotion")
 
@@ -80,6 +80,11 @@ class PromotionAction(StrEnum):
     FAILED = "failed"
 
 
+def review_branch(review: str, key: AppEnv) -> str:
+    """The branch a pull-request mode environment's ``promote`` or ``rollback`` commit is written to."""
+    return f"gitsync/{review}/{key.env}/{key.app}"
+
+
 @dataclass(frozen=True, slots=True)
 class PromotionStep:
     action: PromotionAction
@@ -91,6 +96,9 @@ class PromotionStep:
     commit_message: str = ""
     """The promotion or rollback commit's message (subject, rendered change, evidence trailers): what a reviewer
     of its pull request needs on the page, not behind a ``git log``."""
+    current: bool = False
+    """Nothing to promote because the pin already holds the newest release that succeeded upstream: a promotion
+    pull request still open for an older candidate is stale (merging it would change nothing, or go back)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +311,7 @@ class Promotions:
                 f"{upstream.from_env}@{newest.revision[:12]} soaks, {remaining:.0f}s left",
                 requeue_after=remaining + 0.5,
             )
-        return PromotionStep(PromotionAction.NONE)
+        return PromotionStep(PromotionAction.NONE, current=newest.outcome is LedgerOutcome.SUCCEEDED)
 
     def _promoted_values(self, revision: str, upstream: Upstream, key: AppEnv, snapshot: Path) -> dict[str, Any]:
         """The promoted value paths as the upstream environment merged them at ``revision`` (a path the app does
@@ -382,7 +390,7 @@ class Promotions:
                 ),
                 message=message,
                 identity=identity,
-                branch=f"gitsync/{review}/{key.env}/{key.app}" if pull_request else "",
+                branch=review_branch(review, key) if pull_request else "",
             )
         )
 

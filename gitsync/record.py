@@ -40,7 +40,7 @@ from gitsync.metrics import observe_reconcile
 from gitsync.model import ANNOTATION_PRUNE, AppEnv, HealthStatus, SyncAction, SyncState
 from gitsync.notify import Notifier, notices
 from gitsync.ports import CommitState, CommitStatus, Forge, StateStore
-from gitsync.promotion import PromotionAction, Promotions
+from gitsync.promotion import PromotionAction, Promotions, review_branch
 from gitsync.result import Kind, ReconcileResult, Target
 
 __all__ = [
@@ -626,17 +626,24 @@ class CommitStatusSink:
 class PullRequestSink:
     """The pull request of a promotion or rollback written to a review branch (``gitsync/promote/<env>/<app>``,
     ``gitsync/rollback/<env>/<app>``), opened into the tracked branch, or updated when one is open; once per
-    commit of the branch, in the background."""
+    commit of the branch, in the background. A promotion pull request left open once the environment's pin holds
+    the newest release upstream (promoted another way, or merged as another pull request) is closed with a
+    comment saying why: merging it would change nothing, or go back to an older release."""
 
     def __init__(self, forge: Forge, branch: str, *, capacity: int = 64) -> None:
         self._forge = forge
         self._branch = branch
         self._opened: set[tuple[str, str]] = set()
+        self._settled: dict[str, str] = {}
+        """Review branch -> the pin revision for which its stale pull request was looked for (once per pin)."""
         self._lock = threading.Lock()
         self.queue = ForgeQueue("pull-requests", capacity, on_failure=self._forget)
 
     def write(self, r: ReconcileResult) -> None:
         step = r.promotion
+        if step is not None and step.current:
+            self._close_stale(r)
+            return
         if step is None or not step.branch or step.branch == self._branch or not step.commit:
             return
         if step.action not in (PromotionAction.PROPOSED, PromotionAction.ROLLED_BACK):
@@ -645,6 +652,7 @@ class PullRequestSink:
             if (step.branch, step.commit) in self._opened:
                 return
             self._opened.add((step.branch, step.commit))
+            self._settled.pop(step.branch, None)  # once this proposal is settled, its pull request is looked for
         rollback = step.action is PromotionAction.ROLLED_BACK
         subject, _, details = step.commit_message.partition("\n")
         body = (
@@ -664,7 +672,31 @@ class PullRequestSink:
         pull = self._forge.open_pull_request(head, self._branch, title, body)
         log.info("forge.pull_request", head=head, number=pull.number, url=pull.url)
 
+    def _close_stale(self, r: ReconcileResult) -> None:
+        upstream = r.target.upstream if r.target is not None else None
+        pin = getattr(r.rendered, "pin", None)
+        if upstream is None or upstream.mode != "pull-request" or pin is None:
+            return
+        head = review_branch("promote", r.key)
+        with self._lock:
+            if self._settled.get(head) == pin.revision:
+                return
+            self._settled[head] = pin.revision
+        comment = (
+            f"Closed by gitsync: {r.key.env} already runs {pin.from_env}@{pin.revision[:12]}, the newest release "
+            f"that succeeded in {pin.from_env}; merging this pull request would change nothing, or go back to an "
+            "older release. The next candidate opens a new one."
+        )
+        self.queue.put(f"{head}@close", functools.partial(self._close, head, comment))
+
+    def _close(self, head: str, comment: str) -> None:
+        closed = self._forge.close_pull_request(head, self._branch, comment)
+        if closed is not None:
+            log.info("forge.pull_request_closed", head=head, number=closed.number, url=closed.url)
+
     def _forget(self, key: str) -> None:
         head, _, commit = key.rpartition("@")
         with self._lock:
             self._opened.discard((head, commit))
+            if commit == "close":
+                self._settled.pop(head, None)

@@ -15,7 +15,7 @@ from gitsync.health import Health
 from gitsync.history import Result, Status
 from gitsync.model import AppEnv, HealthStatus
 from gitsync.ports import Commit, CommitState, CommitStatus, PullRequest, Snapshot
-from gitsync.promotion import PromotionAction, PromotionStep
+from gitsync.promotion import PromotionAction, PromotionStep, Upstream
 from gitsync.reconcile import RolloutStep
 from gitsync.record import CommitStatusSink, PullRequestSink, commit_statuses
 from gitsync.result import Kind, ReconcileResult, Target
@@ -174,6 +174,7 @@ class Forge:
         self.refuse = False
         self.statuses: list[CommitStatus] = []
         self.pulls: list[tuple[str, str, str, str]] = []
+        self.closed: list[tuple[str, str]] = []
         self.stuck = stuck
         self.fail = fail
 
@@ -192,6 +193,10 @@ class Forge:
 
     def open_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
         self.pulls.append((head, base, title, body))
+        return PullRequest(7, "http://forge/pulls/7", head, base)
+
+    def close_pull_request(self, head: str, base: str, comment: str) -> PullRequest | None:
+        self.closed.append((head, comment))
         return PullRequest(7, "http://forge/pulls/7", head, base)
 
 
@@ -294,3 +299,33 @@ def test_a_promotion_on_its_review_branch_opens_one_pull_request_with_its_eviden
     body = forge.pulls[0][3]
     assert "merging this pull request promotes podinfo in prod" in body
     assert f"Gitsync-Promoted-From: staging@{SHA}" in body and "Gitsync-Evidence: Succeeded; soak 10m" in body
+
+
+def test_a_promotion_pull_request_left_open_once_prod_runs_the_newest_release_is_closed_once_per_pin() -> None:
+    """Promoted another way (``gitsync promote --push``, another pull request): the open one would change nothing
+    or go back to an older release, so it is closed with the reason; looked for once per pin, not per reconcile."""
+    forge = Forge()
+    sink = PullRequestSink(forge, "main")
+    upstream = Upstream("staging", "pull-request", 10.0, ("image.tag",), "podinfo-staging")
+    settled = replace(
+        result(
+            Kind.RELEASE,
+            Result.SUCCEEDED,
+            HealthStatus.HEALTHY,
+            promotion=PromotionStep(PromotionAction.NONE, current=True),
+        ),
+        key=AppEnv("podinfo", "prod"),
+        target=Target("podinfo-prod", prune=True, self_heal=True, upstream=upstream),
+        rendered=Pinned("sha256:1", Pin(PROMOTED, "staging")),
+    )
+    sink.write(settled)
+    sink.write(settled)
+    assert sink.queue.idle(5)
+    [(head, comment)] = forge.closed
+    assert head == "gitsync/promote/prod/podinfo"
+    assert comment.startswith(f"Closed by gitsync: prod already runs staging@{PROMOTED[:12]}, the newest release")
+    auto = replace(
+        settled, target=Target("podinfo-prod", prune=True, self_heal=True, upstream=replace(upstream, mode="auto"))
+    )
+    PullRequestSink(forge, "main").write(auto)
+    assert forge.closed == [(head, comment)], "auto mode has no pull requests to close"
