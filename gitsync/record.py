@@ -660,6 +660,7 @@ class PullRequestSink:
             f"Commit `{step.commit}` on `{step.branch}` changes `environments/{r.key.env}/promoted.yaml`; "
             f"merging this pull request {'rolls back' if rollback else 'promotes'} {r.key.app} in {r.key.env}."
             + ("" if rollback else " A newer candidate replaces the commit and updates this pull request.")
+            + (f"\n\nWhy: {r.error}" if rollback and r.error else "")
         )
         if details.strip():
             # The commit message's body: the rendered change and the evidence trailers (Gitsync-Evidence, -Digest).

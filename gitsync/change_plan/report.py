@@ -76,8 +76,9 @@ def _summary(plan: ChangePlan) -> str:
     lines += [f"- :x: `{a.key}`: {_inline(a.error)}" for a in plan.apps if a.error]
     lines += [f"- :information_source: `{a.key}`: {_inline(a.note)}" for a in plan.apps if a.note]
     if plan.unchanged:
-        # A blank line first: right after the notes' list, markdown would fold this line into the last bullet.
-        lines += ["", f"Unchanged: {', '.join(f'`{k}`' for k in plan.unchanged)}."]
+        if lines[-1]:  # right after the notes' list, markdown would fold this line into the last bullet
+            lines.append("")
+        lines.append(f"Unchanged: {', '.join(f'`{k}`' for k in plan.unchanged)}.")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

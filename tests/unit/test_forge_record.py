@@ -290,12 +290,14 @@ def test_a_promotion_on_its_review_branch_opens_one_pull_request_with_its_eviden
         "gitsync/rollback/staging/podinfo",
         commit_message="roll back podinfo in staging to abc1234\n\nGitsync-Rollback-Of: " + "e" * 40 + "\n",
     )
-    sink.write(result(Kind.RELEASE, Result.ROLLED_BACK, HealthStatus.HEALTHY, promotion=back))
+    why = "aborted: new version's pods are failing"
+    sink.write(result(Kind.RELEASE, Result.ROLLED_BACK, HealthStatus.HEALTHY, promotion=back, error=why))
     assert sink.queue.idle(5)
     assert [pull[:3] for pull in forge.pulls] == [
         ("gitsync/promote/prod/podinfo", "main", f"gitsync: promote podinfo to prod (staging@{SHA[:7]})"),
         ("gitsync/rollback/staging/podinfo", "main", "gitsync: roll back podinfo in staging to abc1234"),
     ]
+    assert forge.pulls[1][3].endswith(f"Why: {why}\n\n```\nGitsync-Rollback-Of: {'e' * 40}\n```\n")
     body = forge.pulls[0][3]
     assert "merging this pull request promotes podinfo in prod" in body
     assert f"Gitsync-Promoted-From: staging@{SHA}" in body and "Gitsync-Evidence: Succeeded; soak 10m" in body
