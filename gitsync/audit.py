@@ -124,10 +124,11 @@ def audit_rows(
     app: str | None = None,
     since: float | None = None,
 ) -> tuple[AuditRow, ...]:
-    """One row per ledger entry that matches, newest first. ``promotedFrom``, ``rollbackOf`` and ``evidence``
-    come from the trailers of the promotion or rollback commit the entry names, else of the one a noted merge
-    commit merged (a promotion pull request), else of the noted commit; the evidence falls back to the entry's
-    own outcome and analysis. ``commits`` holds the noted and named commits and their ``merged_heads``."""
+    """One row per ledger entry that matches, newest first. ``promotedFrom`` and ``rollbackOf`` come from the
+    first of these commits that carries them: the promotion or rollback commit the entry names, the one a noted
+    merge commit merged (a promotion pull request), the noted commit. ``evidence`` comes from the first of them
+    there is, else the entry's own outcome and analysis. ``commits`` holds the noted and named commits and their
+    ``merged_heads``."""
     rows = []
     for sha, entries in notes.items():
         noted = commits.get(sha)
@@ -137,7 +138,11 @@ def audit_rows(
             if since is not None and entry.finished_at < since:
                 continue
             named = commits.get(entry.promotion_commit or entry.rollback_commit)
-            written = named or _gitsync_commit(noted, commits) or noted
+            merged = _gitsync_commit(noted, commits)
+            written = named or merged or noted
+            # A promotion merged as a pull request and rolled back: its rollback commit says what it undid, the
+            # promotion commit it merged where it came from.
+            sources = [c for c in (named, merged, noted) if c is not None]
             rows.append(
                 AuditRow(
                     entry=entry,
@@ -146,8 +151,8 @@ def audit_rows(
                     pull_request=pull_request(noted.message) if noted else None,
                     author=noted.author if noted else "",
                     merged_by=merged_by(noted) if noted else "",
-                    promoted_from=_trailer(written, PROMOTED_FROM),
-                    rollback_of=_trailer(written, ROLLBACK_OF),
+                    promoted_from=next(filter(None, (_trailer(c, PROMOTED_FROM) for c in sources)), ""),
+                    rollback_of=next(filter(None, (_trailer(c, ROLLBACK_OF) for c in sources)), ""),
                     evidence=_trailer(written, EVIDENCE) or evidence(entry),
                 )
             )

@@ -132,14 +132,22 @@ def test_audit_credits_a_merged_promotion_pull_request_with_its_evidence(scenari
     git(work, "push", "-q", "origin", "main")
     merge = git(work, "rev-parse", "HEAD")
     scenario.release(merge, "prod", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
+    # The same release later rolled back by a commit on the rollback branch (its own pull request).
+    git(work, "checkout", "-q", "-b", "gitsync/rollback/prod/podinfo")
+    rollback = server.commit(
+        {"environments/prod/promoted.yaml": "{} # back\n"}, f"roll back\n\nGitsync-Rollback-Of: {merge}"
+    )
+    git(work, "checkout", "-q", "main")
+    scenario.release(merge, "prod", ReleaseOutcome.ROLLED_BACK, T0 + 60, "6.6.0", rollback_commit=rollback)
 
     code, out = scenario.cli("audit", "-o", "json")
 
     assert code == 0, out
-    [row] = json.loads(out)
+    rolled_back, row = json.loads(out)
     assert (row["pullRequest"], row["mergedBy"]) == (8, "Ada <ada@example.com>")
     assert row["promotedFrom"] == "staging@" + "a" * 40
     assert row["evidence"] == "Succeeded; soak 5s"
+    assert (rolled_back["promotedFrom"], rolled_back["rollbackOf"]) == ("staging@" + "a" * 40, merge)
 
 
 def test_audit_of_an_empty_ledger_says_so(scenario: Scenario) -> None:
