@@ -534,10 +534,16 @@ def commit_statuses(r: ReconcileResult, target_url: str = "") -> tuple[CommitSta
     if state is None:
         return ()
     context = f"gitsync/{r.key.env}/{r.key.app}"
-    statuses = [CommitStatus(r.revision, context, state, first_line(description), target_url)]
+
+    def link(sha: str) -> str:
+        """``forge.targetUrl`` with its placeholders filled: each status can link to its own dashboard page."""
+        filled = target_url.replace("{env}", r.key.env).replace("{app}", r.key.app)
+        return filled.replace("{revision}", sha)
+
+    statuses = [CommitStatus(r.revision, context, state, first_line(description), link(r.revision))]
     credited = r.release_revision
     if r.kind is Kind.RELEASE and credited not in ("", r.revision) and not credited.endswith("-dirty"):
-        statuses.append(CommitStatus(credited, context, state, first_line(description), target_url))
+        statuses.append(CommitStatus(credited, context, state, first_line(description), link(credited)))
     before = r.previous
     if (
         r.kind is Kind.RELEASE
@@ -549,7 +555,7 @@ def commit_statuses(r: ReconcileResult, target_url: str = "") -> tuple[CommitSta
         superseded = before.release_revision or before.last_applied_revision
         if superseded and superseded != r.revision and not superseded.endswith("-dirty"):
             said = f"superseded by {r.revision[:12]} before its rollout finished"
-            statuses.append(CommitStatus(superseded, context, CommitState.ERROR, said, target_url))
+            statuses.append(CommitStatus(superseded, context, CommitState.ERROR, said, link(superseded)))
     return tuple(statuses)
 
 

@@ -97,6 +97,14 @@ def test_the_status_a_reconcile_puts_on_its_commit(
     assert status == (CommitStatus(SHA, "gitsync/staging/podinfo", state, description, "https://gitsync.example.com"),)
 
 
+def test_the_target_url_can_link_each_status_to_its_own_dashboard_page() -> None:
+    [status] = commit_statuses(
+        result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY),
+        "https://gitsync.example.com/apps/{env}/{app}/diff/{revision}",
+    )
+    assert status.target_url == f"https://gitsync.example.com/apps/staging/podinfo/diff/{SHA}"
+
+
 def test_nothing_is_said_for_a_dry_run_or_a_drift_check() -> None:
     assert commit_statuses(result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, dry_run=True)) == ()
     assert commit_statuses(result(Kind.DRIFT_CHECKED, None)) == ()
