@@ -227,6 +227,12 @@ class GitReader(Protocol):
         absent: a chart's tree id identifies its release across commits that did not touch it."""
         ...
 
+    def merge_commit(self, base: str, head: str, merge_base: str) -> str:
+        """A commit, made locally and never pushed, of ``head`` merged into ``base`` from ``merge_base`` file by
+        file (a pull request whose branch is behind, as merging it would deploy); "" when a file changed on both
+        sides. ``snapshot`` reads it like any commit."""
+        ...
+
 
 class MetricsQuery(Protocol):
     """An instant query against a Prometheus-compatible API (``gitsync.adapters.prometheus``).

@@ -140,7 +140,7 @@ class Agent:
                 CommitStatusSink(forge, target_url=target_url),
                 PullRequestSink(forge, config.repo.branch),
             )
-            self.plan_comments = PlanComments(forge, self.source.tree, git.remote_head)
+            self.plan_comments = PlanComments(forge, self.source.tree, git.remote_head, git.merge_commit)
         self._stages: dict[str, Stages] = {}
         """Cluster name -> the stages reconciling the environments applied there (made on first use)."""
         self._env_clusters: dict[str, tuple[str, str]] = {}

@@ -29,10 +29,12 @@ MARKER = "<!-- gitsync:plan -->"
 """Identifies gitsync's plan comment among a pull request's comments (invisible on the rendered page)."""
 
 
-def comment_text(plan: ChangePlan | GitsyncError, base: str, head: str, base_ref: str) -> str:
-    """The comment for merging ``head`` into ``base`` (full commit ids), within a comment's size limit; a plan
-    that could not be made (a commit the repository does not have) says so instead."""
+def comment_text(plan: ChangePlan | GitsyncError, base: str, head: str, base_ref: str, note: str = "") -> str:
+    """The comment for merging ``head`` into ``base`` (full commit ids), within a comment's size limit, with
+    ``note`` (how the plan was made) under its title; a plan that could not be made (a commit the repository
+    does not have) says so instead."""
     title = f"### gitsync plan: `{head[:12]}` into `{base_ref}` at `{base[:12]}`\n\n"
+    title += f"{note}\n\n" if note else ""
     if isinstance(plan, GitsyncError):
         return f"{MARKER}\n{title}gitsync could not plan this change: {plan}\n"
     # The title replaces the plan's own heading (the same commits, without the branch).
@@ -40,26 +42,37 @@ def comment_text(plan: ChangePlan | GitsyncError, base: str, head: str, base_ref
     return f"{MARKER}\n{title}{body}"
 
 
-def comment_body(trees: Callable[[str], Path], base: str, head: str, base_ref: str) -> str:
-    """``comment_text`` of the plan of ``base..head`` rendered from ``trees`` (no cluster)."""
+def comment_body(
+    trees: Callable[[str], Path], base: str, head: str, base_ref: str, *, planned: str = "", note: str = ""
+) -> str:
+    """``comment_text`` of the plan of ``base..planned`` (default ``head``) rendered from ``trees`` (no
+    cluster)."""
     try:
-        plan: ChangePlan | GitsyncError = plan_change(trees, base, head)
+        plan: ChangePlan | GitsyncError = plan_change(trees, base, planned or head)
     except GitsyncError as e:
         plan = e
-    return comment_text(plan, base, head, base_ref)
+    return comment_text(plan, base, head, base_ref, note)
 
 
 class PlanComments:
     """Posts or updates the plan comment of each pull-request event, in the background."""
 
     def __init__(
-        self, forge: Forge, trees: Callable[[str], Path], base_head: Callable[[], str], capacity: int = 64
+        self,
+        forge: Forge,
+        trees: Callable[[str], Path],
+        base_head: Callable[[], str],
+        merge: Callable[[str, str, str], str],
+        capacity: int = 64,
     ) -> None:
         """``trees``: commit id -> the repository's tree at it (fetched by id); ``base_head``: the watched branch's
-        head, for forges whose event names no base commit (GitLab)."""
+        head, for forges whose event names no base commit (GitLab); ``merge``: (base, head, merge base) -> a
+        commit of their file-by-file merge, "" when a file changed on both sides
+        (``GitRepository.merge_commit``)."""
         self._forge = forge
         self._trees = trees
         self._base_head = base_head
+        self._merge = merge
         self.queue = ForgeQueue("plan-comments", capacity)
 
     def on_pull_request(self, provider: Provider, event: PullRequestEvent) -> None:
@@ -68,7 +81,25 @@ class PlanComments:
 
     def _comment(self, event: PullRequestEvent, received: float) -> None:
         base = event.base or self._base_head()
-        body = comment_body(self._trees, base, event.head, event.base_ref)
+        planned, note = event.head, ""
+        if event.merge_base and event.merge_base not in (base, event.head):
+            # The base moved on since the branch forked: the branch alone would seem to undo what the base got
+            # since. The merge is what deploys; when a file changed on both sides, the branch's own changes.
+            try:
+                merged = self._merge(base, event.head, event.merge_base)
+            except GitsyncError:
+                merged = ""
+            if merged:
+                planned = merged
+                note = f"The branch is behind `{event.base_ref}`: this is the plan of merging it as it is now."
+            else:
+                base = event.merge_base
+                note = (
+                    f"The branch is behind `{event.base_ref}` and changes files it changed too: this is the plan of "
+                    f"the branch's own changes, from where it forked (`{base[:12]}`); update the branch for the "
+                    "plan of the merge."
+                )
+        body = comment_body(self._trees, base, event.head, event.base_ref, planned=planned, note=note)
         url = self._forge.upsert_comment(event.number, MARKER, body)
         log.info(
             "forge.plan_commented",
