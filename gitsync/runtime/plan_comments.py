@@ -4,7 +4,8 @@ A pull-request webhook (``gitsync.runtime.pull_requests``) hands its event here;
 background (``gitsync.queue.Outbox``, keyed by the pull request, so a burst of pushes plans only the newest head
 still waiting) and never holds up the webhook's answer or a reconcile. The plan is ``gitsync plan``'s
 (``gitsync.change_plan``), rendered from the agent's own Git cache at both commits, no cluster involved. The
-comment carries the hidden ``MARKER``, by which the forge client finds it again (``ports.Forge.upsert_comment``).
+comment carries the hidden ``MARKER``, by which the forge client finds it again (``ports.Forge.upsert_comment``),
+and the pull request's head commit gets the ``gitsync/plan`` status (``plan_status``) linking to it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from gitsync import log as logging
 from gitsync.change_plan import COMMENT_LIMIT, ChangePlan, markdown, plan_change
 from gitsync.errors import GitsyncError
 from gitsync.forge_queue import ForgeQueue
-from gitsync.ports import Forge
+from gitsync.history import first_line
+from gitsync.ports import CommitState, CommitStatus, Forge
 from gitsync.runtime.config import Provider
 from gitsync.runtime.pull_requests import PullRequestEvent
 
-__all__ = ["MARKER", "PlanComments", "comment_body", "comment_text"]
+__all__ = ["MARKER", "PLAN_CONTEXT", "PlanComments", "comment_text", "plan_status"]
 
 log = logging.get("gitsync.forge")
 
@@ -42,16 +44,24 @@ def comment_text(plan: ChangePlan | GitsyncError, base: str, head: str, base_ref
     return f"{MARKER}\n{title}{body}"
 
 
-def comment_body(
-    trees: Callable[[str], Path], base: str, head: str, base_ref: str, *, planned: str = "", note: str = ""
-) -> str:
-    """``comment_text`` of the plan of ``base..planned`` (default ``head``) rendered from ``trees`` (no
-    cluster)."""
-    try:
-        plan: ChangePlan | GitsyncError = plan_change(trees, base, planned or head)
-    except GitsyncError as e:
-        plan = e
-    return comment_text(plan, base, head, base_ref, note)
+PLAN_CONTEXT = "gitsync/plan"
+"""The commit status on a pull request's head, as Atlantis's ``atlantis/plan``: a branch protection rule can
+require it, so a change whose head does not render cannot be merged."""
+
+
+def plan_status(plan: ChangePlan | GitsyncError, head: str, url: str) -> CommitStatus:
+    """What the pull request's head commit says of its plan: success when it renders everywhere (naming what
+    changes), failure naming the app-envs that do not render at the head, error when no plan could be made."""
+    if isinstance(plan, GitsyncError):
+        return CommitStatus(head, PLAN_CONTEXT, CommitState.ERROR, first_line(f"could not plan: {plan}"), url)
+    if plan.errors:
+        broken = ", ".join(a.key for a in plan.errors)
+        return CommitStatus(head, PLAN_CONTEXT, CommitState.FAILURE, first_line(f"does not render: {broken}"), url)
+    now = [a.key for a in plan.apps if a.objects]
+    later = [a.key for a in plan.apps if a.waits_for_promotion and not a.objects]
+    said = [f"deploys {', '.join(now)}" if now else "", f"then promotion: {', '.join(later)}" if later else ""]
+    description = "; ".join(s for s in said if s) or "changes no environment"
+    return CommitStatus(head, PLAN_CONTEXT, CommitState.SUCCESS, first_line(description), url)
 
 
 class PlanComments:
@@ -99,8 +109,14 @@ class PlanComments:
                     f"the branch's own changes, from where it forked (`{base[:12]}`); update the branch for the "
                     "plan of the merge."
                 )
-        body = comment_body(self._trees, base, event.head, event.base_ref, planned=planned, note=note)
-        url = self._forge.upsert_comment(event.number, MARKER, body)
+        try:
+            plan: ChangePlan | GitsyncError = plan_change(self._trees, base, planned)
+        except GitsyncError as e:
+            plan = e
+        url = self._forge.upsert_comment(
+            event.number, MARKER, comment_text(plan, base, event.head, event.base_ref, note)
+        )
+        self._forge.set_status(plan_status(plan, event.head, url))
         log.info(
             "forge.plan_commented",
             pull_request=event.number,

@@ -96,6 +96,8 @@ def test_statuses_per_environment_and_the_plan_comment_of_a_pull_request(
     [comment] = wait_for("the plan comment", lambda: plan_comments(gitea_repo, pull["number"]), 30)
     assert f"`{head[:12]}` into `main`" in comment["body"]
     assert "staging" in comment["body"] and "podinfo" in comment["body"] and "6.7.2" in comment["body"]
+    [planned] = wait_for("the plan status on the head", lambda: states(gitea_repo, head, "gitsync/plan"), 30)
+    assert planned[0] == "success" and planned[1].startswith("deploys podinfo@staging"), planned
     again = set_tag(upstream, "6.7.3", push=False)
     pushed = time.monotonic()
     upstream._git(upstream.work, "push", "-q", "origin", "feature")

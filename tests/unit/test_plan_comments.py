@@ -8,9 +8,11 @@ from pathlib import Path
 from gitrepos import Server, git
 
 from gitsync.adapters.git import GitRepository
-from gitsync.ports import PullRequest
+from gitsync.change_plan import AppPlan, ChangePlan
+from gitsync.errors import GitsyncError
+from gitsync.ports import CommitState, CommitStatus, PullRequest
 from gitsync.runtime.config import Provider
-from gitsync.runtime.plan_comments import PlanComments
+from gitsync.runtime.plan_comments import PlanComments, plan_status
 from gitsync.runtime.pull_requests import PullRequestEvent
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "example-repo"
@@ -21,13 +23,14 @@ DEPLOYMENT = "apps/podinfo/templates/deployment.yaml"
 class Forge:
     def __init__(self) -> None:
         self.comments: list[str] = []
+        self.statuses: list[CommitStatus] = []
 
     def upsert_comment(self, number: int, marker: str, body: str) -> str:
         self.comments.append(body)
         return f"http://forge/pulls/{number}#comment"
 
-    def set_status(self, status: object) -> None:
-        raise AssertionError("not used")
+    def set_status(self, status: CommitStatus) -> None:
+        self.statuses.append(status)
 
     def open_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
         raise AssertionError("not used")
@@ -69,9 +72,23 @@ def test_the_plan_of_a_branch_behind_main_is_the_plan_of_the_merge(tmp_path: Pat
     assert "The branch is behind `main`: this is the plan of merging it as it is now." in merged
     assert "podinfo:6.8.0" in merged
     assert "revisionHistoryLimit" not in merged, "main's chart change is kept by the merge, not undone"
+    [status] = forge.statuses
+    assert (status.sha, status.context, status.state) == (bump, "gitsync/plan", CommitState.SUCCESS)
+    assert status.description == "deploys podinfo@staging; then promotion: podinfo@prod"
+    assert status.target_url == "http://forge/pulls/3#comment"
 
     comments.on_pull_request(Provider.GITEA, PullRequestEvent(4, both, main, "both", "main", fork))
     assert comments.queue.idle(60)
     own = forge.comments[-1]
     assert f"the plan of the branch's own changes, from where it forked (`{fork[:12]}`)" in own
     assert "+  revisionHistoryLimit: 3" in own and "-  revisionHistoryLimit: 5" in own
+
+
+def test_the_plan_status_fails_a_head_that_does_not_render() -> None:
+    """Required by a branch protection rule, it keeps a change whose head does not render from being merged."""
+    broken = ChangePlan("b" * 40, "h" * 40, (AppPlan("staging", "podinfo", error="values.yaml:3: bad"),))
+    failed = plan_status(broken, "h" * 40, "")
+    assert (failed.state, failed.description) == (CommitState.FAILURE, "does not render: podinfo@staging")
+    assert plan_status(ChangePlan("b" * 40, "h" * 40), "h" * 40, "").description == "changes no environment"
+    unplanned = plan_status(GitsyncError("commit hhhhhhhhhhhh: is it on the remote?"), "h" * 40, "")
+    assert unplanned.state is CommitState.ERROR
