@@ -269,3 +269,17 @@ def test_the_pull_request_comment_reads_well_as_markdown(example: tuple[Path, Tr
     assert comment.count("### gitsync plan") == 1 and f"`{head[:12]}` into `main` at `{base[:12]}`" in comment
     note = "- :information_source: `podinfo@prod`: podinfo awaits promotion from staging (no pin yet)"
     assert f"{note}\n\nUnchanged: `podinfo@staging`." in comment
+
+
+def test_a_diff_too_large_for_any_comment_shows_its_beginning(example: tuple[Path, Trees, str]) -> None:
+    """One ConfigMap of 3,000 keys: the reviewer sees its first lines and how many more, not nothing."""
+    root, trees, base = example
+    keys = "".join(f"  KEY_{i:04d}: {'x' * 40}\n" for i in range(3000))
+    values = (root / "environments/staging/values/podinfo.yaml").read_text().replace("config:\n", f"config:\n{keys}")
+    head = commit(root, {"environments/staging/values/podinfo.yaml": values})
+
+    comment = markdown(plan_change(trees, base, head, "staging"))
+
+    assert len(comment) <= 65_536 and comment.count("<details>") == comment.count("</details>") == 1
+    assert "+  KEY_0000: " in comment and "more lines not shown\n```" in comment
+    assert "Cut to fit 65,536 characters: 1 of 2 object diffs are not shown, 1 is cut short" in comment
