@@ -206,6 +206,11 @@ class Promotions:
     def _pinned(self, app: str, revision: str, values: Mapping[str, Any]) -> PinnedRelease:
         return pinned_release(self._tree_id, app, revision, values)
 
+    def chart_moved(self, app: str, before: str, after: str) -> bool:
+        """``apps/<app>`` or ``lib/`` differ between the two commits: what a receiving environment would pin
+        changed, even where the upstream environment renders the same (a block only ``prod`` renders)."""
+        return not self._pinned(app, before, {}).content.same_as(self._pinned(app, after, {}).content)
+
     # -- the promote stage ------------------------------------------------------------------------------------
 
     def step(

@@ -342,6 +342,12 @@ class LedgerSink:
             superseded = before.release_revision or before.last_applied_revision
             self._note(r, superseded, before.last_applied_digest, Result.SUPERSEDED, 0.0, (), current=False)
         unchanged = (before.result, before.health) == (r.outcome.value, _health(r)) and not changed
+        if unchanged and ended and self._chart_moved(r, before):
+            # The same render from a new chart (a block only the pinned environment renders): the running release
+            # is credited to its first commit, but what a receiving environment would pin is this commit's chart,
+            # which runs here now. Noted on this commit, or it could never be promoted.
+            self._note(r, r.revision, r.digest, r.outcome, r.finished_at, (), current=True)
+            return
         if not (ended or failed) or unchanged:
             return
         if failed and before.last_attempted_revision == r.revision and before.result == Result.FAILED.value:
@@ -350,6 +356,16 @@ class LedgerSink:
         releases = self._history.releases(r.key, r.namespace)
         started = next((e.started_at for e in releases if e.revision == deployed), r.started_at)
         self._note(r, deployed, r.digest, r.outcome, started, _evidence(r, self._store), current=True)
+
+    def _chart_moved(self, r: ReconcileResult, before: Status) -> bool:
+        """The first reconcile of a head-following app at a commit whose chart (or ``lib/``) differs from the one
+        applied before, with the same render: noted once, not again at each later commit that leaves it alone."""
+        if r.target is None or r.target.upstream is not None or getattr(r.rendered, "pin", None) is not None:
+            return False
+        applied = before.last_applied_revision
+        if applied in ("", r.revision) or applied.endswith("-dirty") or r.revision.endswith("-dirty"):
+            return False
+        return self._promotions.chart_moved(r.key.app, applied, r.revision)
 
     def _note(
         self,
