@@ -661,7 +661,12 @@ class Agent:
             Result.SUCCEEDED.value,
             HealthStatus.HEALTHY.value,
         )
-        changed = before is None or result.digest != before.last_applied_digest
+        # A new commit with the same render wakes them too: its chart may be new content for them (a block only
+        # prod renders), noted by the ledger sink just now, after they looked at this commit themselves.
+        changed = before is None or (result.digest, result.revision) != (
+            before.last_applied_digest,
+            before.last_applied_revision,
+        )
         if succeeded and (changed or not settled_before):
             with self._lock:
                 receivers = [AppEnv(result.key.app, env) for env in self._downstream.get(result.key.env, ())]
