@@ -21,6 +21,7 @@ Which sinks a caller uses is its choice (the CLI records no metrics). A sink nev
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -602,9 +603,14 @@ def _state(r: ReconcileResult) -> tuple[CommitState | None, str]:
     return None, ""
 
 
+_COUNTDOWN = re.compile(r"\bin \d+(\.\d+)?s\b")
+"""A rollout step's countdown (``switching in 8s``): the same step a second later is not a new status."""
+
+
 class CommitStatusSink:
     """Commit statuses per environment and app, sent in the background; a status is sent once: the same state
-    and description for the same commit and context again (every requeue of a progressing rollout) is not."""
+    and description for the same commit and context again (every requeue of a progressing rollout, a step's
+    countdown ticking) is not."""
 
     SENT_KEPT = 4096
     """Recent (commit, context) pairs remembered, so memory stays bounded on a long-lived agent."""
@@ -620,10 +626,11 @@ class CommitStatusSink:
         recorded = time.monotonic()
         for status in commit_statuses(r, self._target_url):
             key = f"{status.sha}/{status.context}"
+            said = (status.state, _COUNTDOWN.sub("in Ns", status.description))
             with self._lock:
-                if self._sent.get(key) == (status.state, status.description):
+                if self._sent.get(key) == said:
                     continue
-                self._sent[key] = (status.state, status.description)
+                self._sent[key] = said
                 self._sent.move_to_end(key)
                 while len(self._sent) > self.SENT_KEPT:
                     self._sent.popitem(last=False)

@@ -220,6 +220,19 @@ def test_each_status_is_sent_once() -> None:
     assert [s.state for s in forge.statuses] == [CommitState.PENDING, CommitState.SUCCESS]
 
 
+def test_a_countdown_ticking_is_not_a_new_status() -> None:
+    forge = Forge()
+    sink = CommitStatusSink(forge)
+    for message in ("switching in 10s (autoPromotionSeconds)", "switching in 8s (autoPromotionSeconds)", "switched"):
+        step = RolloutStep(phase="Progressing", message=message)
+        sink.write(result(Kind.RELEASE, Result.PROGRESSING, HealthStatus.HEALTHY, rollout=step))
+        assert sink.queue.idle(5)
+    assert [s.description for s in forge.statuses] == [
+        "rolling out: switching in 10s (autoPromotionSeconds)",
+        "rolling out: switched",
+    ]
+
+
 def test_a_forge_that_does_not_answer_never_holds_up_a_reconcile() -> None:
     stuck = threading.Event()
     sink = CommitStatusSink(Forge(stuck), capacity=4)
