@@ -20,6 +20,7 @@ __all__ = [
     "COLUMNS",
     "AuditRow",
     "audit_rows",
+    "commits_of",
     "inconsistencies",
     "merged_by",
     "merged_heads",
@@ -166,7 +167,10 @@ def audit_rows(
             if (since is not None and entry.finished_at < since) or (until is not None and entry.finished_at > until):
                 continue
             written = _written(entry.promotion_commit or entry.rollback_commit or sha, commits) or noted
-            source = _trailer(written, PROMOTED_FROM)
+            # A promotion merged as a pull request and rolled back: the rollback commit says what it undid, the
+            # promotion it merged (the noted commit's merged head) where the release came from.
+            sources = [c for c in (written, _written(sha, commits) or noted) if c is not None]
+            source = next(filter(None, (_trailer(c, PROMOTED_FROM) for c in sources)), "")
             rows.append(
                 AuditRow(
                     entry=entry,
@@ -176,7 +180,7 @@ def audit_rows(
                     author=noted.author if noted else "",
                     merged_by=merged_by(noted) if noted else "",
                     promoted_from=source,
-                    rollback_of=_trailer(written, ROLLBACK_OF),
+                    rollback_of=next(filter(None, (_trailer(c, ROLLBACK_OF) for c in sources)), ""),
                     evidence=_trailer(written, EVIDENCE) or evidence(entry),
                     promotion_commit=entry.promotion_commit or promoted_by.get((f"{entry.env}@{sha}", entry.app), ""),
                     rollback_commit=entry.rollback_commit or rolled_back_by.get((entry.env, entry.app, sha), ""),
@@ -186,6 +190,18 @@ def audit_rows(
                 )
             )
     return tuple(sorted(rows, key=lambda row: (row.entry.finished_at, row.commit), reverse=True))
+
+
+def commits_of(
+    notes: Mapping[str, Iterable[LedgerEntry]], read: Callable[[set[str]], Mapping[str, CommitInfo]]
+) -> dict[str, CommitInfo]:
+    """Every commit ``audit_rows`` reads, through ``read`` (ids -> commits): the noted ones and those the entries
+    name, the heads their merge commits merged (a pull request's trailers), and the upstream commits promoted."""
+    named = {e.promotion_commit or e.rollback_commit for entries in notes.values() for e in entries}
+    commits = dict(read((set(notes) | named) - {""}))
+    commits |= read(merged_heads(commits.values()) - set(commits))
+    commits |= read(promoted_commits(commits.values()) - set(commits))
+    return commits
 
 
 def promoted_commits(commits: Iterable[CommitInfo]) -> set[str]:

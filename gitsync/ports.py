@@ -240,6 +240,12 @@ class GitReader(Protocol):
         absent: a chart's tree id identifies its release across commits that did not touch it."""
         ...
 
+    def merge_commit(self, base: str, head: str, merge_base: str) -> str:
+        """A commit, made locally and never pushed, of ``head`` merged into ``base`` from ``merge_base`` file by
+        file (a pull request whose branch is behind, as merging it would deploy); "" when a file changed on both
+        sides. ``snapshot`` reads it like any commit."""
+        ...
+
 
 class MetricsQuery(Protocol):
     """An instant query against a Prometheus-compatible API (``gitsync.adapters.prometheus``).
@@ -482,4 +488,9 @@ class Forge(Protocol):
 
     def open_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
         """Opens the pull request of ``head`` into ``base``, or updates the title and body of the open one."""
+        ...
+
+    def close_pull_request(self, head: str, base: str, comment: str) -> PullRequest | None:
+        """Closes the open pull request of ``head`` into ``base`` unmerged, after commenting ``comment`` (why);
+        None when none is open."""
         ...

@@ -51,7 +51,7 @@ from gitsync.promote import (
 from gitsync.promoted_file import with_pin
 from renderers.promotion import Pin
 
-__all__ = ["PromotionAction", "PromotionStep", "Promotions", "Topology", "Upstream", "topology"]
+__all__ = ["PromotionAction", "PromotionStep", "Promotions", "Topology", "Upstream", "review_branch", "topology"]
 
 log = logging.get("gitsync.promotion")
 
@@ -83,6 +83,11 @@ class PromotionAction(StrEnum):
     FAILED = "failed"
 
 
+def review_branch(review: str, key: AppEnv) -> str:
+    """The branch a pull-request mode environment's ``promote`` or ``rollback`` commit is written to."""
+    return f"gitsync/{review}/{key.env}/{key.app}"
+
+
 @dataclass(frozen=True, slots=True)
 class PromotionStep:
     action: PromotionAction
@@ -91,6 +96,12 @@ class PromotionStep:
     branch: str = ""
     written: bool = False
     requeue_after: float | None = None
+    commit_message: str = ""
+    """The promotion or rollback commit's message (subject, rendered change, evidence trailers): what a reviewer
+    of its pull request needs on the page, not behind a ``git log``."""
+    current: bool = False
+    """Nothing to promote because the pin already holds the newest release that succeeded upstream: a promotion
+    pull request still open for an older candidate is stale (merging it would change nothing, or go back)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +212,11 @@ class Promotions:
     def _pinned(self, app: str, revision: str, values: Mapping[str, Any]) -> PinnedRelease:
         return pinned_release(self._tree_id, app, revision, values)
 
+    def chart_moved(self, app: str, before: str, after: str) -> bool:
+        """``apps/<app>`` or ``lib/`` differ between the two commits: what a receiving environment would pin
+        changed, even where the upstream environment renders the same (a block only ``prod`` renders)."""
+        return not self._pinned(app, before, {}).content.same_as(self._pinned(app, after, {}).content)
+
     # -- the promote stage ------------------------------------------------------------------------------------
 
     def step(
@@ -283,7 +299,9 @@ class Promotions:
             commit=written.commit,
             branch=written.branch,
         )
-        return PromotionStep(action, f"{source} -> {key.env}", written.commit, written.branch, written.written)
+        return PromotionStep(
+            action, f"{source} -> {key.env}", written.commit, written.branch, written.written, commit_message=message
+        )
 
     def _soaking(
         self,
@@ -304,7 +322,7 @@ class Promotions:
                 f"{upstream.from_env}@{newest.revision[:12]} soaks, {remaining:.0f}s left",
                 requeue_after=remaining + 0.5,
             )
-        return PromotionStep(PromotionAction.NONE)
+        return PromotionStep(PromotionAction.NONE, current=newest.outcome is LedgerOutcome.SUCCEEDED)
 
     def _promoted_values(self, revision: str, upstream: Upstream, key: AppEnv, snapshot: Path) -> dict[str, Any]:
         """The promoted value paths as the upstream environment merged them at ``revision`` (a path the app does
@@ -356,6 +374,7 @@ class Promotions:
             written.commit,
             written.branch,
             written.written,
+            commit_message=message,
         )
 
     def _write_pin(
@@ -383,7 +402,7 @@ class Promotions:
                 ),
                 message=message,
                 identity=identity,
-                branch=f"gitsync/{review}/{key.env}/{key.app}" if pull_request else "",
+                branch=review_branch(review, key) if pull_request else "",
             )
         )
 

@@ -20,6 +20,8 @@ Which sinks a caller uses is its choice (the CLI records no metrics). A sink nev
 
 from __future__ import annotations
 
+import functools
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -29,7 +31,7 @@ from typing import Protocol
 
 from gitsync import log as logging
 from gitsync.drift import DRIFT_HEALED
-from gitsync.errors import GitsyncError, Retry
+from gitsync.errors import GitsyncError, Retry, TransientError
 from gitsync.events import EventSink as Events
 from gitsync.events import Reason
 from gitsync.forge_queue import ForgeQueue
@@ -39,7 +41,7 @@ from gitsync.metrics import observe_reconcile
 from gitsync.model import ANNOTATION_PRUNE, AppEnv, HealthStatus, SyncAction, SyncState
 from gitsync.notify import Notifier, notices
 from gitsync.ports import CommitState, CommitStatus, Forge, StateStore
-from gitsync.promotion import PromotionAction, Promotions
+from gitsync.promotion import PromotionAction, Promotions, review_branch
 from gitsync.result import Kind, ReconcileResult, Target
 
 __all__ = [
@@ -54,7 +56,7 @@ __all__ = [
     "Recorder",
     "Sink",
     "StatusSink",
-    "commit_status",
+    "commit_statuses",
     "default_sinks",
     "orphaned_message",
 ]
@@ -300,17 +302,26 @@ class LedgerSink:
     Failed terminally, or Superseded by the next one), with its steps and analysis values as evidence. Written
     before the status, so a killed agent notes again; the ledger drops a line it already holds."""
 
-    def __init__(self, promotions: Promotions, history: History, store: StateStore) -> None:
+    def __init__(
+        self, promotions: Promotions, history: History, store: StateStore, *, retry_after: float = 5.0
+    ) -> None:
         self._promotions = promotions
         self._history = history
         self._store = store
+        self.retries = ForgeQueue("ledger", 64, retry_after=retry_after)
+        """Lines the remote did not take (unreachable): written again in the background until it does."""
 
     def write(self, r: ReconcileResult) -> None:
         try:
             self._write(r)
-        except GitsyncError as e:
+        except TransientError as e:
             # The release stands; only its line is missing, and a receiving environment will not promote it
-            # without one. Logged, never a reason to redo the reconcile (no hot loop on a read-only remote).
+            # without one. No reconcile may follow (a release that ended stays quiet), so the line is written
+            # again in the background once the remote is back; never a reason to redo the reconcile.
+            log.warning("ledger.write_failed", revision=r.revision, error=str(e), retrying=True)
+            self.retries.put(f"{r.key}@{r.revision}", functools.partial(self._write, r))
+        except GitsyncError as e:
+            # Refused (a read-only remote): logged, not retried (no hot loop).
             log.warning("ledger.write_failed", revision=r.revision, error=str(e))
 
     def _write(self, r: ReconcileResult) -> None:
@@ -335,6 +346,12 @@ class LedgerSink:
             superseded = before.release_revision or before.last_applied_revision
             self._note(r, superseded, before.last_applied_digest, Result.SUPERSEDED, 0.0, _Evidence(), current=False)
         unchanged = (before.result, before.health) == (r.outcome.value, _health(r)) and not changed
+        if unchanged and ended and self._chart_moved(r, before):
+            # The same render from a new chart (a block only the pinned environment renders): the running release
+            # is credited to its first commit, but what a receiving environment would pin is this commit's chart,
+            # which runs here now. Noted on this commit, or it could never be promoted.
+            self._note(r, r.revision, r.digest, r.outcome, r.finished_at, _Evidence(), current=True)
+            return
         if not (ended or failed) or unchanged:
             return
         if failed and before.last_attempted_revision == r.revision and before.result == Result.FAILED.value:
@@ -343,6 +360,16 @@ class LedgerSink:
         releases = self._history.releases(r.key, r.namespace)
         started = next((e.started_at for e in releases if e.revision == deployed), r.started_at)
         self._note(r, deployed, r.digest, r.outcome, started, _evidence(r, self._store), current=True)
+
+    def _chart_moved(self, r: ReconcileResult, before: Status) -> bool:
+        """The first reconcile of a head-following app at a commit whose chart (or ``lib/``) differs from the one
+        applied before, with the same render: noted once, not again at each later commit that leaves it alone."""
+        if r.target is None or r.target.upstream is not None or getattr(r.rendered, "pin", None) is not None:
+            return False
+        applied = before.last_applied_revision
+        if applied in ("", r.revision) or applied.endswith("-dirty") or r.revision.endswith("-dirty"):
+            return False
+        return self._promotions.chart_moved(r.key.app, applied, r.revision)
 
     def _note(
         self,
@@ -515,22 +542,51 @@ class StatusSink:
 # ------------------------------------------------------------------------------------------------ the forge
 
 
-def commit_status(r: ReconcileResult, target_url: str = "") -> CommitStatus | None:
-    """What the commit a reconcile ran at should say for its environment and app (None: nothing new to say).
+def commit_statuses(r: ReconcileResult, target_url: str = "") -> tuple[CommitStatus, ...]:
+    """What the commits a reconcile concerns should say for its environment and app (empty: nothing to say).
 
-    pending while a rollout or the workloads' own rolling update progresses (the step in the description),
-    success once verified Healthy, failure with the reason when the release rolled back, degraded, or failed
-    terminally; error for a transient failure (it is retried, and the status follows).
+    The commit it ran at: pending while a rollout or the workloads' own rolling update progresses (the step in the
+    description), success once verified Healthy, failure with the reason when the release rolled back, degraded,
+    or failed terminally; error for a transient failure (it is retried, and the status follows).
+
+    A status must stay true after the branch moves on, so two earlier commits hear the outcome too:
+    - the commit credited with the running release (``ReconcileResult.release_revision``), when a later commit
+      renders the app identically: a promotion merged in prod, then a README commit on top, is verified at the
+      head, and the promotion's own commit would otherwise say ``pending`` for ever;
+    - the commit whose release was still rolling out when this one changed the render (Superseded in the
+      ledger): ``error``, superseded by this commit, since that release never finished on its own.
     """
     if r.target is None or r.snapshot is None or r.outcome is None or r.dry_run or not r.revision:
-        return None
+        return ()
     if r.revision.endswith("-dirty"):
-        return None
+        return ()
     state, description = _state(r)
     if state is None:
-        return None
+        return ()
     context = f"gitsync/{r.key.env}/{r.key.app}"
-    return CommitStatus(r.revision, context, state, first_line(description), target_url)
+
+    def link(sha: str) -> str:
+        """``forge.targetUrl`` with its placeholders filled: each status can link to its own dashboard page."""
+        filled = target_url.replace("{env}", r.key.env).replace("{app}", r.key.app)
+        return filled.replace("{revision}", sha)
+
+    statuses = [CommitStatus(r.revision, context, state, first_line(description), link(r.revision))]
+    credited = r.release_revision
+    if r.kind is Kind.RELEASE and credited not in ("", r.revision) and not credited.endswith("-dirty"):
+        statuses.append(CommitStatus(credited, context, state, first_line(description), link(credited)))
+    before = r.previous
+    if (
+        r.kind is Kind.RELEASE
+        and before is not None
+        and before.last_applied_digest
+        and before.last_applied_digest != r.digest
+        and before.result in (Result.PROGRESSING.value, Result.PAUSED.value)
+    ):
+        superseded = before.release_revision or before.last_applied_revision
+        if superseded and superseded != r.revision and not superseded.endswith("-dirty"):
+            said = f"superseded by {r.revision[:12]} before its rollout finished"
+            statuses.append(CommitStatus(superseded, context, CommitState.ERROR, said, link(superseded)))
+    return tuple(statuses)
 
 
 def _state(r: ReconcileResult) -> tuple[CommitState | None, str]:
@@ -544,7 +600,11 @@ def _state(r: ReconcileResult) -> tuple[CommitState | None, str]:
         if r.outcome is Result.PROGRESSING:
             return CommitState.PENDING, f"rolling out: {step or health.reason or health.status.value}"
         if health.status is HealthStatus.HEALTHY:
-            return CommitState.SUCCESS, f"deployed to {r.key.env} and healthy"
+            # A pinned environment runs its pin, not what the commit changed upstream: a commit that brings a new
+            # image to staging must not read as "in prod" on its prod status.
+            pin = getattr(r.rendered, "pin", None)
+            pinned = f" (pinned to {pin.from_env}@{pin.revision[:12]})" if pin is not None else ""
+            return CommitState.SUCCESS, f"deployed to {r.key.env} and healthy{pinned}"
         return CommitState.FAILURE, f"{health.status.value}: {health.reason or 'not healthy'}"
     if r.kind is Kind.FAILED and r.outcome is not None:
         transient = r.error_class is Retry.TRANSIENT
@@ -556,34 +616,38 @@ def _state(r: ReconcileResult) -> tuple[CommitState | None, str]:
     return None, ""
 
 
+_COUNTDOWN = re.compile(r"\bin \d+(\.\d+)?s\b")
+"""A rollout step's countdown (``switching in 8s``): the same step a second later is not a new status."""
+
+
 class CommitStatusSink:
     """Commit statuses per environment and app, sent in the background; a status is sent once: the same state
-    and description for the same commit and context again (every requeue of a progressing rollout) is not."""
+    and description for the same commit and context again (every requeue of a progressing rollout, a step's
+    countdown ticking) is not."""
 
     SENT_KEPT = 4096
     """Recent (commit, context) pairs remembered, so memory stays bounded on a long-lived agent."""
 
-    def __init__(self, forge: Forge, *, target_url: str = "", capacity: int = 256) -> None:
+    def __init__(self, forge: Forge, *, target_url: str = "", capacity: int = 256, retry_after: float = 5.0) -> None:
         self._forge = forge
         self._target_url = target_url
         self._sent: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._lock = threading.Lock()
-        self.queue = ForgeQueue("commit-statuses", capacity, on_failure=self._forget)
+        self.queue = ForgeQueue("commit-statuses", capacity, on_failure=self._forget, retry_after=retry_after)
 
     def write(self, r: ReconcileResult) -> None:
-        status = commit_status(r, self._target_url)
-        if status is None:
-            return
-        key = f"{status.sha}/{status.context}"
-        with self._lock:
-            if self._sent.get(key) == (status.state, status.description):
-                return
-            self._sent[key] = (status.state, status.description)
-            self._sent.move_to_end(key)
-            while len(self._sent) > self.SENT_KEPT:
-                self._sent.popitem(last=False)
         recorded = time.monotonic()
-        self.queue.put(key, lambda: self._send(status, recorded))
+        for status in commit_statuses(r, self._target_url):
+            key = f"{status.sha}/{status.context}"
+            said = (status.state, _COUNTDOWN.sub("in Ns", status.description))
+            with self._lock:
+                if self._sent.get(key) == said:
+                    continue
+                self._sent[key] = said
+                self._sent.move_to_end(key)
+                while len(self._sent) > self.SENT_KEPT:
+                    self._sent.popitem(last=False)
+            self.queue.put(key, functools.partial(self._send, status, recorded))
 
     def _send(self, status: CommitStatus, recorded: float) -> None:
         self._forge.set_status(status)
@@ -604,17 +668,24 @@ class CommitStatusSink:
 class PullRequestSink:
     """The pull request of a promotion or rollback written to a review branch (``gitsync/promote/<env>/<app>``,
     ``gitsync/rollback/<env>/<app>``), opened into the tracked branch, or updated when one is open; once per
-    commit of the branch, in the background."""
+    commit of the branch, in the background. A promotion pull request left open once the environment's pin holds
+    the newest release upstream (promoted another way, or merged as another pull request) is closed with a
+    comment saying why: merging it would change nothing, or go back to an older release."""
 
     def __init__(self, forge: Forge, branch: str, *, capacity: int = 64) -> None:
         self._forge = forge
         self._branch = branch
         self._opened: set[tuple[str, str]] = set()
+        self._settled: dict[str, str] = {}
+        """Review branch -> the pin revision for which its stale pull request was looked for (once per pin)."""
         self._lock = threading.Lock()
         self.queue = ForgeQueue("pull-requests", capacity, on_failure=self._forget)
 
     def write(self, r: ReconcileResult) -> None:
         step = r.promotion
+        if step is not None and step.current:
+            self._close_stale(r)
+            return
         if step is None or not step.branch or step.branch == self._branch or not step.commit:
             return
         if step.action not in (PromotionAction.PROPOSED, PromotionAction.ROLLED_BACK):
@@ -623,14 +694,20 @@ class PullRequestSink:
             if (step.branch, step.commit) in self._opened:
                 return
             self._opened.add((step.branch, step.commit))
+            self._settled.pop(step.branch, None)  # once this proposal is settled, its pull request is looked for
         rollback = step.action is PromotionAction.ROLLED_BACK
-        title = f"gitsync: {'roll back' if rollback else 'promote'} {r.key.app} in {r.key.env}: {step.message}"
+        subject, _, details = step.commit_message.partition("\n")
         body = (
             f"{'Rollback' if rollback else 'Promotion'} written by gitsync: {step.message}.\n\n"
             f"Commit `{step.commit}` on `{step.branch}` changes `environments/{r.key.env}/promoted.yaml`; "
-            f"merging this pull request {'rolls back' if rollback else 'promotes'} {r.key.app} in {r.key.env}. "
-            "The commit's trailers carry the evidence (`git log --notes=gitsync`)."
+            f"merging this pull request {'rolls back' if rollback else 'promotes'} {r.key.app} in {r.key.env}."
+            + ("" if rollback else " A newer candidate replaces the commit and updates this pull request.")
+            + (f"\n\nWhy: {r.error}" if rollback and r.error else "")
         )
+        if details.strip():
+            # The commit message's body: the rendered change and the evidence trailers (Gitsync-Evidence, -Digest).
+            body += f"\n\n```\n{details.strip()}\n```\n"
+        title = f"gitsync: {subject}"
         head = step.branch
         self.queue.put(f"{head}@{step.commit}", lambda: self._open(head, title, body))
 
@@ -638,7 +715,31 @@ class PullRequestSink:
         pull = self._forge.open_pull_request(head, self._branch, title, body)
         log.info("forge.pull_request", head=head, number=pull.number, url=pull.url)
 
+    def _close_stale(self, r: ReconcileResult) -> None:
+        upstream = r.target.upstream if r.target is not None else None
+        pin = getattr(r.rendered, "pin", None)
+        if upstream is None or upstream.mode != "pull-request" or pin is None:
+            return
+        head = review_branch("promote", r.key)
+        with self._lock:
+            if self._settled.get(head) == pin.revision:
+                return
+            self._settled[head] = pin.revision
+        comment = (
+            f"Closed by gitsync: {r.key.env} already runs {pin.from_env}@{pin.revision[:12]}, the newest release "
+            f"that succeeded in {pin.from_env}; merging this pull request would change nothing, or go back to an "
+            "older release. The next candidate opens a new one."
+        )
+        self.queue.put(f"{head}@close", functools.partial(self._close, head, comment))
+
+    def _close(self, head: str, comment: str) -> None:
+        closed = self._forge.close_pull_request(head, self._branch, comment)
+        if closed is not None:
+            log.info("forge.pull_request_closed", head=head, number=closed.number, url=closed.url)
+
     def _forget(self, key: str) -> None:
         head, _, commit = key.rpartition("@")
         with self._lock:
             self._opened.discard((head, commit))
+            if commit == "close":
+                self._settled.pop(head, None)

@@ -9,7 +9,9 @@ The three APIs agree on what gitsync needs and differ in shape:
 - pull-request comments: ``repos/R/issues/N/comments`` and ``PATCH repos/R/issues/comments/ID`` on GitHub and
   Gitea; GitLab ``projects/ID/merge_requests/N/notes`` and ``PUT .../notes/ID``;
 - the open pull request of a branch: GitHub ``GET repos/R/pulls?head=OWNER:BRANCH&base=B``, Gitea lists the open
-  ones (its ``head`` filter does not exist), GitLab ``GET projects/ID/merge_requests?source_branch=&target_branch=``.
+  ones (its ``head`` filter does not exist), GitLab ``GET projects/ID/merge_requests?source_branch=&target_branch=``;
+  closing it: ``PATCH repos/R/pulls/N`` ``{"state": "closed"}``, GitLab ``PUT .../merge_requests/N``
+  ``{"state_event": "close"}``.
 
 Retries are bounded (``ATTEMPTS``): a 429, or a 403 that says it is a rate limit (GitHub's secondary limits send
 ``retry-after``; its primary limit ``x-ratelimit-remaining: 0`` with ``x-ratelimit-reset``), waits what the server
@@ -171,6 +173,20 @@ class ForgeClient:
             path = f"repos/{self.repo}/pulls/{found['number']}"
             found = self._call("PATCH", path, {"title": title, "body": body}).json()
         return PullRequest(int(found["number"]), str(found.get("html_url", "")), head, base)
+
+    def close_pull_request(self, head: str, base: str, comment: str) -> PullRequest | None:
+        found = self._open_pull(head, base)
+        if found is None:
+            return None
+        if self.kind is ForgeKind.GITLAB:
+            number, url, path = int(found["iid"]), str(found.get("web_url", "")), f"{self._project}/merge_requests"
+            self._call("POST", self._comments_path(number), {"body": comment})
+            self._call("PUT", f"{path}/{number}", {"state_event": "close"})
+        else:
+            number, url = int(found["number"]), str(found.get("html_url", ""))
+            self._call("POST", self._comments_path(number), {"body": comment})
+            self._call("PATCH", f"repos/{self.repo}/pulls/{number}", {"state": "closed"})
+        return PullRequest(number, url, head, base)
 
     # -- shapes ------------------------------------------------------------------------------------------------
 

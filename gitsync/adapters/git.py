@@ -387,6 +387,29 @@ class GitRepository:
             self._prune_snapshots(keep=sha)
             return target
 
+    def merge_commit(self, base: str, head: str, merge_base: str) -> str:
+        """A commit, in the cache only (never pushed), whose tree is ``head`` merged into ``base`` from their
+        ``merge_base`` file by file: what merging a pull request whose branch is behind its base would deploy,
+        where the branch alone would seem to undo every change the base got since. "" when a file changed on both
+        sides (git might merge its lines, or they conflict: not a plain pick of one side either way)."""
+        for sha in (base, head, merge_base):
+            if not _SHA.match(sha):
+                raise GitError(f"{self.display_url}: not a commit id: {sha[:80]!r}")
+        identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                    for what, value in (("NAME", "gitsync"), ("EMAIL", "gitsync@noreply.invalid"),
+                                        ("DATE", "1970-01-01T00:00:00Z"))}  # fmt: skip
+        with self._lock, self._open() as repo, tempfile.TemporaryDirectory(prefix="gitsync-merge-") as scratch:
+            for sha in (merge_base, base, head):
+                self._ensure(repo, sha)
+            with repo.git.custom_environment(GIT_INDEX_FILE=str(Path(scratch) / "index"), **identity):
+                self._run(repo.git, "read-tree", "-m", "-i", "--aggressive", merge_base, base, head)
+                try:
+                    tree = self._run(repo.git, "write-tree").strip()
+                except GitError:
+                    return ""  # unmerged paths: a file both sides changed
+                message = f"gitsync plan: {head[:12]} merged into {base[:12]}"
+                return self._run(repo.git, "commit-tree", "-p", base, "-p", head, "-m", message, tree).strip()
+
     def tree_id(self, sha: str, path: str) -> str:
         """The object id of ``path`` at commit ``sha`` ("" when absent). Ids never change for a commit, so the
         entries of the path's folder are listed once (one ``ls-tree`` for all the apps of ``apps/``) and kept

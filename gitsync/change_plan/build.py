@@ -173,6 +173,14 @@ class _Planner:
         sides: list[_Side] = []
         for sha in (self.base, self.head):
             source = self.render(sha, upstream, plan.app)
+            if source.error and sha == self.head:
+                # No release of the app can come from upstream at the head (its row says why): nothing this change
+                # brings can be promoted, and nothing of what the pinned environment runs is removed for it.
+                return plan
+            if source.error:
+                # Broken upstream at the base: compare with the pin the environment runs at the head.
+                sides.append(self.render(self.head, plan.env, plan.app))
+                continue
             if source.rendered is None:
                 sides.append(_Side())
                 continue

@@ -2,7 +2,8 @@
 
 The markdown leads with one summary table, so a reviewer sees every environment at a glance, then each object's
 diff folded in a ``<details>`` block. It is capped at ``limit`` characters (GitHub refuses a comment over 65,536):
-whole blocks are left out from the first that does not fit, and the comment says how many diffs it leaves out.
+whole blocks are left out from the first that does not fit, and the comment says how many diffs it leaves out;
+a diff too large for any comment shows its first lines rather than nothing.
 """
 
 from __future__ import annotations
@@ -20,31 +21,43 @@ COMMENT_LIMIT = 65_536
 _CUT_RESERVE = 400
 """Room kept for the closing lines that say what was cut."""
 _SHORT = 12
+_SHORTEST_CUT = 1_000
+"""Room below which a diff too large for any comment is left out rather than shown cut short."""
 
 
 def markdown(plan: ChangePlan, limit: int = COMMENT_LIMIT) -> str:
     """The plan as one comment of at most ``limit`` characters: summary table first, then collapsible diffs."""
     head = _summary(plan)
-    blocks: list[tuple[str, int]] = []  # (text, object diffs in it)
+    blocks: list[tuple[str, ObjectDiff | None]] = []  # (text, the object diff it shows)
     for app in plan.apps:
         for title, diffs in _sections(app):
             if diffs:
-                blocks.append((f"#### {title}\n", 0))
-                blocks.extend((_details(d), 1) for d in diffs)
-    total = sum(n for _, n in blocks)
+                blocks.append((f"#### {title}\n", None))
+                blocks.extend((_details(d), d) for d in diffs)
+    total = sum(1 for _, d in blocks if d is not None)
     if len(head) > limit - _CUT_RESERVE:
         return _cut(head, limit)
-    out, shown = [head], 0
+    out, shown, short = [head], 0, 0
     size = len(head)
-    for block, count in blocks:
-        if size + len(block) > limit - _CUT_RESERVE:
+    budget = limit - _CUT_RESERVE
+    for block, diff in blocks:
+        if size + len(block) > budget:
+            # A diff that could never fit whole (one huge ConfigMap) shows its beginning rather than nothing.
+            if diff is not None and len(block) > budget - len(head) and budget - size > _SHORTEST_CUT:
+                out.append(_details(diff, budget - size))
+                short = 1
             break
         out.append(block)
         size += len(block)
-        shown += count
+        shown += diff is not None
     if shown < total:
+        left_out = total - shown - short
+        said = [
+            f"{left_out} of {total} object diffs are not shown" if left_out else "",
+            "1 is cut short" if short else "",
+        ]
         out.append(
-            f"\n> :scissors: Cut to fit {limit:,} characters: {total - shown} of {total} object diffs are not shown "
+            f"\n> :scissors: Cut to fit {limit:,} characters: {', '.join(filter(None, said))} "
             "(`gitsync plan -o text` prints them all).\n"
         )
     return "\n".join(out).rstrip("\n") + "\n"
@@ -76,6 +89,8 @@ def _summary(plan: ChangePlan) -> str:
     lines += [f"- :x: `{a.key}`: {_inline(a.error)}" for a in plan.apps if a.error]
     lines += [f"- :information_source: `{a.key}`: {_inline(a.note)}" for a in plan.apps if a.note]
     if plan.unchanged:
+        if lines[-1]:  # right after the notes' list, markdown would fold this line into the last bullet
+            lines.append("")
         lines.append(f"Unchanged: {', '.join(f'`{k}`' for k in plan.unchanged)}.")
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -88,15 +103,25 @@ def _sections(app: AppPlan) -> list[tuple[str, Sequence[ObjectDiff]]]:
     ]
 
 
-def _details(diff: ObjectDiff) -> str:
-    longest = max((len(run) for run in re.findall(r"`+", diff.diff)), default=0)
+def _details(diff: ObjectDiff, room: int | None = None) -> str:
+    """``diff`` folded in a ``<details>`` block; within ``room`` characters, its first lines and how many more."""
+    text = diff.diff.rstrip("\n")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
+    if room is not None:
+        lines, kept, size = text.split("\n"), [], 0
+        for line in lines:
+            if size + len(line) + 1 > room - 400:  # the summary line, fences and the closing note
+                break
+            kept.append(line)
+            size += len(line) + 1
+        text = "\n".join([*kept, f"... {len(lines) - len(kept)} more lines not shown"])
     return "\n".join(
         [
             f"<details><summary><code>{_html(diff.id)}</code>: {diff.change}</summary>",
             "",
             f"{fence}diff",
-            diff.diff.rstrip("\n"),
+            text,
             fence,
             "</details>",
             "",

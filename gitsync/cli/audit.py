@@ -69,17 +69,14 @@ def command(
     from gitsync.adapters.commits import read_commits
     from gitsync.adapters.gitwrite import local_session
     from gitsync.adapters.ledger_signature import SshLedgerVerifier
-    from gitsync.audit import COLUMNS, audit_rows, inconsistencies, merged_heads, promoted_commits
+    from gitsync.audit import COLUMNS, audit_rows, commits_of, inconsistencies
     from gitsync.errors import GitsyncError
 
     after, before = _moment("--since", since), _moment("--until", until)
     try:
         notes = clone_ledger(repo).read()
-        named = {e.promotion_commit or e.rollback_commit for entries in notes.values() for e in entries}
         with local_session(repo) as run:
-            commits = read_commits(run, (set(notes) | named) - {""})
-            commits |= read_commits(run, merged_heads(commits.values()) - set(commits))
-            commits |= read_commits(run, promoted_commits(commits.values()) - set(commits))
+            commits = commits_of(notes, lambda shas: read_commits(run, shas))
     except GitsyncError as e:
         fail(str(e))
     # The audit says what it found itself (below), so the verifier reports nothing to the log.

@@ -23,7 +23,7 @@ from gitsync.adapters.commits import read_commits
 from gitsync.adapters.gitwrite import Session
 from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import LABEL_STATE, ConfigMapStateStore, document
-from gitsync.audit import AuditRow, audit_rows
+from gitsync.audit import AuditRow, audit_rows, commits_of
 from gitsync.cache import WatchCache
 from gitsync.dashboard.view import Cell, Grid, LiveView, build_cell, build_grid, build_live, charted
 from gitsync.errors import GitsyncError
@@ -135,9 +135,8 @@ class LedgerRows:
         with self._lock:
             if time.monotonic() - self._read_at >= LEDGER_SECONDS:
                 notes: Mapping[str, tuple[LedgerEntry, ...]] = self._ledger.read()
-                named = {e.promotion_commit or e.rollback_commit for entries in notes.values() for e in entries}
                 with self._session() as run:
-                    commits = read_commits(run, (set(notes) | named) - {""})
+                    commits = commits_of(notes, lambda shas: read_commits(run, shas))
                 self._rows = audit_rows(notes, commits)
                 self._read_at = time.monotonic()
             return self._rows

@@ -140,7 +140,7 @@ class Agent:
                 CommitStatusSink(forge, target_url=target_url),
                 PullRequestSink(forge, config.repo.branch),
             )
-            self.plan_comments = PlanComments(forge, self.source.tree, git.remote_head)
+            self.plan_comments = PlanComments(forge, self.source.tree, git.remote_head, git.merge_commit)
         self._stages: dict[str, Stages] = {}
         """Cluster name -> the stages reconciling the environments applied there (made on first use)."""
         self._env_clusters: dict[str, tuple[str, str]] = {}
@@ -661,7 +661,12 @@ class Agent:
             Result.SUCCEEDED.value,
             HealthStatus.HEALTHY.value,
         )
-        changed = before is None or result.digest != before.last_applied_digest
+        # A new commit with the same render wakes them too: its chart may be new content for them (a block only
+        # prod renders), noted by the ledger sink just now, after they looked at this commit themselves.
+        changed = before is None or (result.digest, result.revision) != (
+            before.last_applied_digest,
+            before.last_applied_revision,
+        )
         if succeeded and (changed or not settled_before):
             with self._lock:
                 receivers = [AppEnv(result.key.app, env) for env in self._downstream.get(result.key.env, ())]

@@ -7,7 +7,8 @@ pull requests (closed, labelled, edited, into another branch) is ignored. What e
 - GitHub: ``X-GitHub-Event: pull_request``, ``action`` ``opened`` / ``reopened`` / ``synchronize``, the pull
   request in ``pull_request`` (``number``, ``head.sha``, ``head.ref``, ``base.sha``, ``base.ref``);
 - Gitea / Forgejo: ``X-Gitea-Event: pull_request``, ``action`` ``opened`` / ``reopened`` / ``synchronized``, the
-  same ``pull_request`` object;
+  same ``pull_request`` object, with ``merge_base`` (where the branch forked: its plan is of the merge when the
+  base moved on since);
 - GitLab: ``X-Gitlab-Event: Merge Request Hook``, ``object_attributes`` with ``action`` ``open`` / ``reopen`` /
   ``update``, ``iid``, ``last_commit.id``, ``source_branch``, ``target_branch`` (no base commit: the agent uses
   the branch head).
@@ -49,6 +50,8 @@ class PullRequestEvent:
     base: str
     head_ref: str
     base_ref: str
+    merge_base: str = ""
+    """Where the branch forked from the base, when the forge says (Gitea); "" otherwise."""
 
 
 def parse(provider: Provider, payload: Mapping[str, Any], branch: str) -> PullRequestEvent | str:
@@ -58,12 +61,14 @@ def parse(provider: Provider, payload: Mapping[str, Any], branch: str) -> PullRe
         action = attributes.get("action")
         number, head = attributes.get("iid"), _mapping(attributes.get("last_commit")).get("id")
         base, head_ref, base_ref = "", attributes.get("source_branch"), attributes.get("target_branch")
+        merge_base = ""
     elif provider in (Provider.GITHUB, Provider.GITEA):
         pull = _mapping(payload.get("pull_request"))
         action = payload.get("action")
         number = payload.get("number", pull.get("number"))
         head, head_ref = _mapping(pull.get("head")).get("sha"), _mapping(pull.get("head")).get("ref")
         base, base_ref = _mapping(pull.get("base")).get("sha") or "", _mapping(pull.get("base")).get("ref")
+        merge_base = pull.get("merge_base") or ""
     else:
         return f"{provider} sends no pull-request events"
     if action not in _ACTIONS[provider]:
@@ -76,7 +81,9 @@ def parse(provider: Provider, payload: Mapping[str, Any], branch: str) -> PullRe
         return "pull request without a head commit"
     if not isinstance(base, str) or (base and not _SHA.match(base)):
         base = ""
-    return PullRequestEvent(number, head, base, str(head_ref or ""), branch)
+    if not isinstance(merge_base, str) or not _SHA.match(merge_base):
+        merge_base = ""
+    return PullRequestEvent(number, head, base, str(head_ref or ""), branch, merge_base)
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

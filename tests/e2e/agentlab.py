@@ -291,14 +291,16 @@ def service_account_token(kube_api: client.ApiClient, name: str, namespace: str)
     )
 
 
-def configmap_value(core: client.CoreV1Api, namespace: str, name: str = "podinfo") -> str | None:
+def configmap_value(
+    core: client.CoreV1Api, namespace: str, name: str = "podinfo", key: str = "PODINFO_UI_MESSAGE"
+) -> str | None:
     try:
         data = core.read_namespaced_config_map(name, namespace).data or {}
     except client.ApiException as e:
         if e.status == 404:
             return None
         raise
-    return data.get("PODINFO_UI_MESSAGE")
+    return data.get(key)
 
 
 def status_of(core: client.CoreV1Api, namespace: str, app: str = "podinfo", env: str = "staging") -> dict[str, Any]:

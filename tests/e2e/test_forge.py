@@ -96,6 +96,8 @@ def test_statuses_per_environment_and_the_plan_comment_of_a_pull_request(
     [comment] = wait_for("the plan comment", lambda: plan_comments(gitea_repo, pull["number"]), 30)
     assert f"`{head[:12]}` into `main`" in comment["body"]
     assert "staging" in comment["body"] and "podinfo" in comment["body"] and "6.7.2" in comment["body"]
+    [planned] = wait_for("the plan status on the head", lambda: states(gitea_repo, head, "gitsync/plan"), 30)
+    assert planned[0] == "success" and planned[1].startswith("deploys podinfo@staging"), planned
     again = set_tag(upstream, "6.7.3", push=False)
     pushed = time.monotonic()
     upstream._git(upstream.work, "push", "-q", "origin", "feature")
@@ -126,6 +128,16 @@ def test_statuses_per_environment_and_the_plan_comment_of_a_pull_request(
     print(f"reconcile recorded -> status set: {[r['seconds'] for r in agent.logs('forge.status_set')]} s")
 
 
+def promoted_by_pull_request(upstream: Upstream, prod_namespace: str, gitea: Gitea, repo: GiteaRepo) -> None:
+    """prod in its own namespace, promoted from staging by pull request after a 1 s soak; on Gitea."""
+    prod = upstream.work / "environments/prod"
+    env = yaml.safe_load((prod / "env.yaml").read_text())
+    env["namespace"] = prod_namespace
+    env["promotion"] = {"from": "staging", "mode": "pull-request", "soak": "1s", "values": ["image.tag"]}
+    upstream.commit("prod: promoted by pull request", {"environments/prod/env.yaml": yaml.safe_dump(env)})
+    on_gitea(upstream, gitea, repo)
+
+
 def test_the_promotion_pull_request_is_opened_and_merging_it_promotes(
     agents: Agents,
     upstream: Upstream,
@@ -135,25 +147,47 @@ def test_the_promotion_pull_request_is_opened_and_merging_it_promotes(
     gitea: Gitea,
     gitea_repo: GiteaRepo,
 ) -> None:
-    prod = upstream.work / "environments/prod"
-    env = yaml.safe_load((prod / "env.yaml").read_text())
-    env["namespace"] = prod_namespace
-    env["promotion"] = {"from": "staging", "mode": "pull-request", "soak": "1s", "values": ["image.tag"]}
-    upstream.commit("prod: promoted by pull request", {"environments/prod/env.yaml": yaml.safe_dump(env)})
-    on_gitea(upstream, gitea, gitea_repo)
+    promoted_by_pull_request(upstream, prod_namespace, gitea, gitea_repo)
     start_agent(agents, gitea, gitea_repo, environments=["staging", "prod"], pollInterval="30s")
 
     [pull] = wait_for("the promotion pull request", gitea_repo.open_pulls, 60)
     assert pull["head"]["ref"] == "gitsync/promote/prod/podinfo" and pull["base"]["ref"] == "main"
-    assert pull["title"].startswith("gitsync: promote podinfo in prod: staging@")
+    assert pull["title"].startswith("gitsync: promote podinfo to prod (staging@")
+    assert "Gitsync-Evidence: Succeeded" in pull["body"], "the evidence is on the pull request's page"
     assert configmap_value(core, prod_namespace) is None, "nothing reaches prod before the merge"
 
     gitea.api("POST", f"repos/{gitea_repo.name}/pulls/{pull['number']}/merge", {"Do": "merge"})
     wait_for("prod live", lambda: configmap_value(core, prod_namespace) == "Hello from production", 60)
     wait_for("prod settled", lambda: status_of(core, prod_namespace, env="prod").get("result") == "Succeeded", 60)
     merged = gitea.api("GET", f"repos/{gitea_repo.name}/branches/main")["commit"]["id"]
-    wait_for(
+    [ok] = wait_for(
         "success for prod on the merge commit",
-        lambda: ("success", "deployed to prod and healthy") in states(gitea_repo, merged, "gitsync/prod/podinfo"),
+        lambda: [s for s in states(gitea_repo, merged, "gitsync/prod/podinfo") if s[0] == "success"],
         30,
     )
+    assert ok[1].startswith("deployed to prod and healthy (pinned to staging@"), ok
+
+
+def test_a_promotion_pull_request_made_stale_by_a_promotion_another_way_is_closed(
+    agents: Agents,
+    upstream: Upstream,
+    namespace: str,
+    prod_namespace: str,
+    core: client.CoreV1Api,
+    gitea: Gitea,
+    gitea_repo: GiteaRepo,
+) -> None:
+    """Someone promotes without the pull request (``gitsync promote --push``, or the branch pushed to main): the
+    pull request left open would change nothing, so the agent closes it and says why."""
+    promoted_by_pull_request(upstream, prod_namespace, gitea, gitea_repo)
+    start_agent(agents, gitea, gitea_repo, environments=["staging", "prod"], pollInterval="30s")
+    [pull] = wait_for("the promotion pull request", gitea_repo.open_pulls, 60)
+
+    upstream._git(upstream.work, "fetch", "-q", "origin", "gitsync/promote/prod/podinfo")
+    upstream._git(upstream.work, "merge", "-q", "--ff-only", "FETCH_HEAD")
+    upstream._git(upstream.work, "push", "-q", "origin", "main")
+
+    wait_for("prod live", lambda: configmap_value(core, prod_namespace) == "Hello from production", 60)
+    wait_for("the stale pull request closed", lambda: gitea_repo.open_pulls() == [], 60)
+    said = gitea_repo.comments(pull["number"])[-1]["body"]
+    assert said.startswith("Closed by gitsync: prod already runs staging@"), said

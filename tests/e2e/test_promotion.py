@@ -132,6 +132,14 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
     assert [p["Gitsync-Promoted-From"] for p in promotions(upstream)].count(f"staging@{helpers}") == 1
     assert image_of(apps, prod_namespace) == "6.7.2"
 
+    # 2c. A chart change only prod renders: staging's render and release stay as they are, yet prod gets it by a
+    # promotion (the ledger notes the commit's chart, and the agent wakes prod after staging took the commit).
+    git(upstream.work, "pull", "-q", "--rebase", "origin", "main")
+    prod_only = SHARED + '{% if release.env == "prod" %}\n  TIER: production\n{% endif %}\n'
+    tier = upstream.commit("chart: prod says its tier", {"apps/podinfo/templates/shared.yaml": prod_only})
+    wait_for("prod shows its tier", lambda: configmap_value(core, prod_namespace, "shared", "TIER") == "production", 90)
+    assert [p["Gitsync-Promoted-From"] for p in promotions(upstream)].count(f"staging@{tier}") == 1
+
     # 3. A crash-looping release in staging is never promoted.
     git(upstream.work, "pull", "-q", "--rebase", "origin", "main")
     bad = release(upstream, "6.9.9", {"gitsync.dev/fault": "crashloop"})

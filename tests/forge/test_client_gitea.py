@@ -77,6 +77,11 @@ def test_statuses_comments_and_pull_requests_on_gitea(gitea: Gitea, gitea_repo: 
     assert [c["body"] for c in ours] == [f"{MARKER}\nplan at def"]
     assert len(gitea_repo.comments(pull.number)) == 2, "the reviewer's comment is left alone"
 
+    closed = forge.close_pull_request("feature", "main", "superseded: prod already runs staging@abc")
+    assert closed is not None and closed.number == pull.number and gitea_repo.open_pulls() == []
+    assert gitea_repo.comments(pull.number)[-1]["body"] == "superseded: prod already runs staging@abc"
+    assert forge.close_pull_request("feature", "main", "again") is None, "none open: nothing to close"
+
 
 def test_two_plan_comments_left_by_a_race_become_one(gitea: Gitea, gitea_repo: GiteaRepo) -> None:
     """Two replicas that got two events of one pull request at the same moment each found no plan comment and

@@ -235,6 +235,15 @@ def test_gitlab_shapes_statuses_merge_requests_and_notes(server: Server, token: 
     assert (pull.number, pull.url) == (1, GITLAB_MR["web_url"])
     assert url == f"{server.url}/my-group/my-project/-/merge_requests/1#note_302"
 
+    before = len(server.requests)
+    closed = gitlab.close_pull_request("test1", "main", "stale")
+    assert closed is not None and closed.number == 1
+    assert [r[:2] for r in server.requests[before + 1 :]] == [
+        ("POST", f"{project}/merge_requests/1/notes"),
+        ("PUT", f"{project}/merge_requests/1"),
+    ]
+    assert server.requests[-1][3] == {"state_event": "close"}
+
     server.on("POST", f"{project}/statuses/{SHA}", Reply(400, {"message": {"state": ["is invalid"]}}))
     with pytest.raises(TerminalError, match="HTTP 400"):
         gitlab.set_status(status)

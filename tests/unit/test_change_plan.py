@@ -18,6 +18,7 @@ from gitrepos import git
 from gitsync.change_plan import Change, Rollout, as_json, markdown, plan_change, text
 from gitsync.cli import main
 from gitsync.promoted_file import with_pin
+from gitsync.runtime.plan_comments import comment_text
 
 Trees = Callable[[str], Path]
 
@@ -93,6 +94,37 @@ def test_a_pinned_envs_own_values_change_deploys_on_merge(example: tuple[Path, T
     assert [o.id for o in prod.objects] == ["Deployment.apps/podinfo-prod/podinfo"]
     assert not prod.waits_for_promotion
     assert [a.key for a in plan.apps] + list(plan.unchanged) == ["podinfo@prod"]  # --env prod: staging not shown
+
+
+def test_a_chart_that_stops_rendering_promises_prod_nothing(example: tuple[Path, Trees, str]) -> None:
+    """A release that does not render in staging can never be promoted: prod's row must not show its objects
+    removed "after promotion"."""
+    root, trees, base = example
+    head = commit(root, edit(root, "apps/podinfo/templates/configmap.yaml", '"helpers.name"', '"helpers.nme"'))
+
+    plan = plan_change(trees, base, head)
+
+    staging = next(a for a in plan.apps if a.key == "podinfo@staging")
+    assert "apps/podinfo/templates/configmap.yaml:4" in staging.error
+    assert "podinfo@prod" in plan.unchanged
+    assert ": removed</summary>" not in markdown(plan)
+
+
+def test_the_fix_of_a_broken_chart_shows_prod_what_it_brings_over_the_pin_it_runs(
+    example: tuple[Path, Trees, str],
+) -> None:
+    root, trees, _ = example
+    chart = "apps/podinfo/templates/configmap.yaml"
+    base = commit(root, edit(root, chart, '"helpers.name"', '"helpers.nme"'))
+    fixed = edit(root, chart, '"helpers.nme"', '"helpers.name"')
+    deployment = "apps/podinfo/templates/deployment.yaml"
+    head = commit(root, fixed | edit(root, deployment, "revisionHistoryLimit: 5", "revisionHistoryLimit: 7"))
+
+    prod = next(a for a in plan_change(trees, base, head).apps if a.key == "podinfo@prod")
+
+    # Compared with the pin prod runs (its older image tag included), as a broken base has no release to compare.
+    deployment_diff = next(o.diff for o in prod.pending if o.id == "Deployment.apps/podinfo-prod/podinfo")
+    assert "+  revisionHistoryLimit: 7" in deployment_diff and prod.promotion_from == "staging"
 
 
 SECRET_TEMPLATE = """\
@@ -223,3 +255,31 @@ def test_an_app_awaiting_its_first_promotion_changes_nothing(example: tuple[Path
     assert (prod.objects, prod.images, prod.error) == ((), (), "")
     assert prod.note == "podinfo awaits promotion from staging (no pin yet)"
     assert not plan.has_changes
+
+
+def test_the_pull_request_comment_reads_well_as_markdown(example: tuple[Path, Trees, str]) -> None:
+    """One heading (the comment's, naming the branch), and the unchanged app-envs as their own paragraph, not
+    folded into the last note's bullet."""
+    root, trees, base = example
+    (root / "environments/prod/promoted.yaml").unlink()
+    head = commit(root, edit(root, "environments/prod/values/podinfo.yaml", "replicas: 3", "replicas: 4"), "unpin")
+
+    comment = comment_text(plan_change(trees, base, head), base, head, "main")
+
+    assert comment.count("### gitsync plan") == 1 and f"`{head[:12]}` into `main` at `{base[:12]}`" in comment
+    note = "- :information_source: `podinfo@prod`: podinfo awaits promotion from staging (no pin yet)"
+    assert f"{note}\n\nUnchanged: `podinfo@staging`." in comment
+
+
+def test_a_diff_too_large_for_any_comment_shows_its_beginning(example: tuple[Path, Trees, str]) -> None:
+    """One ConfigMap of 3,000 keys: the reviewer sees its first lines and how many more, not nothing."""
+    root, trees, base = example
+    keys = "".join(f"  KEY_{i:04d}: {'x' * 40}\n" for i in range(3000))
+    values = (root / "environments/staging/values/podinfo.yaml").read_text().replace("config:\n", f"config:\n{keys}")
+    head = commit(root, {"environments/staging/values/podinfo.yaml": values})
+
+    comment = markdown(plan_change(trees, base, head, "staging"))
+
+    assert len(comment) <= 65_536 and comment.count("<details>") == comment.count("</details>") == 1
+    assert "+  KEY_0000: " in comment and "more lines not shown\n```" in comment
+    assert "Cut to fit 65,536 characters: 1 of 2 object diffs are not shown, 1 is cut short" in comment

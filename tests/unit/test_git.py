@@ -385,3 +385,22 @@ def test_a_symlink_out_of_the_repository_stays_a_link_nothing_follows(upstream: 
     link = tree / "apps/web/token"
     assert link.is_symlink() and os.readlink(link) == "/var/run/secrets/kubernetes.io/serviceaccount/token"
     assert (tree / "apps/web/inside").read_text() == "replicas: 2\n", "links inside still work"
+
+
+def test_a_branch_behind_its_base_is_merged_file_by_file_for_its_plan(upstream: Upstream, tmp_path: Path) -> None:
+    """A pull request's branch forked before main changed the chart: its plan must be of the merge, which keeps
+    main's chart change, not of the branch alone, which would seem to undo it."""
+    fork = upstream.commit({"chart.yaml": "v1\n", "values.yaml": "tag: 1\n"}, "start")
+    main = upstream.commit({"chart.yaml": "v2\n"}, "main changes the chart")
+    upstream.push()
+    git(upstream.work, "checkout", "-q", "-b", "feature", fork)
+    branch = upstream.commit({"values.yaml": "tag: 2\n"}, "the branch changes a value")
+    both = upstream.commit({"chart.yaml": "v3\n"}, "and the chart main changed")
+    git(upstream.work, "push", "-q", "origin", "feature")
+    repo = reader(upstream, tmp_path)
+
+    merged = repo.merge_commit(main, branch, fork)
+
+    tree = repo.snapshot(merged)
+    assert (tree / "chart.yaml").read_text() == "v2\n" and (tree / "values.yaml").read_text() == "tag: 2\n"
+    assert repo.merge_commit(main, both, fork) == "", "a file both sides changed is not picked from either"

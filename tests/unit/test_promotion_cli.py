@@ -220,6 +220,37 @@ def test_audit_reads_a_promotion_merged_as_a_pull_request_from_its_merged_head(s
     assert row["evidence"].startswith("Succeeded") and row["promotionCommit"] == "", row
 
 
+def test_audit_credits_a_merged_promotion_pull_request_with_its_evidence(scenario: Scenario) -> None:
+    """Pull-request mode: the ledger notes the merge commit, whose own message has no trailers; the promotion
+    commit it merged has them, and the audit row shows them with who merged."""
+    server, work = scenario.server, scenario.server.work
+    good = server.commit(CHART, "podinfo")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0 - 100, "6.6.0")
+    git(work, "checkout", "-q", "-b", "gitsync/promote/prod/podinfo")
+    trailers = f"Gitsync-Promoted-From: staging@{good}\nGitsync-App: podinfo\nGitsync-Env: prod\nGitsync-Evidence: ok"
+    server.commit({"environments/prod/promoted.yaml": "{}\n"}, f"promote podinfo to prod\n\n{trailers}", push=False)
+    git(work, "checkout", "-q", "main")
+    subject = "Merge pull request 'gitsync: promote podinfo to prod' (#8) from gitsync/promote/prod/podinfo into main"
+    git(work, "merge", "-q", "--no-ff", "-m", subject, "gitsync/promote/prod/podinfo")
+    git(work, "push", "-q", "origin", "main")
+    merge = git(work, "rev-parse", "HEAD")
+    # The release failed in prod and was rolled back by a commit of its own (a rollback pull request's branch).
+    git(work, "checkout", "-q", "-b", "gitsync/rollback/prod/podinfo")
+    rollback = server.commit(
+        {"environments/prod/promoted.yaml": "{} # back\n"}, f"roll back\n\nGitsync-Rollback-Of: {merge}"
+    )
+    git(work, "checkout", "-q", "main")
+    scenario.release(merge, "prod", ReleaseOutcome.ROLLED_BACK, T0 + 60, "6.6.0", pinned=good, rollback_commit=rollback)
+
+    code, out = scenario.cli("audit", "--env", "prod", "-o", "json")
+
+    assert code == 0, out
+    [row] = json.loads(out)
+    assert (row["pullRequest"], row["mergedBy"]) == (8, "Ada <ada@example.com>")
+    assert (row["promotedFrom"], row["rollbackOf"]) == (f"staging@{good}", merge), "where it came from, what undid it"
+    assert row["rollbackCommit"] == rollback and row["evidence"].startswith("RolledBack"), row
+
+
 def test_audit_of_an_empty_ledger_says_so(scenario: Scenario) -> None:
     scenario.server.commit(CHART, "podinfo")
     code, out = scenario.cli("audit")

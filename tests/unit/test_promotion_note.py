@@ -159,3 +159,108 @@ def test_a_canary_release_is_noted_with_the_canary_steps_though_the_chart_also_h
         assert evidence(line) == "RolledBack: new version's pods are failing", "the pod names stay in the cluster"
     else:
         assert line.reason == "" and "reason" not in line.to_json(), "a line that needs no reason is as before"
+
+
+def test_a_ledger_line_the_remote_did_not_take_is_written_once_it_is_back(tmp_path: Path) -> None:
+    """The forge is down for the moment a staging release ends: no reconcile follows a release that ended, so
+    without a retry the release would never be noted, and prod would never be offered it."""
+    from memstore import MemoryStore
+
+    from gitsync.adapters.git import GitRepository
+    from gitsync.adapters.gitwrite import Identity
+    from gitsync.adapters.notes import NotesLedger
+    from gitsync.health import Health
+    from gitsync.history import History
+    from gitsync.model import HealthStatus
+    from gitsync.ports import Commit, Snapshot
+    from gitsync.record import LedgerSink
+    from gitsync.result import Kind, ReconcileResult, Target
+    from renderers import render_app
+
+    server = Server(tmp_path / "repo")
+    files = {str(p.relative_to(EXAMPLE)): p.read_text() for p in EXAMPLE.rglob("*") if p.is_file()}
+    sha = server.commit(files, "podinfo 6.7.1")
+    cache = GitRepository(server.url, "main", tmp_path / "cache").cache
+    ledger = NotesLedger(cache, server.url, identity=Identity("gitsync", "gitsync@example.com"))
+    stage, _ = promotions(server, tmp_path, ledger)
+    rendered = render_app(server.work, "staging", "podinfo", revision=sha)
+    store = MemoryStore()
+    sink = LedgerSink(stage, History(store), store, retry_after=0.05)
+    away = server.bare.rename(tmp_path / "away")  # the remote is unreachable
+    sink.write(
+        ReconcileResult(
+            key=rendered.app_env,
+            kind=Kind.RELEASE,
+            reasons=("poll",),
+            started_at=0.0,
+            finished_at=10.0,
+            snapshot=Snapshot(Commit(sha, "Dana", "podinfo 6.7.1", 0.0), server.work),
+            target=Target("podinfo-staging", prune=True, self_heal=True, promoted_paths=("image.tag",)),
+            outcome=Result.SUCCEEDED,
+            rendered=rendered,
+            health=Health(HealthStatus.HEALTHY),
+        )
+    )
+    assert not sink.retries.idle(0.2), "the line waits to be written again"
+    away.rename(server.bare)  # back
+
+    assert sink.retries.idle(30)
+    noted = git(server.work, "fetch", "-q", "origin", "refs/notes/gitsync:refs/notes/gitsync") or git(
+        server.work, "notes", "--ref", "gitsync", "show", sha
+    )
+    assert '"outcome":"Succeeded"' in noted and '"env":"staging"' in noted
+
+
+def test_a_chart_change_only_the_pinned_environment_renders_is_noted_so_it_can_be_promoted(tmp_path: Path) -> None:
+    """A block only prod renders (``{% if release.env == "prod" %}``): staging renders the same, so its running
+    release goes on, credited to its first commit; but prod would pin the new chart, which staging now runs: the
+    commit is noted (once) with its own chart tree, or no promotion could ever carry it."""
+    from memstore import MemoryStore
+
+    from gitsync.health import Health
+    from gitsync.history import History, Status
+    from gitsync.model import HealthStatus
+    from gitsync.ports import Commit, Snapshot
+    from gitsync.record import LedgerSink
+    from gitsync.result import Kind, ReconcileResult, Target
+    from renderers import render_app
+
+    server = Server(tmp_path / "repo")
+    files = {str(p.relative_to(EXAMPLE)): p.read_text() for p in EXAMPLE.rglob("*") if p.is_file()}
+    first = server.commit(files, "podinfo 6.7.1")
+    template = "apps/podinfo/templates/deployment.yaml"
+    prod_only = files[template].replace(
+        "spec:\n", 'spec:\n{% if release.env == "prod" %}\n  minReadySeconds: 10\n{% endif %}\n', 1
+    )
+    second = server.commit({template: prod_only}, "prod waits 10 s for a ready pod")
+    readme = server.commit({"README.md": "deploy\n"}, "README")
+    stage, notes = promotions(server, tmp_path)
+    store = MemoryStore()
+    sink = LedgerSink(stage, History(store), store)
+
+    def reconciled(sha: str, applied: str) -> ReconcileResult:
+        rendered = render_app(server.work, "staging", "podinfo", revision=sha)
+        running = Status("podinfo", "staging", last_applied_revision=applied, last_applied_digest=rendered.digest,
+                         release_revision=first, health="Healthy", result="Succeeded")  # fmt: skip
+        return ReconcileResult(
+            key=rendered.app_env,
+            kind=Kind.RELEASE,
+            reasons=("poll",),
+            started_at=0.0,
+            finished_at=10.0,
+            snapshot=Snapshot(Commit(sha, "Dana", "change", 0.0), server.work),
+            target=Target("podinfo-staging", prune=True, self_heal=True, promoted_paths=("image.tag",)),
+            previous=running,
+            outcome=Result.SUCCEEDED,
+            rendered=rendered,
+            health=Health(HealthStatus.HEALTHY),
+        )
+
+    sink.write(reconciled(second, applied=first))
+    sink.write(reconciled(second, applied=second))  # the next reconcile at the same commit notes nothing more
+    sink.write(reconciled(readme, applied=second))  # a commit that leaves the chart alone is no new content
+
+    (line,) = notes.notes[second]
+    assert line.outcome is ReleaseOutcome.SUCCEEDED
+    assert line.chart_tree == git(server.work, "rev-parse", f"{second}:apps/podinfo")
+    assert readme not in notes.notes and first not in notes.notes

@@ -115,3 +115,12 @@ def test_forge_errors_name_the_line_and_field(tmp_path: Path, forge: str, error:
         load(write(tmp_path, forge), {})
     assert str(failed.value).startswith(error), str(failed.value)
     assert "planted" not in str(failed.value), "a credential in a URL is never echoed"
+
+
+def test_gitea_names_where_the_branch_forked() -> None:
+    payload = github_like("synchronized")
+    payload["pull_request"] = {**payload["pull_request"], "merge_base": "f" * 40}
+    _, pull, _ = deliver(Provider.GITEA, "pull_request", payload)
+    assert pull is not None and pull.merge_base == "f" * 40
+    _, pull, _ = deliver(Provider.GITEA, "pull_request", github_like("synchronized"))
+    assert pull is not None and pull.merge_base == "", "not said: the base head is planned against"
