@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 
 from gitsync.adapters.notes import NotesLedger
-from gitsync.cli.sync import fail, repo_option
+from gitsync.cli.sync import fail, repo_option, table_console
 from gitsync.ledger import Seal
 
 
@@ -124,7 +124,6 @@ _UNTRUSTED = {
 
 def _table(rows: list[dict[str, object]], *, signatures: bool) -> None:
     """The rows as a table; with ``signatures`` (``--allowed-signers``) a SIGNATURE column."""
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -148,7 +147,7 @@ def _table(rows: list[dict[str, object]], *, signatures: bool) -> None:
             Text(f"forced: {row['override']}; {row['evidence']}" if row["override"] else str(row["evidence"])),
             *([str(row["signature"])] if signatures else []),
         )
-    Console(width=200).print(table)
+    table_console().print(table)
 
 
 def _author(row: dict[str, object]) -> str:

@@ -72,8 +72,10 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
-PIPE_WIDTH = 240
-"""Columns of a table printed anywhere but a terminal, where rich would assume 80 and wrap."""
+PIPE_WIDTH = 2000
+"""Columns of a table printed anywhere but a terminal, where rich would assume 80 and wrap: wide enough that a
+row (an audit row's author, subject and evidence together) stays one line for grep and scripts. Rich pads a
+borderless table to its columns' widths, not to the console's, so a narrow table stays narrow."""
 
 
 def table_console() -> Console:
