@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gitrepos import Server, git
 
+from gitsync.health import Health
 from gitsync.history import Result
 from gitsync.ledger import LedgerEntry, ReleaseOutcome
-from gitsync.model import AppEnv
+from gitsync.model import AppEnv, HealthStatus
+from gitsync.ports import Commit, RenderedApp, Snapshot
 from gitsync.promote import evidence, pinned_release, verify_pin
 from gitsync.promotion import Promotions
+from gitsync.result import Kind, ReconcileResult, Target
 from renderers.promotion import values_hash
 
 
@@ -108,6 +112,23 @@ def test_the_values_hash_noted_is_the_one_the_guard_computes_for_the_pin(tmp_pat
 EXAMPLE = Path(__file__).resolve().parents[2] / "example-repo"
 
 
+def staging_release(work: Path, rendered: RenderedApp, sha: str, outcome: Result, **extra: Any) -> ReconcileResult:
+    """A release of example-repo's podinfo in staging at ``sha``, as the reconcile hands it to the sinks."""
+    return ReconcileResult(
+        key=rendered.app_env,
+        kind=Kind.RELEASE,
+        reasons=("poll",),
+        started_at=0.0,
+        finished_at=10.0,
+        snapshot=Snapshot(Commit(sha, "Dana", "podinfo 6.7.1", 0.0), work),
+        target=Target("podinfo-staging", prune=True, self_heal=True, promoted_paths=("image.tag",)),
+        outcome=outcome,
+        rendered=rendered,
+        health=Health(HealthStatus.HEALTHY),
+        **extra,
+    )
+
+
 @pytest.mark.parametrize("outcome", [Result.SUCCEEDED, Result.ROLLED_BACK])
 def test_a_canary_release_is_noted_with_the_canary_steps_though_the_chart_also_has_a_blue_green_block(
     tmp_path: Path, outcome: Result
@@ -117,13 +138,9 @@ def test_a_canary_release_is_noted_with_the_canary_steps_though_the_chart_also_h
     rolled-back one also why the rollout aborted (its line said only "RolledBack" before)."""
     from memstore import MemoryStore
 
-    from gitsync.health import Health
     from gitsync.history import History
-    from gitsync.model import HealthStatus
-    from gitsync.ports import Commit, Snapshot
     from gitsync.reconcile import RolloutStep
     from gitsync.record import LedgerSink
-    from gitsync.result import Kind, ReconcileResult, Target
     from gitsync.strategy.executor import PART, owned, policy_of
     from gitsync.strategy.state import RolloutState
     from renderers import render_app
@@ -137,21 +154,8 @@ def test_a_canary_release_is_noted_with_the_canary_steps_though_the_chart_also_h
     store = MemoryStore()
     aborted = RolloutState(abort_reason="new version's pods are failing", evidence=("podinfo-canary-x: CrashLoop",))
     store.save(rendered.app_env, "podinfo-staging", PART, {"state": aborted.to_json()}, "")
-    LedgerSink(stage, History(store), store).write(
-        ReconcileResult(
-            key=rendered.app_env,
-            kind=Kind.RELEASE,
-            reasons=("poll",),
-            started_at=0.0,
-            finished_at=10.0,
-            snapshot=Snapshot(Commit(sha, "Dana", "podinfo 6.7.1", 0.0), server.work),
-            target=Target("podinfo-staging", prune=True, self_heal=True, promoted_paths=("image.tag",)),
-            outcome=outcome,
-            rendered=rendered,
-            health=Health(HealthStatus.HEALTHY),
-            rollout=RolloutStep(exclude=owned(rendered)),
-        )
-    )
+    result = staging_release(server.work, rendered, sha, outcome, rollout=RolloutStep(exclude=owned(rendered)))
+    LedgerSink(stage, History(store), store).write(result)
     (line,) = notes.notes[sha]
     assert line.steps == tuple(step.describe() for step in canary)
     assert "preview" not in line.steps and "switch" not in line.steps
@@ -169,12 +173,8 @@ def test_a_ledger_line_the_remote_did_not_take_is_written_once_it_is_back(tmp_pa
     from gitsync.adapters.git import GitRepository
     from gitsync.adapters.gitwrite import Identity
     from gitsync.adapters.notes import NotesLedger
-    from gitsync.health import Health
     from gitsync.history import History
-    from gitsync.model import HealthStatus
-    from gitsync.ports import Commit, Snapshot
     from gitsync.record import LedgerSink
-    from gitsync.result import Kind, ReconcileResult, Target
     from renderers import render_app
 
     server = Server(tmp_path / "repo")
@@ -187,20 +187,7 @@ def test_a_ledger_line_the_remote_did_not_take_is_written_once_it_is_back(tmp_pa
     store = MemoryStore()
     sink = LedgerSink(stage, History(store), store, retry_after=0.05)
     away = server.bare.rename(tmp_path / "away")  # the remote is unreachable
-    sink.write(
-        ReconcileResult(
-            key=rendered.app_env,
-            kind=Kind.RELEASE,
-            reasons=("poll",),
-            started_at=0.0,
-            finished_at=10.0,
-            snapshot=Snapshot(Commit(sha, "Dana", "podinfo 6.7.1", 0.0), server.work),
-            target=Target("podinfo-staging", prune=True, self_heal=True, promoted_paths=("image.tag",)),
-            outcome=Result.SUCCEEDED,
-            rendered=rendered,
-            health=Health(HealthStatus.HEALTHY),
-        )
-    )
+    sink.write(staging_release(server.work, rendered, sha, Result.SUCCEEDED))
     assert not sink.retries.idle(0.2), "the line waits to be written again"
     away.rename(server.bare)  # back
 
@@ -217,12 +204,8 @@ def test_a_chart_change_only_the_pinned_environment_renders_is_noted_so_it_can_b
     commit is noted (once) with its own chart tree, or no promotion could ever carry it."""
     from memstore import MemoryStore
 
-    from gitsync.health import Health
     from gitsync.history import History, Status
-    from gitsync.model import HealthStatus
-    from gitsync.ports import Commit, Snapshot
     from gitsync.record import LedgerSink
-    from gitsync.result import Kind, ReconcileResult, Target
     from renderers import render_app
 
     server = Server(tmp_path / "repo")
@@ -242,19 +225,7 @@ def test_a_chart_change_only_the_pinned_environment_renders_is_noted_so_it_can_b
         rendered = render_app(server.work, "staging", "podinfo", revision=sha)
         running = Status("podinfo", "staging", last_applied_revision=applied, last_applied_digest=rendered.digest,
                          release_revision=first, health="Healthy", result="Succeeded")  # fmt: skip
-        return ReconcileResult(
-            key=rendered.app_env,
-            kind=Kind.RELEASE,
-            reasons=("poll",),
-            started_at=0.0,
-            finished_at=10.0,
-            snapshot=Snapshot(Commit(sha, "Dana", "change", 0.0), server.work),
-            target=Target("podinfo-staging", prune=True, self_heal=True, promoted_paths=("image.tag",)),
-            previous=running,
-            outcome=Result.SUCCEEDED,
-            rendered=rendered,
-            health=Health(HealthStatus.HEALTHY),
-        )
+        return staging_release(server.work, rendered, sha, Result.SUCCEEDED, previous=running)
 
     sink.write(reconciled(second, applied=first))
     sink.write(reconciled(second, applied=second))  # the next reconcile at the same commit notes nothing more
