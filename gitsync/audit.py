@@ -234,7 +234,8 @@ def inconsistencies(notes: Mapping[str, Iterable[LedgerEntry]], commits: Mapping
     """What the ledger says that cannot all be true, one line each: one release noted with two outcomes (an edited
     line merged with the agent's own copy), and a promotion without a forced reason whose content no Succeeded
     release upstream has (a line removed or edited, or a pin written by hand: the agent's guard would not have
-    applied it). Not proof against tampering (nothing signs the notes), but what an edit leaves behind."""
+    applied it). Not proof against tampering (only a line's signature is: ``--allowed-signers``), but what an
+    edit of unsigned lines leaves behind."""
     found = []
     outcomes: dict[tuple[str, str, str, str], set[str]] = {}
     succeeded: dict[tuple[str, str], list[LedgerEntry]] = {}
