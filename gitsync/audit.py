@@ -234,7 +234,8 @@ def inconsistencies(notes: Mapping[str, Iterable[LedgerEntry]], commits: Mapping
     """What the ledger says that cannot all be true, one line each: one release noted with two outcomes (an edited
     line merged with the agent's own copy), and a promotion without a forced reason whose content no Succeeded
     release upstream has (a line removed or edited, or a pin written by hand: the agent's guard would not have
-    applied it). Not proof against tampering (nothing signs the notes), but what an edit leaves behind."""
+    applied it). Not proof against tampering (only a line's signature is: ``--allowed-signers``), but what an
+    edit of unsigned lines leaves behind."""
     found = []
     outcomes: dict[tuple[str, str, str, str], set[str]] = {}
     succeeded: dict[tuple[str, str], list[LedgerEntry]] = {}
@@ -251,7 +252,7 @@ def inconsistencies(notes: Mapping[str, Iterable[LedgerEntry]], commits: Mapping
         source = _trailer(commit, PROMOTED_FROM)
         if not source or _trailer(commit, OVERRIDE):
             continue
-        from_env = source.partition("@")[0]
+        from_env, _, promoted = source.partition("@")
         mine = [  # a Superseded line's values are not known (its valuesHash is that of none)
             e
             for e in entries
@@ -261,8 +262,7 @@ def inconsistencies(notes: Mapping[str, Iterable[LedgerEntry]], commits: Mapping
         upstream = succeeded.get((from_env, mine[0].app), []) if mine else []
         if mine and not any(u.content.same_as(e.content) for e in mine for u in upstream):
             found.append(
-                f"{mine[0].env} {mine[0].app} at {sha[:12]}: promoted from {source.partition('@')[0]}@"
-                f"{source.partition('@')[2][:12]} unforced, but {from_env}'s ledger holds no Succeeded release "
-                "of its content"
+                f"{mine[0].env} {mine[0].app} at {sha[:12]}: promoted from {from_env}@{promoted[:12]} unforced, "
+                f"but {from_env}'s ledger holds no Succeeded release of its content"
             )
     return found

@@ -40,6 +40,7 @@ __all__ = [
     "rendered_change",
     "rollback_identity",
     "rollback_message",
+    "soak_left",
     "verify_pin",
 ]
 
@@ -213,6 +214,17 @@ def candidate(
     if pin is not None and pin.content.same_as(newest.content):
         return None
     return Candidate(revision, newest, started, soak_seconds)
+
+
+def soak_left(newest: LedgerEntry, pin: PinnedRelease | None, soak_seconds: float, now: float) -> float | None:
+    """When ``candidate`` offers nothing: the seconds the newest upstream release still soaks, when it Succeeded
+    with content ``pin`` lacks; None when nothing soaks (it did not succeed, or the pin holds it). The agent's
+    ``soaking`` step and ``gitsync promote``'s answer both say it."""
+    if newest.outcome is not ReleaseOutcome.SUCCEEDED:
+        return None
+    if pin is not None and pin.content.same_as(newest.content):
+        return None
+    return max(newest.finished_at + soak_seconds - now, 0.0)
 
 
 def verify_pin(

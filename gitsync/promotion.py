@@ -46,6 +46,7 @@ from gitsync.promote import (
     promotion_message,
     rollback_identity,
     rollback_message,
+    soak_left,
     verify_pin,
 )
 from gitsync.promoted_file import with_pin
@@ -314,9 +315,8 @@ class Promotions:
         if not releases:
             return PromotionStep(PromotionAction.NONE, f"no release of {upstream.from_env} recorded yet")
         _, newest = max(releases, key=lambda pair: pair[1].recency)
-        differs = current is None or not current.content.same_as(newest.content)
-        if newest.outcome is LedgerOutcome.SUCCEEDED and differs:
-            remaining = max(newest.finished_at + upstream.soak_seconds - now, 0.0)
+        remaining = soak_left(newest, current, upstream.soak_seconds, now)
+        if remaining is not None:
             return PromotionStep(
                 PromotionAction.SOAKING,
                 f"{upstream.from_env}@{newest.revision[:12]} soaks, {remaining:.0f}s left",

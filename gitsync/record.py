@@ -342,8 +342,8 @@ class LedgerSink:
         # staging, any commit seen from a pinned prod) continues the release that runs, and is noted on the commit
         # that brought it (``Status.release_revision``).
         changed = r.digest != before.last_applied_digest
-        if changed and before.last_applied_digest and before.result in (Result.PROGRESSING.value, Result.PAUSED.value):
-            superseded = before.release_revision or before.last_applied_revision
+        superseded = r.superseded_revision
+        if superseded:
             self._note(r, superseded, before.last_applied_digest, Result.SUPERSEDED, 0.0, _Evidence(), current=False)
         unchanged = (before.result, before.health) == (r.outcome.value, _health(r)) and not changed
         if unchanged and ended and self._chart_moved(r, before):
@@ -574,18 +574,10 @@ def commit_statuses(r: ReconcileResult, target_url: str = "") -> tuple[CommitSta
     credited = r.release_revision
     if r.kind is Kind.RELEASE and credited not in ("", r.revision) and not credited.endswith("-dirty"):
         statuses.append(CommitStatus(credited, context, state, first_line(description), link(credited)))
-    before = r.previous
-    if (
-        r.kind is Kind.RELEASE
-        and before is not None
-        and before.last_applied_digest
-        and before.last_applied_digest != r.digest
-        and before.result in (Result.PROGRESSING.value, Result.PAUSED.value)
-    ):
-        superseded = before.release_revision or before.last_applied_revision
-        if superseded and superseded != r.revision and not superseded.endswith("-dirty"):
-            said = f"superseded by {r.revision[:12]} before its rollout finished"
-            statuses.append(CommitStatus(superseded, context, CommitState.ERROR, said, link(superseded)))
+    superseded = r.superseded_revision if r.kind is Kind.RELEASE else ""
+    if superseded and superseded != r.revision and not superseded.endswith("-dirty"):
+        said = f"superseded by {r.revision[:12]} before its rollout finished"
+        statuses.append(CommitStatus(superseded, context, CommitState.ERROR, said, link(superseded)))
     return tuple(statuses)
 
 

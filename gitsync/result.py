@@ -174,6 +174,18 @@ class ReconcileResult:
         return before.release_revision or before.last_applied_revision or self.revision
 
     @property
+    def superseded_revision(self) -> str:
+        """The commit credited with the release this reconcile replaced while it still rolled out (Progressing or
+        Paused, with another digest): Superseded, that release never finished on its own; "" when none. The ledger
+        notes it so and its commit status says so."""
+        before = self.previous
+        if before is None or not before.last_applied_digest or before.last_applied_digest == self.digest:
+            return ""
+        if before.result not in (Result.PROGRESSING.value, Result.PAUSED.value):
+            return ""
+        return before.release_revision or before.last_applied_revision
+
+    @property
     def new_release(self) -> bool:
         """The revision or digest differs from what was applied before."""
         before = self.previous

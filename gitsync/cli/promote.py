@@ -50,6 +50,7 @@ from gitsync.promote import (
     promotion_message,
     rollback_identity,
     rollback_message,
+    soak_left,
     verify_pin,
 )
 from gitsync.promoted_file import with_pin
@@ -197,9 +198,8 @@ def _why_none(upstream: Releases, pinned: PinnedRelease | None, settings: Promot
             "release it finishes, gitsync sync does not (or pass --revision SHA with --force --reason TEXT)"
         )
     _, newest = max(upstream, key=lambda pair: pair[1].recency)
-    differs = pinned is None or not pinned.content.same_as(newest.content)
-    if newest.outcome is ReleaseOutcome.SUCCEEDED and differs:  # as the agent reports it (promotion.soaking)
-        left = max(newest.finished_at + settings.soak_seconds - now, 0.0)
+    left = soak_left(newest, pinned, settings.soak_seconds, now)
+    if left is not None:  # as the agent reports it (promotion.soaking)
         return f"{settings.from_env}@{newest.revision[:12]} soaks, {left:.0f}s left"
     return "nothing newer has succeeded and soaked"
 
