@@ -227,6 +227,12 @@ def _status(obj: Json) -> Json:
     return obj.get("status") or {}
 
 
+def pod_ready(pod: Json) -> bool:
+    """Whether the pod's ``Ready`` condition is True: it passes its readiness probes and Services send it traffic."""
+    ready = _condition(pod, "Ready")
+    return ready is not None and ready.get("status") == "True"
+
+
 def _condition(obj: Json, kind: str) -> Json | None:
     for condition in _status(obj).get("conditions") or []:
         if condition.get("type") == kind:
@@ -342,8 +348,7 @@ def _pod(obj: Json) -> Health:
     if phase == "Succeeded":
         return HEALTHY
     if phase == "Running":
-        ready = _condition(obj, "Ready")
-        if ready and ready.get("status") == "True":
+        if pod_ready(obj):
             return HEALTHY
         return Health(HealthStatus.PROGRESSING, "running, not ready")
     return Health(HealthStatus.PROGRESSING, f"pod is {phase}")
@@ -502,6 +507,7 @@ __all__ = [
     "assess_app",
     "assess_workload",
     "current_pods",
+    "pod_ready",
     "read_health",
     "selects",
 ]

@@ -31,7 +31,7 @@ from gitsync.plan import PARENT_KINDS, ListSnapshot, Plan, PlanAction, defined_k
 from gitsync.ports import Cluster, LiveReader, RenderedApp, StateStore
 from gitsync.prune import prune as prune_stage
 
-__all__ = ["SyncResult", "ensure_namespace", "namespace_exists", "sync_app"]
+__all__ = ["SyncResult", "create_namespace", "ensure_namespace", "namespace_exists", "sync_app"]
 
 log = logging.get("gitsync.sync")
 
@@ -223,8 +223,13 @@ def ensure_namespace(cluster: Cluster, namespace: str) -> bool:
     namespace that exists is never relabelled. No Pod Security label, as Argo CD's CreateNamespace: an app that
     mounts its node (a log shipper, node-exporter) would see its pods refused with nothing in Git to say why; the
     install's namespaces (deploy/manifests/05-environment.yaml) enforce "baseline", chosen there by the platform."""
-    if namespace_exists(cluster, namespace):
-        return False
+    return not namespace_exists(cluster, namespace) and create_namespace(cluster, namespace)
+
+
+def create_namespace(cluster: Cluster, namespace: str) -> bool:
+    """``ensure_namespace`` of a namespace already read as missing (True when this call created it), for a caller
+    that read it for more than its existence (``gitsync sync`` looks for one being deleted) and need not read it
+    twice."""
     metadata: Json = {"name": namespace, "labels": {LABEL_MANAGED_BY: MANAGER}}
     try:  # create, never apply: an existing namespace is not ours to relabel (and RBAC needs no patch on it)
         cluster.create({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata})

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from gitsync.analysis.run import CheckOutcome, Measurement
 from gitsync.analysis.spec import PodHealthPolicy
-from gitsync.health import POD_FAILURE_REASONS
+from gitsync.health import POD_FAILURE_REASONS, pod_ready
 from gitsync.model import Json, ObjectId
 
 __all__ = ["PodReport", "inspect_pods"]
@@ -53,7 +53,7 @@ def inspect_pods(
             continue
         total += 1
         status = pod.get("status") or {}
-        is_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        is_ready = pod_ready(pod)
         ready += is_ready
         reason = _failure(status, policy)
         if reason is None and not is_ready:

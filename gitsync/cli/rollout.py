@@ -16,6 +16,7 @@ import getpass
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -26,6 +27,9 @@ from gitsync.errors import GitsyncError
 from gitsync.model import Json
 from gitsync.strategy.policy import PolicyError, parse_policy
 from gitsync.strategy.state import ACTIVE_PHASES, CommandName, Phase
+
+if TYPE_CHECKING:  # importing it at run time pulls in the renderer
+    from renderers import RenderedApp
 
 app_option = click.option("--app", "app", required=True, help="The app whose rollout to act on.")
 _ACCEPTED_IN = {
@@ -43,23 +47,28 @@ advance_option = click.option(
 )
 
 
-def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandName, advance: bool) -> None:
+def _render(repo: Path, env: str, app: str) -> RenderedApp:
+    """The app rendered at the checkout's revision, as `gitsync sync` records it: a rollout a step starts (a retry,
+    a new template) names its commit, and a chart that puts the revision in the pod template renders the same."""
     import renderers
     from gitsync.adapters.checkout import LocalCheckout
+    from gitsync.adapters.trees import LocalTrees
+
+    revision = LocalCheckout(repo).resolve().revision or None
+    return renderers.render_app(repo, env, app, revision=revision, trees=LocalTrees(repo))
+
+
+def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandName, advance: bool) -> None:
     from gitsync.adapters.clock import SystemClock
     from gitsync.adapters.http_check import HttpClient
     from gitsync.adapters.prometheus import PrometheusClient
     from gitsync.adapters.state import ConfigMapStateStore
-    from gitsync.adapters.trees import LocalTrees
     from gitsync.analysis.measure import Measurer
     from gitsync.strategy import control, executor
 
     logging.configure("auto")
     try:
-        # The checkout's revision, as `gitsync sync` records it: a rollout this step starts (a retry, a new
-        # template) names its commit, and a chart that puts the revision in the pod template renders the same.
-        revision = LocalCheckout(repo).resolve().revision or None
-        rendered = renderers.render_app(repo, env, app, revision=revision, trees=LocalTrees(repo))
+        rendered = _render(repo, env, app)
         cluster = connect(kubeconfig)
         store = ConfigMapStateStore(cluster)
         clock = SystemClock()
@@ -96,17 +105,13 @@ def status(repo: Path, env: str, app: str, kubeconfig: Path | None, output: str)
     Exit status 0, or 1 when the rollout is Aborted (the new version is not running: as `kubectl argo rollouts
     status` exits 1 for a Degraded rollout); 2 or 3 when it cannot be read.
     """
-    import renderers
-    from gitsync.adapters.checkout import LocalCheckout
     from gitsync.adapters.state import ConfigMapStateStore
-    from gitsync.adapters.trees import LocalTrees
     from gitsync.cli.status import located_checks, rollout_lines
     from gitsync.strategy import control
 
     logging.configure("auto", level="ERROR")
     try:
-        revision = LocalCheckout(repo).resolve().revision or None
-        rendered = renderers.render_app(repo, env, app, revision=revision, trees=LocalTrees(repo))
+        rendered = _render(repo, env, app)
         store = ConfigMapStateStore(connect(kubeconfig))
         rollout = located_checks(repo, rendered, control.describe_rollout(store, rendered.app_env, rendered.namespace))
         progressive = parse_policy(rendered.values, source=f"{rendered.app_env}: values").progressive

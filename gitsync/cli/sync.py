@@ -130,26 +130,33 @@ def namespaces_to_create(cluster: KubeCluster, targets: Sequence[RenderedApp]) -
     return frozenset(ns for ns in {r.namespace for r in targets} if not namespace_exists(cluster, ns))
 
 
-def refuse_terminating(cluster: KubeCluster, namespaces: Collection[str]) -> None:
-    """A ``NamespaceTerminatingError`` (transient) for the first of ``namespaces`` being deleted: the API server
-    refuses every create in it until its deletion finishes, which may wait on finalizers for long. Refused before
-    anything is applied, in one line; once it is gone, the next sync creates it anew. Without permission to read
-    namespaces, left to the creates to say."""
+def absent_namespaces(cluster: KubeCluster, namespaces: Collection[str]) -> frozenset[str]:
+    """Those of ``namespaces`` that do not exist, each read once; a ``NamespaceTerminatingError`` (transient) for
+    the first being deleted: the API server refuses every create in it until its deletion finishes, which may wait
+    on finalizers for long. Refused before anything is applied, in one line; once it is gone, the next sync creates
+    it anew. Without permission to read namespaces, taken to exist (``sync.namespace_exists``), and left to the
+    creates to say."""
     from gitsync.errors import ForbiddenError
     from gitsync.model import ObjectId
 
+    absent = set()
     for namespace in sorted(namespaces):
         ref = ObjectId("", "Namespace", "", namespace)
         try:
             live = cluster.get(ref)
         except ForbiddenError:
+            logging.get("gitsync.cli").info(
+                "namespace.unchecked", namespace=namespace, reason="no permission to read namespaces"
+            )
             continue
-        since = (live or {}).get("metadata", {}).get("deletionTimestamp")
-        if since:
+        if live is None:
+            absent.add(namespace)
+        elif since := live.get("metadata", {}).get("deletionTimestamp"):
             raise NamespaceTerminatingError(
                 f"{ref}: being deleted (Terminating since {since}): nothing can be created in it until the deletion "
                 "finishes; sync again then, and the namespace is created anew"
             )
+    return frozenset(absent)
 
 
 def departures(cluster: KubeCluster, repo: Path, env: str, prune: bool | None) -> list[tuple[AppEnv, Target]]:
@@ -347,7 +354,7 @@ def command(
     from gitsync.record import Recorder, default_sinks
     from gitsync.result import Kind, Target
     from gitsync.strategy.executor import RolloutExecutor, owned
-    from gitsync.sync import ensure_namespace
+    from gitsync.sync import create_namespace
     from renderers import load_environment
 
     interactive = sys.stdout.isatty()
@@ -369,11 +376,13 @@ def command(
                 f"environments/{env}/env.yaml: app {app!r} is not in environment {env}, "
                 f"and gitsync holds nothing of it in the cluster"
             )
-        refuse_terminating(cluster, {r.namespace for r in targets} | {t.namespace for _, t in left})
-        missing = namespaces_to_create(cluster, targets) if dry_run else frozenset()
+        # each namespace read once: one being deleted refused, the missing ones of the rendered apps created
+        rendered_in = {r.namespace for r in targets}
+        absent = absent_namespaces(cluster, rendered_in | {t.namespace for _, t in left}) & rendered_in
+        missing = absent if dry_run else frozenset()
         if not dry_run:  # as the agent does (agent.yaml createNamespaces): a fresh cluster needs no kubectl first
-            for namespace in sorted({rendered.namespace for rendered in targets}):
-                if ensure_namespace(cluster, namespace):
+            for namespace in sorted(absent):
+                if create_namespace(cluster, namespace):
                     click.echo(f"Namespace/{namespace}: created")
     except GitsyncError as e:
         fail_on(e)

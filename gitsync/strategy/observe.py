@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from gitsync.analysis.measure import CheckContext, Measurer
 from gitsync.analysis.pod_health import PodReport, inspect_pods
 from gitsync.errors import TerminalError
-from gitsync.health import current_pods
+from gitsync.health import current_pods, pod_ready
 from gitsync.model import AppEnv, Json, ObjectId
 from gitsync.ports import RenderedApp, WorkloadReader
 from gitsync.strategy.checks import checks_due
@@ -68,7 +68,7 @@ def observe(
             # While the new version serves, the stable's Ready count decides when the new version's pods may go
             # (an abort, a new revision): counted from its pods, since a Deployment's status read just after a
             # scale still counts the pods the scale removed.
-            ready_pods = sum(1 for pod in current_pods(stable_live, listed, replica_sets) if _ready(pod))
+            ready_pods = sum(1 for pod in current_pods(stable_live, listed, replica_sets) if pod_ready(pod))
             stable = replace(stable, ready=min(stable.ready, ready_pods))
     ctx = CheckContext(
         namespace=layout.namespace,
@@ -115,11 +115,6 @@ def _refuse_foreign(layout: Layout, key: AppEnv, track: Track, live: Json | None
             f"{ref}: the {track.value} track of {layout.workload.id.name} has this name, but it belongs to {owner}: "
             "rename one of the two workloads"
         )
-
-
-def _ready(pod: Json) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def services_current(layout: Layout, reader: WorkloadReader) -> bool:
