@@ -37,7 +37,8 @@ MAX_RENDER_SECONDS = 10.0
 _WHITESPACE = dict.fromkeys(c for c in range(0x3001) if chr(c).isspace())
 """What ``str.split()`` splits on (every whitespace code point is below U+3001), mapped to deletion."""
 _HUGE_WIDTH = re.compile(r"[{%][^{}%]*?\d{7,}")
-_WIDTH = re.compile(r"[{%][^{}%]*?(\d+)")
+_FIELD = re.compile(r"[{%]([^{}%]*)")
+_DIGITS = re.compile(r"\d+")
 
 
 class OutputTooLarge(Exception):
@@ -112,7 +113,12 @@ def check_format(text: str, values: Any = (), *, each_once: bool = False) -> Non
         raise OutputTooLarge("format width is too large")
     fields = text.count("%") + text.count("{")
     if fields:
-        widest = 10 ** max((len(digits) for digits in _WIDTH.findall(text)), default=0)
+        # every number of a field (width and precision: "%1.999999f" prints a million digits), and the arguments a
+        # "*" takes its width or precision from ("%*s" % (100000000, s))
+        widest = 10 ** max((len(run) for spec in _FIELD.findall(text) for run in _DIGITS.findall(spec)), default=0)
+        if "*" in text:
+            arguments = values if isinstance(values, tuple) else (values,)
+            widest = max((widest, *(abs(v) for v in arguments if isinstance(v, int))))
         printed = expanded_size(values) * (1 if each_once else fields)
         check_width(len(text) + fields * widest + printed)
 
