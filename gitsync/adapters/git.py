@@ -41,7 +41,7 @@ from git import Git, Repo
 from git.exc import GitCommandError
 
 from gitsync import log as logging
-from gitsync.adapters.trees import ArchiveFailed, extract_archive, git_archive
+from gitsync.adapters.trees import STAGING_PREFIX, ArchiveFailed, extract_archive, git_archive
 from gitsync.errors import TerminalError, TransientError
 from gitsync.ledger import NOTES_REF
 from gitsync.ports import WHOLE_FILE_BYTES, Commit, GitAuth, VerifyConfig, VerifyMode
@@ -453,7 +453,7 @@ class GitRepository:
                 shutil.rmtree(old, ignore_errors=True)
         # A staging folder older than git's time bound was left by an agent killed mid-extraction (an OOM kill, a
         # restart): the extraction of this process runs under the lock, so none is under way here.
-        for staging in self._snapshots.glob(".tmp-*"):
+        for staging in self._snapshots.glob(f"{STAGING_PREFIX}*"):
             if now - staging.stat().st_mtime > self._timeout:
                 shutil.rmtree(staging, ignore_errors=True)
 
