@@ -87,6 +87,14 @@ _VERIFIED_BY = {
 }
 
 
+_PLAN_IDENTITY = {
+    f"GIT_{who}_{what}": value
+    for who in ("AUTHOR", "COMMITTER")
+    for what, value in (("NAME", "gitsync"), ("EMAIL", "gitsync@noreply.invalid"), ("DATE", "1970-01-01T00:00:00Z"))
+}
+"""Author and committer of ``merge_commit``'s commits, fixed: the same merge is the same commit id every time."""
+
+
 class GitRepository:
     """One branch of one remote, mirrored shallowly under ``cache_dir``. Thread-safe: calls are serialised."""
 
@@ -395,13 +403,10 @@ class GitRepository:
         for sha in (base, head, merge_base):
             if not _SHA.match(sha):
                 raise GitError(f"{self.display_url}: not a commit id: {sha[:80]!r}")
-        identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
-                    for what, value in (("NAME", "gitsync"), ("EMAIL", "gitsync@noreply.invalid"),
-                                        ("DATE", "1970-01-01T00:00:00Z"))}  # fmt: skip
         with self._lock, self._open() as repo, tempfile.TemporaryDirectory(prefix="gitsync-merge-") as scratch:
             for sha in (merge_base, base, head):
                 self._ensure(repo, sha)
-            with repo.git.custom_environment(GIT_INDEX_FILE=str(Path(scratch) / "index"), **identity):
+            with repo.git.custom_environment(GIT_INDEX_FILE=str(Path(scratch) / "index"), **_PLAN_IDENTITY):
                 self._run(repo.git, "read-tree", "-m", "-i", "--aggressive", merge_base, base, head)
                 try:
                     tree = self._run(repo.git, "write-tree").strip()
