@@ -9,7 +9,7 @@ is small in memory but expands to gigabytes when printed, so containers are meas
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import Any
 
 from gitsync.ports import WHOLE_FILE_BYTES
@@ -39,6 +39,7 @@ _WHITESPACE = dict.fromkeys(c for c in range(0x3001) if chr(c).isspace())
 _HUGE_WIDTH = re.compile(r"[{%][^{}%]*?\d{7,}")
 _FIELD = re.compile(r"[{%]([^{}%]*)")
 _DIGITS = re.compile(r"\d+")
+_NESTED_FIELD = re.compile(r"\{[^{}:]*:[^{}]*\{")  # "{0:{1}}": a width or precision from an argument
 
 
 class OutputTooLarge(Exception):
@@ -114,13 +115,19 @@ def check_format(text: str, values: Any = (), *, each_once: bool = False) -> Non
     fields = text.count("%") + text.count("{")
     if fields:
         # every number of a field (width and precision: "%1.999999f" prints a million digits), and the arguments a
-        # "*" takes its width or precision from ("%*s" % (100000000, s))
+        # "*" or a nested field takes its width or precision from ("%*s" % (100000000, s), "{:{}}".format(s, n))
         widest = 10 ** max((len(run) for spec in _FIELD.findall(text) for run in _DIGITS.findall(spec)), default=0)
-        if "*" in text:
-            arguments = values if isinstance(values, tuple) else (values,)
-            widest = max((widest, *(abs(v) for v in arguments if isinstance(v, int))))
+        if "*" in text or _NESTED_FIELD.search(text):
+            widest = max(widest, *_int_arguments(values), 0)
         printed = expanded_size(values) * (1 if each_once else fields)
         check_width(len(text) + fields * widest + printed)
+
+
+def _int_arguments(values: Any) -> Iterator[int]:
+    """The integers among a format's arguments (``values`` as ``check_format`` takes them), as sizes."""
+    for value in values if isinstance(values, tuple) else (values,):
+        inner = value.values() if isinstance(value, Mapping) else value if isinstance(value, tuple) else (value,)
+        yield from (abs(v) for v in inner if isinstance(v, int))
 
 
 def check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:

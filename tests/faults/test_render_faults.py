@@ -164,6 +164,11 @@ HOSTILE = [
         f"{CM}:7: not allowed in templates: width or count 100000032 is too large (limit 4194304)",
     ),
     Fault(
+        "format-width-from-a-nested-field",  # 8 GB: each argument passes the width check alone
+        {CM: HEAD + '    {{ ("{:{}}" * 1000).format(*(["a", 4000000] * 1000)) }}\n'},
+        f"{CM}:7: not allowed in templates: width or count 8050049000 is too large (limit 4194304)",
+    ),
+    Fault(
         "characters-batched-into-lists",  # 442 MiB as Python objects
         {CM: HEAD + '    {{ ("ab" * 2000000) | batch(1) | list | length }}\n'},
         f"{CM}:7: not allowed in templates: more than 200000 items in one list or mapping",
