@@ -9,7 +9,7 @@ is small in memory but expands to gigabytes when printed, so containers are meas
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import Any
 
 from gitsync.ports import WHOLE_FILE_BYTES
@@ -37,7 +37,9 @@ MAX_RENDER_SECONDS = 10.0
 _WHITESPACE = dict.fromkeys(c for c in range(0x3001) if chr(c).isspace())
 """What ``str.split()`` splits on (every whitespace code point is below U+3001), mapped to deletion."""
 _HUGE_WIDTH = re.compile(r"[{%][^{}%]*?\d{7,}")
-_WIDTH = re.compile(r"[{%][^{}%]*?(\d+)")
+_FIELD = re.compile(r"[{%]([^{}%]*)")
+_DIGITS = re.compile(r"\d+")
+_NESTED_FIELD = re.compile(r"\{[^{}:]*:[^{}]*\{")  # "{0:{1}}": a width or precision from an argument
 
 
 class OutputTooLarge(Exception):
@@ -112,9 +114,20 @@ def check_format(text: str, values: Any = (), *, each_once: bool = False) -> Non
         raise OutputTooLarge("format width is too large")
     fields = text.count("%") + text.count("{")
     if fields:
-        widest = 10 ** max((len(digits) for digits in _WIDTH.findall(text)), default=0)
+        # every number of a field (width and precision: "%1.999999f" prints a million digits), and the arguments a
+        # "*" or a nested field takes its width or precision from ("%*s" % (100000000, s), "{:{}}".format(s, n))
+        widest = 10 ** max((len(run) for spec in _FIELD.findall(text) for run in _DIGITS.findall(spec)), default=0)
+        if "*" in text or _NESTED_FIELD.search(text):
+            widest = max(widest, *_int_arguments(values), 0)
         printed = expanded_size(values) * (1 if each_once else fields)
         check_width(len(text) + fields * widest + printed)
+
+
+def _int_arguments(values: Any) -> Iterator[int]:
+    """The integers among a format's arguments (``values`` as ``check_format`` takes them), as sizes."""
+    for value in values if isinstance(values, tuple) else (values,):
+        inner = value.values() if isinstance(value, Mapping) else value if isinstance(value, tuple) else (value,)
+        yield from (abs(v) for v in inner if isinstance(v, int))
 
 
 def check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:

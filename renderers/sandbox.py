@@ -103,15 +103,14 @@ class _Budget:
     """What is left to one render: CPU time, charged by loop iterations and calls and checked every 256 charges,
     and output characters, charged as each chunk is produced."""
 
-    __slots__ = ("charges", "deadline", "output_left", "seconds", "stalled")
+    __slots__ = ("charges", "deadline", "output_left", "stalled")
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
         self.deadline = time.thread_time() + seconds
         self.charges = 0
         self.output_left = MAX_OUTPUT_CHARS
         message = f"render took longer than {seconds:g} s"
-        # what the watchdog raises in the thread: a class, constructed without arguments, that says the same
+        # raised by the charges and by the watchdog, which needs a class it can construct without arguments
         self.stalled: type[RenderTooSlow] = type(
             "RenderTooSlow", (RenderTooSlow,), {"__init__": lambda exc: RenderTooSlow.__init__(exc, message)}
         )
@@ -150,7 +149,7 @@ def _charge() -> None:
         return
     budget.charges += 1
     if not budget.charges & 0xFF and time.thread_time() > budget.deadline:
-        raise RenderTooSlow(f"render took longer than {budget.seconds:g} s")
+        raise budget.stalled()
 
 
 class _BoundedCodeGenerator(CodeGenerator):

@@ -41,7 +41,7 @@ from git import Git, Repo
 from git.exc import GitCommandError
 
 from gitsync import log as logging
-from gitsync.adapters.trees import ArchiveFailed, extract_archive, git_archive
+from gitsync.adapters.trees import STAGING_PREFIX, ArchiveFailed, extract_archive, git_archive
 from gitsync.errors import TerminalError, TransientError
 from gitsync.ledger import NOTES_REF
 from gitsync.ports import WHOLE_FILE_BYTES, Commit, GitAuth, VerifyConfig, VerifyMode
@@ -85,6 +85,14 @@ _VERIFIED_BY = {
     VerifyMode.GPG: "GPG keyring",
     VerifyMode.SSH_OR_GPG: "allowed signers or GPG keyring",
 }
+
+
+_PLAN_IDENTITY = {
+    f"GIT_{who}_{what}": value
+    for who in ("AUTHOR", "COMMITTER")
+    for what, value in (("NAME", "gitsync"), ("EMAIL", "gitsync@noreply.invalid"), ("DATE", "1970-01-01T00:00:00Z"))
+}
+"""Author and committer of ``merge_commit``'s commits, fixed: the same merge is the same commit id every time."""
 
 
 class GitRepository:
@@ -395,13 +403,10 @@ class GitRepository:
         for sha in (base, head, merge_base):
             if not _SHA.match(sha):
                 raise GitError(f"{self.display_url}: not a commit id: {sha[:80]!r}")
-        identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
-                    for what, value in (("NAME", "gitsync"), ("EMAIL", "gitsync@noreply.invalid"),
-                                        ("DATE", "1970-01-01T00:00:00Z"))}  # fmt: skip
         with self._lock, self._open() as repo, tempfile.TemporaryDirectory(prefix="gitsync-merge-") as scratch:
             for sha in (merge_base, base, head):
                 self._ensure(repo, sha)
-            with repo.git.custom_environment(GIT_INDEX_FILE=str(Path(scratch) / "index"), **identity):
+            with repo.git.custom_environment(GIT_INDEX_FILE=str(Path(scratch) / "index"), **_PLAN_IDENTITY):
                 self._run(repo.git, "read-tree", "-m", "-i", "--aggressive", merge_base, base, head)
                 try:
                     tree = self._run(repo.git, "write-tree").strip()
@@ -453,7 +458,7 @@ class GitRepository:
                 shutil.rmtree(old, ignore_errors=True)
         # A staging folder older than git's time bound was left by an agent killed mid-extraction (an OOM kill, a
         # restart): the extraction of this process runs under the lock, so none is under way here.
-        for staging in self._snapshots.glob(".tmp-*"):
+        for staging in self._snapshots.glob(f"{STAGING_PREFIX}*"):
             if now - staging.stat().st_mtime > self._timeout:
                 shutil.rmtree(staging, ignore_errors=True)
 

@@ -38,7 +38,15 @@ from gitsync import log as logging
 from gitsync.errors import TerminalError
 from gitsync.ports import WHOLE_FILE_BYTES
 
-__all__ = ["ArchiveFailed", "LocalTrees", "Truncated", "extract_archive", "git_archive", "user_cache_dir"]
+__all__ = [
+    "STAGING_PREFIX",
+    "ArchiveFailed",
+    "LocalTrees",
+    "Truncated",
+    "extract_archive",
+    "git_archive",
+    "user_cache_dir",
+]
 
 log = logging.get("gitsync.trees")
 
@@ -49,6 +57,9 @@ MAX_TREES = 64
 """Trees ``LocalTrees`` keeps: the pinned commits and pull-request bases and heads a checkout's commands read."""
 IN_USE_SECONDS = 600.0
 """A tree used this recently is never removed, whatever the count."""
+STAGING_PREFIX = ".tmp-"
+"""Starts the name of the folder ``extract_archive`` extracts into beside its target; ``GitRepository`` removes
+those an agent killed mid-extraction left among its snapshots."""
 LOGGED_PATHS = 20
 """Files cut that the log event names (with their sizes); it counts the others."""
 
@@ -132,7 +143,7 @@ def extract_archive(
     a staging folder beside ``target`` that becomes ``target`` only once the whole stream was read and git exited
     well; on any error it is removed, so a refused member still leaves nothing behind.
     """
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target.parent))
     try:
         tree = staging / "tree"
         with open_archive() as stream:

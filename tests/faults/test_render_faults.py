@@ -154,6 +154,21 @@ HOSTILE = [
         f"{CM}:7: not allowed in templates: width or count 10004300000 is too large (limit 4194304)",
     ),
     Fault(
+        "format-precisions",  # a million digits each, 1 GB in all, asked for in one C call
+        {CM: HEAD + '    {{ ("%1.999999f" * 1000) % ((1.0,) * 1000) }}\n'},
+        f"{CM}:7: not allowed in templates: width or count 1000040006 is too large (limit 4194304)",
+    ),
+    Fault(
+        "format-width-from-an-argument",
+        {CM: HEAD + '    {{ "%*s" % (100000000, "a") }}\n'},
+        f"{CM}:7: not allowed in templates: width or count 100000032 is too large (limit 4194304)",
+    ),
+    Fault(
+        "format-width-from-a-nested-field",  # 8 GB: each argument passes the width check alone
+        {CM: HEAD + '    {{ ("{:{}}" * 1000).format(*(["a", 4000000] * 1000)) }}\n'},
+        f"{CM}:7: not allowed in templates: width or count 8050049000 is too large (limit 4194304)",
+    ),
+    Fault(
         "characters-batched-into-lists",  # 442 MiB as Python objects
         {CM: HEAD + '    {{ ("ab" * 2000000) | batch(1) | list | length }}\n'},
         f"{CM}:7: not allowed in templates: more than 200000 items in one list or mapping",
