@@ -378,25 +378,41 @@ def unbind_roots(token: Any) -> None:
     _ROOTS.reset(token)
 
 
-def stream(template: jinja2.Template, variables: Mapping[str, Any]) -> Iterator[tuple[str, CodeType | None, int]]:
-    """Render ``template`` chunk by chunk as ``(text, code, Python line)``.
+class Stream:
+    """Renders ``template`` chunk by chunk as ``(text, code, Python line)``.
 
     The code and line of the statement that yielded each chunk let the caller bound the output as it grows and
     report a problem in it (invalid YAML) at the template line a human edits (``get_corresponding_lineno``).
+    ``line`` says where the template is while it is paused between two chunks: the watchdog's error can land
+    there, outside every template frame, and is still reported at the template's line.
     """
-    generator = cast("GeneratorType[str, None, None]", template.root_render_func(template.new_context(dict(variables))))
-    env = template.environment
-    budget = _BUDGET.get()
-    while True:
-        try:
-            chunk = next(generator)
-        except StopIteration:
-            return
-        except Exception:  # noqa: BLE001 - re-raised with the traceback rewritten to template lines
-            env.handle_exception()
-        if budget is not None:
-            budget.output_left -= len(chunk)
-            if budget.output_left < 0:
-                raise OutputTooLarge(f"the app's rendered output exceeds {MAX_OUTPUT_CHARS} characters")
-        frame = generator.gi_frame
-        yield chunk, (frame.f_code if frame is not None else None), (frame.f_lineno if frame is not None else 0)
+
+    def __init__(self, template: jinja2.Template, variables: Mapping[str, Any]) -> None:
+        self.template = template
+        self._generator = cast(
+            "GeneratorType[str, None, None]", template.root_render_func(template.new_context(dict(variables)))
+        )
+        self._last_line = 0
+
+    def __iter__(self) -> Iterator[tuple[str, CodeType | None, int]]:
+        generator = self._generator
+        env = self.template.environment
+        budget = _BUDGET.get()
+        while True:
+            try:
+                chunk = next(generator)
+            except StopIteration:
+                return
+            except Exception:  # noqa: BLE001 - re-raised with the traceback rewritten to template lines
+                env.handle_exception()
+            if budget is not None:
+                budget.output_left -= len(chunk)
+                if budget.output_left < 0:
+                    raise OutputTooLarge(f"the app's rendered output exceeds {MAX_OUTPUT_CHARS} characters")
+            frame = generator.gi_frame
+            self._last_line = frame.f_lineno if frame is not None else 0
+            yield chunk, (frame.f_code if frame is not None else None), self._last_line
+
+    def line(self) -> int | None:
+        """The template line that yielded the last chunk (where the paused template is), None before the first."""
+        return self.template.get_corresponding_lineno(self._last_line) if self._last_line else None

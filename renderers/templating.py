@@ -25,7 +25,15 @@ from renderers.chartfiles import ChartFiles
 from renderers.errors import RenderError
 from renderers.filters import FilterError, RequiredValueMissing
 from renderers.limits import MAX_OUTPUT_CHARS, OutputTooLarge
-from renderers.sandbox import TemplateUnreadable, bind_roots, chart_environment, stream, unbind_roots, watched
+from renderers.sandbox import (
+    RenderTooSlow,
+    Stream,
+    TemplateUnreadable,
+    bind_roots,
+    chart_environment,
+    unbind_roots,
+    watched,
+)
 from renderers.syntax import explain
 from renderers.values import relative
 from renderers.yamlio import YamlError, load_manifests
@@ -138,14 +146,15 @@ class TemplateRun:
             return cached
         if name in self._active:
             raise FilterError(f"config_hash: {name} depends on its own output ({' -> '.join([*self._active, name])})")
+        template = self.env.get_template(name)
+        streaming = Stream(template, self.variables)
         self._active.append(name)
         try:
-            template = self.env.get_template(name)
             chunks: list[str] = []
             offsets: list[int] = []
             code_lines: list[tuple[CodeType | None, int]] = []
             position = 0
-            for chunk, code, py_line in stream(template, self.variables):
+            for chunk, code, py_line in streaming:
                 offsets.append(position)
                 code_lines.append((code, py_line))
                 chunks.append(chunk)
@@ -156,6 +165,11 @@ class TemplateRun:
                         f"rendered output exceeds {MAX_OUTPUT_CHARS} characters",
                         template.get_corresponding_lineno(py_line),
                     )
+        except RenderTooSlow as exc:
+            if self._innermost(exc.__traceback__, name)[1] is not None:
+                raise
+            # the watchdog's error landed between two chunks, outside every template frame
+            raise RenderError(self._relative(template.filename or name), str(exc), streaming.line()) from None
         finally:
             self._active.pop()
         rendered = RenderedTemplate(

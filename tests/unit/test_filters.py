@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ import yaml
 
 from renderers import RenderError
 from renderers.chart import load_chart
-from renderers.sandbox import time_limit
+from renderers.sandbox import RenderTooSlow, Stream, time_limit
 from renderers.templating import TemplateRun
 
 
@@ -623,3 +625,22 @@ def test_the_time_limit_holds_inside_one_long_call(tmp_path: Path) -> None:
     assert str(err.value) == "apps/demo/templates/out.yaml:2: render took longer than 0.05 s"
     with time_limit(5.0):
         assert render_text(tmp_path / "quick", "{{ 'aaa' | wordwrap(1) }}") == "a\na\na"
+
+
+def test_a_time_limit_reached_between_two_chunks_is_reported_at_the_template_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watchdog's error can land while the template is paused between two chunks of output, outside every
+    template frame (it did in CI): it is still reported at the line that produced the last chunk."""
+
+    class StallsAfterTheThirdChunk(Stream):
+        def __iter__(self) -> Iterator[tuple[str, CodeType | None, int]]:
+            for count, item in enumerate(super().__iter__(), start=1):
+                yield item
+                if count == 3:  # "a: 1\n" (line 1), "\nk" (line 2), "1" (line 3)
+                    raise RenderTooSlow("render took longer than 0.05 s")
+
+    monkeypatch.setattr("renderers.templating.Stream", StallsAfterTheThirdChunk)
+    with pytest.raises(RenderError) as err:
+        render_text(tmp_path, "a: 1\n{% for i in [1, 2] %}\nk{{ i }}: x\n{% endfor %}\n")
+    assert str(err.value) == "apps/demo/templates/out.yaml:3: render took longer than 0.05 s"
