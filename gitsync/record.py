@@ -712,12 +712,11 @@ class PullRequestSink:
     def _close_stale(self, r: ReconcileResult) -> None:
         """Close each review branch's pull request ``_stale`` names, looked for once per pin (and again once the
         branch has a new proposal)."""
-        pin = getattr(r.rendered, "pin", None)
-        for head, comment in _stale(r):
+        for head, pinned, comment in _stale(r):
             with self._lock:
-                if self._settled.get(head) == pin.revision:
+                if self._settled.get(head) == pinned:
                     continue
-                self._settled[head] = pin.revision
+                self._settled[head] = pinned
             self.queue.put(f"{head}@close", functools.partial(self._close, head, comment))
 
     def _close(self, head: str, comment: str) -> None:
@@ -733,9 +732,10 @@ class PullRequestSink:
                 self._settled.pop(head, None)
 
 
-def _stale(r: ReconcileResult) -> list[tuple[str, str]]:
-    """The review branches of ``r``'s app-env whose pull request is stale after this reconcile, each with the
-    comment that closes it (see ``PullRequestSink``). Only a pinned environment in pull-request mode has them."""
+def _stale(r: ReconcileResult) -> list[tuple[str, str, str]]:
+    """The review branches of ``r``'s app-env whose pull request is stale after this reconcile, each with the pin
+    revision it was found stale at and the comment that closes it (see ``PullRequestSink``). Only a pinned
+    environment in pull-request mode has them."""
     upstream = r.target.upstream if r.target is not None else None
     pin = getattr(r.rendered, "pin", None)
     if upstream is None or upstream.mode != "pull-request" or pin is None:
@@ -746,6 +746,7 @@ def _stale(r: ReconcileResult) -> list[tuple[str, str]]:
         stale.append(
             (
                 review_branch("promote", r.key),
+                pin.revision,
                 f"Closed by gitsync: {r.key.env} already runs {runs}, the newest release that succeeded in "
                 f"{pin.from_env}; merging this pull request would change nothing, or go back to an older release. "
                 "The next candidate opens a new one.",
@@ -755,6 +756,7 @@ def _stale(r: ReconcileResult) -> list[tuple[str, str]]:
         stale.append(
             (
                 review_branch("rollback", r.key),
+                pin.revision,
                 f"Closed by gitsync: {r.key.env} runs {runs} and its release succeeded after this rollback was "
                 "written, so the release it rolls back is no longer the one running; merging this pull request "
                 f"would take {r.key.env} back to an older release. A rollout that fails again opens a new rollback.",

@@ -51,7 +51,10 @@ def test_a_paused_canary_says_the_same_step_in_its_message_status_json_and_dashb
     observed = Observation(target_hash="new", spec_hash="spec", total=4, stable=stable, new=canary, revision="rev")
     decision = decide(running, observed, CANARY, NOW)
     assert decision.state.phase is Phase.PAUSED
-    waits = "paused: step 2/3 waits for gitsync rollout promote; run gitsync rollout promote to continue or gitsync rollout abort"
+    waits = (
+        "paused: step 2/3 waits for gitsync rollout promote; "
+        "run gitsync rollout promote to continue or gitsync rollout abort"
+    )
     assert decision.state.message == waits
 
     store = MemoryStore()
