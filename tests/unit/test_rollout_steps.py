@@ -14,7 +14,7 @@ from gitsync.model import AppEnv
 from gitsync.strategy.control import describe_rollout
 from gitsync.strategy.decide import decide
 from gitsync.strategy.executor import PART
-from gitsync.strategy.model import Observation, WorkloadView
+from gitsync.strategy.model import Emit, Observation, WorkloadView
 from gitsync.strategy.policy import parse_policy
 from gitsync.strategy.state import Phase, RolloutState, step_label
 
@@ -56,6 +56,8 @@ def test_a_paused_canary_says_the_same_step_in_its_message_status_json_and_dashb
         "run gitsync rollout promote to continue or gitsync rollout abort"
     )
     assert decision.state.message == waits
+    events = [a.message for a in decision.actions if isinstance(a, Emit)]
+    assert events == ["rev: step 2/3 waits for gitsync rollout promote"], "the Event (and notification)"
 
     store = MemoryStore()
     store.save(KEY, "ns", PART, {"state": {**decision.state.to_json(), "strategy": "canary"}}, "")
