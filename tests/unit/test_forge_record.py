@@ -344,11 +344,15 @@ def test_a_promotion_pull_request_left_open_once_prod_runs_the_newest_release_is
     sink.write(settled)
     sink.write(settled)
     assert sink.queue.idle(5)
-    [(head, comment)] = forge.closed
-    assert head == "gitsync/promote/prod/podinfo"
+    closed = dict(forge.closed)
+    assert len(forge.closed) == 2 and closed.keys() == {"gitsync/promote/prod/podinfo", "gitsync/rollback/prod/podinfo"}
+    comment = closed["gitsync/promote/prod/podinfo"]
     assert comment.startswith(f"Closed by gitsync: prod already runs staging@{PROMOTED[:12]}, the newest release")
+    assert closed["gitsync/rollback/prod/podinfo"].startswith(
+        f"Closed by gitsync: prod runs staging@{PROMOTED[:12]} and its release succeeded after this rollback"
+    )
     auto = replace(
         settled, target=Target("podinfo-prod", prune=True, self_heal=True, upstream=replace(upstream, mode="auto"))
     )
     PullRequestSink(forge, "main").write(auto)
-    assert forge.closed == [(head, comment)], "auto mode has no pull requests to close"
+    assert len(forge.closed) == 2, "auto mode has no pull requests to close"
