@@ -50,7 +50,8 @@ from gitsync.promote import (
     verify_pin,
 )
 from gitsync.promoted_file import with_pin
-from renderers.promotion import Pin
+from renderers import RenderError
+from renderers.promotion import PathError, Pin
 
 __all__ = ["PromotionAction", "PromotionStep", "Promotions", "Topology", "Upstream", "review_branch", "topology"]
 
@@ -132,7 +133,7 @@ class Topology:
 def topology(repo: Path) -> Topology:
     """Read every ``environments/*/env.yaml`` at a snapshot; an environment whose file does not load promotes
     nothing (its own reconcile reports the error)."""
-    from renderers import RenderError, load_environment
+    from renderers import load_environment
 
     environments = {}
     for folder in sorted((repo / "environments").glob("*/")):
@@ -315,7 +316,7 @@ class Promotions:
         if not releases:
             return PromotionStep(PromotionAction.NONE, f"no release of {upstream.from_env} recorded yet")
         _, newest = max(releases, key=lambda pair: pair[1].recency)
-        remaining = soak_left(newest, current, upstream.soak_seconds, now)
+        remaining = soak_left(releases, current, upstream.soak_seconds, now)
         if remaining is not None:
             return PromotionStep(
                 PromotionAction.SOAKING,
@@ -425,6 +426,7 @@ class Promotions:
         promotion_commit: str = "",
         rollback_commit: str = "",
         reason: str = "",
+        paths_at: str = "",
     ) -> None:
         """Append the ledger line of a release of ``key`` that ended with ``outcome`` at commit ``deployed``.
         ``pin_revision``: a pinned app's chart revision (its chart tree is read there); ``values``: the merged
@@ -435,7 +437,8 @@ class Promotions:
         continued by a commit that did not change its render): a pinned app's at its pin, that of a Superseded
         one (``pin_revision`` is not known) as ``promoted.yaml`` held it at ``deployed``. Promoted values that
         cannot be taken are noted as ``valuesHash`` "" (not known), which verifies no pin, never as the hash of
-        no values."""
+        no values; the warning names the env.yaml line listing the path, as of ``paths_at`` (the commit whose
+        env.yaml files gave ``promoted_paths``; ``deployed`` when not given)."""
         ended = _ENDED.get(outcome)
         if ended is None or not deployed:
             return
@@ -445,7 +448,8 @@ class Promotions:
             pin_revision = self._pin_at(key, deployed)
         chart_at = pin_revision or deployed
         try:
-            promoted: Mapping[str, Any] | None = promoted_values(values, promoted_paths) if promoted_paths else {}
+            fail = self._listed_at(key.env, paths_at or deployed, promoted_paths)
+            promoted: Mapping[str, Any] | None = promoted_values(values, promoted_paths, fail) if promoted_paths else {}
         except GitsyncError as e:
             log.warning("ledger.values_unknown", app=key.app, env=key.env, revision=deployed, error=str(e))
             promoted = None
@@ -472,6 +476,24 @@ class Promotions:
         )
         self._ledger.append(deployed, entry)
         log.info("ledger.noted", app=key.app, env=key.env, revision=deployed, outcome=ended.value)
+
+    def _listed_at(self, env: str, revision: str, paths: Sequence[str]) -> PathError:
+        """``promoted_values``' error for ``env``'s release: ``environments/<e>/env.yaml:<line>: promotion.values``
+        of the environment whose list holds the path at ``revision`` (``env``'s own when it receives releases,
+        else a receiver's: ``paths`` is then their union), read only when there is an error."""
+        from renderers.promotion import env_yaml_errors
+
+        def fail(index: int, problem: str) -> RenderError:
+            repo = self._tree(revision)
+            listing = topology(repo)
+            receivers = (*((env,) if env in listing.upstream else ()), *listing.downstream.get(env, ()))
+            for receiver in receivers:
+                listed = listing.upstream[receiver].values
+                if paths[index] in listed:
+                    return env_yaml_errors(repo, receiver)(listed.index(paths[index]), problem)
+            return RenderError("promotion.values", problem)
+
+        return fail
 
     def _pin_at(self, key: AppEnv, revision: str) -> str:
         """The revision ``promoted.yaml`` pinned ``key.app`` to at ``revision`` ("" when none: the environment

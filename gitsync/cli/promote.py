@@ -198,7 +198,7 @@ def _why_none(upstream: Releases, pinned: PinnedRelease | None, settings: Promot
             "release it finishes, gitsync sync does not (or pass --revision SHA with --force --reason TEXT)"
         )
     _, newest = max(upstream, key=lambda pair: pair[1].recency)
-    left = soak_left(newest, pinned, settings.soak_seconds, now)
+    left = soak_left(upstream, pinned, settings.soak_seconds, now)
     if left is not None:  # as the agent reports it (promotion.soaking)
         return f"{settings.from_env}@{newest.revision[:12]} soaks, {left:.0f}s left"
     return "nothing newer has succeeded and soaked"
