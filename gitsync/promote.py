@@ -14,12 +14,12 @@ new one, and like the render stage reads nothing but the snapshot and the pinned
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gitsync.ledger import NO_LIB, LedgerEntry, ReleaseContent, ReleaseOutcome
+from gitsync.ledger import NO_LIB, LedgerEntry, ReleaseContent, ReleaseOutcome, Seal
 from gitsync.model import Manifest, ObjectId, apply_order
 from renderers import AwaitingPromotion, RenderError, render_app
 from renderers.promotion import Pin, values_hash
@@ -42,6 +42,7 @@ __all__ = [
     "rollback_message",
     "soak_left",
     "soak_start",
+    "trusted",
     "verify_pin",
 ]
 
@@ -182,6 +183,17 @@ def pin_change(repo: Path, env: str, app: str, pin: Pin, trees: Trees) -> Render
         return RenderedChange()
     values = current.pin.values if current.pin is not None else {}
     return rendered_change(current.manifests, after.manifests, values, pin.values)
+
+
+def trusted(
+    releases: Iterable[tuple[str, LedgerEntry]], seal: Callable[[LedgerEntry], Seal] | None
+) -> list[tuple[str, LedgerEntry]]:
+    """The ledger lines that count for candidates, the soak, the guard and rollbacks: all of them when no
+    signatures are checked (``seal`` None: no allowed signers configured), else only the lines ``seal`` finds
+    ``VERIFIED``; an unsigned or badly signed line counts as absent. The agent (``Promotions``) and ``gitsync
+    promote``/``rollback`` read the ledger through this one rule. ``seal`` may raise (the allowed signers file
+    cannot be used: ``ledger.SignersError``)."""
+    return [(sha, entry) for sha, entry in releases if seal is None or seal(entry) is Seal.VERIFIED]
 
 
 def _same_release(a: LedgerEntry, b: LedgerEntry) -> bool:

@@ -6,7 +6,9 @@
   reconcile of an unchanged pin reads no notes.
 - Trust: with a ``verifier`` (``repo.verify.allowedSignersFile``) only ledger lines an allowed key signed count,
   for the guard, the candidates, the soak and the rollback alike; any other line is as if absent (the verifier
-  reports it once). Without one every line counts, as before lines were signed.
+  reports it once; the rule is ``promote.trusted``, as in ``gitsync promote``). Without one every line counts, as
+  before lines were signed. An allowed signers file that cannot be used blocks every pin not yet verified and
+  every promotion, naming the file and line, until it is fixed (what runs stays).
 - ``Promotions.step`` (after verify, in a receiving environment): in ``auto`` and ``pull-request`` mode the newest
   upstream release that Succeeded and then stayed unchanged and healthy for ``soak`` becomes the app's pin, by one
   commit on the tracked branch (auto) or on ``gitsync/promote/<env>/<app>`` (pull-request; merging it promotes);
@@ -31,7 +33,7 @@ from typing import Any
 from gitsync import log as logging
 from gitsync.errors import GitsyncError, TerminalError
 from gitsync.history import Result, Status
-from gitsync.ledger import AnalysisResult, LedgerEntry, ReleaseContent, Seal
+from gitsync.ledger import AnalysisResult, LedgerEntry, ReleaseContent, SignersError
 from gitsync.ledger import ReleaseOutcome as LedgerOutcome
 from gitsync.model import AppEnv
 from gitsync.ports import CommitRequest, FileEdit, GitWriter, Ledger, LedgerVerifier, RenderedApp, WriteResult
@@ -47,6 +49,7 @@ from gitsync.promote import (
     rollback_identity,
     rollback_message,
     soak_left,
+    trusted,
     verify_pin,
 )
 from gitsync.promoted_file import with_pin
@@ -205,7 +208,11 @@ class Promotions:
         memo = (release.revision, release.content)
         if memo in self._verified:
             return ""
-        verdict = verify_pin(release, self._upstream(pin.from_env, app), override=pin.override)
+        try:
+            upstream = self._upstream(pin.from_env, app)
+        except SignersError as e:  # logged once by the verifier; what runs stays until the file is fixed
+            return f"environments/{rendered.app_env.env}/promoted.yaml: {app}: cannot verify the pin: {e}"
+        verdict = verify_pin(release, upstream, override=pin.override)
         if isinstance(verdict, Blocked):
             return f"environments/{rendered.app_env.env}/promoted.yaml: {app}: {verdict.reason}"
         self._verified.add(memo)
@@ -242,6 +249,8 @@ class Promotions:
             if outcome in (Result.PROGRESSING, Result.PAUSED):
                 return PromotionStep(PromotionAction.NONE, "waiting for the running rollout")
             return self._promote(key, upstream, snapshot, rendered, now)
+        except SignersError as e:  # logged once by the verifier, not on every reconcile
+            return PromotionStep(PromotionAction.FAILED, str(e))
         except GitsyncError as e:
             log.warning("promotion.failed", app=key.app, env=key.env, error=str(e))
             return PromotionStep(PromotionAction.FAILED, str(e))
@@ -508,11 +517,7 @@ class Promotions:
 
     def _upstream(self, env: str, app: str) -> list[tuple[str, LedgerEntry]]:
         """The ledger lines of ``app`` in ``env`` this agent trusts (only those are checked: each once)."""
-        return [
-            (sha, entry)
-            for sha, entries in self._ledger.read().items()
-            for entry in entries
-            if entry.env == env
-            and entry.app == app
-            and (self._verifier is None or self._verifier.seal(entry) is Seal.VERIFIED)
+        lines = [
+            (sha, e) for sha, entries in self._ledger.read().items() for e in entries if (e.env, e.app) == (env, app)
         ]
+        return trusted(lines, self._verifier.seal if self._verifier is not None else None)

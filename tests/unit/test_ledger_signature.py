@@ -218,6 +218,7 @@ def test_an_agent_configured_with_both_files_signs_its_lines_and_promotes_from_t
     from memstore import MemoryStore
 
     from gitsync.adapters.git import GitRepository
+    from gitsync.cli.run import ledger_verifier
     from gitsync.cli.run import promotions as compose
     from gitsync.history import Result
     from gitsync.runtime.config import load
@@ -231,7 +232,7 @@ def test_an_agent_configured_with_both_files_signs_its_lines_and_promotes_from_t
     config = load(agent_yaml, environ={})
     repo = GitRepository(config.repo.url, config.repo.branch, lab.root / "caches" / "run", verify=config.repo.verify)
     repo.fetch()
-    stage = compose(config, repo, MemoryStore())
+    stage = compose(config, repo, MemoryStore(), ledger_verifier(config))
     stage.note(
         AppEnv("podinfo", "staging"), lab.sha, "sha256:d", Result.SUCCEEDED, T0 - 60, T0,
         promoted_paths=("image.tag",), values=TAG,
