@@ -405,8 +405,9 @@ def test_promote_in_a_clone_takes_a_signed_line_and_names_a_broken_allowed_signe
     lab.ledger("agent", lab.agent_key).append(lab.sha, lab.release())
     lab.allowed.write_text(f"gitsync@agent foo {agent_line(lab)}\n")
     code, out = promote_cli(lab, "--allowed-signers", str(lab.allowed))
-    assert (code, out.splitlines()) == (2, [f"error: {lab.allowed}:1: options: unknown option 'foo' (allowed: "
-                                            'cert-authority, namespaces="...", valid-after="...", valid-before="...")'])  # fmt: skip
+    allowed = 'cert-authority, namespaces="...", valid-after="...", valid-before="..."'
+    expected = f"error: {lab.allowed}:1: options: unknown option 'foo' (allowed: {allowed})"
+    assert (code, out.splitlines()) == (2, [expected])
     lab.allowed.write_text(f"gitsync@agent {agent_line(lab)}\n")
     code, out = promote_cli(lab, "--allowed-signers", str(lab.allowed))
     assert code == 0 and out.startswith(f"promote podinfo to prod (staging@{lab.sha[:7]}): committed"), out
