@@ -249,7 +249,7 @@ class SshLedgerVerifier:
             self._logged.add(str(checked[1]))
         if first and self._report is not None:  # a command (report None) prints the error itself
             log.error("ledger.allowed_signers_invalid", error=str(checked[1]))
-        raise checked[1]
+        raise SignersError(str(checked[1]))
 
     def seal(self, entry: LedgerEntry) -> Seal:
         """Raises ``SignersError`` when the allowed signers file is not usable (``check``)."""
