@@ -405,6 +405,7 @@ class LedgerSink:
             analysis=evidence.analysis,
             rollback_commit=step.commit if step is not None and step.action is PromotionAction.ROLLED_BACK else "",
             reason=evidence.reason if outcome is Result.ROLLED_BACK else "",
+            paths_at=r.revision,
         )
 
 
