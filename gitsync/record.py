@@ -589,7 +589,9 @@ def _state(r: ReconcileResult) -> tuple[CommitState | None, str]:
         if r.outcome is Result.ROLLED_BACK:
             return CommitState.FAILURE, f"rolled back: {r.error or step}"
         if r.outcome is Result.PAUSED:
-            return CommitState.PENDING, f"paused: {step or 'waiting for gitsync rollout promote'}"
+            # the strategy's pause message already says "paused: ..." (draft.pause): not twice
+            said = step if step.startswith("paused: ") else f"paused: {step or 'waiting for gitsync rollout promote'}"
+            return CommitState.PENDING, said
         if r.outcome is Result.PROGRESSING:
             return CommitState.PENDING, f"rolling out: {step or health.reason or health.status.value}"
         if health.status is HealthStatus.HEALTHY:

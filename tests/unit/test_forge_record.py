@@ -63,6 +63,16 @@ def result(kind: Kind, outcome: Result | None, health: HealthStatus | None = Non
             "paused: pause: promote",
         ),
         (
+            result(
+                Kind.RELEASE,
+                Result.PAUSED,
+                HealthStatus.HEALTHY,
+                rollout=RolloutStep(message="paused: step 2/3 waits for gitsync rollout promote; run ..."),
+            ),
+            CommitState.PENDING,
+            "paused: step 2/3 waits for gitsync rollout promote; run ...",
+        ),
+        (
             result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY),
             CommitState.SUCCESS,
             "deployed to staging and healthy",
