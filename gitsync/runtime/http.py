@@ -48,7 +48,11 @@ log = logging.get("gitsync.http")
 REQUEST_SECONDS = 10.0
 """Time for a request's line, headers and body to arrive, in all (an idle keep-alive connection too)."""
 MAX_CONNECTIONS = 128
-CONNECTIONS_PER_CLIENT = 16
+CONNECTIONS_PER_CLIENT = 32
+"""Twice what a busy sender keeps open: a connection's slot is given back only once its thread sees the client's
+close, so a sender (a forge, or every sender behind one ingress address) that opens its next connection as soon as
+it has read a reply briefly holds more slots than it has connections (at 16, a sender keeping 16 open had
+one refused in CI)."""
 WEBHOOKS_PER_SECOND = 20.0
 """Per sender address, after a burst of ``WEBHOOK_BURST``; a Git server sends one delivery per push, and a bot
 pushing a hundred commits in a row (or a redelivery of them) stays inside the burst."""
