@@ -49,6 +49,12 @@ def _moment(option: str, text: str | None) -> float | None:
 @click.option("--since", default=None, help="Only releases that finished at or after this date (UTC unless given).")
 @click.option("--until", default=None, help="Only releases that finished at or before this date (UTC unless given).")
 @click.option(
+    "--at",
+    "at",
+    default=None,
+    help="What ran at this time: per env and app the release running then; apps removed by then are not listed.",
+)
+@click.option(
     "--allowed-signers",
     "allowed_signers",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -62,6 +68,7 @@ def command(
     app: str | None,
     since: str | None,
     until: str | None,
+    at: str | None,
     allowed_signers: Path | None,
     output: str,
 ) -> None:
@@ -69,10 +76,14 @@ def command(
     from gitsync.adapters.commits import read_commits
     from gitsync.adapters.gitwrite import local_session
     from gitsync.adapters.ledger_signature import SshLedgerVerifier
-    from gitsync.audit import COLUMNS, audit_rows, commits_of, inconsistencies
+    from gitsync.audit import COLUMNS, audit_rows, commits_of, inconsistencies, running_at
     from gitsync.errors import GitsyncError
 
+    if at is not None and (since is not None or until is not None):
+        fail("--at: give it alone, without --since or --until (it shows what ran at that one time)")
     after, before = _moment("--since", since), _moment("--until", until)
+    if at is not None:
+        before = _moment("--at", at)
     try:
         notes = clone_ledger(repo).read()
         with local_session(repo) as run:
@@ -87,6 +98,8 @@ def command(
         )
     except GitsyncError as e:
         fail(str(e))
+    if at is not None:
+        found = running_at(found)
     rows = [row.to_json() for row in found]
     for problem in inconsistencies(notes, commits):  # on stderr, so -o json and csv stay machine-readable
         click.echo(f"ledger inconsistent: {problem}", err=True)
@@ -127,8 +140,10 @@ def _table(rows: list[dict[str, object]], *, signatures: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from gitsync.audit import approval_text
+
     table = Table(box=None, pad_edge=False)
-    columns = ("TIME", "ENV", "APP", "COMMIT", "PR", "OUTCOME", "FROM", "AUTHOR", "SUBJECT", "EVIDENCE")
+    columns = ("TIME", "ENV", "APP", "COMMIT", "PR", "APPROVED BY", "OUTCOME", "FROM", "AUTHOR", "SUBJECT", "EVIDENCE")
     for column in (*columns, "SIGNATURE") if signatures else columns:
         table.add_column(column)
     for row in rows:
@@ -139,6 +154,7 @@ def _table(rows: list[dict[str, object]], *, signatures: bool) -> None:
             str(row["app"]),
             str(row["commit"])[:12],
             _pull_request(row),
+            Text(approval_text(str(row["approvals"]), row["approvedBy"])),  # type: ignore[arg-type]
             str(row["outcome"]),
             str(row["promotedFrom"]).partition("@")[0]
             + ("@" + str(row["promotedFrom"]).partition("@")[2][:7] if row["promotedFrom"] else ""),
