@@ -31,15 +31,18 @@ def clone_ledger(repo: Path) -> NotesLedger:
     return NotesLedger(partial(local_session, repo), remote)
 
 
-def _moment(option: str, text: str | None) -> float | None:
-    """``--since``/``--until`` as epoch seconds: a date (its midnight) or a time, UTC unless an offset is given."""
+def _moment(option: str, text: str | None, *, end: bool = False) -> float | None:
+    """``--since``/``--until``/``--at`` as epoch seconds: a date (its midnight) or a time, UTC unless an offset is
+    given. ``end``: a time given to the second means up to the end of that second, as the rows show whole seconds
+    (a release shown finished at 12:00:05Z is in ``--until 2025-01-31T12:00:05Z``)."""
     if text is None:
         return None
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
         fail(f"{option}: expected a date like 2025-01-31 or 2025-01-31T12:00:00Z, got {text!r}")
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    moment = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    return moment + 0.999 if end and not when.microsecond else moment
 
 
 @click.command("audit")
@@ -81,9 +84,9 @@ def command(
 
     if at is not None and (since is not None or until is not None):
         fail("--at: give it alone, without --since or --until (it shows what ran at that one time)")
-    after, before = _moment("--since", since), _moment("--until", until)
+    after, before = _moment("--since", since), _moment("--until", until, end=True)
     if at is not None:
-        before = _moment("--at", at)
+        before = _moment("--at", at, end=True)
     try:
         notes = clone_ledger(repo).read()
         with local_session(repo) as run:
