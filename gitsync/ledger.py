@@ -65,7 +65,7 @@ class ReleaseOutcome(StrEnum):
     FAILED = "Failed"
     SUPERSEDED = "Superseded"
     REMOVED = "Removed"
-    """The app left its environment's ``env.yaml`` (or its folder went) and everything of it was pruned: the
+    """The app left its environment's ``env.yaml`` (``apps:``) and everything of it was pruned: the
     release noted ends there, and nothing of the app runs in the environment after this line's ``finishedAt``.
     Noted on the commit of the release that was removed (so a repeat after a kill -9 is the same ending, whatever
     commit the removal ran at), with ``removalCommit`` naming the commit whose ``env.yaml`` no longer lists it."""
