@@ -177,6 +177,7 @@ def test_a_removed_app_is_noted_once_on_its_last_release_and_audit_stops_listing
     sink = LedgerSink(stage, history, store)
     sink.write(staging_release(server.work, rendered, first, Result.SUCCEEDED))
     running = Status("podinfo", "staging", first, rendered.digest, first, first, result=Result.SUCCEEDED.value)
+    history.set_status(KEY, "podinfo-staging", lambda _: running)
 
     env = (server.work / "environments/staging/env.yaml").read_text()
     dropped = server.commit({"environments/staging/env.yaml": env.replace("- podinfo", "- other")}, "Remove podinfo")
@@ -205,6 +206,17 @@ def test_a_removed_app_is_noted_once_on_its_last_release_and_audit_stops_listing
     assert json.loads(json.dumps(row.to_json()))["removalCommit"] == dropped
     assert row.approvals == "", "a removal line says nothing of approvals"
     assert inconsistencies(notes, commits) == [], "a release that Succeeded and was then Removed is no contradiction"
+
+    # Listed again, rendering exactly as before: a new release at the commit that brought it back, running again.
+    back = server.commit({"environments/staging/env.yaml": env}, "Bring podinfo back")
+    again = staging_release(
+        server.work, rendered, back, Result.SUCCEEDED, previous=history.status(KEY, "podinfo-staging")
+    )
+    sink.write(replace(again, started_at=90.0, finished_at=100.0))
+    notes = ledger.read()
+    assert [e.outcome for e in notes[back]] == [ReleaseOutcome.SUCCEEDED]
+    rows = audit_rows(notes, _commits(server, {first, dropped, back}))
+    assert [r.commit for r in running_at(rows)] == [back]
 
 
 def _commits(server: Server, shas: set[str]) -> dict[str, Any]:
