@@ -35,7 +35,7 @@ from gitsync.adapters.state import ConfigMapStateStore  # noqa: E402
 from gitsync.cli.sync import connect  # noqa: E402
 from gitsync.history import History, Release  # noqa: E402
 from gitsync.model import AppEnv  # noqa: E402
-from gitsync.strategy.state import Phase, RolloutState  # noqa: E402
+from gitsync.strategy.state import Phase, RolloutState, step_label  # noqa: E402
 
 AUTHOR = "Ada <ada@example.com>"
 APPS, ENVS, RELEASES, ROUNDS = 50, ("bench-staging", "bench-qa", "bench-prod"), 20, 10
@@ -138,7 +138,7 @@ def run(sync_playwright: object, kubeconfig: Path, namespaces: dict[str, str], p
         delays = []
         for step in range(1, ROUNDS + 1):
             written = set_step(store, key, namespace, step)
-            wanted = str(step + 1)
+            wanted = step_label(Phase.PROGRESSING, step, 0)
             page.wait_for_function("w => window.changes.some(c => c[1] === w)", arg=wanted, timeout=10_000)
             seen = page.evaluate("w => window.changes.find(c => c[1] === w)[0]", wanted)
             delays.append(float(seen) / 1000 - written)

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from gitsync.errors import TerminalError
+
 __all__ = [
     "NOTES_REF",
     "NO_LIB",
@@ -34,6 +36,7 @@ __all__ = [
     "ReleaseContent",
     "ReleaseOutcome",
     "Seal",
+    "SignersError",
     "parse_note",
     "split_signature",
     "with_signature",
@@ -55,6 +58,11 @@ class Seal(StrEnum):
     UNSIGNED = "unsigned"
     BAD = "bad-signature"
     """Signed, but not by an allowed signer, or the line was changed after it was signed."""
+
+
+class SignersError(TerminalError):
+    """The allowed signers file cannot be used (missing, unreadable, a malformed line, no key): no line's seal is
+    known, which is not the same as every line being badly signed. The message names the file and the line."""
 
 
 class ReleaseOutcome(StrEnum):

@@ -14,12 +14,12 @@ new one, and like the render stage reads nothing but the snapshot and the pinned
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gitsync.ledger import NO_LIB, LedgerEntry, ReleaseContent, ReleaseOutcome
+from gitsync.ledger import NO_LIB, LedgerEntry, ReleaseContent, ReleaseOutcome, Seal
 from gitsync.model import Manifest, ObjectId, apply_order
 from renderers import AwaitingPromotion, RenderError, render_app
 from renderers.promotion import Pin, values_hash
@@ -41,6 +41,8 @@ __all__ = [
     "rollback_identity",
     "rollback_message",
     "soak_left",
+    "soak_start",
+    "trusted",
     "verify_pin",
 ]
 
@@ -183,21 +185,28 @@ def pin_change(repo: Path, env: str, app: str, pin: Pin, trees: Trees) -> Render
     return rendered_change(current.manifests, after.manifests, values, pin.values)
 
 
+def trusted(
+    releases: Iterable[tuple[str, LedgerEntry]], seal: Callable[[LedgerEntry], Seal] | None
+) -> list[tuple[str, LedgerEntry]]:
+    """The ledger lines that count for candidates, the soak, the guard and rollbacks: all of them when no
+    signatures are checked (``seal`` None: no allowed signers configured), else only the lines ``seal`` finds
+    ``VERIFIED``; an unsigned or badly signed line counts as absent. The agent (``Promotions``) and ``gitsync
+    promote``/``rollback`` read the ledger through this one rule. ``seal`` may raise (the allowed signers file
+    cannot be used: ``ledger.SignersError``)."""
+    return [(sha, entry) for sha, entry in releases if seal is None or seal(entry) is Seal.VERIFIED]
+
+
 def _same_release(a: LedgerEntry, b: LedgerEntry) -> bool:
     return a.digest == b.digest and a.content.same_as(b.content)
 
 
-def candidate(
-    upstream: Sequence[tuple[str, LedgerEntry]], pin: PinnedRelease | None, soak_seconds: float, now: float
-) -> Candidate | None:
-    """The release to promote next, or None. ``upstream`` holds the upstream environment's releases of the app
-    as (noted commit, entry), in any order (``LedgerEntry.recency`` orders them, so the order does not matter).
-
-    The newest release must have Succeeded (a later failed, rolled-back or superseded release means the app
-    changed since, so nothing before it is promoted), the app must have stayed unchanged for ``soak_seconds``
-    since it first succeeded with that content (newer successful releases of the same content and digest, from
-    commits that did not touch the app or ``lib/``, do not restart the soak), and its content (chart tree,
-    ``lib/`` tree, promoted values: ``ReleaseContent``) must differ from ``pin``'s."""
+def soak_start(upstream: Sequence[tuple[str, LedgerEntry]]) -> tuple[str, LedgerEntry, float] | None:
+    """The newest upstream release when it Succeeded, as (noted commit, entry, when its soak started); None when
+    the newest did not succeed (a later failed, rolled-back or superseded release means the app changed since, so
+    nothing before it is promoted). The soak starts at the first success of that content: newer successful
+    releases of the same content and digest (commits that did not touch the app or ``lib/``) do not restart it.
+    The one rule ``candidate`` and ``soak_left`` both count from, so the countdown a person reads ends when the
+    candidate appears."""
     if not upstream:
         return None
     releases = sorted(upstream, key=lambda pair: pair[1].recency, reverse=True)
@@ -209,6 +218,21 @@ def candidate(
         if older.outcome is not ReleaseOutcome.SUCCEEDED or not _same_release(older, newest):
             break
         started = older.finished_at
+    return revision, newest, started
+
+
+def candidate(
+    upstream: Sequence[tuple[str, LedgerEntry]], pin: PinnedRelease | None, soak_seconds: float, now: float
+) -> Candidate | None:
+    """The release to promote next, or None. ``upstream`` holds the upstream environment's releases of the app
+    as (noted commit, entry), in any order (``LedgerEntry.recency`` orders them, so the order does not matter).
+
+    The newest release must have Succeeded and soaked ``soak_seconds`` (``soak_start``), and its content (chart
+    tree, ``lib/`` tree, promoted values: ``ReleaseContent``) must differ from ``pin``'s."""
+    found = soak_start(upstream)
+    if found is None:
+        return None
+    revision, newest, started = found
     if started + soak_seconds > now:
         return None
     if pin is not None and pin.content.same_as(newest.content):
@@ -216,15 +240,20 @@ def candidate(
     return Candidate(revision, newest, started, soak_seconds)
 
 
-def soak_left(newest: LedgerEntry, pin: PinnedRelease | None, soak_seconds: float, now: float) -> float | None:
-    """When ``candidate`` offers nothing: the seconds the newest upstream release still soaks, when it Succeeded
-    with content ``pin`` lacks; None when nothing soaks (it did not succeed, or the pin holds it). The agent's
-    ``soaking`` step and ``gitsync promote``'s answer both say it."""
-    if newest.outcome is not ReleaseOutcome.SUCCEEDED:
+def soak_left(
+    upstream: Sequence[tuple[str, LedgerEntry]], pin: PinnedRelease | None, soak_seconds: float, now: float
+) -> float | None:
+    """When ``candidate`` offers nothing: the seconds the newest upstream release still soaks (from
+    ``soak_start``, as ``candidate`` counts), when it Succeeded with content ``pin`` lacks; None when nothing
+    soaks (it did not succeed, or the pin holds it). The agent's ``soaking`` step and ``gitsync promote``'s answer
+    both say it."""
+    found = soak_start(upstream)
+    if found is None:
         return None
+    _, newest, started = found
     if pin is not None and pin.content.same_as(newest.content):
         return None
-    return max(newest.finished_at + soak_seconds - now, 0.0)
+    return max(started + soak_seconds - now, 0.0)
 
 
 def verify_pin(

@@ -6,7 +6,9 @@
   reconcile of an unchanged pin reads no notes.
 - Trust: with a ``verifier`` (``repo.verify.allowedSignersFile``) only ledger lines an allowed key signed count,
   for the guard, the candidates, the soak and the rollback alike; any other line is as if absent (the verifier
-  reports it once). Without one every line counts, as before lines were signed.
+  reports it once; the rule is ``promote.trusted``, as in ``gitsync promote``). Without one every line counts, as
+  before lines were signed. An allowed signers file that cannot be used blocks every pin not yet verified and
+  every promotion, naming the file and line, until it is fixed (what runs stays).
 - ``Promotions.step`` (after verify, in a receiving environment): in ``auto`` and ``pull-request`` mode the newest
   upstream release that Succeeded and then stayed unchanged and healthy for ``soak`` becomes the app's pin, by one
   commit on the tracked branch (auto) or on ``gitsync/promote/<env>/<app>`` (pull-request; merging it promotes);
@@ -31,7 +33,7 @@ from typing import Any
 from gitsync import log as logging
 from gitsync.errors import GitsyncError, TerminalError
 from gitsync.history import Result, Status
-from gitsync.ledger import AnalysisResult, Approvals, LedgerEntry, ReleaseContent, Seal
+from gitsync.ledger import AnalysisResult, Approvals, LedgerEntry, ReleaseContent, SignersError
 from gitsync.ledger import ReleaseOutcome as LedgerOutcome
 from gitsync.model import AppEnv
 from gitsync.ports import CommitRequest, FileEdit, GitWriter, Ledger, LedgerVerifier, RenderedApp, WriteResult
@@ -47,10 +49,12 @@ from gitsync.promote import (
     rollback_identity,
     rollback_message,
     soak_left,
+    trusted,
     verify_pin,
 )
 from gitsync.promoted_file import with_pin
-from renderers.promotion import Pin
+from renderers import RenderError
+from renderers.promotion import PathError, Pin
 
 __all__ = ["PromotionAction", "PromotionStep", "Promotions", "Topology", "Upstream", "review_branch", "topology"]
 
@@ -133,7 +137,7 @@ class Topology:
 def topology(repo: Path) -> Topology:
     """Read every ``environments/*/env.yaml`` at a snapshot; an environment whose file does not load promotes
     nothing (its own reconcile reports the error)."""
-    from renderers import RenderError, load_environment
+    from renderers import load_environment
 
     environments = {}
     for folder in sorted((repo / "environments").glob("*/")):
@@ -205,7 +209,11 @@ class Promotions:
         memo = (release.revision, release.content)
         if memo in self._verified:
             return ""
-        verdict = verify_pin(release, self._upstream(pin.from_env, app), override=pin.override)
+        try:
+            upstream = self._upstream(pin.from_env, app)
+        except SignersError as e:  # logged once by the verifier; what runs stays until the file is fixed
+            return f"environments/{rendered.app_env.env}/promoted.yaml: {app}: cannot verify the pin: {e}"
+        verdict = verify_pin(release, upstream, override=pin.override)
         if isinstance(verdict, Blocked):
             return f"environments/{rendered.app_env.env}/promoted.yaml: {app}: {verdict.reason}"
         self._verified.add(memo)
@@ -242,6 +250,8 @@ class Promotions:
             if outcome in (Result.PROGRESSING, Result.PAUSED):
                 return PromotionStep(PromotionAction.NONE, "waiting for the running rollout")
             return self._promote(key, upstream, snapshot, rendered, now)
+        except SignersError as e:  # logged once by the verifier, not on every reconcile
+            return PromotionStep(PromotionAction.FAILED, str(e))
         except GitsyncError as e:
             log.warning("promotion.failed", app=key.app, env=key.env, error=str(e))
             return PromotionStep(PromotionAction.FAILED, str(e))
@@ -316,7 +326,7 @@ class Promotions:
         if not releases:
             return PromotionStep(PromotionAction.NONE, f"no release of {upstream.from_env} recorded yet")
         _, newest = max(releases, key=lambda pair: pair[1].recency)
-        remaining = soak_left(newest, current, upstream.soak_seconds, now)
+        remaining = soak_left(releases, current, upstream.soak_seconds, now)
         if remaining is not None:
             return PromotionStep(
                 PromotionAction.SOAKING,
@@ -429,6 +439,7 @@ class Promotions:
         removal_commit: str = "",
         approvals: Approvals | None = None,
         approved_by: Sequence[str] = (),
+        paths_at: str = "",
     ) -> None:
         """Append the ledger line of a release of ``key`` that ended with ``outcome`` at commit ``deployed``.
         ``pin_revision``: a pinned app's chart revision (its chart tree is read there); ``values``: the merged
@@ -439,14 +450,15 @@ class Promotions:
         continued by a commit that did not change its render): a pinned app's at its pin, that of a Superseded
         one (``pin_revision`` is not known) as ``promoted.yaml`` held it at ``deployed``. Promoted values that
         cannot be taken are noted as ``valuesHash`` "" (not known), which verifies no pin, never as the hash of
-        no values. A ``Removed`` line (``removal_commit``: the commit that no longer lists the app) has no trees
-        and no values: nothing of the app is left to pin."""
+        no values; the warning names the env.yaml line listing the path, as of ``paths_at`` (the commit whose
+        env.yaml files gave ``promoted_paths``; ``deployed`` when not given). A ``Removed`` line (``removal_commit``:
+        the commit that no longer lists the app) has no trees and no values: nothing of the app is left to pin."""
         ended = _ENDED.get(outcome)
         if ended is None or not deployed:
             return
         content = ReleaseContent("", "", "")
         if ended is not LedgerOutcome.REMOVED:
-            content = self._content(key, deployed, ended, promoted_paths, values, pin_revision)
+            content = self._content(key, deployed, ended, promoted_paths, values, pin_revision, paths_at)
         entry = LedgerEntry(
             env=key.env,
             app=key.app,
@@ -479,6 +491,7 @@ class Promotions:
         promoted_paths: Sequence[str],
         values: Mapping[str, Any],
         pin_revision: str,
+        paths_at: str,
     ) -> ReleaseContent:
         """What a receiving environment would pin of the release at ``deployed`` (see ``note``)."""
         from renderers.promotion import promoted_values
@@ -487,12 +500,31 @@ class Promotions:
             pin_revision = self._pin_at(key, deployed)
         chart_at = pin_revision or deployed
         try:
-            promoted: Mapping[str, Any] | None = promoted_values(values, promoted_paths) if promoted_paths else {}
+            fail = self._listed_at(key.env, paths_at or deployed, promoted_paths)
+            promoted: Mapping[str, Any] | None = promoted_values(values, promoted_paths, fail) if promoted_paths else {}
         except GitsyncError as e:
             log.warning("ledger.values_unknown", app=key.app, env=key.env, revision=deployed, error=str(e))
             promoted = None
         content = self._pinned(key.app, chart_at, promoted or {}).content
         return replace(content, values_hash="") if promoted is None else content
+
+    def _listed_at(self, env: str, revision: str, paths: Sequence[str]) -> PathError:
+        """``promoted_values``' error for ``env``'s release: ``environments/<e>/env.yaml:<line>: promotion.values``
+        of the environment whose list holds the path at ``revision`` (``env``'s own when it receives releases,
+        else a receiver's: ``paths`` is then their union), read only when there is an error."""
+        from renderers.promotion import env_yaml_errors
+
+        def fail(index: int, problem: str) -> RenderError:
+            repo = self._tree(revision)
+            listing = topology(repo)
+            receivers = (*((env,) if env in listing.upstream else ()), *listing.downstream.get(env, ()))
+            for receiver in receivers:
+                listed = listing.upstream[receiver].values
+                if paths[index] in listed:
+                    return env_yaml_errors(repo, receiver)(listed.index(paths[index]), problem)
+            return RenderError("promotion.values", problem)
+
+        return fail
 
     def _pin_at(self, key: AppEnv, revision: str) -> str:
         """The revision ``promoted.yaml`` pinned ``key.app`` to at ``revision`` ("" when none: the environment
@@ -507,11 +539,7 @@ class Promotions:
 
     def _upstream(self, env: str, app: str) -> list[tuple[str, LedgerEntry]]:
         """The ledger lines of ``app`` in ``env`` this agent trusts (only those are checked: each once)."""
-        return [
-            (sha, entry)
-            for sha, entries in self._ledger.read().items()
-            for entry in entries
-            if entry.env == env
-            and entry.app == app
-            and (self._verifier is None or self._verifier.seal(entry) is Seal.VERIFIED)
+        lines = [
+            (sha, e) for sha, entries in self._ledger.read().items() for e in entries if (e.env, e.app) == (env, app)
         ]
+        return trusted(lines, self._verifier.seal if self._verifier is not None else None)

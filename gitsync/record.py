@@ -462,6 +462,7 @@ class LedgerSink:
             analysis=evidence.analysis,
             rollback_commit=step.commit if step is not None and step.action is PromotionAction.ROLLED_BACK else "",
             reason=evidence.reason if outcome is Result.ROLLED_BACK else "",
+            paths_at=r.revision,
             approvals=approvals,
             approved_by=approved_by,
         )
@@ -649,7 +650,9 @@ def _state(r: ReconcileResult) -> tuple[CommitState | None, str]:
         if r.outcome is Result.ROLLED_BACK:
             return CommitState.FAILURE, f"rolled back: {r.error or step}"
         if r.outcome is Result.PAUSED:
-            return CommitState.PENDING, f"paused: {step or 'waiting for gitsync rollout promote'}"
+            # the strategy's pause message already says "paused: ..." (draft.pause): not twice
+            said = step if step.startswith("paused: ") else f"paused: {step or 'waiting for gitsync rollout promote'}"
+            return CommitState.PENDING, said
         if r.outcome is Result.PROGRESSING:
             return CommitState.PENDING, f"rolling out: {step or health.reason or health.status.value}"
         if health.status is HealthStatus.HEALTHY:
@@ -720,10 +723,14 @@ class CommitStatusSink:
 
 class PullRequestSink:
     """The pull request of a promotion or rollback written to a review branch (``gitsync/promote/<env>/<app>``,
-    ``gitsync/rollback/<env>/<app>``), opened into the tracked branch, or updated when one is open; once per
-    commit of the branch, in the background. A promotion pull request left open once the environment's pin holds
-    the newest release upstream (promoted another way, or merged as another pull request) is closed with a
-    comment saying why: merging it would change nothing, or go back to an older release."""
+    ``gitsync/rollback/<env>/<app>``), opened into the tracked branch, or updated when one is open (a newer
+    candidate, or the rollback of a newer failed release, replaces the branch's commit); once per commit of the
+    branch, in the background. A pull request left open once it is stale is closed with a comment saying why
+    (``_stale``, the one place): a promotion once the environment's pin holds the newest release upstream
+    (promoted another way, or merged as another pull request): merging it would change nothing, or go back to an
+    older release; a rollback once a release of the environment succeeded after it was written (a fix promoted,
+    the failed release retried, the pin set by hand): the release it rolls back is no longer the one running, and
+    merging it would take the environment back to an older release."""
 
     def __init__(self, forge: Forge, branch: str, *, capacity: int = 64) -> None:
         self._forge = forge
@@ -735,11 +742,9 @@ class PullRequestSink:
         self.queue = ForgeQueue("pull-requests", capacity, on_failure=self._forget)
 
     def write(self, r: ReconcileResult) -> None:
+        self._close_stale(r)
         step = r.promotion
-        if step is not None and step.current:
-            self._close_stale(r)
-            return
-        if step is None or not step.branch or step.branch == self._branch or not step.commit:
+        if step is None or step.current or not step.branch or step.branch == self._branch or not step.commit:
             return
         if step.action not in (PromotionAction.PROPOSED, PromotionAction.ROLLED_BACK):
             return
@@ -769,21 +774,14 @@ class PullRequestSink:
         log.info("forge.pull_request", head=head, number=pull.number, url=pull.url)
 
     def _close_stale(self, r: ReconcileResult) -> None:
-        upstream = r.target.upstream if r.target is not None else None
-        pin = getattr(r.rendered, "pin", None)
-        if upstream is None or upstream.mode != "pull-request" or pin is None:
-            return
-        head = review_branch("promote", r.key)
-        with self._lock:
-            if self._settled.get(head) == pin.revision:
-                return
-            self._settled[head] = pin.revision
-        comment = (
-            f"Closed by gitsync: {r.key.env} already runs {pin.from_env}@{pin.revision[:12]}, the newest release "
-            f"that succeeded in {pin.from_env}; merging this pull request would change nothing, or go back to an "
-            "older release. The next candidate opens a new one."
-        )
-        self.queue.put(f"{head}@close", functools.partial(self._close, head, comment))
+        """Close each review branch's pull request ``_stale`` names, looked for once per pin (and again once the
+        branch has a new proposal)."""
+        for head, pinned, comment in _stale(r):
+            with self._lock:
+                if self._settled.get(head) == pinned:
+                    continue
+                self._settled[head] = pinned
+            self.queue.put(f"{head}@close", functools.partial(self._close, head, comment))
 
     def _close(self, head: str, comment: str) -> None:
         closed = self._forge.close_pull_request(head, self._branch, comment)
@@ -796,3 +794,36 @@ class PullRequestSink:
             self._opened.discard((head, commit))
             if commit == "close":
                 self._settled.pop(head, None)
+
+
+def _stale(r: ReconcileResult) -> list[tuple[str, str, str]]:
+    """The review branches of ``r``'s app-env whose pull request is stale after this reconcile, each with the pin
+    revision it was found stale at and the comment that closes it (see ``PullRequestSink``). Only a pinned
+    environment in pull-request mode has them."""
+    upstream = r.target.upstream if r.target is not None else None
+    pin = getattr(r.rendered, "pin", None)
+    if upstream is None or upstream.mode != "pull-request" or pin is None:
+        return []
+    runs = f"{pin.from_env}@{pin.revision[:12]}"
+    stale = []
+    if r.promotion is not None and r.promotion.current:
+        stale.append(
+            (
+                review_branch("promote", r.key),
+                pin.revision,
+                f"Closed by gitsync: {r.key.env} already runs {runs}, the newest release that succeeded in "
+                f"{pin.from_env}; merging this pull request would change nothing, or go back to an older release. "
+                "The next candidate opens a new one.",
+            )
+        )
+    if r.kind is Kind.RELEASE and r.outcome is Result.SUCCEEDED:
+        stale.append(
+            (
+                review_branch("rollback", r.key),
+                pin.revision,
+                f"Closed by gitsync: {r.key.env} runs {runs} and its release succeeded after this rollback was "
+                "written, so the release it rolls back is no longer the one running; merging this pull request "
+                f"would take {r.key.env} back to an older release. A rollout that fails again opens a new rollback.",
+            )
+        )
+    return stale

@@ -31,7 +31,7 @@ from gitsync.normalise import diff_text
 from gitsync.promote import rendered_change
 from gitsync.redact import scrub, secret_values_of
 from renderers import AwaitingPromotion, Environment, RenderError, load_environment, render_app
-from renderers.promotion import Pin, promoted_values
+from renderers.promotion import Pin, env_yaml_errors, promoted_values
 from renderers.render import RenderedApp, Trees
 
 __all__ = ["Live", "plan_change"]
@@ -185,7 +185,9 @@ class _Planner:
                 sides.append(_Side())
                 continue
             try:
-                pin = Pin(plan.app, sha, upstream, promoted_values(source.values, paths))
+                # The paths are the head's env.yaml (``environment``): an error points at its line there.
+                taken = promoted_values(source.values, paths, env_yaml_errors(self.trees(self.head), plan.env))
+                pin = Pin(plan.app, sha, upstream, taken)
             except RenderError as e:
                 sides.append(_Side(error=str(e)))
                 continue

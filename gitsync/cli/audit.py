@@ -14,12 +14,42 @@ import sys
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from gitsync.adapters.notes import NotesLedger
 from gitsync.cli.sync import fail, repo_option, table_console
 from gitsync.ledger import Seal
+
+if TYPE_CHECKING:
+    from gitsync.adapters.ledger_signature import SshLedgerVerifier
+
+
+allowed_signers_option = click.option(
+    "--allowed-signers",
+    "allowed_signers",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The allowed signers file of the agent's repo.verify.allowedSignersFile: check each ledger line's "
+    "signature; only lines one of its keys signed count, as for the agent.",
+)
+
+
+def ledger_verifier(allowed_signers: Path | None) -> SshLedgerVerifier | None:
+    """The checker of ledger signatures for ``--allowed-signers`` (None without it); a file that cannot be used is
+    the command's one-line error naming the file and line. Commands say what it finds themselves (no log)."""
+    from gitsync.adapters.ledger_signature import SshLedgerVerifier
+    from gitsync.errors import GitsyncError
+
+    if allowed_signers is None:
+        return None
+    verifier = SshLedgerVerifier(allowed_signers, report=None)
+    try:
+        verifier.check()
+    except GitsyncError as e:
+        fail(str(e))
+    return verifier
 
 
 def clone_ledger(repo: Path) -> NotesLedger:
@@ -57,13 +87,7 @@ def _moment(option: str, text: str | None, *, end: bool = False) -> float | None
     default=None,
     help="What ran at this time: per env and app the release running then; apps removed by then are not listed.",
 )
-@click.option(
-    "--allowed-signers",
-    "allowed_signers",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Check each line's signature against this allowed signers file (the agent's repo.verify one).",
-)
+@allowed_signers_option
 @click.option("-o", "--output", type=click.Choice(["table", "json", "csv"]), default="table")
 def command(
     repo: Path,
@@ -78,7 +102,6 @@ def command(
     """List every release recorded in the repository's ledger, newest first, with its evidence."""
     from gitsync.adapters.commits import read_commits
     from gitsync.adapters.gitwrite import local_session
-    from gitsync.adapters.ledger_signature import SshLedgerVerifier
     from gitsync.audit import COLUMNS, audit_rows, commits_of, inconsistencies, running_at
     from gitsync.errors import GitsyncError
 
@@ -87,14 +110,13 @@ def command(
     after, before = _moment("--since", since), _moment("--until", until, end=True)
     if at is not None:
         before = _moment("--at", at, end=True)
+    verifier = ledger_verifier(allowed_signers)
     try:
         notes = clone_ledger(repo).read()
         with local_session(repo) as run:
             commits = commits_of(notes, lambda shas: read_commits(run, shas))
     except GitsyncError as e:
         fail(str(e))
-    # The audit says what it found itself (below), so the verifier reports nothing to the log.
-    verifier = SshLedgerVerifier(allowed_signers, report=None) if allowed_signers else None
     try:
         found = audit_rows(
             notes, commits, env=env, app=app, since=after, until=before, seal=verifier.seal if verifier else None

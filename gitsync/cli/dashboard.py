@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from gitsync import log as logging
+from gitsync.cli.audit import allowed_signers_option
 from gitsync.cli.sync import connect, fail, fail_on, kubeconfig_option
 from gitsync.errors import GitsyncError
 
@@ -29,17 +30,21 @@ from gitsync.errors import GitsyncError
     help="A clone of the followed repository: adds the Git ledger, step lists, diffs and forge links.",
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=3100, show_default=True, help="0 picks a free port.")
-def command(kubeconfig: Path | None, repo: Path | None, port: int) -> None:
+@allowed_signers_option
+def command(kubeconfig: Path | None, repo: Path | None, port: int, allowed_signers: Path | None) -> None:
     """Serve the read-only dashboard on http://127.0.0.1:PORT/ until interrupted."""
     from gitsync.adapters.gitwrite import local_session
     from gitsync.adapters.trees import LocalTrees
-    from gitsync.cli.audit import clone_ledger
+    from gitsync.cli.audit import clone_ledger, ledger_verifier
     from gitsync.dashboard.access import Open
     from gitsync.dashboard.read import Board, LedgerRows, Renders, env_order
     from gitsync.dashboard.server import DashboardServer, Site
     from gitsync.dashboard.view import Forge
 
     logging.configure("auto", level="WARNING")
+    if allowed_signers is not None and repo is None:
+        fail("--allowed-signers checks the Git ledger's lines: it needs --repo (a clone)")
+    verifier = ledger_verifier(allowed_signers)
     forge = None
     try:
         cluster = connect(kubeconfig)
@@ -52,7 +57,9 @@ def command(kubeconfig: Path | None, repo: Path | None, port: int) -> None:
             board = Board(
                 cluster,
                 env_order=env_order(repo),
-                ledger=LedgerRows(clone_ledger(repo), partial(local_session, repo)),
+                ledger=LedgerRows(
+                    clone_ledger(repo), partial(local_session, repo), verifier.seal if verifier is not None else None
+                ),
                 renders=Renders(LocalTrees(repo)),
             )
         server = DashboardServer("127.0.0.1", port, board, Site(str(repo or "."), forge, "local"), Open())

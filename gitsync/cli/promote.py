@@ -22,7 +22,7 @@ Exit status 0 on success (also when the commit existed already), 2 when nothing 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -32,10 +32,10 @@ import click
 from gitsync.adapters.clock import SystemClock
 from gitsync.adapters.gitwrite import LocalWriter, local_session
 from gitsync.adapters.trees import LocalTrees
-from gitsync.cli.audit import clone_ledger
+from gitsync.cli.audit import allowed_signers_option, clone_ledger, ledger_verifier
 from gitsync.cli.sync import env_option, fail, repo_option
 from gitsync.errors import GitsyncError
-from gitsync.ledger import LedgerEntry, ReleaseOutcome
+from gitsync.ledger import LedgerEntry, ReleaseOutcome, Seal
 from gitsync.ports import CommitRequest, FileEdit, PathRestore, WriteResult
 from gitsync.promote import (
     Blocked,
@@ -51,6 +51,7 @@ from gitsync.promote import (
     rollback_identity,
     rollback_message,
     soak_left,
+    trusted,
     verify_pin,
 )
 from gitsync.promoted_file import with_pin
@@ -67,13 +68,16 @@ Releases = list[tuple[str, LedgerEntry]]
 
 class Clone:
     """Read access to the clone at ``path`` at any commit (``git`` plumbing; errors as ``GitError``), and its
-    trees at a commit for the renderer (``LocalTrees``: extracted once, cached outside the clone)."""
+    trees at a commit for the renderer (``LocalTrees``: extracted once, cached outside the clone). ``seal``
+    (``--allowed-signers``) checks each ledger line's signature: only lines it verifies count, as for the agent
+    (``gitsync.promote.trusted``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, seal: Callable[[LedgerEntry], Seal] | None = None) -> None:
         self.path = path
         self.trees = LocalTrees(path)
         self._session = partial(local_session, path)
         self._notes: Mapping[str, tuple[LedgerEntry, ...]] | None = None
+        self._seal = seal
 
     def run(self, verb: str, *args: str, **options: object) -> str:
         with self._session() as run:
@@ -92,7 +96,24 @@ class Clone:
         return self.trees(self.commit(rev))
 
     def releases(self, env: str, app: str) -> Releases:
-        """The ledger's releases of ``app`` in ``env`` (``refs/notes/gitsync``, fetched from origin once)."""
+        """The ledger's releases of ``app`` in ``env`` that count (``refs/notes/gitsync``, fetched from origin
+        once; with ``seal`` only the signed ones)."""
+        return trusted(self._lines(env, app), self._seal)
+
+    def distrusted(self, env: str, app: str) -> str:
+        """What the ledger holds of ``app`` in ``env`` that does not count, for an error's end ("" when nothing):
+        a person who sees "no candidate" or "not verified" learns that a line was there, and why it was not
+        taken."""
+        seal = self._seal
+        if seal is None:
+            return ""
+        skipped = [seal(e).value for _, e in self._lines(env, app) if seal(e) is not Seal.VERIFIED]
+        if not skipped:
+            return ""
+        kinds = ", ".join(f"{skipped.count(kind)} {kind}" for kind in sorted(set(skipped)))
+        return f" ({env}'s ledger lines of {app} not trusted, as if absent: {kinds}; see gitsync audit)"
+
+    def _lines(self, env: str, app: str) -> Releases:
         if self._notes is None:
             self._notes = clone_ledger(self.path).read()
         return [(sha, e) for sha, entries in self._notes.items() for e in entries if e.env == env and e.app == app]
@@ -128,12 +149,23 @@ def _pin_edit(env: str, pin: Pin) -> FileEdit:
 @push_option
 @click.option("--force", is_flag=True, help="Pin even though the upstream ledger does not verify it (needs --reason).")
 @click.option("--reason", default="", help="Why a forced promotion is safe; recorded as Gitsync-Override.")
-def command(repo: Path, env: str, app: str, revision: str | None, push: bool, force: bool, reason: str) -> None:
+@allowed_signers_option
+def command(
+    repo: Path,
+    env: str,
+    app: str,
+    revision: str | None,
+    push: bool,
+    force: bool,
+    reason: str,
+    allowed_signers: Path | None,
+) -> None:
     """Pin APP in a receiving environment to a verified release of its upstream environment, as one commit."""
     if force and not reason.strip():
         fail("--force needs --reason TEXT (it is recorded in the commit)")
+    verifier = ledger_verifier(allowed_signers)
     try:
-        clone = Clone(repo)
+        clone = Clone(repo, verifier.seal if verifier is not None else None)
         head = clone.at("HEAD")
         settings = _promotion(head, env)
         if settings is None:
@@ -145,7 +177,8 @@ def command(repo: Path, env: str, app: str, revision: str | None, push: bool, fo
             now = SystemClock().now()
             found = candidate(upstream, pinned, settings.soak_seconds, now)
             if found is None:
-                fail(f"{app}@{env}: no candidate in {settings.from_env}: {_why_none(upstream, pinned, settings, now)}")
+                why = _why_none(upstream, pinned, settings, now) + clone.distrusted(settings.from_env, app)
+                fail(f"{app}@{env}: no candidate in {settings.from_env}: {why}")
             revision = found.revision
         revision = clone.commit(revision)
         source_values = render_app(clone.at(revision), settings.from_env, app, trees=clone.trees).values
@@ -159,7 +192,8 @@ def command(repo: Path, env: str, app: str, revision: str | None, push: bool, fo
         )
         verdict = _verify(clone, pin, upstream)
         if not isinstance(verdict, Verified):
-            fail(f"{app}@{env}: {verdict.reason}; use --force --reason TEXT to promote it anyway")
+            untrusted = clone.distrusted(settings.from_env, app)
+            fail(f"{app}@{env}: {verdict.reason}{untrusted}; use --force --reason TEXT to promote it anyway")
         pin = replace(pin, override=verdict.override)  # a forced pin the ledger verifies anyway is not forced
         entry = verdict.evidence[1] if verdict.evidence else None
         source = f"{settings.from_env}@{revision}"
@@ -198,7 +232,7 @@ def _why_none(upstream: Releases, pinned: PinnedRelease | None, settings: Promot
             "release it finishes, gitsync sync does not (or pass --revision SHA with --force --reason TEXT)"
         )
     _, newest = max(upstream, key=lambda pair: pair[1].recency)
-    left = soak_left(newest, pinned, settings.soak_seconds, now)
+    left = soak_left(upstream, pinned, settings.soak_seconds, now)
     if left is not None:  # as the agent reports it (promotion.soaking)
         return f"{settings.from_env}@{newest.revision[:12]} soaks, {left:.0f}s left"
     return "nothing newer has succeeded and soaked"
@@ -216,10 +250,12 @@ def _verify(clone: Clone, pin: Pin, upstream: Releases) -> Verified | Blocked:
 @app_option
 @click.option("--to", "to", default=None, help="Restore this revision (default: the last verified or Succeeded one).")
 @push_option
-def rollback(repo: Path, env: str, app: str, to: str | None, push: bool) -> None:
+@allowed_signers_option
+def rollback(repo: Path, env: str, app: str, to: str | None, push: bool, allowed_signers: Path | None) -> None:
     """Write a commit that puts APP in ENV back to its last good release."""
+    verifier = ledger_verifier(allowed_signers)
     try:
-        clone = Clone(repo)
+        clone = Clone(repo, verifier.seal if verifier is not None else None)
         settings = _promotion(clone.at("HEAD"), env)
         if settings is None:
             request = _restore_head_following(clone, env, app, to)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gitsync.adapters.forge import ForgeClient
     from gitsync.adapters.git import GitRepository
     from gitsync.adapters.kube import KubeCluster
+    from gitsync.adapters.ledger_signature import SshLedgerVerifier
     from gitsync.cache import WatchCache
     from gitsync.dashboard.server import DashboardServer
     from gitsync.history import Status
@@ -40,14 +41,35 @@ def forge_client(forge: ForgeConfig, clock: Clock) -> ForgeClient:
     return ForgeClient(forge.kind, forge.url, forge.repo, forge.token_file, clock=clock)
 
 
-def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Promotions:
+def ledger_verifier(config: AgentConfig) -> SshLedgerVerifier | None:
+    """The checker of ledger signatures with ``repo.verify.allowedSignersFile``, shared by the promote stage and
+    the dashboard (one verdict per line, one log event per problem); the file is checked now, so a broken one is
+    logged at start (``ledger.allowed_signers_invalid``, naming its line), and the agent runs on: nothing new is
+    promoted or pinned until the file is fixed."""
+    from contextlib import suppress
+
+    from gitsync.adapters.ledger_signature import SshLedgerVerifier
+    from gitsync.ledger import SignersError
+
+    signers = config.repo.verify.allowed_signers_file
+    if signers is None:
+        return None
+    verifier = SshLedgerVerifier(signers)
+    with suppress(SignersError):  # logged by check; the statuses it blocks say it again
+        verifier.check()
+    return verifier
+
+
+def promotions(
+    config: AgentConfig, git: GitRepository, store: StateStore, verifier: SshLedgerVerifier | None
+) -> Promotions:
     """The pin guard, the promote stage and the ledger, writing to the followed repository with the read
     credentials as ``repo.write`` says (author, optional SSH signing key: it signs the commits and the ledger
-    lines); with ``repo.verify.allowedSignersFile`` only ledger lines signed by one of its keys are trusted."""
+    lines); with ``verifier`` (``ledger_verifier``) only ledger lines signed by an allowed key are trusted."""
     import socket
 
     from gitsync.adapters.gitwrite import CacheWriter, Identity
-    from gitsync.adapters.ledger_signature import SshLedgerVerifier, SshLineSigner
+    from gitsync.adapters.ledger_signature import SshLineSigner
     from gitsync.adapters.notes import NotesLedger
     from gitsync.history import History
     from gitsync.promotion import Promotions
@@ -62,8 +84,7 @@ def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Pr
         its ledger in Git alone."""
         return history.status(key, namespace) if key.env in served else None
 
-    signers = config.repo.verify.allowed_signers_file
-    if signers and not write.signing_key_file:
+    if verifier is not None and not write.signing_key_file:
         logging.get("gitsync.run").warning(
             "ledger.verify_without_signing",
             problem="repo.verify.allowedSignersFile without repo.write.signingKeyFile: this agent's own ledger "
@@ -82,16 +103,22 @@ def promotions(config: AgentConfig, git: GitRepository, store: StateStore) -> Pr
         status=status,
         branch=config.repo.branch,
         agent=config.leader.identity or socket.gethostname(),
-        verifier=SshLedgerVerifier(signers) if signers else None,
+        verifier=verifier,
     )
 
 
 def dashboard(
-    config: AgentConfig, cluster: KubeCluster, git: GitRepository, agent: Agent, cache: WatchCache | None
+    config: AgentConfig,
+    cluster: KubeCluster,
+    git: GitRepository,
+    agent: Agent,
+    cache: WatchCache | None,
+    verifier: SshLedgerVerifier | None,
 ) -> DashboardServer:
     """The read-only dashboard on ``dashboard.listen``: the agent's view of the cluster and the Git ledger, shown
     only to bearers of a token allowed to read the state ConfigMaps (``gitsync.dashboard.access``). An app-env's
-    page reads its state and workloads from the agent's watch cache (``cache``), not from the API server."""
+    page reads its state and workloads from the agent's watch cache (``cache``), not from the API server; each
+    ledger line shows its signature state when ``verifier`` checks them (as the promote stage trusts them)."""
     from gitsync.adapters.notes import NotesLedger
     from gitsync.dashboard.access import TokenAccess
     from gitsync.dashboard.read import Board, LedgerRows, Renders
@@ -101,7 +128,9 @@ def dashboard(
     board = Board(
         cluster,
         env_order=[e.name for e in config.environments],
-        ledger=LedgerRows(NotesLedger(git.cache, config.repo.url), git.cache),
+        ledger=LedgerRows(
+            NotesLedger(git.cache, config.repo.url), git.cache, seal=verifier.seal if verifier is not None else None
+        ),
         renders=Renders(git.snapshot),
         scope=agent.namespaces,
         cache=cache,
@@ -196,6 +225,7 @@ def command(config_path: Path, log_format: str | None) -> None:
         return connected(name, target, watched(target))
 
     home = connected(HOME, cluster, home_cache)
+    verifier = ledger_verifier(config)
     clusters = Clusters(home, cluster, config.leader.namespace, config.clusters, connect_target)
     agent = Agent(
         config,
@@ -206,7 +236,7 @@ def command(config_path: Path, log_format: str | None) -> None:
         elector=elector,
         cache=home.cache,
         rollouts=home.rollouts,
-        promotions=promotions(config, git, store),
+        promotions=promotions(config, git, store, verifier),
         forge=forge_client(config.forge, clock) if config.forge is not None else None,
         notifier=Notifier(config.notifications, WebhookPost(), Outbox(store), clock) if config.notifications else None,
         clusters=clusters,
@@ -225,7 +255,7 @@ def command(config_path: Path, log_format: str | None) -> None:
         ),
     )
 
-    board = dashboard(config, cluster, git, agent, home_cache) if config.dashboard_listen else None
+    board = dashboard(config, cluster, git, agent, home_cache, verifier) if config.dashboard_listen else None
 
     stop = threading.Event()
 

@@ -301,6 +301,8 @@ def _table(env: str, rows: Sequence[AppStatus]) -> None:
 
 def rollout_lines(rollout: Json) -> list[str]:
     """The rollout in a few lines: phase, step and weight, then each check's latest verdict and value."""
+    from gitsync.strategy.state import step_label
+
     if not rollout:
         return []
     quiet = rollout.get("strategy") == "rolling" or (rollout["phase"] == "Idle" and "pendingCommand" not in rollout)
@@ -308,7 +310,8 @@ def rollout_lines(rollout: Json) -> list[str]:
         return []
     if rollout.get("strategy") == "rolling":
         return [f"rollout: {rollout['message']}", f"  retiring: {', '.join(rollout['retiring'])}"]
-    head = f"rollout {rollout['phase']}, step {rollout['step']}, weight {rollout['weight']}%"
+    step = step_label(rollout["phase"], int(rollout["step"]), int(rollout.get("steps", 0)))
+    head = ", ".join(part for part in (f"rollout {rollout['phase']}", step, f"weight {rollout['weight']}%") if part)
     lines = [head + (f": {rollout['message']}" if rollout.get("message") else "")]
     if rollout.get("retiring"):
         lines.append(f"  retiring: {', '.join(rollout['retiring'])} (the old strategy's, removed once stable is Ready)")

@@ -5,7 +5,8 @@
   ``describe_rollout`` as ``gitsync status`` and ``gitsync history`` (a ``StateStore`` answering from the list);
 - one app-env: its three state documents, its inventory's objects with their health (ids and reasons only, never
   an object's content), the ready replicas of its rollout's tracks, and the analysis values seen so far;
-- the Git ledger (``gitsync.audit`` rows), re-read at most every ``LEDGER_SECONDS``;
+- the Git ledger (``gitsync.audit`` rows), re-read at most every ``LEDGER_SECONDS``, each line's signature checked
+  when allowed signers are known (``LedgerRows``' ``seal``);
 - a release's rendered diff: the render at that revision against the one before, Secret values masked
   (``normalise.diff_text``) and any rendered secret value scrubbed from the text besides.
 """
@@ -29,7 +30,7 @@ from gitsync.dashboard.view import Cell, Grid, LiveView, build_cell, build_grid,
 from gitsync.errors import GitsyncError
 from gitsync.health import WORKLOAD_KINDS, Health, Listed, assess, assess_workload
 from gitsync.history import HISTORY_PART, STATUS_PART, History, Release, Status
-from gitsync.ledger import LedgerEntry
+from gitsync.ledger import LedgerEntry, Seal, SignersError
 from gitsync.model import LABEL_APP, LABEL_ENV, LABEL_MANAGED_BY, MANAGER, AppEnv, Json, ObjectId
 from gitsync.normalise import diff_text, normalise
 from gitsync.ports import Ledger
@@ -122,14 +123,19 @@ def _moved(item: Json, parsed: Mapping[tuple[str, str], tuple[str, Json]]) -> bo
 
 class LedgerRows:
     """The audit rows of a repository's ledger (``ports.Ledger``) joined with the commits it names, read from
-    ``session`` (the agent's bare cache, or a person's clone); cached for ``LEDGER_SECONDS``."""
+    ``session`` (the agent's bare cache, or a person's clone); cached for ``LEDGER_SECONDS``. With ``seal`` (the
+    agent's ``repo.verify.allowedSignersFile``, ``gitsync dashboard --allowed-signers``) each row carries its
+    line's signature state, as ``gitsync audit --allowed-signers`` shows it; while the allowed signers file cannot
+    be used the rows carry none and ``problem`` says why (one line naming the file)."""
 
-    def __init__(self, ledger: Ledger, session: Session) -> None:
+    def __init__(self, ledger: Ledger, session: Session, seal: Callable[[LedgerEntry], Seal] | None = None) -> None:
         self._ledger = ledger
         self._session = session
+        self._seal = seal
         self._lock = threading.Lock()
         self._read_at = -LEDGER_SECONDS
         self._rows: tuple[AuditRow, ...] = ()
+        self.problem = ""
 
     def __call__(self) -> tuple[AuditRow, ...]:
         with self._lock:
@@ -137,7 +143,10 @@ class LedgerRows:
                 notes: Mapping[str, tuple[LedgerEntry, ...]] = self._ledger.read()
                 with self._session() as run:
                     commits = commits_of(notes, lambda shas: read_commits(run, shas))
-                self._rows = audit_rows(notes, commits)
+                try:
+                    self._rows, self.problem = audit_rows(notes, commits, seal=self._seal), ""
+                except SignersError as e:
+                    self._rows, self.problem = audit_rows(notes, commits), str(e)
                 self._read_at = time.monotonic()
             return self._rows
 
@@ -220,7 +229,7 @@ class Board:
         cluster: KubeCluster,
         *,
         env_order: Sequence[str] = (),
-        ledger: Callable[[], Sequence[AuditRow]] | None = None,
+        ledger: LedgerRows | None = None,
         renders: Renders | None = None,
         scope: Callable[[], Iterable[str]] | None = None,
         cache: WatchCache | None = None,
@@ -353,6 +362,10 @@ class Board:
             return tuple(self._ledger())
         except GitsyncError:
             return ()
+
+    def ledger_problem(self) -> str:
+        """Why the ledger's signatures are not shown though allowed signers were given ("" when they are)."""
+        return self._ledger.problem if self._ledger is not None else ""
 
     def diff(self, key: AppEnv, namespace: str, revision: str) -> str | None:
         """The rendered change a release brought (None: no repository to render from)."""

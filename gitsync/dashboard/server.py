@@ -153,7 +153,9 @@ class Pages:
     def promotions(self) -> str:
         rows = self.board.ledger()
         chains = promotion_chains(rows, self.board.env_order)
-        return self._render("promotions.html", chains=chains, has_ledger=bool(rows))
+        return self._render(
+            "promotions.html", chains=chains, has_ledger=bool(rows), signers_problem=self.board.ledger_problem()
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -19,6 +19,7 @@ from gitsync.history import Release, Result, Status
 from gitsync.ledger import ReleaseOutcome
 from gitsync.model import AppEnv, HealthStatus, SyncState
 from gitsync.strategy.policy import RolloutPolicy, Step, Strategy
+from gitsync.strategy.state import step_label
 
 __all__ = [
     "Cell",
@@ -145,7 +146,7 @@ class Cell:
     awaiting: str
     """What awaits promotion into this environment, or what the promote stage last did (one line)."""
     rollout: str
-    """``canary Progressing, step 2/4, 50%``; empty without a progressive rollout in flight."""
+    """``canary Progressing, step 2/4, 50%`` (``state.step_label``); empty without a progressive rollout in flight."""
     error: str
     tone: Tone
 
@@ -162,7 +163,8 @@ def build_cell(status: Status, namespace: str, releases: Sequence[Release], roll
     line = ""
     if in_flight:
         strategy = rollout.get("strategy") or "rollout"
-        line = f"{strategy} {phase}, step {int(rollout.get('step', 0)) + 1}, {rollout.get('weight', 0)}%"
+        step = step_label(phase, int(rollout.get("step", 0)), int(rollout.get("steps", 0)))
+        line = f"{strategy} {phase}, {step}, {rollout.get('weight', 0)}%"
     elif phase == "Aborted":
         line = f"rolled back: {rollout.get('abortReason', '')}".rstrip(": ")
     awaiting = status.promotion
@@ -252,7 +254,8 @@ class LiveView:
     key: AppEnv
     strategy: str
     phase: str
-    step: int
+    step: str
+    """``step 2/6`` (``state.step_label``); empty when no rollout runs."""
     weight: int
     message: str
     steps: tuple[StepView, ...]
@@ -390,7 +393,7 @@ def build_live(
         key=key,
         strategy=strategy,
         phase=phase,
-        step=step,
+        step=step_label(phase, step, int(rollout.get("steps", 0))),
         weight=int(rollout.get("weight", 0)),
         message=str(rollout.get("message", "")),
         steps=_steps(policy, step, phase),

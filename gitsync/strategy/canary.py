@@ -36,7 +36,7 @@ from gitsync.strategy.draft import (
 from gitsync.strategy.model import Decision, Deploy, Fold, FoldStage, Scale, Track
 from gitsync.strategy.policy import Step, StepKind
 from gitsync.strategy.replicas import split
-from gitsync.strategy.state import CommandName, Phase, RolloutOutcome
+from gitsync.strategy.state import CommandName, Phase, RolloutOutcome, step_label
 
 __all__ = ["MOVES", "STEPS", "paused", "progress", "promoting", "settled"]
 
@@ -83,7 +83,7 @@ def progress(d: Draft) -> Decision:
             # The stable emptied in this very call: its controller has yet to see it.
             return d.await_change() if any(isinstance(a, Scale) for a in d.actions) else promoting(d)
         step = steps[s.step]
-        d.state = replace(s, message=f"step {s.step + 1}/{len(steps)}: {step.describe()}")
+        d.state = replace(s, message=f"{step_label(s.phase, s.step, s.steps)}: {step.describe()}")
         waiting = _hold_weight(d) if step.kind is not StepKind.SET_WEIGHT else None
         if waiting is not None:
             return waiting
@@ -214,16 +214,17 @@ def _hold_weight(d: Draft) -> Decision | None:
 
 
 def _pause(d: Draft, step: Step) -> Decision | None:
-    s, steps = d.state, d.policy.canary.steps
+    s = d.state
     if step.duration is None:
-        pause(d, f"step {s.step + 1}/{len(steps)} waits for gitsync rollout promote")
+        pause(d, f"{step_label(s.phase, s.step, s.steps)} waits for gitsync rollout promote")
         return d.done()
     remaining = s.step_started_at + step.duration - d.now
     return d.done(remaining) if remaining > 0 else None
 
 
 def _analysis(d: Draft, step: Step) -> Decision | None:
-    passed = run_analysis(d, MOVES, step.analysis, f"analysis at step {d.state.step + 1}")
+    s = d.state
+    passed = run_analysis(d, MOVES, step.analysis, f"analysis at {step_label(s.phase, s.step, s.steps)}")
     return None if passed else d.done()
 
 

@@ -50,6 +50,7 @@ def describe_rollout(store: StateStore, key: AppEnv, namespace: str) -> dict[str
     out: dict[str, Any] = {
         "phase": state.phase.value,
         "step": state.step,
+        "steps": state.steps,
         "weight": state.weight,
         "message": state.message,
         "revision": state.revision,

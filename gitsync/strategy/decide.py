@@ -24,11 +24,11 @@ from gitsync.strategy import bluegreen, canary
 from gitsync.strategy.checks import active_analyses, next_due, recorded, started
 from gitsync.strategy.draft import Draft, Handler, Moves, abort, complete_step, on_stable, pause
 from gitsync.strategy.handover import adopt, retire_when_settled
-from gitsync.strategy.model import Decision, Observation, tracks
+from gitsync.strategy.model import BlueGreenStep, Decision, Observation, tracks
 from gitsync.strategy.policy import RolloutPolicy, Strategy
 from gitsync.strategy.state import ACTIVE_PHASES, CommandName, Phase, RolloutState
 
-__all__ = ["MOVES", "TABLE", "decide"]
+__all__ = ["MOVES", "TABLE", "decide", "step_count"]
 
 TABLE: Mapping[tuple[Phase, Strategy], Handler] = {
     (Phase.IDLE, Strategy.CANARY): canary.settled,
@@ -53,7 +53,7 @@ MOVES: Mapping[Strategy, Moves] = {Strategy.CANARY: canary.MOVES, Strategy.BLUE_
 
 def decide(state: RolloutState, obs: Observation, policy: RolloutPolicy, now: float) -> Decision:
     """One step of a canary or blue-green rollout; see the module docstring."""
-    d = Draft(state, obs, policy, now)
+    d = Draft(replace(state, steps=step_count(policy)), obs, policy, now)
     adopt(d)
     stable_track = tracks(d.state, policy)[0]
     moves = MOVES[policy.strategy]
@@ -61,6 +61,11 @@ def decide(state: RolloutState, obs: Observation, policy: RolloutPolicy, now: fl
     if decision is None:
         decision = TABLE[(d.state.phase, policy.strategy)](d)
     return retire_when_settled(decision, d.obs, stable_track)
+
+
+def step_count(policy: RolloutPolicy) -> int:
+    """How many steps ``policy``'s rollout goes through (``RolloutState.steps``, the ``6`` of ``step 2/6``)."""
+    return len(BlueGreenStep) if policy.strategy is Strategy.BLUE_GREEN else len(policy.canary.steps)
 
 
 def _interrupt(d: Draft, moves: Moves) -> Decision | None:

@@ -31,7 +31,7 @@ from gitsync.strategy.layout import ANNOTATION_TEMPLATE_HASH, Layout, spec_hash,
 from gitsync.strategy.model import Observation, Track, WorkloadView, tracks
 from gitsync.strategy.observe import live_total, observe, view
 from gitsync.strategy.policy import RolloutPolicy, Strategy, parse_policy
-from gitsync.strategy.state import ACTIVE_PHASES, Command, Phase, RolloutState
+from gitsync.strategy.state import ACTIVE_PHASES, Command, Phase, RolloutState, step_label
 
 __all__ = [
     "PART",
@@ -177,7 +177,7 @@ def advance(
         app=key.app,
         env=key.env,
         phase=result.phase.value,
-        step=decision.state.step,
+        step=step_label(decision.state.phase, decision.state.step, decision.state.steps),
         weight=decision.state.weight,
         actions=list(done),
         requeue_after=result.requeue_after,

@@ -27,6 +27,7 @@ __all__ = [
     "RolloutOutcome",
     "RolloutState",
     "add_history",
+    "step_label",
 ]
 
 HISTORY_LIMIT = 20
@@ -130,6 +131,7 @@ class RolloutState:
     failed_hash: str = ""
     """The template of the last aborted rollout: not retried until the render changes or ``gitsync rollout retry``."""
     step: int = 0
+    """The current step's 0-based index (the steps completed); people read it through ``step_label``."""
     step_started_at: float = 0.0
     started_at: float = 0.0
     weight: int = 0
@@ -163,6 +165,10 @@ class RolloutState:
     replicas: int = 0
     """Replicas the running rollout works with, fixed at its start: an app whose chart leaves replicas to an HPA
     keeps the count it had, while the canary's own pods come and go."""
+    steps: int = 0
+    """How many steps the rollout's strategy has (a canary's ``policy.canary.steps``; blue-green's five phases,
+    ``model.BlueGreenStep``), kept with ``step`` so status, the dashboard and ``-o json`` say ``step 2/6`` without
+    the policy at hand; 0 in states written before it was kept."""
     retiring: tuple[str, ...] = ()
     """Tracks (``canary``, ``blue``, ``green``) an earlier strategy left running, removed once the workload the
     current strategy serves from is rolled out and Ready."""
@@ -196,6 +202,7 @@ class RolloutState:
             "workload": self.workload,
             "retiring": list(self.retiring),
             "replicas": self.replicas,
+            "steps": self.steps,
         }
 
     @classmethod
@@ -230,7 +237,24 @@ class RolloutState:
             workload=str(raw.get("workload", "")),
             retiring=tuple(raw.get("retiring") or ()),
             replicas=int(raw.get("replicas", 0)),
+            steps=int(raw.get("steps", 0)),
         )
+
+
+def step_label(phase: str, step: int, steps: int) -> str:
+    """How every text a person reads names a rollout's step (status, ``gitsync rollout status``, the dashboard,
+    the rollout's messages and so its commit statuses, Events, logs and notifications): ``step 2/6`` is the
+    second of six steps, the one running or waiting, counted from 1 as the dashboard lists them; ``all 6 steps
+    done`` once the last one completed (a canary going to 100% and promoting). ``step`` is the 0-based index the
+    state and ``-o json`` keep (Argo Rollouts' ``currentStepIndex``: the steps completed, which its ``kubectl argo
+    rollouts get`` prints as ``Step: 1/6`` where this says ``step 2/6``). Empty when no rollout runs (Idle,
+    Healthy); an aborted rollout names the step it stopped at. Without ``steps`` (a state written before the
+    count was kept): ``step 2``."""
+    if phase in (Phase.IDLE, Phase.HEALTHY):
+        return ""
+    if not steps:
+        return f"step {step + 1}"
+    return f"all {steps} steps done" if step >= steps else f"step {step + 1}/{steps}"
 
 
 def add_history(state: RolloutState, entry: HistoryEntry) -> RolloutState:

@@ -158,6 +158,7 @@ def test_the_dashboard_shows_environments_rollouts_live_and_promotions_to_those_
     # the 3 s pauses (steps 2 and 4) are what a person sees long enough to read.
     page.wait_for_selector('.step.current[data-step="2"]', timeout=30_000)
     assert page.locator('.step.done[data-step="1"]').count() == 1
+    assert "step 2/4" in page.locator("#live p.phase").inner_text(), "the step as status and the list number it"
     page.screenshot(path=str(shots / "canary.png"), full_page=True)
     page.wait_for_selector('.step.current[data-step="4"]', timeout=30_000)  # two steps later, same page
     assert page.locator('.step.done[data-step="3"]').count() == 1

@@ -288,7 +288,7 @@ def test_prometheus_check_failing_at_step_2_rolls_back(lab: Lab, metrics) -> Non
     assert out.phase is Phase.ABORTED
     aborted = time.monotonic()
     state = lab.state()
-    assert state["step"] == 1 and state["abortReason"] == "analysis at step 2 failed: error-rate"
+    assert state["step"] == 1 and state["abortReason"] == "analysis at step 2/3 failed: error-rate"
     assert "0.4" in state["evidence"][0]
     lab.wait("stable restored", lambda: lab.ready("web") == REPLICAS and not lab.pods("gitsync.dev/track=canary"))
     done = time.monotonic()

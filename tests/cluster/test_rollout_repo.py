@@ -77,7 +77,7 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
     assert "pendingCommand" not in control.describe_rollout(store, AppEnv("podinfo", "staging"), namespace)
     shown = CliRunner().invoke(main, ["rollout", "status", *args])
     assert shown.exit_code == 0, shown.output
-    assert shown.stdout.startswith("podinfo@staging: rollout Healthy, step 0, weight 0%: first deployment"), shown
+    assert shown.stdout.startswith("podinfo@staging: rollout Healthy, weight 0%: first deployment"), shown
 
     set_message(repo, "config changed, image not")
     drive(repo, cluster, store, Phase.PAUSED)  # setWeight 50 done, waiting at `pause: {}`
@@ -89,8 +89,11 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
     assert shown.exit_code == 0, shown.output
     (app,) = json.loads(shown.stdout)["apps"]
     assert (app["rollout"]["phase"], app["rollout"]["weight"]) == ("Paused", 50)
+    assert (app["rollout"]["step"], app["rollout"]["steps"]) == (1, 2), "JSON: the 0-based index and the count"
     table = CliRunner().invoke(main, ["status", *args])
-    assert f"podinfo: rollout Paused, step {app['rollout']['step']}, weight 50%" in table.stdout
+    assert "podinfo: rollout Paused, step 2/2, weight 50%: paused: step 2/2 waits for" in table.stdout, table.stdout
+    shown = CliRunner().invoke(main, ["rollout", "status", *args])
+    assert shown.stdout.startswith("podinfo@staging: rollout Paused, step 2/2, weight 50%: paused: step 2/2"), shown
     result = CliRunner().invoke(main, ["rollout", "promote", *args])
     assert result.exit_code == 0, result.output
     assert "promote" in result.output

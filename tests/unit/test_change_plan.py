@@ -283,3 +283,17 @@ def test_a_diff_too_large_for_any_comment_shows_its_beginning(example: tuple[Pat
     assert len(comment) <= 65_536 and comment.count("<details>") == comment.count("</details>") == 1
     assert "+  KEY_0000: " in comment and "more lines not shown\n```" in comment
     assert "Cut to fit 65,536 characters: 1 of 2 object diffs are not shown, 1 is cut short" in comment
+
+
+def test_a_promoted_value_path_that_cannot_be_taken_names_its_env_yaml_line(example: tuple[Path, Trees, str]) -> None:
+    """prod starts promoting ``port.number`` where staging's ``port`` is a number: the plan row says which line of
+    which file to fix, as the agent and ``gitsync promote`` do (it named only ``promotion.values`` before)."""
+    root, trees, base = example
+    env_yaml = "environments/prod/env.yaml"
+    head = commit(root, edit(root, env_yaml, "    - image.tag\n", "    - image.tag\n    - port.number\n"))
+    line = (root / env_yaml).read_text().splitlines().index("    - port.number") + 1
+
+    prod = next(a for a in plan_change(trees, base, head).apps if a.key == "podinfo@prod")
+
+    problem = "promotion.values: port.number: port is 9898 in the values it is promoted from, not a mapping"
+    assert f"after promotion from staging: {env_yaml}:{line}: {problem}" in prod.note, prod.note

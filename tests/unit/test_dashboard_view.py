@@ -48,10 +48,12 @@ def test_a_cell_shows_the_running_release_and_says_in_words_what_its_colour_says
     status = Status("podinfo", "staging", release_revision="a" * 40, result="Succeeded", health="Degraded",
                     health_reason="Deployment/ns/podinfo: 0/2 Ready", sync_state="Synced")  # fmt: skip
     releases = (_release("b" * 40, "promote podinfo to prod"), _release("a" * 40, "Merge pull request #12 from x/y"))
-    cell = build_cell(status, "ns", releases, {"phase": "Progressing", "strategy": "canary", "step": 1, "weight": 50})
+    cell = build_cell(
+        status, "ns", releases, {"phase": "Progressing", "strategy": "canary", "step": 1, "steps": 4, "weight": 50}
+    )
     assert (cell.short, cell.pull_request, cell.author) == ("aaaaaaa", 12, "Ada Lovelace")
     assert cell.tone is Tone.BAD and cell.health == "Degraded" and "0/2 Ready" in cell.reason
-    assert cell.rollout == "canary Progressing, step 2, 50%"
+    assert cell.rollout == "canary Progressing, step 2/4, 50%"
 
 
 def test_a_pinned_environment_without_a_pin_awaits_its_first_promotion() -> None:
@@ -141,6 +143,9 @@ class _Ledger:
 
     def ledger(self) -> list[AuditRow]:
         return self.rows
+
+    def ledger_problem(self) -> str:
+        return ""
 
 
 def test_who_approved_shows_beside_the_pull_request_and_a_removal_is_no_version() -> None:

@@ -63,6 +63,16 @@ def result(kind: Kind, outcome: Result | None, health: HealthStatus | None = Non
             "paused: pause: promote",
         ),
         (
+            result(
+                Kind.RELEASE,
+                Result.PAUSED,
+                HealthStatus.HEALTHY,
+                rollout=RolloutStep(message="paused: step 2/3 waits for gitsync rollout promote; run ..."),
+            ),
+            CommitState.PENDING,
+            "paused: step 2/3 waits for gitsync rollout promote; run ...",
+        ),
+        (
             result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY),
             CommitState.SUCCESS,
             "deployed to staging and healthy",
@@ -344,11 +354,15 @@ def test_a_promotion_pull_request_left_open_once_prod_runs_the_newest_release_is
     sink.write(settled)
     sink.write(settled)
     assert sink.queue.idle(5)
-    [(head, comment)] = forge.closed
-    assert head == "gitsync/promote/prod/podinfo"
+    closed = dict(forge.closed)
+    assert len(forge.closed) == 2 and closed.keys() == {"gitsync/promote/prod/podinfo", "gitsync/rollback/prod/podinfo"}
+    comment = closed["gitsync/promote/prod/podinfo"]
     assert comment.startswith(f"Closed by gitsync: prod already runs staging@{PROMOTED[:12]}, the newest release")
+    assert closed["gitsync/rollback/prod/podinfo"].startswith(
+        f"Closed by gitsync: prod runs staging@{PROMOTED[:12]} and its release succeeded after this rollback"
+    )
     auto = replace(
         settled, target=Target("podinfo-prod", prune=True, self_heal=True, upstream=replace(upstream, mode="auto"))
     )
     PullRequestSink(forge, "main").write(auto)
-    assert forge.closed == [(head, comment)], "auto mode has no pull requests to close"
+    assert len(forge.closed) == 2, "auto mode has no pull requests to close"

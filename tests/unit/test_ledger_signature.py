@@ -218,6 +218,7 @@ def test_an_agent_configured_with_both_files_signs_its_lines_and_promotes_from_t
     from memstore import MemoryStore
 
     from gitsync.adapters.git import GitRepository
+    from gitsync.cli.run import ledger_verifier
     from gitsync.cli.run import promotions as compose
     from gitsync.history import Result
     from gitsync.runtime.config import load
@@ -231,7 +232,7 @@ def test_an_agent_configured_with_both_files_signs_its_lines_and_promotes_from_t
     config = load(agent_yaml, environ={})
     repo = GitRepository(config.repo.url, config.repo.branch, lab.root / "caches" / "run", verify=config.repo.verify)
     repo.fetch()
-    stage = compose(config, repo, MemoryStore())
+    stage = compose(config, repo, MemoryStore(), ledger_verifier(config))
     stage.note(
         AppEnv("podinfo", "staging"), lab.sha, "sha256:d", Result.SUCCEEDED, T0 - 60, T0,
         promoted_paths=("image.tag",), values=TAG,
@@ -240,3 +241,210 @@ def test_an_agent_configured_with_both_files_signs_its_lines_and_promotes_from_t
     assert '"sig":"' in line
     step = stage.step(AppEnv("podinfo", "prod"), PROD, lab.root, None, None, None, T0 + 600)
     assert step.action is PromotionAction.CANDIDATE, step.message
+
+
+def refused_by_ssh_keygen(lab: Lab, text: str, line_number: int) -> str:
+    """What ``ssh-keygen -Y find-principals`` says of line ``line_number`` of the file ``text`` when it looks for
+    the signer of a ledger line (``<file>:<line>: <problem>``), "" when it says nothing of it."""
+    line = entry().to_line()
+    signed = lab.root / "line.sig"
+    signed.write_text(
+        f"-----BEGIN SSH SIGNATURE-----\n{SshLineSigner(lab.agent_key)(line)}\n-----END SSH SIGNATURE-----\n"
+    )
+    lab.allowed.write_text(text)
+    found = subprocess.run(
+        ["ssh-keygen", "-Y", "find-principals", "-f", str(lab.allowed), "-s", str(signed)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return next((said for said in found.stderr.splitlines() if said.startswith(f"{lab.allowed}:{line_number}:")), "")
+
+
+def agent_line(lab: Lab) -> str:
+    return " ".join((lab.root / "keys" / "agent.pub").read_text().split()[:2])
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("gitsync@agent {key}", ""),
+        ("gitsync@agent,ada@example.com {key} a comment", ""),
+        ('gitsync@agent namespaces="gitsync-ledger,git" {key}', ""),
+        ('gitsync@agent\tcert-authority,valid-after="20240101",valid-before="203001011200Z" {key}', ""),
+        ("{key}", "principals: missing (the line starts with the key type ssh-ed25519)"),
+        ("gitsync@agent", "key: missing (expected: principals [options] keytype base64-key)"),
+        ("gitsync@agent namespaces=gitsync-ledger {key}", "options: namespaces: the value must be in double quotes"),
+        ("gitsync@agent trusted {key}", "options: unknown option 'trusted'"),
+        ('gitsync@agent valid-after="2024" {key}', "options: valid-after: '2024' is not YYYYMMDD[Z]"),
+        ("gitsync@agent cert-authority, {key}", "options: cannot read 'cert-authority,'"),
+        ('gitsync@agent namespaces="gitsync-ledger {key}', "options: a double quote is not closed"),
+        ("gitsync@agent ssh-ed25519 AAAA!!!", "key: not valid base64"),
+        ("gitsync@agent ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAABAQ", "key: "),
+        ("gitsync@agent {cut}", "key: the base64 ssh-ed25519 key is cut short"),
+        ("gitsync@agent ssh-ed2519 AAAAC3NzaC1lZDI1NTE5", "keytype: no key type in 'ssh-ed2519 AAAAC3NzaC1lZDI1NTE5'"),
+    ],
+)
+def test_the_allowed_signers_file_is_read_as_ssh_keygen_reads_it(lab: Lab, line: str, problem: str) -> None:
+    """Each line is refused exactly when ``ssh-keygen`` refuses it (it then exits 255 as for a bad signature), and
+    the error names the file, the line and the field to fix."""
+    from gitsync.adapters.ledger_signature import check_allowed_signers
+    from gitsync.ledger import SignersError
+
+    key = agent_line(lab)
+    text = "# the agent\n\n" + line.format(key=key, cut=key[:-8]) + "\n"
+    refused = refused_by_ssh_keygen(lab, text, 3)
+    if not problem:
+        assert refused == ""
+        check_allowed_signers(lab.allowed)
+        return
+    assert refused.startswith(f"{lab.allowed}:3: "), "ssh-keygen refuses the line too"
+    with pytest.raises(SignersError) as raised:
+        check_allowed_signers(lab.allowed)
+    assert str(raised.value).startswith(f"{lab.allowed}:3: {problem}"), str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (None, "cannot read the allowed signers file: No such file or directory"),
+        ("# nobody yet\n", "no key in it (lines: principals [options] keytype base64-key)"),
+    ],
+)
+def test_a_missing_or_empty_allowed_signers_file_is_named(lab: Lab, text: str | None, problem: str) -> None:
+    from gitsync.adapters.ledger_signature import check_allowed_signers
+    from gitsync.ledger import SignersError
+
+    if text is None:
+        lab.allowed.unlink()
+    else:
+        lab.allowed.write_text(text)
+    with pytest.raises(SignersError) as raised:
+        check_allowed_signers(lab.allowed)
+    assert str(raised.value) == f"{lab.allowed}: {problem}"
+
+
+@pytest.mark.parametrize("broken", ["missing", "typo"])
+def test_audit_with_a_broken_allowed_signers_file_says_so_in_one_line(lab: Lab, broken: str) -> None:
+    """Before: every row read "bad-signature" and the file was never named."""
+    from click.testing import CliRunner
+
+    from gitsync.cli import main
+
+    lab.ledger("agent", lab.agent_key).append(lab.sha, lab.release())
+    allowed = lab.root / "keys" / "nowhere" if broken == "missing" else lab.allowed
+    if broken == "typo":
+        lab.allowed.write_text(f'# the agent\ngitsync@agent namespace="gitsync-ledger" {agent_line(lab)}\n')
+    result = CliRunner().invoke(main, ["audit", "--repo", str(lab.server.work), "--allowed-signers", str(allowed)])
+    expected = {
+        "missing": f"error: {allowed}: cannot read the allowed signers file: No such file or directory",
+        "typo": f"error: {allowed}:2: options: unknown option 'namespace=\"gitsync-ledger\"' (allowed: cert-authority, "
+        'namespaces="...", valid-after="...", valid-before="...")',
+    }[broken]
+    assert (result.exit_code, result.stdout, result.stderr.splitlines()) == (2, "", [expected])
+
+
+def test_an_agent_with_a_broken_allowed_signers_file_says_it_once_and_keeps_what_runs(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The guard blocks the pin naming the file and line (nothing of the pin is applied, so what runs stays), the
+    promote stage promotes nothing, one log event says it however often they read; once the file is fixed, the
+    signed line counts again without a restart."""
+    lab.ledger("agent", lab.agent_key).append(lab.sha, lab.release())
+    good = lab.allowed.read_text()
+    lab.allowed.write_text(f"# the agent\n{agent_line(lab)}\n")  # the principal forgotten
+    verifier = SshLedgerVerifier(lab.allowed)
+    caplog.set_level("WARNING")
+    for _ in range(2):
+        action, message, blocked = decide(lab, verifier=verifier)
+        problem = f"{lab.allowed}:2: principals: missing (the line starts with the key type ssh-ed25519)"
+        assert (action, message) == (PromotionAction.FAILED, problem)
+        assert blocked == f"environments/prod/promoted.yaml: podinfo: cannot verify the pin: {problem}"
+    events = [r.msg for r in caplog.records if isinstance(r.msg, dict)]
+    assert [(e["event"], e["error"]) for e in events] == [("ledger.allowed_signers_invalid", problem)]
+
+    lab.allowed.write_text(good)
+    action, message, blocked = decide(lab, verifier=verifier)
+    assert (action, blocked) == (PromotionAction.CANDIDATE, ""), message
+
+
+def promote_cli(lab: Lab, *args: str) -> tuple[int, str]:
+    """``gitsync promote`` of podinfo into prod in a person's clone (the notes fetched from origin)."""
+    from click.testing import CliRunner
+
+    from gitsync.cli import main
+
+    git(lab.server.work, "pull", "-q", "origin", "main")
+    result = CliRunner().invoke(
+        main, ["promote", "--repo", str(lab.server.work), "--env", "prod", "--app", "podinfo", *args]
+    )
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize("how", ["edited", "unsigned", "other-key"])
+def test_promote_in_a_clone_refuses_an_untrusted_line_as_the_agent_does(lab: Lab, how: str) -> None:
+    """With the agent's allowed signers a forged "staging Succeeded" is no candidate and verifies no --revision in
+    a person's clone either (before: the clone promoted what the agent's guard then blocked); the error says that
+    a line was there and why it did not count. Without the file the clone trusts every line, as before."""
+    forged(lab, how)
+    signers = ("--allowed-signers", str(lab.allowed))
+    seal = "unsigned" if how == "unsigned" else "bad-signature"
+    untrusted = f"(staging's ledger lines of podinfo not trusted, as if absent: 1 {seal}; see gitsync audit)"
+
+    code, out = promote_cli(lab, *signers)
+    assert code == 2 and out.startswith("error: podinfo@prod: no candidate in staging: the ledger"), out
+    assert out.rstrip().endswith(untrusted), out
+
+    code, out = promote_cli(lab, *signers, "--revision", lab.sha)
+    assert code == 2 and f"pin {lab.sha[:12]} is not verified" in out, out
+    assert f"{untrusted}; use --force --reason TEXT to promote it anyway" in out, out
+
+    code, out = promote_cli(lab)
+    assert code == 0 and out.startswith(f"promote podinfo to prod (staging@{lab.sha[:7]}): committed"), out
+
+
+def test_promote_in_a_clone_takes_a_signed_line_and_names_a_broken_allowed_signers_file(lab: Lab) -> None:
+    lab.ledger("agent", lab.agent_key).append(lab.sha, lab.release())
+    lab.allowed.write_text(f"gitsync@agent foo {agent_line(lab)}\n")
+    code, out = promote_cli(lab, "--allowed-signers", str(lab.allowed))
+    allowed = 'cert-authority, namespaces="...", valid-after="...", valid-before="..."'
+    expected = f"error: {lab.allowed}:1: options: unknown option 'foo' (allowed: {allowed})"
+    assert (code, out.splitlines()) == (2, [expected])
+    lab.allowed.write_text(f"gitsync@agent {agent_line(lab)}\n")
+    code, out = promote_cli(lab, "--allowed-signers", str(lab.allowed))
+    assert code == 0 and out.startswith(f"promote podinfo to prod (staging@{lab.sha[:7]}): committed"), out
+
+
+def test_the_dashboard_shows_each_ledger_lines_signature_state(lab: Lab) -> None:
+    """The promotions page marks a verified line and an untrusted one (as ``gitsync audit --allowed-signers``); with
+    a broken allowed signers file it names the file and line instead, and without one it shows no marks."""
+    import re
+    from functools import partial
+    from typing import cast
+
+    from gitsync.adapters.gitwrite import local_session
+    from gitsync.adapters.kube import KubeCluster
+    from gitsync.cli.audit import clone_ledger
+    from gitsync.dashboard.read import Board, LedgerRows
+    from gitsync.dashboard.server import Pages, Site
+
+    lab.ledger("agent", lab.agent_key).append(lab.sha, lab.release())
+    lab.ledger("mallory").append(lab.sha, lab.release(env="prod", finished_at=T0 + 5))
+
+    def page(verifier: SshLedgerVerifier | None) -> str:
+        rows = LedgerRows(
+            clone_ledger(lab.server.work),
+            partial(local_session, lab.server.work),
+            verifier.seal if verifier is not None else None,
+        )
+        board = Board(cast(KubeCluster, None), env_order=("staging", "prod"), ledger=rows)
+        return Pages(board, Site(str(lab.server.work), None, "local")).promotions()
+
+    html = page(SshLedgerVerifier(lab.allowed, report=None))
+    marks = re.findall(
+        r'data-env="(\w+)">.*?data-signature="([\w-]+)".*?<span class="sr">ledger line: </span>([^<]+)<', html, re.S
+    )
+    assert marks == [("staging", "verified", "signature verified"), ("prod", "unsigned", "unsigned: not trusted")]
+    assert "data-signature" not in page(None)
+
+    lab.allowed.write_text("gitsync@agent\n")
+    html = page(SshLedgerVerifier(lab.allowed, report=None))
+    assert f"Ledger signatures not checked: {lab.allowed}:1: key: missing" in html and "data-signature" not in html

@@ -19,6 +19,7 @@ from gitsync.promote import (
     evidence,
     promotion_message,
     rollback_message,
+    soak_left,
     verify_pin,
 )
 
@@ -144,6 +145,18 @@ def test_soak_starts_at_the_first_success_of_that_content() -> None:
         T0 + 700,
     )
     assert found is not None and found.soak_started_at == T0 + 100 and found.source == f"staging@{FIX}"
+
+
+def test_the_countdown_counts_from_where_the_candidate_counts() -> None:
+    """A commit that did not touch the app succeeds again 400 s into the soak: the countdown says what is left
+    of the soak that started at the first success, and the candidate appears when it reaches 0 (before: the
+    message counted from the newest success and showed 400 s more than there was)."""
+    upstream = [release(FIX, Ended.SUCCEEDED, T0 + 400), release(NEW, Ended.SUCCEEDED, T0)]
+    assert soak_left(upstream, PIN_OLD, SOAK, T0 + 500) == 100.0
+    assert candidate(upstream, PIN_OLD, SOAK, T0 + 500) is None
+    assert soak_left(upstream, PIN_OLD, SOAK, T0 + SOAK) == 0.0
+    found = candidate(upstream, PIN_OLD, SOAK, T0 + SOAK)
+    assert found is not None and found.revision == FIX
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,36 @@ def test_promoted_values_that_cannot_be_taken_are_never_noted_as_no_values(tmp_p
     assert not hasattr(verify_pin(empty_pin, [(sha, line)]), "evidence"), "verifies no pin"
 
 
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_the_warning_of_values_that_cannot_be_taken_names_the_env_yaml_line_listing_the_path(
+    tmp_path: Path, env: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """staging's release is noted with the paths prod promotes (prod's env.yaml lists them), prod's with its own:
+    either way the warning points at prod's env.yaml line, as of the commit the reconcile rendered."""
+    server = Server(tmp_path / "repo")
+    prod = "namespace: prod\napps: [web]\npromotion:\n  from: staging\n  values:\n    - replicas\n    - image.tag\n"
+    sha = server.commit(
+        {
+            "apps/web/values.yaml": "image: nginx\n",
+            "environments/staging/env.yaml": "namespace: staging\napps: [web]\n",
+            "environments/prod/env.yaml": prod,
+        },
+        "one",
+    )
+    stage, notes = promotions(server, tmp_path)
+    caplog.set_level("WARNING")
+    stage.note(
+        AppEnv("web", env), sha, "sha256:d", Result.SUCCEEDED, 0.0, 10.0,
+        promoted_paths=("replicas", "image.tag"), values={"image": "nginx"}, paths_at=sha,
+    )  # fmt: skip
+    assert notes.notes[sha][0].values_hash == ""
+    [warning] = [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg["event"] == "ledger.values_unknown"]
+    assert warning["error"] == (
+        "environments/prod/env.yaml:7: promotion.values: image.tag: image is the string 'nginx' in the values it is "
+        "promoted from, not a mapping"
+    )
+
+
 def test_the_values_hash_noted_is_the_one_the_guard_computes_for_the_pin(tmp_path: Path) -> None:
     server = Server(tmp_path / "repo")
     sha = server.commit({"apps/web/values.yaml": "image: {tag: '1.1'}\n", "apps/ksm/deploy.yaml": "kind: x\n"}, "one")

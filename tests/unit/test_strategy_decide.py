@@ -610,7 +610,7 @@ def test_abort_records_reason_evidence_event_and_history() -> None:
         NOW,
     )
     assert d.state.failed_hash == NEW
-    assert d.state.abort_reason == "analysis at step 3 failed: errors"
+    assert d.state.abort_reason == "analysis at step 3/5 failed: errors"
     assert "0.3" in d.state.evidence[0] and "errors" in d.state.evidence[0]
     assert reasons(d) == ["RolloutAborted"]
     assert d.state.history[-1].outcome == "aborted" and d.state.history[-1].evidence == d.state.evidence
