@@ -383,12 +383,12 @@ class LedgerSink:
         """The app left its environment: its last release ends ``Removed``, noted on that release's commit (the
         one its status credits), so the line's ending is the same whatever commit the removal is done again at
         after a kill -9 (the inventory, which makes it a removal, is dropped only after the status). A status
-        that already says Removed was written after this line: nothing to note."""
+        that already says Removed was written after this line: nothing to note. No approvals: the line is on the
+        removed release's commit, whose pull request is not the removal's."""
         before = r.previous or Status(r.key.app, r.key.env)
         if r.target is None or r.dry_run or before.result == Result.REMOVED.value:
             return
         released = before.release_revision or before.last_applied_revision or r.revision
-        approvals, approved_by = self._approvals(r, r.revision)
         self._promotions.note(
             r.key,
             released,
@@ -399,8 +399,6 @@ class LedgerSink:
             promoted_paths=(),
             values={},
             removal_commit=r.revision,
-            approvals=approvals,
-            approved_by=approved_by,
         )
 
     def _approvals(self, r: ReconcileResult, sha: str) -> tuple[Approvals | None, tuple[str, ...]]:
