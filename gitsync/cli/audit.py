@@ -142,7 +142,8 @@ def command(
         writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "steps": "; ".join(row["steps"]), "analysis": json.dumps(row["analysis"])})
+            joined = {key: "; ".join(row[key]) for key in ("steps", "approvedBy")}
+            writer.writerow({**row, **joined, "analysis": json.dumps(row["analysis"])})
         sys.stdout.write(out.getvalue())
     else:
         _table(rows, signatures=verifier is not None)

@@ -410,5 +410,7 @@ def test_audit_at_a_time_lists_what_ran_then_and_approvals_beside_the_pull_reque
     code, out = scenario.cli("audit")
     table = {line.split()[3]: line for line in out.splitlines()[1:] if line.strip()}
     assert "bob, carol" in table[first[:12]] and "unknown" in table[second[:12]], out
+    code, out = scenario.cli("audit", "-o", "csv")
+    assert f"{first}," in out and ",bob; carol," in out, out
     code, out = scenario.cli("audit", "--at", "2023-11-14", "--until", "2023-11-15")
     assert code == 2 and "--at: give it alone" in out
