@@ -8,17 +8,18 @@ rollback commits. ``AuditRow.to_json`` is the documented schema (docs/promotion.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gitsync.ledger import LedgerEntry, ReleaseOutcome, Seal
+from gitsync.ledger import Approvals, LedgerEntry, ReleaseOutcome, Seal
 from gitsync.ports import CommitInfo
 from gitsync.promote import APP, ENV, EVIDENCE, OVERRIDE, PROMOTED_FROM, ROLLBACK_OF, evidence
 
 __all__ = [
     "COLUMNS",
     "AuditRow",
+    "approval_text",
     "audit_rows",
     "commits_of",
     "inconsistencies",
@@ -26,6 +27,7 @@ __all__ = [
     "merged_heads",
     "promoted_commits",
     "pull_request",
+    "running_at",
 ]
 
 _PULL_REQUEST = (
@@ -99,6 +101,18 @@ class AuditRow:
     """What the line's signature says against the allowed signers (``gitsync audit --allowed-signers``); None
     when not checked."""
 
+    @property
+    def approvals(self) -> str:
+        """``known`` or ``unknown`` as the line says; a line that says nothing of a commit that names a pull
+        request (written before approvals were noted, by an agent without a forge, or on an earlier commit than
+        the reconcile's) is ``unknown`` too: who approved was never read, which is not "nobody". "" for a commit
+        that came through no pull request, and for a ``Removed`` line (the removal is not a release of its own)."""
+        if self.entry.approvals is not None:
+            return self.entry.approvals.value
+        if self.pull_request is None or self.entry.outcome is ReleaseOutcome.REMOVED:
+            return ""
+        return Approvals.UNKNOWN.value
+
     def to_json(self) -> dict[str, Any]:
         line = self.entry.to_json()
         return {
@@ -110,6 +124,8 @@ class AuditRow:
             "pullRequest": self.pull_request,
             "author": self.author,
             "mergedBy": self.merged_by,
+            "approvals": self.approvals,
+            "approvedBy": list(self.entry.approved_by),
             "promotedFrom": self.promoted_from,
             "evidence": self.evidence,
             "digest": self.entry.digest,
@@ -125,6 +141,7 @@ class AuditRow:
             "agent": self.entry.agent,
             "promotionCommit": self.promotion_commit,
             "rollbackCommit": self.rollback_commit,
+            "removalCommit": self.entry.removal_commit,
             "override": self.override,
             "changeAuthor": self.change.author if self.change else "",
             "changeMergedBy": merged_by(self.change) if self.change else "",
@@ -134,10 +151,10 @@ class AuditRow:
 
 
 COLUMNS = (
-    "time", "env", "app", "commit", "subject", "pullRequest", "author", "mergedBy", "promotedFrom", "evidence",
-    "digest", "outcome", "rollbackOf", "startedAt", "finishedAt", "chartTree", "libTree", "valuesHash", "steps",
-    "analysis", "agent", "promotionCommit", "rollbackCommit", "override", "changeAuthor", "changeMergedBy",
-    "changePullRequest", "signature",
+    "time", "env", "app", "commit", "subject", "pullRequest", "author", "mergedBy", "approvals", "approvedBy",
+    "promotedFrom", "evidence", "digest", "outcome", "rollbackOf", "startedAt", "finishedAt", "chartTree", "libTree",
+    "valuesHash", "steps", "analysis", "agent", "promotionCommit", "rollbackCommit", "removalCommit", "override",
+    "changeAuthor", "changeMergedBy", "changePullRequest", "signature",
 )  # fmt: skip
 """The keys of ``AuditRow.to_json`` in order: the JSON schema's fields and the CSV header."""
 
@@ -181,7 +198,7 @@ def audit_rows(
                     merged_by=merged_by(noted) if noted else "",
                     promoted_from=source,
                     rollback_of=next(filter(None, (_trailer(c, ROLLBACK_OF) for c in sources)), ""),
-                    evidence=_trailer(written, EVIDENCE) or evidence(entry),
+                    evidence=_removal(entry, commits) or _trailer(written, EVIDENCE) or evidence(entry),
                     promotion_commit=entry.promotion_commit or promoted_by.get((f"{entry.env}@{sha}", entry.app), ""),
                     rollback_commit=entry.rollback_commit or rolled_back_by.get((entry.env, entry.app, sha), ""),
                     override=_trailer(written, OVERRIDE),
@@ -192,12 +209,44 @@ def audit_rows(
     return tuple(sorted(rows, key=lambda row: (row.entry.finished_at, row.commit), reverse=True))
 
 
+def approval_text(approvals: str, approved_by: Sequence[str]) -> str:
+    """Who approved, as ``gitsync audit``'s APPROVED BY column and the dashboard say it: the reviewers, ``none``
+    when the forge said nobody approved, ``unknown`` when it was not read; "" for no pull request."""
+    if approvals == Approvals.KNOWN.value:
+        return ", ".join(approved_by) or "none"
+    return approvals
+
+
+def _removal(entry: LedgerEntry, commits: Mapping[str, CommitInfo]) -> str:
+    """A ``Removed`` line's evidence: the commit that removed the app, and its subject when the clone holds it."""
+    if entry.outcome is not ReleaseOutcome.REMOVED:
+        return ""
+    removal = commits.get(entry.removal_commit)
+    subject = removal.message.partition("\n")[0] if removal is not None else ""
+    return f"Removed at {entry.removal_commit[:12] or 'an unknown commit'}" + (f" ({subject})" if subject else "")
+
+
+def running_at(rows: Iterable[AuditRow]) -> tuple[AuditRow, ...]:
+    """What ran at a time T, from the rows of the releases that finished by then (``audit_rows(until=T)``): per
+    environment and app the newest ``Succeeded`` release (a later ``RolledBack``, ``Failed`` or ``Superseded``
+    one left it running), unless a ``Removed`` line came after it: the app no longer ran. Sorted by env, app."""
+    running: dict[tuple[str, str], AuditRow] = {}
+    for row in sorted(rows, key=lambda row: (row.entry.recency, row.commit)):
+        where = (row.entry.env, row.entry.app)
+        if row.entry.outcome is ReleaseOutcome.SUCCEEDED:
+            running[where] = row
+        elif row.entry.outcome is ReleaseOutcome.REMOVED:
+            running.pop(where, None)
+    return tuple(running[where] for where in sorted(running))
+
+
 def commits_of(
     notes: Mapping[str, Iterable[LedgerEntry]], read: Callable[[set[str]], Mapping[str, CommitInfo]]
 ) -> dict[str, CommitInfo]:
     """Every commit ``audit_rows`` reads, through ``read`` (ids -> commits): the noted ones and those the entries
     name, the heads their merge commits merged (a pull request's trailers), and the upstream commits promoted."""
     named = {e.promotion_commit or e.rollback_commit for entries in notes.values() for e in entries}
+    named |= {e.removal_commit for entries in notes.values() for e in entries}
     commits = dict(read((set(notes) | named) - {""}))
     commits |= read(merged_heads(commits.values()) - set(commits))
     commits |= read(promoted_commits(commits.values()) - set(commits))
@@ -245,7 +294,7 @@ def inconsistencies(notes: Mapping[str, Iterable[LedgerEntry]], commits: Mapping
             if entry.outcome is ReleaseOutcome.SUCCEEDED:
                 succeeded.setdefault((entry.env, entry.app), []).append(entry)
     for (env, app, sha, _), seen in sorted(outcomes.items()):
-        if len(seen - {ReleaseOutcome.SUPERSEDED.value}) > 1:
+        if len(seen - {ReleaseOutcome.SUPERSEDED.value, ReleaseOutcome.REMOVED.value}) > 1:
             found.append(f"{env} {app} at {sha[:12]}: one release noted as {' and '.join(sorted(seen))}")
     for sha, entries in sorted(notes.items()):
         commit = _written(sha, commits)
@@ -257,7 +306,7 @@ def inconsistencies(notes: Mapping[str, Iterable[LedgerEntry]], commits: Mapping
             e
             for e in entries
             if (e.env, e.app) == (_trailer(commit, ENV), _trailer(commit, APP))
-            and e.outcome is not ReleaseOutcome.SUPERSEDED
+            and e.outcome not in (ReleaseOutcome.SUPERSEDED, ReleaseOutcome.REMOVED)
         ]
         upstream = succeeded.get((from_env, mine[0].app), []) if mine else []
         if mine and not any(u.content.same_as(e.content) for e in mine for u in upstream):

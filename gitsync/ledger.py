@@ -31,6 +31,7 @@ __all__ = [
     "SIGNATURE_KEY",
     "SIGNATURE_NAMESPACE",
     "AnalysisResult",
+    "Approvals",
     "LedgerEntry",
     "ReleaseContent",
     "ReleaseOutcome",
@@ -71,6 +72,24 @@ class ReleaseOutcome(StrEnum):
     ROLLED_BACK = "RolledBack"
     FAILED = "Failed"
     SUPERSEDED = "Superseded"
+    REMOVED = "Removed"
+    """The app left its environment's ``env.yaml`` (``apps:``) and everything of it was pruned: the
+    release noted ends there, and nothing of the app runs in the environment after this line's ``finishedAt``.
+    Noted on the commit of the release that was removed (so a repeat after a kill -9 is the same ending, whatever
+    commit the removal ran at), with ``removalCommit`` naming the commit whose ``env.yaml`` no longer lists it."""
+
+
+class Approvals(StrEnum):
+    """Whether a line knows who approved the pull request its commit came through; the values are the wire format.
+
+    A line of a release whose commit is not a pull request's (a direct push, an agent with no forge configured)
+    says nothing about approvals at all."""
+
+    KNOWN = "known"
+    """The forge answered: ``approvedBy`` lists the approving reviewers (empty: merged without an approval)."""
+    UNKNOWN = "unknown"
+    """The forge could not be asked when the line was written (down, refused): who approved is not known, which
+    is not the same as nobody. Lines are never rewritten, so it stays unknown; the forge's page still says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +168,9 @@ class LedgerEntry:
     rollback_commit: str = ""
     lib_tree: str = ""
     reason: str = ""
+    removal_commit: str = ""
+    approvals: Approvals | None = None
+    approved_by: tuple[str, ...] = ()
     line: str = field(default="", compare=False, repr=False)
     """The note line as read ("" for an entry made here): what a signature covers (``split_signature``). Not
     part of what the entry is, so a line read back equals the entry it was written from."""
@@ -167,7 +189,7 @@ class LedgerEntry:
         return (self.finished_at, 0 if self.outcome is ReleaseOutcome.SUPERSEDED else 1)
 
     def to_json(self) -> dict[str, Any]:
-        line = {
+        line: dict[str, Any] = {
             "env": self.env,
             "app": self.app,
             "revision": self.revision,
@@ -185,7 +207,13 @@ class LedgerEntry:
             "rollbackCommit": self.rollback_commit,
             "finishedAtMs": _millis(self.finished_at),
         }
-        return {**line, "reason": self.reason} if self.reason else line
+        if self.reason:
+            line["reason"] = self.reason
+        if self.removal_commit:
+            line["removalCommit"] = self.removal_commit
+        if self.approvals is not None:
+            line |= {"approvals": self.approvals.value, "approvedBy": list(self.approved_by)}
+        return line
 
     @property
     def ending(self) -> tuple[str, str, str, str, ReleaseOutcome]:
@@ -207,6 +235,10 @@ class LedgerEntry:
             raise ValueError("steps must be a list of strings")
         if not isinstance(analysis, list) or not all(isinstance(a, dict) for a in analysis):
             raise ValueError("analysis must be a list of objects")
+        approvals = raw.get("approvals")
+        approved_by = raw.get("approvedBy", [])
+        if not isinstance(approved_by, list) or not all(isinstance(a, str) for a in approved_by):
+            raise ValueError("approvedBy must be a list of strings")
         return cls(
             env=_text(raw, "env", required=True),
             app=_text(raw, "app", required=True),
@@ -224,6 +256,9 @@ class LedgerEntry:
             promotion_commit=_text(raw, "promotionCommit"),
             rollback_commit=_text(raw, "rollbackCommit"),
             reason=_text(raw, "reason"),
+            removal_commit=_text(raw, "removalCommit"),
+            approvals=None if approvals is None else Approvals(approvals),
+            approved_by=tuple(approved_by),
             line=line,
         )
 

@@ -494,3 +494,9 @@ class Forge(Protocol):
         """Closes the open pull request of ``head`` into ``base`` unmerged, after commenting ``comment`` (why);
         None when none is open."""
         ...
+
+    def approvers(self, number: int) -> tuple[str, ...]:
+        """The logins whose review approves pull request ``number`` now (each reviewer's latest verdict, not
+        dismissed, nor stale where the forge marks it so), sorted. Asked once, without retries: the ledger writer
+        calls it while a reconcile records, and a forge that is down must not hold that up."""
+        ...

@@ -33,7 +33,7 @@ from typing import Any
 from gitsync import log as logging
 from gitsync.errors import GitsyncError, TerminalError
 from gitsync.history import Result, Status
-from gitsync.ledger import AnalysisResult, LedgerEntry, ReleaseContent, SignersError
+from gitsync.ledger import AnalysisResult, Approvals, LedgerEntry, ReleaseContent, SignersError
 from gitsync.ledger import ReleaseOutcome as LedgerOutcome
 from gitsync.model import AppEnv
 from gitsync.ports import CommitRequest, FileEdit, GitWriter, Ledger, LedgerVerifier, RenderedApp, WriteResult
@@ -65,6 +65,7 @@ _ENDED = {
     Result.ROLLED_BACK: LedgerOutcome.ROLLED_BACK,
     Result.FAILED: LedgerOutcome.FAILED,
     Result.SUPERSEDED: LedgerOutcome.SUPERSEDED,
+    Result.REMOVED: LedgerOutcome.REMOVED,
 }
 """Release outcomes that end a release, and their ledger form."""
 BLOCKED_RECHECK = 30.0
@@ -435,6 +436,9 @@ class Promotions:
         promotion_commit: str = "",
         rollback_commit: str = "",
         reason: str = "",
+        removal_commit: str = "",
+        approvals: Approvals | None = None,
+        approved_by: Sequence[str] = (),
         paths_at: str = "",
     ) -> None:
         """Append the ledger line of a release of ``key`` that ended with ``outcome`` at commit ``deployed``.
@@ -447,24 +451,14 @@ class Promotions:
         one (``pin_revision`` is not known) as ``promoted.yaml`` held it at ``deployed``. Promoted values that
         cannot be taken are noted as ``valuesHash`` "" (not known), which verifies no pin, never as the hash of
         no values; the warning names the env.yaml line listing the path, as of ``paths_at`` (the commit whose
-        env.yaml files gave ``promoted_paths``; ``deployed`` when not given)."""
+        env.yaml files gave ``promoted_paths``; ``deployed`` when not given). A ``Removed`` line (``removal_commit``:
+        the commit that no longer lists the app) has no trees and no values: nothing of the app is left to pin."""
         ended = _ENDED.get(outcome)
         if ended is None or not deployed:
             return
-        from renderers.promotion import promoted_values
-
-        if not pin_revision and ended is LedgerOutcome.SUPERSEDED:
-            pin_revision = self._pin_at(key, deployed)
-        chart_at = pin_revision or deployed
-        try:
-            fail = self._listed_at(key.env, paths_at or deployed, promoted_paths)
-            promoted: Mapping[str, Any] | None = promoted_values(values, promoted_paths, fail) if promoted_paths else {}
-        except GitsyncError as e:
-            log.warning("ledger.values_unknown", app=key.app, env=key.env, revision=deployed, error=str(e))
-            promoted = None
-        content = self._pinned(key.app, chart_at, promoted or {})
-        if promoted is None:
-            content = replace(content, values_hash="")
+        content = ReleaseContent("", "", "")
+        if ended is not LedgerOutcome.REMOVED:
+            content = self._content(key, deployed, ended, promoted_paths, values, pin_revision, paths_at)
         entry = LedgerEntry(
             env=key.env,
             app=key.app,
@@ -482,9 +476,37 @@ class Promotions:
             promotion_commit=promotion_commit,
             rollback_commit=rollback_commit,
             reason=reason,
+            removal_commit=removal_commit,
+            approvals=approvals,
+            approved_by=tuple(approved_by),
         )
         self._ledger.append(deployed, entry)
         log.info("ledger.noted", app=key.app, env=key.env, revision=deployed, outcome=ended.value)
+
+    def _content(
+        self,
+        key: AppEnv,
+        deployed: str,
+        ended: LedgerOutcome,
+        promoted_paths: Sequence[str],
+        values: Mapping[str, Any],
+        pin_revision: str,
+        paths_at: str,
+    ) -> ReleaseContent:
+        """What a receiving environment would pin of the release at ``deployed`` (see ``note``)."""
+        from renderers.promotion import promoted_values
+
+        if not pin_revision and ended is LedgerOutcome.SUPERSEDED:
+            pin_revision = self._pin_at(key, deployed)
+        chart_at = pin_revision or deployed
+        try:
+            fail = self._listed_at(key.env, paths_at or deployed, promoted_paths)
+            promoted: Mapping[str, Any] | None = promoted_values(values, promoted_paths, fail) if promoted_paths else {}
+        except GitsyncError as e:
+            log.warning("ledger.values_unknown", app=key.app, env=key.env, revision=deployed, error=str(e))
+            promoted = None
+        content = self._pinned(key.app, chart_at, promoted or {}).content
+        return replace(content, values_hash="") if promoted is None else content
 
     def _listed_at(self, env: str, revision: str, paths: Sequence[str]) -> PathError:
         """``promoted_values``' error for ``env``'s release: ``environments/<e>/env.yaml:<line>: promotion.values``

@@ -30,13 +30,14 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gitsync import log as logging
+from gitsync.audit import pull_request
 from gitsync.drift import DRIFT_HEALED
 from gitsync.errors import GitsyncError, Retry, TransientError
 from gitsync.events import EventSink as Events
 from gitsync.events import Reason
 from gitsync.forge_queue import ForgeQueue
 from gitsync.history import History, Release, Result, Status, first_line
-from gitsync.ledger import AnalysisResult
+from gitsync.ledger import AnalysisResult, Approvals
 from gitsync.metrics import observe_reconcile
 from gitsync.model import ANNOTATION_PRUNE, AppEnv, HealthStatus, SyncAction, SyncState
 from gitsync.notify import Notifier, notices
@@ -299,15 +300,29 @@ class NotifySink:
 
 class LedgerSink:
     """The release ledger in Git: one note line on the deployed commit when a release ends (Succeeded, RolledBack,
-    Failed terminally, or Superseded by the next one), with its steps and analysis values as evidence. Written
-    before the status, so a killed agent notes again; the ledger drops a line it already holds."""
+    Failed terminally, Superseded by the next one, or Removed with its app), with its steps and analysis values as
+    evidence. Written before the status, so a killed agent notes again; the ledger drops a line it already holds.
+
+    With a ``forge``, a line whose commit came through a pull request (its message names one, as ``gitsync
+    audit``'s ``pullRequest`` reads it) records who approved it (``Forge.approvers``, asked once); when the forge
+    cannot answer the line is written all the same, saying the approvals are unknown (``Approvals.UNKNOWN``), not
+    that there were none. Only the reconcile's own commit is looked up (its message is at hand): a line on an
+    earlier commit (a release a later commit carried on, a Superseded one) records no approvals, which ``gitsync
+    audit`` shows as unknown when that commit names a pull request."""
 
     def __init__(
-        self, promotions: Promotions, history: History, store: StateStore, *, retry_after: float = 5.0
+        self,
+        promotions: Promotions,
+        history: History,
+        store: StateStore,
+        *,
+        forge: Forge | None = None,
+        retry_after: float = 5.0,
     ) -> None:
         self._promotions = promotions
         self._history = history
         self._store = store
+        self._forge = forge
         self.retries = ForgeQueue("ledger", 64, retry_after=retry_after)
         """Lines the remote did not take (unreachable): written again in the background until it does."""
 
@@ -325,6 +340,9 @@ class LedgerSink:
             log.warning("ledger.write_failed", revision=r.revision, error=str(e))
 
     def _write(self, r: ReconcileResult) -> None:
+        if r.kind is Kind.REMOVED:
+            self._removed(r)
+            return
         if r.target is None or r.rendered is None or r.outcome is None:
             return
         before = r.previous or Status(r.key.app, r.key.env)
@@ -361,6 +379,42 @@ class LedgerSink:
         started = next((e.started_at for e in releases if e.revision == deployed), r.started_at)
         self._note(r, deployed, r.digest, r.outcome, started, _evidence(r, self._store), current=True)
 
+    def _removed(self, r: ReconcileResult) -> None:
+        """The app left its environment: its last release ends ``Removed``, noted on that release's commit (the
+        one its status credits), so the line's ending is the same whatever commit the removal is done again at
+        after a kill -9 (the inventory, which makes it a removal, is dropped only after the status). A status
+        that already says Removed was written after this line: nothing to note. No approvals: the line is on the
+        removed release's commit, whose pull request is not the removal's."""
+        before = r.previous or Status(r.key.app, r.key.env)
+        if r.target is None or r.dry_run or before.result == Result.REMOVED.value:
+            return
+        released = before.release_revision or before.last_applied_revision or r.revision
+        self._promotions.note(
+            r.key,
+            released,
+            before.last_applied_digest,
+            Result.REMOVED,
+            r.started_at,
+            r.finished_at,
+            promoted_paths=(),
+            values={},
+            removal_commit=r.revision,
+        )
+
+    def _approvals(self, r: ReconcileResult, sha: str) -> tuple[Approvals | None, tuple[str, ...]]:
+        """Who approved the pull request ``sha`` came through: (None, ()) when it came through none (or there is
+        no forge to ask), (UNKNOWN, ()) when the forge did not answer."""
+        if self._forge is None or r.snapshot is None or sha != r.revision or sha.endswith("-dirty"):
+            return None, ()
+        number = pull_request(r.snapshot.commit.message)
+        if number is None:
+            return None, ()
+        try:
+            return Approvals.KNOWN, self._forge.approvers(number)
+        except (GitsyncError, ValueError) as e:
+            log.warning("ledger.approvals_unknown", revision=sha, pull_request=number, error=str(e))
+            return Approvals.UNKNOWN, ()
+
     def _chart_moved(self, r: ReconcileResult, before: Status) -> bool:
         """The first reconcile of a head-following app at a commit whose chart (or ``lib/``) differs from the one
         applied before, with the same render: noted once, not again at each later commit that leaves it alone."""
@@ -388,6 +442,7 @@ class LedgerSink:
             return
         pin = getattr(r.rendered, "pin", None)
         step = r.promotion
+        approvals, approved_by = self._approvals(r, revision)
         self._promotions.note(
             r.key,
             revision,
@@ -406,6 +461,8 @@ class LedgerSink:
             rollback_commit=step.commit if step is not None and step.action is PromotionAction.ROLLED_BACK else "",
             reason=evidence.reason if outcome is Result.ROLLED_BACK else "",
             paths_at=r.revision,
+            approvals=approvals,
+            approved_by=approved_by,
         )
 
 
@@ -515,8 +572,10 @@ class StatusSink:
             drift = SyncState.OUT_OF_SYNC if r.sync.plan.has_changes else SyncState.SYNCED
             return lambda s: replace(s, sync_state=drift.value, updated_at=now)
         if r.kind is Kind.REMOVED:
+            # Nothing of the app runs: a release after it is re-added is a new one, even with the same render.
             return lambda s: replace(
                 s,
+                last_applied_digest="",
                 last_attempted_revision=revision,
                 result=Result.REMOVED.value,
                 sync_state=SyncState.UNKNOWN.value,

@@ -35,12 +35,16 @@ class Gitea:
     token_file: Path
     state_dir: Path
 
-    def api(self, method: str, path: str, body: object = None, expect: tuple[int, ...] = (200, 201, 204)) -> Any:
-        """One call of Gitea's REST API as the admin; fails the test on an unexpected status."""
+    def api(
+        self, method: str, path: str, body: object = None, expect: tuple[int, ...] = (200, 201, 204), sudo: str = ""
+    ) -> Any:
+        """One call of Gitea's REST API as the admin (or, with ``sudo``, as that user: Gitea lets an admin's token
+        act for anyone); fails the test on an unexpected status."""
+        headers = {"Authorization": f"token {self.token}", "Content-Type": "application/json"}
         request = urllib.request.Request(
             f"{self.url}api/v1/{path.lstrip('/')}",
             data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+            headers=headers | ({"Sudo": sudo} if sudo else {}),
             method=method,
         )
         try:
@@ -51,6 +55,12 @@ class Gitea:
         if status not in expect:
             pytest.fail(f"Gitea {method} {path}: HTTP {status}: {text[:500]!r}")
         return json.loads(text) if text else None
+
+    def user(self, login: str) -> str:
+        """A second person on the forge (made once per session): ``login``, to act as with ``api(sudo=login)``."""
+        body = {"username": login, "email": f"{login}@example.com", "password": secrets.token_hex(12)}
+        self.api("POST", "admin/users", {**body, "must_change_password": False}, expect=(201, 422))
+        return login
 
     def clone_url(self, repo: str, with_token: bool = False) -> str:
         host = self.url.removeprefix("http://")

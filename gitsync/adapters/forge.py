@@ -11,7 +11,10 @@ The three APIs agree on what gitsync needs and differ in shape:
 - the open pull request of a branch: GitHub ``GET repos/R/pulls?head=OWNER:BRANCH&base=B``, Gitea lists the open
   ones (its ``head`` filter does not exist), GitLab ``GET projects/ID/merge_requests?source_branch=&target_branch=``;
   closing it: ``PATCH repos/R/pulls/N`` ``{"state": "closed"}``, GitLab ``PUT .../merge_requests/N``
-  ``{"state_event": "close"}``.
+  ``{"state_event": "close"}``;
+- who approved a pull request: GitHub and Gitea ``GET repos/R/pulls/N/reviews`` (each reviewer's latest verdict
+  counts; Gitea marks a review ``dismissed`` or ``stale``, GitHub a dismissed one ``DISMISSED``), GitLab
+  ``GET projects/ID/merge_requests/N/approvals`` (``approved_by``).
 
 Retries are bounded (``ATTEMPTS``): a 429, or a 403 that says it is a rate limit (GitHub's secondary limits send
 ``retry-after``; its primary limit ``x-ratelimit-remaining: 0`` with ``x-ratelimit-reset``), waits what the server
@@ -39,7 +42,7 @@ from gitsync.adapters.http_check import checked_url
 from gitsync.errors import TerminalError, TransientError
 from gitsync.ports import Clock, CommitState, CommitStatus, ForgeKind, PullRequest
 
-__all__ = ["ATTEMPTS", "MAX_WAIT", "ForgeClient", "Response", "urllib_transport"]
+__all__ = ["ATTEMPTS", "MAX_WAIT", "ForgeClient", "Response", "approvers", "urllib_transport"]
 
 log = logging.get("gitsync.forge")
 
@@ -188,6 +191,12 @@ class ForgeClient:
             self._call("PATCH", f"repos/{self.repo}/pulls/{number}", {"state": "closed"})
         return PullRequest(number, url, head, base)
 
+    def approvers(self, number: int) -> tuple[str, ...]:
+        if self.kind is ForgeKind.GITLAB:
+            path = f"{self._project}/merge_requests/{number}/approvals"
+            return approvers(self.kind, self._call("GET", path, attempts=1).json())
+        return approvers(self.kind, list(self._pages(f"repos/{self.repo}/pulls/{number}/reviews", {}, attempts=1)))
+
     # -- shapes ------------------------------------------------------------------------------------------------
 
     @property
@@ -226,11 +235,12 @@ class ForgeClient:
                 return pull
         return None
 
-    def _pages(self, path: str, query: Mapping[str, str]) -> Iterator[Mapping[str, Any]]:
+    def _pages(self, path: str, query: Mapping[str, str], *, attempts: int = ATTEMPTS) -> Iterator[Mapping[str, Any]]:
         size = 50 if self.kind is ForgeKind.GITEA else 100
         size_key = "limit" if self.kind is ForgeKind.GITEA else "per_page"
         for page in range(1, PAGES + 1):
-            items = self._call("GET", path, query={**query, size_key: str(size), "page": str(page)}).json()
+            paged = {**query, size_key: str(size), "page": str(page)}
+            items = self._call("GET", path, query=paged, attempts=attempts).json()
             if not isinstance(items, list):
                 raise TransientError(f"{self._where('GET', path)}: expected a JSON list")
             yield from (item for item in items if isinstance(item, dict))
@@ -268,13 +278,14 @@ class ForgeClient:
         *,
         query: Mapping[str, str] | None = None,
         accept: tuple[int, ...] = (),
+        attempts: int = ATTEMPTS,
     ) -> Response:
-        """One API call with the bounded retries of the module docstring; a 2xx answer (or one whose status is
-        in ``accept``, for the caller to read) is returned, anything else raised."""
+        """One API call with the bounded retries of the module docstring (``attempts`` tries at most); a 2xx
+        answer (or one whose status is in ``accept``, for the caller to read) is returned, anything else raised."""
         url = f"{self._api}/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
         data = json.dumps(body).encode() if body is not None else None
         where = self._where(method, path)
-        for attempt in range(1, ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             started = time.monotonic()
             try:
                 answer = self._transport(method, url, self._headers(), data, TIMEOUT)
@@ -295,11 +306,11 @@ class ForgeClient:
                     wait = _backoff(attempt)
                 else:
                     raise TerminalError(f"{where}: {problem}")
-            if attempt == ATTEMPTS:
+            if attempt == attempts:
                 break
             log.info("forge.retry", call=where, attempt=attempt, wait=round(wait, 2), problem=problem)
             self._sleep(wait)
-        raise TransientError(f"{where}: {problem} (after {ATTEMPTS} tries)")
+        raise TransientError(f"{where}: {problem}" + (f" (after {attempts} tries)" if attempts > 1 else ""))
 
     def _rate_limit_wait(self, answer: Response) -> float | None:
         """Seconds the server asks to wait, when the answer is a rate limit (None: it is not one)."""
@@ -315,6 +326,40 @@ class ForgeClient:
         if answer.status == 429:
             return 60.0  # a limit that does not say for how long: GitHub's advice is at least a minute
         return None
+
+
+_VERDICTS = frozenset({"APPROVED", "CHANGES_REQUESTED", "REQUEST_CHANGES", "DISMISSED"})
+"""Review states that are a reviewer's verdict; a comment (``COMMENTED``, Gitea's ``COMMENT``), a pending draft or
+a review request leaves that reviewer's earlier verdict standing, as on the forges' own pages."""
+
+
+def approvers(kind: ForgeKind, answer: Any) -> tuple[str, ...]:
+    """The logins approving a pull request, from the forge's answer (pure): GitHub's and Gitea's list of reviews
+    (ids grow with time on both: each reviewer's latest verdict counts; a review Gitea marks ``dismissed``, or
+    ``stale`` because it approved an older head than the one merged, approves nothing), GitLab's approvals object
+    (``approved_by``). Anything else is not an answer: ``TransientError``."""
+    if kind is ForgeKind.GITLAB:
+        if not isinstance(answer, dict) or not isinstance(answer.get("approved_by", []), list):
+            raise TransientError("GitLab approvals: expected an object with approved_by")
+        approved = (_user(a.get("user")) for a in answer.get("approved_by", []) if isinstance(a, dict))
+        return tuple(sorted({login for login in approved if login}))
+    if not isinstance(answer, list):
+        raise TransientError(f"{kind} reviews: expected a JSON list")
+    verdicts: dict[str, bool] = {}
+    reviews = [r for r in answer if isinstance(r, dict)]
+    for review in sorted(reviews, key=lambda r: r["id"] if isinstance(r.get("id"), int) else 0):
+        login, state = _user(review.get("user")), str(review.get("state", "")).upper()
+        if not login or state not in _VERDICTS:
+            continue
+        verdicts[login] = state == "APPROVED" and not review.get("dismissed") and not review.get("stale")
+    return tuple(sorted(login for login, approved in verdicts.items() if approved))
+
+
+def _user(user: Any) -> str:
+    """A review's author: ``login`` on GitHub and Gitea, ``username`` on GitLab ("" when not there)."""
+    if not isinstance(user, dict):
+        return ""
+    return str(user.get("login") or user.get("username") or "")
 
 
 def _api_root(kind: ForgeKind, web: str) -> str:

@@ -61,15 +61,18 @@ def clone_ledger(repo: Path) -> NotesLedger:
     return NotesLedger(partial(local_session, repo), remote)
 
 
-def _moment(option: str, text: str | None) -> float | None:
-    """``--since``/``--until`` as epoch seconds: a date (its midnight) or a time, UTC unless an offset is given."""
+def _moment(option: str, text: str | None, *, end: bool = False) -> float | None:
+    """``--since``/``--until``/``--at`` as epoch seconds: a date (its midnight) or a time, UTC unless an offset is
+    given. ``end``: a time given to the second means up to the end of that second, as the rows show whole seconds
+    (a release shown finished at 12:00:05Z is in ``--until 2025-01-31T12:00:05Z``)."""
     if text is None:
         return None
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
         fail(f"{option}: expected a date like 2025-01-31 or 2025-01-31T12:00:00Z, got {text!r}")
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    moment = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    return moment + 0.999 if end and not when.microsecond else moment
 
 
 @click.command("audit")
@@ -78,6 +81,12 @@ def _moment(option: str, text: str | None) -> float | None:
 @click.option("--app", "app", default=None, help="Only releases of this app.")
 @click.option("--since", default=None, help="Only releases that finished at or after this date (UTC unless given).")
 @click.option("--until", default=None, help="Only releases that finished at or before this date (UTC unless given).")
+@click.option(
+    "--at",
+    "at",
+    default=None,
+    help="What ran at this time: per env and app the release running then; apps removed by then are not listed.",
+)
 @allowed_signers_option
 @click.option("-o", "--output", type=click.Choice(["table", "json", "csv"]), default="table")
 def command(
@@ -86,16 +95,21 @@ def command(
     app: str | None,
     since: str | None,
     until: str | None,
+    at: str | None,
     allowed_signers: Path | None,
     output: str,
 ) -> None:
     """List every release recorded in the repository's ledger, newest first, with its evidence."""
     from gitsync.adapters.commits import read_commits
     from gitsync.adapters.gitwrite import local_session
-    from gitsync.audit import COLUMNS, audit_rows, commits_of, inconsistencies
+    from gitsync.audit import COLUMNS, audit_rows, commits_of, inconsistencies, running_at
     from gitsync.errors import GitsyncError
 
-    after, before = _moment("--since", since), _moment("--until", until)
+    if at is not None and (since is not None or until is not None):
+        fail("--at: give it alone, without --since or --until (it shows what ran at that one time)")
+    after, before = _moment("--since", since), _moment("--until", until, end=True)
+    if at is not None:
+        before = _moment("--at", at, end=True)
     verifier = ledger_verifier(allowed_signers)
     try:
         notes = clone_ledger(repo).read()
@@ -109,6 +123,8 @@ def command(
         )
     except GitsyncError as e:
         fail(str(e))
+    if at is not None:
+        found = running_at(found)
     rows = [row.to_json() for row in found]
     for problem in inconsistencies(notes, commits):  # on stderr, so -o json and csv stay machine-readable
         click.echo(f"ledger inconsistent: {problem}", err=True)
@@ -126,7 +142,8 @@ def command(
         writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({**row, "steps": "; ".join(row["steps"]), "analysis": json.dumps(row["analysis"])})
+            joined = {key: "; ".join(row[key]) for key in ("steps", "approvedBy")}
+            writer.writerow({**row, **joined, "analysis": json.dumps(row["analysis"])})
         sys.stdout.write(out.getvalue())
     else:
         _table(rows, signatures=verifier is not None)
@@ -149,8 +166,10 @@ def _table(rows: list[dict[str, object]], *, signatures: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from gitsync.audit import approval_text
+
     table = Table(box=None, pad_edge=False)
-    columns = ("TIME", "ENV", "APP", "COMMIT", "PR", "OUTCOME", "FROM", "AUTHOR", "SUBJECT", "EVIDENCE")
+    columns = ("TIME", "ENV", "APP", "COMMIT", "PR", "APPROVED BY", "OUTCOME", "FROM", "AUTHOR", "SUBJECT", "EVIDENCE")
     for column in (*columns, "SIGNATURE") if signatures else columns:
         table.add_column(column)
     for row in rows:
@@ -161,6 +180,7 @@ def _table(rows: list[dict[str, object]], *, signatures: bool) -> None:
             str(row["app"]),
             str(row["commit"])[:12],
             _pull_request(row),
+            Text(approval_text(str(row["approvals"]), row["approvedBy"])),  # type: ignore[arg-type]
             str(row["outcome"]),
             str(row["promotedFrom"]).partition("@")[0]
             + ("@" + str(row["promotedFrom"]).partition("@")[2][:7] if row["promotedFrom"] else ""),

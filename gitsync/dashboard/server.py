@@ -34,7 +34,15 @@ from gitsync import log as logging
 from gitsync.dashboard.access import Access
 from gitsync.dashboard.charts import sparkline
 from gitsync.dashboard.read import Board
-from gitsync.dashboard.view import Cell, Forge, health_tone, promotion_chains, result_tone, sync_tone
+from gitsync.dashboard.view import (
+    Cell,
+    Forge,
+    health_tone,
+    ledger_by_release,
+    promotion_chains,
+    result_tone,
+    sync_tone,
+)
 from gitsync.errors import GitsyncError
 from gitsync.model import AppEnv
 
@@ -130,7 +138,7 @@ class Pages:
             live=self.board.live(key, namespace, self.site.repo),
             objects=self.board.objects(key, namespace),
             releases=self.board.releases(key, namespace)[:50],
-            ledger={row.commit: row for row in reversed(rows)},
+            ledger=ledger_by_release(rows),
             fragment=False,
         )
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from gitsync.audit import AuditRow, pull_request
 from gitsync.history import Release, Result, Status
+from gitsync.ledger import ReleaseOutcome
 from gitsync.model import AppEnv, HealthStatus, SyncState
 from gitsync.strategy.policy import RolloutPolicy, Step, Strategy
 from gitsync.strategy.state import step_label
@@ -33,6 +34,7 @@ __all__ = [
     "build_grid",
     "build_live",
     "charted",
+    "ledger_by_release",
     "promotion_chains",
 ]
 
@@ -421,14 +423,27 @@ class Promotion:
         return sum(1 for _, row in self.stages if row is not None)
 
 
+def ledger_by_release(rows: Sequence[AuditRow]) -> dict[str, AuditRow]:
+    """An app-env's ledger rows (newest first) by the revision its history entries name: the newest row of each
+    noted commit, and a ``Removed`` row at the commit that removed the app (the history's ``Removed`` entry is
+    that commit's), so the release it ended keeps its own line's evidence."""
+    found: dict[str, AuditRow] = {}
+    for row in rows:
+        removed = row.entry.outcome is ReleaseOutcome.REMOVED
+        found.setdefault(row.entry.removal_commit if removed else row.commit, row)
+    return found
+
+
 def promotion_chains(rows: Sequence[AuditRow], env_order: Sequence[str]) -> tuple[Promotion, ...]:
     """Group the ledger by app and version (chart and ``lib/`` trees and values hash: a promoted release in prod
     carries the same content as the staging release it came from), newest first; the last row per environment
-    wins."""
+    wins. A ``Removed`` row is no version (it has no content): it takes no part."""
     groups: dict[tuple[str, str, str, str], dict[str, AuditRow]] = {}
     subjects: dict[tuple[str, str, str, str], str] = {}
     order: list[tuple[str, str, str, str]] = []
     for row in rows:  # newest first
+        if row.entry.outcome is ReleaseOutcome.REMOVED:
+            continue
         version = (row.entry.app, row.entry.chart_tree, row.entry.values_hash, row.entry.lib_tree)
         if version not in groups:
             groups[version] = {}

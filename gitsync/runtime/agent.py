@@ -132,6 +132,7 @@ class Agent:
         """Cluster name -> which app-envs wait for which of its workloads (fed by that cluster's watch cache)."""
         self._history = History(store, config.history_limit)
         self._promotions = promotions
+        self._forge = forge
         self._forge_sinks: tuple[CommitStatusSink, PullRequestSink] | tuple[()] = ()
         self.plan_comments: PlanComments | None = None
         if forge is not None:
@@ -176,7 +177,7 @@ class Agent:
         target = self._clusters.get(name, secret)
         events = EventSink(target.cluster, self._clock, self._identity)
         promotions = self._promotions
-        ledger = LedgerSink(promotions, self._history, self._store) if promotions else None
+        ledger = LedgerSink(promotions, self._history, self._store, forge=self._forge) if promotions else None
         stages = Stages(
             source=self.source,
             locate=lambda key, snapshot: self._locate_on(name, key, snapshot),

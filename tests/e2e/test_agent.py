@@ -374,6 +374,7 @@ def test_an_app_removed_from_its_environment_is_pruned_and_the_other_left_alone(
     protected = {"metadata": {"annotations": {"gitsync.dev/prune": "false"}}}
     core.patch_namespaced_config_map("podtwo", namespace, protected)
 
+    time.sleep(1)  # the audit shows whole seconds: "what ran at T" below asks at the release's second
     revision = upstream.set_environment("Remove podtwo from staging", apps=["podinfo"])
     pushed = time.monotonic()
     wait_for(
@@ -406,6 +407,20 @@ def test_an_app_removed_from_its_environment_is_pruned_and_the_other_left_alone(
     assert "3 objects deleted, 1 kept" in message
     [line] = agent.logs("app.removed")
     assert (line["app"], line["env"], line["deleted"], line["kept"]) == ("podtwo", "staging", 3, 1)
+
+    # The ledger says so once, and "what ran at T" lists podtwo before the removal and not after it.
+    audit = [str(GITSYNC), "audit", "--repo", str(upstream.work), "-o", "json"]
+    rows = json.loads(subprocess.run(audit, capture_output=True, text=True, timeout=60, check=True).stdout)
+    [gone] = [r for r in rows if r["app"] == "podtwo" and r["outcome"] == "Removed"]
+    [ran] = [r for r in rows if r["app"] == "podtwo" and r["outcome"] == "Succeeded"]
+    assert (gone["commit"], gone["removalCommit"]) == (ran["commit"], revision), "ends the release that ran"
+    assert gone["evidence"] == f"Removed at {revision[:12]} (Remove podtwo from staging)"
+
+    def running(at: str) -> list[str]:
+        shown = subprocess.run([*audit, "--at", at], capture_output=True, text=True, timeout=60, check=True)
+        return sorted(r["app"] for r in json.loads(shown.stdout))
+
+    assert running(ran["time"]) == ["podinfo", "podtwo"] and running(gone["time"]) == ["podinfo"]
 
 
 def test_with_prune_off_a_removed_app_is_reported_and_nothing_is_deleted(
@@ -476,7 +491,8 @@ def test_an_app_removed_mid_canary_takes_its_canary_deployment_with_it(
     wait_for("podtwo and its canary gone", lambda: not _managed(kube_api, namespace, "podtwo"), 10)
     assert not _exists(client.AppsV1Api(kube_api), "podtwo-canary", namespace)
     assert _managed(kube_api, namespace, "podinfo") == kept, "the other app is untouched"
-    assert _state_parts(core, namespace, "podtwo") == {"history", "status"}, "the rollout state is dropped"
+    # Dropped after the removal is recorded (its ledger line pushed first), a moment after the objects went.
+    wait_for("the rollout state dropped", lambda: _state_parts(core, namespace, "podtwo") == {"history", "status"}, 5)
 
 
 def _canary_settled(agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api) -> Any:

@@ -6,11 +6,14 @@ No mock of the forge: what the tests read back is what Gitea's own API says.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import yaml
-from agentlab import SECRET, AgentProcess, Agents, Upstream, configmap_value, status_of, wait_for
+from agentlab import GITSYNC, SECRET, AgentProcess, Agents, Upstream, configmap_value, status_of, wait_for
 from forge_fixture import Gitea, GiteaRepo
 from kubernetes import client
 
@@ -156,6 +159,12 @@ def test_the_promotion_pull_request_is_opened_and_merging_it_promotes(
     assert "Gitsync-Evidence: Succeeded" in pull["body"], "the evidence is on the pull request's page"
     assert configmap_value(core, prod_namespace) is None, "nothing reaches prod before the merge"
 
+    # A second person reviews the promotion and approves it (the admin opened it: no one approves their own).
+    reviewer = gitea.user("reviewer")
+    gitea.api("PUT", f"repos/{gitea_repo.name}/collaborators/{reviewer}", {"permission": "write"})
+    reviews = f"repos/{gitea_repo.name}/pulls/{pull['number']}/reviews"
+    gitea.api("POST", reviews, {"event": "APPROVED", "body": "evidence checked"}, sudo=reviewer)
+    gitea.api("POST", reviews, {"event": "COMMENT", "body": "a remark, no verdict"})
     gitea.api("POST", f"repos/{gitea_repo.name}/pulls/{pull['number']}/merge", {"Do": "merge"})
     wait_for("prod live", lambda: configmap_value(core, prod_namespace) == "Hello from production", 60)
     wait_for("prod settled", lambda: status_of(core, prod_namespace, env="prod").get("result") == "Succeeded", 60)
@@ -166,6 +175,23 @@ def test_the_promotion_pull_request_is_opened_and_merging_it_promotes(
         30,
     )
     assert ok[1].startswith("deployed to prod and healthy (pinned to staging@"), ok
+
+    # An auditor's fresh clone: who approved the promotion is in prod's ledger line, from Git alone.
+    clone = agents.root / "auditor"
+    subprocess.run(["git", "clone", "-q", gitea.clone_url(gitea_repo.name), str(clone)], check=True, timeout=60)
+    [row] = wait_for("prod's ledger line", lambda: audited(clone, "prod"), 30)
+    assert (row["commit"], row["pullRequest"], row["outcome"]) == (merged, pull["number"], "Succeeded")
+    assert (row["approvals"], row["approvedBy"]) == ("known", [reviewer]), row
+    table = subprocess.run([str(GITSYNC), "audit", "--repo", str(clone), "--env", "prod"], capture_output=True,
+                           text=True, timeout=60, check=True).stdout  # fmt: skip
+    assert f"#{pull['number']}" in table and reviewer in table, table
+
+
+def audited(clone: Path, env: str) -> list[dict[str, Any]]:
+    """``gitsync audit -o json`` of a clone: the rows of ``env`` (it fetches the ledger from the forge)."""
+    done = subprocess.run([str(GITSYNC), "audit", "--repo", str(clone), "--env", env, "-o", "json"],
+                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    return [row for row in json.loads(done.stdout) if row["outcome"] == "Succeeded"]
 
 
 def test_a_promotion_pull_request_made_stale_by_a_promotion_another_way_is_closed(

@@ -172,6 +172,26 @@ def test_kill_9_around_a_promotion_writes_one_promotion_commit(
     assert len([n for n in notes if '"env":"staging"' in n]) == 1, "one ledger line for staging's release"
 
 
+def test_kill_9_after_noting_a_removal_and_a_later_commit_leave_one_removed_line(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
+) -> None:
+    """Killed once the removal is noted (before its status and before the inventory is dropped), the next agent
+    removes again at a newer commit: the ledger still says once that the app was removed, and by which commit."""
+    upstream.add_app("podtwo")
+    first = agents.start(pollInterval="1s")
+    wait_for("podtwo synced", lambda: status_of(core, namespace, "podtwo").get("result") == "Succeeded", 30)
+    removal = upstream.set_environment("Remove podtwo from staging", apps=["podinfo"])
+    kill_at(first, "ledger.noted", app="podtwo", outcome="Removed")
+    upstream.commit("A later commit", {"README.md": "later\n"})
+
+    restart(agents, pollInterval="1s")
+    wait_for("podtwo removed", lambda: status_of(core, namespace, "podtwo").get("result") == "Removed", 30)
+    audit = [str(Path(sys.executable).with_name("gitsync")), "audit", "--repo", str(upstream.work), "-o", "json"]
+    rows = json.loads(subprocess.run(audit, capture_output=True, text=True, timeout=60, check=True).stdout)
+    removed = [r["removalCommit"] for r in rows if r["app"] == "podtwo" and r["outcome"] == "Removed"]
+    assert removed == [removal], rows
+
+
 def test_an_unreachable_remote_is_one_line_and_the_next_push_after_it_is_live(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
 ) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import http.client
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
@@ -13,11 +14,11 @@ from gitsync.audit import AuditRow
 from gitsync.dashboard.access import Open
 from gitsync.dashboard.charts import sparkline
 from gitsync.dashboard.read import Board
-from gitsync.dashboard.server import DashboardServer, Site
-from gitsync.dashboard.view import Forge, Tone, build_cell, promotion_chains, threshold_of
+from gitsync.dashboard.server import DashboardServer, Pages, Site
+from gitsync.dashboard.view import Forge, Tone, build_cell, ledger_by_release, promotion_chains, threshold_of
 from gitsync.errors import GitsyncError
 from gitsync.history import Release, Status
-from gitsync.ledger import LedgerEntry, ReleaseOutcome
+from gitsync.ledger import Approvals, LedgerEntry, ReleaseOutcome
 from gitsync.runtime.config import ConfigError, load
 
 
@@ -130,3 +131,37 @@ def test_the_local_dashboard_refuses_a_page_that_rebinds_its_own_name_to_127_0_0
         assert connection.getresponse().status == status
     finally:
         server.stop()
+
+
+class _Ledger:
+    """A board that has only the ledger (the promotions page reads nothing else)."""
+
+    env_order = ("staging", "prod")
+
+    def __init__(self, rows: list[AuditRow]) -> None:
+        self.rows = rows
+
+    def ledger(self) -> list[AuditRow]:
+        return self.rows
+
+    def ledger_problem(self) -> str:
+        return ""
+
+
+def test_who_approved_shows_beside_the_pull_request_and_a_removal_is_no_version() -> None:
+    approved = replace(
+        _row("staging", ReleaseOutcome.SUCCEEDED, "podinfo 6.7.2"),
+        pull_request=7,
+        entry=replace(_row("staging", ReleaseOutcome.SUCCEEDED, "").entry, approvals=Approvals.KNOWN,
+                      approved_by=("bob", "carol")),
+    )  # fmt: skip
+    unknown = replace(_row("prod", ReleaseOutcome.SUCCEEDED, "promote", "staging@" + "c" * 40), pull_request=8)
+    removal = "e" * 40
+    removed = _row("staging", ReleaseOutcome.REMOVED, "podinfo 6.7.2")
+    removed = replace(removed, entry=replace(removed.entry, removal_commit=removal, chart_tree="", values_hash=""))
+    rows = [removed, unknown, approved]  # newest first
+    [chain] = promotion_chains(rows, ("staging", "prod"))
+    assert [row.entry.outcome for _, row in chain.stages if row] == [ReleaseOutcome.SUCCEEDED] * 2
+    page = Pages(cast(Board, _Ledger(rows)), Site(".", None, "local")).promotions()
+    assert "approved by bob, carol" in page and "approvals unknown" in page
+    assert ledger_by_release(rows) == {"c" * 40: unknown, removal: removed}, "the removal at its own commit"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gitsync.ledger import AnalysisResult, LedgerEntry, ReleaseOutcome, parse_note
+from gitsync.ledger import AnalysisResult, Approvals, LedgerEntry, ReleaseOutcome, parse_note
 
 SHA = "a" * 40
 
@@ -76,3 +76,16 @@ def test_finish_times_keep_milliseconds_and_old_whole_second_lines_still_read() 
     assert LedgerEntry.from_json(raw).finished_at == 1_700_000_000.0, "a line written before finishedAtMs"
     raw["finishedAtMs"] = 1_600_000_000_000
     assert LedgerEntry.from_json(raw).finished_at == 1_700_000_000.0, "a finishedAtMs of another second is ignored"
+
+
+def test_a_removal_and_approvals_round_trip_and_a_line_without_them_says_nothing_of_them() -> None:
+    removed = entry(outcome=ReleaseOutcome.REMOVED, removal_commit="b" * 40, steps=(), analysis=())
+    approved = entry(approvals=Approvals.KNOWN, approved_by=("bob", "carol"))
+    unknown = entry(approvals=Approvals.UNKNOWN)
+    for line in (removed, approved, unknown):
+        assert parse_note(line.to_line()) == (line,)
+    assert json.loads(removed.to_line())["removalCommit"] == "b" * 40
+    assert json.loads(approved.to_line())["approvedBy"] == ["bob", "carol"]
+    assert json.loads(unknown.to_line())["approvals"] == "unknown", "unknown is said, never an empty approval list"
+    assert not {"approvals", "approvedBy", "removalCommit"} & set(json.loads(entry().to_line()))
+    assert approved.ending == entry().ending, "a repeat that learned the approvals since is still the same release"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -16,7 +17,7 @@ from gitsync.adapters.git import GitRepository
 from gitsync.adapters.gitwrite import Identity
 from gitsync.adapters.notes import NotesLedger
 from gitsync.cli import main
-from gitsync.ledger import AnalysisResult, ReleaseOutcome
+from gitsync.ledger import AnalysisResult, Approvals, ReleaseOutcome
 from renderers.promotion import promoted_values, values_hash
 
 CHART = {
@@ -385,3 +386,31 @@ def test_rollback_of_a_head_following_environment_restores_chart_and_values(scen
     assert code == 0 and out.startswith(f"roll back podinfo in staging to {good[:7]}: committed"), out
     assert git(server.bare, "diff", "--stat", good, "main", "--", "apps", "environments") == ""
     assert f"Gitsync-Rollback-Of: {bad}" in server.log("-1", "--format=%B")
+
+
+def test_audit_at_a_time_lists_what_ran_then_and_approvals_beside_the_pull_request(scenario: Scenario) -> None:
+    server = scenario.server
+    first = server.commit(CHART, "Merge pull request 'Add podinfo' (#12) from ada/podinfo into main")
+    second = server.commit({"apps/podinfo/values.yaml": 'image:\n  tag: "6.7.0"\n'}, "Bump podinfo (#13)")
+    removal = server.commit({"environments/staging/env.yaml": "namespace: podinfo-staging\napps: []\n"}, "Drop it")
+    scenario.release(first, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0",
+                     approvals=Approvals.KNOWN, approved_by=("bob", "carol"))  # fmt: skip
+    scenario.release(second, "staging", ReleaseOutcome.SUCCEEDED, T0 + 100, "6.7.0", approvals=Approvals.UNKNOWN)
+    scenario.release(second, "staging", ReleaseOutcome.REMOVED, T0 + 200, "6.7.0", removal_commit=removal)
+
+    def at(moment: str) -> list[dict[str, Any]]:
+        code, out = scenario.cli("audit", "--at", moment, "-o", "json")
+        assert code == 0, out
+        return list(json.loads(out))
+
+    assert [(r["commit"], r["approvedBy"]) for r in at("2023-11-14T22:14:00Z")] == [(first, ["bob", "carol"])]
+    assert [(r["commit"], r["approvals"]) for r in at("2023-11-14T22:15:00Z")] == [(second, "unknown")]
+    assert at("2023-11-14T22:16:40Z") == [], "removed by then: the app ran no more"
+
+    code, out = scenario.cli("audit")
+    table = {line.split()[3]: line for line in out.splitlines()[1:] if line.strip()}
+    assert "bob, carol" in table[first[:12]] and "unknown" in table[second[:12]], out
+    code, out = scenario.cli("audit", "-o", "csv")
+    assert f"{first}," in out and ",bob; carol," in out, out
+    code, out = scenario.cli("audit", "--at", "2023-11-14", "--until", "2023-11-15")
+    assert code == 2 and "--at: give it alone" in out

@@ -1,0 +1,232 @@
+"""Two things an auditor reads in the ledger besides how a release ended: that an app was removed (a ``Removed``
+line, written once), and who approved the pull request a release came through (``approvedBy``), or that this is
+not known because the forge could not be asked. Real Git repositories and a real (closed) TCP port; the forges'
+answers as their APIs document them."""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gitrepos import Server, git
+from memstore import MemoryStore
+from test_promotion_note import EXAMPLE, promotions, staging_release
+
+from gitsync.adapters.forge import ForgeClient, approvers
+from gitsync.adapters.git import GitRepository
+from gitsync.adapters.gitwrite import Identity
+from gitsync.adapters.notes import NotesLedger
+from gitsync.audit import audit_rows, inconsistencies, running_at
+from gitsync.errors import TransientError
+from gitsync.history import History, Result, Status
+from gitsync.ledger import Approvals, LedgerEntry, ReleaseOutcome
+from gitsync.model import AppEnv
+from gitsync.ports import Commit, ForgeKind, Snapshot
+from gitsync.record import LedgerSink, StatusSink
+from gitsync.result import Kind, ReconcileResult, Target
+from renderers import render_app
+
+KEY = AppEnv("podinfo", "staging")
+
+
+def review(number: int, login: str, state: str, **flags: bool) -> dict[str, Any]:
+    return {"id": number, "user": {"login": login}, "state": state, "submitted_at": "2026-01-01T00:00:00Z", **flags}
+
+
+@pytest.mark.parametrize(
+    ("kind", "answer", "expected"),
+    [
+        (
+            ForgeKind.GITEA,
+            [
+                review(1, "bob", "APPROVED"),
+                review(2, "carol", "APPROVED"),
+                review(3, "carol", "REQUEST_CHANGES"),  # changed her mind
+                review(4, "dave", "APPROVED", stale=True),  # approved an older head
+                review(5, "erin", "APPROVED", dismissed=True),
+                review(6, "bob", "COMMENT"),  # a comment leaves bob's approval standing
+                review(7, "frank", "PENDING"),  # a draft is no verdict
+                review(8, "gus", "REQUEST_REVIEW"),
+            ],
+            ("bob",),
+        ),
+        (
+            ForgeKind.GITHUB,
+            [
+                review(10, "bob", "APPROVED"),
+                review(11, "carol", "APPROVED"),
+                review(12, "carol", "DISMISSED"),
+                review(13, "dave", "CHANGES_REQUESTED"),
+                review(14, "dave", "APPROVED"),
+                review(15, "bob", "COMMENTED"),
+            ],
+            ("bob", "dave"),
+        ),
+        (ForgeKind.GITEA, [], ()),
+        (
+            ForgeKind.GITLAB,
+            {"approved": True, "approved_by": [{"user": {"username": "zoe"}}, {"user": {"username": "al"}}]},
+            ("al", "zoe"),
+        ),
+    ],
+)
+def test_who_approves_is_each_reviewers_latest_verdict(kind: ForgeKind, answer: Any, expected: tuple[str, ...]) -> None:
+    assert approvers(kind, answer) == expected
+    if kind is not ForgeKind.GITLAB:
+        assert approvers(kind, list(reversed(answer))) == expected, "ordered by id, not by the answer's order"
+
+
+@pytest.mark.parametrize(("kind", "answer"), [(ForgeKind.GITEA, {"message": "x"}), (ForgeKind.GITLAB, [])])
+def test_an_answer_that_is_no_list_of_reviews_is_not_taken_for_no_approval(kind: ForgeKind, answer: Any) -> None:
+    with pytest.raises(TransientError):
+        approvers(kind, answer)
+
+
+# ------------------------------------------------------------------------------------------------ the ledger
+
+
+class Reviews:
+    """A forge whose pull request 7 two people approved (what Gitea answered in tests/e2e/test_forge.py)."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def approvers(self, number: int) -> tuple[str, ...]:
+        self.asked.append(number)
+        return ("bob", "carol")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def repository(tmp_path: Path) -> tuple[Server, str, NotesLedger]:
+    server = Server(tmp_path / "repo")
+    files = {str(p.relative_to(EXAMPLE)): p.read_text() for p in EXAMPLE.rglob("*") if p.is_file()}
+    sha = server.commit(files, "podinfo 6.7.1")
+    cache = GitRepository(server.url, "main", tmp_path / "cache").cache
+    return server, sha, NotesLedger(cache, server.url, identity=Identity("gitsync", "gitsync@example.com"))
+
+
+MERGED = "Merge pull request 'podinfo 6.7.1' (#7) from feature into main"
+
+
+def released(tmp_path: Path, forge: object, message: str) -> LedgerEntry:
+    server, sha, ledger = repository(tmp_path)
+    stage, _ = promotions(server, tmp_path, ledger)
+    store = MemoryStore()
+    rendered = render_app(server.work, "staging", "podinfo", revision=sha)
+    result = replace(
+        staging_release(server.work, rendered, sha, Result.SUCCEEDED),
+        snapshot=Snapshot(Commit(sha, "Dana", message, 0.0), server.work),
+    )
+    LedgerSink(stage, History(store), store, forge=forge).write(result)  # type: ignore[arg-type]
+    (line,) = ledger.read()[sha]
+    return line
+
+
+def test_a_release_through_a_pull_request_notes_who_approved_it(tmp_path: Path) -> None:
+    forge = Reviews()
+    line = released(tmp_path, forge, MERGED)
+    assert (line.approvals, line.approved_by, forge.asked) == (Approvals.KNOWN, ("bob", "carol"), [7])
+
+
+def test_a_forge_that_is_down_leaves_the_line_written_and_the_approvals_unknown(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("secret-token")
+    down = ForgeClient(ForgeKind.GITEA, f"http://127.0.0.1:{closed_port()}", "org/deploy", token, clock=None)  # type: ignore[arg-type]
+    line = released(tmp_path, down, MERGED)
+    assert line.outcome is ReleaseOutcome.SUCCEEDED, "the release is noted all the same"
+    assert (line.approvals, line.approved_by) == (Approvals.UNKNOWN, ())
+    assert '"approvals":"unknown"' in line.line and "secret-token" not in line.line
+
+
+def test_a_direct_push_records_nothing_about_approvals(tmp_path: Path) -> None:
+    forge = Reviews()
+    line = released(tmp_path, forge, "podinfo 6.7.1")
+    assert (line.approvals, forge.asked) == (None, [])
+    assert "approv" not in line.line
+
+
+def removal(at: str, previous: Status, started: float = 20.0) -> ReconcileResult:
+    return ReconcileResult(
+        key=KEY,
+        kind=Kind.REMOVED,
+        reasons=("poll",),
+        started_at=started,
+        finished_at=started + 1,
+        snapshot=Snapshot(Commit(at, "Dana", "Remove podinfo from staging", 0.0), Path("/nonexistent")),
+        target=Target("podinfo-staging", prune=True, self_heal=True, removed=True),
+        previous=previous,
+        outcome=Result.REMOVED,
+    )
+
+
+def test_a_removed_app_is_noted_once_on_its_last_release_and_audit_stops_listing_it_after(tmp_path: Path) -> None:
+    server, first, ledger = repository(tmp_path)
+    stage, _ = promotions(server, tmp_path, ledger)
+    store = MemoryStore()
+    history = History(store)
+    rendered = render_app(server.work, "staging", "podinfo", revision=first)
+    sink = LedgerSink(stage, history, store)
+    sink.write(staging_release(server.work, rendered, first, Result.SUCCEEDED))
+    running = Status("podinfo", "staging", first, rendered.digest, first, first, result=Result.SUCCEEDED.value)
+    history.set_status(KEY, "podinfo-staging", lambda _: running)
+
+    env = (server.work / "environments/staging/env.yaml").read_text()
+    dropped = server.commit({"environments/staging/env.yaml": env.replace("- podinfo", "- other")}, "Remove podinfo")
+    later = server.commit({"README.md": "later\n"}, "A later commit")
+    sink.write(removal(dropped, running))
+    # Killed before the status said Removed, and done again once a later commit landed: the same line.
+    sink.write(removal(later, running, started=40.0))
+    # Killed after the status said so, before the inventory was dropped: nothing more to note.
+    StatusSink(history).write(removal(dropped, running))
+    sink.write(removal(later, history.status(KEY, "podinfo-staging"), started=60.0))
+
+    notes = ledger.read()
+    assert set(notes) == {first}, "noted on the release it ended, not on the commit the removal ran at"
+    outcomes = [(e.outcome, e.removal_commit, e.digest) for e in notes[first]]
+    assert outcomes == [(ReleaseOutcome.SUCCEEDED, "", rendered.digest), (ReleaseOutcome.REMOVED, dropped,
+                                                                          rendered.digest)]  # fmt: skip
+    assert history.status(KEY, "podinfo-staging").last_applied_digest == "", "a re-added app is a new release"
+
+    commits = _commits(server, {first, dropped})
+    rows = audit_rows(notes, commits)
+    before, after = notes[first][0].finished_at + 1, notes[first][1].finished_at
+    assert [r.entry.app for r in running_at(audit_rows(notes, commits, until=before))] == ["podinfo"]
+    assert running_at(audit_rows(notes, commits, until=after)) == (), "not listed once removed"
+    [row] = [r for r in rows if r.entry.outcome is ReleaseOutcome.REMOVED]
+    assert row.evidence == f"Removed at {dropped[:12]} (Remove podinfo)"
+    assert json.loads(json.dumps(row.to_json()))["removalCommit"] == dropped
+    assert row.approvals == "", "a removal line says nothing of approvals"
+    assert inconsistencies(notes, commits) == [], "a release that Succeeded and was then Removed is no contradiction"
+
+    # Listed again, rendering exactly as before: a new release at the commit that brought it back, running again.
+    back = server.commit({"environments/staging/env.yaml": env}, "Bring podinfo back")
+    again = staging_release(
+        server.work, rendered, back, Result.SUCCEEDED, previous=history.status(KEY, "podinfo-staging")
+    )
+    sink.write(replace(again, started_at=90.0, finished_at=100.0))
+    notes = ledger.read()
+    assert [e.outcome for e in notes[back]] == [ReleaseOutcome.SUCCEEDED]
+    rows = audit_rows(notes, _commits(server, {first, dropped, back}))
+    assert [r.commit for r in running_at(rows)] == [back]
+
+
+def _commits(server: Server, shas: set[str]) -> dict[str, Any]:
+    from gitsync.adapters.commits import read_commits
+
+    def run(*args: str, istream: Any = None, **_: Any) -> str:
+        import subprocess
+
+        done = subprocess.run(["git", *args], cwd=server.work, stdin=istream, capture_output=True, text=True)
+        return done.stdout
+
+    git(server.work, "fetch", "-q", "origin")
+    return read_commits(run, shas)
