@@ -78,6 +78,12 @@ class ReleaseOutcome(StrEnum):
     Noted on the commit of the release that was removed (so a repeat after a kill -9 is the same ending, whatever
     commit the removal ran at), with ``removalCommit`` naming the commit whose ``env.yaml`` no longer lists it."""
 
+    @property
+    def failed(self) -> bool:
+        """The release did not hold (a rollback cites such a line as its evidence; a removal or a supersession is
+        no failure of what ran)."""
+        return self in (ReleaseOutcome.ROLLED_BACK, ReleaseOutcome.FAILED)
+
 
 class Approvals(StrEnum):
     """Whether a line knows who approved the pull request its commit came through; the values are the wire format.

@@ -292,7 +292,7 @@ def _repin(clone: Clone, env: str, app: str, settings: Promotion, to: str | None
         if not isinstance(_verify(clone, earlier, upstream), Verified):
             continue
         rollback_of = _pinned_by(clone, history, env, current)
-        failed = own[0][1] if own and own[0][1].outcome is not ReleaseOutcome.SUCCEEDED else None
+        failed = _failed(own)
         message = rollback_message(
             app,
             env,
@@ -344,10 +344,15 @@ def _restore_head_following(clone: Clone, env: str, app: str, to: str | None) ->
     if tuple(clone.tree(target, p) for p in paths) == head:
         fail(f"{app}@{env}: HEAD already holds {target[:12]}'s chart and values")
     undone = releases[0][0] if releases else clone.commit("HEAD")
-    failed = releases[0][1] if releases and releases[0][1].outcome is not ReleaseOutcome.SUCCEEDED else None
+    failed = _failed(releases)
     message = rollback_message(app, env, rollback_of=undone, restored=target, change=RenderedChange(), failed=failed)
     edits = tuple(PathRestore(p, target) for p in paths)
     return CommitRequest(edits, message, rollback_identity(app, env, undone))
+
+
+def _failed(newest_first: list[tuple[str, LedgerEntry]]) -> LedgerEntry | None:
+    """The newest line when it says the release failed: the evidence a rollback commit cites."""
+    return newest_first[0][1] if newest_first and newest_first[0][1].outcome.failed else None
 
 
 def _present(clone: Clone, sha: str) -> bool:

@@ -373,7 +373,14 @@ def test_rollback_to_a_forced_pin_keeps_its_reason(scenario: Scenario) -> None:
     assert "Gitsync-Override: INC-9 outage" in server.log("-1", "--format=%B"), "the audit shows it forced again"
 
 
-def test_rollback_of_a_head_following_environment_restores_chart_and_values(scenario: Scenario) -> None:
+@pytest.mark.parametrize(
+    ("newest", "evidence"),
+    [(ReleaseOutcome.ROLLED_BACK, "Gitsync-Evidence: RolledBack"), (ReleaseOutcome.REMOVED, None)],
+    ids=["cites the failed release", "a removal is no failure to cite"],
+)
+def test_rollback_of_a_head_following_environment_restores_chart_and_values(
+    scenario: Scenario, newest: ReleaseOutcome, evidence: str | None
+) -> None:
     server = scenario.server
     good = server.commit({**CHART, "environments/staging/values/podinfo.yaml": "replicas: 2\n"}, "podinfo")
     scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
@@ -381,11 +388,14 @@ def test_rollback_of_a_head_following_environment_restores_chart_and_values(scen
         {"apps/podinfo/values.yaml": 'image:\n  tag: "6.9.9"\n', "environments/staging/values/podinfo.yaml": "x: 1\n"},
         "podinfo 6.9.9",
     )
-    scenario.release(bad, "staging", ReleaseOutcome.ROLLED_BACK, T0 + 100, "6.9.9")
+    scenario.release(bad, "staging", newest, T0 + 100, "6.9.9")
     code, out = scenario.cli("rollback", "--env", "staging", "--app", "podinfo", "--push")
     assert code == 0 and out.startswith(f"roll back podinfo in staging to {good[:7]}: committed"), out
     assert git(server.bare, "diff", "--stat", good, "main", "--", "apps", "environments") == ""
-    assert f"Gitsync-Rollback-Of: {bad}" in server.log("-1", "--format=%B")
+    message = server.log("-1", "--format=%B")
+    assert f"Gitsync-Rollback-Of: {bad}" in message
+    cited = [line for line in message.splitlines() if line.startswith("Gitsync-Evidence: ")]
+    assert [line.split(";")[0] for line in cited] == ([evidence] if evidence else []), message
 
 
 def test_audit_at_a_time_lists_what_ran_then_and_approvals_beside_the_pull_request(scenario: Scenario) -> None:
