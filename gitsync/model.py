@@ -135,6 +135,12 @@ class AppEnv:
         return str(manager)
 
 
+def split_pointers(raw: str) -> tuple[str, ...]:
+    """The JSON pointers of an ``ANNOTATION_IGNORE`` value (comma- or newline-separated, blanks dropped): one
+    reading for the renderer's check and the plan's comparison."""
+    return tuple(p.strip() for p in raw.replace("\n", ",").split(",") if p.strip())
+
+
 def is_record(ref: ObjectId) -> bool:
     """Whether ``ref`` names one of gitsync's own state ConfigMaps (in any namespace)."""
     return ref.group == "" and ref.kind == "ConfigMap" and ref.name.startswith(RECORD_PREFIX)
