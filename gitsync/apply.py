@@ -26,7 +26,7 @@ from itertools import groupby
 from gitsync import log as logging
 from gitsync.errors import GitsyncError, Retry, StaleError, retry_of
 from gitsync.memo import DryRunMemo
-from gitsync.model import Json, ObjectId, SyncAction, kind_rank
+from gitsync.model import DELETION_METADATA, SERVER_OWNED_METADATA, Json, ObjectId, SyncAction, kind_rank
 from gitsync.plan import PARENT_KINDS, Plan, PlanAction, PlannedChange
 from gitsync.ports import Cluster
 from gitsync.served import PARENT_WAIT_SECONDS, POLL_SECONDS, NotReadyError, wait_ready, when_served
@@ -171,21 +171,8 @@ def _recreate(change: PlannedChange, cluster: Cluster, sleep: Callable[[float], 
 
 def _restorable(live: Json) -> Json:
     """A live object as a create request: without what the server assigns (identity, versions, status)."""
-    meta = {
-        k: v
-        for k, v in (live.get("metadata") or {}).items()
-        if k
-        not in (
-            "uid",
-            "resourceVersion",
-            "generation",
-            "creationTimestamp",
-            "selfLink",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "managedFields",
-        )
-    }
+    dropped = (*SERVER_OWNED_METADATA, *DELETION_METADATA)
+    meta = {k: v for k, v in (live.get("metadata") or {}).items() if k not in dropped}
     return {k: v for k, v in live.items() if k != "status"} | {"metadata": meta}
 
 

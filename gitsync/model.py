@@ -52,6 +52,11 @@ SERVER_OWNED_METADATA = (
 """``metadata`` fields the API server writes: the record of one stored object, never intent. The renderer drops them
 from every manifest (one copied from ``kubectl get -o yaml`` carries them), and drift comparison ignores them."""
 
+DELETION_METADATA = ("deletionTimestamp", "deletionGracePeriodSeconds")
+"""``metadata`` fields the API server sets when an object is being deleted. Not server-owned noise to drop
+everywhere: they are how health and the waits tell a terminating object. Dropped, with ``SERVER_OWNED_METADATA``,
+only where a live object is turned back into a create request (a recreate that puts the previous object back)."""
+
 Json = dict[str, Any]
 
 
@@ -128,6 +133,12 @@ class AppEnv:
         if manager == MANAGER:
             return f"app {labels.get(LABEL_APP, '?')} in environment {labels.get(LABEL_ENV, '?')}"
         return str(manager)
+
+
+def split_pointers(raw: str) -> tuple[str, ...]:
+    """The JSON pointers of an ``ANNOTATION_IGNORE`` value (comma- or newline-separated, blanks dropped): one
+    reading for the renderer's check and the plan's comparison."""
+    return tuple(p.strip() for p in raw.replace("\n", ",").split(",") if p.strip())
 
 
 def is_record(ref: ObjectId) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from gitsync.model import ANNOTATION_IGNORE, SERVER_OWNED_METADATA, Json, ObjectId
+from gitsync.model import ANNOTATION_IGNORE, SERVER_OWNED_METADATA, Json, ObjectId, split_pointers
 
 __all__ = [
     "MASK",
@@ -48,7 +48,7 @@ found by hashing guesses, and hashes cannot be compared across runs."""
 def ignored_pointers(obj: Mapping[str, Any]) -> tuple[str, ...]:
     """JSON pointers listed in the ``gitsync.dev/ignore-differences`` annotation (comma- or newline-separated)."""
     raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_IGNORE, "")
-    return tuple(p.strip() for p in raw.replace("\n", ",").split(",") if p.strip())
+    return split_pointers(raw)
 
 
 def normalise(obj: Json | None, ignore: Sequence[str] = ()) -> Json:

@@ -280,6 +280,19 @@ class EnvironmentSettings(Protocol):
     def prune_allow_empty(self) -> bool: ...
 
 
+class Pin(Protocol):
+    """What the stages read of a pinned environment's pin for one app (``renderers.promotion.Pin``)."""
+
+    @property
+    def revision(self) -> str: ...
+    @property
+    def from_env(self) -> str: ...
+    @property
+    def values(self) -> Mapping[str, Any]: ...
+    @property
+    def override(self) -> str: ...
+
+
 class RenderedApp(Protocol):
     """What the stages read of a render (``renderers.RenderedApp``), so tests can hand them small stand-ins."""
 
@@ -297,6 +310,10 @@ class RenderedApp(Protocol):
     def revision(self) -> str | None: ...
     @property
     def environment(self) -> EnvironmentSettings: ...
+    @property
+    def pin(self) -> Pin | None:
+        """The pin this render was made at (a pinned environment); None: rendered at the head."""
+        ...
 
 
 class RolloutProgress(Protocol):

@@ -201,7 +201,7 @@ class Promotions:
 
     def guard(self, rendered: RenderedApp) -> str:
         """ "" when the rendered app may be applied; otherwise why its pin is blocked (one line)."""
-        pin = getattr(rendered, "pin", None)
+        pin = rendered.pin
         if pin is None:
             return ""
         app = rendered.app_env.app
@@ -259,7 +259,7 @@ class Promotions:
     def _promote(
         self, key: AppEnv, upstream: Upstream, snapshot: Path, rendered: RenderedApp | None, now: float
     ) -> PromotionStep:
-        pin = getattr(rendered, "pin", None) if rendered is not None else None
+        pin = rendered.pin if rendered is not None else None
         current = self._pinned(key.app, pin.revision, pin.values) if pin is not None else None
         releases = self._upstream(upstream.from_env, key.app)
         found = candidate(releases, current, upstream.soak_seconds, now)
@@ -349,7 +349,7 @@ class Promotions:
         """The rollout of the pin aborted: put the previous verified pin back by a commit."""
         from renderers.promotion import load_pins
 
-        pin = getattr(rendered, "pin", None)
+        pin = rendered.pin
         if pin is None:
             return PromotionStep(PromotionAction.NONE)
         failed = self._pinned(key.app, pin.revision, pin.values).content

@@ -418,7 +418,7 @@ class LedgerSink:
     def _chart_moved(self, r: ReconcileResult, before: Status) -> bool:
         """The first reconcile of a head-following app at a commit whose chart (or ``lib/``) differs from the one
         applied before, with the same render: noted once, not again at each later commit that leaves it alone."""
-        if r.target is None or r.target.upstream is not None or getattr(r.rendered, "pin", None) is not None:
+        if r.target is None or r.target.upstream is not None or r.pin is not None:
             return False
         applied = before.last_applied_revision
         if applied in ("", r.revision) or applied.endswith("-dirty") or r.revision.endswith("-dirty"):
@@ -440,7 +440,7 @@ class LedgerSink:
         assert r.target is not None and r.rendered is not None
         if not revision or revision.endswith("-dirty"):
             return
-        pin = getattr(r.rendered, "pin", None)
+        pin = r.pin
         step = r.promotion
         approvals, approved_by = self._approvals(r, revision)
         self._promotions.note(
@@ -656,7 +656,7 @@ def _state(r: ReconcileResult) -> tuple[CommitState | None, str]:
         if health.status is HealthStatus.HEALTHY:
             # A pinned environment runs its pin, not what the commit changed upstream: a commit that brings a new
             # image to staging must not read as "in prod" on its prod status.
-            pin = getattr(r.rendered, "pin", None)
+            pin = r.pin
             pinned = f" (pinned to {pin.from_env}@{pin.revision[:12]})" if pin is not None else ""
             return CommitState.SUCCESS, f"deployed to {r.key.env} and healthy{pinned}"
         return CommitState.FAILURE, f"{health.status.value}: {health.reason or 'not healthy'}"
@@ -799,7 +799,7 @@ def _stale(r: ReconcileResult) -> list[tuple[str, str, str]]:
     revision it was found stale at and the comment that closes it (see ``PullRequestSink``). Only a pinned
     environment in pull-request mode has them."""
     upstream = r.target.upstream if r.target is not None else None
-    pin = getattr(r.rendered, "pin", None)
+    pin = r.pin
     if upstream is None or upstream.mode != "pull-request" or pin is None:
         return []
     runs = f"{pin.from_env}@{pin.revision[:12]}"

@@ -67,6 +67,7 @@ class _Emptied:
     digest: str = ""
     values: Mapping[str, Any] = field(default_factory=dict)
     environment: _Settings = _Settings()
+    pin: None = None
 
 
 def forget(store: StateStore, key: AppEnv, namespace: str) -> None:

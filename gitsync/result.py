@@ -12,7 +12,7 @@ from gitsync.errors import Retry
 from gitsync.health import Health
 from gitsync.history import Result, Status
 from gitsync.model import AppEnv, SyncAction
-from gitsync.ports import RenderedApp, RolloutProgress, Snapshot
+from gitsync.ports import Pin, RenderedApp, RolloutProgress, Snapshot
 from gitsync.promotion import PromotionAction, PromotionStep, Upstream
 from gitsync.sync import SyncResult
 
@@ -125,6 +125,11 @@ class ReconcileResult:
     @property
     def digest(self) -> str:
         return self.rendered.digest if self.rendered is not None else ""
+
+    @property
+    def pin(self) -> Pin | None:
+        """The pin the app was rendered at (a pinned environment); None: at the head, or nothing rendered."""
+        return self.rendered.pin if self.rendered is not None else None
 
     @property
     def seconds(self) -> float:

@@ -40,6 +40,7 @@ from gitsync.model import (
     canonical,
     fingerprint,
     is_record,
+    split_pointers,
 )
 from renderers.environment import Environment
 from renderers.errors import RenderError
@@ -210,8 +211,8 @@ def _annotation_problem(annotations: object) -> str:
     if ignore is not None:
         if not isinstance(ignore, str):
             return f"annotation {ANNOTATION_IGNORE} must be a string of JSON pointers, got {ignore!r}"
-        for pointer in (p.strip() for p in ignore.replace("\n", ",").split(",")):
-            if pointer and not pointer.startswith("/"):
+        for pointer in split_pointers(ignore):
+            if not pointer.startswith("/"):
                 return (
                     f"annotation {ANNOTATION_IGNORE}: {pointer!r} is not a JSON pointer "
                     "(comma-separated, like /spec/replicas, /data/key)"

@@ -29,7 +29,7 @@ import re2
 from jinja2.exceptions import SecurityError
 
 from renderers.filters import FILTERS, FilterError, defined, plain
-from renderers.limits import MAX_ITEMS, bounded_join, check_format, check_items, check_size, check_width
+from renderers.limits import bounded_join, check_format, check_items, check_size, check_width
 from renderers.yamlio import YamlError, load_values
 
 # ---- Go's printing --------------------------------------------------------------------------------------------
@@ -368,7 +368,6 @@ class _Regex(Protocol):
     def search(self, text: str) -> Any: ...
     def finditer(self, text: str) -> Iterator[Any]: ...
     def sub(self, replacement: Callable[[Any], str], text: str) -> str: ...
-    def split(self, text: str, maxsplit: int = 0) -> list[str]: ...
 
 
 @lru_cache(maxsize=256)
@@ -390,9 +389,9 @@ def regex_find(pattern: Any, text: Any) -> str:
 
 
 def regex_find_all(pattern: Any, text: Any, count: Any) -> list[str]:
-    limit = to_int(count)
+    limit, string = to_int(count), _s(text)
     found: list[str] = []
-    for match in _regex(_s(pattern)).finditer(_s(text)):
+    for match in _go_matches(_regex(_s(pattern)), string):
         if 0 <= limit <= len(found):
             break
         found.append(match.group(0))
@@ -420,12 +419,25 @@ def regex_replace_all(pattern: Any, text: Any, replacement: Any) -> str:
 
         return produced.add(_EXPAND.sub(group, template))
 
-    return check_size(_regex(_s(pattern)).sub(expand, _s(text)))  # type: ignore[no-any-return]
+    return _replace_all(_regex(_s(pattern)), _s(text), expand)
 
 
 def regex_replace_all_literal(pattern: Any, text: Any, replacement: Any) -> str:
     literal, produced = _s(replacement), _Produced()
-    return check_size(_regex(_s(pattern)).sub(lambda _m: produced.add(literal), _s(text)))  # type: ignore[no-any-return]
+    return _replace_all(_regex(_s(pattern)), _s(text), lambda _m: produced.add(literal))
+
+
+def _replace_all(program: _Regex, text: str, replacement: Callable[[Any], str]) -> str:
+    """``text`` with each of Go's matches (``_go_matches``) replaced by ``replacement(match)``."""
+    parts: list[str] = []
+    last = 0
+    for match in _go_matches(program, text):
+        parts += (text[last : match.start()], replacement(match))
+        last = match.end()
+    parts.append(text[last:])
+    joined = "".join(parts)
+    check_size(joined)
+    return joined
 
 
 class _Produced:
@@ -444,14 +456,39 @@ class _Produced:
 
 
 def regex_split(pattern: Any, text: Any, count: Any) -> list[str]:
-    """Go's ``Regexp.Split``: ``count`` < 0 all parts, 0 none, n at most n parts."""
+    """Go's ``Regexp.Split``: ``count`` < 0 all parts, 0 none, n at most n parts. Only the text between matches
+    (no capture groups, unlike Python's ``split``), and an empty match right after a match splits nothing."""
     n = to_int(count)
     if n == 0:
         return []
-    program, string = _regex(_s(pattern)), _s(text)
-    if n < 0 or n > MAX_ITEMS:  # counted before splitting: the parts are made in one call
-        check_items(sum(1 for _ in zip(program.finditer(string), range(MAX_ITEMS + 1), strict=False)) + 1)
-    return program.split(string, maxsplit=max(n - 1, 0))
+    expression, string = _s(pattern), _s(text)
+    if expression and not string:
+        return [""]
+    parts: list[str] = []
+    begin = end = 0
+    for match in _go_matches(_regex(expression), string):
+        if n > 0 and len(parts) == n - 1:
+            break
+        end, stop = match.span()
+        if stop != 0:
+            parts.append(string[begin:end])
+            check_items(len(parts) + 1)  # counted as made: the last part is added after the loop
+        begin = stop
+    if end != len(string):
+        parts.append(string[begin:])
+    return parts
+
+
+def _go_matches(program: _Regex, text: str) -> Iterator[Any]:
+    """The matches Go's ``FindAll*``, ``Split`` and ``ReplaceAll*`` see: google-re2 searches on as Go does, but Go
+    then skips an empty match right after the previous match (``x*`` on ``abxd``: four replacements in Python's
+    ``sub``, three in Go's)."""
+    previous_end = -1
+    for found in program.finditer(text):
+        start, stop = found.span()
+        if not (start == stop == previous_end):
+            yield found
+        previous_end = stop
 
 
 # ---- semantic versions (Masterminds/semver v3, as Helm) ---------------------------------------------------------

@@ -41,7 +41,7 @@ from git import Git, Repo
 from git.exc import GitCommandError
 
 from gitsync import log as logging
-from gitsync.adapters.trees import STAGING_PREFIX, ArchiveFailed, extract_archive, git_archive
+from gitsync.adapters.trees import ArchiveFailed, extract_archive, git_archive, remove_stale_staging
 from gitsync.errors import TerminalError, TransientError
 from gitsync.ledger import NOTES_REF
 from gitsync.ports import WHOLE_FILE_BYTES, Commit, GitAuth, VerifyConfig, VerifyMode
@@ -456,11 +456,7 @@ class GitRepository:
         for old in entries[SNAPSHOTS_KEPT - 1 :]:
             if now - old.stat().st_mtime > SNAPSHOT_MIN_AGE:
                 shutil.rmtree(old, ignore_errors=True)
-        # A staging folder older than git's time bound was left by an agent killed mid-extraction (an OOM kill, a
-        # restart): the extraction of this process runs under the lock, so none is under way here.
-        for staging in self._snapshots.glob(f"{STAGING_PREFIX}*"):
-            if now - staging.stat().st_mtime > self._timeout:
-                shutil.rmtree(staging, ignore_errors=True)
+        remove_stale_staging(self._snapshots, self._timeout)
 
 
 _USEFUL = ("fatal:", "error:", "remote:", "ssh:", "gpg:", "hint:")

@@ -45,6 +45,7 @@ __all__ = [
     "Truncated",
     "extract_archive",
     "git_archive",
+    "remove_stale_staging",
     "user_cache_dir",
 ]
 
@@ -58,8 +59,7 @@ MAX_TREES = 64
 IN_USE_SECONDS = 600.0
 """A tree used this recently is never removed, whatever the count."""
 STAGING_PREFIX = ".tmp-"
-"""Starts the name of the folder ``extract_archive`` extracts into beside its target; ``GitRepository`` removes
-those an agent killed mid-extraction left among its snapshots."""
+"""Starts the name of the folder ``extract_archive`` extracts into beside its target (``remove_stale_staging``)."""
 LOGGED_PATHS = 20
 """Files cut that the log event names (with their sizes); it counts the others."""
 
@@ -164,6 +164,18 @@ def extract_archive(
             sizes={t.path: t.size for t in truncated[:LOGGED_PATHS]},
         )
     return truncated
+
+
+def remove_stale_staging(folder: Path, older_than: float) -> None:
+    """Remove the staging folders ``extract_archive`` left in ``folder`` when its process was killed mid-extraction
+    (an OOM kill, a restart, Ctrl-C twice). Only folders named as its own (``STAGING_PREFIX``), and only those
+    untouched for ``older_than`` seconds, the time git gets for a whole archive: an extraction under way, of this
+    process or of another sharing the folder, is younger than that."""
+    stale_before = time.time() - older_than
+    for staging in folder.glob(f"{STAGING_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if staging.is_dir() and staging.stat().st_mtime < stale_before:
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 def _extract(stream: IO[bytes], tree: Path, subject: str) -> tuple[Truncated, ...]:
@@ -280,7 +292,9 @@ class LocalTrees:
         return target
 
     def _bound(self, keep: Path) -> None:
-        """Remove the least recently used trees past ``MAX_TREES`` that no command used lately."""
+        """Remove the least recently used trees past ``MAX_TREES`` that no command used lately, and what a command
+        killed mid-extraction left."""
+        remove_stale_staging(self.cache_dir, _GIT_TIMEOUT)
         trees: list[tuple[float, Path]] = []
         for entry in self.cache_dir.iterdir():
             if entry.name.startswith(".") or entry == keep:

@@ -48,13 +48,16 @@ EXIT_CHANGES = 1
 @click.option("-o", "--output", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 def command(repo: Path, env: str, app: str | None, kubeconfig: Path | None, output: str) -> None:
     """Show what `gitsync sync` would change, without changing anything."""
+    from renderers import load_environment
+
     # stdout is the diff; the command prints each error once itself (the warning event would repeat them as JSON)
     logging.configure("auto", level="ERROR")
     try:
-        cluster, previewed = previews(repo, env, app, kubeconfig, listed=True)
+        environment = load_environment(repo, env)
+        cluster, previewed = previews(repo, environment, app, kubeconfig, listed=True)
         results = [result for _, result in previewed]
         # apps no longer listed, as sync removes them (a whole environment only): deletes, or a note they stay
-        departed = departures(cluster, repo, env, None) if not app else []
+        departed = departures(cluster, environment, None) if not app else []
         removals = [preview_departure(cluster, key, target, "") for key, target in departed]
     except GitsyncError as e:
         fail_on(e)

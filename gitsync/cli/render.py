@@ -22,7 +22,7 @@ import click
 from gitsync.adapters.render_cache import disk_blobs
 from gitsync.adapters.trees import LocalTrees
 from gitsync.errors import GitsyncError
-from renderers import AwaitingPromotion, RenderedApp, RenderError, load_environment, render_app
+from renderers import AwaitingPromotion, Environment, RenderedApp, RenderError, load_environment, render_app
 from renderers.cache import StoredRenderCache
 
 if TYPE_CHECKING:  # imported when a values file has a rollout block: it costs a one-shot render 15 ms
@@ -30,14 +30,18 @@ if TYPE_CHECKING:  # imported when a values file has a rollout block: it costs a
 
 
 def render_apps(
-    repo: Path, env: str, apps: Sequence[str] = (), sets: Sequence[str] = (), revision: str | None = None
+    repo: Path,
+    environment: Environment,
+    apps: Sequence[str] = (),
+    sets: Sequence[str] = (),
+    revision: str | None = None,
 ) -> tuple[RenderedApp, ...]:
-    """Each app of ``env`` (or those named) rendered from the local checkout ``repo``, pinned charts from its Git
-    history, each kept in the user's render cache (``gitsync.adapters.render_cache``) and rendered again only when
-    its inputs changed. Apps awaiting promotion are left out, each with one line on stderr; any other error
-    raises (the first in env.yaml order)."""
+    """Each app of ``environment`` (or those named) rendered from the local checkout ``repo``, pinned charts from
+    its Git history, each kept in the user's render cache (``gitsync.adapters.render_cache``) and rendered again
+    only when its inputs changed. Apps awaiting promotion are left out, each with one line on stderr; any other
+    error raises (the first in env.yaml order). The command reads ``env.yaml`` (``load_environment``) once."""
     rendered = []
-    for _app, outcome in render_each(repo, env, apps, sets, revision):
+    for _app, outcome in render_each(repo, environment, apps, sets, revision):
         if isinstance(outcome, AwaitingPromotion):
             click.echo(str(outcome), err=True)
         elif isinstance(outcome, RenderError):
@@ -48,15 +52,19 @@ def render_apps(
 
 
 def render_each(
-    repo: Path, env: str, apps: Sequence[str] = (), sets: Sequence[str] = (), revision: str | None = None
+    repo: Path,
+    environment: Environment,
+    apps: Sequence[str] = (),
+    sets: Sequence[str] = (),
+    revision: str | None = None,
 ) -> tuple[tuple[str, RenderedApp | RenderError], ...]:
     """``render_apps``, but each app's own render error (``AwaitingPromotion`` included) is that app's answer, as
     ``(app, rendered or error)`` in env.yaml order, so a command that reports per app (``status``) still shows the
-    others. An env.yaml that cannot be read, or an app it does not list, concerns the command: it raises."""
+    others. An app env.yaml does not list concerns the command: it raises."""
     trees = LocalTrees(repo)
     blobs = disk_blobs()
     cache = StoredRenderCache(blobs) if blobs is not None else None
-    environment = load_environment(repo, env)
+    env = environment.name
     outcomes: list[tuple[str, RenderedApp | RenderError]] = []
     for app in apps or environment.apps:
         try:
@@ -95,7 +103,7 @@ def command(
     An app awaiting promotion (no pin yet in promoted.yaml) is noted on stderr and left out; the status stays 0.
     """
     try:
-        rendered = render_apps(repo, env, apps, sets, revision)
+        rendered = render_apps(repo, load_environment(repo, env), apps, sets, revision)
     except (RenderError, GitsyncError) as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)

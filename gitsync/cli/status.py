@@ -115,11 +115,12 @@ def command(
     # stdout is the table; the command prints each error once itself (the warning event would repeat them as JSON)
     logging.configure("auto", level="ERROR")
     try:
-        outcomes = render_each(repo, env, (app,) if app else ())
+        environment = load_environment(repo, env)
+        outcomes = render_each(repo, environment, (app,) if app else ())
         targets = [outcome for _, outcome in outcomes if isinstance(outcome, RenderedApp)]
         cluster, planned = previews_each(targets, kubeconfig, listed=False)
         home = connect(home_kubeconfig) if home_kubeconfig is not None else cluster
-        namespace = load_environment(repo, env).namespace if len(targets) < len(outcomes) else ""
+        namespace = environment.namespace if len(targets) < len(outcomes) else ""
     except GitsyncError as e:
         fail_on(e)
     failures: list[GitsyncError] = []

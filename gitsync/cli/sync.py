@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # importing these at run time pulls in the renderer and the K
     from gitsync.reconcile import Request
     from gitsync.result import ReconcileResult, Target
     from gitsync.sync import SyncResult
-    from renderers import RenderedApp
+    from renderers import Environment, RenderedApp
 
 T = TypeVar("T")
 EXIT_ERROR = 2
@@ -97,11 +97,13 @@ def fail_on(error: GitsyncError) -> NoReturn:
     fail(str(error), exit_status(retry_of(error)))
 
 
-def render(repo: Path, env: str, app: str | None, revision: str | None = None) -> tuple[RenderedApp, ...]:
+def render(
+    repo: Path, environment: Environment, app: str | None, revision: str | None = None
+) -> tuple[RenderedApp, ...]:
     """The environment's apps (or one) from the local checkout; apps awaiting promotion are noted and left out."""
     from gitsync.cli.render import render_apps
 
-    return render_apps(repo, env, (app,) if app else (), revision=revision)
+    return render_apps(repo, environment, (app,) if app else (), revision=revision)
 
 
 def connect(kubeconfig: Path | None) -> KubeCluster:
@@ -159,17 +161,15 @@ def absent_namespaces(cluster: KubeCluster, namespaces: Collection[str]) -> froz
     return frozenset(absent)
 
 
-def departures(cluster: KubeCluster, repo: Path, env: str, prune: bool | None) -> list[tuple[AppEnv, Target]]:
+def departures(cluster: KubeCluster, environment: Environment, prune: bool | None) -> list[tuple[AppEnv, Target]]:
     """The app-envs gitsync holds state for in the environment's namespace whose app ``env.yaml`` no longer lists
     (found as the agent finds them, ``inventory.departed``), each with its removal target: pruned as ``env.yaml``'s
     ``prune`` says, or ``prune`` (``--prune/--no-prune``) when given, but never when the file lists no apps at all
     without ``pruneAllowEmpty: true`` (``Target.removed_from``)."""
     from gitsync.adapters.state import ConfigMapStateStore
     from gitsync.inventory import departed
-    from renderers import load_environment
 
-    environment = load_environment(repo, env)
-    left = departed(ConfigMapStateStore(cluster), env, environment.namespace, environment.apps)
+    left = departed(ConfigMapStateStore(cluster), environment.name, environment.namespace, environment.apps)
     if not left:
         return []  # the common case, without importing the reconcile's vocabulary (~50 ms of a no-op diff)
     from gitsync.result import Target
@@ -236,12 +236,12 @@ def preview(
 
 
 def previews(
-    repo: Path, env: str, app: str | None, kubeconfig: Path | None, *, listed: bool
+    repo: Path, environment: Environment, app: str | None, kubeconfig: Path | None, *, listed: bool
 ) -> tuple[KubeCluster, list[tuple[RenderedApp, SyncResult]]]:
     """Render the environment (or one app) and ``preview`` each app against the cluster, planning an environment
     whose namespace is missing as creates. ``listed``: read live objects from lists (``snapshot``), as diff does.
     All or nothing, as ``kubectl diff``: the first app's error (in ``env.yaml`` order) is raised for all of them."""
-    cluster, previewed = previews_each(render(repo, env, app), kubeconfig, listed=listed)
+    cluster, previewed = previews_each(render(repo, environment, app), kubeconfig, listed=listed)
     results: list[tuple[RenderedApp, SyncResult]] = []
     for rendered, result in previewed:
         if isinstance(result, GitsyncError):
@@ -363,13 +363,15 @@ def command(
     source = LocalCheckout(repo)
     revision = source.resolve().revision or None
     try:
+        environment = load_environment(repo, env)  # once: the renders and the departures read it
         # --app naming an app that left env.yaml: its removal, as a whole-environment sync would do it
-        departed = app is not None and app not in load_environment(repo, env).apps
+        departed = app is not None and app not in environment.apps
         # all or nothing: a render error anywhere touches no cluster; apps with Namespaces or CRDs go first
-        targets = [] if departed else sorted(render(repo, env, app, revision), key=installs_parents, reverse=True)
+        rendered_apps = [] if departed else render(repo, environment, app, revision)
+        targets = sorted(rendered_apps, key=installs_parents, reverse=True)
         cluster = connect(kubeconfig)
         # apps no longer listed (all of them, or the departed one named), removed after the listed ones are synced
-        left = departures(cluster, repo, env, prune) if app is None or departed else []
+        left = departures(cluster, environment, prune) if app is None or departed else []
         left = [(key, target) for key, target in left if app in (None, key.app)]
         if departed and not left:
             raise TerminalError(

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from gitsync.cache import Change
-from gitsync.health import WORKLOAD_KINDS, assess
+from gitsync.health import WORKLOAD_KINDS, assess, pod_ready
 from gitsync.history import Result
 from gitsync.model import AppEnv, HealthStatus, Json, ObjectId
 from gitsync.ports import LiveReader, WatchEventType
@@ -166,9 +166,8 @@ def _fingerprint(obj: Json) -> tuple[object, ...]:
 def _pod_fingerprint(pod: Json, deleted: bool) -> tuple[object, ...]:
     """What of a pod a wait depends on: Ready, its phase, why a container waits, its restarts, being deleted."""
     status = pod.get("status") or {}
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     containers = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
     waiting = tuple(str(((c.get("state") or {}).get("waiting") or {}).get("reason", "")) for c in containers)
     restarts = sum(int(c.get("restartCount") or 0) for c in containers)
     deleting = deleted or bool((pod.get("metadata") or {}).get("deletionTimestamp"))
-    return ready, status.get("phase"), waiting, restarts, deleting
+    return pod_ready(pod), status.get("phase"), waiting, restarts, deleting

@@ -363,6 +363,16 @@ SPRIG_CASES = [
         'regexReplaceAllLiteral "a(x*)b" "-ab-axxb-" "${1}": produces -${1}-${1}-',
     ),
     ('{{ regexSplit("z+", "pizza", -1) | toString }}', "[pi a]", 'regexSplit "z+" "pizza" -1: produces [pi a]'),
+    # Go's regexp, not Python's: groups are not parts, an empty match right after a match does not count
+    # (the results of Go's regexp.Split, FindAllString and ReplaceAllString for these arguments).
+    ('{{ regexSplit("(,)", "a,b", -1) | toString }}', "[a b]", "regexSplit: a group's text is not a part"),
+    (
+        '{{ regexSplit("a*", "abaabaccadaaae", 5) | toJson }}',
+        '["","b","b","c","cadaaae"]',
+        'regexp.Split "a*" "abaabaccadaaae" 5 in Go\'s documentation',
+    ),
+    ('{{ regexFindAll("a*", "abaab", -1) | toJson }}', '["a","aa",""]', "regexFindAll: Go's empty matches"),
+    ('{{ regexReplaceAll("x*", "abxd", "-") }}', "-a-b-d-", "regexReplaceAll: Go's empty matches"),
     (
         '{{ semverCompare("1.2.3", "1.2.3") }} {{ semverCompare("^1.2.0", "1.2.3") }}'
         ' {{ semverCompare("~1.2.0", "1.3.0") }}',

@@ -125,9 +125,10 @@ PROMOTED = "b" * 40
 
 @dataclass(frozen=True)
 class Rendered:
-    """The one thing of a render these statuses read."""
+    """The things of a render these statuses read."""
 
     digest: str
+    pin: Pin | None = None
 
 
 ROLLING = Status(
@@ -169,16 +170,11 @@ class Pin:
     from_env: str
 
 
-@dataclass(frozen=True)
-class Pinned(Rendered):
-    pin: Pin
-
-
 def test_a_pinned_environment_says_which_pin_is_healthy_not_that_the_commit_is_deployed() -> None:
     """A commit that changes staging's image is verified in prod too (prod runs its pin): its prod status must not
     read as if the new image were in prod."""
     prod = result(
-        Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, rendered=Pinned("sha256:1", Pin(PROMOTED, "staging"))
+        Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, rendered=Rendered("sha256:1", Pin(PROMOTED, "staging"))
     )
     [status] = commit_statuses(replace(prod, key=AppEnv("podinfo", "prod")))
     assert status.description == f"deployed to prod and healthy (pinned to staging@{PROMOTED[:12]})"
@@ -349,7 +345,7 @@ def test_a_promotion_pull_request_left_open_once_prod_runs_the_newest_release_is
         ),
         key=AppEnv("podinfo", "prod"),
         target=Target("podinfo-prod", prune=True, self_heal=True, upstream=upstream),
-        rendered=Pinned("sha256:1", Pin(PROMOTED, "staging")),
+        rendered=Rendered("sha256:1", Pin(PROMOTED, "staging")),
     )
     sink.write(settled)
     sink.write(settled)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,17 @@ def test_a_tree_used_lately_is_never_removed(tmp_path: Path, monkeypatch: pytest
     trees = LocalTrees(tmp_path / "repo", cache_dir=tmp_path / "cache")
     read = [trees(sha) for sha in shas]  # another command may still be rendering from the older ones
     assert all((path / "values.yaml").is_file() for path in read)
+
+
+def test_what_a_command_killed_mid_extraction_left_is_removed_but_not_an_extraction_under_way(tmp_path: Path) -> None:
+    shas = commits(tmp_path / "repo", 1)
+    cache = tmp_path / "cache"
+    left, running, other = cache / ".tmp-killed", cache / ".tmp-running", cache / ".keep"
+    for folder in (left, running, other):
+        (folder / "tree").mkdir(parents=True)
+    (left / "tree" / "demo.mp4").write_bytes(b"x" * 1000)
+    for old in (left, other):
+        os.utime(old, (0, 0))
+    LocalTrees(tmp_path / "repo", cache_dir=cache)(shas[0])
+    assert not left.exists()
+    assert running.is_dir() and other.is_dir(), "a recent staging folder and folders not of ours stay"
