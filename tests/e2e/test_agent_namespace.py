@@ -22,7 +22,7 @@ def test_a_namespace_deleted_under_the_agent_fails_transiently_then_is_created_a
     wait_for(
         "reconciles refused by the terminating namespace, retried (worth retrying, not parked)",
         lambda: len([e for e in agent.logs("reconcile.failed") if "being terminated" in e["error"]]) >= 2,
-        20,
+        60,
     )
     assert not agent.logs("reconcile.crashed")
 
@@ -33,6 +33,6 @@ def test_a_namespace_deleted_under_the_agent_fails_transiently_then_is_created_a
     wait_for(
         "the app live in the namespace created anew",
         lambda: configmap_value(core, namespace) == "after the deletion",
-        20,
+        60,
     )
     settled(core, namespace, revision)

@@ -41,7 +41,7 @@ def test_a_failure_and_a_success_reach_the_receiver_once_while_another_hangs_and
             {"name": "ops", "url": hook.url, "events": ["succeeded", "sync-failed"], **receiver},
         ]
     )
-    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 60)
     first = settled(core, namespace)["lastAppliedRevision"]
     (success,) = hook.wait(1)
     assert success.json["event"] == "succeeded" and success.json["revision"] == first
@@ -53,7 +53,7 @@ def test_a_failure_and_a_success_reach_the_receiver_once_while_another_hangs_and
         {"apps/podinfo/templates/configmap.yaml": template.read_text().replace("values.config", "values.no_such_key")},
     )
     wait_for(
-        "the render error in status", lambda: status_of(core, namespace).get("lastAttemptedRevision") == broken, 10
+        "the render error in status", lambda: status_of(core, namespace).get("lastAttemptedRevision") == broken, 60
     )
     got = hook.wait(2)
     assert hanging.hang is not None and not hanging.hang.is_set(), "all this while the hanging receiver still hangs"

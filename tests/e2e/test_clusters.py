@@ -137,7 +137,7 @@ def test_one_agent_applies_staging_to_a_and_prod_to_b_and_a_cluster_down_degrade
             status = status_of(core, prod_in_b, env="prod")
             return str(status.get("lastError", "")) if "cluster cluster-b at" in status.get("lastError", "") else ""
 
-        error = wait_for("prod's status to name the cluster that is down, Git unchanged", prod_failed, 15)
+        error = wait_for("prod's status to name the cluster that is down, Git unchanged", prod_failed, 60)
         assert "cluster cluster-b at https://127.0.0.1:" in error
         assert status_of(core, namespace).get("lastError") == "", "staging, on cluster A, is not touched"
         release(upstream, "6.7.2")

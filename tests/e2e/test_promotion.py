@@ -159,7 +159,7 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
     wait_for("prod back on 6.7.2", lambda: image_of(apps, prod_namespace) == "6.7.2", 30)
     pinned = yaml.safe_load(git(upstream.bare, "show", "main:environments/prod/promoted.yaml"))
     assert pinned["podinfo"]["values"] == {"image": {"tag": "6.7.2"}}, "Git again says what runs in prod"
-    wait_for("a RollbackWritten event", lambda: "RollbackWritten" in dict(event_reasons(core, prod_namespace)), 10)
+    wait_for("a RollbackWritten event", lambda: "RollbackWritten" in dict(event_reasons(core, prod_namespace)), 60)
 
     # 5. A pin edited by hand to a commit staging never ran is Blocked; nothing of it is applied.
     git(upstream.work, "pull", "-q", "--rebase", "origin", "main")
@@ -175,7 +175,7 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
         "prod blocked", lambda: (s := status_of(core, prod_namespace, env="prod")).get("result") == "Blocked" and s, 30
     )
     assert f"pin {side[:12]} is not verified" in status["lastError"]
-    wait_for("a PromotionBlocked event", lambda: "PromotionBlocked" in dict(event_reasons(core, prod_namespace)), 10)
+    wait_for("a PromotionBlocked event", lambda: "PromotionBlocked" in dict(event_reasons(core, prod_namespace)), 60)
     assert configmap_value(core, prod_namespace, "extra") is None and image_of(apps, prod_namespace) == "6.7.2"
     assert not agent.logs("reconcile.crashed")
 

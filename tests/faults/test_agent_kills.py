@@ -179,7 +179,7 @@ def test_an_unreachable_remote_is_one_line_and_the_next_push_after_it_is_live(
     settled(core, namespace, timeout=30)
     away = upstream.bare.with_name("moved.git")
     shutil.move(upstream.bare, away)
-    [failed] = wait_for("a failed poll", lambda: agent.logs("git.poll_failed"), 10)[:1]
+    [failed] = wait_for("a failed poll", lambda: agent.logs("git.poll_failed"), 60)[:1]
     assert failed["error"] == (
         f"file://{upstream.bare}: git ls-remote failed: "
         f"fatal: '{upstream.bare}' does not appear to be a git repository | "
@@ -189,5 +189,5 @@ def test_an_unreachable_remote_is_one_line_and_the_next_push_after_it_is_live(
 
     shutil.move(away, upstream.bare)
     revision = upstream.set_message("after the outage")
-    wait_for("the next push live", lambda: configmap_value(core, namespace) == "after the outage", 15)
+    wait_for("the next push live", lambda: configmap_value(core, namespace) == "after the outage", 60)
     settled(core, namespace, revision)
