@@ -204,7 +204,10 @@ def test_a_burst_of_100_webhooks_gives_a_few_reconciles_and_the_newest_commit(
     before = agent.metric("gitsync_syncs_total")
     revisions = [upstream.set_message(f"burst {n}", push=False) for n in range(100)]
     upstream.push()
-    with ThreadPoolExecutor(16) as pool:
+    # 8 senders at a time, half the server's 16 connections per client: a connection's slot is given back just
+    # after its reply is sent, so 16 senders reconnecting at once could find the last one not yet given back and
+    # be cut off (seen on a loaded machine); the connection limit itself is tests/faults/test_http_faults.py's.
+    with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(agent.push_webhook, revisions))
     assert codes == [202] * 100
     wait_for("the newest commit live", lambda: configmap_value(core, namespace) == "burst 99", 60)
