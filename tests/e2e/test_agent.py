@@ -154,7 +154,7 @@ def test_kill_9_mid_sync_then_restart_converges(
     wait_for(
         "every object present",
         lambda: wanted <= {c.metadata.name for c in core.list_namespaced_config_map(namespace).items},
-        30,
+        60,
     )
     wait_for("status Succeeded", lambda: status_of(core, namespace).get("result") == "Succeeded", 60)
     inventory = json.loads(
@@ -361,7 +361,7 @@ def _both_apps_synced(agents: Agents, upstream: Upstream, namespace: str, core: 
     upstream.add_app("podtwo")
     agent = agents.start(pollInterval="1s")
     for app in ("podinfo", "podtwo"):
-        wait_for(f"{app} synced", lambda app=app: status_of(core, namespace, app).get("result") == "Succeeded", 30)
+        wait_for(f"{app} synced", lambda app=app: status_of(core, namespace, app).get("result") == "Succeeded", 60)
     return agent
 
 
@@ -378,7 +378,7 @@ def test_an_app_removed_from_its_environment_is_pruned_and_the_other_left_alone(
     wait_for(  # by the 1 s poll (the default is 60 s, twice this ceiling)
         "podtwo's objects gone but the protected one",
         lambda: _managed(kube_api, namespace, "podtwo") == {"ConfigMap/podtwo": removed["ConfigMap/podtwo"]},
-        30,
+        60,
     )
     wait_for("podtwo's state dropped", lambda: _state_parts(core, namespace, "podtwo") == {"history", "status"}, 60)
     assert _managed(kube_api, namespace, "podinfo") == kept, "the other app is untouched"
@@ -467,7 +467,7 @@ def test_an_app_removed_mid_canary_takes_its_canary_deployment_with_it(
     values = yaml.safe_load(path.read_text())
     values["image"]["tag"] = "6.7.2"
     upstream.commit("podtwo 6.7.2", {str(path.relative_to(upstream.work)): yaml.safe_dump(values)})
-    wait_for("podtwo paused mid-canary", lambda: status_of(core, namespace, "podtwo").get("result") == "Paused", 30)
+    wait_for("podtwo paused mid-canary", lambda: status_of(core, namespace, "podtwo").get("result") == "Paused", 60)
     assert "Deployment/podtwo-canary" in _managed(kube_api, namespace, "podtwo")
 
     upstream.set_environment("Remove podtwo from staging", apps=["podinfo"])
@@ -496,7 +496,7 @@ def test_a_commit_that_drops_the_canary_mid_rollout_rolls_the_app_and_removes_th
     values["image"]["tag"] = "6.7.2"
     path.write_text(yaml.safe_dump(values))
     upstream.commit("podinfo 6.7.2")
-    wait_for("paused mid-canary", lambda: status_of(core, namespace).get("result") == "Paused", 30)
+    wait_for("paused mid-canary", lambda: status_of(core, namespace).get("result") == "Paused", 60)
     apps = client.AppsV1Api(kube_api)
     assert _exists(apps, "podinfo-canary", namespace)
 
@@ -518,7 +518,7 @@ def test_a_commit_that_only_changes_canary_to_blue_green_hands_over_at_once(
 
     upstream.set_rollout("blueGreen", blueGreen={"scaleDownDelaySeconds": 1})
     switched = upstream.commit("podinfo: blue-green, same template")
-    wait_for("the blue colour serving", lambda: _selected_colour(core, namespace) == "blue", 30)
+    wait_for("the blue colour serving", lambda: _selected_colour(core, namespace) == "blue", 60)
     settled(core, namespace, switched, timeout=60)
     assert _exists(apps, "podinfo-blue", namespace)
     assert apps.read_namespaced_deployment("podinfo-blue", namespace).status.ready_replicas == 2

@@ -16,7 +16,7 @@ def test_a_namespace_deleted_under_the_agent_fails_transiently_then_is_created_a
     settled(core, namespace)
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "holder", "finalizers": [HOLD]}})
     core.delete_namespace(namespace)
-    wait_for("the namespace emptied but the holder", lambda: configmap_value(core, namespace) is None, 30)
+    wait_for("the namespace emptied but the holder", lambda: configmap_value(core, namespace) is None, 60)
 
     upstream.set_message("while terminating")
     wait_for(
@@ -27,7 +27,7 @@ def test_a_namespace_deleted_under_the_agent_fails_transiently_then_is_created_a
     assert not agent.logs("reconcile.crashed")
 
     core.patch_namespaced_config_map("holder", namespace, {"metadata": {"finalizers": None}})
-    wait_for("the namespace gone", lambda: namespace not in {n.metadata.name for n in core.list_namespace().items}, 30)
+    wait_for("the namespace gone", lambda: namespace not in {n.metadata.name for n in core.list_namespace().items}, 60)
     # Retried with backoff; a new commit starts at once (a fix never waits behind a failing commit).
     revision = upstream.set_message("after the deletion")
     wait_for(
