@@ -249,7 +249,8 @@ def test_sigterm_hands_the_lease_over_at_once(
     )
     upstream.set_message("from the new leader")
     wait_for("a commit live via the new leader", lambda: configmap_value(core, namespace) == "from the new leader", 60)
-    assert second.logs("sync.applied")
+    # sync.applied follows the ConfigMap being live (the rest of that sync first): wait for it, as above.
+    wait_for("the new leader's sync.applied line", lambda: second.logs("sync.applied"), 60)
 
 
 def test_unsigned_head_is_refused_and_the_last_signed_release_keeps_running(
