@@ -219,7 +219,12 @@ def test_pull_request_mode_proposes_on_a_branch_and_merging_it_promotes(
 
     head = wait_for("the promotion branch", proposed, 60)
     assert promotions(upstream) == [], "nothing is promoted on main before the pull request is merged"
-    assert status_of(core, prod_namespace, env="prod").get("result") == "AwaitingPromotion"
+    # prod's status is written at the end of its reconcile, which may come a moment after the branch is pushed.
+    wait_for(
+        "prod awaiting the promotion",
+        lambda: status_of(core, prod_namespace, env="prod").get("result") == "AwaitingPromotion",
+        60,
+    )
     trailers = git(upstream.bare, "log", "-1", "--format=%(trailers:unfold)", head)
     assert "Gitsync-Promoted-From: staging@" in trailers and "Gitsync-Env: prod" in trailers
 
