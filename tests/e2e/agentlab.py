@@ -162,7 +162,7 @@ class AgentProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self._env},
             )
-        wait_for(f"{self.name} /healthz", lambda: self.get("/healthz")[0] == 200 or self._died(), 30)
+        wait_for(f"{self.name} /healthz", lambda: self.get("/healthz")[0] == 200 or self._died(), 60)
         return self
 
     def _died(self) -> bool:

@@ -379,7 +379,7 @@ def test_an_app_removed_from_its_environment_is_pruned_and_the_other_left_alone(
     wait_for(  # by the 1 s poll (the default is 60 s, twice this ceiling)
         "podtwo's objects gone but the protected one",
         lambda: _managed(kube_api, namespace, "podtwo") == {"ConfigMap/podtwo": removed["ConfigMap/podtwo"]},
-        60,
+        30,
     )
     wait_for("podtwo's state dropped", lambda: _state_parts(core, namespace, "podtwo") == {"history", "status"}, 60)
     assert _managed(kube_api, namespace, "podinfo") == kept, "the other app is untouched"
