@@ -173,7 +173,9 @@ def test_two_agents_with_leader_election_only_one_acts_and_the_other_takes_over(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
 ) -> None:
     # The Lease lives in the environment's namespace here, which makes it the agent's own: the operator allows it.
-    election = {"enabled": True, "namespace": namespace, "leaseDuration": "3s", "renewInterval": "1s"}
+    # 9 s: the leader steps down when it could not renew for 2/3 of it, and a 2 s renew deadline (a 3 s Lease) is
+    # what a loaded machine's API server can miss, handing the follower a sync while "only the leader applies".
+    election = {"enabled": True, "namespace": namespace, "leaseDuration": "9s", "renewInterval": "1s"}
     allow = {"allowProtectedNamespaces": [namespace]}
     a = agents.start("a", pollInterval="1s", leaderElection={**election, "identity": "agent-a"}, **allow)
     b = agents.start("b", pollInterval="1s", leaderElection={**election, "identity": "agent-b"}, **allow)
