@@ -349,7 +349,7 @@ def test_a_kind_that_cannot_be_listed_does_not_stall_reads() -> None:
     cache = WatchCache(cluster, list_timeout=3600, backoff=(3600, 3600))  # type: ignore[arg-type]
     answers: list[object] = []
     reader = threading.Thread(
-        target=lambda: answers.extend([cache.ensure("", "ConfigMap", "shop"), cache.get(ref("a"))])
+        target=lambda: answers.extend([cache.ensure("", "ConfigMap", "shop"), cache.get(ref("a"))]), daemon=True
     )
     try:
         reader.start()
