@@ -39,7 +39,7 @@ class Receiving:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def wait(self, count: int, timeout: float = 20.0) -> list[Delivery]:
+    def wait(self, count: int, timeout: float = 60.0) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         while len(self.got) < count and time.monotonic() < deadline:
             time.sleep(0.02)

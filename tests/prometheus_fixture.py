@@ -168,7 +168,7 @@ class Metrics:
     def query(self, name: str) -> str:
         return f"{name}{{{self.labels}}}"
 
-    def wait_for(self, name: str, value: float, timeout: float = 10.0) -> None:
+    def wait_for(self, name: str, value: float, timeout: float = 60.0) -> None:
         """Block until Prometheus has scraped ``value`` (the exporter changes take up to a scrape interval)."""
         deadline = time.monotonic() + timeout
         while self.prometheus.query(self.query(name)) != [value]:
@@ -176,7 +176,7 @@ class Metrics:
                 raise AssertionError(f"prometheus never saw {self.query(name)} == {value}")
             time.sleep(0.2)
 
-    def wait_absent(self, name: str, timeout: float = 10.0) -> None:
+    def wait_absent(self, name: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while self.prometheus.query(self.query(name)):
             if time.monotonic() > deadline:

@@ -241,9 +241,11 @@ class HttpServer:
         *,
         request_seconds: float = REQUEST_SECONDS,
         webhook_burst: int = WEBHOOK_BURST,
+        webhooks_per_second: float = WEBHOOKS_PER_SECOND,
     ) -> None:
-        """``webhook_burst``: webhooks a sender may send at once before ``WEBHOOKS_PER_SECOND`` applies."""
-        rate = RateLimiter(WEBHOOKS_PER_SECOND, webhook_burst)
+        """``webhook_burst``: webhooks a sender may send at once before ``webhooks_per_second`` applies (a test
+        sets it near zero, so that a burst is refused past ``webhook_burst`` however slowly the machine sends it)."""
+        rate = RateLimiter(webhooks_per_second, webhook_burst)
         self._server = _Server((host, port), endpoints, request_seconds, rate)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True

@@ -221,7 +221,7 @@ def test_the_dashboard_shows_environments_rollouts_live_and_promotions_to_those_
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
     )  # fmt: skip
     try:
-        wait_for("gitsync dashboard", lambda: _get(local_port, "/", None)[0] == 200, 20)
+        wait_for("gitsync dashboard", lambda: _get(local_port, "/", None)[0] == 200, 60)
         grid = _get(local_port, "/", None)[1]
         assert 'data-env="staging"' in grid and 'data-env="prod"' in grid
         promotions = _get(local_port, "/promotions", None)[1]

@@ -53,7 +53,7 @@ def test_installed_agent_syncs_example_repo_and_nothing_outside_its_grant(
     )
     try:
         agent.start()
-        wait_for("example-repo synced", lambda: configmap_value(client.CoreV1Api(kube_api), namespace), 30)
+        wait_for("example-repo synced", lambda: configmap_value(client.CoreV1Api(kube_api), namespace), 60)
         settled(client.CoreV1Api(kube_api), namespace)
         lease = client.CoordinationV1Api(kube_api).read_namespaced_lease("gitsync-leader", installed.namespace)
         assert lease.spec.holder_identity == "gitsync-test-pod"

@@ -143,11 +143,14 @@ def test_cli_sync_leaves_a_canary_workload_to_the_rollout(repo: Path, kubelab, n
 
     set_message(repo, "a new config, rolled out as a canary")
     canary = ObjectId("apps", "Deployment", namespace, "podinfo-canary")
-    for _ in range(5):  # one rollout step per run: the first records the new release, the next starts the canary
+    # One rollout step per run: the first records the new release, a next one starts the canary (once the
+    # stable's pods are up, which a loaded machine can take a while to report: runs until then, for up to 60 s).
+    deadline = time.monotonic() + 60
+    while True:
         again = CliRunner().invoke(main, args)
         assert again.exit_code == 0, again.output
         assert "podinfo@staging: rollout Progressing" in again.output
-        if cluster.get(canary) is not None:
+        if cluster.get(canary) is not None or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert cluster.get(canary) is not None, "the new release runs as a canary"

@@ -86,19 +86,22 @@ def test_watch_reports_changes_after_list_and_tracks_bookmarks(cluster: KubeClus
     seen: list[tuple[WatchEventType, str]] = []
 
     def consume() -> None:
+        # From the list's resourceVersion: the changes come however late this thread starts watching. A 60 s watch
+        # (not 3 s) that a loaded machine cannot outlast before the two changes are made; left at the deletion.
         for event in cluster.watch(
-            "", "ConfigMap", namespace, resource_version=listed.resource_version, timeout_seconds=3
+            "", "ConfigMap", namespace, resource_version=listed.resource_version, timeout_seconds=60
         ):
             # Only "a": the controller-manager may publish the namespace's kube-root-ca.crt at any moment.
             if event.type is not WatchEventType.BOOKMARK and event.object["metadata"]["name"] == "a":
                 seen.append((event.type, event.object["metadata"]["name"]))
+                if event.type is WatchEventType.DELETED:
+                    return
 
     thread = threading.Thread(target=consume)
     thread.start()
-    time.sleep(0.5)
     cluster.apply(configmap(namespace, "a", v="2"))
     cluster.delete(ObjectId("", "ConfigMap", namespace, "a"))
-    thread.join(timeout=10)
+    thread.join(timeout=60)
     assert seen == [(WatchEventType.MODIFIED, "a"), (WatchEventType.DELETED, "a")]
 
 
@@ -170,7 +173,7 @@ def test_discovery_refreshes_after_a_crd_is_created(cluster: KubeCluster, namesp
     cluster.apply(crd)
     try:
         widget = {"apiVersion": f"{group}/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": namespace}}
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             try:
                 cluster.apply(widget)

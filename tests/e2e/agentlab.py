@@ -162,7 +162,7 @@ class AgentProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self._env},
             )
-        wait_for(f"{self.name} /healthz", lambda: self.get("/healthz")[0] == 200 or self._died(), 30)
+        wait_for(f"{self.name} /healthz", lambda: self.get("/healthz")[0] == 200 or self._died(), 60)
         return self
 
     def _died(self) -> bool:
@@ -317,7 +317,7 @@ def event_reasons(core: client.CoreV1Api, namespace: str) -> list[tuple[str, str
     return [(e.reason, e.message) for e in core.list_namespaced_event(namespace).items]
 
 
-def settled(core: client.CoreV1Api, namespace: str, revision: str = "", timeout: float = 20) -> dict[str, Any]:
+def settled(core: client.CoreV1Api, namespace: str, revision: str = "", timeout: float = 60) -> dict[str, Any]:
     """Wait until the status says Succeeded (at ``revision`` if given); the status document."""
 
     def check() -> dict[str, Any] | None:

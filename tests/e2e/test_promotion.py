@@ -99,8 +99,8 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
     agent = agents.start(environments=["staging", "prod"], pollInterval="1s")
 
     # 1. The first release: staging at once, prod once staging verified it and it soaked, by one commit.
-    wait_for("staging live", lambda: configmap_value(core, namespace) == "Hello from staging", 30)
-    [promoted] = wait_for("the first promotion commit", lambda: promotions(upstream), 40)
+    wait_for("staging live", lambda: configmap_value(core, namespace) == "Hello from staging", 60)
+    [promoted] = wait_for("the first promotion commit", lambda: promotions(upstream), 60)
     assert promoted["subject"] == f"promote podinfo to prod (staging@{promoted['Gitsync-Promoted-From'][-40:][:7]})"
     assert promoted["Gitsync-App"] == "podinfo" and promoted["Gitsync-Env"] == "prod"
     assert promoted["Gitsync-Evidence"].startswith("Succeeded") and f"soak {SOAK:g}s" in promoted["Gitsync-Evidence"]
@@ -116,7 +116,7 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
     upstream.work.joinpath("x").write_text("")  # keep the working clone in step with the promotion commit
     git(upstream.work, "pull", "-q", "--rebase", "origin", "main")
     v2 = release(upstream, "6.7.2")
-    wait_for("staging on 6.7.2", lambda: image_of(apps, namespace) == "6.7.2", 30, 0.05)
+    wait_for("staging on 6.7.2", lambda: image_of(apps, namespace) == "6.7.2", 60, 0.05)
     assert image_of(apps, prod_namespace) == "6.7.1", "prod does not follow the branch head"
     wait_for("prod on 6.7.2", lambda: image_of(apps, prod_namespace) == "6.7.2", 90)
     assert [p["Gitsync-Promoted-From"] for p in promotions(upstream)].count(f"staging@{v2}") == 1
@@ -126,7 +126,7 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
     git(upstream.work, "pull", "-q", "--rebase", "origin", "main")
     assert configmap_value(core, prod_namespace, "shared") == "shared helpers v1"
     helpers = upstream.commit("lib: motto v2", {"lib/_shared.j2": MOTTO.replace("v1", "v2")})
-    wait_for("staging on lib v2", lambda: configmap_value(core, namespace, "shared") == "shared helpers v2", 30)
+    wait_for("staging on lib v2", lambda: configmap_value(core, namespace, "shared") == "shared helpers v2", 60)
     assert configmap_value(core, prod_namespace, "shared") == "shared helpers v1", "prod waits for the promotion"
     wait_for("prod on lib v2", lambda: configmap_value(core, prod_namespace, "shared") == "shared helpers v2", 90)
     assert [p["Gitsync-Promoted-From"] for p in promotions(upstream)].count(f"staging@{helpers}") == 1
@@ -143,7 +143,7 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
     # 3. A crash-looping release in staging is never promoted.
     git(upstream.work, "pull", "-q", "--rebase", "origin", "main")
     bad = release(upstream, "6.9.9", {"gitsync.dev/fault": "crashloop"})
-    wait_for("staging degraded", lambda: status_of(core, namespace).get("health") == "Degraded", 30)
+    wait_for("staging degraded", lambda: status_of(core, namespace).get("health") == "Degraded", 60)
     time.sleep(SOAK + 3)
     assert f"staging@{bad}" not in [p["Gitsync-Promoted-From"] for p in promotions(upstream)]
     assert image_of(apps, prod_namespace) == "6.7.2"
@@ -153,13 +153,13 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
     template = upstream.work / "apps/podinfo/templates/deployment.yaml"
     text = template.read_text().replace("{% if values.podLabels %}", CRASH_IN_PROD + "{% if values.podLabels %}", 1)
     doomed = release(upstream, "6.7.3", files={"apps/podinfo/templates/deployment.yaml": text})
-    wait_for("staging on 6.7.3", lambda: image_of(apps, namespace) == "6.7.3", 30)
+    wait_for("staging on 6.7.3", lambda: image_of(apps, namespace) == "6.7.3", 60)
     [rollback] = wait_for("a rollback commit", lambda: promotions(upstream, "Gitsync-Rollback-Of"), 120)
     assert rollback["subject"].startswith("roll back podinfo in prod to ")
-    wait_for("prod back on 6.7.2", lambda: image_of(apps, prod_namespace) == "6.7.2", 30)
+    wait_for("prod back on 6.7.2", lambda: image_of(apps, prod_namespace) == "6.7.2", 60)
     pinned = yaml.safe_load(git(upstream.bare, "show", "main:environments/prod/promoted.yaml"))
     assert pinned["podinfo"]["values"] == {"image": {"tag": "6.7.2"}}, "Git again says what runs in prod"
-    wait_for("a RollbackWritten event", lambda: "RollbackWritten" in dict(event_reasons(core, prod_namespace)), 10)
+    wait_for("a RollbackWritten event", lambda: "RollbackWritten" in dict(event_reasons(core, prod_namespace)), 60)
 
     # 5. A pin edited by hand to a commit staging never ran is Blocked; nothing of it is applied.
     git(upstream.work, "pull", "-q", "--rebase", "origin", "main")
@@ -172,10 +172,10 @@ def test_a_release_reaches_prod_only_through_a_verified_promotion_commit(
     forged["podinfo"]["revision"] = side
     upstream.commit("pin prod by hand", {"environments/prod/promoted.yaml": yaml.safe_dump(forged)})
     status = wait_for(
-        "prod blocked", lambda: (s := status_of(core, prod_namespace, env="prod")).get("result") == "Blocked" and s, 30
+        "prod blocked", lambda: (s := status_of(core, prod_namespace, env="prod")).get("result") == "Blocked" and s, 60
     )
     assert f"pin {side[:12]} is not verified" in status["lastError"]
-    wait_for("a PromotionBlocked event", lambda: "PromotionBlocked" in dict(event_reasons(core, prod_namespace)), 10)
+    wait_for("a PromotionBlocked event", lambda: "PromotionBlocked" in dict(event_reasons(core, prod_namespace)), 60)
     assert configmap_value(core, prod_namespace, "extra") is None and image_of(apps, prod_namespace) == "6.7.2"
     assert not agent.logs("reconcile.crashed")
 
@@ -217,15 +217,20 @@ def test_pull_request_mode_proposes_on_a_branch_and_merging_it_promotes(
     def proposed() -> str:
         return git(upstream.bare, "for-each-ref", "--format=%(objectname)", f"refs/heads/{branch}")
 
-    head = wait_for("the promotion branch", proposed, 40)
+    head = wait_for("the promotion branch", proposed, 60)
     assert promotions(upstream) == [], "nothing is promoted on main before the pull request is merged"
-    assert status_of(core, prod_namespace, env="prod").get("result") == "AwaitingPromotion"
+    # prod's status is written at the end of its reconcile, which may come a moment after the branch is pushed.
+    wait_for(
+        "prod awaiting the promotion",
+        lambda: status_of(core, prod_namespace, env="prod").get("result") == "AwaitingPromotion",
+        60,
+    )
     trailers = git(upstream.bare, "log", "-1", "--format=%(trailers:unfold)", head)
     assert "Gitsync-Promoted-From: staging@" in trailers and "Gitsync-Env: prod" in trailers
 
     git(upstream.work, "fetch", "-q", "origin", branch)
     git(upstream.work, "merge", "-q", "--ff-only", "FETCH_HEAD")
     git(upstream.work, "push", "-q", "origin", "main")
-    wait_for("prod live after the merge", lambda: image_of(apps, prod_namespace) == "6.7.1", 40)
-    wait_for("prod settled", lambda: status_of(core, prod_namespace, env="prod").get("result") == "Succeeded", 40)
+    wait_for("prod live after the merge", lambda: image_of(apps, prod_namespace) == "6.7.1", 60)
+    wait_for("prod settled", lambda: status_of(core, prod_namespace, env="prod").get("result") == "Succeeded", 60)
     assert [p["sha"] for p in promotions(upstream)] == [head], "the merged commit is the promotion, written once"

@@ -69,7 +69,7 @@ def three_replicas(
         for name in ("a", "b", "c")
     ]
     wait_for("every app live", lambda: values(core, namespace) == dict.fromkeys(APPS, "v1"), 60)
-    wait_for("one shard per replica", lambda: sorted(holders(kube_api, agent_namespace)) == ["a", "b", "c"], 30)
+    wait_for("one shard per replica", lambda: sorted(holders(kube_api, agent_namespace)) == ["a", "b", "c"], 60)
     return replicas
 
 
@@ -82,7 +82,7 @@ def test_three_replicas_share_the_app_envs_and_take_over_a_killed_ones_shards(
     victim = next(r for r in replicas if r.name == holders(kube_api, agent_namespace)[0])
     victim.kill()  # SIGKILL: no Lease is released
     one_configmap_apps(upstream, "v2")
-    wait_for("the killed replica's shard taken over", lambda: victim.name not in holders(kube_api, agent_namespace), 30)
+    wait_for("the killed replica's shard taken over", lambda: victim.name not in holders(kube_api, agent_namespace), 60)
     wait_for("every app live again", lambda: values(core, namespace) == dict.fromkeys(APPS, "v2"), 60)
 
     done = sorted(itertools.chain.from_iterable(reconciles(r) for r in replicas))
@@ -105,7 +105,7 @@ def test_a_webhook_to_one_replica_brings_every_shard_the_commit(
 
     revision = one_configmap_apps(upstream, "v2")
     assert replicas[0].push_webhook(revision) == 202
-    wait_for("every app live from one webhook", lambda: values(core, namespace) == dict.fromkeys(APPS, "v2"), 30)
+    wait_for("every app live from one webhook", lambda: values(core, namespace) == dict.fromkeys(APPS, "v2"), 60)
     told = {r.name for r in replicas[1:] if r.logs("shard.push_announced")}
     assert told == {"b", "c"}, "the other replicas heard of the push through replica a's member Lease"
     assert not any(r.logs("reconcile.crashed") for r in replicas)

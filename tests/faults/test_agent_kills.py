@@ -81,7 +81,7 @@ def test_kill_9_during_a_sync_converges_and_records_once(
     kill_at(agents.start(), event, **fields)
 
     restart(agents)
-    settled(core, namespace, revision, timeout=30)
+    settled(core, namespace, revision, timeout=60)
     assert extras(core, namespace) == {f"extra-{n}" for n in range(EXTRAS)}
     assert configmap_value(core, namespace) == "Hello from staging"
     assert_recorded_once(core, namespace, revision)
@@ -92,13 +92,13 @@ def test_kill_9_mid_prune_deletes_the_rest_after_restart(
 ) -> None:
     upstream.commit("Forty more objects", {"apps/podinfo/templates/extra.yaml": MANY})
     first = agents.start()
-    wait_for("forty objects live", lambda: len(extras(core, namespace)) == EXTRAS, 30)
+    wait_for("forty objects live", lambda: len(extras(core, namespace)) == EXTRAS, 60)
     (upstream.work / "apps/podinfo/templates/extra.yaml").unlink()
     revision = upstream.commit("Drop the forty objects")
     kill_at(first, "prune.object", action="deleted")
 
     restart(agents)
-    settled(core, namespace, revision, timeout=30)
+    settled(core, namespace, revision, timeout=60)
     assert extras(core, namespace) == set()
     assert not [o for o in state(core, namespace, "inventory")["objects"] if "/extra-" in o]
     assert_recorded_once(core, namespace, revision)
@@ -196,10 +196,10 @@ def test_an_unreachable_remote_is_one_line_and_the_next_push_after_it_is_live(
     agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
 ) -> None:
     agent = agents.start()
-    settled(core, namespace, timeout=30)
+    settled(core, namespace, timeout=60)
     away = upstream.bare.with_name("moved.git")
     shutil.move(upstream.bare, away)
-    [failed] = wait_for("a failed poll", lambda: agent.logs("git.poll_failed"), 10)[:1]
+    [failed] = wait_for("a failed poll", lambda: agent.logs("git.poll_failed"), 60)[:1]
     assert failed["error"] == (
         f"file://{upstream.bare}: git ls-remote failed: "
         f"fatal: '{upstream.bare}' does not appear to be a git repository | "
@@ -209,5 +209,5 @@ def test_an_unreachable_remote_is_one_line_and_the_next_push_after_it_is_live(
 
     shutil.move(away, upstream.bare)
     revision = upstream.set_message("after the outage")
-    wait_for("the next push live", lambda: configmap_value(core, namespace) == "after the outage", 15)
+    wait_for("the next push live", lambda: configmap_value(core, namespace) == "after the outage", 60)
     settled(core, namespace, revision)

@@ -278,7 +278,7 @@ def test_agent_runs_from_the_image_as_the_manifests_deploy_it(
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 202
-        until("the webhook's commit synced", lambda: configmap_value(core, namespace) == "Hello from the image", 30)
+        until("the webhook's commit synced", lambda: configmap_value(core, namespace) == "Hello from the image", 60)
         settled(core, namespace, revision)
 
         status, metrics = get("/metrics")

@@ -40,7 +40,10 @@ KEY = AppEnv("podinfo", "staging")
 REV = "a" * 40
 SECRET = b"notify-signing-key"
 DEPLOYMENT = ObjectId("apps", "Deployment", "shop", "podinfo")
-FAST = Policy(attempts=4, backoff=0.01, max_delay=0.05, timeout=2.0)
+FAST = Policy(attempts=4, backoff=0.01, max_delay=0.05, timeout=30.0)
+"""Quick retries; a 30 s timeout so a receiver slow to answer on a loaded machine is not retried (and counted twice).
+The tests stop a notifier with ``stop(timeout=60)``: a delivery already answered finishes (its log line, its
+outbox strike) before the outbox is read, where the default 1 s join is what a loaded machine can outlast."""
 
 # -- results -----------------------------------------------------------------------------------------------------
 
@@ -277,7 +280,7 @@ def test_each_notice_reaches_the_receiver_once_signed(tmp_path: Path, receiving:
         got = hook.wait(3)
         time.sleep(0.3)  # room for a wrong fourth delivery to arrive before counting
     finally:
-        sender.stop()
+        sender.stop(timeout=60)
     assert [d.json["event"] for d in hook.got] == ["sync-failed", "rollout-started", "rollout-paused"]
     assert all(signed(d, SECRET) for d in got)
     assert len({d.headers["Idempotency-Key"] for d in got}) == 3
@@ -306,7 +309,7 @@ def test_the_slack_format_and_its_url_from_a_file(tmp_path: Path, receiving: Cal
         sender.record(KEY, "shop", notices(FAILED))
         (got,) = hook.wait(1)
     finally:
-        sender.stop()
+        sender.stop(timeout=60)
     body = got.json
     assert set(body) == {"text", "blocks"}
     said = f"{REV[:12]} failed: Deployment/shop/podinfo: field is immutable"
@@ -335,7 +338,7 @@ def test_filters_choose_the_receivers(tmp_path: Path, receiving: Callable[..., R
         failures.wait(1)
         time.sleep(0.3)
     finally:
-        sender.stop()
+        sender.stop(timeout=60)
     assert [d.json["event"] for d in failures.got] == ["sync-failed"]
     assert prod.got == []
 
@@ -349,7 +352,7 @@ def test_a_503_is_retried_with_backoff_and_delivered_once(tmp_path: Path, receiv
         got = hook.wait(3)
         time.sleep(0.3)
     finally:
-        sender.stop()
+        sender.stop(timeout=60)
     assert len(got) == 3, "two failed attempts, one success, nothing after it"
     assert len({d.body for d in got}) == 1 and len({d.headers["Idempotency-Key"] for d in got}) == 1
     assert store.pending() == []
@@ -358,13 +361,13 @@ def test_a_503_is_retried_with_backoff_and_delivered_once(tmp_path: Path, receiv
 def test_retry_after_is_honoured(tmp_path: Path, receiving: Callable[..., Receiving]) -> None:
     """The backoff alone would wait an hour: the receiver's Retry-After: 0 is what gets the second attempt out."""
     hook = receiving(script=[(429, {"Retry-After": "0"}), (200, {})])
-    slow = Policy(attempts=3, backoff=3600.0, max_delay=3600.0, timeout=2.0)
+    slow = Policy(attempts=3, backoff=3600.0, max_delay=3600.0, timeout=30.0)
     sender = notifier(MemoryStore(), generic(tmp_path, "ops", hook.url), policy=slow)
     try:
         sender.record(KEY, "shop", notices(FAILED))
         assert len(hook.wait(2)) == 2
     finally:
-        sender.stop()
+        sender.stop(timeout=60)
 
 
 def test_a_refused_delivery_is_not_retried(tmp_path: Path, receiving: Callable[..., Receiving]) -> None:
@@ -376,7 +379,7 @@ def test_a_refused_delivery_is_not_retried(tmp_path: Path, receiving: Callable[.
         hook.wait(1)
         time.sleep(0.3)
     finally:
-        sender.stop()
+        sender.stop(timeout=60)
     assert len(hook.got) == 1
     assert store.pending() == []
 
@@ -402,7 +405,7 @@ def test_receivers_that_refuse_or_hang_never_hold_up_the_record_stage(
         assert len(good.wait(11)) == 11, "the good receiver got every notice while another receiver hangs"
     finally:
         hanging.hang.set()
-        sender.stop()
+        sender.stop(timeout=60)
 
 
 def closed_port() -> int:
@@ -430,6 +433,6 @@ def test_a_restarted_agent_sends_what_was_pending_and_nothing_twice(
         hook.wait(1)
         time.sleep(0.3)
     finally:
-        restarted.stop()
+        restarted.stop(timeout=60)
     assert [d.json["event"] for d in hook.got] == ["sync-failed"]
     assert store.pending() == []

@@ -175,13 +175,13 @@ def test_requeue_after_looks_again_later() -> None:
 def test_blocking_get_wakes_on_add_and_on_close() -> None:
     q, _ = make()
     got: list[object] = []
-    worker = threading.Thread(target=lambda: got.append(q.get(timeout=5)))
+    worker = threading.Thread(target=lambda: got.append(q.get(timeout=60)))
     worker.start()
     q.add(A, "r1")
-    worker.join(5)
+    worker.join(60)
     assert got and got[0] is not None
-    closer = threading.Thread(target=lambda: got.append(q.get(timeout=5)))
+    closer = threading.Thread(target=lambda: got.append(q.get(timeout=60)))
     closer.start()
     q.close()
-    closer.join(5)
+    closer.join(60)
     assert got[-1] is None
