@@ -44,7 +44,7 @@ CANARY = {
         ],
     },
     "canary": {
-        "steps": [{"setWeight": 25}, {"pause": {"duration": "3s"}}, {"setWeight": 50}, {"pause": {"duration": "3s"}}],
+        "steps": [{"setWeight": 25}, {"pause": {"duration": "8s"}}, {"setWeight": 50}, {"pause": {"duration": "8s"}}],
         "analysis": {"checks": ["pod-health"]},
     },
 }
@@ -155,7 +155,7 @@ def test_the_dashboard_shows_environments_rollouts_live_and_promotions_to_those_
     page.evaluate("window.sameDocument = true")
     good = _release(upstream, "6.7.2")
     # The setWeight steps end as soon as the watch sees the canary's pods Ready (a fraction of a second on kwok);
-    # the 3 s pauses (steps 2 and 4) are what a person sees long enough to read.
+    # the 8 s pauses (steps 2 and 4) are what a person sees long enough to read (and a loaded machine too).
     page.wait_for_selector('.step.current[data-step="2"]', timeout=30_000)
     assert page.locator('.step.done[data-step="1"]').count() == 1
     assert "step 2/4" in page.locator("#live p.phase").inner_text(), "the step as status and the list number it"
