@@ -303,6 +303,8 @@ class LedgerSink:
     """The release ledger in Git: one note line on the deployed commit when a release ends (Succeeded, RolledBack,
     Failed terminally, Superseded by the next one, or Removed with its app), with its steps and analysis values as
     evidence. Written before the status, so a killed agent notes again; the ledger drops a line it already holds.
+    A line the remote did not take waits in the status (``Status.unnoted``) until written, by this agent in the
+    background or, after a kill, by the next reconcile of the app-env (``_append``).
 
     With a ``forge``, a line whose commit came through a pull request (its message names one, as ``gitsync
     audit``'s ``pullRequest`` reads it) records who approved it (``Forge.approvers``, asked once); when the forge
@@ -324,10 +326,11 @@ class LedgerSink:
         self._history = history
         self._store = store
         self._forge = forge
-        self.retries = ForgeQueue("ledger", 64, retry_after=retry_after)
+        self.retries = ForgeQueue("ledger", 64, self._unqueue, retry_after=retry_after)
         """Lines the remote did not take (unreachable): written again in the background until it does."""
-        self._queued: set[tuple[str, ...]] = set()
-        """Endings of the lines ``retries`` holds: a reconcile leaves those to it rather than wait on the remote."""
+        self._queued: dict[str, tuple[str, ...]] = {}
+        """The endings of the lines ``retries`` holds, by its key: a reconcile leaves those to it rather than wait
+        on the remote once more."""
         self._queued_lock = threading.Lock()
 
     def write(self, r: ReconcileResult) -> None:
@@ -343,14 +346,17 @@ class LedgerSink:
             log.warning("ledger.write_failed", revision=r.revision, error=str(e))
             entries = ()
         with self._queued_lock:
-            held = tuple(entry for entry in held if _ending(entry) not in self._queued)
+            queued = set(self._queued.values())
+        held = tuple(entry for entry in held if _ending(entry) not in queued)
         if held or entries:
-            self._append(r.key, r.namespace, held, entries)
+            self._append(r.key, r.namespace, held, entries, keep=r.kind is not Kind.REMOVED)
 
     def _later(self, r: ReconcileResult) -> None:
-        self._append(r.key, r.namespace, (), self._entries(r))
+        self._append(r.key, r.namespace, (), self._entries(r), keep=r.kind is not Kind.REMOVED)
 
-    def _append(self, key: AppEnv, namespace: str, held: Sequence[LedgerEntry], entries: Sequence[LedgerEntry]) -> None:
+    def _append(
+        self, key: AppEnv, namespace: str, held: Sequence[LedgerEntry], entries: Sequence[LedgerEntry], *, keep: bool
+    ) -> None:
         """Write the lines ``held`` in the status (a restarted agent's, or another replica's) and this reconcile's.
 
         The release stands whatever the remote does; only its line is missing, and a receiving environment will
@@ -375,19 +381,24 @@ class LedgerSink:
                 log.warning("ledger.write_failed", revision=entry.revision, error=str(e))
                 written.append(entry)
         if pending or any(e in held for e in written):
-            self._mark(key, namespace, written, pending)
+            self._mark(key, namespace, written, pending if keep else ())
         for entry in pending:
+            queue_key = f"{key}@{entry.revision}:{entry.outcome.value}"
             with self._queued_lock:
-                self._queued.add(_ending(entry))
-            retry = functools.partial(self._retry, key, namespace, entry)
-            self.retries.put(f"{key}@{entry.revision}:{entry.outcome.value}", retry)
+                self._queued[queue_key] = _ending(entry)
+            self.retries.put(queue_key, functools.partial(self._retry, queue_key, key, namespace, entry, keep=keep))
 
-    def _retry(self, key: AppEnv, namespace: str, entry: LedgerEntry) -> None:
+    def _retry(self, queue_key: str, key: AppEnv, namespace: str, entry: LedgerEntry, *, keep: bool) -> None:
         """One kept line, in the background: written, then taken out of the status."""
         self._promotions.append(entry)
-        self._mark(key, namespace, (entry,), ())
+        if keep:
+            self._mark(key, namespace, (entry,), ())
+        self._unqueue(queue_key)
+
+    def _unqueue(self, queue_key: str) -> None:
+        """``retries`` no longer holds the line: written, or dropped (then the status keeps it)."""
         with self._queued_lock:
-            self._queued.discard(_ending(entry))
+            self._queued.pop(queue_key, None)
 
     def _mark(
         self, key: AppEnv, namespace: str, written: Sequence[LedgerEntry], pending: Sequence[LedgerEntry]
@@ -408,7 +419,7 @@ class LedgerSink:
 
         status = self._history.set_status(key, namespace, change)
         if pending:
-            log.warning("ledger.unnoted", lines=len(status.unnoted))
+            log.warning("ledger.unnoted", app=key.app, env=key.env, lines=len(status.unnoted))
 
     def _entries(self, r: ReconcileResult) -> tuple[LedgerEntry, ...]:
         """The lines this reconcile ends (none, one, or a Superseded one and the new release's)."""
