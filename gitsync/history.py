@@ -77,13 +77,19 @@ class Status:
     """What the promote stage last did, one line (a receiving environment): soaking, promoted, rolled back."""
     cluster: str = ""
     """The named cluster the environment is applied to; "": the agent's home cluster."""
+    unnoted: tuple[str, ...] = ()
+    """Ledger lines of ended releases the Git remote has not taken yet (it was unreachable), each exactly as it
+    was made (``LedgerEntry.to_line``, unsigned): kept here, not only in the agent's memory, so an agent killed
+    before the remote is back still writes them, from the next reconcile of the app-env (``record.LedgerSink``).
+    A line holds hashes, tree ids, times, step names and analysis values, never a rendered value."""
 
     def to_json(self) -> Json:
         return {_camel(k): v for k, v in asdict(self).items()}
 
     @classmethod
     def from_json(cls, key: AppEnv, data: Json) -> Status:
-        return _from_json(cls, {"app": key.app, "env": key.env, **data})
+        status = _from_json(cls, {"app": key.app, "env": key.env, **data})
+        return replace(status, unnoted=tuple(status.unnoted))
 
 
 @dataclass(frozen=True, slots=True)

@@ -366,7 +366,8 @@ class Ledger(Protocol):
     the deployed commit under ``refs/notes/gitsync``, shared with every other writer through the remote.
 
     ``append`` is idempotent (a line already in the note is not added again) and never drops another writer's
-    lines; ``read`` first takes in what the remote holds. Errors: ``TransientError`` for network trouble or a
+    lines; an entry that carries its ``line`` (one kept while the remote was away) is written as that text.
+    ``read`` first takes in what the remote holds. Errors: ``TransientError`` for network trouble or a
     race lost too often, ``TerminalError`` when the remote refuses the push.
     """
 

@@ -419,7 +419,7 @@ class Promotions:
 
     # -- the ledger -------------------------------------------------------------------------------------------
 
-    def note(
+    def entry(
         self,
         key: AppEnv,
         deployed: str,
@@ -440,8 +440,10 @@ class Promotions:
         approvals: Approvals | None = None,
         approved_by: Sequence[str] = (),
         paths_at: str = "",
-    ) -> None:
-        """Append the ledger line of a release of ``key`` that ended with ``outcome`` at commit ``deployed``.
+    ) -> LedgerEntry | None:
+        """The ledger line of a release of ``key`` that ended with ``outcome`` at commit ``deployed`` (None: an
+        outcome that is not noted), for ``append``; built apart from writing it so that a line the remote does not
+        take can be kept as it is and written later, exactly as it was made (``record.LedgerSink``).
         ``pin_revision``: a pinned app's chart revision (its chart tree is read there); ``values``: the merged
         values, of which ``promoted_paths`` identify the release for a receiving environment.
 
@@ -455,11 +457,11 @@ class Promotions:
         the commit that no longer lists the app) has no trees and no values: nothing of the app is left to pin."""
         ended = _ENDED.get(outcome)
         if ended is None or not deployed:
-            return
+            return None
         content = ReleaseContent("", "", "")
         if ended is not LedgerOutcome.REMOVED:
             content = self._content(key, deployed, ended, promoted_paths, values, pin_revision, paths_at)
-        entry = LedgerEntry(
+        return LedgerEntry(
             env=key.env,
             app=key.app,
             revision=deployed,
@@ -480,8 +482,18 @@ class Promotions:
             approvals=approvals,
             approved_by=tuple(approved_by),
         )
-        self._ledger.append(deployed, entry)
-        log.info("ledger.noted", app=key.app, env=key.env, revision=deployed, outcome=ended.value)
+
+    def append(self, entry: LedgerEntry) -> None:
+        """Write ``entry`` to the note of its commit (``Ledger.append``: a line of the same ending already there
+        is not added again); raises what the remote raised."""
+        self._ledger.append(entry.revision, entry)
+        log.info("ledger.noted", app=entry.app, env=entry.env, revision=entry.revision, outcome=entry.outcome.value)
+
+    def note(self, key: AppEnv, deployed: str, digest: str, outcome: Result, *args: Any, **kwargs: Any) -> None:
+        """``entry`` then ``append``, for a caller that keeps nothing for later."""
+        entry = self.entry(key, deployed, digest, outcome, *args, **kwargs)
+        if entry is not None:
+            self.append(entry)
 
     def _content(
         self,

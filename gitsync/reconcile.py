@@ -172,8 +172,11 @@ def reconcile(stages: Stages, request: Request) -> ReconcileResult:
     """Reconcile ``request.key`` by at most one step and record it; never raises a ``GitsyncError``."""
     line = _Line(stages, request)
     result = line.run()
-    # An up-to-date revision is recorded only for what the promote stage says that the status does not yet say.
-    if request.apply and (result.kind is not Kind.UP_TO_DATE or result.promotion_line is not None):
+    # An up-to-date revision is recorded only for what the promote stage says that the status does not yet say,
+    # or for ledger lines the status keeps because the Git remote was away (``Status.unnoted``): the first
+    # reconcile of an app-env after a restart catches them up, in the replica that owns it.
+    unnoted = result.previous is not None and bool(result.previous.unnoted)
+    if request.apply and (result.kind is not Kind.UP_TO_DATE or result.promotion_line is not None or unnoted):
         stages.recorder.record(result)
         if result.kind is Kind.REMOVED:
             removal.forget(stages.store, result.key, result.namespace)

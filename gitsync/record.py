@@ -21,6 +21,7 @@ Which sinks a caller uses is its choice (the CLI records no metrics). A sink nev
 from __future__ import annotations
 
 import functools
+import json
 import re
 import threading
 import time
@@ -37,7 +38,7 @@ from gitsync.events import EventSink as Events
 from gitsync.events import Reason
 from gitsync.forge_queue import ForgeQueue
 from gitsync.history import History, Release, Result, Status, first_line
-from gitsync.ledger import AnalysisResult, Approvals
+from gitsync.ledger import AnalysisResult, Approvals, LedgerEntry
 from gitsync.metrics import observe_reconcile
 from gitsync.model import ANNOTATION_PRUNE, AppEnv, HealthStatus, SyncAction, SyncState
 from gitsync.notify import Notifier, notices
@@ -302,6 +303,8 @@ class LedgerSink:
     """The release ledger in Git: one note line on the deployed commit when a release ends (Succeeded, RolledBack,
     Failed terminally, Superseded by the next one, or Removed with its app), with its steps and analysis values as
     evidence. Written before the status, so a killed agent notes again; the ledger drops a line it already holds.
+    A line the remote did not take waits in the status (``Status.unnoted``) until written, by this agent in the
+    background or, after a kill, by the next reconcile of the app-env (``_append``).
 
     With a ``forge``, a line whose commit came through a pull request (its message names one, as ``gitsync
     audit``'s ``pullRequest`` reads it) records who approved it (``Forge.approvers``, asked once); when the forge
@@ -323,28 +326,107 @@ class LedgerSink:
         self._history = history
         self._store = store
         self._forge = forge
-        self.retries = ForgeQueue("ledger", 64, retry_after=retry_after)
+        self.retries = ForgeQueue("ledger", 64, self._unqueue, retry_after=retry_after)
         """Lines the remote did not take (unreachable): written again in the background until it does."""
+        self._queued: dict[str, tuple[str, ...]] = {}
+        """The endings of the lines ``retries`` holds, by its key: a reconcile leaves those to it rather than wait
+        on the remote once more."""
+        self._queued_lock = threading.Lock()
 
     def write(self, r: ReconcileResult) -> None:
+        held = _held(r.previous)
         try:
-            self._write(r)
+            entries = self._entries(r)
         except TransientError as e:
-            # The release stands; only its line is missing, and a receiving environment will not promote it
-            # without one. No reconcile may follow (a release that ended stays quiet), so the line is written
-            # again in the background once the remote is back; never a reason to redo the reconcile.
+            # The lines could not be made (a read of the trees failed): made again in the background.
             log.warning("ledger.write_failed", revision=r.revision, error=str(e), retrying=True)
-            self.retries.put(f"{r.key}@{r.revision}", functools.partial(self._write, r))
+            self.retries.put(f"{r.key}@{r.revision}", functools.partial(self._later, r))
+            entries = ()
         except GitsyncError as e:
-            # Refused (a read-only remote): logged, not retried (no hot loop).
             log.warning("ledger.write_failed", revision=r.revision, error=str(e))
+            entries = ()
+        with self._queued_lock:
+            queued = set(self._queued.values())
+        held = tuple(entry for entry in held if _ending(entry) not in queued)
+        if held or entries:
+            self._append(r.key, r.namespace, held, entries, keep=r.kind is not Kind.REMOVED)
 
-    def _write(self, r: ReconcileResult) -> None:
+    def _later(self, r: ReconcileResult) -> None:
+        self._append(r.key, r.namespace, (), self._entries(r), keep=r.kind is not Kind.REMOVED)
+
+    def _append(
+        self, key: AppEnv, namespace: str, held: Sequence[LedgerEntry], entries: Sequence[LedgerEntry], *, keep: bool
+    ) -> None:
+        """Write the lines ``held`` in the status (a restarted agent's, or another replica's) and this reconcile's.
+
+        The release stands whatever the remote does; only its line is missing, and a receiving environment will
+        not promote it without one. No reconcile may follow (a release that ended stays quiet), so a line the
+        remote did not take is kept in the status (``Status.unnoted``, written here, before the status sink; a
+        kill between the two redoes the reconcile, which keeps the first line of that ending) and written again
+        in the background once the remote is back; never a reason to redo the reconcile. A refused line (a
+        read-only remote) is logged, not kept (no hot loop)."""
+        written: list[LedgerEntry] = []
+        pending: list[LedgerEntry] = []
+        for entry in (*held, *entries):
+            if pending:  # the remote is away: do not wait on it once per line
+                pending.append(entry)
+                continue
+            try:
+                self._promotions.append(entry)
+                written.append(entry)
+            except TransientError as e:
+                log.warning("ledger.write_failed", revision=entry.revision, error=str(e), retrying=True)
+                pending.append(entry)
+            except GitsyncError as e:
+                log.warning("ledger.write_failed", revision=entry.revision, error=str(e))
+                written.append(entry)
+        if pending or any(e in held for e in written):
+            self._mark(key, namespace, written, pending if keep else ())
+        for entry in pending:
+            queue_key = f"{key}@{entry.revision}:{entry.outcome.value}"
+            with self._queued_lock:
+                self._queued[queue_key] = _ending(entry)
+            self.retries.put(queue_key, functools.partial(self._retry, queue_key, key, namespace, entry, keep=keep))
+
+    def _retry(self, queue_key: str, key: AppEnv, namespace: str, entry: LedgerEntry, *, keep: bool) -> None:
+        """One kept line, in the background: written, then taken out of the status."""
+        self._promotions.append(entry)
+        if keep:
+            self._mark(key, namespace, (entry,), ())
+        self._unqueue(queue_key)
+
+    def _unqueue(self, queue_key: str) -> None:
+        """``retries`` no longer holds the line: written, or dropped (then the status keeps it)."""
+        with self._queued_lock:
+            self._queued.pop(queue_key, None)
+
+    def _mark(
+        self, key: AppEnv, namespace: str, written: Sequence[LedgerEntry], pending: Sequence[LedgerEntry]
+    ) -> None:
+        """``Status.unnoted`` without the ``written`` lines and with the ``pending`` ones whose ending it does not
+        hold yet (the first line made for an ending is the one written, as the ledger keeps the first)."""
+        done = {_ending(e) for e in written}
+
+        def change(s: Status) -> Status:
+            kept = [e for e in _held(s) if _ending(e) not in done]
+            endings = {_ending(e) for e in kept}
+            kept += [e for e in pending if _ending(e) not in endings]
+            if len(kept) > _UNNOTED_LIMIT:
+                for dropped in kept[:-_UNNOTED_LIMIT]:
+                    log.warning("ledger.unnoted_dropped", revision=dropped.revision, outcome=dropped.outcome.value)
+                kept = kept[-_UNNOTED_LIMIT:]
+            return replace(s, unnoted=tuple(e.line or e.to_line() for e in kept))
+
+        status = self._history.set_status(key, namespace, change)
+        if pending:
+            log.warning("ledger.unnoted", app=key.app, env=key.env, lines=len(status.unnoted))
+
+    def _entries(self, r: ReconcileResult) -> tuple[LedgerEntry, ...]:
+        """The lines this reconcile ends (none, one, or a Superseded one and the new release's)."""
         if r.kind is Kind.REMOVED:
-            self._removed(r)
-            return
+            return _some(self._removed(r))
         if r.target is None or r.rendered is None or r.outcome is None:
-            return
+            return ()
         before = r.previous or Status(r.key.app, r.key.env)
         healthy = r.health is not None and r.health.status is HealthStatus.HEALTHY
         # A release that "succeeded" with Degraded workloads (a crash-looping rolling update) has not ended well:
@@ -361,25 +443,32 @@ class LedgerSink:
         # that brought it (``Status.release_revision``).
         changed = r.digest != before.last_applied_digest
         superseded = r.superseded_revision
+        lines: tuple[LedgerEntry | None, ...] = ()
         if superseded:
-            self._note(r, superseded, before.last_applied_digest, Result.SUPERSEDED, 0.0, _Evidence(), current=False)
+            lines = (
+                self._note(
+                    r, superseded, before.last_applied_digest, Result.SUPERSEDED, 0.0, _Evidence(), current=False
+                ),
+            )
         unchanged = (before.result, before.health) == (r.outcome.value, _health(r)) and not changed
         if unchanged and ended and self._chart_moved(r, before):
             # The same render from a new chart (a block only the pinned environment renders): the running release
             # is credited to its first commit, but what a receiving environment would pin is this commit's chart,
             # which runs here now. Noted on this commit, or it could never be promoted.
-            self._note(r, r.revision, r.digest, r.outcome, r.finished_at, _Evidence(), current=True)
-            return
+            return _some(
+                *lines, self._note(r, r.revision, r.digest, r.outcome, r.finished_at, _Evidence(), current=True)
+            )
         if not (ended or failed) or unchanged:
-            return
+            return _some(*lines)
         if failed and before.last_attempted_revision == r.revision and before.result == Result.FAILED.value:
-            return
+            return _some(*lines)
         deployed = r.release_revision
         releases = self._history.releases(r.key, r.namespace)
         started = next((e.started_at for e in releases if e.revision == deployed), r.started_at)
-        self._note(r, deployed, r.digest, r.outcome, started, _evidence(r, self._store), current=True)
+        evidence = _evidence(r, self._store)
+        return _some(*lines, self._note(r, deployed, r.digest, r.outcome, started, evidence, current=True))
 
-    def _removed(self, r: ReconcileResult) -> None:
+    def _removed(self, r: ReconcileResult) -> LedgerEntry | None:
         """The app left its environment: its last release ends ``Removed``, noted on that release's commit (the
         one its status credits), so the line's ending is the same whatever commit the removal is done again at
         after a kill -9 (the inventory, which makes it a removal, is dropped only after the status). A status
@@ -387,9 +476,9 @@ class LedgerSink:
         removed release's commit, whose pull request is not the removal's."""
         before = r.previous or Status(r.key.app, r.key.env)
         if r.target is None or r.dry_run or before.result == Result.REMOVED.value:
-            return
+            return None
         released = before.release_revision or before.last_applied_revision or r.revision
-        self._promotions.note(
+        return self._promotions.entry(
             r.key,
             released,
             before.last_applied_digest,
@@ -435,15 +524,15 @@ class LedgerSink:
         evidence: _Evidence,
         *,
         current: bool,
-    ) -> None:
+    ) -> LedgerEntry | None:
         """``current``: the release this reconcile rendered (False: the one it superseded, whose values are gone)."""
         assert r.target is not None and r.rendered is not None
         if not revision or revision.endswith("-dirty"):
-            return
+            return None
         pin = r.pin
         step = r.promotion
         approvals, approved_by = self._approvals(r, revision)
-        self._promotions.note(
+        return self._promotions.entry(
             r.key,
             revision,
             digest,
@@ -464,6 +553,34 @@ class LedgerSink:
             approvals=approvals,
             approved_by=approved_by,
         )
+
+
+_UNNOTED_LIMIT = 32
+"""Most ledger lines one status keeps for a remote that is away (a line is well under 4 KiB: the status
+ConfigMap stays far below its 1 MiB limit); beyond it the oldest is dropped and logged."""
+
+
+def _ending(entry: LedgerEntry) -> tuple[str, ...]:
+    return tuple(str(part) for part in entry.ending)
+
+
+def _held(status: Status | None) -> tuple[LedgerEntry, ...]:
+    """The lines ``status`` keeps for a remote that was away; one that does not parse (edited by hand) is
+    logged and let go."""
+    entries = []
+    for line in status.unnoted if status is not None else ():
+        try:
+            raw = json.loads(line)
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            entries.append(LedgerEntry.from_json(raw, line=line))
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("ledger.unnoted_invalid", app=status.app if status else "", error=str(e))
+    return tuple(entries)
+
+
+def _some(*entries: LedgerEntry | None) -> tuple[LedgerEntry, ...]:
+    return tuple(e for e in entries if e is not None)
 
 
 def _health(r: ReconcileResult) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from gitsync import log as logging
 from gitsync.adapters.git import GitError
 from gitsync.adapters.gitwrite import ATTEMPTS, Identity, Run, Session, WriteAccessError
-from gitsync.ledger import NOTES_REF, LedgerEntry, parse_note, with_signature
+from gitsync.ledger import NOTES_REF, LedgerEntry, parse_note, split_signature, with_signature
 
 __all__ = ["REMOTE_COPY", "NotesLedger"]
 
@@ -130,7 +130,9 @@ class NotesLedger:
         raise GitError(f"{NOTES_REF}: the remote's notes moved under each of {self._attempts} pushes; retrying later")
 
     def _line(self, entry: LedgerEntry) -> str:
-        line = entry.to_line()
+        # An entry kept from before (``Status.unnoted``) is written as the very line it was made as: parsing
+        # times back to floats would not always give the same milliseconds.
+        line = split_signature(entry.line)[0] if entry.line else entry.to_line()
         return with_signature(line, self._sign(line)) if self._sign is not None else line
 
     def _commit(self, run: Run, notes: list[tuple[str, str]], scratch: Path) -> None:

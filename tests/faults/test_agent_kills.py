@@ -21,7 +21,7 @@ import yaml
 from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from agentlab import IDENTITY, AgentProcess, Agents, Upstream, configmap_value, settled, status_of, wait_for
+from agentlab import GITSYNC, IDENTITY, AgentProcess, Agents, Upstream, configmap_value, settled, status_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -211,3 +211,42 @@ def test_an_unreachable_remote_is_one_line_and_the_next_push_after_it_is_live(
     revision = upstream.set_message("after the outage")
     wait_for("the next push live", lambda: configmap_value(core, namespace) == "after the outage", 60)
     settled(core, namespace, revision)
+
+
+def test_kill_9_while_the_remote_is_away_keeps_the_ledger_line_and_writes_it_once_after(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api, tmp_path: Path
+) -> None:
+    """A release ends while the Git remote is unreachable: its ledger line cannot be pushed. The agent is killed
+    before the remote is back; the line must not be lost (a receiving environment could never promote the
+    release, an auditor's ledger would have a hole): a new agent writes it once the remote is back, as it was made."""
+    agent = agents.start()
+    settled(core, namespace, timeout=60)
+    values = upstream.work / "environments/staging/values/podinfo.yaml"
+    slow = yaml.safe_load(values.read_text())
+    slow["podLabels"] = {"gitsync.dev/fault": "slow-ready"}
+    slow["podAnnotations"] = {"gitsync.dev/ready-delay": "6s"}
+    revision = upstream.commit("Pods that take a while", {str(values.relative_to(upstream.work)): yaml.safe_dump(slow)})
+
+    def rolling() -> bool:
+        status = status_of(core, namespace)
+        return status.get("lastAppliedRevision") == revision and status.get("health") == "Progressing"
+
+    wait_for("the new pods rolling out", rolling, 60)
+    away = upstream.bare.with_name("moved.git")
+    shutil.move(upstream.bare, away)  # the release ends (pods Ready) with the remote gone
+    wait_for("the line kept in the status", lambda: agent.logs("ledger.unnoted"), 60)
+    agent.kill(signal.SIGKILL)
+    [kept] = status_of(core, namespace)["unnoted"]
+    assert json.loads(kept)["revision"] == revision and json.loads(kept)["outcome"] == "Succeeded"
+
+    shutil.move(away, upstream.bare)
+    restart(agents)
+    wait_for("the kept line written", lambda: status_of(core, namespace).get("unnoted") == [], 60)
+    fresh = tmp_path / "auditor"
+    git(tmp_path, "clone", "-q", str(upstream.bare), str(fresh))
+    audit = subprocess.run([str(GITSYNC), "audit", "--repo", str(fresh), "--env", "staging", "-o", "json"],
+                           capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    lines = [row for row in json.loads(audit.stdout) if row["commit"] == revision]
+    assert len(lines) == 1, lines
+    noted = git(upstream.bare, "notes", "--ref=gitsync", "show", revision).splitlines()
+    assert noted == [kept], "written later exactly as it was made when the release ended (times, evidence)"

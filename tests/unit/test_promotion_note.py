@@ -226,6 +226,53 @@ def test_a_ledger_line_the_remote_did_not_take_is_written_once_it_is_back(tmp_pa
         server.work, "notes", "--ref", "gitsync", "show", sha
     )
     assert '"outcome":"Succeeded"' in noted and '"env":"staging"' in noted
+    assert History(store).status(rendered.app_env, "podinfo-staging").unnoted == (), "no longer kept in the status"
+
+
+def test_a_line_kept_for_a_remote_that_was_away_is_written_once_by_a_restarted_agent_as_it_was_made(
+    tmp_path: Path,
+) -> None:
+    """The agent is killed while the remote is away, before its status said the release was done: the line is
+    kept in the status (the cluster), and the new agent's reconcile, done again, writes that line (its times, not
+    the redone reconcile's), once, however often it runs."""
+    from dataclasses import replace
+
+    from memstore import MemoryStore
+
+    from gitsync.adapters.git import GitRepository
+    from gitsync.adapters.gitwrite import Identity
+    from gitsync.adapters.notes import NotesLedger
+    from gitsync.history import History
+    from gitsync.record import LedgerSink
+    from renderers import render_app
+
+    server = Server(tmp_path / "repo")
+    files = {str(p.relative_to(EXAMPLE)): p.read_text() for p in EXAMPLE.rglob("*") if p.is_file()}
+    sha = server.commit(files, "podinfo 6.7.1")
+    rendered = render_app(server.work, "staging", "podinfo", revision=sha)
+    store = MemoryStore()
+    history = History(store)
+
+    def sink(name: str) -> LedgerSink:
+        cache = GitRepository(server.url, "main", tmp_path / name).cache
+        ledger = NotesLedger(cache, server.url, identity=Identity("gitsync", "gitsync@example.com"))
+        return LedgerSink(promotions(server, tmp_path, ledger)[0], history, store, retry_after=3600)
+
+    first = sink("first")
+    away = server.bare.rename(tmp_path / "away")
+    first.write(staging_release(server.work, rendered, sha, Result.SUCCEEDED))
+    first.retries.close(0)  # killed: its background retry is gone with it
+    (kept,) = history.status(rendered.app_env, "podinfo-staging").unnoted
+    away.rename(server.bare)
+
+    second = sink("second")
+    previous = history.status(rendered.app_env, "podinfo-staging")
+    redone = replace(staging_release(server.work, rendered, sha, Result.SUCCEEDED, previous=previous), finished_at=99.0)
+    second.write(redone)
+    second.write(redone)  # a status read before the line was written: the ledger keeps one line
+    git(server.work, "fetch", "-q", "origin", "refs/notes/gitsync:refs/notes/gitsync")
+    assert git(server.work, "notes", "--ref", "gitsync", "show", sha).splitlines() == [kept]
+    assert history.status(rendered.app_env, "podinfo-staging").unnoted == ()
 
 
 def test_a_chart_change_only_the_pinned_environment_renders_is_noted_so_it_can_be_promoted(tmp_path: Path) -> None:
