@@ -20,6 +20,7 @@ __all__ = [
     "COLUMNS",
     "AuditRow",
     "approval_text",
+    "approvals_text",
     "audit_rows",
     "commits_of",
     "inconsistencies",
@@ -100,18 +101,35 @@ class AuditRow:
     signature: Seal | None = None
     """What the line's signature says against the allowed signers (``gitsync audit --allowed-signers``); None
     when not checked."""
+    upstream: LedgerEntry | None = None
+    """For a promoted release, the upstream environment's Succeeded line for the change it carried (joined when
+    read: ``_upstream_line``), which says who approved that change; None when the ledger has none (a forced
+    promotion) and for a release that was not promoted."""
 
     @property
     def approvals(self) -> str:
         """``known`` or ``unknown`` as the line says; a line that says nothing of a commit that names a pull
-        request (written before approvals were noted, by an agent without a forge, or on an earlier commit than
-        the reconcile's) is ``unknown`` too: who approved was never read, which is not "nobody". "" for a commit
-        that came through no pull request, and for a ``Removed`` line (the removal is not a release of its own)."""
-        if self.entry.approvals is not None:
-            return self.entry.approvals.value
-        if self.pull_request is None or self.entry.outcome is ReleaseOutcome.REMOVED:
-            return ""
-        return Approvals.UNKNOWN.value
+        request (written before approvals were noted, or by an agent without a forge) is ``unknown`` too: who
+        approved was never read, which is not "nobody". "" for a commit that came through no pull request, and for
+        a ``Removed`` line (the removal is not a release of its own)."""
+        return _approvals(self.entry, self.pull_request)
+
+    @property
+    def change_approvals(self) -> str:
+        """Who approved the change that runs, as ``approvals`` says it: for a promoted release from the upstream
+        line of the change's commit (the promotion's own pull request approved only the pin), else this row's."""
+        if not self.promoted_from:
+            return self.approvals
+        change = pull_request(self.change.message) if self.change else None
+        if self.upstream is None:
+            return "" if change is None else Approvals.UNKNOWN.value
+        return _approvals(self.upstream, change)
+
+    @property
+    def change_approved_by(self) -> tuple[str, ...]:
+        if not self.promoted_from:
+            return self.entry.approved_by
+        return self.upstream.approved_by if self.upstream is not None else ()
 
     def to_json(self) -> dict[str, Any]:
         line = self.entry.to_json()
@@ -146,6 +164,8 @@ class AuditRow:
             "changeAuthor": self.change.author if self.change else "",
             "changeMergedBy": merged_by(self.change) if self.change else "",
             "changePullRequest": pull_request(self.change.message) if self.change else None,
+            "changeApprovals": self.change_approvals,
+            "changeApprovedBy": list(self.change_approved_by),
             "signature": self.signature.value if self.signature else None,
         }
 
@@ -154,7 +174,7 @@ COLUMNS = (
     "time", "env", "app", "commit", "subject", "pullRequest", "author", "mergedBy", "approvals", "approvedBy",
     "promotedFrom", "evidence", "digest", "outcome", "rollbackOf", "startedAt", "finishedAt", "chartTree", "libTree",
     "valuesHash", "steps", "analysis", "agent", "promotionCommit", "rollbackCommit", "removalCommit", "override",
-    "changeAuthor", "changeMergedBy", "changePullRequest", "signature",
+    "changeAuthor", "changeMergedBy", "changePullRequest", "changeApprovals", "changeApprovedBy", "signature",
 )  # fmt: skip
 """The keys of ``AuditRow.to_json`` in order: the JSON schema's fields and the CSV header."""
 
@@ -203,6 +223,7 @@ def audit_rows(
                     rollback_commit=entry.rollback_commit or rolled_back_by.get((entry.env, entry.app, sha), ""),
                     override=_trailer(written, OVERRIDE),
                     change=commits.get(source.partition("@")[2]) if source else noted,
+                    upstream=_upstream_line(notes, source, entry.app),
                     signature=seal(entry) if seal is not None else None,
                 )
             )
@@ -210,11 +231,48 @@ def audit_rows(
 
 
 def approval_text(approvals: str, approved_by: Sequence[str]) -> str:
-    """Who approved, as ``gitsync audit``'s APPROVED BY column and the dashboard say it: the reviewers, ``none``
-    when the forge said nobody approved, ``unknown`` when it was not read; "" for no pull request."""
+    """Who approved one pull request: the reviewers, ``none`` when the forge said nobody approved, ``unknown``
+    when it was not read; "" for no pull request."""
     if approvals == Approvals.KNOWN.value:
         return ", ".join(approved_by) or "none"
     return approvals
+
+
+def approvals_text(
+    approvals: str,
+    approved_by: Sequence[str],
+    change_approvals: str,
+    change_approved_by: Sequence[str],
+    *,
+    promoted: bool,
+) -> str:
+    """Who approved what runs, as ``gitsync audit``'s APPROVED BY column and the dashboard say it: for a promoted
+    release both the change (``change: ...``, from the upstream line) and the promotion's pull request
+    (``promotion: ...``), each when there is something to say; else ``approval_text`` of the release's own. The
+    dashboard says the same in words (``approved`` in its macros.html)."""
+    if not promoted:
+        return approval_text(approvals, approved_by)
+    parts = (
+        ("change", approval_text(change_approvals, change_approved_by)),
+        ("promotion", approval_text(approvals, approved_by)),
+    )
+    return "; ".join(f"{what}: {text}" for what, text in parts if text)
+
+
+def _approvals(entry: LedgerEntry, pull: int | None) -> str:
+    if entry.approvals is not None:
+        return entry.approvals.value
+    if pull is None or entry.outcome is ReleaseOutcome.REMOVED:
+        return ""
+    return Approvals.UNKNOWN.value
+
+
+def _upstream_line(notes: Mapping[str, Iterable[LedgerEntry]], source: str, app: str) -> LedgerEntry | None:
+    """The newest Succeeded line of ``app`` in the environment and at the commit ``source`` (``env@sha``, a
+    ``Gitsync-Promoted-From``) names: the release a promotion carried. None for no source or no such line."""
+    env, _, sha = source.partition("@")
+    lines = [e for e in notes.get(sha, ()) if (e.env, e.app, e.outcome) == (env, app, ReleaseOutcome.SUCCEEDED)]
+    return max(lines, key=lambda e: e.recency, default=None)
 
 
 def _removal(entry: LedgerEntry, commits: Mapping[str, CommitInfo]) -> str:

@@ -518,3 +518,8 @@ class Forge(Protocol):
         dismissed, nor stale where the forge marks it so), sorted. Asked once, without retries: the ledger writer
         calls it while a reconcile records, and a forge that is down must not hold that up."""
         ...
+
+    def pull_request_of(self, sha: str) -> int | None:
+        """The number of the merged pull request commit ``sha`` came through (a merge, squash or rebase merge made
+        on the forge), None when the forge knows none. Asked once, without retries, as ``approvers``."""
+        ...

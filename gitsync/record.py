@@ -306,12 +306,12 @@ class LedgerSink:
     A line the remote did not take waits in the status (``Status.unnoted``) until written, by this agent in the
     background or, after a kill, by the next reconcile of the app-env (``_append``).
 
-    With a ``forge``, a line whose commit came through a pull request (its message names one, as ``gitsync
-    audit``'s ``pullRequest`` reads it) records who approved it (``Forge.approvers``, asked once); when the forge
-    cannot answer the line is written all the same, saying the approvals are unknown (``Approvals.UNKNOWN``), not
-    that there were none. Only the reconcile's own commit is looked up (its message is at hand): a line on an
-    earlier commit (a release a later commit carried on, a Superseded one) records no approvals, which ``gitsync
-    audit`` shows as unknown when that commit names a pull request."""
+    With a ``forge``, a line whose commit came through a pull request records who approved it (``Forge.approvers``):
+    the pull request is the one the forge says the line's commit came through (``Forge.pull_request_of``: found
+    whatever the merge style, also for a line on an earlier commit than the reconcile's, a release a later commit
+    carried on or a Superseded one), else the one the reconcile's own commit message names (a forge without that
+    lookup). Each call is made once: when the forge cannot answer, the line is written all the same, saying the
+    approvals are unknown (``Approvals.UNKNOWN``), not that there were none."""
 
     def __init__(
         self,
@@ -493,12 +493,15 @@ class LedgerSink:
     def _approvals(self, r: ReconcileResult, sha: str) -> tuple[Approvals | None, tuple[str, ...]]:
         """Who approved the pull request ``sha`` came through: (None, ()) when it came through none (or there is
         no forge to ask), (UNKNOWN, ()) when the forge did not answer."""
-        if self._forge is None or r.snapshot is None or sha != r.revision or sha.endswith("-dirty"):
+        if self._forge is None or sha.endswith("-dirty"):
             return None, ()
-        number = pull_request(r.snapshot.commit.message)
-        if number is None:
-            return None, ()
+        number: int | None = None
         try:
+            number = self._forge.pull_request_of(sha)
+            if number is None and r.snapshot is not None and sha == r.revision:
+                number = pull_request(r.snapshot.commit.message)
+            if number is None:
+                return None, ()
             return Approvals.KNOWN, self._forge.approvers(number)
         except (GitsyncError, ValueError) as e:
             log.warning("ledger.approvals_unknown", revision=sha, pull_request=number, error=str(e))

@@ -14,7 +14,11 @@ The three APIs agree on what gitsync needs and differ in shape:
   ``{"state_event": "close"}``;
 - who approved a pull request: GitHub and Gitea ``GET repos/R/pulls/N/reviews`` (each reviewer's latest verdict
   counts; Gitea marks a review ``dismissed`` or ``stale``, GitHub a dismissed one ``DISMISSED``), GitLab
-  ``GET projects/ID/merge_requests/N/approvals`` (``approved_by``).
+  ``GET projects/ID/merge_requests/N/approvals`` (``approved_by``);
+- the pull request a commit came through, whatever the merge style (a rebase, a squash with an edited message):
+  Gitea ``GET repos/R/commits/SHA/pull`` (the pull request whose merge made that commit, 404 when none), GitHub
+  ``GET repos/R/commits/SHA/pulls`` (the pull requests associated with it: the merged one counts), GitLab
+  ``GET projects/ID/repository/commits/SHA/merge_requests`` (the merged one counts).
 
 Retries are bounded (``ATTEMPTS``): a 429, or a 403 that says it is a rate limit (GitHub's secondary limits send
 ``retry-after``; its primary limit ``x-ratelimit-remaining: 0`` with ``x-ratelimit-reset``), waits what the server
@@ -42,7 +46,7 @@ from gitsync.adapters.http_check import checked_url
 from gitsync.errors import TerminalError, TransientError
 from gitsync.ports import Clock, CommitState, CommitStatus, ForgeKind, PullRequest
 
-__all__ = ["ATTEMPTS", "MAX_WAIT", "ForgeClient", "Response", "approvers", "urllib_transport"]
+__all__ = ["ATTEMPTS", "MAX_WAIT", "ForgeClient", "Response", "approvers", "merged_pull", "urllib_transport"]
 
 log = logging.get("gitsync.forge")
 
@@ -196,6 +200,19 @@ class ForgeClient:
             path = f"{self._project}/merge_requests/{number}/approvals"
             return approvers(self.kind, self._call("GET", path, attempts=1).json())
         return approvers(self.kind, list(self._pages(f"repos/{self.repo}/pulls/{number}/reviews", {}, attempts=1)))
+
+    def pull_request_of(self, sha: str) -> int | None:
+        if self.kind is ForgeKind.GITLAB:
+            path = f"{self._project}/repository/commits/{sha}/merge_requests"
+        elif self.kind is ForgeKind.GITHUB:
+            path = f"repos/{self.repo}/commits/{sha}/pulls"
+        else:
+            path = f"repos/{self.repo}/commits/{sha}/pull"
+        answer = self._call("GET", path, accept=(404,), attempts=1)
+        if answer.status == 404:
+            # Gitea: no pull request merged as this commit. (GitHub and GitLab answer an empty list.)
+            return None
+        return merged_pull(self.kind, answer.json())
 
     # -- shapes ------------------------------------------------------------------------------------------------
 
@@ -353,6 +370,25 @@ def approvers(kind: ForgeKind, answer: Any) -> tuple[str, ...]:
             continue
         verdicts[login] = state == "APPROVED" and not review.get("dismissed") and not review.get("stale")
     return tuple(sorted(login for login, approved in verdicts.items() if approved))
+
+
+def merged_pull(kind: ForgeKind, answer: Any) -> int | None:
+    """The number of the merged pull request in the forge's answer about a commit (pure): Gitea's one pull request,
+    GitHub's and GitLab's list (an open one that merely contains the commit does not count); None when none is
+    merged. Anything else is not an answer: ``TransientError``."""
+    pulls = answer if kind is not ForgeKind.GITEA else [answer]
+    if not isinstance(pulls, list) or not all(isinstance(p, dict) for p in pulls):
+        raise TransientError(
+            f"{kind} pull request of a commit: expected {'a list' if kind is not ForgeKind.GITEA else 'an object'}"
+        )
+    number = "iid" if kind is ForgeKind.GITLAB else "number"
+    for pull in pulls:
+        merged = (
+            pull.get("state") == "merged" if kind is ForgeKind.GITLAB else pull.get("merged") or pull.get("merged_at")
+        )
+        if merged and isinstance(pull.get(number), int):
+            return int(pull[number])
+    return None
 
 
 def _user(user: Any) -> str:

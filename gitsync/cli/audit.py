@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -142,7 +142,7 @@ def command(
         writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            joined = {key: "; ".join(row[key]) for key in ("steps", "approvedBy")}
+            joined = {key: "; ".join(row[key]) for key in ("steps", "approvedBy", "changeApprovedBy")}
             writer.writerow({**row, **joined, "analysis": json.dumps(row["analysis"])})
         sys.stdout.write(out.getvalue())
     else:
@@ -166,8 +166,6 @@ def _table(rows: list[dict[str, object]], *, signatures: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from gitsync.audit import approval_text
-
     table = Table(box=None, pad_edge=False)
     columns = ("TIME", "ENV", "APP", "COMMIT", "PR", "APPROVED BY", "OUTCOME", "FROM", "AUTHOR", "SUBJECT", "EVIDENCE")
     for column in (*columns, "SIGNATURE") if signatures else columns:
@@ -180,7 +178,7 @@ def _table(rows: list[dict[str, object]], *, signatures: bool) -> None:
             str(row["app"]),
             str(row["commit"])[:12],
             _pull_request(row),
-            Text(approval_text(str(row["approvals"]), row["approvedBy"])),  # type: ignore[arg-type]
+            Text(_approved(row)),
             str(row["outcome"]),
             str(row["promotedFrom"]).partition("@")[0]
             + ("@" + str(row["promotedFrom"]).partition("@")[2][:7] if row["promotedFrom"] else ""),
@@ -190,6 +188,18 @@ def _table(rows: list[dict[str, object]], *, signatures: bool) -> None:
             *([str(row["signature"])] if signatures else []),
         )
     table_console().print(table)
+
+
+def _approved(row: dict[str, Any]) -> str:
+    from gitsync.audit import approvals_text
+
+    return approvals_text(
+        row["approvals"],
+        row["approvedBy"],
+        row["changeApprovals"],
+        row["changeApprovedBy"],
+        promoted=bool(row["promotedFrom"]),
+    )
 
 
 def _author(row: dict[str, object]) -> str:

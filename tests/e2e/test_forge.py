@@ -151,6 +151,20 @@ def test_the_promotion_pull_request_is_opened_and_merging_it_promotes(
     gitea_repo: GiteaRepo,
 ) -> None:
     promoted_by_pull_request(upstream, prod_namespace, gitea, gitea_repo)
+    # The change itself comes through a pull request merged by rebase: no message names it, Gitea still does.
+    set_tag(upstream, "6.7.2", push=False)
+    upstream._git(upstream.work, "push", "-q", "origin", "HEAD:refs/heads/tag-6.7.2")
+    upstream._git(upstream.work, "reset", "-q", "--hard", "HEAD~1")
+    change = gitea.api(
+        "POST", f"repos/{gitea_repo.name}/pulls", {"head": "tag-6.7.2", "base": "main", "title": "6.7.2"}
+    )
+    author_reviewer = gitea.user("change-reviewer")
+    gitea.api("PUT", f"repos/{gitea_repo.name}/collaborators/{author_reviewer}", {"permission": "write"})
+    gitea.api("POST", f"repos/{gitea_repo.name}/pulls/{change['number']}/reviews", {"event": "APPROVED"},
+              sudo=author_reviewer)  # fmt: skip
+    gitea.api("POST", f"repos/{gitea_repo.name}/pulls/{change['number']}/merge", {"Do": "rebase"})
+    upstream._git(upstream.work, "pull", "-q", "--ff-only", "origin", "main")
+    changed = upstream._git(upstream.work, "rev-parse", "HEAD")
     start_agent(agents, gitea, gitea_repo, environments=["staging", "prod"], pollInterval="30s")
 
     [pull] = wait_for("the promotion pull request", gitea_repo.open_pulls, 60)
@@ -182,9 +196,12 @@ def test_the_promotion_pull_request_is_opened_and_merging_it_promotes(
     [row] = wait_for("prod's ledger line", lambda: audited(clone, "prod"), 30)
     assert (row["commit"], row["pullRequest"], row["outcome"]) == (merged, pull["number"], "Succeeded")
     assert (row["approvals"], row["approvedBy"]) == ("known", [reviewer]), row
+    # ... and who approved the change it carries, from staging's line of that (rebase-merged) commit.
+    assert row["promotedFrom"] == f"staging@{changed}", row
+    assert (row["changeApprovals"], row["changeApprovedBy"]) == ("known", [author_reviewer]), row
     table = subprocess.run([str(GITSYNC), "audit", "--repo", str(clone), "--env", "prod"], capture_output=True,
                            text=True, timeout=60, check=True).stdout  # fmt: skip
-    assert f"#{pull['number']}" in table and reviewer in table, table
+    assert f"#{pull['number']}" in table and reviewer in table and author_reviewer in table, table
 
 
 def audited(clone: Path, env: str) -> list[dict[str, Any]]:

@@ -142,3 +142,25 @@ def test_gitsync_plan_comment_posts_the_plan_on_a_pull_request(
 
     missing = CliRunner().invoke(main, argv)
     assert missing.exit_code == 2 and "--comment needs --forge, --forge-repo and --token-file" in missing.output
+
+
+def test_the_pull_request_of_a_rebase_merged_commit_and_who_approved_it(gitea: Gitea, gitea_repo: GiteaRepo) -> None:
+    """A pull request merged by rebase leaves no number in any message: Gitea still says which pull request a
+    commit on main came through, and who approved it; a commit pushed straight to main came through none."""
+    init = seeded(gitea_repo)
+    name, content = gitea_repo.name, base64.b64encode(b"moved on\n").decode()
+    # main moves on after `feature` branched, so the rebase writes a new commit (not a fast-forward).
+    gitea.api("POST", f"repos/{name}/contents/other.txt", {"content": content, "message": "direct", "branch": "main"})
+    direct = gitea.api("GET", f"repos/{name}/branches/main")["commit"]["id"]
+    forge = client(gitea, name)
+    pull = forge.open_pull_request("feature", "main", "a change", "please review")
+    reviewer = gitea.user("approver")
+    gitea.api("PUT", f"repos/{name}/collaborators/{reviewer}", {"permission": "write"})
+    gitea.api("POST", f"repos/{name}/pulls/{pull.number}/reviews", {"event": "APPROVED"}, sudo=reviewer)
+    gitea.api("POST", f"repos/{name}/pulls/{pull.number}/merge", {"Do": "rebase"})
+
+    rebased = gitea.api("GET", f"repos/{name}/git/commits/main")
+    assert rebased["commit"]["message"].strip() == "change" and rebased["parents"][0]["sha"] == direct, "rebased"
+    assert forge.pull_request_of(rebased["sha"]) == pull.number
+    assert forge.approvers(pull.number) == (reviewer,)
+    assert (forge.pull_request_of(direct), forge.pull_request_of(init)) == (None, None)

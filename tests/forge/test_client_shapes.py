@@ -247,3 +247,34 @@ def test_gitlab_shapes_statuses_merge_requests_and_notes(server: Server, token: 
     server.on("POST", f"{project}/statuses/{SHA}", Reply(400, {"message": {"state": ["is invalid"]}}))
     with pytest.raises(TerminalError, match="HTTP 400"):
         gitlab.set_status(status)
+
+
+# GitHub docs: "List pull requests associated with a commit" (abridged): an open pull request built on the commit
+# is listed too; the merged one is the commit's origin.
+GITHUB_COMMIT_PULLS = [
+    {**GITHUB_PULL, "number": 1350, "merged_at": None},
+    {**GITHUB_PULL, "state": "closed", "merged_at": "2011-01-26T19:01:12Z"},
+]
+# GitLab docs: "List merge requests associated with a commit" (abridged).
+GITLAB_COMMIT_MRS = [{**GITLAB_MR, "state": "merged", "merged_at": "2018-09-07T11:16:17.520Z"}]
+
+
+@pytest.mark.parametrize(
+    ("kind", "repo", "path", "answer", "expected"),
+    [
+        (ForgeKind.GITHUB, "octocat/Hello-World", f"/api/v3/repos/octocat/Hello-World/commits/{SHA}/pulls",
+         GITHUB_COMMIT_PULLS, 1347),
+        (ForgeKind.GITHUB, "octocat/Hello-World", f"/api/v3/repos/octocat/Hello-World/commits/{SHA}/pulls", [], None),
+        (ForgeKind.GITLAB, "my-group/my-project",
+         f"/api/v4/projects/my-group%2Fmy-project/repository/commits/{SHA}/merge_requests", GITLAB_COMMIT_MRS, 1),
+    ],
+)  # fmt: skip
+def test_the_pull_request_of_a_commit_asked_once(
+    server: Server, token: Path, kind: ForgeKind, repo: str, path: str, answer: Any, expected: int | None
+) -> None:
+    server.on("GET", path, Reply(200, answer))
+    assert forge(kind, server, token, repo).pull_request_of(SHA) == expected
+    server.on("GET", path, Reply(502, {"message": "Server Error"}))
+    with pytest.raises(TransientError):
+        forge(kind, server, token, repo).pull_request_of(SHA)
+    assert server.calls() == [("GET", path), ("GET", path)], "one try: the ledger writer does not wait on a forge"

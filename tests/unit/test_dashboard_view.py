@@ -165,3 +165,6 @@ def test_who_approved_shows_beside_the_pull_request_and_a_removal_is_no_version(
     page = Pages(cast(Board, _Ledger(rows)), Site(".", None, "local")).promotions()
     assert "approved by bob, carol" in page and "approvals unknown" in page
     assert ledger_by_release(rows) == {"c" * 40: unknown, removal: removed}, "the removal at its own commit"
+    carried = replace(unknown, upstream=approved.entry, change=None)
+    page = Pages(cast(Board, _Ledger([carried, approved])), Site(".", None, "local")).promotions()
+    assert "change approved by bob, carol; promotion approvals unknown" in page, "who approved what runs in prod"

@@ -16,7 +16,7 @@ from gitrepos import Server, git
 from memstore import MemoryStore
 from test_promotion_note import EXAMPLE, promotions, staging_release
 
-from gitsync.adapters.forge import ForgeClient, approvers
+from gitsync.adapters.forge import ForgeClient, approvers, merged_pull
 from gitsync.adapters.git import GitRepository
 from gitsync.adapters.gitwrite import Identity
 from gitsync.adapters.notes import NotesLedger
@@ -86,14 +86,45 @@ def test_an_answer_that_is_no_list_of_reviews_is_not_taken_for_no_approval(kind:
         approvers(kind, answer)
 
 
+@pytest.mark.parametrize(
+    ("kind", "answer", "expected"),
+    [
+        (ForgeKind.GITEA, {"number": 7, "merged": True, "merged_at": "2026-01-01T00:00:00Z"}, 7),
+        (ForgeKind.GITEA, {"number": 7, "merged": False, "merged_at": None}, None),
+        # GitHub lists every pull request that contains the commit: an open one built on it is not its origin.
+        (ForgeKind.GITHUB, [{"number": 9, "merged_at": None}, {"number": 4, "merged_at": "2026-01-01T00:00:00Z"}], 4),
+        (ForgeKind.GITHUB, [], None),
+        (ForgeKind.GITLAB, [{"iid": 3, "state": "opened"}, {"iid": 2, "id": 901, "state": "merged"}], 2),
+        (ForgeKind.GITLAB, [{"iid": 3, "state": "closed"}], None),
+    ],
+)
+def test_the_pull_request_of_a_commit_is_the_merged_one_the_forge_names(
+    kind: ForgeKind, answer: Any, expected: int | None
+) -> None:
+    assert merged_pull(kind, answer) == expected
+
+
+@pytest.mark.parametrize(("kind", "answer"), [(ForgeKind.GITEA, []), (ForgeKind.GITHUB, {"message": "x"})])
+def test_an_answer_that_is_no_pull_request_is_not_taken_for_none(kind: ForgeKind, answer: Any) -> None:
+    with pytest.raises(TransientError):
+        merged_pull(kind, answer)
+
+
 # ------------------------------------------------------------------------------------------------ the ledger
 
 
 class Reviews:
-    """A forge whose pull request 7 two people approved (what Gitea answered in tests/e2e/test_forge.py)."""
+    """A forge whose pull request 7 two people approved (what Gitea answered in tests/e2e/test_forge.py); it
+    knows the commits in ``pulls`` came through a pull request (a rebase merge leaves no trace in the message)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pulls: dict[str, int] | None = None) -> None:
         self.asked: list[int] = []
+        self.looked_up: list[str] = []
+        self.pulls = pulls or {}
+
+    def pull_request_of(self, sha: str) -> int | None:
+        self.looked_up.append(sha)
+        return self.pulls.get(sha)
 
     def approvers(self, number: int) -> tuple[str, ...]:
         self.asked.append(number)
@@ -152,6 +183,23 @@ def test_a_direct_push_records_nothing_about_approvals(tmp_path: Path) -> None:
     line = released(tmp_path, forge, "podinfo 6.7.1")
     assert (line.approvals, forge.asked) == (None, [])
     assert "approv" not in line.line
+
+
+def test_a_release_a_later_commit_carried_on_records_who_approved_its_own_pull_request(tmp_path: Path) -> None:
+    """The release ends (healthy) only at a later commit that renders it the same (a README change): the line is
+    on the commit that brought the release, and the forge is asked about that one, though its message (merged by
+    rebase) names no pull request and the reconcile's own message is another."""
+    server, first, ledger = repository(tmp_path)
+    stage, _ = promotions(server, tmp_path, ledger)
+    later = server.commit({"README.md": "later\n"}, "Docs only")
+    store = MemoryStore()
+    rendered = render_app(server.work, "staging", "podinfo", revision=first)
+    rolling = Status("podinfo", "staging", first, rendered.digest, first, first, result=Result.PROGRESSING.value)
+    result = replace(staging_release(server.work, rendered, later, Result.SUCCEEDED), previous=rolling)
+    forge = Reviews({first: 7})
+    LedgerSink(stage, History(store), store, forge=forge).write(result)  # type: ignore[arg-type]
+    (line,) = ledger.read()[first]
+    assert (line.approvals, line.approved_by, forge.looked_up) == (Approvals.KNOWN, ("bob", "carol"), [first])
 
 
 def removal(at: str, previous: Status, started: float = 20.0) -> ReconcileResult:

@@ -222,6 +222,35 @@ def test_audit_reads_a_promotion_merged_as_a_pull_request_from_its_merged_head(s
     assert row["evidence"].startswith("Succeeded") and row["promotionCommit"] == "", row
 
 
+def test_audit_shows_who_approved_the_change_a_promotion_carried_beside_who_approved_the_promotion(
+    scenario: Scenario,
+) -> None:
+    """Prod's line records who approved the promotion's pull request; who approved the change it carries is on
+    staging's line of the promoted commit, joined when the ledger is read: who approved what runs in prod."""
+    server = scenario.server
+    good = server.commit(CHART, "podinfo 6.6.0 (#4)")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0",
+                     approvals=Approvals.KNOWN, approved_by=("bob", "carol"))  # fmt: skip
+    git(server.work, "checkout", "-q", "-b", "gitsync/promote/prod/podinfo")
+    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", good)
+    assert code == 0, out
+    git(server.work, "checkout", "-q", "main")
+    git(server.work, "merge", "-q", "--no-ff", "-m", "Merge pull request #5 from gitsync/promote/prod/podinfo", "-")
+    git(server.work, "push", "-q", "origin", "main")
+    scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 100, "6.6.0", pinned=good,
+                     approvals=Approvals.KNOWN, approved_by=("dave",))  # fmt: skip
+
+    code, out = scenario.cli("audit", "-o", "json")
+    prod, staging = json.loads(out)
+    change = (prod["changeApprovals"], prod["changeApprovedBy"])
+    assert (prod["approvedBy"], change) == (["dave"], ("known", ["bob", "carol"])), prod
+    assert (staging["changeApprovals"], staging["changeApprovedBy"]) == ("known", ["bob", "carol"]), "its own"
+    code, out = scenario.cli("audit", "--env", "prod")
+    assert "change: bob, carol; promotion: dave" in " ".join(out.split()), out
+    code, out = scenario.cli("audit", "--env", "prod", "-o", "csv")
+    assert ",dave,promotion" not in out and ",known,bob; carol," in out, out
+
+
 def test_audit_credits_a_merged_promotion_pull_request_with_its_evidence(scenario: Scenario) -> None:
     """Pull-request mode: the ledger notes the merge commit, whose own message has no trailers; the promotion
     commit it merged has them, and the audit row shows them with who merged."""
