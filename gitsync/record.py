@@ -299,6 +299,10 @@ class NotifySink:
             self._notifier.record(r.key, r.namespace, notices(r))
 
 
+FORGE_QUIET_SECONDS = 60.0
+"""After the forge failed to say who approved a line's pull request, how long lines say "unknown" without asking."""
+
+
 class LedgerSink:
     """The release ledger in Git: one note line on the deployed commit when a release ends (Succeeded, RolledBack,
     Failed terminally, Superseded by the next one, or Removed with its app), with its steps and analysis values as
@@ -311,7 +315,8 @@ class LedgerSink:
     whatever the merge style, also for a line on an earlier commit than the reconcile's, a release a later commit
     carried on or a Superseded one), else the one the reconcile's own commit message names (a forge without that
     lookup). Each call is made once: when the forge cannot answer, the line is written all the same, saying the
-    approvals are unknown (``Approvals.UNKNOWN``), not that there were none."""
+    approvals are unknown (``Approvals.UNKNOWN``), not that there were none; for ``FORGE_QUIET_SECONDS`` after
+    that the forge is not asked again (a hung forge costs a reconcile one timeout a minute, not one per line)."""
 
     def __init__(
         self,
@@ -326,6 +331,7 @@ class LedgerSink:
         self._history = history
         self._store = store
         self._forge = forge
+        self._forge_quiet_until = 0.0
         self.retries = ForgeQueue("ledger", 64, self._unqueue, retry_after=retry_after)
         """Lines the remote did not take (unreachable): written again in the background until it does."""
         self._queued: dict[str, tuple[str, ...]] = {}
@@ -495,6 +501,8 @@ class LedgerSink:
         no forge to ask), (UNKNOWN, ()) when the forge did not answer."""
         if self._forge is None or sha.endswith("-dirty"):
             return None, ()
+        if time.monotonic() < self._forge_quiet_until:
+            return Approvals.UNKNOWN, ()
         number: int | None = None
         try:
             number = self._forge.pull_request_of(sha)
@@ -504,6 +512,7 @@ class LedgerSink:
                 return None, ()
             return Approvals.KNOWN, self._forge.approvers(number)
         except (GitsyncError, ValueError) as e:
+            self._forge_quiet_until = time.monotonic() + FORGE_QUIET_SECONDS
             log.warning("ledger.approvals_unknown", revision=sha, pull_request=number, error=str(e))
             return Approvals.UNKNOWN, ()
 

@@ -178,6 +178,36 @@ def test_a_forge_that_is_down_leaves_the_line_written_and_the_approvals_unknown(
     assert '"approvals":"unknown"' in line.line and "secret-token" not in line.line
 
 
+class Hung:
+    """A forge whose every call times out."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def pull_request_of(self, sha: str) -> int | None:
+        self.calls += 1
+        raise TransientError("forge: timed out after 10 s")
+
+    def approvers(self, number: int) -> tuple[str, ...]:
+        self.calls += 1
+        raise TransientError("forge: timed out after 10 s")
+
+
+def test_a_forge_that_does_not_answer_is_waited_on_once_not_once_per_line(tmp_path: Path) -> None:
+    """A reconcile writing two lines (a Superseded one and its own) while the forge hangs waits one timeout."""
+    server, first, ledger = repository(tmp_path)
+    stage, _ = promotions(server, tmp_path, ledger)
+    later = server.commit({"README.md": "later\n"}, "Docs only")
+    store = MemoryStore()
+    result = staging_release(server.work, render_app(server.work, "staging", "podinfo", revision=first), first,
+                             Result.SUCCEEDED)  # fmt: skip
+    forge = Hung()
+    sink = LedgerSink(stage, History(store), store, forge=forge)  # type: ignore[arg-type]
+    assert sink._approvals(result, first) == (Approvals.UNKNOWN, ())
+    assert sink._approvals(result, later) == (Approvals.UNKNOWN, ())
+    assert forge.calls == 1, "not asked again for a minute after it did not answer"
+
+
 def test_a_direct_push_records_nothing_about_approvals(tmp_path: Path) -> None:
     forge = Reviews()
     line = released(tmp_path, forge, "podinfo 6.7.1")
