@@ -504,8 +504,9 @@ def test_audit_with_allowed_signers_joins_the_change_approvals_from_a_signed_ups
         server.url,
         identity=Identity("mallory", "mallory@example.com"),
     )
-    mallory.append(good, entry(env="staging", revision=good, outcome=ReleaseOutcome.SUCCEEDED, digest="sha256:0",
-                               finished_at=T0 + 50, approvals=Approvals.KNOWN, approved_by=("security-lead",)))  # fmt: skip
+    forged = entry(env="staging", revision=good, outcome=ReleaseOutcome.SUCCEEDED, digest="sha256:0",
+                   finished_at=T0 + 50, approvals=Approvals.KNOWN, approved_by=("security-lead",))  # fmt: skip
+    mallory.append(good, forged)
 
     rows = audit_json(server.work, "--env", "prod", "--allowed-signers", str(lab.allowed))
     [prod] = rows
