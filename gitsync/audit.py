@@ -14,7 +14,7 @@ from typing import Any
 
 from gitsync.ledger import Approvals, LedgerEntry, ReleaseOutcome, Seal
 from gitsync.ports import CommitInfo
-from gitsync.promote import APP, ENV, EVIDENCE, OVERRIDE, PROMOTED_FROM, ROLLBACK_OF, evidence
+from gitsync.promote import APP, ENV, EVIDENCE, OVERRIDE, PROMOTED_FROM, ROLLBACK_OF, evidence, trusted
 
 __all__ = [
     "COLUMNS",
@@ -223,7 +223,7 @@ def audit_rows(
                     rollback_commit=entry.rollback_commit or rolled_back_by.get((entry.env, entry.app, sha), ""),
                     override=_trailer(written, OVERRIDE),
                     change=commits.get(source.partition("@")[2]) if source else noted,
-                    upstream=_upstream_line(notes, source, entry.app),
+                    upstream=_upstream_line(notes, source, entry.app, seal),
                     signature=seal(entry) if seal is not None else None,
                 )
             )
@@ -267,12 +267,16 @@ def _approvals(entry: LedgerEntry, pull: int | None) -> str:
     return Approvals.UNKNOWN.value
 
 
-def _upstream_line(notes: Mapping[str, Iterable[LedgerEntry]], source: str, app: str) -> LedgerEntry | None:
+def _upstream_line(
+    notes: Mapping[str, Iterable[LedgerEntry]], source: str, app: str, seal: Callable[[LedgerEntry], Seal] | None
+) -> LedgerEntry | None:
     """The newest Succeeded line of ``app`` in the environment and at the commit ``source`` (``env@sha``, a
-    ``Gitsync-Promoted-From``) names: the release a promotion carried. None for no source or no such line."""
+    ``Gitsync-Promoted-From``) names: the release a promotion carried. None for no source or no such line. With
+    ``seal`` only a line it verifies (``promote.trusted``): the joined approvals are not shown beside the row's
+    own signature, so an unsigned line must not lend them."""
     env, _, sha = source.partition("@")
     lines = [e for e in notes.get(sha, ()) if (e.env, e.app, e.outcome) == (env, app, ReleaseOutcome.SUCCEEDED)]
-    return max(lines, key=lambda e: e.recency, default=None)
+    return max((e for _, e in trusted(((sha, e) for e in lines), seal)), key=lambda e: e.recency, default=None)
 
 
 def _removal(entry: LedgerEntry, commits: Mapping[str, CommitInfo]) -> str:
@@ -287,9 +291,13 @@ def _removal(entry: LedgerEntry, commits: Mapping[str, CommitInfo]) -> str:
 def running_at(rows: Iterable[AuditRow]) -> tuple[AuditRow, ...]:
     """What ran at a time T, from the rows of the releases that finished by then (``audit_rows(until=T)``): per
     environment and app the newest ``Succeeded`` release (a later ``RolledBack``, ``Failed`` or ``Superseded``
-    one left it running), unless a ``Removed`` line came after it: the app no longer ran. Sorted by env, app."""
+    one left it running), unless a ``Removed`` line came after it: the app no longer ran. Sorted by env, app.
+    Rows whose signature was checked count only when verified (``promote.trusted``, the agent's rule): an unsigned
+    Removed line would otherwise hide what ran, and it is not shown to say so."""
     running: dict[tuple[str, str], AuditRow] = {}
     for row in sorted(rows, key=lambda row: (row.entry.recency, row.commit)):
+        if row.signature not in (None, Seal.VERIFIED):
+            continue
         where = (row.entry.env, row.entry.app)
         if row.entry.outcome is ReleaseOutcome.SUCCEEDED:
             running[where] = row

@@ -395,8 +395,19 @@ class LedgerSink:
             self.retries.put(queue_key, functools.partial(self._retry, queue_key, key, namespace, entry, keep=keep))
 
     def _retry(self, queue_key: str, key: AppEnv, namespace: str, entry: LedgerEntry, *, keep: bool) -> None:
-        """One kept line, in the background: written, then taken out of the status."""
-        self._promotions.append(entry)
+        """One kept line, in the background: written, then taken out of the status. Refused (a read-only remote,
+        a hook) it is let go as in ``_append`` (the queue logs it and does not call again): out of the status and
+        of ``_queued`` too, or every reconcile would record for it and none would write it."""
+        try:
+            self._promotions.append(entry)
+        except TransientError:
+            raise  # the queue calls again
+        except GitsyncError:
+            self._settle(queue_key, key, namespace, entry, keep=keep)
+            raise
+        self._settle(queue_key, key, namespace, entry, keep=keep)
+
+    def _settle(self, queue_key: str, key: AppEnv, namespace: str, entry: LedgerEntry, *, keep: bool) -> None:
         if keep:
             self._mark(key, namespace, (entry,), ())
         self._unqueue(queue_key)

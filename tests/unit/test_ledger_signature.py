@@ -448,3 +448,67 @@ def test_the_dashboard_shows_each_ledger_lines_signature_state(lab: Lab) -> None
     lab.allowed.write_text("gitsync@agent\n")
     html = page(SshLedgerVerifier(lab.allowed, report=None))
     assert f"Ledger signatures not checked: {lab.allowed}:1: key: missing" in html and "data-signature" not in html
+
+
+def audit_json(root: Path, *args: str) -> list[dict[str, object]]:
+    from click.testing import CliRunner
+
+    from gitsync.cli import main
+
+    result = CliRunner().invoke(main, ["audit", "--repo", str(root), "-o", "json", *args])
+    assert result.exit_code == 0, result.output
+    rows: list[dict[str, object]] = json.loads(result.stdout)
+    return rows
+
+
+def test_audit_at_with_allowed_signers_is_not_fooled_by_an_unsigned_removal(lab: Lab) -> None:
+    """What ran at a time, as an auditor with the allowed signers asks it: a Removed line mallory added by hand
+    (unsigned) does not make the signed release that ran disappear from the answer, as no untrusted line counts
+    for the agent either; her line is not shown (it is no release), so nothing else would say it was ignored."""
+    lab.ledger("agent", lab.agent_key).append(lab.sha, lab.release())
+    lab.ledger("mallory").append(lab.sha, lab.release(ReleaseOutcome.REMOVED, finished_at=T0 + 5))
+    at = "2023-11-14T22:13:30Z"  # T0 + 10
+    rows = audit_json(lab.server.work, "--at", at, "--allowed-signers", str(lab.allowed))
+    assert [(r["env"], r["outcome"], r["signature"]) for r in rows] == [("staging", "Succeeded", "verified")], rows
+    assert audit_json(lab.server.work, "--at", at) == [], "without signatures checked every line counts, as before"
+
+
+def test_audit_with_allowed_signers_joins_the_change_approvals_from_a_signed_upstream_line_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prod's signed row says who approved the change it runs, from staging's line of the promoted commit. A newer
+    staging line mallory added unsigned, naming an approver who never approved, is not the one joined."""
+    from test_promotion_cli import Scenario
+
+    from gitsync.ledger import Approvals
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lab = Lab(tmp_path / "keys-lab")
+    scenario = Scenario(tmp_path)
+    server = scenario.server
+    scenario.agent = NotesLedger(
+        GitRepository(server.url, "main", tmp_path / "signing-cache").cache,
+        server.url,
+        identity=Identity("gitsync", "gitsync@example.com"),
+        sign=SshLineSigner(lab.agent_key),
+    )
+    good = server.commit(CHART, "podinfo 6.6.0 (#4)")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0",
+                     approvals=Approvals.KNOWN, approved_by=("bob",))  # fmt: skip
+    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", good)
+    assert code == 0, out
+    git(server.work, "push", "-q", "origin", "main")
+    scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 100, "6.6.0", pinned=good)
+    mallory = NotesLedger(
+        GitRepository(server.url, "main", tmp_path / "mallory-cache").cache,
+        server.url,
+        identity=Identity("mallory", "mallory@example.com"),
+    )
+    forged = entry(env="staging", revision=good, outcome=ReleaseOutcome.SUCCEEDED, digest="sha256:0",
+                   finished_at=T0 + 50, approvals=Approvals.KNOWN, approved_by=("security-lead",))  # fmt: skip
+    mallory.append(good, forged)
+
+    rows = audit_json(server.work, "--env", "prod", "--allowed-signers", str(lab.allowed))
+    [prod] = rows
+    assert prod["signature"] == "verified" and prod["promotedFrom"] == f"staging@{good}", prod
+    assert (prod["changeApprovals"], prod["changeApprovedBy"]) == ("known", ["bob"]), prod

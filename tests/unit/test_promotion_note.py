@@ -312,3 +312,39 @@ def test_a_chart_change_only_the_pinned_environment_renders_is_noted_so_it_can_b
     assert line.outcome is ReleaseOutcome.SUCCEEDED
     assert line.chart_tree == git(server.work, "rev-parse", f"{second}:apps/podinfo")
     assert readme not in notes.notes and first not in notes.notes
+
+
+def test_a_kept_line_the_remote_refuses_once_back_is_let_go_not_kept_in_the_status_for_ever(tmp_path: Path) -> None:
+    """The remote is away when the release ends, then comes back refusing the notes push (a hook, write access
+    taken away): the background retry is refused. As for a line refused at once, it is logged and let go: the
+    status stops keeping it (else every no-op reconcile of the app-env would record again, for ever, and a later
+    reconcile would never write it either, as this agent believes its queue still holds it)."""
+    from memstore import MemoryStore
+
+    from gitsync.adapters.git import GitRepository
+    from gitsync.adapters.gitwrite import Identity
+    from gitsync.adapters.notes import NotesLedger
+    from gitsync.history import History
+    from gitsync.record import LedgerSink
+    from renderers import render_app
+
+    server = Server(tmp_path / "repo")
+    files = {str(p.relative_to(EXAMPLE)): p.read_text() for p in EXAMPLE.rglob("*") if p.is_file()}
+    sha = server.commit(files, "podinfo 6.7.1")
+    cache = GitRepository(server.url, "main", tmp_path / "cache").cache
+    ledger = NotesLedger(cache, server.url, identity=Identity("gitsync", "gitsync@example.com"))
+    stage, _ = promotions(server, tmp_path, ledger)
+    rendered = render_app(server.work, "staging", "podinfo", revision=sha)
+    store = MemoryStore()
+    history = History(store)
+    sink = LedgerSink(stage, history, store, retry_after=0.05)
+    away = server.bare.rename(tmp_path / "away")
+    sink.write(staging_release(server.work, rendered, sha, Result.SUCCEEDED))
+    assert len(history.status(rendered.app_env, "podinfo-staging").unnoted) == 1
+    hook = away / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'notes are read-only here' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    away.rename(server.bare)  # back, refusing
+
+    assert sink.retries.idle(30)
+    assert history.status(rendered.app_env, "podinfo-staging").unnoted == (), "refused: let go, as when refused at once"
