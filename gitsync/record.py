@@ -31,7 +31,6 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gitsync import log as logging
-from gitsync.audit import pull_request
 from gitsync.drift import DRIFT_HEALED
 from gitsync.errors import GitsyncError, Retry, TransientError
 from gitsync.events import EventSink as Events
@@ -313,8 +312,8 @@ class LedgerSink:
     With a ``forge``, a line whose commit came through a pull request records who approved it (``Forge.approvers``):
     the pull request is the one the forge says the line's commit came through (``Forge.pull_request_of``: found
     whatever the merge style, also for a line on an earlier commit than the reconcile's, a release a later commit
-    carried on or a Superseded one), else the one the reconcile's own commit message names (a forge without that
-    lookup). Each call is made once: when the forge cannot answer, the line is written all the same, saying the
+    carried on or a Superseded one); never the one a commit message names, which anyone pushing directly can
+    write. Each call is made once: when the forge cannot answer, the line is written all the same, saying the
     approvals are unknown (``Approvals.UNKNOWN``), not that there were none; for ``FORGE_QUIET_SECONDS`` after
     that the forge is not asked again (a hung forge costs a reconcile one timeout a minute, not one per line)."""
 
@@ -516,9 +515,8 @@ class LedgerSink:
             return Approvals.UNKNOWN, ()
         number: int | None = None
         try:
+            # the forge's word only: a commit message naming "(#12)" is what anyone pushing directly can write
             number = self._forge.pull_request_of(sha)
-            if number is None and r.snapshot is not None and sha == r.revision:
-                number = pull_request(r.snapshot.commit.message)
             if number is None:
                 return None, ()
             return Approvals.KNOWN, self._forge.approvers(number)

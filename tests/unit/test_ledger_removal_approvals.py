@@ -117,14 +117,16 @@ class Reviews:
     """A forge whose pull request 7 two people approved (what Gitea answered in tests/e2e/test_forge.py); it
     knows the commits in ``pulls`` came through a pull request (a rebase merge leaves no trace in the message)."""
 
-    def __init__(self, pulls: dict[str, int] | None = None) -> None:
+    def __init__(self, pulls: dict[str, int] | None = None, every: int | None = None) -> None:
+        """``pulls``: the pull request of each commit; ``every``: of any other commit."""
         self.asked: list[int] = []
         self.looked_up: list[str] = []
         self.pulls = pulls or {}
+        self.every = every
 
     def pull_request_of(self, sha: str) -> int | None:
         self.looked_up.append(sha)
-        return self.pulls.get(sha)
+        return self.pulls.get(sha, self.every)
 
     def approvers(self, number: int) -> tuple[str, ...]:
         self.asked.append(number)
@@ -163,9 +165,17 @@ def released(tmp_path: Path, forge: object, message: str) -> LedgerEntry:
 
 
 def test_a_release_through_a_pull_request_notes_who_approved_it(tmp_path: Path) -> None:
-    forge = Reviews()
+    forge = Reviews(every=7)
     line = released(tmp_path, forge, MERGED)
     assert (line.approvals, line.approved_by, forge.asked) == (Approvals.KNOWN, ("bob", "carol"), [7])
+
+
+def test_a_commit_message_naming_a_pull_request_the_forge_does_not_know_claims_no_approvals(tmp_path: Path) -> None:
+    """A direct push titled like a squash merge ("hotfix (#7)") must not borrow #7's reviewers."""
+    forge = Reviews()
+    line = released(tmp_path, forge, "hotfix (#7)")
+    assert (line.approvals, line.approved_by, forge.asked) == (None, (), [])
+    assert "approv" not in line.line
 
 
 def test_a_forge_that_is_down_leaves_the_line_written_and_the_approvals_unknown(tmp_path: Path) -> None:
