@@ -917,9 +917,15 @@ class PullRequestSink:
                 if self._settled.get(head) == pinned:
                     continue
                 self._settled[head] = pinned
-            self.queue.put(f"{head}@close", functools.partial(self._close, head, comment))
+            self.queue.put(f"{head}@close", functools.partial(self._close, head, pinned, comment))
 
-    def _close(self, head: str, comment: str) -> None:
+    def _close(self, head: str, pinned: str, comment: str) -> None:
+        """Close ``head``'s pull request, unless the branch had a new proposal since it was found stale at
+        ``pinned`` (a close the forge failed is retried later, after a proposal opened meanwhile: that one is
+        needed)."""
+        with self._lock:
+            if self._settled.get(head) != pinned:
+                return
         closed = self._forge.close_pull_request(head, self._branch, comment)
         if closed is not None:
             log.info("forge.pull_request_closed", head=head, number=closed.number, url=closed.url)

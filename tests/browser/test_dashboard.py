@@ -44,7 +44,7 @@ CANARY = {
         ],
     },
     "canary": {
-        "steps": [{"setWeight": 25}, {"pause": {"duration": "8s"}}, {"setWeight": 50}, {"pause": {"duration": "8s"}}],
+        "steps": [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}],
         "analysis": {"checks": ["pod-health"]},
     },
 }
@@ -101,6 +101,16 @@ def _release(upstream: Upstream, tag: str, labels: dict[str, str] | None = None)
     return upstream.commit(f"podinfo {tag}", {str(path.relative_to(upstream.work)): yaml.safe_dump(values)})
 
 
+def _promote(upstream: Upstream, kubeconfig: Path) -> None:
+    """``gitsync rollout promote`` of staging's paused canary, as a person runs it from a checkout of the
+    commit the agent rolls out."""
+    subprocess.run(
+        [str(GITSYNC), "rollout", "promote", "--repo", str(upstream.work), "--env", "staging", "--app", "podinfo",
+         "--kubeconfig", str(kubeconfig)],
+        check=True, timeout=120, env={**os.environ},
+    )  # fmt: skip
+
+
 def test_the_dashboard_shows_environments_rollouts_live_and_promotions_to_those_allowed(
     agents: Agents, upstream: Upstream, namespace: str, prod_namespace: str, core: client.CoreV1Api,
     kube_api: client.ApiClient, browser: Any, tmp_path: Path,
@@ -155,18 +165,21 @@ def test_the_dashboard_shows_environments_rollouts_live_and_promotions_to_those_
     page.evaluate("window.sameDocument = true")
     good = _release(upstream, "6.7.2")
     # The setWeight steps end as soon as the watch sees the canary's pods Ready (a fraction of a second on kwok);
-    # the 8 s pauses (steps 2 and 4) are what a person sees long enough to read (and a loaded machine too).
-    page.wait_for_selector('.step.current[data-step="2"]', timeout=30_000)
+    # the pauses (steps 2 and 4) wait for `gitsync rollout promote`, so the page sees them however loaded the
+    # machine is (a timed pause could end before a slow page showed it).
+    page.wait_for_selector('.step.current[data-step="2"]', timeout=60_000)
     assert page.locator('.step.done[data-step="1"]').count() == 1
     assert "step 2/4" in page.locator("#live p.phase").inner_text(), "the step as status and the list number it"
     page.screenshot(path=str(shots / "canary.png"), full_page=True)
-    page.wait_for_selector('.step.current[data-step="4"]', timeout=30_000)  # two steps later, same page
+    _promote(upstream, agents.kubeconfig)
+    page.wait_for_selector('.step.current[data-step="4"]', timeout=60_000)  # two steps later, same page
     assert page.locator('.step.done[data-step="3"]').count() == 1
     assert page.evaluate("window.sameDocument") is True, "the step moved by a reload"
     page.screenshot(path=str(shots / "canary-advanced.png"))  # the README's picture (docs/img/dashboard.png)
     assert page.locator(".commands code").first.inner_text().startswith("gitsync rollout promote")
     seen.append(page.content())
     seen.append(_get(port, "/apps/staging/podinfo/events", viewer, seconds=2)[1])
+    _promote(upstream, agents.kubeconfig)
 
     # The promotion of 6.7.2 appears in the chain staging -> prod.
     chain = page.locator("li.chain", has_text="podinfo 6.7.2")

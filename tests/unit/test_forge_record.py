@@ -361,3 +361,57 @@ def test_a_promotion_pull_request_left_open_once_prod_runs_the_newest_release_is
     )
     PullRequestSink(forge, "main").write(auto)
     assert len(forge.closed) == 2, "auto mode has no pull requests to close"
+
+
+class FlakyCloses(Forge):
+    """A forge whose first close of each branch's pull request times out (a transient error: retried later)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.close_attempts: list[str] = []
+        self.attempted = threading.Condition()
+
+    def close_pull_request(self, head: str, base: str, comment: str) -> PullRequest | None:
+        with self.attempted:
+            self.close_attempts.append(head)
+            self.attempted.notify_all()
+            if self.close_attempts.count(head) == 1:
+                raise TransientError(f"gitea http://127.0.0.1:1: GET pulls of {head}: timed out")
+        return super().close_pull_request(head, base, comment)
+
+
+def test_a_rollback_proposed_while_the_close_of_the_stale_one_waits_for_a_retry_is_not_closed() -> None:
+    """prod's release succeeded (its rollback pull request is stale: a close is queued, and the forge times out on
+    it); its next release fails and a new rollback is proposed on the same branch before the close is retried. The
+    retry must not close the new rollback, which prod now needs."""
+    forge = FlakyCloses()
+    sink = PullRequestSink(forge, "main")
+    upstream = Upstream("staging", "pull-request", 10.0, ("image.tag",), "podinfo-staging")
+
+    def in_prod(reconciled: ReconcileResult, pin: str) -> ReconcileResult:
+        target = Target("podinfo-prod", prune=True, self_heal=True, upstream=upstream)
+        return replace(
+            reconciled, key=AppEnv("podinfo", "prod"), target=target, rendered=Rendered("sha256:1", Pin(pin, "staging"))
+        )
+
+    succeeded = in_prod(
+        result(Kind.RELEASE, Result.SUCCEEDED, HealthStatus.HEALTHY, promotion=PromotionStep(PromotionAction.NONE)),
+        PROMOTED,
+    )
+    sink.write(succeeded)
+    with forge.attempted:
+        assert forge.attempted.wait_for(lambda: "gitsync/rollback/prod/podinfo" in forge.close_attempts, 60)
+    back = PromotionStep(
+        PromotionAction.ROLLED_BACK,
+        "back to staging@abc",
+        "d" * 40,
+        "gitsync/rollback/prod/podinfo",
+        commit_message="roll back podinfo in prod to abc1234\n\nGitsync-Rollback-Of: " + "f" * 40 + "\n",
+    )
+    failed = in_prod(
+        result(Kind.RELEASE, Result.ROLLED_BACK, HealthStatus.HEALTHY, promotion=back, error="aborted"), "f" * 40
+    )
+    sink.write(failed)
+    assert sink.queue.idle(60)  # the timed-out close is retried after the queue's pause
+    assert [pull[0] for pull in forge.pulls] == ["gitsync/rollback/prod/podinfo"]
+    assert forge.closed == [], "the new rollback's pull request was closed as the stale one"
