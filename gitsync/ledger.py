@@ -65,6 +65,12 @@ class SignersError(TerminalError):
     known, which is not the same as every line being badly signed. The message names the file and the line."""
 
 
+class ForeignLineError(TerminalError):
+    """A line made before (kept in a status while the remote was away) that a signing ledger will not write: it
+    does not carry this agent's own signature, made when the line was made. The status lives in the
+    environment's namespace; signing what it holds would sign what anyone editing ConfigMaps there wrote."""
+
+
 class ReleaseOutcome(StrEnum):
     """How a release ended; the values are the wire format."""
 
@@ -178,8 +184,9 @@ class LedgerEntry:
     approvals: Approvals | None = None
     approved_by: tuple[str, ...] = ()
     line: str = field(default="", compare=False, repr=False)
-    """The note line as read ("" for an entry made here): what a signature covers (``split_signature``). Not
-    part of what the entry is, so a line read back equals the entry it was written from."""
+    """The note line as read, or as made by ``ports.Ledger.sign`` (signed then, when the ledger signs); "" for
+    an entry not made into a line yet. What a signature covers (``split_signature``). Not part of what the entry
+    is, so a line read back equals the entry it was written from."""
 
     @property
     def content(self) -> ReleaseContent:

@@ -365,11 +365,16 @@ class Ledger(Protocol):
     """The release ledger in Git (``gitsync.adapters.notes``): one JSON line per finished release in the note of
     the deployed commit under ``refs/notes/gitsync``, shared with every other writer through the remote.
 
-    ``append`` is idempotent (a line already in the note is not added again) and never drops another writer's
-    lines; an entry that carries its ``line`` (one kept while the remote was away) is written as that text.
-    ``read`` first takes in what the remote holds. Errors: ``TransientError`` for network trouble or a
-    race lost too often, ``TerminalError`` when the remote refuses the push.
+    ``sign`` makes an entry's line when the entry is made (signed there and then when the ledger signs), so a
+    line kept for later (``Status.unnoted``) is kept signed. ``append`` is idempotent (a line already in the
+    note is not added again) and never drops another writer's lines; an entry that carries its ``line`` (one
+    kept while the remote was away) is written as that text; a signing ledger writes it only when it carries
+    the ledger's own signature (``ForeignLineError`` otherwise), never signing it then. ``read`` first takes in
+    what the remote holds. Errors: ``TransientError`` for network trouble or a race lost too often,
+    ``TerminalError`` when the remote refuses the push.
     """
+
+    def sign(self, entry: LedgerEntry) -> LedgerEntry: ...
 
     def append(self, sha: str, entry: LedgerEntry) -> None: ...
 

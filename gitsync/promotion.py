@@ -443,7 +443,8 @@ class Promotions:
     ) -> LedgerEntry | None:
         """The ledger line of a release of ``key`` that ended with ``outcome`` at commit ``deployed`` (None: an
         outcome that is not noted), for ``append``; built apart from writing it so that a line the remote does not
-        take can be kept as it is and written later, exactly as it was made (``record.LedgerSink``).
+        take can be kept as it is and written later, exactly as it was made (``record.LedgerSink``): its line is
+        made here (``Ledger.sign``: signed now when the ledger signs, so a line kept in a status is kept signed).
         ``pin_revision``: a pinned app's chart revision (its chart tree is read there); ``values``: the merged
         values, of which ``promoted_paths`` identify the release for a receiving environment.
 
@@ -461,7 +462,7 @@ class Promotions:
         content = ReleaseContent("", "", "")
         if ended is not LedgerOutcome.REMOVED:
             content = self._content(key, deployed, ended, promoted_paths, values, pin_revision, paths_at)
-        return LedgerEntry(
+        made = LedgerEntry(
             env=key.env,
             app=key.app,
             revision=deployed,
@@ -482,6 +483,7 @@ class Promotions:
             approvals=approvals,
             approved_by=tuple(approved_by),
         )
+        return self._ledger.sign(made)
 
     def append(self, entry: LedgerEntry) -> None:
         """Write ``entry`` to the note of its commit (``Ledger.append``: a line of the same ending already there

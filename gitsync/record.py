@@ -37,7 +37,7 @@ from gitsync.events import EventSink as Events
 from gitsync.events import Reason
 from gitsync.forge_queue import ForgeQueue
 from gitsync.history import History, Release, Result, Status, first_line
-from gitsync.ledger import AnalysisResult, Approvals, LedgerEntry
+from gitsync.ledger import AnalysisResult, Approvals, ForeignLineError, LedgerEntry
 from gitsync.metrics import observe_reconcile
 from gitsync.model import ANNOTATION_PRUNE, AppEnv, HealthStatus, SyncAction, SyncState
 from gitsync.notify import Notifier, notices
@@ -307,7 +307,10 @@ class LedgerSink:
     Failed terminally, Superseded by the next one, or Removed with its app), with its steps and analysis values as
     evidence. Written before the status, so a killed agent notes again; the ledger drops a line it already holds.
     A line the remote did not take waits in the status (``Status.unnoted``) until written, by this agent in the
-    background or, after a kill, by the next reconcile of the app-env (``_append``).
+    background or, after a kill, by the next reconcile of the app-env (``_append``). The status is in the
+    environment's namespace, so what it keeps is not taken on trust: a kept line of another app-env than the
+    status's, or (with a signing ledger) one that does not carry the agent's own signature, made when the line
+    was made (``Ledger.sign``), is dropped and logged (``ledger.unnoted_refused``), never written nor signed.
 
     With a ``forge``, a line whose commit came through a pull request records who approved it (``Forge.approvers``):
     the pull request is the one the forge says the line's commit came through (``Forge.pull_request_of``: found
@@ -339,7 +342,9 @@ class LedgerSink:
         self._queued_lock = threading.Lock()
 
     def write(self, r: ReconcileResult) -> None:
-        held = _held(r.previous)
+        held, refused = _held(r.previous)
+        for line, problem in refused:
+            _refused(r.key, line, problem)
         try:
             entries = self._entries(r)
         except TransientError as e:
@@ -353,14 +358,21 @@ class LedgerSink:
         with self._queued_lock:
             queued = set(self._queued.values())
         held = tuple(entry for entry in held if _ending(entry) not in queued)
-        if held or entries:
-            self._append(r.key, r.namespace, held, entries, keep=r.kind is not Kind.REMOVED)
+        if held or entries or refused:
+            self._append(r.key, r.namespace, held, entries, keep=r.kind is not Kind.REMOVED, tidy=bool(refused))
 
     def _later(self, r: ReconcileResult) -> None:
         self._append(r.key, r.namespace, (), self._entries(r), keep=r.kind is not Kind.REMOVED)
 
     def _append(
-        self, key: AppEnv, namespace: str, held: Sequence[LedgerEntry], entries: Sequence[LedgerEntry], *, keep: bool
+        self,
+        key: AppEnv,
+        namespace: str,
+        held: Sequence[LedgerEntry],
+        entries: Sequence[LedgerEntry],
+        *,
+        keep: bool,
+        tidy: bool = False,
     ) -> None:
         """Write the lines ``held`` in the status (a restarted agent's, or another replica's) and this reconcile's.
 
@@ -369,7 +381,8 @@ class LedgerSink:
         remote did not take is kept in the status (``Status.unnoted``, written here, before the status sink; a
         kill between the two redoes the reconcile, which keeps the first line of that ending) and written again
         in the background once the remote is back; never a reason to redo the reconcile. A refused line (a
-        read-only remote) is logged, not kept (no hot loop)."""
+        read-only remote) is logged, not kept (no hot loop), as is a kept line the ledger will not write
+        (``ForeignLineError``); ``tidy``: the status holds lines ``_held`` refused, to be taken out of it."""
         written: list[LedgerEntry] = []
         pending: list[LedgerEntry] = []
         for entry in (*held, *entries):
@@ -382,10 +395,13 @@ class LedgerSink:
             except TransientError as e:
                 log.warning("ledger.write_failed", revision=entry.revision, error=str(e), retrying=True)
                 pending.append(entry)
+            except ForeignLineError as e:
+                _refused(key, entry.line, str(e), revision=entry.revision)
+                written.append(entry)
             except GitsyncError as e:
                 log.warning("ledger.write_failed", revision=entry.revision, error=str(e))
                 written.append(entry)
-        if pending or any(e in held for e in written):
+        if pending or tidy or any(e in held for e in written):
             self._mark(key, namespace, written, pending if keep else ())
         for entry in pending:
             queue_key = f"{key}@{entry.revision}:{entry.outcome.value}"
@@ -424,7 +440,7 @@ class LedgerSink:
         done = {_ending(e) for e in written}
 
         def change(s: Status) -> Status:
-            kept = [e for e in _held(s) if _ending(e) not in done]
+            kept = [e for e in _held(s)[0] if _ending(e) not in done]
             endings = {_ending(e) for e in kept}
             kept += [e for e in pending if _ending(e) not in endings]
             if len(kept) > _UNNOTED_LIMIT:
@@ -585,19 +601,38 @@ def _ending(entry: LedgerEntry) -> tuple[str, ...]:
     return tuple(str(part) for part in entry.ending)
 
 
-def _held(status: Status | None) -> tuple[LedgerEntry, ...]:
-    """The lines ``status`` keeps for a remote that was away; one that does not parse (edited by hand) is
-    logged and let go."""
-    entries = []
+def _held(status: Status | None) -> tuple[tuple[LedgerEntry, ...], tuple[tuple[str, str], ...]]:
+    """The lines ``status`` keeps for a remote that was away, and those to let go, each with why: one that does
+    not parse (edited by hand), or one of another app-env than the status's (the agent keeps a line only in the
+    status of its own app-env: any other was put there by someone else)."""
+    entries: list[LedgerEntry] = []
+    refused: list[tuple[str, str]] = []
     for line in status.unnoted if status is not None else ():
+        assert status is not None
         try:
             raw = json.loads(line)
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
-            entries.append(LedgerEntry.from_json(raw, line=line))
+            entry = LedgerEntry.from_json(raw, line=line)
         except (ValueError, KeyError, TypeError) as e:
-            log.warning("ledger.unnoted_invalid", app=status.app if status else "", error=str(e))
-    return tuple(entries)
+            refused.append((line, f"not a ledger line: {e}"))
+            continue
+        if (entry.app, entry.env) != (status.app, status.env):
+            where = f"{status.env}/{status.app}"
+            refused.append((line, f"a line of {entry.env}/{entry.app}, kept in the status of {where}"))
+            continue
+        entries.append(entry)
+    return tuple(entries), tuple(refused)
+
+
+def _refused(key: AppEnv, line: str, problem: str, *, revision: str = "") -> None:
+    """A kept line let go unwritten; the event names the status it sat in (the line itself may be anything)."""
+    if not revision:
+        try:
+            revision = str(json.loads(line).get("revision", ""))
+        except (ValueError, AttributeError):
+            revision = ""
+    log.warning("ledger.unnoted_refused", app=key.app, env=key.env, revision=revision, problem=problem)
 
 
 def _some(*entries: LedgerEntry | None) -> tuple[LedgerEntry, ...]:

@@ -2,7 +2,9 @@
 
 Why: whoever may push ``refs/notes/gitsync`` could otherwise add a "staging Succeeded" line and have the agent
 promote that release and sign the promotion itself. An agent with ``repo.write.signingKeyFile`` signs each line
-it writes (``SshLineSigner``, given to ``NotesLedger``); one with ``repo.verify.allowedSignersFile`` trusts only
+it makes (``SshLineSigner``, given to ``NotesLedger``), and writes a line made before (kept in a status) only when
+it verifies as signed by that same key (``SshLineSigner.owns``: the same check, against the agent's own public key
+alone); one with ``repo.verify.allowedSignersFile`` trusts only
 lines a key of that file signed (``SshLedgerVerifier``, given to ``Promotions``), and ``gitsync audit
 --allowed-signers`` marks each line.
 
@@ -182,15 +184,36 @@ def _keygen(*args: str, data: str = "") -> subprocess.CompletedProcess[str]:
             ["ssh-keygen", *args], input=data, capture_output=True, text=True, timeout=TIMEOUT, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise TerminalError(f"ssh-keygen -Y {args[1]}: {e}") from e
+        raise TerminalError(f"ssh-keygen {' '.join(args[:2])}: {e}") from e
 
 
 class SshLineSigner:
     """The signature of a line with the agent's SSH key (``repo.write.signingKeyFile``): the base64 body of
-    ``ssh-keygen -Y sign``'s armored output, one line."""
+    ``ssh-keygen -Y sign``'s armored output, one line. ``owns`` tells a line this key signed from any other."""
 
     def __init__(self, key: Path) -> None:
         self._key = key
+        self._public = ""
+        self._lock = threading.Lock()
+
+    def owns(self, line: str) -> bool:
+        """Whether ``line`` carries a signature of this key, over the line as it is (``_seal_of`` with an allowed
+        signers file naming this key alone: the one verification of ``SshLedgerVerifier``)."""
+        with tempfile.TemporaryDirectory(prefix="gitsync-own-") as scratch:
+            allowed = Path(scratch) / "allowed_signers"
+            allowed.write_text(f'gitsync namespaces="{SIGNATURE_NAMESPACE}" {self._public_key()}\n')
+            return _seal_of(line, allowed) is Seal.VERIFIED
+
+    def _public_key(self) -> str:
+        with self._lock:
+            if not self._public:
+                done = _keygen("-y", "-f", str(self._key))
+                key = " ".join(done.stdout.split()[:2])
+                if done.returncode != 0 or not key:
+                    problem = done.stderr.strip().splitlines()[-1:] or ["no public key"]
+                    raise TerminalError(f"{self._key}: cannot read the signing key's public key: {problem[0]}")
+                self._public = key
+            return self._public
 
     def __call__(self, line: str) -> str:
         done = _keygen("-Y", "sign", "-n", SIGNATURE_NAMESPACE, "-f", str(self._key), data=line)
@@ -259,7 +282,7 @@ class SshLedgerVerifier:
             known = self._seals.get(key)
         if known is not None:
             return known
-        seal = self._judge(entry.line)
+        seal = _seal_of(entry.line, self._allowed)
         with self._lock:
             first = key not in self._seals
             self._seals[key] = seal
@@ -267,22 +290,25 @@ class SshLedgerVerifier:
             self._report(entry, seal)
         return seal
 
-    def _judge(self, line: str) -> Seal:
-        try:
-            payload, signature = split_signature(line)
-        except ValueError:
-            return Seal.BAD
-        if not signature:
-            return Seal.UNSIGNED
-        with tempfile.TemporaryDirectory(prefix="gitsync-sig-") as scratch:
-            armored = Path(scratch) / "line.sig"
-            armored.write_text(f"{_ARMOR[0]}\n{signature}\n{_ARMOR[1]}\n")
-            found = _keygen("-Y", "find-principals", "-s", str(armored), "-f", str(self._allowed))
-            for principal in found.stdout.splitlines() if found.returncode == 0 else ():
-                checked = _keygen(
-                    "-Y", "verify", "-f", str(self._allowed), "-I", principal, "-n", SIGNATURE_NAMESPACE,
-                    "-s", str(armored), data=payload,
-                )  # fmt: skip
-                if checked.returncode == 0:
-                    return Seal.VERIFIED
+
+def _seal_of(line: str, allowed: Path) -> Seal:
+    """What the signature of ``line`` says against the allowed signers file ``allowed`` (two ``ssh-keygen``
+    runs: find-principals, then verify for each principal found)."""
+    try:
+        payload, signature = split_signature(line)
+    except ValueError:
         return Seal.BAD
+    if not signature:
+        return Seal.UNSIGNED
+    with tempfile.TemporaryDirectory(prefix="gitsync-sig-") as scratch:
+        armored = Path(scratch) / "line.sig"
+        armored.write_text(f"{_ARMOR[0]}\n{signature}\n{_ARMOR[1]}\n")
+        found = _keygen("-Y", "find-principals", "-s", str(armored), "-f", str(allowed))
+        for principal in found.stdout.splitlines() if found.returncode == 0 else ():
+            checked = _keygen(
+                "-Y", "verify", "-f", str(allowed), "-I", principal, "-n", SIGNATURE_NAMESPACE,
+                "-s", str(armored), data=payload,
+            )  # fmt: skip
+            if checked.returncode == 0:
+                return Seal.VERIFIED
+    return Seal.BAD

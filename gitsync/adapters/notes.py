@@ -10,24 +10,29 @@ Implements ``ports.Ledger`` in the agent's bare cache (``GitRepository.cache``) 
   added again, so a process killed between the append and the push leaves one line, pushed by the next call, and
   one killed after the push but before its status said so notes nothing twice;
 - the notes themselves are tiny blobs keyed by commit id: the noted commit need not be present locally;
-- with a ``sign`` function (the agent's ``repo.write.signingKeyFile``, ``gitsync.adapters.ledger_signature``)
-  each line it adds carries its signature as the last key (``gitsync.ledger.with_signature``), signed once,
-  when it is added; ``read`` returns every line (each entry keeps its text), what to trust is the reader's call.
+- with a ``sign`` signer (the agent's ``repo.write.signingKeyFile``, ``gitsync.adapters.ledger_signature``)
+  each line carries its signature as the last key (``gitsync.ledger.with_signature``), signed once, when the
+  line is made (``sign``: before the status may keep it, ``record.LedgerSink``); an entry that comes with its
+  line is written as that text only if its signature is this signer's own (``SshLineSigner.owns``), else it is
+  refused (``ForeignLineError``), never signed: a status anyone editing ConfigMaps in the environment's
+  namespace can change must not get a line signed; ``read`` returns every line (each entry keeps its text),
+  what to trust is the reader's call.
 """
 
 from __future__ import annotations
 
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 from gitsync import log as logging
 from gitsync.adapters.git import GitError
 from gitsync.adapters.gitwrite import ATTEMPTS, Identity, Run, Session, WriteAccessError
-from gitsync.ledger import NOTES_REF, LedgerEntry, parse_note, split_signature, with_signature
+from gitsync.adapters.ledger_signature import SshLineSigner
+from gitsync.ledger import NOTES_REF, ForeignLineError, LedgerEntry, parse_note, split_signature, with_signature
 
 __all__ = ["REMOTE_COPY", "NotesLedger"]
 
@@ -43,8 +48,8 @@ class _Ticket:
 
     sha: str
     entry: LedgerEntry
-    line: str = ""
-    """The line as written (signed when the ledger signs), made when it is first added."""
+    line: str
+    """The line as written (signed when the ledger signs)."""
     done: bool = False
     error: Exception | None = None
 
@@ -59,9 +64,9 @@ class NotesLedger:
         *,
         identity: Identity | None = None,
         attempts: int = ATTEMPTS,
-        sign: Callable[[str], str] | None = None,
+        sign: SshLineSigner | None = None,
     ) -> None:
-        """``sign``: the signature of a line (unsigned lines when None)."""
+        """``sign``: signs each line made and knows its own signature (unsigned lines when None)."""
         self._session = session
         self._sign = sign
         self._remote = remote
@@ -76,8 +81,9 @@ class NotesLedger:
         """Add ``entry`` to the note of ``sha`` and push it; returns once it is on the remote. Concurrent calls
         are written together (a group commit: one fetch, merge and push for all the lines waiting), so many
         app-envs finishing at once cost one push, not one each; each caller still returns only after its line
-        was pushed, or raises what the push raised."""
-        ticket = _Ticket(sha, entry)
+        was pushed, or raises what the push raised; ``ForeignLineError`` for a line made before that this ledger
+        will not write (``_line``)."""
+        ticket = _Ticket(sha, entry, self._line(entry))
         with self._waiting_lock:
             self._waiting.append(ticket)
         with self._writing:
@@ -112,7 +118,6 @@ class NotesLedger:
                     if ticket.entry.ending not in held:
                         held.add(ticket.entry.ending)
                         separator = "\n" if current and not current.endswith("\n") else ""
-                        ticket.line = ticket.line or self._line(ticket.entry)
                         notes[ticket.sha] = (path, current + separator + ticket.line + "\n")
                         changed.add(ticket.sha)
                 if changed:
@@ -129,11 +134,30 @@ class NotesLedger:
                         ) from None
         raise GitError(f"{NOTES_REF}: the remote's notes moved under each of {self._attempts} pushes; retrying later")
 
+    def sign(self, entry: LedgerEntry) -> LedgerEntry:
+        """``entry`` with its line made, signed now when this ledger signs (an entry that has its line already is
+        returned as it is)."""
+        if entry.line:
+            return entry
+        line = entry.to_line()
+        return replace(entry, line=with_signature(line, self._sign(line)) if self._sign is not None else line)
+
     def _line(self, entry: LedgerEntry) -> str:
-        # An entry kept from before (``Status.unnoted``) is written as the very line it was made as: parsing
-        # times back to floats would not always give the same milliseconds.
-        line = split_signature(entry.line)[0] if entry.line else entry.to_line()
-        return with_signature(line, self._sign(line)) if self._sign is not None else line
+        """The text ``entry`` is written as. An entry made before (kept in ``Status.unnoted``) is written as the
+        very line it was made as (parsing times back to floats would not always give the same milliseconds):
+        unsigned when this ledger does not sign; when it does, only if signed by this ledger's key, as is."""
+        if not entry.line:
+            return self.sign(entry).line
+        try:
+            line, signature = split_signature(entry.line)
+        except ValueError as e:
+            raise ForeignLineError(f"{entry.env}/{entry.app} at {entry.revision[:12]}: {e}") from None
+        if self._sign is None:
+            return line
+        if not signature or not self._sign.owns(entry.line):
+            what = "unsigned" if not signature else "not signed by this agent's key, or changed since"
+            raise ForeignLineError(f"{entry.env}/{entry.app} at {entry.revision[:12]}: the line is {what}")
+        return entry.line
 
     def _commit(self, run: Run, notes: list[tuple[str, str]], scratch: Path) -> None:
         """One commit on ``NOTES_REF`` writing each (path, text) of ``notes`` into the notes tree, as ``git notes

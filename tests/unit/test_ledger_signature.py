@@ -20,9 +20,11 @@ from gitsync.adapters.git import GitRepository
 from gitsync.adapters.gitwrite import Identity
 from gitsync.adapters.ledger_signature import SshLedgerVerifier, SshLineSigner
 from gitsync.adapters.notes import NotesLedger
+from gitsync.history import Status
 from gitsync.ledger import LedgerEntry, ReleaseOutcome, Seal, parse_note, with_signature
 from gitsync.model import AppEnv
 from gitsync.promotion import PromotionAction, Upstream
+from gitsync.record import LedgerSink
 from renderers.promotion import Pin, promoted_values, values_hash
 
 TAG = {"image": {"tag": "6.6.0"}}
@@ -512,3 +514,131 @@ def test_audit_with_allowed_signers_joins_the_change_approvals_from_a_signed_ups
     [prod] = rows
     assert prod["signature"] == "verified" and prod["promotedFrom"] == f"staging@{good}", prod
     assert (prod["changeApprovals"], prod["changeApprovedBy"]) == ("known", ["bob"]), prod
+
+
+class Kept:
+    """example-repo's podinfo released in staging, recorded by a ``LedgerSink`` whose ledger signs with the agent's
+    key (or not: ``key`` None), the status in a store anyone editing ConfigMaps in podinfo-staging could edit."""
+
+    def __init__(self, root: Path, key: Path | None) -> None:
+        from memstore import MemoryStore
+        from test_promotion_note import EXAMPLE
+
+        from gitsync.history import History
+        from renderers import render_app
+
+        self.root, self.key = root, key
+        self.server = Server(root / "repo")
+        files = {str(p.relative_to(EXAMPLE)): p.read_text() for p in EXAMPLE.rglob("*") if p.is_file()}
+        self.sha = self.server.commit(files, "podinfo 6.7.1")
+        self.rendered = render_app(self.server.work, "staging", "podinfo", revision=self.sha)
+        self.store = MemoryStore()
+        self.history = History(self.store)
+
+    def sink(self, name: str) -> LedgerSink:
+        cache = GitRepository(self.server.url, "main", self.root / name).cache
+        sign = SshLineSigner(self.key) if self.key else None
+        ledger = NotesLedger(cache, self.server.url, identity=Identity("gitsync", "gitsync@example.com"), sign=sign)
+        return LedgerSink(promotions(self.server, self.root, ledger)[0], self.history, self.store, retry_after=3600)
+
+    def status(self) -> Status:
+        return self.history.status(self.rendered.app_env, "podinfo-staging")
+
+    def edit_status(self, *unnoted: str) -> None:
+        """An app team edits its namespace's status ConfigMap: the release ran and is healthy, lines are kept."""
+        from dataclasses import replace
+
+        def change(s: Status) -> Status:
+            return replace(s, result="Succeeded", health="Healthy", last_applied_digest=self.rendered.digest,
+                           last_applied_revision=self.sha, release_revision=self.sha, unnoted=unnoted)  # fmt: skip
+
+        self.history.set_status(self.rendered.app_env, "podinfo-staging", change)
+
+    def reconcile(self, sink: LedgerSink) -> None:
+        """A no-op reconcile of the release that runs (it ends nothing): only the kept lines are written."""
+        from test_promotion_note import staging_release
+
+        from gitsync.history import Result
+
+        sink.write(staging_release(self.server.work, self.rendered, self.sha, Result.SUCCEEDED, previous=self.status()))
+
+    def notes(self) -> list[str]:
+        if not git(self.server.bare, "for-each-ref", "refs/notes/gitsync"):
+            return []
+        return git(self.server.bare, "notes", "--ref", "gitsync", "show", self.sha).splitlines()
+
+
+def kept_events(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    return [r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "ledger.unnoted_refused"]
+
+
+def test_a_line_kept_while_the_remote_was_away_is_signed_when_made_and_written_as_it_was(tmp_path: Path) -> None:
+    """The status keeps the line as the agent signed it when the release ended; the restarted agent writes that
+    very line, once, and an auditor with the allowed signers sees it verified."""
+    from dataclasses import replace
+
+    from test_promotion_note import staging_release
+
+    from gitsync.history import Result
+
+    lab = Lab(tmp_path / "keys-lab")
+    kept = Kept(tmp_path, lab.agent_key)
+    first = kept.sink("first")
+    away = kept.server.bare.rename(tmp_path / "away")
+    first.write(staging_release(kept.server.work, kept.rendered, kept.sha, Result.SUCCEEDED))
+    first.retries.close(0)  # killed
+    (line,) = kept.status().unnoted
+    assert '"sig":"' in line, "signed when made, before it was kept in the status"
+    away.rename(kept.server.bare)
+
+    second = kept.sink("second")
+    redone = replace(staging_release(kept.server.work, kept.rendered, kept.sha, Result.SUCCEEDED,
+                                     previous=kept.status()), finished_at=99.0)  # fmt: skip
+    second.write(redone)
+    second.write(redone)
+    assert kept.notes() == [line], "written once, byte for byte as it was signed"
+    assert kept.status().unnoted == ()
+    rows = audit_json(kept.server.work, "--allowed-signers", str(lab.allowed))
+    assert [(r["env"], r["outcome"], r["signature"]) for r in rows] == [("staging", "Succeeded", "verified")], rows
+
+
+@pytest.mark.parametrize("how", ["unsigned", "signed by mallory", "changed after the agent signed it"])
+def test_a_line_forged_into_the_status_is_never_signed_nor_written(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever may edit ConfigMaps in the environment's namespace puts a "staging Succeeded" line in the status:
+    the signing agent does not sign it (its signature would make prod trust it), drops it and says so."""
+    lab = Lab(tmp_path / "keys-lab")
+    kept = Kept(tmp_path, lab.agent_key)
+    forged = entry(revision=kept.sha, digest="sha256:forged", finished_at=T0).to_line()
+    if how == "signed by mallory":
+        forged = with_signature(forged, SshLineSigner(lab.mallory_key)(forged))
+    elif how == "changed after the agent signed it":
+        signed = with_signature(forged, SshLineSigner(lab.agent_key)(forged))
+        forged = signed.replace('"sha256:forged"', '"sha256:forged2"')
+    kept.edit_status(forged)
+    caplog.set_level("WARNING")
+    kept.reconcile(kept.sink("agent"))
+    assert kept.notes() == [], "nothing written"
+    assert kept.status().unnoted == (), "dropped from the status"
+    [event] = kept_events(caplog)
+    assert (event["app"], event["env"], event["revision"]) == ("podinfo", "staging", kept.sha), event
+
+
+@pytest.mark.parametrize("signing", [True, False])
+def test_a_kept_line_of_another_app_env_than_its_status_is_dropped(
+    tmp_path: Path, signing: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A line in podinfo's staging status for another app or environment (even one the agent signed, copied from
+    another status) is not written: it was never kept there by the agent."""
+    lab = Lab(tmp_path / "keys-lab")
+    kept = Kept(tmp_path, lab.agent_key if signing else None)
+    lines = [entry(revision=kept.sha, app="billing").to_line(), entry(revision=kept.sha, env="prod").to_line()]
+    if signing:
+        lines = [with_signature(line, SshLineSigner(lab.agent_key)(line)) for line in lines]
+    kept.edit_status(*lines)
+    caplog.set_level("WARNING")
+    kept.reconcile(kept.sink("agent"))
+    assert kept.notes() == []
+    assert kept.status().unnoted == ()
+    assert len(kept_events(caplog)) == 2
