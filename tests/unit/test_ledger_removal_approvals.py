@@ -14,12 +14,9 @@ from typing import Any
 import pytest
 from gitrepos import Server, git
 from memstore import MemoryStore
-from test_promotion_note import EXAMPLE, promotions, staging_release
+from test_promotion_note import notes_repository, promotions, staging_release
 
 from gitsync.adapters.forge import ForgeClient, approvers, merged_pull
-from gitsync.adapters.git import GitRepository
-from gitsync.adapters.gitwrite import Identity
-from gitsync.adapters.notes import NotesLedger
 from gitsync.audit import audit_rows, inconsistencies, running_at
 from gitsync.errors import TransientError
 from gitsync.history import History, Result, Status
@@ -139,19 +136,11 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def repository(tmp_path: Path) -> tuple[Server, str, NotesLedger]:
-    server = Server(tmp_path / "repo")
-    files = {str(p.relative_to(EXAMPLE)): p.read_text() for p in EXAMPLE.rglob("*") if p.is_file()}
-    sha = server.commit(files, "podinfo 6.7.1")
-    cache = GitRepository(server.url, "main", tmp_path / "cache").cache
-    return server, sha, NotesLedger(cache, server.url, identity=Identity("gitsync", "gitsync@example.com"))
-
-
 MERGED = "Merge pull request 'podinfo 6.7.1' (#7) from feature into main"
 
 
 def released(tmp_path: Path, forge: object, message: str) -> LedgerEntry:
-    server, sha, ledger = repository(tmp_path)
+    server, sha, ledger = notes_repository(tmp_path)
     stage, _ = promotions(server, tmp_path, ledger)
     store = MemoryStore()
     rendered = render_app(server.work, "staging", "podinfo", revision=sha)
@@ -205,7 +194,7 @@ class Hung:
 
 def test_a_forge_that_does_not_answer_is_waited_on_once_not_once_per_line(tmp_path: Path) -> None:
     """A reconcile writing two lines (a Superseded one and its own) while the forge hangs waits one timeout."""
-    server, first, ledger = repository(tmp_path)
+    server, first, ledger = notes_repository(tmp_path)
     stage, _ = promotions(server, tmp_path, ledger)
     later = server.commit({"README.md": "later\n"}, "Docs only")
     store = MemoryStore()
@@ -229,7 +218,7 @@ def test_a_release_a_later_commit_carried_on_records_who_approved_its_own_pull_r
     """The release ends (healthy) only at a later commit that renders it the same (a README change): the line is
     on the commit that brought the release, and the forge is asked about that one, though its message (merged by
     rebase) names no pull request and the reconcile's own message is another."""
-    server, first, ledger = repository(tmp_path)
+    server, first, ledger = notes_repository(tmp_path)
     stage, _ = promotions(server, tmp_path, ledger)
     later = server.commit({"README.md": "later\n"}, "Docs only")
     store = MemoryStore()
@@ -257,7 +246,7 @@ def removal(at: str, previous: Status, started: float = 20.0) -> ReconcileResult
 
 
 def test_a_removed_app_is_noted_once_on_its_last_release_and_audit_stops_listing_it_after(tmp_path: Path) -> None:
-    server, first, ledger = repository(tmp_path)
+    server, first, ledger = notes_repository(tmp_path)
     stage, _ = promotions(server, tmp_path, ledger)
     store = MemoryStore()
     history = History(store)

@@ -204,19 +204,26 @@ def test_audit_reports_what_an_edited_ledger_leaves_behind(scenario: Scenario) -
     ), out
 
 
-def test_audit_reads_a_promotion_merged_as_a_pull_request_from_its_merged_head(scenario: Scenario) -> None:
-    """In pull-request mode prod's release is noted on the forge's merge commit, which carries no trailers."""
+def promote_through_pull_request_5(scenario: Scenario, good: str) -> None:
+    """``gitsync promote`` on the review branch, merged into main as pull request #5 (no trailers on the merge)."""
     server = scenario.server
-    good = server.commit(CHART, "podinfo 6.6.0 (#4)")
-    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
     git(server.work, "checkout", "-q", "-b", "gitsync/promote/prod/podinfo")
     code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", good)
     assert code == 0, out
     git(server.work, "checkout", "-q", "main")
     git(server.work, "merge", "-q", "--no-ff", "-m", "Merge pull request #5 from gitsync/promote/prod/podinfo", "-")
     git(server.work, "push", "-q", "origin", "main")
+
+
+def test_audit_reads_a_promotion_merged_as_a_pull_request_from_its_merged_head(scenario: Scenario) -> None:
+    """In pull-request mode prod's release is noted on the forge's merge commit, which carries no trailers."""
+    server = scenario.server
+    good = server.commit(CHART, "podinfo 6.6.0 (#4)")
+    scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0")
+    promote_through_pull_request_5(scenario, good)
     scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 100, "6.6.0", pinned=good)
     code, out = scenario.cli("audit", "--env", "prod", "-o", "json")
+    assert code == 0, out
     [row] = json.loads(out)
     assert (row["pullRequest"], row["promotedFrom"], row["changePullRequest"]) == (5, f"staging@{good}", 4), row
     assert row["evidence"].startswith("Succeeded") and row["promotionCommit"] == "", row
@@ -231,12 +238,7 @@ def test_audit_shows_who_approved_the_change_a_promotion_carried_beside_who_appr
     good = server.commit(CHART, "podinfo 6.6.0 (#4)")
     scenario.release(good, "staging", ReleaseOutcome.SUCCEEDED, T0, "6.6.0",
                      approvals=Approvals.KNOWN, approved_by=("bob", "carol"))  # fmt: skip
-    git(server.work, "checkout", "-q", "-b", "gitsync/promote/prod/podinfo")
-    code, out = scenario.cli("promote", "--env", "prod", "--app", "podinfo", "--revision", good)
-    assert code == 0, out
-    git(server.work, "checkout", "-q", "main")
-    git(server.work, "merge", "-q", "--no-ff", "-m", "Merge pull request #5 from gitsync/promote/prod/podinfo", "-")
-    git(server.work, "push", "-q", "origin", "main")
+    promote_through_pull_request_5(scenario, good)
     scenario.release(server.head(), "prod", ReleaseOutcome.SUCCEEDED, T0 + 100, "6.6.0", pinned=good,
                      approvals=Approvals.KNOWN, approved_by=("dave",))  # fmt: skip
 
@@ -248,7 +250,7 @@ def test_audit_shows_who_approved_the_change_a_promotion_carried_beside_who_appr
     code, out = scenario.cli("audit", "--env", "prod")
     assert "change: bob, carol; promotion: dave" in " ".join(out.split()), out
     code, out = scenario.cli("audit", "--env", "prod", "-o", "csv")
-    assert ",dave,promotion" not in out and ",known,bob; carol," in out, out
+    assert code == 0 and ",dave,promotion" not in out and ",known,bob; carol," in out, out
 
 
 def test_audit_credits_a_merged_promotion_pull_request_with_its_evidence(scenario: Scenario) -> None:

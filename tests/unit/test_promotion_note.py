@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 from gitrepos import Server, git
 
+from gitsync.adapters.git import GitRepository
+from gitsync.adapters.gitwrite import Identity
+from gitsync.adapters.notes import NotesLedger
 from gitsync.health import Health
 from gitsync.history import Result
 from gitsync.ledger import LedgerEntry, ReleaseOutcome
@@ -145,6 +148,15 @@ def test_the_values_hash_noted_is_the_one_the_guard_computes_for_the_pin(tmp_pat
 EXAMPLE = Path(__file__).resolve().parents[2] / "example-repo"
 
 
+def notes_repository(tmp_path: Path) -> tuple[Server, str, NotesLedger]:
+    """A remote holding the example repository in one commit, and the notes ledger of an agent's clone of it."""
+    server = Server(tmp_path / "repo")
+    files = {str(p.relative_to(EXAMPLE)): p.read_text() for p in EXAMPLE.rglob("*") if p.is_file()}
+    sha = server.commit(files, "podinfo 6.7.1")
+    cache = GitRepository(server.url, "main", tmp_path / "cache").cache
+    return server, sha, NotesLedger(cache, server.url, identity=Identity("gitsync", "gitsync@example.com"))
+
+
 def staging_release(work: Path, rendered: RenderedApp, sha: str, outcome: Result, **extra: Any) -> ReconcileResult:
     """A release of example-repo's podinfo in staging at ``sha``, as the reconcile hands it to the sinks."""
     return ReconcileResult(
@@ -203,18 +215,11 @@ def test_a_ledger_line_the_remote_did_not_take_is_written_once_it_is_back(tmp_pa
     without a retry the release would never be noted, and prod would never be offered it."""
     from memstore import MemoryStore
 
-    from gitsync.adapters.git import GitRepository
-    from gitsync.adapters.gitwrite import Identity
-    from gitsync.adapters.notes import NotesLedger
     from gitsync.history import History
     from gitsync.record import LedgerSink
     from renderers import render_app
 
-    server = Server(tmp_path / "repo")
-    files = {str(p.relative_to(EXAMPLE)): p.read_text() for p in EXAMPLE.rglob("*") if p.is_file()}
-    sha = server.commit(files, "podinfo 6.7.1")
-    cache = GitRepository(server.url, "main", tmp_path / "cache").cache
-    ledger = NotesLedger(cache, server.url, identity=Identity("gitsync", "gitsync@example.com"))
+    server, sha, ledger = notes_repository(tmp_path)
     stage, _ = promotions(server, tmp_path, ledger)
     rendered = render_app(server.work, "staging", "podinfo", revision=sha)
     store = MemoryStore()
@@ -242,9 +247,6 @@ def test_a_line_kept_for_a_remote_that_was_away_is_written_once_by_a_restarted_a
 
     from memstore import MemoryStore
 
-    from gitsync.adapters.git import GitRepository
-    from gitsync.adapters.gitwrite import Identity
-    from gitsync.adapters.notes import NotesLedger
     from gitsync.history import History
     from gitsync.record import LedgerSink
     from renderers import render_app
@@ -324,18 +326,11 @@ def test_a_kept_line_the_remote_refuses_once_back_is_let_go_not_kept_in_the_stat
     reconcile would never write it either, as this agent believes its queue still holds it)."""
     from memstore import MemoryStore
 
-    from gitsync.adapters.git import GitRepository
-    from gitsync.adapters.gitwrite import Identity
-    from gitsync.adapters.notes import NotesLedger
     from gitsync.history import History
     from gitsync.record import LedgerSink
     from renderers import render_app
 
-    server = Server(tmp_path / "repo")
-    files = {str(p.relative_to(EXAMPLE)): p.read_text() for p in EXAMPLE.rglob("*") if p.is_file()}
-    sha = server.commit(files, "podinfo 6.7.1")
-    cache = GitRepository(server.url, "main", tmp_path / "cache").cache
-    ledger = NotesLedger(cache, server.url, identity=Identity("gitsync", "gitsync@example.com"))
+    server, sha, ledger = notes_repository(tmp_path)
     stage, _ = promotions(server, tmp_path, ledger)
     rendered = render_app(server.work, "staging", "podinfo", revision=sha)
     store = MemoryStore()
