@@ -178,9 +178,19 @@ def reconcile(stages: Stages, request: Request) -> ReconcileResult:
     unnoted = result.previous is not None and bool(result.previous.unnoted)
     if request.apply and (result.kind is not Kind.UP_TO_DATE or result.promotion_line is not None or unnoted):
         stages.recorder.record(result)
-        if result.kind is Kind.REMOVED:
-            removal.forget(stages.store, result.key, result.namespace)
+    if request.apply and result.kind in (Kind.REMOVED, Kind.UP_TO_DATE) and result.target and result.target.removed:
+        _forget(stages, result)
     return result
+
+
+def _forget(stages: Stages, result: ReconcileResult) -> None:
+    """Drop a recorded removal's state, keeping its inventory while the status keeps its ledger lines. A status
+    that cannot be read counts as keeping them: the removal is found and done again, which writes nothing twice."""
+    try:
+        kept = bool(stages.status.status(result.key, result.namespace).unnoted)
+    except GitsyncError:
+        kept = True
+    removal.forget(stages.store, result.key, result.namespace, lines_kept=kept)
 
 
 class _Line:
@@ -451,6 +461,10 @@ class _Line:
         key = self.r.key
         before = inventories.load(self.s.store, key, target.namespace)
         self.previous = self.s.status.status(key, target.namespace)
+        if self.previous.result == Result.REMOVED.value and not before.objects:
+            # Removed and recorded; the emptied inventory stayed for a ledger line the status keeps (or the agent
+            # was killed before dropping it): only the kept lines are written (see ``reconcile``), then it goes.
+            return self.result(Kind.UP_TO_DATE)
         if not target.prune:
             return self.result(Kind.ORPHANED, outcome=Result.ORPHANED, kept=len(before.objects))
         t0 = time.monotonic()

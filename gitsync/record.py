@@ -359,10 +359,10 @@ class LedgerSink:
             queued = set(self._queued.values())
         held = tuple(entry for entry in held if _ending(entry) not in queued)
         if held or entries or refused:
-            self._append(r.key, r.namespace, held, entries, keep=r.kind is not Kind.REMOVED, tidy=bool(refused))
+            self._append(r.key, r.namespace, held, entries, tidy=bool(refused))
 
     def _later(self, r: ReconcileResult) -> None:
-        self._append(r.key, r.namespace, (), self._entries(r), keep=r.kind is not Kind.REMOVED)
+        self._append(r.key, r.namespace, (), self._entries(r))
 
     def _append(
         self,
@@ -371,7 +371,6 @@ class LedgerSink:
         held: Sequence[LedgerEntry],
         entries: Sequence[LedgerEntry],
         *,
-        keep: bool,
         tidy: bool = False,
     ) -> None:
         """Write the lines ``held`` in the status (a restarted agent's, or another replica's) and this reconcile's.
@@ -402,14 +401,14 @@ class LedgerSink:
                 log.warning("ledger.write_failed", revision=entry.revision, error=str(e))
                 written.append(entry)
         if pending or tidy or any(e in held for e in written):
-            self._mark(key, namespace, written, pending if keep else ())
+            self._mark(key, namespace, written, pending)
         for entry in pending:
             queue_key = f"{key}@{entry.revision}:{entry.outcome.value}"
             with self._queued_lock:
                 self._queued[queue_key] = _ending(entry)
-            self.retries.put(queue_key, functools.partial(self._retry, queue_key, key, namespace, entry, keep=keep))
+            self.retries.put(queue_key, functools.partial(self._retry, queue_key, key, namespace, entry))
 
-    def _retry(self, queue_key: str, key: AppEnv, namespace: str, entry: LedgerEntry, *, keep: bool) -> None:
+    def _retry(self, queue_key: str, key: AppEnv, namespace: str, entry: LedgerEntry) -> None:
         """One kept line, in the background: written, then taken out of the status. Refused (a read-only remote,
         a hook) it is let go as in ``_append`` (the queue logs it and does not call again): out of the status and
         of ``_queued`` too, or every reconcile would record for it and none would write it."""
@@ -418,13 +417,12 @@ class LedgerSink:
         except TransientError:
             raise  # the queue calls again
         except GitsyncError:
-            self._settle(queue_key, key, namespace, entry, keep=keep)
+            self._settle(queue_key, key, namespace, entry)
             raise
-        self._settle(queue_key, key, namespace, entry, keep=keep)
+        self._settle(queue_key, key, namespace, entry)
 
-    def _settle(self, queue_key: str, key: AppEnv, namespace: str, entry: LedgerEntry, *, keep: bool) -> None:
-        if keep:
-            self._mark(key, namespace, (entry,), ())
+    def _settle(self, queue_key: str, key: AppEnv, namespace: str, entry: LedgerEntry) -> None:
+        self._mark(key, namespace, (entry,), ())
         self._unqueue(queue_key)
 
     def _unqueue(self, queue_key: str) -> None:

@@ -5,7 +5,8 @@ Which apps left (``inventory.departed``) is read from the cluster, the same way 
 namespace and whose app ``env.yaml`` no longer lists. Each one's whole inventory goes through the one prune stage
 (``sync_app`` of nothing, with an empty render allowed), so every guard holds: reverse apply order,
 ``gitsync.dev/prune: "false"`` kept, failed deletions kept and retried. Its rollout state and inventory are dropped
-only after the removal is recorded; status and history stay.
+only after the removal is recorded (the inventory only once no ledger line of it waits in the status for the
+Git remote: ``forget``); status and history stay.
 """
 
 from __future__ import annotations
@@ -70,8 +71,12 @@ class _Emptied:
     pin: None = None
 
 
-def forget(store: StateStore, key: AppEnv, namespace: str) -> None:
+def forget(store: StateStore, key: AppEnv, namespace: str, *, lines_kept: bool) -> None:
     """Drop a removed app's rollout state and inventory (last); its status (now ``Removed``) and history stay, so
-    ``gitsync history`` still lists the app and auditors can read what ran."""
-    for part in (ROLLOUT_PART, inventories.PART):
-        store.delete(key, namespace, part)
+    ``gitsync history`` still lists the app and auditors can read what ran. While the status keeps ledger lines
+    the Git remote did not take (``lines_kept``: its ``Removed`` line), the emptied inventory stays: it is what
+    makes the app-env a departed one (``inventory.departed``), so an agent restarted before the remote is back
+    removes it again, which writes the kept line and then drops the inventory."""
+    store.delete(key, namespace, ROLLOUT_PART)
+    if not lines_kept:
+        store.delete(key, namespace, inventories.PART)

@@ -60,8 +60,8 @@ def assert_recorded_once(core: client.CoreV1Api, namespace: str, revision: str, 
     assert len(objects) == len(set(objects)), "an object twice in the inventory"
 
 
-def extras(core: client.CoreV1Api, namespace: str) -> set[str]:
-    listed = core.list_namespaced_config_map(namespace, label_selector="gitsync.dev/app=podinfo").items
+def extras(core: client.CoreV1Api, namespace: str, app: str = "podinfo") -> set[str]:
+    listed = core.list_namespaced_config_map(namespace, label_selector=f"gitsync.dev/app={app}").items
     return {c.metadata.name for c in listed if c.metadata.name.startswith("extra-")}
 
 
@@ -190,6 +190,53 @@ def test_kill_9_after_noting_a_removal_and_a_later_commit_leave_one_removed_line
     rows = json.loads(subprocess.run(audit, capture_output=True, text=True, timeout=60, check=True).stdout)
     removed = [r["removalCommit"] for r in rows if r["app"] == "podtwo" and r["outcome"] == "Removed"]
     assert removed == [removal], rows
+
+
+def test_kill_9_while_the_remote_is_away_keeps_the_removed_line_and_a_new_agent_writes_it_once(
+    agents: Agents, upstream: Upstream, namespace: str, core: client.CoreV1Api
+) -> None:
+    """The Git remote goes away while a removed app is being pruned, so its ``Removed`` line cannot be pushed, and
+    the agent is killed before the remote is back. The line waits in the app's status; the new agent removes the
+    app again once the remote is back: the line is written once, the app stays removed, its state goes."""
+    upstream.add_app("podtwo")
+    upstream.commit("Forty more objects", {"apps/podtwo/templates/extra.yaml": MANY})
+    first = agents.start(pollInterval="1s")
+    wait_for("forty objects live", lambda: len(extras(core, namespace, "podtwo")) == EXTRAS, 60)
+    removal = upstream.set_environment("Remove podtwo from staging", apps=["podinfo"])
+
+    def pruning() -> bool:
+        return any(x["action"] == "deleted" and "/extra-" in x["object"] for x in first.logs("prune.object"))
+
+    wait_for("podtwo being pruned", pruning, 60, 0.005)
+    away = upstream.bare.with_name("moved.git")
+    shutil.move(upstream.bare, away)
+    wait_for("the Removed line kept", lambda: [x for x in first.logs("ledger.unnoted") if x.get("app") == "podtwo"], 60)
+    first.kill(signal.SIGKILL)
+    [kept] = status_of(core, namespace, "podtwo")["unnoted"]
+    assert json.loads(kept)["outcome"] == "Removed" and json.loads(kept)["removalCommit"] == removal
+    inventory = core.read_namespaced_config_map("gitsync.podtwo.staging.inventory", namespace).data
+    assert json.loads(inventory["inventory.json"])["objects"] == [], "emptied, kept for the line"
+
+    shutil.move(away, upstream.bare)
+    second = restart(agents, pollInterval="1s")
+    wait_for("the kept line written", lambda: status_of(core, namespace, "podtwo").get("unnoted") == [], 60)
+    wait_for(
+        "podtwo's inventory dropped", lambda: "gitsync.podtwo.staging.inventory" not in state_maps(core, namespace), 30
+    )
+    status = status_of(core, namespace, "podtwo")
+    assert status["result"] == "Removed", "still removed, not brought back"
+    assert extras(core, namespace, "podtwo") == set(), "podtwo's objects stay deleted"
+    assert not second.logs("app.removed"), "removed once: the new agent only wrote the kept line"
+    notes = git(upstream.bare, "notes", "--ref=gitsync", "list").splitlines()
+    lines = [
+        line for n in notes for line in git(upstream.bare, "notes", "--ref=gitsync", "show", n.split()[1]).splitlines()
+    ]
+    removed = [json.loads(line) for line in lines if '"app":"podtwo"' in line and '"outcome":"Removed"' in line]
+    assert [r["removalCommit"] for r in removed] == [removal], "one Removed line"
+
+
+def state_maps(core: client.CoreV1Api, namespace: str) -> set[str]:
+    return {m.metadata.name for m in core.list_namespaced_config_map(namespace).items}
 
 
 def test_an_unreachable_remote_is_one_line_and_the_next_push_after_it_is_live(

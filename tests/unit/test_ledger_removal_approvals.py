@@ -16,7 +16,12 @@ from gitrepos import Server, git
 from memstore import MemoryStore
 from test_promotion_note import notes_repository, promotions, staging_release
 
+from gitsync import inventory as inventories
+from gitsync import removal as removals
 from gitsync.adapters.forge import ForgeClient, approvers, merged_pull
+from gitsync.adapters.git import GitRepository
+from gitsync.adapters.gitwrite import Identity
+from gitsync.adapters.notes import NotesLedger
 from gitsync.audit import audit_rows, inconsistencies, running_at
 from gitsync.errors import TransientError
 from gitsync.history import History, Result, Status
@@ -294,6 +299,51 @@ def test_a_removed_app_is_noted_once_on_its_last_release_and_audit_stops_listing
     assert [e.outcome for e in notes[back]] == [ReleaseOutcome.SUCCEEDED]
     rows = audit_rows(notes, _commits(server, {first, dropped, back}))
     assert [r.commit for r in running_at(rows)] == [back]
+
+
+def test_a_removed_line_the_remote_did_not_take_outlives_a_kill_and_is_written_once_after(tmp_path: Path) -> None:
+    """The remote is away when the app is removed and the agent is killed before it is back: the ``Removed`` line
+    waits in the status, and the emptied inventory stays so the next agent finds the app departed again; its
+    removal, done again (the status says Removed: only the kept line is left), writes the line once, and only
+    then is the inventory dropped."""
+    server, first, _ = notes_repository(tmp_path)
+    store = MemoryStore()
+    history = History(store)
+    rendered = render_app(server.work, "staging", "podinfo", revision=first)
+    running = Status("podinfo", "staging", first, rendered.digest, first, first, result=Result.SUCCEEDED.value)
+    history.set_status(KEY, "podinfo-staging", lambda _: running)
+    store.save(KEY, "podinfo-staging", inventories.PART, {"objects": []}, "")  # emptied by the prune
+    env = (server.work / "environments/staging/env.yaml").read_text()
+    dropped = server.commit({"environments/staging/env.yaml": env.replace("- podinfo", "- other")}, "Remove podinfo")
+
+    def agent(name: str) -> tuple[LedgerSink, NotesLedger]:
+        ledger = NotesLedger(
+            GitRepository(server.url, "main", tmp_path / name).cache, server.url, identity=Identity("g", "g@x")
+        )
+        return LedgerSink(promotions(server, tmp_path, ledger)[0], history, store, retry_after=3600), ledger
+
+    killed, _ = agent("first")
+    away = server.bare.rename(tmp_path / "away")
+    killed.write(removal(dropped, running))
+    StatusSink(history).write(removal(dropped, running))
+    killed.retries.close(0)  # killed: its background retry is gone with it
+    status = history.status(KEY, "podinfo-staging")
+    [kept] = status.unnoted
+    assert status.result == Result.REMOVED.value and json.loads(kept)["outcome"] == "Removed"
+    removals.forget(store, KEY, "podinfo-staging", lines_kept=bool(status.unnoted))
+    assert inventories.departed(store, "staging", "podinfo-staging", ["other"]) == {KEY}, "found again"
+
+    away.rename(server.bare)
+    second, ledger = agent("second")
+    again = replace(removal(dropped, status, started=60.0), kind=Kind.UP_TO_DATE, outcome=None)
+    second.write(again)
+    second.write(again)  # a status read before the line was written: the ledger keeps one line
+    [line] = [e for e in ledger.read()[first] if e.outcome is ReleaseOutcome.REMOVED]
+    assert line.to_line() == kept and line.removal_commit == dropped, "written as it was made"
+    status = history.status(KEY, "podinfo-staging")
+    assert status.unnoted == () and status.result == Result.REMOVED.value
+    removals.forget(store, KEY, "podinfo-staging", lines_kept=bool(status.unnoted))
+    assert inventories.departed(store, "staging", "podinfo-staging", ["other"]) == frozenset(), "and then gone"
 
 
 def _commits(server: Server, shas: set[str]) -> dict[str, Any]:
