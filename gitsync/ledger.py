@@ -32,11 +32,13 @@ __all__ = [
     "SIGNATURE_NAMESPACE",
     "AnalysisResult",
     "Approvals",
+    "ForeignLineError",
     "LedgerEntry",
     "ReleaseContent",
     "ReleaseOutcome",
     "Seal",
     "SignersError",
+    "parse_line",
     "parse_note",
     "split_signature",
     "with_signature",
@@ -284,14 +286,20 @@ def parse_note(text: str, report: Callable[[str], None] | None = None) -> tuple[
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
-            if not isinstance(raw, dict):
-                raise ValueError("not a JSON object")
-            entries.append(LedgerEntry.from_json(raw, line=line))
+            entries.append(parse_line(line))
         except (ValueError, KeyError, TypeError) as e:
             if report is not None:
                 report(f"line {number}: not a ledger entry: {e}")
     return tuple(entries)
+
+
+def parse_line(line: str) -> LedgerEntry:
+    """The entry of one note line, which it keeps as its ``line``; ``ValueError``, ``KeyError`` or ``TypeError``
+    when the line is not a ledger entry."""
+    raw = json.loads(line)
+    if not isinstance(raw, dict):
+        raise ValueError("not a JSON object")
+    return LedgerEntry.from_json(raw, line=line)
 
 
 def with_signature(line: str, signature: str) -> str:

@@ -14,7 +14,8 @@
   commit on the tracked branch (auto) or on ``gitsync/promote/<env>/<app>`` (pull-request; merging it promotes);
   ``manual`` only reports the candidate. When a rollout of a pinned app aborts, a commit puts the previous verified
   pin back (``Gitsync-Rollback-Of``), by the same mode, so Git again says what runs.
-- ``Promotions.note`` (the record sink's helper): the ledger line of a finished release.
+- ``Promotions.entry`` and ``append`` (the record sink's helpers): the ledger line of a finished release, made,
+  then written.
 
 Exactly once: every commit carries identifying trailers and the writer (``ports.GitWriter``) returns an existing
 commit with them instead of writing again, so a killed agent, a retry or two replicas give one commit.
@@ -491,12 +492,6 @@ class Promotions:
         self._ledger.append(entry.revision, entry)
         log.info("ledger.noted", app=entry.app, env=entry.env, revision=entry.revision, outcome=entry.outcome.value)
 
-    def note(self, key: AppEnv, deployed: str, digest: str, outcome: Result, *args: Any, **kwargs: Any) -> None:
-        """``entry`` then ``append``, for a caller that keeps nothing for later."""
-        entry = self.entry(key, deployed, digest, outcome, *args, **kwargs)
-        if entry is not None:
-            self.append(entry)
-
     def _content(
         self,
         key: AppEnv,
@@ -507,7 +502,7 @@ class Promotions:
         pin_revision: str,
         paths_at: str,
     ) -> ReleaseContent:
-        """What a receiving environment would pin of the release at ``deployed`` (see ``note``)."""
+        """What a receiving environment would pin of the release at ``deployed`` (see ``entry``)."""
         from renderers.promotion import promoted_values
 
         if not pin_revision and ended is LedgerOutcome.SUPERSEDED:

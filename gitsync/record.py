@@ -37,7 +37,7 @@ from gitsync.events import EventSink as Events
 from gitsync.events import Reason
 from gitsync.forge_queue import ForgeQueue
 from gitsync.history import History, Release, Result, Status, first_line
-from gitsync.ledger import AnalysisResult, Approvals, ForeignLineError, LedgerEntry
+from gitsync.ledger import AnalysisResult, Approvals, ForeignLineError, LedgerEntry, parse_line
 from gitsync.metrics import observe_reconcile
 from gitsync.model import ANNOTATION_PRUNE, AppEnv, HealthStatus, SyncAction, SyncState
 from gitsync.notify import Notifier, notices
@@ -605,13 +605,11 @@ def _held(status: Status | None) -> tuple[tuple[LedgerEntry, ...], tuple[tuple[s
     status of its own app-env: any other was put there by someone else)."""
     entries: list[LedgerEntry] = []
     refused: list[tuple[str, str]] = []
-    for line in status.unnoted if status is not None else ():
-        assert status is not None
+    if status is None:
+        return (), ()
+    for line in status.unnoted:
         try:
-            raw = json.loads(line)
-            if not isinstance(raw, dict):
-                raise ValueError("not a JSON object")
-            entry = LedgerEntry.from_json(raw, line=line)
+            entry = parse_line(line)
         except (ValueError, KeyError, TypeError) as e:
             refused.append((line, f"not a ledger line: {e}"))
             continue

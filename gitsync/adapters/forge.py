@@ -185,15 +185,14 @@ class ForgeClient:
         found = self._open_pull(head, base)
         if found is None:
             return None
-        if self.kind is ForgeKind.GITLAB:
-            number, url, path = int(found["iid"]), str(found.get("web_url", "")), f"{self._project}/merge_requests"
-            self._call("POST", self._comments_path(number), {"body": comment})
-            self._call("PUT", f"{path}/{number}", {"state_event": "close"})
+        gitlab = self.kind is ForgeKind.GITLAB
+        number = int(found["iid" if gitlab else "number"])
+        self._call("POST", self._comments_path(number), {"body": comment})
+        if gitlab:
+            self._call("PUT", f"{self._project}/merge_requests/{number}", {"state_event": "close"})
         else:
-            number, url = int(found["number"]), str(found.get("html_url", ""))
-            self._call("POST", self._comments_path(number), {"body": comment})
             self._call("PATCH", f"repos/{self.repo}/pulls/{number}", {"state": "closed"})
-        return PullRequest(number, url, head, base)
+        return PullRequest(number, str(found.get("web_url" if gitlab else "html_url", "")), head, base)
 
     def approvers(self, number: int) -> tuple[str, ...]:
         if self.kind is ForgeKind.GITLAB:

@@ -107,7 +107,7 @@ class Clone:
         seal = self._seal
         if seal is None:
             return ""
-        skipped = [seal(e).value for _, e in self._lines(env, app) if seal(e) is not Seal.VERIFIED]
+        skipped = [kind.value for kind in (seal(e) for _, e in self._lines(env, app)) if kind is not Seal.VERIFIED]
         if not skipped:
             return ""
         kinds = ", ".join(f"{skipped.count(kind)} {kind}" for kind in sorted(set(skipped)))

@@ -235,10 +235,12 @@ def test_an_agent_configured_with_both_files_signs_its_lines_and_promotes_from_t
     repo = GitRepository(config.repo.url, config.repo.branch, lab.root / "caches" / "run", verify=config.repo.verify)
     repo.fetch()
     stage = compose(config, repo, MemoryStore(), ledger_verifier(config))
-    stage.note(
+    entry = stage.entry(
         AppEnv("podinfo", "staging"), lab.sha, "sha256:d", Result.SUCCEEDED, T0 - 60, T0,
         promoted_paths=("image.tag",), values=TAG,
     )  # fmt: skip
+    assert entry is not None
+    stage.append(entry)
     [line] = lab.note()
     assert '"sig":"' in line
     step = stage.step(AppEnv("podinfo", "prod"), PROD, lab.root, None, None, None, T0 + 600)

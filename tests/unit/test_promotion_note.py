@@ -65,6 +65,13 @@ def promotions(server: Server, tmp_path: Path, ledger: object = None, **options:
     return stage, notes
 
 
+def note(stage: Promotions, *args: Any, **kwargs: Any) -> None:
+    """The line ``stage`` makes of a release (``Promotions.entry``), written to its ledger (``Promotions.append``)."""
+    entry = stage.entry(*args, **kwargs)
+    if entry is not None:
+        stage.append(entry)
+
+
 def test_a_superseded_release_is_noted_with_the_chart_tree_of_its_own_commit(tmp_path: Path) -> None:
     server = Server(tmp_path / "repo")
     old = server.commit({"apps/ingress/deploy.yaml": "kind: ConfigMap # 1\n"}, "one")
@@ -72,7 +79,7 @@ def test_a_superseded_release_is_noted_with_the_chart_tree_of_its_own_commit(tmp
     stage, notes = promotions(server, tmp_path)
     key = AppEnv("ingress", "staging")
     # The reconcile that rendered NEW notes OLD as Superseded: the line is of OLD, read at OLD.
-    stage.note(key, old, "sha256:d1", Result.SUPERSEDED, 0.0, 10.0, promoted_paths=(), values={})
+    note(stage, key, old, "sha256:d1", Result.SUPERSEDED, 0.0, 10.0, promoted_paths=(), values={})
     (line,) = notes.notes[old]
     assert line.chart_tree == git(server.work, "rev-parse", f"{old}:apps/ingress")
     assert line.chart_tree != git(server.work, "rev-parse", f"{new}:apps/ingress")
@@ -83,8 +90,16 @@ def test_promoted_values_that_cannot_be_taken_are_never_noted_as_no_values(tmp_p
     sha = server.commit({"apps/web/values.yaml": "image: nginx\n"}, "one")
     stage, notes = promotions(server, tmp_path)
     key = AppEnv("web", "staging")
-    stage.note(
-        key, sha, "sha256:d", Result.SUCCEEDED, 0.0, 10.0, promoted_paths=("image.tag",), values={"image": "nginx"}
+    note(
+        stage,
+        key,
+        sha,
+        "sha256:d",
+        Result.SUCCEEDED,
+        0.0,
+        10.0,
+        promoted_paths=("image.tag",),
+        values={"image": "nginx"},
     )
     (line,) = notes.notes[sha]
     assert line.outcome is ReleaseOutcome.SUCCEEDED
@@ -112,7 +127,8 @@ def test_the_warning_of_values_that_cannot_be_taken_names_the_env_yaml_line_list
     )
     stage, notes = promotions(server, tmp_path)
     caplog.set_level("WARNING")
-    stage.note(
+    note(
+        stage,
         AppEnv("web", env), sha, "sha256:d", Result.SUCCEEDED, 0.0, 10.0,
         promoted_paths=("replicas", "image.tag"), values={"image": "nginx"}, paths_at=sha,
     )  # fmt: skip
@@ -130,7 +146,8 @@ def test_the_values_hash_noted_is_the_one_the_guard_computes_for_the_pin(tmp_pat
     stage, notes = promotions(server, tmp_path)
     paths = ("image.tag", "controller.image.tag")
     for app, values in (("web", {"image": {"tag": "1.1"}, "replicas": 2}), ("ksm", {})):
-        stage.note(
+        note(
+            stage,
             AppEnv(app, "staging"),
             sha,
             "sha256:d",
