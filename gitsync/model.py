@@ -126,9 +126,10 @@ class AppEnv:
         """Whose ``live`` is when it is labelled as another's ("" when it is this app-env's, unlabelled, or absent):
         another app-env of gitsync, or another tool (``app.kubernetes.io/managed-by``). The rollout's tracks are
         found by name (``<workload>-canary``), and a name is no proof of ownership."""
-        labels = ((live or {}).get("metadata") or {}).get("labels") or {}
+        live = live or {}
+        labels = (live.get("metadata") or {}).get("labels") or {}
         manager = labels.get(LABEL_MANAGED_BY)
-        if manager is None or (manager == MANAGER and self.owns(live or {})):
+        if manager is None or self.owns(live):
             return ""
         if manager == MANAGER:
             return f"app {labels.get(LABEL_APP, '?')} in environment {labels.get(LABEL_ENV, '?')}"

@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import IO
@@ -42,7 +41,6 @@ __all__ = [
     "STAGING_PREFIX",
     "ArchiveFailed",
     "LocalTrees",
-    "Truncated",
     "extract_archive",
     "git_archive",
     "remove_stale_staging",
@@ -62,14 +60,6 @@ STAGING_PREFIX = ".tmp-"
 """Starts the name of the folder ``extract_archive`` extracts into beside its target (``remove_stale_staging``)."""
 LOGGED_PATHS = 20
 """Files cut that the log event names (with their sizes); it counts the others."""
-
-
-@dataclass(frozen=True, slots=True)
-class Truncated:
-    """A file of the tree written cut to ``WHOLE_FILE_BYTES + 1`` bytes; ``size`` is its size in the commit."""
-
-    path: str
-    size: int
 
 
 class ArchiveFailed(Exception):
@@ -133,11 +123,11 @@ def git_archive(tree_ish: str, *, cwd: Path, env: Mapping[str, str], timeout: fl
 
 def extract_archive(
     open_archive: Callable[[], AbstractContextManager[IO[bytes]]], target: Path, subject: str = ""
-) -> tuple[Truncated, ...]:
+) -> None:
     """Fill ``target`` (absent; its parent exists) from the tar stream ``open_archive`` opens (``git_archive``),
     all at once: a reader never sees a half-extracted tree, and a concurrent extraction of the same tree simply
     loses the race. ``subject`` (the repository and commit) leads the error of a member that may not be extracted.
-    The files written cut (see the module doc) are returned and logged once.
+    The files written cut (see the module doc) are logged once (``snapshot.truncated``).
 
     Read as a stream, members cannot be checked all before the first is written: each is checked as it comes, into
     a staging folder beside ``target`` that becomes ``target`` only once the whole stream was read and git exited
@@ -147,7 +137,7 @@ def extract_archive(
     try:
         tree = staging / "tree"
         with open_archive() as stream:
-            truncated = _extract(stream, tree, subject or str(target))
+            cut = _extract(stream, tree, subject or str(target))
         try:
             tree.rename(target)
         except OSError:
@@ -155,15 +145,14 @@ def extract_archive(
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    if truncated:
+    if cut:
         log.info(
             "snapshot.truncated",
             tree=subject or str(target),
-            files=len(truncated),
+            files=len(cut),
             kept_bytes=WHOLE_FILE_BYTES + 1,
-            sizes={t.path: t.size for t in truncated[:LOGGED_PATHS]},
+            sizes=dict(list(cut.items())[:LOGGED_PATHS]),
         )
-    return truncated
 
 
 def remove_stale_staging(folder: Path, older_than: float) -> None:
@@ -178,7 +167,7 @@ def remove_stale_staging(folder: Path, older_than: float) -> None:
                 shutil.rmtree(staging, ignore_errors=True)
 
 
-def _extract(stream: IO[bytes], tree: Path, subject: str) -> tuple[Truncated, ...]:
+def _extract(stream: IO[bytes], tree: Path, subject: str) -> dict[str, int]:
     """Extract a commit's `git archive` into ``tree``, cutting the files past ``WHOLE_FILE_BYTES``. A member that is
     not a file, directory or symlink, or whose path lands outside ``tree`` (through a link extracted before it
     too), is a TerminalError naming it. A symbolic link pointing out of the tree is kept, as a link: one such link
@@ -191,7 +180,7 @@ def _extract(stream: IO[bytes], tree: Path, subject: str) -> tuple[Truncated, ..
     """
     tree.mkdir()  # also the whole tree of an empty commit, whose archive has no entries
     root = tree.resolve()
-    truncated: list[Truncated] = []
+    cut: dict[str, int] = {}  # path: its size in the commit
 
     def checked(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         for member in tar:  # each header is read just before its member is extracted
@@ -199,7 +188,7 @@ def _extract(stream: IO[bytes], tree: Path, subject: str) -> tuple[Truncated, ..
             if not (member.isfile() or member.isdir() or member.issym()) or not inside:
                 raise TerminalError(f"{subject}: {member.name}: not a file, directory or link inside the repository")
             if member.isfile() and member.size > WHOLE_FILE_BYTES:
-                truncated.append(Truncated(member.name, member.size))
+                cut[member.name] = member.size
                 member = copy.copy(member)  # the stream still skips the original's whole data to the next header
                 member.size = WHOLE_FILE_BYTES + 1
             yield member
@@ -212,7 +201,7 @@ def _extract(stream: IO[bytes], tree: Path, subject: str) -> tuple[Truncated, ..
                 tar.extractall(tree, members=checked(tar))  # noqa: S202 (every member is checked first)
     except (tarfile.TarError, OSError) as e:  # a full disk, a stream git cut short
         raise TerminalError(f"{subject}: cannot unpack its tree: {e}") from None
-    return tuple(truncated)
+    return cut
 
 
 def _data_keeping_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:

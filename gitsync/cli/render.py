@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,7 +41,7 @@ def render_apps(
     only when its inputs changed. Apps awaiting promotion are left out, each with one line on stderr; any other
     error raises (the first in env.yaml order). The command reads ``env.yaml`` (``load_environment``) once."""
     rendered = []
-    for _app, outcome in render_each(repo, environment, apps, sets, revision):
+    for _app, outcome in _outcomes(repo, environment, apps, sets, revision):  # stops at the first error
         if isinstance(outcome, AwaitingPromotion):
             click.echo(str(outcome), err=True)
         elif isinstance(outcome, RenderError):
@@ -61,11 +61,17 @@ def render_each(
     """``render_apps``, but each app's own render error (``AwaitingPromotion`` included) is that app's answer, as
     ``(app, rendered or error)`` in env.yaml order, so a command that reports per app (``status``) still shows the
     others. An app env.yaml does not list concerns the command: it raises."""
+    return tuple(_outcomes(repo, environment, apps, sets, revision))
+
+
+def _outcomes(
+    repo: Path, environment: Environment, apps: Sequence[str], sets: Sequence[str], revision: str | None
+) -> Iterator[tuple[str, RenderedApp | RenderError]]:
+    """``render_each``'s answers one app at a time, so ``render_apps`` renders no app after the first error."""
     trees = LocalTrees(repo)
     blobs = disk_blobs()
     cache = StoredRenderCache(blobs) if blobs is not None else None
     env = environment.name
-    outcomes: list[tuple[str, RenderedApp | RenderError]] = []
     for app in apps or environment.apps:
         try:
             rendered = render_app(
@@ -74,10 +80,9 @@ def render_each(
         except RenderError as e:
             if app not in environment.apps:
                 raise  # a name the command was given, not an app of the environment
-            outcomes.append((app, e))
+            yield app, e
         else:
-            outcomes.append((app, rendered))
-    return tuple(outcomes)
+            yield app, rendered
 
 
 @click.command()

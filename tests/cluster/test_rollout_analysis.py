@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from prometheus_fixture import Metrics
 
 from gitsync.adapters.http_check import HttpClient
 from gitsync.adapters.prometheus import PrometheusClient
@@ -19,6 +20,18 @@ from gitsync.errors import QueryRejectedError, TransientError
 CTX = CheckContext(namespace="shop", app="web", env="prod", workload="web-canary", stable="web", track="canary")
 
 
+def errors_check(metrics: Metrics, query: str, **fields: str) -> CheckSpec:
+    """A Prometheus check of the test's server: ``query``'s first value must stay below 5 %."""
+    return CheckSpec(
+        "errors",
+        CheckType.PROMETHEUS,
+        query=query,
+        address=metrics.address,
+        success_condition=parse("result[0] < 0.05"),
+        **fields,
+    )
+
+
 def test_prometheus_values_and_no_data(metrics) -> None:
     metrics.set("errors_ratio", 0.25)
     metrics.wait_for("errors_ratio", 0.25)
@@ -27,22 +40,9 @@ def test_prometheus_values_and_no_data(metrics) -> None:
     assert client.query(metrics.address, 'absent_metric{test="none"}', 5) == []
 
     measurer = Measurer(prometheus=client)
-    spec = CheckSpec(
-        "errors",
-        CheckType.PROMETHEUS,
-        query=metrics.query("errors_ratio"),
-        address=metrics.address,
-        success_condition=parse("result[0] < 0.05"),
-    )
-    failed = measurer.measure(spec, CTX, 1.0)
+    failed = measurer.measure(errors_check(metrics, metrics.query("errors_ratio")), CTX, 1.0)
     assert (failed.outcome, failed.value) == (CheckOutcome.FAILURE, [0.25])
-    missing = CheckSpec(
-        "errors",
-        CheckType.PROMETHEUS,
-        query='nothing{app="${app}"}',
-        address=metrics.address,
-        success_condition=parse("result[0] < 0.05"),
-    )
+    missing = errors_check(metrics, 'nothing{app="${app}"}')
     assert measurer.measure(missing, CTX, 1.0).outcome is CheckOutcome.INCONCLUSIVE
 
 
@@ -53,14 +53,7 @@ def test_prometheus_down_is_transient_and_a_query_that_does_not_parse_is_not(met
         PrometheusClient().query(metrics.address, "sum(", 5)
     # A typo is inconclusive at once (the rollout pauses) and names the field to fix; an outage is an error, five
     # of which in a row are needed before it pauses.
-    typo = CheckSpec(
-        "errors",
-        CheckType.PROMETHEUS,
-        query='rate(errors{app="${app}"',
-        address=metrics.address,
-        success_condition=parse("result[0] < 0.05"),
-        path="rollout.analysis.checks[1]",
-    )
+    typo = errors_check(metrics, 'rate(errors{app="${app}"', path="rollout.analysis.checks[1]")
     measured = Measurer(prometheus=PrometheusClient()).measure(typo, CTX, 1.0)
     assert measured.outcome is CheckOutcome.INCONCLUSIVE
     assert measured.message.startswith("rollout.analysis.checks[1].query: ") and "parse error" in measured.message

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from agentlab import GITSYNC, SECRET, AgentProcess, Agents, Upstream, configmap_value, status_of, wait_for
 from forge_fixture import Gitea, GiteaRepo
@@ -131,26 +132,22 @@ def test_statuses_per_environment_and_the_plan_comment_of_a_pull_request(
     print(f"reconcile recorded -> status set: {[r['seconds'] for r in agent.logs('forge.status_set')]} s")
 
 
-def promoted_by_pull_request(upstream: Upstream, prod_namespace: str, gitea: Gitea, repo: GiteaRepo) -> None:
-    """prod in its own namespace, promoted from staging by pull request after a 1 s soak; on Gitea."""
+@pytest.fixture
+def promoted_prod(upstream: Upstream, prod_namespace: str, gitea: Gitea, gitea_repo: GiteaRepo) -> str:
+    """prod in its own namespace (returned), promoted from staging by pull request after a 1 s soak; on Gitea."""
     prod = upstream.work / "environments/prod"
     env = yaml.safe_load((prod / "env.yaml").read_text())
     env["namespace"] = prod_namespace
     env["promotion"] = {"from": "staging", "mode": "pull-request", "soak": "1s", "values": ["image.tag"]}
     upstream.commit("prod: promoted by pull request", {"environments/prod/env.yaml": yaml.safe_dump(env)})
-    on_gitea(upstream, gitea, repo)
+    on_gitea(upstream, gitea, gitea_repo)
+    return prod_namespace
 
 
 def test_the_promotion_pull_request_is_opened_and_merging_it_promotes(
-    agents: Agents,
-    upstream: Upstream,
-    namespace: str,
-    prod_namespace: str,
-    core: client.CoreV1Api,
-    gitea: Gitea,
-    gitea_repo: GiteaRepo,
+    agents: Agents, upstream: Upstream, promoted_prod: str, core: client.CoreV1Api, gitea: Gitea, gitea_repo: GiteaRepo
 ) -> None:
-    promoted_by_pull_request(upstream, prod_namespace, gitea, gitea_repo)
+    prod_namespace = promoted_prod
     # The change itself comes through a pull request merged by rebase: no message names it, Gitea still does.
     set_tag(upstream, "6.7.2", push=False)
     upstream._git(upstream.work, "push", "-q", "origin", "HEAD:refs/heads/tag-6.7.2")
@@ -212,17 +209,11 @@ def audited(clone: Path, env: str) -> list[dict[str, Any]]:
 
 
 def test_a_promotion_pull_request_made_stale_by_a_promotion_another_way_is_closed(
-    agents: Agents,
-    upstream: Upstream,
-    namespace: str,
-    prod_namespace: str,
-    core: client.CoreV1Api,
-    gitea: Gitea,
-    gitea_repo: GiteaRepo,
+    agents: Agents, upstream: Upstream, promoted_prod: str, core: client.CoreV1Api, gitea: Gitea, gitea_repo: GiteaRepo
 ) -> None:
     """Someone promotes without the pull request (``gitsync promote --push``, or the branch pushed to main): the
     pull request left open would change nothing, so the agent closes it and says why."""
-    promoted_by_pull_request(upstream, prod_namespace, gitea, gitea_repo)
+    prod_namespace = promoted_prod
     start_agent(agents, gitea, gitea_repo, environments=["staging", "prod"], pollInterval="30s")
     [pull] = wait_for("the promotion pull request", gitea_repo.open_pulls, 60)
 
