@@ -195,10 +195,11 @@ def refuse_selector_change(layout: Layout, stable: Json | None) -> None:
         return
     live, wanted = selector_of(stable), selector_of(layout.workload.body)
     if live != wanted:
+        rendered_at = f" ({layout.workload.source})" if layout.workload.source else ""  # the template's file:line
         raise InvalidObjectError(
             f"{layout.ref(Track.STABLE)}: field is immutable: spec.selector: the canary's template would be promoted "
-            f"to this Deployment, whose selector is {_labels(live)}, not the rendered {_labels(wanted)}; keep the "
-            "selector, or give the Deployment a new name",
+            f"to this Deployment, whose selector is {_labels(live)}, not the rendered {_labels(wanted)}{rendered_at};"
+            " keep the selector, or give the Deployment a new name",
             fields=("spec.selector",),
             immutable=True,
         )
