@@ -23,6 +23,8 @@ _CUT_RESERVE = 400
 _SHORT = 12
 _SHORTEST_CUT = 1_000
 """Room below which a diff too large for any comment is left out rather than shown cut short."""
+_DETAILS_FRAME = 400
+"""Room a diff shown cut short keeps for its summary line, its fences and the line saying how many more."""
 
 
 def markdown(plan: ChangePlan, limit: int = COMMENT_LIMIT) -> str:
@@ -35,11 +37,11 @@ def markdown(plan: ChangePlan, limit: int = COMMENT_LIMIT) -> str:
                 blocks.append((f"#### {title}\n", None))
                 blocks.extend((_details(d), d) for d in diffs)
     total = sum(1 for _, d in blocks if d is not None)
-    if len(head) > limit - _CUT_RESERVE:
+    budget = limit - _CUT_RESERVE
+    if len(head) > budget:
         return _cut(head, limit)
     out, shown, short = [head], 0, 0
     size = len(head)
-    budget = limit - _CUT_RESERVE
     for block, diff in blocks:
         if size + len(block) > budget:
             # A diff that could never fit whole (one huge ConfigMap) shows its beginning rather than nothing.
@@ -111,7 +113,7 @@ def _details(diff: ObjectDiff, room: int | None = None) -> str:
     if room is not None:
         lines, kept, size = text.split("\n"), [], 0
         for line in lines:
-            if size + len(line) + 1 > room - 400:  # the summary line, fences and the closing note
+            if size + len(line) + 1 > room - _DETAILS_FRAME:
                 break
             kept.append(line)
             size += len(line) + 1

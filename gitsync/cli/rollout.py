@@ -24,7 +24,6 @@ from gitsync import log as logging
 from gitsync.cli.render import policy_error_line
 from gitsync.cli.sync import connect, env_option, fail, fail_on, kubeconfig_option, repo_option
 from gitsync.errors import GitsyncError
-from gitsync.model import Json
 from gitsync.strategy.policy import PolicyError, parse_policy
 from gitsync.strategy.state import ACTIVE_PHASES, CommandName, Phase
 
@@ -123,7 +122,11 @@ def status(repo: Path, env: str, app: str, kubeconfig: Path | None, output: str)
         click.echo(json.dumps(rollout, indent=2))
     else:
         key = rendered.app_env
-        quiet = _quiet(rollout) if progressive else "the rolling strategy: Kubernetes rolls the Deployment"
+        quiet = (
+            str(rollout.get("message") or "nothing rolled out yet")
+            if progressive
+            else "the rolling strategy: Kubernetes rolls the Deployment"
+        )
         lines = rollout_lines(rollout) or [f"rollout {rollout.get('phase', Phase.IDLE.value)}: {quiet}"]
         for entry in reversed(rollout.get("history", [])):
             reason = f": {entry['reason']}" if entry.get("reason") else ""
@@ -132,10 +135,6 @@ def status(repo: Path, env: str, app: str, kubeconfig: Path | None, output: str)
             click.echo(f"{key}: {line}")
     if rollout.get("phase") == Phase.ABORTED.value:
         sys.exit(1)
-
-
-def _quiet(rollout: Json) -> str:
-    return str(rollout.get("message") or "nothing rolled out yet")
 
 
 @group.command("promote")

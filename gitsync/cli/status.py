@@ -120,7 +120,6 @@ def command(
         targets = [outcome for _, outcome in outcomes if isinstance(outcome, RenderedApp)]
         cluster, planned = previews_each(targets, kubeconfig, listed=False)
         home = connect(home_kubeconfig) if home_kubeconfig is not None else cluster
-        namespace = environment.namespace if len(targets) < len(outcomes) else ""
     except GitsyncError as e:
         fail_on(e)
     failures: list[GitsyncError] = []
@@ -143,7 +142,7 @@ def command(
         yet), or its own render error (a failure, as it cannot be compared)."""
         if not isinstance(error, AwaitingPromotion):
             failures.append(error)
-        return unplanned_status(AppEnv(name, env), namespace, cluster, error, home)
+        return unplanned_status(AppEnv(name, env), environment.namespace, cluster, error, home)
 
     previewed = iter(planned)
     rows = [

@@ -26,6 +26,7 @@ from gitsync.strategy.layout import (
     LABEL_TRACK,
     Layout,
     controller_ref,
+    selector_of,
     template_hash,
     track_ref,
 )
@@ -102,7 +103,7 @@ def perform(
             return _deploy_canary(action, layout, cluster, live, reader)
         wanted = layout.body(action.track, action.replicas)
         current = live.get(action.track)
-        if current is not None and _empty(current) and _selector(current) != _selector(wanted):
+        if current is not None and _empty(current) and selector_of(current) != selector_of(wanted):
             # A colour at zero (the old one after a scale-down, the new one after an abort) serves nothing: one
             # made under an earlier selector, which is immutable, is made again, so blue-green can roll out a
             # selector change (the switch then points the active Service at the new selector).
@@ -161,7 +162,7 @@ def _deploy_canary(
     wanted = layout.body(Track.CANARY, action.replicas)
     if current is not None and (
         view(current).template_hash != template_hash(layout.workload.body)
-        or (current.get("spec") or {}).get("selector") != wanted["spec"].get("selector")
+        or selector_of(current) != selector_of(wanted)
     ):
         cluster.delete(ref)
         current = None
@@ -230,10 +231,6 @@ def _fold(
 def _empty(deployment: Json) -> bool:
     """Scaled to zero: whatever pods it still has are going, and no Service the executor points selects them."""
     return not int((deployment.get("spec") or {}).get("replicas", 1))
-
-
-def _selector(deployment: Json) -> Json:
-    return dict((deployment.get("spec") or {}).get("selector") or {})
 
 
 def _foreign(ref: ObjectId, key: AppEnv, reader: WorkloadReader) -> bool:

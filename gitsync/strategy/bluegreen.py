@@ -132,9 +132,7 @@ def _preview(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
 
 
 def _pre_analysis(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
-    if d.state.full:
-        return None
-    return None if run_analysis(d, MOVES, bg.pre_promotion, "prePromotionAnalysis") else d.done()
+    return None if d.state.full or run_analysis(d, MOVES, bg.pre_promotion, "prePromotionAnalysis") else d.done()
 
 
 def _gate(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
@@ -165,9 +163,7 @@ def _gate(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
 
 
 def _post_analysis(d: Draft, bg: BlueGreenPolicy) -> Decision | None:
-    if d.state.full:
-        return None
-    return None if run_analysis(d, MOVES, bg.post_promotion, "postPromotionAnalysis") else d.done()
+    return None if d.state.full or run_analysis(d, MOVES, bg.post_promotion, "postPromotionAnalysis") else d.done()
 
 
 def _scale_down(d: Draft, bg: BlueGreenPolicy) -> Decision | None:

@@ -27,7 +27,7 @@ from gitsync.ports import Clock, Cluster, RenderedApp, StateStore, WorkloadReade
 from gitsync.strategy.act import Events, Where, hand_replicas_over, keep_inventory, perform
 from gitsync.strategy.decide import decide
 from gitsync.strategy.handover import retire
-from gitsync.strategy.layout import ANNOTATION_TEMPLATE_HASH, Layout, spec_hash, template_hash
+from gitsync.strategy.layout import ANNOTATION_TEMPLATE_HASH, Layout, selector_of, spec_hash, template_hash
 from gitsync.strategy.model import Observation, Track, WorkloadView, tracks
 from gitsync.strategy.observe import live_total, observe, view
 from gitsync.strategy.policy import RolloutPolicy, Strategy, parse_policy
@@ -193,13 +193,13 @@ def refuse_selector_change(layout: Layout, stable: Json | None) -> None:
     Deployment's (``InvalidObjectError``, terminal: the app waits for a commit that restores the selector)."""
     if stable is None:
         return
-    live = (stable.get("spec") or {}).get("selector") or {}
-    wanted = (layout.workload.body.get("spec") or {}).get("selector") or {}
+    live, wanted = selector_of(stable), selector_of(layout.workload.body)
     if live != wanted:
+        rendered_at = f" ({layout.workload.source})" if layout.workload.source else ""  # the template's file:line
         raise InvalidObjectError(
             f"{layout.ref(Track.STABLE)}: field is immutable: spec.selector: the canary's template would be promoted "
-            f"to this Deployment, whose selector is {_labels(live)}, not the rendered {_labels(wanted)}; keep the "
-            "selector, or give the Deployment a new name",
+            f"to this Deployment, whose selector is {_labels(live)}, not the rendered {_labels(wanted)}{rendered_at};"
+            " keep the selector, or give the Deployment a new name",
             fields=("spec.selector",),
             immutable=True,
         )

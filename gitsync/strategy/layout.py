@@ -33,6 +33,7 @@ __all__ = [
     "autoscalers_of",
     "controller_ref",
     "digest",
+    "selector_of",
     "services_of",
     "spec_hash",
     "template_hash",
@@ -59,6 +60,11 @@ def spec_hash(body: Mapping[str, Any]) -> str:
     trimmed = copy.deepcopy(dict(body))
     (trimmed.get("spec") or {}).pop("replicas", None)
     return digest(trimmed)
+
+
+def selector_of(body: Mapping[str, Any]) -> Json:
+    """A Deployment's ``spec.selector`` ({} when it has none): immutable, so a change of it means a new object."""
+    return dict((body.get("spec") or {}).get("selector") or {})
 
 
 def digest(value: Any) -> str:

@@ -387,6 +387,7 @@ def test_canary_of_a_changed_selector_is_refused_before_anything_runs(lab: Lab) 
     with pytest.raises(InvalidObjectError) as refused:
         lab.step(v2)
     assert str(refused.value).startswith(f"Deployment.apps/{lab.namespace}/web: field is immutable: spec.selector:")
+    assert "not the rendered {app=web, tier=web} (test); keep the selector" in str(refused.value), "its template:line"
     assert refused.value.immutable and lab.deploy("web-canary") is None and lab.state()["phase"] == "Healthy"
     assert lab.versions() == {"v1": REPLICAS}
     # pushed while a canary's pods are being handed to the stable Deployment: the hand-over ends first
