@@ -4,7 +4,8 @@ different thing: it pins a release for a receiving environment in Git).
 
 Each of promote, abort and retry writes its request into the app-env's rollout state (the agent applies it at its
 next step) and then, unless ``--no-advance``, runs that step itself, so the commands work without an agent too.
-Concurrent steps are safe: state writes are optimistic, and the loser of a race simply steps again later.
+Concurrent steps are safe: state writes are optimistic, and the loser of a race simply steps again later (a
+command whose own step loses to the agent's says the request is the agent's to apply, and exits 0).
 Exit status 0 on success, 2 when nothing could be done (render error, bad rollout values, no cluster, or no
 rollout in a phase where the command means something: promote and abort need a running one, retry an aborted one).
 ``status`` only reads, and exits 1 for an aborted rollout.
@@ -23,7 +24,7 @@ import click
 from gitsync import log as logging
 from gitsync.cli.render import policy_error_line
 from gitsync.cli.sync import connect, env_option, fail, fail_on, kubeconfig_option, repo_option
-from gitsync.errors import GitsyncError
+from gitsync.errors import GitsyncError, StaleError
 from gitsync.strategy.policy import PolicyError, parse_policy
 from gitsync.strategy.state import ACTIVE_PHASES, CommandName, Phase
 
@@ -79,7 +80,15 @@ def _run(repo: Path, env: str, app: str, kubeconfig: Path | None, name: CommandN
         if not advance:
             click.echo(f"{rendered.app_env}: {name} requested; the agent applies it at its next step")
             return
-        outcome = executor.advance(rendered, cluster, store, clock, measurer=Measurer(PrometheusClient(), HttpClient()))
+        try:
+            outcome = executor.advance(
+                rendered, cluster, store, clock, measurer=Measurer(PrometheusClient(), HttpClient())
+            )
+        except StaleError:
+            # The agent stepped the rollout at the same moment and its write won: it read the state after this
+            # request was written (writes are optimistic), so the request is in its hands, as with --no-advance.
+            click.echo(f"{rendered.app_env}: {name} requested; the agent, stepping it now, applies it")
+            return
     except PolicyError as e:
         fail(policy_error_line(repo, rendered, e))
     except GitsyncError as e:

@@ -18,6 +18,7 @@ from gitsync.adapters.clock import SystemClock
 from gitsync.adapters.kube import KubeCluster
 from gitsync.adapters.state import ConfigMapStateStore
 from gitsync.cli import main
+from gitsync.errors import StaleError
 from gitsync.model import AppEnv, ObjectId
 from gitsync.strategy import control, executor
 from gitsync.strategy.state import Phase
@@ -119,6 +120,29 @@ def test_config_only_change_rolls_out_and_cli_controls_it(repo: Path, kubelab, n
     # abort keeps them until the stable is back at full strength)
     status = control.describe_rollout(store, rendered.app_env, namespace)
     assert status["phase"] in ("Progressing", "Paused") and "abortReason" not in status, status
+
+
+def test_a_promote_whose_own_step_loses_to_the_agent_leaves_the_request_to_it(
+    repo: Path, kubelab, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent steps the rollout at the moment the command does and its write wins (a Conflict): the request is
+    already written, so the command says the agent applies it and exits 0, and the next step does."""
+    cluster = KubeCluster(kubelab.kubeconfig)
+    store = ConfigMapStateStore(cluster)
+    assert reconcile(repo, cluster, store).phase is Phase.HEALTHY
+    set_message(repo, "a release the agent promotes")
+    drive(repo, cluster, store, Phase.PAUSED)
+    args = ["--repo", str(repo), "--env", "staging", "--app", "podinfo", "--kubeconfig", str(kubelab.kubeconfig)]
+
+    def lost(*_: object, **__: object) -> None:
+        raise StaleError("ConfigMap/x/gitsync.podinfo.staging.rollout: Conflict: the object has been modified")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(executor, "advance", lost)
+        result = CliRunner().invoke(main, ["rollout", "promote", *args])
+    assert result.exit_code == 0, result.output
+    assert result.output == "podinfo@staging: promote requested; the agent, stepping it now, applies it\n"
+    drive(repo, cluster, store, Phase.HEALTHY)
 
 
 def test_cli_sync_leaves_a_canary_workload_to_the_rollout(repo: Path, kubelab, namespace: str) -> None:
